@@ -1,0 +1,36 @@
+# loopdrive: `make demo` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.loopdrive-setup
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# Re-runs only when the dependency list or the set-up scripts change (idempotent, quick otherwise).
+$(STAMP): pyproject.toml scripts/install-system-deps.sh scripts/fix_torchvision.py
+	bash scripts/install-system-deps.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) scripts/fix_torchvision.py
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/loopdrive demo --out out/demo
+
+test: setup
+	$(PY) -m ruff check sim agents tests
+	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check sim agents tests
+
+bench: setup
+	$(VENV)/bin/loopdrive bench all --quick
+
+clean:
+	rm -rf out .pytest_cache

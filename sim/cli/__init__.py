@@ -1,0 +1,11 @@
+"""The ``loopdrive`` command line. Subcommands live in one module per area and register on import."""
+
+# Subcommand modules (each adds its commands to ``app`` on import).
+from sim.cli import log_cmds  # noqa: F401
+from sim.cli._app import app
+
+__all__ = ["app"]
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()

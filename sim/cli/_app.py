@@ -1,0 +1,57 @@
+"""The typer application objects and the shared error handling of the ``loopdrive`` command.
+
+Each subcommand module (``sim/cli/<area>.py``) adds its commands to :data:`app` (or to a group such as
+:data:`bench_app`) and stays thin: it parses arguments, calls the library function that tests
+and notebooks also call, and prints a summary with rich.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+from sim.errors import LoopdriveError
+
+__all__ = ["app", "bench_app", "console", "err_console", "fail", "user_errors"]
+
+app = typer.Typer(
+    name="loopdrive",
+    help="loopdrive: a closed-loop driving simulator (synthetic towns, neural scenes, Gymnasium env, metrics).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks; each writes JSON under benchmarks/results/.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a one-line error to stderr and return the Exit to raise (exit code 2 = usage/input)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a :class:`LoopdriveError` into a one-line message and exit code 2."""
+    try:
+        yield
+    except LoopdriveError as exc:
+        raise fail(exc.one_line()) from None
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level.")) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
