@@ -1,0 +1,177 @@
+"""The planner interface (nuPlan's shape, with CARLA-style self-declared sensors).
+
+A planner declares the observation kinds (and sensor rig) it needs; the environment and the
+batch runner check that declaration against their own configuration at reset and pass the planner
+*only* what it asked for. At every step ``plan(obs)`` returns either a :class:`Trajectory` in the
+ego frame (tracked by the controller) or a :class:`Control` (acceleration, steering).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sim.errors import ScenarioError
+from sim.registry import Registry
+from sim.sensors import SensorRig
+
+__all__ = [
+    "PLANNERS",
+    "Control",
+    "Observation",
+    "ObservationSpec",
+    "Planner",
+    "PlannerInit",
+    "PlannerOutput",
+    "Trajectory",
+    "check_observation_spec",
+    "make_planner",
+]
+
+#: An observation: observation kind name -> value (see ``sim.observations``).
+Observation = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    """What a planner needs.
+
+    Attributes:
+        kinds: observation kinds (``state``, ``bev``, ``camera``, ``lidar``, ...).
+        cameras: camera names it needs when ``camera`` is among the kinds.
+        lidar: True when it needs the LiDAR (implied by ``lidar`` in kinds).
+    """
+
+    kinds: tuple[str, ...] = ("state",)
+    cameras: tuple[str, ...] = ()
+
+    @property
+    def lidar(self) -> bool:
+        return "lidar" in self.kinds
+
+
+@dataclass(frozen=True)
+class PlannerInit:
+    """What a planner is told once per episode.
+
+    Attributes:
+        lane_map: the map (``sim.map.LaneMap``).
+        route: the ego's lane route (lane ids).
+        dt_s: simulation step, seconds.
+        horizon_s: episode length, seconds.
+        ego_size: (length, width, height) of the ego, metres.
+        rig: the sensor rig of the episode.
+        expert: the logged ego trajectory as (T, 5) columns t_s, x, y, yaw, speed (world frame) --
+            only given to planners with ``requires_scenario = True``.
+        scenario: the full scenario spec -- only given to planners with ``requires_scenario``.
+    """
+
+    lane_map: Any
+    route: tuple[str, ...]
+    dt_s: float
+    horizon_s: float
+    ego_size: tuple[float, float, float] = (4.6, 1.9, 1.6)
+    rig: SensorRig | None = None
+    expert: NDArray[np.float64] | None = None
+    scenario: Any = None
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A planned trajectory in the **ego frame** at plan time (x forward, y left, metres).
+
+    Attributes:
+        t_s: (K,) seconds after now, strictly increasing, all > 0.
+        xy: (K, 2) positions.
+        speed: optional (K,) target speeds in m/s.
+    """
+
+    t_s: NDArray[np.float64]
+    xy: NDArray[np.float64]
+    speed: NDArray[np.float64] | None = None
+
+    def __post_init__(self) -> None:
+        t = np.asarray(self.t_s, dtype=np.float64)
+        xy = np.asarray(self.xy, dtype=np.float64)
+        if t.ndim != 1 or xy.shape != (len(t), 2) or len(t) == 0:
+            raise ValueError(f"Trajectory needs t_s (K,) and xy (K, 2); got {t.shape} and {xy.shape}")
+        object.__setattr__(self, "t_s", t)
+        object.__setattr__(self, "xy", xy)
+        if self.speed is not None:
+            object.__setattr__(self, "speed", np.asarray(self.speed, dtype=np.float64))
+
+    def is_finite(self) -> bool:
+        ok = bool(np.all(np.isfinite(self.t_s)) and np.all(np.isfinite(self.xy)))
+        return ok and (self.speed is None or bool(np.all(np.isfinite(self.speed))))
+
+
+@dataclass(frozen=True)
+class Control:
+    """Direct bicycle-model controls: longitudinal acceleration (m/s^2) and front-wheel steering
+    angle (rad, positive = left)."""
+
+    accel: float
+    steer: float
+
+    def is_finite(self) -> bool:
+        return bool(np.isfinite(self.accel) and np.isfinite(self.steer))
+
+
+PlannerOutput = Trajectory | Control
+
+
+class Planner(ABC):
+    """A planning stack under test. Subclasses set ``name`` and register in :data:`PLANNERS`."""
+
+    name: ClassVar[str]
+    #: Oracle planners that need the scenario / logged expert say so (they get ``PlannerInit.expert``).
+    requires_scenario: ClassVar[bool] = False
+
+    def __init__(self, **params: Any) -> None:
+        self.params = dict(params)
+
+    @abstractmethod
+    def observation_spec(self) -> ObservationSpec:
+        """The observation kinds (and cameras) this planner needs."""
+
+    @abstractmethod
+    def reset(self, init: PlannerInit, *, seed: int | None = None) -> None:
+        """Start a new episode."""
+
+    @abstractmethod
+    def plan(self, obs: Observation) -> PlannerOutput:
+        """One planning step: the observation dict (only the kinds asked for) -> a trajectory or a control."""
+
+
+#: name -> Planner subclass; third parties add planners through the ``loopdrive.planners``
+#: entry-point group.
+PLANNERS: Registry[type[Planner]] = Registry("planner", "loopdrive.planners")
+
+
+def make_planner(name: str, **params: Any) -> Planner:
+    """Construct a registered planner by name (``RegistryError`` lists the known ones)."""
+    import agents.planners  # noqa: F401  (registers the reference planners)
+
+    return PLANNERS.get(name)(**params)
+
+
+def check_observation_spec(
+    spec: ObservationSpec, kinds: Sequence[str], cameras: Sequence[str] = (), *, planner: str = "planner"
+) -> None:
+    """Raise :class:`ScenarioError` naming exactly what the configuration lacks for ``spec``."""
+    missing = [k for k in spec.kinds if k not in kinds]
+    problems = []
+    if missing:
+        problems.append(f"observation kind(s) {missing} (configured: {list(kinds)})")
+    if "camera" in spec.kinds:
+        miss_cam = [c for c in spec.cameras if c not in cameras]
+        if miss_cam:
+            problems.append(f"camera(s) {miss_cam} (rig has: {list(cameras)})")
+    if problems:
+        raise ScenarioError(f"planner {planner!r} needs " + " and ".join(problems), field="observation")
+
