@@ -64,10 +64,11 @@ class Polyline:
         q = q.reshape(-1, 2)
         a = self.points[:-1]
         rel = q[:, None, :] - a[None, :, :]  # (M, S, 2)
-        t = np.clip(np.einsum("msk,sk->ms", rel, self.seg_dir), 0.0, self.seg_len[None, :])
-        # allow extrapolation before the first / after the last segment
-        t[:, 0] = np.minimum(np.einsum("mk,k->m", rel[:, 0], self.seg_dir[0]), self.seg_len[0])
-        t[:, -1] = np.maximum(np.einsum("mk,k->m", rel[:, -1], self.seg_dir[-1]), 0.0)
+        # clip onto each segment, but extrapolate before the first and after the last one
+        lo = np.zeros_like(self.seg_len)
+        hi = self.seg_len.copy()
+        lo[0], hi[-1] = -np.inf, np.inf
+        t = np.clip(np.einsum("msk,sk->ms", rel, self.seg_dir), lo[None, :], hi[None, :])
         foot = a[None] + t[..., None] * self.seg_dir[None]
         dist2 = np.sum((q[:, None, :] - foot) ** 2, axis=-1)
         j = np.argmin(dist2, axis=1)

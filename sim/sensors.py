@@ -57,7 +57,7 @@ class CameraSpec:
         yaw = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
         cp, sp = np.cos(self.pitch), np.sin(self.pitch)
         # pitch down: rotate about the camera's OpenCV x axis (right) so the optical axis tilts down
-        pitch_cv = np.array([[1.0, 0.0, 0.0], [0.0, cp, -sp], [0.0, sp, cp]])
+        pitch_cv = np.array([[1.0, 0.0, 0.0], [0.0, cp, sp], [0.0, -sp, cp]])
         r_cv = yaw @ VEHICLE_FROM_OPENCV @ pitch_cv
         return se3_matrix(r_cv, self.mount_xyz) @ OPENCV_FROM_OPENGL
 
