@@ -1,0 +1,327 @@
+"""The synthetic town scene: road network, lane map, ego drive and actor tracks from a seed.
+
+:func:`make_scene` is render-free and fast (well under a second for ``tiny``); the static town
+meshes are built lazily by :meth:`SynthScene.static_town` (see :mod:`sim.synth.meshes`).
+
+Randomness: one :class:`numpy.random.SeedSequence` per scene is split into independent streams
+(network, props, traffic, textures), so the same ``(preset, seed)`` gives the same town whatever the
+number of frames, and the town's static part never depends on ``frames``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sim.errors import ScenarioError
+from sim.log import Track
+from sim.synth.network import TownNetwork, build_network
+from sim.synth.presets import TownPreset, get_preset
+from sim.synth.traffic import Agent, agent_track, build_path, pedestrian_path, simulate_traffic
+
+if TYPE_CHECKING:
+    from sim.synth.meshes import StaticTown
+
+__all__ = ["EGO_SIZE", "SceneWorld", "SynthScene", "make_scene"]
+
+EGO_SIZE = (4.6, 1.9, 1.6)
+
+# stream indices of the scene's SeedSequence
+_S_NETWORK, _S_PROPS, _S_TRAFFIC, _S_TEXTURES = range(4)
+
+
+@dataclass(frozen=True)
+class SceneWorld:
+    """A minimal world snapshot (the :class:`sim.render.base.WorldLike` protocol): row 0 is the ego.
+
+    Poses are world frame: (x, y) box centre on the ground, z the box bottom (m), yaw (rad).
+    """
+
+    t_us: int
+    ids: tuple[str, ...]
+    cls: tuple[str, ...]
+    x: NDArray[np.float64]
+    y: NDArray[np.float64]
+    z: NDArray[np.float64]
+    yaw: NDArray[np.float64]
+    length: NDArray[np.float64]
+    width: NDArray[np.float64]
+    height: NDArray[np.float64]
+    valid: NDArray[np.bool_]
+
+
+def world_from_tracks(ego: Track, tracks: tuple[Track, ...], t_us: int) -> SceneWorld:
+    """Snapshot of the ego and every track at ``t_us`` (tracks not alive then are invalid rows)."""
+    all_tracks = (ego, *tracks)
+    n = len(all_tracks)
+    pose = np.zeros((n, 4))
+    valid = np.zeros(n, dtype=bool)
+    for i, tr in enumerate(all_tracks):
+        p = tr.pose_at(int(t_us))
+        if p is not None:
+            pose[i] = p
+            valid[i] = True
+    size = np.array([tr.size for tr in all_tracks], dtype=np.float64)
+    return SceneWorld(
+        int(t_us),
+        tuple(tr.id for tr in all_tracks),
+        tuple(tr.cls for tr in all_tracks),
+        pose[:, 0].copy(), pose[:, 1].copy(), pose[:, 2].copy(), pose[:, 3].copy(),
+        size[:, 0].copy(), size[:, 1].copy(), size[:, 2].copy(),
+        valid,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class SynthScene:
+    """A procedural town with its ground-truth drive.
+
+    Attributes:
+        preset, seed: what made it (``make_scene(preset, seed)`` rebuilds the same static town).
+        dt_s: frame period, seconds.
+        t_us: (T,) int64 frame times, microseconds from 0.
+        map: the ``map.json`` dictionary (lanes, crosswalks, intersections).
+        ego: the ego track (id ``"ego"``, class ``car``), one sample per frame.
+        tracks: actor tracks: moving vehicles, cyclists, pedestrians and parked cars
+            (``static=True``); a vehicle that drives off the map ends early.
+        ego_route: lane ids the ego follows (includes a turn; consecutive neighbours = lane change).
+        routes: actor id -> lane ids it follows (moving vehicles and cyclists only).
+        network: the road geometry the meshes and props are built from.
+    """
+
+    preset: str
+    seed: int
+    dt_s: float
+    t_us: NDArray[np.int64]
+    map: dict[str, Any]
+    ego: Track
+    tracks: tuple[Track, ...]
+    ego_route: tuple[str, ...]
+    routes: Mapping[str, tuple[str, ...]]
+    network: TownNetwork = field(repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def frames(self) -> int:
+        return len(self.t_us)
+
+    @property
+    def town(self) -> TownPreset:
+        return get_preset(self.preset)
+
+    def seed_stream(self, which: int) -> np.random.Generator:
+        """A fresh generator of one of the scene's independent random streams."""
+        return np.random.default_rng(np.random.SeedSequence(self.seed).spawn(4)[which])
+
+    def static_town(self) -> StaticTown:
+        """The static town meshes (roads, markings, sidewalks, grass, buildings, props), built once
+        per scene and cached; depends only on ``(preset, seed)``."""
+        if "static" not in self._cache:
+            from sim.synth.meshes import build_static_town
+
+            self._cache["static"] = build_static_town(self)
+        return self._cache["static"]
+
+    def world_at(self, t_us: int) -> SceneWorld:
+        """The logged world at ``t_us`` (row 0 the ego)."""
+        return world_from_tracks(self.ego, self.tracks, t_us)
+
+    def lane_map(self) -> Any:
+        """The lane map as a :class:`sim.map.LaneMap`."""
+        from sim.map import LaneMap
+
+        return LaneMap.from_dict(self.map)
+
+
+def _vehicle_kind(rng: np.random.Generator) -> tuple[str, tuple[float, float, float]]:
+    u = rng.uniform()
+    if u < 0.78:
+        return "car", (round(rng.uniform(4.1, 4.9), 2), round(rng.uniform(1.75, 1.95), 2), round(rng.uniform(1.42, 1.7), 2))
+    if u < 0.92:
+        return "truck", (round(rng.uniform(6.0, 8.0), 2), round(rng.uniform(2.2, 2.45), 2), round(rng.uniform(2.6, 3.3), 2))
+    return "bus", (round(rng.uniform(10.0, 12.0), 2), round(rng.uniform(2.45, 2.55), 2), round(rng.uniform(2.9, 3.2), 2))
+
+
+def _extend(net: TownNetwork, route: list[str], min_len: float, rng: np.random.Generator) -> list[str]:
+    by_id = net.lane_by_id
+    total = sum(_lane_len(by_id[r].pts) for r in route)
+    while total < min_len:
+        succ = by_id[route[-1]].successors
+        if not succ:
+            break
+        nxt = succ[int(rng.integers(len(succ)))]
+        route.append(nxt)
+        total += _lane_len(by_id[nxt].pts)
+    return route
+
+
+def _lane_len(pts: NDArray[np.float64]) -> float:
+    return float(np.sum(np.linalg.norm(np.diff(pts, axis=0), axis=1)))
+
+
+def make_scene(preset: str = "tiny", seed: int = 0, frames: int | None = None, dt_s: float = 0.1) -> SynthScene:
+    """Build a synthetic town and its ground-truth drive (no rendering).
+
+    Args:
+        preset: ``tiny`` (tests: one intersection, short roads, 30 frames), ``small`` (demo: one
+            intersection, longer roads, 120 frames) or ``large`` (2x2 intersections, 300 frames).
+        seed: the town and traffic seed; the same ``(preset, seed, frames, dt_s)`` gives an
+            identical scene.
+        frames: number of frames (default: the preset's).
+        dt_s: frame period in seconds (0.1 = 10 Hz).
+
+    Raises:
+        ScenarioError: unknown preset (naming the known ones), ``frames`` < 1, ``dt_s`` <= 0.
+    """
+    town = get_preset(preset)
+    if frames is None:
+        frames = town.frames
+    if isinstance(frames, bool) or not isinstance(frames, int | np.integer) or frames < 1:
+        raise ScenarioError(f"expected a positive number of frames, got {frames!r}", field="frames")
+    if not (isinstance(dt_s, int | float) and math.isfinite(dt_s) and dt_s > 0):
+        raise ScenarioError(f"expected a positive frame period in seconds, got {dt_s!r}", field="dt_s")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ScenarioError(f"expected a non-negative integer seed, got {seed!r}", field="seed")
+    frames = int(frames)
+    seed = int(seed)
+    streams = np.random.SeedSequence(seed).spawn(4)
+    net = build_network(town, np.random.default_rng(streams[_S_NETWORK]))
+    rng = np.random.default_rng(streams[_S_TRAFFIC])
+    dt_us = round(dt_s * 1e6)
+    t_us = np.arange(frames, dtype=np.int64) * dt_us
+    duration = (frames - 1) * dt_s
+    by_id = net.lane_by_id
+
+    # ---- ego: eastbound on the main road's west arm, turning at the first intersection
+    main_row = town.grid[1] // 2
+    west = next(r for r in net.roads if r.main and r.node_a is None and r.node_b == main_row * town.grid[0])
+    fwd = [ln for ln in net.lanes if ln.kind == "road" and ln.road == west.id and ln.pts[-1][0] > ln.pts[0][0]]
+    fwd.sort(key=lambda ln: -ln.pts[0][1])  # inner (northmost) first for eastbound traffic
+    turn = "left" if rng.uniform() < 0.5 else "right"
+    turn_lane = fwd[0] if turn == "left" else fwd[-1]
+    other = fwd[-1] if turn == "left" else fwd[0]
+    conn = next(by_id[c] for c in turn_lane.successors if by_id[c].turn == turn)
+    route = [turn_lane.id, conn.id]
+    start_lane = turn_lane
+    if town.ego_lane_change and other.id != turn_lane.id:
+        route = [other.id, *route]
+        start_lane = other
+    ego_speed0 = 5.0 if town.name == "tiny" else 8.0
+    route = _extend(net, route, town.ego_start_m + ego_speed0 * duration * 1.6 + 60.0, rng)
+    start_s = max(0.0, _lane_len(start_lane.pts) - town.ego_start_m)
+    ego_path = build_path(net, route, start_s=start_s, factor=0.92)
+    ego = Agent("ego", "car", EGO_SIZE, ego_path, 0.0, ego_speed0, ego=True, a_max=1.3)
+    agents: list[Agent] = [ego]
+
+    def clear_of(xy: NDArray[np.float64], min_d: float) -> bool:
+        for a in agents:
+            x, y, _ = a.path.at(a.s, a.lateral)
+            if math.hypot(xy[0] - x, xy[1] - y) < min_d:
+                return False
+        # keep the road right in front of the ego free at the start
+        s_e, d_e = ego_path.project(np.asarray(xy, dtype=np.float64)[None], 0.0, 35.0)
+        return not (-8.0 < s_e[0] < 35.0 and abs(d_e[0]) < 2.5)
+
+    road_lanes = [ln for ln in net.lanes if ln.kind == "road" and ln.successors]
+    routes: dict[str, tuple[str, ...]] = {}
+    next_id = 1
+    # ---- moving vehicles, placed so they reach an intersection during the log
+    tries = 0
+    placed = 0
+    while placed < town.moving_cars and tries < 200:
+        tries += 1
+        ln = road_lanes[int(rng.integers(len(road_lanes)))]
+        length = _lane_len(ln.pts)
+        cls, size = _vehicle_kind(rng)
+        factor = float(rng.uniform(0.8, 1.0))
+        v0 = ln.speed_limit * factor * float(rng.uniform(0.6, 1.0))
+        lo = max(size[0] / 2 + 1.0, length - v0 * duration * 0.8 - 10.0)
+        hi = length - size[0] / 2 - 2.0
+        if hi <= lo:
+            continue
+        s0 = float(rng.uniform(lo, hi))
+        x, y, _ = build_path(net, [ln.id]).at(s0)
+        if not clear_of(np.array([x, y]), 9.0 + size[0] / 2):
+            continue
+        r = _extend(net, [ln.id], s0 + v0 * duration * 1.5 + 40.0, rng)
+        path = build_path(net, r, start_s=s0, factor=factor)
+        aid = str(next_id)
+        next_id += 1
+        agents.append(Agent(aid, cls, size, path, 0.0, v0, a_max=float(rng.uniform(1.2, 2.0))))
+        routes[aid] = tuple(r)
+        placed += 1
+    # ---- cyclists: at the right edge of a rightmost lane
+    right_lanes = [ln for ln in road_lanes if ln.right is None]
+    for _ in range(town.cyclists):
+        for _try in range(50):
+            ln = right_lanes[int(rng.integers(len(right_lanes)))]
+            length = _lane_len(ln.pts)
+            v0 = float(rng.uniform(3.8, 5.2))
+            lo, hi = max(2.0, length - v0 * duration - 15.0), length - 3.0
+            if hi <= lo:
+                continue
+            s0 = float(rng.uniform(lo, hi))
+            lateral = -(ln.width / 2 - 0.6)
+            x, y, _ = build_path(net, [ln.id]).at(s0, lateral)
+            if not clear_of(np.array([x, y]), 8.0):
+                continue
+            r = _extend(net, [ln.id], s0 + v0 * duration * 1.5 + 40.0, rng)
+            path = build_path(net, r, start_s=s0, factor=1.0)
+            path.vmax[:] = np.minimum(path.vmax, v0)
+            aid = str(next_id)
+            next_id += 1
+            size = (1.8, 0.65, 1.75)
+            agents.append(Agent(aid, "cyclist", size, path, 0.0, v0, lateral=lateral, a_max=1.0))
+            routes[aid] = tuple(r)
+            break
+    # ---- pedestrians: walk to a zebra, cross it, walk on
+    n_cw = len(net.crosswalks)
+    for _ in range(town.pedestrians):
+        v = float(rng.uniform(1.2, 1.5))
+        cw = int(rng.integers(n_cw))
+        lead = max(1.0, v * duration * float(rng.uniform(0.1, 0.45)))
+        path, crossing = pedestrian_path(net, cw, bool(rng.uniform() < 0.5), lead, 12.0)
+        path.vmax[:] = v
+        from shapely.geometry import Polygon
+
+        aid = str(next_id)
+        next_id += 1
+        size = (round(float(rng.uniform(0.45, 0.6)), 2), round(float(rng.uniform(0.5, 0.65)), 2), round(float(rng.uniform(1.6, 1.9)), 2))
+        agents.append(Agent(aid, "pedestrian", size, path, 0.0, v, pedestrian=True, crossing=crossing,
+                            crosswalk=Polygon(net.crosswalks[cw][1])))
+
+    simulate_traffic(net, agents, t_us, dt_s)
+
+    # ---- parked cars
+    parked: list[Track] = []
+    for slot in net.parking:
+        if rng.uniform() >= town.parked_fraction:
+            continue
+        cls, size = ("car", (round(rng.uniform(4.0, 4.8), 2), round(rng.uniform(1.72, 1.9), 2), round(rng.uniform(1.4, 1.65), 2)))
+        if rng.uniform() < 0.12:
+            cls, size = "truck", (round(rng.uniform(5.2, 5.8), 2), round(rng.uniform(2.0, 2.1), 2), round(rng.uniform(2.2, 2.6), 2))
+        yaw = slot.yaw + float(rng.normal(0.0, 0.02))
+        pose = np.tile([slot.x + rng.normal(0, 0.1), slot.y + rng.normal(0, 0.1), 0.0, yaw], (frames, 1))
+        parked.append(Track(str(next_id), cls, size, t_us.copy(), pose, static=True))
+        next_id += 1
+
+    ego_track = agent_track(ego)
+    tracks = tuple(agent_track(a) for a in agents[1:]) + tuple(parked)
+    return SynthScene(
+        preset=town.name,
+        seed=seed,
+        dt_s=float(dt_s),
+        t_us=t_us,
+        map=net.map_dict(),
+        ego=ego_track,
+        tracks=tracks,
+        ego_route=tuple(route),
+        routes=MappingProxyType(routes),
+        network=net,
+    )
