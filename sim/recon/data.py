@@ -1,0 +1,278 @@
+"""A drive log turned into training tensors for :class:`sim.recon.scene.SceneModel` (no nerfstudio).
+
+Held-out data: camera frames whose index (in ``transforms.json`` order) satisfies
+``index % eval_every == 0`` and LiDAR sweeps with ``index % eval_every == 0`` are never trained on
+(nerfstudio's ``interval`` convention). Everything is in the log's world frame (metres).
+
+LiDAR rays: the log stores only returns; the full ray grid of each sweep is rebuilt from the rig
+(``meta.json`` ``rig.lidar``: beams, azimuth steps, vertical FOV, the same ordering as
+:meth:`sim.sensors.LidarSpec.ray_directions`). Each return is assigned to its (beam, column) cell;
+cells without a return are dropped rays (range 0).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from sim.log import DriveLog
+from sim.recon.scene import ActorState, SceneConfig
+from sim.sensors import LidarSpec, SensorRig
+
+__all__ = ["ReconData", "actor_poses_at", "build_occupancy", "lidar_ray_grid", "scene_config_for"]
+
+log = logging.getLogger(__name__)
+
+
+def actor_poses_at(dl: DriveLog, t_us: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Poses (A, 4) x, y, z (box bottom), yaw of every track at ``t_us`` and their validity (A,)."""
+    A = len(dl.tracks)
+    pose = np.zeros((A, 4))
+    valid = np.zeros(A, dtype=bool)
+    for a, tr in enumerate(dl.tracks):
+        p = tr.pose_at(int(t_us))
+        if p is not None:
+            pose[a], valid[a] = p, True
+    return pose, valid
+
+
+def points_in_boxes(pts: NDArray[np.floating], pose: NDArray[np.float64], size: NDArray[np.float64], valid: NDArray[np.bool_], margin: float) -> NDArray[np.bool_]:
+    """(N,) mask of points (N, 3) inside any valid box (poses (A, 4), sizes (A, 3), scaled by margin)."""
+    inside = np.zeros(len(pts), dtype=bool)
+    for a in np.flatnonzero(valid):
+        x, y, z, yaw = pose[a]
+        c, s = np.cos(yaw), np.sin(yaw)
+        dx, dy = pts[:, 0] - x, pts[:, 1] - y
+        lx, ly = c * dx + s * dy, -s * dx + c * dy
+        lz = pts[:, 2] - (z + size[a, 2] / 2)
+        h = size[a] * margin / 2
+        inside |= (np.abs(lx) <= h[0]) & (np.abs(ly) <= h[1]) & (np.abs(lz) <= h[2])
+    return inside
+
+
+def lidar_ray_grid(spec: LidarSpec, sensor_to_world: NDArray[np.float64], pts_world: NDArray[np.floating]) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
+    """Rebuild the full ray grid of one sweep.
+
+    Returns:
+        dirs (B*Az, 3) unit directions in the sensor frame (the exact return direction where there
+        is a return), range (B*Az,) metres (0 = dropped), intensity (B*Az,).
+    """
+    B, Az = spec.beams, spec.azimuth_steps
+    dirs = spec.ray_directions().reshape(-1, 3).astype(np.float32)
+    rng = np.zeros(B * Az, np.float32)
+    inten = np.zeros(B * Az, np.float32)
+    if len(pts_world):
+        inv = np.linalg.inv(sensor_to_world)
+        p = pts_world[:, :3].astype(np.float64) @ inv[:3, :3].T + inv[:3, 3]
+        r = np.linalg.norm(p, axis=1)
+        ok = r > 1e-3
+        p, r, it = p[ok], r[ok], pts_world[ok, 3]
+        el = np.degrees(np.arcsin(np.clip(p[:, 2] / r, -1, 1)))
+        lo, hi = spec.vertical_fov_deg
+        row = np.rint((hi - el) / (hi - lo) * (B - 1)).astype(np.int64) if B > 1 else np.zeros(len(r), np.int64)
+        az = np.arctan2(p[:, 1], p[:, 0]) % (2 * np.pi)
+        col = np.rint(az / (2 * np.pi / Az)).astype(np.int64) % Az
+        keep = (row >= 0) & (row < B)
+        k = row[keep] * Az + col[keep]
+        # several returns in one cell: keep the nearest (stable: sort by range descending, last wins)
+        order = np.argsort(-r[keep], kind="stable")
+        k, rr, ii, pp = k[order], r[keep][order], it[keep][order], p[keep][order]
+        rng[k] = rr
+        inten[k] = ii
+        dirs[k] = (pp / rr[:, None]).astype(np.float32)
+    return dirs, rng, inten
+
+
+def build_occupancy(
+    points: NDArray[np.floating], aabb_min: NDArray[np.float64], shape: tuple[int, int, int], voxel: float, dilate: int = 1
+) -> torch.Tensor:
+    """Bool (nx, ny, nz) grid marking voxels that contain a point, dilated by ``dilate`` voxels."""
+    occ = torch.zeros(shape, dtype=torch.bool)
+    if len(points):
+        i = np.floor((points[:, :3] - aabb_min) / voxel).astype(np.int64)
+        ok = np.all((i >= 0) & (i < np.asarray(shape)), axis=1)
+        i = torch.from_numpy(i[ok])
+        occ[i[:, 0], i[:, 1], i[:, 2]] = True
+    if dilate > 0:
+        k = 2 * dilate + 1
+        occ = torch.nn.functional.max_pool3d(occ[None, None].float(), k, stride=1, padding=dilate)[0, 0] > 0
+    return occ
+
+
+def scene_config_for(base: SceneConfig, aabb_min: NDArray[np.float64], aabb_max: NDArray[np.float64], n_actors: int) -> SceneConfig:
+    """``base`` with the extent, occupancy shape and actor count of a scene filled in."""
+    import dataclasses
+
+    shape = tuple(int(x) for x in np.ceil((aabb_max - aabb_min) / base.occ_voxel_m).astype(int))
+    return dataclasses.replace(
+        base,
+        aabb_min=tuple(float(x) for x in aabb_min),
+        aabb_max=tuple(float(x) for x in aabb_max),
+        occ_shape=shape,  # type: ignore[arg-type]
+        n_actors=n_actors,
+    )
+
+
+@dataclass
+class ReconData:
+    """Training/evaluation tensors of one drive log (world frame, metres).
+
+    Camera arrays are indexed by frame index (all frames of ``transforms.json``); ``images`` holds
+    uint8 (N, H, W, 3) for the frames loaded (training frames, plus held-out ones when asked).
+    """
+
+    log: DriveLog
+    cfg: SceneConfig
+    occupancy: torch.Tensor
+    actor_ids: list[str]
+    actor_cls: list[str]
+    actor_size: torch.Tensor  # (A, 3)
+    c2w: torch.Tensor  # (N, 4, 4)
+    K: torch.Tensor  # (N, 3, 3)
+    width: int
+    height: int
+    cam_pose: torch.Tensor  # (N, A, 4)
+    cam_valid: torch.Tensor  # (N, A)
+    train_frames: list[int]
+    eval_frames: list[int]
+    images: dict[int, torch.Tensor] = field(default_factory=dict)
+    # LiDAR (train + eval sweeps)
+    lidar_spec: LidarSpec | None = None
+    s2w: torch.Tensor | None = None  # (S, 4, 4)
+    lidar_pose: torch.Tensor | None = None  # (S, A, 4)
+    lidar_valid: torch.Tensor | None = None
+    lidar_dirs: torch.Tensor | None = None  # (S, B*Az, 3) sensor frame
+    lidar_range: torch.Tensor | None = None  # (S, B*Az)
+    lidar_intensity: torch.Tensor | None = None
+    train_sweeps: list[int] = field(default_factory=list)
+    eval_sweeps: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_log(
+        cls,
+        dl: DriveLog,
+        base: SceneConfig,
+        *,
+        eval_every: int = 10,
+        load_images: bool = True,
+        use_camera_depth: bool = True,
+        camera: str | None = None,
+    ) -> ReconData:
+        """Read a log: actors, the static occupancy grid (from training LiDAR sweeps, and from the
+        training frames' depth maps when ``use_camera_depth``; points inside actor boxes are
+        excluded; the ground under each actor box is marked so a removed actor leaves road), camera
+        frames of ``camera`` (default: the first camera of the rig) and the LiDAR ray grids."""
+        cam = camera or dl.cameras[0]
+        frames = [f for f in dl.frames if f.camera == cam]
+        if not frames:
+            raise ValueError(f"no frames of camera {cam!r}")
+        A = len(dl.tracks)
+        size = np.array([t.size for t in dl.tracks], dtype=np.float64).reshape(A, 3)
+        margin = base.actor_margin
+        all_idx = [f.index for f in frames]
+        train_frames = [i for i in all_idx if i % eval_every != 0]
+        eval_frames = [i for i in all_idx if i % eval_every == 0]
+        n = len(dl.frames)
+        c2w = np.tile(np.eye(4), (n, 1, 1))
+        Ks = np.tile(np.eye(3), (n, 1, 1))
+        cam_pose = np.zeros((n, A, 4))
+        cam_valid = np.zeros((n, A), dtype=bool)
+        for f in frames:
+            c2w[f.index], Ks[f.index] = f.c2w, f.K
+            cam_pose[f.index], cam_valid[f.index] = actor_poses_at(dl, f.t_us)
+        # ---- LiDAR
+        rig = SensorRig.from_meta(dl.meta["rig"])
+        spec = rig.lidar
+        pts_all: list[NDArray[np.floating]] = []
+        S = len(dl.sweeps)
+        train_sweeps = [j for j in range(S) if j % eval_every != 0]
+        eval_sweeps = [j for j in range(S) if j % eval_every == 0]
+        lidar: dict[str, torch.Tensor] = {}
+        if spec is not None and S:
+            B = spec.beams * spec.azimuth_steps
+            dirs = np.zeros((S, B, 3), np.float32)
+            rngs = np.zeros((S, B), np.float32)
+            inten = np.zeros((S, B), np.float32)
+            lp = np.zeros((S, A, 4))
+            lv = np.zeros((S, A), dtype=bool)
+            s2w = np.zeros((S, 4, 4))
+            for j, sw in enumerate(dl.sweeps):
+                pts = dl.lidar(j)
+                s2w[j] = sw.sensor_to_world
+                lp[j], lv[j] = actor_poses_at(dl, sw.t_us)
+                dirs[j], rngs[j], inten[j] = lidar_ray_grid(spec, sw.sensor_to_world, pts)
+                if j in train_sweeps:
+                    keep = ~points_in_boxes(pts, lp[j], size, lv[j], margin)
+                    pts_all.append(pts[keep, :3])
+            lidar = {
+                "s2w": torch.from_numpy(s2w).float(), "lidar_pose": torch.from_numpy(lp).float(),
+                "lidar_valid": torch.from_numpy(lv), "lidar_dirs": torch.from_numpy(dirs),
+                "lidar_range": torch.from_numpy(rngs), "lidar_intensity": torch.from_numpy(inten),
+            }
+        if use_camera_depth:
+            for i in train_frames:
+                dep = dl.depth(i)
+                if dep is None:
+                    continue
+                f = dl.frames[i]
+                vv, uu = np.mgrid[0 : f.height : 2, 0 : f.width : 2]
+                z = dep[vv, uu]
+                ok = z > 0
+                x = (uu[ok] + 0.5 - f.cx) / f.fx * z[ok]
+                y = (vv[ok] + 0.5 - f.cy) / f.fy * z[ok]
+                pc = np.stack([x, -y, -z[ok]], 1)  # OpenGL camera axes
+                pw = pc @ f.c2w[:3, :3].T + f.c2w[:3, 3]
+                keep = ~points_in_boxes(pw, cam_pose[i], size, cam_valid[i], margin)
+                pts_all.append(pw[keep])
+        # ground under actor boxes (at each sample time), so removal shows road, not sky
+        for a, tr in enumerate(dl.tracks):
+            l_, w_, _ = tr.size
+            gx, gy = np.meshgrid(np.linspace(-l_ / 2, l_ / 2, max(int(l_ / 0.2), 2)), np.linspace(-w_ / 2, w_ / 2, max(int(w_ / 0.2), 2)))
+            for p in tr.pose[:: max(len(tr.pose) // 20, 1)]:
+                c, s = np.cos(p[3]), np.sin(p[3])
+                pts_all.append(np.stack([p[0] + c * gx.ravel() - s * gy.ravel(), p[1] + s * gx.ravel() + c * gy.ravel(), np.full(gx.size, p[2] - 0.05)], 1))
+            del a
+        pts = np.concatenate(pts_all, 0) if pts_all else np.zeros((0, 3))
+        cams = c2w[train_frames, :3, 3] if train_frames else np.zeros((0, 3))
+        ext = np.concatenate([pts, cams], 0) if len(pts) else cams
+        lo = np.percentile(ext, 0.1, axis=0) - 2.0 if len(ext) else np.full(3, -10.0)
+        hi = np.percentile(ext, 99.9, axis=0) + 2.0 if len(ext) else np.full(3, 10.0)
+        cfg = scene_config_for(base, lo, hi, A)
+        occ = build_occupancy(pts, lo, cfg.occ_shape, cfg.occ_voxel_m, dilate=1)
+        log.info("occupancy %s voxels of %.2f m: %.2f%% occupied", cfg.occ_shape, cfg.occ_voxel_m, 100 * occ.float().mean().item())
+        data = cls(
+            log=dl, cfg=cfg, occupancy=occ,
+            actor_ids=[t.id for t in dl.tracks], actor_cls=[t.cls for t in dl.tracks],
+            actor_size=torch.from_numpy(size).float(),
+            c2w=torch.from_numpy(c2w).float(), K=torch.from_numpy(Ks).float(),
+            width=frames[0].width, height=frames[0].height,
+            cam_pose=torch.from_numpy(cam_pose).float(), cam_valid=torch.from_numpy(cam_valid),
+            train_frames=train_frames, eval_frames=eval_frames,
+            lidar_spec=spec, train_sweeps=train_sweeps, eval_sweeps=eval_sweeps, **lidar,
+        )
+        if load_images:
+            data.load_images(train_frames)
+        return data
+
+    def load_images(self, indices: list[int]) -> None:
+        for i in indices:
+            if i not in self.images:
+                self.images[i] = torch.from_numpy(self.log.image(i).copy())
+
+    def image_float(self, i: int) -> torch.Tensor:
+        """(H, W, 3) float in [0, 1] of frame ``i``."""
+        self.load_images([i])
+        return self.images[i].float() / 255.0
+
+    def actors_for_frames(self, frames: list[int]) -> ActorState:
+        A = self.actor_size.shape[0]
+        return ActorState(torch.arange(A), self.cam_pose[frames], self.actor_size, self.cam_valid[frames])
+
+    def actors_for_sweeps(self, sweeps: list[int]) -> ActorState:
+        A = self.actor_size.shape[0]
+        assert self.lidar_pose is not None and self.lidar_valid is not None
+        return ActorState(torch.arange(A), self.lidar_pose[sweeps], self.actor_size, self.lidar_valid[sweeps])

@@ -1,0 +1,527 @@
+"""The decomposed neural scene (pure torch, no nerfstudio): UniSim-style background + actors + sky.
+
+Frames and units: everything is in the drive log's **world** frame (metres, z up). Camera poses are
+camera-to-world with OpenGL axes (x right, y up, z back) as in ``transforms.json``; LiDAR rays are
+origins + unit directions in the world frame; actor poses are ``(x, y, z, yaw)`` with ``z`` the box
+bottom and yaw in radians, box sizes ``(length, width, height)`` in metres.
+
+Structure (see ``DESIGN.md``):
+
+* **background**: a multi-resolution hash grid (pure torch, :class:`HashGrid`) + a tiny MLP giving
+  density and a feature vector. Samples are taken only in cells of an occupancy grid built from
+  the log's accumulated static LiDAR (and training depth): along each ray the candidate positions
+  of a fixed, distance-proportional step are tested against the grid and the first
+  ``occupied_candidates`` occupied ones are kept, of which ``samples_bg`` are evaluated.
+* **actors**: one small dense feature grid per tracked actor in its box frame (coordinates
+  normalised to the box, so a field follows its box wherever it is put) and a per-actor latent
+  code, decoded by one shared MLP. Actor samples exist only where a ray crosses a box (slab test).
+* **sky**: an MLP on the ray direction, filling the transmittance left after the last sample.
+
+Samples of all fields along a ray are merged by depth and volume-rendered together into a feature
+vector, expected depth and opacity. A camera renders a low-resolution feature image (``1/upsample``
+of the output) that a small CNN decodes to RGB at full resolution; a LiDAR head turns the feature
+of a LiDAR ray into intensity and ray-drop probability, and the range is the expected depth.
+Moving, removing or inserting an actor is a change of the actor poses given to
+:meth:`SceneModel.render_rays`; nothing is retrained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ActorState", "HashGrid", "SceneConfig", "SceneModel"]
+
+_PRIMES = (1, 2654435761, 805459861)
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """Hyper-parameters and scene extent of a :class:`SceneModel` (all lengths in metres).
+
+    The scene-dependent fields (``aabb_*``, ``occ_shape``, ``n_actors``) are filled from the log by
+    :func:`sim.recon.data.scene_config_for`.
+    """
+
+    aabb_min: tuple[float, float, float] = (-50.0, -50.0, -5.0)
+    aabb_max: tuple[float, float, float] = (50.0, 50.0, 20.0)
+    occ_voxel_m: float = 0.3
+    occ_shape: tuple[int, int, int] = (1, 1, 1)  # (nx, ny, nz) cells
+    n_actors: int = 0
+    # background hash grid
+    hash_levels: int = 8
+    hash_features: int = 2
+    hash_log2_size: int = 17
+    hash_coarsest_m: float = 3.0
+    hash_finest_m: float = 0.08
+    hidden: int = 32
+    feat_dim: int = 16
+    # actors
+    actor_grid: tuple[int, int, int] = (8, 12, 24)  # cells along box (z, y, x)
+    actor_channels: int = 8
+    actor_latent: int = 8
+    actor_margin: float = 1.1
+    samples_actor: int = 8
+    max_actors_per_ray: int = 2
+    # ray marching
+    near_m: float = 0.3
+    far_m: float = 80.0
+    step_min_m: float = 0.05
+    step_rel: float = 0.012
+    step_max_m: float = 1.0
+    occupied_candidates: int = 32
+    samples_bg: int = 16
+    # image decoder
+    upsample: int = 4
+    cnn_hidden: int = 32
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SceneConfig:
+        """Build from :meth:`to_json` output; unknown keys raise ``KeyError``, wrong types ``TypeError``."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        kw: dict[str, Any] = {}
+        for k, v in d.items():
+            if k not in names:
+                raise KeyError(k)
+            default = names[k].default
+            if isinstance(default, tuple):
+                if not isinstance(v, list | tuple) or len(v) != len(default):
+                    raise TypeError(f"{k}: expected a list of {len(default)}")
+                v = tuple(type(default[0])(x) for x in v)
+            elif isinstance(default, bool | int | float):
+                if isinstance(v, bool) != isinstance(default, bool) or not isinstance(v, int | float):
+                    raise TypeError(f"{k}: expected a number")
+                v = type(default)(v)
+            kw[k] = v
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class ActorState:
+    """Where the actors are for one render (``A`` actor slots, bundle order).
+
+    Attributes:
+        slot: (A,) long, which learned actor field (latent + grid) each box uses.
+        pose: (G, A, 4) float, per ray group: x, y, z (box bottom centre, world m), yaw (rad).
+        size: (A, 3) float box length, width, height in metres (the field is stretched to it).
+        valid: (G, A) bool, whether the actor exists in that group.
+    """
+
+    slot: Tensor
+    pose: Tensor
+    size: Tensor
+    valid: Tensor
+
+    @staticmethod
+    def empty(groups: int = 1) -> ActorState:
+        return ActorState(
+            torch.zeros(0, dtype=torch.long),
+            torch.zeros(groups, 0, 4),
+            torch.zeros(0, 3),
+            torch.zeros(groups, 0, dtype=torch.bool),
+        )
+
+
+class HashGrid(nn.Module):
+    """Multi-resolution hash encoding (Instant-NGP) in pure torch over an axis-aligned box.
+
+    Level ``l`` has cubic cells of edge ``coarsest * (finest / coarsest) ** (l / (L - 1))`` metres;
+    levels whose grid fits the table are indexed densely, the others through a spatial hash. The
+    trilinear interpolation is one fused ``embedding_bag`` call (gather + weighted sum).
+    """
+
+    def __init__(
+        self,
+        aabb_min: tuple[float, float, float],
+        aabb_max: tuple[float, float, float],
+        levels: int,
+        features: int,
+        log2_size: int,
+        coarsest_m: float,
+        finest_m: float,
+    ) -> None:
+        super().__init__()
+        self.levels, self.features, self.size = levels, features, 2**log2_size
+        lo = torch.tensor(aabb_min, dtype=torch.float32)
+        ext = torch.tensor(aabb_max, dtype=torch.float32) - lo
+        cells = [coarsest_m * (finest_m / coarsest_m) ** (l_ / max(levels - 1, 1)) for l_ in range(levels)]
+        res = torch.stack([torch.ceil(ext / c).long() + 2 for c in cells])  # (L, 3) vertices per axis
+        dense = (res.prod(dim=1) <= self.size).to(torch.long)
+        self.register_buffer("lo", lo, persistent=False)
+        self.register_buffer("cell", torch.tensor(cells, dtype=torch.float32), persistent=False)
+        self.register_buffer("res", res, persistent=False)
+        self.register_buffer("dense", dense, persistent=False)
+        self.register_buffer("offset", torch.arange(levels, dtype=torch.long) * self.size, persistent=False)
+        g = torch.Generator().manual_seed(0)
+        self.table = nn.Parameter((torch.rand(levels * self.size, features, generator=g) * 2 - 1) * 1e-4)
+        corners = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], dtype=torch.long)
+        self.register_buffer("corners", corners, persistent=False)
+
+    @property
+    def out_dim(self) -> int:
+        return self.levels * self.features
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 3) world points (m) -> (N, levels * features) features."""
+        n = x.shape[0]
+        u = (x - self.lo)[:, None, :] / self.cell[None, :, None]  # (N, L, 3)
+        u = torch.maximum(u, torch.zeros((), dtype=u.dtype))
+        u = torch.minimum(u, (self.res - 2).to(u.dtype)[None])
+        i0 = u.floor().long()
+        f = u - i0
+        ic = i0[:, :, None, :] + self.corners[None, None]  # (N, L, 8, 3)
+        p = torch.tensor(_PRIMES, dtype=torch.long)
+        hashed = (ic[..., 0] * p[0]) ^ (ic[..., 1] * p[1]) ^ (ic[..., 2] * p[2])
+        rx = self.res[:, 0][None, :, None]
+        ry = self.res[:, 1][None, :, None]
+        flat = ic[..., 0] + rx * (ic[..., 1] + ry * ic[..., 2])
+        d = self.dense[None, :, None].bool()
+        idx = torch.where(d, flat, hashed) % self.size + self.offset[None, :, None]
+        c = self.corners.to(f.dtype)  # (8, 3)
+        w = (c[None, None] * f[:, :, None, :] + (1 - c[None, None]) * (1 - f[:, :, None, :])).prod(-1)
+        out = F.embedding_bag(idx.reshape(n * self.levels, 8), self.table, per_sample_weights=w.reshape(n * self.levels, 8), mode="sum")
+        return out.reshape(n, self.levels * self.features)
+
+
+def _trunc_exp(x: Tensor) -> Tensor:
+    return torch.exp(torch.clamp(x, max=12.0))
+
+
+def _dir_encoding(d: Tensor, freqs: int = 3) -> Tensor:
+    out = [d]
+    for k in range(freqs):
+        out += [torch.sin((2.0**k) * math.pi * d), torch.cos((2.0**k) * math.pi * d)]
+    return torch.cat(out, dim=-1)
+
+
+def candidate_edges(cfg: SceneConfig) -> Tensor:
+    """Edges (S + 1,) in metres of the ray-marching candidate intervals from near to far: the step
+    is ``clamp(step_rel * t, step_min_m, step_max_m)`` so it follows the pixel footprint."""
+    t, out = cfg.near_m, [cfg.near_m]
+    while t < cfg.far_m:
+        t = t + min(max(cfg.step_rel * t, cfg.step_min_m), cfg.step_max_m)
+        out.append(min(t, cfg.far_m))
+    return torch.tensor(out, dtype=torch.float32)
+
+
+class SceneModel(nn.Module):
+    """The neural scene: fields, samplers, volume renderer, image decoder and LiDAR head.
+
+    Args:
+        cfg: hyper-parameters and extent.
+        occupancy: (nx, ny, nz) bool occupancy of the static background (``cfg.occ_voxel_m`` cells
+            from ``cfg.aabb_min``). Stored as a buffer (saved with the weights).
+    """
+
+    def __init__(self, cfg: SceneConfig, occupancy: Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if occupancy is None:
+            occupancy = torch.zeros(cfg.occ_shape, dtype=torch.bool)
+        if tuple(occupancy.shape) != tuple(cfg.occ_shape):
+            raise ValueError(f"occupancy shape {tuple(occupancy.shape)} != config {cfg.occ_shape}")
+        self.register_buffer("occupancy", occupancy.to(torch.bool))
+        self.register_buffer("aabb_min", torch.tensor(cfg.aabb_min, dtype=torch.float32), persistent=False)
+        self.register_buffer("edges", candidate_edges(cfg), persistent=False)
+        C, H = cfg.feat_dim, cfg.hidden
+        self.bg_grid = HashGrid(
+            cfg.aabb_min, cfg.aabb_max, cfg.hash_levels, cfg.hash_features, cfg.hash_log2_size,
+            cfg.hash_coarsest_m, cfg.hash_finest_m,
+        )
+        self.bg_mlp = nn.Sequential(nn.Linear(self.bg_grid.out_dim, H), nn.ReLU(), nn.Linear(H, 1 + C))
+        A = max(cfg.n_actors, 1)
+        gz, gy, gx = cfg.actor_grid
+        g = torch.Generator().manual_seed(1)
+        self.actor_grid = nn.Parameter(torch.randn(1, cfg.actor_channels, A * (gz + 2), gy, gx, generator=g) * 0.1)
+        self.actor_latent = nn.Parameter(torch.randn(A, cfg.actor_latent, generator=g) * 0.1)
+        self.actor_mlp = nn.Sequential(nn.Linear(cfg.actor_channels + cfg.actor_latent, H), nn.ReLU(), nn.Linear(H, 1 + C))
+        self.sky_mlp = nn.Sequential(nn.Linear(3 * 7, H), nn.ReLU(), nn.Linear(H, C))
+        self.lidar_head = nn.Sequential(nn.Linear(C + 1, H), nn.ReLU(), nn.Linear(H, 2))
+        self.rgb_head = nn.Linear(C, 3)
+        s, ch = cfg.upsample, cfg.cnn_hidden
+        self.decoder = nn.Sequential(
+            nn.Conv2d(C, ch, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(ch, 3 * s * s, 3, padding=1),
+        )
+        with torch.no_grad():  # start the density near 1/m and the decoder near the aux head
+            self.bg_mlp[-1].bias[0] = 0.0
+            self.actor_mlp[-1].bias[0] = 0.0
+            self.decoder[-1].weight.mul_(0.1)
+            self.decoder[-1].bias.zero_()
+
+    # ------------------------------------------------------------------------------ parameters
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters split into ``grids`` (feature tables, high LR) and ``networks`` (MLPs/CNN)."""
+        grids = [self.bg_grid.table, self.actor_grid, self.actor_latent]
+        ids = {id(p) for p in grids}
+        return {"grids": grids, "networks": [p for p in self.parameters() if id(p) not in ids]}
+
+    # ------------------------------------------------------------------------------ sampling
+    def occupied(self, p: Tensor) -> Tensor:
+        """(..., 3) world points -> (...) bool: inside an occupied background cell."""
+        v = self.cfg.occ_voxel_m
+        i = torch.floor((p - self.aabb_min) / v).long()
+        nx, ny, nz = self.occupancy.shape
+        inside = (i[..., 0] >= 0) & (i[..., 0] < nx) & (i[..., 1] >= 0) & (i[..., 1] < ny) & (i[..., 2] >= 0) & (i[..., 2] < nz)
+        flat = (i[..., 0].clamp(0, nx - 1) * ny + i[..., 1].clamp(0, ny - 1)) * nz + i[..., 2].clamp(0, nz - 1)
+        return inside & self.occupancy.reshape(-1)[flat]
+
+    def _bg_samples(self, o: Tensor, d: Tensor, jitter: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Background sample distances (R, K), interval lengths (R, K) and validity (R, K)."""
+        cfg = self.cfg
+        e = self.edges
+        mid = 0.5 * (e[1:] + e[:-1])
+        S = mid.shape[0]
+        occ = self.occupied(o[:, None, :] + d[:, None, :] * mid[None, :, None])  # (R, S)
+        M = min(cfg.occupied_candidates, S)
+        score = occ.to(torch.int32) * (S - torch.arange(S, dtype=torch.int32))[None]
+        top, idx = torch.topk(score, M, dim=1, sorted=True)  # earliest occupied first
+        K = min(cfg.samples_bg, M)
+        stride = max(M // K, 1)
+        idx, top = idx[:, ::stride][:, :K], top[:, ::stride][:, :K]
+        valid = top > 0
+        lo, hi = e[idx], e[idx + 1]
+        # an evaluated sample stands for `stride` candidate intervals
+        width = (hi - lo) * stride
+        u = jitter if jitter is not None else torch.full_like(lo, 0.5)
+        t = lo + u * (hi - lo)
+        return t, width, valid
+
+    def _actor_samples(
+        self, o: Tensor, d: Tensor, group: Tensor, actors: ActorState, jitter: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Actor samples: distances (R, M*Ka), interval lengths, validity and normalised box coords
+        (R, M*Ka, 3) plus the slot per sample (R, M*Ka)."""
+        cfg = self.cfg
+        R = o.shape[0]
+        A = actors.slot.shape[0]
+        Ka, Mx = cfg.samples_actor, min(cfg.max_actors_per_ray, max(A, 1))
+        pose = actors.pose[group]  # (R, A, 4)
+        valid = actors.valid[group]  # (R, A)
+        half = actors.size[None] * (0.5 * cfg.actor_margin)  # (1, A, 3)
+        c, s = torch.cos(pose[..., 3]), torch.sin(pose[..., 3])
+        ctr = torch.stack([pose[..., 0], pose[..., 1], pose[..., 2] + actors.size[None, :, 2] * 0.5], -1)
+        rel = o[:, None, :] - ctr
+
+        def to_box(v: Tensor) -> Tensor:
+            return torch.stack([c * v[..., 0] + s * v[..., 1], -s * v[..., 0] + c * v[..., 1], v[..., 2]], -1)
+
+        on = to_box(rel) / half
+        dn = to_box(d[:, None, :].expand(R, A, 3)) / half
+        dn_safe = torch.where(dn.abs() < 1e-9, torch.full_like(dn, 1e-9), dn)
+        t1, t2 = (-1 - on) / dn_safe, (1 - on) / dn_safe
+        tmin = torch.minimum(t1, t2).amax(-1).clamp(min=cfg.near_m)
+        tmax = torch.maximum(t1, t2).amin(-1).clamp(max=cfg.far_m)
+        hit = valid & (tmax > tmin)
+        key = torch.where(hit, tmin, torch.full_like(tmin, float("inf")))
+        kt, ka = torch.topk(key, Mx, dim=1, largest=False)  # (R, Mx)
+        khit = torch.isfinite(kt)
+        t0 = torch.gather(tmin, 1, ka)
+        t1_ = torch.gather(tmax, 1, ka)
+        u = jitter if jitter is not None else torch.full((R, Mx, Ka), 0.5)
+        frac = (torch.arange(Ka, dtype=o.dtype)[None, None] + u) / Ka
+        span = (t1_ - t0).clamp(min=0)
+        t = t0[..., None] + frac * span[..., None]  # (R, Mx, Ka)
+        width = (span / Ka)[..., None].expand_as(t)
+        on_k = torch.gather(on, 1, ka[..., None].expand(R, Mx, 3))
+        dn_k = torch.gather(dn, 1, ka[..., None].expand(R, Mx, 3))
+        pn = on_k[:, :, None, :] + dn_k[:, :, None, :] * t[..., None]  # (R, Mx, Ka, 3)
+        slot = actors.slot[ka] if A > 0 else torch.zeros_like(ka)
+        ok = khit[..., None].expand_as(t)
+        return (
+            t.reshape(R, -1), width.reshape(R, -1), ok.reshape(R, -1),
+            pn.reshape(R, -1, 3), slot[..., None].expand_as(t).reshape(R, -1),
+        )
+
+    # ------------------------------------------------------------------------------ fields
+    def background(self, p: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, 3) world points -> density (N,) 1/m and features (N, C)."""
+        h = self.bg_mlp(self.bg_grid(p))
+        return _trunc_exp(h[:, 0]), h[:, 1:]
+
+    def actor(self, pn: Tensor, slot: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, 3) points in normalised box coordinates ([-1, 1]^3 = box * margin) and actor slots
+        (N,) -> density (N,) and features (N, C)."""
+        gz = self.cfg.actor_grid[0]
+        A = max(self.cfg.n_actors, 1)
+        D = A * (gz + 2)
+        zi = slot.to(pn.dtype) * (gz + 2) + 1 + (pn[:, 2].clamp(-1, 1) + 1) * 0.5 * (gz - 1)
+        grid = torch.stack([pn[:, 0].clamp(-1, 1), pn[:, 1].clamp(-1, 1), zi / (D - 1) * 2 - 1], -1)
+        f = F.grid_sample(self.actor_grid, grid[None, :, None, None, :], mode="bilinear", align_corners=True)
+        f = f[0, :, :, 0, 0].T  # (N, Ca)
+        h = self.actor_mlp(torch.cat([f, self.actor_latent[slot]], -1))
+        return _trunc_exp(h[:, 0]), h[:, 1:]
+
+    # ------------------------------------------------------------------------------ rendering
+    def render_rays(
+        self,
+        origins: Tensor,
+        dirs: Tensor,
+        actors: ActorState,
+        group: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Volume-render rays (world frame, unit ``dirs``).
+
+        Args:
+            origins, dirs: (R, 3).
+            actors: actor boxes per ray group; ``group`` (R,) long picks each ray's group
+                (default: all group 0).
+            generator: when given, sample positions are jittered inside their intervals (training).
+
+        Returns:
+            ``feat`` (R, C), ``depth`` (R,) expected distance along the ray with the remaining
+            transmittance at ``far_m``, ``acc`` (R,) opacity, ``acc_actor`` (R,) opacity from actor
+            fields, ``t``/``w`` (R, S) sorted sample distances and weights.
+        """
+        cfg = self.cfg
+        R = origins.shape[0]
+        if group is None:
+            group = torch.zeros(R, dtype=torch.long)
+        jb = ja = None
+        if generator is not None:
+            jb = torch.rand(R, cfg.samples_bg, generator=generator)
+        tb, wb, vb = self._bg_samples(origins, dirs, jb[:, : min(cfg.samples_bg, cfg.occupied_candidates)] if jb is not None else None)
+        C = cfg.feat_dim
+        sig_b = torch.zeros_like(tb)
+        feat_b = torch.zeros(*tb.shape, C)
+        if vb.any():
+            pts = (origins[:, None, :] + dirs[:, None, :] * tb[..., None])[vb]
+            s_, f_ = self.background(pts)
+            sig_b = sig_b.masked_scatter(vb, s_)
+            feat_b = feat_b.index_put((vb,), f_)
+        ts, ws, sig, feats, is_actor = [tb], [wb], [sig_b], [feat_b], [torch.zeros_like(vb)]
+        if actors.slot.shape[0] > 0:
+            Mx = min(cfg.max_actors_per_ray, actors.slot.shape[0])
+            if generator is not None:
+                ja = torch.rand(R, Mx, cfg.samples_actor, generator=generator)
+            ta, wa, va, pn, slot = self._actor_samples(origins, dirs, group, actors, ja)
+            sig_a = torch.zeros_like(ta)
+            feat_a = torch.zeros(*ta.shape, C)
+            if va.any():
+                s_, f_ = self.actor(pn[va], slot[va])
+                sig_a = sig_a.masked_scatter(va, s_)
+                feat_a = feat_a.index_put((va,), f_)
+            ta = torch.where(va, ta, torch.full_like(ta, cfg.far_m * 2))
+            ts.append(ta), ws.append(wa), sig.append(sig_a), feats.append(feat_a), is_actor.append(va)
+        t = torch.cat(ts, 1)
+        if len(ts) > 1:
+            order = torch.argsort(t, dim=1)
+            t = torch.gather(t, 1, order)
+            width = torch.gather(torch.cat(ws, 1), 1, order)
+            sigma = torch.gather(torch.cat(sig, 1), 1, order)
+            feat = torch.gather(torch.cat(feats, 1), 1, order[..., None].expand(-1, -1, C))
+            act = torch.gather(torch.cat(is_actor, 1), 1, order)
+        else:
+            width, sigma, feat, act = ws[0], sig[0], feats[0], is_actor[0]
+        alpha = 1.0 - torch.exp(-sigma * width)
+        trans = torch.cumprod(torch.cat([torch.ones(R, 1), 1.0 - alpha + 1e-7], 1), 1)[:, :-1]
+        w = alpha * trans
+        acc = w.sum(1)
+        sky = self.sky_mlp(_dir_encoding(dirs))
+        out_feat = (w[..., None] * feat).sum(1) + (1.0 - acc)[:, None] * sky
+        tc = t.clamp(max=cfg.far_m)
+        depth = (w * tc).sum(1) + (1.0 - acc) * cfg.far_m
+        return {
+            "feat": out_feat, "depth": depth, "acc": acc, "acc_actor": (w * act).sum(1),
+            "t": tc, "w": w,
+        }
+
+    def lidar_outputs(self, r: dict[str, Tensor]) -> dict[str, Tensor]:
+        """LiDAR head on rendered rays: ``range`` (m), ``intensity`` [0, 1], ``drop_logit``."""
+        h = self.lidar_head(torch.cat([r["feat"], r["acc"][:, None]], -1))
+        return {"range": r["depth"], "intensity": torch.sigmoid(h[:, 0]), "drop_logit": h[:, 1]}
+
+    def decode(self, feat_img: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, C, h, w) feature image -> RGB (B, 3, h*s, w*s) in [0, 1] and the low-res auxiliary
+        RGB (B, 3, h, w)."""
+        s = self.cfg.upsample
+        aux = self.rgb_head(feat_img.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        base = F.interpolate(aux, scale_factor=s, mode="bilinear", align_corners=False)
+        res = F.pixel_shuffle(self.decoder(feat_img), s)
+        return torch.sigmoid(base + res), torch.sigmoid(aux)
+
+    # ------------------------------------------------------------------------------ sensors
+    @staticmethod
+    def camera_rays(c2w: Tensor, K: Tensor, width: int, height: int, s: int) -> tuple[Tensor, Tensor, Tensor]:
+        """World rays through the centres of ``s`` x ``s`` pixel blocks of a pinhole camera.
+
+        Args:
+            c2w: (4, 4) camera-to-world, OpenGL camera axes. K: (3, 3) intrinsics (full resolution).
+
+        Returns:
+            origins (h*w, 3), unit dirs (h*w, 3), and the cosine to the optical axis (h*w,),
+            with ``h = ceil(height / s)``, ``w = ceil(width / s)``.
+        """
+        h, w = -(-height // s), -(-width // s)
+        v, u = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+        u = u * s + s * 0.5
+        v = v * s + s * 0.5
+        x = (u - K[0, 2]) / K[0, 0]
+        y = (v - K[1, 2]) / K[1, 1]
+        d_cam = torch.stack([x, -y, -torch.ones_like(x)], -1).reshape(-1, 3)  # OpenGL axes
+        n = d_cam.norm(dim=-1, keepdim=True)
+        d = (d_cam / n) @ c2w[:3, :3].T.to(torch.float32)
+        o = c2w[:3, 3].to(torch.float32).expand_as(d)
+        return o.contiguous(), d.contiguous(), (1.0 / n[:, 0])
+
+    @torch.no_grad()
+    def render_camera(
+        self, c2w: Tensor, K: Tensor, width: int, height: int, actors: ActorState, chunk: int = 16384
+    ) -> dict[str, Tensor]:
+        """Render a camera (see :meth:`camera_rays`): ``rgb`` (H, W, 3) float in [0, 1], ``depth``
+        (H, W) z-depth along the optical axis (m, nearest-upsampled from the feature image),
+        ``acc`` (H, W) opacity and ``acc_actor`` (H, W) actor opacity."""
+        s = self.cfg.upsample
+        h, w = -(-height // s), -(-width // s)
+        o, d, cos = self.camera_rays(c2w, K, width, height, s)
+        outs = [self.render_rays(o[i : i + chunk], d[i : i + chunk], actors) for i in range(0, o.shape[0], chunk)]
+        feat = torch.cat([r["feat"] for r in outs]).reshape(h, w, -1).permute(2, 0, 1)[None]
+        rgb, _ = self.decode(feat)
+        rgb = rgb[0].permute(1, 2, 0)[:height, :width]
+
+        def up(x: Tensor) -> Tensor:
+            return x.reshape(h, w).repeat_interleave(s, 0).repeat_interleave(s, 1)[:height, :width]
+
+        depth = torch.cat([r["depth"] for r in outs]) * cos
+        acc = torch.cat([r["acc"] for r in outs])
+        depth = torch.where(acc > 0.5, depth, torch.full_like(depth, float("inf")))
+        return {"rgb": rgb, "depth": up(depth), "acc": up(acc), "acc_actor": up(torch.cat([r["acc_actor"] for r in outs]))}
+
+    @torch.no_grad()
+    def render_lidar(
+        self, sensor_to_world: Tensor, dirs_sensor: Tensor, actors: ActorState, chunk: int = 16384
+    ) -> dict[str, Tensor]:
+        """Render LiDAR rays from a sensor pose (4x4) along (N, 3) unit directions in the sensor
+        frame: ``range`` (N,) m, ``intensity`` (N,), ``drop_prob`` (N,), ``acc_actor`` (N,)."""
+        d = dirs_sensor.to(torch.float32) @ sensor_to_world[:3, :3].T.to(torch.float32)
+        o = sensor_to_world[:3, 3].to(torch.float32).expand_as(d).contiguous()
+        outs = []
+        for i in range(0, d.shape[0], chunk):
+            r = self.render_rays(o[i : i + chunk], d[i : i + chunk], actors)
+            li = self.lidar_outputs(r)
+            outs.append((li["range"], li["intensity"], torch.sigmoid(li["drop_logit"]), r["acc_actor"]))
+        rng, inten, drop, aa = (torch.cat(x) for x in zip(*outs, strict=True))
+        return {"range": rng, "intensity": inten, "drop_prob": drop, "acc_actor": aa}
+
+
+def pack_occupancy(occ: Tensor) -> np.ndarray:
+    """Bool grid -> packed uint8 bytes (for compact storage)."""
+    return np.packbits(occ.cpu().numpy().reshape(-1).astype(np.uint8))
+
+
+def unpack_occupancy(packed: np.ndarray, shape: tuple[int, int, int]) -> Tensor:
+    n = int(np.prod(shape))
+    bits = np.unpackbits(np.asarray(packed, dtype=np.uint8))[:n]
+    return torch.from_numpy(bits.astype(bool).reshape(shape))
