@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import itertools
 import json
@@ -571,6 +572,21 @@ class SceneContext:
     tracks: Mapping[str, Any]
     t0_us: int = 0
     t1_us: int = 0
+    ego_route: tuple[str, ...] | None = None
+
+    def logged_ego_route(self) -> tuple[str, ...]:
+        """The lanes the logged ego drove (the synthetic town's route, or the lanes nearest to the
+        logged ego poses in order)."""
+        if self.ego_route:
+            return tuple(self.ego_route)
+        if self.ego is None:
+            return (self.lane_map.lane_ids[0],)
+        out: list[str] = []
+        for p in self.ego.pose[:: max(1, len(self.ego.pose) // 50)]:
+            lid, _, _ = self.lane_map.nearest_lane(float(p[0]), float(p[1]), float(p[3]))
+            if not out or out[-1] != lid:
+                out.append(lid)
+        return tuple(out)
 
 
 @functools.lru_cache(maxsize=16)
@@ -583,6 +599,7 @@ def _scene_context_cached(log_path: str | None, town: str, seed: int) -> SceneCo
         dl = read_log(log_path)
         lm = LaneMap.from_dict(dl.map)
         ego, tracks = dl.ego, dl.tracks
+        route = None
     else:
         try:
             from sim import synth
@@ -597,9 +614,17 @@ def _scene_context_cached(log_path: str | None, town: str, seed: int) -> SceneCo
                 f"cannot build synthetic town {town!r} seed {seed}: {exc}", field="scene.town"
             ) from None
         lm, ego, tracks = _unpack_synth_scene(scene)
+        route = getattr(scene, "ego_route", None)
     t0 = int(ego.t_us[0]) if ego is not None and len(ego.t_us) else 0
     t1 = int(ego.t_us[-1]) if ego is not None and len(ego.t_us) else 0
-    return SceneContext(lane_map=lm, ego=ego, tracks={t.id: t for t in tracks}, t0_us=t0, t1_us=t1)
+    return SceneContext(
+        lane_map=lm,
+        ego=ego,
+        tracks={t.id: t for t in tracks},
+        t0_us=t0,
+        t1_us=t1,
+        ego_route=tuple(route) if route else None,
+    )
 
 
 def _unpack_synth_scene(scene: Any) -> tuple[Any, Any, Sequence[Any]]:
@@ -612,7 +637,10 @@ def _unpack_synth_scene(scene: Any) -> tuple[Any, Any, Sequence[Any]]:
             return scene.get(name)
         return getattr(scene, name, None)
 
-    m = get("lane_map") or get("map")
+    m = get("map")
+    if m is None or callable(m):
+        m = get("lane_map")
+        m = m() if callable(m) else m
     lm = m if isinstance(m, LaneMap) else LaneMap.from_dict(m)
     ego = get("ego")
     tracks = tuple(get("tracks") or ())
@@ -763,7 +791,7 @@ def _semantic(doc: _Doc, m: ScenarioModel, ctx: SceneContext | None) -> list[Sce
         ("observation", m.observation, ("observation",)),
     ):
         known = _registry_names(kind)
-        if known is None:
+        if not known:  # registry not available (or empty) in this build
             continue
         for i, nm in enumerate(names):
             if nm not in known:
@@ -777,7 +805,7 @@ def _semantic(doc: _Doc, m: ScenarioModel, ctx: SceneContext | None) -> list[Sce
         if b is not None:
             behaviours.append((("actors", i, "behavior", "type"), b.type))
     known_b = _registry_names("behavior")
-    if known_b is not None:
+    if known_b:
         for p, nm in behaviours:
             if nm not in known_b:
                 err(p, f"unknown behavior {nm!r}; known: {', '.join(known_b)}")
@@ -986,6 +1014,68 @@ class Episode:
 
         return replace(self, planner=name, planner_params=dict(params or {}))
 
+    def with_horizon(self, horizon_s: float) -> Episode:
+        """The same episode cut to ``horizon_s`` seconds (rounded to whole steps of ``dt_s``)."""
+        from dataclasses import replace
+
+        steps = max(1, round(horizon_s / self.spec.dt_s))
+        return replace(self, spec=replace(self.spec, horizon_s=steps * self.spec.dt_s))
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # the spec holds read-only mappings (not picklable): send plain values to worker processes
+        return (
+            _episode_from_plain,
+            ({f.name: spec_to_plain(getattr(self, f.name)) for f in dataclasses.fields(self)},),
+        )
+
+
+def spec_to_plain(obj: Any) -> Any:
+    """A picklable / JSON-able nested copy of a spec (dataclasses tagged with their class name)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            "__spec__": type(obj).__name__,
+            **{f.name: spec_to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)},
+        }
+    if isinstance(obj, Mapping):
+        return {"__map__": [[spec_to_plain(k), spec_to_plain(v)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [spec_to_plain(v) for v in obj]}
+    if isinstance(obj, list):
+        return [spec_to_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return {"__path__": str(obj)}
+    return obj
+
+
+_SPEC_CLASSES: dict[str, Any] = {
+    c.__name__: c
+    for c in (ScenarioSpec, SceneSpec, EgoSpec, InsertOp, RemoveOp, RerouteOp, SpawnSpec, BehaviorSpec)
+}
+
+
+def spec_from_plain(obj: Any) -> Any:
+    """Inverse of :func:`spec_to_plain`."""
+    if isinstance(obj, dict):
+        if "__spec__" in obj:
+            name = obj["__spec__"]
+            cls = Episode if name == "Episode" else _SPEC_CLASSES[name]
+            return cls(**{k: spec_from_plain(v) for k, v in obj.items() if k != "__spec__"})
+        if "__map__" in obj:
+            return {spec_from_plain(k): spec_from_plain(v) for k, v in obj["__map__"]}
+        if "__tuple__" in obj:
+            return tuple(spec_from_plain(v) for v in obj["__tuple__"])
+        if "__path__" in obj:
+            return Path(obj["__path__"])
+        return {k: spec_from_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [spec_from_plain(v) for v in obj]
+    return obj
+
+
+def _episode_from_plain(d: dict[str, Any]) -> Episode:
+    kw = {k: spec_from_plain(v) for k, v in d.items()}
+    return Episode(**kw)
+
 
 @dataclass(frozen=True)
 class _Checked:
@@ -1071,9 +1161,10 @@ def _sweep_key_for(point: Mapping[str, Any], fld: str | None) -> str:
 def validate_file(path: str | os.PathLike[str], *, semantic: bool = True) -> list[ScenarioError]:
     """Every problem of one scenario file (empty list = valid). Never raises for bad content."""
     try:
-        return list(_check_file(path, semantic=semantic).errors)
+        errs = list(_check_file(path, semantic=semantic).errors)
     except ScenarioError as exc:
         return [exc]
+    return sorted(errs, key=lambda e: e.line or 0)
 
 
 def scenario_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:

@@ -1,0 +1,599 @@
+"""Batch runs: scenario files x seeds x sweep points, driven by a planner, scored by the metrics.
+
+``run_batch(paths, out)`` expands the scenario files into :class:`~sim.scenario.Episode` s, runs
+each closed-loop (:func:`run_episode`) on a local process pool or on Ray, and writes::
+
+    OUT/run.json                        what was run (planner, episode ids, options)
+    OUT/results.parquet                 one row per episode: episode_id, scenario, file, seed, sweep
+                                        (JSON) and sweep.<path> columns, planner, every metric value
+                                        (<metric>) and score (<metric>_score), score, status
+                                        (ok / error), error, steps, sim_time_s
+    OUT/episodes/<episode_id>/metrics.json       the row plus per-metric details
+    OUT/episodes/<episode_id>/trajectory.parquet ego and actors per step (long format)
+    OUT/episodes/<episode_id>/video.mp4          BEV video (``video=True``)
+
+Crash safety: an episode's files are written into a temporary folder that is renamed into place
+only when complete, so a run killed at any moment loses at most the episodes in flight;
+``resume=True`` runs only the episodes without a folder and rebuilds ``results.parquet``. An
+exception inside one episode becomes an ``error`` row; the batch goes on. Rows do not depend on the
+executor, the number of workers or the order of completion.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from sim.errors import EpisodeStateError, LoopdriveError, ScenarioError
+from sim.metrics import METRICS, EpisodeRecord, compute_metrics
+from sim.scenario import Episode, expand_paths, scene_context, to_builtin
+
+__all__ = [
+    "BatchSummary",
+    "EpisodeOutcome",
+    "load_results",
+    "rollout",
+    "run_batch",
+    "run_episode",
+    "trajectory_table",
+]
+
+log = logging.getLogger(__name__)
+
+Executor = Literal["local", "ray"]
+#: progress(done, failed, total) callback type
+ProgressFn = Callable[[int, int, int], None]
+RolloutFn = Callable[[Episode, str, Mapping[str, Any]], EpisodeRecord]
+RUN_FORMAT = 1
+
+
+# ------------------------------------------------------------------------------------ rollout
+def rollout(
+    ep: Episode, planner: str | None = None, planner_params: Mapping[str, Any] | None = None
+) -> EpisodeRecord:
+    """Run one episode closed-loop and return what the metrics need.
+
+    The world is stepped by ``sim.engine`` (``reset(spec, rng)``, ``step(state, action, rng)``);
+    the ego is driven by the planner from ``agents.PLANNERS`` (``planner`` overrides the
+    scenario's), one ``np.random.Generator`` seeded with ``ep.seed`` is passed down.
+    """
+    try:
+        from sim import engine
+    except ImportError as exc:
+        raise EpisodeStateError(f"the world engine (sim.engine) is not available: {exc}") from None
+    return _closed_loop(
+        engine,
+        ep,
+        planner or ep.planner,
+        dict(planner_params if planner_params is not None else ep.planner_params),
+    )
+
+
+def _closed_loop(engine: Any, ep: Episode, planner: str, params: dict[str, Any]) -> EpisodeRecord:
+    raise EpisodeStateError("closed loop not wired yet")
+
+
+# ------------------------------------------------------------------------------- one episode
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    """What one episode produced: the results row, the metrics.json content, the trajectory as
+    parquet bytes, and the video as mp4 bytes (when asked)."""
+
+    row: dict[str, Any]
+    details: dict[str, Any]
+    trajectory: bytes | None = None
+    video: bytes | None = None
+
+
+def _base_row(ep: Episode, planner: str) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "episode_id": ep.episode_id,
+        "scenario": ep.scenario,
+        "file": ep.file or "",
+        "seed": int(ep.seed),
+        "sweep": json.dumps(to_builtin(dict(ep.sweep)), sort_keys=True),
+        "planner": planner,
+    }
+    for k, v in ep.sweep.items():
+        row[f"sweep.{k}"] = v
+    for name in METRICS.names():
+        row[name] = math.nan
+        row[f"{name}_score"] = math.nan
+    row.update({"score": math.nan, "status": "error", "error": "", "steps": 0, "sim_time_s": 0.0})
+    return row
+
+
+def run_episode(
+    ep: Episode,
+    planner: str | None = None,
+    planner_params: Mapping[str, Any] | None = None,
+    *,
+    video: bool = False,
+    rollout_fn: RolloutFn | None = None,
+) -> EpisodeOutcome:
+    """Run, score and serialise one episode. Never raises for a failing episode: the exception
+    becomes ``status = "error"`` with its one-line message (the traceback is in the details)."""
+    name = planner or ep.planner
+    params = dict(planner_params if planner_params is not None else ep.planner_params)
+    row = _base_row(ep, name)
+    details: dict[str, Any] = {
+        "scene": to_builtin(
+            {"log": ep.spec.scene.log, "town": ep.spec.scene.town, "seed": ep.spec.scene.seed}
+        ),
+        "planner_params": to_builtin(params),
+        "description": ep.description,
+    }
+    t0 = time.perf_counter()
+    traj = vid = None
+    try:
+        rec = (rollout_fn or rollout)(ep, name, params)
+        values, score = compute_metrics(rec, ep.metrics or None)
+        for m, v in values.items():
+            row[m] = float(v.value)
+            row[f"{m}_score"] = float(v.score)
+        row.update(
+            {"score": float(score), "status": "ok", "steps": rec.n_steps, "sim_time_s": rec.duration_s}
+        )
+        details["metrics"] = {
+            m: {
+                "value": float(v.value),
+                "score": float(v.score),
+                "unit": METRICS.get(m).unit,
+                "kind": METRICS.get(m).kind,
+                "details": to_builtin(v.details),
+            }
+            for m, v in values.items()
+        }
+        details["route"] = list(rec.route)
+        details["ego_size"] = list(rec.ego_size)
+        details.update({k: to_builtin(v) for k, v in rec.meta.items()})
+        traj = trajectory_table(rec)
+        if video:
+            from sim.report import render_video
+
+            vid = render_video(rec)
+    except Exception as exc:
+        msg = exc.one_line() if isinstance(exc, LoopdriveError) else f"{type(exc).__name__}: {exc}"
+        row["status"] = "error"
+        row["error"] = msg.splitlines()[0] if msg else type(exc).__name__
+        details["traceback"] = traceback.format_exc()
+        log.debug("episode %s failed: %s", ep.episode_id, msg)
+    details["wall_s"] = time.perf_counter() - t0
+    return EpisodeOutcome(row=row, details=details, trajectory=traj, video=vid)
+
+
+def trajectory_table(rec: EpisodeRecord) -> bytes:
+    """The episode as a long-format parquet table (bytes): one row per (step, actor) with columns
+    step, t_s, actor_id (``ego`` for the ego), cls, x, y, yaw (world frame, m / rad), speed (m/s),
+    length, width (m), valid."""
+    import polars as pl
+
+    T, n = rec.n_steps, len(rec.actor_ids)
+    steps = np.repeat(np.arange(T, dtype=np.int32), n + 1)
+    ids = np.tile(np.array(("ego", *rec.actor_ids), dtype=object), T)
+    cls = np.tile(np.array(("car", *rec.actor_cls), dtype=object), T)
+    x = np.concatenate([rec.ego_xy[:, None, 0], rec.actor_xy[..., 0]], axis=1).reshape(-1)
+    y = np.concatenate([rec.ego_xy[:, None, 1], rec.actor_xy[..., 1]], axis=1).reshape(-1)
+    yaw = np.concatenate([rec.ego_yaw[:, None], rec.actor_yaw], axis=1).reshape(-1)
+    sp = np.concatenate([rec.ego_speed[:, None], rec.actor_speed], axis=1).reshape(-1)
+    size = np.concatenate([np.array([rec.ego_size]), rec.actor_size], axis=0)
+    valid = np.concatenate([np.ones((T, 1), bool), rec.actor_valid], axis=1).reshape(-1)
+    df = pl.DataFrame(
+        {
+            "step": steps,
+            "t_s": np.repeat(rec.t_s, n + 1),
+            "actor_id": pl.Series(ids.tolist(), dtype=pl.String),
+            "cls": pl.Series(cls.tolist(), dtype=pl.String),
+            "x": x,
+            "y": y,
+            "yaw": yaw,
+            "speed": sp,
+            "length": np.tile(size[:, 0], T),
+            "width": np.tile(size[:, 1], T),
+            "valid": valid,
+        }
+    )
+    buf = io.BytesIO()
+    df.write_parquet(buf, compression="zstd")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- persistence
+def _json_safe(obj: Any) -> Any:
+    """Non-finite floats as strings ("inf", "-inf", "nan") so metrics.json stays strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+def _json_unsafe(obj: Any) -> Any:
+    if isinstance(obj, str) and obj in ("inf", "-inf", "nan"):
+        return float(obj)
+    if isinstance(obj, dict):
+        return {k: _json_unsafe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_unsafe(v) for v in obj]
+    return obj
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(_json_safe(obj), f, indent=1, sort_keys=True, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+
+
+class _suppress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> bool:
+        return True
+
+
+def _episodes_dir(out: Path) -> Path:
+    return out / "episodes"
+
+
+def persist(out: Path, outcome: EpisodeOutcome) -> Path:
+    """Write one episode's folder atomically (temp folder + rename); returns the folder."""
+    eid = outcome.row["episode_id"]
+    root = _episodes_dir(out)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{eid}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        if outcome.trajectory is not None:
+            (tmp / "trajectory.parquet").write_bytes(outcome.trajectory)
+        if outcome.video is not None:
+            (tmp / "video.mp4").write_bytes(outcome.video)
+        with open(tmp / "metrics.json", "w", encoding="utf-8") as f:
+            json.dump(
+                _json_safe({"row": outcome.row, **outcome.details}),
+                f,
+                indent=1,
+                sort_keys=True,
+                allow_nan=False,
+            )
+            f.flush()
+            os.fsync(f.fileno())
+        final = root / eid
+        if final.exists():  # re-running an episode replaces it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _done_ids(out: Path) -> set[str]:
+    root = _episodes_dir(out)
+    if not root.is_dir():
+        return set()
+    return {
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / "metrics.json").is_file()
+    }
+
+
+def _clean_tmp(out: Path) -> None:
+    root = _episodes_dir(out)
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith(".tmp-"):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def read_episode(out: Path, episode_id: str) -> dict[str, Any]:
+    """The metrics.json of one finished episode (non-finite floats restored)."""
+    with open(_episodes_dir(out) / episode_id / "metrics.json", encoding="utf-8") as f:
+        return _json_unsafe(json.load(f))
+
+
+def write_results(out: Path, episode_ids: Sequence[str]) -> Path:
+    """(Re)build ``results.parquet`` from the episode folders, in ``episode_ids`` order."""
+    import polars as pl
+
+    rows = [
+        read_episode(out, e)["row"]
+        for e in episode_ids
+        if (_episodes_dir(out) / e / "metrics.json").is_file()
+    ]
+    cols = _column_order({k for r in rows for k in r})
+    series = []
+    for c in cols:
+        vals = [r.get(c) for r in rows]
+        present = [v for v in vals if v is not None]
+        if present and all(isinstance(v, bool) for v in present):
+            series.append(pl.Series(c, vals, dtype=pl.Boolean))
+        elif c in ("seed", "steps") and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            series.append(pl.Series(c, vals, dtype=pl.Int64))
+        elif present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+            series.append(pl.Series(c, [None if v is None else float(v) for v in vals], dtype=pl.Float64))
+        else:
+            strs = [None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in vals]
+            series.append(pl.Series(c, strs, dtype=pl.String))
+    df = pl.DataFrame(series) if series else pl.DataFrame({"episode_id": pl.Series([], dtype=pl.String)})
+    path = out / "results.parquet"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".results.", suffix=".parquet")
+    os.close(fd)
+    try:
+        df.write_parquet(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _column_order(keys: set[str]) -> list[str]:
+    lead = ["episode_id", "scenario", "file", "seed", "sweep"]
+    lead += sorted(k for k in keys if k.startswith("sweep."))
+    lead += ["planner"]
+    for m in METRICS.names():
+        lead += [m, f"{m}_score"]
+    lead += ["score", "status", "error", "steps", "sim_time_s"]
+    out = [k for k in lead if k in keys]
+    return out + sorted(keys - set(out))
+
+
+def load_results(out: str | os.PathLike[str]) -> Any:
+    """``results.parquet`` of a run folder as a polars DataFrame (ScenarioError when missing)."""
+    import polars as pl
+
+    p = Path(out) / "results.parquet"
+    if not p.is_file():
+        raise ScenarioError(
+            "expected a run folder with results.parquet (made by `loopdrive run`)", file=str(out)
+        )
+    return pl.read_parquet(p)
+
+
+# ------------------------------------------------------------------------------- executors
+def _iter_local(
+    tasks: Sequence[Episode],
+    planner: str | None,
+    params: Mapping[str, Any] | None,
+    video: bool,
+    workers: int,
+    rollout_fn: RolloutFn | None = None,
+) -> Iterator[EpisodeOutcome]:
+    if workers <= 1:
+        for ep in tasks:
+            yield run_episode(ep, planner, params, video=video, rollout_fn=rollout_fn)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending = set()
+        it = iter(tasks)
+        # keep at most 2x workers in flight, so a kill loses little and memory stays bounded
+        for ep in it:
+            pending.add(pool.submit(run_episode, ep, planner, params, video=video, rollout_fn=rollout_fn))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.add(
+                        pool.submit(run_episode, nxt, planner, params, video=video, rollout_fn=rollout_fn)
+                    )
+
+
+def _iter_ray(
+    tasks: Sequence[Episode],
+    planner: str | None,
+    params: Mapping[str, Any] | None,
+    video: bool,
+    workers: int,
+    address: str | None,
+    rollout_fn: RolloutFn | None = None,
+) -> Iterator[EpisodeOutcome]:
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - ray is a dependency
+        raise ScenarioError(f"the ray executor needs the 'ray' package ({exc})", field="executor") from None
+    started = False
+    if not ray.is_initialized():
+        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        if address:
+            ray.init(address=address, **kw)
+        else:
+            ray.init(num_cpus=max(1, workers), **kw)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(run_episode)
+        it = iter(tasks)
+        pending = []
+        limit = max(1, 2 * workers)
+        for ep in it:
+            pending.append(remote.remote(ep, planner, params, video=video, rollout_fn=rollout_fn))
+            if len(pending) >= limit:
+                break
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                yield ray.get(ref)
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(remote.remote(nxt, planner, params, video=video, rollout_fn=rollout_fn))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# ------------------------------------------------------------------------------------ batch
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a batch run did: the run folder, episode counts, and wall time (s)."""
+
+    out: Path
+    total: int
+    ran: int
+    skipped: int
+    failed: int
+    wall_s: float
+    results: Path
+    errors: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+def run_batch(
+    paths: Iterable[str | os.PathLike[str]] | None = None,
+    out: str | os.PathLike[str] = "out/run",
+    *,
+    episodes: Sequence[Episode] | None = None,
+    planner: str | None = None,
+    planner_params: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    executor: Executor = "local",
+    ray_address: str | None = None,
+    resume: bool = False,
+    video: bool = False,
+    progress: ProgressFn | None = None,
+    rollout_fn: RolloutFn | None = None,
+) -> BatchSummary:
+    """Run every episode of the scenario files under ``paths`` (or the given ``episodes``) and
+    write the run folder described in the module docstring.
+
+    Args:
+        planner: planner name overriding each scenario's ``planner.name`` (and its params).
+        workers: parallel episodes (processes for ``local``, CPUs for a Ray instance we start).
+        executor: ``local`` (process pool; in-process when ``workers`` is 1) or ``ray``.
+        ray_address: join this Ray cluster instead of starting a local instance.
+        resume: continue a run in ``out``: only the episodes without a finished folder run.
+        progress: called as ``progress(done, failed, total)`` after each episode.
+        rollout_fn: replaces :func:`rollout` (a picklable module-level function
+            ``(episode, planner, params) -> EpisodeRecord``), e.g. another simulator.
+
+    Raises:
+        ScenarioError: invalid scenario files, an ``out`` that already holds a run (without
+            ``resume``) or holds a run of another planner.
+    """
+    if executor not in ("local", "ray"):
+        raise ScenarioError(f"expected executor 'local' or 'ray', got {executor!r}", field="executor")
+    if workers < 1:
+        raise ScenarioError(f"expected at least one worker, got {workers}", field="workers")
+    eps = list(episodes) if episodes is not None else expand_paths(list(paths or []))
+    ids = [e.episode_id for e in eps]
+    if len(set(ids)) != len(ids):
+        raise ScenarioError("episode ids must be unique", field="episodes")
+    outp = Path(out)
+    run_json = outp / "run.json"
+    planner_label = planner or "(per scenario)"
+    if outp.exists() and not outp.is_dir():
+        raise ScenarioError("expected a folder for the results, got a file", file=str(outp))
+    if run_json.is_file():
+        prev = _json_unsafe(json.loads(run_json.read_text(encoding="utf-8")))
+        if not resume:
+            raise ScenarioError(
+                "already holds a run; pass --resume to continue it or choose another --out", file=str(outp)
+            )
+        if prev.get("planner") != planner_label:
+            raise ScenarioError(
+                f"holds a run of planner {prev.get('planner')!r}, not {planner_label!r}", file=str(outp)
+            )
+    elif outp.is_dir() and any(outp.iterdir()) and not resume:
+        raise ScenarioError("expected an empty or new folder for the results", file=str(outp))
+    outp.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(
+        run_json,
+        {
+            "format": RUN_FORMAT,
+            "planner": planner_label,
+            "planner_params": to_builtin(dict(planner_params or {})),
+            "episodes": ids,
+            "video": video,
+            "executor": executor,
+            "workers": workers,
+        },
+    )
+    _clean_tmp(outp)
+    done_before = _done_ids(outp) if resume else set()
+    todo = [e for e in eps if e.episode_id not in done_before]
+    total = len(eps)
+    failed = 0
+    errors: list[tuple[str, str]] = []
+    # episodes already finished count as done for the progress display
+    done = total - len(todo)
+    for eid in done_before & set(ids):
+        if read_episode(outp, eid)["row"].get("status") != "ok":
+            failed += 1
+    if progress is not None:
+        progress(done, failed, total)
+    t0 = time.perf_counter()
+    it = (
+        _iter_local(todo, planner, planner_params, video, workers, rollout_fn)
+        if executor == "local"
+        else _iter_ray(todo, planner, planner_params, video, workers, ray_address, rollout_fn)
+    )
+    ran = 0
+    for outcome in it:
+        persist(outp, outcome)
+        ran += 1
+        done += 1
+        if outcome.row["status"] != "ok":
+            failed += 1
+            errors.append((outcome.row["episode_id"], outcome.row["error"]))
+        if progress is not None:
+            progress(done, failed, total)
+    results = write_results(outp, ids)
+    return BatchSummary(
+        out=outp,
+        total=total,
+        ran=ran,
+        skipped=total - len(todo),
+        failed=failed,
+        wall_s=time.perf_counter() - t0,
+        results=results,
+        errors=tuple(errors),
+    )
+
+
+def scene_lane_map(details: Mapping[str, Any]) -> Any:
+    """The lane map of an episode from its metrics.json ``scene`` entry (for reports)."""
+    from sim.spec import SceneSpec
+
+    sc = details.get("scene") or {}
+    spec = SceneSpec(
+        log=Path(sc["log"]) if sc.get("log") else None,
+        town=sc.get("town", "tiny"),
+        seed=int(sc.get("seed", 0)),
+    )
+    return scene_context(spec).lane_map

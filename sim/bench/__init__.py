@@ -1,0 +1,1 @@
+"""The benchmarks behind ``loopdrive bench ...``; each writes JSON under ``benchmarks/results/``."""

@@ -1,0 +1,91 @@
+"""``loopdrive bench batch``: batch-run throughput (episodes per minute) on the scenario library,
+with 1 and 2 workers, on the local process pool and on a local Ray instance.
+
+Every configuration runs the same episodes (the library's first seed and first sweep point of
+each file, cut to ``horizon_s``) into a fresh temporary folder; the figure is episodes / wall
+minute including worker start-up, as a user would see it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sim.batch import run_batch
+from sim.errors import ScenarioError
+from sim.scenario import Episode, expand_paths
+
+__all__ = ["bench_episodes", "run_bench"]
+
+
+def bench_episodes(scenarios: str | os.PathLike[str], horizon_s: float) -> list[Episode]:
+    """One episode per scenario file (first seed, first sweep point), cut to ``horizon_s``."""
+    seen: set[str] = set()
+    out = []
+    for ep in expand_paths([scenarios]):
+        if ep.scenario in seen:
+            continue
+        seen.add(ep.scenario)
+        out.append(ep.with_horizon(horizon_s))
+    return out
+
+
+def run_bench(
+    scenarios: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    horizon_s: float = 4.0,
+    planner: str | None = None,
+    configs: tuple[tuple[str, int], ...] = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2)),
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark and write the JSON result to ``out`` (atomically); returns it."""
+    eps = bench_episodes(scenarios, horizon_s)
+    if not eps:
+        raise ScenarioError("expected scenario files, found none", file=str(scenarios))
+    runs = []
+    for executor, workers in configs:
+        with tempfile.TemporaryDirectory(prefix="loopdrive-bench-") as tmp:
+            t0 = time.perf_counter()
+            s = run_batch(
+                episodes=eps, out=Path(tmp) / "run", planner=planner, workers=workers, executor=executor
+            )  # type: ignore[arg-type]
+            wall = time.perf_counter() - t0
+        r = {
+            "executor": executor,
+            "workers": workers,
+            "episodes": len(eps),
+            "failed": s.failed,
+            "wall_s": round(wall, 3),
+            "episodes_per_min": round(60.0 * len(eps) / wall, 2),
+        }
+        runs.append(r)
+        if log is not None:
+            log(
+                f"{executor} x{workers}: {r['episodes_per_min']} episodes/min ({wall:.1f} s, {s.failed} failed)"
+            )
+    res = {
+        "benchmark": "batch",
+        "episodes": len(eps),
+        "horizon_s": horizon_s,
+        "planner": planner or "(per scenario)",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "runs": runs,
+    }
+    outp = Path(out)
+    outp.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmpf = tempfile.mkstemp(dir=outp.parent, prefix=f".{outp.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(res, f, indent=2)
+    os.replace(tmpf, outp)
+    return res

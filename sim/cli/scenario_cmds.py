@@ -1,0 +1,192 @@
+"""``loopdrive schema | validate | run | report | compare`` and ``loopdrive bench batch``: scenario
+files, batch runs and their reports."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from sim.cli._app import app, bench_app, console, err_console, user_errors
+
+
+@app.command("schema")
+def schema_cmd(
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """Print the JSON Schema of scenario files (for editors): loopdrive schema > scenario.schema.json"""
+    from sim.scenario import json_schema
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=True)
+    if out is None:
+        sys.stdout.write(text + "\n")
+    else:
+        out.write_text(text + "\n", encoding="utf-8")
+        err_console.print(f"wrote {out}")
+
+
+@app.command("validate")
+def validate_cmd(
+    paths: list[Path] = typer.Argument(..., help="Scenario files or folders (searched for *.yaml)."),
+) -> None:
+    """Validate scenario files: one line per problem (FILE:LINE: field.path: what was expected);
+    exit 0 when all are valid, 2 otherwise."""
+    from sim.scenario import scenario_files, validate_file
+
+    files = scenario_files(paths)
+    if not files:
+        sys.stdout.write(f"{', '.join(map(str, paths))}: expected scenario files (*.yaml), found none\n")
+        raise typer.Exit(2)
+    bad = 0
+    for f in files:
+        errs = validate_file(f)
+        for e in errs:
+            sys.stdout.write(e.one_line() + "\n")
+        bad += bool(errs)
+    if bad:
+        err_console.print(f"[red]{bad} of {len(files)} file(s) invalid[/]")
+        raise typer.Exit(2)
+    err_console.print(f"[green]ok[/] {len(files)} scenario file(s) valid")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]episodes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[red]{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+@app.command("run")
+def run_cmd(
+    paths: list[Path] = typer.Argument(..., help="Scenario files or folders."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (results.parquet, episodes/)."),
+    planner: str | None = typer.Option(
+        None, "--planner", "-p", help="Planner for every episode (default: each scenario's)."
+    ),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Episodes in parallel."),
+    executor: str = typer.Option("local", "--executor", help="local (process pool) or ray."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Join this Ray cluster (default: start a local one)."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    video: bool = typer.Option(False, "--video", help="Also write a BEV video.mp4 per episode."),
+) -> None:
+    """Run scenario files x seeds x sweep points closed-loop and write results.parquet."""
+    from sim.batch import run_batch
+
+    if executor not in ("local", "ray"):
+        with user_errors():
+            from sim.errors import ScenarioError
+
+            raise ScenarioError(f"expected local or ray, got {executor!r}", field="--executor")
+    with user_errors(), _progress() as prog:
+        task = prog.add_task("run", total=None, failed=0)
+
+        def cb(done: int, failed: int, total: int) -> None:
+            prog.update(task, completed=done, total=total, failed=failed)
+
+        s = run_batch(
+            paths,
+            out,
+            planner=planner,
+            workers=workers,
+            executor=executor,  # type: ignore[arg-type]
+            ray_address=ray_address,
+            resume=resume,
+            video=video,
+            progress=cb,
+        )
+    console.print(
+        f"{s.total} episodes ({s.ran} run, {s.skipped} already done, {s.failed} failed) in {s.wall_s:.1f} s -> {s.results}"
+    )
+    for eid, err in s.errors[:10]:
+        err_console.print(f"[red]error[/] {eid}: {err}", highlight=False, soft_wrap=True)
+
+
+@app.command("report")
+def report_cmd(run: Path = typer.Argument(..., help="A run folder made by `loopdrive run`.")) -> None:
+    """Write RUN/report.html (self-contained) and RUN/summary.md."""
+    from sim.report import write_report
+
+    with user_errors():
+        h, m = write_report(run)
+    console.print(f"wrote {h} and {m}")
+
+
+@app.command("compare")
+def compare_cmd(
+    run_a: Path = typer.Argument(..., help="Run folder A."),
+    run_b: Path = typer.Argument(..., help="Run folder B."),
+) -> None:
+    """Per-scenario mean score of two runs and the difference B - A."""
+    from sim.report import compare_runs
+
+    with user_errors():
+        diffs = compare_runs(run_a, run_b)
+    tab = Table(title=f"score: {run_a.name} (A) vs {run_b.name} (B)")
+    for c in ("scenario", "episodes A", "episodes B", "score A", "score B", "B - A"):
+        tab.add_column(c, justify="left" if c == "scenario" else "right")
+
+    def f(v: float) -> str:
+        return "–" if math.isnan(v) else f"{v:.3f}"
+
+    for d in diffs:
+        dv = d.diff
+        colour = "" if math.isnan(dv) or abs(dv) < 1e-9 else ("green" if dv > 0 else "red")
+        tab.add_row(
+            d.scenario,
+            str(d.episodes_a),
+            str(d.episodes_b),
+            f(d.score_a),
+            f(d.score_b),
+            f"[{colour}]{f(dv)}[/]" if colour else f(dv),
+        )
+    console.print(tab)
+
+
+@bench_app.command("batch")
+def bench_batch_cmd(
+    scenarios: Path = typer.Option(Path("scenarios"), "--scenarios", help="Scenario library folder."),
+    out: Path = typer.Option(Path("benchmarks/results/batch.json"), "--out", "-o", help="JSON result file."),
+    horizon_s: float = typer.Option(4.0, "--horizon", help="Episode length for the benchmark, s."),
+    planner: str | None = typer.Option(None, "--planner", help="Planner (default: each scenario's)."),
+) -> None:
+    """Episodes per minute with 1 and 2 workers, local and Ray, on the scenario library."""
+    from sim.bench.batch import run_bench
+
+    with user_errors():
+        res = run_bench(
+            scenarios, out, horizon_s=horizon_s, planner=planner, log=lambda s: err_console.print(s)
+        )
+    tab = Table(title=f"batch throughput ({res['episodes']} episodes, horizon {res['horizon_s']} s)")
+    for c in ("executor", "workers", "episodes/min", "wall s", "failed"):
+        tab.add_column(c)
+    for r in res["runs"]:
+        tab.add_row(
+            r["executor"],
+            str(r["workers"]),
+            f"{r['episodes_per_min']:.1f}",
+            f"{r['wall_s']:.1f}",
+            str(r["failed"]),
+        )
+    console.print(tab)
+    console.print(f"wrote {out}")
