@@ -1,0 +1,457 @@
+"""The ``loopdrive-recon`` nerfstudio method: datamanager, model and method specifications.
+
+``ns-train loopdrive-recon --data LOG`` (or ``loopdrive-recon-quick``) trains
+:class:`sim.recon.scene.SceneModel` through nerfstudio's own trainer, pipeline
+(``VanillaPipeline``) and CLI; ``ns-eval`` and ``ns-render`` work on the output. The method configs
+run on the CPU (``machine.device_type cpu``, no mixed precision) and log to tensorboard (no viewer).
+
+* :class:`LoopdriveDataManager` reads the log with the ``loopdrive-log`` dataparser (nerfstudio
+  cameras for evaluation and rendering) and with :class:`sim.recon.data.ReconData` (metric world
+  frame) for training batches: camera **patches** (for the CNN decoder) and **LiDAR rays**. The
+  scene's structure (extent, occupancy, actors) depends on model hyper-parameters, so the model
+  asks the datamanager to prepare it through the dataset metadata entry ``loopdrive_prepare``.
+* :class:`LoopdriveReconModel` wraps the scene; ``get_outputs_for_camera`` converts a nerfstudio
+  camera back to the metric log frame (inverse dataparser transform) and places the actors at the
+  camera's time (``Cameras.times``, seconds).
+
+Importing this module also makes nerfstudio's LPIPS metric offline-safe (see
+:func:`install_offline_lpips`): nerfacto constructs LPIPS when it is built, which downloads AlexNet
+weights; offline, that crashes ``ns-train nerfacto``. Our method never constructs LPIPS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.configs.base_config import MachineConfig
+from nerfstudio.data.datamanagers.base_datamanager import DataManager, VanillaDataManagerConfig
+from nerfstudio.data.datasets.base_dataset import InputDataset
+from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+from nerfstudio.plugins.types import MethodSpecification
+from torch import Tensor
+
+from sim.log import read_log
+from sim.recon.data import ReconData, actor_poses_at
+from sim.recon.ns_dataparser import LoopdriveLogDataParserConfig
+from sim.recon.scene import ActorState, SceneConfig, SceneModel
+from sim.recon.train import BatchSpec, LossWeights, compute_losses, forward_batch, psnr, sample_batch
+
+__all__ = [
+    "LoopdriveDataManager",
+    "LoopdriveDataManagerConfig",
+    "LoopdriveReconModel",
+    "LoopdriveReconModelConfig",
+    "install_offline_lpips",
+    "loopdrive_recon",
+    "loopdrive_recon_quick",
+    "make_trainer_config",
+]
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------- LPIPS
+class OfflineLPIPS(torch.nn.Module):
+    """Drop-in for torchmetrics' LPIPS: the real metric when its AlexNet weights are already in the
+    torch hub cache, otherwise a metric that returns NaN (no download is ever attempted)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self._impl: torch.nn.Module | None = None
+        ckpt = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
+        if ckpt.is_file():
+            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+            self._impl = LearnedPerceptualImagePatchSimilarity(*args, **kwargs)
+        else:
+            log.warning("LPIPS disabled: its AlexNet weights are not cached and loopdrive never downloads them")
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        if self._impl is None:
+            return torch.tensor(float("nan"))
+        return self._impl(a, b)
+
+
+def install_offline_lpips() -> None:
+    """Replace the LPIPS class nerfstudio's built-in models construct (nerfacto and friends) with
+    :class:`OfflineLPIPS`, before any model is built. Idempotent."""
+    import importlib
+
+    for mod in ("nerfstudio.models.nerfacto", "nerfstudio.models.depth_nerfacto", "nerfstudio.models.splatfacto",
+                "nerfstudio.models.instant_ngp", "nerfstudio.models.vanilla_nerf", "nerfstudio.models.mipnerf",
+                "nerfstudio.models.tensorf", "nerfstudio.models.semantic_nerfw", "nerfstudio.models.nerfplayer_nerfacto"):
+        try:
+            m = importlib.import_module(mod)
+        except Exception:  # optional models with missing extras
+            continue
+        if hasattr(m, "LearnedPerceptualImagePatchSimilarity"):
+            m.LearnedPerceptualImagePatchSimilarity = OfflineLPIPS  # type: ignore[attr-defined]
+
+
+install_offline_lpips()
+
+
+# ------------------------------------------------------------------------------------- schedule
+@dataclass
+class LogLinearDecaySchedulerConfig(SchedulerConfig):
+    """Learning rate decaying exponentially from the optimizer's to ``lr_final`` over ``max_steps``
+    (pure-Python floats, so checkpoints load with ``torch.load(weights_only=True)`` -- nerfstudio's
+    own exponential scheduler stores numpy floats, which ``ns-eval`` on torch >= 2.6 refuses)."""
+
+    _target: type = field(default_factory=lambda: LogLinearDecayScheduler)
+    lr_final: float = 1e-3
+    max_steps: int = 1000
+
+
+class LogLinearDecayScheduler(Scheduler):
+    config: LogLinearDecaySchedulerConfig
+
+    def get_scheduler(self, optimizer: torch.optim.Optimizer, lr_init: float) -> torch.optim.lr_scheduler.LRScheduler:
+        lf, n = float(self.config.lr_final), max(int(self.config.max_steps), 1)
+
+        def func(step: int) -> float:
+            t = min(max(step / n, 0.0), 1.0)
+            return float(math.exp(math.log(lr_init) * (1 - t) + math.log(lf) * t) / lr_init)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=func)
+
+
+# ------------------------------------------------------------------------------------- data
+@dataclass
+class LoopdriveDataManagerConfig(VanillaDataManagerConfig):
+    """Camera patches + LiDAR rays from a drive log. (A ``VanillaDataManagerConfig`` so
+    ``ns-render dataset`` accepts it; the inherited pixel-sampler fields are not used.)"""
+
+    _target: type = field(default_factory=lambda: LoopdriveDataManager)
+    dataparser: LoopdriveLogDataParserConfig = field(default_factory=LoopdriveLogDataParserConfig)
+    patches: int = 4
+    """Camera patches per batch."""
+    patch: int = 12
+    """Patch edge in low-resolution rays (``patch * upsample`` pixels)."""
+    lidar_rays: int = 1024
+    """LiDAR rays per batch."""
+    lidar_sweeps: int = 4
+    """Sweeps the LiDAR rays of a batch come from."""
+    use_camera_depth: bool = True
+    """Add the training frames' depth maps to the occupancy grid (synthetic logs have them)."""
+    seed: int = 0
+    """Seed of the batch sampler."""
+
+
+class LoopdriveDataManager(DataManager):
+    """See :class:`LoopdriveDataManagerConfig`. Batches are dicts of tensors (metric log frame)."""
+
+    config: LoopdriveDataManagerConfig
+
+    def __init__(
+        self,
+        config: LoopdriveDataManagerConfig,
+        device: torch.device | str = "cpu",
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        self.config = config
+        self.device = device
+        self.test_mode = test_mode
+        self.world_size = world_size
+        self.local_rank = local_rank
+        self.test_split = "val" if test_mode == "val" else "test"
+        if config.data is not None:
+            config.dataparser.data = Path(config.data)
+        self.dataparser = config.dataparser.setup()
+        self.train_dataparser_outputs = self.dataparser.get_dataparser_outputs(split="train")
+        self.train_dataset = InputDataset(self.train_dataparser_outputs)
+        self.eval_dataset = InputDataset(self.dataparser.get_dataparser_outputs(split="val" if test_mode == "val" else "test"))
+        self.recon: ReconData | None = None
+        self._gen = torch.Generator().manual_seed(config.seed)
+        self._eval_gen = torch.Generator().manual_seed(config.seed + 1)
+        self.train_dataset.metadata["loopdrive_prepare"] = self.prepare
+        super().__init__()
+        self.fixed_indices_eval_dataloader = FixedIndicesEvalDataloader(self.eval_dataset, device=device)
+
+    def setup_train(self) -> None:  # batches come from ReconData, prepared by the model
+        pass
+
+    def setup_eval(self) -> None:
+        pass
+
+    def prepare(self, base: SceneConfig) -> ReconData:
+        """Build (once) the metric training data for a scene configuration."""
+        if self.recon is None or dataclasses.replace(self.recon.cfg, **_structural(base)) != self.recon.cfg:
+            dl = read_log(self.config.dataparser.data)
+            self.recon = ReconData.from_log(
+                dl, base, eval_every=self.config.dataparser.eval_every, load_images=self.test_mode == "val",
+                use_camera_depth=self.config.use_camera_depth, camera=self.config.dataparser.camera or None,
+            )
+        return self.recon
+
+    @property
+    def spec(self) -> BatchSpec:
+        c = self.config
+        return BatchSpec(c.patches, c.patch, c.lidar_rays, c.lidar_sweeps)
+
+    def _need(self) -> ReconData:
+        if self.recon is None:
+            raise RuntimeError("the loopdrive datamanager is used by the loopdrive-recon model only")
+        return self.recon
+
+    def next_train(self, step: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        self.train_count += 1
+        b = sample_batch(self._need(), self.spec, self._gen)
+        return b, b
+
+    def next_eval(self, step: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        self.eval_count += 1
+        d = self._need()
+        d.load_images(d.eval_frames)
+        b = sample_batch(d, self.spec, self._eval_gen, frames=d.eval_frames, sweeps=d.eval_sweeps or d.train_sweeps)
+        return b, b
+
+    def next_eval_image(self, step: int) -> tuple[Cameras, dict[str, Any]]:
+        i = step % len(self.eval_dataset)
+        return self.eval_dataset.cameras[i : i + 1], self.eval_dataset[i]
+
+    def get_train_rays_per_batch(self) -> int:
+        c = self.config
+        return c.patches * c.patch * c.patch + c.lidar_rays
+
+    def get_eval_rays_per_batch(self) -> int:
+        return self.get_train_rays_per_batch()
+
+    def get_datapath(self) -> Path:
+        return self.config.dataparser.data
+
+    def get_param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        return {}
+
+
+def _structural(base: SceneConfig) -> dict[str, Any]:
+    """The fields of a scene config that the data preparation depends on."""
+    return {"occ_voxel_m": base.occ_voxel_m, "actor_margin": base.actor_margin, "upsample": base.upsample}
+
+
+# ------------------------------------------------------------------------------------- model
+@dataclass
+class LoopdriveReconModelConfig(ModelConfig):
+    """UniSim-style decomposed scene (see :mod:`sim.recon.scene`); lengths in metres."""
+
+    _target: type = field(default_factory=lambda: LoopdriveReconModel)
+    enable_collider: bool = False
+    occ_voxel_m: float = 0.3
+    hash_levels: int = 8
+    hash_features: int = 2
+    hash_log2_size: int = 17
+    hash_finest_m: float = 0.08
+    hidden: int = 32
+    feat_dim: int = 16
+    actor_grid: tuple[int, int, int] = (8, 12, 24)
+    actor_latent: int = 8
+    samples_bg: int = 16
+    occupied_candidates: int = 32
+    samples_actor: int = 8
+    far_m: float = 80.0
+    upsample: int = 4
+    """Output pixels per rendered feature pixel (per axis); the CNN decodes the rest."""
+    cnn_hidden: int = 32
+    w_depth: float = 0.02
+    w_line_of_sight: float = 0.05
+    w_intensity: float = 0.05
+    w_drop: float = 0.01
+    w_rgb_aux: float = 0.5
+    num_threads: int = 2
+    """torch CPU threads (0: leave torch's default)."""
+    max_train_seconds: float = 0.0
+    """Stop training after this wall-clock time (0: run all iterations)."""
+    seed: int = 0
+
+    def scene_config(self) -> SceneConfig:
+        return SceneConfig(
+            occ_voxel_m=self.occ_voxel_m, hash_levels=self.hash_levels, hash_features=self.hash_features,
+            hash_log2_size=self.hash_log2_size, hash_finest_m=self.hash_finest_m, hidden=self.hidden,
+            feat_dim=self.feat_dim, actor_grid=tuple(self.actor_grid), actor_latent=self.actor_latent,  # type: ignore[arg-type]
+            samples_bg=self.samples_bg, occupied_candidates=self.occupied_candidates,
+            samples_actor=self.samples_actor, far_m=self.far_m, upsample=self.upsample, cnn_hidden=self.cnn_hidden,
+        )
+
+
+class LoopdriveReconModel(Model):
+    """nerfstudio face of :class:`SceneModel` (the scene lives in ``self.scene``)."""
+
+    config: LoopdriveReconModelConfig
+
+    def populate_modules(self) -> None:
+        if self.config.num_threads > 0:
+            torch.set_num_threads(self.config.num_threads)
+        meta = self.kwargs.get("metadata") or {}
+        prepare: Callable[[SceneConfig], ReconData] | None = meta.get("loopdrive_prepare")
+        if prepare is None:
+            raise RuntimeError("loopdrive-recon needs the loopdrive datamanager (a drive log)")
+        self.data = prepare(self.config.scene_config())
+        self.ld_meta = dict(meta["loopdrive"])
+        self.scene = SceneModel(self.data.cfg, self.data.occupancy)
+        self.weights = LossWeights(self.config.w_rgb_aux, self.config.w_depth, self.config.w_line_of_sight, self.config.w_intensity, self.config.w_drop)
+        self._gen = torch.Generator().manual_seed(self.config.seed)
+        self._t_start: float | None = None
+        self.progress_hook: Callable[[int], None] | None = None
+
+    def get_param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        return self.scene.param_groups()
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> list[TrainingCallback]:
+        trainer = training_callback_attributes.trainer
+
+        def after(step: int) -> None:
+            if self._t_start is None:
+                self._t_start = time.perf_counter()
+            if self.progress_hook is not None:
+                self.progress_hook(step)
+            budget = self.config.max_train_seconds
+            if budget > 0 and trainer is not None and time.perf_counter() - self._t_start > budget:
+                trainer.stop_training = True
+
+        return [TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], after)]
+
+    # -------------------------------------------------------------------------------- outputs
+    def get_outputs(self, ray_bundle: Any) -> dict[str, Tensor]:
+        if isinstance(ray_bundle, dict):
+            return forward_batch(self.scene, ray_bundle, self._gen if self.training else None)
+        assert isinstance(ray_bundle, RayBundle)
+        return self._outputs_for_rays(ray_bundle)
+
+    def _to_metric(self, c2w_ns: Tensor) -> Tensor:
+        """3x4 camera-to-world in nerfstudio's frame -> 4x4 in the log's metric frame."""
+        m = torch.eye(4)
+        m[:3, :4] = c2w_ns.detach().cpu().float()
+        m[:3, 3] = m[:3, 3] / float(self.ld_meta["scale"]) + torch.tensor(self.ld_meta["centre"], dtype=torch.float32)
+        return m
+
+    def actors_at(self, t_us: int) -> ActorState:
+        pose, valid = actor_poses_at(self.data.log, t_us)
+        A = pose.shape[0]
+        return ActorState(torch.arange(A), torch.from_numpy(pose).float()[None], self.data.actor_size, torch.from_numpy(valid)[None])
+
+    def _time_of(self, camera: Cameras) -> int:
+        if camera.times is not None:
+            return round(float(camera.times.reshape(-1)[0]) * 1e6)
+        return int(self.data.log.frames[self.data.train_frames[0]].t_us)
+
+    def _outputs_for_rays(self, rb: RayBundle) -> dict[str, Tensor]:
+        shape = rb.origins.shape[:-1]
+        o = rb.origins.reshape(-1, 3).float() / float(self.ld_meta["scale"]) + torch.tensor(self.ld_meta["centre"])
+        d = torch.nn.functional.normalize(rb.directions.reshape(-1, 3).float(), dim=-1)
+        t_us = round(float(rb.times.reshape(-1)[0]) * 1e6) if rb.times is not None else int(self.data.log.frames[0].t_us)
+        r = self.scene.render_rays(o, d, self.actors_at(t_us))
+        rgb = torch.sigmoid(self.scene.rgb_head(r["feat"]))
+        return {"rgb": rgb.reshape(*shape, 3), "depth": r["depth"].reshape(*shape, 1), "accumulation": r["acc"].reshape(*shape, 1)}
+
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera: Cameras, obb_box: Any = None) -> dict[str, Tensor]:
+        cam = camera.flatten()[0]
+        c2w = self._to_metric(cam.camera_to_worlds.reshape(3, 4))
+        K = torch.tensor([[float(cam.fx), 0.0, float(cam.cx)], [0.0, float(cam.fy), float(cam.cy)], [0.0, 0.0, 1.0]])
+        r = self.scene.render_camera(c2w, K, int(cam.width), int(cam.height), self.actors_at(self._time_of(camera)))
+        depth = torch.nan_to_num(r["depth"], posinf=self.scene.cfg.far_m)
+        return {"rgb": r["rgb"], "depth": depth[..., None], "accumulation": r["acc"][..., None]}
+
+    # -------------------------------------------------------------------------------- losses
+    def get_metrics_dict(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Any]:
+        m: dict[str, Any] = {"psnr": psnr(outputs["rgb"].detach(), batch["cam_rgb"])}
+        if "lidar_range" in outputs:
+            hit = batch["lidar_range"] > 0
+            if hit.any():
+                m["lidar_median_range_err"] = float((outputs["lidar_range"][hit].detach() - batch["lidar_range"][hit]).abs().median())
+        return m
+
+    def get_loss_dict(self, outputs: dict[str, Tensor], batch: dict[str, Tensor], metrics_dict: dict[str, Any] | None = None) -> dict[str, Tensor]:
+        return compute_losses(self.scene, outputs, batch, self.weights)
+
+    def get_image_metrics_and_images(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[dict[str, float], dict[str, Tensor]]:
+        from torchmetrics.functional import structural_similarity_index_measure
+
+        gt = batch["image"][..., :3].float().to(outputs["rgb"].device)
+        if gt.max() > 1.5:
+            gt = gt / 255.0
+        pred = outputs["rgb"].clamp(0, 1)
+        ssim = structural_similarity_index_measure(pred.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None], data_range=1.0)
+        metrics = {"psnr": psnr(pred, gt), "ssim": float(ssim)}  # type: ignore[arg-type]
+        depth = outputs["depth"][..., 0]
+        dn = (depth / max(float(depth.max()), 1e-6))[..., None].expand(-1, -1, 3)
+        return metrics, {"img": torch.cat([gt, pred], 1), "depth": dn}
+
+
+# ------------------------------------------------------------------------------------- methods
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "iterations": 2000,
+        "model": {},
+        "datamanager": {},
+        "lr_grid": 1e-2,
+        "lr_net": 3e-3,
+    },
+    "full": {
+        "iterations": 12000,
+        "model": {"occ_voxel_m": 0.25, "hash_levels": 12, "hash_log2_size": 19, "hash_finest_m": 0.04, "hidden": 64,
+                  "samples_bg": 24, "occupied_candidates": 48, "samples_actor": 12, "actor_grid": (12, 16, 32), "cnn_hidden": 48},
+        "datamanager": {"patches": 6, "patch": 16, "lidar_rays": 2048},
+        "lr_grid": 1e-2,
+        "lr_net": 3e-3,
+    },
+}
+
+
+def make_trainer_config(preset: str = "quick", *, data: Path | None = None, iterations: int | None = None) -> TrainerConfig:
+    """The nerfstudio :class:`TrainerConfig` of a preset (``quick`` or ``full``)."""
+    p = PRESETS[preset]
+    iters = int(iterations if iterations is not None else p["iterations"])
+    name = "loopdrive-recon-quick" if preset == "quick" else "loopdrive-recon"
+
+    def opt(lr: float) -> dict[str, Any]:
+        return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
+                "scheduler": LogLinearDecaySchedulerConfig(lr_final=lr * 0.1, max_steps=max(iters, 1))}
+
+    return TrainerConfig(
+        method_name=name,
+        steps_per_eval_batch=500,
+        steps_per_eval_image=500,
+        steps_per_eval_all_images=10**9,
+        steps_per_save=max(iters, 1),
+        max_num_iterations=iters,
+        mixed_precision=False,
+        save_only_latest_checkpoint=True,
+        pipeline=VanillaPipelineConfig(
+            datamanager=LoopdriveDataManagerConfig(data=data, **p["datamanager"]),
+            model=LoopdriveReconModelConfig(**p["model"]),
+        ),
+        optimizers={"grids": opt(p["lr_grid"]), "networks": opt(p["lr_net"])},
+        vis="tensorboard",
+        machine=MachineConfig(device_type="cpu", num_devices=1),
+    )
+
+
+loopdrive_recon = MethodSpecification(
+    config=make_trainer_config("full"),
+    description="loopdrive's UniSim-style decomposed scene (background + actors + sky), CPU, full preset.",
+)
+loopdrive_recon_quick = MethodSpecification(
+    config=make_trainer_config("quick"),
+    description="loopdrive's UniSim-style decomposed scene, CPU, quick preset (minutes).",
+)
+
