@@ -1,0 +1,415 @@
+"""The ``mesh`` render backend: exact ground truth of the synthetic town.
+
+Cameras are rasterised headless with pyrender (EGL, chosen here before pyrender is imported) in
+flat mode: the town's textures times baked illumination, so a surface looks the same from every
+viewpoint; the sky is a direction-dependent gradient with clouds. Depth is metric z-depth along
+the optical axis (``inf`` for the sky). The LiDAR is ray cast with trimesh against the static
+town's BVH (built once; Embree through ``embreex`` when available, trimesh's pure-numpy
+intersector otherwise) and against each actor's model in its box frame, keeping the nearest hit.
+
+Only the static scene is built once; per render, actor nodes are posed from the world arrays (row
+0 is the ego, which is not drawn: the sensors are mounted on it), actors that are absent are
+hidden. One pyrender ``OffscreenRenderer`` (one GL context) is kept and resized per camera. A renderer must be used from the
+thread that created it (OpenGL contexts are per thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sim.errors import LogFormatError
+from sim.geometry import OPENCV_FROM_OPENGL, vehicle_pose_se3
+from sim.render.base import RENDERERS, CameraImage, LidarScan, RenderBackend, SensorFrame, WorldLike
+from sim.sensors import CameraSpec, LidarSpec, SensorRig
+
+if TYPE_CHECKING:
+    import trimesh
+
+__all__ = ["LIDAR_ENGINES", "MeshRenderer", "make_intersector"]
+
+log = logging.getLogger(__name__)
+
+LIDAR_ENGINES = ("auto", "embree", "triangle")
+
+SKY_HORIZON = np.array([0.80, 0.85, 0.90], dtype=np.float32)
+SKY_ZENITH = np.array([0.30, 0.50, 0.82], dtype=np.float32)
+CLOUD = np.array([0.96, 0.96, 0.97], dtype=np.float32)
+
+
+def _pyrender() -> Any:
+    """Import pyrender with a headless EGL platform (unless the user chose another one)."""
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    if os.environ.get("PYOPENGL_PLATFORM") == "egl":
+        os.environ.setdefault("EGL_PLATFORM", "surfaceless")
+    import pyrender
+
+    return pyrender
+
+
+def make_intersector(mesh: trimesh.Trimesh, engine: str = "auto") -> Any:
+    """A trimesh ray intersector for ``mesh``: ``embree`` (embreex), ``triangle`` (pure numpy) or
+    ``auto`` (Embree when available)."""
+    if engine not in LIDAR_ENGINES:
+        raise ValueError(f"unknown LiDAR engine {engine!r}; known: {', '.join(LIDAR_ENGINES)}")
+    import trimesh
+
+    if engine in ("auto", "embree") and trimesh.ray.has_embree:
+        from trimesh.ray import ray_pyembree
+
+        return ray_pyembree.RayMeshIntersector(mesh, scale_to_box=False)
+    if engine == "embree":
+        log.warning("embreex is not available; falling back to trimesh's pure-numpy ray intersector")
+    from trimesh.ray import ray_triangle
+
+    return ray_triangle.RayMeshIntersector(mesh)
+
+
+@dataclass
+class _ActorModel:
+    parts: list[Any]
+    mesh: trimesh.Trimesh
+    face_material: NDArray[np.int16]
+    half: NDArray[np.float64]  # half extents of the model's bounding box (local)
+    center: NDArray[np.float64]
+    intersector: Any = None
+    node: Any = None
+    gl_mesh: Any = None
+
+
+def _first_hits(intersector: Any, origins: NDArray[np.float64], dirs: NDArray[np.float64]) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64]]:
+    """(ray indices, distances, triangle indices) of the nearest hit of each ray that hits."""
+    if len(origins) == 0:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64)
+    locs, idx_ray, idx_tri = intersector.intersects_location(origins, dirs, multiple_hits=False)
+    if len(idx_ray) == 0:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64)
+    dist = np.einsum("ij,ij->i", locs - origins[idx_ray], dirs[idx_ray])
+    # keep the nearest per ray (the pure-numpy engine may report several)
+    order = np.lexsort((dist, idx_ray))
+    idx_ray, dist, idx_tri = idx_ray[order], dist[order], idx_tri[order]
+    first = np.concatenate([[True], idx_ray[1:] != idx_ray[:-1]])
+    return idx_ray[first].astype(np.int64), dist[first], idx_tri[first].astype(np.int64)
+
+
+class MeshRenderer(RenderBackend):
+    """Ground-truth renderer of a synthetic town.
+
+    Args:
+        scene: a :class:`sim.synth.SynthScene`, or a drive log (folder path or
+            :class:`sim.log.DriveLog`) written by the synth (``meta.json`` ``source: "synth"`` with
+            ``synth: {preset, seed}``), from which the town is regenerated deterministically.
+        lidar_engine: ``auto`` | ``embree`` | ``triangle`` (see :func:`make_intersector`).
+        znear, zfar: camera clip planes, metres.
+    """
+
+    name: ClassVar[str] = "mesh"
+
+    def __init__(self, scene: Any, *, lidar_engine: str = "auto", znear: float = 0.1, zfar: float = 1500.0) -> None:
+        from sim.synth import SynthScene
+
+        if not isinstance(scene, SynthScene):
+            scene = self._scene_from_log(scene)
+        self.scene = scene
+        self.town = scene.static_town()
+        self.lidar_engine = lidar_engine
+        self.znear, self.zfar = znear, zfar
+        self._static_rt = make_intersector(self.town.mesh, lidar_engine)
+        self._static_normals = self.town.mesh.face_normals
+        from sim.synth.meshes import MATERIAL_IDS, MATERIALS
+
+        self._reflectivity = np.array([MATERIALS[m] for m in MATERIAL_IDS], dtype=np.float32)
+        self._ground_ids = np.array([MATERIAL_IDS[m] for m in ("asphalt", "sidewalk", "grass")], dtype=np.int16)
+        self._ground_lum = {k: self.town.textures[k].astype(np.float32).mean(axis=2) for k in ("asphalt", "sidewalk", "grass")}
+        self._ground_lum = {k: v / max(float(v.mean()), 1e-6) for k, v in self._ground_lum.items()}
+        self._actors: dict[tuple[Any, ...], _ActorModel] = {}
+        self._gl: Any = None
+        self._renderers: dict[tuple[int, int], Any] = {}
+        self._cam_node: Any = None
+        self._ray_cache: dict[tuple[Any, ...], NDArray[np.float64]] = {}
+
+    # ------------------------------------------------------------------------------ construction
+    @staticmethod
+    def _scene_from_log(log_or_path: Any) -> Any:
+        from sim.log import DriveLog, read_log
+        from sim.synth import make_scene
+
+        dl = log_or_path if isinstance(log_or_path, DriveLog) else read_log(Path(log_or_path))
+        meta = dl.meta
+        syn = meta.get("synth")
+        if meta.get("source") != "synth" or not isinstance(syn, dict) or "preset" not in syn or "seed" not in syn:
+            raise LogFormatError(
+                "expected a log written by the synth (source 'synth' with synth.preset and synth.seed) for the mesh renderer",
+                file=dl.root / "meta.json",
+                field="synth",
+            )
+        return make_scene(str(syn["preset"]), int(syn["seed"]), frames=1)
+
+    @classmethod
+    def from_log(cls, log: Any, **options: Any) -> MeshRenderer:
+        """A renderer for the town of a synth drive log (folder or :class:`sim.log.DriveLog`)."""
+        return cls(cls._scene_from_log(log), **options)
+
+    def _actor_model(self, actor_id: str, cls_name: str, size: tuple[float, float, float]) -> _ActorModel:
+        key = (actor_id, cls_name, *(round(float(s), 3) for s in size))
+        m = self._actors.get(key)
+        if m is None:
+            from sim.synth.meshes import actor_parts, parts_to_trimesh
+
+            parts = actor_parts(cls_name, size, actor_id)
+            mesh, mats = parts_to_trimesh(parts)
+            lo, hi = mesh.bounds
+            m = _ActorModel(parts, mesh, mats, (hi - lo) / 2 + 0.02, (hi + lo) / 2)
+            self._actors[key] = m
+        return m
+
+    # ------------------------------------------------------------------------------------ camera
+    def _gl_scene(self) -> Any:
+        if self._gl is not None:
+            return self._gl
+        pr = _pyrender()
+        gl = pr.Scene(bg_color=np.zeros(4), ambient_light=np.ones(3))
+        textures = {}
+        for p in self.town.parts:
+            gl.add(pr.Mesh([self._primitive(p, textures)]))
+        self._gl = gl
+        self._gl_textures = textures
+        return gl
+
+    def _primitive(self, p: Any, cache: dict[str, Any], textures: dict[str, Any] | None = None) -> Any:
+        pr = _pyrender()
+        tex = None
+        if p.texture is not None:
+            tex = cache.get(p.texture)
+            if tex is None:
+                img = (textures or self.town.textures)[p.texture]
+                sampler = pr.Sampler(magFilter=pr.constants.GLTF.LINEAR, minFilter=pr.constants.GLTF.LINEAR_MIPMAP_LINEAR,
+                                     wrapS=pr.constants.GLTF.REPEAT, wrapT=pr.constants.GLTF.REPEAT)
+                # pyrender flips rows on upload (image row 0 -> v = 1); pre-flip so that v = row / H, and
+                # upload RGBA so rows stay 4-byte aligned whatever the width
+                rgba = np.concatenate([img, np.full((*img.shape[:2], 1), 255, np.uint8)], axis=2)
+                tex = pr.Texture(source=np.ascontiguousarray(rgba[::-1]), source_channels="RGBA", sampler=sampler)
+                cache[p.texture] = tex
+        mat = pr.MetallicRoughnessMaterial(baseColorFactor=np.ones(4), baseColorTexture=tex, doubleSided=True)
+        colors = np.concatenate([p.colors, np.ones((len(p.colors), 1))], axis=1).astype(np.float32)
+        return pr.Primitive(
+            positions=p.vertices.astype(np.float32),
+            normals=p.normals.astype(np.float32),
+            texcoord_0=p.uv.astype(np.float32) if p.uv is not None and tex is not None else None,
+            color_0=colors,
+            indices=p.faces.astype(np.uint32),
+            material=mat,
+        )
+
+    def _renderer(self, w: int, h: int) -> Any:
+        # one GL context per renderer (pyrender binds meshes to a context); resized per camera
+        r = self._renderers.get((0, 0))
+        if r is None:
+            pr = _pyrender()
+            r = pr.OffscreenRenderer(w, h)
+            self._renderers[(0, 0)] = r
+        if (r.viewport_width, r.viewport_height) != (w, h):
+            r.viewport_width, r.viewport_height = w, h
+        return r
+
+    def _pose_actors_gl(self, world: WorldLike) -> None:
+        pr = _pyrender()
+        gl = self._gl_scene()
+        for m in self._actors.values():
+            if m.gl_mesh is not None:
+                m.gl_mesh.is_visible = False
+        for i in self._actor_rows(world):
+            m = self._actor_model(world.ids[i], world.cls[i], (world.length[i], world.width[i], world.height[i]))
+            pose = vehicle_pose_se3(float(world.x[i]), float(world.y[i]), float(world.yaw[i]), float(world.z[i]))
+            if m.gl_mesh is None:
+                cache: dict[str, Any] = {}
+                m.gl_mesh = pr.Mesh([self._primitive(p, cache) for p in m.parts])
+                m.node = gl.add(m.gl_mesh, pose=pose)
+            else:
+                gl.set_pose(m.node, pose)
+            m.gl_mesh.is_visible = True
+
+    @staticmethod
+    def _actor_rows(world: WorldLike) -> list[int]:
+        return [i for i in range(1, len(world.ids)) if bool(world.valid[i])]
+
+    @staticmethod
+    def ego_pose(world: WorldLike) -> NDArray[np.float64]:
+        """4x4 world-from-vehicle of row 0 (the ego)."""
+        return vehicle_pose_se3(float(world.x[0]), float(world.y[0]), float(world.yaw[0]), float(world.z[0]))
+
+    def _camera_dirs(self, cam: CameraSpec) -> NDArray[np.float64]:
+        key = ("cam", cam.width, cam.height, cam.fx, tuple(cam.K[:, 2]))
+        d = self._ray_cache.get(key)
+        if d is None:
+            K = cam.K
+            u, v = np.meshgrid(np.arange(cam.width) + 0.5, np.arange(cam.height) + 0.5)
+            d = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=-1)
+            d /= np.linalg.norm(d, axis=-1, keepdims=True)
+            self._ray_cache[key] = d
+        return d
+
+    def sky_color(self, dirs_world: NDArray[np.float64]) -> NDArray[np.float32]:
+        """Sky RGB in [0, 1] for world directions (..., 3): gradient by elevation plus clouds."""
+        d = dirs_world
+        el = np.arcsin(np.clip(d[..., 2], -1.0, 1.0))
+        t = np.clip(el / (np.pi / 2), 0.0, 1.0) ** 0.6
+        base = SKY_HORIZON * (1 - t[..., None]) + SKY_ZENITH * t[..., None]
+        clouds = self.town.sky
+        hh, ww = clouds.shape
+        az = (np.arctan2(d[..., 1], d[..., 0]) % (2 * np.pi)) / (2 * np.pi)
+        row = np.clip(((1.0 - np.clip(el, 0, None) / (np.pi / 2)) * (hh - 1)).astype(np.int64), 0, hh - 1)
+        col = np.clip((az * ww).astype(np.int64), 0, ww - 1)
+        c = clouds[row, col] * np.clip(el / 0.12, 0.0, 1.0) * 0.85
+        return (base * (1 - c[..., None]) + CLOUD * c[..., None]).astype(np.float32)
+
+    def render_camera(self, world: WorldLike, cam: CameraSpec) -> CameraImage:
+        """RGB (uint8) and z-depth (m, ``inf`` for sky) of camera ``cam`` on the ego of ``world``."""
+        pr = _pyrender()
+        gl = self._gl_scene()
+        self._pose_actors_gl(world)
+        c2w = self.ego_pose(world) @ cam.vehicle_from_camera
+        K = cam.K
+        camera = pr.IntrinsicsCamera(K[0, 0], K[1, 1], K[0, 2], K[1, 2], znear=self.znear, zfar=self.zfar)
+        if self._cam_node is not None:
+            gl.remove_node(self._cam_node)
+        self._cam_node = gl.add(camera, pose=c2w)
+        r = self._renderer(cam.width, cam.height)
+        flags = pr.RenderFlags.FLAT | pr.RenderFlags.SKIP_CULL_FACES
+        color, depth = r.render(gl, flags=flags)
+        rgb = np.asarray(color[..., :3], dtype=np.float32) / 255.0
+        depth = np.asarray(depth, dtype=np.float32).copy()
+        sky = depth <= 0
+        if sky.any():
+            r_cv = (c2w @ OPENCV_FROM_OPENGL)[:3, :3]
+            dirs = self._camera_dirs(cam)[sky] @ r_cv.T
+            rgb[sky] = self.sky_color(dirs)
+        depth[sky] = np.inf
+        out = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+        return CameraImage(out, depth, c2w, K)
+
+    # ------------------------------------------------------------------------------------- LiDAR
+    def render_lidar(self, world: WorldLike, spec: LidarSpec) -> LidarScan:
+        """One LiDAR sweep from the ego of ``world``: nearest hits within ``max_range_m`` with a
+        per-material intensity; ``actor_id`` is the world row of the actor hit (-1 = static)."""
+        from sim.synth.meshes import MATERIAL_IDS
+
+        s2w = self.ego_pose(world) @ spec.vehicle_from_lidar
+        key = ("lidar", spec.beams, spec.azimuth_steps, tuple(spec.vertical_fov_deg))
+        d_s = self._ray_cache.get(key)
+        if d_s is None:
+            d_s = spec.ray_directions().reshape(-1, 3)
+            self._ray_cache[key] = d_s
+        n = len(d_s)
+        R, t = s2w[:3, :3], s2w[:3, 3]
+        d_w = d_s @ R.T
+        o_w = np.broadcast_to(t, d_w.shape).copy()
+        best = np.full(n, np.inf)
+        mat = np.full(n, -1, dtype=np.int16)
+        cosi = np.zeros(n)
+        who = np.full(n, -1, dtype=np.int32)
+        ri, dist, tri = _first_hits(self._static_rt, o_w, d_w)
+        best[ri] = dist
+        mat[ri] = self.town.face_material[tri]
+        cosi[ri] = np.abs(np.einsum("ij,ij->i", self._static_normals[tri], d_w[ri]))
+        max_r = spec.max_range_m
+        az_steps = spec.azimuth_steps
+        for i in self._actor_rows(world):
+            m = self._actor_model(world.ids[i], world.cls[i], (world.length[i], world.width[i], world.height[i]))
+            a2w = vehicle_pose_se3(float(world.x[i]), float(world.y[i]), float(world.yaw[i]), float(world.z[i]))
+            rel = a2w[:3, :3] @ m.center + a2w[:3, 3] - t
+            rng_c = float(np.linalg.norm(rel))
+            rad = float(np.linalg.norm(m.half))
+            if rng_c - rad > max_r:
+                continue
+            # rays whose azimuth can see the actor
+            rel_s = R.T @ rel
+            az_c = np.arctan2(rel_s[1], rel_s[0])
+            half = np.pi if rng_c <= rad * 1.05 else float(np.arcsin(min(1.0, rad / rng_c))) + 2 * np.pi / az_steps
+            c0 = int(np.floor((az_c - half) / (2 * np.pi) * az_steps))
+            c1 = int(np.ceil((az_c + half) / (2 * np.pi) * az_steps))
+            cols = np.unique(np.arange(c0, c1 + 1) % az_steps)
+            rows = np.arange(spec.beams)
+            idx = (rows[:, None] * az_steps + cols[None, :]).ravel()
+            # slab test against the model's bounding box in the actor frame
+            Ra, ta = a2w[:3, :3], a2w[:3, 3]
+            o_l = (t - ta) @ Ra
+            d_l = d_w[idx] @ Ra
+            with np.errstate(divide="ignore", invalid="ignore"):
+                inv = 1.0 / d_l
+                t0 = (m.center - m.half - o_l) * inv
+                t1 = (m.center + m.half - o_l) * inv
+            tmin = np.nanmax(np.minimum(t0, t1), axis=1)
+            tmax = np.nanmin(np.maximum(t0, t1), axis=1)
+            hit = (tmax >= np.maximum(tmin, 0.0)) & (tmin < best[idx])
+            if not hit.any():
+                continue
+            sel = idx[hit]
+            if m.intersector is None:
+                m.intersector = make_intersector(m.mesh, self.lidar_engine)
+            o_sel = np.broadcast_to(o_l, (len(sel), 3)).copy()
+            r_a, dist_a, tri_a = _first_hits(m.intersector, o_sel, d_l[hit])
+            if len(r_a) == 0:
+                continue
+            g = sel[r_a]
+            closer = dist_a < best[g]
+            g, dist_a, tri_a, r_a = g[closer], dist_a[closer], tri_a[closer], r_a[closer]
+            best[g] = dist_a
+            mat[g] = m.face_material[tri_a]
+            cosi[g] = np.abs(np.einsum("ij,ij->i", m.mesh.face_normals[tri_a], d_l[hit][r_a]))
+            who[g] = i
+        ok = np.isfinite(best) & (best <= max_r) & (best > 0.3) & (cosi > 0.02)
+        idx = np.nonzero(ok)[0]
+        dist = best[idx]
+        pts = (d_s[idx] * dist[:, None]).astype(np.float32)
+        refl = self._reflectivity[mat[idx]]
+        inten = refl * (0.35 + 0.65 * cosi[idx])
+        # ground textures modulate the reflectivity (paint wear, patches, tiles, dry grass)
+        x0, y0, gw, gh = self.town.ground_mapping
+        hw = o_w[idx] + d_w[idx] * dist[:, None]
+        for name in ("asphalt", "sidewalk", "grass"):
+            sel = mat[idx] == MATERIAL_IDS[name]
+            if sel.any():
+                lum = self._ground_lum[name]
+                H, W = lum.shape
+                c = np.clip(((hw[sel, 0] - x0) / gw * W).astype(np.int64), 0, W - 1)
+                r = np.clip(((hw[sel, 1] - y0) / gh * H).astype(np.int64), 0, H - 1)
+                inten[sel] *= lum[r, c]
+        inten = np.clip(inten, 0.0, 1.0).astype(np.float32)
+        return LidarScan(pts, inten, s2w, idx.astype(np.int32), who[idx])
+
+    # ---------------------------------------------------------------------------------- contract
+    def render(self, world: WorldLike, rig: SensorRig) -> SensorFrame:
+        """Every camera of ``rig`` and its LiDAR, mounted on the ego (row 0 of ``world``)."""
+        cams = {c.name: self.render_camera(world, c) for c in rig.cameras}
+        lidar = self.render_lidar(world, rig.lidar) if rig.lidar is not None else None
+        return SensorFrame(int(world.t_us), cams, lidar)
+
+    def close(self) -> None:
+        """Release the OpenGL renderers."""
+        for r in self._renderers.values():
+            try:
+                r.delete()
+            except Exception as exc:  # pragma: no cover - best effort at shutdown
+                log.debug("could not delete an offscreen renderer: %s", exc)
+        self._renderers.clear()
+        self._gl = None
+        for m in self._actors.values():
+            m.gl_mesh = None
+            m.node = None
+        self._cam_node = None
+
+    def __del__(self) -> None:  # pragma: no cover - garbage collection order is not guaranteed
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+if "mesh" not in RENDERERS:
+    RENDERERS.register("mesh", MeshRenderer)
