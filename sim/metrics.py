@@ -79,6 +79,9 @@ TTC_REPORT_HORIZON_S = 3.0
 MAX_OVERSPEED_MS = 2.23
 #: nuPlan ``ego_is_making_progress``: least ratio of ego progress to the reference.
 MAKING_PROGRESS_RATIO = 0.2
+#: Savitzky-Golay filter of the comfort signals (samples, polynomial order), as nuPlan's
+#: ``ego_is_comfortable`` does before comparing with its bounds.
+SAVGOL_WINDOW, SAVGOL_ORDER = 15, 2
 #: Ego speed (m/s) below which the ego counts as stopped (collision fault, TTC).
 STOPPED_SPEED_MS = 0.05
 
@@ -154,24 +157,37 @@ class EpisodeRecord:
     def duration_s(self) -> float:
         return float(self.t_s[-1] - self.t_s[0])
 
-    def _d(self, a: FloatArray) -> FloatArray:
-        return np.gradient(a, self.t_s)
+    def _window(self) -> int:
+        w = min(SAVGOL_WINDOW, self.n_steps if self.n_steps % 2 else self.n_steps - 1)
+        return max(w, 3)
+
+    def _filt(self, a: FloatArray, deriv: int = 0) -> FloatArray:
+        """Savitzky-Golay filtered signal (``deriv`` = 0) or its time derivative (1), as nuPlan."""
+        from scipy.signal import savgol_filter
+
+        a = np.asarray(a, np.float64)
+        if self.n_steps < 3:
+            return np.gradient(a, self.t_s) if deriv else a
+        w = self._window()
+        return savgol_filter(a, w, min(SAVGOL_ORDER, w - 1), deriv=deriv, delta=self.dt_s, mode="interp")
 
     @cached_property
     def lon_accel(self) -> FloatArray:
-        """Longitudinal acceleration, m/s^2 (given, or the time derivative of speed)."""
-        return (
-            np.asarray(self.ego_accel, np.float64) if self.ego_accel is not None else self._d(self.ego_speed)
-        )
+        """Longitudinal acceleration, m/s^2: the applied acceleration when given (filtered), else
+        the filtered time derivative of speed."""
+        if self.ego_accel is not None:
+            return self._filt(np.asarray(self.ego_accel, np.float64))
+        return self._filt(self.ego_speed, 1)
 
     @cached_property
     def yaw_rate(self) -> FloatArray:
-        """rad/s, from the unwrapped yaw."""
-        return self._d(np.unwrap(self.ego_yaw))
+        """rad/s, the filtered derivative of the unwrapped yaw."""
+        return self._filt(np.unwrap(self.ego_yaw), 1)
 
     @cached_property
     def yaw_accel(self) -> FloatArray:
-        return self._d(self.yaw_rate)
+        """rad/s^2."""
+        return self._filt(self.yaw_rate, 1)
 
     @cached_property
     def lat_accel(self) -> FloatArray:
@@ -180,16 +196,32 @@ class EpisodeRecord:
 
     @cached_property
     def lon_jerk(self) -> FloatArray:
-        return self._d(self.lon_accel)
+        """m/s^3."""
+        return self._filt(self.lon_accel, 1)
 
     @cached_property
     def jerk_mag(self) -> FloatArray:
         """Magnitude of the 2D jerk (longitudinal, lateral), m/s^3."""
-        return np.hypot(self.lon_jerk, self._d(self.lat_accel))
+        return np.hypot(self.lon_jerk, self._filt(self.lat_accel, 1))
+
+    @cached_property
+    def progress_route(self) -> tuple[str, ...]:
+        """The route with lane changes collapsed: of consecutive same-direction neighbours only the
+        last is kept (they run side by side, so arc lengths along it measure progress)."""
+        out: list[str] = []
+        for lid in self.route:
+            if out:
+                prev = self.lane_map.lanes[out[-1]]
+                if lid in (prev.left, prev.right):
+                    out[-1] = lid
+                    continue
+            out.append(lid)
+        return tuple(out)
 
     @cached_property
     def route_polyline(self) -> Any:
-        return self.lane_map.route_polyline(list(self.route))
+        """The centreline of :attr:`progress_route`."""
+        return self.lane_map.route_polyline(list(self.progress_route))
 
     @cached_property
     def route_s(self) -> FloatArray:
@@ -199,9 +231,16 @@ class EpisodeRecord:
 
     @cached_property
     def route_lane_index(self) -> NDArray[np.int64]:
-        """Index into ``route`` of the lane the ego's route projection is in, per step."""
-        ends = np.cumsum([self.lane_map.lanes[r].length for r in self.route])
-        return np.clip(np.searchsorted(ends, self.route_s, side="right"), 0, len(self.route) - 1)
+        """Index into :attr:`progress_route` of the lane the ego's route projection is in, per step."""
+        ends = np.cumsum([self.lane_map.lanes[r].length for r in self.progress_route])
+        return np.clip(np.searchsorted(ends, self.route_s, side="right"), 0, len(self.progress_route) - 1)
+
+    @cached_property
+    def route_speed_limit(self) -> FloatArray:
+        """Speed limit (m/s) of the route lane the ego is on, per step."""
+        return np.array([self.lane_map.lanes[r].speed_limit for r in self.progress_route])[
+            self.route_lane_index
+        ]
 
 
 # ----------------------------------------------------------------------------- box geometry
@@ -452,7 +491,7 @@ def _progress_values(rec: EpisodeRecord) -> tuple[float, float]:
     else:
         # no expert: half the speed limit of the route lane the ego is on, integrated over the
         # episode, capped by the route length left at the start
-        limits = np.array([rec.lane_map.lanes[r].speed_limit for r in rec.route])[rec.route_lane_index]
+        limits = rec.route_speed_limit
         ref = float(np.sum(0.5 * limits[:-1] * np.diff(rec.t_s)))
         ref = min(ref, float(rec.route_polyline.length - s[0]))
     return prog, max(ref, 1.0)
@@ -542,7 +581,7 @@ def _speed_limit(rec: EpisodeRecord) -> MetricValue:
     """Speed-limit compliance (nuPlan ``speed_limit_compliance``): value = the largest overspeed
     (m/s) above the limit of the route lane the ego is on; score = max(0, 1 - ∫overspeed dt /
     (2.23 m/s × episode duration))."""
-    limits = np.array([rec.lane_map.lanes[r].speed_limit for r in rec.route])[rec.route_lane_index]
+    limits = rec.route_speed_limit
     over = np.maximum(np.abs(rec.ego_speed) - limits, 0.0)
     dt = np.diff(rec.t_s)
     area = float(np.sum(0.5 * (over[1:] + over[:-1]) * dt))
@@ -567,8 +606,9 @@ def comfort_signals(rec: EpisodeRecord) -> dict[str, FloatArray]:
 def _comfort(rec: EpisodeRecord) -> MetricValue:
     """Comfort (nuPlan ``ego_is_comfortable``): longitudinal acceleration in [-4.05, 2.40] m/s²,
     |lateral acceleration| <= 4.89 m/s², |longitudinal jerk| <= 4.13 m/s³, |jerk| <= 8.37 m/s³,
-    |yaw rate| <= 0.95 rad/s, |yaw acceleration| <= 1.93 rad/s². Signals are finite differences of
-    the ego's speed and yaw. value = the worst ratio of a signal to its bound (<= 1 is comfortable);
+    |yaw rate| <= 0.95 rad/s, |yaw acceleration| <= 1.93 rad/s². Signals are Savitzky-Golay
+    filtered (15 samples, order 2, as nuPlan) derivatives of the ego's applied acceleration, speed and
+    yaw. value = the worst ratio of a signal to its bound (<= 1 is comfortable);
     score 1 when every bound holds at every step, else 0."""
     worst, which = 0.0, None
     for name, sig in comfort_signals(rec).items():

@@ -78,6 +78,7 @@ __all__ = [
     "read_yaml",
     "scenario_files",
     "scene_context",
+    "scene_for",
     "validate_file",
     "validate_paths",
 ]
@@ -251,7 +252,7 @@ class ScenarioModel(_Model):
     observation: list[str] = Field(default_factory=lambda: ["state"], min_length=1)
     horizon_s: float = Field(10.0, gt=0.0, le=3600.0, description="episode length, s")
     dt_s: float = Field(0.1, gt=0.0, le=1.0, description="simulation step, s")
-    max_actors: int = Field(32, ge=1, le=1024)
+    max_actors: int = Field(64, ge=1, le=1024, description="actor slots (logged + inserted)")
     metrics: list[str] | None = Field(None, description="metric names (default: all registered)")
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
     sweep: dict[str, list[Any]] = Field(
@@ -590,40 +591,65 @@ class SceneContext:
 
 
 @functools.lru_cache(maxsize=16)
-def _scene_context_cached(log_path: str | None, town: str, seed: int) -> SceneContext:
-    from sim.map import LaneMap
+def _scene_cached(
+    log_path: str | None, town: str, seed: int, start_t_s: float, horizon_s: float, dt_s: float
+) -> tuple[Any, SceneContext]:
+    """The scene object the engine runs (``sim.engine.load_scene``: a drive log, or the synthetic
+    town made for this start time, horizon and step) and its :class:`SceneContext`. Cached per
+    process: scenario validation and the episodes of a batch share it."""
+    spec = ScenarioSpec(
+        scene=SceneSpec(log=Path(log_path) if log_path else None, town=town, seed=seed),
+        ego=EgoSpec(start_t_s=start_t_s),
+        horizon_s=horizon_s,
+        dt_s=dt_s,
+    )
+    try:
+        from sim.engine import load_scene
+    except ImportError:  # pragma: no cover - the engine is part of the package
+        load_scene = None
+    try:
+        if load_scene is not None:
+            scene = load_scene(spec)
+        elif log_path is not None:
+            from sim.log import read_log
 
-    if log_path is not None:
-        from sim.log import read_log
+            scene = read_log(log_path)
+        else:
+            from sim.synth import make_scene
 
-        dl = read_log(log_path)
-        lm = LaneMap.from_dict(dl.map)
-        ego, tracks = dl.ego, dl.tracks
-        route = None
-    else:
-        try:
-            from sim import synth
-        except ImportError as exc:  # pragma: no cover - the synthetic town is part of the package
-            raise ScenarioError(f"synthetic towns are unavailable ({exc})", field="scene.town") from None
-        try:
-            scene = synth.make_scene(town, seed)
-        except LoopdriveError:
-            raise
-        except (KeyError, ValueError) as exc:
-            raise ScenarioError(
-                f"cannot build synthetic town {town!r} seed {seed}: {exc}", field="scene.town"
-            ) from None
-        lm, ego, tracks = _unpack_synth_scene(scene)
-        route = getattr(scene, "ego_route", None)
+            scene = make_scene(
+                town, seed, frames=max(round((start_t_s + horizon_s) / dt_s) + 2, 2), dt_s=dt_s
+            )
+    except LoopdriveError:
+        raise
+    except (KeyError, ValueError, OSError) as exc:
+        what = f"log {log_path!r}" if log_path else f"synthetic town {town!r} seed {seed}"
+        raise ScenarioError(f"cannot load {what}: {exc}", field="scene") from None
+    lm, ego, tracks = _unpack_synth_scene(scene)
+    route = getattr(scene, "ego_route", None)
     t0 = int(ego.t_us[0]) if ego is not None and len(ego.t_us) else 0
     t1 = int(ego.t_us[-1]) if ego is not None and len(ego.t_us) else 0
-    return SceneContext(
+    ctx = SceneContext(
         lane_map=lm,
         ego=ego,
         tracks={t.id: t for t in tracks},
         t0_us=t0,
         t1_us=t1,
         ego_route=tuple(route) if route else None,
+    )
+    return scene, ctx
+
+
+def scene_for(spec: ScenarioSpec) -> tuple[Any, SceneContext]:
+    """The (cached) scene object and context of an in-code spec."""
+    sc = spec.scene
+    return _scene_cached(
+        str(sc.log) if sc.log is not None else None,
+        sc.town,
+        sc.seed,
+        spec.ego.start_t_s,
+        spec.horizon_s,
+        spec.dt_s,
     )
 
 
@@ -647,9 +673,14 @@ def _unpack_synth_scene(scene: Any) -> tuple[Any, Any, Sequence[Any]]:
     return lm, ego, tracks
 
 
-def scene_context(scene: SceneSpec) -> SceneContext:
-    """Lane map and tracks of a scene (cached per log path / town preset and seed)."""
-    return _scene_context_cached(str(scene.log) if scene.log is not None else None, scene.town, scene.seed)
+def scene_context(
+    scene: SceneSpec, *, start_t_s: float = 0.0, horizon_s: float = 10.0, dt_s: float = 0.1
+) -> SceneContext:
+    """Lane map and tracks of a scene (cached). A synthetic town's traffic is made for the
+    episode's start time, horizon and step, so pass those when the tracks matter."""
+    return scene_for(
+        ScenarioSpec(scene=scene, ego=EgoSpec(start_t_s=start_t_s), horizon_s=horizon_s, dt_s=dt_s)
+    )[1]
 
 
 def _resolve_log(p: str, file: str | None) -> Path:
@@ -681,11 +712,14 @@ def _to_spec(m: ScenarioModel, name: str, file: str | None, ctx: SceneContext | 
     )
     st = m.ego.start
     pose = tuple(st.pose) if st.pose is not None else None
-    if st.lane is not None and ctx is not None:
+    if st.lane is not None:
+        if ctx is None:
+            ctx = scene_context(scene, start_t_s=st.t_s, horizon_s=m.horizon_s, dt_s=m.dt_s)
         ln = ctx.lane_map.lanes.get(st.lane)
-        if ln is not None:
-            xy, yaw = ln.polyline.interpolate(min(st.s, ln.length))
-            pose = (float(xy[0]), float(xy[1]), float(yaw))
+        if ln is None:
+            raise ScenarioError(f"unknown lane {st.lane!r}", file=file, field="ego.start.lane")
+        xy, yaw = ln.polyline.interpolate(min(st.s, ln.length))
+        pose = (float(xy[0]), float(xy[1]), float(yaw))
     ego = EgoSpec(
         start_t_s=st.t_s,
         route=tuple(m.ego.route) if m.ego.route else None,
@@ -758,6 +792,27 @@ def _registry_names(kind: str) -> list[str] | None:
     return None
 
 
+def _check_behavior_params(doc: _Doc, path: Path_, name: str, errs: list[ScenarioError]) -> None:
+    """Parameters of a behaviour (the keys besides ``type`` and ``route``) against its declared
+    defaults, through the behaviour class's own ``validate``."""
+    try:
+        from sim.behavior import BEHAVIORS  # type: ignore[attr-defined]
+
+        cls = BEHAVIORS.get(name)
+    except (ImportError, LoopdriveError):
+        return
+    node = _get_path(doc.data, path)
+    if not isinstance(node, dict) or not hasattr(cls, "validate"):
+        return
+    params = {k: v for k, v in node.items() if k not in ("type", "route")}
+    try:
+        cls.validate(params, where=_fmt_path(path))
+    except ScenarioError as exc:
+        key = (exc.field or "").rsplit(".", 1)[-1]
+        sub = (*path, key) if key in params else path
+        errs.append(doc.err(sub, exc.message))
+
+
 def _box(x: float, y: float, yaw: float, length: float, width: float) -> Any:
     from shapely.geometry import Polygon
 
@@ -809,6 +864,8 @@ def _semantic(doc: _Doc, m: ScenarioModel, ctx: SceneContext | None) -> list[Sce
         for p, nm in behaviours:
             if nm not in known_b:
                 err(p, f"unknown behavior {nm!r}; known: {', '.join(known_b)}")
+                continue
+            _check_behavior_params(doc, p[:-1], nm, errs)
 
     # sweep paths must point at existing values
     for key in m.sweep:
@@ -1104,11 +1161,8 @@ def _validate_data(
     ctx: SceneContext | None = None
     errs: list[ScenarioError] = []
     try:
-        if m.scene.log:
-            logp = _resolve_log(m.scene.log, doc.file)
-            ctx = _scene_context_cached(str(logp), m.scene.town, m.scene.seed)
-        else:
-            ctx = _scene_context_cached(None, m.scene.town, m.scene.seed)
+        logp = str(_resolve_log(m.scene.log, doc.file)) if m.scene.log else None
+        _, ctx = _scene_cached(logp, m.scene.town, m.scene.seed, m.ego.start.t_s, m.horizon_s, m.dt_s)
     except LoopdriveError as exc:
         fld = "scene.log" if m.scene.log else "scene.town"
         errs.append(

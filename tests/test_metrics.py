@@ -250,3 +250,29 @@ def test_box_overlap_matches_shapely(a: tuple[float, ...], b: tuple[float, ...])
     if pa.intersects(pb) and pa.intersection(pb).area < 1e-9:
         return
     assert bool(boxes_overlap(a, b)) == pa.intersects(pb)
+
+
+def test_progress_across_a_lane_change(road: LaneMap) -> None:
+    """A route with a lane change (L1 -> its left neighbour L1b) measures progress along the
+    neighbour, not back along a second copy of the road."""
+    l1 = Lane("L1", np.array([[0.0, 0.0], [200.0, 0.0]]), 3.5, 15.0, left="L1b")
+    l1b = Lane("L1b", np.array([[0.0, 3.5], [200.0, 3.5]]), 3.5, 15.0, right="L1")
+    lm = LaneMap([l1, l1b])
+    x = cruise(10.0, 5.0)
+    y = np.clip((x - 20.0) / 20.0, 0.0, 1.0) * 3.5  # drift left between x = 20 and 40 m
+    rec = record(lm, x, y=y, route=("L1", "L1b"), reference=50.0)
+    v = compute_metrics(rec, ["progress"])[0]["progress"]
+    assert v.value == pytest.approx(50.0)
+
+
+def test_comfort_filter_keeps_a_smooth_ramp(road: LaneMap) -> None:
+    # acceleration ramping at 1 m/s^3 (a quadratic speed profile) is reproduced exactly by the
+    # order-2 filter: jerk 1 m/s^3, well within nuPlan's 4.13
+    t = np.arange(31) * DT
+    a = 1.0 * t - 1.5
+    v = 10.0 - 1.5 * t + 0.5 * t**2
+    x = 10.0 + 10.0 * t - 0.75 * t**2 + t**3 / 6.0
+    rec = record(road, x, speed=v)
+    assert np.allclose(rec.lon_accel, a, atol=1e-9)
+    assert np.allclose(rec.lon_jerk, 1.0, atol=1e-6)
+    assert compute_metrics(rec, ["comfort"])[0]["comfort"].score == 1.0
