@@ -1,0 +1,179 @@
+"""``loopdrive bench recon``: the reconstructor's figures on a synthetic town, with nerfacto beside it.
+
+Measured in one run on this machine: wall-clock of ``loopdrive recon`` (train + bundle), held-out
+PSNR/SSIM, lane-shift PSNR (1/2/3 m), actor removed/moved PSNR, LiDAR median range error and
+ray-drop accuracy (all by :func:`sim.recon.evaluate.evaluate_scene`), the render time of one
+camera frame and one LiDAR sweep, and nerfacto (torch implementation, CPU) trained for the same
+wall-clock on the same log through the ``loopdrive-log`` dataparser and scored by the same
+evaluator. nerfacto's LPIPS metric is replaced by the offline-safe stand-in before it is built
+(:func:`sim.recon.method.install_offline_lpips`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sim.log import read_log, write_json_atomic
+
+__all__ = ["NerfactoScene", "run_recon_bench", "train_nerfacto"]
+
+log = logging.getLogger(__name__)
+
+
+class NerfactoScene:
+    """The evaluator's render API over a trained nerfacto pipeline (actors are baked in: edits
+    are ignored, which is exactly what a non-decomposed method can do)."""
+
+    def __init__(self, pipeline: Any, dl: Any, info: dict[str, Any]) -> None:
+        self.pipeline = pipeline
+        self.info = info
+        meta = pipeline.datamanager.train_dataparser_outputs
+        self.centre = np.asarray(meta.metadata["loopdrive"]["centre"], dtype=np.float64)
+        self.scale = float(meta.dataparser_scale)
+        self.actors = tuple(type("A", (), {"id": t.id})() for t in dl.tracks)
+
+    def actors_at(self, t_us: int, **_: Any) -> None:
+        return None
+
+    @torch.no_grad()
+    def render_camera(self, c2w: np.ndarray, K: np.ndarray, width: int, height: int, actors: Any) -> tuple[np.ndarray, np.ndarray]:
+        from nerfstudio.cameras.cameras import Cameras, CameraType
+
+        m = np.asarray(c2w, dtype=np.float64).copy()
+        m[:3, 3] = (m[:3, 3] - self.centre) * self.scale
+        cam = Cameras(camera_to_worlds=torch.from_numpy(m[None, :3, :4]).float(), fx=float(K[0, 0]), fy=float(K[1, 1]),
+                      cx=float(K[0, 2]), cy=float(K[1, 2]), width=width, height=height, camera_type=CameraType.PERSPECTIVE)
+        model = self.pipeline.model
+        model.eval()
+        out = model.get_outputs_for_camera(cam)
+        rgb = (out["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+        return rgb, out["depth"][..., 0].cpu().numpy() / self.scale
+
+
+def train_nerfacto(log_dir: Path, work: Path, seconds: float, rays: int = 1024, echo: Callable[[str], None] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Train nerfacto (torch implementation, CPU, no mixed precision) on a drive log for a
+    wall-clock budget; returns the pipeline and a summary."""
+    from nerfstudio.configs.method_configs import method_configs
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
+    from sim.recon.method import install_offline_lpips
+    from sim.recon.ns_dataparser import LoopdriveLogDataParserConfig
+
+    install_offline_lpips()
+    cfg = method_configs["nerfacto"]
+    cfg.pipeline.datamanager.data = log_dir
+    cfg.pipeline.datamanager.dataparser = LoopdriveLogDataParserConfig(data=log_dir)
+    cfg.pipeline.datamanager.train_num_rays_per_batch = rays
+    cfg.pipeline.datamanager.eval_num_rays_per_batch = rays
+    cfg.pipeline.model.implementation = "torch"
+    cfg.pipeline.model.eval_num_rays_per_chunk = 4096
+    cfg.mixed_precision = False
+    cfg.machine.device_type = "cpu"
+    cfg.vis = "tensorboard"
+    cfg.output_dir = work
+    cfg.experiment_name = "nerfacto"
+    cfg.timestamp = "run"
+    cfg.logging.local_writer.enable = False
+    cfg.logging.profiler = "none"
+    cfg.max_num_iterations = 10**6
+    if hasattr(cfg.pipeline.datamanager, "max_thread_workers"):
+        cfg.pipeline.datamanager.max_thread_workers = 1
+    trainer = cfg.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    t0 = time.perf_counter()
+    step = 0
+    while time.perf_counter() - t0 < seconds:
+        trainer.pipeline.train()
+        for cb in trainer.callbacks:
+            cb.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        trainer.train_iteration(step)
+        for cb in trainer.callbacks:
+            cb.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        step += 1
+        if echo and step % 50 == 0:
+            echo(f"nerfacto step {step}, {time.perf_counter() - t0:.0f} s")
+    return trainer.pipeline, {"iterations": step, "train_seconds": round(time.perf_counter() - t0, 1), "rays_per_batch": rays}
+
+
+def run_recon_bench(
+    *,
+    log: Path | None,
+    town: str = "small",
+    frames: int = 120,
+    preset: str = "quick",
+    nerfacto: bool = True,
+    out: Path = Path("benchmarks/results/recon.json"),
+    work: Path = Path("out/bench-recon"),
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark and write ``out`` (JSON). Targets are recorded beside the measurements."""
+    from sim.recon.bundle import load_bundle
+    from sim.recon.evaluate import evaluate_scene
+    from sim.recon.run import train_bundle
+
+    say = echo or (lambda m: log.info(m))
+    torch.set_num_threads(2)
+    work.mkdir(parents=True, exist_ok=True)
+    res: dict[str, Any] = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                                       "platform": platform.platform(), "torch": torch.__version__}}
+    if log is None:
+        log = work / f"town-{town}-s0"
+        if not log.exists():
+            say(f"synthesising {town} town ({frames} frames)")
+            t0 = time.perf_counter()
+            exe = str(Path(sys.executable).parent / "loopdrive")
+            subprocess.run([exe, "synth", "--town", town, "--seed", "0", "--frames", str(frames), "--out", str(log)], check=True)
+            res["synth_seconds"] = round(time.perf_counter() - t0, 1)
+    dl = read_log(log)
+    res["log"] = {"path": str(log), "frames": len(dl.frames), "sweeps": len(dl.sweeps), "tracks": len(dl.tracks),
+                  "resolution": [dl.frames[0].width, dl.frames[0].height]}
+    bundle = work / f"bundle-{preset}"
+    say(f"training loopdrive-recon ({preset})")
+    t0 = time.perf_counter()
+    summary = train_bundle(log, bundle, preset=preset, overwrite=True, max_seconds=540 if preset == "quick" else 3300)
+    wall = time.perf_counter() - t0
+    res["loopdrive_recon"] = {"preset": preset, "wall_seconds": round(wall, 1), **summary}
+    b = load_bundle(bundle)
+    say("evaluating")
+    res["loopdrive_recon"]["eval"] = evaluate_scene(b, dl, work / f"eval-{preset}")
+    # render speed at the log's resolution (median of repeated renders)
+    f = dl.frames[0]
+    actors = b.actors_at(f.t_us)
+    cam_t, lid_t = [], []
+    from sim.sensors import SensorRig
+
+    rig = SensorRig.from_meta(dl.meta["rig"])
+    for _ in range(5):
+        t1 = time.perf_counter()
+        b.render_camera(f.c2w, f.K, f.width, f.height, actors)
+        cam_t.append(time.perf_counter() - t1)
+        if rig.lidar is not None and dl.sweeps:
+            sw = dl.sweeps[0]
+            t1 = time.perf_counter()
+            b.render_lidar(sw.sensor_to_world, rig.lidar.ray_directions().reshape(-1, 3), b.actors_at(sw.t_us))
+            lid_t.append(time.perf_counter() - t1)
+    res["render"] = {"camera_ms_median": round(1000 * float(np.median(cam_t)), 1),
+                     "lidar_sweep_ms_median": round(1000 * float(np.median(lid_t)), 1) if lid_t else None,
+                     "lidar_rays": rig.lidar.beams * rig.lidar.azimuth_steps if rig.lidar else 0}
+    if nerfacto:
+        budget = float(summary["train_seconds"])
+        say(f"training nerfacto for {budget:.0f} s")
+        pipe, nsum = train_nerfacto(log, work / "nerfacto", budget, echo=say)
+        res["nerfacto"] = nsum
+        res["nerfacto"]["eval"] = evaluate_scene(NerfactoScene(pipe, dl, b.info), dl, work / "eval-nerfacto")
+    res["targets"] = {"quick": {"wall_seconds_max": 600, "heldout_psnr_min": 25},
+                      "full": {"wall_seconds_max": 3600, "heldout_psnr_min": 30, "lane_shift_2m_psnr_min": 27, "lidar_median_range_err_max_m": 0.10},
+                      "vs_nerfacto_heldout_db_min": 1.5, "camera_ms_max": 66, "lidar_sweep_ms_max": 100}
+    write_json_atomic(out, res)
+    return res

@@ -1,0 +1,102 @@
+"""``loopdrive recon``, ``loopdrive eval-recon`` and ``loopdrive bench recon``: the neural scene.
+
+nerfstudio and torch are imported inside the commands so ``loopdrive --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from sim.cli._app import app, bench_app, console, fail, user_errors
+
+
+@app.command("recon")
+def recon_cmd(
+    log: Path = typer.Argument(..., help="Drive-log folder to reconstruct."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write (e.g. bundles/town-s0)."),
+    preset: str = typer.Option("quick", "--preset", help="quick (minutes) or full (up to an hour on 2 CPU cores)."),
+    iterations: int | None = typer.Option(None, "--iterations", min=1, help="Override the preset's iteration count."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", min=0.01, help="Stop training after this wall-clock time."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the batch sampler and the ray jitter."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --out."),
+) -> None:
+    """Train the decomposed neural scene (nerfstudio method loopdrive-recon) on LOG and write a bundle."""
+    if preset not in ("quick", "full"):
+        raise fail(f"--preset: expected quick or full, got {preset!r}")
+    from sim.recon.run import train_bundle
+
+    columns = (TextColumn("[bold]training[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with user_errors(), Progress(*columns, console=console, transient=False) as prog:
+        task = prog.add_task("train", total=None)
+
+        def progress(step: int, total: int) -> None:
+            prog.update(task, completed=step, total=total)
+
+        summary = train_bundle(log, out, preset=preset, iterations=iterations,
+                               max_seconds=max_minutes * 60 if max_minutes else None, seed=seed,
+                               overwrite=overwrite, progress=progress)
+    console.print(f"[green]wrote[/] bundle {summary['bundle']}: {summary['iterations']} iterations in {summary['train_seconds']:.0f} s")
+    console.print(f"nerfstudio config (for ns-eval / ns-render): {summary['nerfstudio_config']}")
+
+
+@app.command("eval-recon")
+def eval_recon_cmd(
+    bundle: Path = typer.Argument(..., help="Scene bundle folder."),
+    log: Path = typer.Option(..., "--log", help="The drive log the bundle was trained on."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default BUNDLE/eval)."),
+    max_frames: int = typer.Option(12, "--max-frames", min=1, help="Held-out frames to score."),
+) -> None:
+    """Score a bundle on held-out frames, lane-shifted and actor-edited views, and held-out LiDAR."""
+    from sim.recon.evaluate import evaluate_bundle
+
+    with user_errors():
+        res = evaluate_bundle(bundle, log, out, max_frames=max_frames, progress=lambda m: console.log(m))
+    tab = Table(title=f"eval-recon {bundle}")
+    tab.add_column("view")
+    tab.add_column("metric")
+    tab.add_column("value", justify="right")
+    h = res["heldout"]
+    tab.add_row("held-out", "PSNR dB / SSIM", f"{h['psnr']:.2f} / {h['ssim']:.3f}" if h["psnr"] is not None else "-")
+    for k, v in (res.get("lane_shift", {}).get("psnr") or {}).items():
+        tab.add_row(f"lane shift {k}", "PSNR dB", f"{v:.2f}" if v is not None else "-")
+    for k in ("actor_removed", "actor_moved"):
+        v = res.get(k, {}).get("psnr")
+        tab.add_row(k.replace("_", " "), "PSNR dB", f"{v:.2f}" if v is not None else res.get(k, {}).get("skipped", "-"))
+    li = res.get("lidar") or {}
+    if li:
+        tab.add_row("LiDAR", "median |range err| m", f"{li['median_abs_range_err_m']:.3f}")
+        tab.add_row("LiDAR", "ray-drop accuracy", f"{li['ray_drop_accuracy']:.3f}")
+    console.print(tab)
+    console.print(f"wrote {Path(out) if out else Path(bundle) / 'eval'}/eval.json and contact_sheet.png")
+
+
+@bench_app.command("recon")
+def bench_recon_cmd(
+    log: Path | None = typer.Option(None, "--log", help="Drive log (default: synthesise the town)."),
+    town: str = typer.Option("small", "--town", help="Synth preset when --log is not given."),
+    frames: int = typer.Option(120, "--frames", min=10, help="Frames to synthesise when --log is not given."),
+    preset: str = typer.Option("quick", "--preset", help="quick or full."),
+    nerfacto: bool = typer.Option(True, "--nerfacto/--no-nerfacto", help="Also train nerfacto for the same wall-clock."),
+    out: Path = typer.Option(Path("benchmarks/results/recon.json"), "--out", help="Result JSON."),
+    work: Path = typer.Option(Path("out/bench-recon"), "--work", help="Working folder (logs, bundles)."),
+) -> None:
+    """Reconstruction benchmark: train time, held-out / lane-shift PSNR, LiDAR error, render speed, vs nerfacto."""
+    from sim.bench.recon import run_recon_bench
+
+    with user_errors():
+        res = run_recon_bench(log=log, town=town, frames=frames, preset=preset, nerfacto=nerfacto, out=out, work=work,
+                              echo=lambda m: console.log(m))
+    console.print_json(json.dumps(res))
+    console.print(f"wrote {out}")

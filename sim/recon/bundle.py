@@ -1,0 +1,260 @@
+"""Scene bundles: a trained neural scene on disk, loadable without nerfstudio and without pickle.
+
+Layout (``format_version`` 1)::
+
+    BUNDLE/
+      bundle.json          format, format_version, scene_config (SceneConfig fields), weights file
+                           name + sha256, actors (id, class, size [l, w, h] m, slot, static, latent
+                           code), log name/path, camera name, training summary
+      weights.safetensors  SceneModel tensors (the occupancy grid bit-packed as ``occupancy_packed``)
+      tracks.json          the log's tracks (ego + actors, sim.log format)
+      map.json             the log's lane map
+
+:func:`load_bundle` reads JSON and safetensors only (no code is executed from the files), checks
+the weights' sha256 against ``bundle.json`` and every tensor name and shape against the model the
+config describes; anything missing, corrupt, tampered with or mismatched raises
+:class:`sim.errors.BundleError` naming the file, the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from sim.errors import BundleError
+from sim.log import DriveLog, Track, dumps_json, track_to_json
+from sim.recon.scene import ActorState, SceneConfig, SceneModel, pack_occupancy, unpack_occupancy
+
+__all__ = ["BUNDLE_FORMAT", "Bundle", "BundleActor", "load_bundle", "save_bundle"]
+
+BUNDLE_FORMAT = "loopdrive-scene-bundle"
+BUNDLE_VERSION = 1
+WEIGHTS = "weights.safetensors"
+
+
+@dataclass(frozen=True)
+class BundleActor:
+    """A reconstructed actor: its log id, class, box size (l, w, h) m, field slot and latent code."""
+
+    id: str
+    cls: str
+    size: tuple[float, float, float]
+    slot: int
+    static: bool
+    latent: tuple[float, ...]
+
+
+@dataclass
+class Bundle:
+    """A loaded scene bundle: the model (eval mode, CPU), its actors, and the log's tracks and map."""
+
+    root: Path
+    scene: SceneModel
+    actors: tuple[BundleActor, ...]
+    ego: Track
+    tracks: tuple[Track, ...]
+    map: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def actor_index(self, actor_id: str) -> int:
+        for a in self.actors:
+            if a.id == actor_id:
+                return a.slot
+        raise BundleError(f"expected one of the bundle's actor ids {[a.id for a in self.actors]}, got {actor_id!r}", file=self.root / "bundle.json", field="actors")
+
+    def actors_at(self, t_us: int, *, remove: tuple[str, ...] = (), moves: dict[str, tuple[float, float, float, float]] | None = None) -> ActorState:
+        """Actors at their logged poses at ``t_us`` (world frame), minus ``remove`` ids, with
+        ``moves`` overriding poses (id -> x, y, z bottom, yaw)."""
+        moves = moves or {}
+        A = len(self.actors)
+        pose = np.zeros((A, 4))
+        valid = np.zeros(A, dtype=bool)
+        by_id = {t.id: t for t in self.tracks}
+        for a in self.actors:
+            if a.id in remove:
+                continue
+            if a.id in moves:
+                pose[a.slot], valid[a.slot] = moves[a.id], True
+                continue
+            p = by_id[a.id].pose_at(int(t_us)) if a.id in by_id else None
+            if p is not None:
+                pose[a.slot], valid[a.slot] = p, True
+        return self.actor_state(pose, valid)
+
+    def actor_state(self, pose: NDArray[np.floating], valid: NDArray[np.bool_], size: NDArray[np.floating] | None = None) -> ActorState:
+        """ActorState of all bundle actors from poses (A, 4), validity (A,) and optional sizes (A, 3)."""
+        A = len(self.actors)
+        sz = np.array([a.size for a in self.actors], dtype=np.float32).reshape(A, 3) if size is None else size
+        return ActorState(torch.arange(A), torch.as_tensor(pose, dtype=torch.float32)[None], torch.as_tensor(sz, dtype=torch.float32), torch.as_tensor(valid)[None])
+
+    def render_camera(self, c2w: NDArray[np.floating], K: NDArray[np.floating], width: int, height: int, actors: ActorState) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+        """RGB (H, W, 3) uint8 and z-depth (H, W) float32 m (inf = sky) of a pinhole camera
+        (``c2w`` 4x4 camera-to-world, OpenGL axes; ``K`` 3x3)."""
+        r = self.scene.render_camera(torch.as_tensor(c2w, dtype=torch.float32), torch.as_tensor(K, dtype=torch.float32), width, height, actors)
+        rgb = (r["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+        return rgb, r["depth"].numpy().astype(np.float32)
+
+    def render_lidar(self, sensor_to_world: NDArray[np.floating], dirs_sensor: NDArray[np.floating], actors: ActorState) -> dict[str, NDArray[np.float32]]:
+        """LiDAR along (N, 3) sensor-frame unit directions: ``range`` m, ``intensity``, ``drop_prob``,
+        ``acc_actor`` (opacity from actor fields), each (N,)."""
+        r = self.scene.render_lidar(torch.as_tensor(sensor_to_world, dtype=torch.float32), torch.as_tensor(dirs_sensor, dtype=torch.float32), actors)
+        return {k: v.numpy().astype(np.float32) for k, v in r.items()}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _state_for_disk(scene: SceneModel) -> dict[str, torch.Tensor]:
+    sd = {k: v.detach().cpu().contiguous() for k, v in scene.state_dict().items() if k != "occupancy"}
+    sd["occupancy_packed"] = torch.from_numpy(pack_occupancy(scene.occupancy))
+    return sd
+
+
+def save_bundle(
+    out: str | os.PathLike[str],
+    scene: SceneModel,
+    dl: DriveLog,
+    actor_ids: list[str],
+    *,
+    camera: str,
+    info: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a bundle atomically (temp folder + rename). ``actor_ids`` are in slot order."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise BundleError("expected an empty or new folder (pass overwrite to replace it)", file=out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        save_file(_state_for_disk(scene), str(tmp / WEIGHTS))
+        by_id = dl.track_by_id
+        latent = scene.actor_latent.detach().cpu().numpy()
+        actors = [
+            {"id": a, "class": by_id[a].cls, "size": [float(x) for x in by_id[a].size], "slot": i, "static": bool(by_id[a].static),
+             "latent": [round(float(x), 7) for x in latent[i]]}
+            for i, a in enumerate(actor_ids)
+        ]
+        doc = {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_VERSION,
+            "scene_config": scene.cfg.to_json(),
+            "weights": {"file": WEIGHTS, "sha256": _sha256(tmp / WEIGHTS)},
+            "actors": actors,
+            "log": {"name": dl.name, "path": str(dl.root.resolve()), "camera": camera},
+            "info": info or {},
+        }
+        (tmp / "bundle.json").write_text(dumps_json(doc))
+        (tmp / "tracks.json").write_text(dumps_json({"ego": track_to_json(dl.ego), "tracks": [track_to_json(t) for t in dl.tracks]}))
+        (tmp / "map.json").write_text(dumps_json(dl.map))
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / "old")
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _json(path: Path) -> Any:
+    if not path.is_file():
+        raise BundleError("expected this file to exist", file=path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"expected valid JSON ({exc})", file=path) from None
+
+
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Load a bundle (CPU, eval mode). Raises :class:`BundleError` on any problem."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from sim.errors import LogFormatError
+    from sim.log import _parse_map, _parse_tracks
+
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError("expected a scene-bundle folder", file=root)
+    bj = root / "bundle.json"
+    doc = _json(bj)
+    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"expected format {BUNDLE_FORMAT!r}", file=bj, field="format")
+    if doc.get("format_version") != BUNDLE_VERSION:
+        raise BundleError(f"expected format_version {BUNDLE_VERSION}, got {doc.get('format_version')!r}", file=bj, field="format_version")
+    try:
+        cfg = SceneConfig.from_json(doc["scene_config"])
+    except KeyError as exc:
+        raise BundleError(f"expected a known scene setting, got {exc}", file=bj, field="scene_config") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise BundleError(f"expected a valid scene config ({exc})", file=bj, field="scene_config") from None
+    w = doc.get("weights")
+    if not isinstance(w, dict) or w.get("file") != WEIGHTS or not isinstance(w.get("sha256"), str):
+        raise BundleError(f"expected {{'file': {WEIGHTS!r}, 'sha256': hex}}", file=bj, field="weights")
+    wp = root / WEIGHTS
+    if not wp.is_file():
+        raise BundleError("expected this file to exist", file=wp)
+    digest = _sha256(wp)
+    if digest != w["sha256"]:
+        raise BundleError(f"expected sha256 {w['sha256']} (recorded in bundle.json), got {digest}: the weights were modified or corrupted", file=wp)
+    try:
+        sd = load_file(str(wp))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(f"expected a readable safetensors file ({exc})", file=wp) from None
+    packed = sd.pop("occupancy_packed", None)
+    if packed is None:
+        raise BundleError("expected a tensor 'occupancy_packed'", file=wp, field="occupancy_packed")
+    n = int(np.prod(cfg.occ_shape))
+    if packed.dtype != torch.uint8 or packed.numel() != (n + 7) // 8:
+        raise BundleError(f"expected {(n + 7) // 8} uint8 bytes for occupancy {cfg.occ_shape}", file=wp, field="occupancy_packed")
+    scene = SceneModel(cfg, unpack_occupancy(packed.numpy(), cfg.occ_shape))
+    want = {k: v for k, v in scene.state_dict().items() if k != "occupancy"}
+    for k, v in want.items():
+        if k not in sd:
+            raise BundleError(f"expected tensor {k!r} of shape {tuple(v.shape)}", file=wp, field=k)
+        if tuple(sd[k].shape) != tuple(v.shape) or sd[k].dtype != v.dtype:
+            raise BundleError(f"expected shape {tuple(v.shape)} {v.dtype}, got {tuple(sd[k].shape)} {sd[k].dtype}", file=wp, field=k)
+    extra = sorted(set(sd) - set(want))
+    if extra:
+        raise BundleError(f"expected no tensor {extra[0]!r} (not part of this model)", file=wp, field=extra[0])
+    sd["occupancy"] = scene.occupancy
+    scene.load_state_dict(sd, strict=True)
+    scene.eval()
+    actors = []
+    raw = doc.get("actors")
+    if not isinstance(raw, list) or len(raw) != cfg.n_actors:
+        raise BundleError(f"expected a list of {cfg.n_actors} actors", file=bj, field="actors")
+    for i, a in enumerate(raw):
+        try:
+            actors.append(BundleActor(str(a["id"]), str(a["class"]), tuple(float(x) for x in a["size"]), int(a["slot"]), bool(a.get("static", False)), tuple(float(x) for x in a["latent"])))  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"expected id, class, size, slot, latent ({exc})", file=bj, field=f"actors[{i}]") from None
+        if actors[-1].slot != i or len(actors[-1].size) != 3:
+            raise BundleError(f"expected slot {i} and a size [l, w, h]", file=bj, field=f"actors[{i}]")
+    try:
+        ego, tracks = _parse_tracks(root)
+        lane_map = _parse_map(root)
+    except LogFormatError as exc:
+        raise BundleError(exc.message, file=exc.file, field=exc.field) from None
+    return Bundle(root, scene, tuple(actors), ego, tracks, lane_map, doc.get("info", {}))

@@ -1,0 +1,105 @@
+"""Train a scene from a drive log with nerfstudio's trainer and write a bundle (``loopdrive recon``).
+
+:func:`train_bundle` builds the same :class:`~nerfstudio.engine.trainer.TrainerConfig` that
+``ns-train loopdrive-recon[-quick]`` uses, runs it in-process (nerfstudio outputs under
+``OUT/nerfstudio/`` so ``ns-eval``/``ns-render`` also work on it) and saves the scene bundle to
+``OUT``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sim.errors import BundleError
+from sim.log import read_log
+
+__all__ = ["train_bundle"]
+
+log = logging.getLogger(__name__)
+
+
+def train_bundle(
+    log_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    preset: str = "quick",
+    iterations: int | None = None,
+    max_seconds: float | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``preset`` (``quick``/``full``) on a drive log and write the bundle to ``out``.
+
+    Args:
+        iterations: override the preset's iteration count. max_seconds: wall-clock training budget
+            (training stops early when it is spent).
+        progress: called as ``progress(step, total)`` after each iteration.
+        overrides: model-config field overrides (e.g. ``{"upsample": 2}``).
+
+    Returns:
+        A summary: iterations run, training seconds, bundle path, nerfstudio config path.
+    """
+    from sim.recon.bundle import save_bundle
+    from sim.recon.method import PRESETS, make_trainer_config
+
+    if preset not in PRESETS:
+        raise BundleError(f"expected a preset in {sorted(PRESETS)}, got {preset!r}", field="preset")
+    dl = read_log(log_dir)  # validates, raises LogFormatError
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise BundleError("expected an empty or new folder (pass --overwrite to replace it)", file=out)
+    cfg = make_trainer_config(preset, data=Path(log_dir), iterations=iterations)
+    cfg.pipeline.model.seed = seed
+    cfg.pipeline.datamanager.seed = seed
+    if max_seconds:
+        cfg.pipeline.model.max_train_seconds = float(max_seconds)
+    for k, v in (overrides or {}).items():
+        if not hasattr(cfg.pipeline.model, k):
+            raise BundleError(f"expected a model setting, got {k!r}", field="overrides")
+        setattr(cfg.pipeline.model, k, v)
+    work = out.parent / f".{out.name}.nerfstudio"
+    cfg.output_dir = work
+    cfg.experiment_name = "scene"
+    cfg.timestamp = "run"
+    cfg.logging.local_writer.enable = False
+    cfg.logging.profiler = "none"
+    cfg.save_config()
+    trainer = cfg.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    model = trainer.pipeline.model
+    total = cfg.max_num_iterations
+    steps = [0]
+
+    def hook(step: int) -> None:
+        steps[0] = step + 1
+        if progress is not None:
+            progress(step + 1, total)
+
+    model.progress_hook = hook
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    info = {"preset": preset, "iterations": steps[0], "train_seconds": round(seconds, 2), "seed": seed,
+            "nerfstudio_config": str(out / "nerfstudio" / "scene" / cfg.method_name / "run" / "config.yml")}
+    data = model.data
+    camera = dl.frames[data.train_frames[0]].camera
+    info.update({"camera": camera, "eval_every": int(cfg.pipeline.datamanager.dataparser.eval_every),
+                 "train_frames": len(data.train_frames), "train_sweeps": len(data.train_sweeps)})
+    save_bundle(out, model.scene, dl, data.actor_ids, camera=camera, info=info, overwrite=overwrite)
+    # keep nerfstudio's own output (config + checkpoint) inside the bundle folder for ns-eval/ns-render
+    os.replace(work, out / "nerfstudio")
+    _fix_config_paths(out / "nerfstudio" / "scene" / cfg.method_name / "run" / "config.yml", work, out / "nerfstudio")
+    log.info("trained %d iterations in %.1f s -> %s", steps[0], seconds, out)
+    return {**info, "bundle": str(out)}
+
+
+def _fix_config_paths(config: Path, old: Path, new: Path) -> None:
+    if config.is_file():
+        config.write_text(config.read_text().replace(str(old), str(new)))
