@@ -2,7 +2,8 @@
 
 # Subcommand modules (each adds its commands to ``app`` on import).
 import sim.cli.recon_cmds
-import sim.cli.scenario_cmds  # noqa: F401
+import sim.cli.scenario_cmds
+import sim.cli.synth_cmds  # noqa: F401
 from sim.cli import log_cmds  # noqa: F401
 from sim.cli._app import app
 

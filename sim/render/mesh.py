@@ -54,6 +54,33 @@ def _pyrender() -> Any:
     return pyrender
 
 
+_ORDERED_SCENE: Any = None
+
+
+def _ordered_scene_class() -> Any:
+    """A pyrender Scene whose mesh nodes iterate in insertion order: pyrender keeps them in a set
+    (ordered by object address), so draw order -- and which of two equally deep surfaces wins --
+    would change from run to run."""
+    global _ORDERED_SCENE
+    if _ORDERED_SCENE is None:
+        pr = _pyrender()
+
+        class OrderedScene(pr.Scene):  # type: ignore[misc, name-defined]
+            def add_node(self, node: Any, parent_node: Any = None) -> Any:
+                if not hasattr(self, "_insertion"):
+                    self._insertion: dict[Any, int] = {}
+                self._insertion.setdefault(node, len(self._insertion))
+                return super().add_node(node, parent_node=parent_node)
+
+            @property
+            def mesh_nodes(self) -> list[Any]:  # type: ignore[override]
+                order = getattr(self, "_insertion", {})
+                return sorted(self._mesh_nodes, key=lambda n: order.get(n, 1 << 30))
+
+        _ORDERED_SCENE = OrderedScene
+    return _ORDERED_SCENE
+
+
 def make_intersector(mesh: trimesh.Trimesh, engine: str = "auto") -> Any:
     """A trimesh ray intersector for ``mesh``: ``embree`` (embreex), ``triangle`` (pure numpy) or
     ``auto`` (Embree when available)."""
@@ -175,7 +202,7 @@ class MeshRenderer(RenderBackend):
         if self._gl is not None:
             return self._gl
         pr = _pyrender()
-        gl = pr.Scene(bg_color=np.zeros(4), ambient_light=np.ones(3))
+        gl = _ordered_scene_class()(bg_color=np.zeros(4), ambient_light=np.ones(3))
         textures = {}
         for p in self.town.parts:
             gl.add(pr.Mesh([self._primitive(p, textures)]))

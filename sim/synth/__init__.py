@@ -7,6 +7,7 @@ mesh renderer into a drive log.
 
 from sim.synth.presets import PRESETS, TownPreset, get_preset
 from sim.synth.scene import EGO_SIZE, SceneWorld, SynthScene, make_scene, world_from_tracks
+from sim.synth.writer import write_synth_log
 
 __all__ = [
     "EGO_SIZE",
@@ -17,4 +18,5 @@ __all__ = [
     "get_preset",
     "make_scene",
     "world_from_tracks",
+    "write_synth_log",
 ]

@@ -347,7 +347,7 @@ def build_static_town(scene: SynthScene) -> StaticTown:
     xmin, ymin, xmax, ymax = net.town_area.bounds
     x0, y0 = xmin - 20.0, ymin - 20.0
     gw, gh = (xmax - xmin) + 40.0, (ymax - ymin) + 40.0
-    mpp = max(0.08, max(gw, gh) / 3072.0)
+    mpp = max(0.1, max(gw, gh) / 3072.0)
     shape = (math.ceil(gh / mpp), math.ceil(gw / mpp))
     gw, gh = shape[1] * mpp, shape[0] * mpp
     uv_of = _ground_uv(x0, y0, gw, gh)

@@ -1,0 +1,136 @@
+"""``loopdrive bench synth``: how fast the ground-truth renderer is.
+
+Measures, on one synthetic town, camera frames per second (pyrender, RGB + depth) and LiDAR sweeps
+per second (trimesh ray casting) with Embree and with trimesh's pure-numpy intersector, rendering
+the logged world at successive frames (actors move, so the per-render actor work is included).
+Static-scene construction is timed separately; warm-up renders are excluded.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.log import write_json_atomic
+
+__all__ = ["run_synth_bench"]
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def run_synth_bench(
+    *,
+    town: str = "small",
+    seed: int = 0,
+    width: int = 320,
+    height: int = 192,
+    beams: int = 32,
+    azimuth: int = 1024,
+    camera_frames: int = 40,
+    lidar_sweeps: int = 20,
+    slow_sweeps: int = 2,
+    out: str | os.PathLike[str] | None = "benchmarks/results/synth.json",
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark and (when ``out`` is given) write the result JSON atomically.
+
+    Args:
+        town, seed: the synthetic town.
+        width, height: camera resolution (pixels).
+        beams, azimuth: LiDAR resolution.
+        camera_frames, lidar_sweeps: timed renders per measurement (after one warm-up).
+        slow_sweeps: timed sweeps with the pure-numpy intersector (it is slow).
+        out: result path, or None to only return the result.
+
+    Returns:
+        The result dictionary (also written to ``out``).
+    """
+    import trimesh
+
+    from sim.render.mesh import MeshRenderer
+    from sim.sensors import CameraSpec, LidarSpec
+    from sim.synth import make_scene
+
+    say = echo or (lambda _m: None)
+    n_frames = max(camera_frames, lidar_sweeps) + 1
+    t0 = time.perf_counter()
+    scene = make_scene(town, seed, frames=max(n_frames, 2))
+    t_scene = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    town_meshes = scene.static_town()
+    t_static = time.perf_counter() - t0
+    cam = CameraSpec.named("front", width, height)
+    lidar = LidarSpec(beams=beams, azimuth_steps=azimuth)
+    worlds = [scene.world_at(int(t)) for t in scene.t_us]
+
+    result: dict[str, Any] = {
+        "benchmark": "synth",
+        "machine": _machine(),
+        "town": town,
+        "seed": seed,
+        "static_faces": int(town_meshes.n_faces),
+        "scene_build_s": round(t_scene, 4),
+        "static_town_build_s": round(t_static, 4),
+        "embree_available": bool(trimesh.ray.has_embree),
+    }
+
+    say("camera: warming up (GL context, texture upload)")
+    r = MeshRenderer(scene, lidar_engine="auto")
+    t0 = time.perf_counter()
+    r.render_camera(worlds[0], cam)
+    t_first = time.perf_counter() - t0
+    say(f"camera: {camera_frames} frames at {width}x{height}")
+    t0 = time.perf_counter()
+    for w in worlds[1:camera_frames + 1]:
+        r.render_camera(w, cam)
+    dt = time.perf_counter() - t0
+    result["camera"] = {
+        "width": width,
+        "height": height,
+        "frames": camera_frames,
+        "frames_per_s": round(camera_frames / dt, 2),
+        "ms_per_frame": round(1000 * dt / camera_frames, 2),
+        "first_frame_s": round(t_first, 3),
+    }
+    r.close()
+
+    lid: dict[str, Any] = {"beams": beams, "azimuth_steps": azimuth}
+    engines = [("embree", lidar_sweeps)] if trimesh.ray.has_embree else []
+    engines.append(("triangle", slow_sweeps))
+    for engine, n in engines:
+        say(f"LiDAR ({engine}): {n} sweeps of {beams}x{azimuth}")
+        rl = MeshRenderer(scene, lidar_engine=engine)
+        t0 = time.perf_counter()
+        rl.render_lidar(worlds[0], lidar)
+        t_setup = time.perf_counter() - t0
+        npts = []
+        t0 = time.perf_counter()
+        for w in worlds[1:n + 1]:
+            npts.append(len(rl.render_lidar(w, lidar).points))
+        dt = time.perf_counter() - t0
+        lid[engine] = {
+            "sweeps": n,
+            "sweeps_per_s": round(n / dt, 3),
+            "ms_per_sweep": round(1000 * dt / n, 1),
+            "first_sweep_s": round(t_setup, 3),
+            "mean_points": int(np.mean(npts)),
+        }
+    if "embree" in lid and "triangle" in lid:
+        lid["embree_speedup"] = round(lid["embree"]["sweeps_per_s"] / lid["triangle"]["sweeps_per_s"], 1)
+    result["lidar"] = lid
+    if out is not None:
+        write_json_atomic(Path(out), result)
+    return result

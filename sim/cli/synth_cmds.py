@@ -1,0 +1,174 @@
+"""``loopdrive synth``, ``loopdrive demo`` and ``loopdrive bench synth``: the ground-truth synthetic town."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from sim.cli._app import app, bench_app, console, fail, user_errors
+
+_CAMERAS = ("front", "left", "right", "rear")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=False)
+
+
+def _parse_cameras(cameras: str) -> tuple[str, ...]:
+    names = tuple(c.strip() for c in cameras.split(",") if c.strip())
+    if not names:
+        raise fail(f"--cameras: expected a comma-separated list of {', '.join(_CAMERAS)}, got {cameras!r}")
+    bad = [c for c in names if c not in _CAMERAS]
+    if bad:
+        raise fail(f"--cameras: unknown camera {bad[0]!r}; known: {', '.join(_CAMERAS)}")
+    if len(set(names)) != len(names):
+        raise fail(f"--cameras: each camera at most once, got {cameras!r}")
+    return names
+
+
+def _dir_size(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def synth_log(town: str, seed: int, frames: int | None, out: Path, overwrite: bool, cameras: str, width: int, height: int,
+              beams: int, azimuth: int) -> Path:
+    """Validate the arguments, render the town with a progress bar and print a summary."""
+    from sim.sensors import default_rig
+    from sim.synth import make_scene, write_synth_log
+    from sim.synth.writer import check_out_dir
+
+    if frames is not None and frames <= 0:
+        raise fail(f"--frames: expected a positive number of frames, got {frames}")
+    if seed < 0:
+        raise fail(f"--seed: expected a non-negative integer, got {seed}")
+    for flag, v, lo in (("--width", width, 16), ("--height", height, 16), ("--beams", beams, 1), ("--azimuth", azimuth, 8)):
+        if v < lo:
+            raise fail(f"{flag}: expected an integer >= {lo}, got {v}")
+    names = _parse_cameras(cameras)
+    with user_errors():
+        scene = make_scene(town, seed, frames)
+        check_out_dir(out, overwrite)
+    rig = default_rig(names, width, height, beams, azimuth)
+    t0 = time.perf_counter()
+    with user_errors(), _progress() as prog:
+        task = prog.add_task(f"rendering {town} town (seed {seed})", total=scene.frames)
+        write_synth_log(scene, out=out, rig=rig, overwrite=overwrite, progress=lambda d, n: prog.update(task, completed=d))
+    dt = time.perf_counter() - t0
+    classes: dict[str, int] = {}
+    for t in scene.tracks:
+        k = f"{t.cls} (parked)" if t.static else t.cls
+        classes[k] = classes.get(k, 0) + 1
+    tab = Table(title=f"wrote {out}", show_header=False)
+    tab.add_row("town", f"{town}, seed {seed}")
+    tab.add_row("frames", f"{scene.frames} at {1 / scene.dt_s:g} Hz ({(scene.frames - 1) * scene.dt_s:.1f} s)")
+    tab.add_row("cameras", f"{', '.join(names)} at {width}x{height} -> {scene.frames * len(names)} images + depth")
+    tab.add_row("LiDAR", f"{beams}x{azimuth} -> {scene.frames} sweeps")
+    tab.add_row("tracks", ", ".join(f"{v} {k}" for k, v in sorted(classes.items())))
+    n_conn = sum(1 for ln in scene.map["lanes"] if ln.get("kind") == "connector")
+    tab.add_row("map", f"{len(scene.map['lanes'])} lanes ({n_conn} intersection connectors), {len(scene.map['crosswalks'])} crosswalks")
+    tab.add_row("ego route", " -> ".join(scene.ego_route))
+    tab.add_row("size", f"{_dir_size(out) / 1e6:.1f} MB")
+    tab.add_row("time", f"{dt:.1f} s ({scene.frames / dt:.1f} frames/s)")
+    console.print(tab)
+    return out
+
+
+@app.command("synth")
+def synth_cmd(
+    town: str = typer.Option("small", "--town", help="Town preset: tiny | small | large."),
+    seed: int = typer.Option(0, "--seed", help="Town and traffic seed (same seed -> byte-identical log)."),
+    frames: int | None = typer.Option(None, "--frames", help="Frames at 10 Hz (default: the preset's: tiny 30, small 120, large 300)."),
+    out: Path = typer.Option(..., "--out", help="Drive-log folder to write."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --out."),
+    cameras: str = typer.Option("front", "--cameras", help="Comma-separated cameras: front,left,right,rear."),
+    width: int = typer.Option(320, "--width", help="Camera width, pixels."),
+    height: int = typer.Option(192, "--height", help="Camera height, pixels."),
+    beams: int = typer.Option(32, "--beams", help="LiDAR beams."),
+    azimuth: int = typer.Option(1024, "--azimuth", help="LiDAR azimuth steps per sweep."),
+) -> None:
+    """Generate a procedural town, drive the ego through it and write a drive log (camera RGB + depth,
+    LiDAR, exact tracks and lane map)."""
+    synth_log(town, seed, frames, out, overwrite, cameras, width, height, beams, azimuth)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("out/demo"), "--out", help="Demo folder: log/, preview.mp4, bev.png."),
+    town: str = typer.Option("small", "--town", help="Town preset."),
+    seed: int = typer.Option(0, "--seed", help="Town seed."),
+    frames: int | None = typer.Option(None, "--frames", help="Frames (default: the preset's)."),
+) -> None:
+    """Synthesise the small town into OUT/log (overwriting it) and write OUT/preview.mp4 (camera with
+    LiDAR overlaid beside a BEV panel) and OUT/bev.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sim.log import read_log
+    from sim.viz import plot_bev, save_figure_atomic, write_preview_video
+
+    log_dir = out / "log"
+    synth_log(town, seed, frames, log_dir, True, "front", 320, 192, 32, 1024)
+    with user_errors():
+        dl = read_log(log_dir)
+        t_mid = int(dl.ego.t_us[len(dl.ego.t_us) // 2])
+        fig, ax = plt.subplots(figsize=(9, 9))
+        plot_bev(dl.map, dl.tracks, dl.ego, t_mid, ax=ax, title=f"{town} town, seed {seed}: lanes, actors at t = {t_mid / 1e6:.1f} s, ego path")
+        save_figure_atomic(fig, out / "bev.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        n = len(dl.frames_of(dl.cameras[0]))
+        with _progress() as prog:
+            task = prog.add_task("writing preview.mp4", total=n)
+            write_preview_video(log_dir, out / "preview.mp4", progress=lambda d, _n: prog.update(task, completed=d))
+    console.print(f"wrote {out / 'bev.png'} and {out / 'preview.mp4'}")
+
+
+@bench_app.command("synth")
+def bench_synth_cmd(
+    town: str = typer.Option("small", "--town", help="Town preset."),
+    width: int = typer.Option(320, "--width", help="Camera width."),
+    height: int = typer.Option(192, "--height", help="Camera height."),
+    beams: int = typer.Option(32, "--beams", help="LiDAR beams."),
+    azimuth: int = typer.Option(1024, "--azimuth", help="LiDAR azimuth steps."),
+    camera_frames: int = typer.Option(40, "--camera-frames", help="Timed camera frames."),
+    lidar_sweeps: int = typer.Option(20, "--lidar-sweeps", help="Timed LiDAR sweeps (Embree)."),
+    slow_sweeps: int = typer.Option(2, "--slow-sweeps", help="Timed LiDAR sweeps without Embree."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer timed renders."),
+    out: Path = typer.Option(Path("benchmarks/results/synth.json"), "--out", help="Result JSON."),
+) -> None:
+    """Ground-truth renderer speed: camera frames/s and LiDAR sweeps/s with and without Embree."""
+    from sim.bench.synth import run_synth_bench
+
+    if quick:
+        camera_frames, lidar_sweeps, slow_sweeps = min(camera_frames, 10), min(lidar_sweeps, 5), 1
+    with user_errors():
+        res = run_synth_bench(town=town, width=width, height=height, beams=beams, azimuth=azimuth, camera_frames=camera_frames,
+                              lidar_sweeps=lidar_sweeps, slow_sweeps=slow_sweeps, out=out, echo=lambda m: console.log(m))
+    tab = Table(title=f"synth renderer on the {town} town ({res['static_faces']} static triangles, {res['machine']['cpu_count']} CPUs)")
+    tab.add_column("sensor")
+    tab.add_column("setting")
+    tab.add_column("rate", justify="right")
+    tab.add_column("ms each", justify="right")
+    c = res["camera"]
+    tab.add_row("camera RGB+depth", f"{c['width']}x{c['height']} (pyrender EGL)", f"{c['frames_per_s']} frames/s", f"{c['ms_per_frame']}")
+    for eng in ("embree", "triangle"):
+        if eng in res["lidar"]:
+            li = res["lidar"][eng]
+            tab.add_row(f"LiDAR ({eng})", f"{beams}x{azimuth}, {li['mean_points']} pts", f"{li['sweeps_per_s']} sweeps/s", f"{li['ms_per_sweep']}")
+    console.print(tab)
+    console.print(json.dumps({k: res[k] for k in ("scene_build_s", "static_town_build_s")}))
+    console.print(f"wrote {out}")
