@@ -87,7 +87,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 #: Upper bound on YAML nodes after alias expansion (guards against "billion laughs" files).
-_MAX_NODES = 200_000
+_MAX_NODES = 50_000
 #: Default size (l, w, h) of an inserted actor per class when ``size`` is omitted, metres.
 DEFAULT_SIZES: dict[str, tuple[float, float, float]] = {
     "car": (4.6, 1.9, 1.5),
@@ -304,6 +304,10 @@ def _tag_of(node: Any) -> str | None:
     return value if value else None
 
 
+#: the YAML core-schema tags a scenario may use (anything else, e.g. ``!!python/...``, is refused)
+_PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("map", "seq", "str", "int", "float", "bool", "null"))
+
+
 def _to_plain(
     node: Any, path: Path_, lines: dict[Path_, int], file: str, budget: list[int], stack: set[int]
 ) -> Any:
@@ -317,7 +321,9 @@ def _to_plain(
             field=_fmt_path(path) or None,
         )
     tag = _tag_of(node)
-    if isinstance(node, TaggedScalar) or (tag is not None and not tag.startswith("tag:yaml.org,2002:")):
+    if isinstance(node, TaggedScalar) and tag == "tag:yaml.org,2002:str":
+        return str(node.value)
+    if isinstance(node, TaggedScalar) or (tag is not None and tag not in _PLAIN_TAGS):
         raise ScenarioError(
             f"expected a plain YAML value, got a value tagged {tag!r}",
             file=file,
