@@ -326,9 +326,9 @@ def _route_points(lane_map: LaneMap, route: Sequence[str], blend: float = 25.0) 
             names.append(ln.id)
             i += 1
         if pts:
+            starts.append(s_total + float(np.linalg.norm(c[0] - pts[-1][-1])))
             if np.linalg.norm(pts[-1][-1] - c[0]) < 1e-6:
                 c = c[1:]
-            starts.append(s_total + float(np.linalg.norm(c[0] - pts[-1][-1])) if len(c) else s_total)
         else:
             starts.append(0.0)
         seg = np.concatenate([pts[-1][-1:], c], axis=0) if pts else c
@@ -544,7 +544,7 @@ def conflict_stops(
     *,
     lookahead: float = 40.0,
     stop_margin: float = 4.0,
-    n_next: int = 4,
+    n_next: int = 8,
     decel_commit: float = 6.0,
 ) -> F64:
     """Distance (m, from the actor's centre) to the stop line of the nearest conflict point where
@@ -554,6 +554,7 @@ def conflict_stops(
     B, N = s.shape
     cs_all = paths.conf_s[path_id]  # (B, N, C)
     C = cs_all.shape[-1]
+    n_next = min(n_next, C)
     clear = 0.5 * length + 2.0
     first = np.sum(cs_all < (s - clear)[..., None], axis=-1)  # conflicts fully passed
     take = first[..., None] + np.arange(n_next)
@@ -567,13 +568,17 @@ def conflict_stops(
     rel = inside.reshape(B, -1) & (cid >= 0) & np.repeat(active, n_next, axis=1) & (dist < lookahead) & (dist > -np.repeat(clear, n_next, axis=1))
     if not rel.any():
         return np.full((B, N), np.inf)
+    stop_at = dist - np.repeat(0.5 * length + stop_margin, n_next, axis=1)
+    # committed: cannot stop before the stop line any more, or already past the stop line of a
+    # conflict ahead (inside the junction). Committed actors never yield and go first.
+    cannot_stop = stop_at < np.repeat(np.square(v) / (2.0 * decel_commit), n_next, axis=1) - 0.5
+    committed = ((cannot_stop | (stop_at < -0.5)) & rel).reshape(B, N, n_next).any(axis=-1)
+    committed_r = np.repeat(committed, n_next, axis=1)
     vr = np.repeat(np.maximum(v, 1.0), n_next, axis=1)
-    # time of arrival; inside the conflict zone = first; ties broken by slot (lower first)
-    eta = np.where(dist > 0, dist / vr, -1.0) + 1e-6 * np.repeat(np.arange(N), n_next)[None, :]
+    # time of arrival (committed: -1 = first); ties broken by slot (lower first)
+    eta = np.where(committed_r | (dist <= 0), -1.0, dist / vr) + 1e-6 * np.repeat(np.arange(N), n_next)[None, :]
     # dense pairwise test: same conflict, different lanes, both relevant, the other one earlier
     earlier = (cid[:, :, None] == cid[:, None, :]) & (cln[:, :, None] != cln[:, None, :]) & rel[:, None, :] & (eta[:, None, :] < eta[:, :, None])
     yield_ = earlier.any(axis=-1) & rel
-    stop_at = dist - np.repeat(0.5 * length + stop_margin, n_next, axis=1)
-    committed = stop_at < np.repeat(np.square(v) / (2.0 * decel_commit), n_next, axis=1) - 0.5
-    must = yield_ & np.repeat(can_yield, n_next, axis=1) & ~committed
+    must = yield_ & np.repeat(can_yield, n_next, axis=1) & ~committed_r
     return np.min(np.where(must, stop_at, np.inf).reshape(B, N, n_next), axis=-1)
