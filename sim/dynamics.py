@@ -5,11 +5,12 @@ box centre (world, m), heading ``yaw`` (rad), speed ``v`` (m/s, >= 0), and the *
 acceleration ``accel`` (m/s^2) and front-wheel ``steer`` angle (rad) of the previous step (needed for
 the jerk and steer-rate limits). Actions are ``(..., 2)`` arrays ``[accel m/s^2, steer rad]``.
 
-The model is the centre-of-gravity kinematic bicycle (Rajamani, *Vehicle Dynamics and Control*,
-sec. 2.2): slip angle ``beta = atan(lr / L * tan(steer))``, ``yaw' = v / lr * sin(beta)``,
-position along ``yaw + beta``; integrated with the mean speed of the step. ``inverse`` solves the
-same discretisation for the action, so ``forward(s, inverse(s, s', dt), dt)`` reproduces ``s'``
-exactly whenever that action lies within the limits and ``s'`` is reachable by the model.
+The model is the kinematic bicycle with the box centre moving along the box heading (the
+convention of drive logs, whose yaw is the direction of travel; Waymax's invertible bicycle does
+the same): ``yaw' = v * tan(steer) / wheelbase``, position along the mean heading of the step,
+integrated with the mean speed of the step. ``inverse`` solves the same discretisation for the
+action, so ``forward(s, inverse(s, s', dt), dt)`` reproduces the speed and heading of ``s'``
+exactly (position to the chord-versus-arc error) whenever that action lies within the limits.
 """
 
 from __future__ import annotations
@@ -74,15 +75,10 @@ class BicycleState:
 
 @dataclass(frozen=True)
 class KinematicBicycle:
-    """Kinematic bicycle. ``wheelbase`` L (m) and ``lr`` (m, centre to rear axle; default L/2)."""
+    """Kinematic bicycle with ``wheelbase`` (m) and actuation ``limits``."""
 
     wheelbase: float = 2.8
-    lr: float | None = None
     limits: BicycleLimits = BicycleLimits()
-
-    @property
-    def _lr(self) -> float:
-        return self.wheelbase / 2.0 if self.lr is None else self.lr
 
     def clip_action(self, state: BicycleState, action: ArrayLike, dt: float) -> F64:
         """The action actually applied: within the accel/steer bounds and reachable from the
@@ -102,9 +98,8 @@ class KinematicBicycle:
         acc, st = u[..., 0], u[..., 1]
         v1 = np.clip(state.v + acc * dt, 0.0, self.limits.speed_max)
         vm = 0.5 * (state.v + v1)
-        beta = np.arctan(self._lr / self.wheelbase * np.tan(st))
-        yaw1 = state.yaw + vm / self._lr * np.sin(beta) * dt
-        hmid = state.yaw + 0.5 * (yaw1 - state.yaw) + beta
+        yaw1 = state.yaw + vm * np.tan(st) / self.wheelbase * dt
+        hmid = 0.5 * (state.yaw + yaw1)
         x1 = state.x + vm * np.cos(hmid) * dt
         y1 = state.y + vm * np.sin(hmid) * dt
         return BicycleState(x1, y1, wrap_angle(yaw1), v1, acc, st)
@@ -118,10 +113,7 @@ class KinematicBicycle:
         acc = (next_state.v - state.v) / dt
         vm = 0.5 * (state.v + next_state.v)
         dyaw = wrap_angle(next_state.yaw - state.yaw)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sb = np.where(vm > 1e-6, dyaw * self._lr / np.maximum(vm * dt, 1e-12), 0.0)
-        beta = np.arcsin(np.clip(sb, -1.0, 1.0))
-        st = np.arctan(self.wheelbase / self._lr * np.tan(beta))
+        st = np.where(vm > 1e-6, np.arctan(dyaw * self.wheelbase / np.maximum(vm * dt, 1e-12)), 0.0)
         return np.stack([acc, st], axis=-1)
 
     def states_from_poses(self, x: ArrayLike, y: ArrayLike, yaw: ArrayLike, dt: float) -> BicycleState:
