@@ -86,54 +86,64 @@ def rollout(
 
 def _load_scene(engine: Any, ep: Episode) -> Any:
     """The episode's scene, cached per worker process (shared with scenario validation)."""
-    return scene_for(ep.spec)[0]
+    return scene_for(ep.scene_spec())[0]
 
 
-def _observation(kinds: Sequence[str], state: Any, world: Any, max_actors: int) -> dict[str, Any]:
-    """The observation dict a planner asked for (only those kinds)."""
-    from agents.planners.common import ego_observation, objects_observation
+class _Observer:
+    """Builds the observation dict a planner asked for (only those kinds): ``ego`` and ``objects``
+    (the reference planners' kinds, ``agents.planners.common``) and the engine-side kinds of
+    ``sim.observations`` that need no rendering (``state``, ``bev``)."""
 
-    obs: dict[str, Any] = {}
-    for k in kinds:
-        if k == "ego":
-            obs[k] = ego_observation(
-                float(state.x[0, 0]), float(state.y[0, 0]), float(state.yaw[0, 0]), float(state.v[0, 0]),
-                float(state.accel[0, 0]), float(state.steer[0]),
-            )  # fmt: skip
-        elif k == "objects":
-            obs[k] = objects_observation(world, max_actors)
-        else:
-            try:
-                from sim.observations import OBSERVATIONS  # type: ignore[attr-defined]
-            except ImportError:
+    def __init__(self, kinds: Sequence[str], compiled: Any) -> None:
+        self.kinds = tuple(kinds)
+        self.compiled = compiled
+        self._kinds: dict[str, Any] = {}
+        for k in self.kinds:
+            if k in ("ego", "objects"):
+                continue
+            from sim.observations import OBSERVATIONS, ObservationConfig
+
+            cls = OBSERVATIONS.get(k)
+            if getattr(cls, "needs_render", False):
                 raise EpisodeStateError(
-                    f"observation kind {k!r} is not available to the batch runner", field="observation"
-                ) from None
-            obs[k] = OBSERVATIONS.get(k)().observe(state, world)  # type: ignore[attr-defined]
-    return obs
+                    f"observation kind {k!r} needs rendered sensors, which batch runs do not provide yet",
+                    field="observation",
+                )
+            self._kinds[k] = cls(ObservationConfig(), compiled)
+
+    def __call__(self, state: Any) -> dict[str, Any]:
+        from agents.planners.common import ego_observation, objects_observation
+
+        obs: dict[str, Any] = {}
+        for k in self.kinds:
+            if k == "ego":
+                obs[k] = ego_observation(
+                    float(state.x[0, 0]), float(state.y[0, 0]), float(state.yaw[0, 0]), float(state.v[0, 0]),
+                    float(state.accel[0, 0]), float(state.steer[0]),
+                )  # fmt: skip
+            elif k == "objects":
+                obs[k] = objects_observation(state.world(0), self.compiled.num_slots - 1)
+            else:
+                obs[k] = self._kinds[k].compute(state)[0]
+        return obs
 
 
 def _pure_pursuit(traj: Any, state: Any, wheelbase: float) -> NDArray[np.float64]:
-    """[accel, steer] tracking an ego-frame trajectory: pure-pursuit steering on the point about
-    max(4 m, 0.8 s) ahead, and a proportional speed controller (gain 1.5 /s) on the speed the
-    trajectory implies at 0.5 s."""
-    v = float(state.v[0, 0])
-    xy = np.asarray(traj.xy, np.float64)
+    """[accel m/s², steer rad] tracking a planner's ego-frame :class:`~agents.base.Trajectory`
+    with the engine's :class:`sim.controller.TrajectoryController` (pure pursuit + speed control),
+    after resampling the plan to uniform steps. Stateless (no integral term carried between
+    steps), so ``agents.rollout`` and the batch runner execute a plan identically."""
+    from sim.controller import TrajectoryController
+
     t = np.asarray(traj.t_s, np.float64)
-    d = np.hypot(xy[:, 0], xy[:, 1])
-    look = max(4.0, 0.8 * v)
-    i = int(np.searchsorted(d, look)) if d[-1] >= look else len(d) - 1
-    tx, ty = xy[i]
-    ld2 = max(tx * tx + ty * ty, 1e-6)
-    steer = math.atan2(2.0 * wheelbase * ty, ld2)
-    if traj.speed is not None:
-        v_ref = float(np.interp(0.5, t, np.asarray(traj.speed, np.float64)))
-    else:
-        pts = np.concatenate([[[0.0, 0.0]], xy])
-        tt = np.concatenate([[0.0], t])
-        seg = np.hypot(np.diff(pts[:, 0]), np.diff(pts[:, 1])) / np.maximum(np.diff(tt), 1e-6)
-        v_ref = float(np.interp(0.5, tt[1:], seg))
-    return np.array([1.5 * (v_ref - v), steer])
+    xy = np.asarray(traj.xy, np.float64)
+    dt = float(t[0]) if len(t) == 1 else float(np.median(np.diff(t)))
+    dt = max(dt, 1e-3)
+    grid = dt * np.arange(1, len(t) + 1)
+    pts = np.stack([np.interp(grid, t, xy[:, 0]), np.interp(grid, t, xy[:, 1])], axis=1)
+    ctl = TrajectoryController(wheelbase=wheelbase, dt=dt, ki=0.0)
+    out, _ = ctl(pts[None], np.array([state.v[0, 0]]), np.zeros(1), 0.0)
+    return np.asarray(out[0], np.float64)
 
 
 def _closed_loop(engine: Any, ep: Episode, planner: str, params: dict[str, Any]) -> EpisodeRecord:
@@ -147,6 +157,7 @@ def _closed_loop(engine: Any, ep: Episode, planner: str, params: dict[str, Any])
     spec = pl.observation_spec()
     offered = tuple(dict.fromkeys([*ep.observation, "ego", "objects"]))
     check_observation_spec(spec, offered, planner=planner)
+    observe = _Observer(spec.kinds, compiled)
     ego_size = (float(compiled.length[0]), float(compiled.width[0]), float(compiled.height[0]))
     expert, reference = _expert(compiled, ep)
     init = PlannerInit(
@@ -159,11 +170,10 @@ def _closed_loop(engine: Any, ep: Episode, planner: str, params: dict[str, Any])
         scenario=ep.spec if pl.requires_scenario else None,
     )
     pl.reset(init, seed=ep.seed)
-    wheelbase = float(getattr(compiled.bicycle, "wheelbase", 0.6 * ego_size[0]))
+    wheelbase = float(getattr(compiled.bicycle, "wheelbase", 2.8))
     hist = [state]
     while not bool(state.done[0]):
-        world = state.world(0)
-        out = pl.plan(_observation(spec.kinds, state, world, compiled.num_slots - 1))
+        out = pl.plan(observe(state))
         if isinstance(out, Control):
             action = np.array([out.accel, out.steer], np.float64)
         elif isinstance(out, Trajectory):

@@ -1070,6 +1070,16 @@ class Episode:
     observation: tuple[str, ...] = ("state",)
     metrics: tuple[str, ...] = ()
     description: str = ""
+    scene_horizon_s: float | None = None
+
+    def scene_spec(self) -> ScenarioSpec:
+        """The spec the scene is built for: the horizon the file declared (a synthetic town's
+        traffic depends on it), even when the episode was cut with :meth:`with_horizon`."""
+        from dataclasses import replace
+
+        if self.scene_horizon_s is None or self.scene_horizon_s == self.spec.horizon_s:
+            return self.spec
+        return replace(self.spec, horizon_s=self.scene_horizon_s)
 
     def with_planner(self, name: str, params: Mapping[str, Any] | None = None) -> Episode:
         """The same episode driven by another planner."""
@@ -1082,7 +1092,8 @@ class Episode:
         from dataclasses import replace
 
         steps = max(1, round(horizon_s / self.spec.dt_s))
-        return replace(self, spec=replace(self.spec, horizon_s=steps * self.spec.dt_s))
+        keep = self.scene_horizon_s if self.scene_horizon_s is not None else self.spec.horizon_s
+        return replace(self, spec=replace(self.spec, horizon_s=steps * self.spec.dt_s), scene_horizon_s=keep)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # the spec holds read-only mappings (not picklable): send plain values to worker processes
