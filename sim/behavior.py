@@ -546,6 +546,7 @@ def conflict_stops(
     stop_margin: float = 4.0,
     n_next: int = 8,
     decel_commit: float = 6.0,
+    cluster_m: float = 25.0,
 ) -> F64:
     """Distance (m, from the actor's centre) to the stop line of the nearest conflict point where
     the actor must yield, ``inf`` when it has the right of way (first-come-first-served by time of
@@ -568,17 +569,23 @@ def conflict_stops(
     rel = inside.reshape(B, -1) & (cid >= 0) & np.repeat(active, n_next, axis=1) & (dist < lookahead) & (dist > -np.repeat(clear, n_next, axis=1))
     if not rel.any():
         return np.full((B, N), np.inf)
-    stop_at = dist - np.repeat(0.5 * length + stop_margin, n_next, axis=1)
-    # committed: cannot stop before the stop line any more, or already past the stop line of a
-    # conflict ahead (inside the junction). Committed actors never yield and go first.
-    cannot_stop = stop_at < np.repeat(np.square(v) / (2.0 * decel_commit), n_next, axis=1) - 0.5
-    committed = ((cannot_stop | (stop_at < -0.5)) & rel).reshape(B, N, n_next).any(axis=-1)
-    committed_r = np.repeat(committed, n_next, axis=1)
-    vr = np.repeat(np.maximum(v, 1.0), n_next, axis=1)
-    # time of arrival (committed: -1 = first); ties broken by slot (lower first)
-    eta = np.where(committed_r | (dist <= 0), -1.0, dist / vr) + 1e-6 * np.repeat(np.arange(N), n_next)[None, :]
+    # conflicts come in clusters (a junction): the stop line of every conflict in the cluster is
+    # the one before the cluster's first conflict, so an actor never waits inside a junction
+    R = rel.reshape(B, N, n_next)
+    CS = cs.reshape(B, N, n_next)
+    fi = np.argmax(R, axis=-1)
+    first_s = np.where(R.any(axis=-1), _pick(CS, fi), np.inf)
+    in_cluster = R & (first_s[..., None] + cluster_m >= CS)
+    own_line = dist.reshape(B, N, n_next) - (0.5 * length + stop_margin)[..., None]
+    line = np.where(in_cluster, (first_s - s - 0.5 * length - stop_margin)[..., None], own_line).reshape(B, -1)
+    # committed: can no longer stop before the stop line (or is past it): never yields, goes first
+    committed = rel & (line < np.repeat(np.square(v) / (2.0 * decel_commit), n_next, axis=1) - 0.5)
+    # priority: time of arrival at the junction (its first conflict), one key per actor so the
+    # order is total (no four-way deadlock); committed actors first; ties by slot (lower first)
+    t_arr = np.where(committed.reshape(B, N, n_next).any(axis=-1), -1.0, np.maximum(first_s - s, 0.0) / np.maximum(v, 1.0))
+    eta = np.repeat(t_arr + 1e-6 * np.arange(N)[None, :], n_next, axis=1)
     # dense pairwise test: same conflict, different lanes, both relevant, the other one earlier
     earlier = (cid[:, :, None] == cid[:, None, :]) & (cln[:, :, None] != cln[:, None, :]) & rel[:, None, :] & (eta[:, None, :] < eta[:, :, None])
-    yield_ = earlier.any(axis=-1) & rel
-    must = yield_ & np.repeat(can_yield, n_next, axis=1) & ~committed_r
+    must = earlier.any(axis=-1) & rel & np.repeat(can_yield, n_next, axis=1) & ~committed
+    stop_at = line
     return np.min(np.where(must, stop_at, np.inf).reshape(B, N, n_next), axis=-1)

@@ -670,9 +670,11 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
         k_v = paths.vertex(path_id, s)
         lim = paths.speed_limit[path_id, k_v]
         v0 = np.where(np.isnan(P["v0"])[None, :], lim, P["v0"][None, :]) * state.v0_scale
-        v0 = np.where(braking, P["brake_to_speed"][None, :], v0)
         a_idm = idm_accel(v, vl, g, {n: P[n][None, :] for n in ("a_max", "b_comf", "s0", "T", "delta", "decel_max")}, v0)
-        a_idm = np.where(braking & (v > P["brake_to_speed"][None, :] + 0.01), np.minimum(a_idm, -P["brake_decel"][None, :]), a_idm)
+        # scripted brake: brake_decel down to brake_to_speed, then hold it (harder if IDM needs to)
+        a_brake = np.where(v > P["brake_to_speed"][None, :] + 1e-6, -P["brake_decel"][None, :], 0.0)
+        a_brake = np.maximum(a_brake, (P["brake_to_speed"][None, :] - v) / dt)
+        a_idm = np.where(braking, np.minimum(a_idm, a_brake), a_idm)
         if c.changes_lanes.any():
             path_id, s, d, lc_timer = _mobil(c, state, k, path_id, s, d, lc_timer, x, y, v, props, allowed, gap, v_lead, a_idm, is_path)
         v1 = np.maximum(v + a_idm * dt, 0.0)

@@ -1,0 +1,167 @@
+"""Actor behaviours: IDM car following, intersection yielding, MOBIL, scripted braking, log replay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim import engine
+from sim.behavior import BEHAVIORS, idm_accel
+from sim.errors import RegistryError
+from sim.spec import BehaviorSpec, InsertOp, RemoveOp, ScenarioSpec, SpawnSpec
+from sim.world import boxes_overlap, crossroads_scene
+
+CAR = (4.5, 1.9, 1.5)
+
+
+def _quiet_scene(**kw):
+    # the ego parked at the far end of an exit lane, out of everyone's way
+    return crossroads_scene(actors=(), ego_lane="W_out_1", ego_s=60.0, ego_speed=0.0, **kw)
+
+
+def _roll(spec, scene, steps, action=(0.0, 0.0)):
+    c = engine.compile_scenario(spec, scene)
+    st = engine.reset(c, np.random.default_rng(0))
+    hist = [st]
+    for _ in range(steps):
+        if st.done[0]:
+            break
+        st = engine.step(st, np.asarray(action))
+        hist.append(st)
+    return c, hist
+
+
+def _overlapping_pairs(c, hist):
+    """All (actor, actor) pairs whose boxes overlap at some step (ego included)."""
+    out = set()
+    iu, ju = np.triu_indices(c.num_slots, 1)
+    for st in hist:
+        v = st.valid[0]
+        hit = boxes_overlap(
+            (st.x[0, iu], st.y[0, iu], st.yaw[0, iu], c.length[iu], c.width[iu]),
+            (st.x[0, ju], st.y[0, ju], st.yaw[0, ju], c.length[ju], c.width[ju]),
+        ) & v[iu] & v[ju]
+        out |= {(c.ids[a], c.ids[b]) for a, b in zip(iu[hit], ju[hit], strict=True)}
+    return out
+
+
+def test_registry_lists_builtins_and_rejects_unknown():
+    assert {"log_replay", "idm", "mobil", "constant_velocity", "static"} <= set(BEHAVIORS.names())
+    with pytest.raises(RegistryError, match="known: "):
+        BEHAVIORS.get("teleport")
+
+
+def test_idm_free_road_and_standstill():
+    p = {k: np.array(v) for k, v in BEHAVIORS.get("idm").defaults.items()}
+    # free road below v0 accelerates, at v0 does not
+    assert idm_accel(np.array(5.0), np.array(0.0), np.array(np.inf), p, np.array(10.0)) > 1.5
+    assert abs(idm_accel(np.array(10.0), np.array(10.0), np.array(np.inf), p, np.array(10.0))) < 1e-9
+    # close behind a stopped car: brakes at the physical limit
+    assert idm_accel(np.array(12.0), np.array(0.0), np.array(5.0), p, np.array(14.0)) == -p["decel_max"]
+
+
+def test_idm_follower_stops_behind_stopped_car_without_collision():
+    spec = ScenarioSpec(
+        horizon_s=20.0,
+        actors=(
+            InsertOp("stopped", "car", CAR, SpawnSpec(lane="E_in_1", s=60.0), BehaviorSpec("static")),
+            InsertOp("follower", "car", CAR, SpawnSpec(lane="E_in_1", s=5.0, speed=12.0), BehaviorSpec("idm")),
+        ),
+    )
+    c, hist = _roll(spec, _quiet_scene(), 200)
+    assert not _overlapping_pairs(c, hist)
+    i, j = c.ids.index("follower"), c.ids.index("stopped")
+    last = hist[-1]
+    gap = (last.x[0, j] - last.x[0, i]) - 4.5
+    assert last.v[0, i] < 0.05 and 1.0 < gap < 3.0  # stopped at about s0 = 2 m
+    assert max(s.v[0, i] for s in hist) > 11.0  # it really drove there
+
+
+def test_crossing_actors_yield_at_the_intersection():
+    routes = {
+        "a": ("E_in_1", "E_1_straight", "E_out_1"),
+        "b": ("N_in_1", "N_1_straight", "N_out_1"),
+        "c": ("S_in_0", "S_0_left", "E_out_0"),
+        "d": ("W_in_0", "W_0_straight", "W_out_0"),
+    }
+    starts = {"a": 40.0, "b": 40.0, "c": 42.0, "d": 38.0}  # all arrive within a second of each other
+    ops = tuple(
+        InsertOp(k, "car", CAR, SpawnSpec(lane=r[0], s=starts[k], speed=10.0), BehaviorSpec("idm", route=r)) for k, r in routes.items()
+    )
+    c, hist = _roll(ScenarioSpec(horizon_s=20.0, actors=ops), _quiet_scene(), 200)
+    assert not _overlapping_pairs(c, hist)
+    # somebody had to wait, and everybody got through and left the map
+    assert min(min(s.v[0, c.ids.index(k)] for s in hist) for k in routes) < 3.0
+    assert not any(hist[-1].valid[0, c.ids.index(k)] for k in routes)
+
+
+def test_dense_idm_traffic_never_overlaps():
+    rng = np.random.default_rng(0)
+    sc = _quiet_scene()
+    from sim.map import LaneMap
+
+    lm = LaneMap.from_dict(sc.map)
+    lanes = [ln for ln in lm.lane_ids if "_in_" in ln]
+    ops = []
+    for i in range(16):
+        ln = lanes[i % len(lanes)]
+        succ = lm.lanes[ln].successors
+        ops.append(
+            InsertOp(
+                f"a{i}", "car", CAR,
+                SpawnSpec(lane=ln, s=10.0 + 25.0 * (i // len(lanes)) + float(rng.uniform(0, 5)), speed=float(rng.uniform(5, 12))),
+                BehaviorSpec("idm", route=(ln, succ[int(rng.integers(len(succ)))])),
+            )
+        )
+    c, hist = _roll(ScenarioSpec(horizon_s=30.0, actors=tuple(ops), max_actors=20), sc, 300)
+    assert not _overlapping_pairs(c, hist)
+    assert hist[-1].valid[0, 1:].sum() < 8  # traffic flowed: most actors crossed and left
+
+
+def test_mobil_overtakes_a_slow_leader():
+    spec = ScenarioSpec(
+        horizon_s=12.0,
+        actors=(
+            InsertOp("slow", "car", CAR, SpawnSpec(lane="E_in_1", s=25.0, speed=3.0), BehaviorSpec("idm", {"v0": 3.0})),
+            InsertOp("fast", "car", CAR, SpawnSpec(lane="E_in_1", s=5.0, speed=10.0), BehaviorSpec("mobil")),
+        ),
+    )
+    c, hist = _roll(spec, _quiet_scene(), 120)
+    assert not _overlapping_pairs(c, hist)
+    i, j = c.ids.index("fast"), c.ids.index("slow")
+    lanes = {c.paths.lane_ids[c.paths.lane[s.path_id[0, i], c.paths.vertex(s.path_id[0, i : i + 1], s.s[0, i : i + 1])[0]]] for s in hist}
+    assert "E_in_0" in lanes  # changed to the left lane
+    passed = [s for s in hist if s.valid[0, j] and s.x[0, i] > s.x[0, j] + 5.0]
+    assert passed, "the MOBIL actor never got past the slow one"
+    # the idm-only twin stays stuck behind
+    spec2 = ScenarioSpec(horizon_s=12.0, actors=(spec.actors[0], InsertOp("fast", "car", CAR, SpawnSpec(lane="E_in_1", s=5.0, speed=10.0), BehaviorSpec("idm"))))
+    c2, hist2 = _roll(spec2, _quiet_scene(), 120)
+    assert all(s.x[0, c2.ids.index("fast")] < s.x[0, c2.ids.index("slow")] for s in hist2)
+
+
+def test_scripted_hard_brake_and_follower_reacts():
+    spec = ScenarioSpec(
+        horizon_s=10.0,
+        actors=(
+            InsertOp("lead", "car", CAR, SpawnSpec(lane="E_in_1", s=40.0, speed=10.0), BehaviorSpec("idm", {"v0": 10.0, "brake_at_s": 2.0, "brake_decel": 6.0})),
+            InsertOp("follow", "car", CAR, SpawnSpec(lane="E_in_1", s=15.0, speed=10.0), BehaviorSpec("idm", {"v0": 10.0})),
+        ),
+    )
+    c, hist = _roll(spec, _quiet_scene(), 100)
+    i = c.ids.index("lead")
+    v = np.array([s.v[0, i] for s in hist])
+    assert v[19] > 9.5 and v[30] == pytest.approx(max(0.0, v[20] - 6.0), abs=0.05)  # 6 m/s^2 for 1 s
+    assert v[-1] == 0.0
+    assert not _overlapping_pairs(c, hist)
+
+
+def test_log_replay_reproduces_the_log_exactly():
+    sc = crossroads_scene()
+    spec = ScenarioSpec(horizon_s=5.0, actors=(RemoveOp("car_3"),))
+    c, hist = _roll(spec, sc, 50, action=(0.0, 0.0))
+    tracks = {t.id: t for t in sc.tracks}
+    for st in hist:
+        k = int(st.step_index[0])
+        for aid in ("car_1", "car_2"):
+            i = c.ids.index(aid)
+            np.testing.assert_array_equal([st.x[0, i], st.y[0, i], st.yaw[0, i]], tracks[aid].pose[k, [0, 1, 3]])
