@@ -1,0 +1,24 @@
+"""The reference planners, registered in :data:`agents.base.PLANNERS` on import:
+
+* ``log_replay`` -- oracle: drives the logged ego trajectory;
+* ``idm`` -- route following + IDM on privileged state;
+* ``pdm_closed`` -- PDM-Closed: proposals forecast and scored with the metric registry;
+* ``lidar_stack`` -- sensor-only: LiDAR perception + tracking + IDM/PDM planning;
+* ``bc_policy`` -- behaviour cloning from the BEV raster (``agents.bc``);
+* ``sb3`` -- any stable-baselines3 policy zip (``agents.sb3_planner``).
+"""
+
+from __future__ import annotations
+
+from agents.planners.idm import IdmPlanner
+from agents.planners.lidar_stack import LidarStackPlanner
+from agents.planners.log_replay import LogReplayPlanner
+from agents.planners.pdm_closed import PdmClosedPlanner
+
+__all__ = ["IdmPlanner", "LidarStackPlanner", "LogReplayPlanner", "PdmClosedPlanner"]
+
+try:  # the learned planners import torch / stable-baselines3 lazily inside
+    from agents.bc import BCPolicyPlanner  # noqa: F401
+    from agents.sb3_planner import SB3Planner  # noqa: F401
+except ImportError:  # pragma: no cover - both are shipped with the package
+    pass

@@ -1,0 +1,448 @@
+"""Shared machinery of the reference planners: views of the observation, the route reference path,
+IDM speed control, pure-pursuit steering and a vectorised closed-loop forecast of "path + IDM"
+policies through the engine's kinematic bicycle.
+
+Frames and units: world frame (x, y metres, yaw radians, z up), speeds m/s, accelerations m/s²,
+time in seconds. A *proposal* is a policy (lateral offset from the route centreline in metres,
+desired speed as a fraction of the speed limit); :func:`forecast` rolls P proposals forward at
+once (numpy over the proposal axis) against actors predicted at constant velocity, exactly as the
+engine would execute the same controls (same :class:`sim.dynamics.KinematicBicycle`, same clipping).
+
+Observation kinds this package defines (see :func:`ego_observation`, :func:`objects_observation`):
+
+* ``ego`` -- the ego's own odometry and localisation, *not* privileged: float64 vector
+  ``[x, y, yaw, speed, accel, steer]`` (world frame; accel/steer are the last applied controls).
+* ``objects`` -- privileged ground truth of the other actors: a dict of fixed-shape arrays with a
+  ``valid`` mask (see :func:`objects_observation`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sim.dynamics import BicycleState, KinematicBicycle
+from sim.geometry import wrap_angle
+from sim.map import LaneMap, Polyline
+
+__all__ = [
+    "CLASS_CODES",
+    "ActorsView",
+    "EgoView",
+    "ForecastResult",
+    "IdmParams",
+    "RouteRef",
+    "actors_from_obs",
+    "ego_from_obs",
+    "ego_observation",
+    "forecast",
+    "objects_observation",
+    "pursuit_offset",
+]
+
+F64 = NDArray[np.float64]
+
+#: class name -> integer code used in the ``objects`` observation (0 = free slot)
+CLASS_CODES: dict[str, int] = {
+    "": 0, "car": 1, "truck": 2, "bus": 3, "cyclist": 4, "pedestrian": 5, "motorcycle": 6, "other": 7,
+}  # fmt: skip
+CODE_CLASSES = {v: k for k, v in CLASS_CODES.items()}
+
+
+# ----------------------------------------------------------------------------------- views
+@dataclass(frozen=True)
+class EgoView:
+    """The ego's state: pose (world frame, m / rad), speed (m/s), last applied accel (m/s²) and
+    steering angle (rad)."""
+
+    x: float
+    y: float
+    yaw: float
+    speed: float
+    accel: float = 0.0
+    steer: float = 0.0
+
+    @property
+    def xy(self) -> F64:
+        return np.array([self.x, self.y])
+
+    def to_ego_frame(self, xy: F64) -> F64:
+        """World points (..., 2) -> ego frame (x forward, y left)."""
+        c, s = math.cos(self.yaw), math.sin(self.yaw)
+        d = np.asarray(xy, np.float64) - self.xy
+        return np.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]], axis=-1)
+
+    def to_world(self, xy: F64) -> F64:
+        """Ego-frame points (..., 2) -> world frame."""
+        c, s = math.cos(self.yaw), math.sin(self.yaw)
+        p = np.asarray(xy, np.float64)
+        return np.stack([self.x + c * p[..., 0] - s * p[..., 1], self.y + s * p[..., 0] + c * p[..., 1]], axis=-1)
+
+
+@dataclass(frozen=True)
+class ActorsView:
+    """Other actors (N of them, only existing ones): box centre ``xy`` (N, 2), ``yaw`` (N,), speed
+    along the heading (N,) (m/s), box ``length``/``width`` (N,) (m), class names, ids."""
+
+    xy: F64
+    yaw: F64
+    speed: F64
+    length: F64
+    width: F64
+    cls: tuple[str, ...] = ()
+    ids: tuple[str, ...] = ()
+    #: optional velocity (N, 2) in the world frame (m/s); default speed along yaw
+    velocity: F64 | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.xy)
+
+    @classmethod
+    def empty(cls) -> ActorsView:
+        z = np.zeros(0)
+        return cls(np.zeros((0, 2)), z, z, z, z)
+
+    def vel(self) -> F64:
+        if self.velocity is not None:
+            return np.asarray(self.velocity, np.float64)
+        return self.speed[:, None] * np.stack([np.cos(self.yaw), np.sin(self.yaw)], axis=-1)
+
+    def predict(self, t_s: F64) -> F64:
+        """Constant-velocity positions (T, N, 2) at times ``t_s`` (T,) seconds from now."""
+        t = np.asarray(t_s, np.float64)
+        return self.xy[None] + t[:, None, None] * self.vel()[None]
+
+
+def ego_observation(x: float, y: float, yaw: float, speed: float, accel: float = 0.0, steer: float = 0.0) -> F64:
+    """The ``ego`` observation vector ``[x, y, yaw, speed, accel, steer]`` (world frame, SI)."""
+    return np.array([x, y, yaw, speed, accel, steer], dtype=np.float64)
+
+
+def objects_observation(world: Any, max_actors: int | None = None) -> dict[str, Any]:
+    """The privileged ``objects`` observation of a ``sim.world.WorldState``-like world (row 0 is
+    the ego and is left out): fixed-shape arrays over ``max_actors`` slots (default: the world's
+    capacity - 1) -- ``xy`` (M, 2), ``yaw``, ``speed``, ``length``, ``width`` (M,) float64,
+    ``cls`` (M,) int64 class codes (:data:`CLASS_CODES`), ``valid`` (M,) bool, and ``ids`` (a tuple
+    of M strings, "" for free slots). World frame, SI units."""
+    n = len(world.ids) - 1
+    m = n if max_actors is None else max_actors
+    k = min(n, m)
+    out: dict[str, Any] = {
+        "xy": np.zeros((m, 2)), "yaw": np.zeros(m), "speed": np.zeros(m), "length": np.zeros(m),
+        "width": np.zeros(m), "cls": np.zeros(m, np.int64), "valid": np.zeros(m, bool),
+    }  # fmt: skip
+    sl = slice(1, 1 + k)
+    out["xy"][:k, 0] = np.asarray(world.x)[sl]
+    out["xy"][:k, 1] = np.asarray(world.y)[sl]
+    out["yaw"][:k] = np.asarray(world.yaw)[sl]
+    out["speed"][:k] = np.asarray(world.speed)[sl]
+    out["length"][:k] = np.asarray(world.length)[sl]
+    out["width"][:k] = np.asarray(world.width)[sl]
+    out["valid"][:k] = np.asarray(world.valid)[sl]
+    out["cls"][:k] = [CLASS_CODES.get(c, CLASS_CODES["other"]) for c in world.cls[1 : 1 + k]]
+    ids = list(world.ids[1 : 1 + k]) + [""] * (m - k)
+    out["ids"] = tuple(i if v else "" for i, v in zip(ids, list(out["valid"]), strict=True))
+    return out
+
+
+def ego_from_obs(obs: Mapping[str, Any]) -> EgoView:
+    """The ego view from an observation's ``ego`` entry (vector or mapping)."""
+    e = obs["ego"]
+    if isinstance(e, Mapping):
+        pose = np.asarray(e["pose"], np.float64)
+        return EgoView(float(pose[0]), float(pose[1]), float(pose[2]), float(e["speed"]), float(e.get("accel", 0.0)), float(e.get("steer", 0.0)))
+    v = np.asarray(e, np.float64).reshape(-1)
+    vals = [float(a) for a in v[:6]] + [0.0] * (6 - min(6, len(v)))
+    return EgoView(*vals)
+
+
+def actors_from_obs(obs: Mapping[str, Any]) -> ActorsView:
+    """The actor view from an ``objects`` observation (only valid slots kept)."""
+    o = obs["objects"]
+    valid = np.asarray(o["valid"], bool)
+    ids = o.get("ids")
+    codes = np.asarray(o["cls"]) if "cls" in o else np.ones(len(valid), np.int64)
+    return ActorsView(
+        xy=np.asarray(o["xy"], np.float64)[valid],
+        yaw=np.asarray(o["yaw"], np.float64)[valid],
+        speed=np.asarray(o["speed"], np.float64)[valid],
+        length=np.asarray(o["length"], np.float64)[valid],
+        width=np.asarray(o["width"], np.float64)[valid],
+        cls=tuple(CODE_CLASSES.get(int(c), "other") if not isinstance(c, str) else c for c in codes[valid]),
+        ids=tuple(np.asarray(ids, dtype=object)[valid]) if ids is not None else (),
+    )
+
+
+# ------------------------------------------------------------------------------- route path
+def _route_points(lane_map: LaneMap, route: Sequence[str], blend: float = 20.0) -> tuple[F64, F64]:
+    """Centreline points of a lane route (lane changes blended over ``blend`` metres) and the speed
+    limit (m/s) of each point."""
+    pts: list[F64] = []
+    lim: list[F64] = []
+    i = 0
+    r = list(route)
+    while i < len(r):
+        ln = lane_map.lanes[r[i]]
+        c = np.asarray(ln.centerline, np.float64)
+        if i + 1 < len(r) and r[i + 1] in (ln.left, ln.right) and r[i + 1] not in ln.successors:
+            nb = lane_map.lanes[r[i + 1]]
+            pa, pb = ln.polyline, nb.polyline
+            s0 = float(pa.project(pts[-1][-1])[0]) if pts else 0.0
+            L = min(blend, max(1.0, 0.8 * (pa.length - s0)))
+            ss = s0 + np.linspace(0.0, L, 12)
+            xa, _ = pa.interpolate(ss)
+            xb, _ = pb.interpolate(pb.project(xa)[0])
+            w = 0.5 - 0.5 * np.cos(np.pi * (ss - s0) / L)
+            c = (1 - w[:, None]) * xa + w[:, None] * xb
+            sb_end = float(pb.project(xb[-1])[0])
+            rest = nb.centerline[1:][pb.s[1:] > sb_end + 1e-6]
+            c = np.concatenate([c, rest], axis=0)
+            ln = nb
+            i += 2
+        else:
+            i += 1
+        if pts and len(c) and np.linalg.norm(pts[-1][-1] - c[0]) < 1e-6:
+            c = c[1:]
+        if len(c):
+            pts.append(c)
+            lim.append(np.full(len(c), ln.speed_limit))
+    return np.concatenate(pts, axis=0), np.concatenate(lim)
+
+
+class RouteRef:
+    """The route as one reference polyline (extended straight on by successors so the planner never
+    runs off its end), with speed limits and curvature along it.
+
+    Args:
+        lane_map: the map.  route: lane ids.  extend_m: metres of straight continuation appended.
+    """
+
+    def __init__(self, lane_map: LaneMap, route: Sequence[str], extend_m: float = 60.0) -> None:
+        from sim.behavior import straight_continuation
+
+        self.route = tuple(route)
+        route_len = sum(lane_map.lanes[r].length for r in route)
+        ext = straight_continuation(lane_map, list(route), route_len + extend_m)
+        pts, lim = _route_points(lane_map, ext)
+        tail = pts[-1] + (pts[-1] - pts[-2]) / max(np.linalg.norm(pts[-1] - pts[-2]), 1e-9) * extend_m
+        pts = np.concatenate([pts, tail[None]])
+        lim = np.concatenate([lim, lim[-1:]])
+        self.polyline = Polyline(pts)
+        keep = np.concatenate([[True], np.linalg.norm(np.diff(pts, axis=0), axis=1) > 1e-9])
+        self.limit_at_vertex = lim[keep]
+        #: arc length where the requested route ends (the extension is only a run-out), m
+        self.route_end_s = float(self.polyline.project(_route_points(lane_map, list(route))[0][-1])[0])
+        # curvature per vertex (1/m) from heading change over the neighbouring segments
+        yaw = self.polyline.seg_yaw
+        dyaw = np.abs(wrap_angle(np.diff(yaw)))
+        ds = 0.5 * (self.polyline.seg_len[1:] + self.polyline.seg_len[:-1])
+        k = np.zeros(len(self.polyline.s))
+        k[1:-1] = dyaw / np.maximum(ds, 0.5)
+        self.curvature = k
+
+    def limit(self, s: F64) -> F64:
+        """Speed limit (m/s) at arc lengths ``s``."""
+        i = np.clip(np.searchsorted(self.polyline.s, s, side="right") - 1, 0, len(self.limit_at_vertex) - 1)
+        return self.limit_at_vertex[i]
+
+    def max_curvature(self, s0: F64, s1: F64) -> F64:
+        """Largest curvature (1/m) between arc lengths ``s0`` and ``s1`` (arrays of one shape)."""
+        sv = self.polyline.s
+        s0 = np.asarray(s0, np.float64)
+        s1 = np.asarray(s1, np.float64)
+        inside = (sv[None, :] >= s0.reshape(-1, 1)) & (sv[None, :] <= s1.reshape(-1, 1))
+        return np.where(inside, self.curvature[None, :], 0.0).max(axis=1).reshape(s0.shape)
+
+    def point(self, s: F64, d: F64) -> tuple[F64, F64]:
+        """World points (..., 2) at arc length ``s`` and lateral offset ``d`` (m, left positive) and
+        the centreline heading there."""
+        c, h = self.polyline.interpolate(s)
+        n = np.stack([-np.sin(h), np.cos(h)], axis=-1)
+        return c + np.asarray(d, np.float64)[..., None] * n, h
+
+
+# ------------------------------------------------------------------------------------- IDM
+@dataclass(frozen=True)
+class IdmParams:
+    """IDM (Treiber et al., 2000) and path-following parameters.
+
+    Attributes:
+        a_max: 1.5 m/s² comfortable acceleration.  b_comf: 2.5 m/s² comfortable deceleration.
+        s0: 2.5 m standstill gap.  T: 1.5 s time headway.  delta: 4 acceleration exponent.
+        decel_max: 7.0 m/s² strongest braking the planner asks for.
+        lat_accel_max: 2.0 m/s² lateral acceleration used to slow down for curves.
+        lookahead_min / lookahead_gain: pure-pursuit look-ahead = max(min, gain * speed) (m, s).
+        corridor_margin: 0.3 m extra half-width of the path corridor for leader detection.
+        ramp_s: 1.8 s to move to a new lateral offset (ramp length = max(8 m, ramp_s * speed)).
+        stop_at_route_end: stop at the end of the route (the engine ends the episode on route
+            completion, so the default is to drive through).
+        jerk_max: 3.5 m/s³ largest change of acceleration per second (nuPlan's comfort bound is
+            4.13), waived when braking harder than ``emergency_decel`` (4.0 m/s²) is needed.
+    """
+
+    a_max: float = 1.5
+    b_comf: float = 2.5
+    s0: float = 2.5
+    T: float = 1.5
+    delta: float = 4.0
+    decel_max: float = 7.0
+    lat_accel_max: float = 2.0
+    lookahead_min: float = 5.0
+    lookahead_gain: float = 0.9
+    corridor_margin: float = 0.3
+    ramp_s: float = 1.8
+    stop_at_route_end: bool = False
+    jerk_max: float = 3.5
+    emergency_decel: float = 4.0
+
+
+def idm_accel(v: F64, v0: F64, gap: F64, v_lead: F64, p: IdmParams) -> F64:
+    """IDM acceleration (m/s²) for speed ``v``, desired speed ``v0``, bumper gap ``gap`` (m, inf =
+    free road) and leader speed ``v_lead``, clipped to [-decel_max, a_max]."""
+    v = np.maximum(v, 0.0)
+    dv = v - v_lead
+    s_star = p.s0 + np.maximum(0.0, v * p.T + v * dv / (2.0 * math.sqrt(p.a_max * p.b_comf)))
+    free = 1.0 - (v / np.maximum(v0, 0.1)) ** p.delta
+    inter = (s_star / np.maximum(gap, 0.1)) ** 2
+    acc = p.a_max * np.where(v0 <= 0.05, -1.0, free) - p.a_max * inter
+    return np.clip(acc, -p.decel_max, p.a_max)
+
+
+# --------------------------------------------------------------------------------- forecast
+@dataclass(frozen=True)
+class ForecastResult:
+    """P rolled-out proposals over T steps: states (P, T+1) including now, controls (P, T, 2)
+    [accel m/s², steer rad] actually applied, and the time stamps ``t_s`` (T+1,)."""
+
+    t_s: F64
+    x: F64
+    y: F64
+    yaw: F64
+    speed: F64
+    accel: F64
+    controls: F64
+    actors_xy: F64  # (T+1, N, 2) constant-velocity prediction used
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def forecast(
+    ego: EgoView,
+    route: RouteRef,
+    actors: ActorsView,
+    offsets: F64,
+    speed_fracs: F64,
+    *,
+    steps: int,
+    dt_s: float,
+    bicycle: KinematicBicycle,
+    params: IdmParams,
+    ego_size: tuple[float, float] = (4.6, 1.9),
+    d_start: float | None = None,
+) -> ForecastResult:
+    """Roll P proposals (lateral offset ``offsets[p]`` from the route centreline, m; desired speed
+    ``speed_fracs[p]`` x the speed limit) forward ``steps`` steps of ``dt_s`` seconds.
+
+    Each step: project the ego on the route; pure pursuit toward the offset path point a look-ahead
+    ahead (offset ramped in from ``d_start``, the ego's current offset); IDM toward the desired speed
+    (capped by curvature: v <= sqrt(lat_accel_max / kappa)) behind the nearest constant-velocity
+    actor inside the proposal's corridor (and the route end as a stopped obstacle); then the
+    engine's bicycle ``forward`` with its clipping. Vectorised over proposals.
+    """
+    offsets = np.asarray(offsets, np.float64)
+    fr = np.asarray(speed_fracs, np.float64)
+    P = len(offsets)
+    el, ew = ego_size
+    lr = pursuit_offset(bicycle)
+    L = bicycle.wheelbase
+    t = np.arange(steps + 1) * dt_s
+    axy = actors.predict(t)  # (T+1, N, 2)
+    n = actors.n
+    if n:
+        sa, da = route.polyline.project(axy.reshape(-1, 2))
+        sa = sa.reshape(steps + 1, n)
+        da = da.reshape(steps + 1, n)
+        _, h_at = route.polyline.interpolate(np.clip(sa, 0, route.polyline.length))
+        vel = actors.vel()
+        v_along = vel[None, :, 0] * np.cos(h_at) + vel[None, :, 1] * np.sin(h_at)  # (T+1, N)
+        # half extent of each actor across / along the path
+        rel_yaw = actors.yaw[None, :] - h_at
+        half_w = 0.5 * (np.abs(np.sin(rel_yaw)) * actors.length + np.abs(np.cos(rel_yaw)) * actors.width)
+        half_l = 0.5 * (np.abs(np.cos(rel_yaw)) * actors.length + np.abs(np.sin(rel_yaw)) * actors.width)
+    s_e0, d_e0 = route.polyline.project(ego.xy)
+    s_e0 = float(s_e0)
+    d0 = float(d_e0) if d_start is None else float(d_start)
+    state = BicycleState.from_arrays(
+        np.full(P, ego.x), np.full(P, ego.y), np.full(P, ego.yaw), np.full(P, ego.speed),
+        np.full(P, ego.accel), np.full(P, ego.steer),
+    )  # fmt: skip
+    X = np.zeros((P, steps + 1))
+    Y, YAW, V, A = X.copy(), X.copy(), X.copy(), X.copy()
+    X[:, 0], Y[:, 0], YAW[:, 0], V[:, 0], A[:, 0] = ego.x, ego.y, ego.yaw, ego.speed, ego.accel
+    U = np.zeros((P, steps, 2))
+    ramp_len = max(8.0, params.ramp_s * max(ego.speed, 1.0))
+
+    def d_ref(s: F64) -> F64:
+        return d0 + (offsets - d0) * _smooth((s - s_e0) / ramp_len)
+
+    for k in range(steps):
+        xy = np.stack([state.x, state.y], axis=-1)
+        s_e, _ = route.polyline.project(xy)
+        v = state.v
+        # --- steering: pure pursuit from the rear axle toward the offset path
+        ld = np.maximum(params.lookahead_min, params.lookahead_gain * v)
+        rear = xy - lr * np.stack([np.cos(state.yaw), np.sin(state.yaw)], axis=-1)
+        s_r, _ = route.polyline.project(rear)
+        s_la = s_r + ld
+        tgt, _ = route.point(s_la, d_ref(s_la))
+        dxy = tgt - rear
+        alpha = wrap_angle(np.arctan2(dxy[:, 1], dxy[:, 0]) - state.yaw)
+        dist = np.maximum(np.hypot(dxy[:, 0], dxy[:, 1]), 1.0)
+        steer = np.arctan(2.0 * L * np.sin(alpha) / dist)
+        # --- speed: IDM behind the nearest actor in the corridor
+        lim = route.limit(s_e)
+        kap = route.max_curvature(s_e, s_e + np.maximum(2.5 * v, 10.0) + 5.0)
+        v_curve = np.sqrt(params.lat_accel_max / np.maximum(kap, 1e-4))
+        v0 = np.minimum(fr * lim, v_curve)
+        gap = np.full(P, np.inf)
+        v_lead = np.zeros(P)
+        if params.stop_at_route_end:
+            gap = np.maximum(route.route_end_s - s_e - el / 2.0, 0.0) + params.s0
+        if n:
+            dref_a = d0 + (offsets[:, None] - d0) * _smooth((sa[k][None, :] - s_e0) / ramp_len)  # (P, N)
+            inside = np.abs(da[k][None, :] - dref_a) < (half_w[k][None, :] + ew / 2.0 + params.corridor_margin)
+            ahead = sa[k][None, :] > s_e[:, None]
+            g = sa[k][None, :] - s_e[:, None] - half_l[k][None, :] - el / 2.0
+            g = np.where(inside & ahead, np.maximum(g, 0.0), np.inf)
+            j = np.argmin(g, axis=1)
+            gmin = g[np.arange(P), j]
+            closer = gmin < gap
+            gap = np.where(closer, gmin, gap)
+            v_lead = np.where(closer, np.maximum(v_along[k][j], 0.0), v_lead)
+        acc = idm_accel(v, v0, gap, v_lead, params)
+        a_prev = state.accel
+        lo = np.where(acc < -params.emergency_decel, -np.inf, a_prev - params.jerk_max * dt_s)
+        acc = np.clip(acc, lo, a_prev + params.jerk_max * dt_s)
+        u = np.stack([acc, steer], axis=-1)
+        state = bicycle.forward(state, u, dt_s)
+        U[:, k] = np.stack([state.accel, state.steer], axis=-1)
+        X[:, k + 1], Y[:, k + 1], YAW[:, k + 1], V[:, k + 1], A[:, k + 1] = state.x, state.y, state.yaw, state.v, state.accel
+    return ForecastResult(t, X, Y, YAW, V, A, U, axy)
+
+
+def pursuit_offset(bicycle: KinematicBicycle) -> float:
+    """Distance (m) from the model's reference point (the box centre) back to the point whose
+    heading follows ``yaw' = v tan(steer) / L`` -- where pure pursuit is exact: ``lr`` for a
+    centre-of-gravity bicycle, 0 for the engine's model, which turns about its reference point."""
+    lr = getattr(bicycle, "lr", 0.0)
+    return float(bicycle.wheelbase / 2.0 if lr is None else lr)
+
+
+def _smooth(u: F64) -> F64:
+    u = np.clip(u, 0.0, 1.0)
+    return u * u * (3.0 - 2.0 * u)

@@ -1,0 +1,83 @@
+"""``log_replay``: the oracle that drives the logged ego trajectory (``PlannerInit.expert``).
+
+It tracks the log with the same pure pursuit used by the other reference planners (steering toward
+the logged path a look-ahead ahead) and a feed-forward + PD speed law on the logged arc length at the
+current episode time, so it reproduces the log closely whenever the log is dynamically feasible.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from agents.base import PLANNERS, Control, Observation, ObservationSpec, Planner, PlannerInit
+from agents.planners.common import ego_from_obs, pursuit_offset
+from sim.dynamics import KinematicBicycle
+from sim.errors import ScenarioError
+from sim.geometry import wrap_angle
+from sim.map import Polyline
+
+__all__ = ["LogReplayPlanner"]
+
+
+class LogReplayPlanner(Planner):
+    """Follow the logged ego trajectory. Params: ``lookahead_s`` (0.8 s, minimum 4 m),
+    ``k_pos`` (0.6 1/s² on arc-length error), ``k_vel`` (1.2 1/s on speed error), ``wheelbase``
+    (2.8 m, the engine's bicycle), ``jerk_max`` (3.5 m/s³)."""
+
+    name = "log_replay"
+    requires_scenario = True
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.lookahead_s = float(params.get("lookahead_s", 0.8))
+        self.k_pos = float(params.get("k_pos", 0.6))
+        self.k_vel = float(params.get("k_vel", 1.2))
+        self.wheelbase = float(params.get("wheelbase", 2.8))
+        self.jerk_max = float(params.get("jerk_max", 3.5))
+        self._poly: Polyline | None = None
+
+    def observation_spec(self) -> ObservationSpec:
+        return ObservationSpec(kinds=("ego",))
+
+    def reset(self, init: PlannerInit, *, seed: int | None = None) -> None:
+        if init.expert is None or len(init.expert) < 2:
+            raise ScenarioError("log_replay needs the logged ego trajectory (PlannerInit.expert)", field="planner")
+        e = np.asarray(init.expert, np.float64)
+        self._t = e[:, 0] - e[0, 0]
+        self._poly = Polyline(e[:, 1:3])
+        # arc length of each logged sample (projected; robust to repeated points at standstill)
+        s, _ = self._poly.project(e[:, 1:3])
+        self._s = np.maximum.accumulate(np.asarray(s, np.float64))
+        self._v = e[:, 4]
+        self._dt = float(init.dt_s)
+        self._k = 0
+
+    def plan(self, obs: Observation) -> Control:
+        assert self._poly is not None, "reset() first"
+        ego = ego_from_obs(obs)
+        t = self._k * self._dt
+        self._k += 1
+        s_now, _ = self._poly.project(ego.xy)
+        s_ref = float(np.interp(t + self._dt, self._t, self._s))
+        v_ref = float(np.interp(t + self._dt, self._t, self._v))
+        a_ff = (float(np.interp(t + 2 * self._dt, self._t, self._v)) - float(np.interp(t, self._t, self._v))) / (2 * self._dt)
+        accel = a_ff + self.k_pos * (s_ref - float(s_now)) + self.k_vel * (v_ref - ego.speed)
+        lr = pursuit_offset(KinematicBicycle(wheelbase=self.wheelbase))
+        rear = ego.xy - lr * np.array([math.cos(ego.yaw), math.sin(ego.yaw)])
+        s_r, _ = self._poly.project(rear)
+        ld = max(4.0, self.lookahead_s * max(ego.speed, v_ref))
+        tgt, _ = self._poly.interpolate(float(s_r) + ld)
+        d = tgt - rear
+        alpha = float(wrap_angle(math.atan2(d[1], d[0]) - ego.yaw))
+        steer = math.atan(2.0 * self.wheelbase * math.sin(alpha) / max(float(np.hypot(*d)), 1.0))
+        if v_ref < 0.05 and ego.speed < 0.3:
+            accel = min(accel, -1.0)
+        if accel > -4.0:  # comfort: bounded jerk unless braking hard
+            accel = float(np.clip(accel, ego.accel - self.jerk_max * self._dt, ego.accel + self.jerk_max * self._dt))
+        return Control(float(accel), float(steer))
+
+
+PLANNERS.register(LogReplayPlanner.name, LogReplayPlanner)
