@@ -1,0 +1,139 @@
+"""The functional core: determinism, batching, edits in the loop, metrics and episode state errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim import engine
+from sim.errors import EpisodeStateError, ScenarioError
+from sim.map import LaneMap
+from sim.spec import BehaviorSpec, EgoSpec, InsertOp, RemoveOp, RerouteOp, ScenarioSpec, SpawnSpec
+from sim.world import crossroads_scene
+
+CAR = (4.5, 1.9, 1.5)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    # ego on E_in_1 at s=8 m, 8 m/s; car_1 ahead in the same lane at s=30 m, 8 m/s (log replay)
+    return crossroads_scene()
+
+
+def _run(c, actions, seed=0):
+    st = engine.reset(c, np.random.default_rng(seed))
+    out = [st]
+    for a in actions:
+        if st.done[0]:
+            break
+        st = engine.step(st, a)
+        out.append(st)
+    return out
+
+
+def test_same_seed_same_episode_and_batch_equals_singles(scene):
+    spec = ScenarioSpec(horizon_s=4.0, logged_behavior=BehaviorSpec("idm", {"v0_jitter": 0.2}))
+    c = engine.compile_scenario(spec, scene)
+    acts = np.random.default_rng(5).uniform([-2, -0.05], [2, 0.05], size=(40, 2))
+    a, b, other = _run(c, acts, 1), _run(c, acts, 1), _run(c, acts, 2)
+    for s1, s2 in zip(a, b, strict=True):
+        for f in engine._ROW_FIELDS:
+            np.testing.assert_array_equal(getattr(s1, f), getattr(s2, f))
+    assert not np.array_equal(a[-1].x, other[-1].x)  # the seed matters (desired-speed jitter)
+    # three worlds in one batch == three single runs, bit for bit
+    st = engine.reset_batch(c, [np.random.default_rng(s) for s in (1, 2, 3)])
+    singles = [_run(c, acts, s) for s in (1, 2, 3)]
+    for k, a_k in enumerate(acts):
+        st = engine.step(st, np.repeat(a_k[None], 3, axis=0))
+        for w in range(3):
+            ref = singles[w][k + 1]
+            np.testing.assert_array_equal(st.x[w], ref.x[0])
+            np.testing.assert_array_equal(st.v[w], ref.v[0])
+            assert st.min_ttc[w] == ref.min_ttc[0] and st.collision[w] == ref.collision[0]
+
+
+def test_collision_partner_and_removed_actor_is_gone(scene):
+    push = [np.array([3.0, 0.0])] * 60
+    hit = _run(engine.compile_scenario(ScenarioSpec(horizon_s=6.0), scene), push)
+    last = hit[-1]
+    assert last.terminated[0] and last.collision[0] and last.partner_id() == "car_1"
+    assert np.isfinite(hit[5].min_ttc[0])  # approaching the car ahead: a finite TTC
+    c = engine.compile_scenario(ScenarioSpec(horizon_s=6.0, actors=(RemoveOp("car_1"),)), scene)
+    free = _run(c, push)
+    assert not any(s.collision[0] for s in free)
+    assert "car_1" not in c.ids and all(s.valid[0].sum() == 3 for s in free)  # ego + car_2 + car_3
+    w = free[-1].world()
+    assert "car_1" not in [w.ids[i] for i in np.flatnonzero(w.valid)]
+
+
+def test_ttc_matches_constant_velocity_geometry(scene):
+    # ego at 10 m/s straight at a parked car 30 m ahead (centre to centre)
+    spec = ScenarioSpec(
+        horizon_s=2.0,
+        ego=EgoSpec(start_speed=10.0),
+        actors=(RemoveOp("car_1"), InsertOp("parked", "car", CAR, SpawnSpec(lane="E_in_1", s=38.0), BehaviorSpec("static"))),
+    )
+    c = engine.compile_scenario(spec, scene)
+    st = engine.step(engine.reset(c, np.random.default_rng(0)), np.zeros(2))
+    gap = 30.0 - 1.0 - (4.6 + 4.5) / 2  # after the first 0.1 s step at 10 m/s
+    assert st.min_ttc[0] == pytest.approx(gap / 10.0, abs=1e-6)
+
+
+def test_inserted_cut_in_appears_where_specified_and_merges(scene):
+    lm = LaneMap.from_dict(scene.map)
+    spec = ScenarioSpec(
+        horizon_s=6.0,
+        actors=(
+            RemoveOp("car_1"),
+            InsertOp("cutin", "car", CAR, SpawnSpec(lane="E_in_0", s=24.0, speed=9.0), BehaviorSpec("idm", route=("E_in_0", "E_in_1"))),
+        ),
+    )
+    c = engine.compile_scenario(spec, scene)
+    hist = _run(c, [np.zeros(2)] * 60)
+    i = c.ids.index("cutin")
+    xy, h = lm.lanes["E_in_0"].polyline.interpolate(24.0)
+    assert (hist[0].x[0, i], hist[0].y[0, i], hist[0].yaw[0, i]) == (pytest.approx(xy[0]), pytest.approx(xy[1]), pytest.approx(float(h)))
+    assert hist[0].valid[0, i] and hist[0].v[0, i] == 9.0
+    ys = np.array([s.y[0, i] for s in hist])
+    assert ys[0] == pytest.approx(-1.75) and abs(ys[-1] - (-5.25)) < 0.05  # ended in the ego's lane
+    assert np.all(np.diff(ys) <= 1e-9)  # moved over monotonically
+    with pytest.raises(ScenarioError, match="overlaps"):
+        engine.compile_scenario(
+            ScenarioSpec(actors=(InsertOp("x", "car", CAR, SpawnSpec(lane="E_in_1", s=9.0), BehaviorSpec("idm")),)), scene
+        )
+
+
+def test_rerouted_actor_follows_new_route(scene):
+    lm = LaneMap.from_dict(scene.map)
+    spec = ScenarioSpec(horizon_s=8.0, actors=(RerouteOp("car_1", route=("E_in_1", "E_1_right", "S_out_1")),))
+    c = engine.compile_scenario(spec, scene)
+    hist = _run(c, [np.array([-1.0, 0.0])] * 80)
+    i = c.ids.index("car_1")
+    last = hist[-1]
+    lane, _, d = lm.nearest_lane(float(last.x[0, i]), float(last.y[0, i]), float(last.yaw[0, i]))
+    assert lane == "S_out_1" and abs(d) < 0.1
+    assert np.cos(last.yaw[0, i] + np.pi / 2) > 0.99  # heading south
+
+
+def test_offroad_and_episode_state_errors(scene):
+    c = engine.compile_scenario(ScenarioSpec(horizon_s=10.0, actors=(RemoveOp("car_1"),)), scene)
+    st = engine.reset(c, np.random.default_rng(0))
+    with pytest.raises(EpisodeStateError, match="finite"):
+        engine.step(st, np.array([np.nan, 0.0]))
+    with pytest.raises(EpisodeStateError, match="finite"):
+        engine.step(st, np.array([0.0, np.inf]))
+    while not st.done[0]:
+        st = engine.step(st, np.array([1.0, -0.6]))  # hard right off the road
+    assert st.offroad[0] and st.terminated[0] and not st.collision[0]
+    with pytest.raises(EpisodeStateError, match="reset"):
+        engine.step(st, np.zeros(2))
+
+
+def test_truncated_at_horizon_and_world_view(scene):
+    c = engine.compile_scenario(ScenarioSpec(horizon_s=1.0, actors=(RemoveOp("car_1"),)), scene)
+    hist = _run(c, [np.zeros(2)] * 20)
+    assert len(hist) == 11 and hist[-1].truncated[0] and not hist[-1].terminated[0]
+    w = hist[-1].world()
+    assert w.ids[0] == "ego" and w.t_us == c.t0_us + 1_000_000
+    assert w.x.dtype == np.float64 and w.valid.dtype == np.bool_ and len(w.cls) == len(w.ids)
+    assert hist[-1].progress[0] == pytest.approx(0.8, abs=1e-6)  # 8 m/s for 0.1 s along a straight route
