@@ -121,3 +121,166 @@ def test_no_overlapping_actors(tiny):
         for i in range(len(boxes)):
             for j in range(i + 1, len(boxes)):
                 assert boxes[i][1].intersection(boxes[j][1]).area < 0.05, (t, boxes[i][0], boxes[j][0])
+
+
+# ------------------------------------------------------------------------------ the written log
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _small_log(out, seed):
+    from sim.sensors import default_rig
+    from sim.synth import write_synth_log
+
+    rig = default_rig(("front",), width=160, height=96, beams=16, azimuth_steps=256)
+    return write_synth_log("tiny", seed, 5, out=out, rig=rig, name="det")
+
+
+def test_same_seed_same_bytes_different_seed_different_town(tmp_path):
+    a = _files(_small_log(tmp_path / "a", 0))
+    b = _files(_small_log(tmp_path / "b", 0))
+    assert a.keys() == b.keys() and len(a) > 10
+    for k in a:
+        assert a[k] == b[k], k
+    # another seed: another road layout and another static town (geometry and textures)
+    s0, s1 = make_scene("tiny", 0, frames=2), make_scene("tiny", 1, frames=2)
+    assert json.dumps(s0.map) != json.dumps(s1.map)
+    t0, t1 = s0.static_town(), s1.static_town()
+    assert t0.mesh.vertices.shape != t1.mesh.vertices.shape or not np.allclose(t0.mesh.vertices, t1.mesh.vertices)
+    assert not np.array_equal(t0.textures["asphalt"], t1.textures["asphalt"])
+    meta = json.loads(a["meta.json"])
+    assert meta["source"] == "synth" and meta["synth"]["preset"] == "tiny" and meta["synth"]["seed"] == 0
+    # nothing in the log depends on the wall clock
+    assert "time" not in json.dumps(meta).lower().replace("dt_s", "")
+
+
+def test_tiny_log_is_valid(tiny_log):
+    from sim.log import validate_log
+
+    dl = validate_log(tiny_log)
+    assert len(dl.frames) == 20 and len(dl.sweeps) == 20
+    assert dl.meta["rates"] == {"camera_hz": 10.0, "lidar_hz": 10.0}
+    assert dl.meta["rig"]["lidar"]["beams"] == 32 and dl.meta["rig"]["lidar"]["azimuth_steps"] == 1024
+    assert dl.ego.id == "ego" and len(dl.tracks) >= 5
+
+
+def test_lidar_agrees_with_rendered_depth(tiny_log):
+    """LiDAR returns projected into the camera land where the rendered depth says they should:
+    median |lidar z - camera depth| < 0.1 m. The LiDAR sits 1.5 m behind and 0.3 m above the camera,
+    so parallax occlusions (a tree crown hiding a wall from one of them) make outliers: at least
+    80 % of the points agree within 0.5 m."""
+    from sim.geometry import project_points
+    from sim.log import read_log
+
+    dl = read_log(tiny_log)
+    errs = []
+    sweeps = {s.t_us: j for j, s in enumerate(dl.sweeps)}
+    for i, fr in enumerate(dl.frames[::4]):
+        idx = dl.frames.index(fr)
+        depth = dl.depth(idx)
+        pts = dl.lidar(sweeps[fr.t_us])
+        uv, z = project_points(pts[:, :3], fr.c2w, fr.K)
+        ok = (z > 1.0) & (z < 60.0) & (uv[:, 0] >= 0) & (uv[:, 0] < fr.width - 1) & (uv[:, 1] >= 0) & (uv[:, 1] < fr.height - 1)
+        u, v = uv[ok, 0], uv[ok, 1]
+        # bilinear depth at the projected position (pixel centres at +0.5)
+        x0, y0 = np.floor(u - 0.5).astype(int), np.floor(v - 0.5).astype(int)
+        ax, ay = u - 0.5 - x0, v - 0.5 - y0
+        x0, y0 = np.clip(x0, 0, fr.width - 2), np.clip(y0, 0, fr.height - 2)
+        d00, d10 = depth[y0, x0], depth[y0, x0 + 1]
+        d01, d11 = depth[y0 + 1, x0], depth[y0 + 1, x0 + 1]
+        valid = (d00 > 0) & (d10 > 0) & (d01 > 0) & (d11 > 0)
+        d = (1 - ax) * (1 - ay) * d00 + ax * (1 - ay) * d10 + (1 - ax) * ay * d01 + ax * ay * d11
+        errs.append(np.abs(d[valid] - z[ok][valid]))
+        assert i < 10
+    e = np.concatenate(errs)
+    assert len(e) > 2000
+    assert np.median(e) < 0.1
+    assert np.mean(e < 0.5) > 0.8
+
+
+def test_actor_boxes_contain_their_lidar_returns():
+    from sim.render.mesh import MeshRenderer
+    from sim.sensors import LidarSpec
+
+    sc = make_scene("tiny", 0, frames=12)
+    r = MeshRenderer(sc)
+    spec = LidarSpec(beams=32, azimuth_steps=1024)
+    seen = set()
+    for t in sc.t_us[::4]:
+        w = sc.world_at(int(t))
+        scan = r.render_lidar(w, spec)
+        pw = scan.world_points()
+        for i in np.unique(scan.actor_id[scan.actor_id >= 0]):
+            p = pw[scan.actor_id == i]
+            c, s = np.cos(w.yaw[i]), np.sin(w.yaw[i])
+            dx, dy = p[:, 0] - w.x[i], p[:, 1] - w.y[i]
+            lx, ly, lz = c * dx + s * dy, -s * dx + c * dy, p[:, 2] - w.z[i]
+            tol = 0.05
+            inside = (np.abs(lx) <= w.length[i] / 2 + tol) & (np.abs(ly) <= w.width[i] / 2 + tol) & (lz >= -tol) & (lz <= w.height[i] + tol)
+            assert inside.all(), (w.ids[i], int((~inside).sum()))
+            seen.add(w.ids[i])
+        # every actor within 15 m of the LiDAR is hit
+        near = [i for i in range(1, len(w.ids)) if w.valid[i] and np.hypot(w.x[i] - w.x[0], w.y[i] - w.y[0]) < 15.0]
+        assert set(near) <= set(np.unique(scan.actor_id).tolist())
+    assert len(seen) >= 3
+    r.close()
+
+
+def test_nerfstudio_dataparser_loads_transforms(tiny_log):
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    tj = json.loads((tiny_log / "transforms.json").read_text())
+    dp = NerfstudioDataParserConfig(data=tiny_log, eval_mode="all").setup()
+    out = dp.get_dataparser_outputs(split="train")
+    assert len(out.image_filenames) == len(tj["frames"]) == 20
+    assert float(out.cameras.fx[0]) == pytest.approx(tj["frames"][0]["fl_x"])
+    assert int(out.cameras.width[0]) == 320 and int(out.cameras.height[0]) == 192
+    assert len(out.metadata["depth_filenames"]) == 20
+    # the parser's cameras are our transform_matrix up to its own orientation/scale normalisation
+    tf = out.dataparser_transform.numpy()
+    scale = float(out.dataparser_scale)
+    names = [p.name for p in out.image_filenames]
+    for k in (0, 7):
+        fr = next(f for f in tj["frames"] if f["file_path"].endswith(names[k]))
+        m = np.asarray(fr["transform_matrix"])
+        expect = tf @ m
+        expect[:3, 3] *= scale
+        assert np.allclose(out.cameras.camera_to_worlds[k].numpy(), expect[:3], atol=1e-4)
+
+
+def test_camera_convention_through_transforms_json(tiny_log):
+    """A point given in the ego frame projects, through transforms.json, to the pixel computed by
+    hand from the rig (front camera 1.5 m ahead, 1.6 m up, pitched down 0.05 rad, 90 deg hfov);
+    the rendered depth there equals the point's depth."""
+    from sim.log import read_log
+
+    tj = json.loads((tiny_log / "transforms.json").read_text())
+    dl = read_log(tiny_log)
+    fr = tj["frames"][0]
+    x, y, _z, yaw = dl.ego.pose[0]
+    # a point on the road, 9 m ahead of the camera and 1 m to the left, in the ego frame
+    fwd, left = 1.5 + 9.0, 1.0
+    pw = np.array([x + np.cos(yaw) * fwd - np.sin(yaw) * left, y + np.sin(yaw) * fwd + np.cos(yaw) * left, 0.0])
+    # by hand: the optical axis is tilted down by p: forward = (cos p, 0, -sin p), image-down =
+    # (-sin p, 0, -cos p), image-right = -y (vehicle frame)
+    p = 0.05
+    dx, dy, dz = 9.0, 1.0, -1.6  # point relative to the camera in the vehicle frame
+    xc = -dy
+    yc = -dx * np.sin(p) - dz * np.cos(p)
+    zc = dx * np.cos(p) - dz * np.sin(p)
+    f = 0.5 * 320 / np.tan(np.radians(45))
+    u_hand, v_hand = f * xc / zc + 160.0, f * yc / zc + 96.0
+    # through transforms.json: camera-to-world in OpenGL axes (x right, y up, z back)
+    m = np.asarray(fr["transform_matrix"])
+    pc = m[:3, :3].T @ (pw - m[:3, 3])
+    u = fr["fl_x"] * pc[0] / -pc[2] + fr["cx"]
+    v = fr["fl_y"] * -pc[1] / -pc[2] + fr["cy"]
+    assert u == pytest.approx(u_hand, abs=1e-3) and v == pytest.approx(v_hand, abs=1e-3)
+    # the rendered depth there is the point's z-depth: on the flat road 1/depth is affine in the
+    # pixel coordinates, so interpolate it between pixel centres (at +0.5); 3 cm tolerance
+    depth = dl.depth(0).astype(np.float64)
+    c0, r0 = int(np.floor(u - 0.5)), int(np.floor(v - 0.5))
+    a, b = u - 0.5 - c0, v - 0.5 - r0
+    inv = 1.0 / depth[r0:r0 + 2, c0:c0 + 2]
+    inv_uv = (1 - a) * (1 - b) * inv[0, 0] + a * (1 - b) * inv[0, 1] + (1 - a) * b * inv[1, 0] + a * b * inv[1, 1]
+    assert abs(1.0 / inv_uv - (-pc[2])) < 0.03

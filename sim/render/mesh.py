@@ -81,6 +81,36 @@ def _ordered_scene_class() -> Any:
     return _ORDERED_SCENE
 
 
+def _configure_main_framebuffer_single_sample(self: Any) -> None:
+    """pyrender's ``Renderer._configure_main_framebuffer`` with 1 sample instead of 4 (MSAA).
+
+    With MSAA the depth image is one sub-sample of each pixel, a fraction of a pixel away from the
+    pixel centre, so it disagrees with the pinhole model (about 0.4 px on llvmpipe) and colour edges
+    blend with the background. Ground truth wants the value at the pixel centre.
+    """
+    from OpenGL import GL
+
+    if self._main_fb is not None and (self.viewport_width, self.viewport_height) != tuple(self._main_fb_dims):
+        self._delete_main_framebuffer()
+    if self._main_fb is not None:
+        return
+    w, h = self.viewport_width, self.viewport_height
+    fbs = []
+    for _ in range(2):  # pyrender renders into the "ms" buffer and blits into the other one
+        cb, db = GL.glGenRenderbuffers(2)
+        GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, cb)
+        GL.glRenderbufferStorage(GL.GL_RENDERBUFFER, GL.GL_RGBA, w, h)
+        GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, db)
+        GL.glRenderbufferStorage(GL.GL_RENDERBUFFER, GL.GL_DEPTH_COMPONENT24, w, h)
+        fb = GL.glGenFramebuffers(1)
+        GL.glBindFramebuffer(GL.GL_DRAW_FRAMEBUFFER, fb)
+        GL.glFramebufferRenderbuffer(GL.GL_DRAW_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, GL.GL_RENDERBUFFER, cb)
+        GL.glFramebufferRenderbuffer(GL.GL_DRAW_FRAMEBUFFER, GL.GL_DEPTH_ATTACHMENT, GL.GL_RENDERBUFFER, db)
+        fbs.append((cb, db, fb))
+    (self._main_cb, self._main_db, self._main_fb), (self._main_cb_ms, self._main_db_ms, self._main_fb_ms) = fbs
+    self._main_fb_dims = (w, h)
+
+
 def make_intersector(mesh: trimesh.Trimesh, engine: str = "auto") -> Any:
     """A trimesh ray intersector for ``mesh``: ``embree`` (embreex), ``triangle`` (pure numpy) or
     ``auto`` (Embree when available)."""
@@ -161,6 +191,8 @@ class MeshRenderer(RenderBackend):
         self._renderers: dict[tuple[int, int], Any] = {}
         self._cam_node: Any = None
         self._ray_cache: dict[tuple[Any, ...], NDArray[np.float64]] = {}
+        #: material name per return of the last :meth:`render_lidar` (ground truth for tests)
+        self.last_lidar_materials: NDArray[np.str_] = np.zeros(0, dtype="<U1")
 
     # ------------------------------------------------------------------------------ construction
     @staticmethod
@@ -241,6 +273,9 @@ class MeshRenderer(RenderBackend):
         if r is None:
             pr = _pyrender()
             r = pr.OffscreenRenderer(w, h)
+            import types
+
+            r._renderer._configure_main_framebuffer = types.MethodType(_configure_main_framebuffer_single_sample, r._renderer)
             self._renderers[(0, 0)] = r
         if (r.viewport_width, r.viewport_height) != (w, h):
             r.viewport_width, r.viewport_height = w, h
@@ -325,7 +360,8 @@ class MeshRenderer(RenderBackend):
     # ------------------------------------------------------------------------------------- LiDAR
     def render_lidar(self, world: WorldLike, spec: LidarSpec) -> LidarScan:
         """One LiDAR sweep from the ego of ``world``: nearest hits within ``max_range_m`` with a
-        per-material intensity; ``actor_id`` is the world row of the actor hit (-1 = static)."""
+        per-material intensity; ``actor_id`` is the world row of the actor hit (-1 = static).
+        The material name of each return is kept in :attr:`last_lidar_materials`."""
         from sim.synth.meshes import MATERIAL_IDS
 
         s2w = self.ego_pose(world) @ spec.vehicle_from_lidar
@@ -410,6 +446,8 @@ class MeshRenderer(RenderBackend):
                 r = np.clip(((hw[sel, 1] - y0) / gh * H).astype(np.int64), 0, H - 1)
                 inten[sel] *= lum[r, c]
         inten = np.clip(inten, 0.0, 1.0).astype(np.float32)
+        names = np.array(list(MATERIAL_IDS))
+        self.last_lidar_materials = names[mat[idx]]
         return LidarScan(pts, inten, s2w, idx.astype(np.int32), who[idx])
 
     # ---------------------------------------------------------------------------------- contract
