@@ -284,3 +284,65 @@ def test_camera_convention_through_transforms_json(tiny_log):
     inv = 1.0 / depth[r0:r0 + 2, c0:c0 + 2]
     inv_uv = (1 - a) * (1 - b) * inv[0, 0] + a * (1 - b) * inv[0, 1] + (1 - a) * b * inv[1, 0] + a * b * inv[1, 1]
     assert abs(1.0 / inv_uv - (-pc[2])) < 0.03
+
+
+# --------------------------------------------------------------------------------------- the CLI
+def _invoke(args):
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--town", "huge"], "huge"),
+        (["--town", "tiny", "--frames", "0"], "--frames"),
+        (["--town", "tiny", "--frames", "-5"], "--frames"),
+        (["--town", "tiny", "--cameras", "front,top"], "top"),
+    ],
+)
+def test_cli_bad_input_exit_2_one_line_nothing_written(tmp_path, args, needle):
+    out = tmp_path / "log"
+    res = _invoke(["synth", *args, "--out", str(out)])
+    assert res.exit_code == 2
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_unwritable_out(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    res = _invoke(["synth", "--town", "tiny", "--out", str(blocker / "log")])
+    assert res.exit_code == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and "writable" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_cli_existing_out_needs_overwrite(tmp_path):
+    out = tmp_path / "log"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    res = _invoke(["synth", "--town", "tiny", "--frames", "2", "--out", str(out)])
+    assert res.exit_code == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and "--overwrite" in res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]
+
+
+def test_cli_synth_writes_a_valid_log(tmp_path):
+    from sim.log import validate_log
+
+    out = tmp_path / "log"
+    res = _invoke(["synth", "--town", "tiny", "--seed", "3", "--frames", "3", "--out", str(out), "--cameras", "front,left",
+                   "--width", "96", "--height", "64", "--beams", "8", "--azimuth", "128"])
+    assert res.exit_code == 0, res.output
+    dl = validate_log(out)
+    assert dl.cameras == ["front", "left"] and len(dl.frames) == 6 and len(dl.sweeps) == 3
+    assert dl.frames[0].width == 96 and dl.meta["synth"] == {"preset": "tiny", "seed": 3, "frames": 3, "dt_s": 0.1}
+    assert "wrote" in res.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]  # no temporary folder left
