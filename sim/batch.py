@@ -21,6 +21,7 @@ executor, the number of workers or the order of completion.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -596,10 +597,24 @@ def _iter_ray(
     started = False
     if not ray.is_initialized():
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if address:
-            ray.init(address=address, **kw)
-        else:
-            ray.init(num_cpus=max(1, workers), **kw)
+        if not address:
+            kw["num_cpus"] = max(1, workers)
+        for attempt in (1, 2):
+            try:
+                ray.init(address=address, **kw)
+                break
+            except Exception as exc:  # ray raises bare Exceptions on a failed start
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                if attempt == 2 or address:
+                    where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                    raise ScenarioError(
+                        f"could not start {where}: {exc}. On an overloaded machine Ray's raylet can give up "
+                        "on its dashboard agent after 15 s (ray-project/ray#65983); start Ray with "
+                        "`ray start --head` and pass --ray-address, or use --executor local",
+                        field="executor",
+                    ) from None
+                log.warning("starting Ray failed (%s); retrying once", exc)
         started = True
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(run_episode)

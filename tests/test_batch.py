@@ -1,0 +1,226 @@
+"""Batch runs: results table and episode folders, error rows, kill-and-resume, local vs Ray,
+the scenario library end to end, reports and comparisons."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+from typer.testing import CliRunner
+
+from sim.batch import load_results, read_episode, run_batch, run_episode
+from sim.bench.batch import bench_episodes
+from sim.cli import app
+from sim.metrics import METRICS
+from sim.report import compare_runs, write_report
+from sim.scenario import Episode, expand
+
+ROOT = Path(__file__).resolve().parents[1]
+LIBRARY = ROOT / "scenarios"
+
+SCENARIO = """\
+version: 1
+name: {name}
+description: ego follows a slower car in the tiny town
+scene: {{town: tiny, seed: 0}}
+ego:
+  start: {{lane: lane_1, s: 2.0, speed: 6.0}}
+  route: [lane_1, lane_22, lane_9]
+actors:
+  - {{op: insert, id: lead, class: car, spawn: {{lane: lane_1, s: 16.0, speed: 4.0}}, behavior: {{type: idm, v0: 4.0}}}}
+planner: {{name: idm}}
+horizon_s: {horizon}
+seeds: {seeds}
+sweep: {{actors.0.spawn.speed: [2.0, 4.0]}}
+"""
+
+
+def _scenarios(tmp: Path, seeds: list[int], horizon: float = 2.0, name: str = "follow") -> Path:
+    d = tmp / "scen"
+    d.mkdir(exist_ok=True)
+    (d / f"{name}.yaml").write_text(SCENARIO.format(name=name, horizon=horizon, seeds=seeds))
+    return d
+
+
+def fail_on_seed_1(ep: Episode, planner: str, params: dict) -> object:
+    """A rollout that breaks for seed 1 (module level: picklable for worker processes)."""
+    from sim.batch import rollout
+
+    if ep.seed == 1:
+        raise RuntimeError("simulated planner crash")
+    return rollout(ep, planner, params)
+
+
+def test_run_writes_rows_and_episode_folders(tmp_path: Path) -> None:
+    scen = _scenarios(tmp_path, [0, 1])
+    s = run_batch([scen], tmp_path / "run")
+    assert (s.total, s.ran, s.failed) == (4, 4, 0)
+    df = load_results(tmp_path / "run")
+    assert df["episode_id"].to_list() == [
+        "follow__s0__p000",
+        "follow__s0__p001",
+        "follow__s1__p000",
+        "follow__s1__p001",
+    ]
+    assert df["status"].to_list() == ["ok"] * 4
+    assert df["sweep.actors.0.spawn.speed"].to_list() == [2.0, 4.0, 2.0, 4.0]
+    for m in METRICS.names():
+        assert m in df.columns and f"{m}_score" in df.columns
+    assert df["score"].is_between(0.0, 1.0).all()
+    assert (df["steps"] == 21).all()  # 2 s at 0.1 s, plus the initial state
+    ep_dir = tmp_path / "run" / "episodes" / "follow__s1__p001"
+    det = read_episode(tmp_path / "run", "follow__s1__p001")
+    assert det["row"]["score"] == pytest.approx(df["score"][3])
+    assert det["metrics"]["collision"]["unit"] == "count"
+    traj = pl.read_parquet(ep_dir / "trajectory.parquet")
+    n_actors = traj.filter(pl.col("step") == 0).height
+    assert traj.height == 21 * n_actors
+    ego = traj.filter(pl.col("actor_id") == "ego").sort("step")
+    assert ego["x"][0] == pytest.approx(-43.8 + 2.0, abs=0.2)
+    # the inserted lead is in the trajectory with its spawn speed at step 0
+    lead = traj.filter((pl.col("actor_id") == "lead") & (pl.col("step") == 0))
+    assert lead["speed"][0] == pytest.approx(4.0)
+    # same inputs, same rows
+    run_batch([scen], tmp_path / "run2")
+    assert_frame_equal(df, load_results(tmp_path / "run2"))
+
+
+def test_exception_in_one_episode_is_an_error_row(tmp_path: Path) -> None:
+    scen = _scenarios(tmp_path, [0, 1, 2])
+    s = run_batch([scen], tmp_path / "run", rollout_fn=fail_on_seed_1)
+    assert s.failed == 2 and s.total == 6
+    df = load_results(tmp_path / "run")
+    bad = df.filter(pl.col("status") == "error")
+    assert bad["seed"].to_list() == [1, 1]
+    assert bad["error"].to_list() == ["RuntimeError: simulated planner crash"] * 2
+    assert bad["score"].is_nan().all()
+    assert df.filter(pl.col("status") == "ok").height == 4
+    assert "traceback" in read_episode(tmp_path / "run", "follow__s1__p000")
+
+
+def test_unknown_planner_gives_error_rows_not_a_crash(tmp_path: Path) -> None:
+    scen = _scenarios(tmp_path, [0])
+    s = run_batch([scen], tmp_path / "run", planner="no_such_planner")
+    assert s.failed == 2
+    err = load_results(tmp_path / "run")["error"][0]
+    assert "unknown planner 'no_such_planner'" in err and "idm" in err
+
+
+def test_out_dir_protection(tmp_path: Path) -> None:
+    from sim.errors import ScenarioError
+
+    scen = _scenarios(tmp_path, [0])
+    run_batch([scen], tmp_path / "run")
+    with pytest.raises(ScenarioError, match="--resume"):
+        run_batch([scen], tmp_path / "run")
+    s = run_batch([scen], tmp_path / "run", resume=True)
+    assert s.ran == 0 and s.skipped == 2
+
+
+def _run_cli(args: list[str]) -> subprocess.Popen[bytes]:
+    exe = str(Path(sys.executable).parent / "loopdrive")
+    return subprocess.Popen(
+        [exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    scen = _scenarios(tmp_path, list(range(8)), horizon=1.5)
+    out = tmp_path / "killed"
+    proc = _run_cli(["run", str(scen), "--out", str(out), "--workers", "1"])
+    eps = out / "episodes"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            done = [p for p in eps.iterdir() if not p.name.startswith(".")] if eps.is_dir() else []
+            if len(done) >= 3:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended before it could be killed: {proc.stderr.read().decode()[-500:]}")
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    finished = {p.name for p in eps.iterdir() if not p.name.startswith(".")}
+    assert 3 <= len(finished) < 16, "the kill should land mid-run"
+    assert not (out / "results.parquet").exists()
+    # every finished folder is complete (atomic rename)
+    for name in finished:
+        ok = read_episode(out, name)["row"]["status"] == "ok"
+        assert (eps / name / "metrics.json").is_file() and (eps / name / "trajectory.parquet").is_file() == ok
+    res = CliRunner().invoke(app, ["run", str(scen), "--out", str(out), "--resume"])
+    assert res.exit_code == 0, res.output
+    assert f"{len(finished)} already done" in res.output
+    resumed = load_results(out)
+    ref = tmp_path / "ref"
+    run_batch([scen], ref)
+    expected = load_results(ref)
+    assert resumed.height == 16 and resumed["episode_id"].n_unique() == 16
+    assert_frame_equal(resumed, expected)
+    assert not [p for p in eps.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_local_pool_and_ray_give_the_same_rows(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="ray is a project dependency; install it with pip install -e .")
+    scen = _scenarios(tmp_path, [0, 1], horizon=1.5)
+    run_batch([scen], tmp_path / "local", workers=2, executor="local")
+    run_batch([scen], tmp_path / "ray", workers=2, executor="ray")
+    a, b = load_results(tmp_path / "local"), load_results(tmp_path / "ray")
+    assert a.height == 4 and (a["status"] == "ok").all()
+    assert_frame_equal(a, b)
+
+
+def test_every_library_scenario_runs(tmp_path: Path) -> None:
+    eps = bench_episodes(LIBRARY, horizon_s=1.0)
+    assert len(eps) >= 15
+    s = run_batch(episodes=eps, out=tmp_path / "lib")
+    df = load_results(tmp_path / "lib")
+    bad = df.filter(pl.col("status") != "ok").select("episode_id", "error").rows()
+    assert not bad, bad
+    assert s.total == len(eps) and (df["steps"] == 11).all()
+
+
+def test_report_and_compare(tmp_path: Path) -> None:
+    scen = _scenarios(tmp_path, [0], horizon=1.5)
+    run_batch([scen], tmp_path / "a")
+    run_batch([scen], tmp_path / "b", rollout_fn=fail_on_seed_1)
+    (tmp_path / "scen" / "other.yaml").write_text(SCENARIO.format(name="other", horizon=1.5, seeds=[1]))
+    run_batch([scen], tmp_path / "c", rollout_fn=fail_on_seed_1)
+    html_path, md_path = write_report(tmp_path / "c")
+    html = html_path.read_text()
+    assert html.count("data:image/png;base64,") >= 3  # histogram, breakdown, at least one thumbnail
+    assert "follow__s0__p000" in html and "simulated planner crash" in html
+    assert "<script" not in html and 'src="http' not in html  # self-contained
+    md = md_path.read_text()
+    assert "| scenario |" in md and "| follow |" in md and "| other |" in md
+    same = compare_runs(tmp_path / "a", tmp_path / "b")
+    assert [d.scenario for d in same] == ["follow"] and same[0].diff == pytest.approx(0.0)
+    diffs = {d.scenario: d for d in compare_runs(tmp_path / "a", tmp_path / "c")}
+    assert np.isnan(diffs["other"].score_a) and np.isnan(
+        diffs["other"].score_b
+    )  # absent in A, all errors in C
+    res = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "c")])
+    assert res.exit_code == 0 and "follow" in res.output
+
+
+def test_video_is_an_mp4(tmp_path: Path) -> None:
+    ep = expand(_scenarios(tmp_path, [0], horizon=1.0) / "follow.yaml")[0]
+    out = run_episode(ep, video=True)
+    assert out.row["status"] == "ok", out.row["error"]
+    assert out.video is not None and out.video[4:8] == b"ftyp"
+
+
+def test_metrics_json_is_strict_json(tmp_path: Path) -> None:
+    scen = _scenarios(tmp_path, [0], horizon=1.0)
+    run_batch([scen], tmp_path / "run")
+    raw = (tmp_path / "run" / "episodes" / "follow__s0__p000" / "metrics.json").read_text()
+    json.loads(raw, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
