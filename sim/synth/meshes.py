@@ -803,3 +803,33 @@ def parts_to_trimesh(parts: Sequence[Part]) -> tuple[trimesh.Trimesh, NDArray[np
     return trimesh.Trimesh(np.concatenate(vs), np.concatenate(fs), process=False), np.concatenate(mats)
 
 
+
+
+def export_assets(out: str | Any, seed: int = 0) -> list[str]:
+    """Write the procedural asset library to ``out``: one GLB per actor class at a typical size
+    (vertex colours, box frame) and 256x256 samples of the ground textures. Returns the file names."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    out = Path(out)
+    (out / "actors").mkdir(parents=True, exist_ok=True)
+    (out / "textures").mkdir(parents=True, exist_ok=True)
+    written = []
+    sizes = {"car": (4.5, 1.85, 1.5), "truck": (7.0, 2.35, 3.0), "bus": (11.0, 2.5, 3.1), "cyclist": (1.8, 0.65, 1.75),
+             "pedestrian": (0.55, 0.6, 1.75)}
+    for cls, size in sizes.items():
+        parts = actor_parts(cls, size, f"asset-{cls}")
+        mesh, _ = parts_to_trimesh(parts)
+        cols = np.concatenate([p.colors for p in parts])
+        mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=np.column_stack([np.clip(cols, 0, 1) * 255, np.full(len(cols), 255)]).astype(np.uint8))
+        name = f"actors/{cls}.glb"
+        mesh.export(out / name)
+        written.append(name)
+    rng = np.random.default_rng(seed)
+    for name, img in (("asphalt", tex.asphalt((256, 256), rng, 0.1)), ("sidewalk", tex.concrete_tiles((256, 256), rng, 0.1)),
+                      ("grass", tex.grass((256, 256), rng, 0.1)), ("facade", tex.facade(rng, 4, 4))):
+        fn = f"textures/{name}.png"
+        Image.fromarray(img).save(out / fn)
+        written.append(fn)
+    return written
