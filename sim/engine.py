@@ -735,7 +735,7 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
     _, _, hr = paths.sample(np.zeros(B, dtype=np.int64), ego_s)
     wrong = (np.cos(e1.yaw - hr) < 0.0) & (e1.v > 0.5)
     progress = ego_s - state.s[:, 0]
-    complete = ego_s >= c.route_length - 1.0
+    complete = ego_s >= c.route_length - 0.5 * el - 1.0  # the front bumper reached the end
     ttc = t_hit.min(axis=1)
     ttc = np.where(ttc <= TTC_HORIZON_S, ttc, np.inf)
     terminated = collision | offroad | complete
