@@ -41,7 +41,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.errors import EpisodeStateError, LoopdriveError, ScenarioError
-from sim.metrics import METRICS, EpisodeRecord, compute_metrics
+from sim.metrics import METRICS, EpisodeRecord, compute_metrics, progress_route
 from sim.scenario import Episode, expand_paths, scene_context, scene_for, to_builtin
 
 __all__ = [
@@ -206,7 +206,8 @@ def _expert(compiled: Any, ep: Episode) -> tuple[NDArray[np.float64] | None, flo
     exp = np.column_stack([(t_us - compiled.t0_us) * 1e-6, P[:, 0], P[:, 1], P[:, 3], spd])
     if ep.spec.ego.start_pose is not None or ep.spec.ego.route is not None:
         return exp, None
-    s, _ = compiled.lane_map.route_polyline(list(compiled.ego_route)).project(P[:, :2])
+    route = progress_route(compiled.lane_map, compiled.ego_route)
+    s, _ = compiled.lane_map.route_polyline(list(route)).project(P[:, :2])
     return exp, float(s[-1] - s[0])
 
 
@@ -666,6 +667,7 @@ def run_batch(
     video: bool = False,
     progress: ProgressFn | None = None,
     rollout_fn: RolloutFn | None = None,
+    horizon_s: float | None = None,
 ) -> BatchSummary:
     """Run every episode of the scenario files under ``paths`` (or the given ``episodes``) and
     write the run folder described in the module docstring.
@@ -677,6 +679,8 @@ def run_batch(
         ray_address: join this Ray cluster instead of starting a local instance.
         resume: continue a run in ``out``: only the episodes without a finished folder run.
         progress: called as ``progress(done, failed, total)`` after each episode.
+        horizon_s: cut every episode to this many seconds (a quick smoke run); the scene stays
+            the one of the file's horizon.
         rollout_fn: replaces :func:`rollout` (a picklable module-level function
             ``(episode, planner, params) -> EpisodeRecord``), e.g. another simulator.
 
@@ -689,6 +693,10 @@ def run_batch(
     if workers < 1:
         raise ScenarioError(f"expected at least one worker, got {workers}", field="workers")
     eps = list(episodes) if episodes is not None else expand_paths(list(paths or []))
+    if horizon_s is not None:
+        if not horizon_s > 0:
+            raise ScenarioError(f"expected a positive horizon in seconds, got {horizon_s}", field="horizon_s")
+        eps = [e.with_horizon(horizon_s) for e in eps]
     ids = [e.episode_id for e in eps]
     if len(set(ids)) != len(ids):
         raise ScenarioError("episode ids must be unique", field="episodes")
@@ -720,6 +728,7 @@ def run_batch(
             "video": video,
             "executor": executor,
             "workers": workers,
+            "horizon_s": horizon_s,
         },
     )
     _clean_tmp(outp)

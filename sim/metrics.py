@@ -49,6 +49,7 @@ __all__ = [
     "boxes_overlap",
     "compute_metrics",
     "metric",
+    "progress_route",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -161,33 +162,38 @@ class EpisodeRecord:
         w = min(SAVGOL_WINDOW, self.n_steps if self.n_steps % 2 else self.n_steps - 1)
         return max(w, 3)
 
-    def _filt(self, a: FloatArray, deriv: int = 0) -> FloatArray:
-        """Savitzky-Golay filtered signal (``deriv`` = 0) or its time derivative (1), as nuPlan."""
+    def _filt(self, a: FloatArray) -> FloatArray:
+        """Savitzky-Golay smoothed signal (window 15 samples, order 2), as nuPlan smooths its
+        comfort signals."""
         from scipy.signal import savgol_filter
 
         a = np.asarray(a, np.float64)
         if self.n_steps < 3:
-            return np.gradient(a, self.t_s) if deriv else a
+            return a
         w = self._window()
-        return savgol_filter(a, w, min(SAVGOL_ORDER, w - 1), deriv=deriv, delta=self.dt_s, mode="interp")
+        return savgol_filter(a, w, min(SAVGOL_ORDER, w - 1), mode="interp")
+
+    def _d(self, a: FloatArray) -> FloatArray:
+        """Time derivative (second-order differences, exact for quadratics)."""
+        return np.gradient(a, self.t_s, edge_order=2 if self.n_steps >= 3 else 1)
 
     @cached_property
     def lon_accel(self) -> FloatArray:
-        """Longitudinal acceleration, m/s^2: the applied acceleration when given (filtered), else
-        the filtered time derivative of speed."""
+        """Longitudinal acceleration, m/s^2: the applied acceleration when given (exact, from the
+        engine: not smoothed), else the time derivative of the smoothed speed."""
         if self.ego_accel is not None:
-            return self._filt(np.asarray(self.ego_accel, np.float64))
-        return self._filt(self.ego_speed, 1)
+            return np.asarray(self.ego_accel, np.float64)
+        return self._d(self._filt(self.ego_speed))
 
     @cached_property
     def yaw_rate(self) -> FloatArray:
-        """rad/s, the filtered derivative of the unwrapped yaw."""
-        return self._filt(np.unwrap(self.ego_yaw), 1)
+        """rad/s, the derivative of the smoothed unwrapped yaw."""
+        return self._d(self._filt(np.unwrap(self.ego_yaw)))
 
     @cached_property
     def yaw_accel(self) -> FloatArray:
         """rad/s^2."""
-        return self._filt(self.yaw_rate, 1)
+        return self._d(self.yaw_rate)
 
     @cached_property
     def lat_accel(self) -> FloatArray:
@@ -196,27 +202,18 @@ class EpisodeRecord:
 
     @cached_property
     def lon_jerk(self) -> FloatArray:
-        """m/s^3."""
-        return self._filt(self.lon_accel, 1)
+        """m/s^3, the derivative of the smoothed longitudinal acceleration."""
+        return self._d(self.lon_accel)
 
     @cached_property
     def jerk_mag(self) -> FloatArray:
         """Magnitude of the 2D jerk (longitudinal, lateral), m/s^3."""
-        return np.hypot(self.lon_jerk, self._filt(self.lat_accel, 1))
+        return np.hypot(self.lon_jerk, self._d(self.lat_accel))
 
     @cached_property
     def progress_route(self) -> tuple[str, ...]:
-        """The route with lane changes collapsed: of consecutive same-direction neighbours only the
-        last is kept (they run side by side, so arc lengths along it measure progress)."""
-        out: list[str] = []
-        for lid in self.route:
-            if out:
-                prev = self.lane_map.lanes[out[-1]]
-                if lid in (prev.left, prev.right):
-                    out[-1] = lid
-                    continue
-            out.append(lid)
-        return tuple(out)
+        """:func:`progress_route` of the ego's route."""
+        return progress_route(self.lane_map, self.route)
 
     @cached_property
     def route_polyline(self) -> Any:
@@ -241,6 +238,20 @@ class EpisodeRecord:
         return np.array([self.lane_map.lanes[r].speed_limit for r in self.progress_route])[
             self.route_lane_index
         ]
+
+
+def progress_route(lane_map: Any, route: Sequence[str]) -> tuple[str, ...]:
+    """A lane route with its lane changes collapsed: of consecutive same-direction neighbours only
+    the last is kept (they run side by side, so arc lengths along it measure progress)."""
+    out: list[str] = []
+    for lid in route:
+        if out:
+            prev = lane_map.lanes[out[-1]]
+            if lid in (prev.left, prev.right):
+                out[-1] = lid
+                continue
+        out.append(lid)
+    return tuple(out)
 
 
 # ----------------------------------------------------------------------------- box geometry
@@ -607,8 +618,8 @@ def _comfort(rec: EpisodeRecord) -> MetricValue:
     """Comfort (nuPlan ``ego_is_comfortable``): longitudinal acceleration in [-4.05, 2.40] m/s²,
     |lateral acceleration| <= 4.89 m/s², |longitudinal jerk| <= 4.13 m/s³, |jerk| <= 8.37 m/s³,
     |yaw rate| <= 0.95 rad/s, |yaw acceleration| <= 1.93 rad/s². Signals are Savitzky-Golay
-    filtered (15 samples, order 2, as nuPlan) derivatives of the ego's applied acceleration, speed and
-    yaw. value = the worst ratio of a signal to its bound (<= 1 is comfortable);
+    smoothed (15 samples, order 2, as nuPlan) derivatives of the ego's speed and yaw; the engine's
+    applied acceleration is used as is. value = the worst ratio of a signal to its bound (<= 1 is comfortable);
     score 1 when every bound holds at every step, else 0."""
     worst, which = 0.0, None
     for name, sig in comfort_signals(rec).items():

@@ -276,3 +276,21 @@ def test_comfort_filter_keeps_a_smooth_ramp(road: LaneMap) -> None:
     assert np.allclose(rec.lon_accel, a, atol=1e-9)
     assert np.allclose(rec.lon_jerk, 1.0, atol=1e-6)
     assert compute_metrics(rec, ["comfort"])[0]["comfort"].score == 1.0
+
+
+def test_jerk_limited_brake_ramp_is_comfortable(road: LaneMap) -> None:
+    # the applied deceleration ramps at 3.5 m/s^3 (below nuPlan's 4.13) to 2.8 m/s^2 and eases off:
+    # comfortable, although the ramp starts right at the first step
+    T = 51
+    jerk = np.concatenate([np.full(8, -3.5), np.full(T - 9, 0.8)])
+    acc = np.concatenate([[0.0], np.cumsum(jerk) * DT])
+    acc = np.minimum(acc, 0.0)
+    v = 10.0 + np.concatenate([[0.0], np.cumsum(acc[:-1]) * DT])
+    x = 10.0 + np.concatenate([[0.0], np.cumsum(v[:-1]) * DT])
+    base = record(road, x, speed=v)
+    from dataclasses import replace
+
+    rec = replace(base, ego_accel=acc)
+    c = compute_metrics(rec, ["comfort"])[0]["comfort"]
+    assert np.abs(rec.lon_jerk).max() == pytest.approx(3.5)
+    assert c.score == 1.0

@@ -89,6 +89,9 @@ def run_cmd(
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     video: bool = typer.Option(False, "--video", help="Also write a BEV video.mp4 per episode."),
+    horizon: float | None = typer.Option(
+        None, "--horizon", help="Cut every episode to this many seconds (smoke runs)."
+    ),
 ) -> None:
     """Run scenario files x seeds x sweep points closed-loop and write results.parquet."""
     from sim.batch import run_batch
@@ -114,9 +117,12 @@ def run_cmd(
             resume=resume,
             video=video,
             progress=cb,
+            horizon_s=horizon,
         )
     console.print(
-        f"{s.total} episodes ({s.ran} run, {s.skipped} already done, {s.failed} failed) in {s.wall_s:.1f} s -> {s.results}"
+        f"{s.total} episodes ({s.ran} run, {s.skipped} already done, {s.failed} failed) in {s.wall_s:.1f} s -> {s.results}",
+        soft_wrap=True,
+        highlight=False,
     )
     for eid, err in s.errors[:10]:
         err_console.print(f"[red]error[/] {eid}: {err}", highlight=False, soft_wrap=True)
