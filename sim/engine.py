@@ -797,7 +797,7 @@ def _mobil(
     B, N = s.shape
     check_every = np.maximum(np.round(P["lc_check_s"] / c.dt_s), 1).astype(np.int64)
     due = is_path & c.changes_lanes[None, :] & (lc_timer <= 0) & (np.abs(d) < 0.05)
-    due &= ((k[:, None] + np.arange(N)[None, :]) % check_every[None, :]) == 0
+    due &= (k[:, None] % check_every[None, :]) == 0  # all MOBIL actors decide on the same steps
     if not due.any():
         return path_id, s, d, lc_timer
     kv = paths.vertex(path_id, s)
