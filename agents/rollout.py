@@ -167,6 +167,7 @@ def run_planner_episode(
     compiled: Any = None,
     renderer: Any = None,
     record_observations: bool = False,
+    extra_kinds: Sequence[str] = (),
     expert: Planner | None = None,
     max_steps: int | None = None,
     raise_errors: bool = False,
@@ -183,6 +184,8 @@ def run_planner_episode(
         compiled: a ``sim.engine.Compiled`` of ``spec`` to reuse (faster for many seeds).
         renderer: a render backend for the ``camera``/``lidar`` kinds (see the module docs).
         record_observations: keep every step's observation in the result.
+        extra_kinds: more kinds to record (not shown to the planner), e.g. ``bev`` for behaviour
+            cloning from an expert that plans on ``objects``.
         expert: a second planner queried on the same states (not executed); its controls are
             recorded in ``result.observations[i]["expert_action"]`` (DAgger-style relabelling).
         max_steps: stop earlier than the horizon.
@@ -195,10 +198,17 @@ def run_planner_episode(
     pl = make_planner(planner, **dict(params or {})) if isinstance(planner, str) else planner
     name = getattr(pl, "name", type(pl).__name__)
     rig = rig or default_rig()
-    c = compiled if compiled is not None else engine.compile_scenario(spec)
+    if compiled is None:
+        from sim.batch import _load_scene  # the batch runner's per-process scene cache
+
+        compiled = engine.compile_scenario(spec, _load_scene(engine, Episode(episode_id="x", scenario=spec.name, seed=seed, spec=spec)))
+    c = compiled
     ospec = pl.observation_spec()
     offered = tuple(dict.fromkeys([*(observation if observation is not None else ospec.kinds), *ALWAYS_AVAILABLE]))
     check_observation_spec(ospec, offered, [cam.name for cam in rig.cameras], planner=name)
+    extra = tuple(k for k in extra_kinds if k not in ospec.kinds)
+    if extra:
+        check_observation_spec(type(ospec)(kinds=extra), offered, planner=f"{name} (recorded kinds)")
     observer = _Observer(c, rig, renderer)
     rng = np.random.default_rng(seed)
     state = engine.reset(c, rng)
@@ -217,7 +227,7 @@ def run_planner_episode(
             obs = observer(ospec.kinds, state)
             action = _to_action(pl.plan(obs), state, wheelbase, name)
             if record_observations:
-                entry = dict(obs)
+                entry = {**obs, **observer(extra, state)} if extra else dict(obs)
                 if expert is not None:
                     ex = observer(expert.observation_spec().kinds, state)
                     entry["expert_action"] = _to_action(expert.plan(ex), state, wheelbase, expert.name)

@@ -114,7 +114,7 @@ class PdmClosedPlanner(Planner):
     """PDM-Closed. Params: ``horizon_s`` (4.0 s forecast), ``forecast_dt_s`` (0.2 s), ``speed_fracs``
     (0, .25, .5, .75, 1 of the limit), ``offsets_m`` (extra lateral offsets; default 0, ±1 m and ±one
     lane width), ``metrics`` (default: every registered multiplier/weighted metric), ``switch_cost``
-    (0.02 score units per lane width of offset change: hysteresis), plus any IDM parameter."""
+    (0.02 score units per lane width of moving further from the centreline: hysteresis), plus any IDM parameter."""
 
     name = "pdm_closed"
 
@@ -157,6 +157,13 @@ class PdmClosedPlanner(Planner):
         """The actors the planner believes in (ground truth here)."""
         return actors_from_obs(obs)
 
+    def _offset_cost(self, off: np.ndarray) -> np.ndarray:
+        """Tie-breaking cost (score units) of lateral offsets: 0.01 per lane width away from the
+        centreline, plus ``switch_cost`` per lane width for moving further out than the current
+        target (hysteresis); going back toward the centreline is never penalised."""
+        away = np.abs(off) > np.abs(self.target_d) + 1e-6
+        return 0.01 * np.abs(off) / self.lane_w + np.where(away, self.switch_cost * np.abs(off - self.target_d) / self.lane_w, 0.0)
+
     def _freeze_at_route_end(self, f: ForecastResult) -> ForecastResult:
         """The forecast with each proposal held at the pose where it completes the route (the
         engine ends the episode there; the map may end right after it)."""
@@ -193,13 +200,13 @@ class PdmClosedPlanner(Planner):
         s_free, _ = self.route.polyline.project(np.stack([free.x[0], free.y[0]], -1))
         ref_free = float(s_free[-1] - s_free[0])
         sc, per = score_proposals(*args, which=pref, reference_m=ref_free)
-        adj_pref = sc - self.switch_cost * np.abs(off_p[pref] - self.target_d) / self.lane_w - 1e-3 * np.abs(off_p[pref]) / self.lane_w
+        adj_pref = sc - self._offset_cost(off_p[pref])
         k = int(np.argmax(adj_pref))
         if sc[k] >= 1.0 - 1e-9:
             best, scores, best_metrics, lazy = pref[k], None, per[k], True
         else:
             scores, per_all = score_proposals(*args)
-            adj = scores - self.switch_cost * np.abs(off_p - self.target_d) / self.lane_w - 1e-3 * np.abs(off_p) / self.lane_w
+            adj = scores - self._offset_cost(off_p)
             best, best_metrics, lazy = int(np.argmax(adj)), per_all[int(np.argmax(adj))], False
         self.target_d = float(off_p[best])
         self.last = {"offsets": off_p, "speed_fracs": fr_p, "scores": scores, "best": best, "metric_scores": best_metrics, "lazy": lazy}

@@ -1,0 +1,201 @@
+"""The planner leaderboard: the batch runner (``sim.batch.run_batch``) once per planner over the
+same scenario files, then one table of the aggregate score and every metric per planner.
+
+``OUT/<planner>/`` holds each planner's run folder (``results.parquet``, episodes);
+``OUT/leaderboard.md`` and ``OUT/leaderboard.html`` the tables: per planner the mean score
+(error episodes count as 0, as a crash does in nuPlan), episodes and errors, and the mean score of
+every multiplier/weighted metric over the finished episodes; then the mean score per scenario and
+planner.
+
+Sensors: each episode offers the kinds its scenario configures plus what the default rig can sense
+(``lidar``; ``bev`` from the engine) -- the rig carries a LiDAR, so a sensor-only planner can run
+on every scenario. ``lidar`` uses the analytic box LiDAR unless a render backend is wired (see
+:mod:`agents.rollout`).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sim.errors import EpisodeStateError, ScenarioError
+
+__all__ = ["RIG_KINDS", "LeaderboardResult", "leaderboard_tables", "run_leaderboard", "sensor_rollout"]
+
+log = logging.getLogger(__name__)
+
+#: kinds the default rig / engine can always provide in a leaderboard episode
+RIG_KINDS = ("lidar", "bev", "state")
+
+
+def sensor_rollout(ep: Any, planner: str, params: Mapping[str, Any]) -> Any:
+    """``sim.batch`` rollout function offering the scenario's kinds plus :data:`RIG_KINDS`."""
+    from agents.rollout import run_planner_episode
+
+    res = run_planner_episode(
+        ep.spec, planner, ep.seed, params=params, observation=(*ep.observation, *RIG_KINDS), raise_errors=True
+    )
+    if res.record is None:  # pragma: no cover - raise_errors covers failures
+        raise EpisodeStateError("the episode ended before its second step")
+    return res.record
+
+
+@dataclass(frozen=True)
+class LeaderboardResult:
+    """Where the tables went and the rows (one dict per planner, keys as the table columns)."""
+
+    out: Path
+    markdown: Path
+    html: Path
+    rows: list[dict[str, Any]]
+    per_scenario: dict[str, dict[str, float]]
+
+
+def _metric_columns() -> list[str]:
+    from sim.metrics import METRICS
+
+    kinds = {n: METRICS.get(n).kind for n in METRICS.names()}
+    return [n for n in METRICS.names() if kinds[n] == "multiplier"] + [n for n in METRICS.names() if kinds[n] == "weighted"]
+
+
+def leaderboard_tables(runs: Mapping[str, Path]) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """Rows per planner and mean score per (scenario, planner) from run folders."""
+    from sim.batch import load_results
+
+    metrics = _metric_columns()
+    rows: list[dict[str, Any]] = []
+    per_scen: dict[str, dict[str, float]] = {}
+    for name, run in runs.items():
+        df = load_results(run)
+        recs = df.to_dicts()
+        n = len(recs)
+        ok = [r for r in recs if r.get("status") == "ok"]
+        score = sum(float(r["score"]) for r in ok) / n if n else math.nan
+        row: dict[str, Any] = {"planner": name, "score": score, "episodes": n, "errors": n - len(ok)}
+        for m in metrics:
+            vals = [float(r[f"{m}_score"]) for r in ok if r.get(f"{m}_score") is not None and not math.isnan(float(r[f"{m}_score"]))]
+            row[m] = sum(vals) / len(vals) if vals else math.nan
+        rows.append(row)
+        by: dict[str, list[float]] = {}
+        for r in recs:
+            by.setdefault(str(r["scenario"]), []).append(float(r["score"]) if r.get("status") == "ok" else 0.0)
+        for sc, v in by.items():
+            per_scen.setdefault(sc, {})[name] = sum(v) / len(v)
+    return rows, per_scen
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "—" if math.isnan(v) else f"{v:.3f}"
+    return str(v)
+
+
+def _markdown(rows: list[dict[str, Any]], per: dict[str, dict[str, float]], planners: Sequence[str], title: str) -> str:
+    cols = list(rows[0]) if rows else ["planner", "score"]
+    out = [f"# {title}", "", "Mean per planner (metric columns: mean metric score in [0, 1] over finished episodes; "
+           "score: mean aggregate score, errors count as 0).", ""]
+    out.append("| " + " | ".join(cols) + " |")
+    out.append("|" + "|".join("---" for _ in cols) + "|")
+    for r in rows:
+        out.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    out += ["", "## Score per scenario", "", "| scenario | " + " | ".join(planners) + " |", "|---|" + "|".join("---" for _ in planners) + "|"]
+    for sc in sorted(per):
+        out.append(f"| {sc} | " + " | ".join(_fmt(per[sc].get(p, math.nan)) for p in planners) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _html(rows: list[dict[str, Any]], per: dict[str, dict[str, float]], planners: Sequence[str], title: str) -> str:
+    def table(head: list[str], body: list[list[Any]], best_cols: set[int]) -> str:
+        best = {}
+        for j in best_cols:
+            vals = [b[j] for b in body if isinstance(b[j], float) and not math.isnan(b[j])]
+            best[j] = max(vals) if vals else None
+        h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+        trs = []
+        for b in body:
+            tds = []
+            for j, v in enumerate(b):
+                cls = ' class="best"' if j in best and best[j] is not None and v == best[j] else ""
+                tds.append(f"<td{cls}>{html.escape(_fmt(v))}</td>")
+            trs.append("<tr>" + "".join(tds) + "</tr>")
+        return f"<table><thead><tr>{h}</tr></thead><tbody>{''.join(trs)}</tbody></table>"
+
+    cols = list(rows[0]) if rows else ["planner", "score"]
+    main = table(cols, [[r[c] for c in cols] for r in rows], {j for j, c in enumerate(cols) if c not in ("planner", "episodes", "errors")})
+    scen = table(["scenario", *planners], [[sc, *(per[sc].get(p, math.nan) for p in planners)] for sc in sorted(per)], set(range(1, len(planners) + 1)))
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+             ".best{background:#d9f2d9;font-weight:bold}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head>"
+            f"<body><h1>{html.escape(title)}</h1><p>Metric columns: mean metric score in [0, 1] over finished episodes; "
+            f"score: mean aggregate score (errors count as 0). Best per column highlighted.</p>{main}"
+            f"<h2>Score per scenario</h2>{scen}</body></html>\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_leaderboard(
+    paths: Sequence[str | os.PathLike[str]],
+    planners: Sequence[str],
+    out: str | os.PathLike[str],
+    *,
+    planner_params: Mapping[str, Mapping[str, Any]] | None = None,
+    workers: int = 1,
+    resume: bool = False,
+    horizon_s: float | None = None,
+    progress: Callable[[str, int, int, int], None] | None = None,
+) -> LeaderboardResult:
+    """Run every planner over the scenario files under ``paths`` and write the tables.
+
+    Args:
+        planners: registry names (unknown ones raise ``RegistryError`` before anything runs).
+        planner_params: optional params per planner name.
+        workers: parallel episodes per planner run.
+        resume: continue existing per-planner runs in ``out``.
+        horizon_s: cut every episode to this many seconds (smoke runs).
+        progress: called as ``progress(planner, done, failed, total)``.
+    """
+    import agents.planners  # noqa: F401  (registers the built-ins)
+    from agents.base import PLANNERS
+    from sim.batch import run_batch
+
+    if not planners:
+        raise ScenarioError("expected at least one planner", field="planners")
+    for p in planners:
+        PLANNERS.get(p)
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, Path] = {}
+    for p in planners:
+        run_dir = outp / p
+        cb = (lambda d, f, t, _p=p: progress(_p, d, f, t)) if progress is not None else None
+        run_batch(
+            list(paths), run_dir, planner=p, planner_params=dict((planner_params or {}).get(p, {})),
+            workers=workers, resume=resume or run_dir.exists(), progress=cb, rollout_fn=sensor_rollout,
+            **({"horizon_s": horizon_s} if horizon_s is not None else {}),
+        )  # fmt: skip
+        runs[p] = run_dir
+    rows, per = leaderboard_tables(runs)
+    rows.sort(key=lambda r: -r["score"] if not math.isnan(r["score"]) else math.inf)
+    title = "loopdrive leaderboard"
+    md = outp / "leaderboard.md"
+    ht = outp / "leaderboard.html"
+    _write_atomic(md, _markdown(rows, per, list(planners), title))
+    _write_atomic(ht, _html(rows, per, list(planners), title))
+    return LeaderboardResult(outp, md, ht, rows, per)

@@ -1,0 +1,122 @@
+"""``loopdrive planners``, ``loopdrive leaderboard``, ``loopdrive train bc`` and ``loopdrive train ppo``:
+thin wrappers over :mod:`agents.leaderboard`, :mod:`agents.bc` and :mod:`agents.sb3_planner`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from sim.cli._app import app, console, err_console, user_errors
+
+train_app = typer.Typer(help="Train learned planners (behaviour cloning, PPO).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+def _progress(label: str) -> Progress:
+    return Progress(
+        TextColumn(f"[bold]{label}"), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=err_console, transient=False,
+    )  # fmt: skip
+
+
+@app.command("planners")
+def planners_cmd() -> None:
+    """List the registered planners with the observation kinds each needs."""
+    import agents.planners  # noqa: F401
+    from agents.base import PLANNERS
+
+    t = Table("planner", "observation kinds", "oracle", "description")
+    for name in PLANNERS.names():
+        cls = PLANNERS.get(name)
+        try:
+            kinds = ", ".join(cls().observation_spec().kinds)
+        except Exception as exc:
+            kinds = f"(needs params: {type(exc).__name__})"
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        t.add_row(name, kinds, "yes" if getattr(cls, "requires_scenario", False) else "", doc)
+    console.print(t)
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(
+    paths: list[Path] = typer.Argument(..., help="Scenario files or folders."),
+    planners: str = typer.Option("log_replay,idm,pdm_closed,lidar_stack", "--planners", "-p", help="Comma-separated planner names."),
+    out: Path = typer.Option(Path("out/leaderboard"), "--out", "-o", help="Folder for the runs and the tables."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Episodes in parallel per planner."),
+    resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs in --out."),
+    horizon: float | None = typer.Option(None, "--horizon", help="Cut every episode to this many seconds (smoke runs)."),
+) -> None:
+    """Run every planner over the scenarios and write leaderboard.md / leaderboard.html."""
+    from agents.leaderboard import run_leaderboard
+
+    names = [p.strip() for p in planners.split(",") if p.strip()]
+    with user_errors(), _progress("leaderboard") as prog:
+        tasks = {p: prog.add_task(p, total=None, info="") for p in names}
+
+        def cb(planner: str, done: int, failed: int, total: int) -> None:
+            prog.update(tasks[planner], completed=done, total=total, info=f"[red]{failed} failed" if failed else "")
+
+        res = run_leaderboard(paths, names, out, workers=workers, resume=resume, horizon_s=horizon, progress=cb)
+    console.print(res.markdown.read_text(encoding="utf-8"), markup=False, highlight=False)
+    console.print(f"wrote {res.markdown} and {res.html}", highlight=False)
+
+
+@train_app.command("bc")
+def train_bc_cmd(
+    episodes: Path = typer.Option(..., "--episodes", help="Folder of BC shards (*.npz); filled first when --scenarios is given."),
+    out: Path = typer.Option(Path("models/bc.safetensors"), "--out", "-o", help="Weights (.safetensors); the config goes to .json beside it."),
+    scenarios: list[Path] = typer.Option([], "--scenarios", help="Collect expert episodes from these scenario files/folders first."),
+    expert: str = typer.Option("pdm_closed", "--expert", help="Planner whose rollouts are cloned."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds for the collection (default: the scenarios')."),
+    epochs: int = typer.Option(10, "--epochs", min=1),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    lr: float = typer.Option(1e-3, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Behaviour cloning from the bev observation; saves weights, config and a loss-curve PNG."""
+    from agents.bc import BCConfig, collect_episodes, load_shards, train_bc
+
+    with user_errors():
+        if scenarios:
+            seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+            with _progress("collect") as prog:
+                t = prog.add_task(expert, total=None, info="")
+                collect_episodes(scenarios, episodes, expert=expert, seeds=seed_list, progress=lambda d, n: prog.update(t, completed=d, total=n))
+        ds = load_shards([episodes])
+        cfg = BCConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+        with _progress("train bc") as prog:
+            t = prog.add_task(f"{len(ds)} samples", total=epochs, info="")
+            res = train_bc(ds, out, cfg, progress=lambda e, n, a, b: prog.update(t, completed=e, info=f"train {a:.4f}  val {b:.4f}"))
+    console.print(
+        f"validation loss {res.initial_val_loss:.4f} (untrained) -> {min(res.val_loss):.4f} (best); "
+        f"wrote {res.weights}, {res.config}" + (f", {res.plot}" if res.plot else ""),
+        highlight=False,
+    )
+
+
+@train_app.command("ppo")
+def train_ppo_cmd(
+    scenario: Path = typer.Option(..., "--scenario", help="Scenario YAML to train on."),
+    steps: int = typer.Option(20_000, "--steps", min=1, help="Environment steps."),
+    out: Path = typer.Option(Path("models/ppo.zip"), "--out", "-o", help="Policy zip."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train PPO (stable-baselines3) on the Gymnasium env with the state observation; use the result
+    with the ``sb3`` planner (``params: {path: models/ppo.zip}``)."""
+    from agents.sb3_planner import train_ppo
+
+    with user_errors(), _progress("train ppo") as prog:
+        t = prog.add_task(str(scenario), total=steps, info="")
+        path = train_ppo(scenario, steps, out, seed=seed, progress=lambda d, n: prog.update(t, completed=d))
+    console.print(f"wrote {path}", highlight=False)
