@@ -1,6 +1,7 @@
 """The ``loopdrive`` command line. Subcommands live in one module per area and register on import."""
 
 # Subcommand modules (each adds its commands to ``app`` on import).
+import sim.cli.agents_cmds
 import sim.cli.env_cmds
 import sim.cli.recon_cmds
 import sim.cli.scenario_cmds
