@@ -792,7 +792,9 @@ def _registry_names(kind: str) -> list[str] | None:
         if kind == "observation":
             from sim.observations import OBSERVATIONS  # type: ignore[attr-defined]
 
-            return OBSERVATIONS.names()
+            # ``ego`` (own odometry) and ``objects`` (privileged boxes) are the planners' own kinds
+            # (agents.planners.common), offered by every batch episode
+            return sorted({*OBSERVATIONS.names(), "ego", "objects"})
     except ImportError:
         return None
     return None

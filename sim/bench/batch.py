@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.batch import run_batch
-from sim.errors import ScenarioError
+from sim.errors import LoopdriveError, ScenarioError
 from sim.scenario import Episode, expand_paths
 
 __all__ = ["bench_episodes", "run_bench"]
@@ -53,9 +53,21 @@ def run_bench(
     for executor, workers in configs:
         with tempfile.TemporaryDirectory(prefix="loopdrive-bench-") as tmp:
             t0 = time.perf_counter()
-            s = run_batch(
-                episodes=eps, out=Path(tmp) / "run", planner=planner, workers=workers, executor=executor
-            )  # type: ignore[arg-type]
+            try:
+                s = run_batch(
+                    episodes=eps,
+                    out=Path(tmp) / "run",
+                    planner=planner,
+                    workers=workers,
+                    executor=executor,  # type: ignore[arg-type]
+                )
+            except LoopdriveError as exc:  # e.g. Ray cannot start on this machine: record it, go on
+                runs.append(
+                    {"executor": executor, "workers": workers, "episodes": len(eps), "error": exc.one_line()}
+                )
+                if log is not None:
+                    log(f"{executor} x{workers}: failed: {exc.one_line()}")
+                continue
             wall = time.perf_counter() - t0
         r = {
             "executor": executor,

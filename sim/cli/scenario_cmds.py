@@ -101,15 +101,20 @@ def run_cmd(
             from sim.errors import ScenarioError
 
             raise ScenarioError(f"expected local or ray, got {executor!r}", field="--executor")
+    from sim.scenario import expand_paths
+
+    with user_errors():
+        episodes = expand_paths(paths)  # invalid files fail here, before the progress bar
     with user_errors(), _progress() as prog:
-        task = prog.add_task("run", total=None, failed=0)
+        task = prog.add_task("run", total=len(episodes), failed=0)
 
         def cb(done: int, failed: int, total: int) -> None:
             prog.update(task, completed=done, total=total, failed=failed)
 
         s = run_batch(
-            paths,
+            None,
             out,
+            episodes=episodes,
             planner=planner,
             workers=workers,
             executor=executor,  # type: ignore[arg-type]
@@ -187,12 +192,15 @@ def bench_batch_cmd(
     for c in ("executor", "workers", "episodes/min", "wall s", "failed"):
         tab.add_column(c)
     for r in res["runs"]:
-        tab.add_row(
-            r["executor"],
-            str(r["workers"]),
-            f"{r['episodes_per_min']:.1f}",
-            f"{r['wall_s']:.1f}",
-            str(r["failed"]),
-        )
+        if "error" in r:
+            tab.add_row(r["executor"], str(r["workers"]), "–", "–", r["error"][:60])
+        else:
+            tab.add_row(
+                r["executor"],
+                str(r["workers"]),
+                f"{r['episodes_per_min']:.1f}",
+                f"{r['wall_s']:.1f}",
+                str(r["failed"]),
+            )
     console.print(tab)
     console.print(f"wrote {out}")
