@@ -60,6 +60,11 @@ __all__ = [
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
+
+def fclip(a, lo, hi):  # type: ignore[no-untyped-def]
+    """``np.clip`` without its dispatch overhead (same values for finite inputs)."""
+    return np.minimum(np.maximum(a, lo), hi)
+
 #: shared scripted-brake parameters (every behaviour accepts them)
 BRAKE_DEFAULTS: dict[str, float] = {
     "brake_at_s": math.inf,  # s after episode start at which the actor starts braking
@@ -178,7 +183,7 @@ def idm_accel(v: F64, v_lead: F64, gap: F64, p: Mapping[str, F64], v0: F64) -> F
     acc = a * (free - inter)
     # a desired speed of zero means "stop": no creeping forward
     acc = np.where(v0 <= 0.05, np.minimum(acc, -b * (v > 0.01)), acc)
-    return np.clip(acc, -p["decel_max"], a)
+    return fclip(acc, -p["decel_max"], a)
 
 
 # ====================================================================================== paths
@@ -280,7 +285,7 @@ class PathTable:
 
     def sample(self, path_id: I64, s: F64) -> tuple[F64, F64, F64]:
         """Position (x, y) and heading at arc length ``s`` on paths ``path_id`` (same shapes)."""
-        u = np.clip(s / self.ds, 0.0, self.num_vertices - 1.000001)
+        u = fclip(s / self.ds, 0.0, self.num_vertices - 1.000001)
         k = u.astype(np.int64)
         f = u - k
         p0 = self.xy[path_id, k]
@@ -293,7 +298,7 @@ class PathTable:
 
     def vertex(self, path_id: I64, s: F64) -> I64:
         """Index of the vertex at or before ``s``."""
-        return np.clip((s / self.ds).astype(np.int64), 0, self.num_vertices - 1)
+        return fclip((s / self.ds).astype(np.int64), 0, self.num_vertices - 1)
 
 
 def _route_points(lane_map: LaneMap, route: Sequence[str], blend: float = 25.0) -> tuple[F64, list[float], list[str]]:
@@ -378,7 +383,7 @@ def build_path_table(
         hv = np.concatenate([h[:1], 0.5 * (h[1:] + h[:-1]), h[-1:]])
         heading[q] = hv
         st = np.asarray(starts)
-        j = np.clip(np.searchsorted(st, grid, side="right") - 1, 0, len(st) - 1)
+        j = fclip(np.searchsorted(st, grid, side="right") - 1, 0, len(st) - 1)
         lane[q] = [lidx[names[k]] for k in j]
         lane_s[q] = grid - st[j]
         speed[q] = [lane_map.lanes[names[k]].speed_limit for k in j]
@@ -427,7 +432,7 @@ def project_on_paths(paths: PathTable, path_id: I64, s_guess: F64, x: F64, y: F6
     searched in a window of vertices around ``s_guess``."""
     k0 = paths.vertex(path_id, s_guess)
     offs = np.arange(-back, ahead + 1)
-    idx = np.clip(k0[..., None] + offs, 0, paths.num_vertices - 2)
+    idx = fclip(k0[..., None] + offs, 0, paths.num_vertices - 2)
     pid = path_id[..., None]
     vx = paths.xy[pid, idx]
     dx = x[..., None] - vx[..., 0]
@@ -498,12 +503,13 @@ def path_neighbours(
         G = np.broadcast_to(props[:, None], (B, M, N, 6))
     offs = (np.arange(-window, 1) if backward else np.arange(0, window + 1)) * stride
     k0 = (s / paths.ds).astype(np.int64)
-    idx = np.clip(k0[..., None] + offs, 0, paths.num_vertices - 1)  # (B, M, W)
+    idx = fclip(k0[..., None] + offs, 0, paths.num_vertices - 1)  # (B, M, W)
     pq = path_id[..., None]
     wv = paths.xy[pq, idx]  # (B, M, W, 2)
     gx, gy = G[..., 0], G[..., 1]
-    dd = (gx[..., None, :] - wv[..., 0, None]) ** 2 + (gy[..., None, :] - wv[..., 1, None]) ** 2  # (B, M, W, K)
-    j = np.argmin(dd, axis=-2)  # (B, M, K)
+    wx, wy = wv[..., 0][..., None, :], wv[..., 1][..., None, :]  # (B, M, 1, W)
+    ex, ey = gx[..., None] - wx, gy[..., None] - wy  # (B, M, K, W)
+    j = np.argmin(ex * ex + ey * ey, axis=-1)  # (B, M, K)
     W = idx.shape[-1]
     kv = _gather(idx.reshape(B * M, W), j.reshape(B * M, -1)).reshape(j.shape)
     h = paths.heading[pq, kv]
@@ -584,8 +590,28 @@ def conflict_stops(
     # order is total (no four-way deadlock); committed actors first; ties by slot (lower first)
     t_arr = np.where(committed.reshape(B, N, n_next).any(axis=-1), -1.0, np.maximum(first_s - s, 0.0) / np.maximum(v, 1.0))
     eta = np.repeat(t_arr + 1e-6 * np.arange(N)[None, :], n_next, axis=1)
-    # dense pairwise test: same conflict, different lanes, both relevant, the other one earlier
-    earlier = (cid[:, :, None] == cid[:, None, :]) & (cln[:, :, None] != cln[:, None, :]) & rel[:, None, :] & (eta[:, None, :] < eta[:, :, None])
-    must = earlier.any(axis=-1) & rel & np.repeat(can_yield, n_next, axis=1) & ~committed
+    # per (world, conflict): the earliest relevant arrival and the earliest on another lane than
+    # that one (sorting the relevant entries; a conflict joins exactly two lanes)
+    idx = np.flatnonzero(rel.ravel())
+    M = int(paths.conf_id.max()) + 1
+    g = (idx // (N * n_next)) * M + cid.ravel()[idx]
+    key = eta.ravel()[idx]
+    ln = cln.ravel()[idx]
+    order = np.lexsort((key, g))
+    gs, ks, ls = g[order], key[order], ln[order]
+    head = np.concatenate([[True], gs[1:] != gs[:-1]])
+    best_key = np.full(B * M, np.inf)
+    best_lane = np.full(B * M, -1, dtype=np.int64)
+    best_key[gs[head]] = ks[head]
+    best_lane[gs[head]] = ls[head]
+    m2 = ls != best_lane[gs]
+    g2, k2 = gs[m2], ks[m2]
+    head2 = np.concatenate([[True], g2[1:] != g2[:-1]]) if len(g2) else np.zeros(0, dtype=bool)
+    other_key = np.full(B * M, np.inf)
+    other_key[g2[head2]] = k2[head2]
+    comp = np.where(ln == best_lane[g], other_key[g], best_key[g])
+    earlier = np.zeros(B * N * n_next, dtype=bool)
+    earlier[idx] = comp < key
+    must = earlier.reshape(B, -1) & np.repeat(can_yield, n_next, axis=1) & ~committed
     stop_at = line
     return np.min(np.where(must, stop_at, np.inf).reshape(B, N, n_next), axis=-1)

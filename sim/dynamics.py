@@ -27,6 +27,11 @@ __all__ = ["BicycleLimits", "BicycleState", "KinematicBicycle"]
 F64 = NDArray[np.float64]
 
 
+def fclip(a, lo, hi):  # type: ignore[no-untyped-def]
+    """``np.clip`` without its dispatch overhead (same values for finite inputs)."""
+    return np.minimum(np.maximum(a, lo), hi)
+
+
 @dataclass(frozen=True)
 class BicycleLimits:
     """Actuation limits (SI units). Defaults suit a passenger car.
@@ -85,10 +90,10 @@ class KinematicBicycle:
         previous accel/steer under the jerk and steer-rate limits. Shape (..., 2)."""
         a = np.asarray(action, dtype=np.float64)
         lim = self.limits
-        acc = np.clip(a[..., 0], -lim.decel_max, lim.accel_max)
-        acc = np.clip(acc, state.accel - lim.jerk_max * dt, state.accel + lim.jerk_max * dt)
-        st = np.clip(a[..., 1], -lim.steer_max, lim.steer_max)
-        st = np.clip(st, state.steer - lim.steer_rate_max * dt, state.steer + lim.steer_rate_max * dt)
+        acc = fclip(a[..., 0], -lim.decel_max, lim.accel_max)
+        acc = fclip(acc, state.accel - lim.jerk_max * dt, state.accel + lim.jerk_max * dt)
+        st = fclip(a[..., 1], -lim.steer_max, lim.steer_max)
+        st = fclip(st, state.steer - lim.steer_rate_max * dt, state.steer + lim.steer_rate_max * dt)
         return np.stack([acc, st], axis=-1)
 
     def forward(self, state: BicycleState, action: ArrayLike, dt: float, *, clip: bool = True) -> BicycleState:
@@ -96,7 +101,7 @@ class KinematicBicycle:
         limits unless ``clip`` is False). Speed stays in [0, speed_max]; a stop ends the step at rest."""
         u = self.clip_action(state, action, dt) if clip else np.asarray(action, dtype=np.float64)
         acc, st = u[..., 0], u[..., 1]
-        v1 = np.clip(state.v + acc * dt, 0.0, self.limits.speed_max)
+        v1 = fclip(state.v + acc * dt, 0.0, self.limits.speed_max)
         vm = 0.5 * (state.v + v1)
         yaw1 = state.yaw + vm * np.tan(st) / self.wheelbase * dt
         hmid = 0.5 * (state.yaw + yaw1)

@@ -37,6 +37,7 @@ from sim.behavior import (
     _route_points,
     build_path_table,
     conflict_stops,
+    fclip,
     idm_accel,
     path_neighbours,
     project_on_paths,
@@ -128,7 +129,7 @@ class DrivableRaster:
         r = np.floor((np.asarray(y) - self.y0) / self.res).astype(np.int64)
         h, w = self.mask.shape
         inside = (c >= 0) & (c < w) & (r >= 0) & (r < h)
-        return inside & self.mask[np.clip(r, 0, h - 1), np.clip(c, 0, w - 1)]
+        return inside & self.mask[fclip(r, 0, h - 1), fclip(c, 0, w - 1)]
 
 
 # ==================================================================================== compiled
@@ -680,7 +681,7 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
         v1 = np.maximum(v + a_idm * dt, 0.0)
         ds_ = 0.5 * (v + v1) * dt
         s1 = s + ds_
-        rate = 3.5 / P["lane_change_time"][None, :] * dt * np.clip(v / 5.0, 0.0, 1.0)
+        rate = 3.5 / P["lane_change_time"][None, :] * dt * fclip(v / 5.0, 0.0, 1.0)
         d1 = np.where(lc_hold > 0, d, d - np.sign(d) * np.minimum(np.abs(d), rate))
         px, py, h = paths.sample(path_id, s1)
         nx_ = px - d1 * np.sin(h)
@@ -700,7 +701,7 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
     if is_cv.any():
         vt = np.where(np.isnan(P["speed"])[None, :], v, P["speed"][None, :])
         vt = np.where(braking, np.minimum(vt, P["brake_to_speed"][None, :]), vt)
-        a_cv = np.clip((vt - v) / dt, -P["brake_decel"][None, :], P["a_max"][None, :])
+        a_cv = fclip((vt - v) / dt, -P["brake_decel"][None, :], P["a_max"][None, :])
         v1 = np.maximum(v + a_cv * dt, 0.0)
         vm = 0.5 * (v + v1)
         x = np.where(is_cv, x + vm * np.cos(yaw) * dt, x)
@@ -794,53 +795,61 @@ def _mobil(
     """MOBIL lane-change decisions (vectorised over all rows; applied to the MOBIL rows due a check)."""
     P = c.params
     paths = c.paths
-    B, N = s.shape
+    B = s.shape[0]
     check_every = np.maximum(np.round(P["lc_check_s"] / c.dt_s), 1).astype(np.int64)
     due = is_path & c.changes_lanes[None, :] & (lc_timer <= 0) & (np.abs(d) < 0.05)
     due &= (k[:, None] % check_every[None, :]) == 0  # all MOBIL actors decide on the same steps
     if not due.any():
         return path_id, s, d, lc_timer
-    kv = paths.vertex(path_id, s)
-    lane = paths.lane[path_id, kv]
-    lane_s = paths.lane_s[path_id, kv]
-    L = np.repeat(c.length[None], B, axis=0)
-    W = np.repeat(c.width[None], B, axis=0)
-    pv = {n: P[n][None, :] for n in ("a_max", "b_comf", "s0", "T", "delta", "decel_max")}
-    lim_now = paths.speed_limit[path_id, kv]
-    v0 = np.where(np.isnan(P["v0"])[None, :], lim_now, P["v0"][None, :]) * state.v0_scale
+    # evaluate only the slots (columns) due a decision in some world
+    cols = np.flatnonzero(due.any(axis=0))
+    due_c = due[:, cols]
+    pid, sc, vc = path_id[:, cols], s[:, cols], v[:, cols]
+    alw = allowed[:, cols]
+    gap_c, vl_c, acur_c = gap[:, cols], v_lead[:, cols], a_cur[:, cols]
+    kv = paths.vertex(pid, sc)
+    lane = paths.lane[pid, kv]
+    lane_s = paths.lane_s[pid, kv]
+    L = np.repeat(c.length[cols][None], B, axis=0)
+    W = np.repeat(c.width[cols][None], B, axis=0)
+    Pc = {n: P[n][cols][None, :] for n in ("a_max", "b_comf", "s0", "T", "delta", "decel_max", "v0", "b_safe", "politeness", "threshold", "lc_cooldown")}
+    scale = state.v0_scale[:, cols]
+    lim_now = paths.speed_limit[pid, kv]
+    v0 = np.where(np.isnan(Pc["v0"]), lim_now, Pc["v0"]) * scale
     # old follower: behind me on my path
-    g_of, v_of, who_of = path_neighbours(paths, path_id, s, W, props, allowed, backward=True)
+    g_of, v_of, who_of = path_neighbours(paths, pid, sc, W, props, alw, backward=True)
     g_of = g_of - 0.5 * L
     has_of = who_of >= 0
     v_o = np.where(has_of, v_of, 0.0)
-    a_o = np.where(has_of, idm_accel(v_o, v, g_of, pv, v0), 0.0)
-    a_o_new = np.where(has_of, idm_accel(v_o, v_lead, g_of + L + gap, pv, v0), 0.0)
-    best_gain = np.full((B, N), -np.inf)
-    best_q = path_id.copy()
-    best_s = s.copy()
+    a_o = np.where(has_of, idm_accel(v_o, vc, g_of, Pc, v0), 0.0)
+    a_o_new = np.where(has_of, idm_accel(v_o, vl_c, g_of + L + gap_c, Pc, v0), 0.0)
+    m = len(cols)
+    best_gain = np.full((B, m), -np.inf)
+    best_q = pid.copy()
+    best_s = sc.copy()
     for side in (paths.left, paths.right):
         tgt = side[lane]
-        ok = due & (tgt >= 0) & (lane_s < paths.lane_length[lane] - 15.0)
+        ok = due_c & (tgt >= 0) & (lane_s < paths.lane_length[lane] - 15.0)
         if not ok.any():
             continue
         tl = np.maximum(tgt, 0)
         q = paths.lane_path[tl]
         ratio = paths.lane_length[tl] / np.maximum(paths.lane_length[lane], 1e-6)
         s_t = lane_s * ratio
-        g_nl, v_nl, _ = path_neighbours(paths, q, s_t, W, props, allowed)
+        g_nl, v_nl, _ = path_neighbours(paths, q, s_t, W, props, alw)
         g_nl = g_nl - 0.5 * L
-        g_nf, v_nf, who_nf = path_neighbours(paths, q, s_t, W, props, allowed, backward=True)
+        g_nf, v_nf, who_nf = path_neighbours(paths, q, s_t, W, props, alw, backward=True)
         g_nf = g_nf - 0.5 * L
         lim_t = paths.speed_limit[q, paths.vertex(q, s_t)]
-        v0_t = np.where(np.isnan(P["v0"])[None, :], lim_t, P["v0"][None, :]) * state.v0_scale
-        a_c_new = idm_accel(v, v_nl, g_nl, pv, v0_t)
+        v0_t = np.where(np.isnan(Pc["v0"]), lim_t, Pc["v0"]) * scale
+        a_c_new = idm_accel(vc, v_nl, g_nl, Pc, v0_t)
         has_nf = who_nf >= 0
         v_n = np.where(has_nf, v_nf, 0.0)
-        a_n = np.where(has_nf, idm_accel(v_n, v_nl, g_nf + L + g_nl, pv, v0_t), 0.0)
-        a_n_new = np.where(has_nf, idm_accel(v_n, v, g_nf, pv, v0_t), 0.0)
-        safe = (a_n_new >= -P["b_safe"][None, :]) & (a_c_new >= -P["b_safe"][None, :]) & (g_nf > 0.5) & (g_nl > 0.5)
-        gain = a_c_new - a_cur + P["politeness"][None, :] * ((a_n_new - a_n) + (a_o_new - a_o))
-        take = ok & safe & (gain > P["threshold"][None, :]) & (gain > best_gain)
+        a_n = np.where(has_nf, idm_accel(v_n, v_nl, g_nf + L + g_nl, Pc, v0_t), 0.0)
+        a_n_new = np.where(has_nf, idm_accel(v_n, vc, g_nf, Pc, v0_t), 0.0)
+        safe = (a_n_new >= -Pc["b_safe"]) & (a_c_new >= -Pc["b_safe"]) & (g_nf > 0.5) & (g_nl > 0.5)
+        gain = a_c_new - acur_c + Pc["politeness"] * ((a_n_new - a_n) + (a_o_new - a_o))
+        take = ok & safe & (gain > Pc["threshold"]) & (gain > best_gain)
         best_gain = np.where(take, gain, best_gain)
         best_q = np.where(take, q, best_q)
         best_s = np.where(take, s_t, best_s)
@@ -848,11 +857,12 @@ def _mobil(
     if not changed.any():
         return path_id, s, d, lc_timer
     # lateral offset of the current position from the new path
-    _, d_new = project_on_paths(paths, best_q, best_s, x, y)
-    path_id = np.where(changed, best_q, path_id)
-    s = np.where(changed, best_s, s)
-    d = np.where(changed, d_new, d)
-    lc_timer = np.where(changed, P["lc_cooldown"][None, :], lc_timer)
+    _, d_new = project_on_paths(paths, best_q, best_s, x[:, cols], y[:, cols])
+    path_id, s, d, lc_timer = path_id.copy(), s.copy(), d.copy(), lc_timer.copy()
+    path_id[:, cols] = np.where(changed, best_q, pid)
+    s[:, cols] = np.where(changed, best_s, sc)
+    d[:, cols] = np.where(changed, d_new, d[:, cols])
+    lc_timer[:, cols] = np.where(changed, Pc["lc_cooldown"], lc_timer[:, cols])
     return path_id, s, d, lc_timer
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from gymnasium import spaces
 from numpy.typing import NDArray
 
+from sim.behavior import fclip
 from sim.registry import Registry
 from sim.sensors import CameraSpec, LidarSpec, SensorRig
 
@@ -175,7 +176,7 @@ class StateObservation(ObservationKind):
         act = np.zeros((B, M, ACTOR_FEATURES))
         act[:, :m] = feats
         out[:, a0:] = act.reshape(B, -1)
-        return np.clip(out, -STATE_BOUND, STATE_BOUND).astype(np.float32)
+        return fclip(out, -STATE_BOUND, STATE_BOUND).astype(np.float32)
 
 
 def _route_raster(compiled: Compiled, res: float) -> tuple[NDArray[np.bool_], float, float]:
@@ -226,7 +227,7 @@ class BevObservation(ObservationKind):
         rr = np.floor((wy - self._ry0) / self._res).astype(np.int64)
         h, w = self._route.shape
         inside = (rc >= 0) & (rc < w) & (rr >= 0) & (rr < h)
-        out[..., 1] = (inside & self._route[np.clip(rr, 0, h - 1), np.clip(rc, 0, w - 1)]) * 255
+        out[..., 1] = (inside & self._route[fclip(rr, 0, h - 1), fclip(rc, 0, w - 1)]) * 255
         # actor boxes: pixel centres in each actor's frame
         px = wx[:, None, :] - state.x[:, :, None]
         py = wy[:, None, :] - state.y[:, :, None]
@@ -289,8 +290,8 @@ class LidarObservation(ObservationKind):
             if f.lidar is None or len(f.lidar.ray_index) == 0:
                 continue
             rng_ = np.linalg.norm(f.lidar.points.astype(np.float64), axis=1)
-            out[b, f.lidar.ray_index, 0] = np.clip(rng_, 0.0, li.max_range_m)
-            out[b, f.lidar.ray_index, 1] = np.clip(f.lidar.intensity, 0.0, 1.0)
+            out[b, f.lidar.ray_index, 0] = fclip(rng_, 0.0, li.max_range_m)
+            out[b, f.lidar.ray_index, 1] = fclip(f.lidar.intensity, 0.0, 1.0)
         return out.reshape(len(frames), li.beams, li.azimuth_steps, 2)
 
 
