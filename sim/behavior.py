@@ -492,7 +492,8 @@ def path_neighbours(
     ax, ay = props[..., 0], props[..., 1]
     d2 = (ax[:, None, :] - qx[..., None]) ** 2 + (ay[:, None, :] - qy[..., None]) ** 2
     d2 = np.where(allowed, d2, np.inf)
-    kk = min(k_nearest, N)
+    # small problems (a single world) skip the candidate preselection: fewer numpy calls
+    kk = N if B * M * N * (window + 1) <= 100_000 else min(k_nearest, N)
     if kk < N:
         cand = np.argpartition(d2, kk - 1, axis=-1)[..., :kk]  # (B, M, K)
         cd2 = _gather(d2.reshape(B * M, N), cand.reshape(B * M, kk)).reshape(B, M, kk)
@@ -500,16 +501,21 @@ def path_neighbours(
     else:
         cand = np.broadcast_to(np.arange(N), (B, M, N))
         cd2 = d2
-        G = np.broadcast_to(props[:, None], (B, M, N, 6))
+        G = props[:, None]  # (B, 1, N, 6), broadcast against the queries
     offs = (np.arange(-window, 1) if backward else np.arange(0, window + 1)) * stride
     k0 = (s / paths.ds).astype(np.int64)
     idx = fclip(k0[..., None] + offs, 0, paths.num_vertices - 1)  # (B, M, W)
     pq = path_id[..., None]
     wv = paths.xy[pq, idx]  # (B, M, W, 2)
     gx, gy = G[..., 0], G[..., 1]
-    wx, wy = wv[..., 0][..., None, :], wv[..., 1][..., None, :]  # (B, M, 1, W)
-    ex, ey = gx[..., None] - wx, gy[..., None] - wy  # (B, M, K, W)
-    j = np.argmin(ex * ex + ey * ey, axis=-1)  # (B, M, K)
+    # nearest window vertex per candidate (float32 is plenty for picking the vertex)
+    wx, wy = wv[..., 0].astype(np.float32)[..., None, :], wv[..., 1].astype(np.float32)[..., None, :]  # (B, M, 1, W)
+    ex = gx.astype(np.float32)[..., None] - wx  # (B, M, K, W)
+    ey = gy.astype(np.float32)[..., None] - wy
+    ex *= ex
+    ey *= ey
+    ex += ey
+    j = ex.argmin(axis=-1)  # (B, M, K)
     W = idx.shape[-1]
     kv = _gather(idx.reshape(B * M, W), j.reshape(B * M, -1)).reshape(j.shape)
     h = paths.heading[pq, kv]
