@@ -219,12 +219,18 @@ class SceneModel(nn.Module):
 
     Args:
         cfg: hyper-parameters and extent.
+        seed: seed of the weight initialisation.
         occupancy: (nx, ny, nz) bool occupancy of the static background (``cfg.occ_voxel_m`` cells
             from ``cfg.aabb_min``). Stored as a buffer (saved with the weights).
     """
 
-    def __init__(self, cfg: SceneConfig, occupancy: Tensor | None = None) -> None:
+    def __init__(self, cfg: SceneConfig, occupancy: Tensor | None = None, seed: int = 0) -> None:
         super().__init__()
+        with torch.random.fork_rng(devices=[]):  # deterministic initialisation, global RNG untouched
+            torch.manual_seed(seed)
+            self._build(cfg, occupancy)
+
+    def _build(self, cfg: SceneConfig, occupancy: Tensor | None) -> None:
         self.cfg = cfg
         if occupancy is None:
             occupancy = torch.zeros(cfg.occ_shape, dtype=torch.bool)

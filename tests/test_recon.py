@@ -1,0 +1,228 @@
+"""The neural scene reconstructor (sim.recon): nerfstudio integration, training, actor edits, bundles.
+
+Most tests share one scene trained for a few hundred iterations with the plain loop on the analytic
+toy log (:mod:`sim.recon.toyscene`: exact boxes, so edits can be checked against projected boxes).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sim.errors import BundleError
+from sim.log import read_log
+from sim.recon.bundle import load_bundle, save_bundle
+from sim.recon.data import ReconData
+from sim.recon.scene import SceneConfig, SceneModel
+from sim.recon.toyscene import write_toy_scene
+from sim.recon.train import BatchSpec, fit, psnr
+
+TRAIN_ITERS = 200
+CFG = SceneConfig(upsample=2, occ_voxel_m=0.3, hash_log2_size=15, hash_levels=6)
+SPEC = BatchSpec(patches=4, patch=8, lidar_rays=512, lidar_sweeps=4)
+
+
+@pytest.fixture(scope="module")
+def toy_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_toy_scene(tmp_path_factory.mktemp("recon") / "toy", frames=20)
+
+
+def _train_psnr(scene: SceneModel, data: ReconData) -> float:
+    vals = []
+    for f in data.train_frames[::3]:
+        r = scene.render_camera(data.c2w[f], data.K[f], data.width, data.height, data.actors_for_frames([f]))
+        vals.append(psnr(r["rgb"], data.image_float(f)))
+    return float(np.mean(vals))
+
+
+def _lidar_err(scene: SceneModel, data: ReconData) -> float:
+    errs = []
+    for j in data.train_sweeps[::4]:
+        assert data.lidar_dirs is not None and data.lidar_range is not None and data.s2w is not None
+        r = scene.render_lidar(data.s2w[j], data.lidar_dirs[j], data.actors_for_sweeps([j]))
+        hit = data.lidar_range[j] > 0
+        errs.append((r["range"][hit] - data.lidar_range[j][hit]).abs())
+    return float(torch.cat(errs).median())
+
+
+@pytest.fixture(scope="module")
+def trained(toy_log: Path) -> dict:
+    torch.set_num_threads(1)  # the suite shares 2 cores: one thread avoids OpenMP oversubscription
+    data = ReconData.from_log(read_log(toy_log), CFG)
+    scene = SceneModel(data.cfg, data.occupancy)
+    before = (_train_psnr(scene, data), _lidar_err(scene, data))
+    fit(scene, data, TRAIN_ITERS, SPEC, seed=0)
+    after = (_train_psnr(scene, data), _lidar_err(scene, data))
+    return {"data": data, "scene": scene, "before": before, "after": after}
+
+
+# ------------------------------------------------------------------------------------ nerfstudio
+def test_entry_points_resolve_to_nerfstudio_specs() -> None:
+    from nerfstudio.plugins.registry_dataparser import DataParserSpecification
+    from nerfstudio.plugins.types import MethodSpecification
+
+    from sim.recon.method import LoopdriveDataManagerConfig, LoopdriveReconModelConfig
+
+    methods = {ep.name: ep for ep in entry_points(group="nerfstudio.method_configs")}
+    for name in ("loopdrive-recon", "loopdrive-recon-quick"):
+        spec = methods[name].load()
+        assert isinstance(spec, MethodSpecification)
+        assert spec.config.method_name == name
+        assert isinstance(spec.config.pipeline.datamanager, LoopdriveDataManagerConfig)
+        assert isinstance(spec.config.pipeline.model, LoopdriveReconModelConfig)
+        assert spec.config.machine.device_type == "cpu"
+    parsers = {ep.name: ep for ep in entry_points(group="nerfstudio.dataparser_configs")}
+    assert isinstance(parsers["loopdrive-log"].load(), DataParserSpecification)
+
+
+def test_ns_train_runs_quick_method_through_nerfstudio_cli(toy_log: Path, tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "ns-train"
+    cmd = [str(exe), "loopdrive-recon-quick", "--data", str(toy_log), "--output-dir", str(tmp_path),
+           "--max-num-iterations", "4", "--viewer.quit-on-train-completion", "True", "--vis", "tensorboard",
+           "--logging.local-writer.enable", "False", "--pipeline.datamanager.patch", "6",
+           "--pipeline.datamanager.lidar-rays", "256", "--pipeline.model.num-threads", "1"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    ckpts = list(tmp_path.rglob("*.ckpt"))
+    assert len(ckpts) == 1
+    # ns-eval loads checkpoints with torch.load (weights_only on torch >= 2.6): no pickled objects
+    state = torch.load(ckpts[0], map_location="cpu", weights_only=True)
+    assert any(k.endswith("scene.bg_grid.table") for k in state["pipeline"])
+    assert (next(tmp_path.rglob("config.yml"))).is_file()
+
+
+# ------------------------------------------------------------------------------------ training
+def test_training_raises_psnr_and_lowers_lidar_error(trained: dict) -> None:
+    (p0, e0), (p1, e1) = trained["before"], trained["after"]
+    # bound: +5 dB on the training frames after 200 iterations (measured ~ +6.5 dB)
+    assert p1 > p0 + 5.0, (p0, p1)
+    # the median LiDAR range error at least halves
+    assert e1 < 0.5 * e0, (e0, e1)
+
+
+def _box_mask(data: ReconData, f: int, pose: np.ndarray, size: np.ndarray, margin_px: int) -> np.ndarray:
+    """Pixels of the projected 2D bounding rectangle of a box (x, y, z bottom, yaw), dilated."""
+    from sim.geometry import project_points
+
+    l_, w_, h_ = size
+    cx, cy, cz, yaw = pose
+    corners = np.array([[sx * l_ / 2, sy * w_ / 2, sz * h_] for sx in (-1, 1) for sy in (-1, 1) for sz in (0, 1)])
+    c, s = np.cos(yaw), np.sin(yaw)
+    world = np.stack([cx + c * corners[:, 0] - s * corners[:, 1], cy + s * corners[:, 0] + c * corners[:, 1], cz + corners[:, 2]], 1)
+    uv, z = project_points(world, data.c2w[f].double().numpy(), data.K[f].double().numpy())
+    mask = np.zeros((data.height, data.width), dtype=bool)
+    if np.all(z <= 0):
+        return mask
+    u0, v0 = np.floor(uv[z > 0].min(0)).astype(int) - margin_px
+    u1, v1 = np.ceil(uv[z > 0].max(0)).astype(int) + margin_px
+    mask[max(v0, 0) : max(v1, 0), max(u0, 0) : max(u1, 0)] = True
+    return mask
+
+
+def _render(scene: SceneModel, data: ReconData, f: int, pose: torch.Tensor, valid: torch.Tensor) -> np.ndarray:
+    from sim.recon.scene import ActorState
+
+    a = ActorState(torch.arange(pose.shape[0]), pose[None], data.actor_size, valid[None])
+    return scene.render_camera(data.c2w[f], data.K[f], data.width, data.height, a)["rgb"].numpy()
+
+
+# the CNN decoder (three 3x3 convolutions on the feature image) spreads a change by up to 3 feature
+# pixels = 3 * upsample output pixels; the projected boxes are dilated by that much
+MARGIN = 3 * CFG.upsample + 1
+
+
+def test_moving_an_actor_moves_its_pixels(trained: dict) -> None:
+    data, scene = trained["data"], trained["scene"]
+    f = data.train_frames[2]
+    a = data.actor_ids.index("car1")
+    pose, valid = data.cam_pose[f].clone(), data.cam_valid[f].clone()
+    before = _render(scene, data, f, pose, valid)
+    moved = pose.clone()
+    moved[a, 0] += 3.0
+    after = _render(scene, data, f, moved, valid)
+    diff = np.abs(after - before).sum(-1)
+    size = data.actor_size[a].numpy()
+    region = _box_mask(data, f, pose[a].numpy(), size, MARGIN) | _box_mask(data, f, moved[a].numpy(), size, MARGIN)
+    assert diff.sum() > 5.0  # the car is visible and its pixels changed
+    assert diff[region].sum() / diff.sum() > 0.95
+    # and nothing changes far from the boxes
+    assert diff[~region].max() < 0.05
+
+
+def test_removing_an_actor_changes_only_pixels_around_its_box(trained: dict) -> None:
+    data, scene = trained["data"], trained["scene"]
+    f = data.train_frames[1]
+    a = data.actor_ids.index("park1")
+    pose, valid = data.cam_pose[f].clone(), data.cam_valid[f].clone()
+    before = _render(scene, data, f, pose, valid)
+    gone = valid.clone()
+    gone[a] = False
+    after = _render(scene, data, f, pose, gone)
+    diff = np.abs(after - before).sum(-1)
+    region = _box_mask(data, f, pose[a].numpy(), data.actor_size[a].numpy(), MARGIN)
+    assert diff.sum() > 5.0
+    assert diff[region].sum() / diff.sum() > 0.95
+    assert diff[~region].max() < 0.05
+
+
+# ------------------------------------------------------------------------------------ bundles
+@pytest.fixture(scope="module")
+def bundle_dir(trained: dict, toy_log: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundle") / "toy"
+    data = trained["data"]
+    return save_bundle(out, trained["scene"], read_log(toy_log), data.actor_ids, camera="front", info={"eval_every": 10})
+
+
+def test_bundle_round_trip_renders_identically(trained: dict, bundle_dir: Path, toy_log: Path) -> None:
+    data, scene = trained["data"], trained["scene"]
+    b = load_bundle(bundle_dir)
+    assert [a.id for a in b.actors] == data.actor_ids
+    assert np.allclose(np.array(b.actors[0].latent), scene.actor_latent[0].detach().numpy(), atol=1e-6)
+    dl = read_log(toy_log)
+    fr = dl.frames[5]
+    rgb_b, depth_b = b.render_camera(fr.c2w, fr.K, fr.width, fr.height, b.actors_at(fr.t_us))
+    ref = scene.render_camera(torch.from_numpy(fr.c2w).float(), torch.from_numpy(fr.K).float(), fr.width, fr.height, data.actors_for_frames([5]))
+    assert np.array_equal(rgb_b, (ref["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy())
+    assert np.array_equal(depth_b, ref["depth"].numpy())
+    assert b.map == dl.map and [t.id for t in b.tracks] == [t.id for t in dl.tracks]
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_tampered_weights_give_bundle_error(bundle_dir: Path, tmp_path: Path) -> None:
+    bad = _copy(bundle_dir, tmp_path / "b")
+    w = bad / "weights.safetensors"
+    raw = bytearray(w.read_bytes())
+    raw[-100] ^= 0xFF
+    w.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="sha256") as ei:
+        load_bundle(bad)
+    assert "weights.safetensors" in str(ei.value)
+
+
+def test_mismatched_config_or_missing_file_gives_bundle_error(bundle_dir: Path, tmp_path: Path) -> None:
+    bad = _copy(bundle_dir, tmp_path / "b1")
+    doc = json.loads((bad / "bundle.json").read_text())
+    doc["scene_config"]["hash_levels"] += 1  # the weights no longer fit the model
+    (bad / "bundle.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match=r"bg_grid\.table"):
+        load_bundle(bad)
+    bad2 = _copy(bundle_dir, tmp_path / "b2")
+    (bad2 / "tracks.json").unlink()
+    with pytest.raises(BundleError, match=r"tracks\.json"):
+        load_bundle(bad2)
+    bad3 = _copy(bundle_dir, tmp_path / "b3")
+    (bad3 / "bundle.json").write_text("{not json")
+    with pytest.raises(BundleError, match=r"bundle\.json"):
+        load_bundle(bad3)
