@@ -343,6 +343,6 @@ def test_cli_synth_writes_a_valid_log(tmp_path):
     assert res.exit_code == 0, res.output
     dl = validate_log(out)
     assert dl.cameras == ["front", "left"] and len(dl.frames) == 6 and len(dl.sweeps) == 3
-    assert dl.frames[0].width == 96 and dl.meta["synth"] == {"preset": "tiny", "seed": 3, "frames": 3, "dt_s": 0.1}
+    assert dl.frames[0].width == 96 and dl.meta["synth"] == {"preset": "tiny", "seed": 3, "frames": 3, "dt_s": 0.1, "supersample": 3}
     assert "wrote" in res.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]  # no temporary folder left

@@ -111,6 +111,24 @@ def _configure_main_framebuffer_single_sample(self: Any) -> None:
     self._main_fb_dims = (w, h)
 
 
+def _merge_by_texture(parts: list[Any]) -> list[Any]:
+    """Concatenate parts that share a texture (materials only matter to the LiDAR)."""
+    from sim.synth.meshes import Part
+
+    groups: dict[str | None, list[Any]] = {}
+    for p in parts:
+        if len(p.faces):
+            groups.setdefault(p.texture, []).append(p)
+    out = []
+    for tkey, ps in groups.items():
+        offs = np.cumsum([0] + [len(p.vertices) for p in ps[:-1]])
+        uv = None if tkey is None else np.concatenate([p.uv for p in ps])
+        out.append(Part("mixed", np.concatenate([p.vertices for p in ps]),
+                        np.concatenate([p.faces + o for p, o in zip(ps, offs, strict=True)]),
+                        np.concatenate([p.normals for p in ps]), np.concatenate([p.colors for p in ps]), uv, tkey))
+    return out
+
+
 def make_intersector(mesh: trimesh.Trimesh, engine: str = "auto") -> Any:
     """A trimesh ray intersector for ``mesh``: ``embree`` (embreex), ``triangle`` (pure numpy) or
     ``auto`` (Embree when available)."""
@@ -165,12 +183,19 @@ class MeshRenderer(RenderBackend):
             ``synth: {preset, seed}``), from which the town is regenerated deterministically.
         lidar_engine: ``auto`` | ``embree`` | ``triangle`` (see :func:`make_intersector`).
         znear, zfar: camera clip planes, metres.
+        supersample: odd anti-aliasing factor ``s``: colour is the mean of ``s x s`` samples per
+            pixel, depth is the sample at the pixel centre (exact for the pinhole model). 1 is fastest.
     """
 
     name: ClassVar[str] = "mesh"
 
-    def __init__(self, scene: Any, *, lidar_engine: str = "auto", znear: float = 0.1, zfar: float = 1500.0) -> None:
+    def __init__(self, scene: Any, *, lidar_engine: str = "auto", znear: float = 0.1, zfar: float = 1500.0,
+                 supersample: int = 1) -> None:
         from sim.synth import SynthScene
+
+        if not (isinstance(supersample, int) and supersample >= 1 and supersample % 2 == 1):
+            raise ValueError(f"supersample must be an odd positive integer, got {supersample!r}")
+        self.supersample = supersample
 
         if not isinstance(scene, SynthScene):
             scene = self._scene_from_log(scene)
@@ -213,8 +238,16 @@ class MeshRenderer(RenderBackend):
 
     @classmethod
     def from_log(cls, log: Any, **options: Any) -> MeshRenderer:
-        """A renderer for the town of a synth drive log (folder or :class:`sim.log.DriveLog`)."""
-        return cls(cls._scene_from_log(log), **options)
+        """A renderer for the town of a synth drive log (folder or :class:`sim.log.DriveLog`),
+        with the log's anti-aliasing (``synth.supersample``) unless ``supersample`` is given, so
+        its renders match the log's images."""
+        from sim.log import DriveLog, read_log
+
+        dl = log if isinstance(log, DriveLog) else read_log(Path(log))
+        syn = dl.meta.get("synth")
+        if isinstance(syn, dict) and isinstance(syn.get("supersample"), int):
+            options.setdefault("supersample", syn["supersample"])
+        return cls(cls._scene_from_log(dl), **options)
 
     def _actor_model(self, actor_id: str, cls_name: str, size: tuple[float, float, float]) -> _ActorModel:
         key = (actor_id, cls_name, *(round(float(s), 3) for s in size))
@@ -235,8 +268,9 @@ class MeshRenderer(RenderBackend):
             return self._gl
         pr = _pyrender()
         gl = _ordered_scene_class()(bg_color=np.zeros(4), ambient_light=np.ones(3))
-        textures = {}
-        for p in self.town.parts:
+        textures: dict[str, Any] = {}
+        # one primitive per texture (pyrender's per-primitive Python overhead dominates otherwise)
+        for p in _merge_by_texture(self.town.parts):
             gl.add(pr.Mesh([self._primitive(p, textures)]))
         self._gl = gl
         self._gl_textures = textures
@@ -292,7 +326,7 @@ class MeshRenderer(RenderBackend):
             pose = vehicle_pose_se3(float(world.x[i]), float(world.y[i]), float(world.yaw[i]), float(world.z[i]))
             if m.gl_mesh is None:
                 cache: dict[str, Any] = {}
-                m.gl_mesh = pr.Mesh([self._primitive(p, cache) for p in m.parts])
+                m.gl_mesh = pr.Mesh([self._primitive(p, cache) for p in _merge_by_texture(m.parts)])
                 m.node = gl.add(m.gl_mesh, pose=pose)
             else:
                 gl.set_pose(m.node, pose)
@@ -339,21 +373,32 @@ class MeshRenderer(RenderBackend):
         self._pose_actors_gl(world)
         c2w = self.ego_pose(world) @ cam.vehicle_from_camera
         K = cam.K
-        camera = pr.IntrinsicsCamera(K[0, 0], K[1, 1], K[0, 2], K[1, 2], znear=self.znear, zfar=self.zfar)
+        ss = self.supersample
+        if ss == 1:
+            camera = pr.IntrinsicsCamera(K[0, 0], K[1, 1], K[0, 2], K[1, 2], znear=self.znear, zfar=self.zfar)
+        else:  # continuous pixel coordinates scale by ss; pixel centres of the output are hi-res centres
+            camera = pr.IntrinsicsCamera(K[0, 0] * ss, K[1, 1] * ss, K[0, 2] * ss, K[1, 2] * ss, znear=self.znear, zfar=self.zfar)
         if self._cam_node is not None:
             gl.remove_node(self._cam_node)
         self._cam_node = gl.add(camera, pose=c2w)
-        r = self._renderer(cam.width, cam.height)
+        h, w = cam.height, cam.width
+        r = self._renderer(w * ss, h * ss)
         flags = pr.RenderFlags.FLAT | pr.RenderFlags.SKIP_CULL_FACES
-        color, depth = r.render(gl, flags=flags)
-        rgb = np.asarray(color[..., :3], dtype=np.float32) / 255.0
-        depth = np.asarray(depth, dtype=np.float32).copy()
-        sky = depth <= 0
-        if sky.any():
+        color, depth_hi = r.render(gl, flags=flags)
+        rgb = np.asarray(color[..., :3], dtype=np.float32).reshape(h, ss, w, ss, 3) / 255.0
+        sky_hi = np.asarray(depth_hi).reshape(h, ss, w, ss) <= 0
+        c = ss // 2
+        depth = np.asarray(depth_hi, dtype=np.float32)[c::ss, c::ss].copy()
+        any_sky = sky_hi.any(axis=(1, 3))
+        if any_sky.any():
             r_cv = (c2w @ OPENCV_FROM_OPENGL)[:3, :3]
-            dirs = self._camera_dirs(cam)[sky] @ r_cv.T
-            rgb[sky] = self.sky_color(dirs)
-        depth[sky] = np.inf
+            sky_rgb = self.sky_color(self._camera_dirs(cam)[any_sky] @ r_cv.T)
+            # sub-pixels that see the sky take the sky colour of their output pixel (the sky is smooth)
+            full = np.zeros((h, w, 3), dtype=np.float32)
+            full[any_sky] = sky_rgb
+            rgb = np.where(sky_hi[..., None], full[:, None, :, None, :], rgb)
+        rgb = rgb.mean(axis=(1, 3))
+        depth[depth <= 0] = np.inf
         out = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
         return CameraImage(out, depth, c2w, K)
 

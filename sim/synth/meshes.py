@@ -358,7 +358,6 @@ def build_static_town(scene: SynthScene) -> StaticTown:
         "paint_white": tex.paint((256, 256), trng, (0.93, 0.93, 0.9)),
         "paint_yellow": tex.paint((256, 256), trng, (0.92, 0.72, 0.15)),
         "roof": tex.roof((256, 256), trng),
-        "bark": tex.bark((128, 64), trng),
     }
     parts: list[Part] = []
     road = net.road_area
@@ -451,23 +450,70 @@ def _markings(net: TownNetwork, uv_of: Any) -> list[Part]:
     return out
 
 
-def _building_part(fp: Polygon, height: float, floors: int, tex_key: str, z0: float) -> list[Part]:
-    c = np.asarray(fp.exterior.coords)[:-1]
-    if shapely.geometry.polygon.orient(fp, 1.0).exterior.coords[1] != fp.exterior.coords[1]:
-        c = c[::-1]
+FACADE_PX_PER_M = 16.0
+ATLAS_W = 4096
+GUTTER = 4
+
+
+def _wall_bays(fp: Polygon) -> tuple[F64, list[int]]:
+    """Footprint corners (counter-clockwise) and the number of window bays on each wall."""
+    c = np.asarray(shapely.geometry.polygon.orient(fp, 1.0).exterior.coords)[:-1]
+    bays = []
+    for i in range(len(c)):
+        ln = float(np.linalg.norm(c[(i + 1) % len(c)] - c[i]))
+        bays.append(max(1, round(ln / BAY_W)))
+    return c, bays
+
+
+def _building_parts(c: F64, bays: list[int], height: float, z0: float, rect: tuple[float, float, float, float]) -> list[Part]:
+    """Walls (textured from the atlas rectangle ``rect`` = (u0, v0, u1, v1) that holds this
+    building's facade strip: all walls side by side, ``bays`` bays each) and a flat roof."""
+    u0, v0, u1, v1 = rect
+    total = float(sum(bays))
     top = z0 + height
     walls = []
+    acc = 0.0
     for i in range(len(c)):
         a, b = c[i], c[(i + 1) % len(c)]
         d = b - a
         ln = float(np.linalg.norm(d))
         n = np.array([d[1], -d[0], 0.0]) / ln
-        u1 = ln / (BAY_W * 4)
+        ua = u0 + (u1 - u0) * acc / total
+        acc += bays[i]
+        ub = u0 + (u1 - u0) * acc / total
         v = np.array([[a[0], a[1], z0], [b[0], b[1], z0], [b[0], b[1], top], [a[0], a[1], top]])
-        uv = np.array([[0.0, 1.0], [u1, 1.0], [u1, 0.0], [0.0, 0.0]])
-        walls.append(_quad_part(v, n, "wall", (1, 1, 1), uv, tex_key))
-    roof = flat_part(fp, top, "roof", "roof", lambda xy: xy / 8.0)
+        uv = np.array([[ua, v1], [ub, v1], [ub, v0], [ua, v0]])
+        walls.append(_quad_part(v, n, "wall", (1, 1, 1), uv, "facades"))
+    roof = flat_part(Polygon(c), top, "roof", "roof", lambda xy: xy / 8.0)
     return [*walls, roof]
+
+
+def _pack_atlas(images: list[NDArray[np.uint8]]) -> tuple[NDArray[np.uint8], list[tuple[float, float, float, float]]]:
+    """Shelf-pack images into one atlas (rows top to bottom) with edge-padded gutters; returns the
+    atlas and each image's (u0, v0, u1, v1) in the ``v = row / H`` convention."""
+    order = sorted(range(len(images)), key=lambda i: -images[i].shape[0])
+    pos: dict[int, tuple[int, int]] = {}
+    x = y = shelf_h = 0
+    for i in order:
+        h, w = images[i].shape[:2]
+        w2, h2 = min(w, ATLAS_W - 2 * GUTTER) + 2 * GUTTER, h + 2 * GUTTER
+        if x + w2 > ATLAS_W:
+            x, y, shelf_h = 0, y + shelf_h, 0
+        pos[i] = (x, y)
+        x += w2
+        shelf_h = max(shelf_h, h2)
+    height = max(8, y + shelf_h)
+    height += (-height) % 4
+    atlas = np.zeros((height, ATLAS_W, 3), dtype=np.uint8)
+    rects = []
+    for i, img in enumerate(images):
+        img = img[:, : ATLAS_W - 2 * GUTTER]
+        h, w = img.shape[:2]
+        px, py = pos[i]
+        atlas[py:py + h + 2 * GUTTER, px:px + w + 2 * GUTTER] = np.pad(img, ((GUTTER, GUTTER), (GUTTER, GUTTER), (0, 0)), mode="edge")
+        x0, y0 = px + GUTTER, py + GUTTER
+        rects.append((x0 / ATLAS_W, y0 / height, (x0 + w) / ATLAS_W, (y0 + h) / height))
+    return atlas, rects
 
 
 def _buildings(scene: SynthScene, net: TownNetwork, rng: np.random.Generator, trng: np.random.Generator,
@@ -475,8 +521,8 @@ def _buildings(scene: SynthScene, net: TownNetwork, rng: np.random.Generator, tr
     town = scene.town
     keep_out = net.road_area.buffer(SIDEWALK_W + 1.2)
     area = net.town_area.buffer(-2.0)
-    parts: list[Part] = []
-    k = 0
+    specs: list[tuple[F64, list[int], int]] = []
+    images: list[NDArray[np.uint8]] = []
     for r in net.roads:
         u, n = r.u, r.n
         a = np.asarray(r.a)
@@ -501,10 +547,16 @@ def _buildings(scene: SynthScene, net: TownNetwork, rng: np.random.Generator, tr
                 if not area.contains(fp) or fp.intersects(keep_out) or any(fp.distance(o) < 1.5 for o in occupied):
                     continue
                 occupied.append(fp)
-                key = f"facade_{k}"
-                k += 1
-                textures[key] = tex.facade(trng, bays=4, floors=floors)
-                parts.extend(_building_part(fp, floors * FLOOR_H, floors, key, KERB_H - 0.02))
+                c, bays = _wall_bays(fp)
+                specs.append((c, bays, floors))
+                images.append(tex.facade(trng, bays=sum(bays), floors=floors, px_per_m=FACADE_PX_PER_M))
+    if not specs:
+        return []
+    atlas, rects = _pack_atlas(images)
+    textures["facades"] = atlas
+    parts: list[Part] = []
+    for (c, bays, floors), rect in zip(specs, rects, strict=True):
+        parts.extend(_building_parts(c, bays, floors * FLOOR_H, KERB_H - 0.02, rect))
     return parts
 
 

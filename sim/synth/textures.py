@@ -54,6 +54,11 @@ def _resize(a: F32, shape: tuple[int, int]) -> F32:
     return np.asarray(im.resize((shape[1], shape[0]), Image.BILINEAR), dtype=np.float32)
 
 
+def _grain(rng: np.random.Generator, shape: tuple[int, int]) -> F32:
+    """Per-pixel standard-normal grain (float32)."""
+    return rng.standard_normal(size=shape, dtype=np.float32)
+
+
 def _to_u8(a: NDArray[np.floating]) -> U8:
     return np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
 
@@ -64,22 +69,23 @@ def asphalt(shape: tuple[int, int], rng: np.random.Generator, m_per_px: float) -
     extent = max(h, w) * m_per_px
     low = fbm(shape, rng, base_cells=max(2, int(extent / 25)), octaves=4)
     mid = fbm(shape, rng, base_cells=max(4, int(extent / 3)), octaves=3)
-    grain = rng.normal(0.0, 1.0, size=shape).astype(np.float32)
+    grain = _grain(rng, shape)
     v = 0.30 + 0.035 * low + 0.03 * mid + 0.035 * grain
     # tar patches (darker) where a slow noise is high
     patch = fbm(shape, rng, base_cells=max(3, int(extent / 12)), octaves=3)
     v = np.where(patch > 0.33, v * 0.78, v)
-    # cracks: random walks
+    # cracks: random walks of 1.2 px steps (vectorised over cracks and steps)
     n_cracks = int(extent * extent / 400) + 4
-    for _ in range(n_cracks):
-        y, x = rng.uniform(0, h), rng.uniform(0, w)
-        ang = rng.uniform(0, 2 * np.pi)
-        for _s in range(int(rng.uniform(20, 120))):
-            ang += rng.normal(0, 0.35)
-            x += np.cos(ang) * 1.2
-            y += np.sin(ang) * 1.2
-            xi, yi = int(x) % w, int(y) % h
-            v[yi, xi] *= 0.55
+    steps = 120
+    length = rng.integers(20, steps, size=n_cracks)
+    ang = rng.uniform(0, 2 * np.pi, size=(n_cracks, 1)) + np.cumsum(rng.normal(0, 0.35, size=(n_cracks, steps)), axis=1)
+    x = rng.uniform(0, w, size=(n_cracks, 1)) + np.cumsum(np.cos(ang) * 1.2, axis=1)
+    y = rng.uniform(0, h, size=(n_cracks, 1)) + np.cumsum(np.sin(ang) * 1.2, axis=1)
+    keep = np.arange(steps)[None, :] < length[:, None]
+    xi, yi = x[keep].astype(np.int64) % w, y[keep].astype(np.int64) % h
+    crack = np.ones(shape, dtype=np.float32)
+    crack[yi, xi] = 0.55
+    v = v * crack
     tint = np.array([1.0, 1.0, 1.04], dtype=np.float32)
     return _to_u8(v[..., None] * tint)
 
@@ -87,14 +93,16 @@ def asphalt(shape: tuple[int, int], rng: np.random.Generator, m_per_px: float) -
 def concrete_tiles(shape: tuple[int, int], rng: np.random.Generator, m_per_px: float, tile_m: float = 1.5) -> U8:
     """Light concrete sidewalk slabs with joints every ``tile_m`` metres (world-aligned)."""
     h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) * m_per_px
+    yy = (np.arange(h, dtype=np.float32) + 0.5) * m_per_px
+    xx = (np.arange(w, dtype=np.float32) + 0.5) * m_per_px
     ti, tj = np.floor(yy / tile_m).astype(np.int64), np.floor(xx / tile_m).astype(np.int64)
-    nt_i, nt_j = int(ti.max()) + 1, int(tj.max()) + 1
-    tile_val = rng.normal(0.0, 0.03, size=(nt_i, nt_j)).astype(np.float32)
-    v = 0.62 + tile_val[ti, tj] + 0.03 * fbm(shape, rng, base_cells=max(4, int(max(h, w) * m_per_px / 6)), octaves=4)
-    v += 0.025 * rng.normal(0.0, 1.0, size=shape).astype(np.float32)
-    joint = (np.minimum(yy % tile_m, tile_m - yy % tile_m) < 0.025) | (np.minimum(xx % tile_m, tile_m - xx % tile_m) < 0.025)
-    v = np.where(joint, v * 0.72, v)
+    tile_val = rng.normal(0.0, 0.03, size=(int(ti[-1]) + 1, int(tj[-1]) + 1)).astype(np.float32)
+    v = 0.62 + tile_val[ti[:, None], tj[None, :]] + 0.03 * fbm(shape, rng, base_cells=max(4, int(max(h, w) * m_per_px / 6)), octaves=4)
+    v += 0.025 * _grain(rng, shape)
+    jw = max(0.025, 0.5 * m_per_px)
+    jy = np.minimum(yy % tile_m, tile_m - yy % tile_m) < jw
+    jx = np.minimum(xx % tile_m, tile_m - xx % tile_m) < jw
+    v = np.where(jy[:, None] | jx[None, :], v * 0.72, v)
     tint = np.array([1.0, 0.985, 0.95], dtype=np.float32)
     return _to_u8(v[..., None] * tint)
 
@@ -104,7 +112,7 @@ def grass(shape: tuple[int, int], rng: np.random.Generator, m_per_px: float) -> 
     extent = max(shape) * m_per_px
     low = fbm(shape, rng, base_cells=max(2, int(extent / 20)), octaves=4)
     mid = fbm(shape, rng, base_cells=max(4, int(extent / 2)), octaves=3)
-    grain = rng.normal(0.0, 1.0, size=shape).astype(np.float32)
+    grain = _grain(rng, shape)
     g = 0.42 + 0.06 * low + 0.05 * mid + 0.05 * grain
     dry = np.clip((fbm(shape, rng, base_cells=max(3, int(extent / 15)), octaves=3) - 0.2) * 3.0, 0.0, 1.0)
     r = 0.22 + 0.05 * low + 0.25 * dry + 0.03 * grain
@@ -115,7 +123,7 @@ def grass(shape: tuple[int, int], rng: np.random.Generator, m_per_px: float) -> 
 def paint(shape: tuple[int, int], rng: np.random.Generator, color: tuple[float, float, float]) -> U8:
     """Road paint of ``color`` (RGB 0..1) with wear (asphalt showing through) and grain."""
     wear = fbm(shape, rng, base_cells=8, octaves=4)
-    grain = rng.normal(0.0, 1.0, size=shape).astype(np.float32)
+    grain = _grain(rng, shape)
     a = np.clip(0.92 - np.clip(wear - 0.25, 0.0, 1.0) * 1.6 + 0.03 * grain, 0.3, 1.0)
     c = np.asarray(color, dtype=np.float32)
     bg = np.float32(0.3)
@@ -124,7 +132,7 @@ def paint(shape: tuple[int, int], rng: np.random.Generator, color: tuple[float, 
 
 def roof(shape: tuple[int, int], rng: np.random.Generator) -> U8:
     """Flat gravel/bitumen roof."""
-    v = 0.42 + 0.05 * fbm(shape, rng, base_cells=6, octaves=4) + 0.05 * rng.normal(0.0, 1.0, size=shape).astype(np.float32)
+    v = 0.42 + 0.05 * fbm(shape, rng, base_cells=6, octaves=4) + 0.05 * _grain(rng, shape)
     return _to_u8(v[..., None] * np.array([1.0, 0.98, 0.95], dtype=np.float32))
 
 
@@ -132,7 +140,7 @@ def bark(shape: tuple[int, int], rng: np.random.Generator) -> U8:
     """Tree bark: brown with vertical streaks."""
     h, w = shape
     streak = _resize(rng.uniform(-1, 1, size=(4, w // 2 + 2)).astype(np.float32), (h, w))
-    v = 0.30 + 0.08 * streak + 0.04 * rng.normal(0, 1, size=shape).astype(np.float32)
+    v = 0.30 + 0.08 * streak + 0.04 * _grain(rng, shape)
     return _to_u8(v[..., None] * np.array([1.0, 0.78, 0.55], dtype=np.float32))
 
 

@@ -42,13 +42,14 @@ def check_out_dir(out: str | os.PathLike[str], overwrite: bool) -> Path:
     return out
 
 
-def synth_meta(scene: SynthScene, rig: SensorRig, name: str) -> dict[str, Any]:
+def synth_meta(scene: SynthScene, rig: SensorRig, name: str, supersample: int = 1) -> dict[str, Any]:
     """The ``meta.json`` content of a synth log (no timestamps: the log is reproducible)."""
     hz = 1.0 / scene.dt_s
     return {
         "name": name,
         "source": "synth",
-        "synth": {"preset": scene.preset, "seed": scene.seed, "frames": scene.frames, "dt_s": scene.dt_s},
+        "synth": {"preset": scene.preset, "seed": scene.seed, "frames": scene.frames, "dt_s": scene.dt_s,
+                  "supersample": supersample},
         "rates": {"camera_hz": hz, "lidar_hz": hz},
         "rig": rig.to_meta(),
         "ego": {"size": list(EGO_SIZE)},
@@ -66,6 +67,7 @@ def write_synth_log(
     progress: Callable[[int, int], None] | None = None,
     name: str | None = None,
     renderer: Any = None,
+    supersample: int = 3,
 ) -> Path:
     """Render every frame of a synthetic drive and write a drive log to ``out`` atomically.
 
@@ -79,6 +81,8 @@ def write_synth_log(
         progress: called as ``progress(done, total)`` after each rendered frame.
         name: the log's name in ``meta.json`` (default: the folder name).
         renderer: an existing :class:`sim.render.mesh.MeshRenderer` of the same town (optional).
+        supersample: camera anti-aliasing (odd; 3 = mean of 3x3 samples per pixel, depth at the
+            pixel centre); recorded in ``meta.json`` so :meth:`MeshRenderer.from_log` matches it.
 
     Returns:
         The log folder. Same scene + rig -> byte-identical files.
@@ -93,8 +97,8 @@ def write_synth_log(
     if renderer is None:
         from sim.render.mesh import MeshRenderer
 
-        renderer = MeshRenderer(scene)
-    meta = synth_meta(scene, rig, name or out_p.name)
+        renderer = MeshRenderer(scene, supersample=supersample)
+    meta = synth_meta(scene, rig, name or out_p.name, getattr(renderer, "supersample", supersample))
     n = scene.frames
     with LogWriter(out_p, meta, overwrite=overwrite) as w:
         for i, t in enumerate(scene.t_us):
