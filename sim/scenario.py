@@ -305,7 +305,9 @@ def _tag_of(node: Any) -> str | None:
 
 
 #: the YAML core-schema tags a scenario may use (anything else, e.g. ``!!python/...``, is refused)
-_PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("map", "seq", "str", "int", "float", "bool", "null"))
+_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{t}" for t in ("map", "seq", "str", "int", "float", "bool", "null")
+)
 
 
 def _to_plain(
@@ -549,10 +551,8 @@ def _describe(err: Mapping[str, Any], loc: Sequence[str | int]) -> str:
         return "expected " + msg.removeprefix("Value error, ")
     if msg.startswith("Input should be "):
         return f"expected {msg.removeprefix('Input should be ')}, got {got()}"
-    if msg.startswith("List should have at least"):
-        return (
-            "expected " + msg.removeprefix("List should have ").replace("after validation, not", "got") + ""
-        )
+    if typ == "too_short":
+        return f"expected at least {ctx.get('min_length', 1)} item(s), got {ctx.get('actual_length', 0)}"
     return f"{msg[0].lower() + msg[1:]} (got {got()})" if msg else f"invalid value {got()}"
 
 

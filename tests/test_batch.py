@@ -180,7 +180,7 @@ def test_local_pool_and_ray_give_the_same_rows(tmp_path: Path) -> None:
 
 
 def test_every_library_scenario_runs(tmp_path: Path) -> None:
-    eps = bench_episodes(LIBRARY, horizon_s=1.0)
+    eps = bench_episodes(LIBRARY, horizon_s=1.0, one_per_file=True)
     assert len(eps) >= 15
     s = run_batch(episodes=eps, out=tmp_path / "lib")
     df = load_results(tmp_path / "lib")

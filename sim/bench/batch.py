@@ -1,9 +1,10 @@
 """``loopdrive bench batch``: batch-run throughput (episodes per minute) on the scenario library,
 with 1 and 2 workers, on the local process pool and on a local Ray instance.
 
-Every configuration runs the same episodes (the library's first seed and first sweep point of
-each file, cut to ``horizon_s``) into a fresh temporary folder; the figure is episodes / wall
-minute including worker start-up, as a user would see it.
+Every configuration runs the same episodes (every seed and sweep point of the library, at the
+files' horizons unless ``horizon_s`` cuts them) into a fresh temporary folder; the figure is
+episodes / wall minute including worker start-up, as a user would see it. The machine's load
+average is recorded with the figures: on a shared machine they depend on it.
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ from sim.scenario import Episode, expand_paths
 __all__ = ["bench_episodes", "run_bench"]
 
 
-def bench_episodes(scenarios: str | os.PathLike[str], horizon_s: float) -> list[Episode]:
-    """One episode per scenario file (first seed, first sweep point), cut to ``horizon_s``."""
+def bench_episodes(
+    scenarios: str | os.PathLike[str], horizon_s: float | None = None, *, one_per_file: bool = False
+) -> list[Episode]:
+    """The library's episodes (every seed and sweep point, or the first of each file), optionally
+    cut to ``horizon_s``."""
     seen: set[str] = set()
     out = []
     for ep in expand_paths([scenarios]):
-        if ep.scenario in seen:
+        if one_per_file and ep.scenario in seen:
             continue
         seen.add(ep.scenario)
-        out.append(ep.with_horizon(horizon_s))
+        out.append(ep.with_horizon(horizon_s) if horizon_s else ep)
     return out
 
 
@@ -40,13 +44,14 @@ def run_bench(
     scenarios: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    horizon_s: float = 4.0,
+    horizon_s: float | None = None,
     planner: str | None = None,
     configs: tuple[tuple[str, int], ...] = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2)),
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and write the JSON result to ``out`` (atomically); returns it."""
     eps = bench_episodes(scenarios, horizon_s)
+    load0 = os.getloadavg()[0]
     if not eps:
         raise ScenarioError("expected scenario files, found none", file=str(scenarios))
     runs = []
@@ -91,6 +96,8 @@ def run_bench(
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "load_avg_1m_at_start": round(load0, 2),
+            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
         },
         "runs": runs,
     }

@@ -178,7 +178,9 @@ def compare_cmd(
 def bench_batch_cmd(
     scenarios: Path = typer.Option(Path("scenarios"), "--scenarios", help="Scenario library folder."),
     out: Path = typer.Option(Path("benchmarks/results/batch.json"), "--out", "-o", help="JSON result file."),
-    horizon_s: float = typer.Option(4.0, "--horizon", help="Episode length for the benchmark, s."),
+    horizon_s: float | None = typer.Option(
+        None, "--horizon", help="Cut episodes to this length, s (default: the files')."
+    ),
     planner: str | None = typer.Option(None, "--planner", help="Planner (default: each scenario's)."),
 ) -> None:
     """Episodes per minute with 1 and 2 workers, local and Ray, on the scenario library."""
@@ -188,7 +190,9 @@ def bench_batch_cmd(
         res = run_bench(
             scenarios, out, horizon_s=horizon_s, planner=planner, log=lambda s: err_console.print(s)
         )
-    tab = Table(title=f"batch throughput ({res['episodes']} episodes, horizon {res['horizon_s']} s)")
+    tab = Table(
+        title=f"batch throughput ({res['episodes']} episodes, horizon {res['horizon_s'] or 'per file'} s)"
+    )
     for c in ("executor", "workers", "episodes/min", "wall s", "failed"):
         tab.add_column(c)
     for r in res["runs"]:
