@@ -5,7 +5,8 @@ Both simulators step 20 vehicles besides the ego at a 0.1 s simulation step with
 of the figure, as in an RL loop). Figures:
 
 * loopdrive single env (``gymnasium.make``, ``state`` observation): env steps per wall second and
-  simulated seconds per wall second;
+  simulated seconds per wall second (the figures are medians of interleaved slices, see
+  :func:`run_bench`: the machine may be shared);
 * loopdrive batched (``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``) at
   B = 1, 16, 64, 256: world steps per wall second (B x vector steps) and simulated seconds per wall
   second;
@@ -34,7 +35,7 @@ import numpy as np
 
 from sim.spec import BehaviorSpec, InsertOp, ScenarioSpec, SpawnSpec
 
-__all__ = ["bench_scenario", "measure_highway_env", "measure_loopdrive", "measure_loopdrive_batched", "run_bench"]
+__all__ = ["bench_scenario", "run_bench"]
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,28 @@ def bench_scenario(n_vehicles: int = N_VEHICLES, horizon_s: float = 40.0) -> tup
     return spec, scene
 
 
-def measure_loopdrive(seconds: float = 5.0) -> dict[str, Any]:
-    """Single env steps per wall second (``state`` observation, normalized control action)."""
+class _Runner:
+    """One system under test: ``run(seconds)`` steps it for about that long and returns
+    (simulated seconds, wall seconds)."""
+
+    def __init__(self, name: str, step: Callable[[], float]) -> None:
+        self.name = name
+        self._step = step
+        self.rates: list[float] = []  # simulated s per wall s of each slice
+
+    def run(self, seconds: float) -> None:
+        sim_s = 0.0
+        t0 = time.perf_counter()
+        while True:
+            for _ in range(5):
+                sim_s += self._step()
+            wall = time.perf_counter() - t0
+            if wall >= seconds:
+                break
+        self.rates.append(sim_s / wall)
+
+
+def _loopdrive_single() -> tuple[Any, Callable[[], float]]:
     import gymnasium as gym
 
     import sim  # noqa: F401 - registers the env
@@ -75,26 +96,17 @@ def measure_loopdrive(seconds: float = 5.0) -> dict[str, Any]:
     env = gym.make("loopdrive/ClosedLoop-v0", scenario=spec, scene=scene)
     env.reset(seed=0)
     a = np.zeros(2, dtype=np.float32)
-    for _ in range(20):  # warm-up
+
+    def step() -> float:
         _, _, te, tr, _ = env.step(a)
         if te or tr:
             env.reset()
-    n = resets = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        for _ in range(50):
-            _, _, te, tr, _ = env.step(a)
-            n += 1
-            if te or tr:
-                env.reset()
-                resets += 1
-    wall = time.perf_counter() - t0
-    env.close()
-    return {"steps": n, "resets": resets, "wall_s": round(wall, 3), "steps_per_s": n / wall, "sim_s_per_wall_s": n * DT_S / wall}
+        return DT_S
+
+    return env, step
 
 
-def measure_loopdrive_batched(num_envs: int, seconds: float = 5.0) -> dict[str, Any]:
-    """World steps per wall second of the vector env with ``num_envs`` worlds."""
+def _loopdrive_vector(num_envs: int) -> tuple[Any, Callable[[], float]]:
     import gymnasium as gym
 
     import sim  # noqa: F401
@@ -103,26 +115,18 @@ def measure_loopdrive_batched(num_envs: int, seconds: float = 5.0) -> dict[str, 
     venv = gym.make_vec("loopdrive/ClosedLoop-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", scenario=spec, scene=scene)
     venv.reset(seed=0)
     a = np.zeros((num_envs, 2), dtype=np.float32)
-    for _ in range(3):
-        venv.step(a)
-    n = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        venv.step(a)
-        n += 1
-    wall = time.perf_counter() - t0
-    venv.close()
-    ws = n * num_envs / wall
-    return {"num_envs": num_envs, "vector_steps": n, "wall_s": round(wall, 3), "world_steps_per_s": ws, "sim_s_per_wall_s": ws * DT_S}
+
+    def step() -> float:
+        venv.step(a)  # finished worlds reset themselves on the next step
+        return DT_S * num_envs
+
+    return venv, step
 
 
-def measure_highway_env(seconds: float = 5.0) -> dict[str, Any]:
-    """highway-env ``highway-v0`` steps per wall second, or ``{"available": False}``."""
-    try:
-        import gymnasium as gym
-        import highway_env  # noqa: F401
-    except Exception as exc:  # not installed (optional ``bench`` extra) or broken
-        return {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
+def _highway_env() -> tuple[Any, Callable[[], float], str]:
+    import gymnasium as gym
+    import highway_env
+
     cfg = {
         "observation": {"type": "Kinematics"},
         "simulation_frequency": 10,
@@ -133,28 +137,14 @@ def measure_highway_env(seconds: float = 5.0) -> dict[str, Any]:
     }
     env = gym.make("highway-v0", config=cfg)
     env.reset(seed=0)
-    idle = 1  # DiscreteMetaAction IDLE
-    n = resets = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        _, _, te, tr, _ = env.step(idle)
-        n += 1
+
+    def step() -> float:
+        _, _, te, tr, _ = env.step(1)  # DiscreteMetaAction IDLE
         if te or tr:
             env.reset()
-            resets += 1
-    wall = time.perf_counter() - t0
-    env.close()
-    import highway_env as he
+        return DT_S
 
-    return {
-        "available": True,
-        "version": getattr(he, "__version__", "unknown"),
-        "steps": n,
-        "resets": resets,
-        "wall_s": round(wall, 3),
-        "steps_per_s": n / wall,
-        "sim_s_per_wall_s": n * DT_S / wall,
-    }
+    return env, step, str(getattr(highway_env, "__version__", "unknown"))
 
 
 def run_bench(
@@ -162,33 +152,76 @@ def run_bench(
     *,
     seconds: float = 5.0,
     batch_sizes: tuple[int, ...] = (1, 16, 64, 256),
+    rounds: int = 5,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Measure everything in one run and write the JSON (atomically) to ``out``; returns it."""
+    """Measure every system in one run and write the JSON (atomically) to ``out``; returns it.
+
+    The machine may be shared, so the systems are measured **interleaved**: ``rounds`` rounds, each
+    giving every system a slice of ``seconds / rounds`` wall seconds in turn; the figure of a
+    system is the median of its slices (the best slice is reported too). Ratios use medians.
+    """
 
     def say(msg: str) -> None:
         if progress is not None:
             progress(msg)
 
-    say("highway-env highway-v0")
-    hw = measure_highway_env(seconds)
-    say("loopdrive single env")
-    single = measure_loopdrive(seconds)
+    runners: list[_Runner] = []
+    closers: list[Any] = []
+    hw: dict[str, Any]
+    say("setting up highway-env")
+    try:
+        env, st, ver = _highway_env()
+        runners.append(_Runner("highway_env", st))
+        closers.append(env)
+        hw = {"available": True, "version": ver, "env": "highway-v0", "observation": "Kinematics", "simulation_frequency": 10, "policy_frequency": 10, "vehicles_count": N_VEHICLES}
+    except Exception as exc:  # not installed (optional ``bench`` extra) or broken
+        hw = {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
+    say("setting up loopdrive")
+    env, st = _loopdrive_single()
+    runners.append(_Runner("loopdrive_single", st))
+    closers.append(env)
+    for b in batch_sizes:
+        venv, st = _loopdrive_vector(b)
+        runners.append(_Runner(f"loopdrive_B{b}", st))
+        closers.append(venv)
+    for r in runners:  # warm-up
+        r.run(0.2)
+        r.rates.clear()
+    slice_s = seconds / max(1, rounds)
+    for k in range(rounds):
+        for r in runners:
+            say(f"round {k + 1}/{rounds}: {r.name}")
+            r.run(slice_s)
+    for c in closers:
+        c.close()
+
+    def fig(r: _Runner, per_step: float) -> dict[str, Any]:
+        med = float(np.median(r.rates))
+        return {"sim_s_per_wall_s": med, "sim_s_per_wall_s_best": float(max(r.rates)), "steps_per_s": med / per_step, "slices": [round(x, 3) for x in r.rates]}
+
+    by = {r.name: r for r in runners}
+    if hw["available"]:
+        hw.update(fig(by["highway_env"], DT_S))
+    single = fig(by["loopdrive_single"], DT_S)
     batched = []
     for b in batch_sizes:
-        say(f"loopdrive batched B={b}")
-        batched.append(measure_loopdrive_batched(b, seconds))
+        f = fig(by[f"loopdrive_B{b}"], DT_S)
+        f["world_steps_per_s"] = f.pop("steps_per_s")
+        batched.append({"num_envs": b, **f})
     res: dict[str, Any] = {
         "benchmark": "env",
         "dt_s": DT_S,
         "vehicles": N_VEHICLES,
-        "seconds_per_measurement": seconds,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__},
+        "scenario": "built-in crossroads, 20 IDM/MOBIL cars (sim.bench.env.bench_scenario), state observation",
+        "wall_s_per_system": seconds,
+        "rounds": rounds,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__, "load_avg_1min": round(os.getloadavg()[0], 2)},
         "highway_env": hw,
         "loopdrive_single": single,
         "loopdrive_batched": batched,
     }
-    if hw.get("available"):
+    if hw["available"]:
         ref = hw["sim_s_per_wall_s"]
         res["ratios"] = {
             "single_vs_highway_env": single["sim_s_per_wall_s"] / ref,

@@ -13,8 +13,9 @@ from sim.cli._app import bench_app, console, user_errors
 @bench_app.command("env")
 def bench_env_cmd(
     out: Path = typer.Option(Path("benchmarks/results/env.json"), "--out", "-o", help="Where to write the JSON result."),
-    seconds: float = typer.Option(5.0, "--seconds", min=0.5, help="Wall seconds per measurement."),
-    quick: bool = typer.Option(False, "--quick", help="1 s per measurement and B up to 64."),
+    seconds: float = typer.Option(10.0, "--seconds", min=0.5, help="Wall seconds per system (split into interleaved slices)."),
+    rounds: int = typer.Option(5, "--rounds", min=1, help="Interleaved rounds; figures are medians over them."),
+    quick: bool = typer.Option(False, "--quick", help="2 s per system and B up to 64."),
 ) -> None:
     """Env steps/s and simulated s per wall s: loopdrive single and batched (B = 1, 16, 64, 256)
     against highway-env highway-v0, 20 vehicles, dt 0.1 s, measured in the same run."""
@@ -22,8 +23,8 @@ def bench_env_cmd(
 
     sizes = (1, 16, 64) if quick else (1, 16, 64, 256)
     with user_errors(), console.status("benchmarking ...") as status:
-        res = run_bench(out, seconds=1.0 if quick else seconds, batch_sizes=sizes, progress=lambda m: status.update(f"benchmarking {m} ..."))
-    tab = Table(title=f"env throughput ({res['vehicles']} vehicles, dt {res['dt_s']} s, {res['machine']['cpus']} CPUs)")
+        res = run_bench(out, seconds=2.0 if quick else seconds, rounds=rounds, batch_sizes=sizes, progress=lambda m: status.update(f"benchmarking {m} ..."))
+    tab = Table(title=f"env throughput ({res['vehicles']} vehicles, dt {res['dt_s']} s, {res['machine']['cpus']} CPUs; medians of {res['rounds']} interleaved slices)")
     for col in ("simulator", "steps/s", "sim s / wall s", "x highway-env"):
         tab.add_column(col, justify="right" if col != "simulator" else "left")
     hw = res["highway_env"]
