@@ -172,6 +172,7 @@ class Compiled:
     corner_lon: F64  # (4,) ego footprint corners in the ego frame, m
     corner_lat: F64
     not_self: B_  # (N, N) ~identity
+    row: dict[str, Any]  # (1, N) views of per-slot constants for the hot path
 
     @property
     def num_slots(self) -> int:
@@ -376,6 +377,19 @@ def compile_scenario(spec: ScenarioSpec, scene: SceneLike | None = None, *, bicy
         corner_lon=corner_lon,
         corner_lat=corner_lat,
         not_self=not_self,
+        row={
+            **{f"p_{k}": v[None, :] for k, v in params.items()},
+            "v0_nan": np.isnan(params["v0"])[None, :],
+            "speed_nan": np.isnan(params["speed"])[None, :],
+            "is_path": (kind == K_PATH)[None, :],
+            "is_cv": (kind == K_CV)[None, :],
+            "is_rep": (kind == K_REPLAY)[None, :],
+            "path_or_ego": ((kind == K_PATH) | (kind == K_EGO))[None, :],
+            "length": lens["length"][None, :],
+            "width": lens["width"][None, :],
+            "idm": {n: params[n][None, :] for n in ("a_max", "b_comf", "s0", "T", "delta", "decel_max")},
+            "lc_rate": (3.5 / params["lane_change_time"])[None, :],
+        },
     )
 
 
@@ -623,7 +637,6 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
         raise EpisodeStateError("the episode is over (terminated or truncated); reset before stepping again")
     dt = c.dt_s
     paths = c.paths
-    P = c.params
     k = state.step_index + 1
     kk = np.minimum(k, c.horizon_steps)
     # ------------------------------------------------------------------ ego: kinematic bicycle
@@ -641,7 +654,7 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
     ego_s, ego_lat = project_on_paths(paths, np.zeros(B, dtype=np.int64), state.s[:, 0], e1.x, e1.y)
     # ------------------------------------------------------------------ actors
     spawned = (c.spawn_step[None, :] <= k[:, None]) & state.alive
-    kind = c.kind[None, :]
+    R = c.row
     path_id = state.path_id.copy()
     s = state.s.copy()
     s[:, 0] = ego_s
@@ -650,39 +663,38 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
     lc_hold = np.maximum(state.lc_hold - dt, 0.0)
     alive = state.alive.copy()
     t_ep = k * dt
-    braking = t_ep[:, None] >= P["brake_at_s"][None, :]
-    is_path = (kind == K_PATH) & spawned
+    braking = t_ep[:, None] >= R["p_brake_at_s"]
+    is_path = R["is_path"] & spawned
     if is_path.any():
         present = state.valid.copy()
         present[:, 0] = True
         props = np.empty((B, N, 6))
         props[..., 0], props[..., 1], props[..., 2], props[..., 3], props[..., 4], props[..., 5] = x, y, yaw, v, c.length, c.width
         allowed = present[:, None, :] & c.not_self[None]
-        wq = np.repeat(c.width[None], B, axis=0)
-        gap, v_lead, _ = path_neighbours(paths, path_id, s, wq, props, allowed)
-        gap = gap - 0.5 * c.length[None, :]
-        stop = conflict_stops(
-            paths, path_id, s, v, np.repeat(c.length[None], B, axis=0),
-            active=present & ((kind == K_PATH) | (kind == K_EGO)), can_yield=np.repeat(kind == K_PATH, B, axis=0),
-        )
+        gap, v_lead, _ = path_neighbours(paths, path_id, s, R["width"], props, allowed)
+        gap = gap - 0.5 * R["length"]
+        stop = conflict_stops(paths, path_id, s, v, R["length"], active=present & R["path_or_ego"], can_yield=R["is_path"])
         use_stop = stop < gap
         g = np.where(use_stop, stop, gap)
         vl = np.where(use_stop, 0.0, v_lead)
         k_v = paths.vertex(path_id, s)
         lim = paths.speed_limit[path_id, k_v]
-        v0 = np.where(np.isnan(P["v0"])[None, :], lim, P["v0"][None, :]) * state.v0_scale
-        a_idm = idm_accel(v, vl, g, {n: P[n][None, :] for n in ("a_max", "b_comf", "s0", "T", "delta", "decel_max")}, v0)
-        # scripted brake: brake_decel down to brake_to_speed, then hold it (harder if IDM needs to)
-        a_brake = np.where(v > P["brake_to_speed"][None, :] + 1e-6, -P["brake_decel"][None, :], 0.0)
-        a_brake = np.maximum(a_brake, (P["brake_to_speed"][None, :] - v) / dt)
-        a_idm = np.where(braking, np.minimum(a_idm, a_brake), a_idm)
+        v0 = np.where(R["v0_nan"], lim, R["p_v0"]) * state.v0_scale
+        a_idm = idm_accel(v, vl, g, R["idm"], v0)
+        if braking.any():  # scripted brake: brake_decel down to brake_to_speed, then hold it
+            a_brake = np.where(v > R["p_brake_to_speed"] + 1e-6, -R["p_brake_decel"], 0.0)
+            a_brake = np.maximum(a_brake, (R["p_brake_to_speed"] - v) / dt)
+            a_idm = np.where(braking, np.minimum(a_idm, a_brake), a_idm)
         if c.changes_lanes.any():
             path_id, s, d, lc_timer = _mobil(c, state, k, path_id, s, d, lc_timer, x, y, v, props, allowed, gap, v_lead, a_idm, is_path)
         v1 = np.maximum(v + a_idm * dt, 0.0)
         ds_ = 0.5 * (v + v1) * dt
         s1 = s + ds_
-        rate = 3.5 / P["lane_change_time"][None, :] * dt * fclip(v / 5.0, 0.0, 1.0)
-        d1 = np.where(lc_hold > 0, d, d - np.sign(d) * np.minimum(np.abs(d), rate))
+        if d.any():
+            rate = R["lc_rate"] * dt * fclip(v / 5.0, 0.0, 1.0)
+            d1 = np.where(lc_hold > 0, d, d - np.sign(d) * np.minimum(np.abs(d), rate))
+        else:
+            d1 = d
         px, py, h = paths.sample(path_id, s1)
         nx_ = px - d1 * np.sin(h)
         ny_ = py + d1 * np.cos(h)
@@ -697,18 +709,18 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
         d = np.where(m, d1, d)
         gone = m & (s1 > paths.end_s[path_id])
         alive &= ~gone
-    is_cv = (kind == K_CV) & spawned
+    is_cv = R["is_cv"] & spawned
     if is_cv.any():
-        vt = np.where(np.isnan(P["speed"])[None, :], v, P["speed"][None, :])
-        vt = np.where(braking, np.minimum(vt, P["brake_to_speed"][None, :]), vt)
-        a_cv = fclip((vt - v) / dt, -P["brake_decel"][None, :], P["a_max"][None, :])
+        vt = np.where(R["speed_nan"], v, R["p_speed"])
+        vt = np.where(braking, np.minimum(vt, R["p_brake_to_speed"]), vt)
+        a_cv = fclip((vt - v) / dt, -R["p_brake_decel"], R["p_a_max"])
         v1 = np.maximum(v + a_cv * dt, 0.0)
         vm = 0.5 * (v + v1)
         x = np.where(is_cv, x + vm * np.cos(yaw) * dt, x)
         y = np.where(is_cv, y + vm * np.sin(yaw) * dt, y)
         acc = np.where(is_cv, a_cv, acc)
         v = np.where(is_cv, v1, v)
-    rep = kind == K_REPLAY
+    rep = R["is_rep"]
     if rep.any():
         rp = c.replay_pose[kk]  # (B, N, 4)
         x = np.where(rep, rp[..., 0], x)
