@@ -184,7 +184,11 @@ class _Core:
                     importlib.import_module(f"sim.render.{name}")
                 except ImportError as exc:
                     log.debug("no built-in renderer module for %r: %s", name, exc)
-            self._renderer = RENDERERS.get(name)(self.compiled.scene)
+            factory = RENDERERS.get(name)
+            # backends that need more than the world source (a scene bundle, asset choices) build
+            # themselves from the scenario
+            from_scenario = getattr(factory, "from_scenario", None)
+            self._renderer = from_scenario(self.spec, self.compiled.scene) if from_scenario is not None else factory(self.compiled.scene)
         return self._renderer
 
     def observe(self, state: engine.SimState) -> Any:
@@ -279,7 +283,13 @@ class ClosedLoopEnv(gym.Env[Any, NDArray[np.float32]]):
 
     @property
     def compiled(self) -> engine.Compiled:
+        """The compiled scenario (lane map, paths, ego route, slots)."""
         return self.core.compiled
+
+    @property
+    def observation_kinds(self) -> tuple[str, ...]:
+        """The configured observation kinds, in order (for planner spec checks)."""
+        return tuple(self.core.names)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Start an episode; ``seed`` reseeds the episode generator (Gymnasium's contract)."""
