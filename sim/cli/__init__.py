@@ -4,6 +4,7 @@
 import sim.cli.agents_cmds
 import sim.cli.env_cmds
 import sim.cli.import_cmds
+import sim.cli.loop_cmds
 import sim.cli.recon_cmds
 import sim.cli.scenario_cmds
 import sim.cli.synth_cmds  # noqa: F401

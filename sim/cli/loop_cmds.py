@@ -1,0 +1,195 @@
+"""``loopdrive mine``, ``attack``, ``export``, ``loop`` and ``bench loop``: thin wrappers over
+:mod:`sim.mining`, :mod:`sim.adversary`, :mod:`sim.export` and :mod:`sim.loop`."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from sim.cli._app import app, bench_app, console, err_console, user_errors
+
+
+def _progress(label: str) -> Progress:
+    return Progress(
+        TextColumn(f"[bold]{label}"), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=err_console,
+    )  # fmt: skip
+
+
+def _params(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        v = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected a JSON object, got {text!r} ({exc})") from None
+    if not isinstance(v, dict):
+        raise typer.BadParameter("expected a JSON object")
+    return v
+
+
+@app.command("mine")
+def mine_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder from `loopdrive run`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for mined.json and the selected episode folders."),
+    trigger: list[str] = typer.Option(["collision", "near_miss", "hard_brake", "offroad", "rarity"], "--trigger", "-t",
+                                      help="Trigger name, optionally with parameters: near_miss:ttc_s=1.5 (repeatable)."),
+) -> None:
+    """Select the episodes where a trigger fires (collision, near miss, hard braking, off-road,
+    planner-expert disagreement, rarity)."""
+    from sim.mining import mine
+
+    with user_errors():
+        sel = mine(run_dir, out, trigger)
+    t = Table("episode", "triggers", "weight")
+    for m in sel:
+        t.add_row(m.episode_id, ", ".join(m.triggers), f"{m.weight:.2f}")
+    console.print(t)
+    console.print(f"{len(sel)} episodes selected; wrote {out / 'mined.json'}", highlight=False)
+
+
+@app.command("attack")
+def attack_cmd(
+    planner: str = typer.Option(..., "--planner", "-p", help="Planner under test."),
+    base: Path = typer.Option(..., "--base", "-b", help="Base scenario YAML (ego starting on a lane)."),
+    method: str = typer.Option("cem", "--method", "-m", help="random | cem"),
+    budget: int = typer.Option(200, "--budget", min=1, help="Episodes of the planner under test."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for summary.json and candidates.jsonl."),
+    seed: int = typer.Option(0, "--seed"),
+    template: str | None = typer.Option(None, "--template", help="lead_brake | cut_in | crossing | perturb (default: from the base)."),
+    horizon: float | None = typer.Option(None, "--horizon", help="Episode length of the generated cases, s."),
+    planner_params: str | None = typer.Option(None, "--planner-params", help='JSON, e.g. {"weights": "models/bc.safetensors"}'),
+    oracle: str = typer.Option("pdm_closed", "--oracle", help="Privileged planner that must solve each case."),
+    generated_dir: Path = typer.Option(Path("scenarios/generated"), "--generated-dir", help="Where failing cases are written."),
+) -> None:
+    """Search scenario edits for solvable failures of a planner; writes each as a scenario file."""
+    from sim.adversary import AttackConfig, attack
+
+    cfg = AttackConfig(planner=planner, planner_params=_params(planner_params), method=method, budget=budget, seed=seed,
+                       template=template, horizon_s=horizon, oracle=oracle)  # fmt: skip
+    with user_errors(), _progress("attack") as prog:
+        task = prog.add_task(f"{planner} / {method}", total=budget, info="")
+        res = attack(base, cfg, out=out, generated_dir=generated_dir,
+                     progress=lambda d, n, f: prog.update(task, completed=d, info=f"[red]{f} failures"))  # fmt: skip
+    t = Table("episodes", "failures", "solvable failures")
+    for row in res.per_budget:
+        t.add_row(str(row["episodes"]), str(row["failures"]), str(row["solvable_failures"]))
+    console.print(t)
+    console.print(f"{res.n_solvable} solvable failures ({res.n_failures - res.n_solvable} discarded as unsolvable); files in {generated_dir}; summary {out / 'summary.json'}", highlight=False)
+
+
+@app.command("export")
+def export_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the training shards."),
+    mined: list[Path] = typer.Option([], "--mined", help="mined.json folders from `loopdrive mine`."),
+    scenarios: list[Path] = typer.Option([], "--scenarios", help="Scenario files/folders (e.g. generated cases)."),
+    planner: str | None = typer.Option(None, "--planner", help="Planner driving --scenarios (default: each file's)."),
+    planner_params: str | None = typer.Option(None, "--planner-params", help="JSON parameters of --planner."),
+    kinds: str = typer.Option("bev,state", "--kinds", help="Stored observation kinds: bev,state,camera,lidar."),
+    expert: str = typer.Option("pdm_closed", "--expert", help="Planner relabelling every step."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Cut episodes to this many steps."),
+) -> None:
+    """Export episodes to training shards (expert-relabelled, camera images anonymised)."""
+    from sim.export import export_episodes, items_from_files, items_from_mined
+    from sim.mining import read_mined
+    from sim.scenario import scenario_files
+
+    with user_errors():
+        items = [it for m in mined for it in items_from_mined(read_mined(m))]
+        if scenarios:
+            items += items_from_files(scenario_files(scenarios), planner=planner, planner_params=_params(planner_params) if planner else None)
+        with _progress("export") as prog:
+            task = prog.add_task(f"{len(items)} episodes", total=len(items), info="")
+            shards = export_episodes(items, out, kinds=[k.strip() for k in kinds.split(",") if k.strip()], expert=expert,
+                                     max_steps=max_steps, progress=lambda d, n: prog.update(task, completed=d))  # fmt: skip
+    console.print(f"wrote {len(shards)} shards and manifest.json to {out}", highlight=False)
+
+
+@app.command("loop")
+def loop_cmd(
+    planner: str = typer.Option("bc_policy", "--planner", "-p"),
+    scenarios: list[Path] = typer.Option([Path("scenarios")], "--scenarios", help="Nominal scenario files/folders."),
+    rounds: int = typer.Option(3, "--rounds", min=1),
+    budget: int = typer.Option(60, "--budget", min=1, help="Attack episodes per round."),
+    out: Path = typer.Option(Path("out/loop"), "--out", "-o"),
+    method: str = typer.Option("cem", "--method"),
+    base: list[Path] = typer.Option([], "--base", help="Attack bases (default: up to 3 lane-start nominal files)."),
+    horizon: float | None = typer.Option(6.0, "--horizon", help="Episode length, s."),
+    init_weights: Path | None = typer.Option(None, "--init-weights", help="Start from these bc weights."),
+    expert: str = typer.Option("pdm_closed", "--expert"),
+    epochs: int = typer.Option(15, "--epochs", min=1),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Run (or resume) evaluate -> mine -> generate -> export -> retrain rounds; writes report.md/json."""
+    from sim.loop import LoopConfig, run_loop
+
+    cfg = LoopConfig(planner=planner, scenarios=tuple(str(s) for s in scenarios), bases=tuple(str(b) for b in base) or None,
+                     rounds=rounds, budget=budget, method=method, horizon_s=horizon, expert=expert, epochs=epochs, seed=seed,
+                     init_weights=str(init_weights) if init_weights else None)  # fmt: skip
+    with user_errors(), console.status("data loop") as status:
+        rep = run_loop(cfg, out, progress=lambda s: status.update(f"data loop: {s}"))
+    console.print((out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+    console.print(f"{len(rep['rounds'])} evaluations; wrote {out / 'report.md'}", highlight=False)
+
+
+@bench_app.command("loop")
+def bench_loop_cmd(
+    out: Path = typer.Option(Path("benchmarks/results/loop.json"), "--out", "-o"),
+    quick: bool = typer.Option(False, "--quick", help="Small budgets and one loop round."),
+    work: Path = typer.Option(Path("out/bench-loop"), "--work", help="Scratch folder for runs."),
+    budget: int | None = typer.Option(None, "--budget", help="Attack budget per method and planner."),
+    skip_loop: bool = typer.Option(False, "--skip-loop", help="Only the search comparison."),
+) -> None:
+    """Search comparison (random vs CEM at equal budget against idm and bc_policy) and the data loop
+    (held-out failure rate and nominal score per round); JSON to --out."""
+    from sim.adversary import AttackConfig, attack
+    from sim.loop import LoopConfig, run_loop
+
+    b = budget or (40 if quick else 200)
+    horizon = 6.0
+    result: dict = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs", "quick": quick, "budget": b, "search": [], "loop": None}
+    with user_errors():
+        cfg_loop = LoopConfig(scenarios=("scenarios/lead_brake_hard.yaml", "scenarios/cut_in_left.yaml", "scenarios/stopped_vehicle.yaml"),
+                              bases=("scenarios/lead_brake_hard.yaml", "scenarios/cut_in_left.yaml"), rounds=1 if quick else 3,
+                              budget=b // 2 if quick else b, horizon_s=horizon, epochs=15)  # fmt: skip
+        loop_out = work / "loop"
+        w0 = loop_out / "init" / "bc.safetensors"
+        rep = None
+        if not skip_loop:
+            t0 = time.perf_counter()
+            with console.status("bench loop: data loop") as status:
+                rep = run_loop(cfg_loop, loop_out, progress=lambda s: status.update(f"bench loop: {s}"))
+            result["loop"] = {"report": rep, "wall_s": time.perf_counter() - t0, "command": "loopdrive bench loop" + (" --quick" if quick else "")}
+        for planner in ("idm", "bc_policy"):
+            if planner == "bc_policy" and not w0.is_file():
+                continue
+            params = {"weights": str(w0)} if planner == "bc_policy" else {}
+            for base in ("scenarios/lead_brake_hard.yaml", "scenarios/cut_in_left.yaml"):
+                row = {"planner": planner, "base": base}
+                for method in ("random", "cem"):
+                    t0 = time.perf_counter()
+                    with console.status(f"bench loop: {planner} {Path(base).stem} {method}"):
+                        res = attack(base, AttackConfig(planner=planner, planner_params=params, method=method, budget=b, seed=7, horizon_s=horizon),
+                                     out=work / "search" / f"{planner}-{Path(base).stem}-{method}", generated_dir=work / "search" / "generated")  # fmt: skip
+                    row[method] = {"failures": res.n_failures, "solvable_failures": res.n_solvable, "wall_s": time.perf_counter() - t0}
+                r, c = row["random"]["solvable_failures"], row["cem"]["solvable_failures"]
+                row["ratio_cem_over_random"] = (c / r) if r else (None if c == 0 else "inf")
+                result["search"].append(row)
+                console.print(row, highlight=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+    console.print(f"wrote {out}", highlight=False)

@@ -1,0 +1,306 @@
+"""The data loop: evaluate -> mine -> generate -> export -> retrain -> re-evaluate, per round.
+
+``run_loop(LoopConfig(...), out)`` drives a learned planner (``bc_policy``) through rounds::
+
+    OUT/state.json                     finished stages (the loop resumes from here)
+    OUT/init/shards, init/bc.safetensors   expert (pdm_closed) collection + the round-0 policy
+                                       (skipped when ``init_weights`` is given)
+    OUT/heldout/generated/*.yaml       held-out corner cases: generated against the round-0 policy
+                                       with other search seeds; never exported nor trained on
+    OUT/round_<k>/eval_nominal         batch run of the nominal scenario library (policy k)
+    OUT/round_<k>/eval_heldout         batch run of the held-out cases (policy k)
+    OUT/round_<k>/mined                mined episodes of eval_nominal (sim.mining)
+    OUT/round_<k>/generated            corner cases found against policy k (sim.adversary)
+    OUT/round_<k>/shards               mined + generated episodes, relabelled by the expert
+    OUT/round_<k>/bc.safetensors       policy k+1, trained on init shards + every round's shards
+    OUT/final/eval_*                   evaluation of the last policy
+    OUT/report.json, OUT/report.md     failure rate and mean score per policy, nominal and held-out
+
+A failure is an episode that ends in a collision or off-road (``sim.adversary.FAILURES``). Every
+stage is recorded in ``state.json`` when it finishes; a killed loop re-run with the same ``OUT``
+skips the finished stages (and the batch runs / exports resume inside a stage).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.errors import LoopdriveError, ScenarioError
+
+__all__ = ["LoopConfig", "LoopInterrupted", "evaluate_policy", "loop_rollout", "run_loop"]
+
+log = logging.getLogger(__name__)
+
+
+class LoopInterrupted(LoopdriveError):
+    """Raised by ``stop_after`` (tests of resumption)."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Settings of the data loop.
+
+    Attributes:
+        planner: the learned planner (``bc_policy``; its ``weights`` parameter is set per round).
+        scenarios: nominal scenario files/folders (evaluation and mining).
+        bases: base scenarios the adversary attacks (default: the nominal files whose ego starts
+            on a lane, at most ``max_bases``).
+        rounds, budget: rounds, and attack episodes per round (split over the bases).
+        heldout_budget: attack episodes for the held-out set (default ``budget``).
+        method: search method (``cem`` / ``random``).  seed: training-side search seed;
+        heldout_seed: held-out search seed (different seeds -> different cases).
+        horizon_s: episode length for every evaluation and generated case (None = the files').
+        expert, expert_params: relabelling expert; oracle, oracle_params: solvability oracle.
+        init_weights: start from these weights instead of collecting + training round 0.
+        init_seeds: seeds of the expert collection for round 0.
+        epochs, batch_size, lr: BC training.  triggers: mining triggers.  export_kinds: stored kinds.
+        workers: batch-run workers.
+    """
+
+    planner: str = "bc_policy"
+    scenarios: tuple[str, ...] = ("scenarios",)
+    bases: tuple[str, ...] | None = None
+    max_bases: int = 3
+    rounds: int = 3
+    budget: int = 60
+    heldout_budget: int | None = None
+    method: str = "cem"
+    seed: int = 0
+    heldout_seed: int = 1000
+    horizon_s: float | None = 6.0
+    expert: str = "pdm_closed"
+    expert_params: Mapping[str, Any] = field(default_factory=dict)
+    oracle: str = "pdm_closed"
+    oracle_params: Mapping[str, Any] = field(default_factory=dict)
+    init_weights: str | None = None
+    init_seeds: tuple[int, ...] = (0,)
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 1e-3
+    triggers: tuple[str, ...] = ("collision", "near_miss", "hard_brake", "offroad", "rarity")
+    export_kinds: tuple[str, ...] = ("bev", "state")
+    workers: int = 1
+
+
+def loop_rollout(ep: Any, planner: str, params: Mapping[str, Any]) -> Any:
+    """A ``sim.batch`` rollout function that offers the planner every kind it asks for (the
+    learned planner needs ``bev``, which scenario files rarely list)."""
+    from agents.rollout import run_planner_episode
+
+    res = run_planner_episode(ep.spec, planner, ep.seed, params=params, raise_errors=True)
+    if res.record is None:  # pragma: no cover
+        raise ScenarioError("the episode ended before its second step")
+    return res.record
+
+
+def _rates(run_dir: Path) -> dict[str, float]:
+    from sim.adversary import FAILURES
+    from sim.mining import load_run
+
+    eps = load_run(run_dir)
+    ok = [e for e in eps if e.ok]
+    if not eps:
+        return {"episodes": 0, "failure_rate": math.nan, "score": math.nan, "errors": 0}
+    fails = sum(1 for e in ok if e.details.get("termination") in FAILURES)
+    return {
+        "episodes": len(eps),
+        "errors": len(eps) - len(ok),
+        "failures": fails,
+        "failure_rate": fails / max(len(ok), 1),
+        "score": float(np.mean([float(e.row["score"]) for e in ok])) if ok else math.nan,
+    }
+
+
+def evaluate_policy(files: Sequence[str | os.PathLike[str]], out: Path, planner: str, params: Mapping[str, Any], horizon_s: float | None, workers: int = 1) -> dict[str, float]:
+    """Batch-run ``files`` with the planner (resumable) and return episodes, failures,
+    failure_rate and mean score."""
+    from sim.batch import run_batch
+
+    if not files:
+        return {"episodes": 0, "failures": 0, "failure_rate": math.nan, "score": math.nan, "errors": 0}
+    run_batch(list(files), out, planner=planner, planner_params=dict(params), resume=True, horizon_s=horizon_s, rollout_fn=loop_rollout, workers=workers)
+    return _rates(out)
+
+
+class _State:
+    def __init__(self, out: Path, cfg: LoopConfig) -> None:
+        self.path = out / "state.json"
+        self.data: dict[str, Any] = {"config": _jsonable(asdict(cfg)), "done": {}}
+        if self.path.is_file():
+            prev = json.loads(self.path.read_text(encoding="utf-8"))
+            if prev.get("config") != self.data["config"]:
+                raise ScenarioError("holds a loop with another configuration; use another --out", file=out)
+            self.data = prev
+
+    def done(self, stage: str) -> bool:
+        return stage in self.data["done"]
+
+    def get(self, stage: str) -> Any:
+        return self.data["done"][stage]
+
+    def mark(self, stage: str, value: Any = True) -> None:
+        self.data["done"][stage] = _jsonable(value)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state.", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self.data, f, indent=1)
+        os.replace(tmp, self.path)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, Mapping):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.generic):
+        return o.item()
+    return o
+
+
+def _default_bases(cfg: LoopConfig) -> list[str]:
+    from sim.scenario import read_yaml, scenario_files
+
+    out = []
+    for f in scenario_files(cfg.scenarios):
+        try:
+            data, _ = read_yaml(f)
+        except LoopdriveError:
+            continue
+        if isinstance(data, dict) and ((data.get("ego") or {}).get("start") or {}).get("lane") and not data.get("sweep"):
+            out.append(str(f))
+    return out[: cfg.max_bases]
+
+
+def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable[[str], None] | None = None, stop_after: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the data loop in ``out``; returns the report (also written as
+    ``report.json`` / ``report.md``). ``progress(stage)`` is called as each stage starts."""
+    from agents.bc import BCConfig, collect_episodes, train_bc
+    from sim.adversary import AttackConfig, attack
+    from sim.export import export_episodes, items_from_files, items_from_mined, load_training_set
+    from sim.mining import mine, read_mined
+    from sim.scenario import scenario_files
+
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    st = _State(outp, cfg)
+    nominal = [str(f) for f in scenario_files(cfg.scenarios)]
+    bases = list(cfg.bases) if cfg.bases is not None else _default_bases(cfg)
+    if not bases:
+        raise ScenarioError("expected at least one base scenario with a lane-based ego start", field="bases")
+    dt = 0.1
+    max_steps = round(cfg.horizon_s / dt) if cfg.horizon_s else None
+    bc_cfg = BCConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+
+    def stage(name: str) -> bool:
+        if st.done(name):
+            return False
+        if progress is not None:
+            progress(name)
+        return True
+
+    def finished(name: str, value: Any = True) -> None:
+        st.mark(name, value)
+        if stop_after == name:
+            raise LoopInterrupted(f"stopped after stage {name!r}")
+
+    def params(weights: str) -> dict[str, Any]:
+        return {"weights": weights} if cfg.planner == "bc_policy" else {}
+
+    def generate(weights: str, seed: int, budget: int, gen_dir: Path, tag: str) -> list[str]:
+        files: list[str] = []
+        per = max(1, budget // len(bases))
+        for i, b in enumerate(bases):
+            ac = AttackConfig(planner=cfg.planner, planner_params=params(weights), method=cfg.method, budget=per, seed=seed + i,
+                              horizon_s=cfg.horizon_s, oracle=cfg.oracle, oracle_params=dict(cfg.oracle_params))  # fmt: skip
+            res = attack(b, ac, out=outp / tag / f"attack_{i}", generated_dir=gen_dir)
+            files += res.files
+        return sorted(set(files))
+
+    shard_dirs: list[str] = []
+    # ---- round 0 policy
+    if cfg.init_weights:
+        w0 = str(cfg.init_weights)
+    else:
+        w0 = str(outp / "init" / "bc.safetensors")
+        shard_dirs.append(str(outp / "init" / "shards"))
+        if stage("init"):
+            collect_episodes(nominal, outp / "init" / "shards", expert=cfg.expert, seeds=list(cfg.init_seeds), max_steps=max_steps)
+            train_bc(load_training_set([outp / "init" / "shards"]), w0, bc_cfg, plot=False)
+            finished("init")
+    # ---- held-out set
+    if stage("heldout"):
+        files = generate(w0, cfg.heldout_seed, cfg.heldout_budget or cfg.budget, outp / "heldout" / "generated", "heldout")
+        finished("heldout", files)
+    heldout = list(st.get("heldout"))
+    weights = w0
+    evals: list[dict[str, Any]] = []
+    for r in range(cfg.rounds + 1):
+        rd = outp / ("final" if r == cfg.rounds else f"round_{r}")
+        key = "final" if r == cfg.rounds else f"round_{r}"
+        if stage(f"{key}.eval"):
+            nom = evaluate_policy(nominal, rd / "eval_nominal", cfg.planner, params(weights), cfg.horizon_s, cfg.workers)
+            held = evaluate_policy(heldout, rd / "eval_heldout", cfg.planner, params(weights), cfg.horizon_s, cfg.workers)
+            finished(f"{key}.eval", {"policy": weights, "nominal": nom, "heldout": held})
+        evals.append({"round": r, **st.get(f"{key}.eval")})
+        if r == cfg.rounds:
+            break
+        if stage(f"{key}.mine"):
+            mined = mine(rd / "eval_nominal", rd / "mined", list(cfg.triggers))
+            finished(f"{key}.mine", len(mined))
+        if stage(f"{key}.generate"):
+            files = generate(weights, cfg.seed + 100 * (r + 1), cfg.budget, rd / "generated", key)
+            finished(f"{key}.generate", files)
+        if stage(f"{key}.export"):
+            items = items_from_mined(read_mined(rd / "mined")) + items_from_files(st.get(f"{key}.generate"), planner=cfg.planner, planner_params=params(weights))
+            items = [replace(it, episode=it.episode.with_horizon(cfg.horizon_s)) if cfg.horizon_s else it for it in items]
+            shards = export_episodes(items, rd / "shards", kinds=cfg.export_kinds, expert=cfg.expert, expert_params=dict(cfg.expert_params))
+            finished(f"{key}.export", len(shards))
+        shard_dirs.append(str(rd / "shards"))
+        new_w = str(rd / "bc.safetensors")
+        if stage(f"{key}.train"):
+            dirs = [d for d in shard_dirs if Path(d).is_dir() and any(Path(d).glob("*.npz"))]
+            if cfg.init_weights and not dirs:
+                new_w = weights
+            else:
+                train_bc(load_training_set(dirs), new_w, bc_cfg, plot=False)
+            finished(f"{key}.train", new_w)
+        weights = str(st.get(f"{key}.train"))
+    report = {"config": _jsonable(asdict(cfg)), "bases": bases, "heldout_cases": len(heldout), "rounds": _jsonable(evals)}
+    _write_report(outp, report)
+    return report
+
+
+def _write_report(outp: Path, report: dict[str, Any]) -> None:
+    def f(v: Any, pct: bool = False) -> str:
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return "n/a"
+        return f"{100 * v:.1f} %" if pct else f"{v:.3f}"
+
+    lines = [
+        "# Data loop report", "",
+        f"planner `{report['config']['planner']}`, {report['config']['rounds']} rounds, attack budget {report['config']['budget']} "
+        f"episodes/round ({report['config']['method']}), bases: {', '.join(Path(b).stem for b in report['bases'])}; "
+        f"held-out generated cases: {report['heldout_cases']} (search seed {report['config']['heldout_seed']}, never trained on).", "",
+        "| policy | nominal failure rate | nominal score | held-out failure rate | held-out score |",
+        "| --- | --- | --- | --- | --- |",
+    ]  # fmt: skip
+    for e in report["rounds"]:
+        name = "round 0 (initial)" if e["round"] == 0 else f"after round {e['round'] - 1} retraining"
+        n, h = e["nominal"], e["heldout"]
+        lines.append(f"| {name} | {f(n.get('failure_rate'), True)} | {f(n.get('score'))} | {f(h.get('failure_rate'), True)} | {f(h.get('score'))} |")
+    for name, text in (("report.json", json.dumps(report, indent=1)), ("report.md", "\n".join(lines) + "\n")):
+        fd, tmp = tempfile.mkstemp(dir=outp, prefix=f".{name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, outp / name)
