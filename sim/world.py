@@ -233,7 +233,8 @@ def world_from_scene(
     Slot 0 is the ego (pose from the ego track); the other slots take the actor tracks that exist
     at any time in [``t_us``, ``t_end_us``], nearest to the ego first, up to ``capacity - 1``
     (the rest are dropped with a log message). Actors whose track starts later are present with
-    ``valid`` False and ``t_spawn_us`` set to their first sample.
+    ``valid`` False and ``t_spawn_us`` set to their first sample. Logged actors get
+    ``logged_behavior`` (default log replay), except parked ones and pedestrians, which replay.
     """
     t_end = t_us if t_end_us is None else t_end_us
     ego_pose = scene.ego.pose_at(t_us)
@@ -273,7 +274,8 @@ def world_from_scene(
         arr["length"][k], arr["width"][k], arr["height"][k] = tr.size
         valid[k] = t_first == t_us
         t_spawn[k] = t_first
-        beh[k] = BehaviorSpec("log_replay") if tr.static else lb
+        # parked actors and pedestrians (who do not drive lanes) always replay their log
+        beh[k] = BehaviorSpec("log_replay") if (tr.static or tr.cls == "pedestrian") else lb
         static[k] = tr.static
     return WorldState(
         t_us=int(t_us),
