@@ -170,10 +170,20 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
 
 
 def test_local_pool_and_ray_give_the_same_rows(tmp_path: Path) -> None:
-    pytest.importorskip("ray", reason="ray is a project dependency; install it with pip install -e .")
+    import ray
+
     scen = _scenarios(tmp_path, [0, 1], horizon=1.5)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except Exception as exc:  # pragma: no cover - depends on the machine's load
+        # Ray's raylet gives its dashboard agent a hard-coded 15 s to start (ray-project/ray#65983);
+        # on an overloaded machine it does not, and no Ray instance exists to compare against.
+        pytest.skip(f"a local Ray instance could not start on this machine: {exc}")
+    try:
+        run_batch([scen], tmp_path / "ray", workers=2, executor="ray")
+    finally:
+        ray.shutdown()
     run_batch([scen], tmp_path / "local", workers=2, executor="local")
-    run_batch([scen], tmp_path / "ray", workers=2, executor="ray")
     a, b = load_results(tmp_path / "local"), load_results(tmp_path / "ray")
     assert a.height == 4 and (a["status"] == "ok").all()
     assert_frame_equal(a, b)
