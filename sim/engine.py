@@ -582,32 +582,29 @@ def _time_to_contact(ex: F64, ey: F64, eyaw: F64, ev: F64, el: float, ew: float,
     """Earliest time t >= 0 (s) at which the ego box (B,) meets each actor box (B, N) when both keep
     their velocity (along their headings); 0 when they overlap now, ``inf`` when never.
 
-    Exact for constant velocities: on each of the four separating axes the projected distance is
-    linear in t, so the boxes overlap on the intersection of four time intervals."""
+    Exact for constant velocities: on each of the four separating axes (ego forward/left, actor
+    forward/left) the projected distance is linear in t, so the boxes overlap on the intersection
+    of four time intervals."""
     ce, se = np.cos(eyaw)[:, None], np.sin(eyaw)[:, None]
     ca, sa = np.cos(yaw), np.sin(yaw)
     dx, dy = x - ex[:, None], y - ey[:, None]
-    dvx = v * ca - (ev[:, None] * ce)
-    dvy = v * sa - (ev[:, None] * se)
-    axes_x = np.empty((*ca.shape, 4))
-    axes_y = np.empty((*ca.shape, 4))
-    axes_x[..., 0], axes_x[..., 1], axes_x[..., 2], axes_x[..., 3] = ce, -se, ca, -sa
-    axes_y[..., 0], axes_y[..., 1], axes_y[..., 2], axes_y[..., 3] = se, ce, sa, ca
-    p0 = dx[..., None] * axes_x + dy[..., None] * axes_y
-    pv = dvx[..., None] * axes_x + dvy[..., None] * axes_y
-    # radii of both boxes on each axis
-    ra = 0.5 * el * np.abs(ce[..., None] * axes_x + se[..., None] * axes_y) + 0.5 * ew * np.abs(-se[..., None] * axes_x + ce[..., None] * axes_y)
-    rb = 0.5 * ln[..., None] * np.abs(ca[..., None] * axes_x + sa[..., None] * axes_y) + 0.5 * wd[..., None] * np.abs(-sa[..., None] * axes_x + ca[..., None] * axes_y)
-    r = ra + rb
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t1 = (-r - p0) / pv
-        t2 = (r - p0) / pv
+    evx, evy = (ev[:, None] * ce), (ev[:, None] * se)
+    dvx, dvy = v * ca - evx, v * sa - evy
+    cd = np.abs(ca * ce + sa * se)  # |cos(yaw - eyaw)|
+    sd = np.abs(sa * ce - ca * se)  # |sin(yaw - eyaw)|
+    hl, hw = 0.5 * ln, 0.5 * wd
+    p0 = np.stack([dx * ce + dy * se, dy * ce - dx * se, dx * ca + dy * sa, dy * ca - dx * sa])
+    pv = np.stack([dvx * ce + dvy * se, dvy * ce - dvx * se, dvx * ca + dvy * sa, dvy * ca - dvx * sa])
+    r = np.stack([0.5 * el + hl * cd + hw * sd, 0.5 * ew + hl * sd + hw * cd, hl + 0.5 * el * cd + 0.5 * ew * sd, hw + 0.5 * el * sd + 0.5 * ew * cd])
     still = np.abs(pv) < 1e-9
+    inv = 1.0 / np.where(still, 1.0, pv)
+    t1 = (-r - p0) * inv
+    t2 = (r - p0) * inv
     inside_now = np.abs(p0) <= r
     lo = np.where(still, np.where(inside_now, -np.inf, np.inf), np.minimum(t1, t2))
     hi = np.where(still, np.where(inside_now, np.inf, -np.inf), np.maximum(t1, t2))
-    tlo = lo.max(axis=-1)
-    thi = hi.min(axis=-1)
+    tlo = lo.max(axis=0)
+    thi = hi.min(axis=0)
     return np.where((tlo <= thi) & (thi >= 0.0), np.maximum(tlo, 0.0), np.inf)
 
 
