@@ -48,7 +48,7 @@ from sim.errors import EpisodeStateError, ScenarioError
 from sim.geometry import wrap_angle
 from sim.map import LaneMap, Polyline
 from sim.spec import InsertOp, RemoveOp, RerouteOp, ScenarioSpec
-from sim.world import EGO_ID, SceneLike, WorldState, track_speed, world_from_scene
+from sim.world import SceneLike, WorldState, track_speed, world_from_scene
 
 __all__ = [
     "Compiled",
@@ -883,6 +883,3 @@ def compile_from(scenario: ScenarioSpec | str | Path, scene: SceneLike | None = 
         scenario = load_scenario(scenario)
     return compile_scenario(scenario, scene)
 
-
-# kept for introspection in docs/tests
-EGO = EGO_ID
