@@ -157,24 +157,28 @@ class StateObservation(ObservationKind):
         M = self.cfg.n_actors
         a0 = r0 + 2 * K
         ax, ay = state.x - ex[:, None], state.y - ey[:, None]
-        d2 = ax * ax + ay * ay
-        ok = state.valid.copy()
-        ok[:, 0] = False
-        d2 = np.where(ok, d2, np.inf)
+        d2 = np.where(state.valid, ax * ax + ay * ay, np.inf)
+        d2[:, 0] = np.inf
         m = min(M, N - 1)
         order = np.argsort(d2, axis=1, kind="stable")[:, :m]
         bi = np.arange(B)[:, None]
-        pres = np.isfinite(d2[bi, order])
-        lx = ce[:, None] * ax[bi, order] + se[:, None] * ay[bi, order]
-        ly = -se[:, None] * ax[bi, order] + ce[:, None] * ay[bi, order]
+        pres = d2[bi, order] < np.inf
+        axo, ayo = ax[bi, order], ay[bi, order]
         ryaw = state.yaw[bi, order] - eyaw[:, None]
         va = state.v[bi, order]
-        vx = va * np.cos(ryaw)
-        vy = va * np.sin(ryaw)
-        feats = np.stack([np.ones_like(lx), lx, ly, np.cos(ryaw), np.sin(ryaw), vx, vy, c.length[order], c.width[order]], axis=-1)
-        feats = np.where(pres[..., None], feats, 0.0)
+        cr, sr = np.cos(ryaw), np.sin(ryaw)
         act = np.zeros((B, M, ACTOR_FEATURES))
-        act[:, :m] = feats
+        f = act[:, :m]
+        f[..., 0] = 1.0
+        f[..., 1] = ce[:, None] * axo + se[:, None] * ayo
+        f[..., 2] = ce[:, None] * ayo - se[:, None] * axo
+        f[..., 3] = cr
+        f[..., 4] = sr
+        f[..., 5] = va * cr
+        f[..., 6] = va * sr
+        f[..., 7] = c.length[order]
+        f[..., 8] = c.width[order]
+        f *= pres[..., None]
         out[:, a0:] = act.reshape(B, -1)
         return fclip(out, -STATE_BOUND, STATE_BOUND).astype(np.float32)
 
