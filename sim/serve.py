@@ -119,23 +119,6 @@ class _Actor:
     source: str
 
 
-@dataclass(frozen=True)
-class _World:
-    """A world for the renderer: row 0 a dummy ego (never drawn), then the actors."""
-
-    t_us: int
-    ids: tuple[str, ...]
-    cls: tuple[str, ...]
-    x: NDArray[np.float64]
-    y: NDArray[np.float64]
-    z: NDArray[np.float64]
-    yaw: NDArray[np.float64]
-    length: NDArray[np.float64]
-    width: NDArray[np.float64]
-    height: NDArray[np.float64]
-    valid: NDArray[np.bool_]
-
-
 class RequestError(LoopdriveError):
     """A request that is well-formed but does not fit the server's state (-> HTTP 422)."""
 
@@ -198,7 +181,7 @@ class RenderService:
         self.actors = new
         return self.actor_list()
 
-    def world(self, t_us: int) -> _World:
+    def world(self, t_us: int) -> Any:
         """The actors at ``t_us`` as a renderer world (set poses, else logged poses)."""
         tracks = {t.id: t for t in self.renderer.bundle.tracks}
         rows: list[tuple[str, str, tuple[float, ...], tuple[float, ...]]] = []
@@ -217,7 +200,9 @@ class RenderService:
         def col(f: Callable[[tuple[str, str, tuple[float, ...], tuple[float, ...]]], float]) -> NDArray[np.float64]:
             return np.array([0.0] + [f(r) for r in rows], dtype=np.float64)
 
-        return _World(int(t_us), ("ego", *(r[0] for r in rows)), ("car", *(r[1] for r in rows)),
+        from sim.render.neural import ArrayWorld
+
+        return ArrayWorld(int(t_us), ("ego", *(r[0] for r in rows)), ("car", *(r[1] for r in rows)),
                       col(lambda r: r[2][0]), col(lambda r: r[2][1]), col(lambda r: r[2][2]), col(lambda r: r[2][3]),
                       col(lambda r: r[3][0]), col(lambda r: r[3][1]), col(lambda r: r[3][2]), np.ones(n, dtype=bool))
 

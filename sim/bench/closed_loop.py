@@ -1,0 +1,280 @@
+"""``loopdrive bench closed-loop``: the neural scene inside the loop, measured.
+
+Writes ``benchmarks/results/closed_loop.json`` with:
+
+* ``speed``: env steps/s of :class:`sim.env.ClosedLoopEnv` with ``camera`` (320x192) + ``lidar``
+  (32x1024) observations on the ``neural`` and ``composite`` backends (and ``mesh`` for reference),
+  same scenario (the log's drive), same number of steps, constant action. Target: neural >= 10.
+* ``realism``: camera PSNR (dB) of neural renders against mesh truth (exact synthetic town) along a
+  closed-loop episode whose ego is steered away from its logged path by a lateral-offset controller
+  (target offset ramping 0 -> ``max_offset_m``), binned by lateral deviation; and at logged times with
+  the nearest actor ahead removed, and with one library actor (of the same bundle) inserted 12 m
+  ahead (whole-image PSNR and PSNR inside the inserted actor's truth silhouette).
+* ``planner_gap``: the score of the sensor-only planner ``lidar_stack`` on ``mesh`` vs ``neural``
+  LiDAR on scenario files of the bundle's town (the sim-to-real gap of the sensor model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.log import read_log, write_json_atomic
+
+__all__ = ["run_closed_loop_bench"]
+
+log = logging.getLogger(__name__)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    x = a.astype(np.float64)
+    y = b.astype(np.float64)
+    if mask is not None:
+        if not mask.any():
+            return math.nan
+        x, y = x[mask], y[mask]
+    mse = float(np.mean((x - y) ** 2)) / 255.0**2
+    return 10.0 * math.log10(1.0 / max(mse, 1e-10))
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads(), "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def _speed(bundle: Path, log_dir: Path, renderer: str, steps: int) -> dict[str, Any]:
+    from sim.env import ClosedLoopEnv
+    from sim.spec import ScenarioSpec, SceneSpec
+
+    spec = ScenarioSpec(name="closed_loop_bench", scene=SceneSpec(log=log_dir, bundle=bundle, renderer=renderer),
+                        horizon_s=round((steps + 2) * 0.1, 3), dt_s=0.1)
+    env = ClosedLoopEnv(scenario=spec, observation=["camera", "lidar"], renderer=renderer)
+    try:
+        env.reset(seed=0)
+        env.step(np.zeros(2, np.float32))  # first render builds caches / GL context
+        t0 = time.perf_counter()
+        n = 0
+        for _ in range(steps - 1):
+            _, _, term, trunc, _ = env.step(np.zeros(2, np.float32))
+            n += 1
+            if term or trunc:
+                env.reset(seed=0)
+        dt = time.perf_counter() - t0
+    finally:
+        env.close()
+    return {"steps": n, "seconds": round(dt, 3), "steps_per_s": n / dt, "camera": "320x192", "lidar": "32x1024"}
+
+
+def _deviation_episode(bundle: Path, log_dir: Path, neural: Any, mesh: Any, *, steps: int, max_offset_m: float) -> dict[str, Any]:
+    """Steer the ego away from its logged path and score neural camera renders against mesh truth."""
+    from sim import engine
+    from sim.spec import ScenarioSpec, SceneSpec
+    from sim.world import track_speed
+
+    dl = read_log(log_dir)
+    dur = (int(dl.ego.t_us[-1]) - int(dl.ego.t_us[0])) / 1e6
+    n = max(2, min(steps, int(dur / 0.1) - 2))
+    spec = ScenarioSpec(name="deviation", scene=SceneSpec(log=log_dir, bundle=bundle, renderer="neural"), horizon_s=round(n * 0.1 + 0.1, 3))
+    c = engine.compile_scenario(spec)
+    rng = np.random.default_rng(0)
+    state = engine.reset(c, rng)
+    cam = _rig().cameras[0]
+    v_log = track_speed(dl.ego)
+    rows = []
+    for k in range(n):
+        world = state.world(0)
+        t = int(world.t_us)
+        p = dl.ego.pose_at(t)
+        if p is None:
+            break
+        xl, yl, _, yawl = (float(v) for v in p)
+        lat = -(float(world.x[0]) - xl) * math.sin(yawl) + (float(world.y[0]) - yl) * math.cos(yawl)
+        pred = neural.render_camera(world, cam)
+        truth = mesh.render_camera(world, cam)
+        rows.append({"t_us": t, "lateral_m": lat, "psnr": _psnr(pred.rgb, truth.rgb)})
+        target = max_offset_m * min(1.0, k / max(n * 0.6, 1))
+        head = math.remainder(float(world.yaw[0]) - yawl, 2 * math.pi)
+        steer = float(np.clip(0.06 * (target - lat) - 0.6 * head, -0.25, 0.25))
+        i = int(np.clip(np.searchsorted(dl.ego.t_us, t), 0, len(v_log) - 1))
+        accel = float(np.clip(1.0 * (float(v_log[i]) - float(state.v[0, 0])), -3.0, 2.0))
+        state = engine.step(state, np.array([accel, steer]), rng)
+        if bool(state.done[0]):
+            break
+    bins = [(0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 99.0)]
+    binned = []
+    for lo, hi in bins:
+        v = [r["psnr"] for r in rows if lo <= abs(r["lateral_m"]) < hi]
+        if v:
+            binned.append({"lateral_m": (lo + min(hi, max_offset_m + 1)) / 2, "range_m": [lo, hi], "psnr": float(np.mean(v)), "frames": len(v)})
+    return {"per_step": rows, "binned": binned}
+
+
+def _rig() -> Any:
+    from sim.sensors import default_rig
+
+    return default_rig()
+
+
+def _edits(bundle: Path, log_dir: Path, neural_cls: Any, mesh: Any, *, frames: int) -> dict[str, Any]:
+    """Actor removed / inserted at logged times against mesh truth of the same edit."""
+    from sim.actor_library import ActorLibrary
+    from sim.render.neural import ArrayWorld
+    from sim.synth import world_from_tracks
+
+    dl = read_log(log_dir)
+    cam = _rig().cameras[0]
+    times = [int(t) for t in dl.ego.t_us[:: max(1, len(dl.ego.t_us) // max(frames, 1))]][:frames]
+    removed, inserted, inserted_box = [], [], []
+    with tempfile.TemporaryDirectory(prefix="loopdrive-lib-") as tmp:
+        lib = ActorLibrary(Path(tmp) / "lib")
+        entries = lib.add_bundle(bundle)
+        cars = [a for a in entries if a.cls == "car"]
+        neural = neural_cls(bundle=bundle, library=lib)
+        for t in times:
+            w0 = ArrayWorld.of(world_from_tracks(dl.ego, dl.tracks, t))
+            yaw = float(w0.yaw[0])
+            fwd = np.array([math.cos(yaw), math.sin(yaw)])
+            dx, dy = w0.x - w0.x[0], w0.y - w0.y[0]
+            ahead = dx * fwd[0] + dy * fwd[1]
+            dist = np.hypot(dx, dy)
+            cand = [i for i in range(1, len(w0.ids)) if w0.valid[i] and ahead[i] > 3 and dist[i] < 35 and w0.ids[i] in neural.slot_of]
+            if cand:
+                i = min(cand, key=lambda k: dist[k])
+                valid = w0.valid.copy()
+                valid[i] = False
+                w = dataclasses.replace(w0, valid=valid)
+                removed.append(_psnr(neural.render_camera(w, cam).rgb, mesh.render_camera(w, cam).rgb))
+            if cars:
+                src = cars[0]
+                valid = w0.valid.copy()
+                for j in range(1, len(w0.ids)):
+                    if w0.ids[j] == src.id:
+                        valid[j] = False
+                base = dataclasses.replace(w0, valid=valid)
+                pose = (float(w0.x[0] + 12 * fwd[0]), float(w0.y[0] + 12 * fwd[1]), float(w0.z[0]), yaw)
+                neural.assets["inserted"] = src.key
+                w_pred = base.with_row("inserted", src.cls, pose, src.size)
+                w_true = base.with_row(src.id, src.cls, pose, src.size)  # same model colours as the source actor
+                truth = mesh.render_camera(w_true, cam)
+                truth0 = mesh.render_camera(base, cam)
+                pred = neural.render_camera(w_pred, cam)
+                inserted.append(_psnr(pred.rgb, truth.rgb))
+                inserted_box.append(_psnr(pred.rgb, truth.rgb, truth.depth < truth0.depth))
+
+    def mean(v: list[float]) -> float | None:
+        v = [x for x in v if not math.isnan(x)]
+        return float(np.mean(v)) if v else None
+
+    return {"actor_removed": {"psnr": mean(removed), "views": len(removed)},
+            "actor_inserted": {"psnr": mean(inserted), "psnr_in_silhouette": mean(inserted_box), "views": len(inserted),
+                               "asset": cars[0].key if cars else None, "distance_ahead_m": 12.0}}
+
+
+def _planner_gap(bundle: Path, log_dir: Path, scenarios: list[Path], horizon_s: float) -> dict[str, Any]:
+    from agents.rollout import run_planner_episode
+    from sim import engine
+    from sim.metrics import compute_metrics
+    from sim.render.mesh import MeshRenderer
+    from sim.render.neural import NeuralRenderer
+    from sim.scenario import load_scenario
+    from sim.sensors import LidarSpec, SensorRig
+
+    syn = read_log(log_dir).meta.get("synth") or {}
+    rig = SensorRig((), LidarSpec())
+    rows, skipped = [], []
+    neural = NeuralRenderer(bundle=bundle, library=False)
+    for path in scenarios:
+        spec = load_scenario(path)
+        sc = spec.scene
+        if sc.log is None and (sc.town, sc.seed) != (syn.get("preset"), syn.get("seed")):
+            skipped.append({"scenario": str(path), "reason": f"town {sc.town}/{sc.seed} is not the bundle's {syn.get('preset')}/{syn.get('seed')}"})
+            continue
+        spec = dataclasses.replace(spec, horizon_s=min(spec.horizon_s, horizon_s))
+        c = engine.compile_scenario(spec)
+        mesh = MeshRenderer(c.scene) if sc.log is None else MeshRenderer.from_log(sc.log)
+        scores = {}
+        try:
+            for name, r in (("mesh", mesh), ("neural", neural)):
+                res = run_planner_episode(spec, "lidar_stack", 0, compiled=c, renderer=r, rig=rig, observation=("ego", "lidar"))
+                if res.record is None:
+                    scores[name] = (0.0, res.status, res.termination)
+                    continue
+                _, score = compute_metrics(res.record)
+                scores[name] = (float(score) if res.status == "ok" else 0.0, res.status, res.termination)
+        finally:
+            mesh.close()
+        rows.append({"scenario": spec.name, "score_mesh": scores["mesh"][0], "score_neural": scores["neural"][0],
+                     "end_mesh": scores["mesh"][2], "end_neural": scores["neural"][2], "horizon_s": spec.horizon_s})
+    gap = [r["score_mesh"] - r["score_neural"] for r in rows]
+    return {"planner": "lidar_stack", "scenarios": rows, "skipped": skipped,
+            "mean_score_mesh": float(np.mean([r["score_mesh"] for r in rows])) if rows else None,
+            "mean_score_neural": float(np.mean([r["score_neural"] for r in rows])) if rows else None,
+            "mean_gap": float(np.mean(gap)) if gap else None}
+
+
+def run_closed_loop_bench(
+    bundle: str | os.PathLike[str],
+    log_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = "benchmarks/results/closed_loop.json",
+    *,
+    steps: int = 20,
+    scenarios: list[Path] | None = None,
+    horizon_s: float = 6.0,
+    threads: int = 2,
+    deviation_steps: int = 40,
+    max_offset_m: float = 3.0,
+    edit_frames: int = 4,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring) and write the JSON to ``out`` (when given)."""
+    import torch
+
+    from sim.render.mesh import MeshRenderer
+    from sim.render.neural import NeuralRenderer
+
+    torch.set_num_threads(threads)
+    bundle, log_dir = Path(bundle), Path(log_dir)
+
+    def note(m: str) -> None:
+        log.info(m)
+        if progress is not None:
+            progress(m)
+
+    res: dict[str, Any] = {"bundle": str(bundle), "log": str(log_dir), "machine": _machine(), "speed": {}, "realism": {}}
+    for name in ("neural", "composite", "mesh"):
+        try:
+            res["speed"][name] = _speed(bundle, log_dir, name, steps)
+            note(f"{name}: {res['speed'][name]['steps_per_s']:.2f} steps/s")
+        except Exception as exc:  # a backend that cannot run here is recorded, the bench goes on
+            res["speed"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+            note(f"{name}: {exc}")
+    res["speed"]["target_neural_steps_per_s"] = 10.0
+    mesh = MeshRenderer.from_log(log_dir)
+    try:
+        neural = NeuralRenderer(bundle=bundle, library=False)
+        dev = _deviation_episode(bundle, log_dir, neural, mesh, steps=deviation_steps, max_offset_m=max_offset_m)
+        res["realism"]["lane_deviation"] = dev["binned"]
+        res["realism"]["lane_deviation_per_step"] = dev["per_step"]
+        note(f"deviation episode: {[(round(b['lateral_m'], 1), round(b['psnr'], 2)) for b in dev['binned']]}")
+        res["realism"].update(_edits(bundle, log_dir, NeuralRenderer, mesh, frames=edit_frames))
+        note(f"edits: removed {res['realism']['actor_removed']}, inserted {res['realism']['actor_inserted']}")
+    finally:
+        mesh.close()
+    if scenarios:
+        res["planner_gap"] = _planner_gap(bundle, log_dir, [Path(s) for s in scenarios], horizon_s)
+        note(f"planner gap: {res['planner_gap']['mean_gap']}")
+    if out is not None:
+        write_json_atomic(Path(out), res)
+    return res

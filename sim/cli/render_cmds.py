@@ -1,0 +1,110 @@
+"""``loopdrive serve``, ``loopdrive actors list|add`` and ``loopdrive bench closed-loop``: the neural
+scene in the loop. torch, FastAPI and uvicorn are imported inside the commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from sim.cli._app import app, bench_app, console, user_errors
+
+actors_app = typer.Typer(help="The actor library: reconstructed actors harvested from scene bundles.", no_args_is_help=True)
+app.add_typer(actors_app, name="actors")
+
+_LIBRARY_HELP = "Actor-library folder (default: $LOOPDRIVE_ACTORS or ./actors)."
+
+
+@app.command("serve")
+def serve_cmd(
+    bundle: Path = typer.Argument(..., help="Scene bundle folder to serve."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default; the server has no authentication)."),
+    library: Path | None = typer.Option(None, "--library", help=_LIBRARY_HELP),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads per render."),
+    max_requests: int | None = typer.Option(None, "--max-requests", min=1, help="Exit after this many requests (tests, smoke runs)."),
+) -> None:
+    """Serve camera and LiDAR renders of BUNDLE over HTTP (GET /alive, GET|POST /actors, POST /render/camera, POST /render/lidar)."""
+    from sim.serve import serve
+
+    with user_errors():
+        console.print(f"serving [bold]{bundle}[/] on http://{host}:{port} (docs at /docs)")
+        serve(bundle, host=host, port=port, library=library, max_requests=max_requests, threads=threads)
+
+
+@actors_app.command("list")
+def actors_list_cmd(
+    library: Path | None = typer.Option(None, "--library", help=_LIBRARY_HELP),
+    cls: str | None = typer.Option(None, "--class", help="Only this class."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the reconstructed actors available for insertion (key = source/id)."""
+    from sim.actor_library import open_library
+
+    with user_errors():
+        lib = open_library(library)
+        rows = [a for a in lib.actors if cls is None or a.cls == cls]
+    if as_json:
+        console.print_json(json.dumps([{"key": a.key, "class": a.cls, "size": list(a.size), "static": a.static} for a in rows]))
+        return
+    tab = Table(title=f"actor library {lib.root} ({len(rows)} actors from {len(lib.sources)} bundles)")
+    for c in ("key", "class", "length m", "width m", "height m", "parked"):
+        tab.add_column(c, justify="right" if c.endswith(" m") else "left")
+    for a in rows:
+        tab.add_row(a.key, a.cls, *(f"{s:.2f}" for s in a.size), "yes" if a.static else "")
+    console.print(tab)
+    if not rows:
+        console.print("empty: add a bundle with [bold]loopdrive actors add BUNDLE[/]")
+
+
+@actors_app.command("add")
+def actors_add_cmd(
+    bundle: Path = typer.Argument(..., help="Scene bundle folder to harvest."),
+    library: Path | None = typer.Option(None, "--library", help=_LIBRARY_HELP),
+    name: str | None = typer.Option(None, "--name", help="Source name (default: the bundle folder's name)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a source of the same name."),
+) -> None:
+    """Harvest every reconstructed actor of BUNDLE (fields, latent codes, decoders) into the library."""
+    from sim.actor_library import open_library
+
+    with user_errors():
+        lib = open_library(library)
+        added = lib.add_bundle(bundle, name, overwrite=overwrite)
+    console.print(f"[green]added[/] {len(added)} actors to {lib.root}: {', '.join(a.key for a in added[:8])}{' ...' if len(added) > 8 else ''}")
+
+
+@bench_app.command("closed-loop")
+def bench_closed_loop_cmd(
+    bundle: Path = typer.Option(..., "--bundle", help="Scene bundle of the town (trained on --log)."),
+    log: Path = typer.Option(..., "--log", help="The synth drive log the bundle was trained on (mesh truth)."),
+    out: Path = typer.Option(Path("benchmarks/results/closed_loop.json"), "--out", help="Results JSON."),
+    steps: int = typer.Option(20, "--steps", min=2, help="Env steps per speed measurement."),
+    scenarios: list[Path] = typer.Option([], "--scenario", help="Scenario files for the sensor-only planner gap (repeatable)."),
+    horizon_s: float = typer.Option(6.0, "--horizon", min=0.5, help="Episode horizon for the planner gap, s."),
+    threads: int = typer.Option(2, "--threads", min=1, help="torch threads."),
+) -> None:
+    """Closed-loop speed of the env with neural/composite sensors, realism under editing against mesh
+    truth, and the sensor-only planner's score on neural vs mesh sensors."""
+    from sim.bench.closed_loop import run_closed_loop_bench
+
+    with user_errors():
+        res = run_closed_loop_bench(bundle, log, out, steps=steps, scenarios=list(scenarios), horizon_s=horizon_s, threads=threads,
+                                    progress=lambda m: console.log(m))
+    tab = Table(title=f"closed loop ({res['machine']['cpu_count']} CPUs)")
+    tab.add_column("measure")
+    tab.add_column("value", justify="right")
+    for k, v in res.get("speed", {}).items():
+        if isinstance(v, dict) and "steps_per_s" in v:
+            tab.add_row(f"{k} steps/s", f"{v['steps_per_s']:.2f}")
+    for row in res.get("realism", {}).get("lane_deviation", []):
+        tab.add_row(f"PSNR at {row['lateral_m']:.1f} m lateral", f"{row['psnr']:.2f}")
+    for k in ("actor_removed", "actor_inserted"):
+        v = res.get("realism", {}).get(k) or {}
+        if v.get("psnr") is not None:
+            tab.add_row(f"PSNR {k.replace('_', ' ')}", f"{v['psnr']:.2f}")
+    for row in res.get("planner_gap", {}).get("scenarios", []):
+        tab.add_row(f"lidar_stack {row['scenario']} mesh / neural", f"{row['score_mesh']:.3f} / {row['score_neural']:.3f}")
+    console.print(tab)
+    console.print(f"[green]wrote[/] {out}")
