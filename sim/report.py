@@ -17,6 +17,7 @@ blue, the ego red, the ego's past path orange.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -152,16 +153,8 @@ def render_video(rec: EpisodeRecord, *, fps: float | None = None, size_px: int =
                 w.append_data(f)
         return Path(tmp).read_bytes()
     finally:
-        with _quiet():
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-
-
-class _quiet:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> bool:
-        return True
 
 
 def _episode_thumbnail(run: Path, episode_id: str, size_px: int = 220) -> NDArray[np.uint8] | None:
