@@ -8,7 +8,8 @@ import sim.cli.loop_cmds
 import sim.cli.recon_cmds
 import sim.cli.render_cmds
 import sim.cli.scenario_cmds
-import sim.cli.synth_cmds  # noqa: F401
+import sim.cli.synth_cmds
+import sim.cli.view_cmds  # noqa: F401
 from sim.cli import log_cmds  # noqa: F401
 from sim.cli._app import app
 
