@@ -307,6 +307,11 @@ def write_report(run: str | os.PathLike[str], *, worst: int = 6) -> tuple[Path, 
         _markdown(summ),
         "",
     ]
+    descriptions = _descriptions(run, df)
+    if descriptions:
+        md += ["## Scenarios", ""]
+        md += [f"- `{name}`: {text}" for name, text in descriptions.items()]
+        md.append("")
     if n_err:
         md += ["## Errors", ""]
         for r in df.filter(pl.col("status") != "ok").select("episode_id", "error").iter_rows():
@@ -404,6 +409,24 @@ progress (5), ttc (5), speed_limit (4), comfort (2) — nuPlan CLS structure; se
     html_path = run / "report.html"
     _atomic_text(html_path, page)
     return html_path, md_path
+
+
+def _descriptions(run: Path, df: Any) -> dict[str, str]:
+    """Scenario name -> its description (from the first episode of each scenario)."""
+    import polars as pl
+
+    from sim.batch import read_episode
+
+    out: dict[str, str] = {}
+    firsts = df.group_by("scenario", maintain_order=True).agg(pl.col("episode_id").first()).sort("scenario")
+    for sc, eid in firsts.iter_rows():
+        try:
+            text = " ".join(str(read_episode(run, eid).get("description") or "").split())
+        except (OSError, ValueError):
+            continue
+        if text:
+            out[sc] = text
+    return out
 
 
 def _html_table(df: Any) -> str:
