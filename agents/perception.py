@@ -86,8 +86,9 @@ def simulate_lidar(world: Any, spec: LidarSpec, *, ground_z: float = 0.0) -> NDA
                 t2 = (hi[None] - oc[None]) * inv
                 par = np.abs(dc) < 1e-12
                 inside = (oc[None] >= lo[None]) & (oc[None] <= hi[None])
+                # a ray parallel to a slab: inside it -> no constraint, outside -> no hit
                 t1 = np.where(par, np.where(inside, -np.inf, np.inf), t1)
-                t2 = np.where(par, np.where(inside, np.inf, -np.inf), t2)
+                t2 = np.where(par, np.inf, t2)
                 t_near = np.maximum(t_near, np.minimum(t1, t2))
                 t_far = np.minimum(t_far, np.maximum(t1, t2))
         hit = (t_near <= t_far) & (t_near > 0.05)
@@ -146,18 +147,39 @@ class Detection:
     n_points: int
 
 
-def cluster_obstacles(xy: F64, *, eps: float = 0.8, min_samples: int = 3, lane_map: Any = None) -> list[Detection]:
+def cluster_obstacles(
+    xy: F64,
+    *,
+    eps: float = 1.0,
+    min_samples: int = 3,
+    lane_map: Any = None,
+    heading: float | None = None,
+    along_scale: float = 1.0,
+    z: F64 | None = None,
+    min_z_extent: float = 0.3,
+) -> list[Detection]:
     """DBSCAN (scikit-learn) over world-frame points (N, 2) -> oriented boxes (minimum rotated
-    rectangle, shapely). The yaw of a box is its long side, flipped to agree with the nearest lane
-    when a lane map is given. Boxes smaller than 0.3 m are widened to 0.3 m."""
+    rectangle, shapely). With ``heading`` (rad), distances along that direction are multiplied by
+    ``along_scale`` first (< 1 joins a vehicle's rear face and the LiDAR ring on its roof, which lie
+    a metre or two apart along the road). The yaw of a box is its long side, flipped to agree with
+    the nearest lane when a lane map is given. Boxes smaller than 0.3 m are widened to 0.3 m. With
+    point heights ``z`` (m), clusters thinner than ``min_z_extent`` vertically are dropped: a flat
+    ring of returns is one beam grazing a roof or an overhang, not an obstacle's face."""
     if len(xy) < min_samples:
         return []
     from sklearn.cluster import DBSCAN  # heavy import: only when a sweep is clustered
 
-    labels = DBSCAN(eps=eps, min_samples=min_samples).fit_predict(xy)
+    feat = xy
+    if heading is not None and along_scale != 1.0:
+        c, s = math.cos(heading), math.sin(heading)
+        feat = np.stack([along_scale * (c * xy[:, 0] + s * xy[:, 1]), -s * xy[:, 0] + c * xy[:, 1]], axis=-1)
+    labels = DBSCAN(eps=eps, min_samples=min_samples).fit_predict(feat)
     out: list[Detection] = []
     for lab in sorted(set(labels.tolist()) - {-1}):
-        p = xy[labels == lab]
+        sel = labels == lab
+        p = xy[sel]
+        if z is not None and float(np.ptp(z[sel])) < min_z_extent:
+            continue
         rect = shapely.MultiPoint(p).minimum_rotated_rectangle
         if rect.geom_type == "Polygon":
             cs = np.asarray(rect.exterior.coords)[:4]
@@ -212,7 +234,7 @@ class MultiObjectTracker:
     alpha: float = 0.6
     beta: float = 0.25
     max_misses: int = 3
-    min_hits: int = 1
+    min_hits: int = 2
     tracks: list[_Track] = field(default_factory=list)
     _next: int = 0
 
@@ -265,7 +287,8 @@ class LidarPerception:
 
     Pipeline: sensor -> vehicle frame (mount offset), ground removal, world frame, keep points on
     or within ``road_margin_m`` of the drivable area (buildings and poles are not obstacles to a
-    lane-following planner) and within ``max_range_m``, DBSCAN clustering, oriented boxes, tracking.
+    lane-following planner) and within ``max_range_m``, DBSCAN clustering (distances along the ego's
+    heading scaled by ``along_scale``), oriented boxes, tracking.
     """
 
     lidar: LidarSpec
@@ -273,7 +296,8 @@ class LidarPerception:
     dt_s: float = 0.1
     road_margin_m: float = 0.5
     max_range_m: float = 60.0
-    eps: float = 0.8
+    eps: float = 1.0
+    along_scale: float = 1.0
     min_samples: int = 3
     tracker: MultiObjectTracker = field(default_factory=MultiObjectTracker)
 
@@ -293,9 +317,14 @@ class LidarPerception:
         p = p[np.hypot(p[:, 0], p[:, 1]) <= self.max_range_m]
         c, s = math.cos(ego_yaw), math.sin(ego_yaw)
         xy = np.stack([ego_xy[0] + c * p[:, 0] - s * p[:, 1], ego_xy[1] + s * p[:, 0] + c * p[:, 1]], axis=-1)
+        z = p[:, 2]
         if self._area is not None and len(xy):
-            xy = xy[shapely.contains_xy(self._area, xy[:, 0], xy[:, 1])]
-        return cluster_obstacles(xy, eps=self.eps, min_samples=self.min_samples, lane_map=self.lane_map)
+            keep = shapely.contains_xy(self._area, xy[:, 0], xy[:, 1])
+            xy, z = xy[keep], z[keep]
+        return cluster_obstacles(
+            xy, eps=self.eps, min_samples=self.min_samples, lane_map=self.lane_map, heading=ego_yaw,
+            along_scale=self.along_scale, z=z,
+        )  # fmt: skip
 
     def __call__(self, lidar_obs: Any, ego_xy: F64, ego_yaw: float) -> ActorsView:
         """Detect, track, and return the tracked obstacles with their velocities."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from agents.base import PLANNERS, Control, Observation, ObservationSpec, Planner, PlannerInit
-from agents.perception import LidarPerception, MultiObjectTracker
 from agents.planners.common import ActorsView, EgoView
 from agents.planners.idm import IdmPlanner
 from agents.planners.pdm_closed import PdmClosedPlanner
@@ -21,7 +20,7 @@ __all__ = ["LidarStackPlanner"]
 
 
 class LidarStackPlanner(Planner):
-    """Sensor-only planner. Params: ``mode`` (``idm`` | ``pdm``), ``eps`` (0.8 m DBSCAN radius),
+    """Sensor-only planner. Params: ``mode`` (``idm`` | ``pdm``), ``eps`` (1.0 m DBSCAN radius),
     ``min_samples`` (3), ``road_margin_m`` (0.5 m), ``max_range_m`` (60 m), and the inner planner's
     parameters."""
 
@@ -37,7 +36,7 @@ class LidarStackPlanner(Planner):
         inner_params = {k: v for k, v in params.items() if k not in ("mode", "eps", "min_samples", "road_margin_m", "max_range_m")}
         self.inner: IdmPlanner | PdmClosedPlanner = IdmPlanner(**inner_params) if self.mode == "idm" else PdmClosedPlanner(**inner_params)
         self.inner.actors = self._perceived  # type: ignore[method-assign]
-        self.perception: LidarPerception | None = None
+        self.perception: Any = None
         #: the obstacles perceived at the last step (for inspection / tests)
         self.last_actors: ActorsView = ActorsView.empty()
 
@@ -45,12 +44,17 @@ class LidarStackPlanner(Planner):
         return ObservationSpec(kinds=("ego", "lidar"))
 
     def reset(self, init: PlannerInit, *, seed: int | None = None) -> None:
+        from agents.perception import (  # (agents.perception imports this package)
+            LidarPerception,
+            MultiObjectTracker,
+        )
+
         rig = init.rig if init.rig is not None and init.rig.lidar is not None else default_rig()
         assert rig.lidar is not None
         p = self.params
         self.perception = LidarPerception(
             rig.lidar, init.lane_map, dt_s=init.dt_s, road_margin_m=float(p.get("road_margin_m", 0.5)),
-            max_range_m=float(p.get("max_range_m", 60.0)), eps=float(p.get("eps", 0.8)),
+            max_range_m=float(p.get("max_range_m", 60.0)), eps=float(p.get("eps", 1.0)),
             min_samples=int(p.get("min_samples", 3)), tracker=MultiObjectTracker(),
         )  # fmt: skip
         self.inner.reset(init, seed=seed)

@@ -33,7 +33,7 @@ from agents.planners.common import (
 )
 from agents.planners.idm import idm_params
 from sim.dynamics import KinematicBicycle
-from sim.metrics import METRICS, EpisodeRecord, compute_metrics
+from sim.metrics import METRICS, EpisodeRecord, aggregate_score
 
 __all__ = ["PdmClosedPlanner", "score_proposals"]
 
@@ -102,18 +102,28 @@ def score_proposals(
     ref = max(float(reference_m), 1.0)
     scores = np.zeros(len(which))
     per: list[dict[str, float]] = []
+    mult = [m for m in metrics if METRICS.get(m).kind == "multiplier"]
+    rest = [m for m in metrics if m not in mult]
     for i, r in enumerate(recs):
         object.__setattr__(r, "reference_progress_m", ref)
-        values, score = compute_metrics(r, metrics)
-        scores[i] = score
+        # multipliers first: a proposal they zero needs no weighted metric (same aggregate score)
+        values = {m: METRICS.get(m).fn(r) for m in mult}
+        if rest and all(v.score > 0 for v in values.values()):
+            values.update({m: METRICS.get(m).fn(r) for m in rest})
+            scores[i] = aggregate_score(values)
+        elif rest:
+            scores[i] = 0.0
+        else:
+            scores[i] = aggregate_score(values)
         per.append({k: float(v.score) for k, v in values.items()})
     return scores, per
 
 
 class PdmClosedPlanner(Planner):
     """PDM-Closed. Params: ``horizon_s`` (4.0 s forecast), ``forecast_dt_s`` (0.2 s), ``speed_fracs``
-    (0, .25, .5, .75, 1 of the limit), ``offsets_m`` (extra lateral offsets; default 0, ±1 m and ±one
-    lane width), ``metrics`` (default: every registered multiplier/weighted metric), ``switch_cost``
+    (0, .25, .5, .75, 1 of the limit), ``offsets_m`` (lateral offsets; default 0 and ±one lane
+    width, plus the current target), ``replan_every`` (2: full proposal scoring every 2nd step, the
+    chosen policy re-run against fresh observations in between), ``metrics`` (default: every registered multiplier/weighted metric), ``switch_cost``
     (0.02 score units per lane width of moving further from the centreline: hysteresis), plus any IDM parameter."""
 
     name = "pdm_closed"
@@ -127,6 +137,7 @@ class PdmClosedPlanner(Planner):
         self.offsets_m = params.get("offsets_m")
         self.metrics = list(params.get("metrics") or [n for n in METRICS.names() if METRICS.get(n).kind != "info"])
         self.switch_cost = float(params.get("switch_cost", 0.02))
+        self.replan_every = max(1, int(params.get("replan_every", 2)))
         self.bicycle = KinematicBicycle()
         self.route: RouteRef | None = None
         #: the last plan's proposals, scores and choice (for inspection / tests)
@@ -143,13 +154,15 @@ class PdmClosedPlanner(Planner):
         widths = [init.lane_map.lanes[r].width for r in init.route]
         self.lane_w = float(np.median(widths))
         self.target_d = 0.0
+        self.target_frac = float(self.speed_fracs.max())
+        self._k = 0
         self.last = {}
 
     def _offsets(self, d_cur: float) -> np.ndarray:
         if self.offsets_m is not None:
             base = [float(o) for o in self.offsets_m]
         else:
-            base = [0.0, 1.0, -1.0, self.lane_w, -self.lane_w]
+            base = [0.0, self.lane_w, -self.lane_w]
         base.append(self.target_d)
         return np.unique(np.round(np.asarray(base), 3))
 
@@ -183,6 +196,10 @@ class PdmClosedPlanner(Planner):
         ego = ego_from_obs(obs)
         actors = self.actors(obs, ego)
         _, d_cur = self.route.polyline.project(ego.xy)
+        self._k += 1
+        if (self._k - 1) % self.replan_every:
+            # between full replans: the chosen policy (offset, desired speed) on the fresh observation
+            return self._execute(ego, actors, self.target_d, self.target_frac, float(d_cur))
         offs = self._offsets(float(d_cur))
         n_off, n_spd = len(offs), len(self.speed_fracs)
         off_p = np.repeat(offs, n_spd)
@@ -209,11 +226,16 @@ class PdmClosedPlanner(Planner):
             adj = scores - self._offset_cost(off_p)
             best, best_metrics, lazy = int(np.argmax(adj)), per_all[int(np.argmax(adj))], False
         self.target_d = float(off_p[best])
+        self.target_frac = float(fr_p[best])
         self.last = {"offsets": off_p, "speed_fracs": fr_p, "scores": scores, "best": best, "metric_scores": best_metrics, "lazy": lazy}
-        # the executed control: the chosen policy evaluated at the engine's step
+        return self._execute(ego, actors, self.target_d, self.target_frac, float(d_cur))
+
+    def _execute(self, ego: EgoView, actors: ActorsView, offset: float, frac: float, d_cur: float) -> Control:
+        """The control of policy (offset, desired-speed fraction) at the engine's step."""
+        assert self.route is not None
         g = forecast(
-            ego, self.route, actors, off_p[best : best + 1], fr_p[best : best + 1], steps=1, dt_s=self.dt_s,
-            bicycle=self.bicycle, params=self.idm, ego_size=self.ego_size, d_start=float(d_cur),
+            ego, self.route, actors, np.array([offset]), np.array([frac]), steps=1, dt_s=self.dt_s,
+            bicycle=self.bicycle, params=self.idm, ego_size=self.ego_size, d_start=d_cur,
         )  # fmt: skip
         a, st = g.controls[0, 0]
         return Control(float(a), float(st))
