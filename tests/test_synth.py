@@ -107,8 +107,13 @@ def test_actors_are_plausible(tiny):
             assert abs(d) < 0.5
 
 
-def test_no_overlapping_actors(tiny):
+@pytest.mark.parametrize(("preset", "seed"), [("tiny", 0), ("tiny", 5), ("small", 3)])
+def test_no_overlapping_actors(preset, seed):
+    """Vehicles follow, yield at the intersection and to pedestrians on zebras: no two boxes
+    (ego included) ever overlap by more than 0.05 m^2."""
     from shapely.geometry import Polygon
+
+    tiny = make_scene(preset, seed)
 
     def poly(p, size):
         c, s = np.cos(p[3]), np.sin(p[3])

@@ -347,7 +347,7 @@ def build_static_town(scene: SynthScene) -> StaticTown:
     xmin, ymin, xmax, ymax = net.town_area.bounds
     x0, y0 = xmin - 20.0, ymin - 20.0
     gw, gh = (xmax - xmin) + 40.0, (ymax - ymin) + 40.0
-    mpp = max(0.1, max(gw, gh) / 3072.0)
+    mpp = max(0.1, max(gw, gh) / 2048.0)
     shape = (math.ceil(gh / mpp), math.ceil(gw / mpp))
     gw, gh = shape[1] * mpp, shape[0] * mpp
     uv_of = _ground_uv(x0, y0, gw, gh)
@@ -523,6 +523,9 @@ def _buildings(scene: SynthScene, net: TownNetwork, rng: np.random.Generator, tr
     area = net.town_area.buffer(-2.0)
     specs: list[tuple[F64, list[int], int]] = []
     images: list[NDArray[np.uint8]] = []
+    shapely.prepare(area)
+    shapely.prepare(keep_out)
+    boxes: list[F64] = [np.asarray(o.bounds) for o in occupied]
     for r in net.roads:
         u, n = r.u, r.n
         a = np.asarray(r.a)
@@ -544,9 +547,16 @@ def _buildings(scene: SynthScene, net: TownNetwork, rng: np.random.Generator, tr
                 hl, hd = width / 2, depth / 2
                 corners = [cen + u * x + n * y for x, y in ((-hl, -hd), (hl, -hd), (hl, hd), (-hl, hd))]
                 fp = Polygon(corners)
-                if not area.contains(fp) or fp.intersects(keep_out) or any(fp.distance(o) < 1.5 for o in occupied):
+                if not area.contains(fp) or fp.intersects(keep_out):
                     continue
+                b = np.asarray(fp.bounds)
+                if len(boxes):
+                    bb = np.asarray(boxes)
+                    close = (bb[:, 0] < b[2] + 1.5) & (bb[:, 2] > b[0] - 1.5) & (bb[:, 1] < b[3] + 1.5) & (bb[:, 3] > b[1] - 1.5)
+                    if any(fp.distance(occupied[j]) < 1.5 for j in np.nonzero(close)[0]):
+                        continue
                 occupied.append(fp)
+                boxes.append(b)
                 c, bays = _wall_bays(fp)
                 specs.append((c, bays, floors))
                 images.append(tex.facade(trng, bays=sum(bays), floors=floors, px_per_m=FACADE_PX_PER_M))
@@ -639,12 +649,21 @@ def _trees(net: TownNetwork, rng: np.random.Generator, lots: Any, occupied: list
     for _ in range(int(lots.area / 250)):
         spots.append(np.array([rng.uniform(xmin, xmax), rng.uniform(ymin, ymax)]))
     greens = np.array([[0.22, 0.40, 0.16], [0.28, 0.45, 0.18], [0.18, 0.34, 0.15], [0.32, 0.42, 0.20], [0.25, 0.38, 0.22]])
+    from shapely.strtree import STRtree
+
+    taken = STRtree(occupied) if occupied else None
+    near_road = net.road_area.buffer(0.5)
+    for g in (near_road, net.sidewalk_area, lots):
+        shapely.prepare(g)
+    trees_xy: list[tuple[float, float, float]] = []
     for p in spots:
         pt = Point(p)
         on_sidewalk = net.sidewalk_area.contains(pt)
         if not on_sidewalk and not lots.contains(pt):
             continue
-        if net.road_area.buffer(0.5).contains(pt) or any(o.distance(pt) < 2.0 for o in occupied):
+        if near_road.contains(pt) or (taken is not None and len(taken.query(pt, predicate="dwithin", distance=2.0))):
+            continue
+        if any((p[0] - x) ** 2 + (p[1] - y) ** 2 < (2.0 + r) ** 2 for x, y, r in trees_xy):
             continue
         crown_r = float(rng.uniform(1.4, 2.6) if on_sidewalk else rng.uniform(1.8, 3.4))
         trunk_h = float(rng.uniform(2.2, 3.2))
@@ -656,7 +675,7 @@ def _trees(net: TownNetwork, rng: np.random.Generator, lots: Any, occupied: list
         crown = sphere_part([p[0], p[1], z0 + trunk_h + crown_r * 0.85], [crown_r, crown_r, crown_r * 1.1], "foliage",
                             np.clip(col, 0, 1), subdiv=2, jitter=0.18, rng=rng, color_jitter=0.18)
         parts.extend([trunk, crown])
-        occupied.append(pt.buffer(crown_r * 0.6))
+        trees_xy.append((float(p[0]), float(p[1]), crown_r * 0.6))
     return parts
 
 

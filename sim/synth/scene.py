@@ -282,11 +282,13 @@ def make_scene(preset: str = "tiny", seed: int = 0, frames: int | None = None, d
             break
     # ---- pedestrians: walk to a zebra, cross it, walk on
     n_cw = len(net.crosswalks)
-    for _ in range(town.pedestrians):
+    cw_order = rng.permutation(n_cw)  # different zebras first; pedestrians sharing one keep apart
+    for k in range(town.pedestrians):
         v = float(rng.uniform(1.2, 1.5))
-        cw = int(rng.integers(n_cw))
+        cw = int(cw_order[k % n_cw])
         lead = max(1.0, v * duration * float(rng.uniform(0.1, 0.45)))
-        path, crossing = pedestrian_path(net, cw, bool(rng.uniform() < 0.5), lead, 12.0)
+        offset = (-0.8, 0.8)[(k // n_cw) % 2] if k >= n_cw else 0.0
+        path, crossing = pedestrian_path(net, cw, bool(rng.uniform() < 0.5), lead, 12.0, offset)
         path.vmax[:] = v
         from shapely.geometry import Polygon
 
@@ -294,7 +296,7 @@ def make_scene(preset: str = "tiny", seed: int = 0, frames: int | None = None, d
         next_id += 1
         size = (round(float(rng.uniform(0.45, 0.6)), 2), round(float(rng.uniform(0.5, 0.65)), 2), round(float(rng.uniform(1.6, 1.9)), 2))
         agents.append(Agent(aid, "pedestrian", size, path, 0.0, v, pedestrian=True, crossing=crossing,
-                            crosswalk=Polygon(net.crosswalks[cw][1])))
+                            crosswalk=Polygon(net.crosswalks[cw][1]), cw_index=cw))
 
     simulate_traffic(net, agents, t_us, dt_s)
 

@@ -199,6 +199,8 @@ class Agent:
     a_max: float = 1.5
     crossing: tuple[float, float] | None = None  # pedestrians: path s range on the zebra
     crosswalk: object | None = None  # shapely polygon of that zebra
+    cw_index: int = -1  # pedestrians: index of that zebra in the network
+    cw_spans: list[tuple[int, float]] = field(default_factory=list)  # vehicles: (zebra, path s where it starts)
     alive: bool = True
     entry_i: int = 0
     reserved: str | None = None
@@ -217,7 +219,7 @@ def _idm(v: float, v0: float, gap: float, dv: float, a_max: float, b: float = 2.
     return a_max * (free - (s_star / max(gap, 0.05)) ** 2)
 
 
-def simulate_traffic(net: TownNetwork, agents: list[Agent], t_us: NDArray[np.int64], dt_s: float, substeps: int = 2) -> None:
+def simulate_traffic(net: TownNetwork, agents: list[Agent], t_us: NDArray[np.int64], dt_s: float, substeps: int = 1) -> None:
     """Advance ``agents`` in place over the frame times, recording a pose sample at each frame."""
     by_lane = net.lane_by_id
     sidewalk = net.sidewalk_area
@@ -231,6 +233,16 @@ def simulate_traffic(net: TownNetwork, agents: list[Agent], t_us: NDArray[np.int
                 return False
         return True
 
+    # where each vehicle's path enters each zebra (vehicles give way to pedestrians on it)
+    cw_polys = [shapely.Polygon(q).buffer(0.6) for _cid, q in net.crosswalks]
+    for a in agents:
+        if a.pedestrian:
+            continue
+        for k, poly in enumerate(cw_polys):
+            inside = shapely.contains_xy(poly, a.path.pts[:, 0], a.path.pts[:, 1])
+            if inside.any():
+                i0 = int(np.argmax(inside))
+                a.cw_spans.append((k, float(a.path.s[max(i0 - 1, 0)])))
     for a in agents:  # the ego has priority at its first intersection
         if a.ego and a.path.entries:
             e = a.path.entries[0]
@@ -264,7 +276,8 @@ def simulate_traffic(net: TownNetwork, agents: list[Agent], t_us: NDArray[np.int
                 v0 = float(np.interp(a.s, a.path.s, a.path.vmax))
                 gap, dv = math.inf, 0.0
                 lookahead = 12.0 + 4.0 * a.v + length
-                others = [j for j in range(len(live)) if j != i]
+                d2 = np.sum((xy - xy[i]) ** 2, axis=1)
+                others = [j for j in np.nonzero(d2 < (lookahead + 8.0) ** 2)[0].tolist() if j != i]
                 if others:
                     s_o, d_o = a.path.project(xy[others], a.s - 1.0, a.s + lookahead)
                     for k, j in enumerate(others):
@@ -279,6 +292,14 @@ def simulate_traffic(net: TownNetwork, agents: list[Agent], t_us: NDArray[np.int
                         g = ds - length / 2 - half_ext
                         if g < gap:
                             gap, dv = g, a.v - b.v * math.cos(dyaw)
+                # pedestrians on a zebra ahead: stop before it (unless already on it)
+                for b in live:
+                    if b.pedestrian and b.crossing is not None and b.crossing[0] - 0.2 <= b.s <= b.crossing[1]:
+                        for k, s_in in a.cw_spans:
+                            if k == b.cw_index:
+                                g = s_in - (a.s + length / 2)
+                                if -0.3 < g < gap:
+                                    gap, dv = max(g - 0.3, 0.05), a.v
                 # intersection: stop before the entry unless reserved
                 if a.entry_i < len(a.path.entries):
                     e = a.path.entries[a.entry_i]
@@ -312,7 +333,9 @@ def simulate_traffic(net: TownNetwork, agents: list[Agent], t_us: NDArray[np.int
                             if b.pedestrian or (b.cls == "cyclist" and b.v < 0.5):
                                 continue
                             bx, by_, byaw = b.path.at(b.s, b.lateral)
-                            if shapely.distance(a.crosswalk, _box(bx, by_, byaw, b.size)) < 0.8 + 1.8 * b.v:
+                            dist = shapely.distance(a.crosswalk, _box(bx, by_, byaw, b.size))
+                            # a vehicle on the zebra, or one coming that would not stop: wait
+                            if dist < 0.05 or (b.v > 0.5 and dist < 0.8 + 1.8 * b.v):
                                 busy = True
                                 break
                         if busy:
@@ -351,8 +374,10 @@ def agent_track(a: Agent, static: bool = False) -> Track:
     return Track(a.id, a.cls, tuple(float(round(v, 3)) for v in a.size), np.asarray(a.sample_t, dtype=np.int64), pose, static)  # type: ignore[arg-type]
 
 
-def pedestrian_path(net: TownNetwork, cw_index: int, forward: bool, lead_m: float, tail_m: float) -> tuple[PathLine, tuple[float, float]]:
-    """A walk along the sidewalk to zebra ``cw_index``, across it, and on along the far sidewalk.
+def pedestrian_path(net: TownNetwork, cw_index: int, forward: bool, lead_m: float, tail_m: float,
+                    band_offset: float = 0.0) -> tuple[PathLine, tuple[float, float]]:
+    """A walk along the sidewalk to zebra ``cw_index``, across it (``band_offset`` metres off the
+    middle of the 3 m band, positive away from the intersection), and on along the far sidewalk.
 
     Returns the path and the arc-length range spent on the zebra.
     """
@@ -361,6 +386,8 @@ def pedestrian_path(net: TownNetwork, cw_index: int, forward: bool, lead_m: floa
     m_minus = 0.5 * (q[2] + q[3])
     across = (m_minus - m_plus) / np.linalg.norm(m_minus - m_plus)
     along_out = (q[1] - q[0]) / np.linalg.norm(q[1] - q[0])  # away from the intersection
+    m_plus = m_plus + along_out * band_offset
+    m_minus = m_minus + along_out * band_offset
     a_side, b_side = (m_plus, m_minus) if forward else (m_minus, m_plus)
     sgn = 1.0 if forward else -1.0
     b = a_side - sgn * across * (SIDEWALK_W / 2)
