@@ -875,17 +875,6 @@ def _semantic(doc: _Doc, m: ScenarioModel, ctx: SceneContext | None) -> list[Sce
                 continue
             _check_behavior_params(doc, p[:-1], nm, errs)
 
-    # sweep paths must point at existing values
-    for key in m.sweep:
-        parts = _split_path(key)
-        if _get_path(doc.data, parts) is _MISSING:
-            err(
-                ("sweep", key),
-                f"expected a dotted path to an existing field (e.g. actors.0.spawn.speed), got {key!r}",
-            )
-        if not m.sweep[key]:
-            err(("sweep", key), "expected at least one value")
-
     if ctx is None:
         return errs
     lm = ctx.lane_map
@@ -1031,9 +1020,13 @@ def _get_path(data: Any, parts: Sequence[str | int]) -> Any:
 
 
 def _set_path(data: Any, parts: Sequence[str | int], value: Any) -> Any:
+    """A copy of ``data`` with the value at ``parts`` replaced (missing mappings on the way, i.e.
+    fields left at their defaults, are created)."""
     out = copy.deepcopy(data)
     cur = out
     for p in parts[:-1]:
+        if isinstance(cur, dict) and p not in cur:
+            cur[p] = {}
         cur = cur[p]
     cur[parts[-1]] = value
     return out
@@ -1175,8 +1168,9 @@ def _validate_data(
         m = ScenarioModel.model_validate(data)
     except ValidationError as exc:
         return None, None, _schema_errors(doc, data, exc)
-    if not semantic:
-        return m, None, []
+    sweep_errs = _check_sweep_paths(doc, data, m)
+    if sweep_errs or not semantic:
+        return m, None, sweep_errs
     ctx: SceneContext | None = None
     errs: list[ScenarioError] = []
     try:
@@ -1194,6 +1188,24 @@ def _validate_data(
         )
     errs.extend(_semantic(doc, m, ctx))
     return m, ctx, errs
+
+
+def _check_sweep_paths(doc: _Doc, data: Any, m: ScenarioModel) -> list[ScenarioError]:
+    """Every sweep key must be a dotted path to an existing value, with at least one value."""
+    errs = []
+    dumped = m.model_dump(by_alias=True, mode="json") if m.sweep else {}
+    for key, values in m.sweep.items():
+        parts = _split_path(key)
+        if not parts or (_get_path(data, parts) is _MISSING and _get_path(dumped, parts) is _MISSING):
+            errs.append(
+                doc.err(
+                    ("sweep", key),
+                    f"expected a dotted path to an existing field (e.g. actors.0.spawn.speed), got {key!r}",
+                )
+            )
+        if not values:
+            errs.append(doc.err(("sweep", key), "expected at least one value"))
+    return errs
 
 
 def _check_file(path: str | os.PathLike[str], *, semantic: bool = True) -> _Checked:
