@@ -99,7 +99,8 @@ def test_lidar_stack_gets_only_what_it_declared_and_still_stops(stopped_car: tup
     # it perceived the stopped car from the LiDAR alone and stopped behind it
     assert res.record.ego_xy[-1, 0] < STOP_X - 2.25
     det = spy.last_actors
-    assert det.n >= 1 and np.min(np.hypot(det.xy[:, 0] - STOP_X, det.xy[:, 1] + 5.25)) < 1.5
+    # the LiDAR sees the car's rear face (x = STOP_X - 2.25, across the lane centre y = -5.25)
+    assert det.n >= 1 and np.min(np.hypot(det.xy[:, 0] - (STOP_X - 2.25), det.xy[:, 1] + 5.25)) < 0.5
 
 
 def test_observation_spec_mismatch_names_what_is_missing(free_road: tuple[ScenarioSpec, Any]) -> None:
