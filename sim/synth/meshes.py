@@ -186,11 +186,9 @@ def box_part(x0: float, x1: float, y0: float, y1: float, z0: float, z1: float, m
 
 
 def cylinder_part(center: Sequence[float], axis: str, radius: float, length: float, material: str,
-                  albedo: Sequence[float], segments: int = 12, shade: Any = sun_shade, caps: bool = True) -> Part:
-    """A cylinder along local axis ``axis`` ('x', 'y' or 'z') centred at ``center``."""
+                  albedo: Sequence[float], segments: int = 12, shade: Any = sun_shade) -> Part:
+    """A capped cylinder along local axis ``axis`` ('x', 'y' or 'z') centred at ``center``."""
     m = trimesh.creation.cylinder(radius=radius, height=length, sections=segments)
-    if not caps:
-        pass
     # flat-shaded: unmerge vertices
     v = m.vertices[m.faces].reshape(-1, 3)
     f = np.arange(len(v)).reshape(-1, 3)
