@@ -166,8 +166,10 @@ def bench_synth_cmd(
     tab.add_column("setting")
     tab.add_column("rate", justify="right")
     tab.add_column("ms each", justify="right")
-    c = res["camera"]
-    tab.add_row("camera RGB+depth", f"{c['width']}x{c['height']} (pyrender EGL)", f"{c['frames_per_s']} frames/s", f"{c['ms_per_frame']}")
+    for key in ("camera", "camera_supersample3"):
+        c = res[key]
+        tab.add_row("camera RGB+depth", f"{c['width']}x{c['height']}, supersample {c['supersample']} (pyrender EGL)",
+                    f"{c['frames_per_s']} frames/s", f"{c['ms_per_frame']}")
     for eng in ("embree", "triangle"):
         if eng in res["lidar"]:
             li = res["lidar"][eng]
