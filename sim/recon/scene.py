@@ -156,16 +156,15 @@ class HashGrid(nn.Module):
         ext = torch.tensor(aabb_max, dtype=torch.float32) - lo
         cells = [coarsest_m * (finest_m / coarsest_m) ** (l_ / max(levels - 1, 1)) for l_ in range(levels)]
         res = torch.stack([torch.ceil(ext / c).long() + 2 for c in cells])  # (L, 3) vertices per axis
-        dense = (res.prod(dim=1) <= self.size).to(torch.long)
+        dense = res.prod(dim=1) <= self.size
+        # levels are coarse to fine: the first ``n_dense`` fit the table and are indexed densely
+        self.n_dense = int(dense.long().cumprod(0).sum())
         self.register_buffer("lo", lo, persistent=False)
         self.register_buffer("cell", torch.tensor(cells, dtype=torch.float32), persistent=False)
         self.register_buffer("res", res, persistent=False)
-        self.register_buffer("dense", dense, persistent=False)
         self.register_buffer("offset", torch.arange(levels, dtype=torch.long) * self.size, persistent=False)
         g = torch.Generator().manual_seed(0)
         self.table = nn.Parameter((torch.rand(levels * self.size, features, generator=g) * 2 - 1) * 1e-4)
-        corners = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], dtype=torch.long)
-        self.register_buffer("corners", corners, persistent=False)
 
     @property
     def out_dim(self) -> int:
@@ -173,24 +172,50 @@ class HashGrid(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3) world points (m) -> (N, levels * features) features."""
-        n = x.shape[0]
+        n, L = x.shape[0], self.levels
         u = (x - self.lo)[:, None, :] / self.cell[None, :, None]  # (N, L, 3)
         u = torch.maximum(u, torch.zeros((), dtype=u.dtype))
         u = torch.minimum(u, (self.res - 2).to(u.dtype)[None])
-        i0 = u.floor().long()
-        f = u - i0
-        ic = i0[:, :, None, :] + self.corners[None, None]  # (N, L, 8, 3)
-        p = torch.tensor(_PRIMES, dtype=torch.long)
-        hashed = (ic[..., 0] * p[0]) ^ (ic[..., 1] * p[1]) ^ (ic[..., 2] * p[2])
-        rx = self.res[:, 0][None, :, None]
-        ry = self.res[:, 1][None, :, None]
-        flat = ic[..., 0] + rx * (ic[..., 1] + ry * ic[..., 2])
-        d = self.dense[None, :, None].bool()
-        idx = torch.where(d, flat, hashed) % self.size + self.offset[None, :, None]
-        c = self.corners.to(f.dtype)  # (8, 3)
-        w = (c[None, None] * f[:, :, None, :] + (1 - c[None, None]) * (1 - f[:, :, None, :])).prod(-1)
-        out = F.embedding_bag(idx.reshape(n * self.levels, 8), self.table, per_sample_weights=w.reshape(n * self.levels, 8), mode="sum")
-        return out.reshape(n, self.levels * self.features)
+        fl = u.floor()
+        f = u - fl
+        i0 = fl.long()
+        # per-axis corner coordinates and weights (N, L, 2), combined by broadcasting to (N, L, 2, 2, 2)
+        ax = [torch.stack([i0[..., k], i0[..., k] + 1], -1) for k in range(3)]
+        wt = [torch.stack([1 - f[..., k], f[..., k]], -1) for k in range(3)]
+        w = wt[0][..., :, None, None] * wt[1][..., None, :, None] * wt[2][..., None, None, :]
+        nd = self.n_dense
+        parts = []
+        if nd > 0:
+            rx = self.res[:nd, 0][None, :, None]
+            rxy = rx * self.res[:nd, 1][None, :, None]
+            parts.append(ax[0][:, :nd, :, None, None] + (ax[1][:, :nd] * rx)[..., None, :, None] + (ax[2][:, :nd] * rxy)[..., None, None, :])
+        if nd < L:
+            h = ((ax[0][:, nd:] * _PRIMES[0])[..., :, None, None] ^ (ax[1][:, nd:] * _PRIMES[1])[..., None, :, None]
+                 ^ (ax[2][:, nd:] * _PRIMES[2])[..., None, None, :])
+            parts.append(h & (self.size - 1))
+        idx = (torch.cat(parts, 1) if len(parts) > 1 else parts[0]) + self.offset[None, :, None, None, None]
+        out = _HashLookup.apply(self.table, idx.reshape(n * L, 8), w.reshape(n * L, 8).detach())
+        return out.reshape(n, L * self.features)
+
+
+class _HashLookup(torch.autograd.Function):
+    """Weighted gather ``out[i] = sum_k w[i, k] * table[idx[i, k]]`` whose backward is one
+    ``index_add_`` (a linear scatter; much faster on the CPU than the sort-based embedding
+    backward). No gradient flows to the weights (positions are not optimised)."""
+
+    @staticmethod
+    def forward(ctx: Any, table: Tensor, idx: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(idx, w)
+        ctx.rows = table.shape[0]
+        return F.embedding_bag(idx, table, per_sample_weights=w, mode="sum")
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        idx, w = ctx.saved_tensors
+        g = (w[..., None] * grad[:, None, :]).reshape(-1, grad.shape[-1])
+        out = torch.zeros(ctx.rows, grad.shape[-1], dtype=grad.dtype)
+        out.index_add_(0, idx.reshape(-1), g)
+        return out, None, None
 
 
 def _trunc_exp(x: Tensor) -> Tensor:

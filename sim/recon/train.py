@@ -159,7 +159,7 @@ def compute_losses(scene: SceneModel, out: dict[str, Tensor], batch: dict[str, T
 
 def make_optimizer(scene: SceneModel, lr_grid: float = 1e-2, lr_net: float = 3e-3) -> torch.optim.Optimizer:
     g = scene.param_groups()
-    return torch.optim.Adam([{"params": g["grids"], "lr": lr_grid}, {"params": g["networks"], "lr": lr_net}], eps=1e-15)
+    return torch.optim.Adam([{"params": g["grids"], "lr": lr_grid}, {"params": g["networks"], "lr": lr_net}], eps=1e-15, fused=True)
 
 
 def fit(scene: SceneModel, data: ReconData, iters: int, spec: BatchSpec | None = None, weights: LossWeights | None = None, seed: int = 0) -> list[dict[str, float]]:
