@@ -272,8 +272,30 @@ class NeuralRenderer(RenderBackend):
         return ActorPlan(tuple(rows), tuple(slots), {k: (tuple(v[0]), tuple(v[1])) for k, v in foreign.items()})
 
     # ------------------------------------------------------------------------------ camera
+    @staticmethod
+    @torch.no_grad()
+    def _layer_camera(model: Any, actors: Any, c2w: NDArray[np.float64], cam: CameraSpec) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]:
+        """A library source's actors alone: RGB, z-depth of the opaque part (``sum(w t) / acc``,
+        without the far-plane term of the scene's expected depth; inf where ``acc < 0.5``) and opacity."""
+        s = model.cfg.upsample
+        h, w = -(-cam.height // s), -(-cam.width // s)
+        o, d, cos = model.camera_rays(torch.as_tensor(c2w, dtype=torch.float32), torch.as_tensor(cam.K, dtype=torch.float32), cam.width, cam.height, s)
+        r = model.render_rays(o, d, actors)
+        rgb, _ = model.decode(r["feat"].reshape(h, w, -1).permute(2, 0, 1)[None])
+        acc = r["acc"]
+        depth = (r["w"] * r["t"]).sum(1) / acc.clamp(min=1e-6) * cos
+        depth = torch.where(acc > 0.5, depth, torch.full_like(depth, float("inf")))
+
+        def up(x: torch.Tensor) -> NDArray[np.float32]:
+            return x.reshape(h, w).repeat_interleave(s, 0).repeat_interleave(s, 1)[: cam.height, : cam.width].numpy().astype(np.float32)
+
+        rgb8 = (rgb[0].permute(1, 2, 0)[: cam.height, : cam.width].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+        return rgb8, up(depth), up(acc)
+
     def _camera(self, model: Any, world: WorldLike, rows: tuple[int, ...], slots: tuple[int, ...], c2w: NDArray[np.float64],
-                cam: CameraSpec) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]:
+                cam: CameraSpec, layer: bool = False) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]:
+        if layer:
+            return self._layer_camera(model, _actor_state(rows, slots, world), c2w, cam)
         r = model.render_camera(torch.as_tensor(c2w, dtype=torch.float32), torch.as_tensor(cam.K, dtype=torch.float32),
                                 cam.width, cam.height, _actor_state(rows, slots, world))
         rgb = (r["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
@@ -287,7 +309,7 @@ class NeuralRenderer(RenderBackend):
         rgb, depth, _ = self._camera(self.model, world, plan.rows, plan.slots, c2w, cam)
         for src, (rows, slots) in plan.foreign.items():
             assert self.library is not None
-            lrgb, ldepth, lacc = self._camera(self.library.source_model(src), world, rows, slots, c2w, cam)
+            lrgb, ldepth, lacc = self._camera(self.library.source_model(src), world, rows, slots, c2w, cam, layer=True)
             rgb, depth = merge_camera(rgb, depth, lrgb, ldepth, lacc)
         return CameraImage(rgb, depth, c2w, cam.K)
 
@@ -301,10 +323,14 @@ class NeuralRenderer(RenderBackend):
         return d
 
     def _lidar(self, model: Any, world: WorldLike, rows: tuple[int, ...], slots: tuple[int, ...], s2w: NDArray[np.float64],
-               dirs: NDArray[np.float32], max_range: float) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int32]]:
-        """Per-ray range (inf = no return), intensity and actor row."""
+               dirs: NDArray[np.float32], max_range: float, layer: bool = False) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int32]]:
+        """Per-ray range (inf = no return), intensity and actor row. A ``layer`` (library source, actors
+        only) reports the range of its opaque part (without the far-plane term)."""
         r = model.render_lidar(torch.as_tensor(s2w, dtype=torch.float32), torch.from_numpy(dirs), _actor_state(rows, slots, world))
         rng = r["range"].numpy().astype(np.float32)
+        if layer:
+            a = r["acc_actor"].numpy().astype(np.float32)
+            rng = np.where(a > 0.5, (rng - (1.0 - a) * model.cfg.far_m) / np.maximum(a, 1e-6), model.cfg.far_m).astype(np.float32)
         inten = r["intensity"].numpy().astype(np.float32)
         ok = (r["drop_prob"].numpy() < DROP_THRESHOLD) & (rng > MIN_RANGE_M) & (rng <= max_range) & (rng < model.cfg.far_m - 1e-3)
         rng = np.where(ok, rng, np.inf).astype(np.float32)
@@ -324,7 +350,7 @@ class NeuralRenderer(RenderBackend):
         rng, inten, who = self._lidar(self.model, world, plan.rows, plan.slots, s2w, dirs, spec.max_range_m)
         for src, (rows, slots) in plan.foreign.items():
             assert self.library is not None
-            merge_lidar(rng, inten, who, *self._lidar(self.library.source_model(src), world, rows, slots, s2w, dirs, spec.max_range_m))
+            merge_lidar(rng, inten, who, *self._lidar(self.library.source_model(src), world, rows, slots, s2w, dirs, spec.max_range_m, layer=True))
         idx = np.flatnonzero(np.isfinite(rng))
         pts = (dirs[idx] * rng[idx, None]).astype(np.float32)
         return LidarScan(pts, np.clip(inten[idx], 0.0, 1.0).astype(np.float32), s2w, idx.astype(np.int32), who[idx])
