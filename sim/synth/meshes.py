@@ -376,16 +376,40 @@ def build_static_town(scene: SynthScene) -> StaticTown:
     parts.extend(_trees(net, rng, lots, occupied))
     parts.append(_tree_line(rng, (cx, cy)))
     merged = merge_parts(parts)
-    vs, fs, mats = [], [], []
-    off = 0
-    for p in merged:
-        vs.append(p.vertices)
-        fs.append(p.faces + off)
-        mats.append(np.full(len(p.faces), MATERIAL_IDS[p.material], dtype=np.int16))
-        off += len(p.vertices)
-    mesh = trimesh.Trimesh(np.concatenate(vs), np.concatenate(fs), process=False)
+    mesh, mats = parts_to_trimesh(merged)
+    _bake_ground_shadows(mesh, textures, (x0, y0, gw, gh))
     sky = tex.sky_clouds(trng)
-    return StaticTown(merged, textures, (x0, y0, gw, gh), mesh, np.concatenate(mats), sky)
+    return StaticTown(merged, textures, (x0, y0, gw, gh), mesh, mats, sky)
+
+
+def _bake_ground_shadows(mesh: trimesh.Trimesh, textures: dict[str, NDArray[np.uint8]],
+                         mapping: tuple[float, float, float, float], strength: float = 0.42) -> None:
+    """Darken the world-aligned ground textures where the static town (buildings, trees, poles)
+    hides the sun (:data:`SUN`): one ray per 2x2 texels, cast with Embree, softened by bilinear
+    upsampling. Skipped (with a log message) without Embree: the pure-numpy caster is too slow."""
+    import logging
+
+    if not trimesh.ray.has_embree:
+        logging.getLogger(__name__).info("embreex not available: ground shadows are not baked")
+        return
+    from PIL import Image
+    from trimesh.ray import ray_pyembree
+
+    x0, y0, gw, gh = mapping
+    h, w = textures["asphalt"].shape[:2]
+    hs, ws = (h + 1) // 2, (w + 1) // 2
+    ys = y0 + (np.arange(hs) * 2 + 1.0) * gh / h
+    xs = x0 + (np.arange(ws) * 2 + 1.0) * gw / w
+    gx, gy = np.meshgrid(xs, ys)
+    origins = np.column_stack([gx.ravel(), gy.ravel(), np.full(gx.size, KERB_H + 0.05)])
+    dirs = np.broadcast_to(SUN, origins.shape)
+    scene = ray_pyembree.RayMeshIntersector(mesh, scale_to_box=False)._scene
+    prim = np.asarray(scene.run(origins.astype(np.float32), np.ascontiguousarray(dirs, dtype=np.float32)))
+    shadow = (prim >= 0).reshape(hs, ws).astype(np.float32)
+    im = Image.fromarray(shadow, mode="F").resize((w, h), Image.BILINEAR)
+    factor = 1.0 - strength * np.asarray(im, dtype=np.float32)
+    for key in ("asphalt", "sidewalk", "grass"):
+        textures[key] = np.clip(np.round(textures[key].astype(np.float32) * factor[..., None]), 0, 255).astype(np.uint8)
 
 
 def _markings(net: TownNetwork, uv_of: Any) -> list[Part]:
