@@ -67,6 +67,9 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------- LPIPS
+_REAL_LPIPS: dict[str, Any] = {}
+
+
 class OfflineLPIPS(torch.nn.Module):
     """Drop-in for torchmetrics' LPIPS: the real metric when its AlexNet weights are already in the
     torch hub cache, otherwise a metric that returns NaN (no download is ever attempted)."""
@@ -75,12 +78,10 @@ class OfflineLPIPS(torch.nn.Module):
         super().__init__()
         self._impl: torch.nn.Module | None = None
         ckpt = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
-        if ckpt.is_file():
-            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
-
-            self._impl = LearnedPerceptualImagePatchSimilarity(*args, **kwargs)
+        if ckpt.is_file() and "cls" in _REAL_LPIPS:
+            self._impl = _REAL_LPIPS["cls"](*args, **kwargs)
         else:
-            log.warning("LPIPS disabled: its AlexNet weights are not cached and loopdrive never downloads them")
+            log.warning("LPIPS disabled (NaN): its AlexNet weights are not cached and loopdrive never downloads them")
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         if self._impl is None:
@@ -89,19 +90,18 @@ class OfflineLPIPS(torch.nn.Module):
 
 
 def install_offline_lpips() -> None:
-    """Replace the LPIPS class nerfstudio's built-in models construct (nerfacto and friends) with
-    :class:`OfflineLPIPS`, before any model is built. Idempotent."""
-    import importlib
+    """Make torchmetrics' ``LearnedPerceptualImagePatchSimilarity`` (which nerfacto and other
+    built-in nerfstudio models construct inside ``populate_modules``) the offline-safe
+    :class:`OfflineLPIPS`, before any model is built. Idempotent; affects only processes that load
+    this plugin (the ``ns-*`` commands, ``loopdrive recon``/``bench recon``)."""
+    import torchmetrics.image
+    import torchmetrics.image.lpip as tl
 
-    for mod in ("nerfstudio.models.nerfacto", "nerfstudio.models.depth_nerfacto", "nerfstudio.models.splatfacto",
-                "nerfstudio.models.instant_ngp", "nerfstudio.models.vanilla_nerf", "nerfstudio.models.mipnerf",
-                "nerfstudio.models.tensorf", "nerfstudio.models.semantic_nerfw", "nerfstudio.models.nerfplayer_nerfacto"):
-        try:
-            m = importlib.import_module(mod)
-        except Exception:  # optional models with missing extras
-            continue
-        if hasattr(m, "LearnedPerceptualImagePatchSimilarity"):
-            m.LearnedPerceptualImagePatchSimilarity = OfflineLPIPS  # type: ignore[attr-defined]
+    if tl.LearnedPerceptualImagePatchSimilarity is not OfflineLPIPS:
+        _REAL_LPIPS["cls"] = tl.LearnedPerceptualImagePatchSimilarity
+        tl.LearnedPerceptualImagePatchSimilarity = OfflineLPIPS  # type: ignore[misc]
+        if hasattr(torchmetrics.image, "LearnedPerceptualImagePatchSimilarity"):
+            torchmetrics.image.LearnedPerceptualImagePatchSimilarity = OfflineLPIPS  # type: ignore[attr-defined,misc]
 
 
 install_offline_lpips()
