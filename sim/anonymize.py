@@ -1,5 +1,5 @@
 """Anonymisation of camera images before anything is written: licence plates and pedestrians' faces
-are pixelated and blurred.
+are replaced by a smooth fill from their surroundings.
 
 The anonymiser takes **boxes** -- 3D regions in the world frame (:class:`SensitiveBox`) projected
 through the camera, or 2D pixel rectangles directly -- so the regions can come from the synthetic
@@ -13,8 +13,9 @@ length L, width W, height H; metres, world frame):
   ``sim.synth.meshes``, with margin);
 * pedestrians and cyclists: a head zone, a 0.7 m cube whose top is 0.1 m above the box top.
 
-Each projected region is grown by ``margin_px`` and replaced by a mosaic of ``block_px`` cells
-followed by a box blur, so no pixel of the original region survives.
+Each projected region is grown by ``margin_px`` and filled by inpainting from the pixels around
+it (:func:`anonymize`), so nothing of the original region survives -- not even a uniform plate
+that a blur would leave as it was.
 """
 
 from __future__ import annotations
@@ -109,30 +110,33 @@ def region_mask(rects: Sequence[tuple[int, int, int, int]], width: int, height: 
     return m
 
 
-def anonymize(rgb: NDArray[np.uint8], rects: Sequence[tuple[int, int, int, int]], *, margin_px: int = 2, block_px: int = 6) -> NDArray[np.uint8]:
-    """A copy of ``rgb`` (H, W, 3) uint8 with every rectangle (grown by ``margin_px``) pixelated
-    into ``block_px`` cells and box-blurred; pixels outside the rectangles are unchanged."""
+def anonymize(rgb: NDArray[np.uint8], rects: Sequence[tuple[int, int, int, int]], *, margin_px: int = 2) -> NDArray[np.uint8]:
+    """A copy of ``rgb`` (H, W, 3) uint8 where every rectangle (grown by ``margin_px``) is replaced
+    by a smooth fill interpolated from the pixels just **outside** it (a Coons-patch inpainting:
+    the mean of the left-right and top-bottom linear blends of its border). Nothing inside a region
+    influences the output, so no plate or face pixel survives; pixels outside are unchanged."""
     img = np.array(rgb, copy=True)
     H, W = img.shape[:2]
+    src = np.asarray(rgb, np.float32)
     for u0, v0, u1, v1 in rects:
         a0, b0 = max(v0 - margin_px, 0), max(u0 - margin_px, 0)
         a1, b1 = min(v1 + margin_px, H), min(u1 + margin_px, W)
         if a1 <= a0 or b1 <= b0:
             continue
-        patch = img[a0:a1, b0:b1].astype(np.float32)
-        h, w = patch.shape[:2]
-        bs = max(1, min(block_px, h, w))
-        out = np.empty_like(patch)
-        for i in range(0, h, bs):
-            for j in range(0, w, bs):
-                out[i : i + bs, j : j + bs] = patch[i : i + bs, j : j + bs].reshape(-1, 3).mean(axis=0)
-        # box blur across the cells (separable, edge-padded) so block edges carry no detail either
-        k = bs
-        pad = np.pad(out, ((k // 2, k - 1 - k // 2), (k // 2, k - 1 - k // 2), (0, 0)), mode="edge")
-        cs = pad.cumsum(axis=0)
-        cs = np.concatenate([np.zeros((1, *cs.shape[1:]), np.float32), cs], axis=0)
-        v = (cs[k:] - cs[:-k]) / k
-        cs2 = np.concatenate([np.zeros((v.shape[0], 1, 3), np.float32), v.cumsum(axis=1)], axis=1)
-        blurred = (cs2[:, k:] - cs2[:, :-k]) / k
-        img[a0:a1, b0:b1] = np.clip(np.rint(blurred[:h, :w]), 0, 255).astype(np.uint8)
+        h, w = a1 - a0, b1 - b0
+        # border lines just outside the region (clamped to the image; at an image edge the
+        # opposite border is used)
+        top = src[a0 - 1, b0:b1] if a0 > 0 else None
+        bot = src[a1, b0:b1] if a1 < H else None
+        left = src[a0:a1, b0 - 1] if b0 > 0 else None
+        right = src[a0:a1, b1] if b1 < W else None
+        top = top if top is not None else (bot if bot is not None else np.full((w, 3), src.mean((0, 1)), np.float32))
+        bot = bot if bot is not None else top
+        left = left if left is not None else (right if right is not None else np.full((h, 3), src.mean((0, 1)), np.float32))
+        right = right if right is not None else left
+        ty = ((np.arange(h, dtype=np.float32) + 1) / (h + 1))[:, None, None]
+        tx = ((np.arange(w, dtype=np.float32) + 1) / (w + 1))[None, :, None]
+        vert = (1 - ty) * top[None] + ty * bot[None]
+        horiz = (1 - tx) * left[:, None] + tx * right[:, None]
+        img[a0:a1, b0:b1] = np.clip(np.rint(0.5 * (vert + horiz)), 0, 255).astype(np.uint8)
     return img
