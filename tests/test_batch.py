@@ -3,6 +3,7 @@ the scenario library end to end, reports and comparisons."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -234,3 +235,34 @@ def test_metrics_json_is_strict_json(tmp_path: Path) -> None:
     run_batch([scen], tmp_path / "run")
     raw = (tmp_path / "run" / "episodes" / "follow__s0__p000" / "metrics.json").read_text()
     json.loads(raw, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+def test_scenario_on_a_drive_log(tmp_path: Path, tiny_log: Path) -> None:
+    """The scene can be a drive log: ids and lanes are checked against its tracks and map, and
+    the episode runs among its replayed actors."""
+    from sim.log import read_log
+    from sim.scenario import validate_file
+
+    dl = read_log(tiny_log)
+    victim = next(t.id for t in dl.tracks if not t.static)
+    text = f"""\
+version: 1
+name: on_log
+description: the logged drive with one actor removed
+scene: {{log: {tiny_log}}}
+actors:
+  - {{op: remove, id: "{victim}"}}
+horizon_s: 1.5
+"""
+    f = tmp_path / "on_log.yaml"
+    f.write_text(text)
+    assert validate_file(f) == []
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace(f'id: "{victim}"', 'id: "no_such_actor"'))
+    (err,) = validate_file(bad)
+    assert err.line == 6 and err.field == "actors[0].id" and "unknown actor id 'no_such_actor'" in err.message
+    out = run_episode(expand(f)[0])
+    assert out.row["status"] == "ok", out.row["error"]
+    traj = pl.read_parquet(io.BytesIO(out.trajectory))
+    assert victim not in set(traj.filter(pl.col("valid"))["actor_id"].to_list())
+    assert out.row["steps"] == 16
