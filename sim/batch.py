@@ -81,8 +81,18 @@ def rollout(
         engine,
         ep,
         planner or ep.planner,
-        dict(planner_params if planner_params is not None else ep.planner_params),
+        _params_for(ep, planner, planner_params),
     )
+
+
+def _params_for(ep: Episode, planner: str | None, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The planner parameters of an episode: the given ones; else the scenario's, but only when
+    the scenario's own planner runs (they mean nothing to another planner)."""
+    if params is not None:
+        return dict(params)
+    if planner is None or planner == ep.planner:
+        return dict(ep.planner_params)
+    return {}
 
 
 def _load_scene(engine: Any, ep: Episode) -> Any:
@@ -293,7 +303,7 @@ def run_episode(
     """Run, score and serialise one episode. Never raises for a failing episode: the exception
     becomes ``status = "error"`` with its one-line message (the traceback is in the details)."""
     name = planner or ep.planner
-    params = dict(planner_params if planner_params is not None else ep.planner_params)
+    params = _params_for(ep, planner, planner_params)
     row = _base_row(ep, name)
     details: dict[str, Any] = {
         "scene": to_builtin(
