@@ -17,6 +17,9 @@ from agents.planners.pdm_closed import PdmClosedPlanner
 
 __all__ = ["IdmPlanner", "LidarStackPlanner", "LogReplayPlanner", "PdmClosedPlanner"]
 
+# the ``ego`` and ``objects`` observation kinds for the env (sim.observations registry)
+import agents.planners.observations  # noqa: F401
+
 try:  # the learned planners import torch / stable-baselines3 lazily inside
     from agents.bc import BCPolicyPlanner  # noqa: F401
     from agents.sb3_planner import SB3Planner  # noqa: F401

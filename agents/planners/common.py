@@ -165,6 +165,13 @@ def ego_from_obs(obs: Mapping[str, Any]) -> EgoView:
 def actors_from_obs(obs: Mapping[str, Any]) -> ActorsView:
     """The actor view from an ``objects`` observation (only valid slots kept)."""
     o = obs["objects"]
+    if not isinstance(o, Mapping):  # the registered (M, 8) array form (agents.planners.observations)
+        a = np.asarray(o, np.float64).reshape(-1, 8)
+        a = a[a[:, 0] > 0.5]
+        return ActorsView(
+            xy=a[:, 1:3], yaw=a[:, 3], speed=a[:, 4], length=a[:, 5], width=a[:, 6],
+            cls=tuple(CODE_CLASSES.get(int(np.rint(k)), "other") for k in a[:, 7]),
+        )  # fmt: skip
     valid = np.asarray(o["valid"], bool)
     ids = o.get("ids")
     codes = np.asarray(o["cls"]) if "cls" in o else np.ones(len(valid), np.int64)
