@@ -152,7 +152,9 @@ def bench_loop_cmd(
     quick: bool = typer.Option(False, "--quick", help="Small budgets and one loop round."),
     work: Path = typer.Option(Path("out/bench-loop"), "--work", help="Scratch folder for runs."),
     budget: int | None = typer.Option(None, "--budget", help="Attack budget per method and planner."),
-    skip_loop: bool = typer.Option(False, "--skip-loop", help="Only the search comparison."),
+    skip_loop: bool = typer.Option(False, "--skip-loop", help="Only the search comparison (bc_policy uses --work's round-0 weights)."),
+    base: list[str] = typer.Option(["scenarios/lead_brake_hard.yaml", "scenarios/cut_in_left.yaml"], "--base", help="Attack bases of the search comparison."),
+    planners: str = typer.Option("idm,bc_policy", "--planners", help="Planners of the search comparison."),
 ) -> None:
     """Search comparison (random vs CEM at equal budget against idm and bc_policy) and the data loop
     (held-out failure rate and nominal score per round); JSON to --out."""
@@ -161,7 +163,8 @@ def bench_loop_cmd(
 
     b = budget or (40 if quick else 200)
     horizon = 6.0
-    result: dict = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs", "quick": quick, "budget": b, "search": [], "loop": None}
+    result: dict = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs", "quick": quick, "budget": b,
+              "command": "loopdrive " + " ".join(__import__("sys").argv[1:]), "search": [], "loop": None}
     with user_errors():
         cfg_loop = LoopConfig(scenarios=("scenarios/lead_brake_hard.yaml", "scenarios/cut_in_left.yaml", "scenarios/stopped_vehicle.yaml"),
                               bases=("scenarios/lead_brake_hard.yaml", "scenarios/cut_in_left.yaml"), rounds=1 if quick else 3,
@@ -174,17 +177,17 @@ def bench_loop_cmd(
             with console.status("bench loop: data loop") as status:
                 rep = run_loop(cfg_loop, loop_out, progress=lambda s: status.update(f"bench loop: {s}"))
             result["loop"] = {"report": rep, "wall_s": time.perf_counter() - t0, "command": "loopdrive bench loop" + (" --quick" if quick else "")}
-        for planner in ("idm", "bc_policy"):
+        for planner in [p.strip() for p in planners.split(",") if p.strip()]:
             if planner == "bc_policy" and not w0.is_file():
                 continue
             params = {"weights": str(w0)} if planner == "bc_policy" else {}
-            for base in ("scenarios/lead_brake_hard.yaml", "scenarios/cut_in_left.yaml"):
-                row = {"planner": planner, "base": base}
+            for b_file in base:
+                row = {"planner": planner, "base": b_file}
                 for method in ("random", "cem"):
                     t0 = time.perf_counter()
-                    with console.status(f"bench loop: {planner} {Path(base).stem} {method}"):
-                        res = attack(base, AttackConfig(planner=planner, planner_params=params, method=method, budget=b, seed=7, horizon_s=horizon),
-                                     out=work / "search" / f"{planner}-{Path(base).stem}-{method}", generated_dir=work / "search" / "generated")  # fmt: skip
+                    with console.status(f"bench loop: {planner} {Path(b_file).stem} {method}"):
+                        res = attack(b_file, AttackConfig(planner=planner, planner_params=params, method=method, budget=b, seed=7, horizon_s=horizon),
+                                     out=work / "search" / f"{planner}-{Path(b_file).stem}-{method}", generated_dir=work / "search" / "generated")  # fmt: skip
                     row[method] = {"failures": res.n_failures, "solvable_failures": res.n_solvable, "wall_s": time.perf_counter() - t0}
                 r, c = row["random"]["solvable_failures"], row["cem"]["solvable_failures"]
                 row["ratio_cem_over_random"] = (c / r) if r else (None if c == 0 else "inf")
