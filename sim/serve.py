@@ -30,10 +30,11 @@ thread (torch is not re-entrant; an OpenGL context is bound to its thread). The 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,6 +250,7 @@ def create_app(bundle: str | os.PathLike[str] | Any, *, library: Any = None, rig
         rig: cameras and LiDAR offered (default: the bundle's log rig when recorded, else the default rig).
     """
     from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
 
     from sim.render.neural import NeuralRenderer
@@ -262,16 +264,23 @@ def create_app(bundle: str | os.PathLike[str] | Any, *, library: Any = None, rig
     async def run(fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn)
 
-    app = FastAPI(title="loopdrive render server", version="1")
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        yield
+        pool.shutdown(wait=True)
+
+    app = FastAPI(title="loopdrive render server", version="1", lifespan=lifespan)
     app.state.service = service
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": [{"loc": ["body", *(exc.field or "").split(".")], "msg": exc.message, "type": "value_error"}]})
 
-    @app.on_event("shutdown")
-    def _stop() -> None:
-        pool.shutdown(wait=True)
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # the reasons without the offending input (which may hold NaN, not representable in JSON)
+        detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": detail})
 
     @app.get("/alive")
     async def alive() -> dict[str, Any]:
