@@ -84,6 +84,9 @@ def bench_closed_loop_cmd(
     scenarios: list[Path] = typer.Option([], "--scenario", help="Scenario files for the sensor-only planner gap (repeatable)."),
     horizon_s: float = typer.Option(6.0, "--horizon", min=0.5, help="Episode horizon for the planner gap, s."),
     threads: int = typer.Option(2, "--threads", min=1, help="torch threads."),
+    deviation_steps: int = typer.Option(40, "--deviation-steps", min=2, help="Steps of the deviating episode (realism vs lateral offset)."),
+    max_offset_m: float = typer.Option(3.0, "--max-offset", min=0.0, help="Lateral offset the deviating episode steers to, m."),
+    edit_frames: int = typer.Option(4, "--edit-frames", min=1, help="Logged times scored with an actor removed / inserted."),
 ) -> None:
     """Closed-loop speed of the env with neural/composite sensors, realism under editing against mesh
     truth, and the sensor-only planner's score on neural vs mesh sensors."""
@@ -91,6 +94,7 @@ def bench_closed_loop_cmd(
 
     with user_errors():
         res = run_closed_loop_bench(bundle, log, out, steps=steps, scenarios=list(scenarios), horizon_s=horizon_s, threads=threads,
+                                    deviation_steps=deviation_steps, max_offset_m=max_offset_m, edit_frames=edit_frames,
                                     progress=lambda m: console.log(m))
     tab = Table(title=f"closed loop ({res['machine']['cpu_count']} CPUs)")
     tab.add_column("measure")
