@@ -258,3 +258,12 @@ def test_schema_cli_prints_json() -> None:
     schema = json.loads(res.stdout)
     assert schema["properties"]["version"]["const"] == 1
     assert "actors" in schema["properties"]
+
+
+def test_committed_schema_is_up_to_date() -> None:
+    """scenarios/scenario.schema.json (referenced by the library's yaml-language-server modelines)
+    is what `loopdrive schema` prints; regenerate it with `loopdrive schema > scenarios/scenario.schema.json`."""
+    committed = json.loads((LIBRARY / "scenario.schema.json").read_text())
+    assert committed == json_schema()
+    for f in scenario_files([LIBRARY]):
+        assert f.read_text().startswith("# yaml-language-server: $schema=scenario.schema.json"), f
