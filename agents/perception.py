@@ -60,6 +60,9 @@ def simulate_lidar(world: Any, spec: LidarSpec, *, ground_z: float = 0.0) -> NDA
     inten[np.isfinite(tg)] = 0.3
     valid = np.asarray(world.valid, bool).copy()
     valid[0] = False
+    # only actors that can be within range
+    reach = np.hypot(np.asarray(world.x) - o[0], np.asarray(world.y) - o[1]) - 0.5 * np.hypot(world.length, world.width)
+    valid &= reach <= spec.max_range_m
     idx = np.flatnonzero(valid)
     if len(idx):
         ax = np.asarray(world.x)[idx]
