@@ -160,3 +160,18 @@ def test_from_log_regenerates_the_town(tiny_log, tmp_path):
     write_json_atomic(fake / "meta.json", meta)
     with pytest.raises(LogFormatError, match="synth"):
         MeshRenderer.from_log(fake)
+
+
+def test_closing_one_renderer_leaves_others_working(scene):
+    """Deleting a renderer must not terminate the process-wide EGL display of the others."""
+    rig = SensorRig((CameraSpec(width=64, height=40),), LidarSpec(beams=4, azimuth_steps=32))
+    w = scene.world_at(int(scene.t_us[0]))
+    a, b = MeshRenderer(scene), MeshRenderer(scene)
+    before = a.render(w, rig).cameras["front"].rgb
+    b.render(w, rig)
+    b.close()
+    np.testing.assert_array_equal(a.render(w, rig).cameras["front"].rgb, before)
+    c = MeshRenderer(scene)
+    np.testing.assert_array_equal(c.render(w, rig).cameras["front"].rgb, before)
+    c.close()
+    a.close()

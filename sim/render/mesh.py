@@ -81,6 +81,22 @@ def _ordered_scene_class() -> Any:
     return _ORDERED_SCENE
 
 
+def _delete_egl_context_keep_display(platform: Any) -> None:
+    """Destroy one renderer's EGL context without ``eglTerminate``.
+
+    pyrender's EGL platform terminates the display when a renderer is deleted; the display handle
+    is shared by every context of the process, so that would break all other live renderers
+    (two envs with cameras in one process, or a renderer closed by ``check_env``).
+    """
+    from OpenGL.EGL import EGL_NO_CONTEXT, EGL_NO_SURFACE, eglDestroyContext, eglMakeCurrent
+
+    if platform._egl_display is not None and platform._egl_context is not None:
+        eglMakeCurrent(platform._egl_display, EGL_NO_SURFACE, EGL_NO_SURFACE, EGL_NO_CONTEXT)
+        eglDestroyContext(platform._egl_display, platform._egl_context)
+    platform._egl_context = None
+    platform._egl_display = None
+
+
 def _configure_main_framebuffer_single_sample(self: Any) -> None:
     """pyrender's ``Renderer._configure_main_framebuffer`` with 1 sample instead of 4 (MSAA).
 
@@ -324,6 +340,8 @@ class MeshRenderer(RenderBackend):
             import types
 
             r._renderer._configure_main_framebuffer = types.MethodType(_configure_main_framebuffer_single_sample, r._renderer)
+            if hasattr(r._platform, "_egl_display"):
+                r._platform.delete_context = types.MethodType(_delete_egl_context_keep_display, r._platform)
             self._renderers[(0, 0)] = r
         if (r.viewport_width, r.viewport_height) != (w, h):
             r.viewport_width, r.viewport_height = w, h
