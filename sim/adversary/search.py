@@ -408,6 +408,16 @@ def _candidate_data(template: Template, info: BaseInfo, u: NDArray[np.float64], 
     return {"version": 1, "name": f"{base_name}-{h}", **{k: v for k, v in d.items() if k != "version"}}
 
 
+def _modeline(gen_dir: Path) -> str:
+    """The editor modeline pointing at the library's ``scenario.schema.json`` (in ``gen_dir`` or
+    one of its two parents), or nothing when there is none."""
+    for up in (gen_dir, gen_dir.parent, gen_dir.parent.parent):
+        if (up / "scenario.schema.json").is_file():
+            rel = os.path.relpath(up / "scenario.schema.json", gen_dir)
+            return f"# yaml-language-server: $schema={Path(rel).as_posix()}\n"
+    return ""
+
+
 def _write_generated(scen: dict[str, Any], gen_dir: Path, base_name: str, cfg: AttackConfig, tname: str, obj: float, failure: str) -> str:
     h = str(scen["name"]).rsplit("-", 1)[-1]
     out = dict(scen)
@@ -421,7 +431,7 @@ def _write_generated(scen: dict[str, Any], gen_dir: Path, base_name: str, cfg: A
     ]  # fmt: skip
     keys = ["version", "name", "description", "tags"] + [k for k in out if k not in ("version", "name", "description", "tags")]
     out = {k: out[k] for k in keys}
-    header = (
+    header = _modeline(gen_dir) + (
         f"# Generated corner case (loopdrive attack): base {base_name}, method {cfg.method}, template {tname},\n"
         f"# search seed {cfg.seed}, objective {obj:.6g}, failure {failure} of {cfg.planner}; solvable by {cfg.oracle}.\n"
         f"# Re-run: loopdrive run {gen_dir}/{base_name}-{h}.yaml --out out/rerun-{h}\n"
