@@ -100,6 +100,17 @@ def _load_scene(engine: Any, ep: Episode) -> Any:
     return scene_for(ep.scene_spec())[0]
 
 
+def _needs_render(kind: str) -> bool:
+    if kind in ("ego", "objects"):
+        return False
+    try:
+        from sim.observations import OBSERVATIONS
+
+        return bool(getattr(OBSERVATIONS.get(kind), "needs_render", False))
+    except (ImportError, LoopdriveError):
+        return False
+
+
 class _Observer:
     """Builds the observation dict a planner asked for (only those kinds): ``ego`` and ``objects``
     (the reference planners' kinds, ``agents.planners.common``) and the engine-side kinds of
@@ -168,6 +179,16 @@ def _closed_loop(engine: Any, ep: Episode, planner: str, params: dict[str, Any])
     spec = pl.observation_spec()
     offered = tuple(dict.fromkeys([*ep.observation, "ego", "objects"]))
     check_observation_spec(spec, offered, planner=planner)
+    if any(_needs_render(k) for k in spec.kinds):
+        # rendered sensors (camera, lidar): the planner package's rollout has the sensor rig
+        from agents.rollout import run_planner_episode
+
+        res = run_planner_episode(
+            ep.spec, pl, ep.seed, observation=offered, compiled=compiled, raise_errors=True
+        )
+        if res.record is None:
+            raise EpisodeStateError("the episode ended before its second step")
+        return res.record
     observe = _Observer(spec.kinds, compiled)
     ego_size = (float(compiled.length[0]), float(compiled.width[0]), float(compiled.height[0]))
     expert, reference = _expert(compiled, ep)
