@@ -265,7 +265,7 @@ class LoopdriveReconModelConfig(ModelConfig):
     actor_grid: tuple[int, int, int] = (8, 12, 24)
     actor_latent: int = 8
     samples_bg: int = 16
-    occupied_candidates: int = 32
+    occupied_candidates: int = 16
     samples_actor: int = 8
     far_m: float = 80.0
     upsample: int = 4
@@ -409,7 +409,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {
         "iterations": 12000,
         "model": {"occ_voxel_m": 0.25, "hash_levels": 12, "hash_log2_size": 19, "hash_finest_m": 0.04, "hidden": 64,
-                  "samples_bg": 24, "occupied_candidates": 48, "samples_actor": 12, "actor_grid": (12, 16, 32), "cnn_hidden": 48},
+                  "samples_bg": 24, "occupied_candidates": 24, "samples_actor": 12, "actor_grid": (12, 16, 32), "cnn_hidden": 48},
         "datamanager": {"patches": 6, "patch": 16, "lidar_rays": 2048},
         "lr_grid": 1e-2,
         "lr_net": 3e-3,

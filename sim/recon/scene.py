@@ -73,10 +73,10 @@ class SceneConfig:
     # ray marching
     near_m: float = 0.3
     far_m: float = 80.0
-    step_min_m: float = 0.05
-    step_rel: float = 0.012
-    step_max_m: float = 1.0
-    occupied_candidates: int = 32
+    step_min_m: float = 0.1
+    step_rel: float = 0.024
+    step_max_m: float = 1.5
+    occupied_candidates: int = 16
     samples_bg: int = 16
     # image decoder
     upsample: int = 4
