@@ -26,6 +26,7 @@ Interaction rules (all vectorised):
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,7 @@ from numpy.typing import NDArray
 from shapely.geometry import LineString
 
 from sim.errors import ScenarioError
+from sim.kernels import conflict_stops_nb, path_neighbours_nb, project_nb
 from sim.map import LaneMap, Polyline
 from sim.registry import Registry
 
@@ -283,6 +285,11 @@ class PathTable:
     def num_vertices(self) -> int:
         return int(self.xy.shape[1])
 
+    @functools.cached_property
+    def n_conflicts(self) -> int:
+        """Number of distinct conflict ids (max id + 1, at least 1)."""
+        return max(1, int(self.conf_id.max()) + 1)
+
     def sample(self, path_id: I64, s: F64) -> tuple[F64, F64, F64]:
         """Position (x, y) and heading at arc length ``s`` on paths ``path_id`` (same shapes)."""
         u = fclip(s / self.ds, 0.0, self.num_vertices - 1.000001)
@@ -430,6 +437,10 @@ def build_path_table(
 def project_on_paths(paths: PathTable, path_id: I64, s_guess: F64, x: F64, y: F64, back: int = 6, ahead: int = 24) -> tuple[F64, F64]:
     """Arc length and signed lateral offset (left positive) of points (x, y) on their paths,
     searched in a window of vertices around ``s_guess``."""
+    if project_nb is not None and np.shape(path_id) == np.shape(s_guess) == np.shape(x) == np.shape(y):
+        shp = np.shape(s_guess)
+        so, do = project_nb(paths.xy, paths.heading, paths.ds, np.ravel(path_id), np.ravel(s_guess), np.ravel(x), np.ravel(y), back, ahead)
+        return so.reshape(shp), do.reshape(shp)
     k0 = paths.vertex(path_id, s_guess)
     offs = np.arange(-back, ahead + 1)
     idx = fclip(k0[..., None] + offs, 0, paths.num_vertices - 2)
@@ -487,6 +498,9 @@ def path_neighbours(
     its slot (-1 if none).
     """
     B, M = s.shape
+    if path_neighbours_nb is not None:
+        wq = width_q if width_q.ndim == 2 else np.reshape(width_q, (1, -1))
+        return path_neighbours_nb(paths.xy, paths.heading, paths.ds, path_id, s, wq, props, allowed, window, stride, backward)
     N = props.shape[1]
     qx, qy, _ = paths.sample(path_id, s)
     ax, ay = props[..., 0], props[..., 1]
@@ -565,6 +579,13 @@ def conflict_stops(
     arrival; see the module docstring). Arrays (B, N); ``active`` rows take part, ``can_yield`` rows
     may be told to stop (the ego takes part but never yields)."""
     B, N = s.shape
+    if conflict_stops_nb is not None:
+        ln2 = length if length.ndim == 2 else np.reshape(length, (1, -1))
+        cy2 = can_yield if can_yield.ndim == 2 else np.reshape(can_yield, (1, -1))
+        return conflict_stops_nb(
+            paths.conf_s, paths.conf_id, paths.conf_lane, path_id, s, v, ln2, active, cy2,
+            lookahead, stop_margin, n_next, decel_commit, cluster_m, paths.n_conflicts,
+        )  # fmt: skip
     cs_all = paths.conf_s[path_id]  # (B, N, C)
     C = cs_all.shape[-1]
     n_next = min(n_next, C)

@@ -12,7 +12,10 @@ parameters, the drivable-area raster) lives in a shared :class:`Compiled` scenar
 Per step (``dt_s`` seconds): the ego moves by the kinematic bicycle under the clipped action
 [accel m/s^2, steer rad]; then every actor moves by its behaviour (see :mod:`sim.behavior`); then the
 metrics of the step are computed for the ego: collision (oriented-box overlap) and the partner's id,
-off-road (a footprint corner outside the lane areas), wrong-way (heading against the route),
+off-road (a footprint corner outside the lane areas), wrong-way (heading more than 90 degrees
+from the route while within ``OFF_ROUTE_M`` of it, or from every lane under the ego's centre; see
+:class:`LaneDirectionRaster`), off-route (``metrics()["off_route"]``: more than ``OFF_ROUTE_M``
+beside the route),
 route progress (m along the route), minimum time-to-collision (constant-velocity extrapolation
 0.3..3.0 s, ``inf`` when none) and jerk (m/s^3). The episode terminates on a collision, off-road or
 route completion and is truncated at the horizon.
@@ -46,6 +49,7 @@ from sim.dynamics import BicycleState, KinematicBicycle
 from sim.edits import insert, remove, reroute
 from sim.errors import EpisodeStateError, ScenarioError
 from sim.geometry import wrap_angle
+from sim.kernels import ego_flags_nb, path_motion_nb, time_to_contact_nb
 from sim.map import LaneMap, Polyline
 from sim.spec import InsertOp, RemoveOp, RerouteOp, ScenarioSpec
 from sim.world import SceneLike, WorldState, track_speed, world_from_scene
@@ -53,6 +57,7 @@ from sim.world import SceneLike, WorldState, track_speed, world_from_scene
 __all__ = [
     "Compiled",
     "DrivableRaster",
+    "LaneDirectionRaster",
     "SimState",
     "compile_scenario",
     "load_scene",
@@ -132,6 +137,67 @@ class DrivableRaster:
         return inside & self.mask[fclip(r, 0, h - 1), fclip(c, 0, w - 1)]
 
 
+LANE_SECTORS = 16  # heading sectors of the lane-direction raster (22.5 degrees each)
+OFF_ROUTE_M = 4.0  # m: the ego is off its route beyond this lateral distance from the route
+
+
+@dataclass(frozen=True, eq=False)
+class LaneDirectionRaster:
+    """Directions of travel of the lanes covering each cell: ``bits[row, col]`` has bit k set when a
+    lane whose heading lies in sector k (``[k, k+1) * 2 pi / LANE_SECTORS`` rad) covers the cell
+    (0 = no lane). Cells as in :class:`DrivableRaster`, metres."""
+
+    bits: NDArray[np.uint16]
+    x0: float
+    y0: float
+    res: float
+    ok_mask: NDArray[np.uint16]  # (LANE_SECTORS,) sectors within 90 degrees of each sector
+
+    @classmethod
+    def from_map(cls, lane_map: LaneMap, res: float = 1.0, margin: float = 10.0, step: float = 0.25) -> LaneDirectionRaster:
+        xmin, ymin, xmax, ymax = lane_map.bounds
+        x0, y0 = xmin - margin, ymin - margin
+        w = math.ceil((xmax - xmin + 2 * margin) / res)
+        h = math.ceil((ymax - ymin + 2 * margin) / res)
+        bits = np.zeros(h * w, dtype=np.uint16)
+        for ln in lane_map.lanes.values():
+            pl = ln.polyline
+            if pl.length <= 0:
+                continue
+            ss = np.arange(0.0, pl.length + step, step)
+            p, hd = pl.interpolate(np.minimum(ss, pl.length))
+            offs = np.arange(-0.5 * ln.width + 0.5 * step, 0.5 * ln.width, step)
+            nx, ny = -np.sin(hd), np.cos(hd)
+            px = (p[:, 0:1] + offs[None, :] * nx[:, None]).ravel()
+            py = (p[:, 1:2] + offs[None, :] * ny[:, None]).ravel()
+            sec = np.floor(np.mod(hd, 2 * np.pi) / (2 * np.pi / LANE_SECTORS)).astype(np.int64) % LANE_SECTORS
+            sec = np.repeat(sec, len(offs))
+            c = np.floor((px - x0) / res).astype(np.int64)
+            r = np.floor((py - y0) / res).astype(np.int64)
+            ok = (c >= 0) & (c < w) & (r >= 0) & (r < h)
+            np.bitwise_or.at(bits, r[ok] * w + c[ok], (np.uint16(1) << sec[ok].astype(np.uint16)))
+        bits = bits.reshape(h, w)
+        k = np.arange(LANE_SECTORS)
+        dist = np.abs(k[:, None] - k[None, :])
+        dist = np.minimum(dist, LANE_SECTORS - dist)
+        ok_mask = ((dist <= LANE_SECTORS // 4).astype(np.uint16) << k[None, :].astype(np.uint16)).sum(axis=1).astype(np.uint16)
+        bits.setflags(write=False)
+        ok_mask.setflags(write=False)
+        return cls(bits, x0, y0, res, ok_mask)
+
+    def against(self, x: ArrayLike, y: ArrayLike, yaw: ArrayLike) -> B_:
+        """True where (x, y) lies on lanes and heading ``yaw`` (rad) is more than 90 degrees (to the
+        sector resolution) from every covering lane's direction of travel."""
+        xa, ya = np.asarray(x), np.asarray(y)
+        c = np.floor((xa - self.x0) / self.res).astype(np.int64)
+        r = np.floor((ya - self.y0) / self.res).astype(np.int64)
+        h, w = self.bits.shape
+        inside = (c >= 0) & (c < w) & (r >= 0) & (r < h)
+        b = np.where(inside, self.bits[fclip(r, 0, h - 1), fclip(c, 0, w - 1)], 0)
+        sec = np.floor(np.mod(yaw, 2 * np.pi) / (2 * np.pi / LANE_SECTORS)).astype(np.int64) % LANE_SECTORS
+        return (b != 0) & ((b & self.ok_mask[sec]) == 0)
+
+
 # ==================================================================================== compiled
 @dataclass(frozen=True, eq=False)
 class Compiled:
@@ -173,6 +239,7 @@ class Compiled:
     corner_lat: F64
     not_self: B_  # (N, N) ~identity
     row: dict[str, Any]  # (1, N) views of per-slot constants for the hot path
+    lane_dirs: LaneDirectionRaster | None = None  # lane directions (wrong-way); None = route only
 
     @property
     def num_slots(self) -> int:
@@ -349,6 +416,7 @@ def compile_scenario(spec: ScenarioSpec, scene: SceneLike | None = None, *, bicy
         world0=world,
         paths=paths,
         raster=DrivableRaster.from_map(lane_map),
+        lane_dirs=LaneDirectionRaster.from_map(lane_map),
         bicycle=bicycle or KinematicBicycle(wheelbase=max(1.5, 0.6 * float(world.length[0]))),
         ids=world.ids,
         cls=world.cls,
@@ -389,6 +457,8 @@ def compile_scenario(spec: ScenarioSpec, scene: SceneLike | None = None, *, bicy
             "width": lens["width"][None, :],
             "idm": {n: params[n][None, :] for n in ("a_max", "b_comf", "s0", "T", "delta", "decel_max")},
             "lc_rate": (3.5 / params["lane_change_time"])[None, :],
+            "mobil": changes[None, :],
+            "lc_check_every": np.where(changes, np.maximum(np.round(params["lc_check_s"] / (dt_us * 1e-6)), 1), 1).astype(np.int64)[None, :],
         },
     )
 
@@ -482,6 +552,7 @@ class SimState:
             "speed_mps": float(self.v[b, 0]),
             "accel_mps2": float(self.accel[b, 0]),
             "lateral_offset_m": float(self.ego_lat[b]),
+            "off_route": bool(abs(self.ego_lat[b]) > OFF_ROUTE_M),
         }
 
 
@@ -684,28 +755,31 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
             a_idm = np.where(braking, np.minimum(a_idm, a_brake), a_idm)
         if c.changes_lanes.any():
             path_id, s, d, lc_timer = _mobil(c, state, k, path_id, s, d, lc_timer, x, y, v, props, allowed, gap, v_lead, a_idm, is_path)
-        v1 = np.maximum(v + a_idm * dt, 0.0)
-        ds_ = 0.5 * (v + v1) * dt
-        s1 = s + ds_
-        if d.any():
-            rate = R["lc_rate"] * dt * fclip(v / 5.0, 0.0, 1.0)
-            d1 = np.where(lc_hold > 0, d, d - np.sign(d) * np.minimum(np.abs(d), rate))
+        if path_motion_nb is not None:  # in place on this step's own arrays
+            path_motion_nb(paths.xy, paths.heading, paths.ds, paths.end_s, path_id, is_path, a_idm, dt, R["lc_rate"][0], x, y, yaw, v, acc, s, d, lc_hold, alive)
         else:
-            d1 = d
-        px, py, h = paths.sample(path_id, s1)
-        nx_ = px - d1 * np.sin(h)
-        ny_ = py + d1 * np.cos(h)
-        nyaw = wrap_angle(h + np.arctan2((d1 - d) / dt, np.maximum(v1, 1.0)))
-        m = is_path
-        x = np.where(m, nx_, x)
-        y = np.where(m, ny_, y)
-        yaw = np.where(m, nyaw, yaw)
-        v = np.where(m, v1, v)
-        acc = np.where(m, a_idm, acc)
-        s = np.where(m, s1, s)
-        d = np.where(m, d1, d)
-        gone = m & (s1 > paths.end_s[path_id])
-        alive &= ~gone
+            v1 = np.maximum(v + a_idm * dt, 0.0)
+            ds_ = 0.5 * (v + v1) * dt
+            s1 = s + ds_
+            if d.any():
+                rate = R["lc_rate"] * dt * fclip(v / 5.0, 0.0, 1.0)
+                d1 = np.where(lc_hold > 0, d, d - np.sign(d) * np.minimum(np.abs(d), rate))
+            else:
+                d1 = d
+            px, py, h = paths.sample(path_id, s1)
+            nx_ = px - d1 * np.sin(h)
+            ny_ = py + d1 * np.cos(h)
+            nyaw = wrap_angle(h + np.arctan2((d1 - d) / dt, np.maximum(v1, 1.0)))
+            m = is_path
+            x = np.where(m, nx_, x)
+            y = np.where(m, ny_, y)
+            yaw = np.where(m, nyaw, yaw)
+            v = np.where(m, v1, v)
+            acc = np.where(m, a_idm, acc)
+            s = np.where(m, s1, s)
+            d = np.where(m, d1, d)
+            gone = m & (s1 > paths.end_s[path_id])
+            alive &= ~gone
     is_cv = R["is_cv"] & spawned
     if is_cv.any():
         vt = np.where(R["speed_nan"], v, R["p_speed"])
@@ -733,17 +807,29 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
     others = valid.copy()
     others[:, 0] = False
     el, ew = c.length[0], c.width[0]
-    t_hit = _time_to_contact(e1.x, e1.y, e1.yaw, e1.v, el, ew, x, y, yaw, v, c.length, c.width)
-    t_hit = np.where(others, t_hit, np.inf)
+    if time_to_contact_nb is not None:
+        t_hit = time_to_contact_nb(e1.x, e1.y, e1.yaw, e1.v, el, ew, x, y, yaw, v, c.length, c.width, others)
+    else:
+        t_hit = _time_to_contact(e1.x, e1.y, e1.yaw, e1.v, el, ew, x, y, yaw, v, c.length, c.width)
+        t_hit = np.where(others, t_hit, np.inf)
     hit = t_hit <= 0.0
     collision = hit.any(axis=1)
     partner = np.where(collision, np.argmax(hit, axis=1), -1)
-    ce, se = np.cos(e1.yaw), np.sin(e1.yaw)
-    cx_ = e1.x[:, None] + ce[:, None] * c.corner_lon - se[:, None] * c.corner_lat
-    cy_ = e1.y[:, None] + se[:, None] * c.corner_lon + ce[:, None] * c.corner_lat
-    offroad = ~c.raster.lookup(cx_, cy_).all(axis=-1)
+    ld = c.lane_dirs
+    if ego_flags_nb is not None and ld is not None:
+        ra = c.raster
+        offroad, against = ego_flags_nb(ra.mask, ra.x0, ra.y0, ra.res, ld.bits, ld.x0, ld.y0, ld.res, ld.ok_mask, LANE_SECTORS, e1.x, e1.y, e1.yaw, c.corner_lon, c.corner_lat)
+    else:
+        ce, se = np.cos(e1.yaw), np.sin(e1.yaw)
+        cx_ = e1.x[:, None] + ce[:, None] * c.corner_lon - se[:, None] * c.corner_lat
+        cy_ = e1.y[:, None] + se[:, None] * c.corner_lon + ce[:, None] * c.corner_lat
+        offroad = ~c.raster.lookup(cx_, cy_).all(axis=-1)
+        against = ld.against(e1.x, e1.y, e1.yaw) if ld is not None else np.zeros(B, dtype=bool)
     _, _, hr = paths.sample(np.zeros(B, dtype=np.int64), ego_s)
-    wrong = (np.cos(e1.yaw - hr) < 0.0) & (e1.v > 0.5)
+    # against the route (while near it) or against every lane under the ego's centre
+    wrong = (np.cos(e1.yaw - hr) < 0.0) & (np.abs(ego_lat) <= OFF_ROUTE_M)
+    wrong |= against
+    wrong &= e1.v > 0.5
     progress = ego_s - state.s[:, 0]
     complete = ego_s >= c.route_length - 0.5 * el - 1.0  # the front bumper reached the end
     ttc = t_hit.min(axis=1)
@@ -805,9 +891,10 @@ def _mobil(
     P = c.params
     paths = c.paths
     B = s.shape[0]
-    check_every = np.maximum(np.round(P["lc_check_s"] / c.dt_s), 1).astype(np.int64)
-    due = is_path & c.changes_lanes[None, :] & (lc_timer <= 0) & (np.abs(d) < 0.05)
-    due &= (k[:, None] % check_every[None, :]) == 0  # all MOBIL actors decide on the same steps
+    due = ((k[:, None] % c.row["lc_check_every"]) == 0) & c.row["mobil"]  # all MOBIL actors decide on the same steps
+    if not due.any():
+        return path_id, s, d, lc_timer
+    due &= is_path & (lc_timer <= 0) & (np.abs(d) < 0.05)
     if not due.any():
         return path_id, s, d, lc_timer
     # evaluate only the slots (columns) due a decision in some world

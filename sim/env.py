@@ -21,7 +21,7 @@ NaN/inf action raises :class:`sim.errors.EpisodeStateError`, as does stepping a 
 driven against the route, ``comfort_weight`` x (jerk / 10 m/s^3)^2; plus ``complete_bonus`` on
 reaching the route's end. Terminated on collision, off-road or route completion; truncated at the
 scenario horizon. ``info`` carries the per-step metrics (``min_ttc_s``, ``collision_partner``,
-``offroad``, ``progress_m``, ``jerk_mps3``, ...) and ``action_clipped``.
+``offroad``, ``wrong_way``, ``off_route``, ``progress_m``, ``jerk_mps3``, ...) and ``action_clipped``.
 """
 
 from __future__ import annotations
@@ -140,6 +140,7 @@ class _Core:
         self.renderer_name = renderer or self.spec.scene.renderer
         self._renderer: Any = None
         self._bev_view: BevObservation | None = None
+        self._bounds: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None  # action box, float64
 
     # ------------------------------------------------------------------------------- actions
     def to_control(self, action: NDArray[np.float64], state: engine.SimState, integral: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -147,8 +148,11 @@ class _Core:
         lim = self.compiled.bicycle.limits
         if self.action_mode == "control":
             if self.units == "normalized":
-                acc = np.where(action[:, 0] >= 0, action[:, 0] * lim.accel_max, action[:, 0] * lim.decel_max)
-                return np.stack([acc, action[:, 1] * lim.steer_max], axis=-1), integral
+                u = action[:, 0]
+                out = np.empty((action.shape[0], 2))
+                out[:, 0] = np.where(u >= 0, u * lim.accel_max, u * lim.decel_max)
+                out[:, 1] = action[:, 1] * lim.steer_max
+                return out, integral
             return action.astype(np.float64), integral
         traj = action * (self.traj_extent if self.units == "normalized" else 1.0)
         return self.controller(traj, state.v[:, 0], integral, self.compiled.dt_s)
@@ -163,11 +167,13 @@ class _Core:
                 a = a.reshape(want)
             except ValueError:
                 raise EpisodeStateError(f"expected an action of shape {want}, got {a.shape}", field="action") from None
-        if not np.all(np.isfinite(a)):
+        if not np.isfinite(a).all():
             raise EpisodeStateError("the action must be finite (got NaN or inf)", field="action")
-        assert isinstance(self.action_space, spaces.Box)
-        lo, hi = self.action_space.low.astype(np.float64), self.action_space.high.astype(np.float64)
-        c = np.clip(a, lo, hi)
+        if self._bounds is None:
+            assert isinstance(self.action_space, spaces.Box)
+            self._bounds = (self.action_space.low.astype(np.float64), self.action_space.high.astype(np.float64))
+        lo, hi = self._bounds
+        c = np.minimum(np.maximum(a, lo), hi)
         flag = (c != a).reshape(c.shape[0] if B is not None else 1, -1).any(axis=1)
         if B is None:
             c = c[None]
@@ -398,6 +404,7 @@ class ClosedLoopVectorEnv(VectorEnv[Any, Any, Any]):
             "offroad": st.offroad.copy(),
             "wrong_way": st.wrong_way.copy(),
             "route_complete": st.route_complete.copy(),
+            "off_route": np.abs(st.ego_lat) > engine.OFF_ROUTE_M,
             "progress_m": st.progress.copy(),
             "min_ttc_s": st.min_ttc.copy(),
             "jerk_mps3": st.jerk.copy(),

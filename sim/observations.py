@@ -38,6 +38,7 @@ from gymnasium import spaces
 from numpy.typing import NDArray
 
 from sim.behavior import fclip
+from sim.kernels import state_obs_nb
 from sim.registry import Registry
 from sim.sensors import CameraSpec, LidarSpec, SensorRig
 
@@ -127,6 +128,12 @@ class StateObservation(ObservationKind):
     def compute(self, state: SimState, frames: list[SensorFrame] | None = None) -> NDArray[np.float32]:
         c = self.compiled
         paths = c.paths
+        if state_obs_nb is not None:
+            return state_obs_nb(
+                paths.xy[0], paths.heading[0], paths.speed_limit[0], paths.ds, c.route_length, c.horizon_steps, c.dt_s, self._route_ds,
+                state.x, state.y, state.yaw, state.v, state.accel, state.steer, state.ego_lat, state.step_index, state.s[:, 0], state.valid,
+                c.length, c.width, self.cfg.n_actors, ACTOR_FEATURES, EGO_FEATURES, STATE_BOUND,
+            )  # fmt: skip
         B, N = state.x.shape
         ex, ey, eyaw = state.x[:, 0], state.y[:, 0], state.yaw[:, 0]
         ce, se = np.cos(eyaw), np.sin(eyaw)

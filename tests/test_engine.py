@@ -164,3 +164,83 @@ def test_time_to_contact_matches_brute_force_sampling():
             else:
                 assert t[b, n] > 5.99
     assert found >= 5  # the sample has real contacts, not only misses
+
+
+def _episode_arrays(monkeypatch, use_kernels: bool):
+    """60 steps of the 20-car crossroads benchmark (B = 2, random actions, state observation)."""
+    import sim.behavior
+    import sim.kernels
+    import sim.observations
+    from sim.bench.env import bench_scenario
+    from sim.observations import ObservationConfig, StateObservation
+
+    if not use_kernels:
+        for mod in (sim.behavior, engine, sim.observations):
+            for name in ("conflict_stops_nb", "path_neighbours_nb", "project_nb", "path_motion_nb", "time_to_contact_nb", "state_obs_nb", "ego_flags_nb"):
+                if hasattr(mod, name):
+                    monkeypatch.setattr(mod, name, None)
+    spec, scn = bench_scenario()
+    c = engine.compile_scenario(spec, scn)
+    obs = StateObservation(ObservationConfig(), c)
+    rng = np.random.default_rng(5)
+    st = engine.reset_batch(c, [np.random.default_rng(1), np.random.default_rng(2)])
+    out = [obs.compute(st)]
+    for _ in range(60):
+        a = rng.uniform([-3.0, -0.05], [2.0, 0.05], (2, 2))
+        st = engine.step(st, a)
+        out += [obs.compute(st), st.x, st.y, st.v, st.s, st.d, st.path_id, st.min_ttc, st.collision, st.offroad, st.wrong_way]
+        if st.done.any():
+            st = engine.merge_rows(st, st.done, engine.reset_batch(c, [np.random.default_rng(3), np.random.default_rng(4)]))
+    monkeypatch.undo()
+    return out
+
+
+def test_compiled_kernels_match_the_numpy_path_bit_for_bit(monkeypatch):
+    from sim.kernels import HAVE_NUMBA
+
+    if not HAVE_NUMBA:
+        pytest.skip("numba is not installed (or LOOPDRIVE_NO_NUMBA is set): only the numpy path runs")
+    a = _episode_arrays(monkeypatch, use_kernels=True)
+    b = _episode_arrays(monkeypatch, use_kernels=False)
+    assert len(a) == len(b)
+    for u, w in zip(a, b, strict=True):
+        assert u.dtype == w.dtype
+        np.testing.assert_array_equal(u, w)
+    assert np.isfinite(np.concatenate([np.ravel(u) for u in a[8::9]])).any()  # some contact was in range
+
+
+def test_wrong_way_on_an_oncoming_lane_and_off_route_through_a_junction(scene):
+    route = ("E_in_0", "E_0_left", "N_out_0")  # eastbound, left turn at the junction
+    c = engine.compile_scenario(ScenarioSpec(horizon_s=6.0, actors=(RemoveOp("car_1"),), ego=EgoSpec(route=route, start_pose=(-60.0, 1.8, 0.0), start_speed=8.0)), scene)
+    lm = c.lane_map
+    mid = lm.lanes["W_out_0"].polyline.interpolate(30.0)[0]
+    assert not c.lane_dirs.against(mid[0], mid[1], np.pi)  # along the westbound lane
+    assert c.lane_dirs.against(mid[0], mid[1], 0.0)  # against it
+    # eastbound on the westbound lane, 3.6 m beside the route: the route heading alone agrees
+    st = engine.step(engine.reset(c, np.random.default_rng(0)), np.zeros(2))
+    assert st.wrong_way[0] and not st.offroad[0] and not st.metrics()["off_route"]
+    # on its own lane, straight on through the junction instead of turning left
+    c2 = engine.compile_scenario(ScenarioSpec(horizon_s=6.0, actors=(RemoveOp("car_1"),), ego=EgoSpec(route=route, start_pose=(-20.0, -1.8, 0.0), start_speed=8.0)), scene)
+    hist = _run(c2, [np.zeros(2)] * 60)
+    m = [h.metrics() for h in hist[1:]]
+    assert not any(x["wrong_way"] or x["offroad"] for x in m)
+    assert not m[0]["off_route"] and m[-1]["off_route"]
+
+
+def test_ego_flag_kernel_matches_the_rasters(scene):
+    from sim.kernels import ego_flags_nb
+
+    if ego_flags_nb is None:
+        pytest.skip("numba is not installed (or LOOPDRIVE_NO_NUMBA is set): only the numpy path runs")
+    c = engine.compile_scenario(ScenarioSpec(horizon_s=1.0), scene)
+    rng = np.random.default_rng(3)
+    n = 4000
+    x, y, yaw = rng.uniform(-40, 40, n), rng.uniform(-40, 40, n), rng.uniform(-7, 7, n)
+    ra, ld = c.raster, c.lane_dirs
+    off, against = ego_flags_nb(ra.mask, ra.x0, ra.y0, ra.res, ld.bits, ld.x0, ld.y0, ld.res, ld.ok_mask, engine.LANE_SECTORS, x, y, yaw, c.corner_lon, c.corner_lat)
+    ce, se = np.cos(yaw), np.sin(yaw)
+    cx = x[:, None] + ce[:, None] * c.corner_lon - se[:, None] * c.corner_lat
+    cy = y[:, None] + se[:, None] * c.corner_lon + ce[:, None] * c.corner_lat
+    np.testing.assert_array_equal(off, ~ra.lookup(cx, cy).all(axis=-1))
+    np.testing.assert_array_equal(against, ld.against(x, y, yaw))
+    assert 0 < off.sum() < n and 0 < against.sum() < n

@@ -1,0 +1,457 @@
+"""Compiled (numba) kernels of the engine's three interaction hot spots, with numpy fallbacks.
+
+At B = 1 the engine's cost is the fixed overhead of many small numpy calls, and three functions
+dominate it: the car-following neighbour search (:func:`sim.behavior.path_neighbours`), the
+intersection yielding (:func:`sim.behavior.conflict_stops`) and the ego time-to-contact
+(:func:`sim.engine._time_to_contact`). Each is compiled here as one loop over (world, query, actor)
+with the same arithmetic as the numpy version (in the same order; the neighbour search examines
+every actor, where the numpy version preselects the ``k_nearest`` when a batch is large).
+
+numba is optional: without it (or with the environment variable ``LOOPDRIVE_NO_NUMBA=1``) the
+callers use their numpy code. Kernels are compiled on first use and cached on disk
+(``cache=True``). Both paths are deterministic; they may differ in the last bits of a sine or
+cosine (numba calls libm, numpy its own SIMD routines).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = ["HAVE_NUMBA", "conflict_stops_nb", "ego_flags_nb", "path_motion_nb", "path_neighbours_nb", "project_nb", "state_obs_nb", "time_to_contact_nb"]
+
+log = logging.getLogger(__name__)
+
+try:  # pragma: no branch - which branch runs depends on the install
+    if os.environ.get("LOOPDRIVE_NO_NUMBA", "") not in ("", "0"):
+        raise ImportError("disabled by LOOPDRIVE_NO_NUMBA")
+    import numba
+
+    HAVE_NUMBA = True
+except ImportError as _exc:  # numba missing or disabled: numpy fallbacks
+    log.debug("numba kernels unavailable: %s", _exc)
+    numba = None
+    HAVE_NUMBA = False
+
+
+def _jit(fn: Any) -> Any:
+    if numba is None:
+        return None
+    return numba.njit(cache=True, nogil=True)(fn)
+
+
+def _path_neighbours(xy, heading, ds, path_id, s, width_q, props, allowed, window, stride, backward):  # type: ignore[no-untyped-def]
+    """Loop form of :func:`sim.behavior.path_neighbours` (arrays (B, M), props (B, N, 6),
+    allowed (B, M, N), width_q broadcast to (B, M)). Returns gap (m), speed (m/s), slot."""
+    B, M = s.shape
+    N = props.shape[1]
+    P = xy.shape[1]
+    W = window + 1
+    g_out = np.full((B, M), np.inf)
+    v_out = np.zeros((B, M))
+    w_out = np.full((B, M), -1, dtype=np.int64)
+    idx = np.empty(W, dtype=np.int64)
+    wx = np.empty(W, dtype=np.float32)
+    wy = np.empty(W, dtype=np.float32)
+    for b in range(B):
+        for m in range(M):
+            q = path_id[b, m]
+            sq = s[b, m]
+            k0 = np.int64(sq / ds)
+            for w in range(W):
+                o = (w - window if backward else w) * stride
+                k = k0 + o
+                k = min(max(k, 0), P - 1)
+                idx[w] = k
+                wx[w] = np.float32(xy[q, k, 0])
+                wy[w] = np.float32(xy[q, k, 1])
+            best = np.inf
+            best_n = -1
+            best_v = 0.0
+            for n in range(N):
+                if not allowed[b, m, n]:
+                    continue
+                gx = props[b, n, 0]
+                gy = props[b, n, 1]
+                fx = np.float32(gx)
+                fy = np.float32(gy)
+                jm = 0
+                dm = np.float32(np.inf)
+                for w in range(W):
+                    ex = fx - wx[w]
+                    ey = fy - wy[w]
+                    e = ex * ex + ey * ey
+                    if e < dm:
+                        dm = e
+                        jm = w
+                kv = idx[jm]
+                h = heading[q, kv]
+                ch = math.cos(h)
+                sh = math.sin(h)
+                rx = gx - xy[q, kv, 0]
+                ry = gy - xy[q, kv, 1]
+                s_proj = kv * ds + ch * rx + sh * ry
+                lat = ch * ry - sh * rx
+                rel = props[b, n, 2] - h
+                crel = math.cos(rel)
+                cr = abs(crel)
+                sr = abs(math.sin(rel))
+                cl = props[b, n, 4]
+                cw = props[b, n, 5]
+                if backward:
+                    gap = sq - s_proj - 0.5 * (cl * cr + cw * sr)
+                    ok = s_proj < sq
+                else:
+                    gap = s_proj - sq - 0.5 * (cl * cr + cw * sr)
+                    ok = s_proj > sq
+                wq = width_q[b if width_q.shape[0] > 1 else 0, m if width_q.shape[1] > 1 else 0]
+                if not ok or not (abs(lat) < 0.5 * (wq + cl * sr + cw * cr) + 0.3):
+                    continue
+                if gap < best:
+                    best = gap
+                    best_n = n
+                    best_v = props[b, n, 3] * crel
+            if best < np.inf:
+                g_out[b, m] = best
+                v_out[b, m] = best_v
+                w_out[b, m] = best_n
+    return g_out, v_out, w_out
+
+
+def _conflict_stops(conf_s, conf_id, conf_lane, path_id, s, v, length, active, can_yield, lookahead, stop_margin, n_next, decel_commit, cluster_m, n_conf):  # type: ignore[no-untyped-def]
+    """Loop form of :func:`sim.behavior.conflict_stops` (arrays (B, N); length, can_yield
+    broadcast to (B, N)). Returns the stop distance (m, ``inf`` = right of way)."""
+    B, N = s.shape
+    C = conf_s.shape[1]
+    n_next = min(n_next, C)
+    out = np.full((B, N), np.inf)
+    E = N * n_next
+    e_cid = np.empty(E, dtype=np.int64)
+    e_lane = np.empty(E, dtype=np.int64)
+    e_line = np.empty(E)
+    e_key = np.empty(E)
+    e_comm = np.empty(E, dtype=np.bool_)
+    e_n = np.empty(E, dtype=np.int64)
+    best_key = np.full(n_conf, np.inf)
+    best_lane = np.full(n_conf, -1, dtype=np.int64)
+    other_key = np.full(n_conf, np.inf)
+    cs_buf = np.empty(n_next)
+    for b in range(B):
+        ne = 0
+        for n in range(N):
+            if not active[b, n]:
+                continue
+            q = path_id[b, n]
+            sn = s[b, n]
+            ln_ = length[b if length.shape[0] > 1 else 0, n]
+            clear = 0.5 * ln_ + 2.0
+            first = 0
+            for c in range(C):
+                if conf_s[q, c] < sn - clear:
+                    first += 1
+            # relevant entries among the next n_next conflicts
+            n0 = ne
+            first_s = np.inf
+            for j in range(n_next):
+                t = first + j
+                if t >= C:
+                    break
+                cid = conf_id[q, t]
+                if cid < 0:
+                    continue
+                cs = conf_s[q, t]
+                dist = cs - sn
+                if not (dist < lookahead and dist > -clear):
+                    continue
+                if ne == n0:
+                    first_s = cs
+                e_cid[ne] = cid
+                e_lane[ne] = conf_lane[q, t]
+                cs_buf[ne - n0] = cs
+                e_line[ne] = dist - (0.5 * ln_ + stop_margin)
+                e_n[ne] = n
+                ne += 1
+            if ne == n0:
+                continue
+            vv = v[b, n]
+            brake = vv * vv / (2.0 * decel_commit) - 0.5
+            any_comm = False
+            for e in range(n0, ne):
+                if first_s + cluster_m >= cs_buf[e - n0]:
+                    e_line[e] = first_s - sn - 0.5 * ln_ - stop_margin
+                e_comm[e] = e_line[e] < brake
+                any_comm = any_comm or e_comm[e]
+            t_arr = -1.0 if any_comm else max(first_s - sn, 0.0) / max(vv, 1.0)
+            key = t_arr + 1e-6 * n
+            for e in range(n0, ne):
+                e_key[e] = key
+        if ne == 0:
+            continue
+        for e in range(ne):
+            g = e_cid[e]
+            best_key[g] = np.inf
+            best_lane[g] = -1
+            other_key[g] = np.inf
+        for e in range(ne):  # earliest arrival per conflict (first in slot order on ties)
+            g = e_cid[e]
+            if best_lane[g] < 0 or e_key[e] < best_key[g]:
+                best_key[g] = e_key[e]
+                best_lane[g] = e_lane[e]
+        for e in range(ne):  # earliest arrival on the other lane
+            g = e_cid[e]
+            if e_lane[e] != best_lane[g] and e_key[e] < other_key[g]:
+                other_key[g] = e_key[e]
+        for e in range(ne):
+            g = e_cid[e]
+            n = e_n[e]
+            comp = other_key[g] if e_lane[e] == best_lane[g] else best_key[g]
+            must = comp < e_key[e] and can_yield[b if can_yield.shape[0] > 1 else 0, n] and not e_comm[e]
+            if must and e_line[e] < out[b, n]:
+                out[b, n] = e_line[e]
+    return out
+
+
+def _time_to_contact(ex, ey, eyaw, ev, el, ew, x, y, yaw, v, ln, wd, others):  # type: ignore[no-untyped-def]
+    """Loop form of :func:`sim.engine._time_to_contact` restricted to ``others`` (B, N) (``inf``
+    elsewhere). Returns t (B, N), s."""
+    B, N = x.shape
+    out = np.full((B, N), np.inf)
+    p0 = np.empty(4)
+    pv = np.empty(4)
+    r = np.empty(4)
+    for b in range(B):
+        ce = math.cos(eyaw[b])
+        se = math.sin(eyaw[b])
+        evx = ev[b] * ce
+        evy = ev[b] * se
+        for n in range(N):
+            if not others[b, n]:
+                continue
+            ca = math.cos(yaw[b, n])
+            sa = math.sin(yaw[b, n])
+            dx = x[b, n] - ex[b]
+            dy = y[b, n] - ey[b]
+            dvx = v[b, n] * ca - evx
+            dvy = v[b, n] * sa - evy
+            cd = abs(ca * ce + sa * se)
+            sd = abs(sa * ce - ca * se)
+            hl = 0.5 * ln[n]
+            hw = 0.5 * wd[n]
+            p0[0] = dx * ce + dy * se
+            p0[1] = dy * ce - dx * se
+            p0[2] = dx * ca + dy * sa
+            p0[3] = dy * ca - dx * sa
+            pv[0] = dvx * ce + dvy * se
+            pv[1] = dvy * ce - dvx * se
+            pv[2] = dvx * ca + dvy * sa
+            pv[3] = dvy * ca - dvx * sa
+            r[0] = 0.5 * el + hl * cd + hw * sd
+            r[1] = 0.5 * ew + hl * sd + hw * cd
+            r[2] = hl + 0.5 * el * cd + 0.5 * ew * sd
+            r[3] = hw + 0.5 * el * sd + 0.5 * ew * cd
+            tlo = -np.inf
+            thi = np.inf
+            for a in range(4):
+                if abs(pv[a]) < 1e-9:
+                    if abs(p0[a]) <= r[a]:
+                        lo, hi = -np.inf, np.inf
+                    else:
+                        lo, hi = np.inf, -np.inf
+                else:
+                    inv = 1.0 / pv[a]
+                    t1 = (-r[a] - p0[a]) * inv
+                    t2 = (r[a] - p0[a]) * inv
+                    lo, hi = min(t1, t2), max(t1, t2)
+                tlo = max(tlo, lo)
+                thi = min(thi, hi)
+            if tlo <= thi and thi >= 0.0:
+                out[b, n] = max(tlo, 0.0)
+    return out
+
+
+def _project(xy, heading, ds, path_id, s_guess, x, y, back, ahead):  # type: ignore[no-untyped-def]
+    """Loop form of :func:`sim.behavior.project_on_paths` over 1-D arrays: (arc length m,
+    lateral offset m, left positive)."""
+    n_pts = s_guess.shape[0]
+    P = xy.shape[1]
+    s_out = np.empty(n_pts)
+    d_out = np.empty(n_pts)
+    for i in range(n_pts):
+        q = path_id[i]
+        k0 = min(max(np.int64(s_guess[i] / ds), 0), P - 1)
+        best = np.inf
+        kb = 0
+        bx = 0.0
+        by = 0.0
+        for o in range(-back, ahead + 1):
+            k = min(max(k0 + o, 0), P - 2)
+            dx = x[i] - xy[q, k, 0]
+            dy = y[i] - xy[q, k, 1]
+            e = dx * dx + dy * dy
+            if e < best:
+                best = e
+                kb = k
+                bx = dx
+                by = dy
+        h = heading[q, kb]
+        c = math.cos(h)
+        sn = math.sin(h)
+        s_out[i] = kb * ds + c * bx + sn * by
+        d_out[i] = -sn * bx + c * by
+    return s_out, d_out
+
+
+def _state_obs(xy, heading, speed_limit, ds, route_length, horizon_steps, dt_s, route_ds, x, y, yaw, v, accel, steer, ego_lat, step_index, es, valid, length, width, n_actors, n_feat, ego_feat, bound):  # type: ignore[no-untyped-def]
+    """Loop form of :meth:`sim.observations.StateObservation.compute` (route path 0); float32 (B, size)."""
+    B, N = x.shape
+    K = route_ds.shape[0]
+    P = xy.shape[0]
+    size = ego_feat + 2 * K + n_feat * n_actors
+    out = np.zeros((B, size))
+    m_ = min(n_actors, N - 1)
+    d2 = np.empty(N)
+    for b in range(B):
+        ex = x[b, 0]
+        ey = y[b, 0]
+        eyaw = yaw[b, 0]
+        ce = math.cos(eyaw)
+        se = math.sin(eyaw)
+        sb = es[b]
+        u = min(max(sb / ds, 0.0), P - 1.000001)
+        k = np.int64(u)
+        f = u - k
+        h = heading[k] + f * (heading[k + 1] - heading[k])
+        kv = min(max(np.int64(sb / ds), 0), P - 1)
+        out[b, 0] = v[b, 0]
+        out[b, 1] = accel[b, 0]
+        out[b, 2] = steer[b]
+        out[b, 3] = ego_lat[b]
+        out[b, 4] = math.sin(h - eyaw)
+        out[b, 5] = math.cos(h - eyaw)
+        out[b, 6] = speed_limit[kv]
+        out[b, 7] = max(route_length - sb, 0.0)
+        out[b, 8] = (horizon_steps - step_index[b]) * dt_s
+        out[b, 9] = sb
+        for i in range(K):
+            rs = min(sb + route_ds[i], route_length)
+            u = min(max(rs / ds, 0.0), P - 1.000001)
+            k = np.int64(u)
+            f = u - k
+            rx = xy[k, 0] + f * (xy[k + 1, 0] - xy[k, 0])
+            ry = xy[k, 1] + f * (xy[k + 1, 1] - xy[k, 1])
+            dx = rx - ex
+            dy = ry - ey
+            out[b, ego_feat + 2 * i] = ce * dx + se * dy
+            out[b, ego_feat + 2 * i + 1] = -se * dx + ce * dy
+        for n in range(N):
+            ax = x[b, n] - ex
+            ay = y[b, n] - ey
+            d2[n] = ax * ax + ay * ay if valid[b, n] else np.inf
+        d2[0] = np.inf
+        order = np.argsort(d2, kind="mergesort")
+        a0 = ego_feat + 2 * K
+        for j in range(m_):
+            n = order[j]
+            pres = 1.0 if d2[n] < np.inf else 0.0
+            axo = x[b, n] - ex
+            ayo = y[b, n] - ey
+            ryaw = yaw[b, n] - eyaw
+            cr = math.cos(ryaw)
+            sr = math.sin(ryaw)
+            va = v[b, n]
+            o = a0 + n_feat * j
+            out[b, o] = 1.0 * pres
+            out[b, o + 1] = (ce * axo + se * ayo) * pres
+            out[b, o + 2] = (ce * ayo - se * axo) * pres
+            out[b, o + 3] = cr * pres
+            out[b, o + 4] = sr * pres
+            out[b, o + 5] = va * cr * pres
+            out[b, o + 6] = va * sr * pres
+            out[b, o + 7] = length[n] * pres
+            out[b, o + 8] = width[n] * pres
+    res = np.empty((B, size), dtype=np.float32)
+    for b in range(B):
+        for i in range(size):
+            res[b, i] = np.float32(min(max(out[b, i], -bound), bound))
+    return res
+
+
+def _path_motion(xy, heading, ds, end_s, path_id, m, a, dt, lc_rate, x, y, yaw, v, acc, s, d, lc_hold, alive):  # type: ignore[no-untyped-def]
+    """Loop form of the engine's path-follower motion (rows ``m`` (B, N)): speed, arc length and
+    decaying lateral offset after acceleration ``a`` (m/s^2) for ``dt`` s; updates x, y, yaw, v,
+    acc, s, d and alive (cleared past the path's end) in place."""
+    B, N = s.shape
+    P = xy.shape[1]
+    two_pi = 2.0 * np.pi
+    for b in range(B):
+        for n in range(N):
+            if not m[b, n]:
+                continue
+            q = path_id[b, n]
+            vn = v[b, n]
+            an = a[b, n]
+            dn = d[b, n]
+            v1 = max(vn + an * dt, 0.0)
+            s1 = s[b, n] + 0.5 * (vn + v1) * dt
+            if lc_hold[b, n] > 0:
+                d1 = dn
+            else:
+                rate = lc_rate[n] * dt * min(max(vn / 5.0, 0.0), 1.0)
+                sg = 1.0 if dn > 0 else (-1.0 if dn < 0 else 0.0)
+                d1 = dn - sg * min(abs(dn), rate)
+            u = min(max(s1 / ds, 0.0), P - 1.000001)
+            k = np.int64(u)
+            f = u - k
+            px = xy[q, k, 0] + f * (xy[q, k + 1, 0] - xy[q, k, 0])
+            py = xy[q, k, 1] + f * (xy[q, k + 1, 1] - xy[q, k, 1])
+            h = heading[q, k] + f * (heading[q, k + 1] - heading[q, k])
+            x[b, n] = px - d1 * math.sin(h)
+            y[b, n] = py + d1 * math.cos(h)
+            yaw[b, n] = (h + math.atan2((d1 - dn) / dt, max(v1, 1.0)) + np.pi) % two_pi - np.pi
+            v[b, n] = v1
+            acc[b, n] = an
+            s[b, n] = s1
+            d[b, n] = d1
+            if s1 > end_s[q]:
+                alive[b, n] = False
+
+
+def _ego_flags(mask, mx0, my0, mres, bits, bx0, by0, bres, ok_mask, n_sectors, ex, ey, eyaw, corner_lon, corner_lat):  # type: ignore[no-untyped-def]
+    """Loop form of the engine's off-road test (a footprint corner off the drivable raster) and of
+    :meth:`sim.engine.LaneDirectionRaster.against` at the ego centre. Returns two (B,) bool arrays."""
+    B = ex.shape[0]
+    h, w = mask.shape
+    hb, wb = bits.shape
+    off = np.zeros(B, dtype=np.bool_)
+    against = np.zeros(B, dtype=np.bool_)
+    two_pi = 2.0 * np.pi
+    for b in range(B):
+        ce = math.cos(eyaw[b])
+        se = math.sin(eyaw[b])
+        for i in range(corner_lon.shape[0]):
+            cx = ex[b] + ce * corner_lon[i] - se * corner_lat[i]
+            cy = ey[b] + se * corner_lon[i] + ce * corner_lat[i]
+            c = np.int64(np.floor((cx - mx0) / mres))
+            r = np.int64(np.floor((cy - my0) / mres))
+            if not (c >= 0 and c < w and r >= 0 and r < h and mask[r, c]):
+                off[b] = True
+        c = np.int64(np.floor((ex[b] - bx0) / bres))
+        r = np.int64(np.floor((ey[b] - by0) / bres))
+        if c >= 0 and c < wb and r >= 0 and r < hb:
+            cell = bits[r, c]
+            sec = np.int64(np.floor((eyaw[b] % two_pi) / (two_pi / n_sectors))) % n_sectors
+            against[b] = cell != 0 and (cell & ok_mask[sec]) == 0
+    return off, against
+
+
+path_neighbours_nb = _jit(_path_neighbours)
+conflict_stops_nb = _jit(_conflict_stops)
+time_to_contact_nb = _jit(_time_to_contact)
+project_nb = _jit(_project)
+state_obs_nb = _jit(_state_obs)
+path_motion_nb = _jit(_path_motion)
+ego_flags_nb = _jit(_ego_flags)
