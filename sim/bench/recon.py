@@ -116,6 +116,7 @@ def run_recon_bench(
     out: Path = Path("benchmarks/results/recon.json"),
     work: Path = Path("out/bench-recon"),
     echo: Callable[[str], None] | None = None,
+    threads: int = 2,
 ) -> dict[str, Any]:
     """Run the benchmark and write ``out`` (JSON). Targets are recorded beside the measurements."""
     from sim.recon.bundle import load_bundle
@@ -123,9 +124,10 @@ def run_recon_bench(
     from sim.recon.run import train_bundle
 
     say = echo or (lambda m: log.info(m))
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     work.mkdir(parents=True, exist_ok=True)
-    res: dict[str, Any] = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    res: dict[str, Any] = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": threads,
+                                       "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                                        "platform": platform.platform(), "torch": torch.__version__}}
     if log is None:
         log = work / f"town-{town}-s0"
@@ -141,7 +143,9 @@ def run_recon_bench(
     bundle = work / f"bundle-{preset}"
     say(f"training loopdrive-recon ({preset})")
     t0 = time.perf_counter()
-    summary = train_bundle(log, bundle, preset=preset, overwrite=True, max_seconds=540 if preset == "quick" else 3300)
+    summary = train_bundle(log, bundle, preset=preset, overwrite=True, max_seconds=540 if preset == "quick" else 3300,
+                           overrides={"num_threads": threads})
+    torch.set_num_threads(threads)
     wall = time.perf_counter() - t0
     res["loopdrive_recon"] = {"preset": preset, "wall_seconds": round(wall, 1), **summary}
     b = load_bundle(bundle)
@@ -172,6 +176,7 @@ def run_recon_bench(
         pipe, nsum = train_nerfacto(log, work / "nerfacto", budget, echo=say)
         res["nerfacto"] = nsum
         res["nerfacto"]["eval"] = evaluate_scene(NerfactoScene(pipe, dl, b.info), dl, work / "eval-nerfacto")
+    res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     res["targets"] = {"quick": {"wall_seconds_max": 600, "heldout_psnr_min": 25},
                       "full": {"wall_seconds_max": 3600, "heldout_psnr_min": 30, "lane_shift_2m_psnr_min": 27, "lidar_median_range_err_max_m": 0.10},
                       "vs_nerfacto_heldout_db_min": 1.5, "camera_ms_max": 66, "lidar_sweep_ms_max": 100}

@@ -30,6 +30,7 @@ def recon_cmd(
     iterations: int | None = typer.Option(None, "--iterations", min=1, help="Override the preset's iteration count."),
     max_minutes: float | None = typer.Option(None, "--max-minutes", min=0.01, help="Stop training after this wall-clock time."),
     seed: int = typer.Option(0, "--seed", help="Seed of the batch sampler and the ray jitter."),
+    threads: int = typer.Option(2, "--threads", min=1, help="torch CPU threads (1 is faster on a busy shared machine)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --out."),
 ) -> None:
     """Train the decomposed neural scene (nerfstudio method loopdrive-recon) on LOG and write a bundle."""
@@ -46,7 +47,7 @@ def recon_cmd(
 
         summary = train_bundle(log, out, preset=preset, iterations=iterations,
                                max_seconds=max_minutes * 60 if max_minutes else None, seed=seed,
-                               overwrite=overwrite, progress=progress)
+                               overwrite=overwrite, progress=progress, overrides={"num_threads": threads})
     console.print(f"[green]wrote[/] bundle {summary['bundle']}: {summary['iterations']} iterations in {summary['train_seconds']:.0f} s")
     console.print(f"nerfstudio config (for ns-eval / ns-render): {summary['nerfstudio_config']}")
 
@@ -91,12 +92,13 @@ def bench_recon_cmd(
     nerfacto: bool = typer.Option(True, "--nerfacto/--no-nerfacto", help="Also train nerfacto for the same wall-clock."),
     out: Path = typer.Option(Path("benchmarks/results/recon.json"), "--out", help="Result JSON."),
     work: Path = typer.Option(Path("out/bench-recon"), "--work", help="Working folder (logs, bundles)."),
+    threads: int = typer.Option(2, "--threads", min=1, help="torch CPU threads for both methods."),
 ) -> None:
     """Reconstruction benchmark: train time, held-out / lane-shift PSNR, LiDAR error, render speed, vs nerfacto."""
     from sim.bench.recon import run_recon_bench
 
     with user_errors():
-        res = run_recon_bench(log=log, town=town, frames=frames, preset=preset, nerfacto=nerfacto, out=out, work=work,
+        res = run_recon_bench(log=log, town=town, frames=frames, preset=preset, nerfacto=nerfacto, out=out, work=work, threads=threads,
                               echo=lambda m: console.log(m))
     console.print_json(json.dumps(res))
     console.print(f"wrote {out}")
