@@ -49,8 +49,8 @@ def ssim_u8(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
     """SSIM (torchmetrics, Gaussian window 11, data range 1) between two uint8 RGB images."""
     from torchmetrics.functional import structural_similarity_index_measure
 
-    ta = torch.from_numpy(a).float().permute(2, 0, 1)[None] / 255.0
-    tb = torch.from_numpy(b).float().permute(2, 0, 1)[None] / 255.0
+    ta = torch.from_numpy(np.array(a)).float().permute(2, 0, 1)[None] / 255.0
+    tb = torch.from_numpy(np.array(b)).float().permute(2, 0, 1)[None] / 255.0
     return float(structural_similarity_index_measure(ta, tb, data_range=1.0))  # type: ignore[arg-type]
 
 
