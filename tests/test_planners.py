@@ -154,3 +154,22 @@ def test_failing_planner_is_an_error_episode(mode: str, free_road: tuple[Scenari
     good = run_episode(Episode("good", "t", 0, spec, planner="idm"), rollout_fn=rollout)
     assert bad.row["status"] == "error" and bad.row["error"]
     assert good.row["status"] == "ok" and good.row["score"] > 0.5
+
+
+def test_sb3_planner_runs_a_saved_policy_zip(free_road: tuple[ScenarioSpec, Any], tmp_path: Any) -> None:
+    from stable_baselines3 import PPO
+
+    from agents.sb3_planner import SB3Planner
+    from sim.env import ClosedLoopEnv
+
+    spec, c = free_road
+    env = ClosedLoopEnv(scenario=spec, observation=["state"], scene=c.scene)
+    PPO("MlpPolicy", env, seed=0, device="cpu", n_steps=64).save(tmp_path / "ppo.zip")
+    res = run_planner_episode(spec, "sb3", 0, params={"path": str(tmp_path / "ppo.zip")}, compiled=c, max_steps=10)
+    assert res.status == "ok", res.error
+    assert res.steps == 10 and np.all(np.isfinite(res.actions))
+    # the same policy gives the same controls (deterministic predict)
+    again = run_planner_episode(spec, SB3Planner(path=str(tmp_path / "ppo.zip")), 0, compiled=c, max_steps=10)
+    assert np.array_equal(res.actions, again.actions)
+    with pytest.raises(Exception, match="policy zip"):
+        run_planner_episode(spec, "sb3", 0, params={"path": str(tmp_path / "missing.zip")}, compiled=c, raise_errors=True)
