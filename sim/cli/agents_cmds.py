@@ -3,6 +3,7 @@ thin wrappers over :mod:`agents.leaderboard`, :mod:`agents.bc` and :mod:`agents.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -43,7 +44,9 @@ def planners_cmd() -> None:
             kinds = ", ".join(cls().observation_spec().kinds)
         except Exception as exc:
             kinds = f"(needs params: {type(exc).__name__})"
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        mod = sys.modules.get(cls.__module__)
+        text = (mod.__doc__ if mod is not None and mod.__doc__ else cls.__doc__) or ""
+        doc = " ".join(text.strip().split("\n\n")[0].split())
         t.add_row(name, kinds, "yes" if getattr(cls, "requires_scenario", False) else "", doc)
     console.print(t)
 
