@@ -26,7 +26,12 @@ import torch
 
 from sim.log import read_log, write_json_atomic
 
-__all__ = ["NerfactoScene", "run_recon_bench", "train_nerfacto"]
+__all__ = ["TARGETS", "NerfactoScene", "run_recon_bench", "train_nerfacto"]
+
+#: the issue's figures to reach (seconds, dB, metres, milliseconds)
+TARGETS = {"quick": {"wall_seconds_max": 600, "heldout_psnr_min": 25},
+           "full": {"wall_seconds_max": 3600, "heldout_psnr_min": 30, "lane_shift_2m_psnr_min": 27, "lidar_median_range_err_max_m": 0.10},
+           "vs_nerfacto_heldout_db_min": 1.5, "camera_ms_max": 66, "lidar_sweep_ms_max": 100}
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +163,7 @@ def run_recon_bench(
     from sim.sensors import SensorRig
 
     rig = SensorRig.from_meta(dl.meta["rig"])
-    for _ in range(5):
+    for _ in range(3):
         t1 = time.perf_counter()
         b.render_camera(f.c2w, f.K, f.width, f.height, actors)
         cam_t.append(time.perf_counter() - t1)
@@ -167,6 +172,8 @@ def run_recon_bench(
             t1 = time.perf_counter()
             b.render_lidar(sw.sensor_to_world, rig.lidar.ray_directions().reshape(-1, 3), b.actors_at(sw.t_us))
             lid_t.append(time.perf_counter() - t1)
+    res["targets"] = TARGETS
+    write_json_atomic(out, res)  # partial results survive an interrupted nerfacto stage
     res["render"] = {"camera_ms_median": round(1000 * float(np.median(cam_t)), 1),
                      "lidar_sweep_ms_median": round(1000 * float(np.median(lid_t)), 1) if lid_t else None,
                      "lidar_rays": rig.lidar.beams * rig.lidar.azimuth_steps if rig.lidar else 0}
@@ -175,10 +182,9 @@ def run_recon_bench(
         say(f"training nerfacto for {budget:.0f} s")
         pipe, nsum = train_nerfacto(log, work / "nerfacto", budget, echo=say)
         res["nerfacto"] = nsum
-        res["nerfacto"]["eval"] = evaluate_scene(NerfactoScene(pipe, dl, b.info), dl, work / "eval-nerfacto")
+        write_json_atomic(out, res)
+        # nerfacto renders slowly on the CPU: score it on the first 4 held-out frames (2 for novel views)
+        res["nerfacto"]["eval"] = evaluate_scene(NerfactoScene(pipe, dl, b.info), dl, work / "eval-nerfacto", max_frames=4)
     res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    res["targets"] = {"quick": {"wall_seconds_max": 600, "heldout_psnr_min": 25},
-                      "full": {"wall_seconds_max": 3600, "heldout_psnr_min": 30, "lane_shift_2m_psnr_min": 27, "lidar_median_range_err_max_m": 0.10},
-                      "vs_nerfacto_heldout_db_min": 1.5, "camera_ms_max": 66, "lidar_sweep_ms_max": 100}
     write_json_atomic(out, res)
     return res
