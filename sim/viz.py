@@ -314,3 +314,80 @@ def write_preview_video(log_dir: str | os.PathLike[str], out_mp4: str | os.PathL
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
+
+
+def lidar_range_panel(range_image: NDArray[np.floating], width: int, max_range: float = 50.0) -> NDArray[np.uint8]:
+    """A LiDAR range image (beams x azimuth x >=1, channel 0 = range m, 0 = no return) coloured by
+    range (turbo; black = no return), rolled so the forward direction is in the middle, resized to
+    ``width`` pixels wide (nearest neighbour, rows stretched to keep it readable)."""
+    r = np.asarray(range_image, dtype=np.float64)[..., 0]
+    beams, az = r.shape
+    r = np.roll(r[:, ::-1], az // 2, axis=1)  # azimuth counter-clockwise -> left to right, forward centred
+    img = _turbo((r / max_range).ravel()).reshape(beams, az, 3)
+    img[r <= 0] = 0
+    rows = max(1, (width // 8) // beams)
+    cols = np.linspace(0, az - 1, width).astype(np.int64)
+    return np.repeat(img[:, cols], rows, axis=0)
+
+
+def _text(img: NDArray[np.uint8], lines: list[str]) -> NDArray[np.uint8]:
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(img)
+    d = ImageDraw.Draw(im)
+    for k, line in enumerate(lines):
+        d.text((6 + 1, 4 + 12 * k + 1), line, fill=(0, 0, 0))
+        d.text((6, 4 + 12 * k), line, fill=(255, 255, 255))
+    return np.asarray(im)
+
+
+def episode_frame(obs: dict[str, Any], overlay: list[str], bev_px: int | None = None) -> NDArray[np.uint8]:
+    """One video frame of an episode step: camera (top left) over the LiDAR range image, the BEV
+    raster on the right, ``overlay`` text lines (metrics) drawn on the camera. Any of the
+    ``camera`` / ``lidar`` / ``bev`` observations may be missing."""
+    from sim.observations import bev_rgb
+
+    left: list[NDArray[np.uint8]] = []
+    cam = obs.get("camera")
+    if cam is not None:
+        left.append(np.asarray(cam, dtype=np.uint8))
+    width = left[0].shape[1] if left else 320
+    if obs.get("lidar") is not None:
+        left.append(lidar_range_panel(obs["lidar"], width))
+    col = np.concatenate(left, axis=0) if left else np.zeros((192, width, 3), np.uint8)
+    col = _text(col, overlay)
+    if obs.get("bev") is not None:
+        bev = bev_rgb(np.asarray(obs["bev"]))
+        h = col.shape[0]
+        idx = np.linspace(0, bev.shape[0] - 1, h).astype(np.int64)
+        bev = bev[idx][:, np.linspace(0, bev.shape[1] - 1, h).astype(np.int64)]
+        col = np.concatenate([col, bev], axis=1)
+    # even sizes for H.264
+    h, w = col.shape[:2]
+    return np.pad(col, ((0, h % 2), (0, w % 2), (0, 0)))
+
+
+def write_episode_video(observations: list[dict[str, Any]], out_mp4: str | os.PathLike[str], *, dt_s: float = 0.1,
+                        speeds: NDArray[np.floating] | None = None, title: str = "") -> Path:
+    """Write an episode video (camera + LiDAR + BEV panels with a metrics overlay: time, speed) as
+    H.264 mp4, atomically. ``observations`` are per-step observation dicts (as recorded by
+    ``agents.rollout.run_planner_episode(..., record_observations=True)``)."""
+    import imageio.v2 as imageio
+
+    out = Path(out_mp4)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".mp4", dir=out.parent)
+    os.close(fd)
+    try:
+        with imageio.get_writer(tmp, fps=1.0 / dt_s, codec="libx264", quality=7, macro_block_size=2, ffmpeg_log_level="error") as w:
+            for k, obs in enumerate(observations):
+                lines = [title] if title else []
+                lines.append(f"t = {k * dt_s:4.1f} s")
+                if speeds is not None and k < len(speeds):
+                    lines.append(f"speed {float(speeds[k]):4.1f} m/s")
+                w.append_data(episode_frame(obs, lines))
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out

@@ -109,35 +109,21 @@ def synth_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    out: Path = typer.Option(Path("out/demo"), "--out", help="Demo folder: log/, preview.mp4, bev.png."),
+    out: Path = typer.Option(Path("out/demo"), "--out", help="Demo folder (overwritten): log/, leaderboard/, videos, index.html."),
     town: str = typer.Option("small", "--town", help="Town preset."),
     seed: int = typer.Option(0, "--seed", help="Town seed."),
-    frames: int | None = typer.Option(None, "--frames", help="Frames (default: the preset's)."),
+    frames: int | None = typer.Option(None, "--frames", min=2, help="Log frames (default: the preset's)."),
+    recon: bool = typer.Option(False, "--recon/--no-recon", help="Also train the neural scene (quick preset, ~10 min) and drive on it."),
 ) -> None:
-    """Synthesise the small town into OUT/log (overwriting it) and write OUT/preview.mp4 (camera with
-    LiDAR overlaid beside a BEV panel) and OUT/bev.png."""
-    import matplotlib
+    """Run loopdrive end to end on the built-in small town and write OUT/index.html: the synthetic drive
+    log (bev.png, preview.mp4), closed-loop runs of library scenarios for two planners (leaderboard,
+    batch reports), and an episode with camera + LiDAR + BEV rendered every step (episode.mp4)."""
+    from sim.demo import run_demo
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sim.log import read_log
-    from sim.viz import plot_bev, save_figure_atomic, write_preview_video
-
-    log_dir = out / "log"
-    synth_log(town, seed, frames, log_dir, True, "front", 320, 192, 32, 1024)
     with user_errors():
-        dl = read_log(log_dir)
-        t_mid = int(dl.ego.t_us[len(dl.ego.t_us) // 2])
-        fig, ax = plt.subplots(figsize=(9, 9))
-        plot_bev(dl.map, dl.tracks, dl.ego, t_mid, ax=ax, title=f"{town} town, seed {seed}: lanes, actors at t = {t_mid / 1e6:.1f} s, ego path")
-        save_figure_atomic(fig, out / "bev.png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        n = len(dl.frames_of(dl.cameras[0]))
-        with _progress() as prog:
-            task = prog.add_task("writing preview.mp4", total=n)
-            write_preview_video(log_dir, out / "preview.mp4", progress=lambda d, _n: prog.update(task, completed=d))
-    console.print(f"wrote {out / 'bev.png'} and {out / 'preview.mp4'}")
+        res = run_demo(out, town=town, seed=seed, frames=frames, recon=recon, progress=lambda s: console.print(f"[bold]{s}[/]"))
+    for k, v in res.files.items():
+        console.print(f"  {k:>18}: {v}")
 
 
 @bench_app.command("synth")
