@@ -336,12 +336,15 @@ def _bundle_rig(renderer: Any) -> SensorRig:
 
 
 def serve(bundle: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000, library: Any = None,
-          max_requests: int | None = None, threads: int | None = None) -> None:
-    """Run the server with uvicorn until interrupted (or after ``max_requests`` requests)."""
+          max_requests: int | None = None, threads: int | None = None, on_ready: Callable[[], None] | None = None) -> None:
+    """Run the server with uvicorn until interrupted (or after ``max_requests`` requests);
+    ``on_ready`` is called once the bundle is loaded, before listening."""
     import uvicorn
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("binding to %s: the render server has no authentication", host)
     app = create_app(bundle, library=library, threads=threads)
+    if on_ready is not None:
+        on_ready()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", limit_max_requests=max_requests)
     uvicorn.Server(config).run()

@@ -30,8 +30,8 @@ def serve_cmd(
     from sim.serve import serve
 
     with user_errors():
-        console.print(f"serving [bold]{bundle}[/] on http://{host}:{port} (docs at /docs)")
-        serve(bundle, host=host, port=port, library=library, max_requests=max_requests, threads=threads)
+        serve(bundle, host=host, port=port, library=library, max_requests=max_requests, threads=threads,
+              on_ready=lambda: console.print(f"serving [bold]{bundle}[/] on http://{host}:{port} (docs at /docs)"))
 
 
 @actors_app.command("list")
