@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import shapely
+import shapely.ops
 from numpy.typing import NDArray
 from shapely.geometry import LineString
 
@@ -210,10 +211,11 @@ def straight_continuation(lane_map: LaneMap, route: Sequence[str], min_length: f
     return out
 
 
-def lane_conflicts(lane_map: LaneMap) -> list[tuple[str, float, str, float]]:
-    """Points where two lanes' centrelines cross or merge: ``(lane_a, s_a, lane_b, s_b)`` with arc
-    lengths (m) on each. Diverging lanes (a shared start), consecutive lanes and same-direction
-    neighbours do not conflict."""
+def lane_conflicts(lane_map: LaneMap, near_m: float = 2.0) -> list[tuple[str, float, str, float]]:
+    """Points where two lanes' centrelines cross or merge, or pass within ``near_m`` metres of each
+    other away from their ends: ``(lane_a, s_a, lane_b, s_b)`` with arc lengths (m) on each.
+    Diverging lanes (a shared start), consecutive lanes and same-direction neighbours do not
+    conflict."""
     ids = lane_map.lane_ids
     lines = [LineString(lane_map.lanes[i].centerline) for i in ids]
     tree = shapely.STRtree(lines)
@@ -241,6 +243,21 @@ def lane_conflicts(lane_map: LaneMap) -> list[tuple[str, float, str, float]]:
             if sa < 0.5 and sb < 0.5:  # diverge: same start point
                 continue
             out.append((a.id, sa, b.id, sb))
+    # near misses: centrelines that pass closer than ``near_m`` without touching (e.g. opposing
+    # left turns) put two cars side by side in one place; their closest approach is a conflict
+    # point too (unless it is at an end of either lane: lanes meeting a junction's edge)
+    for ia, ib in zip(*tree.query(lines, predicate="dwithin", distance=near_m), strict=True):
+        if ia >= ib or lines[ia].intersects(lines[ib]):
+            continue
+        a, b = lane_map.lanes[ids[ia]], lane_map.lanes[ids[ib]]
+        if b.id in a.successors or a.id in b.successors or b.id in (a.left, a.right):
+            continue
+        pa, pb = shapely.ops.nearest_points(lines[ia], lines[ib])
+        sa = float(a.polyline.project([pa.x, pa.y])[0])
+        sb = float(b.polyline.project([pb.x, pb.y])[0])
+        if min(sa, a.length - sa, sb, b.length - sb) < 0.5:
+            continue
+        out.append((a.id, sa, b.id, sb))
     return out
 
 
@@ -577,7 +594,9 @@ def conflict_stops(
     """Distance (m, from the actor's centre) to the stop line of the nearest conflict point where
     the actor must yield, ``inf`` when it has the right of way (first-come-first-served by time of
     arrival; see the module docstring). Arrays (B, N); ``active`` rows take part, ``can_yield`` rows
-    may be told to stop (the ego takes part but never yields)."""
+    may be told to stop (the ego takes part but never yields). Of two actors that are both
+    committed, the later one is told to stop ``l/2 + 2 m`` before the conflict point itself while
+    that is still ahead."""
     B, N = s.shape
     if conflict_stops_nb is not None:
         ln2 = length if length.ndim == 2 else np.reshape(length, (1, -1))
@@ -614,8 +633,9 @@ def conflict_stops(
     # committed: can no longer stop before the stop line (or is past it): never yields, goes first
     committed = rel & (line < np.repeat(np.square(v) / (2.0 * decel_commit), n_next, axis=1) - 0.5)
     # priority: time of arrival at the junction (its first conflict), one key per actor so the
-    # order is total (no four-way deadlock); committed actors first; ties by slot (lower first)
-    t_arr = np.where(committed.reshape(B, N, n_next).any(axis=-1), -1.0, np.maximum(first_s - s, 0.0) / np.maximum(v, 1.0))
+    # order is total (no four-way deadlock); committed actors first (among themselves by arrival
+    # too); ties by slot (lower first)
+    t_arr = np.maximum(first_s - s, 0.0) / np.maximum(v, 1.0) - np.where(committed.reshape(B, N, n_next).any(axis=-1), 1e3, 0.0)
     eta = np.repeat(t_arr + 1e-6 * np.arange(N)[None, :], n_next, axis=1)
     # per (world, conflict): the earliest relevant arrival and the earliest on another lane than
     # that one (sorting the relevant entries; a conflict joins exactly two lanes)
@@ -639,6 +659,9 @@ def conflict_stops(
     comp = np.where(ln == best_lane[g], other_key[g], best_key[g])
     earlier = np.zeros(B * N * n_next, dtype=bool)
     earlier[idx] = comp < key
-    must = earlier.reshape(B, -1) & np.repeat(can_yield, n_next, axis=1) & ~committed
-    stop_at = line
+    # two committed actors (spawned or arriving too close to stop at the line): the later one
+    # brakes for the conflict point itself while it is still ahead
+    at_point = dist - np.repeat(0.5 * length + 2.0, n_next, axis=1)
+    must = earlier.reshape(B, -1) & np.repeat(can_yield, n_next, axis=1) & (~committed | (at_point > 0.0))
+    stop_at = np.where(committed, at_point, line)
     return np.min(np.where(must, stop_at, np.inf).reshape(B, N, n_next), axis=-1)

@@ -133,6 +133,7 @@ def _conflict_stops(conf_s, conf_id, conf_lane, path_id, s, v, length, active, c
     e_cid = np.empty(E, dtype=np.int64)
     e_lane = np.empty(E, dtype=np.int64)
     e_line = np.empty(E)
+    e_at = np.empty(E)
     e_key = np.empty(E)
     e_comm = np.empty(E, dtype=np.bool_)
     e_n = np.empty(E, dtype=np.int64)
@@ -173,6 +174,7 @@ def _conflict_stops(conf_s, conf_id, conf_lane, path_id, s, v, length, active, c
                 e_lane[ne] = conf_lane[q, t]
                 cs_buf[ne - n0] = cs
                 e_line[ne] = dist - (0.5 * ln_ + stop_margin)
+                e_at[ne] = dist - (0.5 * ln_ + 2.0)
                 e_n[ne] = n
                 ne += 1
             if ne == n0:
@@ -185,7 +187,7 @@ def _conflict_stops(conf_s, conf_id, conf_lane, path_id, s, v, length, active, c
                     e_line[e] = first_s - sn - 0.5 * ln_ - stop_margin
                 e_comm[e] = e_line[e] < brake
                 any_comm = any_comm or e_comm[e]
-            t_arr = -1.0 if any_comm else max(first_s - sn, 0.0) / max(vv, 1.0)
+            t_arr = max(first_s - sn, 0.0) / max(vv, 1.0) - (1e3 if any_comm else 0.0)
             key = t_arr + 1e-6 * n
             for e in range(n0, ne):
                 e_key[e] = key
@@ -209,9 +211,16 @@ def _conflict_stops(conf_s, conf_id, conf_lane, path_id, s, v, length, active, c
             g = e_cid[e]
             n = e_n[e]
             comp = other_key[g] if e_lane[e] == best_lane[g] else best_key[g]
-            must = comp < e_key[e] and can_yield[b if can_yield.shape[0] > 1 else 0, n] and not e_comm[e]
-            if must and e_line[e] < out[b, n]:
-                out[b, n] = e_line[e]
+            if not (comp < e_key[e] and can_yield[b if can_yield.shape[0] > 1 else 0, n]):
+                continue
+            if not e_comm[e]:
+                stop = e_line[e]
+            elif e_at[e] > 0.0:  # both committed: stop at the conflict point itself
+                stop = e_at[e]
+            else:
+                continue
+            if stop < out[b, n]:
+                out[b, n] = stop
     return out
 
 

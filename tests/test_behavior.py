@@ -165,3 +165,24 @@ def test_log_replay_reproduces_the_log_exactly():
         for aid in ("car_1", "car_2"):
             i = c.ids.index(aid)
             np.testing.assert_array_equal([st.x[0, i], st.y[0, i], st.yaw[0, i]], tracks[aid].pose[k, [0, 1, 3]])
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # both spawned too close to stop before the junction, arriving at their crossing together
+        (("E_in_0", "E_0_straight", 66.2, 10.0), ("N_in_0", "N_0_straight", 69.8, 10.0)),
+        # opposing left turns: their centrelines pass 1.25 m apart without crossing
+        (("E_in_0", "E_0_left", 60.0, 8.0), ("W_in_0", "W_0_left", 60.0, 8.0)),
+    ],
+)
+def test_committed_and_near_miss_junction_pairs_never_overlap(a, b):
+    ops = tuple(
+        InsertOp(name, "car", CAR, SpawnSpec(lane=ln, s=s, speed=v), BehaviorSpec("idm", {"v0": v}, route=(ln, nxt)))
+        for name, (ln, nxt, s, v) in (("a", a), ("b", b))
+    )
+    c, hist = _roll(ScenarioSpec(horizon_s=8.0, actors=ops), _quiet_scene(), 80)
+    assert not _overlapping_pairs(c, hist)
+    ia, ib = c.ids.index("a"), c.ids.index("b")
+    assert not hist[-1].valid[0, ia] or hist[-1].s[0, ia] > 85.0  # both got through the junction
+    assert not hist[-1].valid[0, ib] or hist[-1].s[0, ib] > 85.0
