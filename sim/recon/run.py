@@ -101,5 +101,13 @@ def train_bundle(
 
 
 def _fix_config_paths(config: Path, old: Path, new: Path) -> None:
-    if config.is_file():
-        config.write_text(config.read_text().replace(str(old), str(new)))
+    """Point nerfstudio's saved config (a YAML-serialised TrainerConfig written by this process)
+    at the moved output folder."""
+    import yaml
+
+    if not config.is_file():
+        return
+    cfg = yaml.load(config.read_text(), Loader=yaml.Loader)  # nerfstudio's own format, written above
+    cfg.output_dir = new
+    config.write_text(yaml.dump(cfg), "utf8")
+    del old
