@@ -185,6 +185,7 @@ def _edits(bundle: Path, log_dir: Path, neural_cls: Any, mesh: Any, *, frames: i
 def _planner_gap(bundle: Path, log_dir: Path, scenarios: list[Path], horizon_s: float) -> dict[str, Any]:
     from agents.rollout import run_planner_episode
     from sim import engine
+    from sim.actor_library import ActorLibrary
     from sim.metrics import compute_metrics
     from sim.render.mesh import MeshRenderer
     from sim.render.neural import NeuralRenderer
@@ -194,7 +195,11 @@ def _planner_gap(bundle: Path, log_dir: Path, scenarios: list[Path], horizon_s: 
     syn = read_log(log_dir).meta.get("synth") or {}
     rig = SensorRig((), LidarSpec())
     rows, skipped = [], []
-    neural = NeuralRenderer(bundle=bundle, library=False)
+    # inserted actors take the nearest reconstructed actor of their class from this bundle
+    tmp = tempfile.TemporaryDirectory(prefix="loopdrive-lib-")
+    lib = ActorLibrary(Path(tmp.name) / "lib")
+    lib.add_bundle(bundle)
+    neural = NeuralRenderer(bundle=bundle, library=lib)
     for path in scenarios:
         spec = load_scenario(path)
         sc = spec.scene
@@ -212,11 +217,12 @@ def _planner_gap(bundle: Path, log_dir: Path, scenarios: list[Path], horizon_s: 
                     scores[name] = (0.0, res.status, res.termination)
                     continue
                 _, score = compute_metrics(res.record)
-                scores[name] = (float(score) if res.status == "ok" else 0.0, res.status, res.termination)
+                scores[name] = (float(score) if res.status == "ok" else 0.0, res.status, res.termination or res.error)
         finally:
             mesh.close()
         rows.append({"scenario": spec.name, "score_mesh": scores["mesh"][0], "score_neural": scores["neural"][0],
                      "end_mesh": scores["mesh"][2], "end_neural": scores["neural"][2], "horizon_s": spec.horizon_s})
+    tmp.cleanup()
     gap = [r["score_mesh"] - r["score_neural"] for r in rows]
     return {"planner": "lidar_stack", "scenarios": rows, "skipped": skipped,
             "mean_score_mesh": float(np.mean([r["score_mesh"] for r in rows])) if rows else None,
