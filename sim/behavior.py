@@ -14,12 +14,16 @@ Interaction rules (all vectorised):
 
 * **Car following** (:func:`path_neighbours`): the leader of an actor is the nearest other actor
   (the ego included) whose box lies on the actor's path ahead, within ``window * ds`` metres.
-  IDM (Treiber, Hennecke and Helbing 2000) then never lets a follower drive through it.
+  IDM (Treiber, Hennecke and Helbing 2000) then never lets a follower drive through it. During
+  a lane change the watched corridor spans from the new lane's path to the actor's current
+  lateral offset, so a car still partly in its old lane keeps following the car ahead there.
 * **Intersections** (conflict points, :func:`lane_conflicts`): where two lanes' centrelines cross
   or merge, actors approaching the point on different lanes are ordered first-come-first-served by
   their time of arrival (``distance / max(speed, 1 m/s)``; an actor already inside the conflict
   zone comes first); every later actor stops ``l/2 + 4 m`` before the point until it is clear.
-  An actor that can no longer stop before its stop line is committed and keeps going.
+  An actor that can no longer stop before its stop line is committed and keeps going; of two
+  committed actors, the later one brakes for the conflict point itself. Centrelines passing
+  within 2 m of each other without crossing (opposing left turns) meet at a conflict point too.
 * **Scripted braking**: every behaviour accepts ``brake_at_s`` (s after the episode start),
   ``brake_decel`` (m/s^2) and ``brake_to_speed`` (m/s) for "lead vehicle brakes hard" scenarios.
 """
@@ -488,6 +492,10 @@ def _gather(a: NDArray[Any], idx: I64) -> NDArray[Any]:
     return a.reshape((R * X, *a.shape[2:]))[flat.reshape(idx.shape)]
 
 
+_NO_OFFSET = np.zeros((1, 1))
+_NO_OFFSET.setflags(write=False)
+
+
 def path_neighbours(
     paths: PathTable,
     path_id: I64,
@@ -500,6 +508,7 @@ def path_neighbours(
     stride: int = 4,
     backward: bool = False,
     k_nearest: int = 8,
+    offset: F64 | None = None,
 ) -> tuple[F64, F64, I64]:
     """The nearest actor on a path ahead (or behind, with ``backward``) of each query.
 
@@ -508,7 +517,8 @@ def path_neighbours(
     actors each query may see (present and not itself). An actor counts when its box reaches the
     path's swept width (centre within ``width_q/2`` + its lateral half extent + 0.3 m of the path)
     and its centre lies ahead along the path within ``window * stride * ds`` metres; the ``k_nearest``
-    actors by straight-line distance are examined.
+    actors by straight-line distance are examined. ``offset`` (B, M), m: the query's own lateral
+    offset from the path (a lane change in progress); the corridor then spans from the path to it.
 
     Returns the gap (m) from the query point to the actor's nearest bumper along the path (``inf``
     if none; callers subtract their own half length), the actor's speed along the path (m/s) and
@@ -517,7 +527,8 @@ def path_neighbours(
     B, M = s.shape
     if path_neighbours_nb is not None:
         wq = width_q if width_q.ndim == 2 else np.reshape(width_q, (1, -1))
-        return path_neighbours_nb(paths.xy, paths.heading, paths.ds, path_id, s, wq, props, allowed, window, stride, backward)
+        off = _NO_OFFSET if offset is None else offset
+        return path_neighbours_nb(paths.xy, paths.heading, paths.ds, path_id, s, wq, props, allowed, window, stride, backward, off)
     N = props.shape[1]
     qx, qy, _ = paths.sample(path_id, s)
     ax, ay = props[..., 0], props[..., 1]
@@ -565,7 +576,11 @@ def path_neighbours(
     else:
         gap = s_proj - sq - 0.5 * (cl * cr + cw * sr)
         ok = s_proj > sq
-    ok &= np.abs(lat) < 0.5 * (width_q[..., None] + cl * sr + cw * cr) + 0.3
+    if offset is None:
+        ok &= np.abs(lat) < 0.5 * (width_q[..., None] + cl * sr + cw * cr) + 0.3
+    else:
+        off = offset[..., None]
+        ok &= np.abs(lat - 0.5 * off) < 0.5 * (width_q[..., None] + np.abs(off) + cl * sr + cw * cr) + 0.3
     ok &= cd2 < np.inf
     gap = np.where(ok, gap, np.inf)
     best = np.argmin(gap, axis=-1)

@@ -139,6 +139,9 @@ class DrivableRaster:
 
 LANE_SECTORS = 16  # heading sectors of the lane-direction raster (22.5 degrees each)
 OFF_ROUTE_M = 4.0  # m: the ego is off its route beyond this lateral distance from the route
+#: fraction of the lane-change lateral rate kept at standstill (the rate scales with speed / 5 m/s
+#: above it): a lane change blocked by a stopped car in its old lane still completes
+LC_CREEP = 0.2
 
 
 @dataclass(frozen=True, eq=False)
@@ -739,7 +742,8 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
         props = np.empty((B, N, 6))
         props[..., 0], props[..., 1], props[..., 2], props[..., 3], props[..., 4], props[..., 5] = x, y, yaw, v, c.length, c.width
         allowed = present[:, None, :] & c.not_self[None]
-        gap, v_lead, _ = path_neighbours(paths, path_id, s, R["width"], props, allowed)
+        # a lane change in progress (d != 0) watches the corridor from its lane path to where it is
+        gap, v_lead, _ = path_neighbours(paths, path_id, s, R["width"], props, allowed, offset=d)
         gap = gap - 0.5 * R["length"]
         stop = conflict_stops(paths, path_id, s, v, R["length"], active=present & R["path_or_ego"], can_yield=R["is_path"])
         use_stop = stop < gap
@@ -756,13 +760,13 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
         if c.changes_lanes.any():
             path_id, s, d, lc_timer = _mobil(c, state, k, path_id, s, d, lc_timer, x, y, v, props, allowed, gap, v_lead, a_idm, is_path)
         if path_motion_nb is not None:  # in place on this step's own arrays
-            path_motion_nb(paths.xy, paths.heading, paths.ds, paths.end_s, path_id, is_path, a_idm, dt, R["lc_rate"][0], x, y, yaw, v, acc, s, d, lc_hold, alive)
+            path_motion_nb(paths.xy, paths.heading, paths.ds, paths.end_s, path_id, is_path, a_idm, dt, R["lc_rate"][0], LC_CREEP, x, y, yaw, v, acc, s, d, lc_hold, alive)
         else:
             v1 = np.maximum(v + a_idm * dt, 0.0)
             ds_ = 0.5 * (v + v1) * dt
             s1 = s + ds_
             if d.any():
-                rate = R["lc_rate"] * dt * fclip(v / 5.0, 0.0, 1.0)
+                rate = R["lc_rate"] * dt * fclip(v / 5.0, LC_CREEP, 1.0)
                 d1 = np.where(lc_hold > 0, d, d - np.sign(d) * np.minimum(np.abs(d), rate))
             else:
                 d1 = d

@@ -44,9 +44,9 @@ def _jit(fn: Any) -> Any:
     return numba.njit(cache=True, nogil=True)(fn)
 
 
-def _path_neighbours(xy, heading, ds, path_id, s, width_q, props, allowed, window, stride, backward):  # type: ignore[no-untyped-def]
+def _path_neighbours(xy, heading, ds, path_id, s, width_q, props, allowed, window, stride, backward, offset):  # type: ignore[no-untyped-def]
     """Loop form of :func:`sim.behavior.path_neighbours` (arrays (B, M), props (B, N, 6),
-    allowed (B, M, N), width_q broadcast to (B, M)). Returns gap (m), speed (m/s), slot."""
+    allowed (B, M, N), width_q and offset broadcast to (B, M)). Returns gap (m), speed (m/s), slot."""
     B, M = s.shape
     N = props.shape[1]
     P = xy.shape[1]
@@ -109,7 +109,8 @@ def _path_neighbours(xy, heading, ds, path_id, s, width_q, props, allowed, windo
                     gap = s_proj - sq - 0.5 * (cl * cr + cw * sr)
                     ok = s_proj > sq
                 wq = width_q[b if width_q.shape[0] > 1 else 0, m if width_q.shape[1] > 1 else 0]
-                if not ok or not (abs(lat) < 0.5 * (wq + cl * sr + cw * cr) + 0.3):
+                off = offset[b if offset.shape[0] > 1 else 0, m if offset.shape[1] > 1 else 0]
+                if not ok or not (abs(lat - 0.5 * off) < 0.5 * (wq + abs(off) + cl * sr + cw * cr) + 0.3):
                     continue
                 if gap < best:
                     best = gap
@@ -389,7 +390,7 @@ def _state_obs(xy, heading, speed_limit, ds, route_length, horizon_steps, dt_s, 
     return res
 
 
-def _path_motion(xy, heading, ds, end_s, path_id, m, a, dt, lc_rate, x, y, yaw, v, acc, s, d, lc_hold, alive):  # type: ignore[no-untyped-def]
+def _path_motion(xy, heading, ds, end_s, path_id, m, a, dt, lc_rate, lc_creep, x, y, yaw, v, acc, s, d, lc_hold, alive):  # type: ignore[no-untyped-def]
     """Loop form of the engine's path-follower motion (rows ``m`` (B, N)): speed, arc length and
     decaying lateral offset after acceleration ``a`` (m/s^2) for ``dt`` s; updates x, y, yaw, v,
     acc, s, d and alive (cleared past the path's end) in place."""
@@ -409,7 +410,7 @@ def _path_motion(xy, heading, ds, end_s, path_id, m, a, dt, lc_rate, x, y, yaw, 
             if lc_hold[b, n] > 0:
                 d1 = dn
             else:
-                rate = lc_rate[n] * dt * min(max(vn / 5.0, 0.0), 1.0)
+                rate = lc_rate[n] * dt * min(max(vn / 5.0, lc_creep), 1.0)
                 sg = 1.0 if dn > 0 else (-1.0 if dn < 0 else 0.0)
                 d1 = dn - sg * min(abs(dn), rate)
             u = min(max(s1 / ds, 0.0), P - 1.000001)

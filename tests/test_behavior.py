@@ -186,3 +186,20 @@ def test_committed_and_near_miss_junction_pairs_never_overlap(a, b):
     ia, ib = c.ids.index("a"), c.ids.index("b")
     assert not hist[-1].valid[0, ia] or hist[-1].s[0, ia] > 85.0  # both got through the junction
     assert not hist[-1].valid[0, ib] or hist[-1].s[0, ib] > 85.0
+
+
+@pytest.mark.parametrize(("s0", "v"), [(38.0, 3.0), (43.0, 1.0)])
+def test_mobil_change_close_behind_a_stopped_car_never_overlaps_and_completes(s0, v):
+    # the lane change starts close behind a stopped car: while the MOBIL car is still partly in
+    # its old lane it must keep following that car, and still finish the change and drive on
+    spec = ScenarioSpec(
+        horizon_s=20.0,
+        actors=(
+            InsertOp("stopped", "car", CAR, SpawnSpec(lane="E_in_0", s=50.0, speed=0.0), BehaviorSpec("idm", {"v0": 0.0})),
+            InsertOp("m", "car", CAR, SpawnSpec(lane="E_in_0", s=s0, speed=v), BehaviorSpec("mobil")),
+        ),
+    )
+    c, hist = _roll(spec, _quiet_scene(), 200)
+    assert not _overlapping_pairs(c, hist)
+    i, j = c.ids.index("m"), c.ids.index("stopped")
+    assert hist[-1].x[0, i] > hist[-1].x[0, j] + 5.0  # got past it in the other lane
