@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sim.cli._app import app, console, user_errors
+from sim.cli._app import app, bench_app, console, fail, user_errors
 
 
 @app.command("view")
@@ -21,3 +21,32 @@ def view_cmd(
     with user_errors():
         path = write_recording(source, out, max_points=max_points)
     console.print(f"[green]wrote[/] {path}  (open with: rerun {path})")
+
+
+@bench_app.command("all")
+def bench_all_cmd(
+    quick: bool = typer.Option(False, "--quick", help="Small settings for every benchmark (tiny town for recon, no nerfacto)."),
+    only: str = typer.Option(",".join(("synth", "env", "batch", "recon", "closed-loop")), "--only", help="Comma-separated subset."),
+    results: Path = typer.Option(Path("benchmarks/results"), "--results", help="Results folder."),
+    work: Path = typer.Option(Path("out/bench-all"), "--work", help="Scratch folder."),
+) -> None:
+    """Run every benchmark (each in its own process) and write all.json + all.md (the README table)."""
+    from rich.table import Table
+
+    from sim.bench.all import BENCHMARKS, run_all
+
+    names = tuple(n.strip() for n in only.split(",") if n.strip())
+    bad = [n for n in names if n not in BENCHMARKS]
+    if bad:
+        raise fail(f"--only: unknown benchmark(s) {bad}; known: {list(BENCHMARKS)}")
+    doc = run_all(results, quick=quick, only=names, work=work, echo=lambda s: console.print(f"[bold]{s}[/]"))
+    tab = Table(title="loopdrive benchmarks")
+    for c in ("benchmark", "figure", "value", "target"):
+        tab.add_column(c)
+    for r in doc["rows"]:
+        v = r["value"]
+        tab.add_row(r["benchmark"], r["figure"], f"{v:.3g}" if isinstance(v, float) else str(v), r["target"])
+    console.print(tab)
+    for name, st in doc["status"].items():
+        if not st.get("ok"):
+            console.print(f"[red]{name} failed:[/] {st.get('error')}")
