@@ -49,7 +49,7 @@ from sim.dynamics import BicycleState, KinematicBicycle
 from sim.edits import insert, remove, reroute
 from sim.errors import EpisodeStateError, ScenarioError
 from sim.geometry import wrap_angle
-from sim.kernels import ego_flags_nb, path_motion_nb, time_to_contact_nb
+from sim.kernels import ego_bicycle_nb, ego_flags_nb, path_motion_nb, time_to_contact_nb
 from sim.map import LaneMap, Polyline
 from sim.spec import InsertOp, RemoveOp, RerouteOp, ScenarioSpec
 from sim.world import SceneLike, WorldState, track_speed, world_from_scene
@@ -711,10 +711,19 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
     k = state.step_index + 1
     kk = np.minimum(k, c.horizon_steps)
     # ------------------------------------------------------------------ ego: kinematic bicycle
-    bs = BicycleState(state.x[:, 0], state.y[:, 0], state.yaw[:, 0], state.v[:, 0], state.accel[:, 0], state.steer)
-    applied = c.bicycle.clip_action(bs, a, dt)
-    clipped = np.any(np.abs(applied - a) > 1e-9, axis=-1)
-    e1 = c.bicycle.forward(bs, applied, dt, clip=False)
+    bk = c.bicycle
+    if ego_bicycle_nb is not None and type(bk) is KinematicBicycle:
+        lm = bk.limits
+        o, clipped = ego_bicycle_nb(
+            state.x[:, 0], state.y[:, 0], state.yaw[:, 0], state.v[:, 0], state.accel[:, 0], state.steer, a, dt,
+            lm.decel_max, lm.accel_max, lm.jerk_max, lm.steer_max, lm.steer_rate_max, lm.speed_max, bk.wheelbase,
+        )  # fmt: skip
+        e1 = BicycleState(o[0], o[1], o[2], o[3], o[4], o[5])
+    else:
+        bs = BicycleState(state.x[:, 0], state.y[:, 0], state.yaw[:, 0], state.v[:, 0], state.accel[:, 0], state.steer)
+        applied = bk.clip_action(bs, a, dt)
+        clipped = np.any(np.abs(applied - a) > 1e-9, axis=-1)
+        e1 = bk.forward(bs, applied, dt, clip=False)
     x = state.x.copy()
     y = state.y.copy()
     yaw = state.yaw.copy()

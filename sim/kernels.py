@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HAVE_NUMBA", "conflict_stops_nb", "ego_flags_nb", "path_motion_nb", "path_neighbours_nb", "project_nb", "state_obs_nb", "time_to_contact_nb"]
+__all__ = ["HAVE_NUMBA", "conflict_stops_nb", "ego_bicycle_nb", "ego_flags_nb", "path_motion_nb", "path_neighbours_nb", "project_nb", "state_obs_nb", "time_to_contact_nb"]
 
 log = logging.getLogger(__name__)
 
@@ -458,6 +458,33 @@ def _ego_flags(mask, mx0, my0, mres, bits, bx0, by0, bres, ok_mask, n_sectors, e
     return off, against
 
 
+def _ego_bicycle(x, y, yaw, v, accel, steer, a, dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max, speed_max, wheelbase):  # type: ignore[no-untyped-def]
+    """Loop form of :meth:`sim.dynamics.KinematicBicycle.clip_action` + ``forward`` for the ego
+    (arrays (B,), action (B, 2)). Returns x, y, yaw, v, accel, steer after ``dt`` s and whether
+    the action was clipped."""
+    B = x.shape[0]
+    out = np.empty((6, B))
+    clipped = np.zeros(B, dtype=np.bool_)
+    two_pi = 2.0 * np.pi
+    for b in range(B):
+        acc = min(max(a[b, 0], -decel_max), accel_max)
+        acc = min(max(acc, accel[b] - jerk_max * dt), accel[b] + jerk_max * dt)
+        st = min(max(a[b, 1], -steer_max), steer_max)
+        st = min(max(st, steer[b] - steer_rate_max * dt), steer[b] + steer_rate_max * dt)
+        clipped[b] = abs(acc - a[b, 0]) > 1e-9 or abs(st - a[b, 1]) > 1e-9
+        v1 = min(max(v[b] + acc * dt, 0.0), speed_max)
+        vm = 0.5 * (v[b] + v1)
+        yaw1 = yaw[b] + vm * math.tan(st) / wheelbase * dt
+        hmid = 0.5 * (yaw[b] + yaw1)
+        out[0, b] = x[b] + vm * math.cos(hmid) * dt
+        out[1, b] = y[b] + vm * math.sin(hmid) * dt
+        out[2, b] = (yaw1 + np.pi) % two_pi - np.pi
+        out[3, b] = v1
+        out[4, b] = acc
+        out[5, b] = st
+    return out, clipped
+
+
 path_neighbours_nb = _jit(_path_neighbours)
 conflict_stops_nb = _jit(_conflict_stops)
 time_to_contact_nb = _jit(_time_to_contact)
@@ -465,3 +492,4 @@ project_nb = _jit(_project)
 state_obs_nb = _jit(_state_obs)
 path_motion_nb = _jit(_path_motion)
 ego_flags_nb = _jit(_ego_flags)
+ego_bicycle_nb = _jit(_ego_bicycle)

@@ -176,7 +176,7 @@ def _episode_arrays(monkeypatch, use_kernels: bool):
 
     if not use_kernels:
         for mod in (sim.behavior, engine, sim.observations):
-            for name in ("conflict_stops_nb", "path_neighbours_nb", "project_nb", "path_motion_nb", "time_to_contact_nb", "state_obs_nb", "ego_flags_nb"):
+            for name in ("conflict_stops_nb", "path_neighbours_nb", "project_nb", "path_motion_nb", "time_to_contact_nb", "state_obs_nb", "ego_flags_nb", "ego_bicycle_nb"):
                 if hasattr(mod, name):
                     monkeypatch.setattr(mod, name, None)
     spec, scn = bench_scenario()
@@ -188,7 +188,7 @@ def _episode_arrays(monkeypatch, use_kernels: bool):
     for _ in range(60):
         a = rng.uniform([-3.0, -0.05], [2.0, 0.05], (2, 2))
         st = engine.step(st, a)
-        out += [obs.compute(st), st.x, st.y, st.v, st.s, st.d, st.path_id, st.min_ttc, st.collision, st.offroad, st.wrong_way]
+        out += [obs.compute(st), st.x, st.y, st.v, st.s, st.d, st.path_id, st.min_ttc, st.collision, st.offroad, st.wrong_way, st.yaw, st.accel, st.steer, st.jerk, st.action_clipped]
         if st.done.any():
             st = engine.merge_rows(st, st.done, engine.reset_batch(c, [np.random.default_rng(3), np.random.default_rng(4)]))
     monkeypatch.undo()
