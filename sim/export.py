@@ -56,11 +56,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.errors import ScenarioError
+from sim.render.base import ArrayWorld
 
 __all__ = [
     "FORMAT_VERSION",
     "ExportItem",
-    "SimpleWorld",
     "export_episodes",
     "items_from_files",
     "items_from_mined",
@@ -87,23 +87,6 @@ class ExportItem:
     weight: float = 1.0
     metrics: Mapping[str, float] = field(default_factory=dict)
     source: str = "run"
-
-
-@dataclass(frozen=True)
-class SimpleWorld:
-    """A world snapshot in the renderer's ``WorldLike`` shape (row 0 the ego; metres, radians)."""
-
-    t_us: int
-    ids: tuple[str, ...]
-    cls: tuple[str, ...]
-    x: NDArray[np.float64]
-    y: NDArray[np.float64]
-    z: NDArray[np.float64]
-    yaw: NDArray[np.float64]
-    length: NDArray[np.float64]
-    width: NDArray[np.float64]
-    height: NDArray[np.float64]
-    valid: NDArray[np.bool_]
 
 
 def items_from_mined(mined: Iterable[Any], *, horizon_from_steps: bool = True) -> list[ExportItem]:
@@ -155,7 +138,7 @@ def _save_npz_atomic(path: Path, arrays: Mapping[str, NDArray[Any]]) -> None:
         raise
 
 
-def _worlds(rec: Any, compiled: Any) -> list[SimpleWorld]:
+def _worlds(rec: Any, compiled: Any) -> list[ArrayWorld]:
     T = len(rec.t_s)
     n = len(rec.actor_ids)
     ids = ("ego", *rec.actor_ids)
@@ -165,7 +148,7 @@ def _worlds(rec: Any, compiled: Any) -> list[SimpleWorld]:
     H = np.asarray(compiled.height[: n + 1], np.float64)
     out = []
     for i in range(T):
-        out.append(SimpleWorld(
+        out.append(ArrayWorld(
             t_us=int(compiled.t0_us + round(rec.t_s[i] * 1e6)), ids=ids, cls=cls,
             x=np.r_[rec.ego_xy[i, 0], rec.actor_xy[i, :, 0]], y=np.r_[rec.ego_xy[i, 1], rec.actor_xy[i, :, 1]],
             z=np.zeros(n + 1), yaw=np.r_[rec.ego_yaw[i], rec.actor_yaw[i]], length=L, width=W, height=H,

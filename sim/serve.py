@@ -201,7 +201,7 @@ class RenderService:
         def col(f: Callable[[tuple[str, str, tuple[float, ...], tuple[float, ...]]], float]) -> NDArray[np.float64]:
             return np.array([0.0] + [f(r) for r in rows], dtype=np.float64)
 
-        from sim.render.neural import ArrayWorld
+        from sim.render.base import ArrayWorld
 
         return ArrayWorld(int(t_us), ("ego", *(r[0] for r in rows)), ("car", *(r[1] for r in rows)),
                       col(lambda r: r[2][0]), col(lambda r: r[2][1]), col(lambda r: r[2][2]), col(lambda r: r[2][3]),

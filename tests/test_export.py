@@ -10,8 +10,9 @@ import pytest
 
 from sim.anonymize import SensitiveBox, anonymize, project_boxes, region_mask, sensitive_boxes
 from sim.errors import ScenarioError
-from sim.export import ExportItem, SimpleWorld, export_episodes, load_shard, load_training_set
+from sim.export import ExportItem, export_episodes, load_shard, load_training_set
 from sim.geometry import project_points
+from sim.render.base import ArrayWorld
 from sim.scenario import expand
 from sim.sensors import CameraSpec, LidarSpec, SensorRig
 
@@ -78,7 +79,7 @@ def test_shards_feed_behaviour_cloning(shard: dict) -> None:
     assert (shard["path"].parent / "manifest.json").is_file()
 
 
-def _plate_rects(world: SimpleWorld, c2w: np.ndarray, K: np.ndarray, w: int, h: int) -> list[tuple[int, int, int, int]]:
+def _plate_rects(world: ArrayWorld, c2w: np.ndarray, K: np.ndarray, w: int, h: int) -> list[tuple[int, int, int, int]]:
     """Pixel rectangles of the exact rear/front plate geometry of the mesh car model
     (``sim.synth.meshes._car``: x at the box ends, |y| <= 0.26 m, z = 0.28 H .. 0.34 H + 0.11 m)."""
     out = []
@@ -115,7 +116,7 @@ def test_no_unblurred_plate_pixels_reach_the_shards(shard: dict) -> None:
     checked = 0
     for t in range(len(d["t_s"])):
         n = len(d["box_ids"])
-        world = SimpleWorld(
+        world = ArrayWorld(
             t_us=int(t), ids=("ego", *map(str, d["box_ids"])), cls=("car", *map(str, d["box_cls"])),
             x=np.r_[d["ego_pose"][t, 0], d["boxes"][t, :, 0]], y=np.r_[d["ego_pose"][t, 1], d["boxes"][t, :, 1]], z=np.zeros(n + 1),
             yaw=np.r_[d["ego_pose"][t, 2], d["boxes"][t, :, 2]], length=np.r_[compiled.length[0], d["boxes"][t, :, 3]],

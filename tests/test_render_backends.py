@@ -52,7 +52,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_log: Path) -> Pat
 @pytest.fixture(scope="module")
 def world(tiny_log: Path):
     from sim.log import read_log
-    from sim.render.neural import ArrayWorld
+    from sim.render.base import ArrayWorld
     from sim.synth import world_from_tracks
 
     dl = read_log(tiny_log)

@@ -130,7 +130,7 @@ def _rig() -> Any:
 def _edits(bundle: Path, log_dir: Path, neural_cls: Any, mesh: Any, *, frames: int) -> dict[str, Any]:
     """Actor removed / inserted at logged times against mesh truth of the same edit."""
     from sim.actor_library import ActorLibrary
-    from sim.render.neural import ArrayWorld
+    from sim.render.base import ArrayWorld
     from sim.synth import world_from_tracks
 
     dl = read_log(log_dir)

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from sim.registry import Registry
 from sim.sensors import SensorRig
 
-__all__ = ["RENDERERS", "CameraImage", "LidarScan", "RenderBackend", "SensorFrame", "WorldLike"]
+__all__ = ["RENDERERS", "ArrayWorld", "CameraImage", "LidarScan", "RenderBackend", "SensorFrame", "WorldLike"]
 
 
 class WorldLike(Protocol):
@@ -40,6 +40,40 @@ class WorldLike(Protocol):
     height: NDArray[np.float64]
     valid: NDArray[np.bool_]
 
+
+
+@dataclass(frozen=True)
+class ArrayWorld:
+    """A concrete :class:`WorldLike` from arrays (row 0 the ego, never drawn): world snapshots built
+    outside the engine (synthetic scenes, exported episodes, the render server, benchmarks, tests).
+    Poses are world frame: (x, y) box centre on the ground, z the box bottom (m), yaw (rad)."""
+
+    t_us: int
+    ids: tuple[str, ...]
+    cls: tuple[str, ...]
+    x: NDArray[np.float64]
+    y: NDArray[np.float64]
+    z: NDArray[np.float64]
+    yaw: NDArray[np.float64]
+    length: NDArray[np.float64]
+    width: NDArray[np.float64]
+    height: NDArray[np.float64]
+    valid: NDArray[np.bool_]
+
+    @staticmethod
+    def of(world: WorldLike) -> ArrayWorld:
+        """A copy of any world (arrays copied, so they can be edited)."""
+        return ArrayWorld(int(world.t_us), tuple(world.ids), tuple(world.cls), *(np.array(getattr(world, k), dtype=np.float64) for k in
+                          ("x", "y", "z", "yaw", "length", "width", "height")), np.array(world.valid, dtype=bool))
+
+    def with_row(self, actor_id: str, cls: str, pose: tuple[float, float, float, float], size: tuple[float, float, float]) -> ArrayWorld:
+        """A copy with one more (valid) actor row: pose (x, y, z bottom, yaw), size (l, w, h)."""
+        def cat(a: NDArray[np.float64], v: float) -> NDArray[np.float64]:
+            return np.concatenate([a, [v]])
+
+        return ArrayWorld(self.t_us, (*self.ids, actor_id), (*self.cls, cls), cat(self.x, pose[0]), cat(self.y, pose[1]), cat(self.z, pose[2]),
+                          cat(self.yaw, pose[3]), cat(self.length, size[0]), cat(self.width, size[1]), cat(self.height, size[2]),
+                          np.concatenate([self.valid, [True]]))
 
 @dataclass(frozen=True)
 class CameraImage:

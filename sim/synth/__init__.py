@@ -6,13 +6,12 @@ mesh renderer into a drive log.
 """
 
 from sim.synth.presets import PRESETS, TownPreset, get_preset
-from sim.synth.scene import EGO_SIZE, SceneWorld, SynthScene, make_scene, world_from_tracks
+from sim.synth.scene import EGO_SIZE, SynthScene, make_scene, world_from_tracks
 from sim.synth.writer import write_synth_log
 
 __all__ = [
     "EGO_SIZE",
     "PRESETS",
-    "SceneWorld",
     "SynthScene",
     "TownPreset",
     "get_preset",

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from sim.errors import ScenarioError
 from sim.log import Track
+from sim.render.base import ArrayWorld
 from sim.synth.network import TownNetwork, build_network
 from sim.synth.presets import TownPreset, get_preset
 from sim.synth.traffic import Agent, agent_track, build_path, pedestrian_path, simulate_traffic
@@ -28,7 +29,7 @@ from sim.synth.traffic import Agent, agent_track, build_path, pedestrian_path, s
 if TYPE_CHECKING:
     from sim.synth.meshes import StaticTown
 
-__all__ = ["EGO_SIZE", "SceneWorld", "SynthScene", "make_scene"]
+__all__ = ["EGO_SIZE", "SynthScene", "make_scene"]
 
 EGO_SIZE = (4.6, 1.9, 1.6)
 
@@ -36,27 +37,7 @@ EGO_SIZE = (4.6, 1.9, 1.6)
 _S_NETWORK, _S_PROPS, _S_TRAFFIC, _S_TEXTURES = range(4)
 
 
-@dataclass(frozen=True)
-class SceneWorld:
-    """A minimal world snapshot (the :class:`sim.render.base.WorldLike` protocol): row 0 is the ego.
-
-    Poses are world frame: (x, y) box centre on the ground, z the box bottom (m), yaw (rad).
-    """
-
-    t_us: int
-    ids: tuple[str, ...]
-    cls: tuple[str, ...]
-    x: NDArray[np.float64]
-    y: NDArray[np.float64]
-    z: NDArray[np.float64]
-    yaw: NDArray[np.float64]
-    length: NDArray[np.float64]
-    width: NDArray[np.float64]
-    height: NDArray[np.float64]
-    valid: NDArray[np.bool_]
-
-
-def world_from_tracks(ego: Track, tracks: tuple[Track, ...], t_us: int) -> SceneWorld:
+def world_from_tracks(ego: Track, tracks: tuple[Track, ...], t_us: int) -> ArrayWorld:
     """Snapshot of the ego and every track at ``t_us`` (tracks not alive then are invalid rows)."""
     all_tracks = (ego, *tracks)
     n = len(all_tracks)
@@ -68,7 +49,7 @@ def world_from_tracks(ego: Track, tracks: tuple[Track, ...], t_us: int) -> Scene
             pose[i] = p
             valid[i] = True
     size = np.array([tr.size for tr in all_tracks], dtype=np.float64)
-    return SceneWorld(
+    return ArrayWorld(
         int(t_us),
         tuple(tr.id for tr in all_tracks),
         tuple(tr.cls for tr in all_tracks),
@@ -128,7 +109,7 @@ class SynthScene:
             self._cache["static"] = build_static_town(self)
         return self._cache["static"]
 
-    def world_at(self, t_us: int) -> SceneWorld:
+    def world_at(self, t_us: int) -> ArrayWorld:
         """The logged world at ``t_us`` (row 0 the ego)."""
         return world_from_tracks(self.ego, self.tracks, t_us)
 
