@@ -59,6 +59,9 @@ def insert(world: WorldState, op: InsertOp, lane_map: LaneMap, *, where: str = "
         raise ScenarioError(f"expected one of {', '.join(ACTOR_CLASSES)}, got {op.cls!r}", field=f"{where}.class")
     if len(op.size) != 3 or not all(math.isfinite(v) and v > 0 for v in op.size):
         raise ScenarioError(f"expected three positive sizes [length, width, height] in metres, got {list(op.size)}", field=f"{where}.size")
+    asset = getattr(op, "asset", None)
+    if asset is not None and (not isinstance(asset, str) or asset.count("/") != 1 or not all(asset.split("/"))):
+        raise ScenarioError(f"expected an actor-library key 'source/id' (see `loopdrive actors list`), got {asset!r}", field=f"{where}.asset")
     if not (math.isfinite(op.t_s) and op.t_s >= 0):
         raise ScenarioError(f"expected a time >= 0 s, got {op.t_s}", field=f"{where}.t_s")
     sp = op.spawn

@@ -74,6 +74,7 @@ __all__ = [
     "expand",
     "expand_paths",
     "json_schema",
+    "library_root",
     "load_scenario",
     "read_yaml",
     "scenario_files",
@@ -132,6 +133,11 @@ class SceneModel(_Model):
     town: str = Field("tiny", description="synthetic town preset used when no log is given")
     seed: int = Field(0, ge=0, description="synthetic town seed used when no log is given")
     renderer: Literal["mesh", "neural", "composite"] = Field("mesh", description="sensor backend")
+    actor_library: str | None = Field(
+        None,
+        description="actor-library folder for inserted actors' `asset` (relative to the scenario file; "
+        "default $LOOPDRIVE_ACTORS or ./actors)",
+    )
 
 
 class StartModel(_Model):
@@ -189,16 +195,36 @@ class SpawnModel(_Model):
         return self
 
 
+ActorClass = Literal["car", "truck", "bus", "cyclist", "pedestrian", "motorcycle", "other"]
+
+
 class InsertModel(_Model):
+    """Add an actor. With ``asset`` (a reconstructed actor of the actor library, ``source/id``, or
+    just ``source`` for the one of that source nearest in size of the class) the neural backend
+    renders it with that actor's field; ``class`` and ``size`` then default to the library actor's,
+    and a given size must be within the library's rescaling tolerance."""
+
     op: Literal["insert"]
     id: ActorId
-    cls: Literal["car", "truck", "bus", "cyclist", "pedestrian", "motorcycle", "other"] = Field(alias="class")
+    cls: ActorClass | None = Field(None, alias="class", description="actor class (default: the asset's)")
     size: tuple[PositiveLength, PositiveLength, PositiveLength] | None = Field(
-        None, description="length, width, height in metres (default per class)"
+        None, description="length, width, height in metres (default: the asset's, else per class)"
+    )
+    asset: str | None = Field(
+        None,
+        pattern=r"^[^/\s.][^/\s]*(/[^/\s]+)?$",
+        description="actor-library actor 'source/id' (e.g. town-s1/12) or source 'source' (the actor of "
+        "that source and class nearest in size), see `loopdrive actors list`",
     )
     spawn: SpawnModel
     behavior: BehaviorModel = Field(default_factory=lambda: BehaviorModel(type="idm"))
     t_s: float = Field(0.0, ge=0.0, description="time the actor appears, s after the episode start")
+
+    @model_validator(mode="after")
+    def _class_or_asset(self) -> InsertModel:
+        if self.cls is None and self.asset is None:
+            raise ValueError("a class (car, truck, bus, cyclist, pedestrian, motorcycle, other) or an asset")
+        return self
 
 
 class RemoveModel(_Model):
@@ -700,6 +726,84 @@ def _resolve_log(p: str, file: str | None) -> Path:
     return cand
 
 
+# ------------------------------------------------------------------------------- library assets
+class _AssetProblem(Exception):
+    """An insert op's ``asset`` cannot be used: ``sub`` is the offending key of the op."""
+
+    def __init__(self, sub: str, message: str) -> None:
+        super().__init__(message)
+        self.sub = sub
+        self.message = message
+
+
+def library_root(scene: SceneModel, file: str | None = None) -> Path:
+    """The actor-library folder of a scenario: ``scene.actor_library`` (relative to the scenario
+    file, else the working directory), else ``$LOOPDRIVE_ACTORS``, else ``./actors``."""
+    if scene.actor_library:
+        return _resolve_log(scene.actor_library, file)
+    return Path(os.environ.get("LOOPDRIVE_ACTORS", "actors"))
+
+
+def _short_list(items: Sequence[str], n: int = 16) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "") if items else "(none)"
+
+
+def _library_actor(a: InsertModel, root: Path) -> Any:
+    """The :class:`~sim.actor_library.LibraryActor` an insert op's ``asset`` names (``source/id``,
+    or ``source``: the actor of that source and the op's class nearest in size), checked against
+    the op's class and size (within :data:`sim.actor_library.SIZE_TOLERANCE`). Raises
+    :class:`_AssetProblem`."""
+    from sim.actor_library import SIZE_TOLERANCE, ActorLibrary, check_size
+    from sim.errors import BundleError
+
+    assert a.asset is not None
+    where = f"the actor library at {root}"
+    if root.exists() and not root.is_dir():
+        raise _AssetProblem("asset", f"expected an actor-library folder, got the file {root}")
+    try:
+        lib = ActorLibrary(root)
+    except BundleError as exc:
+        raise _AssetProblem("asset", f"expected a readable actor library: {exc.one_line()}") from None
+    if not lib.actors:
+        raise _AssetProblem(
+            "asset",
+            f"expected reconstructed actors in {where}, found none (set scene.actor_library or "
+            "$LOOPDRIVE_ACTORS, or harvest a bundle with `loopdrive actors add BUNDLE`)",
+        )
+    by_key = {x.key: x for x in lib.actors}
+    if "/" in a.asset:
+        la = by_key.get(a.asset)
+        if la is None:
+            raise _AssetProblem(
+                "asset", f"unknown library actor {a.asset!r}; {where} has: {_short_list(sorted(by_key))}"
+            )
+        if a.cls is not None and a.cls != la.cls:
+            raise _AssetProblem(
+                "class", f"expected class {la.cls!r} (that of library actor {la.key!r}), got {a.cls!r}"
+            )
+    else:
+        if a.asset not in lib.sources:
+            raise _AssetProblem(
+                "asset", f"unknown library source {a.asset!r}; {where} has sources: {_short_list(list(lib.sources))}"
+            )
+        if a.cls is None:
+            raise _AssetProblem("asset", f"expected a class with the source-only asset {a.asset!r} (or name an actor: source/id)")
+        cands = [x for x in lib.actors if x.source == a.asset and x.cls == a.cls]
+        if not cands:
+            have = sorted({x.cls for x in lib.actors if x.source == a.asset})
+            raise _AssetProblem(
+                "asset", f"library source {a.asset!r} has no actor of class {a.cls!r}; it has: {_short_list(have)}"
+            )
+        tgt = np.log(np.asarray(a.size or DEFAULT_SIZES[a.cls], dtype=np.float64))
+        la = min(cands, key=lambda x: (float(np.max(np.abs(tgt - np.log(np.asarray(x.size))))), x.key))
+    if a.size is not None:
+        try:
+            check_size(la, a.size, SIZE_TOLERANCE)
+        except BundleError as exc:
+            raise _AssetProblem("size", f"{exc.message}; omit size to take the library actor's") from None
+    return la
+
+
 # ------------------------------------------------------------------------------- model -> spec
 def _behavior(b: BehaviorModel | None) -> BehaviorSpec | None:
     if b is None:
@@ -709,12 +813,15 @@ def _behavior(b: BehaviorModel | None) -> BehaviorSpec | None:
 
 def _to_spec(m: ScenarioModel, name: str, file: str | None, ctx: SceneContext | None) -> ScenarioSpec:
     sc = m.scene
+    uses_assets = any(isinstance(a, InsertModel) and a.asset for a in m.actors)
+    lib_root = library_root(sc, file) if (sc.actor_library or uses_assets) else None
     scene = SceneSpec(
         log=_resolve_log(sc.log, file) if sc.log else None,
         town=sc.town,
         seed=sc.seed,
         bundle=_resolve_log(sc.bundle, file) if sc.bundle else None,
         renderer=sc.renderer,
+        actor_library=lib_root,
     )
     st = m.ego.start
     pose = tuple(st.pose) if st.pose is not None else None
@@ -733,14 +840,25 @@ def _to_spec(m: ScenarioModel, name: str, file: str | None, ctx: SceneContext | 
         start_speed=st.speed,
     )
     ops: list[ActorOp] = []
-    for a in m.actors:
+    for i, a in enumerate(m.actors):
         if isinstance(a, InsertModel):
-            size = tuple(a.size) if a.size is not None else DEFAULT_SIZES[a.cls]
+            cls, asset = a.cls, None
+            size: tuple[float, ...] | None = tuple(a.size) if a.size is not None else None
+            if a.asset is not None:
+                assert lib_root is not None
+                try:
+                    la = _library_actor(a, lib_root)
+                except _AssetProblem as exc:
+                    raise ScenarioError(exc.message, file=file, field=f"actors[{i}].{exc.sub}") from None
+                cls, asset = la.cls, la.key
+                size = size or tuple(float(v) for v in la.size)
+            assert cls is not None
+            size = size or DEFAULT_SIZES[cls]
             sp = a.spawn
             ops.append(
                 InsertOp(
                     id=a.id,
-                    cls=a.cls,
+                    cls=cls,
                     size=size,  # type: ignore[arg-type]
                     spawn=SpawnSpec(
                         lane=sp.lane,
@@ -751,6 +869,7 @@ def _to_spec(m: ScenarioModel, name: str, file: str | None, ctx: SceneContext | 
                     ),  # type: ignore[arg-type]
                     behavior=_behavior(a.behavior) or BehaviorSpec(type="idm"),
                     t_s=a.t_s,
+                    asset=asset,
                 )
             )
         elif isinstance(a, RemoveModel):
@@ -875,6 +994,16 @@ def _semantic(doc: _Doc, m: ScenarioModel, ctx: SceneContext | None) -> list[Sce
                 continue
             _check_behavior_params(doc, p[:-1], nm, errs)
 
+    # library assets of inserted actors (exist, class, size within the rescaling tolerance)
+    asset_sizes: dict[int, tuple[float, ...]] = {}
+    for i, a in enumerate(m.actors):
+        if isinstance(a, InsertModel) and a.asset is not None:
+            try:
+                la = _library_actor(a, library_root(m.scene, doc.file))
+                asset_sizes[i] = tuple(a.size or la.size)
+            except _AssetProblem as exc:
+                err(("actors", i, exc.sub), exc.message)
+
     if ctx is None:
         return errs
     lm = ctx.lane_map
@@ -939,6 +1068,7 @@ def _semantic(doc: _Doc, m: ScenarioModel, ctx: SceneContext | None) -> list[Sce
     for i, a in enumerate(m.actors):
         base: Path_ = ("actors", i)
         if isinstance(a, InsertModel):
+            a_size = a.size or asset_sizes.get(i) or (DEFAULT_SIZES[a.cls] if a.cls else None)
             if a.id in alive or a.id == "ego":
                 err((*base, "id"), f"expected a new actor id, got {a.id!r} which already exists")
                 continue
@@ -966,9 +1096,8 @@ def _semantic(doc: _Doc, m: ScenarioModel, ctx: SceneContext | None) -> list[Sce
                 pose3 = tuple(sp.pose)  # type: ignore[assignment]
             if a.behavior.route:
                 check_route((*base, "behavior", "route"), a.behavior.route)
-            if pose3 is not None and a.t_s == 0.0:
-                size = a.size or DEFAULT_SIZES[a.cls]
-                b = _box(*pose3, float(size[0]), float(size[1]))
+            if pose3 is not None and a.t_s == 0.0 and a_size is not None:
+                b = _box(*pose3, float(a_size[0]), float(a_size[1]))
                 for other, ob in boxes.items():
                     if b.intersects(ob):
                         err(

@@ -39,6 +39,9 @@ class SceneSpec:
     seed: int = 0
     bundle: Path | None = None
     renderer: str = "mesh"
+    #: actor-library folder (``sim.actor_library``) whose reconstructed actors render inserted
+    #: actors in the ``neural`` backend (None: ``$LOOPDRIVE_ACTORS`` or ``./actors``)
+    actor_library: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ class SpawnSpec:
 
 @dataclass(frozen=True)
 class InsertOp:
-    """Add an actor. ``size`` is (length, width, height) in metres; it appears at ``t_s``."""
+    """Add an actor. ``size`` is (length, width, height) in metres; it appears at ``t_s``;
+    ``asset`` names the library actor whose reconstruction renders it (neural backend)."""
 
     id: str
     cls: str
@@ -75,6 +79,10 @@ class InsertOp:
     spawn: SpawnSpec
     behavior: BehaviorSpec = field(default_factory=lambda: BehaviorSpec(type="idm"))
     t_s: float = 0.0
+    #: actor-library key ``source/id`` of the reconstructed actor that renders this one in the
+    #: ``neural`` backend (None: the library actor of the class nearest in size); mesh-based
+    #: backends draw the class model at ``size`` either way
+    asset: str | None = None
 
 
 @dataclass(frozen=True)
