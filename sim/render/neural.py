@@ -199,6 +199,8 @@ class NeuralRenderer(RenderBackend):
             if isinstance(op, InsertOp) and a:
                 assets.setdefault(op.id, str(a))
         options.setdefault("bundle", b)
+        if getattr(spec.scene, "actor_library", None) is not None:  # the library the scenario's assets were checked against
+            options.setdefault("library", spec.scene.actor_library)
         return cls(scene, assets=assets, **options)
 
     # ------------------------------------------------------------------------------ actors
