@@ -43,15 +43,24 @@ from numpy.typing import NDArray
 from sim.errors import EpisodeStateError, LoopdriveError, ScenarioError
 from sim.metrics import METRICS, EpisodeRecord, compute_metrics, progress_route
 from sim.scenario import Episode, expand_paths, scene_context, scene_for, to_builtin
+from sim.sensors import SensorRig, default_rig
+from sim.spec import ScenarioSpec
 
 __all__ = [
+    "RENDERER_FROM_SCENARIO",
     "BatchSummary",
     "EpisodeOutcome",
+    "EpisodeResult",
+    "drive_episode",
+    "episode_scene",
     "load_results",
+    "make_renderer",
+    "planner_init",
     "rollout",
     "run_batch",
     "run_episode",
     "trajectory_table",
+    "with_renderer",
 ]
 
 log = logging.getLogger(__name__)
@@ -95,9 +104,66 @@ def _params_for(ep: Episode, planner: str | None, params: Mapping[str, Any] | No
     return {}
 
 
+def episode_scene(spec: ScenarioSpec) -> Any:
+    """The scene object (drive log or synthetic town) a spec runs in, cached per process (shared
+    with scenario validation): pass it to ``sim.engine.compile_scenario``."""
+    return scene_for(spec)[0]
+
+
 def _load_scene(engine: Any, ep: Episode) -> Any:
     """The episode's scene, cached per worker process (shared with scenario validation)."""
-    return scene_for(ep.scene_spec())[0]
+    return episode_scene(ep.scene_spec())
+
+
+# ----------------------------------------------------------------------------- sensor backends
+#: ``renderer`` value of :func:`drive_episode` meaning "the scenario's ``scene.renderer``"
+RENDERER_FROM_SCENARIO = "scenario"
+
+
+def with_renderer(spec: ScenarioSpec, renderer: str | None) -> ScenarioSpec:
+    """``spec`` with ``scene.renderer`` replaced (``None`` keeps it). The name is checked against
+    the render-backend registry (:class:`~sim.errors.ScenarioError` listing the known ones)."""
+    import dataclasses
+
+    if renderer is None or renderer == spec.scene.renderer:
+        return spec
+    _renderer_factory(renderer)
+    return dataclasses.replace(spec, scene=dataclasses.replace(spec.scene, renderer=renderer))
+
+
+def _renderer_factory(name: str) -> Any:
+    import importlib
+
+    from sim.render.base import RENDERERS
+
+    if name not in RENDERERS:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"sim.render.{name}")
+    try:
+        return RENDERERS.get(name)
+    except LoopdriveError as exc:
+        raise ScenarioError(exc.message, field="scene.renderer") from None
+
+
+def make_renderer(spec: ScenarioSpec, scene: Any = None, name: str | None = None, **options: Any) -> Any:
+    """The sensor backend of a scenario, as the env builds it: ``name`` (default
+    ``spec.scene.renderer``: ``mesh``, ``neural``, ``composite`` or a registered third-party one)
+    constructed by its ``from_scenario`` (scene bundle, actor library and inserted actors'
+    ``asset`` s) or from the scene (default :func:`episode_scene`). A neural/composite backend
+    without ``scene.bundle`` raises :class:`~sim.errors.ScenarioError` naming that field; a missing
+    or unreadable bundle folder a :class:`~sim.errors.BundleError`. Close it after use."""
+    spec = with_renderer(spec, name)
+    factory = _renderer_factory(spec.scene.renderer)
+    if spec.scene.renderer in ("neural", "composite") and spec.scene.bundle is None:
+        raise ScenarioError(
+            f"renderer {spec.scene.renderer!r} needs a scene bundle: set scene.bundle in the scenario "
+            "(a folder made by `loopdrive recon`) or choose --renderer mesh",
+            field="scene.bundle",
+        )
+    if scene is None:
+        scene = episode_scene(spec)
+    from_scenario = getattr(factory, "from_scenario", None)
+    return from_scenario(spec, scene, **options) if from_scenario is not None else factory(scene, **options)
 
 
 def _needs_render(kind: str) -> bool:
@@ -180,12 +246,11 @@ def _closed_loop(engine: Any, ep: Episode, planner: str, params: dict[str, Any])
     offered = tuple(dict.fromkeys([*ep.observation, "ego", "objects"]))
     check_observation_spec(spec, offered, planner=planner)
     if any(_needs_render(k) for k in spec.kinds):
-        # rendered sensors (camera, lidar): the planner package's rollout has the sensor rig
-        from agents.rollout import run_planner_episode
-
-        res = run_planner_episode(
-            ep.spec, pl, ep.seed, observation=offered, compiled=compiled, raise_errors=True
-        )
+        # rendered sensors (camera, lidar) from the scenario's backend (scene.renderer)
+        res = drive_episode(
+            ep.spec, pl, ep.seed, observation=offered, compiled=compiled, raise_errors=True,
+            renderer=RENDERER_FROM_SCENARIO,
+        )  # fmt: skip
         if res.record is None:
             raise EpisodeStateError("the episode ended before its second step")
         return res.record
@@ -280,6 +345,243 @@ def _record(compiled: Any, hist: Sequence[Any], reference: float | None, planner
             else ("horizon" if bool(last.truncated[0]) else ""),
             "engine_min_ttc_s": float(np.min([float(h.min_ttc[0]) for h in hist])),
         },
+    )
+
+
+# ---------------------------------------------------------------------- public episode API
+@dataclass
+class EpisodeResult:
+    """One episode of :func:`drive_episode`: ``status`` ``ok`` / ``error`` (``error`` holds the
+    one-line reason), the metrics record (None when the episode failed before a second step), the
+    applied controls (T, 2) [accel m/s², steer rad], the recorded observations when asked, and how
+    it ended (``collision``, ``offroad``, ``route_complete``, ``horizon``, ``error``, ``stopped``)."""
+
+    status: str
+    error: str
+    record: EpisodeRecord | None
+    actions: NDArray[np.float64]
+    observations: list[dict[str, Any]] = field(default_factory=list)
+    termination: str = ""
+    steps: int = 0
+
+
+#: kinds every episode can offer whatever the configuration (own odometry; privileged boxes for
+#: the reference planners)
+ALWAYS_AVAILABLE = ("ego", "objects")
+
+
+class SensorObserver:
+    """Builds the observation kinds of one episode for world 0 of an engine state (caches the
+    ``sim.observations`` kinds). ``ego``/``objects`` come from ``agents.planners.common``; every
+    other kind from the ``sim.observations`` registry (same arrays as the env); ``camera``/``lidar``
+    use ``renderer`` (a ``RenderBackend``) with ``rig``; without one, ``lidar`` falls back to the
+    analytic box LiDAR of :func:`agents.perception.simulate_lidar` (actor boxes over a flat ground,
+    no static scenery) and ``camera`` is an :class:`~sim.errors.EpisodeStateError`."""
+
+    def __init__(self, compiled: Any, rig: SensorRig, renderer: Any = None) -> None:
+        self.compiled = compiled
+        self.rig = rig
+        self.renderer = renderer
+        self._cache: dict[str, Any] = {}
+
+    def __call__(self, kinds: Sequence[str], state: Any) -> dict[str, Any]:
+        from agents.planners.common import ego_observation, objects_observation
+
+        world = state.world(0)
+        obs: dict[str, Any] = {}
+        for k in kinds:
+            if k == "ego":
+                obs[k] = ego_observation(
+                    float(state.x[0, 0]), float(state.y[0, 0]), float(state.yaw[0, 0]), float(state.v[0, 0]),
+                    float(state.accel[0, 0]), float(state.steer[0]),
+                )  # fmt: skip
+            elif k == "objects":
+                obs[k] = objects_observation(world, self.compiled.num_slots - 1)
+            else:
+                obs[k] = self._registry_or_fallback(k, state, world)
+        return obs
+
+    def _registry_or_fallback(self, kind: str, state: Any, world: Any) -> Any:
+        kobj = self._cache.get(kind)
+        if kobj is None and kind not in self._cache:
+            from sim.observations import OBSERVATIONS, ObservationConfig
+
+            cls = OBSERVATIONS.get(kind)
+            needs_render = getattr(cls, "needs_render", False)
+            if needs_render and self.renderer is None:
+                kobj = None  # fallbacks below
+            else:
+                kobj = cls(ObservationConfig(rig=self.rig), self.compiled)
+            self._cache[kind] = kobj
+        if kobj is not None:
+            frames = None
+            if getattr(kobj, "needs_render", False):
+                assert self.renderer is not None
+                frames = [self.renderer.render(world, self.rig)]
+            return kobj.compute(state, frames)[0]
+        if kind == "lidar":
+            from agents.perception import simulate_lidar
+
+            if self.rig.lidar is None:
+                raise EpisodeStateError("the lidar observation needs a rig with a LiDAR", field="observation")
+            return simulate_lidar(world, self.rig.lidar)
+        raise EpisodeStateError(
+            f"observation kind {kind!r} needs rendered sensors: pass a render backend", field="observation"
+        )
+
+
+def planner_init(compiled: Any, spec: ScenarioSpec, planner: Any, rig: SensorRig | None = None) -> Any:
+    """The ``agents.base.PlannerInit`` of an episode (expert and scenario only for oracle planners)."""
+    from agents.base import PlannerInit
+
+    expert, _ = _expert(compiled, Episode(episode_id="x", scenario=spec.name, seed=0, spec=spec))
+    return PlannerInit(
+        lane_map=compiled.lane_map,
+        route=tuple(compiled.ego_route),
+        dt_s=compiled.dt_s,
+        horizon_s=spec.horizon_s,
+        ego_size=(float(compiled.length[0]), float(compiled.width[0]), float(compiled.height[0])),
+        rig=rig,
+        expert=expert if planner.requires_scenario else None,
+        scenario=spec if planner.requires_scenario else None,
+    )
+
+
+def _to_action(out: Any, state: Any, wheelbase: float, name: str) -> NDArray[np.float64]:
+    from agents.base import Control, Trajectory
+
+    if isinstance(out, Control):
+        if not out.is_finite():
+            raise EpisodeStateError(f"planner {name!r} returned a non-finite control {out}")
+        return np.array([out.accel, out.steer], np.float64)
+    if isinstance(out, Trajectory):
+        if not out.is_finite():
+            raise EpisodeStateError(f"planner {name!r} returned a non-finite trajectory")
+        return np.asarray(_pure_pursuit(out, state, wheelbase), np.float64)
+    raise EpisodeStateError(f"planner {name!r} returned {type(out).__name__}, expected a Trajectory or a Control")
+
+
+def drive_episode(
+    spec: ScenarioSpec,
+    planner: Any,
+    seed: int = 0,
+    *,
+    renderer: Any = None,
+    rig: SensorRig | None = None,
+    params: Mapping[str, Any] | None = None,
+    observation: Sequence[str] | None = None,
+    compiled: Any = None,
+    record_observations: bool = False,
+    extra_kinds: Sequence[str] = (),
+    expert: Any = None,
+    max_steps: int | None = None,
+    raise_errors: bool = False,
+) -> EpisodeResult:
+    """Drive ``spec`` closed loop with ``planner`` (an ``agents.base.Planner`` instance, or a
+    registry name + ``params``) from one ``np.random.Generator`` seeded with ``seed``; the public
+    episode API behind ``agents.rollout.run_planner_episode`` and the batch runner's sensor path.
+
+    Args:
+        renderer: the sensor backend for the ``camera``/``lidar`` kinds: a ``RenderBackend``
+            instance (the caller closes it), a backend name (``mesh``, ``neural``, ``composite``)
+            or :data:`RENDERER_FROM_SCENARIO` (``"scenario"``: ``spec.scene.renderer``), built with
+            :func:`make_renderer` only when the planner asks for a rendered kind and closed at the
+            end; ``None`` (default): no backend (``lidar`` falls back to the analytic box LiDAR,
+            see :class:`SensorObserver`).
+        rig: the sensor rig (default :func:`sim.sensors.default_rig`).
+        observation: the configured observation kinds (default: whatever the planner asks for);
+            :data:`ALWAYS_AVAILABLE` kinds are added. A planner asking for more gets a
+            ``ScenarioError`` naming what is missing (raised: a setup mistake).
+        compiled: a ``sim.engine.Compiled`` of ``spec`` to reuse (faster for many seeds).
+        record_observations: keep every step's observation in the result.
+        extra_kinds: more kinds to record (not shown to the planner), e.g. ``bev``.
+        expert: a second planner queried on the same states (not executed); its controls are
+            recorded in ``result.observations[i]["expert_action"]``.
+        max_steps: stop earlier than the horizon.
+        raise_errors: re-raise planner failures instead of returning an ``error`` episode.
+    """
+    from agents.base import check_observation_spec, make_planner
+    from sim import engine
+
+    pl = make_planner(planner, **dict(params or {})) if isinstance(planner, str) else planner
+    name = getattr(pl, "name", type(pl).__name__)
+    rig = rig or default_rig()
+    if isinstance(renderer, str):
+        spec = with_renderer(spec, None if renderer == RENDERER_FROM_SCENARIO else renderer)
+    if compiled is None:
+        compiled = engine.compile_scenario(spec, episode_scene(spec))
+    c = compiled
+    ospec = pl.observation_spec()
+    offered = tuple(dict.fromkeys([*(observation if observation is not None else ospec.kinds), *ALWAYS_AVAILABLE]))
+    check_observation_spec(ospec, offered, [cam.name for cam in rig.cameras], planner=name)
+    extra = tuple(k for k in extra_kinds if k not in ospec.kinds)
+    if extra:
+        check_observation_spec(type(ospec)(kinds=extra), offered, planner=f"{name} (recorded kinds)")
+    own = None
+    if isinstance(renderer, str) and any(_needs_render(k) for k in (*ospec.kinds, *extra)):
+        own = renderer = make_renderer(spec, c.scene)
+    elif isinstance(renderer, str):
+        renderer = None
+    try:
+        return _drive(spec, pl, name, seed, c, rig, renderer, record_observations, extra, expert, max_steps, raise_errors)
+    finally:
+        if own is not None:
+            own.close()
+
+
+def _drive(
+    spec: ScenarioSpec, pl: Any, name: str, seed: int, c: Any, rig: SensorRig, renderer: Any,
+    record_observations: bool, extra: tuple[str, ...], expert: Any, max_steps: int | None, raise_errors: bool,
+) -> EpisodeResult:  # fmt: skip
+    from sim import engine
+
+    ospec = pl.observation_spec()
+    observer = SensorObserver(c, rig, renderer)
+    rng = np.random.default_rng(seed)
+    state = engine.reset(c, rng)
+    _, reference = _expert(c, Episode(episode_id="x", scenario=spec.name, seed=seed, spec=spec))
+    hist = [state]
+    actions: list[NDArray[np.float64]] = []
+    obs_log: list[dict[str, Any]] = []
+    wheelbase = float(c.bicycle.wheelbase)
+    status, error = "ok", ""
+    try:
+        pl.reset(planner_init(c, spec, pl, rig), seed=seed)
+        if expert is not None:
+            expert.reset(planner_init(c, spec, expert, rig), seed=seed)
+        while not bool(state.done[0]) and (max_steps is None or len(actions) < max_steps):
+            obs = observer(ospec.kinds, state)
+            action = _to_action(pl.plan(obs), state, wheelbase, name)
+            if record_observations:
+                entry = {**obs, **observer(extra, state)} if extra else dict(obs)
+                if expert is not None:
+                    ex = observer(expert.observation_spec().kinds, state)
+                    entry["expert_action"] = _to_action(expert.plan(ex), state, wheelbase, expert.name)
+                obs_log.append(entry)
+            state = engine.step(state, action, rng)
+            actions.append(np.array([state.accel[0, 0], state.steer[0]]))
+            hist.append(state)
+    except Exception as exc:
+        if raise_errors:
+            raise
+        status = "error"
+        error = exc.one_line() if isinstance(exc, LoopdriveError) else f"{type(exc).__name__}: {exc}"
+        log.info("planner %s failed at step %d: %s", name, len(actions), error)
+    record = _record(c, hist, reference, name) if len(hist) >= 2 else None
+    last = hist[-1]
+    term = (
+        "collision" if bool(last.collision[0]) else "offroad" if bool(last.offroad[0])
+        else "route_complete" if bool(last.route_complete[0]) else "horizon" if bool(last.truncated[0])
+        else ("error" if status == "error" else "stopped")
+    )  # fmt: skip
+    return EpisodeResult(
+        status=status,
+        error=error,
+        record=record,
+        actions=np.array(actions, np.float64).reshape(-1, 2),
+        observations=obs_log,
+        termination=term,
+        steps=len(actions),
     )
 
 
@@ -676,6 +978,30 @@ class BatchSummary:
     errors: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
+def _check_bundles(eps: Sequence[Episode]) -> None:
+    """Every episode on a ``neural``/``composite`` backend has a scene-bundle folder."""
+    seen: set[tuple[str, str]] = set()
+    for e in eps:
+        sc = e.spec.scene
+        key = (e.file or e.scenario, str(sc.bundle))
+        if sc.renderer not in ("neural", "composite") or key in seen:
+            continue
+        seen.add(key)
+        if sc.bundle is None:
+            raise ScenarioError(
+                f"renderer {sc.renderer!r} needs a scene bundle: set scene.bundle (a folder made by "
+                "`loopdrive recon`) or run with --renderer mesh",
+                file=e.file or e.scenario,
+                field="scene.bundle",
+            )
+        if not (Path(sc.bundle) / "bundle.json").is_file():
+            raise ScenarioError(
+                f"expected a scene-bundle folder with bundle.json for renderer {sc.renderer!r}, got {str(sc.bundle)!r}",
+                file=e.file or e.scenario,
+                field="scene.bundle",
+            )
+
+
 def run_batch(
     paths: Iterable[str | os.PathLike[str]] | None = None,
     out: str | os.PathLike[str] = "out/run",
@@ -691,6 +1017,7 @@ def run_batch(
     progress: ProgressFn | None = None,
     rollout_fn: RolloutFn | None = None,
     horizon_s: float | None = None,
+    renderer: str | None = None,
 ) -> BatchSummary:
     """Run every episode of the scenario files under ``paths`` (or the given ``episodes``) and
     write the run folder described in the module docstring.
@@ -706,6 +1033,10 @@ def run_batch(
             the one of the file's horizon.
         rollout_fn: replaces :func:`rollout` (a picklable module-level function
             ``(episode, planner, params) -> EpisodeRecord``), e.g. another simulator.
+        renderer: sensor backend overriding every scenario's ``scene.renderer`` (``mesh``,
+            ``neural``, ``composite``). Planners that observe ``camera``/``lidar`` get them from
+            the episode's backend; a ``neural``/``composite`` episode without a readable
+            ``scene.bundle`` fails the batch before anything runs.
 
     Raises:
         ScenarioError: invalid scenario files, an ``out`` that already holds a run (without
@@ -720,6 +1051,11 @@ def run_batch(
         if not horizon_s > 0:
             raise ScenarioError(f"expected a positive horizon in seconds, got {horizon_s}", field="horizon_s")
         eps = [e.with_horizon(horizon_s) for e in eps]
+    if renderer is not None:
+        import dataclasses
+
+        eps = [dataclasses.replace(e, spec=with_renderer(e.spec, renderer)) for e in eps]
+    _check_bundles(eps)
     ids = [e.episode_id for e in eps]
     if len(set(ids)) != len(ids):
         raise ScenarioError("episode ids must be unique", field="episodes")
@@ -752,6 +1088,7 @@ def run_batch(
             "executor": executor,
             "workers": workers,
             "horizon_s": horizon_s,
+            "renderer": renderer,
         },
     )
     _clean_tmp(outp)

@@ -103,8 +103,8 @@ def sensor_episode_video(
     video and a still (the middle frame) as PNG. Returns (mp4, png, summary)."""
     from PIL import Image
 
-    from agents.rollout import run_planner_episode
     from sim import engine
+    from sim.batch import drive_episode
     from sim.metrics import compute_metrics
     from sim.scenario import load_scenario
     from sim.sensors import SensorRig, default_rig
@@ -121,7 +121,7 @@ def sensor_episode_video(
 
         renderer = MeshRenderer(scene)
     try:
-        res = run_planner_episode(
+        res = drive_episode(
             spec, planner, 0, rig=rig, compiled=engine.compile_scenario(spec, scene), renderer=renderer,
             observation=list(kinds), record_observations=True, extra_kinds=kinds, max_steps=max_steps,
         )  # fmt: skip

@@ -92,6 +92,11 @@ def run_cmd(
     horizon: float | None = typer.Option(
         None, "--horizon", help="Cut every episode to this many seconds (smoke runs)."
     ),
+    renderer: str | None = typer.Option(
+        None,
+        "--renderer",
+        help="Sensor backend for camera/LiDAR planners: mesh, neural or composite (default: each scenario's scene.renderer).",
+    ),
 ) -> None:
     """Run scenario files x seeds x sweep points closed-loop and write results.parquet."""
     from sim.batch import run_batch
@@ -123,6 +128,7 @@ def run_cmd(
             video=video,
             progress=cb,
             horizon_s=horizon,
+            renderer=renderer,
         )
     console.print(
         f"{s.total} episodes ({s.ran} run, {s.skipped} already done, {s.failed} failed) in {s.wall_s:.1f} s -> {s.results}",
