@@ -200,15 +200,30 @@ class EpisodeRecord:
         """Lateral (centripetal) acceleration v·ψ̇, m/s^2."""
         return self.ego_speed * self.yaw_rate
 
+    def _sg_d(self, a: FloatArray) -> FloatArray:
+        """Savitzky-Golay first derivative (window 15 samples, order 2, mean step), as nuPlan's
+        ``approximate_derivatives`` turns an acceleration into a jerk."""
+        from scipy.signal import savgol_filter
+
+        a = np.asarray(a, np.float64)
+        if self.n_steps < 3:
+            return self._d(a)
+        w = self._window()
+        # edges padded with the first/last value (the state held before and after the episode)
+        # rather than nuPlan's polynomial extrapolation, which invents jerk at the first step
+        return savgol_filter(a, w, min(SAVGOL_ORDER, w - 1), deriv=1, delta=self.dt_s, mode="nearest")
+
     @cached_property
     def lon_jerk(self) -> FloatArray:
-        """m/s^3, the derivative of the smoothed longitudinal acceleration."""
-        return self._d(self.lon_accel)
+        """m/s^3, the Savitzky-Golay derivative of the longitudinal acceleration (nuPlan's
+        ``ego_lon_jerk``: a one-step change of the applied acceleration is spread over the window,
+        a sustained ramp is measured exactly)."""
+        return self._sg_d(self.lon_accel)
 
     @cached_property
     def jerk_mag(self) -> FloatArray:
-        """Magnitude of the 2D jerk (longitudinal, lateral), m/s^3."""
-        return np.hypot(self.lon_jerk, self._d(self.lat_accel))
+        """Magnitude of the 2D jerk (longitudinal, lateral), m/s^3, both Savitzky-Golay derivatives."""
+        return np.hypot(self.lon_jerk, self._sg_d(self.lat_accel))
 
     @cached_property
     def progress_route(self) -> tuple[str, ...]:
@@ -619,7 +634,8 @@ def _comfort(rec: EpisodeRecord) -> MetricValue:
     |lateral acceleration| <= 4.89 m/s², |longitudinal jerk| <= 4.13 m/s³, |jerk| <= 8.37 m/s³,
     |yaw rate| <= 0.95 rad/s, |yaw acceleration| <= 1.93 rad/s². Signals are Savitzky-Golay
     smoothed (15 samples, order 2, as nuPlan) derivatives of the ego's speed and yaw; the engine's
-    applied acceleration is used as is. value = the worst ratio of a signal to its bound (<= 1 is comfortable);
+    applied acceleration is used as is and the jerks are its Savitzky-Golay derivatives (nuPlan's
+    ``approximate_derivatives``). value = the worst ratio of a signal to its bound (<= 1 is comfortable);
     score 1 when every bound holds at every step, else 0."""
     worst, which = 0.0, None
     for name, sig in comfort_signals(rec).items():

@@ -274,7 +274,9 @@ def test_comfort_filter_keeps_a_smooth_ramp(road: LaneMap) -> None:
     x = 10.0 + 10.0 * t - 0.75 * t**2 + t**3 / 6.0
     rec = record(road, x, speed=v)
     assert np.allclose(rec.lon_accel, a, atol=1e-9)
-    assert np.allclose(rec.lon_jerk, 1.0, atol=1e-6)
+    # exact away from the edges; at the edges the held first/last value only lowers it
+    assert np.allclose(rec.lon_jerk[7:-7], 1.0, atol=1e-6)
+    assert np.all(rec.lon_jerk <= 1.0 + 1e-9) and np.all(rec.lon_jerk >= 0.45)
     assert compute_metrics(rec, ["comfort"])[0]["comfort"].score == 1.0
 
 
@@ -292,5 +294,28 @@ def test_jerk_limited_brake_ramp_is_comfortable(road: LaneMap) -> None:
 
     rec = replace(base, ego_accel=acc)
     c = compute_metrics(rec, ["comfort"])[0]["comfort"]
-    assert np.abs(rec.lon_jerk).max() == pytest.approx(3.5)
+    assert 2.0 < np.abs(rec.lon_jerk).max() <= 3.5
     assert c.score == 1.0
+
+
+def _accel_record(road: LaneMap, acc: np.ndarray) -> EpisodeRecord:
+    from dataclasses import replace
+
+    v = 12.0 + np.concatenate([[0.0], np.cumsum(acc[:-1]) * DT])
+    x = 10.0 + np.concatenate([[0.0], np.cumsum(v[:-1]) * DT])
+    return replace(record(road, x, speed=v), ego_accel=acc)
+
+
+def test_jerk_is_the_savitzky_golay_derivative(road: LaneMap) -> None:
+    # a one-step 1.5 m/s^2 change (15 m/s^3 between two samples) is spread over nuPlan's
+    # 15-sample window -> comfortable; a ramp at 6 m/s^3 from +2.3 to -4 m/s^2 (1.05 s) is not
+    T = 61
+    blip = np.where(np.arange(T) >= 30, -1.5, 0.0)
+    rec = _accel_record(road, blip)
+    c = compute_metrics(rec, ["comfort"])[0]["comfort"]
+    assert c.score == 1.0 and np.abs(rec.lon_jerk).max() == pytest.approx(1.5)
+    ramp = np.clip(2.3 - (np.arange(T) - 20) * DT * 6.0, -4.0, 2.3)
+    rec = _accel_record(road, ramp)
+    c = compute_metrics(rec, ["comfort"])[0]["comfort"]
+    assert c.score == 0.0 and c.details["worst_signal"] == "lon_jerk"
+    assert 4.5 < np.abs(rec.lon_jerk).max() <= 6.0
