@@ -109,9 +109,9 @@ def items_from_mined(mined: Iterable[Any], *, horizon_from_steps: bool = True) -
     return out
 
 
-def items_from_files(files: Iterable[str | os.PathLike[str]], *, planner: str | None = None, planner_params: Mapping[str, Any] | None = None, trigger: str = "generated", source: str = "generated") -> list[ExportItem]:
+def items_from_files(files: Iterable[str | os.PathLike[str]], *, planner: str | None = None, planner_params: Mapping[str, Any] | None = None, trigger: str = "generated", source: str = "generated", weight: float = 1.0) -> list[ExportItem]:
     """Export items of scenario files (e.g. generated corner cases), one per episode, driven by
-    their own planner unless ``planner`` is given."""
+    their own planner unless ``planner`` is given; every step gets the training ``weight``."""
     from sim.scenario import expand
 
     out = []
@@ -119,7 +119,7 @@ def items_from_files(files: Iterable[str | os.PathLike[str]], *, planner: str | 
         for ep in expand(f):
             name = planner or ep.planner
             prm = dict(planner_params if planner_params is not None else (ep.planner_params if name == ep.planner else {}))
-            out.append(ExportItem(ep, name, prm, trigger, 1.0, {}, source))
+            out.append(ExportItem(ep, name, prm, trigger, float(weight), {}, source))
     return out
 
 

@@ -3,8 +3,9 @@
 ``run_loop(LoopConfig(...), out)`` drives a learned planner (``bc_policy``) through rounds::
 
     OUT/state.json                     finished stages (the loop resumes from here)
-    OUT/init/shards, init/bc.safetensors   expert (pdm_closed) collection + the round-0 policy
-                                       (skipped when ``init_weights`` is given)
+    OUT/init/scenarios                 uniform draws of each base's search space (``init_random``)
+    OUT/init/shards, init/bc.safetensors   expert (pdm_closed) collection on the nominal files and
+                                       those draws + the round-0 policy (skipped with ``init_weights``)
     OUT/heldout/generated/*.yaml       held-out corner cases: generated against the round-0 policy
                                        with other search seeds; never exported nor trained on
     OUT/round_<k>/eval_nominal         batch run of the nominal scenario library (policy k)
@@ -63,6 +64,11 @@ class LoopConfig:
         expert, expert_params: relabelling expert; oracle, oracle_params: solvability oracle.
         init_weights: start from these weights instead of collecting + training round 0.
         init_seeds: seeds of the expert collection for round 0.
+        init_random: expert episodes per base on uniform draws of the base's search space (the
+            broad distribution the adversary explores), added to the round-0 collection.
+        failure_weight: per-sample training weight of the exported episodes of generated failures
+            (their steps are relabelled by the expert, DAgger-style); mined episodes keep the
+            miner's priority, expert collections weight 1.
         epochs, batch_size, lr: BC training.  triggers: mining triggers.  export_kinds: stored kinds.
         workers: batch-run workers.
     """
@@ -80,10 +86,12 @@ class LoopConfig:
     horizon_s: float | None = 6.0
     expert: str = "pdm_closed"
     expert_params: Mapping[str, Any] = field(default_factory=dict)
-    oracle: str = "pdm_closed"
+    oracle: str = "idm,pdm_closed"
     oracle_params: Mapping[str, Any] = field(default_factory=dict)
     init_weights: str | None = None
     init_seeds: tuple[int, ...] = (0,)
+    init_random: int = 0
+    failure_weight: float = 1.0
     epochs: int = 15
     batch_size: int = 64
     lr: float = 1e-3
@@ -186,7 +194,7 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
     """Run (or resume) the data loop in ``out``; returns the report (also written as
     ``report.json`` / ``report.md``). ``progress(stage)`` is called as each stage starts."""
     from agents.bc import BCConfig, collect_episodes, train_bc
-    from sim.adversary import AttackConfig, attack
+    from sim.adversary import AttackConfig, attack, sample_cases
     from sim.export import export_episodes, items_from_files, items_from_mined, load_training_set
     from sim.mining import mine, read_mined
     from sim.scenario import scenario_files
@@ -235,7 +243,10 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
         w0 = str(outp / "init" / "bc.safetensors")
         shard_dirs.append(str(outp / "init" / "shards"))
         if stage("init"):
-            collect_episodes(nominal, outp / "init" / "shards", expert=cfg.expert, seeds=list(cfg.init_seeds), max_steps=max_steps)
+            init_files = list(nominal)
+            for i, b in enumerate(bases if cfg.init_random else []):
+                init_files += sample_cases(b, cfg.init_random, outp / "init" / "scenarios", seed=cfg.seed + 10_000 + i, planner=cfg.expert, horizon_s=cfg.horizon_s)
+            collect_episodes(init_files, outp / "init" / "shards", expert=cfg.expert, seeds=list(cfg.init_seeds), max_steps=max_steps)
             train_bc(load_training_set([outp / "init" / "shards"]), w0, bc_cfg, plot=False)
             finished("init")
     # ---- held-out set
@@ -262,7 +273,7 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
             files = generate(weights, cfg.seed + 100 * (r + 1), cfg.budget, rd / "generated", key)
             finished(f"{key}.generate", files)
         if stage(f"{key}.export"):
-            items = items_from_mined(read_mined(rd / "mined")) + items_from_files(st.get(f"{key}.generate"), planner=cfg.planner, planner_params=params(weights))
+            items = items_from_mined(read_mined(rd / "mined")) + items_from_files(st.get(f"{key}.generate"), planner=cfg.planner, planner_params=params(weights), weight=cfg.failure_weight)
             items = [replace(it, episode=it.episode.with_horizon(cfg.horizon_s)) if cfg.horizon_s else it for it in items]
             shards = export_episodes(items, rd / "shards", kinds=cfg.export_kinds, expert=cfg.expert, expert_params=dict(cfg.expert_params))
             finished(f"{key}.export", len(shards))

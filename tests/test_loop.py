@@ -73,3 +73,28 @@ def test_other_config_in_same_folder_is_refused(tmp_path: Path) -> None:
     (out / "state.json").write_text(json.dumps({"config": {"planner": "other"}, "done": {}}))
     with pytest.raises(ScenarioError, match="another configuration"):
         run_loop(_cfg(scen), out)
+
+
+def test_init_collects_expert_data_on_uniform_draws_and_failures_carry_their_weight(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    import numpy as np
+
+    from sim.export import export_episodes, items_from_files, load_shard
+
+    scen = tmp_path / "tiny_lead.yaml"
+    scen.write_text(SCEN, encoding="utf-8")
+    out = tmp_path / "loop"
+    cfg = replace(_cfg(scen), init_random=2, init_seeds=(0,), failure_weight=3.0)
+    with pytest.raises(LoopInterrupted):
+        run_loop(cfg, out, stop_after="init")
+    draws = sorted((out / "init" / "scenarios").glob("*.yaml"))
+    assert len(draws) == 2
+    # one expert episode per nominal file and per draw
+    assert len(list((out / "init" / "shards").glob("*.npz"))) == 3
+    # exported generated cases are weighted as configured
+    items = items_from_files([draws[0]], planner="idm", weight=cfg.failure_weight)
+    assert [it.weight for it in items] == [3.0]
+    shards = export_episodes(items, tmp_path / "shards", expert="idm")
+    w = load_shard(shards[0])["weight"]
+    assert len(w) > 0 and np.all(w == 3.0)

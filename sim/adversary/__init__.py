@@ -10,6 +10,7 @@ from sim.adversary.search import (
     evaluate_scenario_data,
     read_provenance,
     rerun_file,
+    sample_cases,
 )
 from sim.adversary.space import TEMPLATES, Param, Template, choose_template
 
@@ -26,4 +27,5 @@ __all__ = [
     "evaluate_scenario_data",
     "read_provenance",
     "rerun_file",
+    "sample_cases",
 ]

@@ -8,16 +8,30 @@ CAT/STRIVE -- and writes every solvable failure as a scenario file
 ``<generated_dir>/<base>-<hash>.yaml`` that reproduces the failure exactly when re-run (same seed,
 planner and parameters; provenance in the header comment and in ``tags``).
 
-Objective (minimised): ``-1`` for a failure; otherwise ``min(TTC, 5 s) / 5 s`` with the engine's
-minimum constant-velocity time-to-collision over the episode (so near misses guide the search);
-``2`` for an episode that errored.
+Objective (minimised, graded so the search has a slope toward failure):
 
-Methods (same budget in episodes):
+* a **solvable failure**: ``-1 - 0.5 * min(impact speed, 10 m/s) / 10 m/s`` (the ego's speed
+  relative to the actor it hits at the collision, or its speed when it leaves the road), so the
+  search moves into the middle of a failure region rather than its rim;
+* an **unsolvable failure** (the oracle fails too): ``+1`` -- no use to anyone, steer away;
+* no failure: ``0.5 * min(clearance, 5 m) / 5 m + 0.5 * min(TTC, 3 s) / 3 s`` in [0, 1], with the
+  minimum clearance between the ego's and any actor's footprint over the episode (each box
+  covered by three discs) and the engine's minimum constant-velocity time-to-collision;
+* ``2`` for an episode that errored.
 
-* ``random`` -- uniform samples of the unit cube (the baseline).
-* ``cem`` -- the cross-entropy method: a diagonal Gaussian on the unit cube, refitted to the elite
-  fraction of each population (smoothed, with a floor on the standard deviation so it keeps
-  finding *distinct* failures around the modes it found).
+Methods (same budget in episodes of the planner under test; the oracle's solvability runs on
+failures are extra and the same rule for both):
+
+* ``random`` -- uniform samples of the unit cube (the honest baseline over the same space).
+* ``cem`` -- the cross-entropy method: the first generation is the same uniform draw as
+  ``random``; then a diagonal Gaussian on the unit cube (truncated to it by resampling), refitted
+  each generation to the elite fraction of the current generation plus the previous elites
+  (elitism), smoothed, with a floor on the standard deviation so it keeps finding *distinct*
+  failures around the modes it found.
+
+**Distinct failures**: two solvable failures are the same case when their unit-cube points are
+within ``dedupe_radius`` of each other in every dimension (L-infinity; default 0.05 = 5 % of each
+parameter's range); :attr:`AttackResult.n_distinct` counts failures greedily in evaluation order.
 """
 
 from __future__ import annotations
@@ -46,9 +60,12 @@ __all__ = [
     "AttackResult",
     "Candidate",
     "attack",
+    "distinct_failures",
     "evaluate_scenario_data",
+    "min_clearance_m",
     "read_provenance",
     "rerun_file",
+    "sample_cases",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,6 +73,10 @@ log = logging.getLogger(__name__)
 #: episode terminations that count as a failure of the planner
 FAILURES = ("collision", "offroad")
 METHODS = ("random", "cem")
+#: normalisation of the graded objective: clearance (m), TTC (s), impact speed (m/s)
+CLEAR_CAP_M, TTC_CAP_S, IMPACT_CAP_MPS = 5.0, 3.0, 10.0
+#: what the search sees for a failure the oracle cannot avoid either
+UNSOLVABLE_OBJECTIVE = 1.0
 #: progress(episodes done, budget, solvable failures so far)
 ProgressFn = Callable[[int, int, int], None]
 
@@ -71,11 +92,15 @@ class AttackConfig:
         template: edit family (``lead_brake``, ``cut_in``, ``crossing``, ``perturb``; None = chosen
             from the base by :func:`~sim.adversary.space.choose_template`).
         horizon_s: episode length of the generated cases (None = the base's).
-        oracle, oracle_params: the privileged planner that must solve a case.
+        oracle, oracle_params: the privileged planner(s) that must solve a case: one registry
+            name, or several comma-separated (``idm,pdm_closed``) tried in order -- a case is
+            solvable as soon as one of them drives it without failure (a cheap privileged planner
+            first saves oracle time; ``oracle_params`` go to every listed oracle).
         check_solvable: run the oracle on every failure (False keeps unchecked failures, for
             quick counts; nothing is written then).
-        population: CEM population (None = ``max(6, round(2 * sqrt(budget)))``).
+        population: CEM population (None = ``clip(round(budget / 10), 8, 30)``: ten generations).
         elite_frac, smoothing, min_std: CEM elite fraction, update smoothing, std floor (unit cube).
+        dedupe_radius: L-infinity radius (unit cube) within which two failures are one case.
     """
 
     planner: str = "idm"
@@ -85,13 +110,14 @@ class AttackConfig:
     seed: int = 0
     template: str | None = None
     horizon_s: float | None = None
-    oracle: str = "pdm_closed"
+    oracle: str = "idm,pdm_closed"
     oracle_params: Mapping[str, Any] = field(default_factory=dict)
     check_solvable: bool = True
     population: int | None = None
-    elite_frac: float = 0.25
+    elite_frac: float = 0.2
     smoothing: float = 0.7
-    min_std: float = 0.05
+    min_std: float = 0.06
+    dedupe_radius: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -132,6 +158,11 @@ class AttackResult:
     def n_solvable(self) -> int:
         return sum(1 for c in self.candidates if c.failure and c.solvable)
 
+    @property
+    def n_distinct(self) -> int:
+        """Distinct solvable failures (see the module docs)."""
+        return distinct_failures(self.candidates, self.config.dedupe_radius)
+
     def summary(self) -> dict[str, Any]:
         return {
             "base": self.base,
@@ -143,6 +174,8 @@ class AttackResult:
             "episodes": len(self.candidates),
             "failures": self.n_failures,
             "solvable_failures": self.n_solvable,
+            "distinct_failures": self.n_distinct,
+            "dedupe_radius": self.config.dedupe_radius,
             "unsolvable_discarded": sum(1 for c in self.candidates if c.failure and c.solvable is False),
             "files": self.files,
             "per_budget": self.per_budget,
@@ -150,6 +183,56 @@ class AttackResult:
 
 
 # ------------------------------------------------------------------------------ helpers
+def distinct_failures(cands: Sequence[Candidate], radius: float) -> int:
+    """Solvable failures counted greedily in evaluation order: one counts when its unit-cube point
+    is farther than ``radius`` (L-infinity) from every failure counted before it."""
+    kept: list[NDArray[np.float64]] = []
+    for c in cands:
+        if not (c.failure and c.solvable is not False):
+            continue
+        u = np.asarray(c.u, np.float64)
+        if all(float(np.max(np.abs(u - k))) > radius for k in kept):
+            kept.append(u)
+    return len(kept)
+
+
+def _discs(xy: NDArray[np.float64], yaw: NDArray[np.float64], length: NDArray[np.float64], width: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Three discs covering each box: centres (..., 3, 2) m and radii (..., 3) m."""
+    off = np.array([-1.0, 0.0, 1.0]) * (length[..., None] / 3.0)
+    c = xy[..., None, :] + off[..., None] * np.stack([np.cos(yaw), np.sin(yaw)], -1)[..., None, :]
+    r = np.sqrt((length / 6.0) ** 2 + (width / 2.0) ** 2)
+    return c, np.broadcast_to(r[..., None], off.shape)
+
+
+def min_clearance_m(rec: Any) -> float:
+    """Minimum gap (m, 0 when touching) between the ego's and any valid actor's footprint over the
+    episode, each box covered by three discs (a slight under-estimate of the true gap)."""
+    n = len(rec.actor_ids)
+    if n == 0:
+        return math.inf
+    T = len(rec.t_s)
+    ec, er = _discs(rec.ego_xy, rec.ego_yaw, np.full(T, rec.ego_size[0]), np.full(T, rec.ego_size[1]))  # (T,3,2)
+    size = np.asarray(rec.actor_size, np.float64)
+    ac, ar = _discs(rec.actor_xy, rec.actor_yaw, np.broadcast_to(size[:, 0], (T, n)), np.broadcast_to(size[:, 1], (T, n)))  # (T,n,3,2)
+    d = np.linalg.norm(ec[:, None, :, None, :] - ac[:, :, None, :, :], axis=-1) - er[:, None, :, None] - ar[:, :, None, :]
+    d = np.where(np.asarray(rec.actor_valid, bool)[:, :, None, None], d, np.inf)
+    return float(max(0.0, np.min(d)))
+
+
+def _impact_speed(rec: Any, failure: str) -> float:
+    """Speed (m/s) of the failure: the ego's speed relative to the nearest actor at the last step
+    for a collision, the ego's speed for an off-road exit."""
+    v = float(abs(rec.ego_speed[-1]))
+    if failure != "collision" or len(rec.actor_ids) == 0:
+        return v
+    e = rec.ego_speed[-1] * np.array([math.cos(rec.ego_yaw[-1]), math.sin(rec.ego_yaw[-1])])
+    a = rec.actor_speed[-1][:, None] * np.stack([np.cos(rec.actor_yaw[-1]), np.sin(rec.actor_yaw[-1])], -1)
+    dist = np.linalg.norm(rec.actor_xy[-1] - rec.ego_xy[-1], axis=-1)
+    dist = np.where(np.asarray(rec.actor_valid[-1], bool), dist, np.inf)
+    k = int(np.argmin(dist))
+    return float(np.linalg.norm(e - a[k]))
+
+
 def content_hash(data: Mapping[str, Any]) -> str:
     """10 hex digits of the SHA-256 of the scenario content (name, description, tags excluded)."""
     core = {k: v for k, v in data.items() if k not in ("name", "description", "tags")}
@@ -217,8 +300,12 @@ def _outcome(res: Any) -> tuple[float, str, float, float]:
     from sim.metrics import compute_metrics
 
     _, score = compute_metrics(res.record)
-    obj = -1.0 if failure else min(ttc, 5.0) / 5.0
-    return obj, failure, ttc, float(score)
+    if failure:
+        obj = -1.0 - 0.5 * min(_impact_speed(res.record, failure), IMPACT_CAP_MPS) / IMPACT_CAP_MPS
+    else:
+        clear = min_clearance_m(res.record)
+        obj = 0.5 * min(clear, CLEAR_CAP_M) / CLEAR_CAP_M + 0.5 * min(ttc, TTC_CAP_S) / TTC_CAP_S
+    return float(obj), failure, ttc, float(score)
 
 
 def evaluate_scenario_data(data: Mapping[str, Any], where: str | os.PathLike[str], planner: str | None = None, params: Mapping[str, Any] | None = None) -> tuple[float, str, float, float]:
@@ -251,25 +338,40 @@ def rerun_file(path: str | os.PathLike[str]) -> tuple[float, str, float, float]:
 
 # ------------------------------------------------------------------------------ the search
 class _Sampler:
+    """Proposal distribution of one search: uniform (``random``) or CEM (see the module docs)."""
+
     def __init__(self, method: str, dim: int, budget: int, cfg: AttackConfig, rng: np.random.Generator) -> None:
         self.method, self.dim, self.cfg, self.rng = method, dim, cfg, rng
-        self.pop = cfg.population or max(6, round(2.0 * math.sqrt(budget)))
+        self.pop = cfg.population or int(np.clip(round(budget / 10), 8, 30))
         self.mean = np.full(dim, 0.5)
         self.std = np.full(dim, 0.3)
+        self.generation = 0
+        self.elite_u = np.zeros((0, dim))
+        self.elite_o = np.zeros(0)
 
     def sample(self) -> NDArray[np.float64]:
-        if self.method == "random":
+        if self.method == "random" or self.generation == 0:
             return self.rng.random(self.dim)
-        return np.clip(self.mean + self.std * self.rng.standard_normal(self.dim), 0.0, 1.0)
+        u = self.mean + self.std * self.rng.standard_normal(self.dim)
+        for _ in range(20):  # truncate to the cube by resampling the coordinates outside it
+            bad = (u < 0.0) | (u > 1.0)
+            if not bad.any():
+                break
+            u[bad] = self.mean[bad] + self.std[bad] * self.rng.standard_normal(int(bad.sum()))
+        return np.clip(u, 0.0, 1.0)
 
     def update(self, us: NDArray[np.float64], objs: NDArray[np.float64]) -> None:
+        self.generation += 1
         if self.method != "cem" or len(us) < 2:
             return
-        k = max(2, math.ceil(self.cfg.elite_frac * len(us)))
-        elite = us[np.argsort(objs, kind="stable")[:k]]
+        k = max(3, math.ceil(self.cfg.elite_frac * len(us)))
+        pool_u = np.concatenate([self.elite_u, us])
+        pool_o = np.concatenate([self.elite_o, objs])
+        order = np.argsort(pool_o, kind="stable")[:k]
+        self.elite_u, self.elite_o = pool_u[order], pool_o[order]
         a = self.cfg.smoothing
-        self.mean = a * elite.mean(axis=0) + (1 - a) * self.mean
-        self.std = np.maximum(a * elite.std(axis=0) + (1 - a) * self.std, self.cfg.min_std)
+        self.mean = a * self.elite_u.mean(axis=0) + (1 - a) * self.mean
+        self.std = np.maximum(a * self.elite_u.std(axis=0) + (1 - a) * self.std, self.cfg.min_std)
 
 
 def attack(
@@ -289,30 +391,14 @@ def attack(
     Raises:
         ScenarioError: unknown method/template, a base that is not lane-based, a bad budget.
     """
-    from sim.scenario import _set_path, _split_path, read_yaml, scene_context, sweep_points
-    from sim.spec import SceneSpec
-
     cfg = config
     if cfg.method not in METHODS:
         raise ScenarioError(f"expected a search method in {list(METHODS)}, got {cfg.method!r}", field="method")
     if cfg.budget < 1:
         raise ScenarioError(f"expected a positive budget (episodes), got {cfg.budget}", field="budget")
     base_p = Path(base)
-    data, _ = read_yaml(base_p)
-    if not isinstance(data, dict):
-        raise ScenarioError("expected a scenario mapping", file=base_p)
-    for k, v in (sweep_points(data.get("sweep") or {}) or [{}])[0].items():
-        data = _set_path(data, _split_path(k), v)
-    data.pop("sweep", None)
-    base_name = str(data.get("name") or base_p.stem)
     gen_dir = Path(generated_dir)
-    _rebase_paths(data, str(base_p), gen_dir)
-    sc = data.get("scene") or {}
-    lm = scene_context(SceneSpec(town=sc.get("town", "tiny"), seed=int(sc.get("seed", 0)),
-                                 log=Path(_abs_log(sc, gen_dir)) if sc.get("log") else None)).lane_map  # fmt: skip
-    info = base_info(data, lm, str(base_p))
-    tname = cfg.template or choose_template(data)
-    template: Template = TEMPLATES.get(tname)()
+    _, base_name, info, tname, template = _prepare(base_p, gen_dir, cfg.template)
     ep_seed = int(cfg.seed)
     from agents.base import make_planner
 
@@ -346,17 +432,17 @@ def attack(
         path: str | None = None
         if failure and cfg.check_solvable:
             if h not in seen_solv:
-                o_obj, o_fail, _, _ = _outcome(_run(ep, cfg.oracle, cfg.oracle_params))
-                seen_solv[h] = (not o_fail) and o_obj < 2.0
-                if seen_solv[h]:
-                    path = _write_generated(scen, gen_dir, base_name, cfg, tname, obj, failure)
+                solver = _solver(ep, cfg)
+                seen_solv[h] = solver is not None
+                if solver is not None:
+                    path = _write_generated(scen, gen_dir, base_name, cfg, tname, obj, failure, solver)
                     files.append(path)
                 else:
-                    log.info("discarded unsolvable case %s (oracle %s: %s)", h, cfg.oracle, o_fail or "error")
+                    log.info("discarded unsolvable case %s (no oracle of %s avoids failure)", h, cfg.oracle)
             solvable = seen_solv[h]
         cands.append(Candidate(len(cands), tuple(float(x) for x in u), template.values(u), h, obj, failure, ttc, score, solvable, path))
         batch_u.append(u)
-        batch_o.append(obj)
+        batch_o.append(UNSOLVABLE_OBJECTIVE if solvable is False else obj)
         if len(batch_u) >= sampler.pop:
             sampler.update(np.array(batch_u), np.array(batch_o))
             batch_u, batch_o = [], []
@@ -365,6 +451,7 @@ def attack(
                 "episodes": len(cands),
                 "failures": sum(1 for c in cands if c.failure),
                 "solvable_failures": sum(1 for c in cands if c.failure and c.solvable),
+                "distinct_failures": distinct_failures(cands, cfg.dedupe_radius),
             })  # fmt: skip
         if progress is not None:
             progress(len(cands), cfg.budget, sum(1 for c in cands if c.failure and (c.solvable or not cfg.check_solvable)))
@@ -375,6 +462,73 @@ def attack(
         _write_text_atomic(outp / "summary.json", json.dumps(_jsonable({**res.summary(), "config": asdict(cfg)}), indent=1))
         _write_text_atomic(outp / "candidates.jsonl", "".join(json.dumps(_jsonable(asdict(c))) + "\n" for c in cands))
     return res
+
+
+def _prepare(base_p: Path, gen_dir: Path, template: str | None) -> tuple[dict[str, Any], str, BaseInfo, str, Template]:
+    """Read a base scenario (first sweep point), rebase its paths to ``gen_dir`` and pick the
+    template: (data, base name, base info, template name, template)."""
+    from sim.scenario import _set_path, _split_path, read_yaml, scene_context, sweep_points
+    from sim.spec import SceneSpec
+
+    data, _ = read_yaml(base_p)
+    if not isinstance(data, dict):
+        raise ScenarioError("expected a scenario mapping", file=base_p)
+    for k, v in (sweep_points(data.get("sweep") or {}) or [{}])[0].items():
+        data = _set_path(data, _split_path(k), v)
+    data.pop("sweep", None)
+    base_name = str(data.get("name") or base_p.stem)
+    _rebase_paths(data, str(base_p), gen_dir)
+    sc = data.get("scene") or {}
+    lm = scene_context(SceneSpec(town=sc.get("town", "tiny"), seed=int(sc.get("seed", 0)),
+                                 log=Path(_abs_log(sc, gen_dir)) if sc.get("log") else None)).lane_map  # fmt: skip
+    info = base_info(data, lm, str(base_p))
+    tname = template or choose_template(data)
+    return data, base_name, info, tname, TEMPLATES.get(tname)()
+
+
+def sample_cases(
+    base: str | os.PathLike[str],
+    n: int,
+    out_dir: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    planner: str = "pdm_closed",
+    template: str | None = None,
+    horizon_s: float | None = None,
+) -> list[str]:
+    """Write ``n`` uniform draws of the base's search space (the broad distribution the search
+    explores, e.g. expert training data) as scenario files ``<out_dir>/<base>-<hash>.yaml`` driven
+    by ``planner``; deterministic for a given ``seed``. Returns the paths."""
+    gen_dir = Path(out_dir)
+    _, base_name, info, tname, tpl = _prepare(Path(base), gen_dir, template)
+    cfg = AttackConfig(planner=planner, template=tname, horizon_s=horizon_s, seed=seed)
+    rng = np.random.default_rng(seed)
+    files: list[str] = []
+    for _ in range(200 * max(n, 1)):
+        if len(files) >= n:
+            break
+        scen = _candidate_data(tpl, info, rng.random(tpl.dim), cfg, [], base_name, seed)
+        if scen is None:
+            continue
+        try:
+            _episode_of(scen, gen_dir)
+        except LoopdriveError:
+            continue
+        path = gen_dir / f"{scen['name']}.yaml"
+        _write_text_atomic(path, _dump(scen, _modeline(gen_dir) + f"# Uniform draw of the {tname} search space around {base_name} (seed {seed}).\n"))
+        files.append(str(path))
+    return files
+
+
+def _solver(ep: Any, cfg: AttackConfig) -> str | None:
+    """The first oracle of ``cfg.oracle`` that drives episode ``ep`` without failure, or None."""
+    for name in [o.strip() for o in cfg.oracle.split(",") if o.strip()]:
+        if name == cfg.planner and not cfg.oracle_params and not cfg.planner_params:
+            continue  # deterministic: it fails exactly as the planner under test did
+        o_obj, o_fail, _, _ = _outcome(_run(ep, name, cfg.oracle_params))
+        if not o_fail and o_obj < 2.0:
+            return name
+    return None
 
 
 def _abs_log(scene: Mapping[str, Any], gen_dir: Path) -> str:
@@ -418,22 +572,22 @@ def _modeline(gen_dir: Path) -> str:
     return ""
 
 
-def _write_generated(scen: dict[str, Any], gen_dir: Path, base_name: str, cfg: AttackConfig, tname: str, obj: float, failure: str) -> str:
+def _write_generated(scen: dict[str, Any], gen_dir: Path, base_name: str, cfg: AttackConfig, tname: str, obj: float, failure: str, solver: str) -> str:
     h = str(scen["name"]).rsplit("-", 1)[-1]
     out = dict(scen)
     out["description"] = (
         f"Generated by loopdrive attack ({cfg.method}, template {tname}) from {base_name}: "
-        f"{cfg.planner} fails ({failure}); the oracle {cfg.oracle} solves it."
+        f"{cfg.planner} fails ({failure}); the oracle {solver} solves it."
     )
     out["tags"] = [
         "generated", f"base:{base_name}", f"method:{cfg.method}", f"template:{tname}", f"planner:{cfg.planner}",
-        f"objective:{obj:.6g}", f"seed:{cfg.seed}", f"failure:{failure}", f"oracle:{cfg.oracle}",
+        f"objective:{obj:.12g}", f"seed:{cfg.seed}", f"failure:{failure}", f"oracle:{solver}",
     ]  # fmt: skip
     keys = ["version", "name", "description", "tags"] + [k for k in out if k not in ("version", "name", "description", "tags")]
     out = {k: out[k] for k in keys}
     header = _modeline(gen_dir) + (
         f"# Generated corner case (loopdrive attack): base {base_name}, method {cfg.method}, template {tname},\n"
-        f"# search seed {cfg.seed}, objective {obj:.6g}, failure {failure} of {cfg.planner}; solvable by {cfg.oracle}.\n"
+        f"# search seed {cfg.seed}, objective {obj:.12g}, failure {failure} of {cfg.planner}; solvable by {solver}.\n"
         f"# Re-run: loopdrive run {gen_dir}/{base_name}-{h}.yaml --out out/rerun-{h}\n"
     )
     path = gen_dir / f"{base_name}-{h}.yaml"

@@ -73,7 +73,7 @@ def attack_cmd(
     template: str | None = typer.Option(None, "--template", help="lead_brake | cut_in | crossing | perturb (default: from the base)."),
     horizon: float | None = typer.Option(None, "--horizon", help="Episode length of the generated cases, s."),
     planner_params: str | None = typer.Option(None, "--planner-params", help='JSON, e.g. {"weights": "models/bc.safetensors"}'),
-    oracle: str = typer.Option("pdm_closed", "--oracle", help="Privileged planner that must solve each case."),
+    oracle: str = typer.Option("idm,pdm_closed", "--oracle", help="Privileged planner(s) that must solve each case, tried in order."),
     generated_dir: Path = typer.Option(Path("scenarios/generated"), "--generated-dir", help="Where failing cases are written."),
 ) -> None:
     """Search scenario edits for solvable failures of a planner; writes each as a scenario file."""
@@ -133,13 +133,23 @@ def loop_cmd(
     expert: str = typer.Option("pdm_closed", "--expert"),
     epochs: int = typer.Option(15, "--epochs", min=1),
     seed: int = typer.Option(0, "--seed"),
+    heldout_budget: int | None = typer.Option(None, "--heldout-budget", min=1, help="Attack episodes for the held-out set (default --budget)."),
+    init_random: int = typer.Option(0, "--init-random", min=0, help="Round-0 expert episodes per base on uniform draws of its search space."),
+    failure_weight: float = typer.Option(1.0, "--failure-weight", min=0.0, help="Training weight of exported generated-failure steps."),
+    oracle: str = typer.Option("idm,pdm_closed", "--oracle", help="Solvability oracle(s), tried in order."),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch threads (the machine is shared)."),
 ) -> None:
     """Run (or resume) evaluate -> mine -> generate -> export -> retrain rounds; writes report.md/json."""
+    import torch
+
     from sim.loop import LoopConfig, run_loop
+
+    torch.set_num_threads(threads)
 
     cfg = LoopConfig(planner=planner, scenarios=tuple(str(s) for s in scenarios), bases=tuple(str(b) for b in base) or None,
                      rounds=rounds, budget=budget, method=method, horizon_s=horizon, expert=expert, epochs=epochs, seed=seed,
-                     init_weights=str(init_weights) if init_weights else None)  # fmt: skip
+                     init_weights=str(init_weights) if init_weights else None, heldout_budget=heldout_budget,
+                     init_random=init_random, failure_weight=failure_weight, oracle=oracle)  # fmt: skip
     with user_errors(), console.status("data loop") as status:
         rep = run_loop(cfg, out, progress=lambda s: status.update(f"data loop: {s}"))
     console.print((out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
@@ -151,48 +161,82 @@ def bench_loop_cmd(
     out: Path = typer.Option(Path("benchmarks/results/loop.json"), "--out", "-o"),
     quick: bool = typer.Option(False, "--quick", help="Small budgets and one loop round."),
     work: Path = typer.Option(Path("out/bench-loop"), "--work", help="Scratch folder for runs."),
-    budget: int | None = typer.Option(None, "--budget", help="Attack budget per method and planner."),
-    skip_loop: bool = typer.Option(False, "--skip-loop", help="Only the search comparison (bc_policy uses --work's round-0 weights)."),
-    base: list[str] = typer.Option(["scenarios/lead_brake_hard.yaml", "scenarios/cut_in_left.yaml"], "--base", help="Attack bases of the search comparison."),
+    budget: int | None = typer.Option(None, "--budget", help="Attack budget per method, planner, base and seed."),
+    skip_loop: bool = typer.Option(False, "--skip-loop", help="Only the search comparison."),
+    base: list[str] = typer.Option(["scenarios/cut_in_left.yaml", "scenarios/jaywalker.yaml"], "--base", help="Attack bases of the search comparison."),
     planners: str = typer.Option("idm,bc_policy", "--planners", help="Planners of the search comparison."),
+    seeds: str = typer.Option("7", "--seeds", help="Search seeds, comma-separated (each a full random-vs-CEM pair)."),
+    bc_weights: Path | None = typer.Option(None, "--bc-weights", help="bc_policy weights for the search comparison (default: --work's loop round-0 weights)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch threads (the machine is shared)."),
 ) -> None:
-    """Search comparison (random vs CEM at equal budget against idm and bc_policy) and the data loop
-    (held-out failure rate and nominal score per round); JSON to --out."""
+    """Search comparison (random vs CEM at equal budget against idm and bc_policy: solvable and
+    distinct failures, CEM/random ratio) and the data loop (held-out failure rate and nominal score
+    per round); JSON to --out (rewritten after every comparison, so a long run can be watched)."""
+    import os
+    import sys
+
+    import torch
+
     from sim.adversary import AttackConfig, attack
     from sim.loop import LoopConfig, run_loop
 
+    torch.set_num_threads(threads)
     b = budget or (40 if quick else 200)
     horizon = 6.0
-    result: dict = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs", "quick": quick, "budget": b,
-              "command": "loopdrive " + " ".join(__import__("sys").argv[1:]), "search": [], "loop": None}
+    result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "quick": quick, "budget": b,
+                    "command": "loopdrive " + " ".join(sys.argv[1:]), "load_avg_start": os.getloadavg(), "search": [], "loop": None}  # fmt: skip
+
+    def save() -> None:
+        result["load_avg_end"] = os.getloadavg()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+        tmp.replace(out)
+
     with user_errors():
         cfg_loop = LoopConfig(scenarios=("scenarios/lead_brake_hard.yaml", "scenarios/cut_in_left.yaml", "scenarios/stopped_vehicle.yaml"),
                               bases=("scenarios/lead_brake_hard.yaml", "scenarios/cut_in_left.yaml"), rounds=1 if quick else 3,
                               budget=b // 2 if quick else b, horizon_s=horizon, epochs=15)  # fmt: skip
         loop_out = work / "loop"
-        w0 = loop_out / "init" / "bc.safetensors"
-        rep = None
+        w0 = bc_weights or (loop_out / "init" / "bc.safetensors")
         if not skip_loop:
             t0 = time.perf_counter()
             with console.status("bench loop: data loop") as status:
                 rep = run_loop(cfg_loop, loop_out, progress=lambda s: status.update(f"bench loop: {s}"))
             result["loop"] = {"report": rep, "wall_s": time.perf_counter() - t0, "command": "loopdrive bench loop" + (" --quick" if quick else "")}
+            save()
+        totals: dict[str, dict[str, int]] = {}
         for planner in [p.strip() for p in planners.split(",") if p.strip()]:
-            if planner == "bc_policy" and not w0.is_file():
+            if planner == "bc_policy" and not Path(w0).is_file():
+                err_console.print(f"no bc_policy weights at {w0}; bc_policy skipped")
                 continue
             params = {"weights": str(w0)} if planner == "bc_policy" else {}
             for b_file in base:
-                row = {"planner": planner, "base": b_file}
-                for method in ("random", "cem"):
-                    t0 = time.perf_counter()
-                    with console.status(f"bench loop: {planner} {Path(b_file).stem} {method}"):
-                        res = attack(b_file, AttackConfig(planner=planner, planner_params=params, method=method, budget=b, seed=7, horizon_s=horizon),
-                                     out=work / "search" / f"{planner}-{Path(b_file).stem}-{method}", generated_dir=work / "search" / "generated")  # fmt: skip
-                    row[method] = {"failures": res.n_failures, "solvable_failures": res.n_solvable, "wall_s": time.perf_counter() - t0}
-                r, c = row["random"]["solvable_failures"], row["cem"]["solvable_failures"]
-                row["ratio_cem_over_random"] = (c / r) if r else (None if c == 0 else "inf")
-                result["search"].append(row)
-                console.print(row, highlight=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+                for seed in [int(x) for x in seeds.split(",") if x.strip()]:
+                    row: dict = {"planner": planner, "base": b_file, "seed": seed, "budget": b}
+                    if planner == "bc_policy":
+                        row["weights"] = str(w0)
+                    for method in ("random", "cem"):
+                        t0 = time.perf_counter()
+                        with console.status(f"bench loop: {planner} {Path(b_file).stem} seed {seed} {method}"):
+                            res = attack(b_file, AttackConfig(planner=planner, planner_params=params, method=method, budget=b, seed=seed, horizon_s=horizon),
+                                         out=work / "search" / f"{planner}-{Path(b_file).stem}-s{seed}-{method}", generated_dir=work / "search" / "generated")  # fmt: skip
+                        row[method] = {"failures": res.n_failures, "solvable_failures": res.n_solvable, "distinct_failures": res.n_distinct,
+                                       "unsolvable_discarded": res.n_failures - res.n_solvable, "per_budget": res.per_budget,
+                                       "wall_s": time.perf_counter() - t0, "load_avg": os.getloadavg()}  # fmt: skip
+                        tot = totals.setdefault(planner, {"random": 0, "cem": 0, "random_distinct": 0, "cem_distinct": 0})
+                        tot[method] += res.n_solvable
+                        tot[f"{method}_distinct"] += res.n_distinct
+                    r, c = row["random"]["solvable_failures"], row["cem"]["solvable_failures"]
+                    rd, cd = row["random"]["distinct_failures"], row["cem"]["distinct_failures"]
+                    row["ratio_cem_over_random"] = (c / r) if r else (None if c == 0 else "inf")
+                    row["ratio_distinct"] = (cd / rd) if rd else (None if cd == 0 else "inf")
+                    result["search"].append(row)
+                    result["totals"] = {p: {**t, "ratio": (t["cem"] / t["random"]) if t["random"] else None,
+                                            "ratio_distinct": (t["cem_distinct"] / t["random_distinct"]) if t["random_distinct"] else None}
+                                        for p, t in totals.items()}  # fmt: skip
+                    save()
+                    console.print(f"{planner} {Path(b_file).stem} seed {seed}: random {r} ({rd} distinct), cem {c} ({cd} distinct), "
+                                  f"ratio {row['ratio_cem_over_random']} (distinct {row['ratio_distinct']})", highlight=False)  # fmt: skip
+    save()
     console.print(f"wrote {out}", highlight=False)
