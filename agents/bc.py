@@ -37,11 +37,13 @@ from agents.base import PLANNERS, Control, Observation, ObservationSpec, Planner
 from sim.errors import BundleError, ScenarioError
 
 __all__ = [
+    "SHIPPED_WEIGHTS",
     "BCConfig",
     "BCDataset",
     "BCPolicyPlanner",
     "TrainResult",
     "build_network",
+    "collect_dagger",
     "collect_episodes",
     "ego_features",
     "load_policy",
@@ -55,6 +57,9 @@ log = logging.getLogger(__name__)
 FEAT_SCALE = np.array([10.0, 3.0, 0.5], np.float32)  # speed m/s, accel m/s², steer rad
 ACTION_SCALE = np.array([3.0, 0.5], np.float32)  # accel m/s², steer rad
 CONFIG_VERSION = 1
+#: the ``bc_policy`` weights that ship with the package (``agents/weights/``; how they were trained
+#: is recorded in the ``.json`` beside them and in the README's leaderboard section)
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "bc_policy.safetensors"
 
 
 @dataclass(frozen=True)
@@ -239,6 +244,58 @@ def collect_episodes(
     return written
 
 
+def collect_dagger(
+    paths: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    weights: str | os.PathLike[str],
+    *,
+    expert: str = "pdm_closed",
+    seeds: Sequence[int] | None = None,
+    tag: str = "dagger",
+    max_steps: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Path]:
+    """One DAgger round (Ross et al., 2011): drive every episode under ``paths`` with the cloned
+    policy ``weights`` while ``expert`` is asked, on the very states the policy visits, what it
+    would do; write one shard per episode (``<tag>_<episode_id>.npz``, existing ones kept) whose
+    ``action`` is the **expert's** control. Episodes that end in a collision are kept (they are
+    where the labels matter most); episodes that fail to run are skipped."""
+    from agents.base import make_planner
+    from agents.rollout import run_planner_episode
+    from sim.scenario import expand_paths
+
+    eps = expand_paths(list(paths))
+    if seeds is not None:
+        from dataclasses import replace
+
+        eps = [replace(e, seed=int(s), episode_id=f"{e.episode_id}__x{s}") for e in eps for s in seeds]
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    net, cfg = load_policy(weights)
+    written: list[Path] = []
+    for i, ep in enumerate(eps):
+        dst = outp / f"{tag}_{ep.episode_id}.npz"
+        if not dst.exists():
+            res = run_planner_episode(
+                ep.spec, BCPolicyPlanner(network=net, config=cfg), ep.seed, observation=(*ep.observation, "bev"),
+                record_observations=True, expert=make_planner(expert), max_steps=max_steps,
+            )  # fmt: skip
+            obs = [o for o in res.observations if "expert_action" in o]
+            if res.status != "ok" or not obs:
+                log.warning("DAgger episode %s failed (%s); skipped", ep.episode_id, res.error)
+            else:
+                _save_npz_atomic(
+                    dst, bev=np.stack([o["bev"] for o in obs]).astype(np.uint8),
+                    ego=np.stack([ego_features(o["ego"]) for o in obs]),
+                    action=np.stack([np.asarray(o["expert_action"], np.float32) for o in obs]),
+                )  # fmt: skip
+        if dst.exists():
+            written.append(dst)
+        if progress is not None:
+            progress(i + 1, len(eps))
+    return written
+
+
 # ----------------------------------------------------------------------------------- training
 @dataclass(frozen=True)
 class TrainResult:
@@ -358,7 +415,6 @@ def train_bc(
     Deterministic for a given ``cfg.seed`` on one machine."""
     import torch
 
-    torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     tr_idx, va_idx = dataset.split(cfg.val_fraction, rng)
     if len(tr_idx) == 0:
@@ -368,7 +424,9 @@ def train_bc(
         tr_idx, va_idx = tr_idx[:cut], tr_idx[cut:]
     sz = dataset.bev_u8.shape
     cfg = BCConfig(**{**asdict(cfg), "bev_size": int(sz[1]), "bev_channels": int(sz[3])})
-    net = build_network(cfg)
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights, global torch RNG untouched
+        torch.manual_seed(cfg.seed)
+        net = build_network(cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     net.eval()
     init_val = _loss(net, dataset, va_idx)
@@ -404,7 +462,8 @@ def train_bc(
 # ------------------------------------------------------------------------------------ planner
 class BCPolicyPlanner(Planner):
     """``bc_policy``: the cloned policy. Params: ``weights`` (path to the safetensors file, default
-    ``models/bc.safetensors``); or ``network`` + ``config`` objects (tests, the data loop)."""
+    :data:`SHIPPED_WEIGHTS`, the policy trained on the scenario library that ships with the
+    package); or ``network`` + ``config`` objects (tests, the data loop)."""
 
     name = "bc_policy"
 
@@ -412,7 +471,7 @@ class BCPolicyPlanner(Planner):
         super().__init__(**params)
         self.net = params.get("network")
         self.cfg: BCConfig | None = params.get("config")
-        self.weights = params.get("weights", "models/bc.safetensors")
+        self.weights = params.get("weights") or SHIPPED_WEIGHTS
 
     def observation_spec(self) -> ObservationSpec:
         return ObservationSpec(kinds=("bev", "ego"))

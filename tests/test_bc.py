@@ -104,3 +104,34 @@ def test_load_shards_rejects_a_malformed_shard(tmp_path: Path) -> None:
 
     with pytest.raises(ScenarioError, match="inconsistent shapes"):
         load_shards([tmp_path])
+
+
+def test_dagger_labels_the_policys_own_states_with_the_expert(scene: Any, tmp_path: Path) -> None:
+    from agents.bc import collect_dagger
+    from sim.scenario import expand_paths
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    _collect(scene, 60.0, 5.5, shards)
+    weights = tmp_path / "bc.safetensors"
+    train_bc(load_shards([shards]), weights, BCConfig(epochs=2, seed=0), plot=False)
+    base = Path(__file__).resolve().parents[1] / "scenarios" / "slow_truck_follow.yaml"
+    written = collect_dagger([base], tmp_path / "dagger", weights, seeds=[3], tag="r1", max_steps=12)
+    assert [p.name for p in written] == [f"r1_{expand_paths([base])[0].episode_id}__x3.npz"]
+    with np.load(written[0]) as z:
+        bev, ego, action = z["bev"], z["ego"], z["action"]
+    assert bev.shape[1:] == (64, 64, 4) and bev.dtype == np.uint8
+    assert len(bev) == len(ego) == len(action) >= 10
+
+    # the label of the first state (both start there) is the expert's own first control, and the
+    # policy's executed controls differ from the labels (it is the learner that drives)
+    ep = expand_paths([base])[0]
+    exp = run_planner_episode(ep.spec, "pdm_closed", 3, max_steps=2)
+    assert np.allclose(action[0], exp.actions[0], atol=1e-5)
+    pol = run_planner_episode(ep.spec, BCPolicyPlanner(weights=str(weights)), 3, max_steps=12)
+    assert not np.allclose(pol.actions[: len(action)], action, atol=1e-3)
+
+    # resumable: a second call keeps the existing shard
+    stamp = written[0].stat().st_mtime_ns
+    assert collect_dagger([base], tmp_path / "dagger", weights, seeds=[3], tag="r1", max_steps=12) == written
+    assert written[0].stat().st_mtime_ns == stamp

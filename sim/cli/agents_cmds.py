@@ -86,9 +86,11 @@ def train_bc_cmd(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     lr: float = typer.Option(1e-3, "--lr"),
     seed: int = typer.Option(0, "--seed"),
+    dagger_rounds: int = typer.Option(0, "--dagger-rounds", min=0, help="DAgger rounds after the first fit: drive the policy on --scenarios, label its states with --expert, refit on everything."),
+    dagger_seeds: str | None = typer.Option(None, "--dagger-seeds", help="Comma-separated seeds of the DAgger roll-outs (default: --seeds)."),
 ) -> None:
     """Behaviour cloning from the bev observation; saves weights, config and a loss-curve PNG."""
-    from agents.bc import BCConfig, collect_episodes, load_shards, train_bc
+    from agents.bc import BCConfig, collect_dagger, collect_episodes, load_shards, train_bc
 
     with user_errors():
         if scenarios:
@@ -96,11 +98,19 @@ def train_bc_cmd(
             with _progress("collect") as prog:
                 t = prog.add_task(expert, total=None, info="")
                 collect_episodes(scenarios, episodes, expert=expert, seeds=seed_list, progress=lambda d, n: prog.update(t, completed=d, total=n))
-        ds = load_shards([episodes])
+        if dagger_rounds and not scenarios:
+            raise typer.BadParameter("--dagger-rounds needs --scenarios to drive the policy on", param_hint="--dagger-rounds")
         cfg = BCConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-        with _progress("train bc") as prog:
-            t = prog.add_task(f"{len(ds)} samples", total=epochs, info="")
-            res = train_bc(ds, out, cfg, progress=lambda e, n, a, b: prog.update(t, completed=e, info=f"train {a:.4f}  val {b:.4f}"))
+        d_seeds = [int(s) for s in dagger_seeds.split(",")] if dagger_seeds else ([int(s) for s in seeds.split(",")] if seeds else None)
+        for rnd in range(dagger_rounds + 1):
+            if rnd > 0:
+                with _progress(f"dagger {rnd}") as prog:
+                    t = prog.add_task(f"{expert} labels", total=None, info="")
+                    collect_dagger(scenarios, episodes, out, expert=expert, seeds=d_seeds, tag=f"dagger{rnd}", progress=lambda d, n, t=t, prog=prog: prog.update(t, completed=d, total=n))
+            ds = load_shards([episodes])
+            with _progress("train bc" + (f" (round {rnd})" if dagger_rounds else "")) as prog:
+                t = prog.add_task(f"{len(ds)} samples", total=epochs, info="")
+                res = train_bc(ds, out, cfg, progress=lambda e, n, a, b, t=t, prog=prog: prog.update(t, completed=e, info=f"train {a:.4f}  val {b:.4f}"))
     console.print(
         f"validation loss {res.initial_val_loss:.4f} (untrained) -> {min(res.val_loss):.4f} (best); "
         f"wrote {res.weights}, {res.config}" + (f", {res.plot}" if res.plot else ""),
