@@ -40,6 +40,8 @@ from torch import Tensor, nn
 __all__ = ["ActorState", "HashGrid", "SceneConfig", "SceneModel"]
 
 _PRIMES = (1, 2654435761, 805459861)
+# the same primes as int32 (two's complement): equal low bits, so equal hashed indices
+_PRIMES_I32 = tuple(p - (1 << 32) if p >= (1 << 31) else p for p in _PRIMES)
 
 
 @dataclass(frozen=True)
@@ -171,37 +173,50 @@ class HashGrid(nn.Module):
         return self.levels * self.features
 
     def forward(self, x: Tensor) -> Tensor:
-        """(N, 3) world points (m) -> (N, levels * features) features."""
-        n, L = x.shape[0], self.levels
-        u = (x - self.lo)[:, None, :] / self.cell[None, :, None]  # (N, L, 3)
-        u = torch.maximum(u, torch.zeros((), dtype=u.dtype))
-        u = torch.minimum(u, (self.res - 2).to(u.dtype)[None])
-        fl = u.floor()
-        f = u - fl
-        i0 = fl.long()
-        # per-axis corner coordinates and weights (N, L, 2), combined by broadcasting to (N, L, 2, 2, 2)
-        ax = [torch.stack([i0[..., k], i0[..., k] + 1], -1) for k in range(3)]
-        wt = [torch.stack([1 - f[..., k], f[..., k]], -1) for k in range(3)]
-        w = wt[0][..., :, None, None] * wt[1][..., None, :, None] * wt[2][..., None, None, :]
-        nd = self.n_dense
-        parts = []
+        """(N, 3) world points (m) -> (N, levels * features) features.
+
+        Index and weight arithmetic runs level- and corner-major, ``(L, 8, N)``, so every
+        elementwise op works on contiguous runs of points (int32; the spatial hash keeps only the
+        low ``log2_size`` bits, which int32 wrap-around products leave unchanged)."""
+        n, L, nd = x.shape[0], self.levels, self.n_dense
+        u = (x.T - self.lo[:, None])[None] / self.cell[:, None, None]  # (L, 3, N) in cells
+        u = torch.clamp(u, min=torch.zeros((), dtype=u.dtype), max=(self.res - 2).to(u.dtype)[:, :, None])
+        i0 = u.to(torch.int32)  # floor: u >= 0
+        f = u - i0
+        g = 1 - f
+        idx = torch.empty(L, 8, n, dtype=torch.int32)
+        w = torch.empty(L, 8, n, dtype=x.dtype)
+        wxy = [[g[:, 0] * g[:, 1], g[:, 0] * f[:, 1]], [f[:, 0] * g[:, 1], f[:, 0] * f[:, 1]]]
+        wz = (g[:, 2], f[:, 2])
+        off = self.offset.to(torch.int32)[:, None]
         if nd > 0:
-            rx = self.res[:nd, 0][None, :, None]
-            rxy = rx * self.res[:nd, 1][None, :, None]
-            parts.append(ax[0][:, :nd, :, None, None] + (ax[1][:, :nd] * rx)[..., None, :, None] + (ax[2][:, :nd] * rxy)[..., None, None, :])
+            res = self.res[:nd].to(torch.int32)
+            rx, rxy = res[:, 0:1], res[:, 0:1] * res[:, 1:2]
+            base = i0[:nd, 0] + i0[:nd, 1] * rx + i0[:nd, 2] * rxy + off[:nd]
         if nd < L:
-            h = ((ax[0][:, nd:] * _PRIMES[0])[..., :, None, None] ^ (ax[1][:, nd:] * _PRIMES[1])[..., None, :, None]
-                 ^ (ax[2][:, nd:] * _PRIMES[2])[..., None, None, :])
-            parts.append(h & (self.size - 1))
-        idx = (torch.cat(parts, 1) if len(parts) > 1 else parts[0]) + self.offset[None, :, None, None, None]
-        out = _HashLookup.apply(self.table, idx.reshape(n * L, 8), w.reshape(n * L, 8).detach())
-        return out.reshape(n, L * self.features)
+            hx = i0[nd:, 0] * _PRIMES_I32[0]
+            hy = i0[nd:, 1] * _PRIMES_I32[1]
+            hz = i0[nd:, 2] * _PRIMES_I32[2]
+            hxs, hys, hzs = (hx, hx + _PRIMES_I32[0]), (hy, hy + _PRIMES_I32[1]), (hz, hz + _PRIMES_I32[2])
+        for c in range(8):
+            cx, cy, cz = (c >> 2) & 1, (c >> 1) & 1, c & 1
+            torch.mul(wxy[cx][cy], wz[cz], out=w[:, c])
+            if nd > 0:
+                torch.add(base, cx + cy * rx + cz * rxy, out=idx[:nd, c])
+            if nd < L:
+                h = hxs[cx] ^ hys[cy]
+                h ^= hzs[cz]
+                h &= self.size - 1
+                torch.add(h, off[nd:], out=idx[nd:, c])
+        out = _HashLookup.apply(self.table, idx.transpose(1, 2).reshape(L * n, 8), w.transpose(1, 2).reshape(L * n, 8).detach())
+        return out.reshape(L, n, self.features).transpose(0, 1).reshape(n, L * self.features)
 
 
 class _HashLookup(torch.autograd.Function):
-    """Weighted gather ``out[i] = sum_k w[i, k] * table[idx[i, k]]`` whose backward is one
-    ``index_add_`` (a linear scatter; much faster on the CPU than the sort-based embedding
-    backward). No gradient flows to the weights (positions are not optimised)."""
+    """Weighted gather ``out[i] = sum_k w[i, k] * table[idx[i, k]]`` whose backward is one weighted
+    ``bincount`` per feature (a serial, deterministic scatter-add; much faster on the CPU than the
+    sort-based embedding backward or ``index_add_``). No gradient flows to the weights (positions
+    are not optimised)."""
 
     @staticmethod
     def forward(ctx: Any, table: Tensor, idx: Tensor, w: Tensor) -> Tensor:
@@ -212,9 +227,10 @@ class _HashLookup(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         idx, w = ctx.saved_tensors
-        g = (w[..., None] * grad[:, None, :]).reshape(-1, grad.shape[-1])
-        out = torch.zeros(ctx.rows, grad.shape[-1], dtype=grad.dtype)
-        out.index_add_(0, idx.reshape(-1), g)
+        flat = idx.reshape(-1)
+        out = torch.empty(ctx.rows, grad.shape[-1], dtype=grad.dtype)
+        for k in range(grad.shape[-1]):
+            out[:, k] = torch.bincount(flat, weights=(w * grad[:, k : k + 1]).reshape(-1), minlength=ctx.rows)
         return out, None, None
 
 
@@ -227,6 +243,19 @@ def _dir_encoding(d: Tensor, freqs: int = 3) -> Tensor:
     for k in range(freqs):
         out += [torch.sin((2.0**k) * math.pi * d), torch.cos((2.0**k) * math.pi * d)]
     return torch.cat(out, dim=-1)
+
+
+def _merge_by_depth(
+    ts: list[Tensor], ws: list[Tensor], sig: list[Tensor], feats: list[Tensor], acts: list[Tensor]
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Concatenate per-ray sample sets (each (R, k_i), features (R, k_i, C)) sorted by distance."""
+    t = torch.cat(ts, 1)
+    order = torch.argsort(t, dim=1)
+    C = feats[0].shape[-1]
+    return (
+        torch.gather(t, 1, order), torch.gather(torch.cat(ws, 1), 1, order), torch.gather(torch.cat(sig, 1), 1, order),
+        torch.gather(torch.cat(feats, 1), 1, order[..., None].expand(-1, -1, C)), torch.gather(torch.cat(acts, 1), 1, order),
+    )
 
 
 def candidate_edges(cfg: SceneConfig) -> Tensor:
@@ -262,6 +291,8 @@ class SceneModel(nn.Module):
         if tuple(occupancy.shape) != tuple(cfg.occ_shape):
             raise ValueError(f"occupancy shape {tuple(occupancy.shape)} != config {cfg.occ_shape}")
         self.register_buffer("occupancy", occupancy.to(torch.bool))
+        self._occ_key: tuple[Any, ...] | None = None
+        self._occ_flat = torch.zeros(0, dtype=torch.bool)
         self.register_buffer("aabb_min", torch.tensor(cfg.aabb_min, dtype=torch.float32), persistent=False)
         self.register_buffer("edges", candidate_edges(cfg), persistent=False)
         C, H = cfg.feat_dim, cfg.hidden
@@ -308,13 +339,39 @@ class SceneModel(nn.Module):
         flat = (i[..., 0].clamp(0, nx - 1) * ny + i[..., 1].clamp(0, ny - 1)) * nz + i[..., 2].clamp(0, nz - 1)
         return inside & self.occupancy.reshape(-1)[flat]
 
+    def _occ_table(self) -> Tensor:
+        """The occupancy grid padded by one empty cell on every side, flattened (cached; rebuilt
+        when the ``occupancy`` buffer is replaced or modified in place)."""
+        key = (self.occupancy.data_ptr(), self.occupancy._version, tuple(self.occupancy.shape))
+        if self._occ_key != key:
+            self._occ_flat = F.pad(self.occupancy.to(torch.uint8), (1, 1, 1, 1, 1, 1)).reshape(-1).to(torch.bool)
+            self._occ_key = key
+        return self._occ_flat
+
+    def _occupied_along(self, o: Tensor, d: Tensor, t: Tensor) -> Tensor:
+        """(R, S) bool: is the point ``o + d * t`` (rays (R, 3), distances (S,)) in an occupied
+        background cell. Same cells as :meth:`occupied`, computed per axis in voxel units on the
+        padded grid (out-of-grid points land in the empty border), int32 throughout."""
+        table = self._occ_table()
+        v = self.cfg.occ_voxel_m
+        u0 = (o - self.aabb_min) / v + 1.0  # (R, 3) padded voxel coordinates
+        du = d / v
+        flat: Tensor | None = None
+        for k, n in enumerate(self.occupancy.shape):
+            c = torch.addcmul(u0[:, k : k + 1], du[:, k : k + 1], t[None])
+            c.clamp_(0.0, float(n + 1))
+            ik = c.to(torch.int32)  # truncation = floor on [0, n + 1]
+            flat = ik if flat is None else flat.mul_(n + 2).add_(ik)
+        assert flat is not None
+        return table.index_select(0, flat.reshape(-1)).reshape(flat.shape)  # much faster than table[flat]
+
     def _bg_samples(self, o: Tensor, d: Tensor, jitter: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """Background sample distances (R, K), interval lengths (R, K) and validity (R, K)."""
         cfg = self.cfg
         e = self.edges
         mid = 0.5 * (e[1:] + e[:-1])
         S = mid.shape[0]
-        occ = self.occupied(o[:, None, :] + d[:, None, :] * mid[None, :, None])  # (R, S)
+        occ = self._occupied_along(o, d, mid)  # (R, S)
         M = min(cfg.occupied_candidates, S)
         score = occ.to(torch.int32) * (S - torch.arange(S, dtype=torch.int32))[None]
         top, idx = torch.topk(score, M, dim=1, sorted=True)  # earliest occupied first
@@ -322,7 +379,7 @@ class SceneModel(nn.Module):
         stride = max(M // K, 1)
         idx, top = idx[:, ::stride][:, :K], top[:, ::stride][:, :K]
         valid = top > 0
-        lo, hi = e[idx], e[idx + 1]
+        lo, hi = e.index_select(0, idx.reshape(-1)).reshape(idx.shape), e.index_select(0, (idx + 1).reshape(-1)).reshape(idx.shape)
         # an evaluated sample stands for `stride` candidate intervals
         width = (hi - lo) * stride
         u = jitter if jitter is not None else torch.full_like(lo, 0.5)
@@ -432,42 +489,81 @@ class SceneModel(nn.Module):
             s_, f_ = self.background(pts)
             sig_b = sig_b.masked_scatter(vb, s_)
             feat_b = feat_b.index_put((vb,), f_)
-        ts, ws, sig, feats, is_actor = [tb], [wb], [sig_b], [feat_b], [torch.zeros_like(vb)]
-        if actors.slot.shape[0] > 0:
-            Mx = min(cfg.max_actors_per_ray, actors.slot.shape[0])
-            if generator is not None:
-                ja = torch.rand(R, Mx, cfg.samples_actor, generator=generator)
-            ta, wa, va, pn, slot = self._actor_samples(origins, dirs, group, actors, ja)
-            sig_a = torch.zeros_like(ta)
-            feat_a = torch.zeros(*ta.shape, C)
-            if va.any():
-                s_, f_ = self.actor(pn[va], slot[va])
-                sig_a = sig_a.masked_scatter(va, s_)
-                feat_a = feat_a.index_put((va,), f_)
-            ta = torch.where(va, ta, torch.full_like(ta, cfg.far_m * 2))
-            ts.append(ta), ws.append(wa), sig.append(sig_a), feats.append(feat_a), is_actor.append(va)
-        t = torch.cat(ts, 1)
-        if len(ts) > 1:
-            order = torch.argsort(t, dim=1)
-            t = torch.gather(t, 1, order)
-            width = torch.gather(torch.cat(ws, 1), 1, order)
-            sigma = torch.gather(torch.cat(sig, 1), 1, order)
-            feat = torch.gather(torch.cat(feats, 1), 1, order[..., None].expand(-1, -1, C))
-            act = torch.gather(torch.cat(is_actor, 1), 1, order)
+        act_b = torch.zeros_like(vb)
+        A = actors.slot.shape[0]
+        rows: Tensor | None = None  # rays with actor samples (None: all rays)
+        merged = None
+        if A > 0:
+            sub_o, sub_d, sub_g, sub_actors = origins, dirs, group, actors
+            if generator is None and not torch.is_grad_enabled():
+                # rendering: only rays passing near an actor box get actor samples
+                rows, keep = self._actor_candidates(origins, dirs, group, actors)
+                if rows.numel() > 0:
+                    sub_o, sub_d, sub_g = origins[rows], dirs[rows], group[rows]
+                    sub_actors = ActorState(actors.slot[keep], actors.pose[:, keep], actors.size[keep], actors.valid[:, keep])
+            if rows is None or rows.numel() > 0:
+                Ra, A_ = sub_o.shape[0], sub_actors.slot.shape[0]
+                Mx = min(cfg.max_actors_per_ray, A_)
+                if generator is not None:
+                    ja = torch.rand(Ra, Mx, cfg.samples_actor, generator=generator)
+                ta, wa, va, pn, slot = self._actor_samples(sub_o, sub_d, sub_g, sub_actors, ja)
+                sig_a = torch.zeros_like(ta)
+                feat_a = torch.zeros(*ta.shape, C)
+                if va.any():
+                    s_, f_ = self.actor(pn[va], slot[va])
+                    sig_a = sig_a.masked_scatter(va, s_)
+                    feat_a = feat_a.index_put((va,), f_)
+                ta = torch.where(va, ta, torch.full_like(ta, cfg.far_m * 2))
+                bsel = (lambda x: x) if rows is None else (lambda x: x[rows])
+                merged = _merge_by_depth(
+                    [bsel(tb), ta], [bsel(wb), wa], [bsel(sig_b), sig_a], [bsel(feat_b), feat_a], [bsel(act_b), va]
+                )
+        if merged is not None and rows is None:
+            t, width, sigma, feat, act = merged
+        elif merged is not None:
+            assert rows is not None
+            extra = merged[0].shape[1] - tb.shape[1]
+            t = torch.cat([tb, torch.full((R, extra), cfg.far_m * 2)], 1).index_copy_(0, rows, merged[0])
+            width = torch.cat([wb, wb.new_zeros(R, extra)], 1).index_copy_(0, rows, merged[1])
+            sigma = torch.cat([sig_b, sig_b.new_zeros(R, extra)], 1).index_copy_(0, rows, merged[2])
+            feat = torch.cat([feat_b, feat_b.new_zeros(R, extra, C)], 1).index_copy_(0, rows, merged[3])
+            act = torch.cat([act_b, act_b.new_zeros(R, extra)], 1).index_copy_(0, rows, merged[4])
         else:
-            width, sigma, feat, act = ws[0], sig[0], feats[0], is_actor[0]
+            t, width, sigma, feat, act = tb, wb, sig_b, feat_b, act_b
         alpha = 1.0 - torch.exp(-sigma * width)
         trans = torch.cumprod(torch.cat([torch.ones(R, 1), 1.0 - alpha + 1e-7], 1), 1)[:, :-1]
         w = alpha * trans
         acc = w.sum(1)
         sky = self.sky_mlp(_dir_encoding(dirs))
-        out_feat = (w[..., None] * feat).sum(1) + (1.0 - acc)[:, None] * sky
+        out_feat = torch.bmm(w[:, None, :], feat)[:, 0] + (1.0 - acc)[:, None] * sky
         tc = t.clamp(max=cfg.far_m)
         depth = (w * tc).sum(1) + (1.0 - acc) * cfg.far_m
         return {
             "feat": out_feat, "depth": depth, "acc": acc, "acc_actor": (w * act).sum(1),
             "t": tc, "w": w,
         }
+
+    def _actor_candidates(self, o: Tensor, d: Tensor, group: Tensor, actors: ActorState) -> tuple[Tensor, Tensor]:
+        """Rays whose line passes through the bounding sphere of a valid actor box (scaled by the
+        margin) between ``near_m`` and ``far_m`` (a superset of the rays hitting a box), as indices
+        (Ra,), and the actor indices (A',) hit by any of them."""
+        cfg = self.cfg
+        pose = actors.pose[0][None] if actors.pose.shape[0] == 1 else actors.pose[group]  # (R|1, A, 4)
+        valid = actors.valid[0][None] if actors.valid.shape[0] == 1 else actors.valid[group]
+        ctr = torch.stack([pose[..., 0], pose[..., 1], pose[..., 2] + actors.size[None, :, 2] * 0.5], -1)
+        rad = 0.5 * cfg.actor_margin * actors.size.norm(dim=-1)[None]  # (1, A)
+        if ctr.shape[0] == 1:  # one pose group: (R, A) products as matrix products
+            c = ctr[0]
+            proj = d @ c.T - (o * d).sum(-1, keepdim=True)
+            dist2 = (c * c).sum(-1)[None] - 2.0 * (o @ c.T) + (o * o).sum(-1, keepdim=True) - proj * proj
+            slack = 1e-3 * (1.0 + (c * c).sum(-1)[None])  # float32 cancellation; the test stays conservative
+        else:
+            rel = ctr - o[:, None, :]  # (R, A, 3)
+            proj = (rel * d[:, None, :]).sum(-1)
+            dist2 = (rel * rel).sum(-1) - proj * proj
+            slack = torch.zeros(())
+        hit = valid & (dist2 <= rad * rad + slack) & (proj + rad > cfg.near_m) & (proj - rad < cfg.far_m)
+        return hit.any(1).nonzero().squeeze(1), hit.any(0).nonzero().squeeze(1)
 
     def lidar_outputs(self, r: dict[str, Tensor]) -> dict[str, Tensor]:
         """LiDAR head on rendered rays: ``range`` (m), ``intensity`` [0, 1], ``drop_logit``."""
@@ -509,7 +605,7 @@ class SceneModel(nn.Module):
 
     @torch.no_grad()
     def render_camera(
-        self, c2w: Tensor, K: Tensor, width: int, height: int, actors: ActorState, chunk: int = 16384
+        self, c2w: Tensor, K: Tensor, width: int, height: int, actors: ActorState, chunk: int = 2048
     ) -> dict[str, Tensor]:
         """Render a camera (see :meth:`camera_rays`): ``rgb`` (H, W, 3) float in [0, 1], ``depth``
         (H, W) z-depth along the optical axis (m, nearest-upsampled from the feature image),
@@ -532,7 +628,7 @@ class SceneModel(nn.Module):
 
     @torch.no_grad()
     def render_lidar(
-        self, sensor_to_world: Tensor, dirs_sensor: Tensor, actors: ActorState, chunk: int = 16384
+        self, sensor_to_world: Tensor, dirs_sensor: Tensor, actors: ActorState, chunk: int = 2048
     ) -> dict[str, Tensor]:
         """Render LiDAR rays from a sensor pose (4x4) along (N, 3) unit directions in the sensor
         frame: ``range`` (N,) m, ``intensity`` (N,), ``drop_prob`` (N,), ``acc_actor`` (N,)."""
