@@ -36,11 +36,14 @@ RIG_KINDS = ("lidar", "bev", "state")
 
 
 def sensor_rollout(ep: Any, planner: str, params: Mapping[str, Any]) -> Any:
-    """``sim.batch`` rollout function offering the scenario's kinds plus :data:`RIG_KINDS`."""
+    """``sim.batch`` rollout function offering the scenario's kinds plus :data:`RIG_KINDS`; rendered
+    kinds (``lidar``, ``camera``) come from the scenario's ``scene.renderer`` (``mesh``: the exact
+    ray-cast town, buildings, trees and parked cars included)."""
     from agents.rollout import run_planner_episode
 
     res = run_planner_episode(
-        ep.spec, planner, ep.seed, params=params, observation=(*ep.observation, *RIG_KINDS), raise_errors=True
+        ep.spec, planner, ep.seed, params=params, observation=(*ep.observation, *RIG_KINDS), raise_errors=True,
+        renderer="scenario",
     )
     if res.record is None:  # pragma: no cover - raise_errors covers failures
         raise EpisodeStateError("the episode ended before its second step")
