@@ -383,12 +383,31 @@ class SensorObserver:
         self.rig = rig
         self.renderer = renderer
         self._cache: dict[str, Any] = {}
+        # the last rendered frame: (state, cameras rendered, lidar rendered, frame); one render per
+        # state whatever the number of kinds (and calls) that read it
+        self._frame: tuple[Any, bool, bool, Any] | None = None
+        self._kinds_now: list[str] = []
+
+    def _render(self, state: Any, world: Any, kinds: Sequence[str]) -> Any:
+        """The sensor frame of ``state`` holding what ``kinds`` read (``camera``: the rig's
+        cameras, ``lidar``: its LiDAR, any other rendered kind: both), rendered once per state."""
+        cams = any(k != "lidar" for k in kinds)
+        lidar = any(k != "camera" for k in kinds) and self.rig.lidar is not None
+        f = self._frame
+        if f is not None and f[0] is state and (f[1] or not cams) and (f[2] or not lidar):
+            return f[3]
+        if f is not None and f[0] is state:  # widen to what was rendered before for this state
+            cams, lidar = cams or f[1], lidar or f[2]
+        frame = self.renderer.render(world, SensorRig(self.rig.cameras if cams else (), self.rig.lidar if lidar else None))
+        self._frame = (state, cams, lidar, frame)
+        return frame
 
     def __call__(self, kinds: Sequence[str], state: Any) -> dict[str, Any]:
         from agents.planners.common import ego_observation, objects_observation
 
         world = state.world(0)
         obs: dict[str, Any] = {}
+        self._kinds_now = [k for k in kinds if k not in ("ego", "objects")]
         for k in kinds:
             if k == "ego":
                 obs[k] = ego_observation(
@@ -417,7 +436,7 @@ class SensorObserver:
             frames = None
             if getattr(kobj, "needs_render", False):
                 assert self.renderer is not None
-                frames = [self.renderer.render(world, self.rig)]
+                frames = [self._render(state, world, [k for k in self._kinds_now if _needs_render(k)] or [kind])]
             return kobj.compute(state, frames)[0]
         if kind == "lidar":
             from agents.perception import simulate_lidar
