@@ -173,6 +173,25 @@ def test_removing_an_actor_changes_only_pixels_around_its_box(trained: dict) -> 
     assert diff[~region].max() < 0.05
 
 
+def test_render_fast_path_matches_the_reference_and_is_deterministic(trained: dict) -> None:
+    """Rendering (no grad) culls actors by bounding sphere and stops rays early; the reference is
+    the training path (grad enabled: every actor tested on every ray, every sample evaluated)."""
+    data, scene = trained["data"], trained["scene"]
+    f = data.train_frames[2]
+    actors = data.actors_for_frames([f])
+    o, d, _ = scene.camera_rays(data.c2w[f], data.K[f], data.width, data.height, scene.cfg.upsample)
+    with torch.no_grad():
+        fast = scene.render_rays(o, d, actors)
+        again = scene.render_rays(o, d, actors)
+    with torch.enable_grad():
+        ref = {k: v.detach() for k, v in scene.render_rays(o, d, actors).items()}
+    assert all(torch.equal(fast[k], again[k]) for k in fast)
+    assert float(ref["acc_actor"].sum()) > 10.0  # actors are in view: the culling is exercised
+    assert torch.allclose(fast["acc_actor"], ref["acc_actor"], atol=1e-4)
+    assert torch.allclose(fast["feat"], ref["feat"], atol=1e-3)
+    assert torch.allclose(fast["depth"], ref["depth"], atol=0.05)  # early stop: <= 1e-4 of the far plane
+
+
 # ------------------------------------------------------------------------------------ bundles
 @pytest.fixture(scope="module")
 def bundle_dir(trained: dict, toy_log: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -292,7 +292,11 @@ class SceneModel(nn.Module):
             raise ValueError(f"occupancy shape {tuple(occupancy.shape)} != config {cfg.occ_shape}")
         self.register_buffer("occupancy", occupancy.to(torch.bool))
         self._occ_key: tuple[Any, ...] | None = None
+        #: rendering only: skip the second half of a ray's background samples once its
+        #: transmittance is below this (0 = evaluate every sample, the reference path)
+        self.early_stop = 1e-4
         self._occ_flat = torch.zeros(0, dtype=torch.bool)
+        self._occ_any = False
         self.register_buffer("aabb_min", torch.tensor(cfg.aabb_min, dtype=torch.float32), persistent=False)
         self.register_buffer("edges", candidate_edges(cfg), persistent=False)
         C, H = cfg.feat_dim, cfg.hidden
@@ -345,6 +349,7 @@ class SceneModel(nn.Module):
         key = (self.occupancy.data_ptr(), self.occupancy._version, tuple(self.occupancy.shape))
         if self._occ_key != key:
             self._occ_flat = F.pad(self.occupancy.to(torch.uint8), (1, 1, 1, 1, 1, 1)).reshape(-1).to(torch.bool)
+            self._occ_any = bool(self.occupancy.any())
             self._occ_key = key
         return self._occ_flat
 
@@ -353,6 +358,8 @@ class SceneModel(nn.Module):
         background cell. Same cells as :meth:`occupied`, computed per axis in voxel units on the
         padded grid (out-of-grid points land in the empty border), int32 throughout."""
         table = self._occ_table()
+        if not self._occ_any:  # no background (e.g. an actor-library model)
+            return torch.zeros(o.shape[0], t.shape[0], dtype=torch.bool)
         v = self.cfg.occ_voxel_m
         u0 = (o - self.aabb_min) / v + 1.0  # (R, 3) padded voxel coordinates
         du = d / v
@@ -484,11 +491,26 @@ class SceneModel(nn.Module):
         C = cfg.feat_dim
         sig_b = torch.zeros_like(tb)
         feat_b = torch.zeros(*tb.shape, C)
-        if vb.any():
-            pts = (origins[:, None, :] + dirs[:, None, :] * tb[..., None])[vb]
+        rendering = generator is None and not torch.is_grad_enabled()
+        K = tb.shape[1]
+        k1 = K // 2 if rendering and self.early_stop > 0 and K >= 4 else K
+        if vb[:, :k1].any():
+            v1 = vb[:, :k1]
+            pts = (origins[:, None, :] + dirs[:, None, :] * tb[:, :k1, None])[v1]
             s_, f_ = self.background(pts)
-            sig_b = sig_b.masked_scatter(vb, s_)
-            feat_b = feat_b.index_put((vb,), f_)
+            sig_b[:, :k1] = sig_b[:, :k1].masked_scatter(v1, s_)
+            feat_b[:, :k1] = feat_b[:, :k1].index_put((v1,), f_)
+        if k1 < K:
+            # early ray termination (rendering only): the second half of the background samples is
+            # evaluated only on rays whose transmittance after the first half exceeds `early_stop`
+            # (the skipped samples carry at most that much weight)
+            trans1 = torch.exp(-(sig_b[:, :k1] * wb[:, :k1]).sum(1))
+            v2 = vb[:, k1:] & (trans1 > self.early_stop)[:, None]
+            if v2.any():
+                pts = (origins[:, None, :] + dirs[:, None, :] * tb[:, k1:, None])[v2]
+                s_, f_ = self.background(pts)
+                sig_b[:, k1:] = sig_b[:, k1:].masked_scatter(v2, s_)
+                feat_b[:, k1:] = feat_b[:, k1:].index_put((v2,), f_)
         act_b = torch.zeros_like(vb)
         A = actors.slot.shape[0]
         rows: Tensor | None = None  # rays with actor samples (None: all rays)
