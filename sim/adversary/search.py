@@ -98,7 +98,8 @@ class AttackConfig:
             first saves oracle time; ``oracle_params`` go to every listed oracle).
         check_solvable: run the oracle on every failure (False keeps unchecked failures, for
             quick counts; nothing is written then).
-        population: CEM population (None = ``clip(round(budget / 10), 8, 30)``: ten generations).
+        population: CEM population (None = ``clip(round(budget / 20), 8, 30)``: about twenty
+            generations; small populations adapt sooner, which matters at a 200-episode budget).
         elite_frac, smoothing, min_std: CEM elite fraction, update smoothing, std floor (unit cube).
         dedupe_radius: L-infinity radius (unit cube) within which two failures are one case.
     """
@@ -342,7 +343,7 @@ class _Sampler:
 
     def __init__(self, method: str, dim: int, budget: int, cfg: AttackConfig, rng: np.random.Generator) -> None:
         self.method, self.dim, self.cfg, self.rng = method, dim, cfg, rng
-        self.pop = cfg.population or int(np.clip(round(budget / 10), 8, 30))
+        self.pop = cfg.population or int(np.clip(round(budget / 20), 8, 30))
         self.mean = np.full(dim, 0.5)
         self.std = np.full(dim, 0.3)
         self.generation = 0
