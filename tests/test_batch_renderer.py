@@ -143,3 +143,24 @@ def test_rollout_api_is_the_public_episode_api(tmp_path: Path) -> None:
     assert np.array_equal(m.actions, by_name.actions) and np.array_equal(m.actions, by_spec.actions)
     assert np.array_equal(m.observations[0]["lidar"], by_name.observations[0]["lidar"])
     assert not np.array_equal(m.observations[0]["lidar"], a.observations[0]["lidar"])
+
+
+def test_planner_gap_bench_scores_mesh_and_neural_on_matching_scenarios(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                                         tiny_log: Path) -> None:
+    import json
+
+    from sim.bench.closed_loop import run_planner_gap_bench
+
+    bundle = build_tiny_bundle(tmp_path_factory, tiny_log)
+    f = tmp_path / "tiny_drive.yaml"
+    f.write_text(f"version: 1\nname: tiny_drive\nscene: {{log: {tiny_log}}}\nhorizon_s: 1.0\n")
+    out = tmp_path / "gap.json"
+    res = run_planner_gap_bench(bundle, tiny_log, out, scenarios=[LIBRARY / "stopped_vehicle.yaml", f], horizon_s=0.1,
+                                lidar=(8, 128), threads=1)
+    gap = json.loads(out.read_text())["planner_gap"]
+    assert gap == json.loads(json.dumps(res["planner_gap"]))
+    (row,) = gap["scenarios"]
+    assert row["scenario"] == "tiny_drive" and row["steps_mesh"] == row["steps_neural"] == 1
+    assert 0.0 <= row["score_neural"] <= 1.0 and row["gap"] == pytest.approx(row["score_mesh"] - row["score_neural"])
+    assert gap["skipped"][0]["scenario"].endswith("stopped_vehicle.yaml") and "tiny" in gap["skipped"][0]["reason"]
+    assert gap["lidar"] == "8x128" and gap["neural_s_per_step"] > 0

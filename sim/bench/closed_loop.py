@@ -12,6 +12,9 @@ Writes ``benchmarks/results/closed_loop.json`` with:
   ahead (whole-image PSNR and PSNR inside the inserted actor's truth silhouette).
 * ``planner_gap``: the score of the sensor-only planner ``lidar_stack`` on ``mesh`` vs ``neural``
   LiDAR on scenario files of the bundle's town (the sim-to-real gap of the sensor model).
+
+:func:`run_planner_gap_bench` measures only the planner gap (scenario count, horizon, seeds and
+LiDAR resolution as parameters) into ``benchmarks/results/planner_gap.json``.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from sim.errors import LoopdriveError
 from sim.log import read_log, write_json_atomic
 
-__all__ = ["run_closed_loop_bench"]
+__all__ = ["DEFAULT_GAP_SCENARIOS", "planner_gap", "run_closed_loop_bench", "run_planner_gap_bench"]
 
 log = logging.getLogger(__name__)
 
@@ -182,52 +186,138 @@ def _edits(bundle: Path, log_dir: Path, neural_cls: Any, mesh: Any, *, frames: i
                                "asset": cars[0].key if cars else None, "distance_ahead_m": 12.0}}
 
 
-def _planner_gap(bundle: Path, log_dir: Path, scenarios: list[Path], horizon_s: float) -> dict[str, Any]:
-    from agents.rollout import run_planner_episode
+#: scenario files (``scenarios/<name>.yaml``) of the planner gap when none are given: a stopped car,
+#: a braking lead, a cyclist and the logged drive -- situations a LiDAR-only planner must see
+DEFAULT_GAP_SCENARIOS = ("stopped_vehicle", "lead_brake_hard", "cyclist_in_lane", "logged_drive")
+SCENARIO_LIBRARY = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def _load() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def planner_gap(
+    bundle: str | os.PathLike[str],
+    log_dir: str | os.PathLike[str],
+    scenarios: list[Path] | None = None,
+    *,
+    horizon_s: float = 6.0,
+    max_scenarios: int | None = None,
+    seeds: tuple[int, ...] = (0,),
+    lidar: tuple[int, int] = (32, 1024),
+    planner: str = "lidar_stack",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The sim-to-real gap of the sensor model: ``planner`` (a LiDAR-only planner) driven closed
+    loop on ``mesh`` (exact) and on ``neural`` (the bundle) LiDAR, same scenario, seed and horizon
+    (``horizon_s`` cuts each file's, s); ``gap`` = score on mesh - score on neural (0 = the planner
+    cannot tell the sensor models apart).
+
+    Scenarios: files (default :data:`DEFAULT_GAP_SCENARIOS` of the scenario library), only those on
+    the bundle's town (synthetic preset/seed of ``log_dir``, or the log itself), at most
+    ``max_scenarios``. Inserted actors are rendered by the scenario's ``asset`` s when it has an
+    actor library, else by the nearest reconstructed actor of their class of this very bundle.
+    LiDAR: ``lidar`` = (beams, azimuth steps). Per episode: score, how it ended, steps and wall
+    seconds (with the 1-min load average of the machine)."""
     from sim import engine
     from sim.actor_library import ActorLibrary
+    from sim.batch import drive_episode, episode_scene
     from sim.metrics import compute_metrics
+    from sim.recon.bundle import load_bundle
     from sim.render.mesh import MeshRenderer
     from sim.render.neural import NeuralRenderer
     from sim.scenario import load_scenario
     from sim.sensors import LidarSpec, SensorRig
 
+    bundle, log_dir = Path(bundle), Path(log_dir)
+    if scenarios is None:
+        scenarios = [SCENARIO_LIBRARY / f"{n}.yaml" for n in DEFAULT_GAP_SCENARIOS]
     syn = read_log(log_dir).meta.get("synth") or {}
-    rig = SensorRig((), LidarSpec())
+    rig = SensorRig((), dataclasses.replace(LidarSpec(), beams=int(lidar[0]), azimuth_steps=int(lidar[1])))
     rows, skipped = [], []
-    # inserted actors take the nearest reconstructed actor of their class from this bundle
-    tmp = tempfile.TemporaryDirectory(prefix="loopdrive-lib-")
-    lib = ActorLibrary(Path(tmp.name) / "lib")
-    lib.add_bundle(bundle)
-    neural = NeuralRenderer(bundle=bundle, library=lib)
-    for path in scenarios:
-        spec = load_scenario(path)
-        sc = spec.scene
-        if sc.log is None and (sc.town, sc.seed) != (syn.get("preset"), syn.get("seed")):
-            skipped.append({"scenario": str(path), "reason": f"town {sc.town}/{sc.seed} is not the bundle's {syn.get('preset')}/{syn.get('seed')}"})
-            continue
-        spec = dataclasses.replace(spec, horizon_s=min(spec.horizon_s, horizon_s))
-        c = engine.compile_scenario(spec)
-        mesh = MeshRenderer(c.scene) if sc.log is None else MeshRenderer.from_log(sc.log)
-        scores = {}
-        try:
-            for name, r in (("mesh", mesh), ("neural", neural)):
-                res = run_planner_episode(spec, "lidar_stack", 0, compiled=c, renderer=r, rig=rig, observation=("ego", "lidar"))
-                if res.record is None:
-                    scores[name] = (0.0, res.status, res.termination)
-                    continue
-                _, score = compute_metrics(res.record)
-                scores[name] = (float(score) if res.status == "ok" else 0.0, res.status, res.termination or res.error)
-        finally:
-            mesh.close()
-        rows.append({"scenario": spec.name, "score_mesh": scores["mesh"][0], "score_neural": scores["neural"][0],
-                     "end_mesh": scores["mesh"][2], "end_neural": scores["neural"][2], "horizon_s": spec.horizon_s})
-    tmp.cleanup()
-    gap = [r["score_mesh"] - r["score_neural"] for r in rows]
-    return {"planner": "lidar_stack", "scenarios": rows, "skipped": skipped,
+    b = load_bundle(bundle)
+    with tempfile.TemporaryDirectory(prefix="loopdrive-lib-") as tmp:
+        own_lib = ActorLibrary(Path(tmp) / "lib")
+        own_lib.add_bundle(b)
+        for path in scenarios:
+            if max_scenarios is not None and len(rows) >= max_scenarios * len(seeds):
+                break
+            spec = load_scenario(path)
+            sc = spec.scene
+            if sc.log is None and (sc.town, sc.seed) != (syn.get("preset"), syn.get("seed")):
+                skipped.append({"scenario": str(path), "reason": f"town {sc.town}/{sc.seed} is not the bundle's {syn.get('preset')}/{syn.get('seed')}"})
+                continue
+            if sc.log is not None and Path(sc.log).resolve() != log_dir.resolve():
+                skipped.append({"scenario": str(path), "reason": f"log {sc.log} is not the bundle's {log_dir}"})
+                continue
+            spec = dataclasses.replace(spec, horizon_s=min(spec.horizon_s, horizon_s),
+                                       scene=dataclasses.replace(sc, bundle=bundle, renderer="neural"))
+            c = engine.compile_scenario(spec, episode_scene(spec))
+            mesh = MeshRenderer(c.scene) if sc.log is None else MeshRenderer.from_log(sc.log)
+            lib = {} if sc.actor_library is not None else {"library": own_lib}
+            neural = NeuralRenderer.from_scenario(spec, c.scene, bundle=b, **lib)
+            try:
+                neural.plan(engine.reset(c, np.random.default_rng(0)).world(0))
+            except LoopdriveError as exc:  # an inserted actor without any reconstruction of its class
+                skipped.append({"scenario": str(path), "reason": exc.one_line()})
+                mesh.close()
+                continue
+            try:
+                for seed in seeds:
+                    row: dict[str, Any] = {"scenario": spec.name, "seed": seed, "horizon_s": spec.horizon_s}
+                    for name, r in (("mesh", mesh), ("neural", neural)):
+                        t0 = time.perf_counter()
+                        res = drive_episode(spec, planner, seed, compiled=c, renderer=r, rig=rig, observation=("ego", "lidar"))
+                        wall = time.perf_counter() - t0
+                        score = 0.0
+                        if res.record is not None and res.status == "ok":
+                            score = float(compute_metrics(res.record)[1])
+                        row.update({f"score_{name}": score, f"end_{name}": res.termination if res.status == "ok" else res.error,
+                                    f"steps_{name}": res.steps, f"wall_s_{name}": round(wall, 2), f"load_1m_{name}": _load()})
+                    row["gap"] = row["score_mesh"] - row["score_neural"]
+                    rows.append(row)
+                    if progress is not None:
+                        progress(f"planner gap {spec.name} seed {seed}: mesh {row['score_mesh']:.3f}, neural {row['score_neural']:.3f} "
+                                 f"({row['steps_neural']} steps, neural {row['wall_s_neural']:.0f} s)")
+            finally:
+                mesh.close()
+    gap = [r["gap"] for r in rows]
+    steps = sum(r["steps_neural"] for r in rows)
+    return {"planner": planner, "lidar": f"{lidar[0]}x{lidar[1]}", "horizon_s": horizon_s, "seeds": list(seeds),
+            "scenarios": rows, "skipped": skipped,
             "mean_score_mesh": float(np.mean([r["score_mesh"] for r in rows])) if rows else None,
             "mean_score_neural": float(np.mean([r["score_neural"] for r in rows])) if rows else None,
-            "mean_gap": float(np.mean(gap)) if gap else None}
+            "mean_gap": float(np.mean(gap)) if gap else None,
+            "neural_s_per_step": (sum(r["wall_s_neural"] for r in rows) / steps) if steps else None}
+
+
+def run_planner_gap_bench(
+    bundle: str | os.PathLike[str],
+    log_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = "benchmarks/results/planner_gap.json",
+    *,
+    scenarios: list[Path] | None = None,
+    max_scenarios: int | None = 3,
+    horizon_s: float = 3.0,
+    seeds: tuple[int, ...] = (0,),
+    lidar: tuple[int, int] = (32, 1024),
+    threads: int = 2,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Only the sensor-only planner gap (:func:`planner_gap`), written to ``out`` (JSON) with the
+    machine (CPU count, torch threads, load average before and after)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    machine = _machine()
+    t0 = time.perf_counter()
+    gap = planner_gap(bundle, log_dir, scenarios, horizon_s=horizon_s, max_scenarios=max_scenarios, seeds=seeds, lidar=lidar,
+                      progress=progress)
+    res = {"benchmark": "planner_gap", "bundle": str(bundle), "log": str(log_dir), "machine": machine,
+           "load_avg_1m_after": _load(), "wall_s": round(time.perf_counter() - t0, 1), "planner_gap": gap}
+    if out is not None:
+        write_json_atomic(Path(out), res)
+    return res
 
 
 def run_closed_loop_bench(
@@ -279,7 +369,7 @@ def run_closed_loop_bench(
     finally:
         mesh.close()
     if scenarios:
-        res["planner_gap"] = _planner_gap(bundle, log_dir, [Path(s) for s in scenarios], horizon_s)
+        res["planner_gap"] = planner_gap(bundle, log_dir, [Path(s) for s in scenarios], horizon_s=horizon_s, progress=progress)
         note(f"planner gap: {res['planner_gap']['mean_gap']}")
     if out is not None:
         write_json_atomic(Path(out), res)
