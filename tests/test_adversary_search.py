@@ -114,3 +114,20 @@ def test_sample_cases_are_valid_deterministic_uniform_draws(base: Path, tmp_path
         ep = expand(f)[0]
         assert ep.planner == "idm" and ep.spec.horizon_s == 2.0
         assert [x.id for x in ep.spec.actors if getattr(x, "id", None) == "adversary"]
+
+
+def test_attack_cli_reports_distinct_failures(base: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    out = tmp_path / "attack"
+    r = CliRunner().invoke(app, ["attack", "--planner", BlindThrottle.name, "--base", str(base), "--method", "cem", "--budget", "2",
+                                 "--template", "lead_brake", "--horizon", "3", "--oracle", "idm", "--seed", "3", "--out", str(out),
+                                 "--generated-dir", str(tmp_path / "gen")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"{summary['distinct_failures']} distinct" in r.output
+    assert summary["distinct_failures"] >= 1 and len(list((tmp_path / "gen").glob("*.yaml"))) == summary["solvable_failures"]

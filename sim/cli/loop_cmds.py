@@ -85,11 +85,12 @@ def attack_cmd(
         task = prog.add_task(f"{planner} / {method}", total=budget, info="")
         res = attack(base, cfg, out=out, generated_dir=generated_dir,
                      progress=lambda d, n, f: prog.update(task, completed=d, info=f"[red]{f} failures"))  # fmt: skip
-    t = Table("episodes", "failures", "solvable failures")
+    t = Table("episodes", "failures", "solvable failures", "distinct")
     for row in res.per_budget:
-        t.add_row(str(row["episodes"]), str(row["failures"]), str(row["solvable_failures"]))
+        t.add_row(str(row["episodes"]), str(row["failures"]), str(row["solvable_failures"]), str(row.get("distinct_failures", "")))
     console.print(t)
-    console.print(f"{res.n_solvable} solvable failures ({res.n_failures - res.n_solvable} discarded as unsolvable); files in {generated_dir}; summary {out / 'summary.json'}", highlight=False)
+    console.print(f"{res.n_solvable} solvable failures, {res.n_distinct} distinct (L-inf radius {cfg.dedupe_radius} in the unit cube); "
+                  f"{res.n_failures - res.n_solvable} discarded as unsolvable; files in {generated_dir}; summary {out / 'summary.json'}", highlight=False)  # fmt: skip
 
 
 @app.command("export")
