@@ -137,8 +137,12 @@ def _renderer_factory(name: str) -> Any:
     from sim.render.base import RENDERERS
 
     if name not in RENDERERS:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(f"sim.render.{name}")
+        # the built-in backends register on import (so an unknown name lists all of them)
+        for mod in (name, "mesh", "neural", "composite"):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(f"sim.render.{mod}")
+            if name in RENDERERS:
+                break
     try:
         return RENDERERS.get(name)
     except LoopdriveError as exc:
