@@ -101,8 +101,13 @@ def load_scene(spec: ScenarioSpec) -> SceneLike:
 
 @dataclass(frozen=True, eq=False)
 class DrivableRaster:
-    """Lane areas rasterised: ``mask[row, col]`` True on the road; cell (row, col) covers
-    x in [x0 + col*res, ...), y in [y0 + row*res, ...). Metres."""
+    """Lane areas, grown by the metrics' drivable tolerance, rasterised: ``mask[row, col]`` True
+    on the road; cell (row, col) covers x in [x0 + col*res, ...), y in [y0 + row*res, ...). Metres.
+
+    The growth (``sim.metrics.DRIVABLE_TOLERANCE_M``, 0.3 m, nuPlan's) makes the engine's off-road
+    termination agree with the ``offroad`` metric: an episode is only ended for a footprint corner
+    the metric also counts as off the drivable area (cells crossed by the boundary count as road,
+    so the engine may end such an episode up to one cell later, never earlier)."""
 
     mask: B_
     x0: float
@@ -110,8 +115,12 @@ class DrivableRaster:
     res: float
 
     @classmethod
-    def from_map(cls, lane_map: LaneMap, res: float = 0.25, margin: float = 10.0) -> DrivableRaster:
+    def from_map(cls, lane_map: LaneMap, res: float = 0.25, margin: float = 10.0, tolerance: float | None = None) -> DrivableRaster:
         from PIL import Image, ImageDraw
+
+        from sim.metrics import DRIVABLE_TOLERANCE_M
+
+        tol = DRIVABLE_TOLERANCE_M if tolerance is None else float(tolerance)
 
         xmin, ymin, xmax, ymax = lane_map.bounds
         x0, y0 = xmin - margin, ymin - margin
@@ -120,7 +129,7 @@ class DrivableRaster:
         img = Image.new("L", (w, h), 0)
         dr = ImageDraw.Draw(img)
         for ln in lane_map.lanes.values():
-            poly = ln.polygon
+            poly = ln.polygon.buffer(tol, join_style="mitre") if tol > 0 else ln.polygon
             for g in getattr(poly, "geoms", [poly]):
                 pts = np.asarray(g.exterior.coords)
                 dr.polygon([((px - x0) / res, (py - y0) / res) for px, py in pts], fill=255, outline=255)

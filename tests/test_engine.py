@@ -129,6 +129,29 @@ def test_offroad_and_episode_state_errors(scene):
         engine.step(st, np.zeros(2))
 
 
+@pytest.mark.parametrize("steer", [-0.6, -0.25, 0.15, 0.4])
+def test_offroad_termination_agrees_with_the_offroad_metric(scene, steer):
+    # the engine ends an episode for leaving the road only where the metric (nuPlan's 0.3 m
+    # drivable tolerance) also counts a footprint corner off the road; never on an in-tolerance graze
+    import shapely
+
+    from sim.metrics import DRIVABLE_TOLERANCE_M, box_corners
+
+    c = engine.compile_scenario(ScenarioSpec(horizon_s=12.0, actors=(RemoveOp("car_1"),)), scene)
+    area = shapely.union_all([ln.polygon for ln in c.lane_map.lanes.values()])
+    st = engine.reset(c, np.random.default_rng(0))
+    worst = []
+    while not st.done[0]:
+        st = engine.step(st, np.array([0.5, steer]))
+        corners = box_corners(st.x[:1, 0], st.y[:1, 0], st.yaw[:1, 0], c.length[0], c.width[0]).reshape(-1, 2)
+        worst.append(float(shapely.distance(area, shapely.points(corners)).max()))
+    if st.offroad[0]:
+        assert worst[-1] > DRIVABLE_TOLERANCE_M
+        assert all(w <= DRIVABLE_TOLERANCE_M + 0.5 for w in worst[:-1])  # ended within a raster cell
+    else:
+        assert max(worst) <= DRIVABLE_TOLERANCE_M + 0.36  # never off by more than one cell
+
+
 def test_truncated_at_horizon_and_world_view(scene):
     c = engine.compile_scenario(ScenarioSpec(horizon_s=1.0, actors=(RemoveOp("car_1"),)), scene)
     hist = _run(c, [np.zeros(2)] * 20)
