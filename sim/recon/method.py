@@ -402,9 +402,9 @@ class LoopdriveReconModel(Model):
 # ------------------------------------------------------------------------------------- methods
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
-        "iterations": 3000,
+        "iterations": 2500,
         "model": {},
-        "datamanager": {},
+        "datamanager": {"patches": 8, "lidar_rays": 512},
         "lr_grid": 1e-2,
         "lr_net": 3e-3,
     },
