@@ -27,10 +27,11 @@ Moving, removing or inserting an actor is a change of the actor poses given to
 CPU speed: the hash-grid arithmetic runs level/corner-major in int32 with a ``bincount`` backward;
 occupancy tests index a padded, flattened grid with ``index_select``. When rendering (no grad, no
 jitter) two shortcuts apply, both bounded against the training path (tested): actor samples are
-made only for rays passing through an actor's bounding sphere, and the second half of a ray's
-background samples is skipped once its transmittance is below ``early_stop`` (1e-4). Renders run
-in chunks of 2048 rays so temporaries stay small and are reused by the allocator. On the shared
-2-core machine one torch thread is much faster than two under load (threads wait on each other).
+made only for rays passing through an actor's bounding sphere, and a ray's background samples
+are evaluated in stages (4, 4, the rest), each only on rays whose transmittance is still above
+``early_stop`` (1e-4). Renders run in chunks of 2048 rays so temporaries stay small and are
+reused by the allocator. On the shared 2-core machine one torch thread is much faster than two
+under load (threads wait on each other).
 """
 
 from __future__ import annotations
@@ -300,8 +301,8 @@ class SceneModel(nn.Module):
             raise ValueError(f"occupancy shape {tuple(occupancy.shape)} != config {cfg.occ_shape}")
         self.register_buffer("occupancy", occupancy.to(torch.bool))
         self._occ_key: tuple[Any, ...] | None = None
-        #: rendering only: skip the second half of a ray's background samples once its
-        #: transmittance is below this (0 = evaluate every sample, the reference path)
+        #: rendering only: stop evaluating a ray's background samples once its transmittance is
+        #: below this (0 = evaluate every sample, the reference path)
         self.early_stop = 1e-4
         self._occ_flat = torch.zeros(0, dtype=torch.bool)
         self._occ_any = False
@@ -501,24 +502,21 @@ class SceneModel(nn.Module):
         feat_b = torch.zeros(*tb.shape, C)
         rendering = generator is None and not torch.is_grad_enabled()
         K = tb.shape[1]
-        k1 = K // 2 if rendering and self.early_stop > 0 and K >= 4 else K
-        if vb[:, :k1].any():
-            v1 = vb[:, :k1]
-            pts = (origins[:, None, :] + dirs[:, None, :] * tb[:, :k1, None])[v1]
-            s_, f_ = self.background(pts)
-            sig_b[:, :k1] = sig_b[:, :k1].masked_scatter(v1, s_)
-            feat_b[:, :k1] = feat_b[:, :k1].index_put((v1,), f_)
-        if k1 < K:
-            # early ray termination (rendering only): the second half of the background samples is
-            # evaluated only on rays whose transmittance after the first half exceeds `early_stop`
-            # (the skipped samples carry at most that much weight)
-            trans1 = torch.exp(-(sig_b[:, :k1] * wb[:, :k1]).sum(1))
-            v2 = vb[:, k1:] & (trans1 > self.early_stop)[:, None]
-            if v2.any():
-                pts = (origins[:, None, :] + dirs[:, None, :] * tb[:, k1:, None])[v2]
+        # early ray termination (rendering only): background samples are evaluated in stages
+        # (4, 4, the rest); a stage runs only on rays whose transmittance after the previous stages
+        # is above `early_stop` (the skipped samples carry at most that much weight)
+        bounds = sorted({min(4, K), min(8, K), K}) if rendering and self.early_stop > 0 else [K]
+        k0 = 0
+        for k1 in bounds:
+            v = vb[:, k0:k1]
+            if k0 > 0:
+                v = v & (torch.exp(-(sig_b[:, :k0] * wb[:, :k0]).sum(1)) > self.early_stop)[:, None]
+            if v.any():
+                pts = (origins[:, None, :] + dirs[:, None, :] * tb[:, k0:k1, None])[v]
                 s_, f_ = self.background(pts)
-                sig_b[:, k1:] = sig_b[:, k1:].masked_scatter(v2, s_)
-                feat_b[:, k1:] = feat_b[:, k1:].index_put((v2,), f_)
+                sig_b[:, k0:k1] = sig_b[:, k0:k1].masked_scatter(v, s_)
+                feat_b[:, k0:k1] = feat_b[:, k0:k1].index_put((v,), f_)
+            k0 = k1
         act_b = torch.zeros_like(vb)
         A = actors.slot.shape[0]
         rows: Tensor | None = None  # rays with actor samples (None: all rays)
