@@ -37,6 +37,7 @@ import shapely
 from numpy.typing import NDArray
 
 from sim.registry import Registry
+from sim.world import box_corners, boxes_overlap
 
 __all__ = [
     "COMFORT_LIMITS",
@@ -267,41 +268,6 @@ def progress_route(lane_map: Any, route: Sequence[str]) -> tuple[str, ...]:
                 continue
         out.append(lid)
     return tuple(out)
-
-
-# ----------------------------------------------------------------------------- box geometry
-def box_corners(x: Any, y: Any, yaw: Any, length: Any, width: Any) -> FloatArray:
-    """Corners (..., 4, 2) of oriented boxes (centre x, y; heading yaw; length along heading)."""
-    x, y, yaw, length, width = np.broadcast_arrays(
-        *(np.asarray(v, np.float64) for v in (x, y, yaw, length, width))
-    )
-    c, s = np.cos(yaw), np.sin(yaw)
-    hl, hw = length / 2.0, width / 2.0
-    dx = np.stack([hl, -hl, -hl, hl], axis=-1)
-    dy = np.stack([hw, hw, -hw, -hw], axis=-1)
-    cx = x[..., None] + c[..., None] * dx - s[..., None] * dy
-    cy = y[..., None] + s[..., None] * dx + c[..., None] * dy
-    return np.stack([cx, cy], axis=-1)
-
-
-def boxes_overlap(a: Sequence[Any], b: Sequence[Any]) -> NDArray[np.bool_]:
-    """Broadcast separating-axis test of oriented boxes ``a``, ``b`` = (x, y, yaw, length, width);
-    True where the boxes intersect (touching counts)."""
-    ax, ay, ayaw, al, aw = (np.asarray(v, np.float64) for v in a)
-    bx, by, byaw, bl, bw = (np.asarray(v, np.float64) for v in b)
-    dx, dy = bx - ax, by - ay
-    ok = np.ones(np.broadcast(dx, ayaw, byaw, al, bl).shape, bool)
-    for yaw in (ayaw, ayaw + np.pi / 2, byaw, byaw + np.pi / 2):
-        ux, uy = np.cos(yaw), np.sin(yaw)
-        dist = np.abs(dx * ux + dy * uy)
-        ra = al / 2 * np.abs(np.cos(ayaw) * ux + np.sin(ayaw) * uy) + aw / 2 * np.abs(
-            -np.sin(ayaw) * ux + np.cos(ayaw) * uy
-        )
-        rb = bl / 2 * np.abs(np.cos(byaw) * ux + np.sin(byaw) * uy) + bw / 2 * np.abs(
-            -np.sin(byaw) * ux + np.cos(byaw) * uy
-        )
-        ok &= dist <= ra + rb
-    return ok
 
 
 # ------------------------------------------------------------------------------- registry
