@@ -54,7 +54,7 @@ def planners_cmd() -> None:
 @app.command("leaderboard")
 def leaderboard_cmd(
     paths: list[Path] = typer.Argument(..., help="Scenario files or folders."),
-    planners: str = typer.Option("log_replay,idm,pdm_closed,lidar_stack", "--planners", "-p", help="Comma-separated planner names."),
+    planners: str = typer.Option("log_replay,idm,pdm_closed,lidar_stack,bc_policy", "--planners", "-p", help="Comma-separated planner names."),
     out: Path = typer.Option(Path("out/leaderboard"), "--out", "-o", help="Folder for the runs and the tables."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Episodes in parallel per planner."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs in --out."),
