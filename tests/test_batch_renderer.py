@@ -63,10 +63,10 @@ def test_batch_renders_lidar_with_the_renderer_override(tmp_path: Path, spy_back
     from sim.render.mesh import MeshRenderer
     from sim.scenario import expand
 
-    f = _lidar_scenario(tmp_path, "{town: small, seed: 0}", horizon=0.5)
+    f = _lidar_scenario(tmp_path, "{town: small, seed: 0}", horizon=0.3)
     s = run_batch([f], tmp_path / "run", renderer="test_spy_mesh")
     assert s.failed == 0, s.errors
-    assert spy_backend.renders == 5 and spy_backend.closed == 1  # one LiDAR frame per step, closed after
+    assert spy_backend.renders == 3 and spy_backend.closed == 1  # one LiDAR frame per step, closed after
     row = read_episode(tmp_path / "run", "lidar_follow__s0")["row"]
     # the same episode through the public API with the mesh backend: identical score
     ep = expand(f)[0]
@@ -126,7 +126,7 @@ def test_rollout_api_is_the_public_episode_api(tmp_path: Path) -> None:
     from sim.render.mesh import MeshRenderer
     from sim.scenario import load_scenario
 
-    spec = dataclasses.replace(load_scenario(_lidar_scenario(tmp_path, "{town: small, seed: 0}")), horizon_s=0.4)
+    spec = dataclasses.replace(load_scenario(_lidar_scenario(tmp_path, "{town: small, seed: 0}")), horizon_s=0.2)
     a = run_planner_episode(spec, "lidar_stack", 2, observation=("ego", "lidar"), record_observations=True)
     b = drive_episode(spec, "lidar_stack", 2, observation=("ego", "lidar"), record_observations=True)
     assert a.status == b.status == "ok" and np.array_equal(a.actions, b.actions)
@@ -164,3 +164,4 @@ def test_planner_gap_bench_scores_mesh_and_neural_on_matching_scenarios(tmp_path
     assert 0.0 <= row["score_neural"] <= 1.0 and row["gap"] == pytest.approx(row["score_mesh"] - row["score_neural"])
     assert gap["skipped"][0]["scenario"].endswith("stopped_vehicle.yaml") and "tiny" in gap["skipped"][0]["reason"]
     assert gap["lidar"] == "8x128" and gap["neural_s_per_step"] > 0
+    assert len(row["max_action_diff"]) == 2 and min(row["max_action_diff"]) >= 0.0

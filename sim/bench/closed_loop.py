@@ -218,7 +218,8 @@ def planner_gap(
     ``max_scenarios``. Inserted actors are rendered by the scenario's ``asset`` s when it has an
     actor library, else by the nearest reconstructed actor of their class of this very bundle.
     LiDAR: ``lidar`` = (beams, azimuth steps). Per episode: score, how it ended, steps and wall
-    seconds (with the 1-min load average of the machine)."""
+    seconds (with the 1-min load average of the machine), and the largest difference of the applied
+    [accel m/s², steer rad] between the two runs (0 = the sensor model did not change the drive)."""
     from sim import engine
     from sim.actor_library import ActorLibrary
     from sim.batch import drive_episode, episode_scene
@@ -265,16 +266,21 @@ def planner_gap(
             try:
                 for seed in seeds:
                     row: dict[str, Any] = {"scenario": spec.name, "seed": seed, "horizon_s": spec.horizon_s}
+                    acts = {}
                     for name, r in (("mesh", mesh), ("neural", neural)):
                         t0 = time.perf_counter()
                         res = drive_episode(spec, planner, seed, compiled=c, renderer=r, rig=rig, observation=("ego", "lidar"))
                         wall = time.perf_counter() - t0
+                        acts[name] = res.actions
                         score = 0.0
                         if res.record is not None and res.status == "ok":
                             score = float(compute_metrics(res.record)[1])
                         row.update({f"score_{name}": score, f"end_{name}": res.termination if res.status == "ok" else res.error,
                                     f"steps_{name}": res.steps, f"wall_s_{name}": round(wall, 2), f"load_1m_{name}": _load()})
                     row["gap"] = row["score_mesh"] - row["score_neural"]
+                    n = min(len(acts["mesh"]), len(acts["neural"]))
+                    # did the sensor model change the planner's behaviour at all? (max |accel, steer| difference)
+                    row["max_action_diff"] = [float(v) for v in np.abs(acts["mesh"][:n] - acts["neural"][:n]).max(0)] if n else None
                     rows.append(row)
                     if progress is not None:
                         progress(f"planner gap {spec.name} seed {seed}: mesh {row['score_mesh']:.3f}, neural {row['score_neural']:.3f} "
