@@ -71,6 +71,10 @@ class LoopConfig:
             miner's priority, expert collections weight 1.
         epochs, batch_size, lr: BC training.  triggers: mining triggers.  export_kinds: stored kinds.
         workers: batch-run workers.
+        candidates: policies trained per round (training seeds ``seed + j``); the one with the
+            lowest failure rate (then highest score) on a **validation** set is kept: the round-0
+            uniform draws (``init/scenarios``) and the generated cases of the rounds so far --
+            never the nominal library nor the held-out set, which are only reported.
     """
 
     planner: str = "bc_policy"
@@ -98,6 +102,7 @@ class LoopConfig:
     triggers: tuple[str, ...] = ("collision", "near_miss", "hard_brake", "offroad", "rarity")
     export_kinds: tuple[str, ...] = ("bev", "state")
     workers: int = 1
+    candidates: int = 1
 
 
 def loop_rollout(ep: Any, planner: str, params: Mapping[str, Any]) -> Any:
@@ -283,13 +288,51 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
             dirs = [d for d in shard_dirs if Path(d).is_dir() and any(Path(d).glob("*.npz"))]
             if cfg.init_weights and not dirs:
                 new_w = weights
-            else:
+            elif cfg.candidates <= 1:
                 train_bc(load_training_set(dirs), new_w, bc_cfg, plot=False)
+            else:
+                new_w = _train_and_select(cfg, bc_cfg, load_training_set(dirs), rd, new_w, _validation_files(outp, st, r), params)
             finished(f"{key}.train", new_w)
         weights = str(st.get(f"{key}.train"))
     report = {"config": _jsonable(asdict(cfg)), "bases": bases, "heldout_cases": len(heldout), "rounds": _jsonable(evals)}
     _write_report(outp, report)
     return report
+
+
+def _validation_files(outp: Path, st: _State, r: int) -> list[str]:
+    """Validation scenarios of round ``r``'s model selection: the round-0 uniform draws and the
+    cases generated in rounds 0..r (training-side seeds)."""
+    files = sorted(str(p) for p in (outp / "init" / "scenarios").glob("*.yaml"))
+    for k in range(r + 1):
+        if st.done(f"round_{k}.generate"):
+            files += [str(f) for f in st.get(f"round_{k}.generate")]
+    return files
+
+
+def _train_and_select(cfg: LoopConfig, bc_cfg: Any, data: Any, rd: Path, dst: str, val_files: Sequence[str], params: Callable[[str], dict[str, Any]]) -> str:
+    """Train ``cfg.candidates`` policies (seeds ``cfg.seed + j``) into ``rd/cand_<j>``, evaluate each
+    on ``val_files`` and copy the best (lowest failure rate, then highest score) to ``dst``."""
+    import shutil
+
+    from agents.bc import train_bc
+
+    best: tuple[tuple[float, float], Path] | None = None
+    summary = []
+    for j in range(cfg.candidates):
+        w = rd / f"cand_{j}" / "bc.safetensors"
+        if not w.is_file():
+            train_bc(data, w, replace(bc_cfg, seed=cfg.seed + j), plot=False)
+        val = evaluate_policy(val_files, rd / f"cand_{j}" / "eval_val", cfg.planner, params(str(w)), cfg.horizon_s, cfg.workers)
+        k = (float(val["failure_rate"]) if math.isfinite(val["failure_rate"]) else 1.0, -float(val["score"]) if math.isfinite(val["score"]) else 0.0)
+        summary.append({"candidate": j, "weights": str(w), **val})
+        if best is None or k < best[0]:
+            best = (k, w)
+    assert best is not None
+    for suffix in (".safetensors", ".json"):
+        shutil.copyfile(best[1].with_suffix(suffix), Path(dst).with_suffix(suffix))
+    (rd / "selection.json").write_text(json.dumps(_jsonable({"validation_files": len(val_files), "candidates": summary, "chosen": str(best[1])}), indent=1), encoding="utf-8")
+    log.info("kept candidate %s (validation failure rate %.3f)", best[1], best[0][0])
+    return dst
 
 
 def _write_report(outp: Path, report: dict[str, Any]) -> None:

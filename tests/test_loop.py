@@ -98,3 +98,25 @@ def test_init_collects_expert_data_on_uniform_draws_and_failures_carry_their_wei
     shards = export_episodes(items, tmp_path / "shards", expert="idm")
     w = load_shard(shards[0])["weight"]
     assert len(w) > 0 and np.all(w == 3.0)
+
+
+def test_candidate_selection_keeps_the_best_policy_on_validation(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    scen = tmp_path / "tiny_lead.yaml"
+    scen.write_text(SCEN, encoding="utf-8")
+    out = tmp_path / "loop"
+    cfg = replace(_cfg(scen), init_random=2, init_seeds=(0,), candidates=2)
+    with pytest.raises(LoopInterrupted):
+        run_loop(cfg, out, stop_after="round_0.train")
+    sel = json.loads((out / "round_0" / "selection.json").read_text())
+    assert [c["candidate"] for c in sel["candidates"]] == [0, 1]
+    # validation = the two uniform draws (+ generated cases): never the nominal file
+    assert sel["validation_files"] >= 2
+    assert all(c["episodes"] == sel["validation_files"] for c in sel["candidates"])
+    keys = [(c["failure_rate"], -c["score"]) for c in sel["candidates"]]
+    best = sel["candidates"][keys.index(min(keys))]
+    assert sel["chosen"] == best["weights"]
+    assert (out / "round_0" / "bc.safetensors").read_bytes() == Path(best["weights"]).read_bytes()
+    # the candidates differ (different training seeds)
+    assert (out / "round_0" / "cand_0" / "bc.safetensors").read_bytes() != (out / "round_0" / "cand_1" / "bc.safetensors").read_bytes()

@@ -139,6 +139,7 @@ def loop_cmd(
     failure_weight: float = typer.Option(1.0, "--failure-weight", min=0.0, help="Training weight of exported generated-failure steps."),
     oracle: str = typer.Option("idm,pdm_closed", "--oracle", help="Solvability oracle(s), tried in order."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads (the machine is shared)."),
+    candidates: int = typer.Option(1, "--candidates", min=1, help="Policies trained per round; the best on a validation set (uniform draws + generated cases) is kept."),
 ) -> None:
     """Run (or resume) evaluate -> mine -> generate -> export -> retrain rounds; writes report.md/json."""
     import torch
@@ -150,7 +151,7 @@ def loop_cmd(
     cfg = LoopConfig(planner=planner, scenarios=tuple(str(s) for s in scenarios), bases=tuple(str(b) for b in base) or None,
                      rounds=rounds, budget=budget, method=method, horizon_s=horizon, expert=expert, epochs=epochs, seed=seed,
                      init_weights=str(init_weights) if init_weights else None, heldout_budget=heldout_budget,
-                     init_random=init_random, failure_weight=failure_weight, oracle=oracle)  # fmt: skip
+                     init_random=init_random, failure_weight=failure_weight, oracle=oracle, candidates=candidates)  # fmt: skip
     with user_errors(), console.status("data loop") as status:
         rep = run_loop(cfg, out, progress=lambda s: status.update(f"data loop: {s}"))
     console.print((out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
