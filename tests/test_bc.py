@@ -135,3 +135,23 @@ def test_dagger_labels_the_policys_own_states_with_the_expert(scene: Any, tmp_pa
     stamp = written[0].stat().st_mtime_ns
     assert collect_dagger([base], tmp_path / "dagger", weights, seeds=[3], tag="r1", max_steps=12) == written
     assert written[0].stat().st_mtime_ns == stamp
+
+
+def test_the_shipped_policy_loads_by_default_and_drives_a_library_scenario() -> None:
+    import json
+
+    from agents.base import make_planner
+    from agents.bc import SHIPPED_WEIGHTS
+    from sim.scenario import expand_paths
+
+    meta = json.loads(SHIPPED_WEIGHTS.with_suffix(".json").read_text(encoding="utf-8"))
+    assert len(meta["shards"]) >= 100  # trained on expert roll-outs of the library, other seeds
+    assert min(meta["val_loss"]) < 0.1 * meta["initial_val_loss"]
+    planner = make_planner("bc_policy")
+    assert Path(planner.weights) == SHIPPED_WEIGHTS
+    ep = expand_paths([Path(__file__).resolve().parents[1] / "scenarios" / "unprotected_left_turn.yaml"])[0]
+    res = run_planner_episode(ep.spec, planner, ep.seed, observation=(*ep.observation, "bev"))
+    assert res.status == "ok", res.error
+    vals, score = compute_metrics(res.record)
+    assert res.termination != "collision" and vals["collision"].score == 1.0 and vals["offroad"].score == 1.0
+    assert vals["progress"].score > 0.5 and score > 0.5
