@@ -112,3 +112,35 @@ def bench_closed_loop_cmd(
         tab.add_row(f"lidar_stack {row['scenario']} mesh / neural", f"{row['score_mesh']:.3f} / {row['score_neural']:.3f}")
     console.print(tab)
     console.print(f"[green]wrote[/] {out}")
+
+
+@bench_app.command("planner-gap")
+def bench_planner_gap_cmd(
+    bundle: Path = typer.Option(..., "--bundle", help="Scene bundle of the town (trained on --log)."),
+    log: Path = typer.Option(..., "--log", help="The synth drive log the bundle was trained on (mesh truth)."),
+    out: Path = typer.Option(Path("benchmarks/results/planner_gap.json"), "--out", help="Results JSON."),
+    scenarios: list[Path] = typer.Option([], "--scenario", help="Scenario files (repeatable; default: the library files on the bundle's town)."),
+    max_scenarios: int | None = typer.Option(3, "--max-scenarios", min=1, help="At most this many scenarios."),
+    horizon_s: float = typer.Option(3.0, "--horizon", min=0.5, help="Episode horizon, s."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated episode seeds."),
+    lidar: str = typer.Option("32x1024", "--lidar", help="LiDAR beams x azimuth steps."),
+    threads: int = typer.Option(2, "--threads", min=1, help="torch threads."),
+) -> None:
+    """The sim-to-real gap of the sensor model: lidar_stack's score on neural vs mesh LiDAR."""
+    from sim.bench.closed_loop import run_planner_gap_bench
+
+    try:
+        beams, az = (int(v) for v in lidar.lower().split("x"))
+        seed_list = tuple(int(s) for s in seeds.split(","))
+    except ValueError:
+        raise typer.BadParameter("expected --lidar BEAMSxAZIMUTH (e.g. 32x1024) and --seeds as integers") from None
+    with user_errors():
+        res = run_planner_gap_bench(bundle, log, out, scenarios=list(scenarios) or None, max_scenarios=max_scenarios, horizon_s=horizon_s,
+                                    seeds=seed_list, lidar=(beams, az), threads=threads, progress=lambda m: console.log(m))
+    tab = Table(title=f"lidar_stack, mesh vs neural LiDAR ({res['machine']['cpu_count']} CPUs)")
+    for c in ("scenario", "mesh", "neural", "gap"):
+        tab.add_column(c, justify="left" if c == "scenario" else "right")
+    for row in res["planner_gap"].get("scenarios", []):
+        tab.add_row(str(row["scenario"]), f"{row['score_mesh']:.3f}", f"{row['score_neural']:.3f}", f"{row['score_mesh'] - row['score_neural']:+.3f}")
+    console.print(tab)
+    console.print(f"[green]wrote[/] {out}")
