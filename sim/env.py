@@ -26,7 +26,6 @@ scenario horizon. ``info`` carries the per-step metrics (``min_ttc_s``, ``collis
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -181,20 +180,11 @@ class _Core:
 
     # ---------------------------------------------------------------------------- observations
     def renderer(self) -> Any:
+        """The sensor backend, built on first use like a batch episode's (:func:`sim.batch.make_renderer`)."""
         if self._renderer is None:
-            from sim.render.base import RENDERERS
+            from sim.batch import make_renderer
 
-            name = self.renderer_name
-            if name not in RENDERERS:
-                try:
-                    importlib.import_module(f"sim.render.{name}")
-                except ImportError as exc:
-                    log.debug("no built-in renderer module for %r: %s", name, exc)
-            factory = RENDERERS.get(name)
-            # backends that need more than the world source (a scene bundle, asset choices) build
-            # themselves from the scenario
-            from_scenario = getattr(factory, "from_scenario", None)
-            self._renderer = from_scenario(self.spec, self.compiled.scene) if from_scenario is not None else factory(self.compiled.scene)
+            self._renderer = make_renderer(self.spec, self.compiled.scene, self.renderer_name)
         return self._renderer
 
     def observe(self, state: engine.SimState) -> Any:
