@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agents.base import PLANNERS, Control, Observation, ObservationSpec, Planner, PlannerInit
+from sim.dynamics import BicycleState, KinematicBicycle
 from sim.errors import BundleError, ScenarioError
 
 __all__ = [
@@ -259,7 +260,12 @@ def collect_dagger(
     policy ``weights`` while ``expert`` is asked, on the very states the policy visits, what it
     would do; write one shard per episode (``<tag>_<episode_id>.npz``, existing ones kept) whose
     ``action`` is the **expert's** control. Episodes that end in a collision are kept (they are
-    where the labels matter most); episodes that fail to run are skipped."""
+    where the labels matter most); episodes that fail to run are skipped.
+
+    The label is the expert's command passed through the ego's actuation limits from the visited
+    state (:meth:`sim.dynamics.KinematicBicycle.clip_action`: jerk and steer-rate bounds), i.e. the
+    control the engine would have *applied* -- the same kind of label :func:`collect_episodes`
+    records, so expert and DAgger shards agree."""
     from agents.base import make_planner
     from agents.rollout import run_planner_episode
     from sim.scenario import expand_paths
@@ -284,10 +290,13 @@ def collect_dagger(
             if res.status != "ok" or not obs:
                 log.warning("DAgger episode %s failed (%s); skipped", ep.episode_id, res.error)
             else:
+                ego = np.stack([ego_features(o["ego"]) for o in obs])
+                bike = KinematicBicycle()  # the engine's ego limits (only its wheelbase differs)
+                now = BicycleState.from_arrays(np.zeros(len(ego)), np.zeros(len(ego)), np.zeros(len(ego)), ego[:, 0], ego[:, 1], ego[:, 2])
+                cmd = np.stack([np.asarray(o["expert_action"], np.float64) for o in obs])
                 _save_npz_atomic(
-                    dst, bev=np.stack([o["bev"] for o in obs]).astype(np.uint8),
-                    ego=np.stack([ego_features(o["ego"]) for o in obs]),
-                    action=np.stack([np.asarray(o["expert_action"], np.float32) for o in obs]),
+                    dst, bev=np.stack([o["bev"] for o in obs]).astype(np.uint8), ego=ego,
+                    action=bike.clip_action(now, cmd, ep.spec.dt_s).astype(np.float32),
                 )  # fmt: skip
         if dst.exists():
             written.append(dst)
