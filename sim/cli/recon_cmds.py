@@ -30,7 +30,7 @@ def recon_cmd(
     iterations: int | None = typer.Option(None, "--iterations", min=1, help="Override the preset's iteration count."),
     max_minutes: float | None = typer.Option(None, "--max-minutes", min=0.01, help="Stop training after this wall-clock time."),
     seed: int = typer.Option(0, "--seed", help="Seed of the batch sampler and the ray jitter."),
-    threads: int = typer.Option(2, "--threads", min=1, help="torch CPU threads (1 is faster on a busy shared machine)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads (a second thread gains little on 2 cores and loses a lot when they are shared)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --out."),
 ) -> None:
     """Train the decomposed neural scene (nerfstudio method loopdrive-recon) on LOG and write a bundle."""
@@ -92,7 +92,7 @@ def bench_recon_cmd(
     nerfacto: bool = typer.Option(True, "--nerfacto/--no-nerfacto", help="Also train nerfacto for the same wall-clock."),
     out: Path = typer.Option(Path("benchmarks/results/recon.json"), "--out", help="Result JSON."),
     work: Path = typer.Option(Path("out/bench-recon"), "--work", help="Working folder (logs, bundles)."),
-    threads: int = typer.Option(2, "--threads", min=1, help="torch CPU threads for both methods."),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads for both methods."),
 ) -> None:
     """Reconstruction benchmark: train time, held-out / lane-shift PSNR, LiDAR error, render speed, vs nerfacto."""
     from sim.bench.recon import run_recon_bench

@@ -83,7 +83,7 @@ def bench_closed_loop_cmd(
     steps: int = typer.Option(20, "--steps", min=2, help="Env steps per speed measurement."),
     scenarios: list[Path] = typer.Option([], "--scenario", help="Scenario files for the sensor-only planner gap (repeatable)."),
     horizon_s: float = typer.Option(6.0, "--horizon", min=0.5, help="Episode horizon for the planner gap, s."),
-    threads: int = typer.Option(2, "--threads", min=1, help="torch threads."),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch threads."),
     deviation_steps: int = typer.Option(40, "--deviation-steps", min=2, help="Steps of the deviating episode (realism vs lateral offset)."),
     max_offset_m: float = typer.Option(3.0, "--max-offset", min=0.0, help="Lateral offset the deviating episode steers to, m."),
     edit_frames: int = typer.Option(4, "--edit-frames", min=1, help="Logged times scored with an actor removed / inserted."),
@@ -124,7 +124,7 @@ def bench_planner_gap_cmd(
     horizon_s: float = typer.Option(3.0, "--horizon", min=0.5, help="Episode horizon, s."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated episode seeds."),
     lidar: str = typer.Option("32x1024", "--lidar", help="LiDAR beams x azimuth steps."),
-    threads: int = typer.Option(2, "--threads", min=1, help="torch threads."),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch threads."),
 ) -> None:
     """The sim-to-real gap of the sensor model: lidar_stack's score on neural vs mesh LiDAR."""
     from sim.bench.closed_loop import run_planner_gap_bench
