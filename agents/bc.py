@@ -201,6 +201,19 @@ def _save_npz_atomic(path: Path, **arrays: NDArray[Any]) -> None:
         raise
 
 
+def _episodes(paths: Sequence[str | os.PathLike[str]], seeds: Sequence[int] | None) -> list[Any]:
+    """The episodes of the scenario files under ``paths``; with ``seeds``, each one once per seed
+    (episode id suffixed ``__x<seed>``) instead of with the files' own seeds."""
+    from dataclasses import replace
+
+    from sim.scenario import expand_paths
+
+    eps = expand_paths(list(paths))
+    if seeds is None:
+        return eps
+    return [replace(e, seed=int(s), episode_id=f"{e.episode_id}__x{s}") for e in eps for s in seeds]
+
+
 def collect_episodes(
     paths: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -214,13 +227,7 @@ def collect_episodes(
     shard per episode into ``out`` (``<episode_id>.npz``; existing shards are kept, so an interrupted
     collection resumes). ``seeds`` overrides the scenarios' seeds. Failed episodes are skipped."""
     from agents.rollout import run_planner_episode
-    from sim.scenario import expand_paths
-
-    eps = expand_paths(list(paths))
-    if seeds is not None:
-        from dataclasses import replace
-
-        eps = [replace(e, seed=int(s), episode_id=f"{e.episode_id}__x{s}") for e in eps for s in seeds]
+    eps = _episodes(paths, seeds)
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -268,13 +275,7 @@ def collect_dagger(
     records, so expert and DAgger shards agree."""
     from agents.base import make_planner
     from agents.rollout import run_planner_episode
-    from sim.scenario import expand_paths
-
-    eps = expand_paths(list(paths))
-    if seeds is not None:
-        from dataclasses import replace
-
-        eps = [replace(e, seed=int(s), episode_id=f"{e.episode_id}__x{s}") for e in eps for s in seeds]
+    eps = _episodes(paths, seeds)
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
     net, cfg = load_policy(weights)
