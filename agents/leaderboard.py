@@ -19,13 +19,13 @@ import html
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sim.errors import EpisodeStateError, ScenarioError
+from sim.fsutil import atomic_write_text
 
 __all__ = ["RIG_KINDS", "LeaderboardResult", "leaderboard_tables", "run_leaderboard", "sensor_rollout"]
 
@@ -143,14 +143,7 @@ def _html(rows: list[dict[str, Any]], per: dict[str, dict[str, float]], planners
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def run_leaderboard(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 from agents.base import PLANNERS, Control, Observation, ObservationSpec, Planner, PlannerInit
 from sim.dynamics import BicycleLimits
 from sim.errors import BundleError, ScenarioError
+from sim.fsutil import atomic_path
 
 __all__ = ["SB3Planner", "load_sb3", "train_ppo"]
 
@@ -125,13 +125,7 @@ def train_ppo(
     model.learn(total_timesteps=steps, callback=_Cb())
     outp = Path(out)
     outp.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=outp.parent, prefix=f".{outp.stem}.", suffix=".zip")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, outp)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(outp, suffix=".zip") as tmp:
+        model.save(str(tmp))
     env.close()
     return outp

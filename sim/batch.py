@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 import traceback
 import uuid
@@ -41,6 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.errors import EpisodeStateError, LoopdriveError, ScenarioError
+from sim.fsutil import atomic_path, atomic_write_text
 from sim.metrics import METRICS, EpisodeRecord, compute_metrics, progress_route
 from sim.scenario import Episode, expand_paths, scene_context, scene_for, to_builtin
 from sim.sensors import SensorRig, default_rig
@@ -758,18 +758,7 @@ def _json_unsafe(obj: Any) -> Any:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_json_safe(obj), f, indent=1, sort_keys=True, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(_json_safe(obj), indent=1, sort_keys=True, allow_nan=False), fsync=True)
 
 
 def _episodes_dir(out: Path) -> Path:
@@ -858,16 +847,8 @@ def write_results(out: Path, episode_ids: Sequence[str]) -> Path:
             series.append(pl.Series(c, strs, dtype=pl.String))
     df = pl.DataFrame(series) if series else pl.DataFrame({"episode_id": pl.Series([], dtype=pl.String)})
     path = out / "results.parquet"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".results.", suffix=".parquet")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".parquet") as tmp:
         df.write_parquet(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     return path
 
 

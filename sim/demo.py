@@ -27,13 +27,14 @@ import html
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sim.fsutil import atomic_write_text
 
 __all__ = ["DEMO_PLANNERS", "DEMO_SCENARIOS", "DemoResult", "run_demo"]
 
@@ -66,11 +67,7 @@ class DemoResult:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def write_log_overview(log_dir: Path, out: Path, progress: Callable[[int, int], None] | None = None) -> tuple[Path, Path]:

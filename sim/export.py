@@ -46,7 +46,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +55,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.errors import ScenarioError
+from sim.fsutil import atomic_path, atomic_write_text
 from sim.render.base import ArrayWorld
 
 __all__ = [
@@ -128,14 +128,8 @@ def _safe(s: str) -> str:
 
 
 def _save_npz_atomic(path: Path, arrays: Mapping[str, NDArray[Any]]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _worlds(rec: Any, compiled: Any) -> list[ArrayWorld]:
@@ -303,10 +297,7 @@ def _write_manifest(outp: Path) -> None:
             continue
         shards.append({"file": p.name, **{k: meta.get(k) for k in ("episode_id", "scenario", "trigger", "source", "steps", "termination")}})
     doc = {"format": FORMAT_VERSION, "shards": shards}
-    fd, tmp = tempfile.mkstemp(dir=outp, prefix=".manifest.", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(tmp, outp / "manifest.json")
+    atomic_write_text(outp / "manifest.json", json.dumps(doc, indent=1))
 
 
 def load_shard(path: str | os.PathLike[str], *, arrays: bool = True) -> dict[str, Any]:

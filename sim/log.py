@@ -42,6 +42,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from sim.errors import LogFormatError
+from sim.fsutil import atomic_write_text
 
 __all__ = [
     "FORMAT_VERSION",
@@ -230,14 +231,7 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     """Write JSON to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(dumps_json(obj))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, dumps_json(obj))
 
 
 def _round_floats(a: NDArray[np.floating], decimals: int = 6) -> list[Any]:

@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from sim.errors import ScenarioError
+from sim.fsutil import atomic_write_text
 from sim.registry import Registry
 
 __all__ = ["TRIGGERS", "EpisodeData", "MinedEpisode", "load_run", "mine", "parse_trigger", "read_mined"]
@@ -325,10 +325,7 @@ def mine(
                 shutil.copytree(src, tmp)
                 os.replace(tmp, dst)
         doc = {"run": str(run_dir), "triggers": spec, "total": len(eps), "selected": [_clean(m.__dict__) for m in selected]}
-        fd, tmp = tempfile.mkstemp(dir=outp, prefix=".mined.", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, allow_nan=False)
-        os.replace(tmp, outp / "mined.json")
+        atomic_write_text(outp / "mined.json", json.dumps(doc, indent=1, allow_nan=False))
     return selected
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.errors import ScenarioError
+from sim.fsutil import atomic_write_text
 from sim.metrics import METRICS, EpisodeRecord, box_corners
 
 __all__ = [
@@ -438,11 +439,7 @@ def _html_table(df: Any) -> str:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------------------------- compare

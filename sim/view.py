@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.errors import LogFormatError, ScenarioError
+from sim.fsutil import atomic_path
 
 __all__ = ["write_recording"]
 
@@ -172,21 +172,13 @@ def write_recording(source: str | os.PathLike[str], out: str | os.PathLike[str],
         raise ScenarioError(f"expected an output file ending in .rrd, got {out.name!r}", field="out")
     out.parent.mkdir(parents=True, exist_ok=True)
     rec = rr.RecordingStream("loopdrive", recording_id=f"loopdrive-{src.name}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".rrd", dir=out.parent)
-    os.close(fd)
-    try:
-        with rec:
-            rr.save(tmp)
-            rr.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
-            if is_log:
-                _record_log(rr, src, max_points)
-            else:
-                _record_episode(rr, src)
-            rr.disconnect()
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out, suffix=".rrd") as tmp, rec:
+        rr.save(str(tmp))
+        rr.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
+        if is_log:
+            _record_log(rr, src, max_points)
+        else:
+            _record_episode(rr, src)
+        rr.disconnect()
     log.info("wrote rerun recording %s", out)
     return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sim.fsutil import atomic_path
 from sim.geometry import project_points
 from sim.log import DriveLog, Track, read_log
 
@@ -157,14 +157,8 @@ def save_figure_atomic(fig: Any, path: str | os.PathLike[str], **kwargs: Any) ->
     """``fig.savefig`` through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         fig.savefig(tmp, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -286,10 +280,8 @@ def write_preview_video(log_dir: str | os.PathLike[str], out_mp4: str | os.PathL
     canvas = _BevCanvas(dl.map)
     out = Path(out_mp4)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".mp4", dir=out.parent)
-    os.close(fd)
-    try:
-        writer = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=7, macro_block_size=16,
+    with atomic_path(out, suffix=".mp4") as tmp:
+        writer = imageio.get_writer(str(tmp), fps=fps, codec="libx264", quality=7, macro_block_size=16,
                                     ffmpeg_log_level="error", pixelformat="yuv420p")
         try:
             for k, (i, fr) in enumerate(frames):
@@ -309,10 +301,6 @@ def write_preview_video(log_dir: str | os.PathLike[str], out_mp4: str | os.PathL
                     progress(k + 1, len(frames))
         finally:
             writer.close()
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out
 
 
@@ -376,18 +364,14 @@ def write_episode_video(observations: list[dict[str, Any]], out_mp4: str | os.Pa
 
     out = Path(out_mp4)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".mp4", dir=out.parent)
-    os.close(fd)
-    try:
-        with imageio.get_writer(tmp, fps=1.0 / dt_s, codec="libx264", quality=7, macro_block_size=2, ffmpeg_log_level="error") as w:
-            for k, obs in enumerate(observations):
-                lines = [title] if title else []
-                lines.append(f"t = {k * dt_s:4.1f} s")
-                if speeds is not None and k < len(speeds):
-                    lines.append(f"speed {float(speeds[k]):4.1f} m/s")
-                w.append_data(episode_frame(obs, lines))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with (
+        atomic_path(out, suffix=".mp4") as tmp,
+        imageio.get_writer(str(tmp), fps=1.0 / dt_s, codec="libx264", quality=7, macro_block_size=2, ffmpeg_log_level="error") as w,
+    ):
+        for k, obs in enumerate(observations):
+            lines = [title] if title else []
+            lines.append(f"t = {k * dt_s:4.1f} s")
+            if speeds is not None and k < len(speeds):
+                lines.append(f"speed {float(speeds[k]):4.1f} m/s")
+            w.append_data(episode_frame(obs, lines))
     return out

@@ -53,6 +53,7 @@ from numpy.typing import NDArray
 
 from sim.adversary.space import TEMPLATES, BaseInfo, Template, base_info, choose_template
 from sim.errors import LoopdriveError, ScenarioError
+from sim.fsutil import atomic_write_text
 
 __all__ = [
     "FAILURES",
@@ -260,14 +261,7 @@ def _dump(data: Mapping[str, Any], header: str = "") -> str:
 
 def _write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def _episode_of(data: Mapping[str, Any], where: Path) -> Any:

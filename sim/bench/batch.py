@@ -20,6 +20,7 @@ from typing import Any
 
 from sim.batch import run_batch
 from sim.errors import LoopdriveError, ScenarioError
+from sim.fsutil import atomic_write_text
 from sim.scenario import Episode, expand_paths
 
 __all__ = ["bench_episodes", "run_bench"]
@@ -103,8 +104,5 @@ def run_bench(
     }
     outp = Path(out)
     outp.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmpf = tempfile.mkstemp(dir=outp.parent, prefix=f".{outp.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(res, f, indent=2)
-    os.replace(tmpf, outp)
+    atomic_write_text(outp, json.dumps(res, indent=2))
     return res

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.fsutil import atomic_write_text
 from sim.spec import BehaviorSpec, InsertOp, ScenarioSpec, SpawnSpec
 
 __all__ = ["bench_scenario", "run_bench"]
@@ -231,8 +231,5 @@ def run_bench(
         res["targets"] = {"single_x": 20.0, "batched_x": 100.0}
     outp = Path(out)
     outp.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=outp.parent, prefix=f".{outp.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(res, f, indent=2)
-    os.replace(tmp, outp)
+    atomic_write_text(outp, json.dumps(res, indent=2))
     return res

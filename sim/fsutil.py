@@ -1,0 +1,140 @@
+"""Atomic file writes (temporary file in the same folder + rename) that honour the umask.
+
+Every file loopdrive writes (results tables, scenario YAML, reports, shards, bundles' files,
+figures, videos) goes through one of:
+
+- :func:`atomic_write_bytes` / :func:`atomic_write_text`: the whole content in memory;
+- :func:`atomic_path`: a context manager yielding a temporary path for writers that need a file
+  name (``np.savez``, ``safetensors``, ``imageio``, PIL, ``tarfile``, ``fig.savefig``...). The file
+  is renamed onto the target when the block ends normally and removed when it raises.
+
+Readers never see a half-written file: the target is either the old file or the complete new one
+(``os.replace`` is atomic on POSIX within one file system, hence the temporary file lives next to
+the target). A failure (the writer raising, a full disk, a failing rename) removes the temporary
+file and re-raises the original exception unchanged; the old target stays as it was.
+
+File mode: the final file gets the mode a plain ``open(path, "w")`` would give it, i.e.
+``0o666 & ~umask`` (``0o644`` under the usual umask 022; default ACLs of the folder apply too).
+``tempfile.mkstemp`` creates its files ``0o600``, which made every renamed result unreadable by
+other users of a shared machine. The umask is never read or changed (``os.umask`` can only be
+read by setting it, which races with other threads): the temporary file is created with
+``os.open(..., 0o666)`` and the kernel applies the umask; the mode it received is recorded and put
+back before the rename in case the writer of :func:`atomic_path` replaced the file with one of
+another mode.
+
+Durability: by default no ``fsync`` (the rename is atomic for concurrent readers and a crash of
+the process, which is what the project relies on; results are recomputable). ``fsync=True``
+flushes the file's data before the rename and the folder entry after it, for files that must
+survive a power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+
+_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)  # fmt: skip
+_TRIES = 100
+
+
+def _create_temp(path: Path, suffix: str) -> tuple[int, Path]:
+    """A new, empty, exclusively created file ``.<name>.<random><suffix>`` next to ``path``
+    (open for writing; mode ``0o666`` minus the umask)."""
+    for _ in range(_TRIES):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            return os.open(tmp, _FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))  # pragma: no cover
+
+
+def _fsync_file(tmp: Path) -> None:
+    fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform / file system can open a folder
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _commit(tmp: Path, path: Path, mode: int, fsync: bool) -> None:
+    """Restore ``mode`` on ``tmp`` if its writer changed it, then rename it onto ``path``."""
+    if stat.S_IMODE(os.stat(tmp).st_mode) != mode:
+        os.chmod(tmp, mode)
+    if fsync:
+        _fsync_file(tmp)
+    os.replace(tmp, path)
+    if fsync:
+        _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp", fsync: bool = False) -> Iterator[Path]:
+    """Yield a temporary file path next to ``path``; on normal exit rename it onto ``path``.
+
+    The temporary file exists (empty) when the block starts; the writer may overwrite or replace
+    it. ``suffix`` is the temporary file's ending: give the one the writer needs to pick its format
+    or not to append its own (``".npz"`` for ``np.savez``, ``".mp4"`` for imageio, ``".png"`` for
+    ``savefig``). The folder of ``path`` must exist (``FileNotFoundError`` otherwise). If the block
+    raises, the temporary file is removed and the exception propagates; ``path`` is untouched.
+    """
+    path = Path(path)
+    fd, tmp = _create_temp(path, suffix)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+    try:
+        yield tmp
+        _commit(tmp, path, mode, fsync)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (see the module doc); returns ``path`` as a Path."""
+    path = Path(path)
+    fd, tmp = _create_temp(path, ".tmp")
+    try:
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        _commit(tmp, path, mode, fsync)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(
+    path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8", fsync: bool = False
+) -> Path:
+    """Write ``text`` (encoded with ``encoding``, no newline translation) to ``path`` atomically;
+    returns ``path`` as a Path."""
+    return atomic_write_bytes(path, text.encode(encoding), fsync=fsync)
