@@ -19,3 +19,15 @@ def tiny_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("synth") / "tiny-s0"
     return write_synth_log("tiny", 0, 20, out=out)
+
+
+@pytest.fixture()
+def tiny_follow_base(tmp_path: Path) -> Path:
+    """``tmp_path/base/tiny_follow.yaml``: the corner-case search tests' base scenario (tiny town,
+    ego at 8 m/s 18 m behind a car; see ``tests/_adversary.py``)."""
+    from tests._adversary import BASE
+
+    p = tmp_path / "base" / "tiny_follow.yaml"
+    p.parent.mkdir()
+    p.write_text(BASE, encoding="utf-8")
+    return p

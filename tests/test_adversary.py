@@ -8,61 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.base import PLANNERS, Control, ObservationSpec, Planner, PlannerInit
 from sim.adversary import TEMPLATES, AttackConfig, attack, read_provenance, rerun_file
 from sim.adversary.search import _Sampler
 from sim.adversary.space import base_info
 from sim.errors import ScenarioError
 from sim.scenario import expand, read_yaml, scene_context, validate_file
 from sim.spec import SceneSpec
-
-BASE = """\
-version: 1
-name: tiny_follow
-tags: [longitudinal]
-scene: {town: tiny, seed: 0}
-ego:
-  start: {lane: lane_1, s: 4.0, speed: 8.0}
-  route: [lane_1, lane_21, lane_5]
-actors:
-  - {op: insert, id: lead, class: car, spawn: {lane: lane_1, s: 22.0, speed: 8.0}, behavior: {type: idm, v0: 8.0}}
-planner: {name: idm}
-horizon_s: 3.0
-seeds: [0]
-"""
+from tests._adversary import BASE, BlindThrottle
 
 
-class BlindThrottle(Planner):
-    """Test planner: accelerates straight ahead, ignoring everything (fails behind a braking car)."""
-
-    name = "test_blind_throttle"
-
-    def observation_spec(self) -> ObservationSpec:
-        return ObservationSpec(kinds=("ego",))
-
-    def reset(self, init: PlannerInit, *, seed: int | None = None) -> None:
-        pass
-
-    def plan(self, obs: object) -> Control:
-        return Control(float(self.params.get("accel", 2.0)), 0.0)
-
-
-if BlindThrottle.name not in PLANNERS:
-    PLANNERS.register(BlindThrottle.name, BlindThrottle)
-
-
-@pytest.fixture()
-def base(tmp_path: Path) -> Path:
-    p = tmp_path / "base" / "tiny_follow.yaml"
-    p.parent.mkdir()
-    p.write_text(BASE, encoding="utf-8")
-    return p
-
-
-def test_generated_file_reruns_to_the_same_failure(base: Path, tmp_path: Path) -> None:
+def test_generated_file_reruns_to_the_same_failure(tiny_follow_base: Path, tmp_path: Path) -> None:
     gen = tmp_path / "generated"
     cfg = AttackConfig(planner=BlindThrottle.name, method="random", budget=2, seed=3, template="lead_brake", horizon_s=3.0, oracle="idm")
-    res = attack(base, cfg, out=tmp_path / "attack", generated_dir=gen)
+    res = attack(tiny_follow_base, cfg, out=tmp_path / "attack", generated_dir=gen)
     assert res.n_solvable >= 1 and res.files, res.summary()
     assert (tmp_path / "attack" / "summary.json").is_file()
     for f in res.files:
@@ -80,28 +38,28 @@ def test_generated_file_reruns_to_the_same_failure(base: Path, tmp_path: Path) -
         assert [a["id"] for a in data["actors"]] == ["adversary"]
 
 
-def test_unsolvable_cases_are_discarded(base: Path, tmp_path: Path) -> None:
+def test_unsolvable_cases_are_discarded(tiny_follow_base: Path, tmp_path: Path) -> None:
     gen = tmp_path / "generated"
     # the oracle is the failing planner itself: every failure is unsolvable
     cfg = AttackConfig(planner=BlindThrottle.name, method="random", budget=1, seed=3, template="lead_brake", horizon_s=3.0, oracle=BlindThrottle.name)
-    res = attack(base, cfg, generated_dir=gen)
+    res = attack(tiny_follow_base, cfg, generated_dir=gen)
     assert res.n_failures >= 1
     assert res.n_solvable == 0 and res.files == []
     assert all(c.solvable is False for c in res.candidates if c.failure)
     assert not gen.exists() or not list(gen.glob("*.yaml"))
 
 
-def test_same_config_same_candidates(base: Path, tmp_path: Path) -> None:
+def test_same_config_same_candidates(tiny_follow_base: Path, tmp_path: Path) -> None:
     cfg = AttackConfig(planner="idm", method="cem", budget=2, seed=3, template="cut_in", horizon_s=1.0, check_solvable=False)
-    a = attack(base, cfg, generated_dir=tmp_path / "g")
-    b = attack(base, cfg, generated_dir=tmp_path / "g")
+    a = attack(tiny_follow_base, cfg, generated_dir=tmp_path / "g")
+    b = attack(tiny_follow_base, cfg, generated_dir=tmp_path / "g")
     assert [(c.hash, c.objective) for c in a.candidates] == [(c.hash, c.objective) for c in b.candidates]
 
 
 @pytest.mark.parametrize("name", ["lead_brake", "cut_in", "crossing", "perturb"])
-def test_templates_stay_in_bounds_and_validate(name: str, base: Path, tmp_path: Path) -> None:
-    data, _ = read_yaml(base)
-    info = base_info(data, scene_context(SceneSpec(town="tiny", seed=0)).lane_map, str(base))
+def test_templates_stay_in_bounds_and_validate(name: str, tiny_follow_base: Path, tmp_path: Path) -> None:
+    data, _ = read_yaml(tiny_follow_base)
+    info = base_info(data, scene_context(SceneSpec(town="tiny", seed=0)).lane_map, str(tiny_follow_base))
     t = TEMPLATES.get(name)()
     rng = np.random.default_rng(0)
     ok = 0
@@ -140,9 +98,9 @@ def test_cem_moves_towards_low_objectives() -> None:
     assert np.all(s.std >= cfg.min_std)
 
 
-def test_bad_inputs(base: Path, tmp_path: Path) -> None:
+def test_bad_inputs(tiny_follow_base: Path, tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="method"):
-        attack(base, AttackConfig(method="annealing"), generated_dir=tmp_path)
+        attack(tiny_follow_base, AttackConfig(method="annealing"), generated_dir=tmp_path)
     bad = tmp_path / "pose.yaml"
     bad.write_text(BASE.replace("{lane: lane_1, s: 4.0, speed: 8.0}", "{pose: [-40.0, -5.37, 0.0], speed: 8.0}"), encoding="utf-8")
     with pytest.raises(ScenarioError, match=r"ego\.start\.lane"):

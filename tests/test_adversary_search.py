@@ -13,7 +13,7 @@ import pytest
 from sim.adversary import AttackConfig, attack, read_provenance, sample_cases
 from sim.adversary.search import UNSOLVABLE_OBJECTIVE, Candidate, _Sampler, distinct_failures, min_clearance_m
 from sim.scenario import expand, validate_file
-from tests.test_adversary import BASE, BlindThrottle
+from tests._adversary import BlindThrottle
 
 
 def _rec(ego_xy: list[tuple[float, float]], actor_xy: list[tuple[float, float]], valid: bool = True) -> SimpleNamespace:
@@ -81,20 +81,12 @@ def test_cem_keeps_elites_and_stays_in_the_cube() -> None:
     assert np.mean((draws == 0.0) | (draws == 1.0)) < 0.05
 
 
-@pytest.fixture()
-def base(tmp_path: Path) -> Path:
-    p = tmp_path / "base" / "tiny_follow.yaml"
-    p.parent.mkdir()
-    p.write_text(BASE, encoding="utf-8")
-    return p
-
-
-def test_oracle_chain_records_the_solver_and_unsolvable_failures_repel_the_search(base: Path, tmp_path: Path) -> None:
+def test_oracle_chain_records_the_solver_and_unsolvable_failures_repel_the_search(tiny_follow_base: Path, tmp_path: Path) -> None:
     gen = tmp_path / "generated"
     # the planner under test is skipped as its own oracle; idm then solves the case
     cfg = AttackConfig(planner=BlindThrottle.name, method="random", budget=2, seed=3, template="lead_brake", horizon_s=3.0,
                        oracle=f"{BlindThrottle.name},idm")  # fmt: skip
-    res = attack(base, cfg, generated_dir=gen)
+    res = attack(tiny_follow_base, cfg, generated_dir=gen)
     assert res.n_solvable >= 1 and res.n_distinct >= 1
     assert all(read_provenance(f)["oracle"] == "idm" for f in res.files)
     assert res.summary()["distinct_failures"] == res.n_distinct
@@ -104,9 +96,9 @@ def test_oracle_chain_records_the_solver_and_unsolvable_failures_repel_the_searc
     assert UNSOLVABLE_OBJECTIVE > 0.0
 
 
-def test_sample_cases_are_valid_deterministic_uniform_draws(base: Path, tmp_path: Path) -> None:
-    a = sample_cases(base, 3, tmp_path / "a", seed=4, planner="idm", template="lead_brake", horizon_s=2.0)
-    b = sample_cases(base, 3, tmp_path / "b", seed=4, planner="idm", template="lead_brake", horizon_s=2.0)
+def test_sample_cases_are_valid_deterministic_uniform_draws(tiny_follow_base: Path, tmp_path: Path) -> None:
+    a = sample_cases(tiny_follow_base, 3, tmp_path / "a", seed=4, planner="idm", template="lead_brake", horizon_s=2.0)
+    b = sample_cases(tiny_follow_base, 3, tmp_path / "b", seed=4, planner="idm", template="lead_brake", horizon_s=2.0)
     assert len(a) == 3 and [Path(p).name for p in a] == [Path(p).name for p in b]
     assert len(set(a)) == 3
     for f in a:
@@ -116,13 +108,13 @@ def test_sample_cases_are_valid_deterministic_uniform_draws(base: Path, tmp_path
         assert [x.id for x in ep.spec.actors if getattr(x, "id", None) == "adversary"]
 
 
-def test_attack_cli_reports_distinct_failures(base: Path, tmp_path: Path) -> None:
+def test_attack_cli_reports_distinct_failures(tiny_follow_base: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from sim.cli import app
 
     out = tmp_path / "attack"
-    r = CliRunner().invoke(app, ["attack", "--planner", BlindThrottle.name, "--base", str(base), "--method", "cem", "--budget", "2",
+    r = CliRunner().invoke(app, ["attack", "--planner", BlindThrottle.name, "--base", str(tiny_follow_base), "--method", "cem", "--budget", "2",
                                  "--template", "lead_brake", "--horizon", "3", "--oracle", "idm", "--seed", "3", "--out", str(out),
                                  "--generated-dir", str(tmp_path / "gen")])  # fmt: skip
     assert r.exit_code == 0, r.output

@@ -1,0 +1,40 @@
+"""Shared pieces of the corner-case search tests: a tiny-town base scenario (ego behind a car
+that an adversary can replace) and a planner that ignores everything, registered once."""
+
+from __future__ import annotations
+
+from agents.base import PLANNERS, Control, ObservationSpec, Planner, PlannerInit
+
+BASE = """\
+version: 1
+name: tiny_follow
+tags: [longitudinal]
+scene: {town: tiny, seed: 0}
+ego:
+  start: {lane: lane_1, s: 4.0, speed: 8.0}
+  route: [lane_1, lane_21, lane_5]
+actors:
+  - {op: insert, id: lead, class: car, spawn: {lane: lane_1, s: 22.0, speed: 8.0}, behavior: {type: idm, v0: 8.0}}
+planner: {name: idm}
+horizon_s: 3.0
+seeds: [0]
+"""
+
+
+class BlindThrottle(Planner):
+    """Test planner: accelerates straight ahead, ignoring everything (fails behind a braking car)."""
+
+    name = "test_blind_throttle"
+
+    def observation_spec(self) -> ObservationSpec:
+        return ObservationSpec(kinds=("ego",))
+
+    def reset(self, init: PlannerInit, *, seed: int | None = None) -> None:
+        pass
+
+    def plan(self, obs: object) -> Control:
+        return Control(float(self.params.get("accel", 2.0)), 0.0)
+
+
+if BlindThrottle.name not in PLANNERS:
+    PLANNERS.register(BlindThrottle.name, BlindThrottle)
