@@ -418,11 +418,17 @@ def train_bc(
     *,
     progress: Callable[[int, int, float, float], None] | None = None,
     plot: bool = True,
+    init_weights: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train the policy (Adam, MSE on scaled actions, per-sample weights), keeping the weights of
     the epoch with the lowest validation loss; save them (:func:`save_policy`) and the loss curves
     (``<out>_loss.png``). ``progress(epoch, epochs, train_loss, val_loss)`` after each epoch.
-    Deterministic for a given ``cfg.seed`` on one machine."""
+    Deterministic for a given ``cfg.seed`` on one machine.
+
+    ``init_weights``: fine-tune from these weights (safetensors + ``.json``, :func:`load_policy`)
+    instead of a seeded random initialisation; the network shape (``width``, ``hidden``) is theirs,
+    the training settings (epochs, lr, ...) are ``cfg``'s. Their raster size and channels must
+    match the dataset's (:class:`BundleError` otherwise)."""
     import torch
 
     rng = np.random.default_rng(cfg.seed)
@@ -434,9 +440,16 @@ def train_bc(
         tr_idx, va_idx = tr_idx[:cut], tr_idx[cut:]
     sz = dataset.bev_u8.shape
     cfg = BCConfig(**{**asdict(cfg), "bev_size": int(sz[1]), "bev_channels": int(sz[3])})
-    with torch.random.fork_rng(devices=[]):  # seeded initial weights, global torch RNG untouched
-        torch.manual_seed(cfg.seed)
-        net = build_network(cfg)
+    if init_weights is not None:
+        net, init_cfg = load_policy(init_weights)
+        if (init_cfg.bev_size, init_cfg.bev_channels) != (cfg.bev_size, cfg.bev_channels):
+            raise BundleError(f"expected weights for a {cfg.bev_size}-pixel {cfg.bev_channels}-channel raster (the dataset's), got "
+                              f"{init_cfg.bev_size} pixels, {init_cfg.bev_channels} channels", file=init_weights, field="config")  # fmt: skip
+        cfg = BCConfig(**{**asdict(cfg), "width": init_cfg.width, "hidden": init_cfg.hidden, "feat_scale": init_cfg.feat_scale, "action_scale": init_cfg.action_scale})
+    else:
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, global torch RNG untouched
+            torch.manual_seed(cfg.seed)
+            net = build_network(cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     net.eval()
     init_val = _loss(net, dataset, va_idx)
@@ -464,7 +477,10 @@ def train_bc(
             progress(epoch + 1, cfg.epochs, tl[-1], vl[-1])
     if best[1] is not None:
         net.load_state_dict(best[1])
-    w_path, c_path = save_policy(net, cfg, out, {"train_loss": tl, "val_loss": vl, "initial_val_loss": init_val, "shards": list(dataset.names)})
+    extra: dict[str, Any] = {"train_loss": tl, "val_loss": vl, "initial_val_loss": init_val, "samples": len(dataset), "shards": list(dataset.names)}
+    if init_weights is not None:
+        extra["init_weights"] = str(init_weights)
+    w_path, c_path = save_policy(net, cfg, out, extra)
     png = _plot(tl, vl, Path(out).with_name(Path(out).stem + "_loss.png")) if plot else None
     return TrainResult(tl, vl, init_val, w_path, c_path, png)
 

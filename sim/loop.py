@@ -3,9 +3,11 @@
 ``run_loop(LoopConfig(...), out)`` drives a learned planner (``bc_policy``) through rounds::
 
     OUT/state.json                     finished stages (the loop resumes from here)
-    OUT/init/scenarios                 uniform draws of each base's search space (``init_random``)
+    OUT/init/scenarios                 uniform draws of each base's search space (``init_random``;
+                                       with ``init_weights`` only the validation set of ``candidates``)
     OUT/init/shards, init/bc.safetensors   expert (pdm_closed) collection on the nominal files and
-                                       those draws + the round-0 policy (skipped with ``init_weights``)
+                                       those draws + the round-0 policy (skipped with ``init_weights``,
+                                       whose own training shards come in as ``init_shards``)
     OUT/heldout/generated/*.yaml       held-out corner cases: generated against the round-0 policy
                                        with other search seeds; never exported nor trained on
     OUT/round_<k>/eval_nominal         batch run of the nominal scenario library (policy k)
@@ -13,7 +15,10 @@
     OUT/round_<k>/mined                mined episodes of eval_nominal (sim.mining)
     OUT/round_<k>/generated            corner cases found against policy k (sim.adversary)
     OUT/round_<k>/shards               mined + generated episodes, relabelled by the expert
-    OUT/round_<k>/bc.safetensors       policy k+1, trained on init shards + every round's shards
+    OUT/round_<k>/bc.safetensors       policy k+1, trained on the aggregate (DAgger): init shards
+                                       (or ``init_shards``) + every round's shards; from scratch or
+                                       fine-tuned from policy k (``retrain``)
+    OUT/round_<k>/training_set.json    that training set: shard folders, samples per folder
     OUT/final/eval_*                   evaluation of the last policy
     OUT/report.json, OUT/report.md     failure rate and mean score per policy, nominal and held-out
 
@@ -58,14 +63,26 @@ class LoopConfig:
             on a lane, at most ``max_bases``).
         rounds, budget: rounds, and attack episodes per round (split over the bases).
         heldout_budget: attack episodes for the held-out set (default ``budget``).
-        method: search method (``cem`` / ``random``).  seed: training-side search seed;
+        method: search method (``cem`` / ``random``).  heldout_method: the held-out set's (None =
+            ``method``).  seed: training-side search seed;
         heldout_seed: held-out search seed (different seeds -> different cases).
         horizon_s: episode length for every evaluation and generated case (None = the files').
         expert, expert_params: relabelling expert; oracle, oracle_params: solvability oracle.
-        init_weights: start from these weights instead of collecting + training round 0.
+        init_weights: start from these weights instead of collecting + training round 0 (e.g.
+            the shipped ``bc_policy`` weights, ``agents.bc.SHIPPED_WEIGHTS``).
+        init_shards: BC shard folders/files the ``init_weights`` were trained on; every retraining
+            aggregates them with every round's exported shards (DAgger), so the policy does not
+            forget the nominal driving while it learns the failures. Without them a retraining with
+            ``init_weights`` sees the exported failures only.
         init_seeds: seeds of the expert collection for round 0.
         init_random: expert episodes per base on uniform draws of the base's search space (the
-            broad distribution the adversary explores), added to the round-0 collection.
+            broad distribution the adversary explores), added to the round-0 collection; with
+            ``init_weights`` the draws are written but not collected (validation set only).
+        retrain: ``scratch`` (a random initialisation, ``epochs`` at ``lr``), ``finetune`` (the
+            previous round's policy trained further on the aggregated set, ``train_bc(init_weights=
+            ...)``, ``finetune_epochs`` at ``finetune_lr``; None = ``epochs`` / ``lr``) or ``both``
+            (candidates alternate finetune, scratch, ...; needs ``candidates`` >= 2, the validation
+            set decides).
         failure_weight: per-sample training weight of the exported episodes of generated failures
             (their steps are relabelled by the expert, DAgger-style); mined episodes keep the
             miner's priority, expert collections weight 1.
@@ -85,6 +102,7 @@ class LoopConfig:
     budget: int = 60
     heldout_budget: int | None = None
     method: str = "cem"
+    heldout_method: str | None = None
     seed: int = 0
     heldout_seed: int = 1000
     horizon_s: float | None = 6.0
@@ -93,8 +111,12 @@ class LoopConfig:
     oracle: str = "idm,pdm_closed"
     oracle_params: Mapping[str, Any] = field(default_factory=dict)
     init_weights: str | None = None
+    init_shards: tuple[str, ...] = ()
     init_seeds: tuple[int, ...] = (0,)
     init_random: int = 0
+    retrain: str = "scratch"
+    finetune_lr: float | None = None
+    finetune_epochs: int | None = None
     failure_weight: float = 1.0
     epochs: int = 15
     batch_size: int = 64
@@ -204,6 +226,10 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
     from sim.mining import mine, read_mined
     from sim.scenario import scenario_files
 
+    if cfg.retrain not in ("scratch", "finetune", "both"):
+        raise ScenarioError(f"expected scratch, finetune or both, got {cfg.retrain!r}", field="retrain")
+    if cfg.retrain == "both" and cfg.candidates < 2:
+        raise ScenarioError("retrain 'both' trains a fine-tuned and a from-scratch candidate: expected candidates >= 2", field="candidates")
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
     st = _State(outp, cfg)
@@ -230,11 +256,11 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
     def params(weights: str) -> dict[str, Any]:
         return {"weights": weights} if cfg.planner == "bc_policy" else {}
 
-    def generate(weights: str, seed: int, budget: int, gen_dir: Path, tag: str) -> list[str]:
+    def generate(weights: str, seed: int, budget: int, gen_dir: Path, tag: str, method: str) -> list[str]:
         files: list[str] = []
         per = max(1, budget // len(bases))
         for i, b in enumerate(bases):
-            ac = AttackConfig(planner=cfg.planner, planner_params=params(weights), method=cfg.method, budget=per, seed=seed + i,
+            ac = AttackConfig(planner=cfg.planner, planner_params=params(weights), method=method, budget=per, seed=seed + i,
                               horizon_s=cfg.horizon_s, oracle=cfg.oracle, oracle_params=dict(cfg.oracle_params))  # fmt: skip
             res = attack(b, ac, out=outp / tag / f"attack_{i}", generated_dir=gen_dir)
             files += res.files
@@ -244,6 +270,11 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
     # ---- round 0 policy
     if cfg.init_weights:
         w0 = str(cfg.init_weights)
+        shard_dirs += _check_init_shards(cfg)
+        if cfg.init_random and stage("init"):  # uniform draws: the validation set of the candidates
+            for i, b in enumerate(bases):
+                sample_cases(b, cfg.init_random, outp / "init" / "scenarios", seed=cfg.seed + 10_000 + i, planner=cfg.expert, horizon_s=cfg.horizon_s)
+            finished("init")
     else:
         w0 = str(outp / "init" / "bc.safetensors")
         shard_dirs.append(str(outp / "init" / "shards"))
@@ -256,7 +287,7 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
             finished("init")
     # ---- held-out set
     if stage("heldout"):
-        files = generate(w0, cfg.heldout_seed, cfg.heldout_budget or cfg.budget, outp / "heldout" / "generated", "heldout")
+        files = generate(w0, cfg.heldout_seed, cfg.heldout_budget or cfg.budget, outp / "heldout" / "generated", "heldout", cfg.heldout_method or cfg.method)
         finished("heldout", files)
     heldout = list(st.get("heldout"))
     weights = w0
@@ -275,7 +306,7 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
             mined = mine(rd / "eval_nominal", rd / "mined", list(cfg.triggers))
             finished(f"{key}.mine", len(mined))
         if stage(f"{key}.generate"):
-            files = generate(weights, cfg.seed + 100 * (r + 1), cfg.budget, rd / "generated", key)
+            files = generate(weights, cfg.seed + 100 * (r + 1), cfg.budget, rd / "generated", key, cfg.method)
             finished(f"{key}.generate", files)
         if stage(f"{key}.export"):
             items = items_from_mined(read_mined(rd / "mined")) + items_from_files(st.get(f"{key}.generate"), planner=cfg.planner, planner_params=params(weights), weight=cfg.failure_weight)
@@ -285,16 +316,25 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
         shard_dirs.append(str(rd / "shards"))
         new_w = str(rd / "bc.safetensors")
         if stage(f"{key}.train"):
-            dirs = [d for d in shard_dirs if Path(d).is_dir() and any(Path(d).glob("*.npz"))]
+            dirs = [d for d in shard_dirs if (Path(d).is_dir() and any(Path(d).glob("*.npz"))) or Path(d).is_file()]
             if cfg.init_weights and not dirs:
                 new_w = weights
-            elif cfg.candidates <= 1:
-                train_bc(load_training_set(dirs), new_w, bc_cfg, plot=False)
             else:
-                new_w = _train_and_select(cfg, bc_cfg, load_training_set(dirs), rd, new_w, _validation_files(outp, st, r), params)
+                data = load_training_set(dirs)
+                _write_json(rd / "training_set.json", _training_set_summary(data, dirs, weights if cfg.retrain != "scratch" else None))
+                if cfg.candidates <= 1:
+                    c_cfg, init = _candidate(cfg, bc_cfg, 0, weights)
+                    train_bc(data, new_w, c_cfg, plot=False, init_weights=init)
+                else:
+                    new_w = _train_and_select(cfg, bc_cfg, data, rd, new_w, _validation_files(outp, st, r), params, weights)
             finished(f"{key}.train", new_w)
         weights = str(st.get(f"{key}.train"))
-    report = {"config": _jsonable(asdict(cfg)), "bases": bases, "heldout_cases": len(heldout), "rounds": _jsonable(evals)}
+    train_sets = {}
+    for r in range(cfg.rounds):
+        ts = outp / f"round_{r}" / "training_set.json"
+        if ts.is_file():
+            train_sets[f"round_{r}"] = json.loads(ts.read_text(encoding="utf-8"))
+    report = {"config": _jsonable(asdict(cfg)), "bases": bases, "heldout_cases": len(heldout), "rounds": _jsonable(evals), "training_sets": train_sets}
     _write_report(outp, report)
     return report
 
@@ -309,9 +349,68 @@ def _validation_files(outp: Path, st: _State, r: int) -> list[str]:
     return files
 
 
-def _train_and_select(cfg: LoopConfig, bc_cfg: Any, data: Any, rd: Path, dst: str, val_files: Sequence[str], params: Callable[[str], dict[str, Any]]) -> str:
-    """Train ``cfg.candidates`` policies (seeds ``cfg.seed + j``) into ``rd/cand_<j>``, evaluate each
-    on ``val_files`` and copy the best (lowest failure rate, then highest score) to ``dst``."""
+def _check_init_shards(cfg: LoopConfig) -> list[str]:
+    """The ``init_shards`` that exist (a missing one is a user error), with a warning when the
+    ``init_weights``' own record names shards that are not among them."""
+    files: set[str] = set()
+    for d in cfg.init_shards:
+        p = Path(d)
+        if p.is_dir():
+            files |= {f.name for f in p.glob("*.npz")}
+        elif p.is_file():
+            files.add(p.name)
+        else:
+            raise ScenarioError("expected a folder of BC shards (*.npz) or a shard file", file=p, field="init_shards")
+    cj = Path(str(cfg.init_weights)).with_suffix(".json")
+    try:
+        trained_on = set(json.loads(cj.read_text(encoding="utf-8")).get("shards", []))
+    except (OSError, ValueError, AttributeError):
+        trained_on = set()
+    if trained_on and not cfg.init_shards:
+        log.warning("%s was trained on %d shards but no init_shards are given: retraining sees the exported failures only", cfg.init_weights, len(trained_on))
+    elif trained_on - files:
+        log.warning("%d of the %d shards %s was trained on are not in init_shards", len(trained_on - files), len(trained_on), cfg.init_weights)
+    return [str(d) for d in cfg.init_shards]
+
+
+def _training_set_summary(data: Any, dirs: Sequence[str], init: str | None) -> dict[str, Any]:
+    """Shards, samples and summed sample weight per shard folder of a retraining set
+    (``training_set.json``); the files are listed in :func:`agents.bc.load_shards`' order."""
+    owners: list[str] = []
+    for d in dirs:
+        p = Path(d)
+        owners += [str(p)] * (len(list(p.glob("*.npz"))) if p.is_dir() else 1)
+    per: dict[str, dict[str, float]] = {str(d): {"shards": 0, "samples": 0, "weight": 0.0} for d in dirs}
+    counts = np.bincount(data.episode, minlength=len(owners))
+    wsum = np.bincount(data.episode, weights=data.weight, minlength=len(owners))
+    for k, owner in enumerate(owners):
+        per[owner]["shards"] += 1
+        per[owner]["samples"] += int(counts[k])
+        per[owner]["weight"] += float(wsum[k])
+    return {"samples": len(data), "finetune_from": init, "folders": per}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(_jsonable(obj), f, indent=1)
+    os.replace(tmp, path)
+
+
+def _candidate(cfg: LoopConfig, bc_cfg: Any, j: int, prev: str) -> tuple[Any, str | None]:
+    """Training settings and init weights of retraining candidate ``j`` (``cfg.retrain``)."""
+    mode = ("finetune", "scratch")[j % 2] if cfg.retrain == "both" else cfg.retrain
+    c = replace(bc_cfg, seed=cfg.seed + j)
+    if mode == "scratch":
+        return c, None
+    return replace(c, lr=cfg.finetune_lr if cfg.finetune_lr is not None else cfg.lr, epochs=cfg.finetune_epochs or cfg.epochs), prev
+
+
+def _train_and_select(cfg: LoopConfig, bc_cfg: Any, data: Any, rd: Path, dst: str, val_files: Sequence[str], params: Callable[[str], dict[str, Any]], prev: str) -> str:
+    """Train ``cfg.candidates`` policies (seeds ``cfg.seed + j``; fine-tuned from ``prev`` or from
+    scratch as ``cfg.retrain`` says) into ``rd/cand_<j>``, evaluate each on ``val_files`` and copy
+    the best (lowest failure rate, then highest score) to ``dst``."""
     import shutil
 
     from agents.bc import train_bc
@@ -320,11 +419,12 @@ def _train_and_select(cfg: LoopConfig, bc_cfg: Any, data: Any, rd: Path, dst: st
     summary = []
     for j in range(cfg.candidates):
         w = rd / f"cand_{j}" / "bc.safetensors"
+        c_cfg, init = _candidate(cfg, bc_cfg, j, prev)
         if not w.is_file():
-            train_bc(data, w, replace(bc_cfg, seed=cfg.seed + j), plot=False)
+            train_bc(data, w, c_cfg, plot=False, init_weights=init)
         val = evaluate_policy(val_files, rd / f"cand_{j}" / "eval_val", cfg.planner, params(str(w)), cfg.horizon_s, cfg.workers)
         k = (float(val["failure_rate"]) if math.isfinite(val["failure_rate"]) else 1.0, -float(val["score"]) if math.isfinite(val["score"]) else 0.0)
-        summary.append({"candidate": j, "weights": str(w), **val})
+        summary.append({"candidate": j, "weights": str(w), "finetune_from": init, "epochs": c_cfg.epochs, "lr": c_cfg.lr, **val})
         if best is None or k < best[0]:
             best = (k, w)
     assert best is not None
@@ -333,6 +433,10 @@ def _train_and_select(cfg: LoopConfig, bc_cfg: Any, data: Any, rd: Path, dst: st
     (rd / "selection.json").write_text(json.dumps(_jsonable({"validation_files": len(val_files), "candidates": summary, "chosen": str(best[1])}), indent=1), encoding="utf-8")
     log.info("kept candidate %s (validation failure rate %.3f)", best[1], best[0][0])
     return dst
+
+
+_RETRAIN = {"scratch": "from scratch", "finetune": "fine-tuned from the previous policy",
+            "both": "fine-tuned and from-scratch candidates, the better on validation kept"}  # fmt: skip
 
 
 def _write_report(outp: Path, report: dict[str, Any]) -> None:
@@ -345,7 +449,11 @@ def _write_report(outp: Path, report: dict[str, Any]) -> None:
         "# Data loop report", "",
         f"planner `{report['config']['planner']}`, {report['config']['rounds']} rounds, attack budget {report['config']['budget']} "
         f"episodes/round ({report['config']['method']}), bases: {', '.join(Path(b).stem for b in report['bases'])}; "
-        f"held-out generated cases: {report['heldout_cases']} (search seed {report['config']['heldout_seed']}, never trained on).", "",
+        f"held-out generated cases: {report['heldout_cases']} ({report['config'].get('heldout_method') or report['config']['method']}, "
+        f"search seed {report['config']['heldout_seed']}, never trained on).", "",
+        f"round-0 policy: `{report['config'].get('init_weights') or 'trained on init/shards'}`; retraining: "
+        f"{_RETRAIN.get(str(report['config'].get('retrain')), 'from scratch')} on "
+        f"{', '.join(report['config'].get('init_shards') or []) or 'no initial shards'} + every round's exported shards.", "",
         "| policy | nominal failure rate | nominal score | held-out failure rate | held-out score |",
         "| --- | --- | --- | --- | --- |",
     ]  # fmt: skip

@@ -106,11 +106,15 @@ def test_candidate_selection_keeps_the_best_policy_on_validation(tmp_path: Path)
     scen = tmp_path / "tiny_lead.yaml"
     scen.write_text(SCEN, encoding="utf-8")
     out = tmp_path / "loop"
-    cfg = replace(_cfg(scen), init_random=2, init_seeds=(0,), candidates=2)
+    cfg = replace(_cfg(scen), init_random=2, init_seeds=(0,), candidates=2, retrain="both", finetune_lr=1e-4)
     with pytest.raises(LoopInterrupted):
         run_loop(cfg, out, stop_after="round_0.train")
     sel = json.loads((out / "round_0" / "selection.json").read_text())
     assert [c["candidate"] for c in sel["candidates"]] == [0, 1]
+    # retrain "both": candidate 0 is fine-tuned from the round-0 policy, candidate 1 from scratch
+    w0 = str(out / "init" / "bc.safetensors")
+    assert [(c["finetune_from"], c["lr"]) for c in sel["candidates"]] == [(w0, 1e-4), (None, 1e-3)]
+    assert json.loads((out / "round_0" / "cand_0" / "bc.json").read_text())["init_weights"] == w0
     # validation = the two uniform draws (+ generated cases): never the nominal file
     assert sel["validation_files"] >= 2
     assert all(c["episodes"] == sel["validation_files"] for c in sel["candidates"])
@@ -120,3 +124,64 @@ def test_candidate_selection_keeps_the_best_policy_on_validation(tmp_path: Path)
     assert (out / "round_0" / "bc.safetensors").read_bytes() == Path(best["weights"]).read_bytes()
     # the candidates differ (different training seeds)
     assert (out / "round_0" / "cand_0" / "bc.safetensors").read_bytes() != (out / "round_0" / "cand_1" / "bc.safetensors").read_bytes()
+
+
+def _init_policy(scen: Path, tmp_path: Path) -> tuple[Path, Path, int]:
+    """Expert shards of the tiny scenario (two seeds) and weights trained on them: a stand-in for
+    the shipped policy and the shards it was trained on."""
+    from agents.bc import BCConfig, collect_episodes, load_shards, train_bc
+
+    shards = tmp_path / "expert"
+    collect_episodes([scen], shards, expert="idm", seeds=[5, 6], max_steps=10)
+    data = load_shards([shards])
+    w0 = tmp_path / "w0" / "bc.safetensors"
+    train_bc(data, w0, BCConfig(epochs=1, seed=0), plot=False)
+    return w0, shards, len(data)
+
+
+def test_retraining_aggregates_the_init_shards_and_resumes(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from agents.bc import load_shards
+
+    scen = tmp_path / "tiny_lead.yaml"
+    scen.write_text(SCEN, encoding="utf-8")
+    w0, shards, n_init = _init_policy(scen, tmp_path)
+    assert n_init == 20
+    # a "hard brake" threshold every episode passes: the nominal episode is mined, round 0 exports it
+    cfg = replace(_cfg(scen), init_weights=str(w0), init_shards=(str(shards),), retrain="finetune", triggers=("hard_brake:decel=-100",))
+    out = tmp_path / "loop"
+    seen: list[str] = []
+    with pytest.raises(LoopInterrupted):
+        run_loop(cfg, out, progress=seen.append, stop_after="round_0.export")
+    # no round-0 collection with given weights; the held-out set is generated against them
+    assert seen == ["heldout", "round_0.eval", "round_0.mine", "round_0.generate", "round_0.export"]
+    assert not (out / "init").exists()
+    resumed: list[str] = []
+    rep = run_loop(cfg, out, progress=resumed.append)
+    assert resumed == ["round_0.train", "final.eval"]
+    assert rep["rounds"][0]["policy"] == str(w0)
+
+    # the retraining set = the init shards + round 0's export, counted sample by sample
+    ts = json.loads((out / "round_0" / "training_set.json").read_text())
+    n_round = len(load_shards([out / "round_0" / "shards"]))
+    assert n_round > 0
+    assert ts["folders"][str(shards)]["samples"] == n_init and ts["folders"][str(shards)]["shards"] == 2
+    assert ts["folders"][str(out / "round_0" / "shards")]["samples"] == n_round
+    assert ts["samples"] == n_init + n_round and ts["finetune_from"] == str(w0)
+    trained = json.loads((out / "round_0" / "bc.json").read_text())
+    assert trained["samples"] == n_init + n_round and trained["init_weights"] == str(w0)
+    assert set(p.name for p in shards.glob("*.npz")) <= set(trained["shards"])
+    assert rep["training_sets"]["round_0"]["samples"] == n_init + n_round
+    md = (out / "report.md").read_text()
+    assert "fine-tuned from the previous policy" in md and str(shards) in md
+
+
+def test_missing_init_shards_are_a_user_error(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    scen = tmp_path / "tiny_lead.yaml"
+    scen.write_text(SCEN, encoding="utf-8")
+    cfg = replace(_cfg(scen), init_weights=str(tmp_path / "w0.safetensors"), init_shards=(str(tmp_path / "nope"),))
+    with pytest.raises(ScenarioError, match="init_shards"):
+        run_loop(cfg, tmp_path / "loop")

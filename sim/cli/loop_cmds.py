@@ -130,7 +130,17 @@ def loop_cmd(
     method: str = typer.Option("cem", "--method"),
     base: list[Path] = typer.Option([], "--base", help="Attack bases (default: up to 3 lane-start nominal files)."),
     horizon: float | None = typer.Option(6.0, "--horizon", help="Episode length, s."),
-    init_weights: Path | None = typer.Option(None, "--init-weights", help="Start from these bc weights."),
+    init_weights: str | None = typer.Option(None, "--init-weights", help="Round-0 policy: a bc weights file, `shipped` (agents/weights/bc_policy), or "
+                                            "`scratch` (collect expert data and train round 0). Default: shipped for bc_policy, scratch otherwise."),
+    init_shards: list[Path] = typer.Option([], "--init-shards", help="Shard folders/files the --init-weights were trained on (e.g. out/bc-expert); "
+                                          "aggregated into every retraining (repeatable)."),
+    retrain: str = typer.Option("scratch", "--retrain", help="scratch | finetune (from the previous policy) | both (alternating candidates; needs --candidates >= 2)."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Adam learning rate of a from-scratch retraining."),
+    finetune_lr: float | None = typer.Option(None, "--finetune-lr", min=0.0, help="Learning rate of a fine-tuning (default --lr)."),
+    finetune_epochs: int | None = typer.Option(None, "--finetune-epochs", min=1, help="Epochs of a fine-tuning (default --epochs)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    heldout_method: str | None = typer.Option(None, "--heldout-method", help="Search method of the held-out set (default --method)."),
+    heldout_seed: int = typer.Option(1000, "--heldout-seed", help="Search seed of the held-out set (the training side uses --seed)."),
     expert: str = typer.Option("pdm_closed", "--expert"),
     epochs: int = typer.Option(15, "--epochs", min=1),
     seed: int = typer.Option(0, "--seed"),
@@ -144,13 +154,22 @@ def loop_cmd(
     """Run (or resume) evaluate -> mine -> generate -> export -> retrain rounds; writes report.md/json."""
     import torch
 
+    from agents.bc import SHIPPED_WEIGHTS
     from sim.loop import LoopConfig, run_loop
 
     torch.set_num_threads(threads)
-
+    if init_weights is None:
+        init_weights = "shipped" if planner == "bc_policy" else "scratch"
+    w0 = None if init_weights == "scratch" else str(SHIPPED_WEIGHTS) if init_weights == "shipped" else init_weights
+    if w0 is not None and not Path(w0).is_file():
+        raise typer.BadParameter(f"no weights file {w0} (a path, `shipped` or `scratch`)", param_hint="--init-weights")
+    if w0 is not None and not init_shards:
+        err_console.print("[yellow]--init-weights without --init-shards: each retraining sees only the exported failures "
+                          "(the policy may forget the nominal driving); pass the shards it was trained on.")  # fmt: skip
     cfg = LoopConfig(planner=planner, scenarios=tuple(str(s) for s in scenarios), bases=tuple(str(b) for b in base) or None,
                      rounds=rounds, budget=budget, method=method, horizon_s=horizon, expert=expert, epochs=epochs, seed=seed,
-                     init_weights=str(init_weights) if init_weights else None, heldout_budget=heldout_budget,
+                     init_weights=w0, init_shards=tuple(str(d) for d in init_shards), retrain=retrain, lr=lr, finetune_lr=finetune_lr, finetune_epochs=finetune_epochs, batch_size=batch_size,
+                     heldout_budget=heldout_budget, heldout_method=heldout_method, heldout_seed=heldout_seed,
                      init_random=init_random, failure_weight=failure_weight, oracle=oracle, candidates=candidates)  # fmt: skip
     with user_errors(), console.status("data loop") as status:
         rep = run_loop(cfg, out, progress=lambda s: status.update(f"data loop: {s}"))
