@@ -1,14 +1,14 @@
 """Atomic file writes (temporary file in the same folder + rename) that honour the umask.
 
-Every file loopdrive writes (results tables, scenario YAML, reports, shards, bundles' files,
-figures, videos) goes through one of:
+A file written in one piece (results tables, scenario YAML, reports, shards, figures, videos,
+saved policies) goes through one of:
 
 - :func:`atomic_write_bytes` / :func:`atomic_write_text`: the whole content in memory;
 - :func:`atomic_path`: a context manager yielding a temporary path for writers that need a file
   name (``np.savez``, ``safetensors``, ``imageio``, PIL, ``tarfile``, ``fig.savefig``...). The file
   is renamed onto the target when the block ends normally and removed when it raises.
 
-Folders written whole and renamed into place (drive logs, scene bundles) start from
+Folders written whole and renamed into place (drive logs, scene bundles) should start from
 :func:`make_temp_dir`, which is ``tempfile.mkdtemp`` with the mode of a plain ``os.mkdir``
 (``0o777 & ~umask``) instead of ``0o700``.
 
