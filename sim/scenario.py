@@ -133,6 +133,12 @@ class SceneModel(_Model):
     town: str = Field("tiny", description="synthetic town preset used when no log is given")
     seed: int = Field(0, ge=0, description="synthetic town seed used when no log is given")
     renderer: Literal["mesh", "neural", "composite"] = Field("mesh", description="sensor backend")
+    neural_mode: Literal["auto", "surface", "volume"] = Field(
+        "auto",
+        description="how the neural/composite renderers draw the static background: `surface` (the bundle's baked "
+        "iso-surface, colours from the field; fast), `volume` (full volume rendering; the reference) or `auto` "
+        "(surface when its calibration agrees with volume rendering, else volume)",
+    )
     actor_library: str | None = Field(
         None,
         description="actor-library folder for inserted actors' `asset` (relative to the scenario file; "
@@ -821,6 +827,7 @@ def _to_spec(m: ScenarioModel, name: str, file: str | None, ctx: SceneContext | 
         seed=sc.seed,
         bundle=_resolve_log(sc.bundle, file) if sc.bundle else None,
         renderer=sc.renderer,
+        neural_mode=sc.neural_mode,
         actor_library=lib_root,
     )
     st = m.ego.start

@@ -39,6 +39,9 @@ class SceneSpec:
     seed: int = 0
     bundle: Path | None = None
     renderer: str = "mesh"
+    #: background mode of the neural/composite renderers: ``auto``, ``surface`` (baked iso-surface)
+    #: or ``volume`` (see :class:`sim.render.neural.NeuralRenderer`)
+    neural_mode: str = "auto"
     #: actor-library folder (``sim.actor_library``) whose reconstructed actors render inserted
     #: actors in the ``neural`` backend (None: ``$LOOPDRIVE_ACTORS`` or ``./actors``)
     actor_library: Path | None = None

@@ -66,6 +66,8 @@ def backends(tiny_log: Path, tiny_bundle: Path):
     from sim.render.neural import NeuralRenderer
 
     out = {"mesh": MeshRenderer.from_log(tiny_log), "neural": NeuralRenderer(bundle=tiny_bundle, library=False),
+           "neural-surface": NeuralRenderer(bundle=tiny_bundle, library=False, mode="surface"),
+           "neural-volume": NeuralRenderer(bundle=tiny_bundle, library=False, mode="volume"),
            "composite": CompositeRenderer(bundle=tiny_bundle)}
     yield out
     for r in out.values():
@@ -114,7 +116,7 @@ def _in_box(pw: np.ndarray, world, i: int, margin: float = 1.0, above_ground_m: 
 
 
 # ------------------------------------------------------------------------------------ contract
-@pytest.mark.parametrize("name", ["mesh", "neural", "composite"])
+@pytest.mark.parametrize("name", ["mesh", "neural", "neural-surface", "neural-volume", "composite"])
 def test_backend_contract_shapes_dtypes_frames(name, frames, world):
     cam_spec = RIG.cameras[0]
     f = frames[name]
@@ -145,7 +147,7 @@ def test_backend_contract_shapes_dtypes_frames(name, frames, world):
     assert len(li.points) > 0.5 * len(ref.lidar.points)
 
 
-@pytest.mark.parametrize("name", ["mesh", "neural", "composite"])
+@pytest.mark.parametrize("name", ["mesh", "neural", "neural-surface", "neural-volume", "composite"])
 def test_camera_depth_agrees_with_lidar(name, frames):
     f = frames[name]
     img = f.cameras[RIG.cameras[0].name]
@@ -161,8 +163,9 @@ def test_camera_depth_agrees_with_lidar(name, frames):
     assert np.median(rel) < (0.02 if name == "mesh" else 0.08), np.median(rel)
 
 
-def test_neural_lidar_labels_actor_returns(frames, world):
-    li = frames["neural"].lidar
+@pytest.mark.parametrize("name", ["neural-surface", "neural-volume"])
+def test_neural_lidar_labels_actor_returns(name, frames, world):
+    li = frames[name].lidar
     pw = li.world_points()
     for i in np.unique(li.actor_id[li.actor_id > 0]):
         assert _in_box(pw[li.actor_id == i], world, int(i), margin=1.12, above_ground_m=-0.1).all()
@@ -170,8 +173,9 @@ def test_neural_lidar_labels_actor_returns(frames, world):
 
 
 # ------------------------------------------------------------------------------------ edits
-def test_moving_an_actor_moves_it_in_the_neural_render(backends, world):
-    neural = backends["neural"]
+@pytest.mark.parametrize("name", ["neural-surface", "neural-volume"])
+def test_moving_an_actor_moves_it_in_the_neural_render(name, backends, world):
+    neural = backends[name]
     cam = RIG.cameras[0]
     i, w_a = _staged(world, left_m=1.5)
     _, w_b = _staged(world, left_m=-1.5)
@@ -191,20 +195,89 @@ def test_moving_an_actor_moves_it_in_the_neural_render(backends, world):
     assert len(pts) > 5 and _in_box(pts, w_b, i, margin=1.12, above_ground_m=-0.1).all()
 
 
-def test_removed_actor_leaves_no_lidar_returns_in_its_box(backends, world):
-    neural = backends["neural"]
+@pytest.mark.parametrize("name", ["neural-surface", "neural-volume"])
+def test_removed_actor_leaves_no_lidar_returns_in_its_box(name, backends, world):
+    neural = backends[name]
     i, staged = _staged(world)
     before = neural.render_lidar(staged, RIG.lidar)
-    assert _in_box(before.world_points(), staged, i, above_ground_m=0.3).sum() > 5
+    n_before = _in_box(before.world_points(), staged, i, above_ground_m=0.3).sum()
+    assert n_before > 5
     valid = staged.valid.copy()
     valid[i] = False
     gone = dataclasses.replace(staged, valid=valid)
     after = neural.render_lidar(gone, RIG.lidar)
-    assert _in_box(after.world_points(), staged, i, above_ground_m=0.3).sum() == 0
+    n_after = _in_box(after.world_points(), staged, i, above_ground_m=0.3).sum()
+    if name == "neural-surface":
+        # this briefly trained test field is a fog of ~2 /m over the road, and its iso-surface
+        # crosses the box in a few rays: what is left there is exactly the empty background
+        assert n_after < n_before
+        bg = neural.render_lidar(dataclasses.replace(staged, valid=np.arange(len(valid)) == 0), RIG.lidar)
+        left = after.ray_index[_in_box(after.world_points(), staged, i, above_ground_m=0.3)]
+        r_after = dict(zip(after.ray_index.tolist(), np.linalg.norm(after.points, axis=1).tolist(), strict=True))
+        r_bg = dict(zip(bg.ray_index.tolist(), np.linalg.norm(bg.points, axis=1).tolist(), strict=True))
+        assert all(abs(r_after[k] - r_bg.get(k, np.inf)) < 1e-4 for k in left.tolist())
+    else:
+        assert n_after == 0
     assert not np.any(after.actor_id == i)
     # and the camera sees through to the background where the actor was
     img_b, img_a = neural.render_camera(staged, RIG.cameras[0]), neural.render_camera(gone, RIG.cameras[0])
     assert (img_a.depth > img_b.depth + 1.0).sum() > 20
+
+
+def test_auto_mode_falls_back_to_volume_on_a_diffuse_field(backends, tiny_bundle):
+    """The test bundle is trained briefly: its density is a fog with no clear surface, the
+    calibration says so, and ``auto`` renders it by volume."""
+    from sim.recon.bundle import load_bundle
+    from sim.render.neural import AUTO_SURFACE_MAX_REL_ERR
+
+    proxy = load_bundle(tiny_bundle).surface()
+    assert proxy.calib_rel_err > AUTO_SURFACE_MAX_REL_ERR
+    assert backends["neural"].mode == "volume" and backends["neural-surface"].mode == "surface"
+
+
+def test_bundle_stores_its_surface_and_refuses_a_tampered_one(tiny_bundle, tmp_path, monkeypatch):
+    import json
+
+    import sim.recon.bundle as bundle_mod
+    from sim.recon.bundle import load_bundle, write_surface
+    from sim.recon.surface import SurfaceConfig
+
+    doc = json.loads((tiny_bundle / "bundle.json").read_text())
+    assert doc["surface"]["file"] == "surface.npz" and (tiny_bundle / "surface.npz").is_file()
+    # the stored surface is used as is: no bake on load
+    monkeypatch.setattr(bundle_mod, "bake_surface", lambda *a, **k: pytest.fail("baked although the bundle stores its surface"))
+    b = load_bundle(tiny_bundle)
+    proxy = b.surface()
+    assert proxy.triangles > 100 and b.surface() is proxy
+    monkeypatch.undo()
+    # other settings: baked on demand, and write_surface stores them
+    copy = shutil.copytree(tiny_bundle, tmp_path / "b")
+    other = SurfaceConfig(level=6.0)
+    baked = write_surface(copy, other)
+    assert json.loads((copy / "bundle.json").read_text())["surface"]["config"]["level"] == 6.0
+    assert np.array_equal(load_bundle(copy).surface(other).faces, baked.faces)
+    # a modified surface file is refused, naming the file
+    raw = bytearray((copy / "surface.npz").read_bytes())
+    raw[-100] ^= 0xFF
+    (copy / "surface.npz").write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match=r"surface\.npz"):
+        load_bundle(copy).surface(other)
+
+
+def test_scenario_neural_mode_reaches_the_renderer(tiny_log, tiny_bundle, tmp_path):
+    from sim.batch import make_renderer
+    from sim.scenario import load_scenario
+
+    for mode in ("surface", "volume"):
+        yml = tmp_path / f"{mode}.yaml"
+        yml.write_text(f"version: 1\nscene: {{log: {tiny_log}, bundle: {tiny_bundle}, renderer: neural, neural_mode: {mode}}}\nhorizon_s: 1.0\n")
+        r = make_renderer(load_scenario(yml))
+        assert r.mode == mode
+        r.close()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"version: 1\nscene: {{log: {tiny_log}, bundle: {tiny_bundle}, renderer: neural, neural_mode: fast}}\n")
+    with pytest.raises(ScenarioError, match="neural_mode"):
+        load_scenario(bad)
 
 
 @pytest.fixture(scope="module")

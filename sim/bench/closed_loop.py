@@ -3,8 +3,10 @@
 Writes ``benchmarks/results/closed_loop.json`` with:
 
 * ``speed``: env steps/s of :class:`sim.env.ClosedLoopEnv` with ``camera`` (320x192) + ``lidar``
-  (32x1024) observations on the ``neural`` and ``composite`` backends (and ``mesh`` for reference),
-  same scenario (the log's drive), same number of steps, constant action. Target: neural >= 10.
+  (32x1024) observations on the ``neural`` backend (default ``auto`` mode: the baked background
+  surface when its calibration holds; ``neural_volume``: full volume rendering) and ``composite``
+  (and ``mesh`` for reference), same scenario (the log's drive), same number of steps, constant
+  action. Target: neural >= 10.
 * ``realism``: camera PSNR (dB) of neural renders against mesh truth (exact synthetic town) along a
   closed-loop episode whose ego is steered away from its logged path by a lateral-offset controller
   (target offset ramping 0 -> ``max_offset_m``), binned by lateral deviation; and at logged times with
@@ -58,15 +60,16 @@ def _machine() -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
-def _speed(bundle: Path, log_dir: Path, renderer: str, steps: int) -> dict[str, Any]:
+def _speed(bundle: Path, log_dir: Path, renderer: str, steps: int, neural_mode: str = "auto") -> dict[str, Any]:
     from sim.env import ClosedLoopEnv
     from sim.spec import ScenarioSpec, SceneSpec
 
-    spec = ScenarioSpec(name="closed_loop_bench", scene=SceneSpec(log=log_dir, bundle=bundle, renderer=renderer),
+    spec = ScenarioSpec(name="closed_loop_bench", scene=SceneSpec(log=log_dir, bundle=bundle, renderer=renderer, neural_mode=neural_mode),
                         horizon_s=round((steps + 2) * 0.1, 3), dt_s=0.1)
     env = ClosedLoopEnv(scenario=spec, observation=["camera", "lidar"], renderer=renderer)
     try:
         env.reset(seed=0)
+        mode = getattr(env.core.renderer(), "mode", None) or getattr(getattr(env.core.renderer(), "background", None), "mode", None)
         env.step(np.zeros(2, np.float32))  # first render builds caches / GL context
         t0 = time.perf_counter()
         n = 0
@@ -78,7 +81,8 @@ def _speed(bundle: Path, log_dir: Path, renderer: str, steps: int) -> dict[str, 
         dt = time.perf_counter() - t0
     finally:
         env.close()
-    return {"steps": n, "seconds": round(dt, 3), "steps_per_s": n / dt, "camera": "320x192", "lidar": "32x1024"}
+    return {"steps": n, "seconds": round(dt, 3), "steps_per_s": n / dt, "camera": "320x192", "lidar": "32x1024",
+            "neural_mode": mode, "load_1m_after": _load()}
 
 
 def _deviation_episode(bundle: Path, log_dir: Path, neural: Any, mesh: Any, *, steps: int, max_offset_m: float) -> dict[str, Any]:
@@ -355,9 +359,10 @@ def run_closed_loop_bench(
             progress(m)
 
     res: dict[str, Any] = {"bundle": str(bundle), "log": str(log_dir), "machine": _machine(), "speed": {}, "realism": {}}
-    for name in ("neural", "composite", "mesh"):
+    for name, renderer, mode in (("neural", "neural", "auto"), ("neural_volume", "neural", "volume"), ("composite", "composite", "auto"),
+                                 ("mesh", "mesh", "auto")):
         try:
-            res["speed"][name] = _speed(bundle, log_dir, name, steps)
+            res["speed"][name] = _speed(bundle, log_dir, renderer, steps, mode)
             note(f"{name}: {res['speed'][name]['steps_per_s']:.2f} steps/s")
         except Exception as exc:  # a backend that cannot run here is recorded, the bench goes on
             res["speed"][name] = {"error": f"{type(exc).__name__}: {exc}"}

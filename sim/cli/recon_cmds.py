@@ -58,12 +58,15 @@ def eval_recon_cmd(
     log: Path = typer.Option(..., "--log", help="The drive log the bundle was trained on."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default BUNDLE/eval)."),
     max_frames: int = typer.Option(12, "--max-frames", min=1, help="Held-out frames to score."),
+    mode: str = typer.Option("volume", "--mode", help="volume (the reference) or surface (the fast renderer's baked background)."),
 ) -> None:
     """Score a bundle on held-out frames, lane-shifted and actor-edited views, and held-out LiDAR."""
     from sim.recon.evaluate import evaluate_bundle
 
+    if mode not in ("volume", "surface"):
+        raise fail(f"--mode: expected volume or surface, got {mode!r}")
     with user_errors():
-        res = evaluate_bundle(bundle, log, out, max_frames=max_frames, progress=lambda m: console.log(m))
+        res = evaluate_bundle(bundle, log, out, max_frames=max_frames, progress=lambda m: console.log(m), mode=mode)
     tab = Table(title=f"eval-recon {bundle}")
     tab.add_column("view")
     tab.add_column("metric")
@@ -81,6 +84,23 @@ def eval_recon_cmd(
         tab.add_row("LiDAR", "ray-drop accuracy", f"{li['ray_drop_accuracy']:.3f}")
     console.print(tab)
     console.print(f"wrote {Path(out) if out else Path(bundle) / 'eval'}/eval.json and contact_sheet.png")
+
+
+@app.command("bake-surface")
+def bake_surface_cmd(
+    bundle: Path = typer.Argument(..., help="Scene bundle folder."),
+    level: float | None = typer.Option(None, "--level", min=1e-3, help="Iso-density (1/m); default: calibrated against volume rendering."),
+    subdivide: int = typer.Option(1, "--subdivide", min=1, max=4, help="Bake grid points per occupancy cell edge."),
+) -> None:
+    """Bake (or re-bake) a bundle's background surface for the fast neural render mode (stored in
+    BUNDLE/surface.npz; bundles written by `loopdrive recon` already have one)."""
+    from sim.recon.bundle import write_surface
+    from sim.recon.surface import SurfaceConfig
+
+    with user_errors(), console.status("baking the background surface"):
+        proxy = write_surface(bundle, SurfaceConfig(level=level, subdivide=subdivide))
+    cal = f"; calibration: median depth difference {proxy.calib_err_m:.3f} m ({100 * proxy.calib_rel_err:.1f} %)" if level is None else ""
+    console.print(f"[green]wrote[/] {bundle}/surface.npz: {proxy.triangles} triangles at level {proxy.level:.2f} /m{cal}")
 
 
 @bench_app.command("recon")

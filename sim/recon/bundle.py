@@ -9,6 +9,9 @@ Layout (``format_version`` 1)::
       weights.safetensors  SceneModel tensors (the occupancy grid bit-packed as ``occupancy_packed``)
       tracks.json          the log's tracks (ego + actors, sim.log format)
       map.json             the log's lane map
+      surface.npz          optional: the background's baked iso-surface (``sim.recon.surface``:
+                           vertices, faces), recorded in bundle.json ``surface`` with its sha256
+                           and settings; bundles without it bake the surface on first use
 
 :func:`load_bundle` reads JSON and safetensors only (no code is executed from the files), checks
 the weights' sha256 against ``bundle.json`` and every tensor name and shape against the model the
@@ -18,8 +21,10 @@ config describes; anything missing, corrupt, tampered with or mismatched raises
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -34,12 +39,16 @@ from numpy.typing import NDArray
 from sim.errors import BundleError
 from sim.log import DriveLog, Track, dumps_json, track_to_json
 from sim.recon.scene import ActorState, SceneConfig, SceneModel, pack_occupancy, unpack_occupancy
+from sim.recon.surface import SurfaceConfig, SurfaceProxy, bake_surface
 
-__all__ = ["BUNDLE_FORMAT", "Bundle", "BundleActor", "load_bundle", "save_bundle"]
+__all__ = ["BUNDLE_FORMAT", "Bundle", "BundleActor", "load_bundle", "save_bundle", "write_surface"]
+
+log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "loopdrive-scene-bundle"
 BUNDLE_VERSION = 1
 WEIGHTS = "weights.safetensors"
+SURFACE = "surface.npz"
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,20 @@ class Bundle:
     tracks: tuple[Track, ...]
     map: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)
+    _surfaces: dict[SurfaceConfig, SurfaceProxy] = field(default_factory=dict, repr=False, compare=False)
+
+    def surface(self, cfg: SurfaceConfig | None = None) -> SurfaceProxy:
+        """The background's baked surface for ``cfg`` (default settings when None): the bundle's
+        ``surface.npz`` when it was baked with these settings, else baked now (a few seconds; kept
+        for this loaded bundle)."""
+        cfg = cfg or SurfaceConfig()
+        hit = self._surfaces.get(cfg)
+        if hit is None:
+            hit = _read_surface(self.root, cfg)
+            if hit is None:
+                hit = bake_surface(self.scene, cfg, origins=_track_origins(self.ego))
+            self._surfaces[cfg] = hit
+        return hit
 
     def actor_index(self, actor_id: str) -> int:
         for a in self.actors:
@@ -97,17 +120,22 @@ class Bundle:
         sz = np.array([a.size for a in self.actors], dtype=np.float32).reshape(A, 3) if size is None else size
         return ActorState(torch.arange(A), torch.as_tensor(pose, dtype=torch.float32)[None], torch.as_tensor(sz, dtype=torch.float32), torch.as_tensor(valid)[None])
 
-    def render_camera(self, c2w: NDArray[np.floating], K: NDArray[np.floating], width: int, height: int, actors: ActorState) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+    def render_camera(self, c2w: NDArray[np.floating], K: NDArray[np.floating], width: int, height: int, actors: ActorState,
+                      surface: SurfaceProxy | None = None) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
         """RGB (H, W, 3) uint8 and z-depth (H, W) float32 m (inf = sky) of a pinhole camera
-        (``c2w`` 4x4 camera-to-world, OpenGL axes; ``K`` 3x3)."""
-        r = self.scene.render_camera(torch.as_tensor(c2w, dtype=torch.float32), torch.as_tensor(K, dtype=torch.float32), width, height, actors)
+        (``c2w`` 4x4 camera-to-world, OpenGL axes; ``K`` 3x3); the background from ``surface``
+        (:meth:`surface`) when given, else volume-rendered."""
+        r = self.scene.render_camera(torch.as_tensor(c2w, dtype=torch.float32), torch.as_tensor(K, dtype=torch.float32), width, height, actors,
+                                     surface=surface)
         rgb = (r["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
         return rgb, r["depth"].numpy().astype(np.float32)
 
-    def render_lidar(self, sensor_to_world: NDArray[np.floating], dirs_sensor: NDArray[np.floating], actors: ActorState) -> dict[str, NDArray[np.float32]]:
+    def render_lidar(self, sensor_to_world: NDArray[np.floating], dirs_sensor: NDArray[np.floating], actors: ActorState,
+                     surface: SurfaceProxy | None = None) -> dict[str, NDArray[np.float32]]:
         """LiDAR along (N, 3) sensor-frame unit directions: ``range`` m, ``intensity``, ``drop_prob``,
-        ``acc_actor`` (opacity from actor fields), each (N,)."""
-        r = self.scene.render_lidar(torch.as_tensor(sensor_to_world, dtype=torch.float32), torch.as_tensor(dirs_sensor, dtype=torch.float32), actors)
+        ``acc_actor`` (opacity from actor fields), each (N,); the background from ``surface`` when given."""
+        r = self.scene.render_lidar(torch.as_tensor(sensor_to_world, dtype=torch.float32), torch.as_tensor(dirs_sensor, dtype=torch.float32), actors,
+                                    chunk=32768 if surface is not None else 2048, surface=surface)
         return {k: v.numpy().astype(np.float32) for k, v in r.items()}
 
 
@@ -134,8 +162,11 @@ def save_bundle(
     camera: str,
     info: dict[str, Any] | None = None,
     overwrite: bool = False,
+    surface: SurfaceConfig | None = SurfaceConfig(),
 ) -> Path:
-    """Write a bundle atomically (temp folder + rename). ``actor_ids`` are in slot order."""
+    """Write a bundle atomically (temp folder + rename). ``actor_ids`` are in slot order; with
+    ``surface`` (default settings unless None) the background's iso-surface is baked into
+    ``surface.npz`` for the fast ``surface`` render mode."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -161,6 +192,8 @@ def save_bundle(
             "log": {"name": dl.name, "path": str(dl.root.resolve()), "camera": camera},
             "info": info or {},
         }
+        if surface is not None:
+            doc["surface"] = _write_surface_file(tmp, bake_surface(scene, surface, origins=_track_origins(dl.ego)))
         (tmp / "bundle.json").write_text(dumps_json(doc))
         (tmp / "tracks.json").write_text(dumps_json({"ego": track_to_json(dl.ego), "tracks": [track_to_json(t) for t in dl.tracks]}))
         (tmp / "map.json").write_text(dumps_json(dl.map))
@@ -175,6 +208,86 @@ def save_bundle(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _write_surface_file(folder: Path, proxy: SurfaceProxy) -> dict[str, Any]:
+    """Write ``surface.npz`` (temp + rename) into ``folder``; returns its bundle.json record."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".surface.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, vertices=proxy.vertices, faces=proxy.faces)
+        os.replace(tmp, folder / SURFACE)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return {"file": SURFACE, "sha256": _sha256(folder / SURFACE), "config": dataclasses.asdict(proxy.cfg), "level": proxy.level,
+            "calibration": {"median_depth_diff_m": _finite(proxy.calib_err_m), "median_rel_depth_diff": _finite(proxy.calib_rel_err)}}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _track_origins(ego: Track, n: int = 8, height_m: float = 1.8) -> NDArray[np.float64]:
+    """Calibration origins of the surface bake: ``n`` poses spread over the logged ego path,
+    ``height_m`` above it (world frame, m)."""
+    t = np.asarray(ego.t_us, dtype=np.int64)
+    idx = np.linspace(0, len(t) - 1, min(n, len(t))).round().astype(int)
+    out = []
+    for k in idx:
+        p = ego.pose_at(int(t[k]))
+        if p is not None:
+            out.append((float(p[0]), float(p[1]), float(p[2]) + height_m))
+    return np.asarray(out, dtype=np.float64).reshape(-1, 3)
+
+
+def write_surface(path: str | os.PathLike[str], cfg: SurfaceConfig | None = None) -> SurfaceProxy:
+    """Bake the background surface of the bundle at ``path`` with ``cfg`` and store it in the
+    bundle (``surface.npz`` and the ``surface`` record of ``bundle.json``, each replaced
+    atomically). Raises :class:`BundleError` if the bundle does not load."""
+    b = load_bundle(path)
+    proxy = bake_surface(b.scene, cfg or SurfaceConfig(), origins=_track_origins(b.ego))
+    rec = _write_surface_file(b.root, proxy)
+    doc = _json(b.root / "bundle.json")
+    doc["surface"] = rec
+    fd, tmp = tempfile.mkstemp(dir=b.root, prefix=".bundle.", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(dumps_json(doc))
+    os.replace(tmp, b.root / "bundle.json")
+    return proxy
+
+
+def _read_surface(root: Path, cfg: SurfaceConfig) -> SurfaceProxy | None:
+    """The bundle's stored surface if it was baked with ``cfg``'s geometry settings (None when
+    absent or baked differently; a recorded but corrupt file raises :class:`BundleError`)."""
+    bj = root / "bundle.json"
+    rec = _json(bj).get("surface")
+    if rec is None:
+        return None
+    if not isinstance(rec, dict) or rec.get("file") != SURFACE or not isinstance(rec.get("sha256"), str) or not isinstance(rec.get("config"), dict):
+        raise BundleError(f"expected {{'file': {SURFACE!r}, 'sha256': hex, 'config': {{...}}}}", file=bj, field="surface")
+    stored = rec["config"]
+    if stored.get("level") != cfg.level or stored.get("subdivide") != cfg.subdivide or not isinstance(rec.get("level"), int | float):
+        log.info("the bundle's surface was baked with other settings (%s); baking %s", stored, cfg)
+        return None
+    fp = root / SURFACE
+    if not fp.is_file():
+        raise BundleError("expected this file to exist (recorded in bundle.json surface)", file=fp)
+    digest = _sha256(fp)
+    if digest != rec["sha256"]:
+        raise BundleError(f"expected sha256 {rec['sha256']} (recorded in bundle.json), got {digest}: the surface was modified or corrupted", file=fp)
+    try:
+        with np.load(fp, allow_pickle=False) as z:
+            v, f = np.asarray(z["vertices"], np.float32), np.asarray(z["faces"], np.int32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"expected an npz with vertices and faces ({exc})", file=fp) from None
+    if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3 or (len(f) and (f.min() < 0 or f.max() >= len(v))):
+        raise BundleError("expected vertices (V, 3) and faces (F, 3) indexing them", file=fp)
+    proxy = SurfaceProxy(v, f, cfg, float(rec["level"]))
+    cal = rec.get("calibration") or {}
+    proxy.calib_err_m = float(cal.get("median_depth_diff_m") or np.nan)
+    proxy.calib_rel_err = float(cal.get("median_rel_depth_diff") or np.nan)
+    return proxy
 
 
 def _json(path: Path) -> Any:

@@ -29,6 +29,7 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
+from sim.errors import BundleError
 from sim.log import DriveLog, read_log, write_json_atomic
 from sim.recon.bundle import Bundle, load_bundle
 from sim.recon.data import lidar_ray_grid
@@ -89,16 +90,43 @@ def evaluate_bundle(
     max_sweeps: int = 6,
     shifts_m: tuple[float, ...] = (1.0, 2.0, 3.0),
     progress: Callable[[str], None] | None = None,
+    mode: str = "volume",
 ) -> dict[str, Any]:
     """Evaluate a bundle on a log; write ``eval.json`` and ``contact_sheet.png`` to ``out``
-    (default: ``BUNDLE/eval``). Returns the eval dict."""
+    (default: ``BUNDLE/eval``). Returns the eval dict. ``mode`` ``surface`` scores the fast
+    renderer's baked-surface background (:mod:`sim.recon.surface`) instead of volume rendering."""
     b: Bundle = load_bundle(bundle_dir)
     dl = read_log(log_dir)
     out = Path(out) if out is not None else Path(bundle_dir) / "eval"
-    res = evaluate_scene(b, dl, out, max_frames=max_frames, max_sweeps=max_sweeps, shifts_m=shifts_m, progress=progress)
+    if mode not in ("volume", "surface"):
+        raise BundleError(f"expected mode volume or surface, got {mode!r}", field="mode")
+    scene: Any = _SurfaceBundle(b) if mode == "surface" else b
+    res = evaluate_scene(scene, dl, out, max_frames=max_frames, max_sweeps=max_sweeps, shifts_m=shifts_m, progress=progress)
     res["bundle"] = str(bundle_dir)
+    res["mode"] = mode
+    if mode == "surface":
+        pr = b.surface()
+        res["surface"] = {"level": pr.level, "triangles": pr.triangles, "calibration_median_depth_diff_m": pr.calib_err_m,
+                          "calibration_median_rel_depth_diff": pr.calib_rel_err}
     write_json_atomic(out / "eval.json", res)
     return res
+
+
+class _SurfaceBundle:
+    """A bundle whose renders draw the background from its baked surface."""
+
+    def __init__(self, b: Bundle) -> None:
+        self._b = b
+        self._surface = b.surface()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._b, name)
+
+    def render_camera(self, *args: Any, **kw: Any) -> Any:
+        return self._b.render_camera(*args, surface=self._surface, **kw)
+
+    def render_lidar(self, *args: Any, **kw: Any) -> Any:
+        return self._b.render_lidar(*args, surface=self._surface, **kw)
 
 
 def evaluate_scene(

@@ -39,12 +39,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from sim.recon.surface import SurfaceProxy
 
 __all__ = ["ActorState", "HashGrid", "SceneConfig", "SceneModel"]
 
@@ -475,6 +478,8 @@ class SceneModel(nn.Module):
         actors: ActorState,
         group: Tensor | None = None,
         generator: torch.Generator | None = None,
+        surface: SurfaceProxy | None = None,
+        surface_samples: int = 1,
     ) -> dict[str, Tensor]:
         """Volume-render rays (world frame, unit ``dirs``).
 
@@ -483,6 +488,9 @@ class SceneModel(nn.Module):
             actors: actor boxes per ray group; ``group`` (R,) long picks each ray's group
                 (default: all group 0).
             generator: when given, sample positions are jittered inside their intervals (training).
+            surface: a baked background surface (:mod:`sim.recon.surface`; rendering only): the
+                background becomes opaque at the ray's first surface hit, its features the
+                weighted mean of ``surface_samples`` field evaluations around the hit.
 
         Returns:
             ``feat`` (R, C), ``depth`` (R,) expected distance along the ray with the remaining
@@ -496,27 +504,12 @@ class SceneModel(nn.Module):
         jb = ja = None
         if generator is not None:
             jb = torch.rand(R, cfg.samples_bg, generator=generator)
-        tb, wb, vb = self._bg_samples(origins, dirs, jb[:, : min(cfg.samples_bg, cfg.occupied_candidates)] if jb is not None else None)
-        C = cfg.feat_dim
-        sig_b = torch.zeros_like(tb)
-        feat_b = torch.zeros(*tb.shape, C)
         rendering = generator is None and not torch.is_grad_enabled()
-        K = tb.shape[1]
-        # early ray termination (rendering only): background samples are evaluated in stages
-        # (4, 4, the rest); a stage runs only on rays whose transmittance after the previous stages
-        # is above `early_stop` (the skipped samples carry at most that much weight)
-        bounds = sorted({min(4, K), min(8, K), K}) if rendering and self.early_stop > 0 else [K]
-        k0 = 0
-        for k1 in bounds:
-            v = vb[:, k0:k1]
-            if k0 > 0:
-                v = v & (torch.exp(-(sig_b[:, :k0] * wb[:, :k0]).sum(1)) > self.early_stop)[:, None]
-            if v.any():
-                pts = (origins[:, None, :] + dirs[:, None, :] * tb[:, k0:k1, None])[v]
-                s_, f_ = self.background(pts)
-                sig_b[:, k0:k1] = sig_b[:, k0:k1].masked_scatter(v, s_)
-                feat_b[:, k0:k1] = feat_b[:, k0:k1].index_put((v,), f_)
-            k0 = k1
+        if surface is not None and rendering:
+            tb, wb, sig_b, feat_b, vb = self._surface_background(origins, dirs, surface, surface_samples)
+        else:
+            tb, wb, sig_b, feat_b, vb = self._volume_background(origins, dirs, jb, rendering)
+        C = cfg.feat_dim
         act_b = torch.zeros_like(vb)
         A = actors.slot.shape[0]
         rows: Tensor | None = None  # rays with actor samples (None: all rays)
@@ -535,6 +528,9 @@ class SceneModel(nn.Module):
                 if generator is not None:
                     ja = torch.rand(Ra, Mx, cfg.samples_actor, generator=generator)
                 ta, wa, va, pn, slot = self._actor_samples(sub_o, sub_d, sub_g, sub_actors, ja)
+                if rows is not None:  # keep the candidate rays that really cross a box
+                    hit_rows = va.any(1)
+                    rows, ta, wa, va, pn, slot = rows[hit_rows], ta[hit_rows], wa[hit_rows], va[hit_rows], pn[hit_rows], slot[hit_rows]
                 sig_a = torch.zeros_like(ta)
                 feat_a = torch.zeros(*ta.shape, C)
                 if va.any():
@@ -543,33 +539,96 @@ class SceneModel(nn.Module):
                     feat_a = feat_a.index_put((va,), f_)
                 ta = torch.where(va, ta, torch.full_like(ta, cfg.far_m * 2))
                 bsel = (lambda x: x) if rows is None else (lambda x: x[rows])
-                merged = _merge_by_depth(
-                    [bsel(tb), ta], [bsel(wb), wa], [bsel(sig_b), sig_a], [bsel(feat_b), feat_a], [bsel(act_b), va]
-                )
+                if rows is None or rows.numel() > 0:
+                    merged = _merge_by_depth(
+                        [bsel(tb), ta], [bsel(wb), wa], [bsel(sig_b), sig_a], [bsel(feat_b), feat_a], [bsel(act_b), va]
+                    )
         if merged is not None and rows is None:
-            t, width, sigma, feat, act = merged
-        elif merged is not None:
-            assert rows is not None
-            extra = merged[0].shape[1] - tb.shape[1]
-            t = torch.cat([tb, torch.full((R, extra), cfg.far_m * 2)], 1).index_copy_(0, rows, merged[0])
-            width = torch.cat([wb, wb.new_zeros(R, extra)], 1).index_copy_(0, rows, merged[1])
-            sigma = torch.cat([sig_b, sig_b.new_zeros(R, extra)], 1).index_copy_(0, rows, merged[2])
-            feat = torch.cat([feat_b, feat_b.new_zeros(R, extra, C)], 1).index_copy_(0, rows, merged[3])
-            act = torch.cat([act_b, act_b.new_zeros(R, extra)], 1).index_copy_(0, rows, merged[4])
+            f_sum, acc, d_sum, acc_act, tc, w = self._composite(*merged)
         else:
-            t, width, sigma, feat, act = tb, wb, sig_b, feat_b, act_b
+            f_sum, acc, d_sum, acc_act, tc, w = self._composite(tb, wb, sig_b, feat_b, act_b)
+            if merged is not None:
+                # rays near actors: composite their merged samples and overwrite those rows (the
+                # other rows keep their short background sample lists)
+                assert rows is not None
+                mf, macc, md, mact, mt, mw = self._composite(*merged)
+                f_sum, acc, d_sum, acc_act = f_sum.index_copy(0, rows, mf), acc.index_copy(0, rows, macc), d_sum.index_copy(0, rows, md), acc_act.index_copy(0, rows, mact)
+                extra = mt.shape[1] - tc.shape[1]
+                tc = torch.cat([tc, tc.new_full((R, extra), cfg.far_m)], 1).index_copy_(0, rows, mt)
+                w = torch.cat([w, w.new_zeros(R, extra)], 1).index_copy_(0, rows, mw)
+        sky = self.sky_mlp(_dir_encoding(dirs))
+        out_feat = f_sum + (1.0 - acc)[:, None] * sky
+        depth = d_sum + (1.0 - acc) * cfg.far_m
+        return {
+            "feat": out_feat, "depth": depth, "acc": acc, "acc_actor": acc_act,
+            "t": tc, "w": w,
+        }
+
+    def _composite(self, t: Tensor, width: Tensor, sigma: Tensor, feat: Tensor, act: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Alpha-composite depth-sorted samples (R, S): weighted feature sum (R, C), opacity (R,),
+        weighted distance sum (R,), actor opacity (R,), distances clamped to ``far_m`` and weights (R, S)."""
+        R = t.shape[0]
         alpha = 1.0 - torch.exp(-sigma * width)
         trans = torch.cumprod(torch.cat([torch.ones(R, 1), 1.0 - alpha + 1e-7], 1), 1)[:, :-1]
         w = alpha * trans
-        acc = w.sum(1)
-        sky = self.sky_mlp(_dir_encoding(dirs))
-        out_feat = torch.bmm(w[:, None, :], feat)[:, 0] + (1.0 - acc)[:, None] * sky
-        tc = t.clamp(max=cfg.far_m)
-        depth = (w * tc).sum(1) + (1.0 - acc) * cfg.far_m
-        return {
-            "feat": out_feat, "depth": depth, "acc": acc, "acc_actor": (w * act).sum(1),
-            "t": tc, "w": w,
-        }
+        tc = t.clamp(max=self.cfg.far_m)
+        return torch.bmm(w[:, None, :], feat)[:, 0], w.sum(1), (w * tc).sum(1), (w * act).sum(1), tc, w
+
+    def _volume_background(self, origins: Tensor, dirs: Tensor, jb: Tensor | None, rendering: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Background samples of the volume renderer: distances, interval lengths, densities,
+        features (R, K[, C]) and validity (R, K)."""
+        cfg = self.cfg
+        tb, wb, vb = self._bg_samples(origins, dirs, jb[:, : min(cfg.samples_bg, cfg.occupied_candidates)] if jb is not None else None)
+        C = cfg.feat_dim
+        sig_b = torch.zeros_like(tb)
+        feat_b = torch.zeros(*tb.shape, C)
+        K = tb.shape[1]
+        # early ray termination (rendering only): background samples are evaluated in stages
+        # (4, 4, the rest); a stage runs only on rays whose transmittance after the previous stages
+        # is above `early_stop` (the skipped samples carry at most that much weight)
+        bounds = sorted({min(4, K), min(8, K), K}) if rendering and self.early_stop > 0 else [K]
+        k0 = 0
+        for k1 in bounds:
+            v = vb[:, k0:k1]
+            if k0 > 0:
+                v = v & (torch.exp(-(sig_b[:, :k0] * wb[:, :k0]).sum(1)) > self.early_stop)[:, None]
+            if v.any():
+                pts = (origins[:, None, :] + dirs[:, None, :] * tb[:, k0:k1, None])[v]
+                s_, f_ = self.background(pts)
+                sig_b[:, k0:k1] = sig_b[:, k0:k1].masked_scatter(v, s_)
+                feat_b[:, k0:k1] = feat_b[:, k0:k1].index_put((v,), f_)
+            k0 = k1
+        return tb, wb, sig_b, feat_b, vb
+
+    def _surface_background(self, origins: Tensor, dirs: Tensor, surface: SurfaceProxy, samples: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Background of the surface proxy: one opaque sample per ray at its first surface hit
+        (none on a miss), with the weighted mean features of ``samples`` field evaluations
+        spread over ``[t - spread_m, t + spread_m]``. Same outputs as :meth:`_volume_background`."""
+        cfg = self.cfg
+        R, C = origins.shape[0], cfg.feat_dim
+        th = torch.from_numpy(surface.first_hit(origins.numpy(), dirs.numpy())).to(torch.float32)
+        hit = torch.isfinite(th) & (th < cfg.far_m)
+        feat = torch.zeros(R, C)
+        rows = hit.nonzero().squeeze(1)
+        if rows.numel():
+            K = max(int(samples), 1)
+            sp = float(surface.cfg.spread_m)
+            offs = torch.linspace(-sp, sp, K) if K > 1 else torch.zeros(1)
+            t = (th[rows, None] + offs[None]).clamp(min=cfg.near_m)  # (H, K)
+            pts = origins[rows, None, :] + dirs[rows, None, :] * t[..., None]
+            s_, f_ = self.background(pts.reshape(-1, 3))
+            f_ = f_.reshape(-1, K, C)
+            if K > 1:
+                alpha = 1.0 - torch.exp(-s_.reshape(-1, K) * (2.0 * sp / (K - 1)))
+                trans = torch.cumprod(torch.cat([torch.ones(alpha.shape[0], 1), 1.0 - alpha + 1e-7], 1), 1)[:, :-1]
+                w = alpha * trans
+                w = torch.where(w.sum(1, keepdim=True) > 1e-6, w, torch.ones_like(w))
+                feat[rows] = torch.bmm((w / w.sum(1, keepdim=True))[:, None, :], f_)[:, 0]
+            else:
+                feat[rows] = f_[:, 0]
+        tb = torch.where(hit, th, torch.full_like(th, cfg.far_m * 2))[:, None]
+        sig_b = torch.where(hit, torch.full_like(th, 1e4), torch.zeros_like(th))[:, None]
+        return tb, torch.ones_like(tb), sig_b, feat[:, None, :], hit[:, None]
 
     def _actor_candidates(self, o: Tensor, d: Tensor, group: Tensor, actors: ActorState) -> tuple[Tensor, Tensor]:
         """Rays whose line passes through the bounding sphere of a valid actor box (scaled by the
@@ -633,15 +692,18 @@ class SceneModel(nn.Module):
 
     @torch.no_grad()
     def render_camera(
-        self, c2w: Tensor, K: Tensor, width: int, height: int, actors: ActorState, chunk: int = 2048
+        self, c2w: Tensor, K: Tensor, width: int, height: int, actors: ActorState, chunk: int = 2048,
+        surface: SurfaceProxy | None = None,
     ) -> dict[str, Tensor]:
         """Render a camera (see :meth:`camera_rays`): ``rgb`` (H, W, 3) float in [0, 1], ``depth``
         (H, W) z-depth along the optical axis (m, nearest-upsampled from the feature image),
-        ``acc`` (H, W) opacity and ``acc_actor`` (H, W) actor opacity."""
+        ``acc`` (H, W) opacity and ``acc_actor`` (H, W) actor opacity. With a ``surface`` proxy
+        the background is its baked surface (:mod:`sim.recon.surface`)."""
         s = self.cfg.upsample
         h, w = -(-height // s), -(-width // s)
         o, d, cos = self.camera_rays(c2w, K, width, height, s)
-        outs = [self.render_rays(o[i : i + chunk], d[i : i + chunk], actors) for i in range(0, o.shape[0], chunk)]
+        ks = surface.cfg.samples if surface is not None else 1
+        outs = [self.render_rays(o[i : i + chunk], d[i : i + chunk], actors, surface=surface, surface_samples=ks) for i in range(0, o.shape[0], chunk)]
         feat = torch.cat([r["feat"] for r in outs]).reshape(h, w, -1).permute(2, 0, 1)[None]
         rgb, _ = self.decode(feat)
         rgb = rgb[0].permute(1, 2, 0)[:height, :width]
@@ -656,15 +718,18 @@ class SceneModel(nn.Module):
 
     @torch.no_grad()
     def render_lidar(
-        self, sensor_to_world: Tensor, dirs_sensor: Tensor, actors: ActorState, chunk: int = 2048
+        self, sensor_to_world: Tensor, dirs_sensor: Tensor, actors: ActorState, chunk: int = 2048,
+        surface: SurfaceProxy | None = None,
     ) -> dict[str, Tensor]:
         """Render LiDAR rays from a sensor pose (4x4) along (N, 3) unit directions in the sensor
-        frame: ``range`` (N,) m, ``intensity`` (N,), ``drop_prob`` (N,), ``acc_actor`` (N,)."""
+        frame: ``range`` (N,) m, ``intensity`` (N,), ``drop_prob`` (N,), ``acc_actor`` (N,). With a
+        ``surface`` proxy the background is its baked surface (:mod:`sim.recon.surface`)."""
         d = dirs_sensor.to(torch.float32) @ sensor_to_world[:3, :3].T.to(torch.float32)
         o = sensor_to_world[:3, 3].to(torch.float32).expand_as(d).contiguous()
+        ks = surface.cfg.lidar_samples if surface is not None else 1
         outs = []
         for i in range(0, d.shape[0], chunk):
-            r = self.render_rays(o[i : i + chunk], d[i : i + chunk], actors)
+            r = self.render_rays(o[i : i + chunk], d[i : i + chunk], actors, surface=surface, surface_samples=ks)
             li = self.lidar_outputs(r)
             outs.append((li["range"], li["intensity"], torch.sigmoid(li["drop_logit"]), r["acc_actor"]))
         rng, inten, drop, aa = (torch.cat(x) for x in zip(*outs, strict=True))

@@ -81,12 +81,15 @@ class CompositeRenderer(RenderBackend):
         bundle: the scene bundle (folder or loaded ``Bundle``).
         lidar_engine: ray-casting engine of the actor layer (see :func:`sim.render.mesh.make_intersector`).
         threads: torch threads while rendering the background (default: torch's setting).
+        mode: background mode of the neural layer (``auto`` | ``surface`` | ``volume``, see
+            :class:`~sim.render.neural.NeuralRenderer`).
     """
 
     name: ClassVar[str] = "composite"
 
-    def __init__(self, scene: Any = None, *, bundle: Any = None, lidar_engine: str = "auto", threads: int | None = None, **_: Any) -> None:
-        self.background = NeuralRenderer(scene, bundle=bundle, library=False, threads=threads)
+    def __init__(self, scene: Any = None, *, bundle: Any = None, lidar_engine: str = "auto", threads: int | None = None,
+                 mode: str = "auto", **_: Any) -> None:
+        self.background = NeuralRenderer(scene, bundle=bundle, library=False, threads=threads, mode=mode)
         self.actors = ActorMeshLayer(lidar_engine=lidar_engine)
         self._empty: dict[int, Any] = {}
 
@@ -98,6 +101,7 @@ class CompositeRenderer(RenderBackend):
         if spec.scene.bundle is None and "bundle" not in options:
             raise ScenarioError(f"expected scene.bundle (a scene-bundle folder) for renderer {cls.name!r}", field="scene.bundle")
         options.setdefault("bundle", spec.scene.bundle)
+        options.setdefault("mode", getattr(spec.scene, "neural_mode", "auto"))
         return cls(scene, **options)
 
     def _no_actors(self) -> Any:

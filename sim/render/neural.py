@@ -54,11 +54,16 @@ from sim.render.base import (
 )
 from sim.sensors import CameraSpec, LidarSpec, SensorRig
 
-__all__ = ["ActorPlan", "ArrayWorld", "NeuralRenderer", "merge_camera", "merge_lidar"]
+__all__ = ["NEURAL_MODES", "ActorPlan", "ArrayWorld", "NeuralRenderer", "merge_camera", "merge_lidar"]
 
 log = logging.getLogger(__name__)
 
 MIN_RANGE_M = 0.3
+#: background modes of the neural renderers (see :class:`NeuralRenderer`)
+NEURAL_MODES = ("auto", "surface", "volume")
+#: ``auto`` mode: the surface is used when its calibration's median relative depth difference to
+#: the volume renderer is at most this
+AUTO_SURFACE_MAX_REL_ERR = 0.05
 DROP_THRESHOLD = 0.5
 ACTOR_LABEL_OPACITY = 0.5
 
@@ -153,12 +158,21 @@ class NeuralRenderer(RenderBackend):
         assets: world actor id -> library key (``source/id``) for inserted actors.
         size_tolerance: relative box-size tolerance for library actors (refused beyond).
         threads: torch intra-op threads while rendering (default: leave torch's setting).
+        mode: how the static background is drawn: ``surface`` (the bundle's baked iso-surface
+            ray-cast with Embree, colours and intensities from the field at the hit; several times
+            faster), ``volume`` (full volume rendering of the field; the reference the evaluator
+            scores) or ``auto`` (default): ``surface`` when the surface's calibration says it sits
+            where the volume renderer puts the background (median relative depth difference
+            <= ``AUTO_SURFACE_MAX_REL_ERR``), else ``volume`` -- a briefly trained, diffuse field
+            has no clear surface. Actors are volume-rendered from their fields in every mode.
+        surface: settings of the baked surface (:class:`sim.recon.surface.SurfaceConfig`).
     """
 
     name: ClassVar[str] = "neural"
 
     def __init__(self, scene: Any = None, *, bundle: Any = None, library: Any = None, assets: Mapping[str, str] | None = None,
-                 size_tolerance: float | None = None, threads: int | None = None) -> None:
+                 size_tolerance: float | None = None, threads: int | None = None, mode: str = "auto",
+                 surface: Any = None) -> None:
         from sim.actor_library import SIZE_TOLERANCE, ActorLibrary, open_library
         from sim.recon.bundle import Bundle, load_bundle
 
@@ -180,6 +194,15 @@ class NeuralRenderer(RenderBackend):
         self.assets = dict(assets or {})
         self.size_tolerance = SIZE_TOLERANCE if size_tolerance is None else float(size_tolerance)
         self.threads = threads
+        if mode not in NEURAL_MODES:
+            raise ScenarioError(f"expected one of {list(NEURAL_MODES)}, got {mode!r}", field="scene.neural_mode")
+        self._surface_cfg = surface
+        if mode == "auto":
+            proxy = self.bundle.surface(surface)
+            err = proxy.calib_rel_err
+            mode = "volume" if np.isfinite(err) and err > AUTO_SURFACE_MAX_REL_ERR else "surface"
+            log.info("neural background mode %s (surface calibration: median relative depth difference %.3f)", mode, err)
+        self.mode = mode
         self._dirs: dict[tuple[Any, ...], NDArray[np.float32]] = {}
         self._resolved: dict[tuple[Any, ...], tuple[str, int]] = {}
 
@@ -199,9 +222,17 @@ class NeuralRenderer(RenderBackend):
             if isinstance(op, InsertOp) and a:
                 assets.setdefault(op.id, str(a))
         options.setdefault("bundle", b)
+        options.setdefault("mode", getattr(spec.scene, "neural_mode", "auto"))
         if getattr(spec.scene, "actor_library", None) is not None:  # the library the scenario's assets were checked against
             options.setdefault("library", spec.scene.actor_library)
         return cls(scene, assets=assets, **options)
+
+    def _surface(self, model: Any) -> Any:
+        """The baked background surface for ``model`` in ``surface`` mode (None: volume
+        rendering, or a library source model, which has no background)."""
+        if self.mode != "surface" or model is not self.model:
+            return None
+        return self.bundle.surface(self._surface_cfg)
 
     # ------------------------------------------------------------------------------ actors
     def _resolve(self, actor_id: str, cls_name: str, size: tuple[float, float, float]) -> tuple[str, int]:
@@ -274,7 +305,7 @@ class NeuralRenderer(RenderBackend):
         if layer:
             return self._layer_camera(model, _actor_state(rows, slots, world), c2w, cam)
         r = model.render_camera(torch.as_tensor(c2w, dtype=torch.float32), torch.as_tensor(cam.K, dtype=torch.float32),
-                                cam.width, cam.height, _actor_state(rows, slots, world))
+                                cam.width, cam.height, _actor_state(rows, slots, world), surface=self._surface(model))
         rgb = (r["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
         return rgb, r["depth"].numpy().astype(np.float32), r["acc"].numpy().astype(np.float32)
 
@@ -303,7 +334,9 @@ class NeuralRenderer(RenderBackend):
                dirs: NDArray[np.float32], max_range: float, layer: bool = False) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int32]]:
         """Per-ray range (inf = no return), intensity and actor row. A ``layer`` (library source, actors
         only) reports the range of its opaque part (without the far-plane term)."""
-        r = model.render_lidar(torch.as_tensor(s2w, dtype=torch.float32), torch.from_numpy(dirs), _actor_state(rows, slots, world))
+        surface = self._surface(model)
+        r = model.render_lidar(torch.as_tensor(s2w, dtype=torch.float32), torch.from_numpy(dirs), _actor_state(rows, slots, world),
+                               chunk=32768 if surface is not None else 2048, surface=surface)
         rng = r["range"].numpy().astype(np.float32)
         if layer:
             a = r["acc_actor"].numpy().astype(np.float32)
