@@ -235,6 +235,18 @@ def test_auto_mode_falls_back_to_volume_on_a_diffuse_field(backends, tiny_bundle
     assert backends["neural"].mode == "volume" and backends["neural-surface"].mode == "surface"
 
 
+def test_lidar_rendered_in_a_worker_thread_is_identical(frames, tiny_bundle, world):
+    from sim.render.neural import NeuralRenderer
+
+    serial = NeuralRenderer(bundle=tiny_bundle, library=False, mode="surface", parallel=False)
+    ref = serial.render(world, RIG)
+    par = frames["neural-surface"]  # rendered with the default worker thread
+    cam = RIG.cameras[0].name
+    assert np.array_equal(ref.cameras[cam].rgb, par.cameras[cam].rgb) and np.array_equal(ref.cameras[cam].depth, par.cameras[cam].depth)
+    assert np.array_equal(ref.lidar.points, par.lidar.points) and np.array_equal(ref.lidar.intensity, par.lidar.intensity)
+    serial.close()
+
+
 def test_bundle_stores_its_surface_and_refuses_a_tampered_one(tiny_bundle, tmp_path, monkeypatch):
     import json
 

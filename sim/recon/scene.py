@@ -572,7 +572,8 @@ class SceneModel(nn.Module):
         trans = torch.cumprod(torch.cat([torch.ones(R, 1), 1.0 - alpha + 1e-7], 1), 1)[:, :-1]
         w = alpha * trans
         tc = t.clamp(max=self.cfg.far_m)
-        return torch.bmm(w[:, None, :], feat)[:, 0], w.sum(1), (w * tc).sum(1), (w * act).sum(1), tc, w
+        f = w * feat[:, 0] if w.shape[1] == 1 else torch.bmm(w[:, None, :], feat)[:, 0]  # bmm is slow on (R, 1) batches
+        return f, w.sum(1), (w * tc).sum(1), (w * act).sum(1), tc, w
 
     def _volume_background(self, origins: Tensor, dirs: Tensor, jb: Tensor | None, rendering: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Background samples of the volume renderer: distances, interval lengths, densities,

@@ -148,6 +148,7 @@ class CompositeRenderer(RenderBackend):
     def close(self) -> None:
         """Release the actor layer's OpenGL context."""
         self.actors.close()
+        self.background.close()
 
 
 if "composite" not in RENDERERS:

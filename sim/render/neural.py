@@ -166,13 +166,15 @@ class NeuralRenderer(RenderBackend):
             <= ``AUTO_SURFACE_MAX_REL_ERR``), else ``volume`` -- a briefly trained, diffuse field
             has no clear surface. Actors are volume-rendered from their fields in every mode.
         surface: settings of the baked surface (:class:`sim.recon.surface.SurfaceConfig`).
+        parallel: render the LiDAR in a second thread while the cameras render (torch and
+            Embree release the GIL, so the two overlap on two cores; the outputs are the same).
     """
 
     name: ClassVar[str] = "neural"
 
     def __init__(self, scene: Any = None, *, bundle: Any = None, library: Any = None, assets: Mapping[str, str] | None = None,
                  size_tolerance: float | None = None, threads: int | None = None, mode: str = "auto",
-                 surface: Any = None) -> None:
+                 surface: Any = None, parallel: bool = True) -> None:
         from sim.actor_library import SIZE_TOLERANCE, ActorLibrary, open_library
         from sim.recon.bundle import Bundle, load_bundle
 
@@ -203,6 +205,10 @@ class NeuralRenderer(RenderBackend):
             mode = "volume" if np.isfinite(err) and err > AUTO_SURFACE_MAX_REL_ERR else "surface"
             log.info("neural background mode %s (surface calibration: median relative depth difference %.3f)", mode, err)
         self.mode = mode
+        if mode == "surface":
+            self.bundle.surface(surface)  # bake (or read) it now, not inside a render
+        self.parallel = bool(parallel)
+        self._pool: Any = None
         self._dirs: dict[tuple[Any, ...], NDArray[np.float32]] = {}
         self._resolved: dict[tuple[Any, ...], tuple[str, int]] = {}
 
@@ -373,12 +379,35 @@ class NeuralRenderer(RenderBackend):
             torch.set_num_threads(self.threads)
         try:
             plan = self.plan(world)
+            pending = None
+            if self.parallel and rig.lidar is not None and rig.cameras:
+                if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopdrive-lidar")
+                pending = self._pool.submit(_in_thread, torch.get_num_threads(), self.render_lidar, world, rig.lidar, plan)
             cams = {c.name: self.render_camera(world, c, plan) for c in rig.cameras}
-            lidar = self.render_lidar(world, rig.lidar, plan) if rig.lidar is not None else None
+            if pending is not None:
+                lidar = pending.result()
+            else:
+                lidar = self.render_lidar(world, rig.lidar, plan) if rig.lidar is not None else None
         finally:
             if self.threads is not None:
                 torch.set_num_threads(prev)
         return SensorFrame(int(world.t_us), cams, lidar)
+
+    def close(self) -> None:
+        """Stop the LiDAR worker thread (if one was started)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def _in_thread(threads: int, fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` with the caller's torch intra-op thread count (OpenMP's count is per
+    thread: a fresh worker would otherwise use every core)."""
+    torch.set_num_threads(threads)
+    return fn(*args)
 
 
 if "neural" not in RENDERERS:
