@@ -181,45 +181,6 @@ def _needs_render(kind: str) -> bool:
         return False
 
 
-class _Observer:
-    """Builds the observation dict a planner asked for (only those kinds): ``ego`` and ``objects``
-    (the reference planners' kinds, ``agents.planners.common``) and the engine-side kinds of
-    ``sim.observations`` that need no rendering (``state``, ``bev``)."""
-
-    def __init__(self, kinds: Sequence[str], compiled: Any) -> None:
-        self.kinds = tuple(kinds)
-        self.compiled = compiled
-        self._kinds: dict[str, Any] = {}
-        for k in self.kinds:
-            if k in ("ego", "objects"):
-                continue
-            from sim.observations import OBSERVATIONS, ObservationConfig
-
-            cls = OBSERVATIONS.get(k)
-            if getattr(cls, "needs_render", False):
-                raise EpisodeStateError(
-                    f"observation kind {k!r} needs rendered sensors, which batch runs do not provide yet",
-                    field="observation",
-                )
-            self._kinds[k] = cls(ObservationConfig(), compiled)
-
-    def __call__(self, state: Any) -> dict[str, Any]:
-        from agents.planners.common import ego_observation, objects_observation
-
-        obs: dict[str, Any] = {}
-        for k in self.kinds:
-            if k == "ego":
-                obs[k] = ego_observation(
-                    float(state.x[0, 0]), float(state.y[0, 0]), float(state.yaw[0, 0]), float(state.v[0, 0]),
-                    float(state.accel[0, 0]), float(state.steer[0]),
-                )  # fmt: skip
-            elif k == "objects":
-                obs[k] = objects_observation(state.world(0), self.compiled.num_slots - 1)
-            else:
-                obs[k] = self._kinds[k].compute(state)[0]
-        return obs
-
-
 def _pure_pursuit(traj: Any, state: Any, wheelbase: float) -> NDArray[np.float64]:
     """[accel m/s², steer rad] tracking a planner's ego-frame :class:`~agents.base.Trajectory`
     with the engine's :class:`sim.controller.TrajectoryController` (pure pursuit + speed control),
@@ -239,55 +200,18 @@ def _pure_pursuit(traj: Any, state: Any, wheelbase: float) -> NDArray[np.float64
 
 
 def _closed_loop(engine: Any, ep: Episode, planner: str, params: dict[str, Any]) -> EpisodeRecord:
-    """Drive ``ep`` with ``planner`` through the engine; one Generator seeded with ``ep.seed``."""
-    from agents.base import Control, PlannerInit, Trajectory, check_observation_spec, make_planner
-
-    rng = np.random.default_rng(ep.seed)
+    """Drive ``ep`` with ``planner`` through the engine (:func:`drive_episode`, one Generator seeded
+    with ``ep.seed``), offering the scenario's observation kinds plus :data:`ALWAYS_AVAILABLE`;
+    rendered kinds (camera, lidar) come from the scenario's backend (``scene.renderer``), built
+    only when the planner asks for one. Planner failures raise."""
     compiled = engine.compile_scenario(ep.spec, _load_scene(engine, ep))
-    state = engine.reset(compiled, rng)
-    pl = make_planner(planner, **params)
-    spec = pl.observation_spec()
-    offered = tuple(dict.fromkeys([*ep.observation, "ego", "objects"]))
-    check_observation_spec(spec, offered, planner=planner)
-    if any(_needs_render(k) for k in spec.kinds):
-        # rendered sensors (camera, lidar) from the scenario's backend (scene.renderer)
-        res = drive_episode(
-            ep.spec, pl, ep.seed, observation=offered, compiled=compiled, raise_errors=True,
-            renderer=RENDERER_FROM_SCENARIO,
-        )  # fmt: skip
-        if res.record is None:
-            raise EpisodeStateError("the episode ended before its second step")
-        return res.record
-    observe = _Observer(spec.kinds, compiled)
-    ego_size = (float(compiled.length[0]), float(compiled.width[0]), float(compiled.height[0]))
-    expert, reference = _expert(compiled, ep)
-    init = PlannerInit(
-        lane_map=compiled.lane_map,
-        route=tuple(compiled.ego_route),
-        dt_s=compiled.dt_s,
-        horizon_s=ep.spec.horizon_s,
-        ego_size=ego_size,
-        expert=expert if pl.requires_scenario else None,
-        scenario=ep.spec if pl.requires_scenario else None,
-    )
-    pl.reset(init, seed=ep.seed)
-    wheelbase = float(getattr(compiled.bicycle, "wheelbase", 2.8))
-    hist = [state]
-    while not bool(state.done[0]):
-        out = pl.plan(observe(state))
-        if isinstance(out, Control):
-            action = np.array([out.accel, out.steer], np.float64)
-        elif isinstance(out, Trajectory):
-            if not out.is_finite():
-                raise EpisodeStateError(f"planner {planner!r} returned a non-finite trajectory")
-            action = _pure_pursuit(out, state, wheelbase)
-        else:
-            raise EpisodeStateError(
-                f"planner {planner!r} returned {type(out).__name__}, expected a Trajectory or a Control"
-            )
-        state = engine.step(state, action, rng)
-        hist.append(state)
-    return _record(compiled, hist, reference, planner)
+    res = drive_episode(
+        ep.spec, planner, ep.seed, params=params, observation=ep.observation, compiled=compiled,
+        raise_errors=True, renderer=RENDERER_FROM_SCENARIO,
+    )  # fmt: skip
+    if res.record is None:  # pragma: no cover - a reset world is never done
+        raise EpisodeStateError("the episode ended before its second step")
+    return res.record
 
 
 def _expert(compiled: Any, ep: Episode) -> tuple[NDArray[np.float64] | None, float | None]:
@@ -376,11 +300,13 @@ ALWAYS_AVAILABLE = ("ego", "objects")
 
 class SensorObserver:
     """Builds the observation kinds of one episode for world 0 of an engine state (caches the
-    ``sim.observations`` kinds). ``ego``/``objects`` come from ``agents.planners.common``; every
-    other kind from the ``sim.observations`` registry (same arrays as the env); ``camera``/``lidar``
-    use ``renderer`` (a ``RenderBackend``) with ``rig``; without one, ``lidar`` falls back to the
-    analytic box LiDAR of :func:`agents.perception.simulate_lidar` (actor boxes over a flat ground,
-    no static scenery) and ``camera`` is an :class:`~sim.errors.EpisodeStateError`."""
+    ``sim.observations`` kinds); the one observer of batch runs, :func:`drive_episode` and
+    ``agents.rollout``. ``ego``/``objects`` come from ``agents.planners.common``; every other kind
+    from the ``sim.observations`` registry (same arrays as the env; ``state``/``bev`` need no
+    renderer); ``camera``/``lidar`` use ``renderer`` (a ``RenderBackend``) with ``rig``; without
+    one, ``lidar`` falls back to the analytic box LiDAR of :func:`agents.perception.simulate_lidar`
+    (actor boxes over a flat ground, no static scenery) and ``camera`` is an
+    :class:`~sim.errors.EpisodeStateError` (field ``observation``)."""
 
     def __init__(self, compiled: Any, rig: SensorRig, renderer: Any = None) -> None:
         self.compiled = compiled

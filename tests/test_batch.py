@@ -266,3 +266,28 @@ horizon_s: 1.5
     traj = pl.read_parquet(io.BytesIO(out.trajectory))
     assert victim not in set(traj.filter(pl.col("valid"))["actor_id"].to_list())
     assert out.row["steps"] == 16
+
+
+def test_sensor_observer_without_renderer(tmp_path: Path) -> None:
+    """The one observer (batch runs, drive_episode) without a render backend: ``state``/``bev`` are
+    the registry's arrays with its default configuration (as the batch runner's former private
+    observer built them), and ``camera`` is an EpisodeStateError naming the observation field."""
+    from sim import engine
+    from sim.batch import SensorObserver, episode_scene
+    from sim.errors import EpisodeStateError
+    from sim.observations import OBSERVATIONS, ObservationConfig
+    from sim.sensors import default_rig
+
+    ep = expand(_scenarios(tmp_path, [0]) / "follow.yaml")[0]
+    c = engine.compile_scenario(ep.spec, episode_scene(ep.spec))
+    rng = np.random.default_rng(0)
+    state = engine.step(engine.reset(c, rng), np.array([1.0, 0.05]), rng)
+    observe = SensorObserver(c, default_rig())
+    obs = observe(("ego", "objects", "state", "bev"), state)
+    assert list(obs) == ["ego", "objects", "state", "bev"]
+    for k in ("state", "bev"):
+        np.testing.assert_array_equal(obs[k], OBSERVATIONS.get(k)(ObservationConfig(), c).compute(state)[0])
+    assert obs["bev"].any() and np.isfinite(obs["state"]).all()
+    with pytest.raises(EpisodeStateError, match="camera") as err:
+        observe(("camera",), state)
+    assert err.value.field == "observation"
