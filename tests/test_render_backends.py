@@ -398,3 +398,17 @@ def test_neural_renderer_without_bundle_is_a_scenario_error(tiny_log):
                         observation=["lidar"], obs_config=ObservationConfig(rig=RIG))
     with pytest.raises(ScenarioError, match=r"scene\.bundle"):
         env.reset(seed=0)
+
+
+def test_render_bench_times_both_modes(tiny_bundle, tiny_log, tmp_path):
+    import json
+
+    from sim.bench.recon import run_render_bench
+
+    out = tmp_path / "render.json"
+    res = run_render_bench(tiny_bundle, tiny_log, out, repeats=1)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    for mode in ("volume", "surface"):
+        r = res["render"][mode]
+        assert r["camera_ms_min"] > 0 and r["lidar_sweep_ms_min"] > 0
+    assert res["surface"]["triangles"] > 0 and res["render"]["lidar_rays"] > 0

@@ -26,7 +26,7 @@ import torch
 
 from sim.log import read_log, write_json_atomic
 
-__all__ = ["TARGETS", "NerfactoScene", "run_recon_bench", "train_nerfacto"]
+__all__ = ["TARGETS", "NerfactoScene", "render_times", "run_recon_bench", "run_render_bench", "train_nerfacto"]
 
 #: the issue's figures to reach (seconds, dB, metres, milliseconds)
 TARGETS = {"quick": {"wall_seconds_max": 600, "heldout_psnr_min": 25},
@@ -111,6 +111,61 @@ def train_nerfacto(log_dir: Path, work: Path, seconds: float, rays: int = 1024, 
     return trainer.pipeline, {"iterations": step, "train_seconds": round(time.perf_counter() - t0, 1), "rays_per_batch": rays}
 
 
+def render_times(b: Any, dl: Any, repeats: int = 5) -> dict[str, Any]:
+    """Render times (ms; min and median of ``repeats`` after one warm-up) of one camera frame at
+    the log's resolution and one LiDAR sweep of the log's rig, for the ``volume`` and ``surface``
+    background modes of bundle ``b`` (actors at their logged poses)."""
+    from sim.recon.evaluate import _SurfaceBundle
+    from sim.sensors import SensorRig
+
+    rig = SensorRig.from_meta(dl.meta["rig"])
+    f = dl.frames[len(dl.frames) // 2]
+    sw = dl.sweeps[len(dl.sweeps) // 2] if dl.sweeps else None
+    out: dict[str, Any] = {"camera": f"{f.width}x{f.height}", "lidar_rays": rig.lidar.beams * rig.lidar.azimuth_steps if rig.lidar else 0}
+    for mode, scene in (("volume", b), ("surface", _SurfaceBundle(b))):
+        cam_t, lid_t = [], []
+        for k in range(repeats + 1):
+            t1 = time.perf_counter()
+            scene.render_camera(f.c2w, f.K, f.width, f.height, b.actors_at(f.t_us))
+            if k:
+                cam_t.append(time.perf_counter() - t1)
+            if rig.lidar is not None and sw is not None:
+                t1 = time.perf_counter()
+                scene.render_lidar(sw.sensor_to_world, rig.lidar.ray_directions().reshape(-1, 3), b.actors_at(sw.t_us))
+                if k:
+                    lid_t.append(time.perf_counter() - t1)
+        out[mode] = {"camera_ms_min": round(1000 * min(cam_t), 1), "camera_ms_median": round(1000 * float(np.median(cam_t)), 1),
+                     "lidar_sweep_ms_min": round(1000 * min(lid_t), 1) if lid_t else None,
+                     "lidar_sweep_ms_median": round(1000 * float(np.median(lid_t)), 1) if lid_t else None}
+    # the pre-mode keys (volume rendering)
+    out["camera_ms_median"] = out["volume"]["camera_ms_median"]
+    out["lidar_sweep_ms_median"] = out["volume"]["lidar_sweep_ms_median"]
+    return out
+
+
+def run_render_bench(bundle: str | os.PathLike[str], log_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = "benchmarks/results/render.json",
+                     *, threads: int = 1, repeats: int = 5) -> dict[str, Any]:
+    """Render speed of an existing bundle in both background modes (:func:`render_times`), with
+    the machine (CPU count, torch threads, load average before and after); written to ``out``."""
+    from sim.recon.bundle import load_bundle
+
+    torch.set_num_threads(threads)
+    b = load_bundle(bundle)
+    proxy = b.surface()
+    load0 = [round(x, 2) for x in os.getloadavg()]
+    res: dict[str, Any] = {"benchmark": "render", "bundle": str(bundle), "log": str(log_dir),
+                           "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+                                       "torch_threads": torch.get_num_threads(), "load_average_at_start": load0},
+                           "surface": {"level": proxy.level, "triangles": proxy.triangles, "calibration_median_depth_diff_m": proxy.calib_err_m,
+                                       "calibration_median_rel_depth_diff": proxy.calib_rel_err},
+                           "render": render_times(b, read_log(log_dir), repeats), "targets": {"camera_ms_max": TARGETS["camera_ms_max"],
+                                                                                              "lidar_sweep_ms_max": TARGETS["lidar_sweep_ms_max"]}}
+    res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    if out is not None:
+        write_json_atomic(Path(out), res)
+    return res
+
+
 def run_recon_bench(
     *,
     log: Path | None,
@@ -160,27 +215,13 @@ def run_recon_bench(
     b = load_bundle(bundle)
     say("evaluating")
     res["loopdrive_recon"]["eval"] = evaluate_scene(b, dl, work / f"eval-{preset}")
-    # render speed at the log's resolution (median of repeated renders)
-    f = dl.frames[0]
-    actors = b.actors_at(f.t_us)
-    cam_t, lid_t = [], []
-    from sim.sensors import SensorRig
+    from sim.recon.evaluate import _SurfaceBundle
 
-    rig = SensorRig.from_meta(dl.meta["rig"])
-    for _ in range(3):
-        t1 = time.perf_counter()
-        b.render_camera(f.c2w, f.K, f.width, f.height, actors)
-        cam_t.append(time.perf_counter() - t1)
-        if rig.lidar is not None and dl.sweeps:
-            sw = dl.sweeps[0]
-            t1 = time.perf_counter()
-            b.render_lidar(sw.sensor_to_world, rig.lidar.ray_directions().reshape(-1, 3), b.actors_at(sw.t_us))
-            lid_t.append(time.perf_counter() - t1)
+    say("evaluating the baked-surface render mode")
+    res["loopdrive_recon"]["eval_surface"] = evaluate_scene(_SurfaceBundle(b), dl, work / f"eval-{preset}-surface")
     res["targets"] = TARGETS
     write_json_atomic(out, res)  # partial results survive an interrupted nerfacto stage
-    res["render"] = {"camera_ms_median": round(1000 * float(np.median(cam_t)), 1),
-                     "lidar_sweep_ms_median": round(1000 * float(np.median(lid_t)), 1) if lid_t else None,
-                     "lidar_rays": rig.lidar.beams * rig.lidar.azimuth_steps if rig.lidar else 0}
+    res["render"] = render_times(b, dl)
     if nerfacto:
         budget = float(summary["train_seconds"])
         say(f"training nerfacto for {budget:.0f} s")

@@ -122,3 +122,27 @@ def bench_recon_cmd(
                               echo=lambda m: console.log(m))
     console.print_json(json.dumps(res))
     console.print(f"wrote {out}")
+
+
+@bench_app.command("render")
+def bench_render_cmd(
+    bundle: Path = typer.Option(..., "--bundle", help="Scene bundle folder."),
+    log: Path = typer.Option(..., "--log", help="The drive log the bundle was trained on (poses, rig)."),
+    out: Path = typer.Option(Path("benchmarks/results/render.json"), "--out", help="Result JSON."),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed renders per sensor and mode."),
+) -> None:
+    """Render speed of a bundle (one camera frame, one LiDAR sweep) with the volume and baked-surface backgrounds."""
+    from sim.bench.recon import run_render_bench
+
+    with user_errors():
+        res = run_render_bench(bundle, log, out, threads=threads, repeats=repeats)
+    tab = Table(title=f"render ({res['machine']['cpu_count']} CPUs, {threads} torch thread(s), load {res['machine']['load_average_at_start'][0]})")
+    for c in ("mode", "camera ms (min / median)", "LiDAR sweep ms (min / median)"):
+        tab.add_column(c)
+    r = res["render"]
+    for mode in ("volume", "surface"):
+        m = r[mode]
+        tab.add_row(mode, f"{m['camera_ms_min']} / {m['camera_ms_median']}", f"{m['lidar_sweep_ms_min']} / {m['lidar_sweep_ms_median']}")
+    console.print(tab)
+    console.print(f"wrote {out}")
