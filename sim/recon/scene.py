@@ -640,6 +640,18 @@ class SceneModel(nn.Module):
         valid = actors.valid[0][None] if actors.valid.shape[0] == 1 else actors.valid[group]
         ctr = torch.stack([pose[..., 0], pose[..., 1], pose[..., 2] + actors.size[None, :, 2] * 0.5], -1)
         rad = 0.5 * cfg.actor_margin * actors.size.norm(dim=-1)[None]  # (1, A)
+        if ctr.shape[0] == 1 and bool((o == o[:1]).all()):
+            # one pose group and one origin (a camera, a LiDAR sweep): a cone test per actor, one
+            # matrix product -- the ray passes the sphere iff its angle to the centre is within
+            # asin(radius / distance) (every ray when the origin is inside the sphere)
+            rel = ctr[0] - o[0]  # (A, 3)
+            dist = rel.norm(dim=-1).clamp(min=1e-9)
+            cos_lim = torch.sqrt((1.0 - (rad[0] / dist) ** 2).clamp(min=0.0)) - 1e-4  # float32 slack: stay conservative
+            cosang = d @ (rel / dist[:, None]).T  # (R, A)
+            inside = dist <= rad[0]
+            reach = (dist - rad[0] < cfg.far_m) & (dist + rad[0] > cfg.near_m)
+            hit = valid & reach[None] & (inside[None] | ((cosang >= cos_lim[None]) & (cosang > 0)))
+            return hit.any(1).nonzero().squeeze(1), hit.any(0).nonzero().squeeze(1)
         if ctr.shape[0] == 1:  # one pose group: (R, A) products as matrix products
             c = ctr[0]
             proj = d @ c.T - (o * d).sum(-1, keepdim=True)
