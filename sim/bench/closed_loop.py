@@ -311,7 +311,7 @@ def run_planner_gap_bench(
     horizon_s: float = 3.0,
     seeds: tuple[int, ...] = (0,),
     lidar: tuple[int, int] = (32, 1024),
-    threads: int = 2,
+    threads: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Only the sensor-only planner gap (:func:`planner_gap`), written to ``out`` (JSON) with the
@@ -338,7 +338,7 @@ def run_closed_loop_bench(
     steps: int = 20,
     scenarios: list[Path] | None = None,
     horizon_s: float = 6.0,
-    threads: int = 2,
+    threads: int = 1,
     deviation_steps: int = 40,
     max_offset_m: float = 3.0,
     edit_frames: int = 4,
