@@ -144,3 +144,12 @@ def test_surface_renders_agree_with_volume_renders(model):
     assert (ls["range"][hit] - lv["range"][hit]).abs().median() < 0.3
     pts = (dirs[hit] * ls["range"][hit, None]).numpy() + np.array([0.0, 0.0, 1.8])
     assert np.median(np.abs(_sdf(pts))) < 0.15
+    # the LiDAR values baked at the vertices match the field evaluated at each hit
+    assert proxy.vertex_lidar is not None and proxy.vertex_lidar.shape == (len(proxy.vertices), 2)
+    baked = proxy.vertex_lidar
+    proxy.vertex_lidar = None
+    evaluated = model.render_lidar(s2w, dirs, none, surface=proxy)
+    proxy.vertex_lidar = baked
+    assert torch.equal(evaluated["range"], ls["range"])
+    assert (evaluated["intensity"][hit] - ls["intensity"][hit]).abs().median() < 0.02
+    assert ((evaluated["drop_prob"] < 0.5) == (ls["drop_prob"] < 0.5)).float().mean() > 0.98

@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from sim.errors import BundleError
 from sim.log import DriveLog, Track, dumps_json, track_to_json
 from sim.recon.scene import ActorState, SceneConfig, SceneModel, pack_occupancy, unpack_occupancy
-from sim.recon.surface import SurfaceConfig, SurfaceProxy, bake_surface
+from sim.recon.surface import SurfaceConfig, SurfaceProxy, bake_surface, bake_vertex_lidar
 
 __all__ = ["BUNDLE_FORMAT", "Bundle", "BundleActor", "load_bundle", "save_bundle", "write_surface"]
 
@@ -86,6 +86,8 @@ class Bundle:
             hit = _read_surface(self.root, cfg)
             if hit is None:
                 hit = bake_surface(self.scene, cfg, origins=_track_origins(self.ego))
+            elif hit.vertex_lidar is None:
+                bake_vertex_lidar(self.scene, hit)
             self._surfaces[cfg] = hit
         return hit
 
@@ -215,7 +217,10 @@ def _write_surface_file(folder: Path, proxy: SurfaceProxy) -> dict[str, Any]:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".surface.", suffix=".npz")
     os.close(fd)
     try:
-        np.savez(tmp, vertices=proxy.vertices, faces=proxy.faces)
+        arrays = {"vertices": proxy.vertices, "faces": proxy.faces}
+        if proxy.vertex_lidar is not None:
+            arrays["lidar"] = proxy.vertex_lidar
+        np.savez(tmp, **arrays)
         os.replace(tmp, folder / SURFACE)
     finally:
         if os.path.exists(tmp):
@@ -279,11 +284,15 @@ def _read_surface(root: Path, cfg: SurfaceConfig) -> SurfaceProxy | None:
     try:
         with np.load(fp, allow_pickle=False) as z:
             v, f = np.asarray(z["vertices"], np.float32), np.asarray(z["faces"], np.int32)
+            vl = np.asarray(z["lidar"], np.float32) if "lidar" in z.files else None
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(f"expected an npz with vertices and faces ({exc})", file=fp) from None
     if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3 or (len(f) and (f.min() < 0 or f.max() >= len(v))):
         raise BundleError("expected vertices (V, 3) and faces (F, 3) indexing them", file=fp)
+    if vl is not None and vl.shape != (len(v), 2):
+        raise BundleError(f"expected lidar values ({len(v)}, 2), got {vl.shape}", file=fp, field="lidar")
     proxy = SurfaceProxy(v, f, cfg, float(rec["level"]))
+    proxy.vertex_lidar = vl
     cal = rec.get("calibration") or {}
     proxy.calib_err_m = float(cal.get("median_depth_diff_m") or np.nan)
     proxy.calib_rel_err = float(cal.get("median_rel_depth_diff") or np.nan)

@@ -729,6 +729,32 @@ class SceneModel(nn.Module):
         depth = torch.where(acc > 0.5, depth, torch.full_like(depth, float("inf")))
         return {"rgb": rgb, "depth": up(depth), "acc": up(acc), "acc_actor": up(torch.cat([r["acc_actor"] for r in outs]))}
 
+    def _lidar_from_surface(self, o: Tensor, d: Tensor, actors: ActorState, surface: SurfaceProxy) -> dict[str, Tensor]:
+        """LiDAR on a baked surface with per-vertex LiDAR values: a ray that passes no actor box
+        returns at its surface hit with the interpolated intensity / drop of the vertices (no field
+        evaluation); rays near actors are rendered by :meth:`render_rays` (surface background +
+        actor fields); a ray that misses the surface returns nothing (range ``far_m``, dropped)."""
+        assert surface.vertex_lidar is not None
+        R = o.shape[0]
+        t, prim, u, v = surface.hits(o.numpy(), d.numpy())
+        hit = np.isfinite(t) & (t < self.cfg.far_m)
+        rng = np.where(hit, t, self.cfg.far_m).astype(np.float32)
+        logits = np.zeros((R, 2), np.float32)
+        logits[:, 1] = 20.0  # misses: dropped
+        if hit.any():
+            logits[hit] = surface.interpolate(surface.vertex_lidar, prim[hit], u[hit], v[hit])
+        out = {"range": torch.from_numpy(rng), "intensity": torch.from_numpy(_sigmoid(logits[:, 0]).astype(np.float32)),
+               "drop_prob": torch.from_numpy(_sigmoid(logits[:, 1]).astype(np.float32)), "acc_actor": torch.zeros(R)}
+        if actors.slot.shape[0] > 0:
+            rows, _ = self._actor_candidates(o, d, torch.zeros(R, dtype=torch.long), actors)
+            if rows.numel():
+                r = self.render_rays(o[rows], d[rows], actors, surface=surface, surface_samples=surface.cfg.lidar_samples)
+                li = self.lidar_outputs(r)
+                for k, val in (("range", li["range"]), ("intensity", li["intensity"]), ("drop_prob", torch.sigmoid(li["drop_logit"])),
+                               ("acc_actor", r["acc_actor"])):
+                    out[k] = out[k].index_copy(0, rows, val.to(out[k].dtype))
+        return out
+
     @torch.no_grad()
     def render_lidar(
         self, sensor_to_world: Tensor, dirs_sensor: Tensor, actors: ActorState, chunk: int = 2048,
@@ -739,6 +765,8 @@ class SceneModel(nn.Module):
         ``surface`` proxy the background is its baked surface (:mod:`sim.recon.surface`)."""
         d = dirs_sensor.to(torch.float32) @ sensor_to_world[:3, :3].T.to(torch.float32)
         o = sensor_to_world[:3, 3].to(torch.float32).expand_as(d).contiguous()
+        if surface is not None and surface.vertex_lidar is not None:
+            return self._lidar_from_surface(o, d, actors, surface)
         ks = surface.cfg.lidar_samples if surface is not None else 1
         outs = []
         for i in range(0, d.shape[0], chunk):
@@ -747,6 +775,10 @@ class SceneModel(nn.Module):
             outs.append((li["range"], li["intensity"], torch.sigmoid(li["drop_logit"]), r["acc_actor"]))
         rng, inten, drop, aa = (torch.cat(x) for x in zip(*outs, strict=True))
         return {"range": rng, "intensity": inten, "drop_prob": drop, "acc_actor": aa}
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 def pack_occupancy(occ: Tensor) -> np.ndarray:

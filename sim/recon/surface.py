@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor
 
-__all__ = ["SurfaceConfig", "SurfaceProxy", "bake_surface"]
+__all__ = ["SurfaceConfig", "SurfaceProxy", "bake_surface", "bake_vertex_lidar"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,9 @@ class SurfaceProxy:
         self.calib_rel_err = float("nan")
         self.vertices = np.ascontiguousarray(vertices, dtype=np.float32)
         self.faces = np.ascontiguousarray(faces, dtype=np.int32)
+        #: the LiDAR head's two outputs (intensity logit, drop logit) at each vertex, for an opaque
+        #: hit (:func:`bake_vertex_lidar`); None until baked
+        self.vertex_lidar: NDArray[np.float32] | None = None
         # Embree works in float32: shift to the mesh's own origin to keep precision
         self.origin = self.vertices.min(axis=0) if len(self.vertices) else np.zeros(3, np.float32)
         self._scene = rtcore_scene.EmbreeScene()
@@ -99,14 +102,38 @@ class SurfaceProxy:
     def first_hit(self, origins: NDArray[np.floating], dirs: NDArray[np.floating]) -> NDArray[np.float64]:
         """Distance (m) along each unit ray (N, 3) to the first surface hit, ``inf`` on a miss
         (Embree's float32 ``tfar`` in a frame anchored at the mesh: sub-millimetre error)."""
+        return self.hits(origins, dirs)[0]
+
+    def hits(self, origins: NDArray[np.floating], dirs: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float32], NDArray[np.float32]]:
+        """First hits of unit rays (N, 3): distance (m, ``inf`` on a miss), triangle index (-1 on a
+        miss) and the barycentric coordinates ``u``, ``v`` of the hit in that triangle."""
+        n = len(origins)
+        if not len(self.faces) or not n:
+            return np.full(n, np.inf), np.full(n, -1, np.int64), np.zeros(n, np.float32), np.zeros(n, np.float32)
         o = np.asarray(origins, dtype=np.float64)
-        t = np.full(len(o), np.inf)
-        if not len(self.faces) or not len(o):
-            return t
         r = self._scene.run((o - self.origin).astype(np.float32), np.asarray(dirs, dtype=np.float32), output=1)
         hit = r["geomID"] >= 0
-        t[hit] = r["tfar"][hit]
-        return t
+        t = np.where(hit, r["tfar"], np.inf).astype(np.float64)
+        return t, np.where(hit, r["primID"], -1).astype(np.int64), r["u"].astype(np.float32), r["v"].astype(np.float32)
+
+    def interpolate(self, values: NDArray[np.floating], prim: NDArray[np.int64], u: NDArray[np.float32], v: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Per-vertex ``values`` (V, K) interpolated at hits (triangle ``prim`` >= 0, barycentric
+        ``u``, ``v``) -> (N, K)."""
+        f = self.faces[prim]
+        a, b, c = (np.asarray(values, np.float32)[f[:, k]] for k in range(3))
+        return ((1.0 - u - v)[:, None] * a + u[:, None] * b + v[:, None] * c).astype(np.float32)
+
+
+@torch.no_grad()
+def bake_vertex_lidar(model: torch.nn.Module, proxy: SurfaceProxy, chunk: int = 65536) -> NDArray[np.float32]:
+    """Evaluate the LiDAR head on the background field at every vertex of ``proxy`` as an
+    opaque hit (opacity 1): (V, 2) intensity and drop logits; stored in ``proxy.vertex_lidar``."""
+    out = []
+    for i in range(0, len(proxy.vertices), chunk):
+        _, feat = model.background(torch.from_numpy(proxy.vertices[i : i + chunk]))  # type: ignore[operator]
+        out.append(model.lidar_head(torch.cat([feat, torch.ones(feat.shape[0], 1)], 1)))  # type: ignore[operator]
+    proxy.vertex_lidar = (torch.cat(out).numpy() if out else np.zeros((0, 2))).astype(np.float32)
+    return proxy.vertex_lidar
 
 
 LEVELS = tuple(float(x) for x in np.geomspace(0.3, 60.0, 10))
@@ -200,6 +227,7 @@ def bake_surface(model: torch.nn.Module, cfg: SurfaceConfig = SurfaceConfig(), c
         proxy = extract(best[2])
         proxy.calib_err_m, proxy.calib_rel_err = best[0], best[1]
         log.info("calibrated the surface level to %.2f /m (median depth difference %.3f m on %d rays)", proxy.level, best[0], int(ok.sum()))
+    bake_vertex_lidar(model, proxy)
     log.info("baked the background surface: %d field evaluations, %d triangles, %.1f s", idx.shape[0], proxy.triangles, time.perf_counter() - t0)
     return proxy
 
