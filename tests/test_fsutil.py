@@ -42,7 +42,7 @@ def _in_subprocess(code: str, umask: int, tmp: Path) -> dict[str, int]:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=oct)
 def test_mode_follows_the_umask(tmp_path: Path, umask: int) -> None:
     code = """
         from pathlib import Path
