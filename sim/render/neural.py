@@ -311,7 +311,8 @@ class NeuralRenderer(RenderBackend):
         if layer:
             return self._layer_camera(model, _actor_state(rows, slots, world), c2w, cam)
         r = model.render_camera(torch.as_tensor(c2w, dtype=torch.float32), torch.as_tensor(cam.K, dtype=torch.float32),
-                                cam.width, cam.height, _actor_state(rows, slots, world), surface=self._surface(model))
+                                cam.width, cam.height, _actor_state(rows, slots, world), surface=self._surface(model),
+                                chunk=8192 if self.mode == "surface" else 2048)
         rgb = (r["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
         return rgb, r["depth"].numpy().astype(np.float32), r["acc"].numpy().astype(np.float32)
 
