@@ -37,6 +37,7 @@ import torch
 from numpy.typing import NDArray
 
 from sim.errors import BundleError
+from sim.fsutil import atomic_path, atomic_write_text
 from sim.log import DriveLog, Track, dumps_json, track_to_json
 from sim.recon.scene import ActorState, SceneConfig, SceneModel, pack_occupancy, unpack_occupancy
 from sim.recon.surface import SurfaceConfig, SurfaceProxy, bake_surface, bake_vertex_lidar
@@ -214,17 +215,11 @@ def save_bundle(
 
 def _write_surface_file(folder: Path, proxy: SurfaceProxy) -> dict[str, Any]:
     """Write ``surface.npz`` (temp + rename) into ``folder``; returns its bundle.json record."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".surface.", suffix=".npz")
-    os.close(fd)
-    try:
-        arrays = {"vertices": proxy.vertices, "faces": proxy.faces}
-        if proxy.vertex_lidar is not None:
-            arrays["lidar"] = proxy.vertex_lidar
+    arrays = {"vertices": proxy.vertices, "faces": proxy.faces}
+    if proxy.vertex_lidar is not None:
+        arrays["lidar"] = proxy.vertex_lidar
+    with atomic_path(folder / SURFACE, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, folder / SURFACE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return {"file": SURFACE, "sha256": _sha256(folder / SURFACE), "config": dataclasses.asdict(proxy.cfg), "level": proxy.level,
             "calibration": {"median_depth_diff_m": _finite(proxy.calib_err_m), "median_rel_depth_diff": _finite(proxy.calib_rel_err)}}
 
@@ -255,10 +250,7 @@ def write_surface(path: str | os.PathLike[str], cfg: SurfaceConfig | None = None
     rec = _write_surface_file(b.root, proxy)
     doc = _json(b.root / "bundle.json")
     doc["surface"] = rec
-    fd, tmp = tempfile.mkstemp(dir=b.root, prefix=".bundle.", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(dumps_json(doc))
-    os.replace(tmp, b.root / "bundle.json")
+    atomic_write_text(b.root / "bundle.json", dumps_json(doc))
     return proxy
 
 
