@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from sim.errors import LogFormatError
-from sim.fsutil import atomic_write_text
+from sim.fsutil import atomic_write_text, make_temp_dir
 
 __all__ = [
     "FORMAT_VERSION",
@@ -604,7 +604,7 @@ class LogWriter:
         parent = self.out.resolve().parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=parent))
+            self._tmp = make_temp_dir(parent, prefix=f".{self.out.name}.tmp-")
         except OSError as exc:
             raise LogFormatError(f"expected a writable location ({exc.strerror})", file=self.out) from None
         return self

@@ -42,6 +42,19 @@ def test_round_trip_preserves_every_field(toy: Path, tmp_path: Path) -> None:
             assert (tmp_path / "copy" / p.relative_to(toy)).read_bytes() == p.read_bytes(), p
 
 
+def test_written_log_folder_follows_the_umask(toy: Path, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = copy_log(validate_log(toy), tmp_path / "shared")
+    finally:
+        os.umask(old)
+    # a folder renamed into place keeps os.mkdir's mode (tempfile.mkdtemp would make it 0700)
+    assert stat.S_IMODE(out.root.stat().st_mode) == 0o755
+
+
 def test_depth_png_keeps_millimetres(toy: Path) -> None:
     d = read_log(toy).depth(0)
     assert d.dtype == np.float32

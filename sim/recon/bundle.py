@@ -37,7 +37,7 @@ import torch
 from numpy.typing import NDArray
 
 from sim.errors import BundleError
-from sim.fsutil import atomic_path, atomic_write_text
+from sim.fsutil import atomic_path, atomic_write_text, make_temp_dir
 from sim.log import DriveLog, Track, dumps_json, track_to_json
 from sim.recon.scene import ActorState, SceneConfig, SceneModel, pack_occupancy, unpack_occupancy
 from sim.recon.surface import SurfaceConfig, SurfaceProxy, bake_surface, bake_vertex_lidar
@@ -176,7 +176,7 @@ def save_bundle(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise BundleError("expected an empty or new folder (pass overwrite to replace it)", file=out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = make_temp_dir(out.parent, prefix=f".{out.name}.tmp-")
     try:
         save_file(_state_for_disk(scene), str(tmp / WEIGHTS))
         by_id = dl.track_by_id
