@@ -480,6 +480,7 @@ class SceneModel(nn.Module):
         generator: torch.Generator | None = None,
         surface: SurfaceProxy | None = None,
         surface_samples: int = 1,
+        surface_t: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Volume-render rays (world frame, unit ``dirs``).
 
@@ -490,7 +491,8 @@ class SceneModel(nn.Module):
             generator: when given, sample positions are jittered inside their intervals (training).
             surface: a baked background surface (:mod:`sim.recon.surface`; rendering only): the
                 background becomes opaque at the ray's first surface hit, its features the
-                weighted mean of ``surface_samples`` field evaluations around the hit.
+                weighted mean of ``surface_samples`` field evaluations around the hit;
+                ``surface_t`` (R,) are the rays' surface hit distances when already known.
 
         Returns:
             ``feat`` (R, C), ``depth`` (R,) expected distance along the ray with the remaining
@@ -506,7 +508,7 @@ class SceneModel(nn.Module):
             jb = torch.rand(R, cfg.samples_bg, generator=generator)
         rendering = generator is None and not torch.is_grad_enabled()
         if surface is not None and rendering:
-            tb, wb, sig_b, feat_b, vb = self._surface_background(origins, dirs, surface, surface_samples)
+            tb, wb, sig_b, feat_b, vb = self._surface_background(origins, dirs, surface, surface_samples, surface_t)
         else:
             tb, wb, sig_b, feat_b, vb = self._volume_background(origins, dirs, jb, rendering)
         C = cfg.feat_dim
@@ -601,13 +603,15 @@ class SceneModel(nn.Module):
             k0 = k1
         return tb, wb, sig_b, feat_b, vb
 
-    def _surface_background(self, origins: Tensor, dirs: Tensor, surface: SurfaceProxy, samples: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def _surface_background(self, origins: Tensor, dirs: Tensor, surface: SurfaceProxy, samples: int,
+                            th: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Background of the surface proxy: one opaque sample per ray at its first surface hit
         (none on a miss), with the weighted mean features of ``samples`` field evaluations
         spread over ``[t - spread_m, t + spread_m]``. Same outputs as :meth:`_volume_background`."""
         cfg = self.cfg
         R, C = origins.shape[0], cfg.feat_dim
-        th = torch.from_numpy(surface.first_hit(origins.numpy(), dirs.numpy())).to(torch.float32)
+        if th is None:
+            th = torch.from_numpy(surface.first_hit(origins.numpy(), dirs.numpy())).to(torch.float32)
         hit = torch.isfinite(th) & (th < cfg.far_m)
         feat = torch.zeros(R, C)
         rows = hit.nonzero().squeeze(1)
@@ -631,6 +635,24 @@ class SceneModel(nn.Module):
         sig_b = torch.where(hit, torch.full_like(th, 1e4), torch.zeros_like(th))[:, None]
         return tb, torch.ones_like(tb), sig_b, feat[:, None, :], hit[:, None]
 
+    def _cone_candidates(self, o: Tensor, d: Tensor, actors: ActorState) -> tuple[Tensor, Tensor]:
+        """Rays (R, 3) from one origin ``o`` (3,) against the bounding spheres of the actors of pose
+        group 0: (R, A) bool, the ray passes the sphere (its angle to the centre is within
+        asin(radius / distance), every ray when the origin is inside the sphere; one matrix
+        product), and (A,) the distance (m, >= 0) at which a ray enters each sphere at the earliest."""
+        cfg = self.cfg
+        pose, valid = actors.pose[0], actors.valid[0]
+        ctr = torch.stack([pose[:, 0], pose[:, 1], pose[:, 2] + actors.size[:, 2] * 0.5], -1)
+        rad = 0.5 * cfg.actor_margin * actors.size.norm(dim=-1)
+        rel = ctr - o  # (A, 3)
+        dist = rel.norm(dim=-1).clamp(min=1e-9)
+        cos_lim = torch.sqrt((1.0 - (rad / dist) ** 2).clamp(min=0.0)) - 1e-4  # float32 slack: stay conservative
+        cosang = d @ (rel / dist[:, None]).T  # (R, A)
+        inside = dist <= rad
+        reach = (dist - rad < cfg.far_m) & (dist + rad > cfg.near_m)
+        hit = valid[None] & reach[None] & (inside[None] | ((cosang >= cos_lim[None]) & (cosang > 0)))
+        return hit, (dist - rad).clamp(min=0.0)
+
     def _actor_candidates(self, o: Tensor, d: Tensor, group: Tensor, actors: ActorState) -> tuple[Tensor, Tensor]:
         """Rays whose line passes through the bounding sphere of a valid actor box (scaled by the
         margin) between ``near_m`` and ``far_m`` (a superset of the rays hitting a box), as indices
@@ -641,16 +663,7 @@ class SceneModel(nn.Module):
         ctr = torch.stack([pose[..., 0], pose[..., 1], pose[..., 2] + actors.size[None, :, 2] * 0.5], -1)
         rad = 0.5 * cfg.actor_margin * actors.size.norm(dim=-1)[None]  # (1, A)
         if ctr.shape[0] == 1 and bool((o == o[:1]).all()):
-            # one pose group and one origin (a camera, a LiDAR sweep): a cone test per actor, one
-            # matrix product -- the ray passes the sphere iff its angle to the centre is within
-            # asin(radius / distance) (every ray when the origin is inside the sphere)
-            rel = ctr[0] - o[0]  # (A, 3)
-            dist = rel.norm(dim=-1).clamp(min=1e-9)
-            cos_lim = torch.sqrt((1.0 - (rad[0] / dist) ** 2).clamp(min=0.0)) - 1e-4  # float32 slack: stay conservative
-            cosang = d @ (rel / dist[:, None]).T  # (R, A)
-            inside = dist <= rad[0]
-            reach = (dist - rad[0] < cfg.far_m) & (dist + rad[0] > cfg.near_m)
-            hit = valid & reach[None] & (inside[None] | ((cosang >= cos_lim[None]) & (cosang > 0)))
+            hit, _ = self._cone_candidates(o[0], d, actors)
             return hit.any(1).nonzero().squeeze(1), hit.any(0).nonzero().squeeze(1)
         if ctr.shape[0] == 1:  # one pose group: (R, A) products as matrix products
             c = ctr[0]
@@ -746,9 +759,13 @@ class SceneModel(nn.Module):
         out = {"range": torch.from_numpy(rng), "intensity": torch.from_numpy(_sigmoid(logits[:, 0]).astype(np.float32)),
                "drop_prob": torch.from_numpy(_sigmoid(logits[:, 1]).astype(np.float32)), "acc_actor": torch.zeros(R)}
         if actors.slot.shape[0] > 0:
-            rows, _ = self._actor_candidates(o, d, torch.zeros(R, dtype=torch.long), actors)
+            near, entry = self._cone_candidates(o[0], d, actors)
+            # rays near an actor whose background hit is not in front of that actor's sphere
+            th = torch.from_numpy(np.where(hit, t, np.inf).astype(np.float32))
+            rows = (near & (entry[None] < th[:, None])).any(1).nonzero().squeeze(1)
             if rows.numel():
-                r = self.render_rays(o[rows], d[rows], actors, surface=surface, surface_samples=surface.cfg.lidar_samples)
+                r = self.render_rays(o[rows], d[rows], actors, surface=surface, surface_samples=surface.cfg.lidar_samples,
+                                     surface_t=th[rows])
                 li = self.lidar_outputs(r)
                 for k, val in (("range", li["range"]), ("intensity", li["intensity"]), ("drop_prob", torch.sigmoid(li["drop_logit"])),
                                ("acc_actor", r["acc_actor"])):
