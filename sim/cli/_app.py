@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 
@@ -50,6 +51,11 @@ def user_errors() -> Iterator[None]:
 
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level.")) -> None:
+    # one intra-op thread for torch (read when torch is first imported, so it costs nothing here):
+    # the commands that render or train are fastest with one thread on two shared cores, and the
+    # neural renderer overlaps camera and LiDAR in two threads itself; OMP_NUM_THREADS set by the
+    # user wins, and the commands with --threads set their own count
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
