@@ -174,7 +174,8 @@ def test_removing_an_actor_changes_only_pixels_around_its_box(trained: dict) -> 
 
 
 def test_render_fast_path_matches_the_reference_and_is_deterministic(trained: dict) -> None:
-    """Rendering (no grad) culls actors by bounding sphere and stops rays early; the reference is
+    """Rendering (no grad) culls actors by bounding sphere (box tests only on candidate ray-actor
+    pairs) and stops rays early; the reference is
     the training path (grad enabled: every actor tested on every ray, every sample evaluated)."""
     data, scene = trained["data"], trained["scene"]
     f = data.train_frames[2]

@@ -406,14 +406,18 @@ class SceneModel(nn.Module):
         return t, width, valid
 
     def _actor_samples(
-        self, o: Tensor, d: Tensor, group: Tensor, actors: ActorState, jitter: Tensor | None
+        self, o: Tensor, d: Tensor, group: Tensor, actors: ActorState, jitter: Tensor | None, cand: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Actor samples: distances (R, M*Ka), interval lengths, validity and normalised box coords
-        (R, M*Ka, 3) plus the slot per sample (R, M*Ka)."""
+        (R, M*Ka, 3) plus the slot per sample (R, M*Ka). ``cand`` (R, A) bool (one pose group only)
+        limits the box tests to those ray-actor pairs (a superset of the hits, from
+        :meth:`_cone_candidates`): same samples, computed for the pairs only."""
         cfg = self.cfg
         R = o.shape[0]
         A = actors.slot.shape[0]
         Ka, Mx = cfg.samples_actor, min(cfg.max_actors_per_ray, max(A, 1))
+        if cand is not None and actors.pose.shape[0] == 1 and jitter is None:
+            return self._actor_samples_pairs(o, d, actors, cand, Ka, Mx)
         pose = actors.pose[group]  # (R, A, 4)
         valid = actors.valid[group]  # (R, A)
         half = actors.size[None] * (0.5 * cfg.actor_margin)  # (1, A, 3)
@@ -445,6 +449,51 @@ class SceneModel(nn.Module):
         dn_k = torch.gather(dn, 1, ka[..., None].expand(R, Mx, 3))
         pn = on_k[:, :, None, :] + dn_k[:, :, None, :] * t[..., None]  # (R, Mx, Ka, 3)
         slot = actors.slot[ka] if A > 0 else torch.zeros_like(ka)
+        ok = khit[..., None].expand_as(t)
+        return (
+            t.reshape(R, -1), width.reshape(R, -1), ok.reshape(R, -1),
+            pn.reshape(R, -1, 3), slot[..., None].expand_as(t).reshape(R, -1),
+        )
+
+    def _box_frame(self, o: Tensor, d: Tensor, pose: Tensor, size: Tensor) -> tuple[Tensor, Tensor]:
+        """Ray origins/directions (..., 3) in normalised box coordinates of boxes ``pose`` (..., 4)
+        and ``size`` (..., 3) (the box scaled by ``actor_margin`` is [-1, 1]^3)."""
+        half = size * (0.5 * self.cfg.actor_margin)
+        c, s = torch.cos(pose[..., 3]), torch.sin(pose[..., 3])
+        rel = o - torch.stack([pose[..., 0], pose[..., 1], pose[..., 2] + size[..., 2] * 0.5], -1)
+
+        def to_box(v: Tensor) -> Tensor:
+            return torch.stack([c * v[..., 0] + s * v[..., 1], -s * v[..., 0] + c * v[..., 1], v[..., 2]], -1)
+
+        return to_box(rel) / half, to_box(d) / half
+
+    def _actor_samples_pairs(self, o: Tensor, d: Tensor, actors: ActorState, cand: Tensor, Ka: int, Mx: int) -> tuple[Tensor, ...]:
+        """:meth:`_actor_samples` (rendering, one pose group) with box tests only on the ``cand``
+        ray-actor pairs."""
+        cfg = self.cfg
+        R, A = cand.shape
+        ri, ai = cand.nonzero(as_tuple=True)
+        on, dn = self._box_frame(o[ri], d[ri], actors.pose[0][ai], actors.size[ai])
+        dn_safe = torch.where(dn.abs() < 1e-9, torch.full_like(dn, 1e-9), dn)
+        t1, t2 = (-1 - on) / dn_safe, (1 - on) / dn_safe
+        tmin = torch.minimum(t1, t2).amax(-1).clamp(min=cfg.near_m)
+        tmax = torch.maximum(t1, t2).amin(-1).clamp(max=cfg.far_m)
+        hit = actors.valid[0][ai] & (tmax > tmin)
+        key = torch.full((R, A), float("inf"))
+        key[ri[hit], ai[hit]] = tmin[hit]
+        kt, ka = torch.topk(key, Mx, dim=1, largest=False)  # (R, Mx)
+        khit = torch.isfinite(kt)
+        far = torch.full((R, A), float("-inf"))
+        far[ri[hit], ai[hit]] = tmax[hit]
+        t0 = torch.where(khit, kt, torch.zeros_like(kt))
+        t1_ = torch.where(khit, torch.gather(far, 1, ka), torch.zeros_like(kt))
+        on_k, dn_k = self._box_frame(o[:, None, :], d[:, None, :].expand(R, Mx, 3), actors.pose[0][ka], actors.size[ka])
+        frac = (torch.arange(Ka, dtype=o.dtype)[None, None] + 0.5) / Ka
+        span = (t1_ - t0).clamp(min=0)
+        t = t0[..., None] + frac * span[..., None]  # (R, Mx, Ka)
+        width = (span / Ka)[..., None].expand_as(t)
+        pn = on_k[:, :, None, :] + dn_k[:, :, None, :] * t[..., None]
+        slot = actors.slot[ka]
         ok = khit[..., None].expand_as(t)
         return (
             t.reshape(R, -1), width.reshape(R, -1), ok.reshape(R, -1),
@@ -515,12 +564,13 @@ class SceneModel(nn.Module):
         act_b = torch.zeros_like(vb)
         A = actors.slot.shape[0]
         rows: Tensor | None = None  # rays with actor samples (None: all rays)
+        cand: Tensor | None = None  # their candidate actors (rendering from one origin)
         merged = None
         if A > 0:
             sub_o, sub_d, sub_g, sub_actors = origins, dirs, group, actors
             if generator is None and not torch.is_grad_enabled():
                 # rendering: only rays passing near an actor box get actor samples
-                rows, keep = self._actor_candidates(origins, dirs, group, actors)
+                rows, keep, cand = self._actor_candidates(origins, dirs, group, actors)
                 if rows.numel() > 0:
                     sub_o, sub_d, sub_g = origins[rows], dirs[rows], group[rows]
                     sub_actors = ActorState(actors.slot[keep], actors.pose[:, keep], actors.size[keep], actors.valid[:, keep])
@@ -529,7 +579,7 @@ class SceneModel(nn.Module):
                 Mx = min(cfg.max_actors_per_ray, A_)
                 if generator is not None:
                     ja = torch.rand(Ra, Mx, cfg.samples_actor, generator=generator)
-                ta, wa, va, pn, slot = self._actor_samples(sub_o, sub_d, sub_g, sub_actors, ja)
+                ta, wa, va, pn, slot = self._actor_samples(sub_o, sub_d, sub_g, sub_actors, ja, cand=cand)
                 if rows is not None:  # keep the candidate rays that really cross a box
                     hit_rows = va.any(1)
                     rows, ta, wa, va, pn, slot = rows[hit_rows], ta[hit_rows], wa[hit_rows], va[hit_rows], pn[hit_rows], slot[hit_rows]
@@ -653,10 +703,11 @@ class SceneModel(nn.Module):
         hit = valid[None] & reach[None] & (inside[None] | ((cosang >= cos_lim[None]) & (cosang > 0)))
         return hit, (dist - rad).clamp(min=0.0)
 
-    def _actor_candidates(self, o: Tensor, d: Tensor, group: Tensor, actors: ActorState) -> tuple[Tensor, Tensor]:
+    def _actor_candidates(self, o: Tensor, d: Tensor, group: Tensor, actors: ActorState) -> tuple[Tensor, Tensor, Tensor | None]:
         """Rays whose line passes through the bounding sphere of a valid actor box (scaled by the
         margin) between ``near_m`` and ``far_m`` (a superset of the rays hitting a box), as indices
-        (Ra,), and the actor indices (A',) hit by any of them."""
+        (Ra,), the actor indices (A',) hit by any of them, and for rays from one origin the
+        (Ra, A') candidate pairs (else None)."""
         cfg = self.cfg
         pose = actors.pose[0][None] if actors.pose.shape[0] == 1 else actors.pose[group]  # (R|1, A, 4)
         valid = actors.valid[0][None] if actors.valid.shape[0] == 1 else actors.valid[group]
@@ -664,7 +715,8 @@ class SceneModel(nn.Module):
         rad = 0.5 * cfg.actor_margin * actors.size.norm(dim=-1)[None]  # (1, A)
         if ctr.shape[0] == 1 and bool((o == o[:1]).all()):
             hit, _ = self._cone_candidates(o[0], d, actors)
-            return hit.any(1).nonzero().squeeze(1), hit.any(0).nonzero().squeeze(1)
+            rows, keep = hit.any(1).nonzero().squeeze(1), hit.any(0).nonzero().squeeze(1)
+            return rows, keep, hit[rows][:, keep]
         if ctr.shape[0] == 1:  # one pose group: (R, A) products as matrix products
             c = ctr[0]
             proj = d @ c.T - (o * d).sum(-1, keepdim=True)
@@ -676,7 +728,7 @@ class SceneModel(nn.Module):
             dist2 = (rel * rel).sum(-1) - proj * proj
             slack = torch.zeros(())
         hit = valid & (dist2 <= rad * rad + slack) & (proj + rad > cfg.near_m) & (proj - rad < cfg.far_m)
-        return hit.any(1).nonzero().squeeze(1), hit.any(0).nonzero().squeeze(1)
+        return hit.any(1).nonzero().squeeze(1), hit.any(0).nonzero().squeeze(1), None
 
     def lidar_outputs(self, r: dict[str, Tensor]) -> dict[str, Tensor]:
         """LiDAR head on rendered rays: ``range`` (m), ``intensity`` [0, 1], ``drop_logit``."""
