@@ -185,3 +185,19 @@ def test_missing_init_shards_are_a_user_error(tmp_path: Path) -> None:
     cfg = replace(_cfg(scen), init_weights=str(tmp_path / "w0.safetensors"), init_shards=(str(tmp_path / "nope"),))
     with pytest.raises(ScenarioError, match="init_shards"):
         run_loop(cfg, tmp_path / "loop")
+
+
+def test_cli_loop_resolves_and_checks_the_round0_weights(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    # a missing weights file is refused before anything runs (the shipped default exists)
+    r = CliRunner().invoke(app, ["loop", "--init-weights", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "loop")])
+    assert r.exit_code != 0 and "no weights file" in r.output
+    assert not (tmp_path / "loop").exists()
+    # retrain 'both' without two candidates is a user error naming the field
+    scen = tmp_path / "tiny_lead.yaml"
+    scen.write_text(SCEN, encoding="utf-8")
+    r = CliRunner().invoke(app, ["loop", "--scenarios", str(scen), "--retrain", "both", "--out", str(tmp_path / "loop")])
+    assert r.exit_code != 0 and "candidates" in r.output
