@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from numpy.typing import NDArray
 from agents.base import PLANNERS, Control, Observation, ObservationSpec, Planner, PlannerInit
 from sim.dynamics import BicycleState, KinematicBicycle
 from sim.errors import BundleError, ScenarioError
+from sim.fsutil import atomic_path, atomic_write_text
 
 __all__ = [
     "SHIPPED_WEIGHTS",
@@ -191,14 +191,8 @@ def load_shards(paths: Iterable[str | os.PathLike[str]]) -> BCDataset:
 
 
 def _save_npz_atomic(path: Path, **arrays: NDArray[Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _episodes(paths: Sequence[str | os.PathLike[str]], seeds: Sequence[int] | None) -> list[Any]:
@@ -342,18 +336,9 @@ def save_policy(net: Any, cfg: BCConfig, out: str | os.PathLike[str], extra: dic
     outp = Path(out)
     outp.parent.mkdir(parents=True, exist_ok=True)
     cfg_path = outp.with_suffix(".json")
-    fd, tmp = tempfile.mkstemp(dir=outp.parent, prefix=f".{outp.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, tmp, metadata={"format": "loopdrive-bc", "version": str(CONFIG_VERSION)})
-        os.replace(tmp, outp)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fd, tmpj = tempfile.mkstemp(dir=outp.parent, prefix=f".{cfg_path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"config": asdict(cfg), **(extra or {})}, f, indent=1)
-    os.replace(tmpj, cfg_path)
+    with atomic_path(outp) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata={"format": "loopdrive-bc", "version": str(CONFIG_VERSION)})
+    atomic_write_text(cfg_path, json.dumps({"config": asdict(cfg), **(extra or {})}, indent=1))
     return outp, cfg_path
 
 
@@ -403,11 +388,11 @@ def _plot(train: list[float], val: list[float], out: Path) -> Path:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out, suffix=".png") as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
     return out
 
 

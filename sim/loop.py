@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from sim.errors import LoopdriveError, ScenarioError
+from sim.fsutil import atomic_write_text
 
 __all__ = ["LoopConfig", "LoopInterrupted", "evaluate_policy", "loop_rollout", "run_loop"]
 
@@ -185,10 +185,7 @@ class _State:
 
     def mark(self, stage: str, value: Any = True) -> None:
         self.data["done"][stage] = _jsonable(value)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state.", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.data, f, indent=1)
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.data, indent=1))
 
 
 def _jsonable(o: Any) -> Any:
@@ -392,10 +389,7 @@ def _training_set_summary(data: Any, dirs: Sequence[str], init: str | None) -> d
 
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(_jsonable(obj), f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=1))
 
 
 def _candidate(cfg: LoopConfig, bc_cfg: Any, j: int, prev: str) -> tuple[Any, str | None]:
@@ -462,7 +456,4 @@ def _write_report(outp: Path, report: dict[str, Any]) -> None:
         n, h = e["nominal"], e["heldout"]
         lines.append(f"| {name} | {f(n.get('failure_rate'), True)} | {f(n.get('score'))} | {f(h.get('failure_rate'), True)} | {f(h.get('score'))} |")
     for name, text in (("report.json", json.dumps(report, indent=1)), ("report.md", "\n".join(lines) + "\n")):
-        fd, tmp = tempfile.mkstemp(dir=outp, prefix=f".{name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, outp / name)
+        atomic_write_text(outp / name, text)
