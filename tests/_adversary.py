@@ -22,7 +22,8 @@ seeds: [0]
 
 
 class BlindThrottle(Planner):
-    """Test planner: accelerates straight ahead, ignoring everything (fails behind a braking car)."""
+    """Test planner: a constant acceleration straight ahead (``accel`` m/s², default 2), ignoring
+    everything (fails behind a braking car)."""
 
     name = "test_blind_throttle"
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from agents.base import PLANNERS, Control, ObservationSpec, Planner, PlannerInit
+from agents.base import PLANNERS, Control
 from sim.batch import run_batch
 from sim.errors import RegistryError, ScenarioError
 from sim.mining import TRIGGERS, mine, parse_trigger, read_mined
+from tests._adversary import BlindThrottle
 
 SCEN = """\
 version: 1
@@ -29,31 +30,15 @@ seeds: [0]
 """
 
 
-class ConstAccel(Planner):
-    """Test planner: a constant acceleration straight ahead (``accel`` m/s²)."""
-
-    name = "test_const_accel"
-
-    def observation_spec(self) -> ObservationSpec:
-        return ObservationSpec(kinds=("ego",))
-
-    def reset(self, init: PlannerInit, *, seed: int | None = None) -> None:
-        pass
-
-    def plan(self, obs: object) -> Control:
-        return Control(float(self.params.get("accel", 2.0)), 0.0)
-
-
-class HardBrake(ConstAccel):
+class HardBrake(BlindThrottle):
     name = "test_hard_brake"
 
     def plan(self, obs: object) -> Control:
         return Control(-5.0, 0.0)
 
 
-for _p in (ConstAccel, HardBrake):
-    if _p.name not in PLANNERS:
-        PLANNERS.register(_p.name, _p)
+if HardBrake.name not in PLANNERS:
+    PLANNERS.register(HardBrake.name, HardBrake)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +46,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("mining")
     scen = root / "scenarios"
     scen.mkdir()
-    (scen / "crash.yaml").write_text(SCEN.format(name="crash", tag="a", cls="car", lead_s=16.0, planner=ConstAccel.name), encoding="utf-8")
+    (scen / "crash.yaml").write_text(SCEN.format(name="crash", tag="a", cls="car", lead_s=16.0, planner=BlindThrottle.name), encoding="utf-8")
     (scen / "calm.yaml").write_text(SCEN.format(name="calm", tag="a", cls="car", lead_s=28.0, planner="idm"), encoding="utf-8")
     (scen / "brake.yaml").write_text(SCEN.format(name="brake", tag="b", cls="truck", lead_s=28.0, planner=HardBrake.name), encoding="utf-8")
     run_batch([scen], root / "run")
@@ -104,7 +89,7 @@ def test_rarity_weights_rare_episodes(run_dir: Path) -> None:
 
 
 def test_disagreement_with_expert(run_dir: Path) -> None:
-    far = mine(run_dir, None, {"disagreement": {"expert": ConstAccel.name, "threshold": 0.3, "quantile": 0.5}})
+    far = mine(run_dir, None, {"disagreement": {"expert": BlindThrottle.name, "threshold": 0.3, "quantile": 0.5}})
     assert "calm" in _fired(far, "disagreement")
     same = mine(run_dir, None, {"disagreement": {"expert": "idm", "threshold": 0.3, "quantile": 0.5}})
     assert "calm" not in _fired(same, "disagreement")
