@@ -150,6 +150,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _verified_file(path: Path, sha256: str, what: str) -> Path:
+    """``path`` if it exists and its sha256 is the one ``bundle.json`` records for ``what``;
+    else :class:`BundleError` naming the file."""
+    if not path.is_file():
+        raise BundleError(f"expected this file to exist (recorded in bundle.json {what})", file=path)
+    digest = _sha256(path)
+    if digest != sha256:
+        raise BundleError(f"expected sha256 {sha256} (recorded in bundle.json {what}), got {digest}: the file was modified or corrupted", file=path)
+    return path
+
+
 def _state_for_disk(scene: SceneModel) -> dict[str, torch.Tensor]:
     sd = {k: v.detach().cpu().contiguous() for k, v in scene.state_dict().items() if k != "occupancy"}
     sd["occupancy_packed"] = torch.from_numpy(pack_occupancy(scene.occupancy))
@@ -267,12 +278,7 @@ def _read_surface(root: Path, cfg: SurfaceConfig) -> SurfaceProxy | None:
     if stored.get("level") != cfg.level or stored.get("subdivide") != cfg.subdivide or not isinstance(rec.get("level"), int | float):
         log.info("the bundle's surface was baked with other settings (%s); baking %s", stored, cfg)
         return None
-    fp = root / SURFACE
-    if not fp.is_file():
-        raise BundleError("expected this file to exist (recorded in bundle.json surface)", file=fp)
-    digest = _sha256(fp)
-    if digest != rec["sha256"]:
-        raise BundleError(f"expected sha256 {rec['sha256']} (recorded in bundle.json), got {digest}: the surface was modified or corrupted", file=fp)
+    fp = _verified_file(root / SURFACE, rec["sha256"], "surface")
     try:
         with np.load(fp, allow_pickle=False) as z:
             v, f = np.asarray(z["vertices"], np.float32), np.asarray(z["faces"], np.int32)
@@ -326,12 +332,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     w = doc.get("weights")
     if not isinstance(w, dict) or w.get("file") != WEIGHTS or not isinstance(w.get("sha256"), str):
         raise BundleError(f"expected {{'file': {WEIGHTS!r}, 'sha256': hex}}", file=bj, field="weights")
-    wp = root / WEIGHTS
-    if not wp.is_file():
-        raise BundleError("expected this file to exist", file=wp)
-    digest = _sha256(wp)
-    if digest != w["sha256"]:
-        raise BundleError(f"expected sha256 {w['sha256']} (recorded in bundle.json), got {digest}: the weights were modified or corrupted", file=wp)
+    wp = _verified_file(root / WEIGHTS, w["sha256"], "weights")
     try:
         sd = load_file(str(wp))
     except (SafetensorError, OSError, ValueError) as exc:
