@@ -402,15 +402,15 @@ class LoopdriveReconModel(Model):
 # ------------------------------------------------------------------------------------- methods
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
-        "iterations": 2500,
-        "model": {},
+        "iterations": 4000,
+        "model": {"upsample": 2},
         "datamanager": {"patches": 8, "lidar_rays": 512},
         "lr_grid": 1e-2,
         "lr_net": 3e-3,
     },
     "full": {
-        "iterations": 12000,
-        "model": {"occ_voxel_m": 0.25, "hash_levels": 12, "hash_log2_size": 19, "hash_finest_m": 0.04, "hidden": 64,
+        "iterations": 7000,
+        "model": {"upsample": 2, "occ_voxel_m": 0.25, "hash_levels": 12, "hash_log2_size": 18, "hash_finest_m": 0.04, "hidden": 64,
                   "samples_bg": 24, "occupied_candidates": 24, "samples_actor": 12, "actor_grid": (12, 16, 32), "cnn_hidden": 48},
         "datamanager": {"patches": 6, "patch": 16, "lidar_rays": 2048},
         "lr_grid": 1e-2,
