@@ -138,7 +138,7 @@ class Bundle:
         """LiDAR along (N, 3) sensor-frame unit directions: ``range`` m, ``intensity``, ``drop_prob``,
         ``acc_actor`` (opacity from actor fields), each (N,); the background from ``surface`` when given."""
         r = self.scene.render_lidar(torch.as_tensor(sensor_to_world, dtype=torch.float32), torch.as_tensor(dirs_sensor, dtype=torch.float32), actors,
-                                    chunk=32768 if surface is not None else 2048, surface=surface)
+                                    surface=surface)
         return {k: v.numpy().astype(np.float32) for k, v in r.items()}
 
 

@@ -29,8 +29,9 @@ occupancy tests index a padded, flattened grid with ``index_select``. When rende
 jitter) two shortcuts apply, both bounded against the training path (tested): actor samples are
 made only for rays passing through an actor's bounding sphere, and a ray's background samples
 are evaluated in stages (4, 4, the rest), each only on rays whose transmittance is still above
-``early_stop`` (1e-4). Renders run in chunks of 2048 rays so temporaries stay small and are
-reused by the allocator. On the shared 2-core machine one torch thread is much faster than two
+``early_stop`` (1e-4). Volume renders run in chunks of 2048 rays so temporaries stay small and are
+reused by the allocator; surface renders (a few samples per ray) run in chunks of 32768 rays,
+a whole camera frame at once. On the shared 2-core machine one torch thread is much faster than two
 under load (threads wait on each other).
 """
 
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 __all__ = ["ActorState", "HashGrid", "SceneConfig", "SceneModel"]
 
 _PRIMES = (1, 2654435761, 805459861)
+#: rays per render chunk: volume rendering (many samples per ray) and surface rendering (a few)
+VOLUME_CHUNK, SURFACE_CHUNK = 2048, 32768
 # the same primes as int32 (two's complement): equal low bits, so equal hashed indices
 _PRIMES_I32 = tuple(p - (1 << 32) if p >= (1 << 31) else p for p in _PRIMES)
 
@@ -187,17 +190,18 @@ class HashGrid(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3) world points (m) -> (N, levels * features) features.
 
-        Index and weight arithmetic runs level- and corner-major, ``(L, 8, N)``, so every
-        elementwise op works on contiguous runs of points (int32; the spatial hash keeps only the
-        low ``log2_size`` bits, which int32 wrap-around products leave unchanged)."""
+        Index and weight arithmetic runs per level and corner on contiguous runs of points
+        (int32; the spatial hash keeps only the low ``log2_size`` bits, which int32 wrap-around
+        products leave unchanged) and writes straight into the ``(L, N, 8)`` bag layout of the
+        lookup (no transposing copy)."""
         n, L, nd = x.shape[0], self.levels, self.n_dense
         u = (x.T - self.lo[:, None])[None] / self.cell[:, None, None]  # (L, 3, N) in cells
         u = torch.clamp(u, min=torch.zeros((), dtype=u.dtype), max=(self.res - 2).to(u.dtype)[:, :, None])
         i0 = u.to(torch.int32)  # floor: u >= 0
         f = u - i0
         g = 1 - f
-        idx = torch.empty(L, 8, n, dtype=torch.int32)
-        w = torch.empty(L, 8, n, dtype=x.dtype)
+        idx = torch.empty(L, n, 8, dtype=torch.int32)  # bag-major: corner c of point i at [l, i, c]
+        w = torch.empty(L, n, 8, dtype=x.dtype)
         wxy = [[g[:, 0] * g[:, 1], g[:, 0] * f[:, 1]], [f[:, 0] * g[:, 1], f[:, 0] * f[:, 1]]]
         wz = (g[:, 2], f[:, 2])
         off = self.offset.to(torch.int32)[:, None]
@@ -212,15 +216,15 @@ class HashGrid(nn.Module):
             hxs, hys, hzs = (hx, hx + _PRIMES_I32[0]), (hy, hy + _PRIMES_I32[1]), (hz, hz + _PRIMES_I32[2])
         for c in range(8):
             cx, cy, cz = (c >> 2) & 1, (c >> 1) & 1, c & 1
-            torch.mul(wxy[cx][cy], wz[cz], out=w[:, c])
+            torch.mul(wxy[cx][cy], wz[cz], out=w[:, :, c])
             if nd > 0:
-                torch.add(base, cx + cy * rx + cz * rxy, out=idx[:nd, c])
+                torch.add(base, cx + cy * rx + cz * rxy, out=idx[:nd, :, c])
             if nd < L:
                 h = hxs[cx] ^ hys[cy]
                 h ^= hzs[cz]
                 h &= self.size - 1
-                torch.add(h, off[nd:], out=idx[nd:, c])
-        out = _HashLookup.apply(self.table, idx.transpose(1, 2).reshape(L * n, 8), w.transpose(1, 2).reshape(L * n, 8).detach())
+                torch.add(h, off[nd:], out=idx[nd:, :, c])
+        out = _HashLookup.apply(self.table, idx.view(L * n, 8), w.view(L * n, 8).detach())
         return out.reshape(L, n, self.features).transpose(0, 1).reshape(n, L * self.features)
 
 
@@ -770,7 +774,7 @@ class SceneModel(nn.Module):
 
     @torch.no_grad()
     def render_camera(
-        self, c2w: Tensor, K: Tensor, width: int, height: int, actors: ActorState, chunk: int = 2048,
+        self, c2w: Tensor, K: Tensor, width: int, height: int, actors: ActorState, chunk: int | None = None,
         surface: SurfaceProxy | None = None,
     ) -> dict[str, Tensor]:
         """Render a camera (see :meth:`camera_rays`): ``rgb`` (H, W, 3) float in [0, 1], ``depth``
@@ -781,6 +785,7 @@ class SceneModel(nn.Module):
         h, w = -(-height // s), -(-width // s)
         o, d, cos = self.camera_rays(c2w, K, width, height, s)
         ks = surface.cfg.samples if surface is not None else 1
+        chunk = chunk or (SURFACE_CHUNK if surface is not None else VOLUME_CHUNK)
         outs = [self.render_rays(o[i : i + chunk], d[i : i + chunk], actors, surface=surface, surface_samples=ks) for i in range(0, o.shape[0], chunk)]
         feat = torch.cat([r["feat"] for r in outs]).reshape(h, w, -1).permute(2, 0, 1)[None]
         rgb, _ = self.decode(feat)
@@ -826,7 +831,7 @@ class SceneModel(nn.Module):
 
     @torch.no_grad()
     def render_lidar(
-        self, sensor_to_world: Tensor, dirs_sensor: Tensor, actors: ActorState, chunk: int = 2048,
+        self, sensor_to_world: Tensor, dirs_sensor: Tensor, actors: ActorState, chunk: int | None = None,
         surface: SurfaceProxy | None = None,
     ) -> dict[str, Tensor]:
         """Render LiDAR rays from a sensor pose (4x4) along (N, 3) unit directions in the sensor
@@ -837,6 +842,7 @@ class SceneModel(nn.Module):
         if surface is not None and surface.vertex_lidar is not None:
             return self._lidar_from_surface(o, d, actors, surface)
         ks = surface.cfg.lidar_samples if surface is not None else 1
+        chunk = chunk or (SURFACE_CHUNK if surface is not None else VOLUME_CHUNK)
         outs = []
         for i in range(0, d.shape[0], chunk):
             r = self.render_rays(o[i : i + chunk], d[i : i + chunk], actors, surface=surface, surface_samples=ks)

@@ -311,8 +311,7 @@ class NeuralRenderer(RenderBackend):
         if layer:
             return self._layer_camera(model, _actor_state(rows, slots, world), c2w, cam)
         r = model.render_camera(torch.as_tensor(c2w, dtype=torch.float32), torch.as_tensor(cam.K, dtype=torch.float32),
-                                cam.width, cam.height, _actor_state(rows, slots, world), surface=self._surface(model),
-                                chunk=8192 if self.mode == "surface" else 2048)
+                                cam.width, cam.height, _actor_state(rows, slots, world), surface=self._surface(model))
         rgb = (r["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
         return rgb, r["depth"].numpy().astype(np.float32), r["acc"].numpy().astype(np.float32)
 
@@ -343,7 +342,7 @@ class NeuralRenderer(RenderBackend):
         only) reports the range of its opaque part (without the far-plane term)."""
         surface = self._surface(model)
         r = model.render_lidar(torch.as_tensor(s2w, dtype=torch.float32), torch.from_numpy(dirs), _actor_state(rows, slots, world),
-                               chunk=32768 if surface is not None else 2048, surface=surface)
+                               surface=surface)
         rng = r["range"].numpy().astype(np.float32)
         if layer:
             a = r["acc_actor"].numpy().astype(np.float32)
