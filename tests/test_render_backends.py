@@ -261,6 +261,9 @@ def test_bundle_stores_its_surface_and_refuses_a_tampered_one(tiny_bundle, tmp_p
     b = load_bundle(tiny_bundle)
     proxy = b.surface()
     assert proxy.triangles > 100 and b.surface() is proxy
+    # a second load of the bundle (the next episode of a batch run) shares the stored surface
+    # and its Embree scene instead of reading and building them again
+    assert load_bundle(tiny_bundle).surface() is proxy
     monkeypatch.undo()
     # other settings: baked on demand, and write_surface stores them
     copy = shutil.copytree(tiny_bundle, tmp_path / "b")
