@@ -88,10 +88,15 @@ def train_bc_cmd(
     seed: int = typer.Option(0, "--seed"),
     dagger_rounds: int = typer.Option(0, "--dagger-rounds", min=0, help="DAgger rounds after the first fit: drive the policy on --scenarios, label its states with --expert, refit on everything."),
     dagger_seeds: str | None = typer.Option(None, "--dagger-seeds", help="Comma-separated seeds of the DAgger roll-outs (default: --seeds)."),
+    init_weights: str | None = typer.Option(None, "--init-weights", help="Fine-tune from these weights (a .safetensors file, or `shipped` "
+                                            "for agents/weights/bc_policy) instead of training from scratch; every DAgger round starts from them too."),
 ) -> None:
     """Behaviour cloning from the bev observation; saves weights, config and a loss-curve PNG."""
-    from agents.bc import BCConfig, collect_dagger, collect_episodes, load_shards, train_bc
+    from agents.bc import SHIPPED_WEIGHTS, BCConfig, collect_dagger, collect_episodes, load_shards, train_bc
 
+    init = str(SHIPPED_WEIGHTS) if init_weights == "shipped" else init_weights
+    if init is not None and not Path(init).is_file():
+        raise typer.BadParameter(f"no weights file {init} (a .safetensors path or `shipped`)", param_hint="--init-weights")
     with user_errors():
         if scenarios:
             seed_list = [int(s) for s in seeds.split(",")] if seeds else None
@@ -110,7 +115,8 @@ def train_bc_cmd(
             ds = load_shards([episodes])
             with _progress("train bc" + (f" (round {rnd})" if dagger_rounds else "")) as prog:
                 t = prog.add_task(f"{len(ds)} samples", total=epochs, info="")
-                res = train_bc(ds, out, cfg, progress=lambda e, n, a, b, t=t, prog=prog: prog.update(t, completed=e, info=f"train {a:.4f}  val {b:.4f}"))
+                res = train_bc(ds, out, cfg, init_weights=init,
+                               progress=lambda e, n, a, b, t=t, prog=prog: prog.update(t, completed=e, info=f"train {a:.4f}  val {b:.4f}"))
     console.print(
         f"validation loss {res.initial_val_loss:.4f} (untrained) -> {min(res.val_loss):.4f} (best); "
         f"wrote {res.weights}, {res.config}" + (f", {res.plot}" if res.plot else ""),
