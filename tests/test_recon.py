@@ -99,6 +99,20 @@ def test_ns_train_runs_quick_method_through_nerfstudio_cli(toy_log: Path, tmp_pa
     assert (next(tmp_path.rglob("config.yml"))).is_file()
 
 
+def test_recon_cli_trains_a_bundle_with_the_chosen_decoder(toy_log: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    out = tmp_path / "b"
+    res = CliRunner().invoke(app, ["recon", str(toy_log), "--out", str(out), "--iterations", "2", "--upsample", "2"])
+    assert res.exit_code == 0, res.output
+    b = load_bundle(out)
+    assert b.scene.cfg.upsample == 2 and b.info["iterations"] == 2
+    bad = CliRunner().invoke(app, ["recon", str(toy_log), "--out", str(tmp_path / "c"), "--upsample", "0"])
+    assert bad.exit_code == 2 and not (tmp_path / "c").exists()
+
+
 # ------------------------------------------------------------------------------------ training
 def test_training_raises_psnr_and_lowers_lidar_error(trained: dict) -> None:
     (p0, e0), (p1, e1) = trained["before"], trained["after"]
