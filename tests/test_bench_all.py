@@ -32,3 +32,18 @@ def test_unknown_benchmark_is_refused(tmp_path: Path) -> None:
     r = subprocess.run([str(exe), "bench", "all", "--only", "synth,warp", "--results", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "warp" in r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_psnr_lead_compares_the_same_frames_only() -> None:
+    import pytest
+
+    from sim.bench.recon import psnr_lead
+
+    def ev(frames: list[int], base: float) -> dict:
+        return {"heldout": {"frames": frames, "psnr": base}, "lane_shift": {"psnr": {"1m": base - 1, "2m": base - 2}},
+                "actor_removed": {"psnr": base - 0.5, "views": 2}, "actor_moved": {"psnr": None, "views": 0}}
+
+    lead = psnr_lead(ev([0, 10], 24.0), ev([0, 10], 20.5))
+    assert lead == {"frames": [0, 10], "heldout_db": 3.5, "lane_shift_db": {"1m": 3.5, "2m": 3.5}, "actor_removed_db": 3.5, "actor_moved_db": None}
+    with pytest.raises(ValueError, match="different frames"):
+        psnr_lead(ev([0, 10], 24.0), ev([0, 10, 20], 20.0))

@@ -26,7 +26,7 @@ import torch
 
 from sim.log import read_log, write_json_atomic
 
-__all__ = ["TARGETS", "NerfactoScene", "render_times", "run_recon_bench", "run_render_bench", "train_nerfacto"]
+__all__ = ["TARGETS", "NerfactoScene", "psnr_lead", "render_times", "run_recon_bench", "run_render_bench", "train_nerfacto"]
 
 #: the issue's figures to reach (seconds, dB, metres, milliseconds)
 TARGETS = {"quick": {"wall_seconds_max": 600, "heldout_psnr_min": 25},
@@ -109,6 +109,22 @@ def train_nerfacto(log_dir: Path, work: Path, seconds: float, rays: int = 1024, 
         if echo and step % 50 == 0:
             echo(f"nerfacto step {step}, {time.perf_counter() - t0:.0f} s")
     return trainer.pipeline, {"iterations": step, "train_seconds": round(time.perf_counter() - t0, 1), "rays_per_batch": rays}
+
+
+def psnr_lead(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """PSNR differences (dB, ours - theirs) between two :func:`~sim.recon.evaluate.evaluate_scene`
+    results scored on the same frames: held-out, each lane shift, actor removed and moved."""
+    if ours["heldout"]["frames"] != theirs["heldout"]["frames"]:
+        raise ValueError(f"scored on different frames: {ours['heldout']['frames']} vs {theirs['heldout']['frames']}")
+
+    def d(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(a - b, 2)
+
+    lane_a, lane_b = ours["lane_shift"].get("psnr", {}), theirs["lane_shift"].get("psnr", {})
+    return {"frames": ours["heldout"]["frames"], "heldout_db": d(ours["heldout"]["psnr"], theirs["heldout"]["psnr"]),
+            "lane_shift_db": {k: d(lane_a[k], lane_b.get(k)) for k in lane_a},
+            "actor_removed_db": d(ours["actor_removed"].get("psnr"), theirs["actor_removed"].get("psnr")),
+            "actor_moved_db": d(ours["actor_moved"].get("psnr"), theirs["actor_moved"].get("psnr"))}
 
 
 def render_times(b: Any, dl: Any, repeats: int = 5) -> dict[str, Any]:
@@ -228,8 +244,12 @@ def run_recon_bench(
         pipe, nsum = train_nerfacto(log, work / "nerfacto", budget, echo=say)
         res["nerfacto"] = nsum
         write_json_atomic(out, res)
-        # nerfacto renders slowly on the CPU: score it on the first 4 held-out frames (2 for novel views)
+        # nerfacto renders slowly on the CPU (minutes a frame): score both on the first 4 held-out
+        # frames (2 for novel views) and compare those
         res["nerfacto"]["eval"] = evaluate_scene(NerfactoScene(pipe, dl, b.info), dl, work / "eval-nerfacto", max_frames=4)
+        same = evaluate_scene(b, dl, work / f"eval-{preset}-4", max_frames=4, max_sweeps=1)
+        res["loopdrive_recon"]["eval_first_4_heldout_frames"] = {k: same[k] for k in ("heldout", "lane_shift", "actor_removed", "actor_moved")}
+        res["vs_nerfacto"] = psnr_lead(same, res["nerfacto"]["eval"])
     res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     write_json_atomic(out, res)
     return res
