@@ -424,40 +424,16 @@ class SceneModel(nn.Module):
             return self._actor_samples_pairs(o, d, actors, cand, Ka, Mx)
         pose = actors.pose[group]  # (R, A, 4)
         valid = actors.valid[group]  # (R, A)
-        half = actors.size[None] * (0.5 * cfg.actor_margin)  # (1, A, 3)
-        c, s = torch.cos(pose[..., 3]), torch.sin(pose[..., 3])
-        ctr = torch.stack([pose[..., 0], pose[..., 1], pose[..., 2] + actors.size[None, :, 2] * 0.5], -1)
-        rel = o[:, None, :] - ctr
-
-        def to_box(v: Tensor) -> Tensor:
-            return torch.stack([c * v[..., 0] + s * v[..., 1], -s * v[..., 0] + c * v[..., 1], v[..., 2]], -1)
-
-        on = to_box(rel) / half
-        dn = to_box(d[:, None, :].expand(R, A, 3)) / half
-        dn_safe = torch.where(dn.abs() < 1e-9, torch.full_like(dn, 1e-9), dn)
-        t1, t2 = (-1 - on) / dn_safe, (1 - on) / dn_safe
-        tmin = torch.minimum(t1, t2).amax(-1).clamp(min=cfg.near_m)
-        tmax = torch.maximum(t1, t2).amin(-1).clamp(max=cfg.far_m)
+        on, dn = self._box_frame(o[:, None, :], d[:, None, :].expand(R, A, 3), pose, actors.size[None])
+        tmin, tmax = self._slab(on, dn)
         hit = valid & (tmax > tmin)
         key = torch.where(hit, tmin, torch.full_like(tmin, float("inf")))
         kt, ka = torch.topk(key, Mx, dim=1, largest=False)  # (R, Mx)
-        khit = torch.isfinite(kt)
-        t0 = torch.gather(tmin, 1, ka)
-        t1_ = torch.gather(tmax, 1, ka)
-        u = jitter if jitter is not None else torch.full((R, Mx, Ka), 0.5)
-        frac = (torch.arange(Ka, dtype=o.dtype)[None, None] + u) / Ka
-        span = (t1_ - t0).clamp(min=0)
-        t = t0[..., None] + frac * span[..., None]  # (R, Mx, Ka)
-        width = (span / Ka)[..., None].expand_as(t)
         on_k = torch.gather(on, 1, ka[..., None].expand(R, Mx, 3))
         dn_k = torch.gather(dn, 1, ka[..., None].expand(R, Mx, 3))
-        pn = on_k[:, :, None, :] + dn_k[:, :, None, :] * t[..., None]  # (R, Mx, Ka, 3)
         slot = actors.slot[ka] if A > 0 else torch.zeros_like(ka)
-        ok = khit[..., None].expand_as(t)
-        return (
-            t.reshape(R, -1), width.reshape(R, -1), ok.reshape(R, -1),
-            pn.reshape(R, -1, 3), slot[..., None].expand_as(t).reshape(R, -1),
-        )
+        u = jitter if jitter is not None else torch.full((R, Mx, Ka), 0.5)
+        return self._box_samples(torch.gather(tmin, 1, ka), torch.gather(tmax, 1, ka), torch.isfinite(kt), on_k, dn_k, slot, u)
 
     def _box_frame(self, o: Tensor, d: Tensor, pose: Tensor, size: Tensor) -> tuple[Tensor, Tensor]:
         """Ray origins/directions (..., 3) in normalised box coordinates of boxes ``pose`` (..., 4)
@@ -471,17 +447,37 @@ class SceneModel(nn.Module):
 
         return to_box(rel) / half, to_box(d) / half
 
+    def _slab(self, on: Tensor, dn: Tensor) -> tuple[Tensor, Tensor]:
+        """Entry and exit distances (...) of rays in box coordinates (:meth:`_box_frame`) through
+        the unit box [-1, 1]^3, clamped to [``near_m``, ``far_m``] (a miss has exit <= entry)."""
+        dn_safe = torch.where(dn.abs() < 1e-9, torch.full_like(dn, 1e-9), dn)
+        t1, t2 = (-1 - on) / dn_safe, (1 - on) / dn_safe
+        return torch.minimum(t1, t2).amax(-1).clamp(min=self.cfg.near_m), torch.maximum(t1, t2).amin(-1).clamp(max=self.cfg.far_m)
+
+    @staticmethod
+    def _box_samples(t0: Tensor, t1: Tensor, khit: Tensor, on_k: Tensor, dn_k: Tensor, slot: Tensor, u: Tensor) -> tuple[Tensor, ...]:
+        """The samples of :meth:`_actor_samples` from the (R, Mx) chosen boxes of each ray: their
+        entry/exit distances, hit flags, box-frame origins/directions (R, Mx, 3) and slots, with
+        ``Ka`` samples per box at fractions ``(k + u) / Ka`` of the span (``u`` (R|1, Mx|1, Ka))."""
+        R, Ka = t0.shape[0], u.shape[-1]
+        frac = (torch.arange(Ka, dtype=t0.dtype)[None, None] + u) / Ka
+        span = (t1 - t0).clamp(min=0)
+        t = t0[..., None] + frac * span[..., None]  # (R, Mx, Ka)
+        width = (span / Ka)[..., None].expand_as(t)
+        pn = on_k[:, :, None, :] + dn_k[:, :, None, :] * t[..., None]  # (R, Mx, Ka, 3)
+        ok = khit[..., None].expand_as(t)
+        return (
+            t.reshape(R, -1), width.reshape(R, -1), ok.reshape(R, -1),
+            pn.reshape(R, -1, 3), slot[..., None].expand_as(t).reshape(R, -1),
+        )
+
     def _actor_samples_pairs(self, o: Tensor, d: Tensor, actors: ActorState, cand: Tensor, Ka: int, Mx: int) -> tuple[Tensor, ...]:
         """:meth:`_actor_samples` (rendering, one pose group) with box tests only on the ``cand``
         ray-actor pairs."""
-        cfg = self.cfg
         R, A = cand.shape
         ri, ai = cand.nonzero(as_tuple=True)
         on, dn = self._box_frame(o[ri], d[ri], actors.pose[0][ai], actors.size[ai])
-        dn_safe = torch.where(dn.abs() < 1e-9, torch.full_like(dn, 1e-9), dn)
-        t1, t2 = (-1 - on) / dn_safe, (1 - on) / dn_safe
-        tmin = torch.minimum(t1, t2).amax(-1).clamp(min=cfg.near_m)
-        tmax = torch.maximum(t1, t2).amin(-1).clamp(max=cfg.far_m)
+        tmin, tmax = self._slab(on, dn)
         hit = actors.valid[0][ai] & (tmax > tmin)
         key = torch.full((R, A), float("inf"))
         key[ri[hit], ai[hit]] = tmin[hit]
@@ -490,19 +486,9 @@ class SceneModel(nn.Module):
         far = torch.full((R, A), float("-inf"))
         far[ri[hit], ai[hit]] = tmax[hit]
         t0 = torch.where(khit, kt, torch.zeros_like(kt))
-        t1_ = torch.where(khit, torch.gather(far, 1, ka), torch.zeros_like(kt))
+        t1 = torch.where(khit, torch.gather(far, 1, ka), torch.zeros_like(kt))
         on_k, dn_k = self._box_frame(o[:, None, :], d[:, None, :].expand(R, Mx, 3), actors.pose[0][ka], actors.size[ka])
-        frac = (torch.arange(Ka, dtype=o.dtype)[None, None] + 0.5) / Ka
-        span = (t1_ - t0).clamp(min=0)
-        t = t0[..., None] + frac * span[..., None]  # (R, Mx, Ka)
-        width = (span / Ka)[..., None].expand_as(t)
-        pn = on_k[:, :, None, :] + dn_k[:, :, None, :] * t[..., None]
-        slot = actors.slot[ka]
-        ok = khit[..., None].expand_as(t)
-        return (
-            t.reshape(R, -1), width.reshape(R, -1), ok.reshape(R, -1),
-            pn.reshape(R, -1, 3), slot[..., None].expand_as(t).reshape(R, -1),
-        )
+        return self._box_samples(t0, t1, khit, on_k, dn_k, actors.slot[ka], torch.full((1, 1, Ka), 0.5))
 
     # ------------------------------------------------------------------------------ fields
     def background(self, p: Tensor) -> tuple[Tensor, Tensor]:
