@@ -282,7 +282,8 @@ def _read_surface(root: Path, cfg: SurfaceConfig) -> SurfaceProxy | None:
         return None
     fp = _verified_file(root / SURFACE, rec["sha256"], "surface")
     cal = rec.get("calibration") or {}
-    key = (rec["sha256"], cfg, float(rec["level"]), float(cal.get("median_depth_diff_m") or np.nan), float(cal.get("median_rel_depth_diff") or np.nan))
+    level, err_m, rel_err = float(rec["level"]), float(cal.get("median_depth_diff_m") or np.nan), float(cal.get("median_rel_depth_diff") or np.nan)
+    key = (rec["sha256"], cfg, level, err_m, rel_err)
     with _PROXY_LOCK:
         proxy = _PROXIES.get(key)
         if proxy is not None:
@@ -298,9 +299,9 @@ def _read_surface(root: Path, cfg: SurfaceConfig) -> SurfaceProxy | None:
         raise BundleError("expected vertices (V, 3) and faces (F, 3) indexing them", file=fp)
     if vl is not None and vl.shape != (len(v), 2):
         raise BundleError(f"expected lidar values ({len(v)}, 2), got {vl.shape}", file=fp, field="lidar")
-    proxy = SurfaceProxy(v, f, cfg, key[2])
+    proxy = SurfaceProxy(v, f, cfg, level)
     proxy.vertex_lidar = vl
-    proxy.calib_err_m, proxy.calib_rel_err = key[3], key[4]
+    proxy.calib_err_m, proxy.calib_rel_err = err_m, rel_err
     if vl is not None:  # complete as stored (no per-model baking left): share it
         with _PROXY_LOCK:
             _PROXIES[key] = proxy
