@@ -40,6 +40,21 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def bc_weights_option(value: str | None, *, scratch: bool = False) -> str | None:
+    """The file an ``--init-weights`` value names: ``shipped`` is the shipped ``bc_policy``
+    weights, ``scratch`` (where ``scratch`` allows it) and None are no weights, anything else a
+    weights path that must exist (:class:`typer.BadParameter` otherwise)."""
+    if value is None or (scratch and value == "scratch"):
+        return None
+    from agents.bc import SHIPPED_WEIGHTS
+
+    path = str(SHIPPED_WEIGHTS) if value == "shipped" else value
+    if not os.path.isfile(path):
+        choices = "a path, `shipped` or `scratch`" if scratch else "a .safetensors path or `shipped`"
+        raise typer.BadParameter(f"no weights file {path} ({choices})", param_hint="--init-weights")
+    return path
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn a :class:`LoopdriveError` into a one-line message and exit code 2."""

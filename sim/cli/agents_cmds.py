@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sim.cli._app import app, console, err_console, user_errors
+from sim.cli._app import app, bc_weights_option, console, err_console, user_errors
 
 train_app = typer.Typer(help="Train learned planners (behaviour cloning, PPO).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -92,11 +92,9 @@ def train_bc_cmd(
                                             "for agents/weights/bc_policy) instead of training from scratch; every DAgger round starts from them too."),
 ) -> None:
     """Behaviour cloning from the bev observation; saves weights, config and a loss-curve PNG."""
-    from agents.bc import SHIPPED_WEIGHTS, BCConfig, collect_dagger, collect_episodes, load_shards, train_bc
+    from agents.bc import BCConfig, collect_dagger, collect_episodes, load_shards, train_bc
 
-    init = str(SHIPPED_WEIGHTS) if init_weights == "shipped" else init_weights
-    if init is not None and not Path(init).is_file():
-        raise typer.BadParameter(f"no weights file {init} (a .safetensors path or `shipped`)", param_hint="--init-weights")
+    init = bc_weights_option(init_weights)
     with user_errors():
         if scenarios:
             seed_list = [int(s) for s in seeds.split(",")] if seeds else None

@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sim.cli._app import app, bench_app, console, err_console, user_errors
+from sim.cli._app import app, bc_weights_option, bench_app, console, err_console, user_errors
 
 
 def _progress(label: str) -> Progress:
@@ -154,15 +154,12 @@ def loop_cmd(
     """Run (or resume) evaluate -> mine -> generate -> export -> retrain rounds; writes report.md/json."""
     import torch
 
-    from agents.bc import SHIPPED_WEIGHTS
     from sim.loop import LoopConfig, run_loop
 
     torch.set_num_threads(threads)
     if init_weights is None:
         init_weights = "shipped" if planner == "bc_policy" else "scratch"
-    w0 = None if init_weights == "scratch" else str(SHIPPED_WEIGHTS) if init_weights == "shipped" else init_weights
-    if w0 is not None and not Path(w0).is_file():
-        raise typer.BadParameter(f"no weights file {w0} (a path, `shipped` or `scratch`)", param_hint="--init-weights")
+    w0 = bc_weights_option(init_weights, scratch=True)
     if w0 is not None and not init_shards:
         err_console.print("[yellow]--init-weights without --init-shards: each retraining sees only the exported failures "
                           "(the policy may forget the nominal driving); pass the shards it was trained on.")  # fmt: skip
