@@ -79,6 +79,10 @@ def test_entry_points_resolve_to_nerfstudio_specs() -> None:
         assert isinstance(spec.config.pipeline.datamanager, LoopdriveDataManagerConfig)
         assert isinstance(spec.config.pipeline.model, LoopdriveReconModelConfig)
         assert spec.config.machine.device_type == "cpu"
+        # the grids and networks are stepped by torch's fused CPU Adam (one pass per tensor)
+        for group in ("grids", "networks"):
+            opt = spec.config.optimizers[group]["optimizer"].setup([torch.nn.Parameter(torch.zeros(3))])
+            assert isinstance(opt, torch.optim.Adam) and opt.defaults["fused"] is True
     parsers = {ep.name: ep for ep in entry_points(group="nerfstudio.dataparser_configs")}
     assert isinstance(parsers["loopdrive-log"].load(), DataParserSpecification)
 

@@ -98,6 +98,7 @@ class SceneConfig:
     # image decoder
     upsample: int = 4
     cnn_hidden: int = 32
+    cnn_layers: int = 2  # hidden 3x3 convolutions of the decoder
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -331,11 +332,10 @@ class SceneModel(nn.Module):
         self.lidar_head = nn.Sequential(nn.Linear(C + 1, H), nn.ReLU(), nn.Linear(H, 2))
         self.rgb_head = nn.Linear(C, 3)
         s, ch = cfg.upsample, cfg.cnn_hidden
-        self.decoder = nn.Sequential(
-            nn.Conv2d(C, ch, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(ch, 3 * s * s, 3, padding=1),
-        )
+        convs: list[nn.Module] = [nn.Conv2d(C, ch, 3, padding=1), nn.ReLU()]
+        for _ in range(cfg.cnn_layers - 1):
+            convs += [nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU()]
+        self.decoder = nn.Sequential(*convs, nn.Conv2d(ch, 3 * s * s, 3, padding=1))
         with torch.no_grad():  # start the density near 1/m and the decoder near the aux head
             self.bg_mlp[-1].bias[0] = 0.0
             self.actor_mlp[-1].bias[0] = 0.0
