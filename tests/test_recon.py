@@ -266,6 +266,28 @@ def test_mismatched_config_or_missing_file_gives_bundle_error(bundle_dir: Path, 
         load_bundle(bad3)
 
 
+def test_decoder_depth_is_part_of_the_bundle_config(bundle_dir: Path, tmp_path: Path, toy_log: Path) -> None:
+    """Bundles from before ``cnn_layers`` existed (no key) load with the 2-layer decoder they were
+    trained with; a depth the weights do not fit is refused naming the mismatched decoder weight."""
+    fr = read_log(toy_log).frames[3]
+    ref = load_bundle(bundle_dir)
+    assert ref.scene.cfg.cnn_layers == 2
+    old = _copy(bundle_dir, tmp_path / "old")
+    doc = json.loads((old / "bundle.json").read_text())
+    del doc["scene_config"]["cnn_layers"]
+    (old / "bundle.json").write_text(json.dumps(doc))
+    a = load_bundle(old).render_camera(fr.c2w, fr.K, fr.width, fr.height, ref.actors_at(fr.t_us))[0]
+    assert np.array_equal(a, ref.render_camera(fr.c2w, fr.K, fr.width, fr.height, ref.actors_at(fr.t_us))[0])
+    deeper = _copy(bundle_dir, tmp_path / "deeper")
+    doc["scene_config"]["cnn_layers"] = 3
+    (deeper / "bundle.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match=r"decoder\.4\.weight: expected shape"):
+        load_bundle(deeper)
+    scene = SceneModel(SceneConfig(cnn_layers=3, upsample=2))
+    rgb, _ = scene.decode(torch.zeros(1, scene.cfg.feat_dim, 5, 7))
+    assert rgb.shape == (1, 3, 10, 14) and len([m for m in scene.decoder if isinstance(m, torch.nn.Conv2d)]) == 4
+
+
 def test_dataparser_cameras_map_back_to_the_log_frame(toy_log: Path) -> None:
     from sim.recon.ns_dataparser import LoopdriveLogDataParserConfig
 
