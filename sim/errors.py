@@ -17,6 +17,7 @@ __all__ = [
     "LogFormatError",
     "LoopdriveError",
     "RegistryError",
+    "ResultsError",
     "ScenarioError",
 ]
 
@@ -70,6 +71,11 @@ class BundleError(LoopdriveError):
 
 class RegistryError(LoopdriveError):
     """An unknown name was asked of a registry (planner, metric, behaviour, renderer, ...)."""
+
+
+class ResultsError(LoopdriveError):
+    """A benchmark results file given as input is missing, malformed or was measured on another
+    drive log."""
 
 
 class EpisodeStateError(LoopdriveError):

@@ -47,3 +47,53 @@ def test_psnr_lead_compares_the_same_frames_only() -> None:
     assert lead == {"frames": [0, 10], "heldout_db": 3.5, "lane_shift_db": {"1m": 3.5, "2m": 3.5}, "actor_removed_db": 3.5, "actor_moved_db": None}
     with pytest.raises(ValueError, match="different frames"):
         psnr_lead(ev([0, 10], 24.0), ev([0, 10, 20], 20.0))
+
+
+def _nerfacto_doc(frames: list[int], n_log_frames: int = 20, size: tuple[int, int] = (64, 48)) -> dict:
+    ev = {"heldout": {"frames": frames, "psnr": 20.0}, "lane_shift": {"psnr": {"2m": 19.0}},
+          "actor_removed": {"psnr": 19.5, "views": 1}, "actor_moved": {"psnr": 19.4, "views": 1}}
+    return {"log": {"frames": n_log_frames, "resolution": list(size)}, "nerfacto": {"iterations": 12, "eval": ev}}
+
+
+def test_a_reused_nerfacto_result_is_checked_against_the_log(tmp_path: Path) -> None:
+    import pytest
+
+    from sim.bench.recon import load_nerfacto_result
+    from sim.errors import ResultsError
+
+    class _F:
+        width, height = 64, 48
+
+    class _Log:
+        frames = [_F()] * 20
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_nerfacto_doc([0, 10])))
+    assert load_nerfacto_result(good, _Log())["eval"]["heldout"]["frames"] == [0, 10]
+    cases = {
+        "missing.json": (None, "does not exist"),
+        "bad.json": ("{not json", "expected JSON"),
+        "no_eval.json": (json.dumps({"log": {}, "nerfacto": {"iterations": 3}}), "nerfacto.eval"),
+        "frames.json": (json.dumps(_nerfacto_doc([0, 25])), "nerfacto.eval.heldout.frames"),
+        "other_log.json": (json.dumps(_nerfacto_doc([0, 10], n_log_frames=120)), "log: measured on another log"),
+        "other_size.json": (json.dumps(_nerfacto_doc([0, 10], size=(320, 192))), "another log"),
+    }
+    for name, (text, msg) in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        with pytest.raises(ResultsError, match=msg) as ei:
+            load_nerfacto_result(tmp_path / name, _Log())
+        assert name in str(ei.value)
+
+
+def test_bench_recon_refuses_a_bad_nerfacto_result_before_training(tmp_path: Path) -> None:
+    from sim.recon.toyscene import write_toy_scene
+
+    log = write_toy_scene(tmp_path / "toy", frames=6)
+    (tmp_path / "old.json").write_text(json.dumps(_nerfacto_doc([0], n_log_frames=99)))
+    exe = Path(sys.executable).with_name("loopdrive")
+    out, work = tmp_path / "r.json", tmp_path / "work"
+    r = subprocess.run([str(exe), "bench", "recon", "--log", str(log), "--nerfacto-from", str(tmp_path / "old.json"),
+                        "--out", str(out), "--work", str(work)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "old.json: log: measured on another log" in r.stderr, r.stderr[-2000:]
+    assert not out.exists() and not (work / "bundle-quick").exists()

@@ -11,6 +11,7 @@ evaluator. nerfacto's LPIPS metric is replaced by the offline-safe stand-in befo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -111,6 +112,38 @@ def train_nerfacto(log_dir: Path, work: Path, seconds: float, rays: int = 1024, 
     return trainer.pipeline, {"iterations": step, "train_seconds": round(time.perf_counter() - t0, 1), "rays_per_batch": rays}
 
 
+def load_nerfacto_result(path: Path, dl: Any) -> dict[str, Any]:
+    """The ``nerfacto`` entry (training summary and ``eval``) of an earlier ``bench recon`` results
+    file, checked to be scored on held-out frames of drive log ``dl`` (same frame count and camera
+    resolution, frames within the log). Raises :class:`~sim.errors.ResultsError` naming the file
+    and field otherwise."""
+    from sim.errors import ResultsError
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ResultsError("expected an earlier `loopdrive bench recon` results file; it does not exist", file=path) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f"expected JSON ({e})", file=path) from None
+    nf = doc.get("nerfacto") if isinstance(doc, dict) else None
+    if not isinstance(nf, dict) or not isinstance(nf.get("eval"), dict):
+        raise ResultsError("expected a nerfacto result with its evaluation (a run without --no-nerfacto)", file=path, field="nerfacto.eval")
+    ev = nf["eval"]
+    for key in ("heldout", "lane_shift", "actor_removed", "actor_moved"):
+        if not isinstance(ev.get(key), dict):
+            raise ResultsError("expected an evaluation entry", file=path, field=f"nerfacto.eval.{key}")
+    frames = ev["heldout"].get("frames")
+    if not isinstance(frames, list) or not frames or not all(isinstance(f, int) and 0 <= f < len(dl.frames) for f in frames):
+        raise ResultsError(f"expected a list of frame indices of this log (0..{len(dl.frames) - 1})", file=path,
+                           field="nerfacto.eval.heldout.frames")
+    meta = doc.get("log") if isinstance(doc.get("log"), dict) else {}
+    size = [dl.frames[0].width, dl.frames[0].height]
+    if meta.get("frames") != len(dl.frames) or meta.get("resolution") != size:
+        raise ResultsError(f"measured on another log: {meta.get('frames')} frames at {meta.get('resolution')}, this log has "
+                           f"{len(dl.frames)} at {size}", file=path, field="log")
+    return nf
+
+
 def psnr_lead(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
     """PSNR differences (dB, ours - theirs) between two :func:`~sim.recon.evaluate.evaluate_scene`
     results scored on the same frames: held-out, each lane shift, actor removed and moved."""
@@ -193,8 +226,13 @@ def run_recon_bench(
     work: Path = Path("out/bench-recon"),
     echo: Callable[[str], None] | None = None,
     threads: int = 1,
+    nerfacto_from: Path | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and write ``out`` (JSON). Targets are recorded beside the measurements.
+
+    ``nerfacto_from``: reuse the nerfacto result of an earlier run of this benchmark on the same
+    log (its ``nerfacto`` entry, see :func:`load_nerfacto_result`) instead of training nerfacto
+    again; loopdrive is scored on the frames nerfacto was scored on and ``vs_nerfacto`` written.
 
     ``threads``: torch CPU threads for training and rendering. One is the default: on the shared
     2-core machine two threads wait on each other whenever other jobs run (measured 0.14 s/iter with
@@ -218,6 +256,7 @@ def run_recon_bench(
             subprocess.run([exe, "synth", "--town", town, "--seed", "0", "--frames", str(frames), "--out", str(log)], check=True)
             res["synth_seconds"] = round(time.perf_counter() - t0, 1)
     dl = read_log(log)
+    reused = load_nerfacto_result(nerfacto_from, dl) if nerfacto_from is not None else None  # refuse a bad file before training
     res["log"] = {"path": str(log), "frames": len(dl.frames), "sweeps": len(dl.sweeps), "tracks": len(dl.tracks),
                   "resolution": [dl.frames[0].width, dl.frames[0].height]}
     bundle = work / f"bundle-{preset}"
@@ -238,7 +277,9 @@ def run_recon_bench(
     res["targets"] = TARGETS
     write_json_atomic(out, res)  # partial results survive an interrupted nerfacto stage
     res["render"] = render_times(b, dl)
-    if nerfacto:
+    if reused is not None:
+        res["nerfacto"] = {**reused, "reused_from": str(nerfacto_from)}
+    elif nerfacto:
         budget = float(summary["train_seconds"])
         say(f"training nerfacto for {budget:.0f} s")
         pipe, nsum = train_nerfacto(log, work / "nerfacto", budget, echo=say)
@@ -247,8 +288,11 @@ def run_recon_bench(
         # nerfacto renders slowly on the CPU (minutes a frame): score both on the first 4 held-out
         # frames (2 for novel views) and compare those
         res["nerfacto"]["eval"] = evaluate_scene(NerfactoScene(pipe, dl, b.info), dl, work / "eval-nerfacto", max_frames=4)
-        same = evaluate_scene(b, dl, work / f"eval-{preset}-4", max_frames=4, max_sweeps=1)
-        res["loopdrive_recon"]["eval_first_4_heldout_frames"] = {k: same[k] for k in ("heldout", "lane_shift", "actor_removed", "actor_moved")}
+    if "nerfacto" in res:
+        n = len(res["nerfacto"]["eval"]["heldout"]["frames"])
+        same = evaluate_scene(b, dl, work / f"eval-{preset}-{n}", max_frames=n, max_sweeps=1)
+        key = "eval_first_4_heldout_frames" if n == 4 else f"eval_first_{n}_heldout_frames"
+        res["loopdrive_recon"][key] = {k: same[k] for k in ("heldout", "lane_shift", "actor_removed", "actor_moved")}
         res["vs_nerfacto"] = psnr_lead(same, res["nerfacto"]["eval"])
     res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     write_json_atomic(out, res)

@@ -116,13 +116,15 @@ def bench_recon_cmd(
     out: Path = typer.Option(Path("benchmarks/results/recon.json"), "--out", help="Result JSON."),
     work: Path = typer.Option(Path("out/bench-recon"), "--work", help="Working folder (logs, bundles)."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads for both methods."),
+    nerfacto_from: Path | None = typer.Option(
+        None, "--nerfacto-from", help="Reuse the nerfacto result of an earlier results JSON on the same log (no nerfacto training)."),
 ) -> None:
     """Reconstruction benchmark: train time, held-out / lane-shift PSNR, LiDAR error, render speed, vs nerfacto."""
     from sim.bench.recon import run_recon_bench
 
     with user_errors():
         res = run_recon_bench(log=log, town=town, frames=frames, preset=preset, nerfacto=nerfacto, out=out, work=work, threads=threads,
-                              echo=lambda m: console.log(m))
+                              echo=lambda m: console.log(m), nerfacto_from=nerfacto_from)
     console.print_json(json.dumps(res))
     console.print(f"wrote {out}")
 
