@@ -15,12 +15,14 @@ def test_summary_from_results(tmp_path: Path) -> None:
                                                     "ratios": {"single_vs_highway_env": 25.0, "batched_best_vs_highway_env": 380.0}}))
     (tmp_path / "batch.json").write_text(json.dumps({"runs": [{"executor": "local", "workers": 1, "episodes_per_min": 80.0},
                                                                {"executor": "ray", "workers": 2, "error": "could not start"}]}))
+    (tmp_path / "planner_gap.json").write_text(json.dumps({"planner_gap": {"mean_score_mesh": 0.71234, "mean_score_neural": 0.68}}))
     doc = run_all(tmp_path, only=(), work=tmp_path / "w")
     rows = {(r["benchmark"], r["figure"]): r["value"] for r in doc["rows"]}
     assert rows[("env", "single env vs highway-env (sim s per wall s)")] == 25.0
     assert rows[("batch", "episodes/min, local x1")] == 80.0
     assert rows[("batch", "episodes/min, ray x2")] == "could not start"
     assert rows[("synth", "camera frames/s (320x192, RGB + depth)")] is None  # not run: n/a, not invented
+    assert rows[("closed-loop", "lidar_stack score mesh / neural")] == "0.712 / 0.68"  # from the planner-gap file
     md = (tmp_path / "all.md").read_text()
     assert "| env | single env vs highway-env (sim s per wall s) | 25 | >= 20x |" in md
     assert "| synth | camera frames/s (320x192, RGB + depth) | n/a |" in md
