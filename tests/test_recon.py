@@ -288,6 +288,30 @@ def test_decoder_depth_is_part_of_the_bundle_config(bundle_dir: Path, tmp_path: 
     assert rgb.shape == (1, 3, 10, 14) and len([m for m in scene.decoder if isinstance(m, torch.nn.Conv2d)]) == 4
 
 
+def test_eval_recon_scores_held_out_frames_and_lidar(bundle_dir: Path, toy_log: Path, tmp_path: Path) -> None:
+    """``loopdrive eval-recon`` writes eval.json (every 10th frame, never trained on, per frame and
+    in the mean; held-out LiDAR) and the truth | render | error contact sheet."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    out = tmp_path / "ev"
+    res = CliRunner().invoke(app, ["eval-recon", str(bundle_dir), "--log", str(toy_log), "--out", str(out), "--max-frames", "2"])
+    assert res.exit_code == 0, res.output
+    ev = json.loads((out / "eval.json").read_text())
+    dl = read_log(toy_log)
+    h = ev["heldout"]
+    assert h["frames"] == [0, 10]
+    per = h["psnr_per_frame"]
+    assert len(per) == 2 and abs(np.mean(per) - h["psnr"]) < 1e-3 and 12.0 < h["psnr"] < 60.0
+    assert 0.0 < ev["lidar"]["median_abs_range_err_m"] < 1.0 and 0.5 < ev["lidar"]["ray_drop_accuracy"] <= 1.0
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.size[0] == 3 * dl.frames[0].width and sheet.size[1] % dl.frames[0].height == 0
+    bad = CliRunner().invoke(app, ["eval-recon", str(bundle_dir), "--log", str(toy_log), "--out", str(tmp_path / "x"), "--mode", "fast"])
+    assert bad.exit_code == 2 and not (tmp_path / "x").exists()
+
+
 def test_dataparser_cameras_map_back_to_the_log_frame(toy_log: Path) -> None:
     from sim.recon.ns_dataparser import LoopdriveLogDataParserConfig
 

@@ -167,7 +167,8 @@ def evaluate_scene(
         if len(sheet) < 4:
             sheet.append(np.concatenate([gt, rgb, _error_image(gt, rgb)], 1))
     res["heldout"] = {"frames": [f.index for f in frames], "psnr": float(np.mean(ps)) if ps else None,
-                      "ssim": float(np.mean(ss)) if ss else None, "render_ms_mean": 1000 * float(np.mean(times)) if times else None}
+                      "ssim": float(np.mean(ss)) if ss else None, "render_ms_mean": 1000 * float(np.mean(times)) if times else None,
+                      "psnr_per_frame": [round(float(p), 3) for p in ps]}
     note(f"held-out PSNR {res['heldout']['psnr']}")
     # ---- LiDAR
     if rig.lidar is not None and dl.sweeps and hasattr(b, "render_lidar"):
