@@ -291,8 +291,7 @@ def run_recon_bench(
     if "nerfacto" in res:
         n = len(res["nerfacto"]["eval"]["heldout"]["frames"])
         same = evaluate_scene(b, dl, work / f"eval-{preset}-{n}", max_frames=n, max_sweeps=1)
-        key = "eval_first_4_heldout_frames" if n == 4 else f"eval_first_{n}_heldout_frames"
-        res["loopdrive_recon"][key] = {k: same[k] for k in ("heldout", "lane_shift", "actor_removed", "actor_moved")}
+        res["loopdrive_recon"][f"eval_first_{n}_heldout_frames"] = {k: same[k] for k in ("heldout", "lane_shift", "actor_removed", "actor_moved")}
         res["vs_nerfacto"] = psnr_lead(same, res["nerfacto"]["eval"])
     res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     write_json_atomic(out, res)
