@@ -82,21 +82,24 @@ TTC_HORIZON_S = 10.0  # s: time-to-collision beyond this is reported as inf
 # ================================================================================= scene loading
 def load_scene(spec: ScenarioSpec) -> SceneLike:
     """The world source of ``spec.scene``: the drive log, or (``log`` None) the synthetic town
-    ``scene.town`` / ``scene.seed`` made in memory long enough for the horizon."""
+    ``scene.town`` / ``scene.seed`` made in memory.
+
+    The town is made at least as long as its preset's log (``loopdrive synth --town T --seed S``
+    without ``--frames``: 120 frames of 0.1 s for ``small``), so every scenario whose start time
+    plus horizon fits in that length runs in the same world as that log, whatever its horizon.
+    Only a longer scenario gets a longer drive, whose traffic is placed for its length."""
+    from sim.synth import make_scene
+    from sim.synth.presets import get_preset
+
     sc = spec.scene
     if sc.log is not None:
         from sim.log import read_log
 
         return read_log(sc.log)
-    try:
-        from sim.synth import make_scene
-    except ImportError:  # pragma: no cover - the synth package is part of the project
-        from sim.world import crossroads_scene
-
-        log.warning("sim.synth is unavailable; using the built-in crossroads scene")
-        return crossroads_scene(duration_s=spec.ego.start_t_s + spec.horizon_s + 1.0, dt_s=spec.dt_s)
-    frames = round((spec.ego.start_t_s + spec.horizon_s) / spec.dt_s) + 2
-    return make_scene(preset=sc.town, seed=sc.seed, frames=max(frames, 2), dt_s=spec.dt_s)
+    default_s = (get_preset(sc.town).frames - 1) * 0.1  # the preset's frames are 10 Hz frames
+    needed = round((spec.ego.start_t_s + spec.horizon_s) / spec.dt_s) + 2
+    frames = max(needed, round(default_s / spec.dt_s) + 1, 2)
+    return make_scene(preset=sc.town, seed=sc.seed, frames=frames, dt_s=spec.dt_s)
 
 
 @dataclass(frozen=True, eq=False)

@@ -633,7 +633,7 @@ def _scene_cached(
     log_path: str | None, town: str, seed: int, start_t_s: float, horizon_s: float, dt_s: float
 ) -> tuple[Any, SceneContext]:
     """The scene object the engine runs (``sim.engine.load_scene``: a drive log, or the synthetic
-    town made for this start time, horizon and step) and its :class:`SceneContext`. Cached per
+    town, at least as long as its preset's log) and its :class:`SceneContext`. Cached per
     process: scenario validation and the episodes of a batch share it."""
     spec = ScenarioSpec(
         scene=SceneSpec(log=Path(log_path) if log_path else None, town=town, seed=seed),
@@ -641,23 +641,10 @@ def _scene_cached(
         horizon_s=horizon_s,
         dt_s=dt_s,
     )
-    try:
-        from sim.engine import load_scene
-    except ImportError:  # pragma: no cover - the engine is part of the package
-        load_scene = None
-    try:
-        if load_scene is not None:
-            scene = load_scene(spec)
-        elif log_path is not None:
-            from sim.log import read_log
+    from sim.engine import load_scene
 
-            scene = read_log(log_path)
-        else:
-            from sim.synth import make_scene
-
-            scene = make_scene(
-                town, seed, frames=max(round((start_t_s + horizon_s) / dt_s) + 2, 2), dt_s=dt_s
-            )
+    try:
+        scene = load_scene(spec)
     except LoopdriveError:
         raise
     except (KeyError, ValueError, OSError) as exc:
