@@ -49,6 +49,14 @@ def test_psnr_lead_compares_the_same_frames_only() -> None:
     assert lead == {"frames": [0, 10], "heldout_db": 3.5, "lane_shift_db": {"1m": 3.5, "2m": 3.5}, "actor_removed_db": 3.5, "actor_moved_db": None}
     with pytest.raises(ValueError, match="different frames"):
         psnr_lead(ev([0, 10], 24.0), ev([0, 10, 20], 20.0))
+    # with per-frame PSNR and the lane-shift frames, the held-out lead on just those frames
+    ours, theirs = ev([0, 10, 20, 30], 24.0), ev([0, 10, 20, 30], 20.0)
+    ours["heldout"]["psnr_per_frame"] = [22.0, 23.0, 25.0, 26.0]
+    theirs["heldout"]["psnr_per_frame"] = [20.5, 19.5, 20.0, 20.0]
+    ours["lane_shift"]["frames"] = theirs["lane_shift"]["frames"] = [0, 10]
+    lead = psnr_lead(ours, theirs)
+    assert lead["heldout_db"] == 4.0 and lead["lane_shift_frames"] == [0, 10]
+    assert lead["heldout_db_on_lane_shift_frames"] == 2.5  # (22.5 - 20.0)
 
 
 def _nerfacto_doc(frames: list[int], n_log_frames: int = 20, size: tuple[int, int] = (64, 48)) -> dict:

@@ -146,7 +146,9 @@ def load_nerfacto_result(path: Path, dl: Any) -> dict[str, Any]:
 
 def psnr_lead(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
     """PSNR differences (dB, ours - theirs) between two :func:`~sim.recon.evaluate.evaluate_scene`
-    results scored on the same frames: held-out, each lane shift, actor removed and moved."""
+    results scored on the same frames: held-out, each lane shift, actor removed and moved; and,
+    when both have per-frame held-out PSNR, the held-out lead on just the frames the lane shifts
+    were scored at (``heldout_db_on_lane_shift_frames``), the figure to compare the lane-shift lead with."""
     if ours["heldout"]["frames"] != theirs["heldout"]["frames"]:
         raise ValueError(f"scored on different frames: {ours['heldout']['frames']} vs {theirs['heldout']['frames']}")
 
@@ -154,10 +156,19 @@ def psnr_lead(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
         return None if a is None or b is None else round(a - b, 2)
 
     lane_a, lane_b = ours["lane_shift"].get("psnr", {}), theirs["lane_shift"].get("psnr", {})
-    return {"frames": ours["heldout"]["frames"], "heldout_db": d(ours["heldout"]["psnr"], theirs["heldout"]["psnr"]),
-            "lane_shift_db": {k: d(lane_a[k], lane_b.get(k)) for k in lane_a},
+    res = {"frames": ours["heldout"]["frames"], "heldout_db": d(ours["heldout"]["psnr"], theirs["heldout"]["psnr"]),
+           "lane_shift_db": {k: d(lane_a[k], lane_b.get(k)) for k in lane_a},
             "actor_removed_db": d(ours["actor_removed"].get("psnr"), theirs["actor_removed"].get("psnr")),
-            "actor_moved_db": d(ours["actor_moved"].get("psnr"), theirs["actor_moved"].get("psnr"))}
+           "actor_moved_db": d(ours["actor_moved"].get("psnr"), theirs["actor_moved"].get("psnr"))}
+    # lane shifts are scored at the first half of the held-out frames: the like-for-like held-out
+    # lead is the one on those frames (needs both sides' per-frame PSNR)
+    lane_frames = ours["lane_shift"].get("frames")
+    per_a, per_b = ours["heldout"].get("psnr_per_frame"), theirs["heldout"].get("psnr_per_frame")
+    if lane_frames and per_a and per_b and lane_frames == theirs["lane_shift"].get("frames"):
+        idx = [ours["heldout"]["frames"].index(f) for f in lane_frames]
+        res["lane_shift_frames"] = lane_frames
+        res["heldout_db_on_lane_shift_frames"] = d(float(np.mean([per_a[i] for i in idx])), float(np.mean([per_b[i] for i in idx])))
+    return res
 
 
 def render_times(b: Any, dl: Any, repeats: int = 5) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 Measured (all on data never trained on):
 
 * **held-out frames** (``index % eval_every == 0`` of the bundle's camera): PSNR (dB) and SSIM.
-* **lane-shifted views**: the ego moved 1, 2 and 3 m to its left at held-out times; truth rendered
-  exactly by the mesh renderer (:class:`sim.render.mesh.MeshRenderer`, synth logs only).
+* **lane-shifted views**: the ego moved 1, 2 and 3 m to its left at the first half of the held-out
+  frames' times (``lane_shift.frames``); truth rendered exactly by the mesh renderer
+  (:class:`sim.render.mesh.MeshRenderer`, synth logs only).
 * **actor-removed / actor-moved views**: the nearest visible actor removed, or moved 2 m to its
   left, against mesh truth of the same edit (synth logs only).
 * **LiDAR** on held-out sweeps: median absolute range error (m) over rays with a true return, and
@@ -249,6 +250,6 @@ def _novel_views(b: Bundle, dl: DriveLog, mesh: Any, cam: Any, frames: list[Any]
         pose = (float(mx[i]), float(my[i]), float(w0.z[i]), ay)
         pred, _ = b.render_camera(truth.c2w, cam.K, cam.width, cam.height, b.actors_at(f.t_us, moves={aid: pose}))
         moved.append(psnr_u8(pred, truth.rgb))
-    res["lane_shift"] = {"psnr": {k: (float(np.mean(v)) if v else None) for k, v in lane.items()}}
+    res["lane_shift"] = {"frames": [f.index for f in frames], "psnr": {k: (float(np.mean(v)) if v else None) for k, v in lane.items()}}
     res["actor_removed"] = {"psnr": float(np.mean(removed)) if removed else None, "views": len(removed)}
     res["actor_moved"] = {"psnr": float(np.mean(moved)) if moved else None, "views": len(moved), "shift_m": 2.0}
