@@ -413,7 +413,7 @@ class LoopdriveReconModel(Model):
 # ------------------------------------------------------------------------------------- methods
 #: ``quick`` decodes a 1/4-resolution feature image (fast to render: a 320x192 frame in about
 #: 31 ms in surface mode) and fits the 10-minute budget; ``full`` decodes a 1/2-resolution one
-#: with a larger field (sharper, about 6x slower to render) in under an hour. On the small town a
+#: with a larger field (sharper, about 5x slower to render) in under an hour. On the small town a
 #: 1/2-resolution quick run (4000 iterations) scored 26.6 dB held-out vs 25.1 dB at 1/4 (4500),
 #: and a 1/1-resolution one 24.7 dB (2500 iterations: its patches cover too little of the image).
 #: Full-preset variants trained for 15 minutes each (two at a time, small town, held-out frames
