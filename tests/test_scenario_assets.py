@@ -59,7 +59,7 @@ def test_asset_gives_class_and_size_of_the_library_actor(tmp_path: Path, lib_dir
         "{op: insert, id: recon_car, asset: town-s1/12, spawn: {lane: lane_1, s: 45.0}, behavior: {type: static}}",
         # source only: the car of town-s1 nearest in size to the given box (4.9 x 2.0 x 1.6 within 25 %)
         "{op: insert, id: big_car, class: car, size: [5.0, 2.0, 1.6], asset: town-s1, spawn: {lane: lane_0, s: 30.0}}",
-        "{op: insert, id: plain, class: cyclist, spawn: {lane: lane_0, s: 50.0}}",
+        "{op: insert, id: plain, class: cyclist, spawn: {lane: lane_0, s: 15.0}}",
     ])
     spec = load_scenario(f)
     a, b, c = spec.actors
