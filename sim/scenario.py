@@ -701,8 +701,9 @@ def _unpack_synth_scene(scene: Any) -> tuple[Any, Any, Sequence[Any]]:
 def scene_context(
     scene: SceneSpec, *, start_t_s: float = 0.0, horizon_s: float = 10.0, dt_s: float = 0.1
 ) -> SceneContext:
-    """Lane map and tracks of a scene (cached). A synthetic town's traffic is made for the
-    episode's start time, horizon and step, so pass those when the tracks matter."""
+    """Lane map and tracks of a scene (cached). A synthetic town's traffic is its preset log's
+    unless start time plus horizon runs past that log, and its tracks are sampled at the step, so
+    pass those when the tracks matter."""
     return scene_for(
         ScenarioSpec(scene=scene, ego=EgoSpec(start_t_s=start_t_s), horizon_s=horizon_s, dt_s=dt_s)
     )[1]

@@ -158,7 +158,7 @@ def psnr_lead(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
     lane_a, lane_b = ours["lane_shift"].get("psnr", {}), theirs["lane_shift"].get("psnr", {})
     res = {"frames": ours["heldout"]["frames"], "heldout_db": d(ours["heldout"]["psnr"], theirs["heldout"]["psnr"]),
            "lane_shift_db": {k: d(lane_a[k], lane_b.get(k)) for k in lane_a},
-            "actor_removed_db": d(ours["actor_removed"].get("psnr"), theirs["actor_removed"].get("psnr")),
+           "actor_removed_db": d(ours["actor_removed"].get("psnr"), theirs["actor_removed"].get("psnr")),
            "actor_moved_db": d(ours["actor_moved"].get("psnr"), theirs["actor_moved"].get("psnr"))}
     # lane shifts are scored at the first half of the held-out frames: the like-for-like held-out
     # lead is the one on those frames (needs both sides' per-frame PSNR)
