@@ -342,3 +342,38 @@ def test_lpips_is_replaced_by_an_offline_metric_before_models_are_built() -> Non
         assert torch.isnan(val)
     else:
         assert float(val) < 1e-3
+
+
+# ------------------------------------------------------------------------- time-boxed training
+def test_log_linear_decay_fits_its_end_to_a_wall_clock_budget(tmp_path: Path) -> None:
+    from sim.recon.method import LogLinearDecay, fit_decay_to_budget
+
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3))], lr=1e-2)
+    sch = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=LogLinearDecay(1e-2, 1e-3, 1000))
+    fn = sch.lr_lambdas[0]
+    assert fn(0) == pytest.approx(1.0) and fn(500) == pytest.approx(10 ** -0.5) and fn(1000) == pytest.approx(0.1) == fn(5000)
+    # 100 steps done at 0.5 s each, 100 s left: the decay now ends at step 300
+    assert fit_decay_to_budget({"grids": sch}, 100, 0.5, 100.0) == 300 and fn(300) == pytest.approx(0.1)
+    # never later than configured, never before the next step
+    assert fit_decay_to_budget({"grids": sch}, 100, 0.01, 1e6) == 1000
+    assert fit_decay_to_budget({"grids": sch}, 400, 0.5, 0.0) == 401
+    assert fit_decay_to_budget({"other": object()}, 10, 0.5, 1.0) is None
+    # the fitted horizon is checkpointed as plain numbers (ns-eval loads with weights_only=True)
+    fit_decay_to_budget({"grids": sch}, 100, 0.5, 100.0)
+    torch.save(sch.state_dict(), tmp_path / "s.pt")
+    sch2 = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=LogLinearDecay(1e-2, 1e-3, 1000))
+    sch2.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
+    assert sch2.lr_lambdas[0].steps == 300 and sch2.lr_lambdas[0].configured_steps == 1000
+
+
+def test_training_under_a_budget_stops_and_ends_its_decay_on_time_then_trains_again(toy_log: Path, tmp_path: Path) -> None:
+    from sim.recon.run import train_bundle
+
+    info = train_bundle(toy_log, tmp_path / "b", preset="quick", iterations=100_000, max_seconds=4.0)
+    assert 10 < info["iterations"] < 100_000 and info["configured_iterations"] == 100_000
+    # the decay was moved from 100 000 steps to about where the clock stopped training
+    assert info["iterations"] // 2 <= info["lr_decay_steps"] < 3 * info["iterations"] + 20, info
+    # a second training in the same process logs to its own folder only (nerfstudio's writers are global)
+    again = train_bundle(toy_log, tmp_path / "c", preset="quick", iterations=3)
+    assert again["iterations"] == 3 and again["lr_decay_steps"] == 3
+    assert list((tmp_path / "c" / "nerfstudio").rglob("events.out.tfevents*"))

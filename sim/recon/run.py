@@ -8,10 +8,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,13 @@ def train_bundle(
     Args:
         iterations: override the preset's iteration count. max_seconds: wall-clock training budget
             (training stops early when it is spent).
-        progress: called as ``progress(step, total)`` after each iteration.
+        progress: called as ``progress(step, total)`` after each iteration (``total``: the
+            iteration count, or under ``max_seconds`` the step the budget is expected to reach).
         overrides: model-config field overrides (e.g. ``{"upsample": 2}``).
 
     Returns:
         A summary: iterations run, training seconds, bundle path, nerfstudio config path.
     """
-    from sim.recon.bundle import save_bundle
     from sim.recon.method import PRESETS, make_trainer_config
 
     if preset not in PRESETS:
@@ -71,22 +72,49 @@ def train_bundle(
     cfg.logging.local_writer.enable = False
     cfg.logging.profiler = "none"
     cfg.save_config()
-    trainer = cfg.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    model = trainer.pipeline.model
-    total = cfg.max_num_iterations
-    steps = [0]
+    return _train(cfg, dl, out, work, preset, seed, progress, overwrite)
 
-    def hook(step: int) -> None:
-        steps[0] = step + 1
-        if progress is not None:
-            progress(step + 1, total)
 
-    model.progress_hook = hook
-    t0 = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - t0
+@contextlib.contextmanager
+def _own_event_writers() -> Iterator[None]:
+    """nerfstudio keeps its event writers in a module-level list: close and drop those a training
+    adds when it ends, or a second training in the same process also writes to the first one's
+    (by then moved) folder."""
+    from nerfstudio.utils import writer as ns_writer
+
+    n = len(ns_writer.EVENT_WRITERS)
+    try:
+        yield
+    finally:
+        for w in ns_writer.EVENT_WRITERS[n:]:
+            if hasattr(w, "tb_writer"):
+                w.tb_writer.close()
+        del ns_writer.EVENT_WRITERS[n:]
+        ns_writer.EVENT_STORAGE.clear()
+
+
+def _train(cfg: Any, dl: Any, out: Path, work: Path, preset: str, seed: int,
+           progress: Callable[[int, int], None] | None, overwrite: bool) -> dict[str, Any]:
+    from sim.recon.bundle import save_bundle
+
+    with _own_event_writers():
+        trainer = cfg.setup(local_rank=0, world_size=1)
+        trainer.setup()
+        model = trainer.pipeline.model
+        total = cfg.max_num_iterations
+        steps = [0]
+
+        def hook(step: int) -> None:
+            steps[0] = step + 1
+            if progress is not None:
+                progress(step + 1, model.fitted_decay_steps or total)
+
+        model.progress_hook = hook
+        t0 = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - t0
     info = {"preset": preset, "iterations": steps[0], "train_seconds": round(seconds, 2), "seed": seed,
+            "configured_iterations": total, "lr_decay_steps": model.fitted_decay_steps or total,
             "nerfstudio_config": str(out / "nerfstudio" / "scene" / cfg.method_name / "run" / "config.yml")}
     data = model.data
     camera = dl.frames[data.train_frames[0]].camera
