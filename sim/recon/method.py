@@ -128,6 +128,8 @@ class LogLinearDecay:
 
     def __init__(self, lr_init: float, lr_final: float, steps: int) -> None:
         self.lr_init, self.lr_final, self.steps = float(lr_init), float(lr_final), max(int(steps), 1)
+        self.configured_steps = self.steps
+        """The horizon it was built with; :func:`fit_decay_to_budget` never moves ``steps`` past it."""
 
     def __call__(self, step: int) -> float:
         t = min(max(step / self.steps, 0.0), 1.0)
@@ -153,9 +155,7 @@ def fit_decay_to_budget(schedulers: Any, step: int, seconds_per_step: float, rem
     reach = step + int(max(remaining_s, 0.0) / max(seconds_per_step, 1e-9))
     out = None
     for fn in fns:
-        if not hasattr(fn, "configured_steps"):
-            fn.configured_steps = fn.steps
-        fn.steps = max(min(int(fn.configured_steps), reach), step + 1)
+        fn.steps = max(min(fn.configured_steps, reach), step + 1)
         out = fn.steps
     return out
 

@@ -24,6 +24,24 @@ __all__ = ["train_bundle"]
 log = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def _own_event_writers() -> Iterator[None]:
+    """nerfstudio keeps its event writers in a module-level list: close and drop those a training
+    adds when it ends, or a second training in the same process also writes to the first one's
+    (by then moved) folder."""
+    from nerfstudio.utils import writer as ns_writer
+
+    n = len(ns_writer.EVENT_WRITERS)
+    try:
+        yield
+    finally:
+        for w in ns_writer.EVENT_WRITERS[n:]:
+            if hasattr(w, "tb_writer"):
+                w.tb_writer.close()
+        del ns_writer.EVENT_WRITERS[n:]
+        ns_writer.EVENT_STORAGE.clear()
+
+
 def train_bundle(
     log_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -48,6 +66,7 @@ def train_bundle(
     Returns:
         A summary: iterations run, training seconds, bundle path, nerfstudio config path.
     """
+    from sim.recon.bundle import save_bundle
     from sim.recon.method import PRESETS, make_trainer_config
 
     if preset not in PRESETS:
@@ -72,31 +91,6 @@ def train_bundle(
     cfg.logging.local_writer.enable = False
     cfg.logging.profiler = "none"
     cfg.save_config()
-    return _train(cfg, dl, out, work, preset, seed, progress, overwrite)
-
-
-@contextlib.contextmanager
-def _own_event_writers() -> Iterator[None]:
-    """nerfstudio keeps its event writers in a module-level list: close and drop those a training
-    adds when it ends, or a second training in the same process also writes to the first one's
-    (by then moved) folder."""
-    from nerfstudio.utils import writer as ns_writer
-
-    n = len(ns_writer.EVENT_WRITERS)
-    try:
-        yield
-    finally:
-        for w in ns_writer.EVENT_WRITERS[n:]:
-            if hasattr(w, "tb_writer"):
-                w.tb_writer.close()
-        del ns_writer.EVENT_WRITERS[n:]
-        ns_writer.EVENT_STORAGE.clear()
-
-
-def _train(cfg: Any, dl: Any, out: Path, work: Path, preset: str, seed: int,
-           progress: Callable[[int, int], None] | None, overwrite: bool) -> dict[str, Any]:
-    from sim.recon.bundle import save_bundle
-
     with _own_event_writers():
         trainer = cfg.setup(local_rank=0, world_size=1)
         trainer.setup()
