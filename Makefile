@@ -10,12 +10,13 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
+# The venv takes about 5 GB; --no-cache-dir keeps pip from storing a second copy of the wheels.
 # Re-runs only when the dependency list or the set-up scripts change (idempotent, quick otherwise).
 $(STAMP): pyproject.toml scripts/install-system-deps.sh scripts/fix_torchvision.py
 	bash scripts/install-system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-cache-dir --upgrade pip setuptools wheel
+	$(PY) -m pip install -q --no-cache-dir -e '.[dev]'
 	$(PY) scripts/fix_torchvision.py
 	touch $(STAMP)
 
