@@ -377,3 +377,33 @@ def test_training_under_a_budget_stops_and_ends_its_decay_on_time_then_trains_ag
     again = train_bundle(toy_log, tmp_path / "c", preset="quick", iterations=3)
     assert again["iterations"] == 3 and again["lr_decay_steps"] == 3
     assert list((tmp_path / "c" / "nerfstudio").rglob("events.out.tfevents*"))
+
+
+def test_footprint_aware_encoding_downweights_levels_finer_than_the_footprint() -> None:
+    """Zip-NeRF-style level weights: a point seen with a tiny footprint reads every level as the
+    plain grid does; a wide footprint leaves the coarse levels nearly untouched, scales the finest
+    towards 0 and passes (almost) no gradient to them; the scene turns it on from its config."""
+    from sim.recon.scene import HashGrid
+
+    grid = HashGrid((-10.0, -10.0, -2.0), (10.0, 10.0, 4.0), levels=6, features=2, log2_size=12, coarsest_m=2.0, finest_m=0.05)
+    with torch.no_grad():
+        grid.table.uniform_(-1.0, 1.0)
+    x = torch.rand(64, 3) * torch.tensor([18.0, 18.0, 5.0]) - torch.tensor([9.0, 9.0, 1.5])
+    plain = grid(x).reshape(64, 6, 2)
+    assert torch.allclose(grid(x, torch.full((64,), 1e-4)).reshape(64, 6, 2), plain, atol=1e-6)
+    wide = grid(x, torch.full((64,), 0.5)).reshape(64, 6, 2)
+    ratio = (wide.norm(dim=(0, 2)) / plain.norm(dim=(0, 2)))
+    assert ratio[0] > 0.95 and ratio[-1] < 0.1 and bool((ratio[1:] <= ratio[:-1] + 1e-6).all())
+    grid.table.grad = None
+    grid(x, torch.full((64,), 0.5)).sum().backward()
+    g = grid.table.grad.reshape(6, -1, 2).abs().sum(dim=(1, 2))
+    grid.table.grad = None
+    grid(x).sum().backward()
+    g0 = grid.table.grad.reshape(6, -1, 2).abs().sum(dim=(1, 2))
+    assert g[-1] < 0.1 * g0[-1] and g[0] > 0.95 * g0[0]
+
+    cfg = SceneConfig(footprint_rad=0.01)
+    scene = SceneModel(cfg)
+    assert SceneConfig.from_json(cfg.to_json()) == cfg and SceneModel(SceneConfig()).footprint(None, 3) is None
+    assert torch.allclose(scene.footprint(torch.tensor([2.0, 10.0]), 2), torch.tensor([0.02, 0.1]))
+    assert torch.allclose(scene.footprint(None, 2), torch.full((2,), 0.01 * cfg.footprint_ref_m))

@@ -315,6 +315,11 @@ class LoopdriveReconModelConfig(ModelConfig):
     w_intensity: float = 0.05
     w_drop: float = 0.01
     w_rgb_aux: float = 0.5
+    footprint_scale: float = 0.0
+    """Footprint-aware hash encoding (0: off): a background sample's footprint std is
+    ``footprint_scale`` x half a rendered feature pixel's angle x its distance, and hash levels
+    finer than it are down-weighted (:attr:`sim.recon.scene.SceneConfig.footprint_rad`). Far
+    samples then do not train the fine levels, which close views (lane shifts) read."""
     num_threads: int = 1
     """torch CPU threads (0: leave torch's default). One thread is the default: on this 2-core
     machine shared with other jobs, two threads spend most of their time waiting for each other
@@ -351,7 +356,11 @@ class LoopdriveReconModel(Model):
             raise RuntimeError("loopdrive-recon needs the loopdrive datamanager (a drive log)")
         self.data = prepare(self.config.scene_config())
         self.ld_meta = dict(meta["loopdrive"])
-        self.scene = SceneModel(self.data.cfg, self.data.occupancy)
+        cfg = self.data.cfg
+        if self.config.footprint_scale > 0:
+            fx = float(self.data.K[self.data.train_frames[0], 0, 0])
+            cfg = dataclasses.replace(cfg, footprint_rad=self.config.footprint_scale * 0.5 * cfg.upsample / fx)
+        self.scene = SceneModel(cfg, self.data.occupancy)
         self.weights = LossWeights(self.config.w_rgb_aux, self.config.w_depth, self.config.w_line_of_sight, self.config.w_intensity, self.config.w_drop)
         self._gen = torch.Generator().manual_seed(self.config.seed)
         self._t_start: float | None = None
@@ -479,7 +488,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "full": {
         "iterations": 16000,
-        "model": {"upsample": 2, "w_rgb_aux": 0.1, "max_train_seconds": 3300.0, "occ_voxel_m": 0.25, "hash_levels": 12, "hash_log2_size": 18, "hash_finest_m": 0.04, "hidden": 64,
+        "model": {"upsample": 2, "w_rgb_aux": 0.1, "footprint_scale": 1.0, "max_train_seconds": 3300.0, "occ_voxel_m": 0.25, "hash_levels": 12, "hash_log2_size": 18, "hash_finest_m": 0.04, "hidden": 64,
                   "feat_dim": 32, "samples_bg": 16, "occupied_candidates": 16, "samples_actor": 12, "actor_grid": (12, 16, 32),
                   "cnn_hidden": 48},
         "datamanager": {"patches": 8, "patch": 16, "lidar_rays": 1024},

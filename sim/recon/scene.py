@@ -78,6 +78,13 @@ class SceneConfig:
     hash_log2_size: int = 17
     hash_coarsest_m: float = 3.0
     hash_finest_m: float = 0.08
+    #: footprint-aware encoding (0 = off): a background sample at distance ``t`` stands for a
+    #: blob of standard deviation ``footprint_rad * t`` metres, and each hash level's features are
+    #: scaled by ``erf(cell / (sqrt(8) * std))`` (Zip-NeRF's level down-weighting), so levels finer
+    #: than what a ray resolves are neither read nor trained by it
+    footprint_rad: float = 0.0
+    #: distance (m) assumed for the footprint of field queries that are not along a ray (baking)
+    footprint_ref_m: float = 5.0
     hidden: int = 32
     feat_dim: int = 16
     # actors
@@ -188,8 +195,11 @@ class HashGrid(nn.Module):
     def out_dim(self) -> int:
         return self.levels * self.features
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, 3) world points (m) -> (N, levels * features) features.
+    def forward(self, x: Tensor, std: Tensor | None = None) -> Tensor:
+        """(N, 3) world points (m) -> (N, levels * features) features. With ``std`` (N,), the
+        footprint of each point (m), level ``l``'s features are scaled by
+        ``erf(cell_l / (sqrt(8) * std))``: about 1 for cells wider than the footprint, falling
+        towards 0 for finer ones (Zip-NeRF's down-weighting; the gradient is scaled alike).
 
         Index and weight arithmetic runs per level and corner on contiguous runs of points
         (int32; the spatial hash keeps only the low ``log2_size`` bits, which int32 wrap-around
@@ -225,6 +235,9 @@ class HashGrid(nn.Module):
                 h ^= hzs[cz]
                 h &= self.size - 1
                 torch.add(h, off[nd:], out=idx[nd:, :, c])
+        if std is not None:
+            lam = torch.erf(self.cell[:, None] / (math.sqrt(8.0) * std.to(x.dtype).clamp(min=1e-6))[None])  # (L, N)
+            w.mul_(lam[:, :, None])
         out = _HashLookup.apply(self.table, idx.view(L * n, 8), w.view(L * n, 8).detach())
         return out.reshape(L, n, self.features).transpose(0, 1).reshape(n, L * self.features)
 
@@ -491,9 +504,20 @@ class SceneModel(nn.Module):
         return self._box_samples(t0, t1, khit, on_k, dn_k, actors.slot[ka], torch.full((1, 1, Ka), 0.5))
 
     # ------------------------------------------------------------------------------ fields
-    def background(self, p: Tensor) -> tuple[Tensor, Tensor]:
-        """(N, 3) world points -> density (N,) 1/m and features (N, C)."""
-        h = self.bg_mlp(self.bg_grid(p))
+    def footprint(self, t: Tensor | None, n: int) -> Tensor | None:
+        """Footprint std (m) of ``n`` background queries at ray distances ``t`` (N,) m (None:
+        queries not along a ray, taken at ``footprint_ref_m``); None when the encoding is off."""
+        cfg = self.cfg
+        if cfg.footprint_rad <= 0:
+            return None
+        if t is None:
+            return torch.full((n,), cfg.footprint_rad * cfg.footprint_ref_m)
+        return cfg.footprint_rad * t.clamp(min=cfg.near_m)
+
+    def background(self, p: Tensor, t: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(N, 3) world points at ray distances ``t`` (N,) m (for the footprint-aware encoding;
+        see :attr:`SceneConfig.footprint_rad`) -> density (N,) 1/m and features (N, C)."""
+        h = self.bg_mlp(self.bg_grid(p, self.footprint(t, p.shape[0])))
         return _trunc_exp(h[:, 0]), h[:, 1:]
 
     def actor(self, pn: Tensor, slot: Tensor) -> tuple[Tensor, Tensor]:
@@ -637,7 +661,7 @@ class SceneModel(nn.Module):
                 v = v & (torch.exp(-(sig_b[:, :k0] * wb[:, :k0]).sum(1)) > self.early_stop)[:, None]
             if v.any():
                 pts = (origins[:, None, :] + dirs[:, None, :] * tb[:, k0:k1, None])[v]
-                s_, f_ = self.background(pts)
+                s_, f_ = self.background(pts, tb[:, k0:k1][v])
                 sig_b[:, k0:k1] = sig_b[:, k0:k1].masked_scatter(v, s_)
                 feat_b[:, k0:k1] = feat_b[:, k0:k1].index_put((v,), f_)
             k0 = k1
@@ -661,7 +685,7 @@ class SceneModel(nn.Module):
             offs = torch.linspace(-sp, sp, K) if K > 1 else torch.zeros(1)
             t = (th[rows, None] + offs[None]).clamp(min=cfg.near_m)  # (H, K)
             pts = origins[rows, None, :] + dirs[rows, None, :] * t[..., None]
-            s_, f_ = self.background(pts.reshape(-1, 3))
+            s_, f_ = self.background(pts.reshape(-1, 3), t.reshape(-1))
             f_ = f_.reshape(-1, K, C)
             if K > 1:
                 alpha = 1.0 - torch.exp(-s_.reshape(-1, K) * (2.0 * sp / (K - 1)))
