@@ -11,7 +11,9 @@ Structure (see ``DESIGN.md``):
   density and a feature vector. Samples are taken only in cells of an occupancy grid built from
   the log's accumulated static LiDAR (and training depth): along each ray the candidate positions
   of a fixed, distance-proportional step are tested against the grid and the first
-  ``occupied_candidates`` occupied ones are kept, of which ``samples_bg`` are evaluated.
+  ``occupied_candidates`` occupied ones are kept, of which ``samples_bg`` are evaluated. With
+  ``footprint_rad`` > 0 the encoding is footprint-aware: hash levels finer than a sample's
+  footprint (growing with its distance) are down-weighted, for reading and for training.
 * **actors**: one small dense feature grid per tracked actor in its box frame (coordinates
   normalised to the box, so a field follows its box wherever it is put) and a per-actor latent
   code, decoded by one shared MLP. Actor samples exist only where a ray crosses a box (slab test).
