@@ -481,7 +481,7 @@ class LoopdriveReconModel(Model):
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "iterations": 4500,
-        "model": {},
+        "model": {"footprint_scale": 1.0},
         "datamanager": {"patches": 8, "lidar_rays": 512},
         "lr_grid": 1e-2,
         "lr_net": 3e-3,
