@@ -407,3 +407,6 @@ def test_footprint_aware_encoding_downweights_levels_finer_than_the_footprint() 
     assert SceneConfig.from_json(cfg.to_json()) == cfg and SceneModel(SceneConfig()).footprint(None, 3) is None
     assert torch.allclose(scene.footprint(torch.tensor([2.0, 10.0]), 2), torch.tensor([0.02, 0.1]))
     assert torch.allclose(scene.footprint(None, 2), torch.full((2,), 0.01 * cfg.footprint_ref_m))
+    pts = torch.zeros(2, 3)
+    assert torch.equal(scene.encode(pts), scene.bg_grid(pts, torch.full((2,), 0.01 * cfg.footprint_ref_m)))
+    assert torch.equal(scene.encode(pts, torch.tensor([2.0, 10.0])), scene.bg_grid(pts, torch.tensor([0.02, 0.1])))

@@ -516,10 +516,16 @@ class SceneModel(nn.Module):
             return torch.full((n,), cfg.footprint_rad * cfg.footprint_ref_m)
         return cfg.footprint_rad * t.clamp(min=cfg.near_m)
 
+    def encode(self, p: Tensor, t: Tensor | None = None) -> Tensor:
+        """The background grid's encoding of (N, 3) world points at ray distances ``t`` (N,) m,
+        footprint-aware when the config asks for it (see :meth:`footprint`)."""
+        std = self.footprint(t, p.shape[0])
+        return self.bg_grid(p) if std is None else self.bg_grid(p, std)
+
     def background(self, p: Tensor, t: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(N, 3) world points at ray distances ``t`` (N,) m (for the footprint-aware encoding;
         see :attr:`SceneConfig.footprint_rad`) -> density (N,) 1/m and features (N, C)."""
-        h = self.bg_mlp(self.bg_grid(p, self.footprint(t, p.shape[0])))
+        h = self.bg_mlp(self.encode(p, t))
         return _trunc_exp(h[:, 0]), h[:, 1:]
 
     def actor(self, pn: Tensor, slot: Tensor) -> tuple[Tensor, Tensor]:

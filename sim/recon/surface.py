@@ -182,7 +182,7 @@ def bake_surface(model: torch.nn.Module, cfg: SurfaceConfig = SurfaceConfig(), c
     amin = model.aabb_min  # type: ignore[union-attr]
     for i in range(0, idx.shape[0], chunk):
         p = amin + idx[i : i + chunk].to(torch.float32) * step
-        vals.append(model.bg_mlp(model.bg_grid(p, model.footprint(None, p.shape[0])))[:, 0])  # type: ignore[operator]
+        vals.append(model.bg_mlp(model.encode(p))[:, 0])  # type: ignore[operator]
     log_sigma[need] = torch.cat(vals)
     grid = log_sigma.numpy()
     hmax = float(grid.max())
