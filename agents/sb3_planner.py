@@ -107,6 +107,7 @@ def train_ppo(
     ``out``. ``progress(done, total)`` is called as steps complete."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import Logger
 
     from sim.env import ClosedLoopEnv
 
@@ -122,6 +123,8 @@ def train_ppo(
 
     policy = "MlpPolicy" if len(observation) == 1 else "MultiInputPolicy"
     model = PPO(policy, env, seed=seed, n_steps=min(n_steps, max(steps, 64)), batch_size=64, verbose=0, device="cpu")
+    # SB3's default logger makes an empty SB3-<date> folder in the system temp dir on every run
+    model.set_logger(Logger(folder=None, output_formats=[]))
     model.learn(total_timesteps=steps, callback=_Cb())
     outp = Path(out)
     outp.parent.mkdir(parents=True, exist_ok=True)

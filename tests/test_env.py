@@ -181,12 +181,14 @@ def test_vector_env_steps_all_worlds_and_autoresets():
 def test_ppo_trains_on_state_observation():
     import torch
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: threading only adds overhead on a shared CPU
     try:
         env = ClosedLoopEnv(ScenarioSpec(horizon_s=5.0), scene=crossroads_scene())
         model = PPO("MlpPolicy", env, n_steps=512, batch_size=128, n_epochs=2, seed=0, device="cpu", verbose=0)
+        model.set_logger(Logger(folder=None, output_formats=[]))  # no SB3-<date> folder in the temp dir
         model.learn(total_timesteps=2048)
     finally:
         torch.set_num_threads(threads)

@@ -2,7 +2,8 @@
 kernels run with this interpreter's ``python3`` kernel and never with xdist.
 
 nbmake executes copies in memory (the committed notebooks and their outputs are not rewritten);
-every notebook writes only into its own ``tempfile.mkdtemp()`` folder.
+every notebook writes only into its own ``tempfile.mkdtemp()`` folder, here under the test's
+``tmp_path`` (``TMPDIR``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 @pytest.mark.slow
-def test_every_notebook_executes_with_nbmake() -> None:
+def test_every_notebook_executes_with_nbmake(tmp_path: Path) -> None:
     assert [p.name for p in NOTEBOOKS] == [
         "01_quickstart.ipynb",
         "02_reconstruct.ipynb",
@@ -29,8 +30,12 @@ def test_every_notebook_executes_with_nbmake() -> None:
     ]
     cmd = [sys.executable, "-m", "pytest", "--nbmake", "--nbmake-timeout=900", "-p", "no:xdist",
            "-q", "-o", "addopts=", "--rootdir", str(ROOT / "notebooks"), *map(str, NOTEBOOKS)]  # fmt: skip
-    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
+    # the notebooks' mkdtemp() folders (kept for a reader to look at) go under pytest's tmp_path,
+    # which is removed when the test passes
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=2400, env=env, check=False)
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, tail
     assert f"{len(NOTEBOOKS)} passed" in proc.stdout, tail
+    made = sorted(p.name.split("-")[1] for p in tmp_path.glob("loopdrive-nb*"))
+    assert made == ["nb01", "nb02", "nb04", "nb05"], made  # each wrote where it said, nothing in the system temp dir

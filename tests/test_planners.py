@@ -173,3 +173,23 @@ def test_sb3_planner_runs_a_saved_policy_zip(free_road: tuple[ScenarioSpec, Any]
     assert np.array_equal(res.actions, again.actions)
     with pytest.raises(Exception, match="policy zip"):
         run_planner_episode(spec, "sb3", 0, params={"path": str(tmp_path / "missing.zip")}, compiled=c, raise_errors=True)
+
+
+def test_train_ppo_saves_a_policy_the_sb3_planner_runs_and_leaves_no_temp_folder(tmp_path: Any, monkeypatch: Any) -> None:
+    import tempfile
+
+    from agents.sb3_planner import train_ppo
+
+    temp = tmp_path / "systemp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where SB3's default logger would make a folder
+    seen: list[tuple[int, int]] = []
+    spec = ScenarioSpec(horizon_s=5.0)
+    out = train_ppo(spec, 128, tmp_path / "models" / "ppo.zip", n_steps=64, progress=lambda d, n: seen.append((d, n)))
+    assert out == tmp_path / "models" / "ppo.zip" and out.stat().st_size > 0
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["ppo.zip"]  # no temp file left beside it
+    assert list(temp.iterdir()) == []
+    assert seen and seen[-1] == (128, 128) and all(d <= n for d, n in seen)
+    res = run_planner_episode(spec, "sb3", 0, params={"path": str(out)}, max_steps=5)
+    assert res.status == "ok", res.error
+    assert res.steps == 5 and np.all(np.isfinite(res.actions))

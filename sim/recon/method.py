@@ -185,6 +185,12 @@ class LoopdriveDataManagerConfig(VanillaDataManagerConfig):
     """LiDAR rays per batch."""
     lidar_sweeps: int = 4
     """Sweeps the LiDAR rays of a batch come from."""
+    virtual_patches: int = 0
+    """Camera patches per batch seen from virtual cameras: a training camera moved sideways by up to
+    ``virtual_shift_m`` metres, supervised by its training image warped through the scene's depth
+    (:func:`sim.recon.train.virtual_view_targets`; model weight ``w_virtual``)."""
+    virtual_shift_m: float = 3.0
+    """Largest sideways move (m, either side) of a virtual camera."""
     use_camera_depth: bool = True
     """Add the training frames' depth maps to the occupancy grid (synthetic logs have them)."""
     seed: int = 0
@@ -243,7 +249,7 @@ class LoopdriveDataManager(DataManager):
     @property
     def spec(self) -> BatchSpec:
         c = self.config
-        return BatchSpec(c.patches, c.patch, c.lidar_rays, c.lidar_sweeps)
+        return BatchSpec(c.patches, c.patch, c.lidar_rays, c.lidar_sweeps, c.virtual_patches, c.virtual_shift_m)
 
     def _need(self) -> ReconData:
         if self.recon is None:
@@ -268,7 +274,7 @@ class LoopdriveDataManager(DataManager):
 
     def get_train_rays_per_batch(self) -> int:
         c = self.config
-        return c.patches * c.patch * c.patch + c.lidar_rays
+        return (c.patches + c.virtual_patches) * c.patch * c.patch + c.lidar_rays
 
     def get_eval_rays_per_batch(self) -> int:
         return self.get_train_rays_per_batch()
@@ -315,6 +321,8 @@ class LoopdriveReconModelConfig(ModelConfig):
     w_intensity: float = 0.05
     w_drop: float = 0.01
     w_rgb_aux: float = 0.5
+    w_virtual: float = 0.5
+    """Weight of the virtual-camera patches' warped-image MSE (when the datamanager draws them)."""
     footprint_scale: float = 0.0
     """Footprint-aware hash encoding (0: off): a background sample's footprint std is
     ``footprint_scale`` x half a rendered feature pixel's angle x its distance, and hash levels
@@ -361,7 +369,8 @@ class LoopdriveReconModel(Model):
             fx = float(self.data.K[self.data.train_frames[0], 0, 0])
             cfg = dataclasses.replace(cfg, footprint_rad=self.config.footprint_scale * 0.5 * cfg.upsample / fx)
         self.scene = SceneModel(cfg, self.data.occupancy)
-        self.weights = LossWeights(self.config.w_rgb_aux, self.config.w_depth, self.config.w_line_of_sight, self.config.w_intensity, self.config.w_drop)
+        self.weights = LossWeights(self.config.w_rgb_aux, self.config.w_depth, self.config.w_line_of_sight, self.config.w_intensity, self.config.w_drop,
+                                  self.config.w_virtual)
         self._gen = torch.Generator().manual_seed(self.config.seed)
         self._t_start: float | None = None
         self._step0 = 0

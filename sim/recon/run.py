@@ -61,7 +61,8 @@ def train_bundle(
             (training stops early when it is spent).
         progress: called as ``progress(step, total)`` after each iteration (``total``: the
             iteration count, or under ``max_seconds`` the step the budget is expected to reach).
-        overrides: model-config field overrides (e.g. ``{"upsample": 2}``).
+        overrides: model- or datamanager-config field overrides (e.g. ``{"upsample": 2}``,
+            ``{"virtual_patches": 2}``).
 
     Returns:
         A summary: iterations run, training seconds, bundle path, nerfstudio config path.
@@ -81,9 +82,10 @@ def train_bundle(
     if max_seconds:
         cfg.pipeline.model.max_train_seconds = float(max_seconds)
     for k, v in (overrides or {}).items():
-        if not hasattr(cfg.pipeline.model, k):
-            raise BundleError(f"expected a model setting, got {k!r}", field="overrides")
-        setattr(cfg.pipeline.model, k, v)
+        target = next((c for c in (cfg.pipeline.model, cfg.pipeline.datamanager) if hasattr(c, k)), None)
+        if target is None or k in ("data", "dataparser"):
+            raise BundleError(f"expected a model or datamanager setting, got {k!r}", field="overrides")
+        setattr(target, k, v)
     work = out.parent / f".{out.name}.nerfstudio"
     cfg.output_dir = work
     cfg.experiment_name = "scene"

@@ -18,7 +18,7 @@ from sim.geometry import vehicle_pose_se3
 from sim.log import LogWriter, Track
 from sim.sensors import CameraSpec, LidarSpec, SensorRig
 
-__all__ = ["ToyBox", "render_toy", "write_toy_scene"]
+__all__ = ["ToyBox", "render_toy", "toy_boxes_at", "write_toy_scene"]
 
 _MAP = {
     "lanes": [
@@ -129,6 +129,25 @@ def render_toy(o: NDArray[np.float64], d: NDArray[np.float64], boxes: list[ToyBo
     return np.clip(col, 0, 1), best, inten
 
 
+_CAR_SIZE = (4.4, 1.9, 1.5)
+_PARKED_SIZE = (4.6, 1.9, 1.6)
+_PARKED = (20.0, -5.2, 0.0, 0.1)
+
+
+def _car_pose(t_s: float) -> tuple[float, float, float, float]:
+    return (14.0 + 5.0 * t_s, 1.75, 0.0, 0.0)
+
+
+def toy_boxes_at(t_s: float) -> list[ToyBox]:
+    """Every box of the toy scene at time ``t_s`` (s): the buildings, the moving car and the
+    parked car (what :func:`render_toy` casts against to render the log's frame at that time)."""
+    return [
+        *_buildings(),
+        ToyBox(*_car_pose(t_s), _CAR_SIZE, (0.8, 0.1, 0.1), "car", 0.8),
+        ToyBox(*_PARKED, _PARKED_SIZE, (0.1, 0.3, 0.8), "car", 0.7),
+    ]
+
+
 def write_toy_scene(out: str | Path, frames: int = 20, width: int = 96, height: int = 64, beams: int = 16, azimuth: int = 256, overwrite: bool = False) -> Path:
     """Write the toy drive log to ``out`` (10 Hz camera and LiDAR, ego at 8 m/s along +x)."""
     cam = CameraSpec(width=width, height=height, hfov_deg=90.0)
@@ -137,22 +156,17 @@ def write_toy_scene(out: str | Path, frames: int = 20, width: int = 96, height: 
     t = np.arange(frames, dtype=np.int64) * 100_000
     ts = t / 1e6
     ego_pose = np.stack([8.0 * ts, np.full(frames, -1.75), np.zeros(frames), np.zeros(frames)], 1)
-    car_pose = np.stack([14.0 + 5.0 * ts, np.full(frames, 1.75), np.zeros(frames), np.full(frames, 0.0)], 1)
-    park_pose = np.tile(np.array([[20.0, -5.2, 0.0, 0.1]]), (frames, 1))
-    car = Track("car1", "car", (4.4, 1.9, 1.5), t, car_pose)
-    parked = Track("park1", "car", (4.6, 1.9, 1.6), t, park_pose, static=True)
+    car_pose = np.stack([_car_pose(x)[:4] for x in ts])
+    park_pose = np.tile(np.array([_PARKED[:4]]), (frames, 1))
+    car = Track("car1", "car", _CAR_SIZE, t, car_pose)
+    parked = Track("park1", "car", _PARKED_SIZE, t, park_pose, static=True)
     ego = Track("ego", "car", (4.6, 1.9, 1.6), t, ego_pose)
     meta = {"name": "toy-recon", "source": "sim.recon.toyscene", "rates": {"camera_hz": 10.0, "lidar_hz": 10.0},
             "rig": rig.to_meta(), "ego": {"size": [4.6, 1.9, 1.6]}}
-    scene = _buildings()
     with LogWriter(out, meta, overwrite=overwrite) as w:
         for i in range(frames):
             veh = vehicle_pose_se3(ego_pose[i, 0], ego_pose[i, 1], ego_pose[i, 3])
-            actors = [
-                ToyBox(*car_pose[i, :4], car.size, (0.8, 0.1, 0.1), "car", 0.8),
-                ToyBox(*park_pose[i, :4], parked.size, (0.1, 0.3, 0.8), "car", 0.7),
-            ]
-            boxes = scene + actors
+            boxes = toy_boxes_at(float(ts[i]))
             c2w = veh @ cam.vehicle_from_camera
             K = cam.K
             vv, uu = np.mgrid[0:height, 0:width]

@@ -5,12 +5,18 @@ and :func:`compute_losses` from here, so ``ns-train`` and :func:`fit` optimise t
 
 A batch holds ``patches`` camera patches of ``patch`` x ``patch`` low-resolution rays (the CNN
 decoder sees them as small images, ``patch * upsample`` full-resolution pixels each) and
-``lidar_rays`` LiDAR rays from ``lidar_sweeps`` random training sweeps.
+``lidar_rays`` LiDAR rays from ``lidar_sweeps`` random training sweeps, and optionally
+``virtual_patches`` patches seen from **virtual cameras**: a training camera moved sideways by up
+to ``virtual_shift_m`` (the views a lane change shows). Their target is the training image warped
+into the virtual view through the scene's own (detached) depth, where the warped point is visible
+from the training camera (:func:`virtual_view_targets`), so novel viewpoints are supervised by
+real pixels only.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +26,7 @@ from torch import Tensor
 from sim.recon.data import ReconData
 from sim.recon.scene import ActorState, SceneModel
 
-__all__ = ["BatchSpec", "LossWeights", "compute_losses", "fit", "forward_batch", "psnr", "sample_batch"]
+__all__ = ["BatchSpec", "LossWeights", "compute_losses", "fit", "forward_batch", "psnr", "sample_batch", "virtual_view_targets"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,8 @@ class BatchSpec:
     patch: int = 12
     lidar_rays: int = 1024
     lidar_sweeps: int = 4
+    virtual_patches: int = 0
+    virtual_shift_m: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class LossWeights:
     line_of_sight: float = 0.05
     intensity: float = 0.05
     drop: float = 0.01
+    virtual: float = 0.5
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -84,6 +93,33 @@ def sample_batch(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames:
     pose = [data.cam_pose[fr_list]]
     valid = [data.cam_valid[fr_list]]
     group = [torch.arange(spec.patches).repeat_interleave(p * p)]
+    if spec.virtual_patches > 0:
+        V = spec.virtual_patches
+        vf = [frames[int(i)] for i in torch.randint(len(frames), (V,), generator=gen)]
+        shift = (torch.rand(V, generator=gen) * 2 - 1) * spec.virtual_shift_m
+        vy = torch.randint(hmax + 1, (V,), generator=gen)
+        vx = torch.randint(wmax + 1, (V,), generator=gen)
+        vo, vd, vc2w = [], [], []
+        for k, f in enumerate(vf):
+            c2w, K = data.c2w[f].clone(), data.K[f]
+            side = F.normalize(c2w[:3, 0] * torch.tensor([1.0, 1.0, 0.0]), dim=0)  # the camera's right, level
+            c2w[:3, 3] = c2w[:3, 3] + shift[k] * side
+            u = (vx[k] + jj) * s + s * 0.5
+            v = (vy[k] + ii) * s + s * 0.5
+            d = torch.stack([(u - K[0, 2]) / K[0, 0], -(v - K[1, 2]) / K[1, 1], -torch.ones_like(u)], -1).reshape(-1, 3)
+            d = F.normalize(d, dim=-1) @ c2w[:3, :3].T
+            vd.append(d)
+            vo.append(c2w[:3, 3].expand_as(d))
+            vc2w.append(c2w)
+        batch.update({
+            "virt_origins": torch.cat(vo), "virt_dirs": torch.cat(vd), "virt_c2w": torch.stack(vc2w),
+            "virt_src_c2w": data.c2w[vf], "virt_K": data.K[vf], "virt_xy": torch.stack([vx, vy], -1) * s,
+            "virt_src_rgb": torch.stack([data.image_float(f) for f in vf]),  # (V, H, W, 3)
+            "virt_frames": torch.tensor(vf),
+        })
+        pose.append(data.cam_pose[vf])
+        valid.append(data.cam_valid[vf])
+        group.append(spec.patches + torch.arange(V).repeat_interleave(p * p))
     if spec.lidar_rays > 0 and data.lidar_range is not None and sweeps:
         assert data.s2w is not None and data.lidar_dirs is not None and data.lidar_intensity is not None
         assert data.lidar_pose is not None and data.lidar_valid is not None
@@ -102,7 +138,7 @@ def sample_batch(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames:
         batch.update({"lidar_origins": torch.cat(lo), "lidar_dirs": torch.cat(ld), "lidar_range": torch.cat(lr), "lidar_intensity": torch.cat(li)})
         pose.append(data.lidar_pose[si])
         valid.append(data.lidar_valid[si])
-        group.append(spec.patches + torch.arange(ns).repeat_interleave(per))
+        group.append(spec.patches + spec.virtual_patches * ("virt_origins" in batch) + torch.arange(ns).repeat_interleave(per))
     A = data.actor_size.shape[0]
     batch["actor_pose"] = torch.cat(pose)
     batch["actor_valid"] = torch.cat(valid)
@@ -117,17 +153,26 @@ def forward_batch(scene: SceneModel, batch: dict[str, Tensor], gen: torch.Genera
     """Render a batch: camera patches through the CNN decoder, LiDAR rays through the LiDAR head."""
     o = [batch["cam_origins"]]
     d = [batch["cam_dirs"]]
-    nc = batch["cam_origins"].shape[0]
+    nreal = batch["cam_origins"].shape[0]
+    if "virt_origins" in batch:
+        o.append(batch["virt_origins"])
+        d.append(batch["virt_dirs"])
+    nc = sum(x.shape[0] for x in o)
     if "lidar_origins" in batch:
         o.append(batch["lidar_origins"])
         d.append(batch["lidar_dirs"])
     actors = ActorState(batch["actor_slot"], batch["actor_pose"], batch["actor_size"], batch["actor_valid"])
     r = scene.render_rays(torch.cat(o), torch.cat(d), actors, batch["group"], generator=gen)
     p = int(batch["patch"])
-    P = nc // (p * p)
-    feat = r["feat"][:nc].reshape(P, p, p, -1).permute(0, 3, 1, 2)
+    P = nreal // (p * p)
+    feat = r["feat"][:nc].reshape(nc // (p * p), p, p, -1).permute(0, 3, 1, 2)
     rgb, aux = scene.decode(feat)
-    out = {"rgb": rgb.permute(0, 2, 3, 1), "rgb_aux": aux.permute(0, 2, 3, 1), "acc_cam": r["acc"][:nc]}
+    rgb, aux = rgb.permute(0, 2, 3, 1), aux.permute(0, 2, 3, 1)
+    out = {"rgb": rgb[:P], "rgb_aux": aux[:P], "acc_cam": r["acc"][:nreal]}
+    if nc > nreal:  # virtual-camera patches: their colours and (detached) depths for the warp
+        out["virt_rgb"] = rgb[P:]
+        out["virt_depth"] = r["depth"][nreal:nc].detach().reshape(-1, p, p)
+        out["virt_acc"] = r["acc"][nreal:nc].detach().reshape(-1, p, p)
     if "lidar_origins" in batch:
         li = {k: v[nc:] for k, v in r.items()}
         out.update({f"lidar_{k}": v for k, v in scene.lidar_outputs(li).items()})
@@ -154,7 +199,90 @@ def compute_losses(scene: SceneModel, out: dict[str, Tensor], batch: dict[str, T
             losses["line_of_sight"] = w.line_of_sight * (out["lidar_w"][hit] * front).sum(1).mean()
             losses["intensity"] = w.intensity * F.mse_loss(out["lidar_intensity"][hit], batch["lidar_intensity"][hit])
         losses["drop"] = w.drop * F.binary_cross_entropy_with_logits(out["lidar_drop_logit"], (~hit).float())
+    if "virt_rgb" in out and w.virtual > 0:
+        target, mask = virtual_view_targets(scene, out, batch)
+        n = mask.sum()
+        err = ((out["virt_rgb"] - target) ** 2).sum(-1) / 3.0
+        losses["virtual"] = w.virtual * (err * mask).sum() / n.clamp(min=1)
     return losses
+
+
+@torch.no_grad()
+def virtual_view_targets(scene: SceneModel, out: dict[str, Tensor], batch: dict[str, Tensor], edge_rel: float = 0.1,
+                         source_depth: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, Tensor]:
+    """Targets for the virtual-camera patches of a batch (:class:`BatchSpec` ``virtual_patches``):
+    each full-resolution pixel's point, at the scene's rendered distance (m, along the virtual
+    ray; sky -- opacity below 0.5 -- at infinity), projected into the training camera the virtual
+    one was moved from and that image sampled there (bilinear). Returns the targets (V, p*s, p*s,
+    3) and a mask (V, p*s, p*s) of the pixels to supervise: the point projects inside the training
+    image; the training camera sees it (its rendered distance towards the point reaches the point
+    to within 0.3 m + 3 %, or, for sky, it sees sky); and it is off a depth edge (the second
+    difference of the rendered inverse depth over the low-resolution 3x3 neighbourhood is below
+    ``edge_rel`` of it: zero across any plane).
+
+    ``source_depth(origins, dirs, group)``: distances (m) and opacities of rays from the training
+    cameras (default: rendered by ``scene``, actors at the patch's frame)."""
+    cfg = scene.cfg
+    s = cfg.upsample
+    depth, acc = out["virt_depth"], out["virt_acc"]  # (V, p, p)
+    V, p = depth.shape[0], depth.shape[1]
+    sky = acc < 0.5
+    # visibility: per low-resolution ray, does the training camera see the rendered point
+    X = batch["virt_origins"] + batch["virt_dirs"] * depth.reshape(-1, 1)  # (V*p*p, 3)
+    src = batch["virt_src_c2w"][:, :3, 3].repeat_interleave(p * p, 0)
+    seg = torch.where(sky.reshape(-1, 1), batch["virt_dirs"], X - src)
+    dist = seg.norm(dim=-1).clamp(min=1e-6)
+    n0 = batch["cam_origins"].shape[0]
+    group = batch["group"][n0 : n0 + V * p * p]
+    if source_depth is None:
+        actors = ActorState(batch["actor_slot"], batch["actor_pose"], batch["actor_size"], batch["actor_valid"])
+
+        def source_depth(o: Tensor, d: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+            r = scene.render_rays(o, d, actors, g)
+            return r["depth"], r["acc"]
+
+    t_src, acc_src = source_depth(src, seg / dist[:, None], group)
+    seen = torch.where(sky.reshape(-1), acc_src < 0.5, t_src > dist - (0.3 + 0.03 * dist))
+    blocked = ~seen.reshape(V, p, p)
+    # depth edges: inverse depth is affine in the image across a plane, so a second difference of
+    # it (along rows, columns and both diagonals) that is large relative to it marks a jump
+    fwd = -batch["virt_c2w"][:, :3, 2]  # (V, 3) optical axes
+    cos_lo = (batch["virt_dirs"].reshape(V, p * p, 3) * fwd[:, None]).sum(-1).reshape(V, p, p)
+    inv_z = torch.where(sky, torch.zeros_like(depth), cos_lo / depth.clamp(min=cfg.near_m))  # 1 / z-depth
+    q = F.pad(inv_z[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+    c = q[:, 1:-1, 1:-1]
+    curv = torch.stack([q[:, 1:-1, :-2] + q[:, 1:-1, 2:], q[:, :-2, 1:-1] + q[:, 2:, 1:-1],
+                        q[:, :-2, :-2] + q[:, 2:, 2:], q[:, :-2, 2:] + q[:, 2:, :-2]]).sub(2 * c).abs().amax(0)
+    edge = (curv > edge_rel * c) & ~sky
+    keep_lo = ~(blocked | edge)
+    # full-resolution pixels of each patch: rays of the virtual camera, points at the upsampled depth
+    S = p * s
+    K = batch["virt_K"]  # (V, 3, 3)
+    jj, ii = torch.meshgrid(torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32), indexing="xy")
+    u = batch["virt_xy"][:, 0, None, None].float() + jj[None] + 0.5
+    v = batch["virt_xy"][:, 1, None, None].float() + ii[None] + 0.5
+    dc = torch.stack([(u - K[:, 0, 2, None, None]) / K[:, 0, 0, None, None], -(v - K[:, 1, 2, None, None]) / K[:, 1, 1, None, None],
+                      -torch.ones_like(u)], -1)
+    vc2w = batch["virt_c2w"]
+    dcn = F.normalize(dc, dim=-1)  # unit rays in the camera frame
+    dw = torch.einsum("vhwk,vjk->vhwj", dcn, vc2w[:, :3, :3])
+    # inverse z-depth interpolates exactly across planes (sky: 0, a point at infinity)
+    inv_z_hi = F.interpolate(inv_z[:, None], scale_factor=s, mode="bilinear", align_corners=False)[:, 0]
+    sky_hi = F.interpolate(sky[:, None].float(), scale_factor=s, mode="nearest")[:, 0] > 0.5
+    t_hi = torch.where(sky_hi, torch.full_like(inv_z_hi, 1e5), -dcn[..., 2] / inv_z_hi.clamp(min=1e-5))
+    Xh = vc2w[:, None, None, :3, 3] + dw * t_hi[..., None]
+    sc2w = batch["virt_src_c2w"]
+    Xc = torch.einsum("vhwj,vjk->vhwk", Xh - sc2w[:, None, None, :3, 3], sc2w[:, :3, :3])  # camera frame (x right, y up, -z ahead)
+    zc = -Xc[..., 2]
+    us = K[:, 0, 0, None, None] * Xc[..., 0] / zc.clamp(min=1e-6) + K[:, 0, 2, None, None]
+    vs = -K[:, 1, 1, None, None] * Xc[..., 1] / zc.clamp(min=1e-6) + K[:, 1, 2, None, None]
+    img = batch["virt_src_rgb"]  # (V, H, W, 3)
+    H, W = img.shape[1], img.shape[2]
+    inside = (zc > cfg.near_m) & (us >= 0.5) & (us <= W - 0.5) & (vs >= 0.5) & (vs <= H - 0.5)
+    grid = torch.stack([us / W * 2 - 1, vs / H * 2 - 1], -1)
+    target = F.grid_sample(img.permute(0, 3, 1, 2), grid, mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+    keep = F.interpolate(keep_lo[:, None].float(), scale_factor=s, mode="nearest")[:, 0] > 0.5
+    return target, keep & inside
 
 
 def make_optimizer(scene: SceneModel, lr_grid: float = 1e-2, lr_net: float = 3e-3) -> torch.optim.Optimizer:
