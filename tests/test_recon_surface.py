@@ -153,3 +153,35 @@ def test_surface_renders_agree_with_volume_renders(model):
     assert torch.equal(evaluated["range"], ls["range"])
     assert (evaluated["intensity"][hit] - ls["intensity"][hit]).abs().median() < 0.02
     assert ((evaluated["drop_prob"] < 0.5) == (ls["drop_prob"] < 0.5)).float().mean() > 0.98
+
+
+class _AnalyticWithPhantom(_Analytic):
+    """The analytic field plus dense "phantom" matter just above the ground's occupied skin, in
+    cells the occupancy grid leaves empty (where a trained field is never sampled, so anything
+    can be there)."""
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        out = super().forward(p)
+        ghost = (p[:, 2] > 0.45) & (p[:, 2] < 0.75) & (p[:, 0] > -15.0) & (p[:, 0] < -10.0) & (p[:, 1].abs() < 5.0)
+        out[:, 0] = torch.where(ghost, torch.full_like(out[:, 0], 6.0), out[:, 0])
+        return out
+
+
+def test_bake_ignores_density_outside_occupied_cells() -> None:
+    """The volume renderer samples occupied cells only; the bake must not turn density in the
+    empty cells next to them (never trained) into a surface the renderer never shows."""
+    m = analytic_model()
+    m.bg_mlp = _AnalyticWithPhantom(m.cfg.feat_dim)
+    ghost_pts = torch.tensor([[-12.5, 0.0, 0.6], [-11.0, 3.0, 0.5]])
+    assert not m.occupied(ghost_pts).any()  # the phantom lies in empty cells only
+    proxy = bake_surface(m, SurfaceConfig(level=1.0))
+    xs, ys = np.meshgrid(np.linspace(-14.5, -10.5, 9), np.linspace(-4.5, 4.5, 9), indexing="ij")
+    o = np.stack([xs.ravel(), ys.ravel(), np.full(xs.size, 3.0)], 1)
+    d = np.tile([0.0, 0.0, -1.0], (len(o), 1))
+    t = proxy.first_hit(o, d)
+    assert np.isfinite(t).all()
+    # rays straight down over the phantom hit the ground (z = 0), not the phantom at z 0.45-0.75
+    assert np.abs(t - 3.0).max() < 0.3, np.round(t, 2)
+    # and the volume renderer of the same field agrees: it never samples the empty cells
+    r = m.render_rays(torch.from_numpy(o).float(), torch.from_numpy(d).float(), ActorState.empty())
+    assert np.abs(r["depth"].numpy() - 3.0).max() < 0.3

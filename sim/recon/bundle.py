@@ -42,7 +42,7 @@ from sim.errors import BundleError
 from sim.fsutil import atomic_path, atomic_write_text, make_temp_dir
 from sim.log import DriveLog, Track, dumps_json, track_to_json
 from sim.recon.scene import ActorState, SceneConfig, SceneModel, pack_occupancy, unpack_occupancy
-from sim.recon.surface import SurfaceConfig, SurfaceProxy, bake_surface, bake_vertex_lidar
+from sim.recon.surface import BAKE_VERSION, SurfaceConfig, SurfaceProxy, bake_surface, bake_vertex_lidar
 
 __all__ = ["BUNDLE_FORMAT", "Bundle", "BundleActor", "load_bundle", "save_bundle", "write_surface"]
 
@@ -234,6 +234,7 @@ def _write_surface_file(folder: Path, proxy: SurfaceProxy) -> dict[str, Any]:
     with atomic_path(folder / SURFACE, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
     return {"file": SURFACE, "sha256": _sha256(folder / SURFACE), "config": dataclasses.asdict(proxy.cfg), "level": proxy.level,
+            "bake_version": BAKE_VERSION,
             "calibration": {"median_depth_diff_m": _finite(proxy.calib_err_m), "median_rel_depth_diff": _finite(proxy.calib_rel_err)}}
 
 
@@ -279,6 +280,9 @@ def _read_surface(root: Path, cfg: SurfaceConfig) -> SurfaceProxy | None:
     stored = rec["config"]
     if stored.get("level") != cfg.level or stored.get("subdivide") != cfg.subdivide or not isinstance(rec.get("level"), int | float):
         log.info("the bundle's surface was baked with other settings (%s); baking %s", stored, cfg)
+        return None
+    if rec.get("bake_version", 1) != BAKE_VERSION:
+        log.info("the bundle's surface was baked by version %s of the procedure; baking it again (version %d)", rec.get("bake_version", 1), BAKE_VERSION)
         return None
     fp = _verified_file(root / SURFACE, rec["sha256"], "surface")
     cal = rec.get("calibration") or {}

@@ -6,7 +6,9 @@ evaluations per ray, which is most of a render's time. The background is static,
 can be baked once per bundle:
 
 1. the field's density is evaluated on the corners of the occupied cells (``subdivide`` x finer
-   than the occupancy grid; cells far from any occupied cell are empty);
+   than the occupancy grid); everywhere else it is zero, as in the volume renderer, which samples
+   occupied cells only (bake version 2; version 1 also evaluated the never-trained cells around
+   them, where an untrained density could bake a phantom surface);
 2. marching cubes (scikit-image) extracts the iso-surface at ``level`` (density, 1/m). By default
    the level is **calibrated**: calibration rays (LiDAR-like fans from given origins, e.g. points
    of the logged ego path) are volume-rendered, and of a geometric ladder of levels the one whose
@@ -34,11 +36,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor
 
-__all__ = ["SurfaceConfig", "SurfaceProxy", "bake_surface", "bake_vertex_lidar"]
+__all__ = ["BAKE_VERSION", "SurfaceConfig", "SurfaceProxy", "bake_surface", "bake_vertex_lidar"]
+
+#: version of :func:`bake_surface`'s procedure; a bundle's stored surface of another version is baked again
+BAKE_VERSION = 2
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +159,8 @@ def bake_surface(model: torch.nn.Module, cfg: SurfaceConfig = SurfaceConfig(), c
                  origins: NDArray[np.floating] | None = None) -> SurfaceProxy:
     """Extract the iso-surface of ``model``'s background density (see the module docstring).
 
-    ``model`` is a :class:`sim.recon.scene.SceneModel`; only cells within one cell of an occupied
-    occupancy cell are evaluated (elsewhere the density is taken as zero). ``origins`` (K, 3)
+    ``model`` is a :class:`sim.recon.scene.SceneModel`; the density is evaluated on the corners of
+    occupied occupancy cells (elsewhere it is taken as zero, as the volume renderer does). ``origins`` (K, 3)
     world points (m) seed the calibration rays when ``cfg.level`` is None (default: the centres
     of 8 random occupied columns, 1.8 m above their lowest occupied cell)."""
     from skimage.measure import marching_cubes
@@ -167,15 +171,16 @@ def bake_surface(model: torch.nn.Module, cfg: SurfaceConfig = SurfaceConfig(), c
         return SurfaceProxy(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32), cfg)
     sub = max(int(cfg.subdivide), 1)
     step = float(model.cfg.occ_voxel_m) / sub  # type: ignore[union-attr]
-    dil = F.max_pool3d(occ[None, None].to(torch.float32), 3, 1, 1)[0, 0] > 0
-    if sub > 1:
-        dil = dil.repeat_interleave(sub, 0).repeat_interleave(sub, 1).repeat_interleave(sub, 2)
-    gx, gy, gz = (int(s) + 1 for s in dil.shape)
+    # the volume renderer samples occupied cells only, so the field counts only there: it is
+    # evaluated on the corners of occupied cells and taken as empty elsewhere (outside them it was
+    # never trained, and an untrained density above the level would bake a phantom surface)
+    cells = occ.repeat_interleave(sub, 0).repeat_interleave(sub, 1).repeat_interleave(sub, 2) if sub > 1 else occ
+    gx, gy, gz = (int(s) + 1 for s in cells.shape)
     need = torch.zeros(gx, gy, gz, dtype=torch.bool)
     for dx in (0, 1):
         for dy in (0, 1):
             for dz in (0, 1):
-                need[dx : dx + gx - 1, dy : dy + gy - 1, dz : dz + gz - 1] |= dil
+                need[dx : dx + gx - 1, dy : dy + gy - 1, dz : dz + gz - 1] |= cells
     idx = need.nonzero()
     log_sigma = torch.full((gx, gy, gz), -30.0)
     vals = []
