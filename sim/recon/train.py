@@ -59,6 +59,20 @@ def psnr(a: Tensor, b: Tensor) -> float:
     return 10.0 * math.log10(1.0 / max(mse, 1e-10))
 
 
+def _camera_dirs(u: Tensor, v: Tensor, K: Tensor) -> Tensor:
+    """Unit ray directions (..., 3) in the camera frame (x right, y up, -z ahead) through pixel
+    coordinates ``u``, ``v`` (...) of intrinsics ``K`` (3, 3, or batched to broadcast with them)."""
+    d = torch.stack([(u - K[..., 0, 2]) / K[..., 0, 0], -(v - K[..., 1, 2]) / K[..., 1, 1], -torch.ones_like(u)], -1)
+    return F.normalize(d, dim=-1)
+
+
+def _patch_rays(c2w: Tensor, K: Tensor, x: Tensor, y: Tensor, jj: Tensor, ii: Tensor, s: int) -> tuple[Tensor, Tensor]:
+    """World-frame origins and unit directions (p*p, 3) of a patch's low-resolution rays: the
+    centres of ``s`` x ``s`` pixel blocks from block (``x``, ``y``), camera ``c2w`` / ``K``."""
+    d = _camera_dirs((x + jj) * s + s * 0.5, (y + ii) * s + s * 0.5, K).reshape(-1, 3) @ c2w[:3, :3].T
+    return c2w[:3, 3].expand_as(d), d
+
+
 def sample_batch(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames: list[int] | None = None, sweeps: list[int] | None = None) -> dict[str, Tensor]:
     """Draw a training batch (defaults: the training frames and sweeps of ``data``)."""
     s = data.cfg.upsample
@@ -76,13 +90,9 @@ def sample_batch(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames:
     for k in range(spec.patches):
         f = frames[int(fi[k])]
         fr_list.append(f)
-        c2w, K = data.c2w[f], data.K[f]
-        u = (xs[k] + jj) * s + s * 0.5
-        v = (ys[k] + ii) * s + s * 0.5
-        d = torch.stack([(u - K[0, 2]) / K[0, 0], -(v - K[1, 2]) / K[1, 1], -torch.ones_like(u)], -1).reshape(-1, 3)
-        d = F.normalize(d, dim=-1) @ c2w[:3, :3].T
+        o, d = _patch_rays(data.c2w[f], data.K[f], xs[k], ys[k], jj, ii, s)
         dirs.append(d)
-        origins.append(c2w[:3, 3].expand_as(d))
+        origins.append(o)
         y0, x0 = int(ys[k]) * s, int(xs[k]) * s
         gts.append(data.image_float(f)[y0 : y0 + p * s, x0 : x0 + p * s])
     batch: dict[str, Tensor] = {
@@ -101,15 +111,12 @@ def sample_batch(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames:
         vx = torch.randint(wmax + 1, (V,), generator=gen)
         vo, vd, vc2w = [], [], []
         for k, f in enumerate(vf):
-            c2w, K = data.c2w[f].clone(), data.K[f]
+            c2w = data.c2w[f].clone()
             side = F.normalize(c2w[:3, 0] * torch.tensor([1.0, 1.0, 0.0]), dim=0)  # the camera's right, level
             c2w[:3, 3] = c2w[:3, 3] + shift[k] * side
-            u = (vx[k] + jj) * s + s * 0.5
-            v = (vy[k] + ii) * s + s * 0.5
-            d = torch.stack([(u - K[0, 2]) / K[0, 0], -(v - K[1, 2]) / K[1, 1], -torch.ones_like(u)], -1).reshape(-1, 3)
-            d = F.normalize(d, dim=-1) @ c2w[:3, :3].T
+            o, d = _patch_rays(c2w, data.K[f], vx[k], vy[k], jj, ii, s)
             vd.append(d)
-            vo.append(c2w[:3, 3].expand_as(d))
+            vo.append(o)
             vc2w.append(c2w)
         batch.update({
             "virt_origins": torch.cat(vo), "virt_dirs": torch.cat(vd), "virt_c2w": torch.stack(vc2w),
@@ -138,7 +145,7 @@ def sample_batch(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames:
         batch.update({"lidar_origins": torch.cat(lo), "lidar_dirs": torch.cat(ld), "lidar_range": torch.cat(lr), "lidar_intensity": torch.cat(li)})
         pose.append(data.lidar_pose[si])
         valid.append(data.lidar_valid[si])
-        group.append(spec.patches + spec.virtual_patches * ("virt_origins" in batch) + torch.arange(ns).repeat_interleave(per))
+        group.append(spec.patches + spec.virtual_patches + torch.arange(ns).repeat_interleave(per))
     A = data.actor_size.shape[0]
     batch["actor_pose"] = torch.cat(pose)
     batch["actor_valid"] = torch.cat(valid)
@@ -261,10 +268,8 @@ def virtual_view_targets(scene: SceneModel, out: dict[str, Tensor], batch: dict[
     jj, ii = torch.meshgrid(torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32), indexing="xy")
     u = batch["virt_xy"][:, 0, None, None].float() + jj[None] + 0.5
     v = batch["virt_xy"][:, 1, None, None].float() + ii[None] + 0.5
-    dc = torch.stack([(u - K[:, 0, 2, None, None]) / K[:, 0, 0, None, None], -(v - K[:, 1, 2, None, None]) / K[:, 1, 1, None, None],
-                      -torch.ones_like(u)], -1)
     vc2w = batch["virt_c2w"]
-    dcn = F.normalize(dc, dim=-1)  # unit rays in the camera frame
+    dcn = _camera_dirs(u, v, K[:, None, None])  # (V, S, S, 3) unit rays in the camera frame
     dw = torch.einsum("vhwk,vjk->vhwj", dcn, vc2w[:, :3, :3])
     # inverse z-depth interpolates exactly across planes (sky: 0, a point at infinity)
     inv_z_hi = F.interpolate(inv_z[:, None], scale_factor=s, mode="bilinear", align_corners=False)[:, 0]
