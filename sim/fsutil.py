@@ -42,7 +42,19 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "make_temp_dir"]
+__all__ = [
+    "MAX_INPUT_BYTES",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_input_file",
+    "make_temp_dir",
+    "read_input_bytes",
+]
+
+#: Default cap on one small input file read whole (scenario YAML, JSON of a drive log or bundle):
+#: 64 MiB. Larger files are refused before a byte is read (see :func:`check_input_file`).
+MAX_INPUT_BYTES = 64 * 1024 * 1024
 
 _FLAGS = (
     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -158,3 +170,51 @@ def make_temp_dir(parent: str | os.PathLike[str], prefix: str = ".tmp-") -> Path
             continue
         return p
     raise FileExistsError(errno.EEXIST, "no free temporary folder name", str(parent))  # pragma: no cover
+
+
+def check_input_file(
+    path: str | os.PathLike[str],
+    *,
+    error: type[Exception],
+    max_bytes: int | None = MAX_INPUT_BYTES,
+    what: str = "a regular file",
+    field: str | None = None,
+) -> Path:
+    """``path`` as a Path once it is known to be a regular file of at most ``max_bytes`` bytes
+    (None: no cap); otherwise raise ``error`` (a :class:`~sim.errors.LoopdriveError` subclass,
+    called with ``message, file=..., field=...``) before anything is read. Devices (``/dev/zero``),
+    FIFOs, sockets and folders are refused, so a reader can neither block nor read without end."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise error(f"expected {what}, but it does not exist", file=p, field=field) from None
+    except OSError as exc:
+        raise error(f"expected {what}, cannot stat it ({exc.strerror})", file=p, field=field) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (device, FIFO or socket)"
+        raise error(f"expected {what}, got {kind}", file=p, field=field)
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise error(f"expected {what} of at most {max_bytes} bytes, got {st.st_size} bytes", file=p, field=field)
+    return p
+
+
+def read_input_bytes(
+    path: str | os.PathLike[str],
+    *,
+    error: type[Exception],
+    max_bytes: int | None = MAX_INPUT_BYTES,
+    what: str = "a regular file",
+    field: str | None = None,
+) -> bytes:
+    """The bytes of a user's input file after :func:`check_input_file`; reads at most
+    ``max_bytes + 1`` bytes so a file that grows while it is read is still refused."""
+    p = check_input_file(path, error=error, max_bytes=max_bytes, what=what, field=field)
+    try:
+        with open(p, "rb") as fh:
+            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise error(f"expected {what}, cannot read it ({exc.strerror})", file=p, field=field) from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise error(f"expected {what} of at most {max_bytes} bytes, it grew while read", file=p, field=field)
+    return data
