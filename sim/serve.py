@@ -23,8 +23,12 @@ Endpoints (JSON bodies, validated by pydantic; a bad request is answered 422 wit
 
 Actors without a set pose are drawn at their logged pose at the request's ``t_us`` (absent when
 their track has no pose then). Renders and actor edits run one at a time on a single worker
-thread (torch is not re-entrant; an OpenGL context is bound to its thread). The server binds to
-127.0.0.1 unless told otherwise.
+thread (torch is not re-entrant; an OpenGL context is bound to its thread).
+
+Security (:mod:`sim.serve_guard`): the server binds to 127.0.0.1; another address needs
+``allow_remote`` and an access token, which every request then carries as
+``Authorization: Bearer <token>`` (401 otherwise). Request bodies above 1 MiB are answered 413
+before they are read.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from sim.errors import LoopdriveError
 from sim.sensors import CameraSpec, LidarSpec, SensorRig
+from sim.serve_guard import MAX_BODY_BYTES, check_bind, guard
 
 __all__ = ["RenderService", "create_app", "serve"]
 
@@ -242,12 +247,17 @@ def _png(rgb: NDArray[np.uint8]) -> bytes:
     return buf.getvalue()
 
 
-def create_app(bundle: str | os.PathLike[str] | Any, *, library: Any = None, rig: SensorRig | None = None, threads: int | None = None) -> Any:
-    """The FastAPI application serving ``bundle`` (folder or loaded bundle) with the neural backend.
+def create_app(bundle: str | os.PathLike[str] | Any, *, library: Any = None, rig: SensorRig | None = None, threads: int | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES, token: str | None = None) -> Any:
+    """The ASGI application serving ``bundle`` (folder or loaded bundle) with the neural backend:
+    the FastAPI app behind :func:`sim.serve_guard.guard` (body-size limit, optional bearer token).
+    The FastAPI object itself is ``app.fastapi``.
 
     Args:
         library: actor library for inserted actors (folder; default ``$LOOPDRIVE_ACTORS``/``./actors``).
         rig: cameras and LiDAR offered (default: the bundle's log rig when recorded, else the default rig).
+        max_body_bytes: larger request bodies are answered 413 before they are read.
+        token: when given, every request needs ``Authorization: Bearer <token>`` (else 401).
     """
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -297,7 +307,7 @@ def create_app(bundle: str | os.PathLike[str] | Any, *, library: Any = None, rig
     async def post_actors(req: ActorsRequest) -> list[dict[str, Any]]:
         return await run(lambda: service.edit(req))
 
-    @app.post("/render/camera")
+    @app.post("/render/camera", response_model=None)
     async def render_camera(req: CameraRequest) -> Response:
         _, img = await run(lambda: service.camera(req))
         if req.format == "png":
@@ -313,7 +323,9 @@ def create_app(bundle: str | os.PathLike[str] | Any, *, library: Any = None, rig
         return Response(_npz(points=scan.points, intensity=scan.intensity, ray_index=scan.ray_index, actor_id=scan.actor_id,
                              sensor_to_world=scan.sensor_to_world), media_type="application/octet-stream")
 
-    return app
+    guarded = guard(app, max_body_bytes=max_body_bytes, token=token)
+    guarded.fastapi = app  # type: ignore[attr-defined]
+    return guarded
 
 
 def _bundle_rig(renderer: Any) -> SensorRig:
@@ -336,14 +348,16 @@ def _bundle_rig(renderer: Any) -> SensorRig:
 
 
 def serve(bundle: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000, library: Any = None,
-          max_requests: int | None = None, threads: int | None = None, on_ready: Callable[[], None] | None = None) -> None:
+          max_requests: int | None = None, threads: int | None = None, on_ready: Callable[[], None] | None = None,
+          allow_remote: bool = False, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> None:
     """Run the server with uvicorn until interrupted (or after ``max_requests`` requests);
-    ``on_ready`` is called once the bundle is loaded, before listening."""
+    ``on_ready`` is called once the bundle is loaded, before listening. A non-loopback ``host``
+    needs ``allow_remote=True`` and a ``token`` (:class:`~sim.serve_guard.ServeConfigError`
+    otherwise, raised before the bundle is loaded)."""
     import uvicorn
 
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("binding to %s: the render server has no authentication", host)
-    app = create_app(bundle, library=library, threads=threads)
+    check_bind(host, allow_remote=allow_remote, token=token)
+    app = create_app(bundle, library=library, threads=threads, max_body_bytes=max_body_bytes, token=token)
     if on_ready is not None:
         on_ready()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", limit_max_requests=max_requests)

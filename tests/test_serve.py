@@ -170,3 +170,73 @@ def test_real_uvicorn_server_on_loopback(bundle: Path, tmp_path: Path) -> None:
         if p.poll() is None:
             p.kill()
             p.wait(timeout=10)
+
+
+# ------------------------------------------------------------------ request limits and access
+def test_openapi_schema_is_served(client) -> None:
+    r = client.get("/openapi.json")
+    assert r.status_code == 200
+    assert "/render/camera" in r.json()["paths"]
+
+
+def test_oversized_body_is_refused_with_413_before_it_is_parsed(client) -> None:
+    big = b'{"pose": [' + b"0," * 600_000 + b"0]}"
+    r = client.post("/render/camera", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    # the same body without a length (chunked) is counted while it arrives
+    r = client.post("/render/camera", content=iter([big[i:i + 65536] for i in range(0, len(big), 65536)]),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert client.get("/alive").status_code == 200  # still serving
+
+
+def test_small_bodies_pass_the_limit_unchanged(client, ego_c2w) -> None:
+    c2w, t, _ = ego_c2w
+    r = client.post("/render/camera", json={"pose": c2w, "t_us": t, "format": "png"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+
+
+def test_token_guards_every_request(bundle: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from sim.serve import create_app
+
+    token = "s3cret-token-0123456789"
+    with TestClient(create_app(bundle, library=tmp_path / "none", rig=RIG, token=token, max_body_bytes=4096)) as c:
+        assert c.get("/alive").status_code == 401
+        assert c.get("/alive", headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 401
+        assert c.get("/alive", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        r = c.post("/actors", content=b"x" * 5000, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 413
+
+
+@pytest.mark.parametrize(("host", "allow", "token", "needle"), [
+    ("0.0.0.0", False, None, "--allow-remote"),
+    ("0.0.0.0", False, "t" * 20, "--allow-remote"),
+    ("192.0.2.1", True, None, "access token"),
+    ("127.0.0.1", False, "short", "at least 16"),
+])
+def test_non_loopback_bind_needs_flag_and_token(host: str, allow: bool, token: str | None, needle: str) -> None:
+    from sim.serve_guard import ServeConfigError, check_bind
+
+    with pytest.raises(ServeConfigError, match=needle):
+        check_bind(host, allow_remote=allow, token=token)
+
+
+def test_bind_checks_accept_loopback_and_guarded_remote() -> None:
+    from sim.serve_guard import check_bind
+
+    check_bind("127.0.0.1", allow_remote=False, token=None)
+    check_bind("::1", allow_remote=False, token=None)
+    check_bind("0.0.0.0", allow_remote=True, token="t" * 20)
+
+
+def test_cli_refuses_a_public_bind_in_one_line(bundle: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    r = CliRunner().invoke(app, ["serve", str(bundle), "--host", "0.0.0.0"])
+    assert r.exit_code == 2
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "--allow-remote" in err[0]

@@ -21,7 +21,11 @@ _LIBRARY_HELP = "Actor-library folder (default: $LOOPDRIVE_ACTORS or ./actors)."
 def serve_cmd(
     bundle: Path = typer.Argument(..., help="Scene bundle folder to serve."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default; the server has no authentication)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default; another address needs --allow-remote and --token)."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow binding a non-loopback address (requires --token)."),
+    token: str | None = typer.Option(None, "--token", envvar="LOOPDRIVE_SERVE_TOKEN", show_envvar=True,
+                                     help="Access token (>= 16 characters): every request must send 'Authorization: Bearer TOKEN'."),
+    max_body_bytes: int = typer.Option(1024 * 1024, "--max-body-bytes", min=1024, max=1 << 30, help="Larger request bodies get 413."),
     library: Path | None = typer.Option(None, "--library", help=_LIBRARY_HELP),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads per render."),
     max_requests: int | None = typer.Option(None, "--max-requests", min=1, help="Exit after this many requests (tests, smoke runs)."),
@@ -31,6 +35,7 @@ def serve_cmd(
 
     with user_errors():
         serve(bundle, host=host, port=port, library=library, max_requests=max_requests, threads=threads,
+              allow_remote=allow_remote, token=token, max_body_bytes=max_body_bytes,
               on_ready=lambda: console.print(f"serving [bold]{bundle}[/] on http://{host}:{port} (docs at /docs)"))
 
 
