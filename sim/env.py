@@ -239,7 +239,9 @@ class ClosedLoopEnv(gym.Env[Any, NDArray[np.float32]]):
         renderer: sensor backend name for camera/lidar (default: ``scenario.scene.renderer``).
         action_units: ``normalized`` or ``si`` (default: normalized for control, si for trajectory).
         scene: an in-memory scene to use instead of loading ``scenario.scene``.
-        obs_config, reward, controller: sizes, reward weights, trajectory tracker.
+        obs_config: observation sizes (BEV raster, LiDAR points, camera size).
+        reward: reward weights.
+        controller: the trajectory tracker used for ``action_mode="trajectory"``.
         trajectory_points: K for ``action_mode="trajectory"``.
     """
 
