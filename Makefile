@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.loopdrive-setup
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup bench-setup demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -30,7 +30,11 @@ test: setup
 lint: setup
 	$(PY) -m ruff check sim agents tests
 
-bench: setup
+# the bench extra (highway-env for `loopdrive bench env`); numpy<2 and pandas<3 keep nerfstudio's stack
+bench-setup: setup
+	$(PY) -m pip install -q --no-cache-dir -e '.[bench]' 'numpy<2' 'pandas<3'
+
+bench: bench-setup
 	$(VENV)/bin/loopdrive bench all --quick
 
 clean:

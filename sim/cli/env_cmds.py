@@ -43,5 +43,5 @@ def bench_env_cmd(
         tab.add_row(f"loopdrive batched B={b['num_envs']}", f"{b['world_steps_per_s']:.0f}", f"{b['sim_s_per_wall_s']:.1f}", ratio(b["sim_s_per_wall_s"]))
     console.print(tab)
     if not hw.get("available"):
-        console.print(f"highway-env unavailable ({hw.get('reason')}); install the bench extra: pip install 'loopdrive[bench]'")
+        console.print(f"highway-env unavailable ({hw.get('reason')}); install the bench extra: make bench-setup", markup=False)
     console.print(f"wrote {out}")
