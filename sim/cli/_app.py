@@ -16,9 +16,24 @@ from collections.abc import Iterator
 import typer
 from rich.console import Console
 
+from sim.cli._group import LoopdriveGroup, err_console, print_error
+from sim.cli._outputs import check_out_path, out_dir, out_file, parse_int_list
 from sim.errors import LoopdriveError
 
-__all__ = ["app", "bench_app", "console", "err_console", "fail", "user_errors"]
+__all__ = [
+    "LoopdriveGroup",
+    "app",
+    "bench_app",
+    "check_out_path",
+    "console",
+    "err_console",
+    "fail",
+    "out_dir",
+    "out_file",
+    "parse_int_list",
+    "print_error",
+    "user_errors",
+]
 
 app = typer.Typer(
     name="loopdrive",
@@ -26,17 +41,17 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=LoopdriveGroup,
 )
-bench_app = typer.Typer(help="Benchmarks; each writes JSON under benchmarks/results/.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks; each writes JSON under benchmarks/results/.", no_args_is_help=True, cls=LoopdriveGroup)
 app.add_typer(bench_app, name="bench")
 
 console = Console()
-err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error to stderr and return the Exit to raise (exit code 2 = usage/input)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    print_error(message)
     return typer.Exit(code)
 
 
