@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages loopdrive needs: EGL/Mesa for headless pyrender, ffmpeg-free video is handled by
-# imageio-ffmpeg's bundled binary. Idempotent: does nothing when every package is present.
+# Debian packages loopdrive needs: EGL/Mesa for headless pyrender, and ffmpeg on PATH (nerfstudio's
+# ns-render calls `ffmpeg` by name; loopdrive's own videos use imageio-ffmpeg's bundled binary).
+# Idempotent: does nothing when every package is present.
 set -euo pipefail
-PKGS=(libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libgles2 libglu1-mesa)
+PKGS=(libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libgles2 libglu1-mesa ffmpeg)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
