@@ -21,17 +21,21 @@ A drive log is a folder (``format_version`` 1)::
 Times are int64 microseconds from the start of the log. :class:`LogWriter` writes into a temporary
 folder beside the target and renames it into place only after it validates, so a crash never
 leaves a half-written log. :func:`read_log` refuses an unknown ``format_version``.
+
+A log is untrusted input: the checks live in :mod:`sim.log_schema` (the JSON files' schema) and
+:mod:`sim.log_validate` (size and nesting caps, payload files); :func:`read_log` and
+:func:`validate_log` are their entry points.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -172,20 +176,28 @@ class DriveLog:
         return [f for f in self.frames if f.camera == camera]
 
     def image(self, i: int) -> NDArray[np.uint8]:
-        """RGB image (H, W, 3) uint8 of frame ``i``."""
-        with Image.open(self.root / self.frames[i].image_path) as im:
-            return np.asarray(im.convert("RGB"))
+        """RGB image (H, W, 3) uint8 of frame ``i`` (checked: a regular, complete 8-bit PNG of the
+        declared size; :class:`LogFormatError` naming the file otherwise)."""
+        from sim.log_validate import read_image
+
+        fr = self.frames[i]
+        return read_image(self.root / fr.image_path, (fr.width, fr.height))
 
     def depth(self, i: int) -> NDArray[np.float32] | None:
         """Metric z-depth (H, W) float32 of frame ``i`` (metres, 0 = no return), or None."""
-        p = self.frames[i].depth_path
-        if p is None:
+        from sim.log_validate import read_depth
+
+        fr = self.frames[i]
+        if fr.depth_path is None:
             return None
-        return decode_depth_png(self.root / p)
+        return read_depth(self.root / fr.depth_path, (fr.width, fr.height))
 
     def lidar(self, j: int) -> NDArray[np.float32]:
-        """(N, 4) float32 points of sweep ``j``: world x, y, z (m) and intensity."""
-        return np.load(self.root / self.sweeps[j].path, allow_pickle=False)
+        """(N, 4) float32 points of sweep ``j``: world x, y, z (m) and intensity (checked header,
+        length and finite values; never unpickled)."""
+        from sim.log_validate import read_lidar
+
+        return read_lidar(self.root / self.sweeps[j].path)
 
     @cached_property
     def track_by_id(self) -> dict[str, Track]:
@@ -206,10 +218,11 @@ def encode_depth_png(depth_m: NDArray[np.floating], path: Path) -> None:
 
 
 def decode_depth_png(path: Path) -> NDArray[np.float32]:
-    """Read a 16-bit millimetre depth PNG back to metres (float32, 0 = invalid)."""
-    with Image.open(path) as im:
-        a = np.asarray(im).astype(np.float32)
-    return a / 1000.0
+    """Read a 16-bit millimetre depth PNG back to metres (float32, 0 = invalid); a file that is
+    not one raises :class:`LogFormatError` naming it."""
+    from sim.log_validate import read_depth
+
+    return read_depth(Path(path))
 
 
 def _json_default(o: Any) -> Any:
@@ -239,324 +252,44 @@ def _round_floats(a: NDArray[np.floating], decimals: int = 6) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------------- validation
-class _V:
-    """Field-path aware checks that raise :class:`LogFormatError`."""
-
-    def __init__(self, file: Path) -> None:
-        self.file = file
-
-    def fail(self, path: str, expected: str, got: Any = None) -> None:
-        msg = f"expected {expected}"
-        if got is not None:
-            g = repr(got)
-            msg += f", got {g[:60] + '...' if len(g) > 60 else g}"
-        raise LogFormatError(msg, file=self.file, field=path or None)
-
-    def obj(self, v: Any, path: str) -> dict[str, Any]:
-        if not isinstance(v, dict):
-            self.fail(path, "an object", type(v).__name__)
-        return v
-
-    def key(self, d: Mapping[str, Any], k: str, path: str) -> Any:
-        if k not in d:
-            self.fail(f"{path}.{k}" if path else k, "this field to be present")
-        return d[k]
-
-    def lst(self, v: Any, path: str, min_len: int = 0) -> list[Any]:
-        if not isinstance(v, list):
-            self.fail(path, "a list", type(v).__name__)
-        if len(v) < min_len:
-            self.fail(path, f"a list of at least {min_len} item(s)", f"{len(v)} item(s)")
-        return v
-
-    def string(self, v: Any, path: str) -> str:
-        if not isinstance(v, str) or not v:
-            self.fail(path, "a non-empty string", v)
-        return v
-
-    def integer(self, v: Any, path: str, lo: int | None = None) -> int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.fail(path, "an integer", v)
-        if lo is not None and v < lo:
-            self.fail(path, f"an integer >= {lo}", v)
-        return v
-
-    def number(self, v: Any, path: str, positive: bool = False) -> float:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            self.fail(path, "a finite number", v)
-        if positive and v <= 0:
-            self.fail(path, "a positive number", v)
-        return float(v)
-
-    def numbers(self, v: Any, path: str, n: int | None = None, positive: bool = False) -> list[float]:
-        self.lst(v, path)
-        if n is not None and len(v) != n:
-            self.fail(path, f"a list of {n} numbers", f"{len(v)} item(s)")
-        return [self.number(x, f"{path}[{i}]", positive) for i, x in enumerate(v)]
-
-    def matrix4(self, v: Any, path: str) -> NDArray[np.float64]:
-        self.lst(v, path)
-        if len(v) != 4 or not all(isinstance(r, list) and len(r) == 4 for r in v):
-            self.fail(path, "a 4x4 matrix (list of 4 rows of 4 numbers)", v)
-        for i, r in enumerate(v):
-            self.numbers(r, f"{path}[{i}]", 4)
-        m = np.asarray(v, dtype=np.float64)
-        if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-6):
-            self.fail(f"{path}[3]", "last row [0, 0, 0, 1]", v[3])
-        r = m[:3, :3]
-        if not np.allclose(r @ r.T, np.eye(3), atol=1e-4) or np.linalg.det(r) < 0:
-            self.fail(path, "a rigid transform (orthonormal rotation, det +1)")
-        return m
-
-    def file_in(self, root: Path, rel: Any, path: str) -> str:
-        rel = self.string(rel, path)
-        p = (root / rel).resolve()
-        if root.resolve() not in p.parents:
-            self.fail(path, "a path inside the log folder", rel)
-        if not p.is_file():
-            self.fail(path, "an existing file", rel)
-        return rel
-
-
-def _load_json(path: Path) -> Any:
-    if not path.is_file():
-        raise LogFormatError("expected this file to exist", file=path)
-    try:
-        with path.open() as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LogFormatError(f"expected valid JSON ({exc})", file=path) from None
-
-
-def _parse_meta(root: Path) -> dict[str, Any]:
-    p = root / "meta.json"
-    v = _V(p)
-    meta = v.obj(_load_json(p), "")
-    ver = v.key(meta, "format_version", "")
-    if ver not in SUPPORTED_VERSIONS:
-        v.fail("format_version", f"one of the supported versions {list(SUPPORTED_VERSIONS)}", ver)
-    v.string(v.key(meta, "source", ""), "source")
-    rates = v.obj(v.key(meta, "rates", ""), "rates")
-    for k in ("camera_hz", "lidar_hz"):
-        v.number(v.key(rates, k, "rates"), f"rates.{k}", positive=True)
-    rig = v.obj(v.key(meta, "rig", ""), "rig")
-    cams = v.lst(v.key(rig, "cameras", "rig"), "rig.cameras", 1)
-    names = set()
-    for i, c in enumerate(cams):
-        pth = f"rig.cameras[{i}]"
-        v.obj(c, pth)
-        n = v.string(v.key(c, "name", pth), f"{pth}.name")
-        if n in names:
-            v.fail(f"{pth}.name", "a unique camera name", n)
-        names.add(n)
-        v.integer(v.key(c, "width", pth), f"{pth}.width", 1)
-        v.integer(v.key(c, "height", pth), f"{pth}.height", 1)
-        for k in ("fx", "fy"):
-            v.number(v.key(c, k, pth), f"{pth}.{k}", positive=True)
-        for k in ("cx", "cy"):
-            v.number(v.key(c, k, pth), f"{pth}.{k}")
-        v.matrix4(v.key(c, "vehicle_from_camera", pth), f"{pth}.vehicle_from_camera")
-    if "lidar" in rig and rig["lidar"] is not None:
-        li = v.obj(rig["lidar"], "rig.lidar")
-        v.integer(v.key(li, "beams", "rig.lidar"), "rig.lidar.beams", 1)
-        v.integer(v.key(li, "azimuth_steps", "rig.lidar"), "rig.lidar.azimuth_steps", 1)
-        fov = v.numbers(v.key(li, "vertical_fov_deg", "rig.lidar"), "rig.lidar.vertical_fov_deg", 2)
-        if not fov[0] < fov[1]:
-            v.fail("rig.lidar.vertical_fov_deg", "[lower, upper] with lower < upper", fov)
-        v.number(v.key(li, "max_range_m", "rig.lidar"), "rig.lidar.max_range_m", positive=True)
-        v.matrix4(v.key(li, "vehicle_from_lidar", "rig.lidar"), "rig.lidar.vehicle_from_lidar")
-    ego = v.obj(v.key(meta, "ego", ""), "ego")
-    v.numbers(v.key(ego, "size", "ego"), "ego.size", 3, positive=True)
-    df = v.key(meta, "depth_format", "")
-    if df != DEPTH_FORMAT:
-        v.fail("depth_format", f"{DEPTH_FORMAT!r}", df)
-    return meta
-
-
-def _parse_transforms(root: Path, meta: dict[str, Any]) -> tuple[dict[str, Any], tuple[CameraFrame, ...]]:
-    p = root / "transforms.json"
-    v = _V(p)
-    tj = v.obj(_load_json(p), "")
-    frames_raw = v.lst(v.key(tj, "frames", ""), "frames", 1)
-    cams = {c["name"]: c for c in meta["rig"]["cameras"]}
-    frames: list[CameraFrame] = []
-    for i, fr in enumerate(frames_raw):
-        pth = f"frames[{i}]"
-        v.obj(fr, pth)
-        cam = v.string(v.key(fr, "camera", pth), f"{pth}.camera")
-        if cam not in cams:
-            v.fail(f"{pth}.camera", f"one of the rig's cameras {sorted(cams)}", cam)
-        t = v.integer(v.key(fr, "t_us", pth), f"{pth}.t_us", 0)
-        c2w = v.matrix4(v.key(fr, "transform_matrix", pth), f"{pth}.transform_matrix")
-        intr = {}
-        for k in ("fl_x", "fl_y"):
-            intr[k] = v.number(fr.get(k, tj.get(k)), f"{pth}.{k}", positive=True)
-        for k in ("cx", "cy"):
-            intr[k] = v.number(fr.get(k, tj.get(k)), f"{pth}.{k}")
-        w = v.integer(fr.get("w", tj.get("w")), f"{pth}.w", 1)
-        h = v.integer(fr.get("h", tj.get("h")), f"{pth}.h", 1)
-        img = v.file_in(root, v.key(fr, "file_path", pth), f"{pth}.file_path")
-        dep = fr.get("depth_file_path")
-        if dep is not None:
-            dep = v.file_in(root, dep, f"{pth}.depth_file_path")
-        frames.append(
-            CameraFrame(i, cam, t, c2w, intr["fl_x"], intr["fl_y"], intr["cx"], intr["cy"], w, h, img, dep)
-        )
-    return tj, tuple(frames)
-
-
-def _parse_lidar(root: Path) -> tuple[LidarSweep, ...]:
-    p = root / "lidar.json"
-    if not p.exists():
-        return ()
-    v = _V(p)
-    lj = v.obj(_load_json(p), "")
-    out = []
-    for i, s in enumerate(v.lst(v.key(lj, "sweeps", ""), "sweeps")):
-        pth = f"sweeps[{i}]"
-        v.obj(s, pth)
-        t = v.integer(v.key(s, "t_us", pth), f"{pth}.t_us", 0)
-        m = v.matrix4(v.key(s, "sensor_to_world", pth), f"{pth}.sensor_to_world")
-        f = v.file_in(root, v.key(s, "file_path", pth), f"{pth}.file_path")
-        out.append(LidarSweep(i, t, m, f))
-    return tuple(out)
-
-
-def _parse_track(v: _V, d: Any, pth: str) -> Track:
-    v.obj(d, pth)
-    tid = v.string(v.key(d, "id", pth), f"{pth}.id")
-    cls = v.key(d, "class", pth)
-    if cls not in ACTOR_CLASSES:
-        v.fail(f"{pth}.class", f"one of {list(ACTOR_CLASSES)}", cls)
-    size = v.numbers(v.key(d, "size", pth), f"{pth}.size", 3, positive=True)
-    t = v.lst(v.key(d, "t_us", pth), f"{pth}.t_us", 1)
-    for i, x in enumerate(t):
-        v.integer(x, f"{pth}.t_us[{i}]", 0)
-    ta = np.asarray(t, dtype=np.int64)
-    if np.any(np.diff(ta) <= 0):
-        k = int(np.argmax(np.diff(ta) <= 0)) + 1
-        v.fail(f"{pth}.t_us[{k}]", "strictly increasing times", int(ta[k]))
-    cols = []
-    for k in ("x", "y", "z", "yaw"):
-        cols.append(v.numbers(v.key(d, k, pth), f"{pth}.{k}", len(t)))
-    static = d.get("static", False)
-    if not isinstance(static, bool):
-        v.fail(f"{pth}.static", "true or false", static)
-    return Track(tid, cls, (size[0], size[1], size[2]), ta, np.asarray(cols, dtype=np.float64).T.copy(), static)
-
-
-def _parse_tracks(root: Path) -> tuple[Track, tuple[Track, ...]]:
-    p = root / "tracks.json"
-    v = _V(p)
-    tj = v.obj(_load_json(p), "")
-    ego = _parse_track(v, v.key(tj, "ego", ""), "ego")
-    tracks = []
-    seen: set[str] = {"ego"}
-    for i, d in enumerate(v.lst(v.key(tj, "tracks", ""), "tracks")):
-        tr = _parse_track(v, d, f"tracks[{i}]")
-        if tr.id in seen:
-            v.fail(f"tracks[{i}].id", "a unique actor id (not 'ego')", tr.id)
-        seen.add(tr.id)
-        tracks.append(tr)
-    return ego, tuple(tracks)
-
-
-def _parse_map(root: Path) -> dict[str, Any]:
-    p = root / "map.json"
-    v = _V(p)
-    m = v.obj(_load_json(p), "")
-    lanes = v.lst(v.key(m, "lanes", ""), "lanes", 1)
-    ids: list[str] = []
-    for i, ln in enumerate(lanes):
-        pth = f"lanes[{i}]"
-        v.obj(ln, pth)
-        lid = v.string(v.key(ln, "id", pth), f"{pth}.id")
-        if lid in ids:
-            v.fail(f"{pth}.id", "a unique lane id", lid)
-        ids.append(lid)
-        cl = v.lst(v.key(ln, "centerline", pth), f"{pth}.centerline", 2)
-        for j, pt in enumerate(cl):
-            v.numbers(pt, f"{pth}.centerline[{j}]", 2)
-        v.number(v.key(ln, "width", pth), f"{pth}.width", positive=True)
-        v.number(v.key(ln, "speed_limit", pth), f"{pth}.speed_limit", positive=True)
-        for k in ("successors", "predecessors"):
-            for j, s in enumerate(v.lst(v.key(ln, k, pth), f"{pth}.{k}")):
-                v.string(s, f"{pth}.{k}[{j}]")
-        for k in ("left", "right"):
-            x = ln.get(k)
-            if x is not None:
-                v.string(x, f"{pth}.{k}")
-    known = set(ids)
-    for i, ln in enumerate(lanes):
-        pth = f"lanes[{i}]"
-        for k in ("successors", "predecessors"):
-            for j, s in enumerate(ln[k]):
-                if s not in known:
-                    v.fail(f"{pth}.{k}[{j}]", "the id of a lane in this map", s)
-        for k in ("left", "right"):
-            if ln.get(k) is not None and ln[k] not in known:
-                v.fail(f"{pth}.{k}", "the id of a lane in this map or null", ln[k])
-    for i, cw in enumerate(m.get("crosswalks", []) or []):
-        pth = f"crosswalks[{i}]"
-        v.obj(cw, pth)
-        poly = v.lst(v.key(cw, "polygon", pth), f"{pth}.polygon", 3)
-        for j, pt in enumerate(poly):
-            v.numbers(pt, f"{pth}.polygon[{j}]", 2)
-    return m
-
-
 def read_log(path: str | os.PathLike[str]) -> DriveLog:
-    """Read and validate a drive log folder.
+    """Read and validate a drive log folder: every JSON file and field (strict types, int64
+    times, size and nesting caps) and that every payload it names is a regular file inside the
+    folder (payloads are not opened: see :func:`validate_log`).
 
     Raises:
         LogFormatError: naming the file, the field path and what was expected, for a missing
             folder or file, malformed JSON, a bad field, or an unknown ``format_version``.
     """
+    from sim.log_schema import parse_lidar, parse_map, parse_meta, parse_tracks, parse_transforms
+
     root = Path(path)
-    if not root.is_dir():
+    try:
+        is_dir = stat.S_ISDIR(os.stat(root).st_mode)
+    except (OSError, ValueError):
+        is_dir = False
+    if not is_dir:
         raise LogFormatError("expected a drive-log folder", file=root)
-    meta = _parse_meta(root)
-    transforms, frames = _parse_transforms(root, meta)
-    sweeps = _parse_lidar(root)
-    ego, tracks = _parse_tracks(root)
-    lane_map = _parse_map(root)
+    meta = parse_meta(root)
+    transforms, frames = parse_transforms(root, meta)
+    sweeps = parse_lidar(root)
+    ego, tracks = parse_tracks(root)
+    lane_map = parse_map(root)
     return DriveLog(root, meta, frames, sweeps, ego, tracks, lane_map, transforms)
 
 
-def validate_log(path: str | os.PathLike[str], *, check_payloads: bool = True) -> DriveLog:
-    """Validate a log fully: everything :func:`read_log` checks plus the payloads (image sizes match
-    intrinsics, depth PNGs are 16-bit, LiDAR arrays are finite float (N, 4)). Returns the log."""
+def validate_log(path: str | os.PathLike[str], *, check_payloads: bool = True, deep: bool = True) -> DriveLog:
+    """Validate a log and return it: everything :func:`read_log` checks, then (``check_payloads``)
+    no FIFO, device or socket in the folder and every payload's header (images 8-bit RGB PNGs and
+    depth maps 16-bit PNGs, complete, of the declared size; LiDAR ``.npy`` float32 (N, 4) of the
+    announced length, never unpickled); with ``deep`` (the default) every image and depth map is
+    decoded and every LiDAR array loaded and checked finite. ``deep=False`` reads a few hundred
+    bytes per file (what ``loopdrive info`` uses). See :mod:`sim.log_validate`."""
+    from sim.log_validate import check_payloads as _check_payloads
+
     dl = read_log(path)
-    if not check_payloads:
-        return dl
-    for fr in dl.frames:
-        v = _V(dl.root / fr.image_path)
-        try:
-            with Image.open(dl.root / fr.image_path) as im:
-                size = im.size
-        except Exception as exc:
-            v.fail("", f"a readable image ({exc})")
-        if size != (fr.width, fr.height):
-            v.fail("", f"an image of {fr.width}x{fr.height} as transforms.json says", f"{size[0]}x{size[1]}")
-        if fr.depth_path is not None:
-            vd = _V(dl.root / fr.depth_path)
-            try:
-                with Image.open(dl.root / fr.depth_path) as im:
-                    mode, dsize = im.mode, im.size
-            except Exception as exc:
-                vd.fail("", f"a readable 16-bit PNG ({exc})")
-            if mode not in ("I;16", "I") or dsize != (fr.width, fr.height):
-                vd.fail("", f"a 16-bit PNG of {fr.width}x{fr.height}", f"mode {mode} {dsize}")
-    for sw in dl.sweeps:
-        vl = _V(dl.root / sw.path)
-        try:
-            a = np.load(dl.root / sw.path, allow_pickle=False)
-        except Exception as exc:
-            vl.fail("", f"a .npy array ({exc})")
-        if a.ndim != 2 or a.shape[1] != 4 or a.dtype.kind != "f":
-            vl.fail("", "a float array of shape (N, 4)", f"{a.dtype} {a.shape}")
-        if not np.all(np.isfinite(a)):
-            vl.fail("", "finite values only")
+    if check_payloads:
+        _check_payloads(dl, deep=deep)
     return dl
 
 

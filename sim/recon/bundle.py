@@ -337,8 +337,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from sim.errors import LogFormatError
-    from sim.log import _parse_map, _parse_tracks
+    from sim.log_schema import parse_map, parse_tracks
 
     root = Path(path)
     if not root.is_dir():
@@ -393,9 +392,6 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
             raise BundleError(f"expected id, class, size, slot, latent ({exc})", file=bj, field=f"actors[{i}]") from None
         if actors[-1].slot != i or len(actors[-1].size) != 3:
             raise BundleError(f"expected slot {i} and a size [l, w, h]", file=bj, field=f"actors[{i}]")
-    try:
-        ego, tracks = _parse_tracks(root)
-        lane_map = _parse_map(root)
-    except LogFormatError as exc:
-        raise BundleError(exc.message, file=exc.file, field=exc.field) from None
+    ego, tracks = parse_tracks(root, BundleError)
+    lane_map = parse_map(root, BundleError)
     return Bundle(root, scene, tuple(actors), ego, tracks, lane_map, doc.get("info", {}))
