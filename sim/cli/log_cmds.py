@@ -31,7 +31,7 @@ def validate_log_cmd(logs: list[Path] = typer.Argument(..., help="Drive-log fold
 def info_cmd(log: Path = typer.Argument(..., help="A drive-log folder.")) -> None:
     """Summarise a drive log: sensors, duration, tracks and lanes."""
     with user_errors():
-        dl = validate_log(log, check_payloads=False)
+        dl = validate_log(log, deep=False)  # every field and payload header, no decoding
     t0, t1 = dl.t_span_us
     tab = Table(title=f"drive log {dl.name}", show_header=False)
     tab.add_row("source", str(dl.meta.get("source")))

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from sim.errors import BundleError
-from sim.log import DriveLog, read_log, write_json_atomic
+from sim.log import DriveLog, validate_log, write_json_atomic
 from sim.recon.bundle import Bundle, load_bundle
 from sim.recon.data import lidar_ray_grid
 from sim.sensors import SensorRig
@@ -96,8 +96,8 @@ def evaluate_bundle(
     """Evaluate a bundle on a log; write ``eval.json`` and ``contact_sheet.png`` to ``out``
     (default: ``BUNDLE/eval``). Returns the eval dict. ``mode`` ``surface`` scores the fast
     renderer's baked-surface background (:mod:`sim.recon.surface`) instead of volume rendering."""
+    dl = validate_log(log_dir)  # the full check of the log (every payload) before the heavy work
     b: Bundle = load_bundle(bundle_dir)
-    dl = read_log(log_dir)
     out = Path(out) if out is not None else Path(bundle_dir) / "eval"
     if mode not in ("volume", "surface"):
         raise BundleError(f"expected mode volume or surface, got {mode!r}", field="mode")

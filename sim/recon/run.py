@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from sim.errors import BundleError
-from sim.log import read_log
+from sim.log import DriveLog, validate_log
 
 __all__ = ["train_bundle"]
 
@@ -66,15 +67,61 @@ def train_bundle(
 
     Returns:
         A summary: iterations run, training seconds, bundle path, nerfstudio config path.
+
+    Raises:
+        LogFormatError: the log fails the full check of :func:`sim.log.validate_log` (every file it
+            will read), raised before any folder is made or nerfstudio is imported.
+        BundleError: a bad preset, ``out`` or override. On any failure nothing is left behind:
+            the staging folder ``.OUT.nerfstudio`` and any parent folder this call made are removed.
     """
+    dl = validate_log(log_dir)  # full check of all it reads, before any folder or heavy import
+    out = Path(out)
+    made = _missing_parents(out)
+    work = out.parent / f".{out.name}.nerfstudio"
+    fresh = not os.path.lexists(work)
+    try:
+        return _train_bundle(dl, out, work, preset=preset, iterations=iterations, max_seconds=max_seconds, seed=seed,
+                             overwrite=overwrite, progress=progress, overrides=overrides)
+    except BaseException:
+        if fresh and os.path.lexists(work):
+            shutil.rmtree(work, ignore_errors=True)
+        for d in made:  # innermost first; only folders still empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _missing_parents(out: Path) -> list[Path]:
+    """The ancestors of ``out`` that do not exist yet, innermost first."""
+    missing = []
+    for d in out.absolute().parents:
+        if os.path.lexists(d):
+            break
+        missing.append(d)
+    return missing
+
+
+def _train_bundle(
+    dl: DriveLog,
+    out: Path,
+    work: Path,
+    *,
+    preset: str,
+    iterations: int | None,
+    max_seconds: float | None,
+    seed: int,
+    overwrite: bool,
+    progress: Callable[[int, int], None] | None,
+    overrides: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """:func:`train_bundle` on a validated log, staging nerfstudio's output in ``work``."""
     from sim.recon.bundle import save_bundle
     from sim.recon.method import PRESETS, make_trainer_config
 
+    log_dir = dl.root
     if preset not in PRESETS:
         raise BundleError(f"expected a preset in {sorted(PRESETS)}, got {preset!r}", field="preset")
-    dl = read_log(log_dir)  # validates, raises LogFormatError
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if os.path.lexists(out) and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise BundleError("expected an empty or new folder (pass --overwrite to replace it)", file=out)
     cfg = make_trainer_config(preset, data=Path(log_dir), iterations=iterations)
     cfg.pipeline.model.seed = seed
@@ -86,7 +133,6 @@ def train_bundle(
         if target is None or k in ("data", "dataparser"):
             raise BundleError(f"expected a model or datamanager setting, got {k!r}", field="overrides")
         setattr(target, k, v)
-    work = out.parent / f".{out.name}.nerfstudio"
     cfg.output_dir = work
     cfg.experiment_name = "scene"
     cfg.timestamp = "run"
