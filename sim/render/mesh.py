@@ -374,7 +374,7 @@ class MeshRenderer(RenderBackend):
         return vehicle_pose_se3(float(world.x[0]), float(world.y[0]), float(world.yaw[0]), float(world.z[0]))
 
     def _camera_dirs(self, cam: CameraSpec) -> NDArray[np.float64]:
-        key = ("cam", cam.width, cam.height, cam.fx, tuple(cam.K[:, 2]))
+        key = ("cam", cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy)
         d = self._ray_cache.get(key)
         if d is None:
             K = cam.K
