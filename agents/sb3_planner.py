@@ -1,81 +1,204 @@
-"""``sb3``: any stable-baselines3 policy zip as a :class:`~agents.base.Planner`, and PPO training on
-the Gymnasium env (``loopdrive train ppo``).
+"""``sb3``: a stable-baselines3 policy as a :class:`~agents.base.Planner`, PPO training on the
+Gymnasium env (``loopdrive train ppo``) and the conversion of foreign SB3 zips
+(``loopdrive convert-sb3``).
 
-The policy must have been trained on ``loopdrive/ClosedLoop-v0`` with ``action_mode="control"`` and
-the observation kinds given in ``observation`` (default ``["state"]``; the env's observation is that
-kind's array when there is one kind, else a dict). Normalised actions ([-1, 1]², the env's default
-for control) are mapped back to SI with the engine's bicycle limits.
+The policy must have been trained on ``loopdrive/ClosedLoop-v0`` with ``action_mode="control"``.
+Normalised actions ([-1, 1]², the env's default for control) are mapped back to SI (m/s², rad)
+with the engine's bicycle limits.
 
-Loading: :func:`stable_baselines3.PPO.load` (or the ``algo`` given) with the learning-rate and
-clip-range schedules replaced by constants, so the zip's pickled callables are not needed; the zip
-is still a pickle-based format -- load only policies you trust (unlike the BC weights, which are
-safetensors).
+Files: ``train_ppo`` writes loopdrive's own policy format, ``POLICY.safetensors`` +
+``POLICY.json`` (:mod:`agents.sb3_format`): tensors and a JSON description, loaded without
+unpickling anything. An SB3 ``.zip`` holds cloudpickled objects -- loading one can run code -- so
+the planner refuses it unless its ``trust_pickle`` parameter is the command line's opt-in
+(:data:`TRUST_PICKLE`, set by ``--trust-pickle`` on ``loopdrive run``, ``leaderboard`` and
+``export``). That value is a :class:`PickleOptIn`, which no YAML or JSON reader produces: a
+scenario file naming ``trust_pickle`` is refused, whatever its value. Nothing is read from the
+working directory by default: without ``path`` (or an in-process ``model``) the planner is an error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+import platform
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
 
 from agents.base import PLANNERS, Control, Observation, ObservationSpec, Planner, PlannerInit
 from sim.dynamics import BicycleLimits
 from sim.errors import BundleError, ScenarioError
-from sim.fsutil import atomic_path
+from sim.fsutil import check_input_file
 
-__all__ = ["SB3Planner", "load_sb3", "train_ppo"]
+__all__ = [
+    "TRUST_PICKLE",
+    "PickleOptIn",
+    "SB3Params",
+    "SB3Planner",
+    "convert_sb3_zip",
+    "load_sb3",
+    "pickle_opt_in",
+    "train_ppo",
+]
 
 log = logging.getLogger(__name__)
 
 _ALGOS = ("PPO", "A2C", "SAC", "TD3", "DDPG", "DQN")
 _SAFE_OBJECTS = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
-def load_sb3(path: str | os.PathLike[str], algo: str = "PPO") -> Any:
-    """A stable-baselines3 model from a zip (``BundleError`` when missing or unreadable)."""
+class PickleOptIn(str):
+    """The command-line opt-in to unpickling an SB3 zip. A ``str`` subclass so it travels to
+    worker processes and is recorded in JSON as text; YAML and JSON readers only ever produce plain
+    ``str``, so a file cannot forge it."""
+
+    __slots__ = ()
+
+
+#: the value ``--trust-pickle`` puts in the ``sb3`` planner's parameters
+TRUST_PICKLE = PickleOptIn("--trust-pickle")
+
+_REFUSED = ("expected a loopdrive policy (.safetensors + .json); this is a stable-baselines3 .zip, which is pickle-based "
+            "and can run code when loaded: convert it once with `loopdrive convert-sb3 ZIP --out POLICY.safetensors "
+            "--trust-pickle`, or pass --trust-pickle on the command line if you trust its author")  # fmt: skip
+
+
+class SB3Params(BaseModel):
+    """The ``sb3`` planner's parameters a scenario file may give.
+
+    ``path``: the policy (``.safetensors`` with its ``.json`` beside it, or a trusted ``.zip``);
+    ``algo``: SB3 algorithm class of a zip; ``observation``: kinds (a zip's; a safe policy
+    records its own); ``action_units``: ``normalized`` | ``si``; ``deterministic``: mean action.
+    Code-only (:attr:`SB3Planner.code_params`, refused in a file): ``model``, an already loaded
+    SB3 model or policy (notebooks), and ``trust_pickle``, only the command line's
+    :data:`TRUST_PICKLE`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path | None = None
+    algo: Literal["PPO", "A2C", "SAC", "TD3", "DDPG", "DQN"] = "PPO"
+    observation: StrictStr | list[StrictStr] | None = None
+    action_units: Literal["normalized", "si"] | None = None
+    deterministic: StrictBool = True
+
+
+_CODE_PARAMS = frozenset({"model", "trust_pickle"})
+
+
+def _params(params: Mapping[str, Any]) -> tuple[SB3Params, Any, Any]:
+    """(file parameters, ``model``, ``trust_pickle``) of the planner's keyword arguments."""
+    if "trust_pickle" in params and not isinstance(params["trust_pickle"], PickleOptIn):
+        raise ScenarioError(f"cannot be set in a file (got {str(params['trust_pickle'])[:40]!r}): the opt-in to unpickling is the "
+                            "command-line flag --trust-pickle", field="planner.params.trust_pickle")
+    try:
+        p = SB3Params.model_validate({k: v for k, v in params.items() if k not in _CODE_PARAMS})
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        loc = ".".join(str(x) for x in e["loc"])
+        raise ScenarioError(f"{e['msg']} (got {str(e.get('input'))[:60]!r})", field=f"planner.params.{loc}") from None
+    return p, params.get("model"), params.get("trust_pickle")
+
+
+def _is_zip(path: Path) -> bool:
+    check_input_file(path, error=BundleError, max_bytes=None, what="a policy file", field="planner.params.path")
+    if path.suffix.lower() == ".zip":
+        return True
+    with open(path, "rb") as fh:
+        return fh.read(4) == _ZIP_MAGIC
+
+
+def load_sb3(path: str | os.PathLike[str], algo: str = "PPO", *, trust_pickle: bool = False) -> Any:
+    """A stable-baselines3 model from a pickle-based zip -- only with ``trust_pickle`` (the user's
+    explicit opt-in); :class:`BundleError` otherwise, or when missing or unreadable."""
     import stable_baselines3 as sb3
 
     if algo not in _ALGOS:
         raise ScenarioError(f"expected one of {', '.join(_ALGOS)}, got {algo!r}", field="planner.params.algo")
-    p = Path(path)
-    if not p.is_file():
-        raise BundleError("expected a stable-baselines3 policy zip (train one with `loopdrive train ppo`)", file=p)
+    p = check_input_file(path, error=BundleError, max_bytes=None, what="a stable-baselines3 policy zip")
+    if not trust_pickle:
+        raise BundleError(_REFUSED, file=p, field="planner.params.path")
+    log.warning("unpickling %s (--trust-pickle)", p)
     try:
         return getattr(sb3, algo).load(str(p), device="cpu", custom_objects=_SAFE_OBJECTS)
     except Exception as exc:
-        raise BundleError(f"cannot load the policy ({type(exc).__name__}: {exc})", file=p) from None
+        raise BundleError(f"cannot load the policy ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", file=p) from None
 
 
 class SB3Planner(Planner):
-    """Params: ``path`` (policy zip, default ``models/ppo.zip``), ``algo`` (``PPO``), ``observation``
-    (kinds, default ``["state"]``), ``action_units`` (``normalized`` | ``si``), ``deterministic``
-    (True); or ``model`` (an already loaded model)."""
+    """Params (:class:`SB3Params`): ``path`` (a ``.safetensors`` policy from ``loopdrive train
+    ppo``, required unless ``model`` is given), ``deterministic`` (True); for a zip only (with
+    ``--trust-pickle``): ``algo``, ``observation`` (kinds, default ``["state"]``), ``action_units``
+    (``normalized`` | ``si``)."""
 
     name = "sb3"
+    #: declared parameters (checked by `loopdrive validate`); ``model`` and ``trust_pickle`` are
+    #: code / command-line only: a scenario file that sets them is refused
+    Params = SB3Params  # type: ignore[assignment]
+    code_params = _CODE_PARAMS
 
     def __init__(self, **params: Any) -> None:
+        p, model, trust_pickle = _params(params)
         super().__init__(**params)
-        self.path = params.get("path", "models/ppo.zip")
-        self.algo = str(params.get("algo", "PPO"))
-        kinds = params.get("observation", ("state",))
-        self.kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-        self.units = str(params.get("action_units", "normalized"))
-        if self.units not in ("normalized", "si"):
-            raise ScenarioError(f"expected 'normalized' or 'si', got {self.units!r}", field="planner.params.action_units")
-        self.deterministic = bool(params.get("deterministic", True))
-        self.model = params.get("model")
+        self.deterministic = p.deterministic
+        self.model = model
+        if self.model is not None and not callable(getattr(self.model, "predict", None)):
+            raise ScenarioError(f"expected an SB3 model or policy object (in-process only), got {type(self.model).__name__}",
+                                field="planner.params.model")
         self.limits = BicycleLimits()
+        self.path: Path | None = None
+        self.zip = False
+        kinds: Any = p.observation
+        units = p.action_units
+        if self.model is None:
+            if p.path is None:
+                raise ScenarioError("expected the policy file (`loopdrive train ppo` writes one), got no path",
+                                    field="planner.params.path")
+            self.path = Path(p.path)
+            self.zip = _is_zip(self.path)
+            if self.zip:
+                if trust_pickle is None:
+                    raise BundleError(_REFUSED, file=self.path, field="planner.params.path")
+                self.algo = p.algo
+            else:
+                kinds, units = self._recorded(kinds, units)
+        kinds = kinds if kinds is not None else ("state",)
+        self.kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        self.units = units or "normalized"
+
+    def _recorded(self, kinds: Any, units: str | None) -> tuple[Any, str]:
+        """Kinds and units from the policy's description (given params must agree with them)."""
+        from agents.sb3_format import _read_description, policy_files
+
+        assert self.path is not None
+        desc_path = policy_files(self.path)[1]
+        d = _read_description(desc_path)
+        if kinds is not None and list((kinds,) if isinstance(kinds, str) else kinds) != d.observation:
+            raise ScenarioError(f"expected the policy's kinds {d.observation} (recorded in {desc_path}), got {kinds}",
+                                field="planner.params.observation")
+        if units is not None and units != d.action_units:
+            raise ScenarioError(f"expected the policy's units {d.action_units!r} (recorded in {desc_path}), got {units!r}",
+                                field="planner.params.action_units")
+        return d.observation, d.action_units
 
     def observation_spec(self) -> ObservationSpec:
         return ObservationSpec(kinds=self.kinds)
 
     def reset(self, init: PlannerInit, *, seed: int | None = None) -> None:
-        if self.model is None:
-            self.model = load_sb3(self.path, self.algo)
+        if self.model is not None:
+            return
+        assert self.path is not None
+        if self.zip:
+            self.model = load_sb3(self.path, self.algo, trust_pickle=True)
+        else:
+            from agents.sb3_format import load_policy
+
+            self.model = load_policy(self.path).policy
 
     def plan(self, obs: Observation) -> Control:
         assert self.model is not None, "reset() first"
@@ -92,6 +215,68 @@ class SB3Planner(Planner):
 PLANNERS.register(SB3Planner.name, SB3Planner)
 
 
+# ------------------------------------------------------------------------------------ the CLI opt-in
+def _with_opt_in(params: Mapping[str, Any], trust_pickle: bool) -> dict[str, Any]:
+    out = dict(params)
+    if trust_pickle:
+        out["trust_pickle"] = TRUST_PICKLE
+    return out
+
+
+def pickle_opt_in(planner: str, params: Mapping[str, Any] | None, *, trust_pickle: bool) -> dict[str, Any]:
+    """``params`` of ``planner`` with the command line's ``--trust-pickle`` added (``sb3`` only),
+    checked now: an ``sb3`` planner without a path, with a bad description, or naming a zip without
+    the opt-in raises here, before any output is written."""
+    prm = dict(params or {})
+    if planner != SB3Planner.name:
+        return prm
+    prm = _with_opt_in(prm, trust_pickle)
+    SB3Planner(**prm)
+    return prm
+
+
+def pickle_opt_in_episodes(episodes: Iterable[Any], *, planner: str | None = None, trust_pickle: bool) -> list[Any]:
+    """The episodes of a batch with :func:`pickle_opt_in` applied to those the ``sb3`` planner
+    drives (``planner`` overrides each episode's own, as in :func:`sim.batch.run_batch`)."""
+    out = []
+    checked: set[str] = set()
+    for ep in episodes:
+        name = planner or ep.planner
+        if name == SB3Planner.name:
+            params = _with_opt_in(ep.planner_params if name == ep.planner else {}, trust_pickle)
+            key = repr(sorted((k, repr(v)) for k, v in params.items()))
+            if key not in checked:
+                SB3Planner(**params)
+                checked.add(key)
+            ep = ep.with_planner(name, params)
+        out.append(ep)
+    return out
+
+
+# ------------------------------------------------------------------------------------ training
+def _provenance(**extra: Any) -> dict[str, Any]:
+    import datetime
+
+    import stable_baselines3
+    import torch
+
+    try:
+        from importlib.metadata import version
+
+        ld = version("loopdrive")
+    except Exception:  # pragma: no cover - not installed as a distribution
+        ld = None
+    return {"loopdrive": ld, "stable_baselines3": stable_baselines3.__version__, "torch": torch.__version__,
+            "python": platform.python_version(), "created_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), **extra}
+
+
+def _check_out(out: str | os.PathLike[str]) -> Path:
+    outp = Path(out)
+    if outp.suffix != ".safetensors":
+        raise ScenarioError(f"expected a .safetensors path (the description goes to .json beside it), got {str(outp)!r}", field="out")
+    return outp
+
+
 def train_ppo(
     scenario: str | os.PathLike[str] | Any,
     steps: int,
@@ -103,16 +288,19 @@ def train_ppo(
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Train PPO (``MlpPolicy``, or ``MultiInputPolicy`` for several kinds) on
-    ``loopdrive/ClosedLoop-v0`` for ``steps`` environment steps and save the zip atomically to
-    ``out``. ``progress(done, total)`` is called as steps complete."""
+    ``loopdrive/ClosedLoop-v0`` for ``steps`` environment steps and save the policy to ``out``
+    (``.safetensors``, its ``.json`` description beside it; see :mod:`agents.sb3_format`).
+    ``progress(done, total)`` is called as steps complete. Returns ``out``."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.logger import Logger
 
+    from agents.sb3_format import save_policy
     from sim.env import ClosedLoopEnv
 
     if steps < 1:
         raise ScenarioError(f"expected a positive number of steps, got {steps}", field="steps")
+    outp = _check_out(out)
     env = ClosedLoopEnv(scenario=scenario, observation=list(observation), action_mode="control")
 
     class _Cb(BaseCallback):
@@ -126,9 +314,39 @@ def train_ppo(
     # SB3's default logger makes an empty SB3-<date> folder in the system temp dir on every run
     model.set_logger(Logger(folder=None, output_formats=[]))
     model.learn(total_timesteps=steps, callback=_Cb())
-    outp = Path(out)
-    outp.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(outp, suffix=".zip") as tmp:
-        model.save(str(tmp))
     env.close()
+    src = str(scenario) if isinstance(scenario, str | os.PathLike) else type(scenario).__name__
+    save_policy(model.policy, outp, algo="PPO", observation=list(observation), action_units="normalized",
+                provenance=_provenance(created_by="loopdrive train ppo", scenario=src, steps=int(steps), seed=int(seed)))
+    return outp
+
+
+def convert_sb3_zip(
+    zip_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    trust_pickle: bool,
+    algo: str = "PPO",
+    observation: Sequence[str] = ("state",),
+    action_units: str = "normalized",
+) -> Path:
+    """Re-export a stable-baselines3 zip (an on-policy actor-critic: PPO or A2C) as loopdrive's
+    safe format at ``out`` (``.safetensors`` + ``.json``). Unpickles the zip once, so only with
+    ``trust_pickle``; afterwards the policy loads without it. Returns ``out``."""
+    if algo not in ("PPO", "A2C"):
+        raise ScenarioError(f"expected PPO or A2C (actor-critic policies), got {algo!r}", field="algo")
+    if action_units not in ("normalized", "si"):
+        raise ScenarioError(f"expected 'normalized' or 'si', got {action_units!r}", field="action_units")
+    if not observation:
+        raise ScenarioError("expected at least one observation kind", field="observation")
+    from agents.sb3_format import save_policy
+
+    outp = _check_out(out)
+    model = load_sb3(zip_path, algo, trust_pickle=trust_pickle)
+    digest = hashlib.sha256(Path(zip_path).read_bytes()).hexdigest()
+    try:
+        save_policy(model.policy, outp, algo=algo, observation=list(observation), action_units=action_units,
+                    provenance=_provenance(created_by="loopdrive convert-sb3", converted_from=str(zip_path), zip_sha256=digest))
+    except ValueError as exc:
+        raise BundleError(f"cannot describe this policy in loopdrive's format ({exc})", file=zip_path) from None
     return outp

@@ -362,3 +362,85 @@ def test_failed_recon_after_validation_removes_its_staging_folder(broken: Path, 
     with pytest.raises(RuntimeError, match="set-up failed"):
         train_bundle(broken, work / "new" / "b", iterations=1)
     assert _snapshot(work) == before
+
+
+# ------------------------------------------------------------------------------------ bundles
+@pytest.fixture(scope="module")
+def small_bundle(tiny_log: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained bundle of the tiny log (a small hash grid, no baked surface): loading it is
+    what ``loopdrive serve`` and ``eval-recon`` do first."""
+    from sim.log import read_log
+    from sim.recon.bundle import save_bundle
+    from sim.recon.data import ReconData
+    from sim.recon.scene import SceneConfig, SceneModel
+
+    dl = read_log(tiny_log)
+    data = ReconData.from_log(dl, SceneConfig(hash_log2_size=10, hash_levels=4), load_images=False, use_camera_depth=False)
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    return save_bundle(out, SceneModel(data.cfg, data.occupancy), dl, data.actor_ids, camera="front",
+                       info={"eval_every": 10}, surface=None)
+
+
+def bundle_edit(path: list[Any], value: Any) -> Callable[[Path], None]:
+    return edit("bundle.json", path, value)
+
+
+BUNDLE_CORRUPTIONS: list[Corruption] = [
+    Corruption("format_version_true", bundle_edit(["format_version"], True), "format_version"),
+    Corruption("bundle_json_list", write("bundle.json", "[1, 2]"), "bundle.json"),
+    Corruption("bundle_json_deeply_nested", write("bundle.json", nested(100_000)), "bundle.json"),
+    Corruption("bundle_json_fifo", replace_with("bundle.json", "fifo"), "bundle.json"),
+    Corruption("bundle_json_oversized", sparse("bundle.json", 65 * 1024 * 1024), "bundle.json"),
+    Corruption("weights_sha_not_hex", bundle_edit(["weights", "sha256"], "zz" * 32), "weights.sha256"),
+    Corruption("weights_fifo", replace_with("weights.safetensors", "fifo"), "weights.safetensors"),
+    Corruption("weights_dev_zero", replace_with("weights.safetensors", "devzero"), "weights.safetensors"),
+    Corruption("config_unknown_setting", bundle_edit(["scene_config", "rm_rf"], 1), "scene_config.rm_rf"),
+    Corruption("config_int_as_string", bundle_edit(["scene_config", "upsample"], "2"), "scene_config.upsample"),
+    Corruption("config_int_as_float", bundle_edit(["scene_config", "hidden"], 32.0), "scene_config.hidden"),
+    Corruption("config_bool_as_int", bundle_edit(["scene_config", "n_actors"], True), "scene_config.n_actors"),
+    Corruption("config_hash_table_2_40", bundle_edit(["scene_config", "hash_log2_size"], 40), "scene_config.hash_log2_size"),
+    Corruption("config_hash_table_past_weights", bundle_edit(["scene_config", "hash_log2_size"], 24), "bg_grid.table"),
+    Corruption("config_actor_grid_past_weights", bundle_edit(["scene_config", "actor_grid"], [256, 256, 256]), "actor_grid"),
+    Corruption("config_nan", bundle_edit(["scene_config", "far_m"], float("nan")), "scene_config.far_m"),
+    Corruption("actor_slot_string", bundle_edit(["actors", 0, "slot"], "0"), "actors[0].slot"),
+    Corruption("actor_class_unknown", bundle_edit(["actors", 0, "class"], "spaceship"), "actors[0].class"),
+    Corruption("actor_latent_short", bundle_edit(["actors", 0, "latent"], [0.0]), "actors[0].latent"),
+    Corruption("info_not_object", bundle_edit(["info"], 5), "info"),
+    Corruption("map_crosswalks_int", edit("map.json", ["crosswalks"], 5), "crosswalks"),
+    Corruption("track_t_us_above_2_63", edit("tracks.json", ["ego", "t_us", -1], 2**63 + 5), "ego.t_us"),
+]
+
+
+@pytest.mark.parametrize("case", BUNDLE_CORRUPTIONS, ids=[c.id for c in BUNDLE_CORRUPTIONS])
+def test_corrupt_bundle_is_refused_before_the_model_is_built(small_bundle: Path, tmp_path: Path, case: Corruption,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import sim.recon.bundle as bundle_mod
+
+    bad = tmp_path / "b"
+    shutil.copytree(small_bundle, bad)
+    case.apply(bad)
+
+    def no_model(*a: Any, **k: Any) -> None:
+        raise AssertionError("the model was built from a bundle that does not validate")
+
+    monkeypatch.setattr(bundle_mod, "SceneModel", no_model)
+    with pytest.raises(BundleError) as ei:
+        bundle_mod.load_bundle(bad)
+    msg = str(ei.value)
+    assert case.names in msg and "\n" not in msg, msg
+
+
+def test_the_uncorrupted_bundle_loads(small_bundle: Path) -> None:
+    from sim.recon.bundle import load_bundle
+
+    b = load_bundle(small_bundle)
+    assert len(b.actors) == b.scene.cfg.n_actors and b.info["eval_every"] == 10
+
+
+def test_eval_recon_refuses_a_corrupt_bundle_in_one_line(small_bundle: Path, tiny_log: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "b"
+    shutil.copytree(small_bundle, bad)
+    bundle_edit(["format_version"], True)(bad)
+    before = _snapshot(tmp_path)
+    _one_clean_line(["eval-recon", str(bad), "--log", str(tiny_log)], "format_version")
+    assert _snapshot(tmp_path) == before

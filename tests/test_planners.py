@@ -156,40 +156,5 @@ def test_failing_planner_is_an_error_episode(mode: str, free_road: tuple[Scenari
     assert good.row["status"] == "ok" and good.row["score"] > 0.5
 
 
-def test_sb3_planner_runs_a_saved_policy_zip(free_road: tuple[ScenarioSpec, Any], tmp_path: Any) -> None:
-    from stable_baselines3 import PPO
 
-    from agents.sb3_planner import SB3Planner
-    from sim.env import ClosedLoopEnv
-
-    spec, c = free_road
-    env = ClosedLoopEnv(scenario=spec, observation=["state"], scene=c.scene)
-    PPO("MlpPolicy", env, seed=0, device="cpu", n_steps=64).save(tmp_path / "ppo.zip")
-    res = run_planner_episode(spec, "sb3", 0, params={"path": str(tmp_path / "ppo.zip")}, compiled=c, max_steps=10)
-    assert res.status == "ok", res.error
-    assert res.steps == 10 and np.all(np.isfinite(res.actions))
-    # the same policy gives the same controls (deterministic predict)
-    again = run_planner_episode(spec, SB3Planner(path=str(tmp_path / "ppo.zip")), 0, compiled=c, max_steps=10)
-    assert np.array_equal(res.actions, again.actions)
-    with pytest.raises(Exception, match="policy zip"):
-        run_planner_episode(spec, "sb3", 0, params={"path": str(tmp_path / "missing.zip")}, compiled=c, raise_errors=True)
-
-
-def test_train_ppo_saves_a_policy_the_sb3_planner_runs_and_leaves_no_temp_folder(tmp_path: Any, monkeypatch: Any) -> None:
-    import tempfile
-
-    from agents.sb3_planner import train_ppo
-
-    temp = tmp_path / "systemp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where SB3's default logger would make a folder
-    seen: list[tuple[int, int]] = []
-    spec = ScenarioSpec(horizon_s=5.0)
-    out = train_ppo(spec, 128, tmp_path / "models" / "ppo.zip", n_steps=64, progress=lambda d, n: seen.append((d, n)))
-    assert out == tmp_path / "models" / "ppo.zip" and out.stat().st_size > 0
-    assert [p.name for p in (tmp_path / "models").iterdir()] == ["ppo.zip"]  # no temp file left beside it
-    assert list(temp.iterdir()) == []
-    assert seen and seen[-1] == (128, 128) and all(d <= n for d, n in seen)
-    res = run_planner_episode(spec, "sb3", 0, params={"path": str(out)}, max_steps=5)
-    assert res.status == "ok", res.error
-    assert res.steps == 5 and np.all(np.isfinite(res.actions))
+# the sb3 planner and PPO training: tests/test_sb3_policy.py

@@ -23,6 +23,20 @@ train_app = typer.Typer(help="Train learned planners (behaviour cloning, PPO).",
 app.add_typer(train_app, name="train")
 
 
+def _json_object(text: str | None, option: str) -> dict:
+    if not text:
+        return {}
+    import json
+
+    try:
+        v = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected a JSON object ({exc})", param_hint=option) from None
+    if not isinstance(v, dict) or not all(isinstance(x, dict) for x in v.values()):
+        raise typer.BadParameter("expected a JSON object of planner name -> params object", param_hint=option)
+    return v
+
+
 def _progress(label: str) -> Progress:
     return Progress(
         TextColumn(f"[bold]{label}"), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -59,18 +73,24 @@ def leaderboard_cmd(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Episodes in parallel per planner."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs in --out."),
     horizon: float | None = typer.Option(None, "--horizon", help="Cut every episode to this many seconds (smoke runs)."),
+    planner_params: str | None = typer.Option(None, "--planner-params", help='JSON: planner -> its params, e.g. {"sb3": {"path": "models/ppo.safetensors"}}'),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Let the sb3 planner unpickle a stable-baselines3 .zip (can run code: only files you trust)."),
 ) -> None:
     """Run every planner over the scenarios and write leaderboard.md / leaderboard.html."""
     from agents.leaderboard import run_leaderboard
+    from agents.sb3_planner import pickle_opt_in
 
     names = [p.strip() for p in planners.split(",") if p.strip()]
+    prm = _json_object(planner_params, "--planner-params")
+    with user_errors():  # policy files checked before anything runs
+        prm = {p: pickle_opt_in(p, prm.get(p), trust_pickle=trust_pickle) for p in names}
     with user_errors(), _progress("leaderboard") as prog:
         tasks = {p: prog.add_task(p, total=None, info="") for p in names}
 
         def cb(planner: str, done: int, failed: int, total: int) -> None:
             prog.update(tasks[planner], completed=done, total=total, info=f"[red]{failed} failed" if failed else "")
 
-        res = run_leaderboard(paths, names, out, workers=workers, resume=resume, horizon_s=horizon, progress=cb)
+        res = run_leaderboard(paths, names, out, planner_params=prm, workers=workers, resume=resume, horizon_s=horizon, progress=cb)
     console.print(res.markdown.read_text(encoding="utf-8"), markup=False, highlight=False)
     console.print(f"wrote {res.markdown} and {res.html}", highlight=False)
 
@@ -126,14 +146,32 @@ def train_bc_cmd(
 def train_ppo_cmd(
     scenario: Path = typer.Option(..., "--scenario", help="Scenario YAML to train on."),
     steps: int = typer.Option(20_000, "--steps", min=1, help="Environment steps."),
-    out: Path = typer.Option(Path("models/ppo.zip"), "--out", "-o", help="Policy zip."),
+    out: Path = typer.Option(Path("models/ppo.safetensors"), "--out", "-o", help="Policy weights (.safetensors); the description goes to .json beside it."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train PPO (stable-baselines3) on the Gymnasium env with the state observation; use the result
-    with the ``sb3`` planner (``params: {path: models/ppo.zip}``)."""
+    with the ``sb3`` planner (``params: {path: models/ppo.safetensors}``). No pickle is written."""
     from agents.sb3_planner import train_ppo
 
     with user_errors(), _progress("train ppo") as prog:
         t = prog.add_task(str(scenario), total=steps, info="")
         path = train_ppo(scenario, steps, out, seed=seed, progress=lambda d, n: prog.update(t, completed=d))
     console.print(f"wrote {path}", highlight=False)
+
+
+@app.command("convert-sb3")
+def convert_sb3_cmd(
+    zip_path: Path = typer.Argument(..., help="A stable-baselines3 PPO/A2C policy .zip."),
+    out: Path = typer.Option(..., "--out", "-o", help="Policy weights (.safetensors); the description goes to .json beside it."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Required: the zip is unpickled once (can run code: only files you trust)."),
+    algo: str = typer.Option("PPO", "--algo", help="PPO or A2C."),
+    observation: str = typer.Option("state", "--observation", help="Comma-separated observation kinds the policy was trained on."),
+    action_units: str = typer.Option("normalized", "--action-units", help="normalized ([-1, 1]) or si (m/s^2, rad)."),
+) -> None:
+    """Re-export a stable-baselines3 zip as loopdrive's pickle-free policy format (.safetensors + .json)."""
+    from agents.sb3_planner import convert_sb3_zip
+
+    kinds = [k.strip() for k in observation.split(",") if k.strip()]
+    with user_errors():
+        path = convert_sb3_zip(zip_path, out, trust_pickle=trust_pickle, algo=algo, observation=kinds, action_units=action_units)
+    console.print(f"wrote {path} and {path.with_suffix('.json')}", highlight=False)

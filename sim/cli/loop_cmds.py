@@ -103,6 +103,7 @@ def export_cmd(
     kinds: str = typer.Option("bev,state", "--kinds", help="Stored observation kinds: bev,state,camera,lidar."),
     expert: str = typer.Option("pdm_closed", "--expert", help="Planner relabelling every step."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Cut episodes to this many steps."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Let the sb3 planner unpickle a stable-baselines3 .zip (can run code: only files you trust)."),
 ) -> None:
     """Export episodes to training shards (expert-relabelled, camera images anonymised)."""
     from sim.export import export_episodes, items_from_files, items_from_mined
@@ -113,6 +114,11 @@ def export_cmd(
         items = [it for m in mined for it in items_from_mined(read_mined(m))]
         if scenarios:
             items += items_from_files(scenario_files(scenarios), planner=planner, planner_params=_params(planner_params) if planner else None)
+        import dataclasses
+
+        from agents.sb3_planner import pickle_opt_in
+
+        items = [dataclasses.replace(it, planner_params=pickle_opt_in(it.planner, it.planner_params, trust_pickle=trust_pickle)) for it in items]
         with _progress("export") as prog:
             task = prog.add_task(f"{len(items)} episodes", total=len(items), info="")
             shards = export_episodes(items, out, kinds=[k.strip() for k in kinds.split(",") if k.strip()], expert=expert,

@@ -152,3 +152,14 @@ def bench_render_cmd(
         tab.add_row(mode, f"{m['camera_ms_min']} / {m['camera_ms_median']}", f"{m['lidar_sweep_ms_min']} / {m['lidar_sweep_ms_median']}")
     console.print(tab)
     console.print(f"wrote {out}")
+
+
+@app.command("ns-config")
+def ns_config_cmd(bundle: Path = typer.Argument(..., help="Scene bundle folder written by `loopdrive recon`.")) -> None:
+    """Print the bundle's nerfstudio config.yml once its sha256 matches bundle.json (nerfstudio loads
+    it with an unsafe YAML loader): ns-eval --load-config "$(loopdrive ns-config BUNDLE)"."""
+    from sim.recon.bundle import nerfstudio_config
+
+    with user_errors():
+        path = nerfstudio_config(bundle)
+    typer.echo(str(path))

@@ -97,6 +97,9 @@ def run_cmd(
         "--renderer",
         help="Sensor backend for camera/LiDAR planners: mesh, neural or composite (default: each scenario's scene.renderer).",
     ),
+    trust_pickle: bool = typer.Option(
+        False, "--trust-pickle", help="Let the sb3 planner unpickle stable-baselines3 .zip policies (can run code: only files you trust)."
+    ),
 ) -> None:
     """Run scenario files x seeds x sweep points closed-loop and write results.parquet."""
     from sim.batch import run_batch
@@ -110,6 +113,9 @@ def run_cmd(
 
     with user_errors():
         episodes = expand_paths(paths)  # invalid files fail here, before the progress bar
+        from agents.sb3_planner import pickle_opt_in_episodes
+
+        episodes = pickle_opt_in_episodes(episodes, planner=planner, trust_pickle=trust_pickle)  # policy files checked now
     with user_errors(), _progress() as prog:
         task = prog.add_task("run", total=len(episodes), failed=0)
 

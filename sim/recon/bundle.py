@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -39,9 +38,10 @@ import torch
 from numpy.typing import NDArray
 
 from sim.errors import BundleError
-from sim.fsutil import atomic_path, atomic_write_text, make_temp_dir
+from sim.fsutil import atomic_path, atomic_write_text, check_input_file, make_temp_dir
 from sim.log import DriveLog, Track, dumps_json, track_to_json
-from sim.recon.scene import ActorState, SceneConfig, SceneModel, pack_occupancy, unpack_occupancy
+from sim.log_validate import load_json
+from sim.recon.scene import ActorState, SceneModel, pack_occupancy, unpack_occupancy
 from sim.recon.surface import BAKE_VERSION, SurfaceConfig, SurfaceProxy, bake_surface, bake_vertex_lidar
 
 __all__ = ["BUNDLE_FORMAT", "Bundle", "BundleActor", "load_bundle", "save_bundle", "write_surface"]
@@ -153,10 +153,11 @@ def _sha256(path: Path) -> str:
 
 
 def _verified_file(path: Path, sha256: str, what: str) -> Path:
-    """``path`` if it exists and its sha256 is the one ``bundle.json`` records for ``what``;
-    else :class:`BundleError` naming the file."""
-    if not path.is_file():
-        raise BundleError(f"expected this file to exist (recorded in bundle.json {what})", file=path)
+    """``path`` if it is a regular file (capped size) whose sha256 is the one ``bundle.json``
+    records for ``what``; else :class:`BundleError` naming the file."""
+    from sim.recon.bundle_schema import MAX_WEIGHTS_BYTES
+
+    check_input_file(path, error=BundleError, max_bytes=MAX_WEIGHTS_BYTES, what=f"a regular file (recorded in bundle.json {what})")
     digest = _sha256(path)
     if digest != sha256:
         raise BundleError(f"expected sha256 {sha256} (recorded in bundle.json {what}), got {digest}: the file was modified or corrupted", file=path)
@@ -286,6 +287,9 @@ def _read_surface(root: Path, cfg: SurfaceConfig) -> SurfaceProxy | None:
         return None
     fp = _verified_file(root / SURFACE, rec["sha256"], "surface")
     cal = rec.get("calibration") or {}
+    if not isinstance(cal, dict) or not all(x is None or (isinstance(x, int | float) and not isinstance(x, bool)) for x in cal.values()):
+        raise BundleError("expected an object of numbers or nulls", file=bj, field="surface.calibration")
+    _check_npz_members(fp)
     level, err_m, rel_err = float(rec["level"]), float(cal.get("median_depth_diff_m") or np.nan), float(cal.get("median_rel_depth_diff") or np.nan)
     key = (rec["sha256"], cfg, level, err_m, rel_err)
     with _PROXY_LOCK:
@@ -297,8 +301,8 @@ def _read_surface(root: Path, cfg: SurfaceConfig) -> SurfaceProxy | None:
         with np.load(fp, allow_pickle=False) as z:
             v, f = np.asarray(z["vertices"], np.float32), np.asarray(z["faces"], np.int32)
             vl = np.asarray(z["lidar"], np.float32) if "lidar" in z.files else None
-    except (OSError, ValueError, KeyError) as exc:
-        raise BundleError(f"expected an npz with vertices and faces ({exc})", file=fp) from None
+    except (OSError, ValueError, KeyError, EOFError, MemoryError) as exc:
+        raise BundleError(f"expected an npz with vertices and faces ({type(exc).__name__}: {str(exc)[:80]})", file=fp) from None
     if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3 or (len(f) and (f.min() < 0 or f.max() >= len(v))):
         raise BundleError("expected vertices (V, 3) and faces (F, 3) indexing them", file=fp)
     if vl is not None and vl.shape != (len(v), 2):
@@ -314,6 +318,22 @@ def _read_surface(root: Path, cfg: SurfaceConfig) -> SurfaceProxy | None:
     return proxy
 
 
+def _check_npz_members(fp: Path) -> None:
+    """Refuse an ``.npz`` whose members would expand past the file-size cap (a zip bomb) before
+    numpy reads it."""
+    import zipfile
+
+    from sim.recon.bundle_schema import MAX_WEIGHTS_BYTES
+
+    try:
+        with zipfile.ZipFile(fp) as zf:
+            total = sum(i.file_size for i in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise BundleError(f"expected an npz (zip) file ({exc})", file=fp) from None
+    if total > MAX_WEIGHTS_BYTES:
+        raise BundleError(f"expected npz members of at most {MAX_WEIGHTS_BYTES} bytes in all, got {total}", file=fp)
+
+
 #: surfaces read from bundles in this process, by (sha256 of surface.npz, settings, level,
 #: calibration): every episode of a batch run on one bundle opens the same file, and reading it
 #: and building its Embree scene takes about a second (781k triangles). The entries are complete
@@ -324,12 +344,8 @@ _PROXY_CACHE_SIZE = 4
 
 
 def _json(path: Path) -> Any:
-    if not path.is_file():
-        raise BundleError("expected this file to exist", file=path)
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"expected valid JSON ({exc})", file=path) from None
+    """A bundle's JSON file through the drive log's reader (regular file, size and nesting caps)."""
+    return load_json(path, error=BundleError)
 
 
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:
@@ -338,26 +354,19 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     from safetensors.torch import load_file
 
     from sim.log_schema import parse_map, parse_tracks
+    from sim.recon import bundle_schema
 
     root = Path(path)
     if not root.is_dir():
         raise BundleError("expected a scene-bundle folder", file=root)
     bj = root / "bundle.json"
     doc = _json(bj)
-    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"expected format {BUNDLE_FORMAT!r}", file=bj, field="format")
-    if doc.get("format_version") != BUNDLE_VERSION:
-        raise BundleError(f"expected format_version {BUNDLE_VERSION}, got {doc.get('format_version')!r}", file=bj, field="format_version")
-    try:
-        cfg = SceneConfig.from_json(doc["scene_config"])
-    except KeyError as exc:
-        raise BundleError(f"expected a known scene setting, got {exc}", file=bj, field="scene_config") from None
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise BundleError(f"expected a valid scene config ({exc})", file=bj, field="scene_config") from None
-    w = doc.get("weights")
-    if not isinstance(w, dict) or w.get("file") != WEIGHTS or not isinstance(w.get("sha256"), str):
-        raise BundleError(f"expected {{'file': {WEIGHTS!r}, 'sha256': hex}}", file=bj, field="weights")
-    wp = _verified_file(root / WEIGHTS, w["sha256"], "weights")
+    doc = bundle_schema.check_doc(doc, bj, fmt=BUNDLE_FORMAT, version=BUNDLE_VERSION, weights=WEIGHTS)
+    cfg = bundle_schema.parse_scene_config(doc.get("scene_config"), bj)
+    raw_actors = bundle_schema.parse_actors(doc.get("actors"), cfg, bj)
+    ego, tracks = parse_tracks(root, BundleError)
+    lane_map = parse_map(root, BundleError)
+    wp = _verified_file(root / WEIGHTS, doc["weights"]["sha256"], "weights")
     try:
         sd = load_file(str(wp))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -368,6 +377,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     n = int(np.prod(cfg.occ_shape))
     if packed.dtype != torch.uint8 or packed.numel() != (n + 7) // 8:
         raise BundleError(f"expected {(n + 7) // 8} uint8 bytes for occupancy {cfg.occ_shape}", file=wp, field="occupancy_packed")
+    bundle_schema.check_large_tensors(sd, cfg, wp)
     scene = SceneModel(cfg, unpack_occupancy(packed.numpy(), cfg.occ_shape))
     want = {k: v for k, v in scene.state_dict().items() if k != "occupancy"}
     for k, v in want.items():
@@ -381,17 +391,5 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     sd["occupancy"] = scene.occupancy
     scene.load_state_dict(sd, strict=True)
     scene.eval()
-    actors = []
-    raw = doc.get("actors")
-    if not isinstance(raw, list) or len(raw) != cfg.n_actors:
-        raise BundleError(f"expected a list of {cfg.n_actors} actors", file=bj, field="actors")
-    for i, a in enumerate(raw):
-        try:
-            actors.append(BundleActor(str(a["id"]), str(a["class"]), tuple(float(x) for x in a["size"]), int(a["slot"]), bool(a.get("static", False)), tuple(float(x) for x in a["latent"])))  # type: ignore[arg-type]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"expected id, class, size, slot, latent ({exc})", file=bj, field=f"actors[{i}]") from None
-        if actors[-1].slot != i or len(actors[-1].size) != 3:
-            raise BundleError(f"expected slot {i} and a size [l, w, h]", file=bj, field=f"actors[{i}]")
-    ego, tracks = parse_tracks(root, BundleError)
-    lane_map = parse_map(root, BundleError)
+    actors = [BundleActor(a["id"], a["class"], a["size"], a["slot"], a["static"], a["latent"]) for a in raw_actors]
     return Bundle(root, scene, tuple(actors), ego, tracks, lane_map, doc.get("info", {}))

@@ -4,11 +4,18 @@
 ``ns-train loopdrive-recon[-quick]`` uses, runs it in-process (nerfstudio outputs under
 ``OUT/nerfstudio/`` so ``ns-eval``/``ns-render`` also work on it) and saves the scene bundle to
 ``OUT``.
+
+nerfstudio's ``config.yml`` is a YAML-serialised TrainerConfig that only PyYAML's unsafe loader
+reads, so loopdrive never reads it back: the final file is dumped from the TrainerConfig still in
+memory (its ``output_dir`` pointing into the bundle), written over whatever the staging folder
+holds by then, and its sha256 is recorded in ``bundle.json`` (``nerfstudio_config``) for
+:func:`sim.recon.bundle.nerfstudio_config` to check before anything hands it to nerfstudio.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -18,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import BundleError
+from sim.fsutil import atomic_write_text
 from sim.log import DriveLog, validate_log
 
 __all__ = ["train_bundle"]
@@ -139,6 +147,7 @@ def _train_bundle(
     cfg.logging.local_writer.enable = False
     cfg.logging.profiler = "none"
     cfg.save_config()
+    ns_text = _config_text(cfg, out / "nerfstudio")  # the final config.yml, from memory
     with _own_event_writers():
         trainer = cfg.setup(local_rank=0, world_size=1)
         trainer.setup()
@@ -162,22 +171,27 @@ def _train_bundle(
     camera = dl.frames[data.train_frames[0]].camera
     info.update({"camera": camera, "eval_every": int(cfg.pipeline.datamanager.dataparser.eval_every),
                  "train_frames": len(data.train_frames), "train_sweeps": len(data.train_sweeps)})
-    save_bundle(out, model.scene, dl, data.actor_ids, camera=camera, info=info, overwrite=overwrite)
+    # the config nerfstudio will load (ns-eval / ns-render): written over the staged one (whatever
+    # is there by now), never read back; its sha256 goes into bundle.json
+    atomic_write_text(cfg.get_base_dir() / "config.yml", ns_text)
+    ns_rel = (Path("nerfstudio") / "scene" / cfg.method_name / "run" / "config.yml").as_posix()
+    ns_sha = hashlib.sha256(ns_text.encode("utf-8")).hexdigest()
+    save_bundle(out, model.scene, dl, data.actor_ids, camera=camera, info=info, overwrite=overwrite, nerfstudio=(ns_rel, ns_sha))
     # keep nerfstudio's own output (config + checkpoint) inside the bundle folder for ns-eval/ns-render
     os.replace(work, out / "nerfstudio")
-    _fix_config_paths(out / "nerfstudio" / "scene" / cfg.method_name / "run" / "config.yml", work, out / "nerfstudio")
     log.info("trained %d iterations in %.1f s -> %s", steps[0], seconds, out)
     return {**info, "bundle": str(out)}
 
 
-def _fix_config_paths(config: Path, old: Path, new: Path) -> None:
-    """Point nerfstudio's saved config (a YAML-serialised TrainerConfig written by this process)
-    at the moved output folder."""
+def _config_text(cfg: Any, output_dir: Path) -> str:
+    """nerfstudio's ``config.yml`` text for ``cfg`` (a TrainerConfig) with its ``output_dir`` set to
+    ``output_dir`` (where the output is moved once trained), dumped as nerfstudio's ``save_config``
+    does. Dumping only: the project never loads this format (it needs an unsafe YAML loader)."""
     import yaml
 
-    if not config.is_file():
-        return
-    cfg = yaml.load(config.read_text(), Loader=yaml.Loader)  # nerfstudio's own format, written above
-    cfg.output_dir = new
-    config.write_text(yaml.dump(cfg), "utf8")
-    del old
+    staged = cfg.output_dir
+    cfg.output_dir = output_dir
+    try:
+        return yaml.dump(cfg)
+    finally:
+        cfg.output_dir = staged
