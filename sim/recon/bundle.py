@@ -12,11 +12,19 @@ Layout (``format_version`` 1)::
       surface.npz          optional: the background's baked iso-surface (``sim.recon.surface``:
                            vertices, faces), recorded in bundle.json ``surface`` with its sha256
                            and settings; bundles without it bake the surface on first use
+      nerfstudio/          from ``loopdrive recon``: nerfstudio's own output (checkpoint and
+                           ``config.yml``) for ``ns-eval`` / ``ns-render``; the config's path and
+                           sha256 are recorded in bundle.json ``nerfstudio_config``
 
 :func:`load_bundle` reads JSON and safetensors only (no code is executed from the files), checks
 the weights' sha256 against ``bundle.json`` and every tensor name and shape against the model the
 config describes; anything missing, corrupt, tampered with or mismatched raises
 :class:`sim.errors.BundleError` naming the file, the field and what was expected.
+
+nerfstudio reads its ``config.yml`` with PyYAML's unsafe loader (a YAML-serialised TrainerConfig
+with Python tags), so that file can run code. loopdrive never reads it; before anything hands it
+to nerfstudio, :func:`nerfstudio_config` checks its sha256 against the one ``bundle.json``
+records (``loopdrive ns-config BUNDLE`` prints the checked path for ``ns-eval --load-config``).
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from sim.log_validate import load_json
 from sim.recon.scene import ActorState, SceneModel, pack_occupancy, unpack_occupancy
 from sim.recon.surface import BAKE_VERSION, SurfaceConfig, SurfaceProxy, bake_surface, bake_vertex_lidar
 
-__all__ = ["BUNDLE_FORMAT", "Bundle", "BundleActor", "load_bundle", "save_bundle", "write_surface"]
+__all__ = ["BUNDLE_FORMAT", "Bundle", "BundleActor", "load_bundle", "nerfstudio_config", "save_bundle", "write_surface"]
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +188,13 @@ def save_bundle(
     info: dict[str, Any] | None = None,
     overwrite: bool = False,
     surface: SurfaceConfig | None = SurfaceConfig(),
+    nerfstudio: tuple[str, str] | None = None,
 ) -> Path:
     """Write a bundle atomically (temp folder + rename). ``actor_ids`` are in slot order; with
     ``surface`` (default settings unless None) the background's iso-surface is baked into
-    ``surface.npz`` for the fast ``surface`` render mode."""
+    ``surface.npz`` for the fast ``surface`` render mode. ``nerfstudio``: (path inside the bundle,
+    sha256) of the nerfstudio ``config.yml`` that will be placed there, recorded as
+    ``nerfstudio_config`` for :func:`nerfstudio_config`."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -209,6 +220,8 @@ def save_bundle(
             "log": {"name": dl.name, "path": str(dl.root.resolve()), "camera": camera},
             "info": info or {},
         }
+        if nerfstudio is not None:
+            doc["nerfstudio_config"] = {"file": Path(nerfstudio[0]).as_posix(), "sha256": nerfstudio[1]}
         if surface is not None:
             doc["surface"] = _write_surface_file(tmp, bake_surface(scene, surface, origins=_track_origins(dl.ego)))
         (tmp / "bundle.json").write_text(dumps_json(doc))
@@ -346,6 +359,30 @@ _PROXY_CACHE_SIZE = 4
 def _json(path: Path) -> Any:
     """A bundle's JSON file through the drive log's reader (regular file, size and nesting caps)."""
     return load_json(path, error=BundleError)
+
+
+def nerfstudio_config(path: str | os.PathLike[str]) -> Path:
+    """The bundle's nerfstudio ``config.yml``, once its sha256 matches ``bundle.json``
+    ``nerfstudio_config`` -- call before handing it to nerfstudio (``ns-eval``, ``ns-render``,
+    ``eval_setup``), which loads it with an unsafe YAML loader. The file itself is only hashed here,
+    never parsed. :class:`BundleError` for a swapped or missing file, or a bundle that records no
+    sha256 (written before configs were pinned: re-run ``loopdrive recon``)."""
+    root = Path(path)
+    bj = root / "bundle.json"
+    doc = _json(bj)
+    rec = doc.get("nerfstudio_config") if isinstance(doc, dict) else None
+    if rec is None:
+        raise BundleError("records no sha256 of nerfstudio's config.yml (bundle written before configs were pinned), so it is not "
+                          "handed to nerfstudio's unsafe YAML loader: re-run `loopdrive recon` to write a verifiable bundle", file=bj, field="nerfstudio_config")
+    rel = rec.get("file") if isinstance(rec, dict) else None
+    sha = rec.get("sha256") if isinstance(rec, dict) else None
+    parts = Path(rel).parts if isinstance(rel, str) else ()
+    if not parts or Path(rel).is_absolute() or ".." in parts or not isinstance(sha, str) or len(sha) != 64:
+        raise BundleError("expected {'file': a path inside the bundle, 'sha256': 64 hex digits}", file=bj, field="nerfstudio_config")
+    cfg = root / rel
+    if cfg.is_symlink() or not cfg.is_file():
+        raise BundleError("expected a regular file (recorded in bundle.json nerfstudio_config)", file=cfg)
+    return _verified_file(cfg, sha, "nerfstudio_config")
 
 
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:
