@@ -8,13 +8,15 @@ ego frame (tracked by the controller) or a :class:`Control` (acceleration, steer
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from sim.errors import ScenarioError
 from sim.registry import Registry
@@ -22,12 +24,17 @@ from sim.sensors import SensorRig
 
 __all__ = [
     "PLANNERS",
+    "Bool",
     "Control",
+    "Float",
+    "Int",
+    "NoParams",
     "Observation",
     "ObservationSpec",
     "Planner",
     "PlannerInit",
     "PlannerOutput",
+    "PlannerParams",
     "Trajectory",
     "check_observation_spec",
     "make_planner",
@@ -125,15 +132,88 @@ class Control:
 PlannerOutput = Trajectory | Control
 
 
+def _plain_number(v: Any) -> Any:
+    """numpy scalars as Python numbers; ``True`` is not a number (strict fields refuse it)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+#: a finite float parameter (ints accepted; bools and strings refused)
+Float = Annotated[float, BeforeValidator(_plain_number), Field(strict=True, allow_inf_nan=False)]
+#: an integer parameter (bools, floats and strings refused)
+Int = Annotated[int, BeforeValidator(_plain_number), Field(strict=True)]
+#: a boolean parameter (``1`` or ``"yes"`` refused)
+Bool = Annotated[bool, BeforeValidator(_plain_number), Field(strict=True)]
+
+
+class PlannerParams(BaseModel):
+    """Base of a planner's declared parameters (``Planner.Params``): unknown keys are errors,
+    numbers are finite, nothing is coerced from another type (``true`` is not 1). Fields carry
+    their defaults and units; :meth:`Planner.param_problems` reports against this schema."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class NoParams(PlannerParams):
+    """The parameters of a planner that takes none."""
+
+
 class Planner(ABC):
-    """A planning stack under test. Subclasses set ``name`` and register in :data:`PLANNERS`."""
+    """A planning stack under test. Subclasses set ``name`` and register in :data:`PLANNERS`.
+
+    Parameters: a subclass declares them as ``Params`` (a :class:`PlannerParams` model; default
+    :class:`NoParams`). The constructor validates its keyword arguments against it and keeps the
+    result in ``self.config`` (``self.params`` keeps the raw dict). ``code_params`` names keyword
+    arguments only code can give (in-memory objects such as a loaded network, command-line
+    opt-ins): they bypass ``Params`` when given by code and are refused in a scenario file.
+    ``loopdrive validate`` and :mod:`sim.scenario` check a file's ``planner.params`` with
+    :meth:`param_problems` before anything runs.
+    """
 
     name: ClassVar[str]
     #: Oracle planners that need the scenario / logged expert say so (they get ``PlannerInit.expert``).
     requires_scenario: ClassVar[bool] = False
+    #: The declared parameters (a pydantic model with ``extra="forbid"``).
+    Params: ClassVar[type[PlannerParams]] = NoParams
+    #: Keyword arguments only code may pass (never read from a scenario file).
+    code_params: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **params: Any) -> None:
         self.params = dict(params)
+        self.config = type(self).parse_params(params)
+
+    @classmethod
+    def param_problems(
+        cls, params: Mapping[str, Any], *, from_file: bool = True
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """Problems of ``params`` against :attr:`Params` as (path under ``planner.params``,
+        message) pairs, empty when valid. ``from_file``: the params come from a scenario file, so
+        :attr:`code_params` are refused too."""
+        if not isinstance(params, Mapping):
+            return [((), f"expected a mapping of parameter names to values, got {type(params).__name__}")]
+        out: list[tuple[tuple[str | int, ...], str]] = []
+        for k in params:
+            if k in cls.code_params and from_file:
+                out.append(
+                    (
+                        (str(k),),
+                        f"planner {cls.name!r} takes {k!r} only from code or the command line, not from a file",
+                    )
+                )
+        try:
+            cls.Params.model_validate(_file_params(cls, params))
+        except ValidationError as exc:
+            out.extend(_param_errors(cls, exc))
+        return out
+
+    @classmethod
+    def parse_params(cls, params: Mapping[str, Any]) -> PlannerParams:
+        """``params`` (given by code: :attr:`code_params` allowed) as a validated :attr:`Params`;
+        the first problem raises :class:`ScenarioError` with field ``planner.params.<key>``."""
+        problems = cls.param_problems(params, from_file=False)
+        if problems:
+            loc, msg = problems[0]
+            raise ScenarioError(msg, field=".".join(["planner.params", *map(str, loc)]))
+        return cls.Params.model_validate(_file_params(cls, params))
 
     @abstractmethod
     def observation_spec(self) -> ObservationSpec:
@@ -146,6 +226,36 @@ class Planner(ABC):
     @abstractmethod
     def plan(self, obs: Observation) -> PlannerOutput:
         """One planning step: the observation dict (only the kinds asked for) -> a trajectory or a control."""
+
+
+def _file_params(cls: type[Planner], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The params :attr:`Planner.Params` describes (code-only ones dropped, paths as str)."""
+    return {
+        k: os.fspath(v) if isinstance(v, os.PathLike) else v
+        for k, v in params.items()
+        if k not in cls.code_params
+    }
+
+
+def _param_errors(cls: type[Planner], exc: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for e in exc.errors(include_url=False):
+        loc = tuple(e["loc"])
+        got = repr(e.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        if e["type"] == "extra_forbidden":
+            known = sorted(cls.Params.model_fields)
+            msg = f"unknown parameter of planner {cls.name!r}; " + (
+                f"known: {', '.join(known)}" if known else "it takes no parameters"
+            )
+        elif e["type"] == "missing":
+            msg = "required parameter is missing"
+        else:
+            text = str(e["msg"]).removeprefix("Value error, ")
+            text = text.removeprefix("Input should be ")
+            msg = f"expected {text[0].lower() + text[1:]}, got {got}" if text else f"invalid value {got}"
+        out.append((loc, msg))
+    return out
 
 
 #: name -> Planner subclass; third parties add planners through the ``loopdrive.planners``
@@ -174,4 +284,3 @@ def check_observation_spec(
             problems.append(f"camera(s) {miss_cam} (rig has: {list(cameras)})")
     if problems:
         raise ScenarioError(f"planner {planner!r} needs " + " and ".join(problems), field="observation")
-

@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import Field
 
-from agents.base import PLANNERS, Control, Observation, ObservationSpec, Planner, PlannerInit
+from agents.base import PLANNERS, Control, Observation, ObservationSpec, Planner, PlannerInit, PlannerParams
 from sim.dynamics import BicycleState, KinematicBicycle
 from sim.errors import BundleError, ScenarioError
 from sim.fsutil import atomic_path, atomic_write_text
@@ -471,12 +472,20 @@ def train_bc(
 
 
 # ------------------------------------------------------------------------------------ planner
+class BCPolicyParams(PlannerParams):
+    """Parameters of ``bc_policy`` a file may give (``network`` and ``config`` are code-only)."""
+
+    weights: str | None = Field(None, min_length=1, description="safetensors weights file (default: the shipped policy)")
+
+
 class BCPolicyPlanner(Planner):
     """``bc_policy``: the cloned policy. Params: ``weights`` (path to the safetensors file, default
     :data:`SHIPPED_WEIGHTS`, the policy trained on the scenario library that ships with the
     package); or ``network`` + ``config`` objects (tests, the data loop)."""
 
     name = "bc_policy"
+    Params = BCPolicyParams
+    code_params = frozenset({"network", "config"})
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

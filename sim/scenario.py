@@ -53,7 +53,23 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from sim import scenario_limits as lim
 from sim.errors import LoopdriveError, ScenarioError
+from sim.scenario_limits import (
+    LIMITS,
+    Coord,
+    Distance,
+    Name,
+    Offset,
+    Seed,
+    Size,
+    Slots,
+    Speed,
+    Step,
+    Time,
+    Version,
+    Yaw,
+)
 from sim.spec import (
     ActorOp,
     BehaviorSpec,
@@ -88,7 +104,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 #: Upper bound on YAML nodes after alias expansion (guards against "billion laughs" files).
-_MAX_NODES = 50_000
+_MAX_NODES = LIMITS.max_yaml_nodes
 #: Default size (l, w, h) of an inserted actor per class when ``size`` is omitted, metres.
 DEFAULT_SIZES: dict[str, tuple[float, float, float]] = {
     "car": (4.6, 1.9, 1.5),
@@ -114,7 +130,7 @@ ActorId = Annotated[str, BeforeValidator(_id_str), Field(min_length=1, descripti
 LaneId = Annotated[
     str, BeforeValidator(_id_str), Field(min_length=1, description="lane id from the scene's map")
 ]
-PositiveLength = Annotated[float, Field(gt=0.0)]
+Route = Annotated[list[LaneId], Field(min_length=1, max_length=LIMITS.max_route_lanes)]
 
 
 class _Model(BaseModel):
@@ -131,7 +147,7 @@ class SceneModel(_Model):
         None, description="reconstructed scene bundle for the neural/composite renderers"
     )
     town: str = Field("tiny", description="synthetic town preset used when no log is given")
-    seed: int = Field(0, ge=0, description="synthetic town seed used when no log is given")
+    seed: Seed = Field(0, description="synthetic town seed used when no log is given")
     renderer: Literal["mesh", "neural", "composite"] = Field("mesh", description="sensor backend")
     neural_mode: Literal["auto", "surface", "volume"] = Field(
         "auto",
@@ -149,13 +165,11 @@ class SceneModel(_Model):
 class StartModel(_Model):
     """Ego start: time into the log, and optionally a lane + arc length or a pose, and a speed."""
 
-    t_s: float = Field(0.0, ge=0.0, description="start time into the log, s")
+    t_s: Time = Field(0.0, description="start time into the log, s")
     lane: LaneId | None = Field(None, description="start on this lane ...")
-    s: float = Field(0.0, ge=0.0, description="... at this arc length, m")
-    pose: tuple[float, float, float] | None = Field(
-        None, description="start pose x, y (m), yaw (rad), world frame"
-    )
-    speed: float | None = Field(None, ge=0.0, description="start speed, m/s (default: logged speed)")
+    s: Distance = Field(0.0, description="... at this arc length, m")
+    pose: tuple[Coord, Coord, Yaw] | None = Field(None, description="start pose x, y (m), yaw (rad), world frame")
+    speed: Speed | None = Field(None, description="start speed, m/s (default: logged speed)")
 
     @model_validator(mode="after")
     def _one_start(self) -> StartModel:
@@ -166,9 +180,7 @@ class StartModel(_Model):
 
 class EgoModel(_Model):
     start: StartModel = Field(default_factory=StartModel)
-    route: list[LaneId] | None = Field(
-        None, min_length=1, description="lane ids; default: the lanes the logged ego drove"
-    )
+    route: Route | None = Field(None, description="lane ids; default: the lanes the logged ego drove")
 
 
 class BehaviorModel(BaseModel):
@@ -178,7 +190,7 @@ class BehaviorModel(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     type: str = Field(description="behaviour name (log_replay, idm, mobil, constant_velocity, ...)")
-    route: list[LaneId] | None = Field(None, min_length=1, description="lane route the behaviour follows")
+    route: Route | None = Field(None, description="lane route the behaviour follows")
 
     @property
     def params(self) -> dict[str, Any]:
@@ -189,10 +201,10 @@ class SpawnModel(_Model):
     """Where an inserted actor appears: on ``lane`` at arc length ``s``, or at ``pose``."""
 
     lane: LaneId | None = None
-    s: float = Field(0.0, ge=0.0, description="arc length along the lane, m")
-    lateral_offset: float = Field(0.0, description="offset left of the centreline, m")
-    pose: tuple[float, float, float] | None = Field(None, description="x, y (m), yaw (rad), world frame")
-    speed: float = Field(0.0, ge=0.0, description="initial speed, m/s")
+    s: Distance = Field(0.0, description="arc length along the lane, m")
+    lateral_offset: Offset = Field(0.0, description="offset left of the centreline, m")
+    pose: tuple[Coord, Coord, Yaw] | None = Field(None, description="x, y (m), yaw (rad), world frame")
+    speed: Speed = Field(0.0, description="initial speed, m/s")
 
     @model_validator(mode="after")
     def _one_place(self) -> SpawnModel:
@@ -213,7 +225,7 @@ class InsertModel(_Model):
     op: Literal["insert"]
     id: ActorId
     cls: ActorClass | None = Field(None, alias="class", description="actor class (default: the asset's)")
-    size: tuple[PositiveLength, PositiveLength, PositiveLength] | None = Field(
+    size: tuple[Size, Size, Size] | None = Field(
         None, description="length, width, height in metres (default: the asset's, else per class)"
     )
     asset: str | None = Field(
@@ -224,7 +236,7 @@ class InsertModel(_Model):
     )
     spawn: SpawnModel
     behavior: BehaviorModel = Field(default_factory=lambda: BehaviorModel(type="idm"))
-    t_s: float = Field(0.0, ge=0.0, description="time the actor appears, s after the episode start")
+    t_s: Time = Field(0.0, description="time the actor appears, s after the episode start")
 
     @model_validator(mode="after")
     def _class_or_asset(self) -> InsertModel:
@@ -241,7 +253,7 @@ class RemoveModel(_Model):
 class RerouteModel(_Model):
     op: Literal["reroute"]
     id: ActorId
-    route: list[LaneId] | None = Field(None, min_length=1)
+    route: Route | None = None
     behavior: BehaviorModel | None = None
 
     @model_validator(mode="after")
@@ -270,25 +282,27 @@ class ScenarioModel(_Model):
         json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
     )
 
-    version: Literal[1] = Field(description="schema version; only 1 exists")
-    name: str | None = Field(None, description="scenario name (default: the file name without extension)")
+    version: Version = Field(description="schema version; only 1 exists")
+    name: Name | None = Field(None, description="scenario name (default: the file name without extension)")
     description: str = Field("", description="what happens and what a good planner does")
     tags: list[str] = Field(default_factory=list)
     scene: SceneModel = Field(default_factory=SceneModel)
     ego: EgoModel = Field(default_factory=EgoModel)
-    actors: list[ActorOpModel] = Field(default_factory=list)
+    actors: list[ActorOpModel] = Field(default_factory=list, max_length=LIMITS.max_actor_ops)
     logged_behavior: BehaviorModel | None = Field(
         None, description="policy of logged actors no op touches (default: log replay)"
     )
     planner: PlannerModel = Field(default_factory=PlannerModel)
     observation: list[str] = Field(default_factory=lambda: ["state"], min_length=1)
-    horizon_s: float = Field(10.0, gt=0.0, le=3600.0, description="episode length, s")
-    dt_s: float = Field(0.1, gt=0.0, le=1.0, description="simulation step, s")
-    max_actors: int = Field(64, ge=1, le=1024, description="actor slots (logged + inserted)")
+    horizon_s: Time = Field(10.0, gt=0.0, description="episode length, s")
+    dt_s: Step = Field(0.1, description="simulation step, s")
+    max_actors: Slots = Field(64, description="actor slots (logged + inserted)")
     metrics: list[str] | None = Field(None, description="metric names (default: all registered)")
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
-    sweep: dict[str, list[Any]] = Field(
-        default_factory=dict, description="grid over dotted paths, e.g. {actors.0.spawn.speed: [8, 12]}"
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=LIMITS.max_seeds)
+    sweep: dict[str, Annotated[list[Any], Field(max_length=LIMITS.max_sweep_values)]] = Field(
+        default_factory=dict,
+        max_length=LIMITS.max_sweep_keys,
+        description="grid over dotted paths, e.g. {actors.0.spawn.speed: [8, 12]}",
     )
 
 
@@ -431,8 +445,11 @@ def _parse_yaml_text(text: str, file: str) -> _Doc:
 
     yaml = YAML(typ="rt", pure=True)
     yaml.allow_duplicate_keys = False
+    yaml.Composer = lim.counting_composer(_MAX_NODES)
     try:
         raw = yaml.load(text)
+    except lim.TooManyNodes:
+        raise ScenarioError(f"file too large (more than {_MAX_NODES} YAML nodes)", file=file) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -464,17 +481,18 @@ def read_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[Path_, int]]:
 
 
 def _read_doc(path: str | os.PathLike[str]) -> _Doc:
+    from sim.fsutil import read_input_bytes
+
     file = str(path)
+    # a folder, device, FIFO or oversized file is refused before a byte is read
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError("no such file", file=file) from None
-    except IsADirectoryError:
-        raise ScenarioError("expected a file, got a directory", file=file) from None
+        data = read_input_bytes(path, error=ScenarioError, max_bytes=LIMITS.max_file_bytes, what="a scenario file")
+    except ScenarioError as exc:
+        raise ScenarioError(exc.message, file=file) from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ScenarioError("expected UTF-8 text", file=file) from None
-    except OSError as exc:
-        raise ScenarioError(f"cannot read: {exc.strerror}", file=file) from None
     return _parse_yaml_text(text, file)
 
 
@@ -914,6 +932,18 @@ def _registry_names(kind: str) -> list[str] | None:
     return None
 
 
+def _planner_param_problems(name: str, params: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """``planner.params`` against the planner's declared parameter schema (``Planner.Params``)."""
+    try:
+        from agents.base import PLANNERS
+
+        cls = PLANNERS.get(name)
+    except (ImportError, LoopdriveError):
+        return []
+    check = getattr(cls, "param_problems", None)
+    return list(check(params, from_file=True)) if check is not None else []
+
+
 def _check_behavior_params(doc: _Doc, path: Path_, name: str, errs: list[ScenarioError]) -> None:
     """Parameters of a behaviour (the keys besides ``type`` and ``route``) against its declared
     defaults, through the behaviour class's own ``validate``."""
@@ -927,6 +957,11 @@ def _check_behavior_params(doc: _Doc, path: Path_, name: str, errs: list[Scenari
     if not isinstance(node, dict) or not hasattr(cls, "validate"):
         return
     params = {k: v for k, v in node.items() if k not in ("type", "route")}
+    bad = lim.behavior_param_problems(params)
+    for k, msg in bad:
+        errs.append(doc.err((*path, k), msg))
+    if bad:
+        return
     try:
         cls.validate(params, where=_fmt_path(path))
     except ScenarioError as exc:
@@ -974,6 +1009,9 @@ def _semantic(doc: _Doc, m: ScenarioModel, ctx: SceneContext | None) -> list[Sce
             if nm not in known:
                 p = path if kind == "planner" else (*path, i)
                 err(p, f"unknown {kind} {nm!r}; known: {', '.join(known) or '(none)'}")
+            elif kind == "planner":
+                for loc, msg in _planner_param_problems(nm, m.planner.params):
+                    err(("planner", "params", *loc), msg)
     behaviours: list[tuple[Path_, str]] = []
     if m.logged_behavior is not None:
         behaviours.append((("logged_behavior", "type"), m.logged_behavior.type))
@@ -1002,6 +1040,8 @@ def _semantic(doc: _Doc, m: ScenarioModel, ctx: SceneContext | None) -> list[Sce
     if ctx is None:
         return errs
     lm = ctx.lane_map
+    for p, msg in lim.map_problems(m, lm.bounds):
+        err(p, msg)
 
     def check_lane(path: Path_, lane: str) -> bool:
         if lane not in lm.lanes:
@@ -1288,10 +1328,15 @@ def _validate_data(
             None,
             [ScenarioError(f"expected a mapping at the top level, got {kind}", file=doc.file, line=1)],
         )
+    plain_errs = [doc.err(p, msg) for p, msg in lim.plain_problems(data)]
     try:
         m = ScenarioModel.model_validate(data)
     except ValidationError as exc:
-        return None, None, _schema_errors(doc, data, exc)
+        return None, None, plain_errs + [e for e in _schema_errors(doc, data, exc) if e.field not in {x.field for x in plain_errs}]
+    # work limits (steps, sweep grid, episodes) before the scene is built or the sweep expanded
+    limit_errs = plain_errs + [doc.err(p, msg) for p, msg in lim.model_problems(m, file_stem=Path(doc.file).stem)]
+    if limit_errs:
+        return None, None, limit_errs
     sweep_errs = _check_sweep_paths(doc, data, m)
     if sweep_errs or not semantic:
         return m, None, sweep_errs
@@ -1377,12 +1422,14 @@ def validate_file(path: str | os.PathLike[str], *, semantic: bool = True) -> lis
 
 
 def scenario_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Expand files and directories (recursively, ``*.yaml``/``*.yml``, sorted) into files."""
+    """Expand files and directories (recursively, ``*.yaml``/``*.yml``, sorted) into files. A
+    ``*.yaml`` entry of a folder that is not a regular file (a FIFO, a device, a dangling link) is
+    kept, so that reading it refuses it by name instead of skipping it silently."""
     out: list[Path] = []
     for p in paths:
         pp = Path(p)
         if pp.is_dir():
-            out.extend(sorted(q for q in pp.rglob("*") if q.suffix in (".yaml", ".yml") and q.is_file()))
+            out.extend(sorted(q for q in pp.rglob("*") if q.suffix in (".yaml", ".yml") and not q.is_dir()))
         else:
             out.append(pp)
     return out

@@ -3,7 +3,7 @@ that an adversary can replace) and a planner that ignores everything, registered
 
 from __future__ import annotations
 
-from agents.base import PLANNERS, Control, ObservationSpec, Planner, PlannerInit
+from agents.base import PLANNERS, Control, Float, ObservationSpec, Planner, PlannerInit, PlannerParams
 
 BASE = """\
 version: 1
@@ -24,6 +24,9 @@ seeds: [0]
 class BlindThrottle(Planner):
     """Test planner: a constant acceleration straight ahead (``accel`` m/s², default 2), ignoring
     everything (fails behind a braking car)."""
+
+    class Params(PlannerParams):
+        accel: Float = 2.0  # m/s²
 
     name = "test_blind_throttle"
 

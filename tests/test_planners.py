@@ -8,7 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.base import PLANNERS, Control, ObservationSpec, Planner, PlannerInit, check_observation_spec
+from agents.base import (
+    PLANNERS,
+    Control,
+    ObservationSpec,
+    Planner,
+    PlannerInit,
+    PlannerParams,
+    check_observation_spec,
+)
 from agents.planners.lidar_stack import LidarStackPlanner
 from agents.rollout import run_planner_episode
 from sim import engine
@@ -112,6 +120,9 @@ def test_observation_spec_mismatch_names_what_is_missing(free_road: tuple[Scenar
 
 
 class _Bad(Planner):
+    class Params(PlannerParams):
+        mode: str = "raise"
+
     name = "test_bad"
 
     def __init__(self, **params: Any) -> None:

@@ -11,15 +11,35 @@ import math
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
-from agents.base import PLANNERS, Control, Observation, ObservationSpec, Planner, PlannerInit
+from agents.base import (
+    PLANNERS,
+    Control,
+    Float,
+    Observation,
+    ObservationSpec,
+    Planner,
+    PlannerInit,
+    PlannerParams,
+)
 from agents.planners.common import ego_from_obs, pursuit_offset
 from sim.dynamics import KinematicBicycle
 from sim.errors import ScenarioError
 from sim.geometry import wrap_angle
 from sim.map import Polyline
 
-__all__ = ["LogReplayPlanner"]
+__all__ = ["LogReplayParams", "LogReplayPlanner"]
+
+
+class LogReplayParams(PlannerParams):
+    """Parameters of ``log_replay`` (s, 1/s², 1/s, m, m/s³)."""
+
+    lookahead_s: Float = Field(0.8, ge=0.0, le=10.0, description="pure-pursuit look-ahead time (minimum 4 m), s")
+    k_pos: Float = Field(0.6, ge=0.0, description="gain on the arc-length error, 1/s²")
+    k_vel: Float = Field(1.2, ge=0.0, description="gain on the speed error, 1/s")
+    wheelbase: Float = Field(2.8, gt=0.0, le=20.0, description="wheelbase of the tracked bicycle, m")
+    jerk_max: Float = Field(3.5, gt=0.0, description="largest change of acceleration, m/s³")
 
 
 class LogReplayPlanner(Planner):
@@ -29,14 +49,16 @@ class LogReplayPlanner(Planner):
 
     name = "log_replay"
     requires_scenario = True
+    Params = LogReplayParams
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.lookahead_s = float(params.get("lookahead_s", 0.8))
-        self.k_pos = float(params.get("k_pos", 0.6))
-        self.k_vel = float(params.get("k_vel", 1.2))
-        self.wheelbase = float(params.get("wheelbase", 2.8))
-        self.jerk_max = float(params.get("jerk_max", 3.5))
+        cfg: LogReplayParams = self.config  # type: ignore[assignment]
+        self.lookahead_s = cfg.lookahead_s
+        self.k_pos = cfg.k_pos
+        self.k_vel = cfg.k_vel
+        self.wheelbase = cfg.wheelbase
+        self.jerk_max = cfg.jerk_max
         self._poly: Polyline | None = None
 
     def observation_spec(self) -> ObservationSpec:

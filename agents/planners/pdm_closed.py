@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from agents.base import PLANNERS, Control, Observation, ObservationSpec, Planner, PlannerInit
+from agents.base import PLANNERS, Control, Float, Int, Observation, ObservationSpec, Planner, PlannerInit
 from agents.planners.common import (
     ActorsView,
     EgoView,
@@ -31,11 +32,11 @@ from agents.planners.common import (
     ego_from_obs,
     forecast,
 )
-from agents.planners.idm import idm_params
+from agents.planners.idm import IdmFields
 from sim.dynamics import KinematicBicycle
 from sim.metrics import METRICS, EpisodeRecord, aggregate_score
 
-__all__ = ["PdmClosedPlanner", "score_proposals"]
+__all__ = ["PdmClosedParams", "PdmClosedPlanner", "score_proposals"]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,35 @@ def score_proposals(
     return scores, per
 
 
+Frac = Annotated[float, Field(ge=0.0, le=2.0)]
+Lateral = Annotated[float, Field(ge=-20.0, le=20.0)]
+
+
+class PdmClosedParams(IdmFields):
+    """Parameters of ``pdm_closed``: the IDM fields plus the proposal set and its scoring (s, m)."""
+
+    horizon_s: Float = Field(4.0, gt=0.0, le=20.0, description="forecast horizon, s")
+    forecast_dt_s: Float = Field(0.2, ge=0.05, le=1.0, description="forecast step, s")
+    speed_fracs: list[Annotated[Frac, Field(strict=True, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: list(DEFAULT_SPEED_FRACS), min_length=1, max_length=16,
+        description="desired speeds as fractions of the limit",
+    )  # fmt: skip
+    offsets_m: list[Annotated[Lateral, Field(strict=True, allow_inf_nan=False)]] | None = Field(
+        None, min_length=1, max_length=16, description="lateral offsets, m (default: 0 and ±one lane width)"
+    )
+    metrics: list[str] | None = Field(None, min_length=1, description="metric names (default: every scored metric)")
+    switch_cost: Float = Field(0.02, ge=0.0, description="score per lane width of moving further out")
+    replan_every: Int = Field(2, ge=1, le=100, description="full proposal scoring every n-th step")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v: list[str] | None) -> list[str] | None:
+        unknown = [m for m in v or () if m not in METRICS]
+        if unknown:
+            raise ValueError(f"registered metric names, unknown: {', '.join(unknown)}; known: {', '.join(METRICS.names())}")
+        return v
+
+
 class PdmClosedPlanner(Planner):
     """PDM-Closed. Params: ``horizon_s`` (4.0 s forecast), ``forecast_dt_s`` (0.2 s), ``speed_fracs``
     (0, .25, .5, .75, 1 of the limit), ``offsets_m`` (lateral offsets; default 0 and ±one lane
@@ -127,17 +157,19 @@ class PdmClosedPlanner(Planner):
     (0.02 score units per lane width of moving further from the centreline: hysteresis), plus any IDM parameter."""
 
     name = "pdm_closed"
+    Params = PdmClosedParams
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.idm = idm_params(params)
-        self.horizon_s = float(params.get("horizon_s", 4.0))
-        self.forecast_dt_s = float(params.get("forecast_dt_s", 0.2))
-        self.speed_fracs = np.asarray(params.get("speed_fracs", DEFAULT_SPEED_FRACS), np.float64)
-        self.offsets_m = params.get("offsets_m")
-        self.metrics = list(params.get("metrics") or [n for n in METRICS.names() if METRICS.get(n).kind != "info"])
-        self.switch_cost = float(params.get("switch_cost", 0.02))
-        self.replan_every = max(1, int(params.get("replan_every", 2)))
+        cfg: PdmClosedParams = self.config  # type: ignore[assignment]
+        self.idm = cfg.idm()
+        self.horizon_s = cfg.horizon_s
+        self.forecast_dt_s = cfg.forecast_dt_s
+        self.speed_fracs = np.asarray(cfg.speed_fracs, np.float64)
+        self.offsets_m = cfg.offsets_m
+        self.metrics = list(cfg.metrics or [n for n in METRICS.names() if METRICS.get(n).kind != "info"])
+        self.switch_cost = cfg.switch_cost
+        self.replan_every = cfg.replan_every
         self.bicycle = KinematicBicycle()
         self.route: RouteRef | None = None
         #: the last plan's proposals, scores and choice (for inspection / tests)
