@@ -12,7 +12,10 @@ A drive log is a folder (``format_version`` 1)::
                                     0 = no return (sky or beyond 65.535 m) -- nerfstudio's default
                                     depth convention (``depth_unit_scale_factor`` 1e-3)
       lidar/<index>.npy  float32 (N, 4): x, y, z in the **world** frame (m), intensity in [0, 1]
-      lidar.json         per sweep: file_path, t_us, sensor_to_world (4x4)
+      lidar.json         per sweep: file_path, t_us, sensor_to_world (4x4); optional extra_path
+      lidar/<index>.extra.npy  (optional) float32 (N, 2), one row per point of the sweep: ``dt_us``
+                         firing time minus the sweep's ``t_us`` (microseconds, whole numbers; <= 0
+                         for a spinning sweep stamped at its end) and ``ring`` (beam, 0 = lowest)
       tracks.json        ego track and actor tracks: id, class, size [l, w, h] (m), and per
                          ``t_us`` a pose x, y, z (box bottom centre, world m) and yaw (rad)
       map.json           lanes (id, centerline [[x, y], ...], width, successors, predecessors,
@@ -29,6 +32,7 @@ A log is untrusted input: the checks live in :mod:`sim.log_schema` (the JSON fil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -110,6 +114,8 @@ class LidarSweep:
     t_us: int
     sensor_to_world: NDArray[np.float64]
     path: str
+    #: per-point firing time offset and ring (``lidar/<index>.extra.npy``), or None
+    extra_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,14 @@ class DriveLog:
         from sim.log_validate import read_lidar
 
         return read_lidar(self.root / self.sweeps[j].path)
+
+    def lidar_extra(self, j: int) -> NDArray[np.float32] | None:
+        """(N, 2) float32 per-point ``dt_us`` (firing time minus the sweep's ``t_us``, microseconds)
+        and ``ring`` (0 = lowest beam) of sweep ``j``, or None when the log has none."""
+        from sim.log_validate import read_lidar
+
+        p = self.sweeps[j].extra_path
+        return None if p is None else read_lidar(self.root / p, columns=2)
 
     @cached_property
     def track_by_id(self) -> dict[str, Track]:
@@ -335,6 +349,8 @@ class LogWriter:
 
     def __enter__(self) -> LogWriter:
         parent = self.out.resolve().parent
+        #: parent folders this writer makes (innermost first), removed again if it fails
+        self._made = [d for d in (parent, *parent.parents) if not os.path.lexists(d)]
         try:
             parent.mkdir(parents=True, exist_ok=True)
             self._tmp = make_temp_dir(parent, prefix=f".{self.out.name}.tmp-")
@@ -382,15 +398,22 @@ class LogWriter:
             fr["depth_file_path"] = d_rel
         self._frames.append(fr)
 
-    def add_sweep(self, t_us: int, sensor_to_world: NDArray[np.floating], points: NDArray[np.floating]) -> None:
-        """Add one LiDAR sweep: (N, 4) world-frame x, y, z, intensity and the sensor pose."""
+    def add_sweep(self, t_us: int, sensor_to_world: NDArray[np.floating], points: NDArray[np.floating],
+                  extra: NDArray[np.floating] | None = None) -> None:
+        """Add one LiDAR sweep: (N, 4) world-frame x, y, z, intensity and the sensor pose; ``extra``
+        (N, 2) per-point ``dt_us`` (firing time minus ``t_us``, microseconds) and ``ring``."""
         idx = len(self._sweeps)
         rel = f"lidar/{idx:06d}.npy"
         (self.tmp / "lidar").mkdir(exist_ok=True)
         np.save(self.tmp / rel, np.ascontiguousarray(points, dtype=np.float32), allow_pickle=False)
-        self._sweeps.append(
-            {"file_path": rel, "t_us": int(t_us), "sensor_to_world": _round_floats(sensor_to_world, 9)}
-        )
+        sw: dict[str, Any] = {"file_path": rel, "t_us": int(t_us), "sensor_to_world": _round_floats(sensor_to_world, 9)}
+        if extra is not None:
+            extra = np.ascontiguousarray(extra, dtype=np.float32)
+            if extra.shape != (len(points), 2):
+                raise ValueError(f"extra must be (N, 2) like the {len(points)} points, got {extra.shape}")
+            sw["extra_path"] = f"lidar/{idx:06d}.extra.npy"
+            np.save(self.tmp / sw["extra_path"], extra, allow_pickle=False)
+        self._sweeps.append(sw)
 
     def set_tracks(self, ego: Track, tracks: Sequence[Track]) -> None:
         self._tracks = {"ego": track_to_json(ego), "tracks": [track_to_json(t) for t in tracks]}
@@ -438,9 +461,12 @@ class LogWriter:
             if exc_type is None:
                 self._finish()
         finally:
-            if self._tmp is not None:
+            if self._tmp is not None:  # failed: nothing of this writer is left
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None
+                for d in getattr(self, "_made", ()):
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
 
 
 def copy_log(src: DriveLog, out: str | os.PathLike[str], *, overwrite: bool = False) -> DriveLog:
@@ -452,7 +478,7 @@ def copy_log(src: DriveLog, out: str | os.PathLike[str], *, overwrite: bool = Fa
         for i, fr in enumerate(src.frames):
             w.add_frame(fr.camera, fr.t_us, fr.c2w, fr.K, src.image(i), src.depth(i))
         for j, sw in enumerate(src.sweeps):
-            w.add_sweep(sw.t_us, sw.sensor_to_world, src.lidar(j))
+            w.add_sweep(sw.t_us, sw.sensor_to_world, src.lidar(j), src.lidar_extra(j))
         w.set_tracks(src.ego, src.tracks)
         w.set_map(src.map)
     return read_log(out)

@@ -444,3 +444,38 @@ def test_eval_recon_refuses_a_corrupt_bundle_in_one_line(small_bundle: Path, tin
     before = _snapshot(tmp_path)
     _one_clean_line(["eval-recon", str(bad), "--log", str(tiny_log)], "format_version")
     assert _snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------- importers
+def table_edit(table: str, path: list[Any], value: Any) -> Callable[[Path], None]:
+    return edit(f"v1.0-mini/{table}.json", path, value)
+
+
+IMPORT_CORRUPTIONS: list[Corruption] = [
+    Corruption("table_deeply_nested", write("v1.0-mini/sample.json", "[" * 100_000 + "]" * 100_000), "sample.json"),
+    Corruption("table_fifo", replace_with("v1.0-mini/ego_pose.json", "fifo"), "ego_pose.json"),
+    Corruption("table_not_a_list", write("v1.0-mini/scene.json", '{"token": "sc"}'), "scene.json"),
+    Corruption("record_missing_field", drop("v1.0-mini/sample_data.json", [0, "filename"]), "[0].filename"),
+    Corruption("timestamp_bool", table_edit("sample", [0, "timestamp"], True), "[0].timestamp"),
+    Corruption("timestamp_above_2_63", table_edit("sample", [1, "timestamp"], 2**63), "[1].timestamp"),
+    Corruption("quaternion_zero", table_edit("ego_pose", [0, "rotation"], [0, 0, 0, 0]), "[0].rotation"),
+    Corruption("size_negative", table_edit("sample_annotation", [0, "size", 1], -4.5), "[0].size[1]"),
+    Corruption("duplicate_token", table_edit("sample_annotation", [1, "token"], "a0"), "sample_annotation.json"),
+    Corruption("sample_cycle", table_edit("sample", [2, "next"], "t0"), "sample.json"),
+    Corruption("intrinsic_ragged", table_edit("calibrated_sensor", [0, "camera_intrinsic", 1], [40.0]), "camera_intrinsic[1]"),
+    Corruption("filename_escapes", table_edit("sample_data", [0, "filename"], "../../../etc/hostname"), "filename"),
+    Corruption("image_garbage", write("samples/CAM_FRONT/1.jpg", os.urandom(512)), "samples/CAM_FRONT/1.jpg"),
+    Corruption("lidar_fifo", replace_with("samples/LIDAR_TOP/2.pcd.bin", "fifo"), "filename"),
+    Corruption("lidar_not_n5", write("samples/LIDAR_TOP/0.pcd.bin", b"\0" * 12), "samples/LIDAR_TOP/0.pcd.bin"),
+]
+
+
+@pytest.mark.parametrize("case", IMPORT_CORRUPTIONS, ids=[c.id for c in IMPORT_CORRUPTIONS])
+def test_corrupt_nuscenes_source_is_refused_in_one_line(tmp_path: Path, case: Corruption) -> None:
+    from tests.test_importers import write_mini_nuscenes
+
+    src = write_mini_nuscenes(tmp_path / "nuscenes")
+    case.apply(src)
+    before = _snapshot(tmp_path)
+    _one_clean_line(["import", "nuscenes", str(src), "--out", str(tmp_path / "logs" / "imported")], case.names)
+    assert _snapshot(tmp_path) == before

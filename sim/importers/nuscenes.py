@@ -22,11 +22,17 @@ Conversions:
   (``attrs: {"source": "ego_path"}``), enough for routing the ego; say so when you use it.
 
 Only key frames (``is_key_frame``) are imported. Images are re-encoded as PNG; no depth is written.
+
+The data set is untrusted input: each table is read through the drive log's size- and
+nesting-capped JSON reader (at most :data:`MAX_TABLE_BYTES`) and every record field the importer
+uses is checked (:data:`FIELDS`) before any conversion; the files a record names must be regular
+files inside the data root (images JPEG/PNG, LiDAR float32 (N, 5), both size-capped). A problem
+raises :class:`~sim.errors.LogFormatError` naming the table (or file) and the field, before the
+output folder is made.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -38,9 +44,11 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from sim.errors import LogFormatError
+from sim.fsutil import check_input_file
 from sim.geometry import opencv_to_opengl_c2w, se3_matrix
 from sim.importers import IMPORTERS
 from sim.log import LogWriter, Track
+from sim.log_validate import MAX_IMAGE_BYTES, MAX_IMAGE_SIDE, MAX_LIDAR_BYTES, FieldChecker, load_json
 
 __all__ = ["CLASS_MAP", "import_nuscenes"]
 
@@ -58,6 +66,69 @@ CLASS_MAP = {
 }
 
 _TABLES = ("scene", "sample", "sample_data", "ego_pose", "calibrated_sensor", "sensor", "sample_annotation", "instance", "category")
+
+
+#: cap on one JSON table (bytes): the full data set's largest tables are a few hundred MB.
+MAX_TABLE_BYTES = 2 * 1024**3
+
+#: fields each table's records must have, with their kind: ``str`` (non-empty), ``link`` (a token
+#: or "" for none), ``int`` (int64, e.g. timestamps in microseconds), ``bool``, ``vec3`` (3 finite
+#: numbers, m), ``quat`` (w, x, y, z, non-zero), ``size`` (3 positive numbers, m), ``list``.
+FIELDS: dict[str, dict[str, str]] = {
+    "scene": {"token": "str", "name": "str", "first_sample_token": "str"},
+    "sample": {"token": "str", "timestamp": "int", "next": "link"},
+    "sample_data": {"token": "str", "sample_token": "str", "ego_pose_token": "str", "calibrated_sensor_token": "str",
+                    "timestamp": "int", "filename": "str"},
+    "ego_pose": {"token": "str", "rotation": "quat", "translation": "vec3"},
+    "calibrated_sensor": {"token": "str", "sensor_token": "str", "rotation": "quat", "translation": "vec3", "camera_intrinsic": "list"},
+    "sensor": {"token": "str", "channel": "str", "modality": "str"},
+    "sample_annotation": {"token": "str", "sample_token": "str", "instance_token": "str", "translation": "vec3", "size": "size",
+                          "rotation": "quat"},
+    "instance": {"token": "str", "category_token": "str"},
+    "category": {"token": "str", "name": "str"},
+}
+
+
+def _check_record(v: FieldChecker, r: Any, i: int, fields: dict[str, str]) -> None:
+    pth = f"[{i}]"
+    v.obj(r, pth)
+    for name, kind in fields.items():
+        f = f"{pth}.{name}"
+        x = v.key(r, name, pth)
+        if kind == "str":
+            v.string(x, f)
+        elif kind == "link":
+            if not isinstance(x, str):
+                v.fail(f, "a token string (empty for none)", x)
+        elif kind == "int":
+            v.integer(x, f, 0)
+        elif kind == "list":
+            v.lst(x, f)
+        elif kind in ("vec3", "size"):
+            v.numbers(x, f, 3, positive=kind == "size")
+        elif kind == "quat" and not np.linalg.norm(v.numbers(x, f, 4)) > 1e-9:
+            v.fail(f, "a non-zero quaternion [w, x, y, z]", x)
+    if "is_key_frame" in r:
+        v.boolean(r["is_key_frame"], f"{pth}.is_key_frame")
+
+
+def _data_file(source: Path, rel: str, table: Path, where: str, max_bytes: int) -> Path:
+    """``source / rel`` once it is a regular file inside the data root of at most ``max_bytes``."""
+    FieldChecker(table).file_in(source, rel, where)
+    return check_input_file(source / rel, error=LogFormatError, max_bytes=max_bytes, what="a data file of the data set")
+
+
+def _read_rgb(path: Path) -> NDArray[np.uint8]:
+    """(H, W, 3) uint8 of a JPEG or PNG camera image (LogFormatError naming it otherwise)."""
+    try:
+        with Image.open(path, formats=["JPEG", "PNG"]) as im:
+            if max(im.size) > MAX_IMAGE_SIDE:
+                raise LogFormatError(f"expected an image of at most {MAX_IMAGE_SIDE} pixels a side, got {im.size}", file=path)
+            return np.asarray(im.convert("RGB"))
+    except LogFormatError:
+        raise
+    except Exception as exc:  # any decoder failure of an untrusted file
+        raise LogFormatError(f"expected a JPEG or PNG image ({type(exc).__name__}: {str(exc)[:80]})", file=path) from None
 
 
 def _cls(name: str) -> str:
@@ -82,18 +153,13 @@ def _load_tables(root: Path, version: str) -> dict[str, dict[str, dict[str, Any]
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for t in _TABLES:
         p = tdir / f"{t}.json"
-        if not p.is_file():
-            raise LogFormatError("expected this nuScenes table to exist", file=p)
-        try:
-            rows = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
-            raise LogFormatError(f"expected valid JSON ({exc})", file=p) from None
-        if not isinstance(rows, list):
-            raise LogFormatError("expected a list of records", file=p)
+        v = FieldChecker(p)
+        rows = v.lst(load_json(p, max_bytes=MAX_TABLE_BYTES), "")
         for i, r in enumerate(rows):
-            if not isinstance(r, dict) or "token" not in r:
-                raise LogFormatError("expected a record with a token", file=p, field=f"[{i}]")
+            _check_record(v, r, i, FIELDS[t])
         out[t] = {r["token"]: r for r in rows}
+        if len(out[t]) != len(rows):
+            v.fail("token", "unique tokens", f"{len(rows) - len(out[t])} duplicate(s)")
     return out
 
 
@@ -132,12 +198,15 @@ def import_nuscenes(
     sc = scenes[0]
 
     # key-frame samples of the scene, in order
-    samples = []
+    samples: list[dict[str, Any]] = []
     tok = sc["first_sample_token"]
     while tok:
         s = _get(tables, "sample", tok, "first_sample_token/next", source, version)
+        if samples and s["timestamp"] <= samples[-1]["timestamp"]:
+            raise LogFormatError("expected samples linked by next in strictly increasing time (no cycle)",
+                                 file=source / version / "sample.json", field=f"{samples[-1]['token']}.next")
         samples.append(s)
-        tok = s.get("next") or ""
+        tok = s["next"]
     channel_of = {}
     for cs in tables["calibrated_sensor"].values():
         sen = _get(tables, "sensor", cs["sensor_token"], f"{cs['token']}.sensor_token", source, version)
@@ -170,13 +239,18 @@ def import_nuscenes(
     # the rig from the first key frame's calibration
     cam_cs = tables["calibrated_sensor"][frames[0][2]["calibrated_sensor_token"]]
     lid_cs = tables["calibrated_sensor"][frames[0][3]["calibrated_sensor_token"]]
-    K = np.asarray(cam_cs["camera_intrinsic"], dtype=np.float64)
-    if K.shape != (3, 3):
-        raise LogFormatError("expected a 3x3 camera_intrinsic", file=source / version / "calibrated_sensor.json", field=f"{cam_cs['token']}.camera_intrinsic")
+    kv = FieldChecker(source / version / "calibrated_sensor.json")
+    k_raw = kv.lst(cam_cs["camera_intrinsic"], f"{cam_cs['token']}.camera_intrinsic", 3)
+    K = np.asarray([kv.numbers(r, f"{cam_cs['token']}.camera_intrinsic[{i}]", 3) for i, r in enumerate(k_raw[:3])])
+    if K.shape != (3, 3) or not (K[0, 0] > 0 and K[1, 1] > 0):
+        kv.fail(f"{cam_cs['token']}.camera_intrinsic", "a 3x3 matrix with positive focal lengths", k_raw)
+    sample_table = source / version / "sample_data.json"
+    for _, _s, cam_sd, lid_sd in frames:  # every file is checked before the output folder is made
+        cam_sd["_path"] = _data_file(source, cam_sd["filename"], sample_table, f"{cam_sd['token']}.filename", MAX_IMAGE_BYTES)
+        lid_sd["_path"] = _data_file(source, lid_sd["filename"], sample_table, f"{lid_sd['token']}.filename", MAX_LIDAR_BYTES)
     vehicle_from_cam = opencv_to_opengl_c2w(_pose(cam_cs["rotation"], cam_cs["translation"]))
     vehicle_from_lidar = _pose(lid_cs["rotation"], lid_cs["translation"])
-    with Image.open(source / frames[0][2]["filename"]) as im:
-        width, height = im.size
+    height, width = _read_rgb(frames[0][2]["_path"]).shape[:2]
     meta = {
         "name": sc.get("name", out.name),
         "source": "nuscenes",
@@ -203,6 +277,9 @@ def import_nuscenes(
         anns.sort(key=lambda a: a[0])
         w, length, h = anns[0][2]
         t = np.array([a[0] for a in anns], dtype=np.int64)
+        if np.any(np.diff(t) <= 0):
+            raise LogFormatError("expected at most one annotation per sample for each instance",
+                                 file=source / version / "sample_annotation.json", field=f"instance_token {inst_tok}")
         pose = np.array(
             [[a[1][0] - origin[0], a[1][1] - origin[1], a[1][2] - origin[2] - a[2][2] / 2.0,
               Rotation.from_quat([a[3][1], a[3][2], a[3][3], a[3][0]]).as_euler("ZYX")[0]] for a in anns]
@@ -227,14 +304,16 @@ def import_nuscenes(
     with LogWriter(out, meta, overwrite=overwrite) as w:
         for (t_rel, world_from_ego), (_, _s, cam_sd, lid_sd) in zip(ego_poses, frames, strict=True):
             world = shift @ world_from_ego
-            with Image.open(source / cam_sd["filename"]) as im:
-                rgb = np.asarray(im.convert("RGB"))
+            rgb = _read_rgb(cam_sd["_path"])
+            if rgb.shape[:2] != (height, width):
+                raise LogFormatError(f"expected an image of {width}x{height} like the first key frame, got {rgb.shape[1]}x{rgb.shape[0]}",
+                                     file=cam_sd["_path"])
             w.add_frame("front", t_rel, world @ vehicle_from_cam, K, rgb)
             lid_ego = _get(tables, "ego_pose", lid_sd["ego_pose_token"], f"sample_data[{lid_sd['token']}].ego_pose_token", source, version)
             s2w = shift @ _pose(lid_ego["rotation"], lid_ego["translation"]) @ vehicle_from_lidar
-            raw = np.fromfile(source / lid_sd["filename"], dtype=np.float32)
-            if raw.size % 5:
-                raise LogFormatError("expected float32 (N, 5) points", file=source / lid_sd["filename"])
+            raw = np.fromfile(lid_sd["_path"], dtype=np.float32)
+            if raw.size % 5 or not np.all(np.isfinite(raw)):
+                raise LogFormatError("expected finite float32 (N, 5) points", file=lid_sd["_path"])
             pts5 = raw.reshape(-1, 5)
             xyz = pts5[:, :3].astype(np.float64) @ s2w[:3, :3].T + s2w[:3, 3]
             w.add_sweep(int(lid_sd["timestamp"]) - t0, s2w, np.concatenate([xyz, np.clip(pts5[:, 3:4] / 255.0, 0, 1)], axis=1))
