@@ -127,7 +127,8 @@ def parse_transforms(root: Path, meta: dict[str, Any]) -> tuple[dict[str, Any], 
 
 
 def parse_lidar(root: Path) -> tuple[LidarSweep, ...]:
-    """``lidar.json`` (optional): per sweep ``t_us``, sensor-to-world and the ``.npy`` file."""
+    """``lidar.json`` (optional): per sweep ``t_us``, sensor-to-world, the ``.npy`` file and
+    optionally the per-point ``extra_path`` file."""
     p = root / "lidar.json"
     if not os.path.lexists(p):
         return ()
@@ -140,7 +141,8 @@ def parse_lidar(root: Path) -> tuple[LidarSweep, ...]:
         t = v.integer(v.key(s, "t_us", pth), f"{pth}.t_us", 0)
         m = v.matrix4(v.key(s, "sensor_to_world", pth), f"{pth}.sensor_to_world")
         f = v.file_in(root, v.key(s, "file_path", pth), f"{pth}.file_path")
-        out.append(LidarSweep(i, t, m, f))
+        x = s.get("extra_path")
+        out.append(LidarSweep(i, t, m, f, None if x is None else v.file_in(root, x, f"{pth}.extra_path")))
     return tuple(out)
 
 

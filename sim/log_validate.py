@@ -309,9 +309,9 @@ def read_depth(path: Path, size: tuple[int, int] | None = None) -> NDArray[np.fl
     return a / 1000.0
 
 
-def _lidar(path: Path, *, load: bool) -> NDArray[np.float32] | None:
-    """Check a LiDAR ``.npy`` (header: float32, C order, shape (N, 4); exact file length) without
-    unpickling; with ``load`` read the points and require them finite."""
+def _lidar(path: Path, *, load: bool, columns: int = 4) -> NDArray[np.float32] | None:
+    """Check a LiDAR ``.npy`` (header: float32, C order, shape (N, ``columns``); exact file length)
+    without unpickling; with ``load`` read the points and require them finite."""
     what = "a LiDAR .npy file"
     p = check_input_file(path, error=LogFormatError, max_bytes=MAX_LIDAR_BYTES, what=what)
     fmt = np.lib.format
@@ -328,10 +328,10 @@ def _lidar(path: Path, *, load: bool) -> NDArray[np.float32] | None:
                     raise ValueError(f"unsupported .npy version {version}")
             except (ValueError, EOFError, SyntaxError, TypeError) as exc:  # zero-byte, truncated, garbage header
                 raise LogFormatError(f"expected {what} ({_short(str(exc)) or type(exc).__name__})", file=p) from None
-            if dtype.kind != "f" or dtype.itemsize != 4 or len(shape) != 2 or shape[1] != 4 or fortran:
+            if dtype.kind != "f" or dtype.itemsize != 4 or len(shape) != 2 or shape[1] != columns or fortran:
                 order = ", Fortran order" if fortran else ""
-                raise LogFormatError(f"expected a float32 array of shape (N, 4), got {dtype} {shape}{order}", file=p)
-            nbytes = int(shape[0]) * 16
+                raise LogFormatError(f"expected a float32 array of shape (N, {columns}), got {dtype} {shape}{order}", file=p)
+            nbytes = int(shape[0]) * 4 * columns
             if size != fh.tell() + nbytes:
                 raise LogFormatError(f"expected {fh.tell() + nbytes} bytes for {shape[0]} points as the header says, "
                                      f"got {size} (truncated or padded)", file=p)
@@ -348,16 +348,17 @@ def _lidar(path: Path, *, load: bool) -> NDArray[np.float32] | None:
     return a
 
 
-def read_lidar(path: Path) -> NDArray[np.float32]:
-    """(N, 4) float32 points of a checked LiDAR ``.npy``: world x, y, z (m) and intensity."""
-    a = _lidar(path, load=True)
+def read_lidar(path: Path, columns: int = 4) -> NDArray[np.float32]:
+    """(N, 4) float32 points of a checked LiDAR ``.npy``: world x, y, z (m) and intensity (or the
+    (N, 2) per-point extra file with ``columns=2``)."""
+    a = _lidar(path, load=True, columns=columns)
     assert a is not None
     return a
 
 
-def check_lidar(path: Path, *, deep: bool) -> None:
+def check_lidar(path: Path, *, deep: bool, columns: int = 4) -> None:
     """A LiDAR sweep file: header and length always; values loaded and finite when ``deep``."""
-    _lidar(path, load=deep)
+    _lidar(path, load=deep, columns=columns)
 
 
 def check_tree(root: Path) -> None:
@@ -385,3 +386,7 @@ def check_payloads(dl: Any, *, deep: bool) -> None:
             check_depth(dl.root / fr.depth_path, size, deep=deep)
     for sw in dl.sweeps:
         check_lidar(dl.root / sw.path, deep=deep)
+        if sw.extra_path is not None:
+            check_lidar(dl.root / sw.extra_path, deep=deep, columns=2)
+            if deep and len(read_lidar(dl.root / sw.extra_path, columns=2)) != len(read_lidar(dl.root / sw.path)):
+                raise LogFormatError(f"expected one row per point of {sw.path}", file=dl.root / sw.extra_path)

@@ -435,97 +435,22 @@ class MeshRenderer(RenderBackend):
         return CameraImage(out, depth, c2w, K)
 
     # ------------------------------------------------------------------------------------- LiDAR
-    def render_lidar(self, world: WorldLike, spec: LidarSpec) -> LidarScan:
+    def render_lidar(self, world: WorldLike, spec: LidarSpec, motion: Any = None) -> LidarScan:
         """One LiDAR sweep from the ego of ``world``: nearest hits within ``max_range_m`` with a
         per-material intensity; ``actor_id`` is the world row of the actor hit (-1 = static).
-        The material name of each return is kept in :attr:`last_lidar_materials`."""
-        from sim.synth.meshes import MATERIAL_IDS
+        The material name of each return is kept in :attr:`last_lidar_materials`.
 
-        s2w = self.ego_pose(world) @ spec.vehicle_from_lidar
-        key = ("lidar", spec.beams, spec.azimuth_steps, tuple(spec.vertical_fov_deg))
-        d_s = self._ray_cache.get(key)
-        if d_s is None:
-            d_s = spec.ray_directions().reshape(-1, 3)
-            self._ray_cache[key] = d_s
-        n = len(d_s)
-        R, t = s2w[:3, :3], s2w[:3, 3]
-        d_w = d_s @ R.T
-        o_w = np.broadcast_to(t, d_w.shape).copy()
-        best = np.full(n, np.inf)
-        mat = np.full(n, -1, dtype=np.int16)
-        cosi = np.zeros(n)
-        who = np.full(n, -1, dtype=np.int32)
-        ri, dist, tri = _first_hits(self._static_rt, o_w, d_w)
-        best[ri] = dist
-        mat[ri] = self.town.face_material[tri]
-        cosi[ri] = np.abs(np.einsum("ij,ij->i", self._static_normals[tri], d_w[ri]))
-        max_r = spec.max_range_m
-        az_steps = spec.azimuth_steps
-        for i in self._actor_rows(world):
-            m = self._actor_model(world.ids[i], world.cls[i], (world.length[i], world.width[i], world.height[i]))
-            a2w = vehicle_pose_se3(float(world.x[i]), float(world.y[i]), float(world.yaw[i]), float(world.z[i]))
-            rel = a2w[:3, :3] @ m.center + a2w[:3, 3] - t
-            rng_c = float(np.linalg.norm(rel))
-            rad = float(np.linalg.norm(m.half))
-            if rng_c - rad > max_r:
-                continue
-            # rays whose azimuth can see the actor
-            rel_s = R.T @ rel
-            az_c = np.arctan2(rel_s[1], rel_s[0])
-            half = np.pi if rng_c <= rad * 1.05 else float(np.arcsin(min(1.0, rad / rng_c))) + 2 * np.pi / az_steps
-            c0 = int(np.floor((az_c - half) / (2 * np.pi) * az_steps))
-            c1 = int(np.ceil((az_c + half) / (2 * np.pi) * az_steps))
-            cols = np.unique(np.arange(c0, c1 + 1) % az_steps)
-            rows = np.arange(spec.beams)
-            idx = (rows[:, None] * az_steps + cols[None, :]).ravel()
-            # slab test against the model's bounding box in the actor frame
-            Ra, ta = a2w[:3, :3], a2w[:3, 3]
-            o_l = (t - ta) @ Ra
-            d_l = d_w[idx] @ Ra
-            with np.errstate(divide="ignore", invalid="ignore"):
-                inv = 1.0 / d_l
-                t0 = (m.center - m.half - o_l) * inv
-                t1 = (m.center + m.half - o_l) * inv
-            tmin = np.nanmax(np.minimum(t0, t1), axis=1)
-            tmax = np.nanmin(np.maximum(t0, t1), axis=1)
-            hit = (tmax >= np.maximum(tmin, 0.0)) & (tmin < best[idx])
-            if not hit.any():
-                continue
-            sel = idx[hit]
-            if m.intersector is None:
-                m.intersector = make_intersector(m.mesh, self.lidar_engine)
-            o_sel = np.broadcast_to(o_l, (len(sel), 3)).copy()
-            r_a, dist_a, tri_a = _first_hits(m.intersector, o_sel, d_l[hit])
-            if len(r_a) == 0:
-                continue
-            g = sel[r_a]
-            closer = dist_a < best[g]
-            g, dist_a, tri_a, r_a = g[closer], dist_a[closer], tri_a[closer], r_a[closer]
-            best[g] = dist_a
-            mat[g] = m.face_material[tri_a]
-            cosi[g] = np.abs(np.einsum("ij,ij->i", m.mesh.face_normals[tri_a], d_l[hit][r_a]))
-            who[g] = i
-        ok = np.isfinite(best) & (best <= max_r) & (best > 0.3) & (cosi > 0.02)
-        idx = np.nonzero(ok)[0]
-        dist = best[idx]
-        pts = (d_s[idx] * dist[:, None]).astype(np.float32)
-        refl = self._reflectivity[mat[idx]]
-        inten = refl * (0.35 + 0.65 * cosi[idx])
-        # ground textures modulate the reflectivity (paint wear, patches, tiles, dry grass)
-        x0, y0, gw, gh = self.town.ground_mapping
-        hw = o_w[idx] + d_w[idx] * dist[:, None]
-        for name in ("asphalt", "sidewalk", "grass"):
-            sel = mat[idx] == MATERIAL_IDS[name]
-            if sel.any():
-                lum = self._ground_lum[name]
-                H, W = lum.shape
-                c = np.clip(((hw[sel, 0] - x0) / gw * W).astype(np.int64), 0, W - 1)
-                r = np.clip(((hw[sel, 1] - y0) / gh * H).astype(np.int64), 0, H - 1)
-                inten[sel] *= lum[r, c]
-        inten = np.clip(inten, 0.0, 1.0).astype(np.float32)
-        names = np.array(list(MATERIAL_IDS))
-        self.last_lidar_materials = names[mat[idx]]
-        return LidarScan(pts, inten, s2w, idx.astype(np.int32), who[idx])
+        ``motion`` (a :class:`sim.render.mesh_lidar.LidarMotion`, e.g. from
+        :func:`sim.synth.rigs.lidar_motion`) gives the sensor and actor poses at each column's firing
+        time for a spinning LiDAR on a moving ego; the scan is then a
+        :class:`~sim.render.mesh_lidar.TimedLidarScan` (points in the sensor frame at the sweep's
+        time stamp, firing time and ring per return). Without it every ray fires from the pose of
+        ``world``."""
+        from sim.render.mesh_lidar import cast_lidar, static_motion
+
+        if motion is None:
+            motion = static_motion(world, self.ego_pose(world) @ spec.vehicle_from_lidar)
+        return cast_lidar(self, world, spec, motion)
 
     # ---------------------------------------------------------------------------------- contract
     def render(self, world: WorldLike, rig: SensorRig) -> SensorFrame:
