@@ -18,6 +18,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sim.cli._app import app, bc_weights_option, console, err_console, user_errors
+from sim.cli._outputs import out_file
 
 train_app = typer.Typer(help="Train learned planners (behaviour cloning, PPO).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -162,7 +163,7 @@ def train_ppo_cmd(
 @app.command("convert-sb3")
 def convert_sb3_cmd(
     zip_path: Path = typer.Argument(..., help="A stable-baselines3 PPO/A2C policy .zip."),
-    out: Path = typer.Option(..., "--out", "-o", help="Policy weights (.safetensors); the description goes to .json beside it."),
+    out: Path = typer.Option(..., "--out", "-o", callback=out_file, help="Policy weights (.safetensors); the description goes to .json beside it."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Required: the zip is unpickled once (can run code: only files you trust)."),
     algo: str = typer.Option("PPO", "--algo", help="PPO or A2C."),
     observation: str = typer.Option("state", "--observation", help="Comma-separated observation kinds the policy was trained on."),
