@@ -43,12 +43,43 @@ def _dir_size(p: Path) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
 
-def synth_log(town: str, seed: int, frames: int | None, out: Path, overwrite: bool, cameras: str, width: int, height: int,
-              beams: int, azimuth: int, rate_hz: float = 10.0) -> Path:
+def _nuscenes_setup(cameras: str | None, width: int | None, height: int | None, rate_hz: float | None, image_scale: float,
+                    beams: int, azimuth: int) -> tuple[object, tuple[str, ...]]:
+    """The nuScenes rig of ``--rig nuscenes`` (its options checked) and its camera names."""
+    from sim.synth.rigs import NUSCENES_CAMERAS, nuscenes_rig
+
+    for flag, v in (("--width", width), ("--height", height), ("--rate", rate_hz)):
+        if v is not None:
+            raise fail(f"{flag}: not used with --rig nuscenes (images are --image-scale x 1600x900; cameras 12 Hz, LiDAR 20 Hz)")
+    if not 0.01 <= image_scale <= 2.0:
+        raise fail(f"--image-scale: expected a scale of 1600x900 between 0.01 and 2, got {image_scale:g}")
+    names = tuple(NUSCENES_CAMERAS) if cameras is None else tuple(c.strip() for c in cameras.split(",") if c.strip())
+    bad = [c for c in names if c not in NUSCENES_CAMERAS]
+    if bad or not names or len(set(names)) != len(names):
+        raise fail(f"--cameras: expected distinct nuScenes cameras from {', '.join(NUSCENES_CAMERAS)}, got {cameras!r}")
+    return nuscenes_rig(image_scale, cameras=names, beams=beams, azimuth_steps=azimuth), names
+
+
+def synth_log(town: str, seed: int, frames: int | None, out: Path, overwrite: bool, cameras: str | None, width: int | None,
+              height: int | None, beams: int, azimuth: int, rate_hz: float | None = None, rig_name: str = "default",
+              image_scale: float = 0.2) -> Path:
     """Validate the arguments, render the town with a progress bar and print a summary."""
     from sim.sensors import default_rig
     from sim.synth import make_scene, write_synth_log
+    from sim.synth.rigs import RIGS, nuscenes_schedule
     from sim.synth.writer import check_out_dir
+
+    if rig_name not in RIGS:
+        raise fail(f"--rig: expected one of {', '.join(RIGS)}, got {rig_name!r}")
+    schedule = None
+    if rig_name == "nuscenes":
+        rig, names = _nuscenes_setup(cameras, width, height, rate_hz, image_scale, beams, azimuth)
+        assert rig.lidar is not None  # type: ignore[attr-defined]
+        rate_hz = rig.lidar.rate_hz  # type: ignore[attr-defined]
+        width, height = rig.cameras[0].width, rig.cameras[0].height  # type: ignore[attr-defined]
+    width = 320 if width is None else width
+    height = 192 if height is None else height
+    rate_hz = 10.0 if rate_hz is None else rate_hz
 
     if frames is not None and frames <= 0:
         raise fail(f"--frames: expected a positive number of frames, got {frames}")
@@ -59,15 +90,20 @@ def synth_log(town: str, seed: int, frames: int | None, out: Path, overwrite: bo
             raise fail(f"{flag}: expected an integer >= {lo}, got {v}")
     if not 0.5 <= rate_hz <= 100.0:
         raise fail(f"--rate: expected a camera/LiDAR rate between 0.5 and 100 Hz, got {rate_hz:g}")
-    names = _parse_cameras(cameras)
+    if rig_name == "default":
+        names = _parse_cameras(cameras or "front")
+        rig = default_rig(names, width, height, beams, azimuth)
     with user_errors():
         scene = make_scene(town, seed, frames, dt_s=1.0 / rate_hz)
         check_out_dir(out, overwrite)
-    rig = default_rig(names, width, height, beams, azimuth)
+    if rig_name == "nuscenes":
+        schedule = nuscenes_schedule(int(scene.t_us[-1]), rig)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     with user_errors(), _progress() as prog:
-        task = prog.add_task(f"rendering {town} town (seed {seed})", total=scene.frames)
-        write_synth_log(scene, out=out, rig=rig, overwrite=overwrite, progress=lambda d, n: prog.update(task, completed=d))
+        total = len(schedule.events()) if schedule is not None else scene.frames
+        task = prog.add_task(f"rendering {town} town (seed {seed})", total=total)
+        write_synth_log(scene, out=out, rig=rig, overwrite=overwrite, progress=lambda d, n: prog.update(task, completed=d),  # type: ignore[arg-type]
+                        schedule=schedule, rig_name=None if rig_name == "default" else rig_name)
     dt = time.perf_counter() - t0
     classes: dict[str, int] = {}
     for t in scene.tracks:
@@ -76,8 +112,14 @@ def synth_log(town: str, seed: int, frames: int | None, out: Path, overwrite: bo
     tab = Table(title=f"wrote {out}", show_header=False)
     tab.add_row("town", f"{town}, seed {seed}")
     tab.add_row("frames", f"{scene.frames} at {1 / scene.dt_s:g} Hz ({(scene.frames - 1) * scene.dt_s:.1f} s)")
-    tab.add_row("cameras", f"{', '.join(names)} at {width}x{height} -> {scene.frames * len(names)} images + depth")
-    tab.add_row("LiDAR", f"{beams}x{azimuth} -> {scene.frames} sweeps")
+    if schedule is not None:
+        n_img = sum(len(t) for t in schedule.cameras.values())
+        tab.add_row("rig", f"nuscenes: cameras {schedule.camera_hz:g} Hz, spinning LIDAR_TOP {schedule.lidar_hz:g} Hz")
+        tab.add_row("cameras", f"{', '.join(names)} at {width}x{height} -> {n_img} images + depth")
+        tab.add_row("LiDAR", f"{beams}x{azimuth} -> {len(schedule.lidar)} sweeps (per-point time and ring)")
+    else:
+        tab.add_row("cameras", f"{', '.join(names)} at {width}x{height} -> {scene.frames * len(names)} images + depth")
+        tab.add_row("LiDAR", f"{beams}x{azimuth} -> {scene.frames} sweeps")
     tab.add_row("tracks", ", ".join(f"{v} {k}" for k, v in sorted(classes.items())))
     n_conn = sum(1 for ln in scene.map["lanes"] if ln.get("kind") == "connector")
     tab.add_row("map", f"{len(scene.map['lanes'])} lanes ({n_conn} intersection connectors), {len(scene.map['crosswalks'])} crosswalks")
@@ -95,16 +137,21 @@ def synth_cmd(
     frames: int | None = typer.Option(None, "--frames", help="Frames (default: the preset's: tiny 30, small 120, large 300)."),
     out: Path = typer.Option(..., "--out", help="Drive-log folder to write."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --out."),
-    cameras: str = typer.Option("front", "--cameras", help="Comma-separated cameras: front,left,right,rear."),
-    width: int = typer.Option(320, "--width", help="Camera width, pixels."),
-    height: int = typer.Option(192, "--height", help="Camera height, pixels."),
+    cameras: str | None = typer.Option(None, "--cameras", help="Comma-separated cameras: front,left,right,rear (default: front); "
+                                       "with --rig nuscenes a subset of CAM_FRONT,... (default: all six)."),
+    width: int | None = typer.Option(None, "--width", help="Camera width, pixels (default 320; not with --rig nuscenes)."),
+    height: int | None = typer.Option(None, "--height", help="Camera height, pixels (default 192; not with --rig nuscenes)."),
     beams: int = typer.Option(32, "--beams", help="LiDAR beams."),
     azimuth: int = typer.Option(1024, "--azimuth", help="LiDAR azimuth steps per sweep."),
-    rate: float = typer.Option(10.0, "--rate", help="Camera and LiDAR rate, Hz (one frame per sensor per step)."),
+    rate: float | None = typer.Option(None, "--rate", help="Camera and LiDAR rate, Hz (one frame per sensor per step; default 10; "
+                                      "not with --rig nuscenes, whose frames are 50 ms steps)."),
+    rig: str = typer.Option("default", "--rig", help="Sensor rig: default (the named cameras, one capture per sensor per frame) | "
+                            "nuscenes (six cameras at 12 Hz with nuScenes calibration, spinning 32-beam LIDAR_TOP at 20 Hz)."),
+    image_scale: float = typer.Option(0.2, "--image-scale", help="With --rig nuscenes: image size as a fraction of 1600x900 (0.2 = 320x180)."),
 ) -> None:
     """Generate a procedural town, drive the ego through it and write a drive log (camera RGB + depth,
     LiDAR, exact tracks and lane map)."""
-    synth_log(town, seed, frames, out, overwrite, cameras, width, height, beams, azimuth, rate)
+    synth_log(town, seed, frames, out, overwrite, cameras, width, height, beams, azimuth, rate, rig, image_scale)
 
 
 @app.command("demo")
