@@ -17,7 +17,15 @@ import typer
 from rich.console import Console
 
 from sim.cli._group import LoopdriveGroup, err_console, print_error
-from sim.cli._outputs import check_out_path, out_dir, out_file, parse_int_list
+from sim.cli._outputs import (
+    check_out_path,
+    check_planner,
+    horizon_seconds,
+    out_dir,
+    out_file,
+    parse_int_list,
+    split_names,
+)
 from sim.errors import LoopdriveError
 
 __all__ = [
@@ -25,13 +33,16 @@ __all__ = [
     "app",
     "bench_app",
     "check_out_path",
+    "check_planner",
     "console",
     "err_console",
     "fail",
+    "horizon_seconds",
     "out_dir",
     "out_file",
     "parse_int_list",
     "print_error",
+    "split_names",
     "user_errors",
 ]
 
@@ -55,18 +66,24 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def bc_weights_option(value: str | None, *, scratch: bool = False) -> str | None:
+def bc_weights_option(value: str | None, *, scratch: bool = False, option: str = "--init-weights") -> str | None:
     """The file an ``--init-weights`` value names: ``shipped`` is the shipped ``bc_policy``
     weights, ``scratch`` (where ``scratch`` allows it) and None are no weights, anything else a
-    weights path that must exist (:class:`typer.BadParameter` otherwise)."""
+    weights path that must exist and load into the network its ``.json`` config describes (every
+    tensor name and shape checked, nothing executed); :class:`typer.BadParameter` otherwise, before
+    any work starts."""
     if value is None or (scratch and value == "scratch"):
         return None
-    from agents.bc import SHIPPED_WEIGHTS
+    from agents.bc import SHIPPED_WEIGHTS, load_policy
 
     path = str(SHIPPED_WEIGHTS) if value == "shipped" else value
     if not os.path.isfile(path):
         choices = "a path, `shipped` or `scratch`" if scratch else "a .safetensors path or `shipped`"
-        raise typer.BadParameter(f"no weights file {path} ({choices})", param_hint="--init-weights")
+        raise typer.BadParameter(f"no weights file {path} ({choices})", param_hint=option)
+    try:
+        load_policy(path)
+    except LoopdriveError as exc:
+        raise typer.BadParameter(exc.one_line(), param_hint=option) from None
     return path
 
 

@@ -17,7 +17,18 @@ import typer
 
 from sim.fsutil import make_temp_dir
 
-__all__ = ["NAME_MAX", "PATH_MAX", "check_out_path", "out_dir", "out_file", "out_problem", "parse_int_list"]
+__all__ = [
+    "NAME_MAX",
+    "PATH_MAX",
+    "check_out_path",
+    "check_planner",
+    "horizon_seconds",
+    "out_dir",
+    "out_file",
+    "out_problem",
+    "parse_int_list",
+    "split_names",
+]
 
 #: longest file or folder name (bytes) and longest path (bytes) accepted for an output
 NAME_MAX = 255
@@ -145,3 +156,38 @@ def parse_int_list(text: str | None, option: str, *, minimum: int | None = None)
             )
         out.append(v)
     return out
+
+
+def horizon_seconds(ctx: typer.Context, param: typer.CallbackParam, value: float | None) -> float | None:
+    """Option callback of an episode length in seconds: in (0, ``LIMITS.max_time_s``] (the
+    scenario files' own limit)."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    from sim.scenario_limits import LIMITS
+
+    if not 0.0 < value <= LIMITS.max_time_s:
+        raise typer.BadParameter(f"expected seconds in (0, {LIMITS.max_time_s:g}], got {value:g}")
+    return value
+
+
+def split_names(text: str, option: str) -> list[str]:
+    """``"a, b,c"`` as ``["a", "b", "c"]``; an empty list is a :class:`typer.BadParameter`."""
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise typer.BadParameter(f"expected comma-separated names, got {text!r}", param_hint=option)
+    return names
+
+
+def check_planner(name: str | None, option: str = "--planner") -> str | None:
+    """``name`` when it is a registered planner (built-ins and entry points), else a
+    :class:`typer.BadParameter` listing the known ones; None passes."""
+    if name is None:
+        return None
+    import agents.planners  # noqa: F401  (registers the built-ins)
+    from agents.base import PLANNERS
+
+    if name not in PLANNERS:
+        raise typer.BadParameter(
+            f"unknown planner {name!r}; known: {', '.join(PLANNERS.names())}", param_hint=option
+        )
+    return name

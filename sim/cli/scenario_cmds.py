@@ -18,13 +18,26 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-from sim.cli._app import app, bench_app, console, err_console, user_errors
+from sim.cli._app import (
+    app,
+    bench_app,
+    check_planner,
+    console,
+    err_console,
+    fail,
+    horizon_seconds,
+    out_dir,
+    out_file,
+    user_errors,
+)
+from sim.cli._group import one_line
 
 
 @app.command("schema")
 def schema_cmd(
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+    out: Path | None = typer.Option(None, "--out", "-o", callback=out_file, help="Write to this file instead of stdout."),
 ) -> None:
     """Print the JSON Schema of scenario files (for editors): loopdrive schema > scenario.schema.json"""
     from sim.scenario import json_schema
@@ -33,7 +46,9 @@ def schema_cmd(
     if out is None:
         sys.stdout.write(text + "\n")
     else:
-        out.write_text(text + "\n", encoding="utf-8")
+        from sim.fsutil import atomic_write_text
+
+        atomic_write_text(out, text + "\n")
         err_console.print(f"wrote {out}")
 
 
@@ -78,7 +93,7 @@ def _progress() -> Progress:
 @app.command("run")
 def run_cmd(
     paths: list[Path] = typer.Argument(..., help="Scenario files or folders."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder (results.parquet, episodes/)."),
+    out: Path = typer.Option(..., "--out", "-o", callback=out_dir, help="Run folder (results.parquet, episodes/)."),
     planner: str | None = typer.Option(
         None, "--planner", "-p", help="Planner for every episode (default: each scenario's)."
     ),
@@ -90,7 +105,7 @@ def run_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     video: bool = typer.Option(False, "--video", help="Also write a BEV video.mp4 per episode."),
     horizon: float | None = typer.Option(
-        None, "--horizon", help="Cut every episode to this many seconds (smoke runs)."
+        None, "--horizon", callback=horizon_seconds, help="Cut every episode to this many seconds (smoke runs)."
     ),
     renderer: str | None = typer.Option(
         None,
@@ -101,14 +116,15 @@ def run_cmd(
         False, "--trust-pickle", help="Let the sb3 planner unpickle stable-baselines3 .zip policies (can run code: only files you trust)."
     ),
 ) -> None:
-    """Run scenario files x seeds x sweep points closed-loop and write results.parquet."""
+    """Run scenario files x seeds x sweep points closed-loop and write results.parquet.
+
+    Exit code 1 when every episode errored (the planner or the rollout raised); some errored
+    episodes still exit 0, and the summary counts them."""
     from sim.batch import run_batch
 
     if executor not in ("local", "ray"):
-        with user_errors():
-            from sim.errors import ScenarioError
-
-            raise ScenarioError(f"expected local or ray, got {executor!r}", field="--executor")
+        raise typer.BadParameter(f"expected local or ray, got {executor!r}", param_hint="--executor")
+    check_planner(planner)
     from sim.scenario import expand_paths
 
     with user_errors():
@@ -137,12 +153,14 @@ def run_cmd(
             renderer=renderer,
         )
     console.print(
-        f"{s.total} episodes ({s.ran} run, {s.skipped} already done, {s.failed} failed) in {s.wall_s:.1f} s -> {s.results}",
+        f"{s.total} episodes ({s.ran} run, {s.skipped} already done, {s.failed} errored) in {s.wall_s:.1f} s -> {s.results}",
         soft_wrap=True,
         highlight=False,
     )
     for eid, err in s.errors[:10]:
-        err_console.print(f"[red]error[/] {eid}: {err}", highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble(("errored", "red"), f" {eid}: {one_line(err)}"), highlight=False, soft_wrap=True)
+    if s.total and s.failed == s.total:
+        raise fail(f"every episode errored ({s.failed} of {s.total}); nothing was scored", code=1)
 
 
 @app.command("report")
@@ -189,15 +207,16 @@ def compare_cmd(
 @bench_app.command("batch")
 def bench_batch_cmd(
     scenarios: Path = typer.Option(Path("scenarios"), "--scenarios", help="Scenario library folder."),
-    out: Path = typer.Option(Path("benchmarks/results/batch.json"), "--out", "-o", help="JSON result file."),
+    out: Path = typer.Option(Path("benchmarks/results/batch.json"), "--out", "-o", callback=out_file, help="JSON result file."),
     horizon_s: float | None = typer.Option(
-        None, "--horizon", help="Cut episodes to this length, s (default: the files')."
+        None, "--horizon", callback=horizon_seconds, help="Cut episodes to this length, s (default: the files')."
     ),
     planner: str | None = typer.Option(None, "--planner", help="Planner (default: each scenario's)."),
 ) -> None:
     """Episodes per minute with 1 and 2 workers, local and Ray, on the scenario library."""
     from sim.bench.batch import run_bench
 
+    check_planner(planner)
     with user_errors():
         res = run_bench(
             scenarios, out, horizon_s=horizon_s, planner=planner, log=lambda s: err_console.print(s)
