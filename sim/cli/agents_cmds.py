@@ -17,10 +17,23 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sim.cli._app import app, bc_weights_option, console, err_console, user_errors
-from sim.cli._outputs import out_file
+from sim.cli._app import (
+    LoopdriveGroup,
+    app,
+    bc_weights_option,
+    check_planner,
+    console,
+    err_console,
+    fail,
+    horizon_seconds,
+    out_dir,
+    out_file,
+    parse_int_list,
+    split_names,
+    user_errors,
+)
 
-train_app = typer.Typer(help="Train learned planners (behaviour cloning, PPO).", no_args_is_help=True)
+train_app = typer.Typer(help="Train learned planners (behaviour cloning, PPO).", no_args_is_help=True, cls=LoopdriveGroup)
 app.add_typer(train_app, name="train")
 
 
@@ -70,36 +83,45 @@ def planners_cmd() -> None:
 def leaderboard_cmd(
     paths: list[Path] = typer.Argument(..., help="Scenario files or folders."),
     planners: str = typer.Option("log_replay,idm,pdm_closed,lidar_stack,bc_policy", "--planners", "-p", help="Comma-separated planner names."),
-    out: Path = typer.Option(Path("out/leaderboard"), "--out", "-o", help="Folder for the runs and the tables."),
+    out: Path = typer.Option(Path("out/leaderboard"), "--out", "-o", callback=out_dir, help="Folder for the runs and the tables."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Episodes in parallel per planner."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs in --out."),
-    horizon: float | None = typer.Option(None, "--horizon", help="Cut every episode to this many seconds (smoke runs)."),
+    horizon: float | None = typer.Option(None, "--horizon", callback=horizon_seconds, help="Cut every episode to this many seconds (smoke runs)."),
     planner_params: str | None = typer.Option(None, "--planner-params", help='JSON: planner -> its params, e.g. {"sb3": {"path": "models/ppo.safetensors"}}'),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Let the sb3 planner unpickle a stable-baselines3 .zip (can run code: only files you trust)."),
 ) -> None:
-    """Run every planner over the scenarios and write leaderboard.md / leaderboard.html."""
+    """Run every planner over the scenarios and write leaderboard.md / leaderboard.html.
+
+    Exit code 1 when every episode of every planner errored."""
     from agents.leaderboard import run_leaderboard
     from agents.sb3_planner import pickle_opt_in
+    from sim.scenario import expand_paths
 
-    names = [p.strip() for p in planners.split(",") if p.strip()]
+    names = split_names(planners, "--planners")
+    for name in names:
+        check_planner(name, "--planners")
     prm = _json_object(planner_params, "--planner-params")
-    with user_errors():  # policy files checked before anything runs
+    with user_errors():  # scenario and policy files checked before anything runs
+        expand_paths(paths)
         prm = {p: pickle_opt_in(p, prm.get(p), trust_pickle=trust_pickle) for p in names}
     with user_errors(), _progress("leaderboard") as prog:
         tasks = {p: prog.add_task(p, total=None, info="") for p in names}
 
         def cb(planner: str, done: int, failed: int, total: int) -> None:
-            prog.update(tasks[planner], completed=done, total=total, info=f"[red]{failed} failed" if failed else "")
+            prog.update(tasks[planner], completed=done, total=total, info=f"[red]{failed} errored" if failed else "")
 
         res = run_leaderboard(paths, names, out, planner_params=prm, workers=workers, resume=resume, horizon_s=horizon, progress=cb)
     console.print(res.markdown.read_text(encoding="utf-8"), markup=False, highlight=False)
     console.print(f"wrote {res.markdown} and {res.html}", highlight=False)
+    n, n_err = sum(r["episodes"] for r in res.rows), sum(r["errored"] for r in res.rows)
+    if n and n_err == n:
+        raise fail(f"every episode errored ({n_err} of {n}, all planners); nothing was scored", code=1)
 
 
 @train_app.command("bc")
 def train_bc_cmd(
-    episodes: Path = typer.Option(..., "--episodes", help="Folder of BC shards (*.npz); filled first when --scenarios is given."),
-    out: Path = typer.Option(Path("models/bc.safetensors"), "--out", "-o", help="Weights (.safetensors); the config goes to .json beside it."),
+    episodes: Path = typer.Option(..., "--episodes", callback=out_dir, help="Folder of BC shards (*.npz); filled first when --scenarios is given."),
+    out: Path = typer.Option(Path("models/bc.safetensors"), "--out", "-o", callback=out_file, help="Weights (.safetensors); the config goes to .json beside it."),
     scenarios: list[Path] = typer.Option([], "--scenarios", help="Collect expert episodes from these scenario files/folders first."),
     expert: str = typer.Option("pdm_closed", "--expert", help="Planner whose rollouts are cloned."),
     seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds for the collection (default: the scenarios')."),
@@ -115,17 +137,26 @@ def train_bc_cmd(
     """Behaviour cloning from the bev observation; saves weights, config and a loss-curve PNG."""
     from agents.bc import BCConfig, collect_dagger, collect_episodes, load_shards, train_bc
 
+    seed_list = parse_int_list(seeds, "--seeds", minimum=0)
+    d_seeds = parse_int_list(dagger_seeds, "--dagger-seeds", minimum=0) or seed_list
+    if dagger_rounds and not scenarios:
+        raise typer.BadParameter("--dagger-rounds needs --scenarios to drive the policy on", param_hint="--dagger-rounds")
+    if not lr > 0:
+        raise typer.BadParameter(f"expected a positive learning rate, got {lr:g}", param_hint="--lr")
+    check_planner(expert, "--expert")
     init = bc_weights_option(init_weights)
     with user_errors():
         if scenarios:
-            seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+            from sim.scenario import expand_paths
+
+            expand_paths(scenarios)  # every file valid before the shard folder is made
+        else:
+            load_shards([episodes])  # shards readable before anything is written
+        if scenarios:
             with _progress("collect") as prog:
                 t = prog.add_task(expert, total=None, info="")
                 collect_episodes(scenarios, episodes, expert=expert, seeds=seed_list, progress=lambda d, n: prog.update(t, completed=d, total=n))
-        if dagger_rounds and not scenarios:
-            raise typer.BadParameter("--dagger-rounds needs --scenarios to drive the policy on", param_hint="--dagger-rounds")
         cfg = BCConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-        d_seeds = [int(s) for s in dagger_seeds.split(",")] if dagger_seeds else ([int(s) for s in seeds.split(",")] if seeds else None)
         for rnd in range(dagger_rounds + 1):
             if rnd > 0:
                 with _progress(f"dagger {rnd}") as prog:
@@ -146,14 +177,19 @@ def train_bc_cmd(
 @train_app.command("ppo")
 def train_ppo_cmd(
     scenario: Path = typer.Option(..., "--scenario", help="Scenario YAML to train on."),
-    steps: int = typer.Option(20_000, "--steps", min=1, help="Environment steps."),
-    out: Path = typer.Option(Path("models/ppo.safetensors"), "--out", "-o", help="Policy weights (.safetensors); the description goes to .json beside it."),
+    steps: int = typer.Option(20_000, "--steps", min=1, max=100_000_000, help="Environment steps."),
+    out: Path = typer.Option(Path("models/ppo.safetensors"), "--out", "-o", callback=out_file, help="Policy weights (.safetensors); the description goes to .json beside it."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train PPO (stable-baselines3) on the Gymnasium env with the state observation; use the result
     with the ``sb3`` planner (``params: {path: models/ppo.safetensors}``). No pickle is written."""
     from agents.sb3_planner import train_ppo
+    from sim.errors import ScenarioError
+    from sim.fsutil import check_input_file
+    from sim.scenario import expand_paths
 
+    with user_errors():  # the scenario is a valid file before anything starts
+        expand_paths([check_input_file(scenario, error=ScenarioError, what="a scenario YAML file")])
     with user_errors(), _progress("train ppo") as prog:
         t = prog.add_task(str(scenario), total=steps, info="")
         path = train_ppo(scenario, steps, out, seed=seed, progress=lambda d, n: prog.update(t, completed=d))
