@@ -3,9 +3,10 @@ same scenario files, then one table of the aggregate score and every metric per 
 
 ``OUT/<planner>/`` holds each planner's run folder (``results.parquet``, episodes);
 ``OUT/leaderboard.md`` and ``OUT/leaderboard.html`` the tables: per planner the mean score
-(error episodes count as 0, as a crash does in nuPlan), episodes and errors, and the mean score of
-every multiplier/weighted metric over the finished episodes; then the mean score per scenario and
-planner.
+(errored episodes count as 0, as a crash does in nuPlan), episodes and errored episodes, and the
+mean score of every multiplier/weighted metric over the finished episodes; then the mean score per
+scenario and planner. A planner whose every episode errored is named under the table ("every
+episode errored") instead of being ranked on zeros alone.
 
 Sensors: each episode offers the kinds its scenario configures plus what the default rig can sense
 (``lidar``; ``bev`` from the engine) -- the rig carries a LiDAR, so a sensor-only planner can run
@@ -81,7 +82,7 @@ def leaderboard_tables(runs: Mapping[str, Path]) -> tuple[list[dict[str, Any]], 
         n = len(recs)
         ok = [r for r in recs if r.get("status") == "ok"]
         score = sum(float(r["score"]) for r in ok) / n if n else math.nan
-        row: dict[str, Any] = {"planner": name, "score": score, "episodes": n, "errors": n - len(ok)}
+        row: dict[str, Any] = {"planner": name, "score": score, "episodes": n, "errored": n - len(ok)}
         for m in metrics:
             vals = [float(r[f"{m}_score"]) for r in ok if r.get(f"{m}_score") is not None and not math.isnan(float(r[f"{m}_score"]))]
             row[m] = sum(vals) / len(vals) if vals else math.nan
@@ -103,11 +104,12 @@ def _fmt(v: Any) -> str:
 def _markdown(rows: list[dict[str, Any]], per: dict[str, dict[str, float]], planners: Sequence[str], title: str) -> str:
     cols = list(rows[0]) if rows else ["planner", "score"]
     out = [f"# {title}", "", "Mean per planner (metric columns: mean metric score in [0, 1] over finished episodes; "
-           "score: mean aggregate score, errors count as 0).", ""]
+           "score: mean aggregate score, errored episodes count as 0).", ""]
     out.append("| " + " | ".join(cols) + " |")
     out.append("|" + "|".join("---" for _ in cols) + "|")
     for r in rows:
         out.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    out += ["", *_errored_notes(rows)]
     out += ["", "## Score per scenario", "", "| scenario | " + " | ".join(planners) + " |", "|---|" + "|".join("---" for _ in planners) + "|"]
     for sc in sorted(per):
         out.append(f"| {sc} | " + " | ".join(_fmt(per[sc].get(p, math.nan)) for p in planners) + " |")
@@ -131,15 +133,28 @@ def _html(rows: list[dict[str, Any]], per: dict[str, dict[str, float]], planners
         return f"<table><thead><tr>{h}</tr></thead><tbody>{''.join(trs)}</tbody></table>"
 
     cols = list(rows[0]) if rows else ["planner", "score"]
-    main = table(cols, [[r[c] for c in cols] for r in rows], {j for j, c in enumerate(cols) if c not in ("planner", "episodes", "errors")})
+    main = table(cols, [[r[c] for c in cols] for r in rows], {j for j, c in enumerate(cols) if c not in ("planner", "episodes", "errored")})
+    notes = "".join(f"<p><b>{html.escape(line)}</b></p>" for line in _errored_notes(rows))
     scen = table(["scenario", *planners], [[sc, *(per[sc].get(p, math.nan) for p in planners)] for sc in sorted(per)], set(range(1, len(planners) + 1)))
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
              ".best{background:#d9f2d9;font-weight:bold}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head>"
             f"<body><h1>{html.escape(title)}</h1><p>Metric columns: mean metric score in [0, 1] over finished episodes; "
-            f"score: mean aggregate score (errors count as 0). Best per column highlighted.</p>{main}"
+            f"score: mean aggregate score (errored episodes count as 0). Best per column highlighted.</p>{main}{notes}"
             f"<h2>Score per scenario</h2>{scen}</body></html>\n")
+
+
+def _errored_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per planner with errored episodes: how many, and when all of them errored, that
+    its score stands for nothing driven."""
+    out = []
+    for r in rows:
+        if r["errored"] and r["errored"] == r["episodes"]:
+            out.append(f"{r['planner']}: every episode errored ({r['errored']} of {r['episodes']}); its score is not a result")
+        elif r["errored"]:
+            out.append(f"{r['planner']}: {r['errored']} of {r['episodes']} episodes errored (counted as score 0)")
+    return out
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -170,19 +185,23 @@ def run_leaderboard(
     import agents.planners  # noqa: F401  (registers the built-ins)
     from agents.base import PLANNERS
     from sim.batch import run_batch
+    from sim.scenario import expand_paths
 
     if not planners:
         raise ScenarioError("expected at least one planner", field="planners")
     for p in planners:
         PLANNERS.get(p)
+    episodes = expand_paths(list(paths))  # every file valid before any folder is made
     outp = Path(out)
+    if outp.exists() and not outp.is_dir():
+        raise ScenarioError("expected a folder for the leaderboard, got a file", file=outp)
     outp.mkdir(parents=True, exist_ok=True)
     runs: dict[str, Path] = {}
     for p in planners:
         run_dir = outp / p
         cb = (lambda d, f, t, _p=p: progress(_p, d, f, t)) if progress is not None else None
         run_batch(
-            list(paths), run_dir, planner=p, planner_params=dict((planner_params or {}).get(p, {})),
+            None, run_dir, episodes=episodes, planner=p, planner_params=dict((planner_params or {}).get(p, {})),
             workers=workers, resume=resume or run_dir.exists(), progress=cb, rollout_fn=sensor_rollout,
             **({"horizon_s": horizon_s} if horizon_s is not None else {}),
         )  # fmt: skip
