@@ -1,10 +1,18 @@
 """HTTP render server over a scene bundle (``loopdrive serve BUNDLE``), so stacks in other processes
 or languages can close the loop (in the spirit of neurad-studio's closed-loop server).
 
-Endpoints (JSON bodies, validated by pydantic; a bad request is answered 422 with the reason):
+Two APIs, chosen with ``api`` (``loopdrive serve --api both|loopdrive|neurad``, default ``both``):
+loopdrive's own (below) and the neurad-studio closed-loop protocol that NeuroNCAP's client speaks
+(``/alive`` -> ``true``, ``/get_actors``, ``/update_actors``, ``/render_image``, ``/start_time``,
+``/set_actor_scale`` and the ``/render_lidar`` extension; :mod:`sim.serve_neurad`). Their paths do
+not collide except ``/alive``, which answers the neurad ``true`` whenever the neurad API is on;
+loopdrive's server description is always at ``GET /info`` (and at ``/alive`` with ``--api loopdrive``).
+Both APIs act on one actor set.
 
-``GET /alive``
-    ``{"alive": true, "bundle": NAME, "cameras": [...], "lidar": {...}}``.
+loopdrive's endpoints (JSON bodies, validated by pydantic; a bad request is answered 422 with the reason):
+
+``GET /info`` (and ``GET /alive`` with ``api="loopdrive"``)
+    ``{"alive": true, "bundle": NAME, "api": API, "cameras": [...], "lidar": {...}}``.
 ``GET /actors``
     The actors: ``id``, ``class``, ``size`` [l, w, h] m, ``pose`` [x, y, z bottom, yaw] world frame
     (m, rad) or null while it follows its logged track, ``source`` (``bundle`` or ``library:KEY``).
@@ -22,7 +30,7 @@ Endpoints (JSON bodies, validated by pydantic; a bad request is answered 422 wit
     float32 sensor frame, ``intensity``, ``ray_index``, ``actor_id`` (world slot; -1 static).
 
 Actors without a set pose are drawn at their logged pose at the request's ``t_us`` (absent when
-their track has no pose then). Renders and actor edits run one at a time on a single worker
+their track has no pose then), or along the trajectory a neurad ``/update_actors`` gave them. Renders and actor edits run one at a time on a single worker
 thread (torch is not re-entrant; an OpenGL context is bound to its thread).
 
 Security (:mod:`sim.serve_guard`): the server binds to 127.0.0.1; another address needs
@@ -38,7 +46,7 @@ import contextlib
 import io
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,8 +129,9 @@ class _Actor:
     id: str
     cls: str
     size: tuple[float, float, float]
-    pose: tuple[float, float, float, float] | None  # None: follow the logged track
+    pose: tuple[float, float, float, float] | None  # None: follow the logged track (or ``track``)
     source: str
+    track: Any = None  # a sim.log.Track set by the neurad API's /update_actors, followed instead of the log
 
 
 class RequestError(LoopdriveError):
@@ -194,7 +203,7 @@ class RenderService:
         for a in self.actors.values():
             pose = a.pose
             if pose is None:
-                tr = tracks.get(a.id)
+                tr = a.track if a.track is not None else tracks.get(a.id)
                 p = tr.pose_at(int(t_us)) if tr is not None else None
                 if p is None:
                     continue
@@ -248,7 +257,7 @@ def _png(rgb: NDArray[np.uint8]) -> bytes:
 
 
 def create_app(bundle: str | os.PathLike[str] | Any, *, library: Any = None, rig: SensorRig | None = None, threads: int | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES, token: str | None = None) -> Any:
+               max_body_bytes: int = MAX_BODY_BYTES, token: str | None = None, api: str = "both") -> Any:
     """The ASGI application serving ``bundle`` (folder or loaded bundle) with the neural backend:
     the FastAPI app behind :func:`sim.serve_guard.guard` (body-size limit, optional bearer token).
     The FastAPI object itself is ``app.fastapi``.
@@ -258,16 +267,22 @@ def create_app(bundle: str | os.PathLike[str] | Any, *, library: Any = None, rig
         rig: cameras and LiDAR offered (default: the bundle's log rig when recorded, else the default rig).
         max_body_bytes: larger request bodies are answered 413 before they are read.
         token: when given, every request needs ``Authorization: Bearer <token>`` (else 401).
+        api: ``both`` (default), ``loopdrive`` (loopdrive's endpoints only) or ``neurad`` (the
+            neurad/NeuroNCAP protocol only, :mod:`sim.serve_neurad`).
     """
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import JSONResponse
 
     from sim.render.neural import NeuralRenderer
+    from sim.serve_neurad import add_neurad_routes, check_api, log_origin
 
+    check_api(api)
     renderer = NeuralRenderer(bundle=bundle, library=library, threads=threads)
+    meta, meta_file = _log_meta(renderer)
+    origin = log_origin(meta, file=meta_file) if api != "loopdrive" else None
     if rig is None:
-        rig = _bundle_rig(renderer)
+        rig = _bundle_rig(meta)
     service = RenderService(renderer, rig)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopdrive-render")
 
@@ -292,12 +307,29 @@ def create_app(bundle: str | os.PathLike[str] | Any, *, library: Any = None, rig
         detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": detail})
 
-    @app.get("/alive")
-    async def alive() -> dict[str, Any]:
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
         li = service.rig.lidar
-        return {"alive": True, "bundle": renderer.bundle.root.resolve().name,
+        return {"alive": True, "bundle": renderer.bundle.root.resolve().name, "api": api,
                 "cameras": [{"name": c.name, "width": c.width, "height": c.height, "K": c.K.tolist()} for c in service.rig.cameras],
                 "lidar": None if li is None else {"beams": li.beams, "azimuth_steps": li.azimuth_steps, "max_range_m": li.max_range_m}}
+
+    if origin is not None:
+        add_neurad_routes(app, service, run, origin)
+    if api != "neurad":
+        _add_loopdrive_routes(app, service, run, info if api == "loopdrive" else None)
+
+    guarded = guard(app, max_body_bytes=max_body_bytes, token=token)
+    guarded.fastapi = app  # type: ignore[attr-defined]
+    return guarded
+
+
+def _add_loopdrive_routes(app: Any, service: RenderService, run: Callable[[Callable[[], Any]], Awaitable[Any]], alive: Any) -> None:
+    """loopdrive's own endpoints (``alive``: the ``/info`` handler, also served at ``/alive``)."""
+    from fastapi.responses import Response
+
+    if alive is not None:
+        app.get("/alive")(alive)
 
     @app.get("/actors")
     async def get_actors() -> list[dict[str, Any]]:
@@ -323,41 +355,59 @@ def create_app(bundle: str | os.PathLike[str] | Any, *, library: Any = None, rig
         return Response(_npz(points=scan.points, intensity=scan.intensity, ray_index=scan.ray_index, actor_id=scan.actor_id,
                              sensor_to_world=scan.sensor_to_world), media_type="application/octet-stream")
 
-    guarded = guard(app, max_body_bytes=max_body_bytes, token=token)
-    guarded.fastapi = app  # type: ignore[attr-defined]
-    return guarded
+
+#: Cap on a log's ``meta.json`` read by the server (bytes).
+_MAX_META_BYTES = 16 * 1024 * 1024
 
 
-def _bundle_rig(renderer: Any) -> SensorRig:
-    """The rig of the bundle's log when it is still readable, else the default rig."""
-    from sim.sensors import default_rig
+def _log_meta(renderer: Any) -> tuple[dict[str, Any] | None, Path | None]:
+    """The ``meta.json`` of the bundle's log (and its path) when the log is still where the bundle
+    says it was trained; (None, None) otherwise."""
+    import json
 
-    path = renderer.bundle.root / "bundle.json"
+    from sim.errors import BundleError
+    from sim.fsutil import read_input_bytes
+
     try:
-        import json
-
-        doc = json.loads(path.read_text())
+        doc = json.loads((renderer.bundle.root / "bundle.json").read_text())
         log_path = doc.get("log", {}).get("path")
         meta_file = Path(log_path) / "meta.json" if log_path else None
-        if meta_file is not None and meta_file.is_file():
-            meta = json.loads(meta_file.read_text())
+        if meta_file is None or not meta_file.is_file():
+            log.warning("the bundle's log (%s) is not readable: no rig, global offset or time origin from its meta.json", log_path)
+            return None, None
+        meta = json.loads(read_input_bytes(meta_file, error=BundleError, max_bytes=_MAX_META_BYTES, what="a log meta.json"))
+        return (meta, meta_file) if isinstance(meta, dict) else (None, None)
+    except (OSError, ValueError, AttributeError, BundleError) as exc:
+        log.warning("no meta.json from the bundle's log: %s", exc)
+    return None, None
+
+
+def _bundle_rig(meta: dict[str, Any] | None) -> SensorRig:
+    """The rig of the bundle's log when its meta.json was readable, else the default rig."""
+    from sim.sensors import default_rig
+
+    if meta is not None:
+        try:
             return SensorRig.from_meta(meta["rig"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.debug("no rig from the bundle's log: %s", exc)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.debug("no rig from the bundle's log: %s", exc)
     return default_rig()
 
 
 def serve(bundle: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000, library: Any = None,
           max_requests: int | None = None, threads: int | None = None, on_ready: Callable[[], None] | None = None,
-          allow_remote: bool = False, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+          allow_remote: bool = False, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES, api: str = "both") -> None:
     """Run the server with uvicorn until interrupted (or after ``max_requests`` requests);
     ``on_ready`` is called once the bundle is loaded, before listening. A non-loopback ``host``
     needs ``allow_remote=True`` and a ``token`` (:class:`~sim.serve_guard.ServeConfigError`
-    otherwise, raised before the bundle is loaded)."""
+    otherwise, raised before the bundle is loaded); ``api`` as for :func:`create_app`."""
     import uvicorn
 
+    from sim.serve_neurad import check_api
+
     check_bind(host, allow_remote=allow_remote, token=token)
-    app = create_app(bundle, library=library, threads=threads, max_body_bytes=max_body_bytes, token=token)
+    check_api(api)
+    app = create_app(bundle, library=library, threads=threads, max_body_bytes=max_body_bytes, token=token, api=api)
     if on_ready is not None:
         on_ready()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", limit_max_requests=max_requests)

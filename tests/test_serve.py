@@ -59,7 +59,7 @@ def _png(resp) -> np.ndarray:
 
 
 def test_alive_and_actor_list(client, bundle: Path) -> None:
-    r = client.get("/alive")
+    r = client.get("/info")  # /alive answers the neurad protocol's plain true (tests/test_serve_neurad.py)
     assert r.status_code == 200 and r.json()["alive"] is True
     assert r.json()["cameras"][0]["name"] == "front" and r.json()["cameras"][0]["width"] == 96
     actors = client.get("/actors").json()
@@ -161,7 +161,7 @@ def test_real_uvicorn_server_on_loopback(bundle: Path, tmp_path: Path) -> None:
             except httpx.TransportError:
                 time.sleep(0.5)
         assert alive is not None and alive.status_code == 200, p.stderr.read().decode() if p.poll() is not None else "not up"
-        assert alive.json()["alive"] is True
+        assert alive.json() is True  # --api both (default): the neurad protocol's /alive
         assert len(httpx.get(f"{url}/actors", timeout=10).json()) > 0
         bad = httpx.post(f"{url}/render/lidar", json={"pose": [[1, 0], [0, 1]]}, timeout=10)
         assert bad.status_code == 422 and "4x4" in bad.text

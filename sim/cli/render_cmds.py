@@ -29,13 +29,17 @@ def serve_cmd(
     library: Path | None = typer.Option(None, "--library", help=_LIBRARY_HELP),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads per render."),
     max_requests: int | None = typer.Option(None, "--max-requests", min=1, help="Exit after this many requests (tests, smoke runs)."),
+    api: str = typer.Option("both", "--api", help="both: loopdrive's API and the neurad/NeuroNCAP protocol at the root (GET /alive answers "
+                            "true; loopdrive's description is at GET /info); loopdrive: only loopdrive's; neurad: only the neurad protocol."),
 ) -> None:
-    """Serve camera and LiDAR renders of BUNDLE over HTTP (GET /alive, GET|POST /actors, POST /render/camera, POST /render/lidar)."""
+    """Serve camera and LiDAR renders of BUNDLE over HTTP: loopdrive's API (GET /info, GET|POST /actors, POST /render/camera,
+    POST /render/lidar) and neurad-studio's closed-loop protocol that NeuroNCAP's client speaks (GET /alive, GET /get_actors,
+    POST /update_actors, POST /render_image, GET /start_time; POST /render_lidar as an extension)."""
     from sim.serve import serve
 
     with user_errors():
         serve(bundle, host=host, port=port, library=library, max_requests=max_requests, threads=threads,
-              allow_remote=allow_remote, token=token, max_body_bytes=max_body_bytes,
+              allow_remote=allow_remote, token=token, max_body_bytes=max_body_bytes, api=api,
               on_ready=lambda: console.print(f"serving [bold]{bundle}[/] on http://{host}:{port} (docs at /docs)"))
 
 
