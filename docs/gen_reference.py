@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from sim.cli import app
 from sim.scenario import json_schema
+from sim.scenario_limits import limits_markdown
 
 
 def _type_of(prop: dict[str, Any]) -> str:
@@ -63,6 +64,7 @@ def _scenario_page() -> str:
     section(schema.get("title", "Scenario"), schema)
     for name, s in sorted(schema.get("$defs", {}).items()):
         section(name, s)
+    lines.append(limits_markdown())
     lines.extend(["## JSON Schema", "", "```json", json.dumps(schema, indent=2), "```", ""])
     return "\n".join(lines)
 

@@ -28,7 +28,9 @@ tags; tagged values are rejected) so every problem can be reported as
 file (schema and semantic: unknown lanes/actors/planners/metrics/behaviours, disconnected routes,
 overlapping spawns, ``dt_s`` not dividing ``horizon_s``); :func:`load_scenario` raises the first
 one as a :class:`~sim.errors.ScenarioError`; :func:`expand` turns a file into its episodes
-(seeds x sweep points).
+(seeds x sweep points). A file that asks for more work than the documented limits
+(:mod:`sim.scenario_limits`: steps, sweep grid, episodes, actors, coordinates, size) is refused
+before any scene is built.
 """
 
 from __future__ import annotations

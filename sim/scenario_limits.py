@@ -7,34 +7,20 @@ than :data:`LIMITS` allows, with one :class:`~sim.errors.ScenarioError` naming t
 field path, the limit and the value given. Every check here is arithmetic on the parsed file
 (O(size of the file)): nothing is O(steps) or O(episodes).
 
-The limits (one place: :class:`Limits`, documented in the scenario reference under
-``docs/reference/scenario.md``, which :func:`limits_markdown` generates):
-
-- the file: a regular file of at most ``max_file_bytes`` (no folder, device or FIFO is read) with at
-  most ``max_yaml_nodes`` values after YAML aliases;
-- numbers anywhere in the file: finite floats (no ``.nan``, ``.inf`` or ``1e400``), integers within
-  int64; booleans are not numbers (``version: true`` is refused);
-- time: ``dt_s`` in [``min_dt_s``, ``max_dt_s``], ``horizon_s`` and every start time at most
-  ``max_time_s``, and at most ``max_steps`` steps per episode counted from the start of the scene
-  ((``ego.start.t_s`` + ``horizon_s``) / ``dt_s``: a synthetic town is made that long);
-- work per file: at most ``max_seeds`` seeds, ``max_sweep_keys`` sweep keys of at most
-  ``max_sweep_values`` values, ``max_sweep_points`` sweep points, ``max_episodes`` episodes (seeds x
-  sweep points) and ``max_file_steps`` scene steps summed over the distinct scenes the sweep asks
-  for (each is built once to validate the file);
-- the world: at most ``max_actor_ops`` actor operations and ``max_actor_slots`` actor slots,
-  ``max_route_lanes`` lanes per route, coordinates within ``max_abs_coord_m`` of the origin and
-  within ``map_margin_m`` of the map's bounding box, speeds up to ``max_speed_mps``, box sizes up to
-  ``max_size_m``, lateral offsets up to ``max_lateral_offset_m``, yaw angles within
-  ``max_abs_yaw_rad``;
-- the name: at most ``max_name_chars`` characters of ``name_pattern`` (it names folders); the file
-  name stands in when ``name`` is not given and must be as short.
+The limits live in one place, :class:`Limits` (the instance :data:`LIMITS`), each field with
+what it bounds; the scenario reference (``docs/reference/scenario.md``, section "Limits") is
+generated from them by :func:`limits_markdown`. In short: the file (a regular file of bounded
+size and node count), numbers (finite floats, int64 integers, no booleans for numbers), time
+(``dt_s`` range, steps per episode), work per file (seeds, sweep grid, episodes, scenes built to
+validate a sweep), the world (actor count, coordinates also against the map's bounding box,
+speeds, sizes) and the scenario name (it names folders).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
@@ -66,60 +52,59 @@ __all__ = [
 Problem = tuple[tuple[str | int, ...], str]
 
 
+def _lim(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What one scenario file may ask for (SI units: bytes, seconds, metres, m/s, radians).
+    """What one scenario file may ask for (SI units: bytes, seconds, metres, m/s, radians). Each
+    field's ``metadata["doc"]`` says what it bounds; :func:`limits_markdown` renders the table of
+    the scenario reference from them."""
 
-    Attributes:
-        max_file_bytes: size of the YAML file (256 KiB; the library's files are about 1 KiB).
-        max_yaml_nodes: YAML values after alias expansion (guards against "billion laughs").
-        min_int, max_int: range of every integer in the file (int64: seeds, ids as numbers, ...).
-        min_dt_s, max_dt_s: simulation step, s.
-        max_time_s: ``horizon_s``, ``ego.start.t_s`` and every actor's ``t_s``, s.
-        max_steps: steps per episode from the start of the scene, (``ego.start.t_s`` +
-            ``horizon_s``) / ``dt_s`` (36 000: one hour at 10 Hz).
-        max_file_steps: scene steps summed over the distinct scenes a file's sweep asks for
-            (sweeps over ``dt_s``, ``horizon_s``, ``ego.start.t_s`` or ``scene``).
-        max_seeds: entries of ``seeds``.
-        max_sweep_keys: keys of ``sweep``; max_sweep_values: values per key.
-        max_sweep_points: sweep grid points (the product of the value counts).
-        max_episodes: seeds x sweep points.
-        max_actor_ops: entries of ``actors``; max_actor_slots: ``max_actors``.
-        max_route_lanes: lanes in one route.
-        max_abs_coord_m: |x|, |y| of any pose and arc lengths ``s``, m.
-        map_margin_m: how far outside the map's bounding box a pose may lie, m.
-        max_speed_mps: any speed, m/s.  max_size_m: any box dimension, m.
-        max_lateral_offset_m: |``spawn.lateral_offset``|, m.  max_abs_yaw_rad: |yaw|, rad.
-        max_name_chars: length of the scenario name (the file name when ``name`` is not given).
-        name_pattern: characters of ``name`` (letters, digits, ``_``, ``-``, ``.``; it names
-            folders and episode ids).
-    """
-
-    max_file_bytes: int = 256 * 1024
-    max_yaml_nodes: int = 20_000
-    min_int: int = -(2**63)
-    max_int: int = 2**63 - 1
-    min_dt_s: float = 1e-3
-    max_dt_s: float = 1.0
-    max_time_s: float = 3600.0
-    max_steps: int = 36_000
-    max_file_steps: int = 100_000
-    max_seeds: int = 1_000
-    max_sweep_keys: int = 8
-    max_sweep_values: int = 1_000
-    max_sweep_points: int = 1_000
-    max_episodes: int = 10_000
-    max_actor_ops: int = 256
-    max_actor_slots: int = 1_024
-    max_route_lanes: int = 1_000
-    max_abs_coord_m: float = 1.0e6
-    map_margin_m: float = 1_000.0
-    max_speed_mps: float = 100.0
-    max_size_m: float = 50.0
-    max_lateral_offset_m: float = 50.0
-    max_abs_yaw_rad: float = 4.0 * math.pi
-    max_name_chars: int = 100
-    name_pattern: str = r"^\w[\w.\-]*$"
+    max_file_bytes: int = _lim(
+        256 * 1024, "size of the YAML file, bytes (the library's files are about 1 KiB)"
+    )
+    max_yaml_nodes: int = _lim(20_000, "YAML values, counted while parsing and again after alias expansion")
+    min_int: int = _lim(-(2**63), "smallest integer anywhere in the file (int64)")
+    max_int: int = _lim(2**63 - 1, "largest integer anywhere in the file (int64; seeds are in [0, max_int])")
+    min_dt_s: float = _lim(1e-3, "smallest `dt_s`, s")
+    max_dt_s: float = _lim(1.0, "largest `dt_s`, s")
+    max_time_s: float = _lim(3600.0, "`horizon_s`, `ego.start.t_s` and every actor's `t_s`, s")
+    max_steps: int = _lim(
+        36_000,
+        "steps per episode from the start of the scene, (`ego.start.t_s` + `horizon_s`) / `dt_s` (a synthetic town is made that long; one hour at 10 Hz)",
+    )
+    max_file_steps: int = _lim(
+        36_000,
+        "scene steps summed over the distinct scenes a file's sweep asks for (sweeps over `dt_s`, `horizon_s`, `ego.start.t_s` or `scene.*`; each is built to validate the file)",
+    )
+    max_sweep_scenes: int = _lim(
+        16, "distinct scenes a file's sweep asks for (combinations of the keys above)"
+    )
+    max_seeds: int = _lim(1_000, "entries of `seeds`")
+    max_sweep_keys: int = _lim(8, "keys of `sweep`")
+    max_sweep_values: int = _lim(1_000, "values of one sweep key")
+    max_sweep_points: int = _lim(1_000, "sweep grid points (the product of the value counts)")
+    max_episodes: int = _lim(10_000, "episodes of a file: seeds x sweep points")
+    max_sweep_work: int = _lim(
+        50_000, "sweep points x (entries of `actors` + 1): every point is validated whole"
+    )
+    max_actor_ops: int = _lim(256, "entries of `actors`")
+    max_actor_slots: int = _lim(1_024, "`max_actors` (logged + inserted actor slots)")
+    max_route_lanes: int = _lim(1_000, "lanes in one route")
+    max_abs_coord_m: float = _lim(1.0e6, "|x|, |y| of any pose and any arc length `s`, m")
+    map_margin_m: float = _lim(1_000.0, "how far outside the map's bounding box a pose may lie, m")
+    max_speed_mps: float = _lim(100.0, "any speed, m/s")
+    max_size_m: float = _lim(50.0, "any box dimension, m")
+    max_lateral_offset_m: float = _lim(50.0, "|`spawn.lateral_offset`|, m")
+    max_abs_yaw_rad: float = _lim(4.0 * math.pi, "|yaw| of any pose, rad (two turns either way)")
+    max_name_chars: int = _lim(
+        100, "characters of `name` (of the file name when `name` is not given): it names folders"
+    )
+    name_pattern: str = _lim(
+        r"^\w[\w.\-]*$", "characters of `name`: letters, digits, `_`, `-`, `.`; no spaces or slashes"
+    )
 
 
 #: The limits :mod:`sim.scenario` enforces.
@@ -253,6 +238,14 @@ def model_problems(m: Any, *, file_stem: str) -> list[Problem]:
         out.append(
             (("sweep",), f"expected at most {L.max_sweep_points} sweep points, got {points} ({sizes})")
         )
+    elif points > 1 and points * (len(m.actors) + 1) > L.max_sweep_work:
+        out.append(
+            (
+                ("sweep",),
+                f"expected at most {L.max_sweep_work} sweep points x (actors + 1) (each point is validated "
+                f"whole), got {points} x {len(m.actors) + 1} = {points * (len(m.actors) + 1)}",
+            )
+        )
     elif len(m.seeds) * points > L.max_episodes:
         out.append(
             (
@@ -262,24 +255,25 @@ def model_problems(m: Any, *, file_stem: str) -> list[Problem]:
             )
         )
     else:
-        total = _sweep_scene_steps(m)
-        if total > L.max_file_steps:
-            out.append(
-                (
-                    ("sweep",),
-                    f"expected at most {L.max_file_steps} scene steps over the distinct scenes of the "
-                    f"sweep (each is built to validate the file), got {total:.6g}",
-                )
-            )
+        out.extend(_sweep_scene_problems(m))
     return out
 
 
-def _sweep_scene_steps(m: Any) -> float:
-    """Scene steps summed over the distinct scene-changing sweep combinations (bounded by
+def _sweep_scene_problems(m: Any) -> list[Problem]:
+    """Distinct scene-changing sweep combinations and their scene steps (at most
     ``max_sweep_points`` iterations, checked before)."""
     keys = [k for k in m.sweep if k in _SCENE_KEYS or k.startswith("scene.")]
     if not keys:
-        return 0.0
+        return []
+    scenes = math.prod(len(m.sweep[k]) for k in keys)
+    if scenes > L.max_sweep_scenes:
+        return [
+            (
+                ("sweep",),
+                f"expected at most {L.max_sweep_scenes} distinct scenes (sweeps over {', '.join(keys)}; each "
+                f"is built to validate the file), got {scenes}",
+            )
+        ]
     base = {"ego.start.t_s": m.ego.start.t_s, "horizon_s": m.horizon_s, "dt_s": m.dt_s}
     combos: list[dict[str, Any]] = [{}]
     for k in keys:
@@ -295,7 +289,15 @@ def _sweep_scene_steps(m: Any) -> float:
         ):
             continue  # the point's own validation refuses it
         total += _steps(vals["ego.start.t_s"], vals["horizon_s"], vals["dt_s"])
-    return total
+    if total > L.max_file_steps:
+        return [
+            (
+                ("sweep",),
+                f"expected at most {L.max_file_steps} scene steps over the distinct scenes of the sweep "
+                f"(each is built to validate the file), got {total:.6g}",
+            )
+        ]
+    return []
 
 
 def map_problems(m: Any, bounds: Sequence[float]) -> list[Problem]:
@@ -351,24 +353,27 @@ def counting_composer(budget: int) -> type:
 # ------------------------------------------------------------------------------------ the docs
 def limits_markdown() -> str:
     """The limits as a Markdown section for the scenario reference page."""
-    doc = (Limits.__doc__ or "").split("Attributes:", 1)[-1]
     lines = [
         "## Limits",
         "",
-        "A scenario file that asks for more than these is refused by `loopdrive validate` (and by",
-        "every command that reads scenarios) before any scene is built, with one line naming the file,",
-        "the field path, the limit and the value given. They live in `sim.scenario_limits.LIMITS`.",
+        "A scenario file that asks for more than these is refused by `loopdrive validate` (and by every",
+        "command that reads scenarios) before any scene is built or any sweep expanded, with one line",
+        "naming the file, the field path, the limit and the value given. Non-finite numbers (`.nan`,",
+        "`.inf`, `1e400`) are refused anywhere in the file, and booleans are not numbers",
+        "(`version: true` is refused). The values live in `sim.scenario_limits.LIMITS`.",
         "",
-        "| limit | value |",
-        "|---|---|",
+        "| limit | value | what it bounds |",
+        "|---|---|---|",
     ]
     for f in fields(Limits):
         v = getattr(LIMITS, f.name)
-        shown = (
-            f"`{v}`"
-            if isinstance(v, str)
-            else (f"{v:g}" if isinstance(v, float) else f"{v:_}".replace("_", " "))
-        )
-        lines.append(f"| `{f.name}` | {shown.replace('|', chr(92) + '|')} |")
-    lines.extend(["", "What each limit covers:", "", "```text", doc.strip("\n"), "```", ""])
+        if isinstance(v, str):
+            shown = f"`{v}`"
+        elif isinstance(v, int) or float(v).is_integer():
+            shown = f"{int(v):_}".replace("_", " ")
+        else:
+            shown = f"{v:.4g}"
+        doc = f.metadata.get("doc", "").replace("|", "\\|")
+        lines.append(f"| `{f.name}` | {shown.replace('|', chr(92) + '|')} | {doc} |")
+    lines.append("")
     return "\n".join(lines)
