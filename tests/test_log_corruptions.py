@@ -334,6 +334,16 @@ def test_library_readers_refuse_what_validation_refuses(broken: Path) -> None:
         dl.depth(1)
 
 
+def test_recon_refuses_a_valid_log_without_training_frames(broken: Path) -> None:
+    """A log with only held-out frames (index % eval_every == 0) validates, but recon says why it
+    cannot train on it before making any folder."""
+    edit("transforms.json", ["frames"], json.loads((broken / "transforms.json").read_text())["frames"][:1])(broken)
+    assert RUNNER.invoke(app, ["validate-log", str(broken)]).exit_code == 0
+    before = _snapshot(broken.parent)
+    _one_clean_line(["recon", str(broken), "--out", str(broken.parent / "bundles" / "b"), "--iterations", "1"], "training frame")
+    assert _snapshot(broken.parent) == before
+
+
 def test_failed_recon_after_validation_removes_its_staging_folder(broken: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure after the staging folder exists (here: an unknown override) leaves nothing."""
     from sim.recon.run import train_bundle

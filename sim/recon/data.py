@@ -19,13 +19,24 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from sim.errors import LogFormatError
 from sim.log import DriveLog
 from sim.recon.scene import ActorState, SceneConfig
 from sim.sensors import LidarSpec, SensorRig
 
-__all__ = ["ReconData", "actor_poses_at", "build_occupancy", "lidar_ray_grid", "scene_config_for"]
+__all__ = ["ReconData", "actor_poses_at", "build_occupancy", "check_trainable", "lidar_ray_grid", "scene_config_for"]
 
 log = logging.getLogger(__name__)
+
+
+def check_trainable(dl: DriveLog, camera: str, eval_every: int) -> None:
+    """Refuse a log the reconstructor cannot train on with ``camera``: no training frame of it
+    (every frame held out: ``index % eval_every == 0``), or a camera not in the rig."""
+    if camera not in dl.cameras:
+        raise LogFormatError(f"expected one of the rig's cameras {dl.cameras}, got {camera!r}", file=dl.root / "meta.json", field="rig.cameras")
+    if not any(f.camera == camera and f.index % max(eval_every, 1) != 0 for f in dl.frames):
+        raise LogFormatError(f"expected at least one training frame of camera {camera!r} (frames whose index % {eval_every} != 0; "
+                             f"the others are held out)", file=dl.root / "transforms.json", field="frames")
 
 
 def actor_poses_at(dl: DriveLog, t_us: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
@@ -167,9 +178,8 @@ class ReconData:
         excluded; the ground under each actor box is marked so a removed actor leaves road), camera
         frames of ``camera`` (default: the first camera of the rig) and the LiDAR ray grids."""
         cam = camera or dl.cameras[0]
+        check_trainable(dl, cam, eval_every)
         frames = [f for f in dl.frames if f.camera == cam]
-        if not frames:
-            raise ValueError(f"no frames of camera {cam!r}")
         A = len(dl.tracks)
         size = np.array([t.size for t in dl.tracks], dtype=np.float64).reshape(A, 3)
         margin = base.actor_margin

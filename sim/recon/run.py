@@ -124,6 +124,7 @@ def _train_bundle(
 ) -> dict[str, Any]:
     """:func:`train_bundle` on a validated log, staging nerfstudio's output in ``work``."""
     from sim.recon.bundle import save_bundle
+    from sim.recon.data import check_trainable
     from sim.recon.method import PRESETS, make_trainer_config
 
     log_dir = dl.root
@@ -132,6 +133,8 @@ def _train_bundle(
     if os.path.lexists(out) and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise BundleError("expected an empty or new folder (pass --overwrite to replace it)", file=out)
     cfg = make_trainer_config(preset, data=Path(log_dir), iterations=iterations)
+    parser = cfg.pipeline.datamanager.dataparser
+    check_trainable(dl, parser.camera or dl.cameras[0], parser.eval_every)  # before any folder is made
     cfg.pipeline.model.seed = seed
     cfg.pipeline.datamanager.seed = seed
     if max_seconds:
