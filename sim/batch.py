@@ -3,7 +3,8 @@
 ``run_batch(paths, out)`` expands the scenario files into :class:`~sim.scenario.Episode` s, runs
 each closed-loop (:func:`run_episode`) on a local process pool or on Ray, and writes::
 
-    OUT/run.json                        what was run (planner, episode ids, options)
+    OUT/run.json                        what was run (planner, episode ids, options) and the run
+                                        definition with its sha256 (sim.run_definition)
     OUT/results.parquet                 one row per episode: episode_id, scenario, file, seed, sweep
                                         (JSON) and sweep.<path> columns, planner, every metric value
                                         (<metric>) and score (<metric>_score), score, status
@@ -14,9 +15,13 @@ each closed-loop (:func:`run_episode`) on a local process pool or on Ray, and wr
 
 Crash safety: an episode's files are written into a temporary folder that is renamed into place
 only when complete, so a run killed at any moment loses at most the episodes in flight;
-``resume=True`` runs only the episodes without a folder and rebuilds ``results.parquet``. An
-exception inside one episode becomes an ``error`` row; the batch goes on. Rows do not depend on the
-executor, the number of workers or the order of completion.
+``resume=True`` runs only the episodes without a folder and rebuilds ``results.parquet``, and only
+when the run's definition (scenarios, planner and parameters, seeds, horizon, renderer, engine
+version, ...) is the folder's: otherwise a :class:`~sim.errors.ResultsError` names the first
+difference. An exception inside one episode becomes an ``error`` row; the batch goes on. Rows do
+not depend on the executor, the number of workers or the order of completion. Worker processes
+exit when the run's process dies, however it dies (:mod:`sim.workers`); a local Ray instance is
+started for the run and stopped after it (:mod:`sim.ray_executor`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from numpy.typing import NDArray
 from sim.errors import EpisodeStateError, LoopdriveError, ScenarioError
 from sim.fsutil import atomic_path, atomic_write_text
 from sim.metrics import METRICS, EpisodeRecord, compute_metrics, progress_route
+from sim.run_definition import open_run_folder, run_definition
 from sim.scenario import Episode, expand_paths, scene_context, scene_for, to_builtin
 from sim.sensors import SensorRig, default_rig
 from sim.spec import ScenarioSpec
@@ -69,7 +75,8 @@ Executor = Literal["local", "ray"]
 #: progress(done, failed, total) callback type
 ProgressFn = Callable[[int, int, int], None]
 RolloutFn = Callable[[Episode, str, Mapping[str, Any]], EpisodeRecord]
-RUN_FORMAT = 1
+#: run-folder format (2: run.json holds the run definition and its sha256, see sim.run_definition)
+RUN_FORMAT = 2
 
 
 # ------------------------------------------------------------------------------------ rollout
@@ -810,31 +817,17 @@ def _iter_local(
     workers: int,
     rollout_fn: RolloutFn | None = None,
 ) -> Iterator[EpisodeOutcome]:
+    """In-process for one worker; else a process pool whose workers die with this process
+    (:func:`sim.workers.iter_process_pool`)."""
     if workers <= 1:
         for ep in tasks:
             yield run_episode(ep, planner, params, video=video, rollout_fn=rollout_fn)
         return
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from sim.workers import iter_process_pool
 
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending = set()
-        it = iter(tasks)
-        # keep at most 2x workers in flight, so a kill loses little and memory stays bounded
-        for ep in it:
-            pending.add(pool.submit(run_episode, ep, planner, params, video=video, rollout_fn=rollout_fn))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.add(
-                        pool.submit(run_episode, nxt, planner, params, video=video, rollout_fn=rollout_fn)
-                    )
+    yield from iter_process_pool(
+        run_episode, tasks, workers, args=(planner, params), kwargs={"video": video, "rollout_fn": rollout_fn}
+    )
 
 
 def _iter_ray(
@@ -846,51 +839,13 @@ def _iter_ray(
     address: str | None,
     rollout_fn: RolloutFn | None = None,
 ) -> Iterator[EpisodeOutcome]:
-    try:
-        import ray
-    except ImportError as exc:  # pragma: no cover - ray is a dependency
-        raise ScenarioError(f"the ray executor needs the 'ray' package ({exc})", field="executor") from None
-    started = False
-    if not ray.is_initialized():
-        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if not address:
-            kw["num_cpus"] = max(1, workers)
-        for attempt in (1, 2):
-            try:
-                ray.init(address=address, **kw)
-                break
-            except Exception as exc:  # ray raises bare Exceptions on a failed start
-                with contextlib.suppress(Exception):
-                    ray.shutdown()
-                if attempt == 2 or address:
-                    where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-                    raise ScenarioError(
-                        f"could not start {where}: {exc}. On an overloaded machine Ray's raylet can give up "
-                        "on its dashboard agent after 15 s (ray-project/ray#65983); start Ray with "
-                        "`ray start --head` and pass --ray-address, or use --executor local",
-                        field="executor",
-                    ) from None
-                log.warning("starting Ray failed (%s); retrying once", exc)
-        started = True
-    try:
-        remote = ray.remote(num_cpus=1, max_retries=0)(run_episode)
-        it = iter(tasks)
-        pending = []
-        limit = max(1, 2 * workers)
-        for ep in it:
-            pending.append(remote.remote(ep, planner, params, video=video, rollout_fn=rollout_fn))
-            if len(pending) >= limit:
-                break
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                yield ray.get(ref)
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append(remote.remote(nxt, planner, params, video=video, rollout_fn=rollout_fn))
-    finally:
-        if started:
-            ray.shutdown()
+    """Ray tasks on a local instance started for the run or the cluster at ``address``
+    (:func:`sim.ray_executor.iter_ray`)."""
+    from sim.ray_executor import iter_ray
+
+    yield from iter_ray(
+        run_episode, tasks, workers, address, args=(planner, params), kwargs={"video": video, "rollout_fn": rollout_fn}
+    )
 
 
 # ------------------------------------------------------------------------------------ batch
@@ -957,7 +912,8 @@ def run_batch(
         workers: parallel episodes (processes for ``local``, CPUs for a Ray instance we start).
         executor: ``local`` (process pool; in-process when ``workers`` is 1) or ``ray``.
         ray_address: join this Ray cluster instead of starting a local instance.
-        resume: continue a run in ``out``: only the episodes without a finished folder run.
+        resume: continue a run in ``out``: only the episodes without a finished folder run; the
+            run's definition must be the folder's (see :mod:`sim.run_definition`).
         progress: called as ``progress(done, failed, total)`` after each episode.
         horizon_s: cut every episode to this many seconds (a quick smoke run); the scene stays
             the one of the file's horizon.
@@ -970,7 +926,10 @@ def run_batch(
 
     Raises:
         ScenarioError: invalid scenario files, an ``out`` that already holds a run (without
-            ``resume``) or holds a run of another planner.
+            ``resume``); :class:`~sim.ray_executor.RayStartError` (a ScenarioError) when Ray cannot
+            be started or joined.
+        ResultsError: ``resume`` into a folder holding another run (the first difference is
+            named), an unreadable run.json, or one written before run definitions existed.
     """
     if executor not in ("local", "ray"):
         raise ScenarioError(f"expected executor 'local' or 'ray', got {executor!r}", field="executor")
@@ -990,37 +949,23 @@ def run_batch(
     if len(set(ids)) != len(ids):
         raise ScenarioError("episode ids must be unique", field="episodes")
     outp = Path(out)
-    run_json = outp / "run.json"
     planner_label = planner or "(per scenario)"
-    if outp.exists() and not outp.is_dir():
-        raise ScenarioError("expected a folder for the results, got a file", file=str(outp))
-    if run_json.is_file():
-        prev = _json_unsafe(json.loads(run_json.read_text(encoding="utf-8")))
-        if not resume:
-            raise ScenarioError(
-                "already holds a run; pass --resume to continue it or choose another --out", file=str(outp)
-            )
-        if prev.get("planner") != planner_label:
-            raise ScenarioError(
-                f"holds a run of planner {prev.get('planner')!r}, not {planner_label!r}", file=str(outp)
-            )
-    elif outp.is_dir() and any(outp.iterdir()) and not resume:
-        raise ScenarioError("expected an empty or new folder for the results", file=str(outp))
-    outp.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(
-        run_json,
-        {
-            "format": RUN_FORMAT,
-            "planner": planner_label,
-            "planner_params": to_builtin(dict(planner_params or {})),
-            "episodes": ids,
-            "video": video,
-            "executor": executor,
-            "workers": workers,
-            "horizon_s": horizon_s,
-            "renderer": renderer,
-        },
-    )
+    definition = run_definition(
+        eps, planner=planner, planner_params=planner_params, horizon_s=horizon_s, renderer=renderer,
+        video=video, rollout_fn=rollout_fn, run_format=RUN_FORMAT,
+    )  # fmt: skip
+    info = {
+        "format": RUN_FORMAT,
+        "planner": planner_label,
+        "planner_params": to_builtin(dict(planner_params or {})),
+        "episodes": ids,
+        "video": video,
+        "executor": executor,
+        "workers": workers,
+        "horizon_s": horizon_s,
+        "renderer": renderer,
+    }
+    open_run_folder(outp, resume=resume, definition=definition, info=info)
     _clean_tmp(outp)
     done_before = _done_ids(outp) if resume else set()
     todo = [e for e in eps if e.episode_id not in done_before]
