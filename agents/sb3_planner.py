@@ -63,9 +63,9 @@ class PickleOptIn(str):
 #: the value ``--trust-pickle`` puts in the ``sb3`` planner's parameters
 TRUST_PICKLE = PickleOptIn("--trust-pickle")
 
-_REFUSED = ("expected a loopdrive policy (.safetensors + .json); this is a stable-baselines3 .zip, which is pickle-based "
-            "and can run code when loaded: convert it once with `loopdrive convert-sb3 ZIP --out POLICY.safetensors "
-            "--trust-pickle`, or pass --trust-pickle on the command line if you trust its author")  # fmt: skip
+_REFUSED = ("refusing to load a stable-baselines3 .zip: the format is pickle-based and can run code when loaded; use a "
+            "loopdrive policy (.safetensors + .json): convert the zip once with `loopdrive convert-sb3 ZIP --out "
+            "POLICY.safetensors --trust-pickle`, or pass --trust-pickle on the command line if you trust its author")  # fmt: skip
 
 
 class SB3Params(BaseModel):
@@ -113,16 +113,17 @@ def _is_zip(path: Path) -> bool:
         return fh.read(4) == _ZIP_MAGIC
 
 
-def load_sb3(path: str | os.PathLike[str], algo: str = "PPO", *, trust_pickle: bool = False) -> Any:
+def load_sb3(path: str | os.PathLike[str], algo: str = "PPO", *, trust_pickle: bool = False, field: str | None = None) -> Any:
     """A stable-baselines3 model from a pickle-based zip -- only with ``trust_pickle`` (the user's
-    explicit opt-in); :class:`BundleError` otherwise, or when missing or unreadable."""
+    explicit opt-in); :class:`BundleError` otherwise (``field``: where the path came from), or when
+    missing or unreadable."""
     import stable_baselines3 as sb3
 
     if algo not in _ALGOS:
         raise ScenarioError(f"expected one of {', '.join(_ALGOS)}, got {algo!r}", field="planner.params.algo")
-    p = check_input_file(path, error=BundleError, max_bytes=None, what="a stable-baselines3 policy zip")
+    p = check_input_file(path, error=BundleError, max_bytes=None, what="a stable-baselines3 policy zip", field=field)
     if not trust_pickle:
-        raise BundleError(_REFUSED, file=p, field="planner.params.path")
+        raise BundleError(_REFUSED, file=p, field=field)
     log.warning("unpickling %s (--trust-pickle)", p)
     try:
         return getattr(sb3, algo).load(str(p), device="cpu", custom_objects=_SAFE_OBJECTS)
@@ -194,7 +195,7 @@ class SB3Planner(Planner):
             return
         assert self.path is not None
         if self.zip:
-            self.model = load_sb3(self.path, self.algo, trust_pickle=True)
+            self.model = load_sb3(self.path, self.algo, trust_pickle=True, field="planner.params.path")
         else:
             from agents.sb3_format import load_policy
 
