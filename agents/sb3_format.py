@@ -252,7 +252,9 @@ def save_policy(policy: Any, out: str | os.PathLike[str], *, algo: str, observat
 
     weights, desc = policy_files(out)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+    # cloned: with a shared features extractor SB3 lists one tensor under three names, which
+    # safetensors refuses to store as aliases (each name gets its own copy; loading fills all three)
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in policy.state_dict().items()}
     blob = save(state, metadata={"format": POLICY_FORMAT, "format_version": str(POLICY_VERSION)})
     doc = describe_policy(policy, algo=algo, observation=observation, action_units=action_units,
                           weights_sha256=hashlib.sha256(blob).hexdigest(), weights_file=weights.name, provenance=provenance)

@@ -244,3 +244,24 @@ def test_train_ppo_saves_a_policy_the_sb3_planner_runs_and_leaves_no_temp_folder
     res = run_planner_episode(spec, "sb3", 0, params={"path": str(out)}, max_steps=5)
     assert res.status == "ok", res.error
     assert res.steps == 5 and np.all(np.isfinite(res.actions))
+
+
+def test_multi_input_policy_with_an_image_kind_round_trips(free_road: tuple[ScenarioSpec, Any], tmp_path: Path) -> None:
+    """Dict observations (CombinedExtractor: a CNN on the BEV raster, shared by actor and critic)."""
+    from stable_baselines3 import PPO
+
+    from agents.sb3_format import load_policy, save_policy
+    from sim.env import ClosedLoopEnv
+
+    spec, c = free_road
+    env = ClosedLoopEnv(scenario=spec, observation=["state", "bev"], scene=c.scene, action_mode="control")
+    model = PPO("MultiInputPolicy", env, seed=0, device="cpu", n_steps=64, batch_size=32)
+    weights, _ = save_policy(model.policy, tmp_path / "mi.safetensors", algo="PPO", observation=["state", "bev"])
+    lp = load_policy(weights)
+    assert lp.description.policy_class == "MultiInputActorCriticPolicy" and lp.description.features_extractor == "CombinedExtractor"
+    obs, _ = env.reset(seed=0)
+    for _ in range(3):
+        want = model.predict(obs, deterministic=True)[0]
+        assert np.array_equal(lp.policy.predict(obs, deterministic=True)[0], want)
+        obs, *_ = env.step(want)
+    env.close()
