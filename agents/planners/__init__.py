@@ -5,7 +5,7 @@
 * ``pdm_closed`` -- PDM-Closed: proposals forecast and scored with the metric registry;
 * ``lidar_stack`` -- sensor-only: LiDAR perception + tracking + IDM/PDM planning;
 * ``bc_policy`` -- behaviour cloning from the BEV raster (``agents.bc``);
-* ``sb3`` -- any stable-baselines3 policy zip (``agents.sb3_planner``).
+* ``sb3`` -- a stable-baselines3 policy saved as safetensors + JSON (``agents.sb3_planner``).
 """
 
 from __future__ import annotations
