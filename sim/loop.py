@@ -22,9 +22,14 @@
     OUT/final/eval_*                   evaluation of the last policy
     OUT/report.json, OUT/report.md     failure rate and mean score per policy, nominal and held-out
 
-A failure is an episode that ends in a collision or off-road (``sim.adversary.FAILURES``). Every
-stage is recorded in ``state.json`` when it finishes; a killed loop re-run with the same ``OUT``
-skips the finished stages (and the batch runs / exports resume inside a stage).
+A failure is an episode that ends in a collision or off-road (``sim.adversary.FAILURES``). An
+errored episode (the planner or the rollout raised) is neither a failure nor a success: failure
+rates are over the finished episodes, each evaluation counts its ``errored`` episodes, and an
+evaluation whose every episode errored has no failure rate (``None`` in report.json, "every
+episode errored" in report.md) -- never "0.0 %". Every stage is recorded in ``state.json`` when it
+finishes; a killed loop re-run with the same ``OUT`` skips the finished stages (and the batch runs
+/ exports resume inside a stage). The configuration (names, files, numbers) is checked before
+``OUT`` is made (:func:`check_config`).
 """
 
 from __future__ import annotations
@@ -40,10 +45,10 @@ from typing import Any
 
 import numpy as np
 
-from sim.errors import LoopdriveError, ScenarioError
+from sim.errors import LoopdriveError, ResultsError, ScenarioError
 from sim.fsutil import atomic_write_text
 
-__all__ = ["LoopConfig", "LoopInterrupted", "evaluate_policy", "loop_rollout", "run_loop"]
+__all__ = ["LoopConfig", "LoopInterrupted", "all_errored", "check_config", "evaluate_policy", "loop_rollout", "run_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +150,13 @@ def _rates(run_dir: Path) -> dict[str, float]:
     eps = load_run(run_dir)
     ok = [e for e in eps if e.ok]
     if not eps:
-        return {"episodes": 0, "failure_rate": math.nan, "score": math.nan, "errors": 0}
+        return {"episodes": 0, "failures": 0, "failure_rate": math.nan, "score": math.nan, "errored": 0}
     fails = sum(1 for e in ok if e.details.get("termination") in FAILURES)
     return {
         "episodes": len(eps),
-        "errors": len(eps) - len(ok),
+        "errored": len(eps) - len(ok),
         "failures": fails,
-        "failure_rate": fails / max(len(ok), 1),
+        "failure_rate": fails / len(ok) if ok else math.nan,  # over the finished episodes only
         "score": float(np.mean([float(e.row["score"]) for e in ok])) if ok else math.nan,
     }
 
@@ -162,7 +167,7 @@ def evaluate_policy(files: Sequence[str | os.PathLike[str]], out: Path, planner:
     from sim.batch import run_batch
 
     if not files:
-        return {"episodes": 0, "failures": 0, "failure_rate": math.nan, "score": math.nan, "errors": 0}
+        return {"episodes": 0, "failures": 0, "failure_rate": math.nan, "score": math.nan, "errored": 0}
     run_batch(list(files), out, planner=planner, planner_params=dict(params), resume=True, horizon_s=horizon_s, rollout_fn=loop_rollout, workers=workers)
     return _rates(out)
 
@@ -172,7 +177,11 @@ class _State:
         self.path = out / "state.json"
         self.data: dict[str, Any] = {"config": _jsonable(asdict(cfg)), "done": {}}
         if self.path.is_file():
-            prev = json.loads(self.path.read_text(encoding="utf-8"))
+            try:
+                prev = json.loads(self.path.read_text(encoding="utf-8"))
+                prev["done"].keys()
+            except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+                raise ResultsError("expected the state.json of an earlier loop, got an unreadable file", file=self.path) from None
             if prev.get("config") != self.data["config"]:
                 raise ScenarioError("holds a loop with another configuration; use another --out", file=out)
             self.data = prev
@@ -221,19 +230,15 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
     from sim.adversary import AttackConfig, attack, sample_cases
     from sim.export import export_episodes, items_from_files, items_from_mined, load_training_set
     from sim.mining import mine, read_mined
-    from sim.scenario import scenario_files
 
-    if cfg.retrain not in ("scratch", "finetune", "both"):
-        raise ScenarioError(f"expected scratch, finetune or both, got {cfg.retrain!r}", field="retrain")
-    if cfg.retrain == "both" and cfg.candidates < 2:
-        raise ScenarioError("retrain 'both' trains a fine-tuned and a from-scratch candidate: expected candidates >= 2", field="candidates")
+    nominal, bases = check_config(cfg)
     outp = Path(out)
+    if outp.exists() and not outp.is_dir():
+        raise ScenarioError("expected a folder for the data loop, got a file", file=outp)
+    if outp.is_dir() and any(outp.iterdir()) and not (outp / "state.json").is_file():
+        raise ScenarioError("expected an empty or new folder, or an earlier loop's (with state.json)", file=outp)
     outp.mkdir(parents=True, exist_ok=True)
     st = _State(outp, cfg)
-    nominal = [str(f) for f in scenario_files(cfg.scenarios)]
-    bases = list(cfg.bases) if cfg.bases is not None else _default_bases(cfg)
-    if not bases:
-        raise ScenarioError("expected at least one base scenario with a lane-based ego start", field="bases")
     dt = 0.1
     max_steps = round(cfg.horizon_s / dt) if cfg.horizon_s else None
     bc_cfg = BCConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
@@ -336,6 +341,47 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
     return report
 
 
+def check_config(cfg: LoopConfig) -> tuple[list[str], list[str]]:
+    """Check everything the loop will use before any folder is made or any work starts: the
+    search, retraining and planner names, the numbers, every nominal and base scenario file and the
+    ``init_shards``. Returns (nominal files, attack bases); raises :class:`ScenarioError` /
+    :class:`~sim.errors.RegistryError` naming the setting."""
+    import agents.planners  # noqa: F401  (registers the built-ins)
+    from agents.base import PLANNERS
+    from sim.adversary import METHODS
+    from sim.scenario import expand_paths, scenario_files
+
+    if cfg.retrain not in ("scratch", "finetune", "both"):
+        raise ScenarioError(f"expected scratch, finetune or both, got {cfg.retrain!r}", field="retrain")
+    if cfg.retrain == "both" and cfg.candidates < 2:
+        raise ScenarioError("retrain 'both' trains a fine-tuned and a from-scratch candidate: expected candidates >= 2", field="candidates")
+    for fld, method in (("method", cfg.method), ("heldout_method", cfg.heldout_method or cfg.method)):
+        if method not in METHODS:
+            raise ScenarioError(f"expected a search method in {list(METHODS)}, got {method!r}", field=fld)
+    oracles = [o.strip() for o in cfg.oracle.split(",") if o.strip()]
+    if not oracles:
+        raise ScenarioError(f"expected comma-separated planner names, got {cfg.oracle!r}", field="oracle")
+    for fld, name in (("planner", cfg.planner), ("expert", cfg.expert), *(("oracle", o) for o in oracles)):
+        if name not in PLANNERS:
+            raise ScenarioError(f"unknown planner {name!r}; known: {', '.join(PLANNERS.names())}", field=fld)
+    for fld, v in (("rounds", cfg.rounds), ("budget", cfg.budget), ("epochs", cfg.epochs), ("batch_size", cfg.batch_size), ("candidates", cfg.candidates)):
+        if v < 1:
+            raise ScenarioError(f"expected a positive integer, got {v}", field=fld)
+    for fld, x in (("lr", cfg.lr), ("finetune_lr", cfg.finetune_lr), ("horizon_s", cfg.horizon_s)):
+        if x is not None and not (math.isfinite(x) and x > 0):
+            raise ScenarioError(f"expected a positive finite number, got {x}", field=fld)
+    for d in cfg.init_shards:
+        if not Path(d).exists():
+            raise ScenarioError("expected a folder of BC shards (*.npz) or a shard file", file=d, field="init_shards")
+    expand_paths(cfg.scenarios)  # every nominal file valid (also refuses an empty list)
+    nominal = [str(f) for f in scenario_files(cfg.scenarios)]
+    bases = list(cfg.bases) if cfg.bases is not None else _default_bases(cfg)
+    if not bases:
+        raise ScenarioError("expected at least one base scenario with a lane-based ego start", field="bases")
+    expand_paths(bases)
+    return nominal, bases
+
+
 def _validation_files(outp: Path, st: _State, r: int) -> list[str]:
     """Validation scenarios of round ``r``'s model selection: the round-0 uniform draws and the
     cases generated in rounds 0..r (training-side seeds)."""
@@ -424,13 +470,37 @@ def _train_and_select(cfg: LoopConfig, bc_cfg: Any, data: Any, rd: Path, dst: st
     assert best is not None
     for suffix in (".safetensors", ".json"):
         shutil.copyfile(best[1].with_suffix(suffix), Path(dst).with_suffix(suffix))
-    (rd / "selection.json").write_text(json.dumps(_jsonable({"validation_files": len(val_files), "candidates": summary, "chosen": str(best[1])}), indent=1), encoding="utf-8")
+    atomic_write_text(rd / "selection.json", json.dumps(_jsonable({"validation_files": len(val_files), "candidates": summary, "chosen": str(best[1])}), indent=1))
     log.info("kept candidate %s (validation failure rate %.3f)", best[1], best[0][0])
     return dst
 
 
 _RETRAIN = {"scratch": "from scratch", "finetune": "fine-tuned from the previous policy",
             "both": "fine-tuned and from-scratch candidates, the better on validation kept"}  # fmt: skip
+
+
+def _rate_cell(ev: Mapping[str, Any]) -> str:
+    """A report.md failure-rate cell: ``12.5 %``, ``12.5 % (3 errored)``, ``every episode errored
+    (8)`` or ``n/a`` (no episodes)."""
+    n, n_err = int(ev.get("episodes") or 0), int(ev.get("errored") or ev.get("errors") or 0)
+    rate = ev.get("failure_rate")
+    if n and n_err == n:
+        return f"every episode errored ({n_err})"
+    if rate is None or (isinstance(rate, float) and not math.isfinite(rate)):
+        return "n/a"
+    return f"{100 * rate:.1f} %" + (f" ({n_err} errored)" if n_err else "")
+
+
+def all_errored(report: Mapping[str, Any]) -> tuple[int, int]:
+    """(episodes, errored episodes) over every evaluation of a loop report; the loop produced no
+    result when both are equal and non-zero."""
+    n = n_err = 0
+    for e in report.get("rounds", []):
+        for side in ("nominal", "heldout"):
+            ev = e.get(side) or {}
+            n += int(ev.get("episodes") or 0)
+            n_err += int(ev.get("errored") or ev.get("errors") or 0)
+    return n, n_err
 
 
 def _write_report(outp: Path, report: dict[str, Any]) -> None:
@@ -454,6 +524,11 @@ def _write_report(outp: Path, report: dict[str, Any]) -> None:
     for e in report["rounds"]:
         name = "round 0 (initial)" if e["round"] == 0 else f"after round {e['round'] - 1} retraining"
         n, h = e["nominal"], e["heldout"]
-        lines.append(f"| {name} | {f(n.get('failure_rate'), True)} | {f(n.get('score'))} | {f(h.get('failure_rate'), True)} | {f(h.get('score'))} |")
+        lines.append(f"| {name} | {_rate_cell(n)} | {f(n.get('score'))} | {_rate_cell(h)} | {f(h.get('score'))} |")
+    total, errored = all_errored(report)
+    if total and errored == total:
+        lines += ["", f"**Every evaluation episode errored ({errored} of {total}): the loop produced no result.**"]
+    elif errored:
+        lines += ["", f"{errored} of {total} evaluation episodes errored (not counted in the failure rates)."]
     for name, text in (("report.json", json.dumps(report, indent=1)), ("report.md", "\n".join(lines) + "\n")):
         atomic_write_text(outp / name, text)

@@ -23,6 +23,11 @@ exporter passes on to training as a per-sample weight.
 
 Third parties add triggers through the ``loopdrive.triggers`` entry-point group: a function
 ``(episodes: Sequence[EpisodeData], **params) -> list[dict | None]``.
+
+Errored episodes (``status`` not ``ok``: the planner or the rollout raised) fire no trigger;
+``mined.json`` counts them (``errored``), and ``loopdrive mine`` exits 1 when every episode of the
+run errored (there was nothing to mine). The output folder is built next to ``out`` and renamed
+into place, so ``out`` holds either a complete selection or nothing new.
 """
 
 from __future__ import annotations
@@ -92,21 +97,19 @@ class EpisodeData:
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> list[EpisodeData]:
-    """The episodes of a batch run folder (``ScenarioError`` when it is not one)."""
+    """The episodes of a batch run folder (:class:`~sim.errors.ResultsError` when it is not one or
+    its ``results.parquet`` is corrupt, see :func:`sim.report.load_run_table`). An episode whose
+    ``metrics.json`` is missing or unreadable keeps its table row with empty details."""
     from sim.batch import read_episode
+    from sim.report import load_run_table
 
     run = Path(run_dir)
-    res = run / "results.parquet"
-    if not res.is_file():
-        raise ScenarioError("expected a run folder with results.parquet (from `loopdrive run`)", file=run)
-    import polars as pl
-
     out = []
-    for row in pl.read_parquet(res).to_dicts():
+    for row in load_run_table(run).to_dicts():
         eid = str(row["episode_id"])
         try:
             details = read_episode(run, eid)
-        except OSError:
+        except (OSError, ValueError, RecursionError):
             details = {}
         out.append(EpisodeData(row, details, run / "episodes" / eid))
     return out
@@ -314,19 +317,41 @@ def mine(
             )
         )
     if out is not None:
-        outp = Path(out)
-        (outp / "episodes").mkdir(parents=True, exist_ok=True)
-        for m in selected:
-            src = Path(run_dir) / "episodes" / m.episode_id
-            dst = outp / "episodes" / m.episode_id
-            if src.is_dir() and not dst.exists():
-                tmp = outp / "episodes" / f".tmp-{m.episode_id}"
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(src, tmp)
-                os.replace(tmp, dst)
-        doc = {"run": str(run_dir), "triggers": spec, "total": len(eps), "selected": [_clean(m.__dict__) for m in selected]}
-        atomic_write_text(outp / "mined.json", json.dumps(doc, indent=1, allow_nan=False))
+        doc = {"run": str(run_dir), "triggers": spec, "total": len(eps), "errored": sum(1 for e in eps if not e.ok),
+               "selected": [_clean(m.__dict__) for m in selected]}  # fmt: skip
+        _write_selection(Path(run_dir), Path(out), selected, doc)
     return selected
+
+
+def _write_selection(run: Path, outp: Path, selected: Sequence[MinedEpisode], doc: Mapping[str, Any]) -> None:
+    """Write ``mined.json`` and copies of the selected episode folders into a temporary folder
+    next to ``outp``, then put it in place of ``outp`` (which must be new, empty, or an earlier
+    selection: a folder holding ``mined.json``)."""
+    from sim.fsutil import make_temp_dir
+
+    if outp.exists() and not outp.is_dir():
+        raise ScenarioError("expected a folder for the mined selection, got a file", file=outp)
+    if outp.is_dir() and any(outp.iterdir()) and not (outp / "mined.json").is_file():
+        raise ScenarioError("expected an empty or new folder, or an earlier `loopdrive mine` output (with mined.json)", file=outp)
+    outp.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(outp.parent, prefix=f".{outp.name}.tmp-")
+    try:
+        (tmp / "episodes").mkdir()
+        for m in selected:
+            src = run / "episodes" / m.episode_id
+            if src.is_dir():
+                shutil.copytree(src, tmp / "episodes" / m.episode_id)
+        atomic_write_text(tmp / "mined.json", json.dumps(doc, indent=1, allow_nan=False))
+        old = None
+        if outp.exists():
+            old = outp.parent / f".{outp.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
+            os.replace(outp, old)
+        os.replace(tmp, outp)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _clean(o: Any) -> Any:

@@ -4,8 +4,14 @@
 
 * ``DIR/report.html``: score distribution, mean metric scores per scenario, and the worst episodes
   with bird's-eye-view (BEV) thumbnails -- every plot embedded as a base64 PNG, no external files;
-* ``DIR/summary.md``: one table row per scenario (episodes, errors, mean / min score, collision
-  and off-road rates, mean progress, min TTC).
+* ``DIR/summary.md``: one table row per scenario (episodes, errored episodes, mean / min score,
+  collision and off-road rates, mean progress, min TTC).
+
+Errored episodes (the planner or the rollout raised: ``status`` is not ``ok``) are counted and
+listed, never scored: rates and means are over the finished episodes, and a run whose every
+episode errored says so ("every episode errored") instead of showing figures computed over
+nothing. A run folder whose ``results.parquet`` is missing, unreadable or lacks the columns
+:func:`sim.batch.write_results` writes raises :class:`~sim.errors.ResultsError` naming the file.
 
 ``compare_runs(A, B)`` lists per-scenario mean score differences (B - A) of two runs.
 
@@ -20,7 +26,6 @@ import base64
 import contextlib
 import html
 import io
-import json
 import logging
 import math
 import os
@@ -33,14 +38,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from sim.errors import ScenarioError
-from sim.fsutil import atomic_write_text
+from sim.errors import ResultsError
+from sim.fsutil import atomic_write_text, check_input_file
 from sim.metrics import METRICS, EpisodeRecord, box_corners
 
 __all__ = [
+    "RESULT_COLUMNS",
     "ScenarioDiff",
     "bev_image",
     "compare_runs",
+    "errored_line",
+    "load_run_table",
     "render_video",
     "summary_table",
     "write_report",
@@ -211,21 +219,61 @@ def _episode_thumbnail(run: Path, episode_id: str, size_px: int = 220) -> NDArra
 
 
 # ---------------------------------------------------------------------------------- tables
-def _load(run: str | os.PathLike[str]) -> Any:
-    from sim.batch import load_results
+#: columns (and their kind) every non-empty ``results.parquet`` of :func:`sim.batch.write_results` has
+RESULT_COLUMNS: dict[str, str] = {"episode_id": "text", "scenario": "text", "planner": "text", "score": "number", "status": "text"}
 
-    return load_results(run)
+
+def load_run_table(run: str | os.PathLike[str]) -> Any:
+    """``results.parquet`` of the run folder ``run`` as a polars DataFrame, checked before use:
+    :class:`ResultsError` naming the file when the folder or the table is missing, is not a
+    regular file, cannot be read as parquet, or lacks a column of :data:`RESULT_COLUMNS` (or has
+    it with another type). An empty table (a run that finished no episode) is returned as is."""
+    import polars as pl
+
+    folder = Path(run)
+    if not folder.is_dir():
+        raise ResultsError("expected a run folder with results.parquet (made by `loopdrive run`)", file=folder)
+    path = check_input_file(folder / "results.parquet", error=ResultsError, max_bytes=None,
+                            what="a results.parquet written by `loopdrive run`")  # fmt: skip
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:  # polars raises its own error types for every kind of corruption
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ResultsError(f"expected a parquet table written by `loopdrive run`, cannot read it ({first})", file=path) from None
+    if df.height == 0:
+        return df
+    for col, kind in RESULT_COLUMNS.items():
+        if col not in df.columns:
+            raise ResultsError(f"expected a column {col!r} (a table written by `loopdrive run`)", file=path, field=col)
+        dtype = df.schema[col]
+        ok = dtype.is_numeric() if kind == "number" else dtype == pl.String
+        if not ok:
+            raise ResultsError(f"expected {kind} values, got {dtype}", file=path, field=col)
+    return df
+
+
+def _load(run: str | os.PathLike[str]) -> Any:
+    return load_run_table(run)
+
+
+def errored_line(n: int, n_err: int) -> str:
+    """``"12 episodes (0 errored)"``, ``"12 episodes (3 errored)"`` or, when all did,
+    ``"3 episodes: every episode errored (3 errored), nothing was scored"``."""
+    if n and n_err == n:
+        return f"{n} episodes: every episode errored ({n_err} errored), nothing was scored"
+    return f"{n} episodes ({n_err} errored)"
 
 
 def summary_table(df: Any) -> Any:
-    """Per-scenario aggregate (polars DataFrame): episodes, errors, mean/min score, collision rate
-    (at-fault), off-road rate, mean progress (m), min TTC (s)."""
+    """Per-scenario aggregate (polars DataFrame): episodes, errored episodes, mean/min score,
+    collision rate (at-fault), off-road rate, mean progress (m), min TTC (s); the rates and means
+    are over the finished episodes (null, shown as "–", where every episode errored)."""
     import polars as pl
 
     ok = pl.col("status") == "ok"
     aggs = [
         pl.len().alias("episodes"),
-        (~ok).sum().alias("errors"),
+        (~ok).sum().alias("errored"),
         pl.col("score").filter(ok).mean().alias("mean_score"),
         pl.col("score").filter(ok).min().alias("min_score"),
     ]
@@ -287,9 +335,13 @@ def write_report(run: str | os.PathLike[str], *, worst: int = 6) -> tuple[Path, 
 
     run = Path(run)
     df = _load(run)
+    if df.height == 0:
+        raise ResultsError("the run holds no finished episode; nothing to report", file=run / "results.parquet")
     meta: dict[str, Any] = {}
     if (run / "run.json").is_file():
-        meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
+        from sim.run_definition import read_run_json
+
+        meta = read_run_json(run / "run.json")
     summ = summary_table(df)
     ok = df.filter(pl.col("status") == "ok")
     n, n_err = df.height, df.height - ok.height
@@ -300,7 +352,7 @@ def write_report(run: str | os.PathLike[str], *, worst: int = 6) -> tuple[Path, 
         f"# loopdrive run: {run.name}",
         "",
         f"- planner: {planners}",
-        f"- episodes: {n} ({n_err} errors)",
+        f"- episodes: {errored_line(n, n_err)}",
         f"- mean score: {_fmt(mean_score)}",
         "",
         "## Per scenario",
@@ -314,7 +366,7 @@ def write_report(run: str | os.PathLike[str], *, worst: int = 6) -> tuple[Path, 
         md += [f"- `{name}`: {text}" for name, text in descriptions.items()]
         md.append("")
     if n_err:
-        md += ["## Errors", ""]
+        md += ["## Errored episodes", ""]
         for r in df.filter(pl.col("status") != "ok").select("episode_id", "error").iter_rows():
             md.append(f"- `{r[0]}`: {r[1]}")
         md.append("")
@@ -386,7 +438,7 @@ def write_report(run: str | os.PathLike[str], *, worst: int = 6) -> tuple[Path, 
             f"<li><code>{html.escape(a)}</code>: {html.escape(str(b))}</li>"
             for a, b in df.filter(pl.col("status") != "ok").select("episode_id", "error").iter_rows()
         )
-        errors_html = f"<h2>Errors</h2><ul>{items}</ul>"
+        errors_html = f"<h2>Errored episodes</h2><ul>{items}</ul>"
     body = "\n".join(f'<h2>{html.escape(t)}</h2><img src="data:image/png;base64,{b}">' for t, b in figs)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>loopdrive report: {html.escape(run.name)}</title>
@@ -397,7 +449,7 @@ th {{ background: #f0f0f0; }} td:first-child {{ text-align: left; }}
 .cards {{ display: flex; flex-wrap: wrap; gap: 14px; }} .card {{ width: 230px; font-size: 13px; }}
 </style></head><body>
 <h1>loopdrive run: {html.escape(run.name)}</h1>
-<p>planner <b>{html.escape(planners)}</b> · {n} episodes · {n_err} errors · mean score <b>{_fmt(mean_score)}</b>
+<p>planner <b>{html.escape(planners)}</b> · {html.escape(errored_line(n, n_err))} · mean score <b>{_fmt(mean_score)}</b>
 {(" · executor " + html.escape(str(meta.get("executor")))) if meta.get("executor") else ""}</p>
 <h2>Per scenario</h2>{table_html}
 {body}
@@ -470,9 +522,9 @@ def compare_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -
         )
         return {r[0]: (int(r[1]), float(r[2]) if r[2] is not None else float("nan")) for r in g.iter_rows()}
 
-    ma, mb = means(a), means(b)
+    ma, mb = means(a) if a.height else {}, means(b) if b.height else {}
     if not ma and not mb:
-        raise ScenarioError("both runs are empty", file=f"{run_a}, {run_b}")
+        raise ResultsError("both runs are empty", file=f"{run_a}, {run_b}")
     out = []
     for sc in sorted(set(ma) | set(mb)):
         na, sa = ma.get(sc, (0, float("nan")))

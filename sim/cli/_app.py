@@ -11,7 +11,8 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -29,6 +30,7 @@ from sim.cli._outputs import (
 from sim.errors import LoopdriveError
 
 __all__ = [
+    "LazyProgress",
     "LoopdriveGroup",
     "app",
     "bench_app",
@@ -85,6 +87,32 @@ def bc_weights_option(value: str | None, *, scratch: bool = False, option: str =
     except LoopdriveError as exc:
         raise typer.BadParameter(exc.one_line(), param_hint=option) from None
     return path
+
+
+class LazyProgress:
+    """A one-task rich progress display that starts at its first :meth:`update`: a command whose
+    library call fails its checks inside the ``with`` block prints its one error line and nothing
+    else (a started rich ``Progress`` prints its bar when it stops)."""
+
+    def __init__(self, make: Callable[[], Any], description: str, total: float | None = None, **fields: Any) -> None:
+        self._make, self._description, self._total, self._fields = make, description, total, fields
+        self._progress: Any = None
+        self._task: Any = None
+
+    def update(self, **kwargs: Any) -> None:
+        """``Progress.update`` of the task (the display starts on the first call)."""
+        if self._progress is None:
+            self._progress = self._make()
+            self._progress.start()
+            self._task = self._progress.add_task(self._description, total=self._total, **self._fields)
+        self._progress.update(self._task, **kwargs)
+
+    def __enter__(self) -> LazyProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 @contextlib.contextmanager

@@ -3,10 +3,12 @@ files, batch runs and their reports."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import (
@@ -132,11 +134,14 @@ def run_cmd(
         from agents.sb3_planner import pickle_opt_in_episodes
 
         episodes = pickle_opt_in_episodes(episodes, planner=planner, trust_pickle=trust_pickle)  # policy files checked now
-    with user_errors(), _progress() as prog:
-        task = prog.add_task("run", total=len(episodes), failed=0)
+    with user_errors(), contextlib.ExitStack() as stack:
+        bar: list[Any] = []  # the progress bar appears at the first report: after run_batch's checks
 
         def cb(done: int, failed: int, total: int) -> None:
-            prog.update(task, completed=done, total=total, failed=failed)
+            if not bar:
+                prog = stack.enter_context(_progress())
+                bar.extend([prog, prog.add_task("run", total=total, failed=0)])
+            bar[0].update(bar[1], completed=done, total=total, failed=failed)
 
         s = run_batch(
             None,
