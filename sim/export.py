@@ -191,8 +191,16 @@ def export_episodes(
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise ScenarioError(f"expected export kinds among {list(KINDS)}, got {bad}", field="kinds")
+    if max_steps is not None and max_steps < 1:
+        raise ScenarioError(f"expected a positive number of steps, got {max_steps}", field="max_steps")
+    from agents.base import PLANNERS
+
+    for name in dict.fromkeys([expert, *(it.planner for it in items)]):
+        PLANNERS.get(name)  # an unknown name fails before the output folder is made
     rig = rig or default_rig()
     outp = Path(out)
+    if outp.exists() and not outp.is_dir():
+        raise ScenarioError("expected a folder for the training shards, got a file", file=outp)
     outp.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     renderers: dict[Any, Any] = {}

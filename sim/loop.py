@@ -348,7 +348,7 @@ def check_config(cfg: LoopConfig) -> tuple[list[str], list[str]]:
     :class:`~sim.errors.RegistryError` naming the setting."""
     import agents.planners  # noqa: F401  (registers the built-ins)
     from agents.base import PLANNERS
-    from sim.adversary import METHODS
+    from sim.adversary.search import METHODS
     from sim.scenario import expand_paths, scenario_files
 
     if cfg.retrain not in ("scratch", "finetune", "both"):

@@ -126,7 +126,8 @@ class AttackConfig:
 class Candidate:
     """One evaluated scenario: its index in evaluation order, unit-cube point, parameter values,
     content hash, objective, failure kind (``collision``/``offroad``/empty), min TTC (s), score,
-    solvability (None = not checked) and the file written (None unless a solvable failure)."""
+    solvability (None = not checked), the file written (None unless a solvable failure) and
+    whether the episode errored (the planner or rollout raised: neither a failure nor a pass)."""
 
     index: int
     u: tuple[float, ...]
@@ -138,6 +139,7 @@ class Candidate:
     score: float
     solvable: bool | None = None
     file: str | None = None
+    errored: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,10 @@ class AttackResult:
         return sum(1 for c in self.candidates if c.failure)
 
     @property
+    def n_errored(self) -> int:
+        return sum(1 for c in self.candidates if c.errored)
+
+    @property
     def n_solvable(self) -> int:
         return sum(1 for c in self.candidates if c.failure and c.solvable)
 
@@ -174,6 +180,7 @@ class AttackResult:
             "budget": self.config.budget,
             "seed": self.config.seed,
             "episodes": len(self.candidates),
+            "errored": self.n_errored,
             "failures": self.n_failures,
             "solvable_failures": self.n_solvable,
             "distinct_failures": self.n_distinct,
@@ -422,7 +429,8 @@ def attack(
         if scen is None or u is None:
             raise ScenarioError(f"template {tname!r} found no valid edit of this base in 200 tries", file=base_p)
         h = str(scen["name"]).rsplit("-", 1)[-1]
-        obj, failure, ttc, score = _outcome(_run(ep))
+        run = _run(ep)
+        obj, failure, ttc, score = _outcome(run)
         solvable: bool | None = None
         path: str | None = None
         if failure and cfg.check_solvable:
@@ -435,7 +443,8 @@ def attack(
                 else:
                     log.info("discarded unsolvable case %s (no oracle of %s avoids failure)", h, cfg.oracle)
             solvable = seen_solv[h]
-        cands.append(Candidate(len(cands), tuple(float(x) for x in u), template.values(u), h, obj, failure, ttc, score, solvable, path))
+        cands.append(Candidate(len(cands), tuple(float(x) for x in u), template.values(u), h, obj, failure, ttc, score, solvable, path,
+                               errored=run.status != "ok" or run.record is None))  # fmt: skip
         batch_u.append(u)
         batch_o.append(UNSOLVABLE_OBJECTIVE if solvable is False else obj)
         if len(batch_u) >= sampler.pop:
@@ -447,6 +456,7 @@ def attack(
                 "failures": sum(1 for c in cands if c.failure),
                 "solvable_failures": sum(1 for c in cands if c.failure and c.solvable),
                 "distinct_failures": distinct_failures(cands, cfg.dedupe_radius),
+                "errored": sum(1 for c in cands if c.errored),
             })  # fmt: skip
         if progress is not None:
             progress(len(cands), cfg.budget, sum(1 for c in cands if c.failure and (c.solvable or not cfg.check_solvable)))

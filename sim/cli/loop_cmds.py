@@ -19,7 +19,22 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sim.cli._app import app, bc_weights_option, bench_app, console, err_console, user_errors
+from sim.cli._app import (
+    LazyProgress,
+    app,
+    bc_weights_option,
+    bench_app,
+    check_planner,
+    console,
+    err_console,
+    fail,
+    horizon_seconds,
+    out_dir,
+    out_file,
+    parse_int_list,
+    split_names,
+    user_errors,
+)
 
 
 def _progress(label: str) -> Progress:
@@ -30,36 +45,53 @@ def _progress(label: str) -> Progress:
     )  # fmt: skip
 
 
-def _params(text: str | None) -> dict:
+def _params(text: str | None, option: str = "--planner-params") -> dict:
     if not text:
         return {}
     try:
         v = json.loads(text)
-    except ValueError as exc:
-        raise typer.BadParameter(f"expected a JSON object, got {text!r} ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise typer.BadParameter(f"expected a JSON object, got {text!r} ({exc})", param_hint=option) from None
     if not isinstance(v, dict):
-        raise typer.BadParameter("expected a JSON object")
+        raise typer.BadParameter(f"expected a JSON object, got {type(v).__name__}", param_hint=option)
     return v
+
+
+def _check_scenario_file(path: Path) -> None:
+    """``path`` is a readable, valid scenario file (not a folder, FIFO or device)."""
+    from sim.errors import ScenarioError
+    from sim.fsutil import check_input_file
+    from sim.scenario import expand_paths
+
+    expand_paths([check_input_file(path, error=ScenarioError, what="a scenario YAML file")])
 
 
 @app.command("mine")
 def mine_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder from `loopdrive run`."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for mined.json and the selected episode folders."),
+    out: Path = typer.Option(..., "--out", "-o", callback=out_dir, help="Folder for mined.json and the selected episode folders."),
     trigger: list[str] = typer.Option(["collision", "near_miss", "hard_brake", "offroad", "rarity"], "--trigger", "-t",
                                       help="Trigger name, optionally with parameters: near_miss:ttc_s=1.5 (repeatable)."),
 ) -> None:
     """Select the episodes where a trigger fires (collision, near miss, hard braking, off-road,
-    planner-expert disagreement, rarity)."""
-    from sim.mining import mine
+    planner-expert disagreement, rarity). Exit code 1 when every episode of the run errored."""
+    from sim.mining import mine, parse_trigger
+    from sim.report import errored_line, load_run_table
 
     with user_errors():
+        for t in trigger:
+            parse_trigger(t)
+        df = load_run_table(run_dir)
         sel = mine(run_dir, out, trigger)
-    t = Table("episode", "triggers", "weight")
+    n = df.height
+    n_err = int((df["status"] != "ok").sum()) if n else 0
+    tab = Table("episode", "triggers", "weight")
     for m in sel:
-        t.add_row(m.episode_id, ", ".join(m.triggers), f"{m.weight:.2f}")
-    console.print(t)
-    console.print(f"{len(sel)} episodes selected; wrote {out / 'mined.json'}", highlight=False)
+        tab.add_row(m.episode_id, ", ".join(m.triggers), f"{m.weight:.2f}")
+    console.print(tab)
+    console.print(f"{len(sel)} episodes selected of {errored_line(n, n_err)}; wrote {out / 'mined.json'}", highlight=False)
+    if n and n_err == n:
+        raise fail(f"every episode of {run_dir} errored ({n_err} of {n}): nothing to mine", code=1)
 
 
 @app.command("attack")
@@ -68,61 +100,84 @@ def attack_cmd(
     base: Path = typer.Option(..., "--base", "-b", help="Base scenario YAML (ego starting on a lane)."),
     method: str = typer.Option("cem", "--method", "-m", help="random | cem"),
     budget: int = typer.Option(200, "--budget", min=1, help="Episodes of the planner under test."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for summary.json and candidates.jsonl."),
+    out: Path = typer.Option(..., "--out", "-o", callback=out_dir, help="Folder for summary.json and candidates.jsonl."),
     seed: int = typer.Option(0, "--seed"),
     template: str | None = typer.Option(None, "--template", help="lead_brake | cut_in | crossing | perturb (default: from the base)."),
-    horizon: float | None = typer.Option(None, "--horizon", help="Episode length of the generated cases, s."),
+    horizon: float | None = typer.Option(None, "--horizon", callback=horizon_seconds, help="Episode length of the generated cases, s."),
     planner_params: str | None = typer.Option(None, "--planner-params", help='JSON, e.g. {"weights": "models/bc.safetensors"}'),
     oracle: str = typer.Option("idm,pdm_closed", "--oracle", help="Privileged planner(s) that must solve each case, tried in order."),
-    generated_dir: Path = typer.Option(Path("scenarios/generated"), "--generated-dir", help="Where failing cases are written."),
+    generated_dir: Path = typer.Option(Path("scenarios/generated"), "--generated-dir", callback=out_dir, help="Where failing cases are written."),
 ) -> None:
-    """Search scenario edits for solvable failures of a planner; writes each as a scenario file."""
-    from sim.adversary import AttackConfig, attack
+    """Search scenario edits for solvable failures of a planner; writes each as a scenario file.
+    Exit code 1 when every episode of the search errored."""
+    from sim.adversary import TEMPLATES, AttackConfig, attack
+    from sim.adversary.search import METHODS
 
+    check_planner(planner)
+    for name in split_names(oracle, "--oracle"):
+        check_planner(name, "--oracle")
+    if method not in METHODS:
+        raise typer.BadParameter(f"expected one of {', '.join(METHODS)}, got {method!r}", param_hint="--method")
+    if template is not None and template not in TEMPLATES:
+        raise typer.BadParameter(f"expected one of {', '.join(TEMPLATES.names())}, got {template!r}", param_hint="--template")
     cfg = AttackConfig(planner=planner, planner_params=_params(planner_params), method=method, budget=budget, seed=seed,
                        template=template, horizon_s=horizon, oracle=oracle)  # fmt: skip
-    with user_errors(), _progress("attack") as prog:
-        task = prog.add_task(f"{planner} / {method}", total=budget, info="")
+    with user_errors():
+        _check_scenario_file(base)
+    with user_errors(), LazyProgress(lambda: _progress("attack"), f"{planner} / {method}", total=budget, info="") as prog:
         res = attack(base, cfg, out=out, generated_dir=generated_dir,
-                     progress=lambda d, n, f: prog.update(task, completed=d, info=f"[red]{f} failures"))  # fmt: skip
-    t = Table("episodes", "failures", "solvable failures", "distinct")
+                     progress=lambda d, n, f: prog.update(completed=d, info=f"[red]{f} failures"))  # fmt: skip
+    t = Table("episodes", "failures", "solvable failures", "distinct", "errored")
     for row in res.per_budget:
-        t.add_row(str(row["episodes"]), str(row["failures"]), str(row["solvable_failures"]), str(row.get("distinct_failures", "")))
+        t.add_row(str(row["episodes"]), str(row["failures"]), str(row["solvable_failures"]), str(row.get("distinct_failures", "")),
+                  str(row.get("errored", "")))  # fmt: skip
     console.print(t)
     console.print(f"{res.n_solvable} solvable failures, {res.n_distinct} distinct (L-inf radius {cfg.dedupe_radius} in the unit cube); "
-                  f"{res.n_failures - res.n_solvable} discarded as unsolvable; files in {generated_dir}; summary {out / 'summary.json'}", highlight=False)  # fmt: skip
+                  f"{res.n_failures - res.n_solvable} discarded as unsolvable; {res.n_errored} of {len(res.candidates)} episodes errored; "
+                  f"files in {generated_dir}; summary {out / 'summary.json'}", highlight=False)  # fmt: skip
+    if res.candidates and res.n_errored == len(res.candidates):
+        raise fail(f"every episode of the search errored ({res.n_errored} of {len(res.candidates)}): no failure was looked for", code=1)
 
 
 @app.command("export")
 def export_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the training shards."),
+    out: Path = typer.Option(..., "--out", "-o", callback=out_dir, help="Folder for the training shards."),
     mined: list[Path] = typer.Option([], "--mined", help="mined.json folders from `loopdrive mine`."),
     scenarios: list[Path] = typer.Option([], "--scenarios", help="Scenario files/folders (e.g. generated cases)."),
     planner: str | None = typer.Option(None, "--planner", help="Planner driving --scenarios (default: each file's)."),
     planner_params: str | None = typer.Option(None, "--planner-params", help="JSON parameters of --planner."),
     kinds: str = typer.Option("bev,state", "--kinds", help="Stored observation kinds: bev,state,camera,lidar."),
     expert: str = typer.Option("pdm_closed", "--expert", help="Planner relabelling every step."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Cut episodes to this many steps."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Cut episodes to this many steps."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Let the sb3 planner unpickle a stable-baselines3 .zip (can run code: only files you trust)."),
 ) -> None:
     """Export episodes to training shards (expert-relabelled, camera images anonymised)."""
-    from sim.export import export_episodes, items_from_files, items_from_mined
+    from sim.export import KINDS, export_episodes, items_from_files, items_from_mined
     from sim.mining import read_mined
-    from sim.scenario import scenario_files
+    from sim.scenario import expand_paths, scenario_files
 
+    if not mined and not scenarios:
+        raise typer.BadParameter("nothing to export: give --mined and/or --scenarios", param_hint="--mined / --scenarios")
+    kind_list = split_names(kinds, "--kinds")
+    bad = [k for k in kind_list if k not in KINDS]
+    if bad:
+        raise typer.BadParameter(f"expected kinds among {', '.join(KINDS)}, got {', '.join(bad)}", param_hint="--kinds")
+    check_planner(planner)
+    check_planner(expert, "--expert")
+    params = _params(planner_params) if planner else None
     with user_errors():
         items = [it for m in mined for it in items_from_mined(read_mined(m))]
         if scenarios:
-            items += items_from_files(scenario_files(scenarios), planner=planner, planner_params=_params(planner_params) if planner else None)
+            expand_paths(scenarios)  # every file valid before the shard folder is made
+            items += items_from_files(scenario_files(scenarios), planner=planner, planner_params=params)
         import dataclasses
 
         from agents.sb3_planner import pickle_opt_in
 
         items = [dataclasses.replace(it, planner_params=pickle_opt_in(it.planner, it.planner_params, trust_pickle=trust_pickle)) for it in items]
-        with _progress("export") as prog:
-            task = prog.add_task(f"{len(items)} episodes", total=len(items), info="")
-            shards = export_episodes(items, out, kinds=[k.strip() for k in kinds.split(",") if k.strip()], expert=expert,
-                                     max_steps=max_steps, progress=lambda d, n: prog.update(task, completed=d))  # fmt: skip
+        with LazyProgress(lambda: _progress("export"), f"{len(items)} episodes", total=len(items), info="") as prog:
+            shards = export_episodes(items, out, kinds=kind_list, expert=expert,
+                                     max_steps=max_steps, progress=lambda d, n: prog.update(completed=d))  # fmt: skip
     console.print(f"wrote {len(shards)} shards and manifest.json to {out}", highlight=False)
 
 
@@ -132,10 +187,10 @@ def loop_cmd(
     scenarios: list[Path] = typer.Option([Path("scenarios")], "--scenarios", help="Nominal scenario files/folders."),
     rounds: int = typer.Option(3, "--rounds", min=1),
     budget: int = typer.Option(60, "--budget", min=1, help="Attack episodes per round."),
-    out: Path = typer.Option(Path("out/loop"), "--out", "-o"),
+    out: Path = typer.Option(Path("out/loop"), "--out", "-o", callback=out_dir),
     method: str = typer.Option("cem", "--method"),
     base: list[Path] = typer.Option([], "--base", help="Attack bases (default: up to 3 lane-start nominal files)."),
-    horizon: float | None = typer.Option(6.0, "--horizon", help="Episode length, s."),
+    horizon: float | None = typer.Option(6.0, "--horizon", callback=horizon_seconds, help="Episode length, s."),
     init_weights: str | None = typer.Option(None, "--init-weights", help="Round-0 policy: a bc weights file, `shipped` (agents/weights/bc_policy), or "
                                             "`scratch` (collect expert data and train round 0). Default: shipped for bc_policy, scratch otherwise."),
     init_shards: list[Path] = typer.Option([], "--init-shards", help="Shard folders/files the --init-weights were trained on (e.g. out/bc-expert); "
@@ -157,35 +212,42 @@ def loop_cmd(
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads (the machine is shared)."),
     candidates: int = typer.Option(1, "--candidates", min=1, help="Policies trained per round; the best on a validation set (uniform draws + generated cases) is kept."),
 ) -> None:
-    """Run (or resume) evaluate -> mine -> generate -> export -> retrain rounds; writes report.md/json."""
-    import torch
+    """Run (or resume) evaluate -> mine -> generate -> export -> retrain rounds; writes report.md/json.
+    Exit code 1 when every evaluation episode errored."""
+    from sim.loop import LoopConfig, all_errored, check_config, run_loop
 
-    from sim.loop import LoopConfig, run_loop
-
-    torch.set_num_threads(threads)
+    check_planner(planner)
     if init_weights is None:
         init_weights = "shipped" if planner == "bc_policy" else "scratch"
     w0 = bc_weights_option(init_weights, scratch=True)
-    if w0 is not None and not init_shards:
-        err_console.print("[yellow]--init-weights without --init-shards: each retraining sees only the exported failures "
-                          "(the policy may forget the nominal driving); pass the shards it was trained on.")  # fmt: skip
     cfg = LoopConfig(planner=planner, scenarios=tuple(str(s) for s in scenarios), bases=tuple(str(b) for b in base) or None,
                      rounds=rounds, budget=budget, method=method, horizon_s=horizon, expert=expert, epochs=epochs, seed=seed,
                      init_weights=w0, init_shards=tuple(str(d) for d in init_shards), retrain=retrain, lr=lr, finetune_lr=finetune_lr, finetune_epochs=finetune_epochs, batch_size=batch_size,
                      heldout_budget=heldout_budget, heldout_method=heldout_method, heldout_seed=heldout_seed,
                      init_random=init_random, failure_weight=failure_weight, oracle=oracle, candidates=candidates)  # fmt: skip
+    with user_errors():
+        check_config(cfg)  # names, numbers and files before anything is made or trained
+    if w0 is not None and not init_shards:
+        err_console.print("[yellow]--init-weights without --init-shards: each retraining sees only the exported failures "
+                          "(the policy may forget the nominal driving); pass the shards it was trained on.")  # fmt: skip
+    import torch
+
+    torch.set_num_threads(threads)
     with user_errors(), console.status("data loop") as status:
         rep = run_loop(cfg, out, progress=lambda s: status.update(f"data loop: {s}"))
     console.print((out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
     console.print(f"{len(rep['rounds'])} evaluations; wrote {out / 'report.md'}", highlight=False)
+    n, n_err = all_errored(rep)
+    if n and n_err == n:
+        raise fail(f"every evaluation episode errored ({n_err} of {n}): the loop produced no result", code=1)
 
 
 @bench_app.command("loop")
 def bench_loop_cmd(
-    out: Path = typer.Option(Path("benchmarks/results/loop.json"), "--out", "-o"),
+    out: Path = typer.Option(Path("benchmarks/results/loop.json"), "--out", "-o", callback=out_file),
     quick: bool = typer.Option(False, "--quick", help="Small budgets and one loop round."),
-    work: Path = typer.Option(Path("out/bench-loop"), "--work", help="Scratch folder for runs."),
-    budget: int | None = typer.Option(None, "--budget", help="Attack budget per method, planner, base and seed."),
+    work: Path = typer.Option(Path("out/bench-loop"), "--work", callback=out_dir, help="Scratch folder for runs."),
+    budget: int | None = typer.Option(None, "--budget", min=1, help="Attack budget per method, planner, base and seed."),
     skip_loop: bool = typer.Option(False, "--skip-loop", help="Only the search comparison."),
     base: list[str] = typer.Option(["scenarios/cut_in_left.yaml", "scenarios/jaywalker.yaml"], "--base", help="Attack bases of the search comparison."),
     planners: str = typer.Option("idm,bc_policy", "--planners", help="Planners of the search comparison."),
@@ -199,10 +261,22 @@ def bench_loop_cmd(
     import os
     import sys
 
-    import torch
-
     from sim.adversary import AttackConfig, attack
-    from sim.loop import LoopConfig, run_loop
+    from sim.fsutil import atomic_write_text
+    from sim.loop import LoopConfig, check_config, run_loop
+
+    seed_list = parse_int_list(seeds, "--seeds", minimum=0) or []
+    if not seed_list:
+        raise typer.BadParameter(f"expected comma-separated integers, got {seeds!r}", param_hint="--seeds")
+    planner_list = split_names(planners, "--planners")
+    for name in planner_list:
+        check_planner(name, "--planners")
+    if bc_weights is not None:
+        bc_weights_option(str(bc_weights), option="--bc-weights")
+    with user_errors():
+        for b_file in base:
+            _check_scenario_file(Path(b_file))
+    import torch
 
     torch.set_num_threads(threads)
     b = budget or (40 if quick else 200)
@@ -213,9 +287,7 @@ def bench_loop_cmd(
     def save() -> None:
         result["load_avg_end"] = os.getloadavg()
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
-        tmp.replace(out)
+        atomic_write_text(out, json.dumps(result, indent=1, default=str))
 
     with user_errors():
         cfg_loop = LoopConfig(scenarios=("scenarios/lead_brake_hard.yaml", "scenarios/cut_in_left.yaml", "scenarios/stopped_vehicle.yaml"),
@@ -224,19 +296,20 @@ def bench_loop_cmd(
         loop_out = work / "loop"
         w0 = bc_weights or (loop_out / "init" / "bc.safetensors")
         if not skip_loop:
+            check_config(cfg_loop)
             t0 = time.perf_counter()
             with console.status("bench loop: data loop") as status:
                 rep = run_loop(cfg_loop, loop_out, progress=lambda s: status.update(f"bench loop: {s}"))
             result["loop"] = {"report": rep, "wall_s": time.perf_counter() - t0, "command": "loopdrive bench loop" + (" --quick" if quick else "")}
             save()
         totals: dict[str, dict[str, int]] = {}
-        for planner in [p.strip() for p in planners.split(",") if p.strip()]:
+        for planner in planner_list:
             if planner == "bc_policy" and not Path(w0).is_file():
                 err_console.print(f"no bc_policy weights at {w0}; bc_policy skipped")
                 continue
             params = {"weights": str(w0)} if planner == "bc_policy" else {}
             for b_file in base:
-                for seed in [int(x) for x in seeds.split(",") if x.strip()]:
+                for seed in seed_list:
                     row: dict = {"planner": planner, "base": b_file, "seed": seed, "budget": b}
                     if planner == "bc_policy":
                         row["weights"] = str(w0)
