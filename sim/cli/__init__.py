@@ -3,6 +3,7 @@
 # Subcommand modules (each adds its commands to ``app`` on import).
 import sim.cli.agents_cmds
 import sim.cli.env_cmds
+import sim.cli.export_cmds
 import sim.cli.import_cmds
 import sim.cli.loop_cmds
 import sim.cli.recon_cmds
