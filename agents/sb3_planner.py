@@ -224,6 +224,18 @@ def _with_opt_in(params: Mapping[str, Any], trust_pickle: bool) -> dict[str, Any
     return out
 
 
+def _preflight(params: Mapping[str, Any]) -> None:
+    """Everything a run would refuse about these ``sb3`` params, now: the parameters, the file kind
+    and, for loopdrive's format, the whole policy (description, sha256, tensors) -- so a bad policy
+    is one line and exit 2 before any output, not an errored episode. A trusted zip is not opened
+    here (the workers unpickle it)."""
+    pl = SB3Planner(**params)
+    if pl.path is not None and not pl.zip:
+        from agents.sb3_format import load_policy
+
+        load_policy(pl.path)
+
+
 def pickle_opt_in(planner: str, params: Mapping[str, Any] | None, *, trust_pickle: bool) -> dict[str, Any]:
     """``params`` of ``planner`` with the command line's ``--trust-pickle`` added (``sb3`` only),
     checked now: an ``sb3`` planner without a path, with a bad description, or naming a zip without
@@ -232,7 +244,7 @@ def pickle_opt_in(planner: str, params: Mapping[str, Any] | None, *, trust_pickl
     if planner != SB3Planner.name:
         return prm
     prm = _with_opt_in(prm, trust_pickle)
-    SB3Planner(**prm)
+    _preflight(prm)
     return prm
 
 
@@ -247,7 +259,7 @@ def pickle_opt_in_episodes(episodes: Iterable[Any], *, planner: str | None = Non
             params = _with_opt_in(ep.planner_params if name == ep.planner else {}, trust_pickle)
             key = repr(sorted((k, repr(v)) for k, v in params.items()))
             if key not in checked:
-                SB3Planner(**params)
+                _preflight(params)
                 checked.add(key)
             ep = ep.with_planner(name, params)
         out.append(ep)

@@ -370,3 +370,8 @@ def test_convert_sb3_needs_the_opt_in_and_writes_a_policy_that_runs_without_it(t
     f.write_text(SCENARIO.format(planner=f"{{name: sb3, params: {{path: {out}}}}}"))
     res = RUNNER.invoke(app, ["run", str(f), "--out", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
+    # tampered weights: refused before the run starts (one line, no run folder), not an errored episode
+    out.write_bytes(out.read_bytes()[:-4] + b"\0\0\0\0")
+    res = RUNNER.invoke(app, ["run", str(f), "--out", str(tmp_path / "run2")])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and "sha256" in res.stderr
+    assert not (tmp_path / "run2").exists()
