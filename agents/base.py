@@ -250,10 +250,12 @@ def _param_errors(cls: type[Planner], exc: ValidationError) -> list[tuple[tuple[
             )
         elif e["type"] == "missing":
             msg = "required parameter is missing"
+        elif str(e["msg"]).startswith(("Input should be ", "Value error, ")):
+            text = str(e["msg"]).removeprefix("Value error, ").removeprefix("Input should be ")
+            msg = f"expected {text}, got {got}"
         else:
-            text = str(e["msg"]).removeprefix("Value error, ")
-            text = text.removeprefix("Input should be ")
-            msg = f"expected {text[0].lower() + text[1:]}, got {got}" if text else f"invalid value {got}"
+            text = str(e["msg"])
+            msg = f"{text[:1].lower() + text[1:]} (got {got})"
         out.append((loc, msg))
     return out
 

@@ -990,14 +990,6 @@ def _semantic(doc: _Doc, m: ScenarioModel, ctx: SceneContext | None) -> list[Sce
     def err(path: Path_, msg: str) -> None:
         errs.append(doc.err(path, msg))
 
-    # dt divides horizon
-    n = m.horizon_s / m.dt_s
-    if abs(n - round(n)) > 1e-6 * max(1.0, n):
-        err(
-            ("dt_s",),
-            f"expected a step that divides horizon_s={m.horizon_s:g} s, got {m.dt_s:g} s ({n:.4g} steps)",
-        )
-
     # registries
     for kind, names, path in (
         ("planner", [m.planner.name], ("planner", "name")),

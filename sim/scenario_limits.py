@@ -19,11 +19,12 @@ speeds, sizes) and the scenario name (it names folders).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 __all__ = [
     "LIMITS",
@@ -103,7 +104,7 @@ class Limits:
         100, "characters of `name` (of the file name when `name` is not given): it names folders"
     )
     name_pattern: str = _lim(
-        r"^\w[\w.\-]*$", "characters of `name`: letters, digits, `_`, `-`, `.`; no spaces or slashes"
+        r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", "characters of `name`: ASCII letters, digits, `_`, `-`, `.`; no spaces or slashes"
     )
 
 
@@ -148,8 +149,20 @@ Speed = _f(ge=0.0, le=L.max_speed_mps)
 Size = _f(gt=0.0, le=L.max_size_m)
 #: a lateral offset, m
 Offset = _f(ge=-L.max_lateral_offset_m, le=L.max_lateral_offset_m)
+
+
+def _name(v: str) -> str:
+    if not re.fullmatch(L.name_pattern, v):
+        raise ValueError(f"a name of ASCII letters, digits, '_', '-' and '.' (it names folders), got {v[:40]!r}")
+    return v
+
+
 #: a scenario name (names folders)
-Name = Annotated[str, Field(min_length=1, max_length=L.max_name_chars, pattern=L.name_pattern)]
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=L.max_name_chars, json_schema_extra={"pattern": L.name_pattern}),
+    AfterValidator(_name),
+]
 
 
 # ----------------------------------------------------------------------------- plain-data walk
@@ -204,7 +217,8 @@ def _steps(t_s: float, horizon_s: float, dt_s: float) -> float:
 
 def model_problems(m: Any, *, file_stem: str) -> list[Problem]:
     """Work limits of a schema-valid :class:`sim.scenario.ScenarioModel` ``m``: steps per
-    episode, sweep grid, episodes, scene steps of the sweep, the name. Arithmetic only."""
+    episode (and ``dt_s`` dividing ``horizon_s``), sweep grid, episodes, scenes of the sweep, the
+    name. Arithmetic only: nothing here is O(steps) or O(episodes)."""
     out: list[Problem] = []
     if m.name is None and len(file_stem) > L.max_name_chars:
         out.append(
@@ -223,7 +237,11 @@ def model_problems(m: Any, *, file_stem: str) -> list[Problem]:
                 f"got {h / dt:.6g} (horizon_s={h:g} s, dt_s={dt:g} s)",
             )
         )
-    elif _steps(t0, h, dt) > L.max_steps:
+    elif abs(h / dt - round(h / dt)) > 1e-6 * max(1.0, h / dt):
+        out.append(
+            (("dt_s",), f"expected a step that divides horizon_s={h:g} s, got {dt:g} s ({h / dt:.4g} steps)")
+        )
+    if _steps(t0, h, dt) > L.max_steps and h / dt <= L.max_steps:
         out.append(
             (
                 ("ego", "start", "t_s"),
@@ -259,6 +277,10 @@ def model_problems(m: Any, *, file_stem: str) -> list[Problem]:
     return out
 
 
+def _in_ranges(t0: float, h: float, dt: float) -> bool:
+    return L.min_dt_s <= dt <= L.max_dt_s and 0.0 < h <= L.max_time_s and 0.0 <= t0 <= L.max_time_s
+
+
 def _sweep_scene_problems(m: Any) -> list[Problem]:
     """Distinct scene-changing sweep combinations and their scene steps (at most
     ``max_sweep_points`` iterations, checked before)."""
@@ -280,15 +302,10 @@ def _sweep_scene_problems(m: Any) -> list[Problem]:
         combos = [{**c, k: v} for c in combos for v in m.sweep[k]]
     total = 0.0
     for c in combos:
-        vals = {k: _num(c.get(k, b)) for k, b in base.items()}
-        if (
-            vals["dt_s"] is None
-            or vals["dt_s"] <= 0
-            or vals["horizon_s"] is None
-            or vals["ego.start.t_s"] is None
-        ):
-            continue  # the point's own validation refuses it
-        total += _steps(vals["ego.start.t_s"], vals["horizon_s"], vals["dt_s"])
+        t0, h, dt = (_num(c.get(k, b)) for k, b in base.items())
+        if t0 is None or h is None or dt is None or not _in_ranges(t0, h, dt):
+            continue  # out of range: the point's own validation refuses it by name
+        total += _steps(t0, h, dt)
     if total > L.max_file_steps:
         return [
             (
