@@ -18,7 +18,9 @@ report folder:
 5. ``index.html`` tying it together.
 
 Everything here calls the same library functions as the CLI; nothing is demo-only logic except
-the choice of inputs.
+the choice of inputs. The arguments (town preset, seed, frames, planners, scenario files) are
+checked before the folder is made, and a demo that fails removes the folder it created (an existing
+``out`` is overwritten, as documented).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import html
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.errors import ScenarioError
 from sim.fsutil import atomic_write_text
 
 __all__ = ["DEMO_PLANNERS", "DEMO_SCENARIOS", "DemoResult", "run_demo"]
@@ -150,13 +154,48 @@ def run_demo(
     progress: Progress | None = None,
 ) -> DemoResult:
     """Run the demo into ``out`` (see the module docstring). ``progress`` receives one line per stage."""
+    say = progress or (lambda s: log.info(s))
+    paths = _check_args(town, seed, frames, planners, scenarios)
+    outp = Path(out)
+    if outp.exists() and not outp.is_dir():
+        raise ScenarioError("expected a folder for the demo, got a file", file=outp)
+    created = not outp.exists()
+    outp.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_stages(outp, town, seed, frames, recon, planners, paths, say)
+    except BaseException:
+        if created:  # nothing half-written stays behind
+            shutil.rmtree(outp, ignore_errors=True)
+        raise
+
+
+def _check_args(town: str, seed: int, frames: int | None, planners: tuple[str, ...], scenarios: tuple[str, ...]) -> list[Path]:
+    """The demo's scenario files once every argument is known to be usable (ScenarioError /
+    RegistryError otherwise), before anything is written."""
+    import agents.planners  # noqa: F401  (registers the built-ins)
+    from agents.base import PLANNERS
+    from sim.synth import get_preset
+
+    get_preset(town)
+    if seed < 0:
+        raise ScenarioError(f"expected a non-negative seed, got {seed}", field="seed")
+    if frames is not None and frames < 2:
+        raise ScenarioError(f"expected at least 2 frames, got {frames}", field="frames")
+    for p in planners:
+        PLANNERS.get(p)
+    paths = [ROOT / "scenarios" / f"{s}.yaml" for s in scenarios]
+    for p in paths:
+        if not p.is_file():
+            raise ScenarioError("expected a library scenario file", file=p)
+    return paths
+
+
+def _run_stages(outp: Path, town: str, seed: int, frames: int | None, recon: bool, planners: tuple[str, ...], paths: list[Path],
+                say: Progress) -> DemoResult:
     from agents.leaderboard import run_leaderboard
     from sim.report import write_report
     from sim.synth import write_synth_log
 
-    say = progress or (lambda s: log.info(s))
-    outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
     res = DemoResult(outp)
 
     say(f"1/4 synthesising the {town} town (seed {seed}) into {outp / 'log'}")
@@ -164,8 +203,7 @@ def run_demo(
     res.files["log"] = Path(log_dir)
     res.files["bev"], res.files["preview"] = write_log_overview(Path(log_dir), outp)
 
-    say(f"2/4 running {len(scenarios)} scenarios x {len(planners)} planners closed loop")
-    paths = [ROOT / "scenarios" / f"{s}.yaml" for s in scenarios]
+    say(f"2/4 running {len(paths)} scenarios x {len(planners)} planners closed loop")
     lb = run_leaderboard(paths, list(planners), outp / "leaderboard", resume=False)
     res.files["leaderboard"] = outp / "leaderboard" / "leaderboard.md"
     for p in planners:

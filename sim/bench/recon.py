@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sim.errors import LogFormatError
 from sim.log import read_log, write_json_atomic
 
 __all__ = ["TARGETS", "NerfactoScene", "psnr_lead", "render_times", "run_recon_bench", "run_render_bench", "train_nerfacto"]
@@ -226,6 +227,27 @@ def run_render_bench(bundle: str | os.PathLike[str], log_dir: str | os.PathLike[
     return res
 
 
+def _check_inputs(log_dir: Path | None, town: str, frames: int, preset: str, nerfacto_from: Path | None) -> None:
+    """Refuse bad arguments before the work folder is made: the preset and town names, the
+    frame count, a given log (headers) and the nerfacto results file (a regular file)."""
+    from sim.errors import BundleError, ResultsError, ScenarioError
+    from sim.fsutil import check_input_file
+    from sim.log import validate_log
+    from sim.recon.method import PRESETS
+    from sim.synth import get_preset
+
+    if preset not in PRESETS:
+        raise BundleError(f"expected a preset in {sorted(PRESETS)}, got {preset!r}", field="preset")
+    if log_dir is not None:
+        validate_log(log_dir, check_payloads=False)
+    else:
+        get_preset(town)
+        if frames < 10:
+            raise ScenarioError(f"expected at least 10 frames, got {frames}", field="frames")
+    if nerfacto_from is not None:
+        check_input_file(nerfacto_from, error=ResultsError, what="an earlier `loopdrive bench recon` results file")
+
+
 def run_recon_bench(
     *,
     log: Path | None,
@@ -253,6 +275,7 @@ def run_recon_bench(
     from sim.recon.run import train_bundle
 
     say = echo or (lambda m: log.info(m))
+    _check_inputs(log, town, frames, preset, nerfacto_from)
     torch.set_num_threads(threads)
     work.mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": threads,
@@ -264,7 +287,9 @@ def run_recon_bench(
             say(f"synthesising {town} town ({frames} frames)")
             t0 = time.perf_counter()
             exe = str(Path(sys.executable).parent / "loopdrive")
-            subprocess.run([exe, "synth", "--town", town, "--seed", "0", "--frames", str(frames), "--out", str(log)], check=True)
+            done = subprocess.run([exe, "synth", "--town", town, "--seed", "0", "--frames", str(frames), "--out", str(log)], check=False)
+            if done.returncode != 0:
+                raise LogFormatError(f"synthesising the {town} town failed (`loopdrive synth` exit code {done.returncode})", file=log)
             res["synth_seconds"] = round(time.perf_counter() - t0, 1)
     dl = read_log(log)
     reused = load_nerfacto_result(nerfacto_from, dl) if nerfacto_from is not None else None  # refuse a bad file before training

@@ -34,6 +34,7 @@ __all__ = [
     "LoopdriveGroup",
     "app",
     "bench_app",
+    "check_bundle_and_log",
     "check_out_path",
     "check_planner",
     "console",
@@ -87,6 +88,20 @@ def bc_weights_option(value: str | None, *, scratch: bool = False, option: str =
     except LoopdriveError as exc:
         raise typer.BadParameter(exc.one_line(), param_hint=option) from None
     return path
+
+
+def check_bundle_and_log(bundle: str | os.PathLike[str] | None, log: str | os.PathLike[str] | None) -> None:
+    """Refuse an unusable drive log (:class:`~sim.errors.LogFormatError`, headers checked) or scene
+    bundle (:class:`~sim.errors.BundleError`, fully loaded: weights against their recorded sha256
+    and the model) before a benchmark or evaluation starts any work."""
+    if log is not None:
+        from sim.log import validate_log
+
+        validate_log(log, check_payloads=False)
+    if bundle is not None:
+        from sim.recon.bundle import load_bundle
+
+        load_bundle(bundle)
 
 
 class LazyProgress:

@@ -7,14 +7,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sim.cli._app import bench_app, console, user_errors
+from sim.cli._app import bench_app, console, out_file, user_errors
 
 
 @bench_app.command("env")
 def bench_env_cmd(
-    out: Path = typer.Option(Path("benchmarks/results/env.json"), "--out", "-o", help="Where to write the JSON result."),
-    seconds: float = typer.Option(10.0, "--seconds", min=0.5, help="Wall seconds per system (split into interleaved slices)."),
-    rounds: int = typer.Option(5, "--rounds", min=1, help="Interleaved rounds; figures are medians over them."),
+    out: Path = typer.Option(Path("benchmarks/results/env.json"), "--out", "-o", callback=out_file, help="Where to write the JSON result."),
+    seconds: float = typer.Option(10.0, "--seconds", min=0.5, max=3600.0, help="Wall seconds per system (split into interleaved slices)."),
+    rounds: int = typer.Option(5, "--rounds", min=1, max=1000, help="Interleaved rounds; figures are medians over them."),
     quick: bool = typer.Option(False, "--quick", help="2 s per system and B up to 64."),
 ) -> None:
     """Env steps/s and simulated s per wall s: loopdrive single and batched (B = 1, 16, 64, 256)

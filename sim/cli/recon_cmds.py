@@ -19,16 +19,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sim.cli._app import app, bench_app, console, fail, user_errors
+from sim.cli._app import app, bench_app, check_bundle_and_log, console, fail, out_dir, out_file, user_errors
 
 
 @app.command("recon")
 def recon_cmd(
     log: Path = typer.Argument(..., help="Drive-log folder to reconstruct."),
-    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write (e.g. bundles/town-s0)."),
+    out: Path = typer.Option(..., "--out", "-o", callback=out_dir, help="Bundle folder to write (e.g. bundles/town-s0)."),
     preset: str = typer.Option("quick", "--preset", help="quick (minutes) or full (up to an hour on 2 CPU cores)."),
-    iterations: int | None = typer.Option(None, "--iterations", min=1, help="Override the preset's iteration count."),
-    max_minutes: float | None = typer.Option(None, "--max-minutes", min=0.01,
+    iterations: int | None = typer.Option(None, "--iterations", min=1, max=10_000_000, help="Override the preset's iteration count."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", min=0.01, max=7 * 24 * 60,
                                              help="Stop training after this wall-clock time (the learning-rate decay is fitted to it)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the batch sampler and the ray jitter."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads: 2 trains about 1.4x faster on an idle 2-core machine, but loses a lot when other jobs share the cores."),
@@ -60,7 +60,7 @@ def recon_cmd(
 def eval_recon_cmd(
     bundle: Path = typer.Argument(..., help="Scene bundle folder."),
     log: Path = typer.Option(..., "--log", help="The drive log the bundle was trained on."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default BUNDLE/eval)."),
+    out: Path | None = typer.Option(None, "--out", "-o", callback=out_dir, help="Output folder (default BUNDLE/eval)."),
     max_frames: int = typer.Option(12, "--max-frames", min=1, help="Held-out frames to score."),
     mode: str = typer.Option("volume", "--mode", help="volume (the reference) or surface (the fast renderer's baked background)."),
 ) -> None:
@@ -114,8 +114,8 @@ def bench_recon_cmd(
     frames: int = typer.Option(120, "--frames", min=10, help="Frames to synthesise when --log is not given."),
     preset: str = typer.Option("quick", "--preset", help="quick or full."),
     nerfacto: bool = typer.Option(True, "--nerfacto/--no-nerfacto", help="Also train nerfacto for the same wall-clock."),
-    out: Path = typer.Option(Path("benchmarks/results/recon.json"), "--out", help="Result JSON."),
-    work: Path = typer.Option(Path("out/bench-recon"), "--work", help="Working folder (logs, bundles)."),
+    out: Path = typer.Option(Path("benchmarks/results/recon.json"), "--out", callback=out_file, help="Result JSON."),
+    work: Path = typer.Option(Path("out/bench-recon"), "--work", callback=out_dir, help="Working folder (logs, bundles)."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads for both methods."),
     nerfacto_from: Path | None = typer.Option(
         None, "--nerfacto-from", help="Reuse the nerfacto result of an earlier results JSON on the same log (no nerfacto training)."),
@@ -134,7 +134,7 @@ def bench_recon_cmd(
 def bench_render_cmd(
     bundle: Path = typer.Option(..., "--bundle", help="Scene bundle folder."),
     log: Path = typer.Option(..., "--log", help="The drive log the bundle was trained on (poses, rig)."),
-    out: Path = typer.Option(Path("benchmarks/results/render.json"), "--out", help="Result JSON."),
+    out: Path = typer.Option(Path("benchmarks/results/render.json"), "--out", callback=out_file, help="Result JSON."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed renders per sensor and mode."),
 ) -> None:
@@ -142,6 +142,7 @@ def bench_render_cmd(
     from sim.bench.recon import run_render_bench
 
     with user_errors():
+        check_bundle_and_log(bundle, log)
         res = run_render_bench(bundle, log, out, threads=threads, repeats=repeats)
     tab = Table(title=f"render ({res['machine']['cpu_count']} CPUs, {threads} torch thread(s), load {res['machine']['load_average_at_start'][0]})")
     for c in ("mode", "camera ms (min / median)", "LiDAR sweep ms (min / median)"):

@@ -9,9 +9,20 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sim.cli._app import app, bench_app, console, user_errors
+from sim.cli._app import (
+    LoopdriveGroup,
+    app,
+    bench_app,
+    check_bundle_and_log,
+    console,
+    horizon_seconds,
+    out_dir,
+    out_file,
+    parse_int_list,
+    user_errors,
+)
 
-actors_app = typer.Typer(help="The actor library: reconstructed actors harvested from scene bundles.", no_args_is_help=True)
+actors_app = typer.Typer(help="The actor library: reconstructed actors harvested from scene bundles.", no_args_is_help=True, cls=LoopdriveGroup)
 app.add_typer(actors_app, name="actors")
 
 _LIBRARY_HELP = "Actor-library folder (default: $LOOPDRIVE_ACTORS or ./actors)."
@@ -71,7 +82,7 @@ def actors_list_cmd(
 @actors_app.command("add")
 def actors_add_cmd(
     bundle: Path = typer.Argument(..., help="Scene bundle folder to harvest."),
-    library: Path | None = typer.Option(None, "--library", help=_LIBRARY_HELP),
+    library: Path | None = typer.Option(None, "--library", callback=out_dir, help=_LIBRARY_HELP),
     name: str | None = typer.Option(None, "--name", help="Source name (default: the bundle folder's name)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a source of the same name."),
 ) -> None:
@@ -88,13 +99,13 @@ def actors_add_cmd(
 def bench_closed_loop_cmd(
     bundle: Path = typer.Option(..., "--bundle", help="Scene bundle of the town (trained on --log)."),
     log: Path = typer.Option(..., "--log", help="The synth drive log the bundle was trained on (mesh truth)."),
-    out: Path = typer.Option(Path("benchmarks/results/closed_loop.json"), "--out", help="Results JSON."),
+    out: Path = typer.Option(Path("benchmarks/results/closed_loop.json"), "--out", callback=out_file, help="Results JSON."),
     steps: int = typer.Option(20, "--steps", min=2, help="Env steps per speed measurement."),
     scenarios: list[Path] = typer.Option([], "--scenario", help="Scenario files for the sensor-only planner gap (repeatable)."),
-    horizon_s: float = typer.Option(6.0, "--horizon", min=0.5, help="Episode horizon for the planner gap, s."),
+    horizon_s: float = typer.Option(6.0, "--horizon", min=0.5, callback=horizon_seconds, help="Episode horizon for the planner gap, s."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads."),
     deviation_steps: int = typer.Option(40, "--deviation-steps", min=2, help="Steps of the deviating episode (realism vs lateral offset)."),
-    max_offset_m: float = typer.Option(3.0, "--max-offset", min=0.0, help="Lateral offset the deviating episode steers to, m."),
+    max_offset_m: float = typer.Option(3.0, "--max-offset", min=0.0, max=20.0, help="Lateral offset the deviating episode steers to, m."),
     edit_frames: int = typer.Option(4, "--edit-frames", min=1, help="Logged times scored with an actor removed / inserted."),
 ) -> None:
     """Closed-loop speed of the env with neural/composite sensors, realism under editing against mesh
@@ -102,6 +113,7 @@ def bench_closed_loop_cmd(
     from sim.bench.closed_loop import run_closed_loop_bench
 
     with user_errors():
+        check_bundle_and_log(bundle, log)
         res = run_closed_loop_bench(bundle, log, out, steps=steps, scenarios=list(scenarios), horizon_s=horizon_s, threads=threads,
                                     deviation_steps=deviation_steps, max_offset_m=max_offset_m, edit_frames=edit_frames,
                                     progress=lambda m: console.log(m))
@@ -127,10 +139,10 @@ def bench_closed_loop_cmd(
 def bench_planner_gap_cmd(
     bundle: Path = typer.Option(..., "--bundle", help="Scene bundle of the town (trained on --log)."),
     log: Path = typer.Option(..., "--log", help="The synth drive log the bundle was trained on (mesh truth)."),
-    out: Path = typer.Option(Path("benchmarks/results/planner_gap.json"), "--out", help="Results JSON."),
+    out: Path = typer.Option(Path("benchmarks/results/planner_gap.json"), "--out", callback=out_file, help="Results JSON."),
     scenarios: list[Path] = typer.Option([], "--scenario", help="Scenario files (repeatable; default: the library files on the bundle's town)."),
     max_scenarios: int | None = typer.Option(3, "--max-scenarios", min=1, help="At most this many scenarios."),
-    horizon_s: float = typer.Option(3.0, "--horizon", min=0.5, help="Episode horizon, s."),
+    horizon_s: float = typer.Option(3.0, "--horizon", min=0.5, callback=horizon_seconds, help="Episode horizon, s."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated episode seeds."),
     lidar: str = typer.Option("32x1024", "--lidar", help="LiDAR beams x azimuth steps."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads."),
@@ -140,10 +152,13 @@ def bench_planner_gap_cmd(
 
     try:
         beams, az = (int(v) for v in lidar.lower().split("x"))
-        seed_list = tuple(int(s) for s in seeds.split(","))
     except ValueError:
-        raise typer.BadParameter("expected --lidar BEAMSxAZIMUTH (e.g. 32x1024) and --seeds as integers") from None
+        raise typer.BadParameter(f"expected BEAMSxAZIMUTH (e.g. 32x1024), got {lidar!r}", param_hint="--lidar") from None
+    if not (1 <= beams <= 256 and 8 <= az <= 8192):
+        raise typer.BadParameter(f"expected 1-256 beams and 8-8192 azimuth steps, got {lidar!r}", param_hint="--lidar")
+    seed_list = tuple(parse_int_list(seeds, "--seeds", minimum=0) or (0,))
     with user_errors():
+        check_bundle_and_log(bundle, log)
         res = run_planner_gap_bench(bundle, log, out, scenarios=list(scenarios) or None, max_scenarios=max_scenarios, horizon_s=horizon_s,
                                     seeds=seed_list, lidar=(beams, az), threads=threads, progress=lambda m: console.log(m))
     tab = Table(title=f"lidar_stack, mesh vs neural LiDAR ({res['machine']['cpu_count']} CPUs)")

@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sim.cli._app import app, bench_app, console, fail, user_errors
+from sim.cli._app import app, bench_app, console, fail, out_dir, out_file, user_errors
 
 _CAMERAS = ("front", "left", "right", "rear")
 
@@ -134,15 +134,15 @@ def synth_log(town: str, seed: int, frames: int | None, out: Path, overwrite: bo
 def synth_cmd(
     town: str = typer.Option("small", "--town", help="Town preset: tiny | small | large."),
     seed: int = typer.Option(0, "--seed", help="Town and traffic seed (same seed -> byte-identical log)."),
-    frames: int | None = typer.Option(None, "--frames", help="Frames (default: the preset's: tiny 30, small 120, large 300)."),
-    out: Path = typer.Option(..., "--out", help="Drive-log folder to write."),
+    frames: int | None = typer.Option(None, "--frames", max=100_000, help="Frames (default: the preset's: tiny 30, small 120, large 300)."),
+    out: Path = typer.Option(..., "--out", callback=out_dir, help="Drive-log folder to write."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --out."),
     cameras: str | None = typer.Option(None, "--cameras", help="Comma-separated cameras: front,left,right,rear (default: front); "
                                        "with --rig nuscenes a subset of CAM_FRONT,... (default: all six)."),
-    width: int | None = typer.Option(None, "--width", help="Camera width, pixels (default 320; not with --rig nuscenes)."),
-    height: int | None = typer.Option(None, "--height", help="Camera height, pixels (default 192; not with --rig nuscenes)."),
-    beams: int = typer.Option(32, "--beams", help="LiDAR beams."),
-    azimuth: int = typer.Option(1024, "--azimuth", help="LiDAR azimuth steps per sweep."),
+    width: int | None = typer.Option(None, "--width", max=8192, help="Camera width, pixels (default 320; not with --rig nuscenes)."),
+    height: int | None = typer.Option(None, "--height", max=8192, help="Camera height, pixels (default 192; not with --rig nuscenes)."),
+    beams: int = typer.Option(32, "--beams", max=1024, help="LiDAR beams."),
+    azimuth: int = typer.Option(1024, "--azimuth", max=65536, help="LiDAR azimuth steps per sweep."),
     rate: float | None = typer.Option(None, "--rate", help="Camera and LiDAR rate, Hz (one frame per sensor per step; default 10; "
                                       "not with --rig nuscenes, whose frames are 50 ms steps)."),
     rig: str = typer.Option("default", "--rig", help="Sensor rig: default (the named cameras, one capture per sensor per frame) | "
@@ -156,10 +156,10 @@ def synth_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    out: Path = typer.Option(Path("out/demo"), "--out", help="Demo folder (overwritten): log/, leaderboard/, videos, index.html."),
+    out: Path = typer.Option(Path("out/demo"), "--out", callback=out_dir, help="Demo folder (overwritten): log/, leaderboard/, videos, index.html."),
     town: str = typer.Option("small", "--town", help="Town preset."),
-    seed: int = typer.Option(0, "--seed", help="Town seed."),
-    frames: int | None = typer.Option(None, "--frames", min=2, help="Log frames (default: the preset's)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Town seed."),
+    frames: int | None = typer.Option(None, "--frames", min=2, max=100_000, help="Log frames (default: the preset's)."),
     recon: bool = typer.Option(False, "--recon/--no-recon", help="Also train the neural scene (quick preset, ~10 min) and drive on it."),
 ) -> None:
     """Run loopdrive end to end on the built-in small town and write OUT/index.html: the synthetic drive
@@ -176,15 +176,15 @@ def demo_cmd(
 @bench_app.command("synth")
 def bench_synth_cmd(
     town: str = typer.Option("small", "--town", help="Town preset."),
-    width: int = typer.Option(320, "--width", help="Camera width."),
-    height: int = typer.Option(192, "--height", help="Camera height."),
-    beams: int = typer.Option(32, "--beams", help="LiDAR beams."),
-    azimuth: int = typer.Option(1024, "--azimuth", help="LiDAR azimuth steps."),
-    camera_frames: int = typer.Option(40, "--camera-frames", help="Timed camera frames."),
-    lidar_sweeps: int = typer.Option(20, "--lidar-sweeps", help="Timed LiDAR sweeps (Embree)."),
-    slow_sweeps: int = typer.Option(2, "--slow-sweeps", help="Timed LiDAR sweeps without Embree."),
+    width: int = typer.Option(320, "--width", min=16, max=8192, help="Camera width."),
+    height: int = typer.Option(192, "--height", min=16, max=8192, help="Camera height."),
+    beams: int = typer.Option(32, "--beams", min=1, max=1024, help="LiDAR beams."),
+    azimuth: int = typer.Option(1024, "--azimuth", min=8, max=65536, help="LiDAR azimuth steps."),
+    camera_frames: int = typer.Option(40, "--camera-frames", min=1, max=100_000, help="Timed camera frames."),
+    lidar_sweeps: int = typer.Option(20, "--lidar-sweeps", min=1, max=100_000, help="Timed LiDAR sweeps (Embree)."),
+    slow_sweeps: int = typer.Option(2, "--slow-sweeps", min=1, max=100_000, help="Timed LiDAR sweeps without Embree."),
     quick: bool = typer.Option(False, "--quick", help="Fewer timed renders."),
-    out: Path = typer.Option(Path("benchmarks/results/synth.json"), "--out", help="Result JSON."),
+    out: Path = typer.Option(Path("benchmarks/results/synth.json"), "--out", callback=out_file, help="Result JSON."),
 ) -> None:
     """Ground-truth renderer speed: camera frames/s and LiDAR sweeps/s with and without Embree."""
     from sim.bench.synth import run_synth_bench
@@ -192,6 +192,9 @@ def bench_synth_cmd(
     if quick:
         camera_frames, lidar_sweeps, slow_sweeps = min(camera_frames, 10), min(lidar_sweeps, 5), 1
     with user_errors():
+        from sim.synth import get_preset
+
+        get_preset(town)
         res = run_synth_bench(town=town, width=width, height=height, beams=beams, azimuth=azimuth, camera_frames=camera_frames,
                               lidar_sweeps=lidar_sweeps, slow_sweeps=slow_sweeps, out=out, echo=lambda m: console.log(m))
     tab = Table(title=f"synth renderer on the {town} town ({res['static_faces']} static triangles, {res['machine']['cpu_count']} CPUs)")

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from sim.cli._app import app, bench_app, console, fail, user_errors
+from sim.cli._app import app, bench_app, console, fail, out_dir, out_file, split_names, user_errors
 
 
 @app.command("view")
 def view_cmd(
     source: Path = typer.Argument(..., help="A drive-log folder or an episode folder (OUT/episodes/<id> of `loopdrive run`)."),
-    out: Path = typer.Option(..., "--out", help="The .rrd file to write; open it with `rerun FILE.rrd`."),
+    out: Path = typer.Option(..., "--out", callback=out_file, help="The .rrd file to write; open it with `rerun FILE.rrd`."),
     max_points: int = typer.Option(20000, "--max-points", min=100, help="LiDAR points kept per sweep."),
 ) -> None:
     """Write a rerun recording (camera, LiDAR, 3D boxes, lanes, ego path, per-step metrics); works headless."""
@@ -27,15 +27,15 @@ def view_cmd(
 def bench_all_cmd(
     quick: bool = typer.Option(False, "--quick", help="Small settings for every benchmark (tiny town for recon, no nerfacto)."),
     only: str = typer.Option(",".join(("synth", "env", "batch", "recon", "closed-loop")), "--only", help="Comma-separated subset."),
-    results: Path = typer.Option(Path("benchmarks/results"), "--results", help="Results folder."),
-    work: Path = typer.Option(Path("out/bench-all"), "--work", help="Scratch folder."),
+    results: Path = typer.Option(Path("benchmarks/results"), "--results", callback=out_dir, help="Results folder."),
+    work: Path = typer.Option(Path("out/bench-all"), "--work", callback=out_dir, help="Scratch folder."),
 ) -> None:
     """Run every benchmark (each in its own process) and write all.json + all.md (the README table)."""
     from rich.table import Table
 
     from sim.bench.all import BENCHMARKS, run_all
 
-    names = tuple(n.strip() for n in only.split(",") if n.strip())
+    names = tuple(split_names(only, "--only"))
     bad = [n for n in names if n not in BENCHMARKS]
     if bad:
         raise fail(f"--only: unknown benchmark(s) {bad}; known: {list(BENCHMARKS)}")
