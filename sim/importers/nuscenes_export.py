@@ -215,8 +215,8 @@ def export_nuscenes(
         ``out``.
 
     Raises:
-        LogFormatError: an invalid log, one without LiDAR sweeps, or an ``out`` that exists and is
-        not empty (without ``overwrite``) or cannot be written.
+        LogFormatError: an invalid log, one without LiDAR sweeps, or an ``out`` that exists and
+            is not empty (without ``overwrite``) or cannot be written.
     """
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
