@@ -64,8 +64,7 @@ def validate_cmd(
 
     files = scenario_files(paths)
     if not files:
-        sys.stdout.write(f"{', '.join(map(str, paths))}: expected scenario files (*.yaml), found none\n")
-        raise typer.Exit(2)
+        raise fail(f"{', '.join(map(str, paths))}: expected scenario files (*.yaml), found none")
     bad = 0
     for f in files:
         errs = validate_file(f)
@@ -73,8 +72,7 @@ def validate_cmd(
             sys.stdout.write(e.one_line() + "\n")
         bad += bool(errs)
     if bad:
-        err_console.print(f"[red]{bad} of {len(files)} file(s) invalid[/]")
-        raise typer.Exit(2)
+        raise fail(f"{bad} of {len(files)} file(s) invalid (one line per problem above)")
     err_console.print(f"[green]ok[/] {len(files)} scenario file(s) valid")
 
 
