@@ -286,21 +286,24 @@ def replace_actors(service: RenderService, origin: LogOrigin, trajectories: Sequ
             raise RequestError(f"expected each uuid once, {tr.uuid!r} repeats", field=f"{i}.uuid")
         if tr.uuid in bundle_actors:
             cls, source = bundle_actors[tr.uuid].cls, "bundle"
-        elif tr.uuid in service.actors:
-            cls, source = service.actors[tr.uuid].cls, service.actors[tr.uuid].source
-        else:
-            cls = tr.cls or "car"
+        else:  # drawn from the library: its asset (loopdrive's /actors insert) or the nearest of its class, checked at these dims
+            cur = service.actors.get(tr.uuid)
+            cls = tr.cls or (cur.cls if cur is not None else "car")
             lib = service.renderer.library
             if lib is None:
                 known = sorted(bundle_actors)
                 shown = f"{known[:8]}{' ...' if len(known) > 8 else ''}"
                 raise RequestError(f"expected the uuid of one of this server's actors {shown}, got {tr.uuid!r} (a new actor needs an actor "
                                    "library: loopdrive serve --library DIR)", field=f"{i}.uuid")
+            asset = service.renderer.assets.get(tr.uuid)
             try:
-                la = lib.match(cls, size, service.renderer.size_tolerance)
+                la = lib.get(asset) if asset else lib.match(cls, size, service.renderer.size_tolerance)
+            except LoopdriveError as exc:
+                raise RequestError(exc.message, field=str(i)) from None  # no class or no size match
+            try:
                 check_size(la, size, service.renderer.size_tolerance, where=f"{i}.dims")
             except LoopdriveError as exc:
-                raise RequestError(exc.message, field=exc.field or f"{i}.dims") from None
+                raise RequestError(exc.message, field=f"{i}.dims") from None
             source = f"library:{la.key}"
         try:
             track = trajectory_track(tr, origin, cls)

@@ -428,3 +428,32 @@ def test_cli_refuses_an_unknown_api_in_one_line(bundle: Path) -> None:
     assert r.exit_code == 2
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "--api" in err[0] and "neurad" in err[0]
+
+
+def test_new_uuid_is_drawn_from_the_actor_library(bundle: Path, dl, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from sim.actor_library import ActorLibrary
+    from sim.serve import create_app
+
+    ActorLibrary(tmp_path / "lib").add_bundle(shutil.copytree(bundle, tmp_path / "town-b"))
+    t6 = int(dl.ego.t_us[6])
+    rig = SensorRig((CameraSpec(name="front", width=96, height=64),), None)
+    with TestClient(create_app(bundle, library=tmp_path / "lib", rig=rig)) as c:
+        pose = (ego2world(dl, 6, (0, 0, 0)) @ opengl_to_opencv_c2w(rig.cameras[0].vehicle_from_camera)).tolist()
+        body = {"pose": pose, "timestamp": t6, "camera_name": "CAM_FRONT"}
+        actors = c.get("/get_actors").json()
+        before = decode_raw(c.post("/render_image", json=body).text)
+        car = next(t for t in dl.tracks if t.cls == "car")
+        box = ego2world(dl, 6, (0, 0, 0)) @ vehicle_pose_se3(10.0, 0.0, 0.0)
+        box[2, 3] += car.size[2] / 2
+        new = {"uuid": "ncap-target", "class": "car", "poses": [box.tolist()] * 2, "timestamps": [int(dl.ego.t_us[0]), int(dl.ego.t_us[-1])],
+               "dims": [car.size[1], car.size[0], car.size[2]], "is_target_actor": True}
+        r = c.post("/update_actors", json=[*actors, new])
+        assert r.status_code == 200, r.text
+        listed = {a["id"]: a for a in c.get("/actors").json()}
+        assert listed["ncap-target"]["source"].startswith("library:town-b/")
+        assert _total(decode_raw(c.post("/render_image", json=body).text), before) > 1000
+        r = c.post("/update_actors", json=[*actors, dict(new, dims=[2.0, 12.0, 1.5])])  # no library car that long
+        assert r.status_code == 422 and "differs in length" in r.text and r.json()["detail"][0]["loc"][:2] == ["body", str(len(actors))]
+        assert "ncap-target" in [a["uuid"] for a in c.get("/get_actors").json()]  # unchanged
