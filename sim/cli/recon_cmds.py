@@ -19,7 +19,17 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sim.cli._app import app, bench_app, check_bundle_and_log, console, fail, out_dir, out_file, user_errors
+from sim.cli._app import (
+    LazyProgress,
+    app,
+    bench_app,
+    check_bundle_and_log,
+    console,
+    fail,
+    out_dir,
+    out_file,
+    user_errors,
+)
 
 
 @app.command("recon")
@@ -42,11 +52,10 @@ def recon_cmd(
     from sim.recon.run import train_bundle
 
     columns = (TextColumn("[bold]training[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with user_errors(), Progress(*columns, console=console, transient=False) as prog:
-        task = prog.add_task("train", total=None)
+    with user_errors(), LazyProgress(lambda: Progress(*columns, console=console, transient=False), "train") as prog:
 
         def progress(step: int, total: int) -> None:
-            prog.update(task, completed=step, total=total)
+            prog.update(completed=step, total=total)
 
         summary = train_bundle(log, out, preset=preset, iterations=iterations,
                                max_seconds=max_minutes * 60 if max_minutes else None, seed=seed,
@@ -121,6 +130,10 @@ def bench_recon_cmd(
         None, "--nerfacto-from", help="Reuse the nerfacto result of an earlier results JSON on the same log (no nerfacto training)."),
 ) -> None:
     """Reconstruction benchmark: train time, held-out / lane-shift PSNR, LiDAR error, render speed, vs nerfacto."""
+    if preset not in ("quick", "full"):
+        raise fail(f"--preset: expected quick or full, got {preset!r}")
+    with user_errors():
+        check_bundle_and_log(None, log)  # before torch and nerfstudio are imported
     from sim.bench.recon import run_recon_bench
 
     with user_errors():
