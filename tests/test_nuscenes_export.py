@@ -364,3 +364,16 @@ def test_failed_export_leaves_nothing(ns_log: Path, tmp_path: Path, monkeypatch:
     with pytest.raises(RuntimeError, match="disk on fire"):
         export_nuscenes(ns_log, tmp_path / "root")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--rig", "nuscenes", "--width", "100"], "--width"),
+    (["--rig", "nuscenes", "--rate", "10"], "--rate"),
+    (["--rig", "nuscenes", "--cameras", "CAM_FRONT,front"], "--cameras"),
+    (["--rig", "nuscenes", "--image-scale", "0"], "--image-scale"),
+    (["--rig", "fisheye"], "--rig"),
+])
+def test_synth_cli_refuses_bad_rig_options_before_rendering(tmp_path: Path, args: list[str], needle: str) -> None:
+    res = CliRunner().invoke(app, ["synth", "--town", "tiny", "--frames", "4", "--out", str(tmp_path / "log"), *args])
+    assert res.exit_code == 2 and needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "log").exists()
