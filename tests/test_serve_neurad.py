@@ -457,3 +457,20 @@ def test_new_uuid_is_drawn_from_the_actor_library(bundle: Path, dl, tmp_path: Pa
         r = c.post("/update_actors", json=[*actors, dict(new, dims=[2.0, 12.0, 1.5])])  # no library car that long
         assert r.status_code == 422 and "differs in length" in r.text and r.json()["detail"][0]["loc"][:2] == ["body", str(len(actors))]
         assert "ncap-target" in [a["uuid"] for a in c.get("/get_actors").json()]  # unchanged
+
+
+# ------------------------------------------------------------------ the log's origin record
+def test_log_origin_from_meta() -> None:
+    from sim.errors import BundleError
+    from sim.serve_neurad import LogOrigin, log_origin
+
+    assert log_origin(None) == LogOrigin() == log_origin({"source": "synth"})
+    assert log_origin({"origin": {"global_offset_m": [1, 2.5, 0], "t0_us": T0}}) == LogOrigin((1.0, 2.5, 0.0), T0)
+    assert log_origin({"nuscenes": {"origin": [600.0, 1600.0, 0.0]}}) == LogOrigin((600.0, 1600.0, 0.0), 0)  # the importer's record
+    assert log_origin({"origin": {"t0_us": 5}, "nuscenes": {"origin": [1, 2, 3]}}) == LogOrigin((1.0, 2.0, 3.0), 5)
+    for bad, field in [({"origin": [1, 2, 3]}, "origin"), ({"origin": {"global_offset_m": [1, 2]}}, "origin.global_offset_m"),
+                       ({"origin": {"global_offset_m": [1, 2, float("nan")]}}, "origin.global_offset_m"),
+                       ({"origin": {"t0_us": 1.5}}, "origin.t0_us"), ({"origin": {"t0_us": True}}, "origin.t0_us")]:
+        with pytest.raises(BundleError) as exc:
+            log_origin(bad, file=Path("log/meta.json"))
+        assert exc.value.field == field and "meta.json" in str(exc.value)
