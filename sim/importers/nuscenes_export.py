@@ -247,124 +247,149 @@ def export_nuscenes(
     return out
 
 
+class _Export:
+    """One export in progress: the log, the output folder, the tables and the shared lookups."""
+
+    def __init__(self, dl: DriveLog, root: Path, name: str, origin: tuple[float, float], epoch_us: int) -> None:
+        self.dl, self.root, self.name, self.epoch_us = dl, root, name, epoch_us
+        self.ns = f"loopdrive/{name}"
+        self.tb = _Tables()
+        self.offset = _map_offset(dl, origin)
+        self.rig = dl.meta["rig"]
+        if not self.rig.get("lidar"):
+            raise LogFormatError("expected a LiDAR in the rig (nuScenes' LIDAR_TOP)", file=dl.root / "meta.json", field="rig.lidar")
+        self.lidar_mount = np.asarray(self.rig["lidar"]["vehicle_from_lidar"], dtype=np.float64)
+        self.mounts: dict[str, NDArray[np.float64]] = {}
+        self.calib: dict[str, str] = {}
+        self.samples: list[dict[str, Any]] = []
+
+    def static_tables(self) -> tuple[dict[str, str], dict[str, str]]:
+        """category, attribute, visibility, sensor and calibrated_sensor; returns the category and
+        attribute tokens by name."""
+        tb, ns = self.tb, self.ns
+        cat_tok = {n: _token("category", n) for n, _ in CATEGORIES}
+        for i, (n, d) in enumerate(CATEGORIES):
+            tb.add("category", token=cat_tok[n], name=n, description=d, index=i)
+        att_tok = {n: _token("attribute", n) for n, _ in ATTRIBUTES}
+        for n, d in ATTRIBUTES:
+            tb.add("attribute", token=att_tok[n], name=n, description=d)
+        for tok, level, d in _VISIBILITY:
+            tb.add("visibility", token=tok, level=level, description=d)
+        for c in self.rig["cameras"]:
+            ch = _channel(c["name"])
+            sen = tb.add("sensor", token=_token(ns, "sensor", ch), channel=ch, modality="camera")
+            self.mounts[c["name"]] = np.asarray(c["vehicle_from_camera"], dtype=np.float64)
+            m = self.mounts[c["name"]] @ OPENCV_FROM_OPENGL
+            K = [[c["fx"], 0.0, c["cx"]], [0.0, c["fy"], c["cy"]], [0.0, 0.0, 1.0]]
+            self.calib[ch] = tb.add("calibrated_sensor", token=_token(ns, "calibrated_sensor", ch), sensor_token=sen["token"],
+                                    translation=[float(v) for v in m[:3, 3]], rotation=_quat(m[:3, :3]), camera_intrinsic=K)["token"]
+        lm = self.lidar_mount
+        sen = tb.add("sensor", token=_token(ns, "sensor", _LIDAR), channel=_LIDAR, modality="lidar")
+        self.calib[_LIDAR] = tb.add("calibrated_sensor", token=_token(ns, "calibrated_sensor", _LIDAR), sensor_token=sen["token"],
+                                    translation=[float(v) for v in lm[:3, 3]], rotation=_quat(lm[:3, :3]), camera_intrinsic=[])["token"]
+        return cat_tok, att_tok
+
+    def log_map_scene(self, keys: list[int]) -> None:
+        """The log and map records (and the map mask PNG), the scene and its samples."""
+        dl, tb, ns, offset = self.dl, self.tb, self.ns, self.offset
+        log_tok = _token(ns, "log")
+        syn = dl.meta.get("synth") or {}
+        location = f"loopdrive-{syn['preset']}-s{syn['seed']}" if "preset" in syn else f"loopdrive-{dl.meta.get('source', 'log')}"
+        date = datetime.datetime.fromtimestamp(self.epoch_us / 1e6, datetime.UTC).strftime("%Y-%m-%d")
+        tb.add("log", token=log_tok, logfile=self.name, vehicle="loopdrive-ego", date_captured=date, location=location)
+        map_rel = f"maps/{_token(ns, 'map')}.png"
+        tb.add("map", token=_token(ns, "map"), log_tokens=[log_tok], category="semantic_prior", filename=map_rel)
+        (self.root / "maps").mkdir(parents=True)
+        hi = np.max(np.concatenate([np.asarray(ln["centerline"], dtype=np.float64) for ln in dl.map["lanes"]]), axis=0)
+        extent = (float(offset[0] + hi[0] + _MAP_MARGIN_M), float(offset[1] + hi[1] + _MAP_MARGIN_M))
+        truth.draw_map_mask(dl.map, offset, extent).save(self.root / map_rel, format="PNG")
+        scene_tok = _token(ns, "scene")
+        self.samples = [tb.add("sample", token=_token(ns, "sample", k), timestamp=self.epoch_us + dl.sweeps[k].t_us, prev="", next="",
+                               scene_token=scene_tok) for k in keys]
+        tb.chain(self.samples)
+        where = f" ({syn['preset']} town, seed {syn['seed']})" if "preset" in syn else ""
+        tb.add("scene", token=scene_tok, log_token=log_tok, nbr_samples=len(self.samples), first_sample_token=self.samples[0]["token"],
+               last_sample_token=self.samples[-1]["token"], name=self.name,
+               description=f"loopdrive {dl.meta.get('source', 'log')} log {dl.name}{where}")
+
+    def sample_data(self, ch: str, key: int, t_us: int, world_from_ego: NDArray[np.float64], sample: str | None, ext: str,
+                    w: int, h: int) -> dict[str, Any]:
+        """A sample_data record and its ego_pose (same token); ``sample`` is the key frame's sample
+        token, None for a sweep (then the next sample, or the last one)."""
+        tok = _token(self.ns, "sample_data", ch, key)
+        t_abs = self.epoch_us + t_us
+        g = world_from_ego.copy()
+        g[:3, 3] += self.offset
+        self.tb.add("ego_pose", token=tok, timestamp=t_abs, rotation=_quat(g[:3, :3]), translation=[float(v) for v in g[:3, 3]])
+        if sample is None:
+            times = np.array([s["timestamp"] for s in self.samples], dtype=np.int64)
+            sample = self.samples[min(int(np.searchsorted(times, t_abs, side="left")), len(self.samples) - 1)]["token"]
+            folder = "sweeps"
+        else:
+            folder = "samples"
+        return self.tb.add("sample_data", token=tok, sample_token=sample, ego_pose_token=tok, calibrated_sensor_token=self.calib[ch],
+                           timestamp=t_abs, fileformat="pcd" if ext == "pcd.bin" else ext, is_key_frame=folder == "samples",
+                           height=h, width=w, filename=f"{folder}/{ch}/{self.name}__{ch}__{t_abs}.{ext}", prev="", next="")
+
+    def cameras(self, cam_keys: dict[str, list[int | None]], image_format: str) -> None:
+        """Every camera capture: its sample_data, ego_pose and image file."""
+        dl = self.dl
+        key_frame_of = {i: s["token"] for idx in cam_keys.values() for s, i in zip(self.samples, idx, strict=True) if i is not None}
+        for cam in dl.cameras:
+            recs = []
+            for f in sorted(dl.frames_of(cam), key=lambda f: f.t_us):
+                sd = self.sample_data(_channel(cam), f.index, f.t_us, f.c2w @ invert_se3(self.mounts[cam]), key_frame_of.get(f.index),
+                                      image_format, f.width, f.height)
+                dest = self.root / sd["filename"]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                rgb = Image.fromarray(dl.image(f.index))
+                if image_format == "jpg":
+                    rgb.save(dest, format="JPEG", quality=95)
+                else:
+                    rgb.save(dest, format="PNG")
+                recs.append(sd)
+            self.tb.chain(recs)
+
+    def lidar(self, keys: list[int]) -> None:
+        """Every sweep: its sample_data, ego_pose and .pcd.bin (LiDAR frame at the sweep's time stamp)."""
+        dl = self.dl
+        spec_rings = _rings(self.rig["lidar"])
+        key_sweeps = dict(zip(keys, self.samples, strict=True))
+        recs = []
+        for j, sw in enumerate(dl.sweeps):
+            s = key_sweeps.get(j)
+            sd = self.sample_data(_LIDAR, j, sw.t_us, sw.sensor_to_world @ invert_se3(self.lidar_mount), s["token"] if s else None,
+                                  "pcd.bin", 0, 0)
+            pts = dl.lidar(j).astype(np.float64)
+            extra = dl.lidar_extra(j)
+            p_s = (pts[:, :3] - sw.sensor_to_world[:3, 3]) @ sw.sensor_to_world[:3, :3]
+            ring = extra[:, 1] if extra is not None else spec_rings(p_s)
+            dest = self.root / sd["filename"]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            np.column_stack([p_s, np.clip(pts[:, 3], 0.0, 1.0) * 255.0, ring]).astype(np.float32).tofile(dest)
+            recs.append(sd)
+        self.tb.chain(recs)
+
+    def write_tables(self, version: str) -> None:
+        tdir = self.root / version
+        tdir.mkdir()
+        for table in ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",
+                      "sample_annotation", "sample_data", "scene", "sensor", "visibility"):
+            (tdir / f"{table}.json").write_text(json.dumps(self.tb.t.get(table, []), indent=0) + "\n")
+
+
 def _write_root(dl: DriveLog, root: Path, version: str, name: str, origin: tuple[float, float], epoch_us: int,
                 keyframe_hz: float, image_format: str) -> None:
-    tb = _Tables()
-    ns = f"loopdrive/{name}"
-    offset = _map_offset(dl, origin)
-    rig = dl.meta["rig"]
-    if not rig.get("lidar"):
-        raise LogFormatError("expected a LiDAR in the rig (nuScenes' LIDAR_TOP)", file=dl.root / "meta.json", field="rig.lidar")
+    ex = _Export(dl, root, name, origin, epoch_us)
     keys, cam_keys = _keyframes(dl, keyframe_hz)
-
-    # ---- static tables: category, attribute, visibility, sensor, calibrated_sensor, log, map
-    cat_tok = {n: _token("category", n) for n, _ in CATEGORIES}
-    for i, (n, d) in enumerate(CATEGORIES):
-        tb.add("category", token=cat_tok[n], name=n, description=d, index=i)
-    att_tok = {n: _token("attribute", n) for n, _ in ATTRIBUTES}
-    for n, d in ATTRIBUTES:
-        tb.add("attribute", token=att_tok[n], name=n, description=d)
-    for tok, level, d in _VISIBILITY:
-        tb.add("visibility", token=tok, level=level, description=d)
-    mounts: dict[str, NDArray[np.float64]] = {}
-    calib: dict[str, str] = {}
-    for c in rig["cameras"]:
-        ch = _channel(c["name"])
-        sen = tb.add("sensor", token=_token(ns, "sensor", ch), channel=ch, modality="camera")
-        m = np.asarray(c["vehicle_from_camera"], dtype=np.float64) @ OPENCV_FROM_OPENGL
-        mounts[c["name"]] = np.asarray(c["vehicle_from_camera"], dtype=np.float64)
-        K = [[c["fx"], 0.0, c["cx"]], [0.0, c["fy"], c["cy"]], [0.0, 0.0, 1.0]]
-        calib[ch] = tb.add("calibrated_sensor", token=_token(ns, "calibrated_sensor", ch), sensor_token=sen["token"],
-                                  translation=[float(v) for v in m[:3, 3]], rotation=_quat(m[:3, :3]), camera_intrinsic=K)["token"]
-    lm = np.asarray(rig["lidar"]["vehicle_from_lidar"], dtype=np.float64)
-    sen = tb.add("sensor", token=_token(ns, "sensor", _LIDAR), channel=_LIDAR, modality="lidar")
-    calib[_LIDAR] = tb.add("calibrated_sensor", token=_token(ns, "calibrated_sensor", _LIDAR), sensor_token=sen["token"],
-                           translation=[float(v) for v in lm[:3, 3]], rotation=_quat(lm[:3, :3]), camera_intrinsic=[])["token"]
-    log_tok = _token(ns, "log")
-    syn = dl.meta.get("synth") or {}
-    location = f"loopdrive-{syn['preset']}-s{syn['seed']}" if "preset" in syn else f"loopdrive-{dl.meta.get('source', 'log')}"
-    date = datetime.datetime.fromtimestamp(epoch_us / 1e6, datetime.UTC).strftime("%Y-%m-%d")
-    tb.add("log", token=log_tok, logfile=f"{name}", vehicle="loopdrive-ego", date_captured=date, location=location)
-    map_rel = f"maps/{_token(ns, 'map')}.png"
-    tb.add("map", token=_token(ns, "map"), log_tokens=[log_tok], category="semantic_prior", filename=map_rel)
-    (root / "maps").mkdir(parents=True)
-    extent = (float(offset[0] + max(np.max(np.asarray(ln["centerline"])[:, 0]) for ln in dl.map["lanes"]) + _MAP_MARGIN_M),
-              float(offset[1] + max(np.max(np.asarray(ln["centerline"])[:, 1]) for ln in dl.map["lanes"]) + _MAP_MARGIN_M))
-    truth.draw_map_mask(dl.map, offset, extent).save(root / map_rel, format="PNG")
-
-    # ---- scene and samples (one per key sweep)
-    scene_tok = _token(ns, "scene")
-    samples = [tb.add("sample", token=_token(ns, "sample", k), timestamp=epoch_us + dl.sweeps[k].t_us, prev="", next="",
-                      scene_token=scene_tok) for k in keys]
-    tb.chain(samples)
-    tb.add("scene", token=scene_tok, log_token=log_tok, nbr_samples=len(samples), first_sample_token=samples[0]["token"],
-           last_sample_token=samples[-1]["token"], name=name,
-           description=f"loopdrive {dl.meta.get('source', 'log')} log {dl.name}" + (f" ({syn['preset']} town, seed {syn['seed']})" if "preset" in syn else ""))
-    sample_times = np.array([s["timestamp"] for s in samples], dtype=np.int64)
-
-    def sample_of(t_abs: int) -> str:
-        i = int(np.searchsorted(sample_times, t_abs, side="left"))
-        return samples[min(i, len(samples) - 1)]["token"]
-
-    def add_sd(ch: str, key: int, t_us: int, world_from_ego: NDArray[np.float64], is_key: str | None, ext: str, w: int, h: int) -> dict[str, Any]:
-        tok = _token(ns, "sample_data", ch, key)
-        t_abs = epoch_us + t_us
-        g = world_from_ego.copy()
-        g[:3, 3] += offset
-        tb.add("ego_pose", token=tok, timestamp=t_abs, rotation=_quat(g[:3, :3]), translation=[float(v) for v in g[:3, 3]])
-        folder = "samples" if is_key else "sweeps"
-        fname = f"{folder}/{ch}/{name}__{ch}__{t_abs}.{ext}"
-        return tb.add("sample_data", token=tok, sample_token=is_key or sample_of(t_abs), ego_pose_token=tok,
-                      calibrated_sensor_token=calib[ch], timestamp=t_abs,
-                      fileformat=ext if ext != "pcd.bin" else "pcd", is_key_frame=bool(is_key), height=h, width=w, filename=fname,
-                      prev="", next="")
-
-    # ---- camera sample_data
-    key_frame_of: dict[int, str] = {}
-    for idx in cam_keys.values():
-        for s, i in zip(samples, idx, strict=True):
-            if i is not None:
-                key_frame_of[i] = s["token"]
-    for cam in dl.cameras:
-        ch = _channel(cam)
-        recs = []
-        for f in sorted(dl.frames_of(cam), key=lambda f: f.t_us):
-            sd = add_sd(ch, f.index, f.t_us, f.c2w @ invert_se3(mounts[cam]), key_frame_of.get(f.index), image_format, f.width, f.height)
-            dest = root / sd["filename"]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            rgb = Image.fromarray(dl.image(f.index))
-            rgb.save(dest, format="JPEG", quality=95) if image_format == "jpg" else rgb.save(dest, format="PNG")
-            recs.append(sd)
-        tb.chain(recs)
-
-    # ---- LiDAR sample_data (.pcd.bin in the sensor frame at the sweep's time stamp)
-    spec_rings = _rings(rig["lidar"])
-    key_sweeps = dict(zip(keys, samples, strict=True))
-    recs = []
-    for j, sw in enumerate(dl.sweeps):
-        s = key_sweeps.get(j)
-        sd = add_sd(_LIDAR, j, sw.t_us, sw.sensor_to_world @ invert_se3(lm), s["token"] if s else None, "pcd.bin", 0, 0)
-        pts = dl.lidar(j).astype(np.float64)
-        extra = dl.lidar_extra(j)
-        p_s = (pts[:, :3] - sw.sensor_to_world[:3, 3]) @ sw.sensor_to_world[:3, :3]
-        ring = extra[:, 1] if extra is not None else spec_rings(p_s)
-        out = np.column_stack([p_s, np.clip(pts[:, 3], 0.0, 1.0) * 255.0, ring]).astype(np.float32)
-        dest = root / sd["filename"]
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        out.tofile(dest)
-        recs.append(sd)
-    tb.chain(recs)
-
-    # ---- annotations at the key frames
-    _annotate(dl, tb, name, samples, keys, cam_keys, offset, cat_tok, att_tok)
-
-    tdir = root / version
-    tdir.mkdir()
-    for table in ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",
-                  "sample_annotation", "sample_data", "scene", "sensor", "visibility"):
-        (tdir / f"{table}.json").write_text(json.dumps(tb.t.get(table, []), indent=0) + "\n")
-    log.info("exported %s to %s: %d samples, %d sample_data, %d annotations", dl.name, root, len(samples),
-             len(tb.t["sample_data"]), len(tb.t["sample_annotation"]))
+    cat_tok, att_tok = ex.static_tables()
+    ex.log_map_scene(keys)
+    ex.cameras(cam_keys, image_format)
+    ex.lidar(keys)
+    _annotate(dl, ex.tb, name, ex.samples, keys, cam_keys, ex.offset, cat_tok, att_tok)
+    ex.write_tables(version)
+    log.info("exported %s to %s: %d samples, %d sample_data, %d annotations", dl.name, root, len(ex.samples),
+             len(ex.tb.t["sample_data"]), len(ex.tb.t["sample_annotation"]))
 
 
 def _rings(lidar_meta: dict[str, Any]) -> Any:
