@@ -65,7 +65,15 @@ _TRIES = 100
 
 def _create_temp(path: Path, suffix: str) -> tuple[int, Path]:
     """A new, empty, exclusively created file ``.<name>.<random><suffix>`` next to ``path``
-    (open for writing; mode ``0o666`` minus the umask)."""
+    (open for writing; mode ``0o666`` minus the umask). A device, FIFO or socket at ``path`` is
+    refused (``OSError`` EINVAL): the final rename would replace it with a file (``/dev/full`` or
+    ``/dev/null`` as root)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = stat.S_IFREG
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise OSError(errno.EINVAL, "refusing to replace a device, FIFO or socket with a file", str(path))
     for _ in range(_TRIES):
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
         try:
