@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -30,6 +31,8 @@ MAX_BODY_BYTES = 1024 * 1024
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 #: Shortest access token accepted (characters).
 MIN_TOKEN_CHARS = 16
+
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -58,6 +61,12 @@ def check_bind(host: str, *, allow_remote: bool, token: str | None) -> None:
                                "(or bind 127.0.0.1)", field="--host")
     if token is None:
         raise ServeConfigError(f"binding to {host} needs an access token (--token or $LOOPDRIVE_SERVE_TOKEN)", field="--token")
+
+
+def _warn_413(scope: Scope, n: int, limit: int) -> None:
+    # clients that ignore status codes (NeuroNCAP's) would otherwise lose an update silently
+    log.warning("413 for %s %s: body of %d bytes (or more) over the limit of %d bytes; raise it with --max-body-bytes",
+                scope.get("method"), scope.get("path"), n, limit)
 
 
 async def _reply(send: Send, status: int, detail: str) -> None:
@@ -89,6 +98,7 @@ def guard(app: ASGIApp, *, max_body_bytes: int = MAX_BODY_BYTES, token: str | No
                 await _reply(send, 400, "expected an integer Content-Length")
                 return
             if n > max_body_bytes:
+                _warn_413(scope, n, max_body_bytes)
                 await _reply(send, 413, f"request body of {n} bytes exceeds the limit of {max_body_bytes} bytes")
                 return
         # read the whole body here (it is small by construction), counting as it arrives, so a
@@ -102,6 +112,7 @@ def guard(app: ASGIApp, *, max_body_bytes: int = MAX_BODY_BYTES, token: str | No
             chunk = msg.get("body", b"")
             seen += len(chunk)
             if seen > max_body_bytes:
+                _warn_413(scope, seen, max_body_bytes)
                 await _reply(send, 413, f"request body exceeds the limit of {max_body_bytes} bytes")
                 return
             chunks.append(chunk)
