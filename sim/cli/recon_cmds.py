@@ -132,8 +132,12 @@ def bench_recon_cmd(
     """Reconstruction benchmark: train time, held-out / lane-shift PSNR, LiDAR error, render speed, vs nerfacto."""
     if preset not in ("quick", "full"):
         raise fail(f"--preset: expected quick or full, got {preset!r}")
-    with user_errors():
-        check_bundle_and_log(None, log)  # before torch and nerfstudio are imported
+    with user_errors():  # before torch and nerfstudio are imported
+        check_bundle_and_log(None, log)
+        if log is None:
+            from sim.synth import get_preset
+
+            get_preset(town)
     from sim.bench.recon import run_recon_bench
 
     with user_errors():
