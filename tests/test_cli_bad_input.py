@@ -530,6 +530,54 @@ def test_run_where_every_episode_errored_exits_1_and_says_errored(
     assert rep.exit_code == 0, rep.output
     summary = (tmp_path / "r" / "summary.md").read_text(encoding="utf-8")
     assert "2 errored" in summary and "every episode errored" in summary
+    assert "every episode errored" in (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+
+    mined = RUNNER.invoke(app, ["mine", "r", "--out", "m"])
+    assert mined.exit_code == 1, mined.output
+    assert "every episode of r errored (2 of 2)" in mined.stderr and "2 errored" in mined.stdout
+    assert json.loads((tmp_path / "m" / "mined.json").read_text(encoding="utf-8"))["errored"] == 2
+
+    from sim.loop import _rate_cell, _rates
+
+    rates = _rates(tmp_path / "r")
+    assert rates["errored"] == 2 and rates["episodes"] == 2 and rates["failures"] == 0
+    assert rates["failure_rate"] != rates["failure_rate"]  # NaN: no failure rate over nothing
+    assert _rate_cell(rates) == "every episode errored (2)"
+
+
+def test_loop_report_never_shows_a_rate_over_errored_episodes(tmp_path: Path) -> None:
+    from sim.loop import LoopConfig, _write_report, all_errored
+
+    ev = {"episodes": 4, "errored": 4, "failures": 0, "failure_rate": None, "score": None}
+    some = {"episodes": 4, "errored": 1, "failures": 1, "failure_rate": 1 / 3, "score": 0.5}
+    from dataclasses import asdict
+
+    report = {"config": asdict(LoopConfig()), "bases": ["b.yaml"], "heldout_cases": 0, "training_sets": {},
+              "rounds": [{"round": 0, "nominal": ev, "heldout": ev}]}  # fmt: skip
+    _write_report(tmp_path, report)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "every episode errored (4)" in md and "0.0 %" not in md and "produced no result" in md
+    assert all_errored(report) == (8, 8)
+    report["rounds"] = [{"round": 0, "nominal": some, "heldout": ev}]
+    _write_report(tmp_path, report)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "33.3 % (1 errored)" in md and "5 of 8 evaluation episodes errored" in md
+
+
+def test_leaderboard_and_attack_where_every_episode_errored_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raising_planner: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "good.yaml").write_text(SCENARIO, encoding="utf-8")
+    lb = RUNNER.invoke(app, ["leaderboard", "good.yaml", "--planners", raising_planner, "--out", "lb"])
+    assert lb.exit_code == 1, lb.output
+    assert "every episode errored" in lb.stderr
+    assert "every episode errored (1 of 1)" in (tmp_path / "lb" / "leaderboard.md").read_text(encoding="utf-8")
+    at = RUNNER.invoke(app, ["attack", "--planner", raising_planner, "--base", "good.yaml", "--budget", "2",
+                             "--out", "a", "--generated-dir", "g"])  # fmt: skip
+    assert at.exit_code == 1, at.output
+    assert "every episode of the search errored (2 of 2)" in at.stderr
+    assert json.loads((tmp_path / "a" / "summary.json").read_text(encoding="utf-8"))["errored"] == 2
 
 
 def test_run_report_and_summary_count_errored_episodes_when_some_errored(
