@@ -316,6 +316,19 @@ def test_table_is_large_and_names_are_unique() -> None:
     assert sum(m.field is None for m in MUTATIONS) >= 10 and sum(m.run for m in MUTATIONS) >= 4
 
 
+def test_limits_are_documented_in_one_table() -> None:
+    """The scenario reference's Limits section is generated from ``Limits``: every field appears
+    with its value and what it bounds."""
+    from dataclasses import fields
+
+    from sim.scenario_limits import Limits, limits_markdown
+
+    md = limits_markdown()
+    for f in fields(Limits):
+        row = next(line for line in md.splitlines() if line.startswith(f"| `{f.name}` |"))
+        assert f.metadata["doc"].replace("|", "\\|") in row, row
+
+
 def test_every_shipped_scenario_still_compiles() -> None:
     for f in sorted(LIBRARY.glob("*.yaml")):
         assert not validate_file(f), f
