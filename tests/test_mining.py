@@ -10,7 +10,7 @@ import pytest
 
 from agents.base import PLANNERS, Control
 from sim.batch import run_batch
-from sim.errors import RegistryError, ScenarioError
+from sim.errors import RegistryError, ResultsError, ScenarioError
 from sim.mining import TRIGGERS, mine, parse_trigger, read_mined
 from tests._adversary import BlindThrottle
 
@@ -100,6 +100,6 @@ def test_bad_input(tmp_path: Path) -> None:
         parse_trigger("nope")
     with pytest.raises(ScenarioError, match="key=value"):
         parse_trigger("near_miss:1.0")
-    with pytest.raises(ScenarioError, match=r"results\.parquet"):
+    with pytest.raises(ResultsError, match=r"results\.parquet"):
         mine(tmp_path, None)
     assert "collision" in TRIGGERS
