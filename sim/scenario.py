@@ -105,7 +105,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-#: Upper bound on YAML nodes after alias expansion (guards against "billion laughs" files).
+#: Upper bound on YAML nodes, while parsing and after alias expansion ("billion laughs" files).
 _MAX_NODES = LIMITS.max_yaml_nodes
 #: Default size (l, w, h) of an inserted actor per class when ``size`` is omitted, metres.
 DEFAULT_SIZES: dict[str, tuple[float, float, float]] = {
@@ -1322,15 +1322,16 @@ def _validate_data(
             None,
             [ScenarioError(f"expected a mapping at the top level, got {kind}", file=doc.file, line=1)],
         )
-    plain_errs = [doc.err(p, msg) for p, msg in lim.plain_problems(data)]
+    plain_errs = [doc.err(p, msg) for p, msg in lim.plain_problems(data)]  # NaN, inf, int64
+    plain_fields = {e.field for e in plain_errs}
     try:
         m = ScenarioModel.model_validate(data)
     except ValidationError as exc:
-        return None, None, plain_errs + [e for e in _schema_errors(doc, data, exc) if e.field not in {x.field for x in plain_errs}]
+        return None, None, plain_errs + [e for e in _schema_errors(doc, data, exc) if e.field not in plain_fields]
     # work limits (steps, sweep grid, episodes) before the scene is built or the sweep expanded
-    limit_errs = plain_errs + [doc.err(p, msg) for p, msg in lim.model_problems(m, file_stem=Path(doc.file).stem)]
-    if limit_errs:
-        return None, None, limit_errs
+    limit_errs = [doc.err(p, msg) for p, msg in lim.model_problems(m, file_stem=Path(doc.file).stem)]
+    if plain_errs or limit_errs:
+        return None, None, plain_errs + limit_errs
     sweep_errs = _check_sweep_paths(doc, data, m)
     if sweep_errs or not semantic:
         return m, None, sweep_errs
