@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sim.fsutil import atomic_write_text
 from sim.log import write_json_atomic
 
 __all__ = ["BENCHMARKS", "run_all", "summary_rows"]
@@ -134,7 +135,11 @@ def run_all(
     for name in (*BENCHMARKS, "planner-gap"):
         p = results / f"{name.replace('-', '_')}.json"
         if p.is_file():
-            loaded[name] = json.loads(p.read_text())
+            try:
+                loaded[name] = json.loads(p.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError) as exc:  # a corrupt result is reported, not a crash
+                status.setdefault(name, {})
+                status[name].update({"ok": False, "error": f"unreadable {p.name}: {exc}"})
     rows = summary_rows(loaded)
     machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
@@ -145,7 +150,5 @@ def run_all(
           f"load average at the end {machine['load_average_at_end']}.", "",
           "| benchmark | figure | value | target |", "|---|---|---|---|"]
     md += [f"| {b} | {f} | {_fmt(v)} | {t} |" for b, f, v, t in rows]
-    tmp = results / ".all.md.tmp"
-    tmp.write_text("\n".join(md) + "\n")
-    os.replace(tmp, results / "all.md")
+    atomic_write_text(results / "all.md", "\n".join(md) + "\n")
     return doc

@@ -32,6 +32,7 @@ def bench_all_cmd(
 ) -> None:
     """Run every benchmark (each in its own process) and write all.json + all.md (the README table)."""
     from rich.table import Table
+    from rich.text import Text
 
     from sim.bench.all import BENCHMARKS, run_all
 
@@ -47,6 +48,8 @@ def bench_all_cmd(
         v = r["value"]
         tab.add_row(r["benchmark"], r["figure"], f"{v:.3g}" if isinstance(v, float) else str(v), r["target"])
     console.print(tab)
-    for name, st in doc["status"].items():
-        if not st.get("ok"):
-            console.print(f"[red]{name} failed:[/] {st.get('error')}")
+    failed = [name for name, st in doc["status"].items() if not st.get("ok")]
+    for name in failed:
+        console.print(Text.assemble((f"{name} failed: ", "red"), str(doc["status"][name].get("error"))), highlight=False)
+    if failed:
+        raise fail(f"{len(failed)} of {len(doc['status'])} benchmarks failed: {', '.join(failed)}", code=1)
