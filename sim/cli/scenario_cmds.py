@@ -242,3 +242,6 @@ def bench_batch_cmd(
             )
     console.print(tab)
     console.print(f"wrote {out}")
+    runs = res["runs"]
+    if runs and all("error" in r or r.get("failed") == r.get("episodes") for r in runs):
+        raise fail("no configuration ran an episode to the end (every run failed or every episode errored)", code=1)
