@@ -50,6 +50,7 @@ def schema_cmd(
     else:
         from sim.fsutil import atomic_write_text
 
+        out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, text + "\n")
         err_console.print(f"wrote {out}")
 
