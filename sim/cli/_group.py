@@ -176,6 +176,8 @@ class LoopdriveGroup(TyperGroup):
         else:
             # non-standalone click returns the command's value, or the code of an Exit it raised
             code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+            if code == 130:  # typer turns Ctrl-C into Exit(130)
+                print_error("interrupted")
             if not standalone_mode:
                 return rv
         if standalone_mode:
