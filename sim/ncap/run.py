@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,16 +74,16 @@ class NcapConfig:
         from sim.run_definition import ENGINE_VERSION
 
         return {
-            "format": NCAP_FORMAT,
-            "engine_version": ENGINE_VERSION,
-            "bundle": str(self.bundle.resolve()),
-            "log": str(self.log.resolve()),
-            "planner": self.planner,
-            "runs": self.runs,
-            "sensors": self.sensors,
-            "seed": self.seed,
-            "types": list(self.types),
+            "engine": {"engine_version": ENGINE_VERSION, "ncap_format": NCAP_FORMAT},
+            "planner": {"name": self.planner},
+            "options": {"runs": self.runs, "sensors": self.sensors, "seed": self.seed, "types": list(self.types)},
+            "files": {"bundle": str(self.bundle.resolve()), "log": str(self.log.resolve())},
         }
+
+    def settings(self) -> dict[str, Any]:
+        """The definition's values flat, with ``workers`` (for results.json and the report)."""
+        d = self.definition()
+        return {**d["engine"], "planner": self.planner, **d["options"], **d["files"], "workers": self.workers}
 
 
 def _planner_kinds(name: str) -> tuple[str, ...]:
@@ -331,7 +331,7 @@ def run_ncap(cfg: NcapConfig, out: str | os.PathLike[str], *, resume: bool = Fal
         rows.append(_row(p, ep.episode_id, f, run_rows.get(ep.episode_id), ref_rows.get(ep.episode_id), outp))
     summary = summarize(rows, cfg.types)
     res_path = _write_results(outp, rows)
-    settings = {**cfg.definition(), "workers": cfg.workers}
+    settings = cfg.settings()
     designs = {k: {"source": d.source, "designed_impact_s": round(d.t_impact_s, 3), "horizon_s": d.horizon_s,
                    "ego_route": list(d.ego.route), "ego_start": {"t_s": d.ego.t_s, "lane": d.ego.lane, "s": d.ego.s,
                    "speed": d.ego.speed}, "longitudinal_jitter_scale": d.lon_scale}
@@ -346,7 +346,3 @@ def run_ncap(cfg: NcapConfig, out: str | os.PathLike[str], *, resume: bool = Fal
         files={"results": res_path, "results_json": json_path, **written}, errors=errors,
     )  # fmt: skip
 
-
-def config_dict(cfg: NcapConfig) -> dict[str, Any]:
-    """``cfg`` as plain values."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
