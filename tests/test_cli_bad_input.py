@@ -58,6 +58,8 @@ OUTPUTS: list[tuple[str, str, str, list[str]]] = [
     ("bench env", "--out", "file", []),
     ("bench loop", "--out", "file", []),
     ("bench loop", "--work", "dir", []),
+    ("bench nuscenes-roundtrip", "--out", "file", []),
+    ("bench nuscenes-roundtrip", "--work", "dir", []),
     ("bench planner-gap", "--out", "file", ["--bundle", "adir", "--log", "adir"]),
     ("bench recon", "--out", "file", []),
     ("bench recon", "--work", "dir", []),
@@ -161,6 +163,12 @@ VALUE_CASES: list[tuple[str, list[str]]] = [
     ("bench loop", ["--base", "nothere.yaml"]),
     ("bench loop", ["--budget", "0"]),
     ("bench loop", ["--bc-weights", "garbage.safetensors"]),
+    # bench nuscenes-roundtrip
+    ("bench nuscenes-roundtrip", ["--town", "bogus"]),
+    ("bench nuscenes-roundtrip", ["--image-scale", "0"]),
+    ("bench nuscenes-roundtrip", ["--image-scale", "nan"]),
+    ("bench nuscenes-roundtrip", ["--frames", "5"]),
+    ("bench nuscenes-roundtrip", ["--azimuth", "1e9"]),
     # bench planner-gap
     ("bench planner-gap", ["--bundle", "adir", "--log", "adir", "--lidar", "3y4"]),
     ("bench planner-gap", ["--bundle", "adir", "--log", "adir", "--seeds", "a"]),
@@ -212,6 +220,10 @@ VALUE_CASES: list[tuple[str, list[str]]] = [
     ("import", ["bogusformat", "adir", "--out", "o"]),
     ("import", ["nuscenes", "nothere", "--out", "o"]),
     ("import", ["nuscenes", "afile", "--out", "o"]),
+    ("import", ["nuscenes", "adir", "--out", "o", "--max-gap", "nan"]),
+    ("import", ["nuscenes", "adir", "--out", "o", "--max-gap", "-1"]),
+    ("import", ["nuscenes", "adir", "--out", "o", "--cameras", ","]),
+    ("import", ["nuscenes", "adir", "--out", "o", "--sweeps", "--version", "../x"]),
     # info
     ("info", ["nothere"]),
     ("info", ["afile"]),

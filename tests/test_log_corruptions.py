@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 
 from sim.cli import app
 from sim.errors import BundleError, LogFormatError
+from tests._nuscenes import copy_field, on_key_file
 
 RUNNER = CliRunner()
 IMG = "images/front/000001.png"
@@ -461,6 +462,7 @@ def table_edit(table: str, path: list[Any], value: Any) -> Callable[[Path], None
     return edit(f"v1.0-mini/{table}.json", path, value)
 
 
+
 IMPORT_CORRUPTIONS: list[Corruption] = [
     Corruption("table_deeply_nested", write("v1.0-mini/sample.json", "[" * 100_000 + "]" * 100_000), "sample.json"),
     Corruption("table_fifo", replace_with("v1.0-mini/ego_pose.json", "fifo"), "ego_pose.json"),
@@ -470,21 +472,25 @@ IMPORT_CORRUPTIONS: list[Corruption] = [
     Corruption("timestamp_above_2_63", table_edit("sample", [1, "timestamp"], 2**63), "[1].timestamp"),
     Corruption("quaternion_zero", table_edit("ego_pose", [0, "rotation"], [0, 0, 0, 0]), "[0].rotation"),
     Corruption("size_negative", table_edit("sample_annotation", [0, "size", 1], -4.5), "[0].size[1]"),
-    Corruption("duplicate_token", table_edit("sample_annotation", [1, "token"], "a0"), "sample_annotation.json"),
-    Corruption("sample_cycle", table_edit("sample", [2, "next"], "t0"), "sample.json"),
+    Corruption("duplicate_token", copy_field("sample_annotation", [0, "token"], [1, "token"]), "sample_annotation.json"),
+    Corruption("sample_cycle", copy_field("sample", [0, "token"], [2, "next"]), "sample.json"),
     Corruption("intrinsic_ragged", table_edit("calibrated_sensor", [0, "camera_intrinsic", 1], [40.0]), "camera_intrinsic[1]"),
     Corruption("filename_escapes", table_edit("sample_data", [0, "filename"], "../../../etc/hostname"), "filename"),
-    Corruption("image_garbage", write("samples/CAM_FRONT/1.jpg", os.urandom(512)), "samples/CAM_FRONT/1.jpg"),
-    Corruption("lidar_fifo", replace_with("samples/LIDAR_TOP/2.pcd.bin", "fifo"), "filename"),
-    Corruption("lidar_not_n5", write("samples/LIDAR_TOP/0.pcd.bin", b"\0" * 12), "samples/LIDAR_TOP/0.pcd.bin"),
+    Corruption("image_garbage", on_key_file("CAM_FRONT", 1, lambda rel: write(rel, os.urandom(512))), "samples/CAM_FRONT/"),
+    Corruption("lidar_fifo", on_key_file("LIDAR_TOP", 2, lambda rel: replace_with(rel, "fifo")), "filename"),
+    Corruption("lidar_not_n5", on_key_file("LIDAR_TOP", 0, lambda rel: write(rel, b"\0" * 12)), "samples/LIDAR_TOP/"),
+    Corruption("lidar_ring_fraction", on_key_file("LIDAR_TOP", 1, lambda rel: write(rel, np.array([[1, 2, 3, 4, 0.5]], np.float32).tobytes())),
+               "samples/LIDAR_TOP/"),
+    Corruption("key_frame_flag_int", table_edit("sample_data", [0, "is_key_frame"], 1), "[0].is_key_frame"),
+    Corruption("scene_log_dangling", table_edit("scene", [0, "log_token"], "f" * 32), "log.json"),
 ]
 
 
 @pytest.mark.parametrize("case", IMPORT_CORRUPTIONS, ids=[c.id for c in IMPORT_CORRUPTIONS])
-def test_corrupt_nuscenes_source_is_refused_in_one_line(tmp_path: Path, case: Corruption) -> None:
-    from tests.test_importers import write_mini_nuscenes
+def test_corrupt_nuscenes_source_is_refused_in_one_line(tmp_path: Path, case: Corruption, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests._nuscenes import write_mini_nuscenes
 
-    src = write_mini_nuscenes(tmp_path / "nuscenes")
+    src = write_mini_nuscenes(tmp_path / "nuscenes", tmp_path_factory)
     case.apply(src)
     before = _snapshot(tmp_path)
     _one_clean_line(["import", "nuscenes", str(src), "--out", str(tmp_path / "logs" / "imported")], case.names)
