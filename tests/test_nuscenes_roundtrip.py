@@ -60,5 +60,6 @@ def test_bench_cli_writes_its_json_where_told(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert doc["benchmark"] == "nuscenes_roundtrip" and doc["devkit"] and doc["machine"]["cpu_count"]
     assert doc["command"].startswith("loopdrive bench nuscenes-roundtrip") and "--key-frames-only" in doc["command"]
-    e = doc["max_errors"]
-    assert e["camera_frames"] == 6 * 2 and e["lidar_sweeps"] == 2 and e["box_corner_m"] < 2e-6 and e["devkit_vs_loopdrive_px"] < 1e-4
+    n, e = doc["counts"], doc["max_errors"]
+    assert n["camera_frames"] == 6 * 2 and n["lidar_sweeps"] == 2 and e["box_corner_m"] < 2e-6 and e["devkit_vs_loopdrive_px"] < 1e-4
+    assert doc["rig_imported_vs_native"]["lidar_beams"] == [32, 32]

@@ -200,6 +200,11 @@ def roundtrip_errors(native: DriveLog, root: Path, imported: DriveLog, *, versio
     return res
 
 
+#: keys of :func:`roundtrip_errors` that count what was compared, and those that pair [imported, native] values
+_COUNTS = ("camera_frames", "ego_samples", "boxes", "projected_boxes", "lidar_sweeps", "lidar_points")
+_PAIRS = ("lidar_beams", "lidar_azimuth_steps", "lidar_max_range_m", "lidar_firing")
+
+
 def _machine() -> dict[str, Any]:
     return {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(), "platform": platform.platform(),
             "python": platform.python_version(), "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
@@ -261,7 +266,9 @@ def run_nuscenes_roundtrip(
                      "sweeps": sweeps, "image_format": image_format},
         "devkit": getattr(nuscenes, "__version__", None) or _dist_version("nuscenes-devkit"),
         "machine": _machine(),
-        "max_errors": errors,
+        "counts": {k: errors[k] for k in _COUNTS},
+        "rig_imported_vs_native": {k: errors[k] for k in _PAIRS},
+        "max_errors": {k: v for k, v in errors.items() if k not in _COUNTS and k not in _PAIRS},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
     if out is not None:

@@ -50,6 +50,7 @@ def bench_nuscenes_roundtrip_cmd(
     back and compared with the native log (camera poses and K, boxes, LiDAR, devkit projections)."""
     import math
 
+    from rich.markup import escape
     from rich.table import Table
 
     if not (math.isfinite(image_scale) and 0 < image_scale <= 4):
@@ -67,8 +68,9 @@ def bench_nuscenes_roundtrip_cmd(
                                      command=cmd, echo=lambda m: console.log(m))
     tab = Table(title=f"nuScenes round trip ({town} town, {frames} steps; devkit {res['devkit']})")
     tab.add_column("quantity")
-    tab.add_column("max error / value", justify="right")
-    for k, v in res["max_errors"].items():
-        tab.add_row(k, f"{v:.3g}" if isinstance(v, float) else str(v))
+    tab.add_column(escape("count, [imported, native] or max error"), justify="right")
+    for part in ("counts", "rig_imported_vs_native", "max_errors"):
+        for k, v in res[part].items():
+            tab.add_row(k, f"{v:.3g}" if isinstance(v, float) else escape(str(v)))
     console.print(tab)
     console.print(f"wrote {out}")
