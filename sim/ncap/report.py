@@ -110,8 +110,10 @@ def write_ncap_report(out: Path, rows: Sequence[Mapping[str, Any]], summary: Map
     md += [f"- **{k}**: {d['source']}; designed impact {d['designed_impact_s']} s, horizon {d['horizon_s']} s, "
            f"ego route {', '.join(d['ego_route'][:4])}" for k, d in designs.items()]  # fmt: skip
     md += ["", "## Worst runs", ""]
+    have = {p.stem for p in vids}
     md += [f"- `{r['episode_id']}` ({r['file']}): score {r['score']:.2f}, impact {r['impact_speed_ms']:.2f} m/s "
-           f"(reference {r['reference_speed_ms']:.2f} m/s, {r['reference_source']}) with `{r['impact_actor']}`" for r in worst] or ["none"]  # fmt: skip
+           f"(reference {r['reference_speed_ms']:.2f} m/s, {r['reference_source']}) with `{r['impact_actor']}`"
+           + (f"; video `videos/{r['episode_id']}.mp4`" if r["episode_id"] in have else "") for r in worst] or ["none"]  # fmt: skip
     errs = [r for r in rows if r["status"] != "ok"]
     if errs:
         md += ["", "## Errored permutations", ""] + [f"- `{r['episode_id']}`: {r['error']}" for r in errs[:50]]
