@@ -1,9 +1,13 @@
 """Shared pieces of the corner-case search tests: a tiny-town base scenario (ego behind a car
-that an adversary can replace) and a planner that ignores everything, registered once."""
+that an adversary can replace) and a planner that ignores everything, registered by the modules
+that use it (:func:`blind_throttle_registered`)."""
 
 from __future__ import annotations
 
+import contextlib
+
 from agents.base import PLANNERS, Control, Float, ObservationSpec, Planner, PlannerInit, PlannerParams
+from tests._registry import registered
 
 BASE = """\
 version: 1
@@ -40,5 +44,7 @@ class BlindThrottle(Planner):
         return Control(float(self.params.get("accel", 2.0)), 0.0)
 
 
-if BlindThrottle.name not in PLANNERS:
-    PLANNERS.register(BlindThrottle.name, BlindThrottle)
+def blind_throttle_registered() -> contextlib.AbstractContextManager[None]:
+    """``BlindThrottle`` in the planner registry for a ``with`` block (a test module's fixture),
+    removed afterwards."""
+    return registered(PLANNERS, (BlindThrottle.name, BlindThrottle))

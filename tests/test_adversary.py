@@ -3,6 +3,7 @@ templates stay inside their physical bounds, CEM concentrates on low objectives.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,14 @@ from sim.adversary.space import base_info
 from sim.errors import ScenarioError
 from sim.scenario import expand, read_yaml, scene_context, validate_file
 from sim.spec import SceneSpec
-from tests._adversary import BASE, BlindThrottle
+from tests._adversary import BASE, BlindThrottle, blind_throttle_registered
+
+
+@pytest.fixture(autouse=True)
+def _blind_throttle() -> Iterator[None]:
+    """The test planner is registered for each test here, and only then."""
+    with blind_throttle_registered():
+        yield
 
 
 def test_generated_file_reruns_to_the_same_failure(tiny_follow_base: Path, tmp_path: Path) -> None:
@@ -45,7 +53,8 @@ def test_unsolvable_cases_are_discarded(tiny_follow_base: Path, tmp_path: Path) 
     res = attack(tiny_follow_base, cfg, generated_dir=gen)
     assert res.n_failures >= 1
     assert res.n_solvable == 0 and res.files == []
-    assert all(c.solvable is False for c in res.candidates if c.failure)
+    failed = [c for c in res.candidates if c.failure]
+    assert failed and all(c.solvable is False for c in failed)
     assert not gen.exists() or not list(gen.glob("*.yaml"))
 
 
@@ -53,6 +62,8 @@ def test_same_config_same_candidates(tiny_follow_base: Path, tmp_path: Path) -> 
     cfg = AttackConfig(planner="idm", method="cem", budget=2, seed=3, template="cut_in", horizon_s=1.0, check_solvable=False)
     a = attack(tiny_follow_base, cfg, generated_dir=tmp_path / "g")
     b = attack(tiny_follow_base, cfg, generated_dir=tmp_path / "g")
+    # two runs that produced nothing would compare equal: every budgeted episode is a candidate
+    assert len(a.candidates) == cfg.budget and len({c.hash for c in a.candidates}) == cfg.budget
     assert [(c.hash, c.objective) for c in a.candidates] == [(c.hash, c.objective) for c in b.candidates]
 
 

@@ -4,6 +4,7 @@ generation, elitism, truncation to the cube), the oracle chain and uniform draws
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +14,14 @@ import pytest
 from sim.adversary import AttackConfig, attack, read_provenance, sample_cases
 from sim.adversary.search import UNSOLVABLE_OBJECTIVE, Candidate, _Sampler, distinct_failures, min_clearance_m
 from sim.scenario import expand, validate_file
-from tests._adversary import BlindThrottle
+from tests._adversary import BlindThrottle, blind_throttle_registered
+
+
+@pytest.fixture(autouse=True)
+def _blind_throttle() -> Iterator[None]:
+    """The test planner is registered for each test here, and only then."""
+    with blind_throttle_registered():
+        yield
 
 
 def _rec(ego_xy: list[tuple[float, float]], actor_xy: list[tuple[float, float]], valid: bool = True) -> SimpleNamespace:
@@ -88,11 +96,11 @@ def test_oracle_chain_records_the_solver_and_unsolvable_failures_repel_the_searc
                        oracle=f"{BlindThrottle.name},idm")  # fmt: skip
     res = attack(tiny_follow_base, cfg, generated_dir=gen)
     assert res.n_solvable >= 1 and res.n_distinct >= 1
-    assert all(read_provenance(f)["oracle"] == "idm" for f in res.files)
+    assert res.files and all(read_provenance(f)["oracle"] == "idm" for f in res.files)
     assert res.summary()["distinct_failures"] == res.n_distinct
     # failures are graded below every non-failure (impact speed makes them differ)
     fails = [c.objective for c in res.candidates if c.failure]
-    assert all(-1.5 <= o <= -1.0 for o in fails)
+    assert fails and all(-1.5 <= o <= -1.0 for o in fails)
     assert UNSOLVABLE_OBJECTIVE > 0.0
 
 
