@@ -9,7 +9,7 @@ and what was expected, so the CLI can print it as a single line::
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 __all__ = [
     "BundleError",
@@ -36,7 +36,7 @@ class LoopdriveError(Exception):
         self,
         message: str,
         *,
-        file: str | Path | None = None,
+        file: str | os.PathLike[str] | None = None,
         field: str | None = None,
         line: int | None = None,
     ) -> None:

@@ -42,6 +42,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from sim.errors import LoopdriveError
+
 __all__ = [
     "MAX_INPUT_BYTES",
     "atomic_path",
@@ -183,7 +185,7 @@ def make_temp_dir(parent: str | os.PathLike[str], prefix: str = ".tmp-") -> Path
 def check_input_file(
     path: str | os.PathLike[str],
     *,
-    error: type[Exception],
+    error: type[LoopdriveError],
     max_bytes: int | None = MAX_INPUT_BYTES,
     what: str = "a regular file",
     field: str | None = None,
@@ -210,7 +212,7 @@ def check_input_file(
 def read_input_bytes(
     path: str | os.PathLike[str],
     *,
-    error: type[Exception],
+    error: type[LoopdriveError],
     max_bytes: int | None = MAX_INPUT_BYTES,
     what: str = "a regular file",
     field: str | None = None,

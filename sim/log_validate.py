@@ -321,9 +321,9 @@ def _lidar(path: Path, *, load: bool, columns: int = 4) -> NDArray[np.float32] |
             try:
                 version = fmt.read_magic(fh)
                 if version == (1, 0):
-                    shape, fortran, dtype = fmt.read_array_header_1_0(fh, max_header_size=10000)
+                    shape, fortran, dtype = fmt.read_array_header_1_0(fh, max_header_size=10000)  # type: ignore[call-arg]  # numpy 1.26 stubs lack it
                 elif version == (2, 0):
-                    shape, fortran, dtype = fmt.read_array_header_2_0(fh, max_header_size=10000)
+                    shape, fortran, dtype = fmt.read_array_header_2_0(fh, max_header_size=10000)  # type: ignore[call-arg]  # numpy 1.26 stubs lack it
                 else:
                     raise ValueError(f"unsupported .npy version {version}")
             except (ValueError, EOFError, SyntaxError, TypeError) as exc:  # zero-byte, truncated, garbage header

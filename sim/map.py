@@ -245,8 +245,8 @@ class LaneMap:
         best: tuple[float, str, float, float] | None = None
         for lid in cands:
             pl = self.lanes[lid].polyline
-            s, d = pl.project([x, y])
-            s, d = float(s), float(d)
+            s_proj, d_proj = pl.project([x, y])
+            s, d = float(s_proj), float(d_proj)
             cost = abs(d)
             if yaw is not None:
                 _, h = pl.interpolate(np.clip(s, 0, pl.length))
