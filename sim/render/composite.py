@@ -2,7 +2,7 @@
 
 The static scene comes from the scene bundle with **no** actor fields (the learned background, as
 for removed actors); every valid actor of the world is drawn from the same procedural actor models
-the ``mesh`` ground truth uses (:func:`sim.synth.meshes.actor_parts`, rasterised with pyrender and
+the ``mesh`` ground truth uses (:func:`sim.synth.actor_mesh.actor_parts`, rasterised with pyrender and
 ray cast with trimesh/Embree), and the two layers are merged by depth: per pixel the smaller
 z-depth wins, per LiDAR ray the nearer return. It is the fallback for actors without any
 reconstruction (inserted ones), and needs no actor library.
@@ -43,7 +43,7 @@ class ActorMeshLayer(MeshRenderer):
     materials and intensities as :class:`~sim.render.mesh.MeshRenderer`."""
 
     def __init__(self, *, lidar_engine: str = "auto", znear: float = 0.1, zfar: float = 1500.0) -> None:
-        from sim.synth.meshes import MATERIAL_IDS, MATERIALS
+        from sim.synth.parts import MATERIAL_IDS, MATERIALS
 
         # the parent's constructor builds the static town; only the actor machinery is set up here
         self.supersample = 1

@@ -129,7 +129,7 @@ def _configure_main_framebuffer_single_sample(self: Any) -> None:
 
 def _merge_by_texture(parts: list[Any]) -> list[Any]:
     """Concatenate parts that share a texture (materials only matter to the LiDAR)."""
-    from sim.synth.meshes import Part
+    from sim.synth.parts import Part
 
     groups: dict[str | None, list[Any]] = {}
     for p in parts:
@@ -235,7 +235,7 @@ class MeshRenderer(RenderBackend):
         self.znear, self.zfar = znear, zfar
         self._static_rt = make_intersector(self.town.mesh, lidar_engine)
         self._static_normals = self.town.mesh.face_normals
-        from sim.synth.meshes import MATERIAL_IDS, MATERIALS
+        from sim.synth.parts import MATERIAL_IDS, MATERIALS
 
         self._reflectivity = np.array([MATERIALS[m] for m in MATERIAL_IDS], dtype=np.float32)
         self._ground_ids = np.array([MATERIAL_IDS[m] for m in ("asphalt", "sidewalk", "grass")], dtype=np.int16)
@@ -283,7 +283,8 @@ class MeshRenderer(RenderBackend):
         key = (actor_id, cls_name, *(round(float(s), 3) for s in size))
         m = self._actors.get(key)
         if m is None:
-            from sim.synth.meshes import actor_parts, parts_to_trimesh
+            from sim.synth.actor_mesh import actor_parts
+            from sim.synth.parts import parts_to_trimesh
 
             parts = actor_parts(cls_name, size, actor_id)
             mesh, mats = parts_to_trimesh(parts)

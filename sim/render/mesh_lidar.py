@@ -80,7 +80,7 @@ def cast_lidar(r: Any, world: WorldLike, spec: LidarSpec, motion: LidarMotion) -
     materials); see :meth:`sim.render.mesh.MeshRenderer.render_lidar`. ``world`` gives the rows'
     ids, classes and sizes; ``motion`` their poses per column."""
     from sim.render.mesh import _first_hits
-    from sim.synth.meshes import MATERIAL_IDS
+    from sim.synth.parts import MATERIAL_IDS
 
     key = ("lidar", spec.beams, spec.azimuth_steps, tuple(spec.vertical_fov_deg))
     d_s = r._ray_cache.get(key)

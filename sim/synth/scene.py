@@ -1,7 +1,7 @@
 """The synthetic town scene: road network, lane map, ego drive and actor tracks from a seed.
 
 :func:`make_scene` is render-free and fast (well under a second for ``tiny``); the static town
-meshes are built lazily by :meth:`SynthScene.static_town` (see :mod:`sim.synth.meshes`).
+meshes are built lazily by :meth:`SynthScene.static_town` (see :mod:`sim.synth.town_mesh`).
 
 Randomness: one :class:`numpy.random.SeedSequence` per scene is split into independent streams
 (network, props, traffic, textures), so the same ``(preset, seed)`` gives the same town whatever the
@@ -27,7 +27,7 @@ from sim.synth.presets import TownPreset, get_preset
 from sim.synth.traffic import Agent, agent_track, build_path, pedestrian_path, simulate_traffic
 
 if TYPE_CHECKING:
-    from sim.synth.meshes import StaticTown
+    from sim.synth.town_mesh import StaticTown
 
 __all__ = ["EGO_SIZE", "SynthScene", "make_scene"]
 
@@ -104,7 +104,7 @@ class SynthScene:
         """The static town meshes (roads, markings, sidewalks, grass, buildings, props), built once
         per scene and cached; depends only on ``(preset, seed)``."""
         if "static" not in self._cache:
-            from sim.synth.meshes import build_static_town
+            from sim.synth.town_mesh import build_static_town
 
             self._cache["static"] = build_static_town(self)
         return self._cache["static"]
