@@ -228,181 +228,264 @@ def _max_curvature(pts: F64) -> float:
     return float(np.max(np.abs(np.diff(yaw)) / np.maximum(ds, 1e-6)))
 
 
-def build_network(preset: TownPreset, rng: np.random.Generator) -> TownNetwork:
-    """Lay out the road grid of ``preset`` with random sizes from ``rng``."""
+@dataclass(frozen=True)
+class _Layout:
+    """The random sizes of a town's grid, drawn first from the network stream (in field order).
+
+    Attributes:
+        xs, ys: x of each intersection column and y of each row (m).
+        lane_w: lane width (m); main_limit, minor_limit: speed limits (m/s) of the east-west and
+            north-south roads.
+        minor_lanes: lanes per direction of the north-south road of each column.
+        arms: lengths (m) of the dead-end arms, consumed in the order the roads are laid.
+    """
+
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    lane_w: float
+    main_limit: float
+    minor_limit: float
+    minor_lanes: tuple[int, ...]
+    arms: tuple[float, ...]
+
+    @property
+    def j_main(self) -> int:
+        """Row of the main (two-lane) east-west road: the middle one."""
+        return len(self.ys) // 2
+
+    def node(self, i: int, j: int) -> int:
+        """Index of the intersection in column ``i``, row ``j``."""
+        return i + len(self.xs) * j
+
+
+def _draw_layout(preset: TownPreset, rng: np.random.Generator) -> _Layout:
+    """Draw the grid's sizes from ``rng`` (the order of the draws fixes the town of a seed)."""
     nx_, ny_ = preset.grid
     lane_w = float(np.round(rng.uniform(3.2, 3.6), 2))
     main_limit = float(rng.choice([11.1, 12.5, 13.9]))
     minor_limit = float(rng.choice([8.3, 9.7, 11.1]))
-    # grid coordinates
     xs = [0.0]
     for _ in range(nx_ - 1):
         xs.append(xs[-1] + float(np.round(rng.uniform(*preset.block_m), 1)))
     ys = [0.0]
     for _ in range(ny_ - 1):
         ys.append(ys[-1] + float(np.round(rng.uniform(*preset.block_m), 1)))
-    j_main = ny_ // 2
-    minor_lanes_col = [int(rng.choice(preset.minor_lanes)) for _ in range(nx_)]
-    arm = [float(np.round(rng.uniform(*preset.arm_m), 1)) for _ in range(2 * (nx_ + ny_))]
-    arm_i = iter(arm)
+    minor_lanes = [int(rng.choice(preset.minor_lanes)) for _ in range(nx_)]
+    arms = [float(np.round(rng.uniform(*preset.arm_m), 1)) for _ in range(2 * (nx_ + ny_))]
+    return _Layout(tuple(xs), tuple(ys), lane_w, main_limit, minor_limit, tuple(minor_lanes), tuple(arms))
 
-    node_index = {(i, j): i + nx_ * j for j in range(ny_) for i in range(nx_)}
+
+def _grid_roads(lay: _Layout) -> list[Road]:
+    """The roads (ids ``r0``, ``r1``, ... in this order): the east-west roads row by row, then the
+    north-south roads column by column, each row and column with a dead-end arm at both ends."""
     roads: list[Road] = []
+    arm = iter(lay.arms)
+    xs, ys = lay.xs, lay.ys
 
-    def add_road(a: tuple[float, float], b: tuple[float, float], horizontal: bool, row_or_col: int, na: int | None, nb: int | None) -> None:
-        main = horizontal and row_or_col == j_main
-        lanes = 2 if horizontal and main else (2 if horizontal else minor_lanes_col[row_or_col])
-        limit = main_limit if horizontal else minor_limit
-        roads.append(Road(f"r{len(roads)}", a, b, lanes, lane_w, limit, main, na, nb))
+    def add(a: tuple[float, float], b: tuple[float, float], horizontal: bool, row_or_col: int, na: int | None, nb: int | None) -> None:
+        main = horizontal and row_or_col == lay.j_main
+        lanes = 2 if horizontal else lay.minor_lanes[row_or_col]
+        limit = lay.main_limit if horizontal else lay.minor_limit
+        roads.append(Road(f"r{len(roads)}", a, b, lanes, lay.lane_w, limit, main, na, nb))
 
-    for j in range(ny_):  # east-west roads
-        y = ys[j]
-        add_road((xs[0] - next(arm_i), y), (xs[0], y), True, j, None, node_index[(0, j)])
-        for i in range(nx_ - 1):
-            add_road((xs[i], y), (xs[i + 1], y), True, j, node_index[(i, j)], node_index[(i + 1, j)])
-        add_road((xs[-1], y), (xs[-1] + next(arm_i), y), True, j, node_index[(nx_ - 1, j)], None)
-    for i in range(nx_):  # north-south roads
-        x = xs[i]
-        add_road((x, ys[0] - next(arm_i)), (x, ys[0]), False, i, None, node_index[(i, 0)])
-        for j in range(ny_ - 1):
-            add_road((x, ys[j]), (x, ys[j + 1]), False, i, node_index[(i, j)], node_index[(i, j + 1)])
-        add_road((x, ys[-1]), (x, ys[-1] + next(arm_i)), False, i, node_index[(i, ny_ - 1)], None)
+    for j, y in enumerate(ys):  # east-west roads
+        add((xs[0] - next(arm), y), (xs[0], y), True, j, None, lay.node(0, j))
+        for i in range(len(xs) - 1):
+            add((xs[i], y), (xs[i + 1], y), True, j, lay.node(i, j), lay.node(i + 1, j))
+        add((xs[-1], y), (xs[-1] + next(arm), y), True, j, lay.node(len(xs) - 1, j), None)
+    for i, x in enumerate(xs):  # north-south roads
+        add((x, ys[0] - next(arm)), (x, ys[0]), False, i, None, lay.node(i, 0))
+        for j in range(len(ys) - 1):
+            add((x, ys[j]), (x, ys[j + 1]), False, i, lay.node(i, j), lay.node(i, j + 1))
+        add((x, ys[-1]), (x, ys[-1] + next(arm)), False, i, lay.node(i, len(ys) - 1), None)
+    return roads
 
+
+def _grid_nodes(lay: _Layout, roads: list[Road]) -> list[Node]:
+    """The intersections row by row, each as wide as the roads meeting there (half widths, m)."""
     nodes: list[Node] = []
-    for j in range(ny_):
-        for i in range(nx_):
-            k = node_index[(i, j)]
+    for j, y in enumerate(lay.ys):
+        for i, x in enumerate(lay.xs):
+            k = lay.node(i, j)
             at = [r for r in roads if k in (r.node_a, r.node_b)]
             hx = max(r.half_w for r in at if abs(r.u[1]) > 0.5)  # north-south roads set the x extent
             hy = max(r.half_w for r in at if abs(r.u[0]) > 0.5)
-            nodes.append(Node(f"n{k}", k, (xs[i], ys[j]), hx, hy))
-    node_by_index = {n.index: n for n in nodes}
+            nodes.append(Node(f"n{k}", k, (x, y), hx, hy))
+    return nodes
 
-    def trim(road: Road, node: int | None) -> float:
-        if node is None:
-            return 0.0
-        nd = node_by_index[node]
-        perp = nd.half_x if abs(road.u[0]) > 0.5 else nd.half_y
-        return perp + LANE_TRIM
 
-    lanes: list[LaneRec] = []
-    counter = [0]
+def _trim(road: Road, node: int | None, nodes_at: dict[int, Node]) -> float:
+    """How far (m) from the centre of intersection ``node`` ``road``'s lanes end (0 at a dead
+    end, ``node`` None)."""
+    if node is None:
+        return 0.0
+    nd = nodes_at[node]
+    perp = nd.half_x if abs(road.u[0]) > 0.5 else nd.half_y
+    return perp + LANE_TRIM
 
-    def new_id() -> str:
-        lid = f"lane_{counter[0]}"
-        counter[0] += 1
-        return lid
 
-    # per road end: incoming and outgoing lane ids at a node, ordered inner -> outer
-    ends: dict[tuple[int, str], dict[str, Any]] = {}
+class _LaneBook:
+    """The lanes being laid out, ids ``lane_<n>`` in creation order, looked up by id."""
+
+    def __init__(self) -> None:
+        self.lanes: list[LaneRec] = []
+        self.by_id: dict[str, LaneRec] = {}
+
+    def new(self, pts: F64, width: float, speed_limit: float, kind: str, **fields: Any) -> LaneRec:
+        """Create, register and return the next lane."""
+        lane = LaneRec(f"lane_{len(self.lanes)}", pts, width, speed_limit, kind, **fields)
+        self.lanes.append(lane)
+        self.by_id[lane.id] = lane
+        return lane
+
+
+@dataclass(frozen=True)
+class _RoadEnd:
+    """A road where it meets an intersection: lane ids arriving and leaving (inner -> outer) and
+    the unit direction pointing away from the intersection."""
+
+    road: Road
+    in_ids: list[str]
+    out_ids: list[str]
+    outward: F64
+
+
+def _road_lanes(book: _LaneBook, roads: list[Road], nodes_at: dict[int, Node]) -> dict[tuple[int, str], _RoadEnd]:
+    """Lay every road's lanes (forward a -> b first, then backward; inner to outer, with their
+    left/right neighbours) and return the road ends by (intersection index, road id)."""
+    ends: dict[tuple[int, str], _RoadEnd] = {}
     for r in roads:
         u, n = r.u, r.n
         a, b = np.asarray(r.a), np.asarray(r.b)
-        ta, tb = trim(r, r.node_a), trim(r, r.node_b)
+        ta, tb = _trim(r, r.node_a, nodes_at), _trim(r, r.node_b, nodes_at)
         fwd_ids, bwd_ids = [], []
         for k in range(r.lanes):
             off = (k + 0.5) * r.lane_w
-            p0 = a + u * ta - n * off
-            p1 = b - u * tb - n * off
-            fid = new_id()
-            lanes.append(LaneRec(fid, _sample_line(p0, p1), r.lane_w, r.speed_limit, "road", road=r.id))
-            fwd_ids.append(fid)
+            fwd_ids.append(book.new(_sample_line(a + u * ta - n * off, b - u * tb - n * off), r.lane_w, r.speed_limit, "road", road=r.id).id)
         for k in range(r.lanes):
             off = (k + 0.5) * r.lane_w
-            p0 = b - u * tb + n * off
-            p1 = a + u * ta + n * off
-            bid = new_id()
-            lanes.append(LaneRec(bid, _sample_line(p0, p1), r.lane_w, r.speed_limit, "road", road=r.id))
-            bwd_ids.append(bid)
-        by_id = {ln.id: ln for ln in lanes}
+            bwd_ids.append(book.new(_sample_line(b - u * tb + n * off, a + u * ta + n * off), r.lane_w, r.speed_limit, "road", road=r.id).id)
         for group in (fwd_ids, bwd_ids):
             for k in range(len(group) - 1):
-                by_id[group[k]].right = group[k + 1]
-                by_id[group[k + 1]].left = group[k]
+                book.by_id[group[k]].right = group[k + 1]
+                book.by_id[group[k + 1]].left = group[k]
         if r.node_b is not None:
-            ends[(r.node_b, r.id)] = {"road": r, "in": fwd_ids, "out": bwd_ids, "outward": -u}
+            ends[(r.node_b, r.id)] = _RoadEnd(r, fwd_ids, bwd_ids, -u)
         if r.node_a is not None:
-            ends[(r.node_a, r.id)] = {"road": r, "in": bwd_ids, "out": fwd_ids, "outward": u}
+            ends[(r.node_a, r.id)] = _RoadEnd(r, bwd_ids, fwd_ids, u)
+    return ends
 
-    by_id = {ln.id: ln for ln in lanes}
-    crosswalks: list[tuple[str, F64]] = []
-    stop_lines: list[F64] = []
-    stop_signs: list[tuple[float, float, float]] = []
-    for nd in nodes:
-        arms = [(key[1], e) for key, e in ends.items() if key[0] == nd.index]
-        arms.sort(key=lambda a: math.atan2(a[1]["outward"][1], a[1]["outward"][0]) % (2 * math.pi))
-        conn_ids: list[str] = []
-        for _rid, e in arms:
-            road: Road = e["road"]
-            o = e["outward"]
-            travel = -o  # direction of incoming traffic
-            perp = nd.half_x if abs(o[0]) > 0.5 else nd.half_y
-            c = np.asarray(nd.center)
-            side = np.array([-o[1], o[0]])  # left of outward
-            # crosswalk over the whole road width (lanes + parking)
-            hw = road.half_w
-            q = [c + o * (perp + CROSSWALK_NEAR) + side * hw, c + o * (perp + CROSSWALK_FAR) + side * hw,
-                 c + o * (perp + CROSSWALK_FAR) - side * hw, c + o * (perp + CROSSWALK_NEAR) - side * hw]
-            crosswalks.append((f"cw_{nd.id}_{road.id}", np.array(q)))
-            # stop line across the incoming lanes (on the right of incoming traffic = +side of outward)
-            rs = np.array([-travel[1], travel[0]]) * -1.0  # right of travel
-            s0, s1 = perp + STOP_LINE_AT - STOP_LINE_W / 2, perp + STOP_LINE_AT + STOP_LINE_W / 2
-            w_in = road.lanes_half_w
-            stop_lines.append(np.array([c + o * s0, c + o * s1, c + o * s1 + rs * w_in, c + o * s0 + rs * w_in]))
-            minor = not road.main
-            if minor:
-                p = c + o * (perp + STOP_LINE_AT) + rs * (road.half_w + 0.6)
-                stop_signs.append((float(p[0]), float(p[1]), float(math.atan2(o[1], o[0]))))
-            # connectors from each incoming lane
-            in_ids = e["in"]
-            for k, lid in enumerate(in_ids):
-                lane_in = by_id[lid]
-                lane_in.stop = minor
-                for turn in ("straight", "right", "left"):
-                    if turn == "straight":
-                        exit_dir = travel
-                    elif turn == "right":
-                        if k != len(in_ids) - 1:
-                            continue
-                        exit_dir = np.array([travel[1], -travel[0]])
-                    else:
-                        if k != 0:
-                            continue
-                        exit_dir = np.array([-travel[1], travel[0]])
-                    ex = [e2 for (nid, _), e2 in ends.items() if nid == nd.index and np.dot(e2["outward"], exit_dir) > 0.9]
-                    if not ex:
-                        continue
-                    out_ids = ex[0]["out"]
-                    kk = {"straight": min(k, len(out_ids) - 1), "right": len(out_ids) - 1, "left": 0}[turn]
-                    lane_out = by_id[out_ids[kk]]
-                    p0, p3 = lane_in.pts[-1], lane_out.pts[0]
-                    if turn == "straight":
-                        pts = _sample_line(p0, p3, 2.0)
-                        limit = min(lane_in.speed_limit, lane_out.speed_limit)
-                    else:
-                        pts = _bezier_turn(p0, travel, p3, exit_dir)
-                        kap = _max_curvature(pts)
-                        limit = min(lane_in.speed_limit, math.sqrt(A_LAT / max(kap, 1e-3)))
-                    cid = new_id()
-                    conn = LaneRec(cid, pts, min(lane_in.width, lane_out.width), round(limit, 2), "connector",
-                                   node=nd.id, turn=turn, successors=[lane_out.id], predecessors=[lane_in.id])
-                    lane_in.successors.append(cid)
-                    lane_out.predecessors.append(cid)
-                    lanes.append(conn)
-                    by_id[cid] = conn
-                    conn_ids.append(cid)
-        # conflicts between connectors of this node that come from different lanes
-        geoms = {cid: LineString(by_id[cid].pts) for cid in conn_ids}
-        for i1, c1 in enumerate(conn_ids):
-            for c2 in conn_ids[i1 + 1:]:
-                l1, l2 = by_id[c1], by_id[c2]
-                if l1.predecessors == l2.predecessors:
-                    continue
-                if l1.successors == l2.successors or geoms[c1].distance(geoms[c2]) < CONFLICT_DIST:
-                    l1.conflicts.append(c2)
-                    l2.conflicts.append(c1)
 
-    # areas
+@dataclass
+class _Markings:
+    """What is painted and posted at the intersections (see :class:`TownNetwork`)."""
+
+    crosswalks: list[tuple[str, F64]] = field(default_factory=list)
+    stop_lines: list[F64] = field(default_factory=list)
+    stop_signs: list[tuple[float, float, float]] = field(default_factory=list)
+
+
+def _approach_markings(nd: Node, e: _RoadEnd, marks: _Markings) -> None:
+    """The crosswalk over the whole road width (lanes + parking), the stop line across the incoming
+    lanes and, on a minor road, the stop sign of one intersection arm."""
+    road, o = e.road, e.outward
+    travel = -o  # direction of incoming traffic
+    perp = nd.half_x if abs(o[0]) > 0.5 else nd.half_y
+    c = np.asarray(nd.center)
+    side = np.array([-o[1], o[0]])  # left of outward
+    hw = road.half_w
+    q = [c + o * (perp + CROSSWALK_NEAR) + side * hw, c + o * (perp + CROSSWALK_FAR) + side * hw,
+         c + o * (perp + CROSSWALK_FAR) - side * hw, c + o * (perp + CROSSWALK_NEAR) - side * hw]
+    marks.crosswalks.append((f"cw_{nd.id}_{road.id}", np.array(q)))
+    # stop line across the incoming lanes (on the right of incoming traffic = +side of outward)
+    rs = np.array([-travel[1], travel[0]]) * -1.0  # right of travel
+    s0, s1 = perp + STOP_LINE_AT - STOP_LINE_W / 2, perp + STOP_LINE_AT + STOP_LINE_W / 2
+    w_in = road.lanes_half_w
+    marks.stop_lines.append(np.array([c + o * s0, c + o * s1, c + o * s1 + rs * w_in, c + o * s0 + rs * w_in]))
+    if not road.main:
+        p = c + o * (perp + STOP_LINE_AT) + rs * (road.half_w + 0.6)
+        marks.stop_signs.append((float(p[0]), float(p[1]), float(math.atan2(o[1], o[0]))))
+
+
+def _exit_direction(turn: str, k: int, n_in: int, travel: F64) -> F64 | None:
+    """Where a ``turn`` from incoming lane ``k`` (of ``n_in``, inner first) leads, or None when
+    that lane may not make it (right turns from the outer lane only, left from the inner)."""
+    if turn == "straight":
+        return travel
+    if turn == "right":
+        return np.array([travel[1], -travel[0]]) if k == n_in - 1 else None
+    return np.array([-travel[1], travel[0]]) if k == 0 else None
+
+
+def _connector(book: _LaneBook, nd: Node, turn: str, lane_in: LaneRec, lane_out: LaneRec, travel: F64, exit_dir: F64) -> LaneRec:
+    """A connector lane through ``nd`` from the end of ``lane_in`` to the start of ``lane_out``:
+    a straight line, or a Bezier turn whose speed limit keeps the lateral acceleration at
+    :data:`A_LAT`."""
+    p0, p3 = lane_in.pts[-1], lane_out.pts[0]
+    if turn == "straight":
+        pts = _sample_line(p0, p3, 2.0)
+        limit = min(lane_in.speed_limit, lane_out.speed_limit)
+    else:
+        pts = _bezier_turn(p0, travel, p3, exit_dir)
+        kap = _max_curvature(pts)
+        limit = min(lane_in.speed_limit, math.sqrt(A_LAT / max(kap, 1e-3)))
+    conn = book.new(pts, min(lane_in.width, lane_out.width), round(limit, 2), "connector",
+                    node=nd.id, turn=turn, successors=[lane_out.id], predecessors=[lane_in.id])
+    lane_in.successors.append(conn.id)
+    lane_out.predecessors.append(conn.id)
+    return conn
+
+
+def _arm_connectors(book: _LaneBook, nd: Node, e: _RoadEnd, ends: dict[tuple[int, str], _RoadEnd]) -> list[str]:
+    """Connectors from each incoming lane of one intersection arm (straight, right, left where
+    allowed); marks the incoming lanes of a minor road as stopping. Returns the connector ids."""
+    travel = -e.outward
+    ids: list[str] = []
+    for k, lid in enumerate(e.in_ids):
+        lane_in = book.by_id[lid]
+        lane_in.stop = not e.road.main
+        for turn in ("straight", "right", "left"):
+            exit_dir = _exit_direction(turn, k, len(e.in_ids), travel)
+            if exit_dir is None:
+                continue
+            ex = [e2 for (nid, _), e2 in ends.items() if nid == nd.index and np.dot(e2.outward, exit_dir) > 0.9]
+            if not ex:
+                continue
+            out_ids = ex[0].out_ids
+            kk = {"straight": min(k, len(out_ids) - 1), "right": len(out_ids) - 1, "left": 0}[turn]
+            ids.append(_connector(book, nd, turn, lane_in, book.by_id[out_ids[kk]], travel, exit_dir).id)
+    return ids
+
+
+def _mark_conflicts(conn_ids: list[str], by_id: dict[str, LaneRec]) -> None:
+    """Record as conflicting the connectors of one intersection that come from different lanes and
+    merge into the same lane or pass closer than :data:`CONFLICT_DIST`."""
+    geoms = {cid: LineString(by_id[cid].pts) for cid in conn_ids}
+    for i1, c1 in enumerate(conn_ids):
+        for c2 in conn_ids[i1 + 1:]:
+            l1, l2 = by_id[c1], by_id[c2]
+            if l1.predecessors == l2.predecessors:
+                continue
+            if l1.successors == l2.successors or geoms[c1].distance(geoms[c2]) < CONFLICT_DIST:
+                l1.conflicts.append(c2)
+                l2.conflicts.append(c1)
+
+
+def _intersection(nd: Node, ends: dict[tuple[int, str], _RoadEnd], book: _LaneBook, marks: _Markings) -> None:
+    """Markings, signs and connector lanes of one intersection, arm by arm counter-clockwise from
+    east, then the conflicts between its connectors."""
+    arms = [e for key, e in ends.items() if key[0] == nd.index]
+    arms.sort(key=lambda e: math.atan2(e.outward[1], e.outward[0]) % (2 * math.pi))
+    conn_ids: list[str] = []
+    for e in arms:
+        _approach_markings(nd, e, marks)
+        conn_ids += _arm_connectors(book, nd, e, ends)
+    _mark_conflicts(conn_ids, book.by_id)
+
+
+def _areas(roads: list[Road], nodes: list[Node], lay: _Layout) -> tuple[Any, Any, Any]:
+    """Shapely areas: asphalt (roads with run-outs at dead ends and intersections, rounded
+    corners), the sidewalk ring around it and the whole town's box."""
     rects = []
     for r in roads:
         a, b = np.asarray(r.a), np.asarray(r.b)
@@ -415,15 +498,17 @@ def build_network(preset: TownPreset, rng: np.random.Generator) -> TownNetwork:
     road_area = road_area.buffer(CORNER_R, join_style="round").buffer(-CORNER_R, join_style="round")
     outer = road_area.buffer(SIDEWALK_W, join_style="round", cap_style="flat")
     sidewalk_area = outer.difference(road_area)
-    xmin, xmax = min(xs) - max(arm), max(xs) + max(arm)
-    ymin, ymax = min(ys) - max(arm), max(ys) + max(arm)
-    town_area = box(xmin, ymin, xmax, ymax)
+    xmin, xmax = min(lay.xs) - max(lay.arms), max(lay.xs) + max(lay.arms)
+    ymin, ymax = min(lay.ys) - max(lay.arms), max(lay.ys) + max(lay.arms)
+    return road_area, sidewalk_area, box(xmin, ymin, xmax, ymax)
 
-    # parking slots along the outer edge of each road, away from the intersections
+
+def _parking(roads: list[Road], nodes_at: dict[int, Node]) -> list[ParkingSlot]:
+    """Parking slots (6.5 m apart) along the outer edge of each road, away from the intersections."""
     parking: list[ParkingSlot] = []
     for r in roads:
-        a, b = np.asarray(r.a), np.asarray(r.b)
-        ta, tb = trim(r, r.node_a) + 4.0, trim(r, r.node_b) + 4.0
+        a = np.asarray(r.a)
+        ta, tb = _trim(r, r.node_a, nodes_at) + 4.0, _trim(r, r.node_b, nodes_at) + 4.0
         usable = r.length - ta - tb
         if usable < 6.0:
             continue
@@ -434,15 +519,30 @@ def build_network(preset: TownPreset, rng: np.random.Generator) -> TownNetwork:
                 s = ta + 3.25 + 6.5 * k
                 p = a + r.u * s + side_sign * r.n * (r.lanes_half_w + PARKING_W / 2)
                 parking.append(ParkingSlot(float(p[0]), float(p[1]), float((yaw + math.pi) % (2 * math.pi) - math.pi), r.id))
+    return parking
 
+
+def build_network(preset: TownPreset, rng: np.random.Generator) -> TownNetwork:
+    """Lay out the road grid of ``preset`` with random sizes from ``rng``: roads, intersections,
+    lanes (road lanes, then each intersection's connectors), markings, areas and parking."""
+    lay = _draw_layout(preset, rng)
+    roads = _grid_roads(lay)
+    nodes = _grid_nodes(lay, roads)
+    nodes_at = {nd.index: nd for nd in nodes}
+    book = _LaneBook()
+    ends = _road_lanes(book, roads, nodes_at)
+    marks = _Markings()
+    for nd in nodes:
+        _intersection(nd, ends, book, marks)
+    road_area, sidewalk_area, town_area = _areas(roads, nodes, lay)
     return TownNetwork(
         roads=tuple(roads),
         nodes=tuple(nodes),
-        lanes=tuple(lanes),
-        crosswalks=tuple(crosswalks),
-        stop_lines=tuple(stop_lines),
-        stop_signs=tuple(stop_signs),
-        parking=tuple(parking),
+        lanes=tuple(book.lanes),
+        crosswalks=tuple(marks.crosswalks),
+        stop_lines=tuple(marks.stop_lines),
+        stop_signs=tuple(marks.stop_signs),
+        parking=tuple(_parking(roads, nodes_at)),
         road_area=road_area,
         sidewalk_area=sidewalk_area,
         town_area=town_area,

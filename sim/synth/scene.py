@@ -146,40 +146,20 @@ def _lane_len(pts: NDArray[np.float64]) -> float:
     return float(np.sum(np.linalg.norm(np.diff(pts, axis=0), axis=1)))
 
 
-def make_scene(preset: str = "tiny", seed: int = 0, frames: int | None = None, dt_s: float = 0.1) -> SynthScene:
-    """Build a synthetic town and its ground-truth drive (no rendering).
-
-    Args:
-        preset: ``tiny`` (tests: one intersection, short roads, 30 frames), ``small`` (demo: one
-            intersection, longer roads, 120 frames) or ``large`` (2x2 intersections, 300 frames).
-        seed: the town and traffic seed; the same ``(preset, seed, frames, dt_s)`` gives an
-            identical scene.
-        frames: number of frames (default: the preset's).
-        dt_s: frame period in seconds (0.1 = 10 Hz).
-
-    Raises:
-        ScenarioError: unknown preset (naming the known ones), ``frames`` < 1, ``dt_s`` <= 0.
-    """
-    town = get_preset(preset)
-    if frames is None:
-        frames = town.frames
+def _check_scene_args(frames: Any, dt_s: Any, seed: Any) -> None:
+    """Refuse a non-positive frame count or frame period and a negative or non-integer seed."""
     if isinstance(frames, bool) or not isinstance(frames, int | np.integer) or frames < 1:
         raise ScenarioError(f"expected a positive number of frames, got {frames!r}", field="frames")
     if not (isinstance(dt_s, int | float) and math.isfinite(dt_s) and dt_s > 0):
         raise ScenarioError(f"expected a positive frame period in seconds, got {dt_s!r}", field="dt_s")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ScenarioError(f"expected a non-negative integer seed, got {seed!r}", field="seed")
-    frames = int(frames)
-    seed = int(seed)
-    streams = np.random.SeedSequence(seed).spawn(4)
-    net = build_network(town, np.random.default_rng(streams[_S_NETWORK]))
-    rng = np.random.default_rng(streams[_S_TRAFFIC])
-    dt_us = round(dt_s * 1e6)
-    t_us = np.arange(frames, dtype=np.int64) * dt_us
-    duration = (frames - 1) * dt_s
-    by_id = net.lane_by_id
 
-    # ---- ego: eastbound on the main road's west arm, turning at the first intersection
+
+def _ego_agent(net: TownNetwork, town: TownPreset, rng: np.random.Generator, duration: float) -> tuple[Agent, list[str]]:
+    """The ego: eastbound on the main road's west arm, turning (left or right, drawn) at the first
+    intersection, with a lane change first when the preset asks for one. Returns it and its route."""
+    by_id = net.lane_by_id
     main_row = town.grid[1] // 2
     west = next(r for r in net.roads if r.main and r.node_a is None and r.node_b == main_row * town.grid[0])
     fwd = [ln for ln in net.lanes if ln.kind == "road" and ln.road == west.id and ln.pts[-1][0] > ln.pts[0][0]]
@@ -197,24 +177,46 @@ def make_scene(preset: str = "tiny", seed: int = 0, frames: int | None = None, d
     route = _extend(net, route, town.ego_start_m + ego_speed0 * duration * 1.6 + 60.0, rng)
     start_s = max(0.0, _lane_len(start_lane.pts) - town.ego_start_m)
     ego_path = build_path(net, route, start_s=start_s, factor=0.92)
-    ego = Agent("ego", "car", EGO_SIZE, ego_path, 0.0, ego_speed0, ego=True, a_max=1.3)
-    agents: list[Agent] = [ego]
+    return Agent("ego", "car", EGO_SIZE, ego_path, 0.0, ego_speed0, ego=True, a_max=1.3), route
 
-    def clear_of(xy: NDArray[np.float64], min_d: float) -> bool:
-        for a in agents:
+
+class _Cast:
+    """The agents placed so far (the ego first), their routes and the next free actor id."""
+
+    def __init__(self, ego: Agent) -> None:
+        self.ego = ego
+        self.agents: list[Agent] = [ego]
+        self.routes: dict[str, tuple[str, ...]] = {}
+        self.next_id = 1
+
+    def new_id(self) -> str:
+        """The next actor id ("1", "2", ...)."""
+        aid = str(self.next_id)
+        self.next_id += 1
+        return aid
+
+    def add(self, agent: Agent, route: list[str] | None = None) -> None:
+        """Place ``agent`` (with the lane ids it follows, for vehicles and cyclists)."""
+        self.agents.append(agent)
+        if route is not None:
+            self.routes[agent.id] = tuple(route)
+
+    def clear_of(self, xy: NDArray[np.float64], min_d: float) -> bool:
+        """Whether ``xy`` (m) is at least ``min_d`` from every placed agent and off the road right
+        in front of the ego (kept free at the start)."""
+        for a in self.agents:
             x, y, _ = a.path.at(a.s, a.lateral)
             if math.hypot(xy[0] - x, xy[1] - y) < min_d:
                 return False
-        # keep the road right in front of the ego free at the start
-        s_e, d_e = ego_path.project(np.asarray(xy, dtype=np.float64)[None], 0.0, 35.0)
+        s_e, d_e = self.ego.path.project(np.asarray(xy, dtype=np.float64)[None], 0.0, 35.0)
         return not (-8.0 < s_e[0] < 35.0 and abs(d_e[0]) < 2.5)
 
+
+def _place_vehicles(net: TownNetwork, town: TownPreset, rng: np.random.Generator, duration: float, cast: _Cast) -> None:
+    """Moving vehicles on random road lanes, placed so they reach an intersection during the log
+    (at most 200 attempts for ``town.moving_cars``)."""
     road_lanes = [ln for ln in net.lanes if ln.kind == "road" and ln.successors]
-    routes: dict[str, tuple[str, ...]] = {}
-    next_id = 1
-    # ---- moving vehicles, placed so they reach an intersection during the log
-    tries = 0
-    placed = 0
+    tries = placed = 0
     while placed < town.moving_cars and tries < 200:
         tries += 1
         ln = road_lanes[int(rng.integers(len(road_lanes)))]
@@ -228,17 +230,17 @@ def make_scene(preset: str = "tiny", seed: int = 0, frames: int | None = None, d
             continue
         s0 = float(rng.uniform(lo, hi))
         x, y, _ = build_path(net, [ln.id]).at(s0)
-        if not clear_of(np.array([x, y]), 9.0 + size[0] / 2):
+        if not cast.clear_of(np.array([x, y]), 9.0 + size[0] / 2):
             continue
         r = _extend(net, [ln.id], s0 + v0 * duration * 1.5 + 40.0, rng)
         path = build_path(net, r, start_s=s0, factor=factor)
-        aid = str(next_id)
-        next_id += 1
-        agents.append(Agent(aid, cls, size, path, 0.0, v0, a_max=float(rng.uniform(1.2, 2.0))))
-        routes[aid] = tuple(r)
+        cast.add(Agent(cast.new_id(), cls, size, path, 0.0, v0, a_max=float(rng.uniform(1.2, 2.0))), r)
         placed += 1
-    # ---- cyclists: at the right edge of a rightmost lane
-    right_lanes = [ln for ln in road_lanes if ln.right is None]
+
+
+def _place_cyclists(net: TownNetwork, town: TownPreset, rng: np.random.Generator, duration: float, cast: _Cast) -> None:
+    """Cyclists at the right edge of a rightmost lane (50 attempts each)."""
+    right_lanes = [ln for ln in net.lanes if ln.kind == "road" and ln.successors and ln.right is None]
     for _ in range(town.cyclists):
         for _try in range(50):
             ln = right_lanes[int(rng.integers(len(right_lanes)))]
@@ -250,20 +252,22 @@ def make_scene(preset: str = "tiny", seed: int = 0, frames: int | None = None, d
             s0 = float(rng.uniform(lo, hi))
             lateral = -(ln.width / 2 - 0.6)
             x, y, _ = build_path(net, [ln.id]).at(s0, lateral)
-            if not clear_of(np.array([x, y]), 8.0):
+            if not cast.clear_of(np.array([x, y]), 8.0):
                 continue
             r = _extend(net, [ln.id], s0 + v0 * duration * 1.5 + 40.0, rng)
             path = build_path(net, r, start_s=s0, factor=1.0)
             path.vmax[:] = np.minimum(path.vmax, v0)
-            aid = str(next_id)
-            next_id += 1
-            size = (1.8, 0.65, 1.75)
-            agents.append(Agent(aid, "cyclist", size, path, 0.0, v0, lateral=lateral, a_max=1.0))
-            routes[aid] = tuple(r)
+            cast.add(Agent(cast.new_id(), "cyclist", (1.8, 0.65, 1.75), path, 0.0, v0, lateral=lateral, a_max=1.0), r)
             break
-    # ---- pedestrians: walk to a zebra, cross it, walk on
+
+
+def _place_pedestrians(net: TownNetwork, town: TownPreset, rng: np.random.Generator, duration: float, cast: _Cast) -> None:
+    """Pedestrians that walk to a zebra, cross it and walk on: different zebras first; those
+    sharing one keep apart (0.8 m either side of the band's middle)."""
+    from shapely.geometry import Polygon
+
     n_cw = len(net.crosswalks)
-    cw_order = rng.permutation(n_cw)  # different zebras first; pedestrians sharing one keep apart
+    cw_order = rng.permutation(n_cw)
     for k in range(town.pedestrians):
         v = float(rng.uniform(1.2, 1.5))
         cw = int(cw_order[k % n_cw])
@@ -271,17 +275,14 @@ def make_scene(preset: str = "tiny", seed: int = 0, frames: int | None = None, d
         offset = (-0.8, 0.8)[(k // n_cw) % 2] if k >= n_cw else 0.0
         path, crossing = pedestrian_path(net, cw, bool(rng.uniform() < 0.5), lead, 12.0, offset)
         path.vmax[:] = v
-        from shapely.geometry import Polygon
-
-        aid = str(next_id)
-        next_id += 1
+        aid = cast.new_id()
         size = (round(float(rng.uniform(0.45, 0.6)), 2), round(float(rng.uniform(0.5, 0.65)), 2), round(float(rng.uniform(1.6, 1.9)), 2))
-        agents.append(Agent(aid, "pedestrian", size, path, 0.0, v, pedestrian=True, crossing=crossing,
-                            crosswalk=Polygon(net.crosswalks[cw][1]), cw_index=cw))
+        cast.add(Agent(aid, "pedestrian", size, path, 0.0, v, pedestrian=True, crossing=crossing,
+                       crosswalk=Polygon(net.crosswalks[cw][1]), cw_index=cw))
 
-    simulate_traffic(net, agents, t_us, dt_s)
 
-    # ---- parked cars
+def _parked_tracks(net: TownNetwork, town: TownPreset, rng: np.random.Generator, t_us: NDArray[np.int64], cast: _Cast) -> list[Track]:
+    """Static tracks of the cars (and a few vans) parked in a ``town.parked_fraction`` of the slots."""
     parked: list[Track] = []
     for slot in net.parking:
         if rng.uniform() >= town.parked_fraction:
@@ -290,21 +291,51 @@ def make_scene(preset: str = "tiny", seed: int = 0, frames: int | None = None, d
         if rng.uniform() < 0.12:
             cls, size = "truck", (round(rng.uniform(5.2, 5.8), 2), round(rng.uniform(2.0, 2.1), 2), round(rng.uniform(2.2, 2.6), 2))
         yaw = slot.yaw + float(rng.normal(0.0, 0.02))
-        pose = np.tile([slot.x + rng.normal(0, 0.1), slot.y + rng.normal(0, 0.1), 0.0, yaw], (frames, 1))
-        parked.append(Track(str(next_id), cls, size, t_us.copy(), pose, static=True))
-        next_id += 1
+        pose = np.tile([slot.x + rng.normal(0, 0.1), slot.y + rng.normal(0, 0.1), 0.0, yaw], (len(t_us), 1))
+        parked.append(Track(cast.new_id(), cls, size, t_us.copy(), pose, static=True))
+    return parked
 
-    ego_track = agent_track(ego)
-    tracks = tuple(agent_track(a) for a in agents[1:]) + tuple(parked)
+
+def make_scene(preset: str = "tiny", seed: int = 0, frames: int | None = None, dt_s: float = 0.1) -> SynthScene:
+    """Build a synthetic town and its ground-truth drive (no rendering).
+
+    Args:
+        preset: ``tiny`` (tests: one intersection, short roads, 30 frames), ``small`` (demo: one
+            intersection, longer roads, 120 frames) or ``large`` (2x2 intersections, 300 frames).
+        seed: the town and traffic seed; the same ``(preset, seed, frames, dt_s)`` gives an
+            identical scene.
+        frames: number of frames (default: the preset's).
+        dt_s: frame period in seconds (0.1 = 10 Hz).
+
+    Raises:
+        ScenarioError: unknown preset (naming the known ones), ``frames`` < 1, ``dt_s`` <= 0.
+    """
+    town = get_preset(preset)
+    frames = town.frames if frames is None else frames
+    _check_scene_args(frames, dt_s, seed)
+    frames, seed = int(frames), int(seed)
+    streams = np.random.SeedSequence(seed).spawn(4)
+    net = build_network(town, np.random.default_rng(streams[_S_NETWORK]))
+    rng = np.random.default_rng(streams[_S_TRAFFIC])
+    t_us = np.arange(frames, dtype=np.int64) * round(dt_s * 1e6)
+    duration = (frames - 1) * dt_s
+    ego, route = _ego_agent(net, town, rng, duration)
+    cast = _Cast(ego)
+    _place_vehicles(net, town, rng, duration, cast)
+    _place_cyclists(net, town, rng, duration, cast)
+    _place_pedestrians(net, town, rng, duration, cast)
+    simulate_traffic(net, cast.agents, t_us, dt_s)
+    parked = _parked_tracks(net, town, rng, t_us, cast)
+    tracks = tuple(agent_track(a) for a in cast.agents[1:]) + tuple(parked)
     return SynthScene(
         preset=town.name,
         seed=seed,
         dt_s=float(dt_s),
         t_us=t_us,
         map=net.map_dict(),
-        ego=ego_track,
+        ego=agent_track(ego),
         tracks=tracks,
         ego_route=tuple(route),
-        routes=MappingProxyType(routes),
+        routes=MappingProxyType(cast.routes),
         network=net,
     )

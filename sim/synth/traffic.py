@@ -219,145 +219,201 @@ def _idm(v: float, v0: float, gap: float, dv: float, a_max: float, b: float = 2.
     return a_max * (free - (s_star / max(gap, 0.05)) ** 2)
 
 
-def simulate_traffic(net: TownNetwork, agents: list[Agent], t_us: NDArray[np.int64], dt_s: float, substeps: int = 1) -> None:
-    """Advance ``agents`` in place over the frame times, recording a pose sample at each frame."""
-    by_lane = net.lane_by_id
-    sidewalk = net.sidewalk_area
-    h = dt_s / substeps
-    n_frames = len(t_us)
-    reservations: dict[str, str] = {}  # connector -> agent id
+class _Traffic:
+    """One run of the log generator's traffic: the agents, the network lookups and the
+    intersection reservations (connector id -> id of the agent allowed through)."""
 
-    def conflicts_free(a: Agent, e: Entry) -> bool:
-        for c, owner in reservations.items():
-            if owner != a.id and (c in e.conflicts or (by_lane[c].successors == by_lane[e.conn].successors and c != e.conn)):
+    def __init__(self, net: TownNetwork, agents: list[Agent]) -> None:
+        self.net = net
+        self.by_lane = net.lane_by_id
+        self.agents = agents
+        self.reservations: dict[str, str] = {}
+
+    def conflicts_free(self, a: Agent, e: Entry) -> bool:
+        """Whether no other agent holds a connector conflicting with (or merging into) ``e``'s."""
+        for c, owner in self.reservations.items():
+            if owner != a.id and (c in e.conflicts or (self.by_lane[c].successors == self.by_lane[e.conn].successors and c != e.conn)):
                 return False
         return True
 
-    # where each vehicle's path enters each zebra (vehicles give way to pedestrians on it)
-    cw_polys = [shapely.Polygon(q).buffer(0.6) for _cid, q in net.crosswalks]
-    for a in agents:
-        if a.pedestrian:
-            continue
-        for k, poly in enumerate(cw_polys):
-            inside = shapely.contains_xy(poly, a.path.pts[:, 0], a.path.pts[:, 1])
-            if inside.any():
-                i0 = int(np.argmax(inside))
-                a.cw_spans.append((k, float(a.path.s[max(i0 - 1, 0)])))
-    for a in agents:  # the ego has priority at its first intersection
-        if a.ego and a.path.entries:
-            e = a.path.entries[0]
-            reservations[e.conn] = a.id
-            a.reserved = e.conn
-            a.stopped_for.add(e.conn)
-    for fi in range(n_frames):
-        # record
-        for a in agents:
+    def mark_zebra_spans(self) -> None:
+        """Record where each vehicle's path enters each zebra (vehicles give way to pedestrians on it)."""
+        cw_polys = [shapely.Polygon(q).buffer(0.6) for _cid, q in self.net.crosswalks]
+        for a in self.agents:
+            if a.pedestrian:
+                continue
+            for k, poly in enumerate(cw_polys):
+                inside = shapely.contains_xy(poly, a.path.pts[:, 0], a.path.pts[:, 1])
+                if inside.any():
+                    i0 = int(np.argmax(inside))
+                    a.cw_spans.append((k, float(a.path.s[max(i0 - 1, 0)])))
+
+    def give_ego_priority(self) -> None:
+        """Reserve the ego's first intersection for it."""
+        for a in self.agents:
+            if a.ego and a.path.entries:
+                e = a.path.entries[0]
+                self.reservations[e.conn] = a.id
+                a.reserved = e.conn
+                a.stopped_for.add(e.conn)
+
+    def record(self, fi: int, t_us: int) -> None:
+        """Append every live agent's pose (x, y, z = kerb height for pedestrians on the sidewalk,
+        yaw) at frame ``fi``, time ``t_us``."""
+        for a in self.agents:
             if not a.alive:
                 continue
             x, y, yaw = a.path.at(a.s, a.lateral)
-            z = 0.0
-            if a.pedestrian and shapely.contains_xy(sidewalk, x, y):
-                z = KERB_H
+            z = KERB_H if a.pedestrian and shapely.contains_xy(self.net.sidewalk_area, x, y) else 0.0
             if not a.samples:
                 a.first_t = fi
             a.samples.append((x, y, z, yaw))
-            a.sample_t.append(int(t_us[fi]))
-        if fi == n_frames - 1:
+            a.sample_t.append(t_us)
+
+    def step(self, h: float) -> None:
+        """Advance ``h`` seconds: every vehicle's acceleration from the positions at the start of
+        the step (IDM on the nearest obstacle), then each agent moves in turn."""
+        live = [a for a in self.agents if a.alive]
+        xy = np.array([a.path.at(a.s, a.lateral)[:2] for a in live])
+        yaws = np.array([a.path.at(a.s)[2] for a in live])
+        acc = {a.id: self._vehicle_accel(i, live, xy, yaws) for i, a in enumerate(live) if not a.pedestrian}
+        for a in live:
+            if a.pedestrian:
+                self._walk(a, live, h)
+            else:
+                self._drive(a, acc[a.id], h)
+
+    # ------------------------------------------------------------------------------ vehicles
+    def _vehicle_accel(self, i: int, live: list[Agent], xy: F64, yaws: F64) -> float:
+        """IDM acceleration (m/s^2, at least -8) of vehicle ``live[i]`` towards its speed profile,
+        behind the nearest of: the vehicle ahead, a zebra in use, an intersection it may not
+        enter yet and (the ego) the end of its path."""
+        a = live[i]
+        v0 = float(np.interp(a.s, a.path.s, a.path.vmax))
+        gap, dv = _lead_gap(i, live, xy, yaws)
+        gap, dv = _zebra_gap(a, live, gap, dv)
+        gap, dv = self._intersection_gap(a, gap, dv)
+        if a.ego:  # end of the path: stop there (the ego) or drive off the map (others)
+            g = a.path.length - a.s - a.size[0] / 2 - 1.0
+            if g < gap:
+                gap, dv = max(g, 0.05), a.v
+        return max(-8.0, _idm(a.v, v0, gap, dv, a.a_max))
+
+    def _intersection_gap(self, a: Agent, gap: float, dv: float) -> tuple[float, float]:
+        """Stop before the next intersection entry unless reserved: reserve it when close, first
+        in line, past the stop sign (if any) and free of conflicting reservations."""
+        if a.entry_i >= len(a.path.entries):
+            return gap, dv
+        e = a.path.entries[a.entry_i]
+        if a.reserved == e.conn:
+            return gap, dv
+        to_entry = e.s_enter - (a.s + a.size[0] / 2)
+        if e.stop and e.conn not in a.stopped_for and to_entry < 3.0 and a.v < 0.3:
+            a.stopped_for.add(e.conn)
+        near = to_entry < max(25.0, a.v * a.v / 3.0 + 10.0)
+        first = gap > to_entry - 0.5
+        may = (not e.stop) or e.conn in a.stopped_for
+        if near and first and may and self.conflicts_free(a, e):
+            self.reservations[e.conn] = a.id
+            a.reserved = e.conn
+            return gap, dv
+        g = max(to_entry + 0.3, 0.05)
+        return (g, a.v) if g < gap else (gap, dv)
+
+    def _drive(self, a: Agent, ac: float, h: float) -> None:
+        """Move vehicle ``a`` with acceleration ``ac`` for ``h`` s; release an intersection it has
+        left, and retire it (with its reservations) at the end of its path (except the ego)."""
+        nv = max(0.0, a.v + ac * h)
+        a.s += 0.5 * (a.v + nv) * h
+        a.v = nv
+        if a.entry_i < len(a.path.entries):
+            e = a.path.entries[a.entry_i]
+            if a.s - a.size[0] / 2 > e.s_exit + 0.5:
+                if self.reservations.get(e.conn) == a.id:
+                    del self.reservations[e.conn]
+                a.reserved = None
+                a.entry_i += 1
+        if not a.ego and a.s > a.path.length - a.size[0] / 2 - 0.5:
+            a.alive = False
+            for c in [c for c, o in self.reservations.items() if o == a.id]:
+                del self.reservations[c]
+
+    # ------------------------------------------------------------------------------ pedestrians
+    @staticmethod
+    def _walk(a: Agent, live: list[Agent], h: float) -> None:
+        """Walk pedestrian ``a`` on for ``h`` s, unless it is about to step onto a zebra that a
+        vehicle occupies or approaches without being able to stop."""
+        v = a.v if a.v > 0 else 1.3
+        assert a.crossing is not None
+        if a.s < a.crossing[0] and a.s + v * h >= a.crossing[0] - 0.3 and _zebra_busy(a, live):
+            return
+        a.s = min(a.s + v * h, a.path.length)
+
+
+def _lead_gap(i: int, live: list[Agent], xy: F64, yaws: F64) -> tuple[float, float]:
+    """Bumper gap (m) to the nearest agent ahead of vehicle ``live[i]`` within its lookahead and
+    lateral reach, and the closing speed (m/s); (inf, 0) when there is none."""
+    a = live[i]
+    length, width = a.size[0], a.size[1]
+    gap, dv = math.inf, 0.0
+    lookahead = 12.0 + 4.0 * a.v + length
+    d2 = np.sum((xy - xy[i]) ** 2, axis=1)
+    others = [j for j in np.nonzero(d2 < (lookahead + 8.0) ** 2)[0].tolist() if j != i]
+    if not others:
+        return gap, dv
+    s_o, d_o = a.path.project(xy[others], a.s - 1.0, a.s + lookahead)
+    for k, j in enumerate(others):
+        b = live[j]
+        ds = s_o[k] - a.s
+        if ds <= 0 or ds > lookahead:
+            continue
+        dyaw = yaws[j] - float(np.interp(s_o[k], a.path.s, a.path.yaw))
+        half_ext = 0.5 * (b.size[0] * abs(math.cos(dyaw)) + b.size[1] * abs(math.sin(dyaw)))
+        if abs(d_o[k] - a.lateral) > width / 2 + 0.5 * (b.size[0] * abs(math.sin(dyaw)) + b.size[1] * abs(math.cos(dyaw))) + 0.35:
+            continue
+        g = ds - length / 2 - half_ext
+        if g < gap:
+            gap, dv = g, a.v - b.v * math.cos(dyaw)
+    return gap, dv
+
+
+def _zebra_gap(a: Agent, live: list[Agent], gap: float, dv: float) -> tuple[float, float]:
+    """Pedestrians on a zebra ahead: stop before it (unless already on it)."""
+    for b in live:
+        if b.pedestrian and b.crossing is not None and b.crossing[0] - 0.2 <= b.s <= b.crossing[1]:
+            for k, s_in in a.cw_spans:
+                if k == b.cw_index:
+                    g = s_in - (a.s + a.size[0] / 2)
+                    if -0.3 < g < gap:
+                        gap, dv = max(g - 0.3, 0.05), a.v
+    return gap, dv
+
+
+def _zebra_busy(a: Agent, live: list[Agent]) -> bool:
+    """Whether a vehicle is on pedestrian ``a``'s zebra, or coming without room to stop (cyclists
+    standing still do not count)."""
+    for b in live:
+        if b.pedestrian or (b.cls == "cyclist" and b.v < 0.5):
+            continue
+        bx, by_, byaw = b.path.at(b.s, b.lateral)
+        dist = shapely.distance(a.crosswalk, _box(bx, by_, byaw, b.size))
+        if dist < 0.05 or (b.v > 0.5 and dist < 0.8 + 1.8 * b.v):
+            return True
+    return False
+
+
+def simulate_traffic(net: TownNetwork, agents: list[Agent], t_us: NDArray[np.int64], dt_s: float, substeps: int = 1) -> None:
+    """Advance ``agents`` in place over the frame times, recording a pose sample at each frame."""
+    sim = _Traffic(net, agents)
+    sim.mark_zebra_spans()
+    sim.give_ego_priority()
+    h = dt_s / substeps
+    for fi in range(len(t_us)):
+        sim.record(fi, int(t_us[fi]))
+        if fi == len(t_us) - 1:
             break
         for _ in range(substeps):
-            live = [a for a in agents if a.alive]
-            xy = np.array([a.path.at(a.s, a.lateral)[:2] for a in live])
-            yaws = np.array([a.path.at(a.s)[2] for a in live])
-            acc: dict[str, float] = {}
-            for i, a in enumerate(live):
-                if a.pedestrian:
-                    continue
-                length, width = a.size[0], a.size[1]
-                v0 = float(np.interp(a.s, a.path.s, a.path.vmax))
-                gap, dv = math.inf, 0.0
-                lookahead = 12.0 + 4.0 * a.v + length
-                d2 = np.sum((xy - xy[i]) ** 2, axis=1)
-                others = [j for j in np.nonzero(d2 < (lookahead + 8.0) ** 2)[0].tolist() if j != i]
-                if others:
-                    s_o, d_o = a.path.project(xy[others], a.s - 1.0, a.s + lookahead)
-                    for k, j in enumerate(others):
-                        b = live[j]
-                        ds = s_o[k] - a.s
-                        if ds <= 0 or ds > lookahead:
-                            continue
-                        dyaw = yaws[j] - float(np.interp(s_o[k], a.path.s, a.path.yaw))
-                        half_ext = 0.5 * (b.size[0] * abs(math.cos(dyaw)) + b.size[1] * abs(math.sin(dyaw)))
-                        if abs(d_o[k] - a.lateral) > width / 2 + 0.5 * (b.size[0] * abs(math.sin(dyaw)) + b.size[1] * abs(math.cos(dyaw))) + 0.35:
-                            continue
-                        g = ds - length / 2 - half_ext
-                        if g < gap:
-                            gap, dv = g, a.v - b.v * math.cos(dyaw)
-                # pedestrians on a zebra ahead: stop before it (unless already on it)
-                for b in live:
-                    if b.pedestrian and b.crossing is not None and b.crossing[0] - 0.2 <= b.s <= b.crossing[1]:
-                        for k, s_in in a.cw_spans:
-                            if k == b.cw_index:
-                                g = s_in - (a.s + length / 2)
-                                if -0.3 < g < gap:
-                                    gap, dv = max(g - 0.3, 0.05), a.v
-                # intersection: stop before the entry unless reserved
-                if a.entry_i < len(a.path.entries):
-                    e = a.path.entries[a.entry_i]
-                    to_entry = e.s_enter - (a.s + length / 2)
-                    if a.reserved != e.conn:
-                        if e.stop and e.conn not in a.stopped_for and to_entry < 3.0 and a.v < 0.3:
-                            a.stopped_for.add(e.conn)
-                        near = to_entry < max(25.0, a.v * a.v / 3.0 + 10.0)
-                        first = gap > to_entry - 0.5
-                        may = (not e.stop) or e.conn in a.stopped_for
-                        if near and first and may and conflicts_free(a, e):
-                            reservations[e.conn] = a.id
-                            a.reserved = e.conn
-                        else:
-                            g = max(to_entry + 0.3, 0.05)
-                            if g < gap:
-                                gap, dv = g, a.v
-                # end of the path: stop there (the ego) or drive off the map (others)
-                if a.ego:
-                    g = a.path.length - a.s - length / 2 - 1.0
-                    if g < gap:
-                        gap, dv = max(g, 0.05), a.v
-                acc[a.id] = max(-8.0, _idm(a.v, v0, gap, dv, a.a_max))
-            for a in live:
-                if a.pedestrian:
-                    v = a.v if a.v > 0 else 1.3
-                    assert a.crossing is not None
-                    if a.s < a.crossing[0] and a.s + v * h >= a.crossing[0] - 0.3:
-                        busy = False
-                        for b in live:
-                            if b.pedestrian or (b.cls == "cyclist" and b.v < 0.5):
-                                continue
-                            bx, by_, byaw = b.path.at(b.s, b.lateral)
-                            dist = shapely.distance(a.crosswalk, _box(bx, by_, byaw, b.size))
-                            # a vehicle on the zebra, or one coming that would not stop: wait
-                            if dist < 0.05 or (b.v > 0.5 and dist < 0.8 + 1.8 * b.v):
-                                busy = True
-                                break
-                        if busy:
-                            continue
-                    a.s = min(a.s + v * h, a.path.length)
-                    continue
-                ac = acc[a.id]
-                nv = max(0.0, a.v + ac * h)
-                a.s += 0.5 * (a.v + nv) * h
-                a.v = nv
-                # leave the intersection: release the reservation
-                if a.entry_i < len(a.path.entries):
-                    e = a.path.entries[a.entry_i]
-                    if a.s - a.size[0] / 2 > e.s_exit + 0.5:
-                        if reservations.get(e.conn) == a.id:
-                            del reservations[e.conn]
-                        a.reserved = None
-                        a.entry_i += 1
-                if not a.ego and a.s > a.path.length - a.size[0] / 2 - 0.5:
-                    a.alive = False
-                    for c in [c for c, o in reservations.items() if o == a.id]:
-                        del reservations[c]
+            sim.step(h)
 
 
 def _box(x: float, y: float, yaw: float, size: tuple[float, float, float]) -> shapely.Polygon:
