@@ -5,7 +5,12 @@ Registered at ``import sim`` as ``loopdrive/ClosedLoop-v0``::
     env = gymnasium.make("loopdrive/ClosedLoop-v0")                         # tiny synthetic town
     env = gymnasium.make("loopdrive/ClosedLoop-v0", scenario="scenarios/cut_in.yaml",
                          observation=["state", "camera"], action_mode="trajectory")
-    venv = gymnasium.make_vec("loopdrive/ClosedLoop-v0", num_envs=64, vectorization_mode="vector_entry_point")
+    venv = gymnasium.make_vec("loopdrive/ClosedLoop-v0", num_envs=64, vectorization_mode="vector_entry_point",
+                              autoreset_mode="same_step")                 # or "next_step" (default)
+
+The vector env (:mod:`sim.vec_env`) steps B worlds in one engine call and gives the transitions of
+gymnasium's ``SyncVectorEnv`` over B single envs; :mod:`sim.vec_sb3` adapts it to
+Stable-Baselines3's ``VecEnv`` (``make_sb3_vec_env(64, scenario=...)``).
 
 **Actions.** ``action_mode="control"``: [acceleration, steer]. With ``action_units="normalized"`` (the
 default for control) the Box is [-1, 1]^2: acceleration ``u0 * accel_max`` when u0 >= 0 and

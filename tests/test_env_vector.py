@@ -4,8 +4,6 @@ final_info), and the batched infos against the single env's info."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -15,49 +13,9 @@ import sim  # noqa: F401 - registers loopdrive/ClosedLoop-v0
 from sim.env import ENV_ID, ClosedLoopEnv
 from sim.env_core import info_arrays, world_info
 from sim.errors import ScenarioError
-from sim.spec import ScenarioSpec
 from sim.vec_env import ClosedLoopVectorEnv
 from sim.world import crossroads_scene
-
-B = 4
-SPEC = ScenarioSpec(horizon_s=4.0)  # 40 steps: collisions, off-road exits and truncations within 100 steps
-
-
-def _actions(n: int, shape: tuple[int, ...]) -> np.ndarray:
-    """World 0 drives into car_1 (collision), world 1 accelerates while steering, 2..B-1 random."""
-    rng = np.random.default_rng(0)
-    a = rng.uniform(-1, 1, (n, B, *shape)).astype(np.float32)
-    if shape == (2,):
-        a[:, 0] = [1.0, 0.0]
-        a[:, 1] = [1.0, 1.0]
-    else:  # trajectory: worlds 0 and 1 straight on at 8 and 6 m/s (normalized by K * 0.5 s * 30 m/s)
-        k = shape[0]
-        for b, v in ((0, 8.0), (1, 6.0)):
-            a[:, b, :, 0] = v * 0.5 * (np.arange(k) + 1) / (k * 0.5 * 30.0)
-            a[:, b, :, 1] = 0.0
-    return a
-
-
-def assert_same(a: Any, b: Any, path: str = "") -> None:
-    """Bit-identical: same dict keys, array dtypes, shapes and bytes; object arrays element by element."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), f"{path}: keys {sorted(a)} != {sorted(b)}"
-        for k in a:
-            assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, tuple | list):
-        assert type(a) is type(b) and len(a) == len(b), f"{path}: {type(a)} != {type(b)}"
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{path}[{i}]")
-    elif isinstance(a, np.ndarray):
-        assert isinstance(b, np.ndarray), f"{path}: {type(b)} is not an array"
-        assert a.dtype == b.dtype and a.shape == b.shape, f"{path}: {a.dtype}{a.shape} != {b.dtype}{b.shape}"
-        if a.dtype == object:
-            for i, (x, y) in enumerate(zip(a, b, strict=True)):
-                assert_same(x, y, f"{path}[{i}]")
-        else:
-            assert a.tobytes() == b.tobytes(), f"{path}: {a} != {b}"
-    else:
-        assert type(a) is type(b) and a == b, f"{path}: {a!r} != {b!r}"
+from tests._vec import SPEC, B, assert_same, scripted_actions
 
 
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP], ids=["next_step", "same_step"])
@@ -73,7 +31,7 @@ def test_native_vector_env_equals_sync_vector_env(mode, kwargs):
     assert native.metadata["autoreset_mode"] is mode and sync.metadata["autoreset_mode"] is mode
     assert native.observation_space == sync.observation_space and native.action_space == sync.action_space
     steps = 100 if not kwargs else 50
-    acts = _actions(steps, native.single_action_space.shape)
+    acts = scripted_actions(steps, native.single_action_space.shape)
     assert_same(native.reset(seed=11), sync.reset(seed=11), "reset")
     seen = {"term": 0, "trunc": 0, "final": 0, "staggered": 0}
     for t in range(steps):
@@ -128,7 +86,7 @@ def test_infos_carry_every_single_env_key_with_masks_and_same_step_finals():
 def test_batched_info_arrays_equal_world_info_row_by_row():
     venv = ClosedLoopVectorEnv(B, SPEC, scene=crossroads_scene())
     venv.reset(seed=1)
-    acts = _actions(60, (2,))
+    acts = scripted_actions(60, (2,))
     checked = 0
     for t in range(60):
         venv.step(acts[t])
