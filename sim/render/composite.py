@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.render.base import RENDERERS, CameraImage, LidarScan, RenderBackend, SensorFrame, WorldLike
-from sim.render.mesh import MeshRenderer, _ordered_scene_class
+from sim.render.mesh import MeshRenderer, ordered_scene
 from sim.render.neural import NeuralRenderer, _ego_pose, merge_camera, merge_lidar
 from sim.sensors import CameraSpec, LidarSpec, SensorRig
 
@@ -66,7 +66,7 @@ class ActorMeshLayer(MeshRenderer):
 
     def _gl_scene(self) -> Any:
         if self._gl is None:
-            self._gl = _ordered_scene_class()(bg_color=np.zeros(4), ambient_light=np.ones(3))
+            self._gl = ordered_scene(bg_color=np.zeros(4), ambient_light=np.ones(3))
         return self._gl
 
     def sky_color(self, dirs_world: NDArray[np.float64]) -> NDArray[np.float32]:

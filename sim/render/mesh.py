@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from sim.errors import LogFormatError
 from sim.geometry import OPENCV_FROM_OPENGL
 from sim.render.base import RENDERERS, CameraImage, LidarScan, RenderBackend, SensorFrame, WorldLike
+from sim.render.mesh_lidar import LIDAR_ENGINES, cast_lidar, make_intersector, static_motion
 from sim.sensors import CameraSpec, LidarSpec, SensorRig
 
 if TYPE_CHECKING:
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["LIDAR_ENGINES", "MeshRenderer", "make_intersector"]
 
 log = logging.getLogger(__name__)
-
-LIDAR_ENGINES = ("auto", "embree", "triangle")
 
 SKY_HORIZON = np.array([0.80, 0.85, 0.90], dtype=np.float32)
 SKY_ZENITH = np.array([0.30, 0.50, 0.82], dtype=np.float32)
@@ -54,31 +53,28 @@ def _pyrender() -> Any:
     return pyrender
 
 
-_ORDERED_SCENE: Any = None
+def ordered_scene(**kwargs: Any) -> Any:
+    """A new pyrender Scene (``kwargs`` as for ``pyrender.Scene``) whose mesh nodes iterate in
+    insertion order: pyrender keeps them in a set (ordered by object address), so draw order -- and
+    which of two equally deep surfaces wins -- would change from run to run.
 
+    The subclass is made per call (pyrender is imported only when a renderer first draws, and
+    caching the class would be process state); each renderer calls this once."""
+    pr = _pyrender()
 
-def _ordered_scene_class() -> Any:
-    """A pyrender Scene whose mesh nodes iterate in insertion order: pyrender keeps them in a set
-    (ordered by object address), so draw order -- and which of two equally deep surfaces wins --
-    would change from run to run."""
-    global _ORDERED_SCENE
-    if _ORDERED_SCENE is None:
-        pr = _pyrender()
+    class OrderedScene(pr.Scene):  # type: ignore[misc, name-defined]
+        def add_node(self, node: Any, parent_node: Any = None) -> Any:
+            if not hasattr(self, "_insertion"):
+                self._insertion: dict[Any, int] = {}
+            self._insertion.setdefault(node, len(self._insertion))
+            return super().add_node(node, parent_node=parent_node)
 
-        class OrderedScene(pr.Scene):  # type: ignore[misc, name-defined]
-            def add_node(self, node: Any, parent_node: Any = None) -> Any:
-                if not hasattr(self, "_insertion"):
-                    self._insertion: dict[Any, int] = {}
-                self._insertion.setdefault(node, len(self._insertion))
-                return super().add_node(node, parent_node=parent_node)
+        @property
+        def mesh_nodes(self) -> list[Any]:  # type: ignore[override]
+            order = getattr(self, "_insertion", {})
+            return sorted(self._mesh_nodes, key=lambda n: order.get(n, 1 << 30))
 
-            @property
-            def mesh_nodes(self) -> list[Any]:  # type: ignore[override]
-                order = getattr(self, "_insertion", {})
-                return sorted(self._mesh_nodes, key=lambda n: order.get(n, 1 << 30))
-
-        _ORDERED_SCENE = OrderedScene
-    return _ORDERED_SCENE
+    return OrderedScene(**kwargs)
 
 
 def _delete_egl_context_keep_display(platform: Any) -> None:
@@ -145,24 +141,6 @@ def _merge_by_texture(parts: list[Any]) -> list[Any]:
     return out
 
 
-def make_intersector(mesh: trimesh.Trimesh, engine: str = "auto") -> Any:
-    """A trimesh ray intersector for ``mesh``: ``embree`` (embreex), ``triangle`` (pure numpy) or
-    ``auto`` (Embree when available)."""
-    if engine not in LIDAR_ENGINES:
-        raise ValueError(f"unknown LiDAR engine {engine!r}; known: {', '.join(LIDAR_ENGINES)}")
-    import trimesh
-
-    if engine in ("auto", "embree") and trimesh.ray.has_embree:
-        from trimesh.ray import ray_pyembree
-
-        return ray_pyembree.RayMeshIntersector(mesh, scale_to_box=False)
-    if engine == "embree":
-        log.warning("embreex is not available; falling back to trimesh's pure-numpy ray intersector")
-    from trimesh.ray import ray_triangle
-
-    return ray_triangle.RayMeshIntersector(mesh)
-
-
 @dataclass
 class _ActorModel:
     parts: list[Any]
@@ -180,28 +158,6 @@ def vehicle_pose_se3(x: float, y: float, yaw: float, z: float = 0.0) -> NDArray[
     scipy's per-call overhead)."""
     c, s = np.cos(yaw), np.sin(yaw)
     return np.array([[c, -s, 0.0, x], [s, c, 0.0, y], [0.0, 0.0, 1.0, z], [0.0, 0.0, 0.0, 1.0]])
-
-
-def _first_hits(intersector: Any, origins: NDArray[np.float64], dirs: NDArray[np.float64]) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64]]:
-    """(ray indices, distances, triangle indices) of the nearest hit of each ray that hits."""
-    if len(origins) == 0:
-        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64)
-    scene = getattr(intersector, "_scene", None)
-    if scene is not None and hasattr(scene, "run") and getattr(intersector, "_scale_to_box", False) is False:
-        # Embree directly: nearest hit per ray with its distance (float32, sub-millimetre at 80 m)
-        res = scene.run(origins, dirs, output=1)
-        prim = np.asarray(res["primID"])
-        hit = np.nonzero(prim >= 0)[0]
-        return hit.astype(np.int64), np.asarray(res["tfar"], dtype=np.float64)[hit], prim[hit].astype(np.int64)
-    locs, idx_ray, idx_tri = intersector.intersects_location(origins, dirs, multiple_hits=False)
-    if len(idx_ray) == 0:
-        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64)
-    dist = np.einsum("ij,ij->i", locs - origins[idx_ray], dirs[idx_ray])
-    # keep the nearest per ray (the pure-numpy engine may report several)
-    order = np.lexsort((dist, idx_ray))
-    idx_ray, dist, idx_tri = idx_ray[order], dist[order], idx_tri[order]
-    first = np.concatenate([[True], idx_ray[1:] != idx_ray[:-1]])
-    return idx_ray[first].astype(np.int64), dist[first], idx_tri[first].astype(np.int64)
 
 
 class MeshRenderer(RenderBackend):
@@ -298,7 +254,7 @@ class MeshRenderer(RenderBackend):
         if self._gl is not None:
             return self._gl
         pr = _pyrender()
-        gl = _ordered_scene_class()(bg_color=np.zeros(4), ambient_light=np.ones(3))
+        gl = ordered_scene(bg_color=np.zeros(4), ambient_light=np.ones(3))
         textures: dict[str, Any] = {}
         # one primitive per texture (pyrender's per-primitive Python overhead dominates otherwise)
         for p in _merge_by_texture(self.town.parts):
@@ -447,8 +403,6 @@ class MeshRenderer(RenderBackend):
         :class:`~sim.render.mesh_lidar.TimedLidarScan` (points in the sensor frame at the sweep's
         time stamp, firing time and ring per return). Without it every ray fires from the pose of
         ``world``."""
-        from sim.render.mesh_lidar import cast_lidar, static_motion
-
         if motion is None:
             motion = static_motion(world, self.ego_pose(world) @ spec.vehicle_from_lidar)
         return cast_lidar(self, world, spec, motion)
