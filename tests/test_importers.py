@@ -134,7 +134,7 @@ def test_origin_record_and_track_ids_are_instance_tokens(keyframes, nusc: NuScen
     assert origin.global_offset_m == tuple(ep["translation"]) and dl.meta["nuscenes"]["origin"] == ep["translation"]
     assert origin.t0_us == min(nusc.get("sample_data", s["data"][ch])["timestamp"] for s in nusc.sample for ch in CAMS)
     assert {t.id for t in dl.tracks} == {i["token"] for i in nusc.instance}
-    assert all(HEX32.match(t.id) for t in dl.tracks)
+    assert dl.tracks and all(HEX32.match(t.id) for t in dl.tracks)
     native = read_log(shared[0])
     assert {t.id for t in dl.tracks} <= {instance_token(dl.name, t.id) for t in native.tracks}  # the exporter's token of each truth track
     rec = {r["id"]: r for r in dl.meta["nuscenes"]["tracks"]}

@@ -145,7 +145,8 @@ def test_chains_key_frames_and_timestamps(nusc: NuScenes, dl) -> None:
         assert dt["CAM_BACK"] == 50_000 and dt["CAM_FRONT"] == 25_000 and all(0 < v <= 50_000 for v in dt.values())
     cams = [sd for sd in nusc.sample_data if sd["channel"] == "CAM_FRONT"]
     assert np.allclose(np.diff([sd["timestamp"] for sd in cams]), 1e6 / 12, atol=1)  # 12 Hz
-    assert all(sd["filename"].startswith("sweeps/") for sd in cams if not sd["is_key_frame"])
+    sweeps = [sd for sd in cams if not sd["is_key_frame"]]
+    assert sweeps and all(sd["filename"].startswith("sweeps/") for sd in sweeps)
     assert all(sd["fileformat"] == "jpg" and (sd["width"], sd["height"]) == (80, 45) for sd in cams)  # JPEG, 0.05 x 1600x900
     assert chain[0]["timestamp"] == DEFAULT_EPOCH_US + dl.sweeps[0].t_us
 

@@ -94,6 +94,7 @@ def test_actors_are_plausible(tiny):
     classes = {t.cls for t in tiny.tracks}
     assert classes & {"cyclist", "pedestrian"}
     assert any(t.static for t in tiny.tracks)
+    assert any(not t.static and t.cls == "car" for t in tiny.tracks)  # the lane check below runs
     lm = LaneMap.from_dict(tiny.map)
     for t in tiny.tracks:
         if t.static:
