@@ -330,18 +330,34 @@ def test_dataparser_cameras_map_back_to_the_log_frame(toy_log: Path) -> None:
     assert np.allclose(train.cameras.times.numpy().reshape(-1), [dl.frames[i].t_us * 1e-6 for i in meta["frame_indices"]])
 
 
-def test_lpips_is_replaced_by_an_offline_metric_before_models_are_built() -> None:
+def test_lpips_is_replaced_by_an_offline_metric_before_models_are_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torchmetrics.image.lpip as tl
 
-    import sim.recon.method  # noqa: F401  (installs the replacement, as nerfstudio's plugin loading does)
+    import sim.recon.method as method  # installs the replacement, as nerfstudio's plugin loading does
 
-    metric = tl.LearnedPerceptualImagePatchSimilarity(normalize=True)  # never downloads
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # an empty torch hub cache
+    metric = tl.LearnedPerceptualImagePatchSimilarity(normalize=True)
+    assert isinstance(metric, method.OfflineLPIPS) and metric._impl is None
     a = torch.rand(1, 3, 32, 32)
-    val = metric(a, a)
-    if metric._impl is None:  # weights not cached: a NaN instead of a crash
-        assert torch.isnan(val)
-    else:
-        assert float(val) < 1e-3
+    assert torch.isnan(metric(a, a))  # weights not cached: a NaN instead of a crash or a download
+    assert not (tmp_path / "hub").exists()
+
+    # weights in the cache: the real metric (a stand-in here) is built with the same arguments and used
+    class Real(torch.nn.Module):
+        def __init__(self, **kwargs: object) -> None:
+            super().__init__()
+            self.kwargs = kwargs
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return (x - y).abs().mean()
+
+    ckpt = tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    monkeypatch.setitem(method._REAL_LPIPS, "cls", Real)
+    metric = tl.LearnedPerceptualImagePatchSimilarity(normalize=True)
+    assert isinstance(metric._impl, Real) and metric._impl.kwargs == {"normalize": True}
+    assert float(metric(a, a)) == 0.0 and float(metric(a, a + 1.0)) == pytest.approx(1.0)
 
 
 # ------------------------------------------------------------------------- time-boxed training
