@@ -9,8 +9,7 @@ on a small, busy machine:
   another user's instance by accident;
 - its own temporary folder (logs, sockets, spill files; removed after the run);
 - longer start-up deadlines through Ray's configuration variables (:data:`RAY_ENV_DEFAULTS`,
-  only where the user has not set them): worker registration, GCS connection and requests,
-  agent registration;
+  only where the user has not set them): worker registration and agent registration;
 - retries: Ray's raylet gives its dashboard agent a fixed 15 s to report its ports and aborts when
   the agent, importing Python on a loaded CPU, misses it (ray-project/ray#65983; no setting
   changes it in the Ray versions this was written against). A failed attempt's processes are
@@ -43,18 +42,16 @@ __all__ = ["RAY_ENV_DEFAULTS", "START_ATTEMPTS", "RayStartError", "iter_ray", "r
 log = logging.getLogger(__name__)
 
 #: Ray configuration set (unless already in the environment) while a local instance starts; its
-#: processes inherit them. Times in seconds / milliseconds as the names say.
+#: processes inherit them. Only deadlines that a busy machine misses while nothing is wrong are
+#: raised: longer GCS request or raylet-registration deadlines would only make a failed start
+#: take minutes to be noticed (each failed attempt costs about a minute with Ray's own).
 RAY_ENV_DEFAULTS: dict[str, str] = {
     "RAY_USAGE_STATS_ENABLED": "0",
-    # token authentication, said explicitly (Ray enables it for a new local instance and warns)
-    "RAY_AUTH_MODE": "token",
+    # a worker process importing Ray (and, for its first task, loopdrive) on a loaded CPU (s)
     "RAY_worker_register_timeout_seconds": "300",
-    "RAY_gcs_rpc_server_connect_timeout_s": "60",
-    "RAY_py_gcs_connect_timeout_s": "120",
-    "RAY_gcs_server_request_timeout_seconds": "120",
-    # honoured for the agents' port files by Ray versions that fixed ray-project/ray#65983
-    "RAY_agent_register_timeout_ms": "300000",
-    "RAY_raylet_start_wait_time_s": "300",
+    # the raylet's connection to its runtime-env agent; also the agents' port files in Ray
+    # versions that fixed ray-project/ray#65983 (ms)
+    "RAY_agent_register_timeout_ms": "120000",
 }
 #: attempts at starting a local instance before giving up
 START_ATTEMPTS = 3
@@ -195,7 +192,7 @@ def _start_local(ray: Any, workers: int) -> Path:
                 ) from None
             log.warning("starting Ray failed (attempt %d of %d): %s; retrying", attempt, START_ATTEMPTS, reason)
             shutil.rmtree(temp, ignore_errors=True)
-            time.sleep(2.0 * attempt)
+            time.sleep(5.0 * attempt)  # a quieter moment, maybe
     raise AssertionError("unreachable")  # pragma: no cover
 
 
