@@ -25,7 +25,8 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_round_trip_preserves_every_field(toy: Path, tmp_path: Path) -> None:
     a = validate_log(toy)
     b = copy_log(a, tmp_path / "copy")
-    assert [f.t_us for f in a.frames] == [f.t_us for f in b.frames]
+    assert [f.t_us for f in a.frames] == [f.t_us for f in b.frames] and len(a.frames) == 3
+    assert [s.t_us for s in a.sweeps] == [s.t_us for s in b.sweeps] and len(a.sweeps) == 3
     for i in range(len(a.frames)):
         np.testing.assert_array_equal(a.image(i), b.image(i))
         np.testing.assert_array_equal(a.depth(i), b.depth(i))
