@@ -49,7 +49,8 @@ from sim.errors import BundleError
 from sim.fsutil import atomic_path, atomic_write_text, check_input_file, make_temp_dir
 from sim.log import DriveLog, Track, dumps_json, track_to_json
 from sim.log_validate import load_json
-from sim.recon.scene import ActorState, SceneModel, pack_occupancy, unpack_occupancy
+from sim.recon.occupancy import pack_occupancy, unpack_occupancy
+from sim.recon.scene import ActorState, SceneModel
 from sim.recon.surface import BAKE_VERSION, SurfaceConfig, SurfaceProxy, bake_surface, bake_vertex_lidar
 
 __all__ = ["BUNDLE_FORMAT", "Bundle", "BundleActor", "load_bundle", "nerfstudio_config", "save_bundle", "write_surface"]

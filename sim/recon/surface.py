@@ -266,6 +266,6 @@ def _default_origins(occ: Tensor, amin: NDArray[np.floating], voxel: float, n: i
 
 
 def _no_actors() -> object:
-    from sim.recon.scene import ActorState
+    from sim.recon.config import ActorState
 
     return ActorState.empty()

@@ -1,0 +1,115 @@
+"""Where the neural scene's background is sampled: the occupancy grid of the static scene and the
+ray-marching candidates tested against it.
+
+The grid is a bool ``(nx, ny, nz)`` tensor of ``occ_voxel_m`` cells from ``aabb_min`` (world
+frame, metres), built from the log's accumulated static LiDAR (and training depth). Along each
+ray the candidate positions of a fixed, distance-proportional step (:func:`candidate_edges`) are
+tested against the grid and the first ``occupied_candidates`` occupied ones are kept, of which
+``samples_bg`` are evaluated (:func:`background_samples`). The per-ray test indexes a padded,
+flattened copy of the grid with ``index_select`` (:class:`OccupancyIndex`), much faster on the
+CPU than fancy indexing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sim.recon.config import SceneConfig
+
+__all__ = ["OccupancyIndex", "background_samples", "candidate_edges", "occupied", "pack_occupancy", "unpack_occupancy"]
+
+
+def candidate_edges(cfg: SceneConfig) -> Tensor:
+    """Edges (S + 1,) in metres of the ray-marching candidate intervals from near to far: the step
+    is ``clamp(step_rel * t, step_min_m, step_max_m)`` so it follows the pixel footprint."""
+    t, out = cfg.near_m, [cfg.near_m]
+    while t < cfg.far_m:
+        t = t + min(max(cfg.step_rel * t, cfg.step_min_m), cfg.step_max_m)
+        out.append(min(t, cfg.far_m))
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def occupied(occupancy: Tensor, aabb_min: Tensor, voxel: float, p: Tensor) -> Tensor:
+    """(..., 3) world points -> (...) bool: inside an occupied cell of ``occupancy`` (cells of
+    ``voxel`` metres from ``aabb_min``; points outside the grid are free)."""
+    i = torch.floor((p - aabb_min) / voxel).long()
+    nx, ny, nz = occupancy.shape
+    inside = (i[..., 0] >= 0) & (i[..., 0] < nx) & (i[..., 1] >= 0) & (i[..., 1] < ny) & (i[..., 2] >= 0) & (i[..., 2] < nz)
+    flat = (i[..., 0].clamp(0, nx - 1) * ny + i[..., 1].clamp(0, ny - 1)) * nz + i[..., 2].clamp(0, nz - 1)
+    return inside & occupancy.reshape(-1)[flat]
+
+
+class OccupancyIndex:
+    """The occupancy grid padded by one empty cell on every side and flattened, for fast per-ray
+    tests; rebuilt when the grid tensor is replaced or modified in place (one per scene model)."""
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._flat = torch.zeros(0, dtype=torch.bool)
+        self._any = False
+
+    def table(self, occupancy: Tensor) -> tuple[Tensor, bool]:
+        """The padded, flattened grid of ``occupancy`` and whether any cell is occupied."""
+        key = (occupancy.data_ptr(), occupancy._version, tuple(occupancy.shape))
+        if self._key != key:
+            self._flat = F.pad(occupancy.to(torch.uint8), (1, 1, 1, 1, 1, 1)).reshape(-1).to(torch.bool)
+            self._any = bool(occupancy.any())
+            self._key = key
+        return self._flat, self._any
+
+    def along(self, occupancy: Tensor, aabb_min: Tensor, voxel: float, o: Tensor, d: Tensor, t: Tensor) -> Tensor:
+        """(R, S) bool: is the point ``o + d * t`` (rays (R, 3), distances (S,)) in an occupied
+        cell. Same cells as :func:`occupied`, computed per axis in voxel units on the padded grid
+        (out-of-grid points land in the empty border), int32 throughout."""
+        table, any_occupied = self.table(occupancy)
+        if not any_occupied:  # no background (e.g. an actor-library model)
+            return torch.zeros(o.shape[0], t.shape[0], dtype=torch.bool)
+        u0 = (o - aabb_min) / voxel + 1.0  # (R, 3) padded voxel coordinates
+        du = d / voxel
+        flat: Tensor | None = None
+        for k, n in enumerate(occupancy.shape):
+            c = torch.addcmul(u0[:, k : k + 1], du[:, k : k + 1], t[None])
+            c.clamp_(0.0, float(n + 1))
+            ik = c.to(torch.int32)  # truncation = floor on [0, n + 1]
+            flat = ik if flat is None else flat.mul_(n + 2).add_(ik)
+        assert flat is not None
+        return table.index_select(0, flat.reshape(-1)).reshape(flat.shape)  # much faster than table[flat]
+
+
+def background_samples(cfg: SceneConfig, edges: Tensor, occ: Tensor, jitter: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Background samples of rays whose candidate intervals ``edges`` (S + 1,) are occupied where
+    ``occ`` (R, S) is true: distances (R, K) m, interval lengths (R, K) m and validity (R, K).
+    The first ``occupied_candidates`` occupied intervals are kept and ``samples_bg`` of them
+    evaluated, each standing for ``stride`` intervals; a sample sits at fraction ``jitter``
+    (R, K) of its interval (the middle without jitter)."""
+    S = occ.shape[1]
+    M = min(cfg.occupied_candidates, S)
+    score = occ.to(torch.int32) * (S - torch.arange(S, dtype=torch.int32))[None]
+    top, idx = torch.topk(score, M, dim=1, sorted=True)  # earliest occupied first
+    K = min(cfg.samples_bg, M)
+    stride = max(M // K, 1)
+    idx, top = idx[:, ::stride][:, :K], top[:, ::stride][:, :K]
+    valid = top > 0
+    lo, hi = edges.index_select(0, idx.reshape(-1)).reshape(idx.shape), edges.index_select(0, (idx + 1).reshape(-1)).reshape(idx.shape)
+    # an evaluated sample stands for `stride` candidate intervals
+    width = (hi - lo) * stride
+    u = jitter if jitter is not None else torch.full_like(lo, 0.5)
+    t = lo + u * (hi - lo)
+    return t, width, valid
+
+
+def pack_occupancy(occ: Tensor) -> np.ndarray:
+    """Bool grid -> packed uint8 bytes (for compact storage)."""
+    return np.packbits(occ.cpu().numpy().reshape(-1).astype(np.uint8))
+
+
+def unpack_occupancy(packed: np.ndarray, shape: tuple[int, int, int]) -> Tensor:
+    """Packed uint8 bytes (:func:`pack_occupancy`) -> bool grid of ``shape``."""
+    n = int(np.prod(shape))
+    bits = np.unpackbits(np.asarray(packed, dtype=np.uint8))[:n]
+    return torch.from_numpy(bits.astype(bool).reshape(shape))
