@@ -122,3 +122,21 @@ def test_vec_env_api():
     same = ClosedLoopVectorEnv(2, SPEC, scene=scene, autoreset_mode=AutoresetMode.SAME_STEP)
     assert isinstance(to_sb3(same), LoopdriveSB3VecEnv)
     venv.close()
+
+
+def test_bench_sb3_ppo_row():
+    from sim.bench.all import summary_rows
+    from sim.bench.env import bench_sb3_ppo
+
+    threads = torch.get_num_threads()
+    res = bench_sb3_ppo(2, quick=True)
+    assert torch.get_num_threads() == threads  # restored
+    assert res["available"] and res["num_envs"] == 2 and res["steps_per_round"] == 64 and res["ppo"]["n_steps"] == 32
+    for name in ("loopdrive_sb3_adapter", "dummy_vec_env"):
+        fig = res[name]
+        assert len(fig["slices"]) == 1 and fig["train_steps_per_s"] > 0 and fig["rollout_steps_per_s"] >= fig["train_steps_per_s"]
+    ratio = res["loopdrive_sb3_adapter"]["train_steps_per_s"] / res["dummy_vec_env"]["train_steps_per_s"]
+    assert res["adapter_vs_dummy"]["train"] == ratio
+    rows = {r[1]: r[2] for r in summary_rows({"env": {"sb3_ppo": {"loopdrive_sb3_adapter": {"train_steps_per_s": 2500.0}, "dummy_vec_env": {"train_steps_per_s": 400.0}}}})}
+    assert rows["SB3 PPO env steps/s, batched adapter / DummyVecEnv (same B)"] == "2500 / 400"
+    assert {r[1]: r[2] for r in summary_rows({})}["SB3 PPO env steps/s, batched adapter / DummyVecEnv (same B)"] is None

@@ -71,6 +71,8 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
         ("env", "single env steps/s (20 vehicles, dt 0.1 s)", _get(e, "loopdrive_single", "steps_per_s"), ""),
         ("env", "single env vs highway-env (sim s per wall s)", _get(e, "ratios", "single_vs_highway_env"), ">= 20x"),
         ("env", "batched best vs highway-env", _get(e, "ratios", "batched_best_vs_highway_env"), ">= 100x"),
+        ("env", "SB3 PPO env steps/s, batched adapter / DummyVecEnv (same B)", _pair(_get(e, "sb3_ppo", "loopdrive_sb3_adapter", "train_steps_per_s"),
+                                                                                  _get(e, "sb3_ppo", "dummy_vec_env", "train_steps_per_s")), ""),
     ]
     b = results.get("batch") or {}
     for r in b.get("runs", []) if isinstance(b, dict) else []:
@@ -97,6 +99,11 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
         ("closed-loop", "lidar_stack score mesh / neural", f"{_fmt(_get(gap, 'mean_score_mesh'))} / {_fmt(_get(gap, 'mean_score_neural'))}", "small gap"),
     ]
     return rows
+
+
+def _pair(a: Any, b: Any) -> str | None:
+    """``"a / b"`` when both figures exist, else None (n/a)."""
+    return None if a is None or b is None else f"{_fmt(a)} / {_fmt(b)}"
 
 
 def _fmt(v: Any) -> str:

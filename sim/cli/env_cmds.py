@@ -42,6 +42,11 @@ def bench_env_cmd(
     for b in res["loopdrive_batched"]:
         tab.add_row(f"loopdrive batched B={b['num_envs']}", f"{b['world_steps_per_s']:.0f}", f"{b['sim_s_per_wall_s']:.1f}", ratio(b["sim_s_per_wall_s"]))
     console.print(tab)
+    sb = res.get("sb3_ppo") or {}
+    if sb.get("available"):
+        a, d = sb["loopdrive_sb3_adapter"], sb["dummy_vec_env"]
+        console.print(f"SB3 PPO env steps/s, B={sb['num_envs']}: batched adapter {a['train_steps_per_s']:.0f} vs DummyVecEnv {d['train_steps_per_s']:.0f} "
+                      f"(rollouts only: {a['rollout_steps_per_s']:.0f} vs {d['rollout_steps_per_s']:.0f})", markup=False)
     if not hw.get("available"):
         console.print(f"highway-env unavailable ({hw.get('reason')}); install the bench extra: make bench-setup", markup=False)
     console.print(f"wrote {out}")
