@@ -306,11 +306,9 @@ def _read_surface(root: Path, cfg: SurfaceConfig) -> SurfaceProxy | None:
     _check_npz_members(fp)
     level, err_m, rel_err = float(rec["level"]), float(cal.get("median_depth_diff_m") or np.nan), float(cal.get("median_rel_depth_diff") or np.nan)
     key = (rec["sha256"], cfg, level, err_m, rel_err)
-    with _PROXY_LOCK:
-        proxy = _PROXIES.get(key)
-        if proxy is not None:
-            _PROXIES.move_to_end(key)
-            return proxy
+    proxy = _SURFACES.get(key)
+    if proxy is not None:
+        return proxy
     try:
         with np.load(fp, allow_pickle=False) as z:
             v, f = np.asarray(z["vertices"], np.float32), np.asarray(z["faces"], np.int32)
@@ -325,10 +323,7 @@ def _read_surface(root: Path, cfg: SurfaceConfig) -> SurfaceProxy | None:
     proxy.vertex_lidar = vl
     proxy.calib_err_m, proxy.calib_rel_err = err_m, rel_err
     if vl is not None:  # complete as stored (no per-model baking left): share it
-        with _PROXY_LOCK:
-            _PROXIES[key] = proxy
-            while len(_PROXIES) > _PROXY_CACHE_SIZE:
-                _PROXIES.popitem(last=False)
+        _SURFACES.put(key, proxy)
     return proxy
 
 
@@ -348,13 +343,36 @@ def _check_npz_members(fp: Path) -> None:
         raise BundleError(f"expected npz members of at most {MAX_WEIGHTS_BYTES} bytes in all, got {total}", file=fp)
 
 
-#: surfaces read from bundles in this process, by (sha256 of surface.npz, settings, level,
-#: calibration): every episode of a batch run on one bundle opens the same file, and reading it
-#: and building its Embree scene takes about a second (781k triangles). The entries are complete
-#: and never modified (Embree queries are thread-safe), so renderers can share them.
-_PROXIES: OrderedDict[tuple[Any, ...], SurfaceProxy] = OrderedDict()
-_PROXY_LOCK = threading.Lock()
-_PROXY_CACHE_SIZE = 4
+class _SurfaceMemo:
+    """Surfaces read from bundles in this process, by (sha256 of surface.npz, settings, level,
+    calibration), least recently used first out: every episode of a batch run on one bundle opens
+    the same file, and reading it and building its Embree scene takes about a second (781k
+    triangles). The one process-wide memo of the renderers, deliberately: it is keyed by content
+    and its entries are complete and never modified (Embree queries are thread-safe), so it saves
+    time and changes no result; thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[Any, ...], SurfaceProxy] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> SurfaceProxy | None:
+        """The surface stored under ``key`` (now the most recently used), or None."""
+        with self._lock:
+            proxy = self._entries.get(key)
+            if proxy is not None:
+                self._entries.move_to_end(key)
+            return proxy
+
+    def put(self, key: tuple[Any, ...], proxy: SurfaceProxy) -> None:
+        """Store a complete surface, dropping the least recently used beyond the size."""
+        with self._lock:
+            self._entries[key] = proxy
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
+_SURFACES = _SurfaceMemo(4)
 
 
 def _json(path: Path) -> Any:

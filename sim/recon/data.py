@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from numpy.typing import NDArray
 
 from sim.errors import LogFormatError
 from sim.log import DriveLog
-from sim.recon.scene import ActorState, SceneConfig
+from sim.recon.config import ActorState, SceneConfig
 from sim.sensors import LidarSpec, SensorRig
 
 __all__ = ["ReconData", "actor_poses_at", "build_occupancy", "check_trainable", "lidar_ray_grid", "scene_config_for"]
@@ -128,6 +129,94 @@ def scene_config_for(base: SceneConfig, aabb_min: NDArray[np.float64], aabb_max:
     )
 
 
+def _camera_arrays(dl: DriveLog, frames: list[Any]) -> tuple[NDArray[np.float64], ...]:
+    """Per frame index of the log (identity / zeros for frames of other cameras): camera-to-world
+    (N, 4, 4), intrinsics (N, 3, 3), and the actors' poses (N, A, 4) and validity (N, A) at each
+    of ``frames``' times."""
+    n, A = len(dl.frames), len(dl.tracks)
+    c2w = np.tile(np.eye(4), (n, 1, 1))
+    Ks = np.tile(np.eye(3), (n, 1, 1))
+    cam_pose = np.zeros((n, A, 4))
+    cam_valid = np.zeros((n, A), dtype=bool)
+    for f in frames:
+        c2w[f.index], Ks[f.index] = f.c2w, f.K
+        cam_pose[f.index], cam_valid[f.index] = actor_poses_at(dl, f.t_us)
+    return c2w, Ks, cam_pose, cam_valid
+
+
+def _lidar_arrays(dl: DriveLog, spec: LidarSpec, train_sweeps: list[int], size: NDArray[np.float64], margin: float
+                  ) -> tuple[dict[str, torch.Tensor], list[NDArray[np.floating]]]:
+    """Every sweep's full ray grid (:func:`lidar_ray_grid`), sensor pose and actor poses as the
+    :class:`ReconData` LiDAR fields, and the static points of the training sweeps (returns inside
+    actor boxes scaled by ``margin`` dropped)."""
+    S, A, B = len(dl.sweeps), len(dl.tracks), spec.beams * spec.azimuth_steps
+    dirs = np.zeros((S, B, 3), np.float32)
+    rngs = np.zeros((S, B), np.float32)
+    inten = np.zeros((S, B), np.float32)
+    lp = np.zeros((S, A, 4))
+    lv = np.zeros((S, A), dtype=bool)
+    s2w = np.zeros((S, 4, 4))
+    static: list[NDArray[np.floating]] = []
+    for j, sw in enumerate(dl.sweeps):
+        pts = dl.lidar(j)
+        s2w[j] = sw.sensor_to_world
+        lp[j], lv[j] = actor_poses_at(dl, sw.t_us)
+        dirs[j], rngs[j], inten[j] = lidar_ray_grid(spec, sw.sensor_to_world, pts)
+        if j in train_sweeps:
+            keep = ~points_in_boxes(pts, lp[j], size, lv[j], margin)
+            static.append(pts[keep, :3])
+    lidar = {
+        "s2w": torch.from_numpy(s2w).float(), "lidar_pose": torch.from_numpy(lp).float(),
+        "lidar_valid": torch.from_numpy(lv), "lidar_dirs": torch.from_numpy(dirs),
+        "lidar_range": torch.from_numpy(rngs), "lidar_intensity": torch.from_numpy(inten),
+    }
+    return lidar, static
+
+
+def _depth_points(dl: DriveLog, train_frames: list[int], cam_pose: NDArray[np.float64], cam_valid: NDArray[np.bool_],
+                  size: NDArray[np.float64], margin: float) -> list[NDArray[np.floating]]:
+    """World points (every second pixel) of the training frames' depth maps, those inside actor
+    boxes (scaled by ``margin``) dropped; frames without depth add nothing."""
+    out: list[NDArray[np.floating]] = []
+    for i in train_frames:
+        dep = dl.depth(i)
+        if dep is None:
+            continue
+        f = dl.frames[i]
+        vv, uu = np.mgrid[0 : f.height : 2, 0 : f.width : 2]
+        z = dep[vv, uu]
+        ok = z > 0
+        x = (uu[ok] + 0.5 - f.cx) / f.fx * z[ok]
+        y = (vv[ok] + 0.5 - f.cy) / f.fy * z[ok]
+        pc = np.stack([x, -y, -z[ok]], 1)  # OpenGL camera axes
+        pw = pc @ f.c2w[:3, :3].T + f.c2w[:3, 3]
+        keep = ~points_in_boxes(pw, cam_pose[i], size, cam_valid[i], margin)
+        out.append(pw[keep])
+    return out
+
+
+def _ground_under_actors(dl: DriveLog) -> list[NDArray[np.floating]]:
+    """Points 5 cm below each actor box's bottom on a 0.2 m grid, at up to ~20 of its samples, so
+    removing an actor shows road, not sky."""
+    out: list[NDArray[np.floating]] = []
+    for tr in dl.tracks:
+        l_, w_, _ = tr.size
+        gx, gy = np.meshgrid(np.linspace(-l_ / 2, l_ / 2, max(int(l_ / 0.2), 2)), np.linspace(-w_ / 2, w_ / 2, max(int(w_ / 0.2), 2)))
+        for p in tr.pose[:: max(len(tr.pose) // 20, 1)]:
+            c, s = np.cos(p[3]), np.sin(p[3])
+            out.append(np.stack([p[0] + c * gx.ravel() - s * gy.ravel(), p[1] + s * gx.ravel() + c * gy.ravel(), np.full(gx.size, p[2] - 0.05)], 1))
+    return out
+
+
+def _extent(pts: NDArray[np.floating], cams: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Scene box (m) of the static points and training camera centres: their 0.1 / 99.9
+    percentiles grown by 2 m (a 20 m cube around the origin when there is nothing)."""
+    ext = np.concatenate([pts, cams], 0) if len(pts) else cams
+    lo = np.percentile(ext, 0.1, axis=0) - 2.0 if len(ext) else np.full(3, -10.0)
+    hi = np.percentile(ext, 99.9, axis=0) + 2.0 if len(ext) else np.full(3, 10.0)
+    return lo, hi
+
+
 @dataclass
 class ReconData:
     """Training/evaluation tensors of one drive log (world frame, metres).
@@ -182,75 +271,19 @@ class ReconData:
         frames = [f for f in dl.frames if f.camera == cam]
         A = len(dl.tracks)
         size = np.array([t.size for t in dl.tracks], dtype=np.float64).reshape(A, 3)
-        margin = base.actor_margin
-        all_idx = [f.index for f in frames]
-        train_frames = [i for i in all_idx if i % eval_every != 0]
-        eval_frames = [i for i in all_idx if i % eval_every == 0]
-        n = len(dl.frames)
-        c2w = np.tile(np.eye(4), (n, 1, 1))
-        Ks = np.tile(np.eye(3), (n, 1, 1))
-        cam_pose = np.zeros((n, A, 4))
-        cam_valid = np.zeros((n, A), dtype=bool)
-        for f in frames:
-            c2w[f.index], Ks[f.index] = f.c2w, f.K
-            cam_pose[f.index], cam_valid[f.index] = actor_poses_at(dl, f.t_us)
-        # ---- LiDAR
-        rig = SensorRig.from_meta(dl.meta["rig"])
-        spec = rig.lidar
-        pts_all: list[NDArray[np.floating]] = []
+        train_frames = [f.index for f in frames if f.index % eval_every != 0]
+        eval_frames = [f.index for f in frames if f.index % eval_every == 0]
+        c2w, Ks, cam_pose, cam_valid = _camera_arrays(dl, frames)
+        spec = SensorRig.from_meta(dl.meta["rig"]).lidar
         S = len(dl.sweeps)
         train_sweeps = [j for j in range(S) if j % eval_every != 0]
         eval_sweeps = [j for j in range(S) if j % eval_every == 0]
-        lidar: dict[str, torch.Tensor] = {}
-        if spec is not None and S:
-            B = spec.beams * spec.azimuth_steps
-            dirs = np.zeros((S, B, 3), np.float32)
-            rngs = np.zeros((S, B), np.float32)
-            inten = np.zeros((S, B), np.float32)
-            lp = np.zeros((S, A, 4))
-            lv = np.zeros((S, A), dtype=bool)
-            s2w = np.zeros((S, 4, 4))
-            for j, sw in enumerate(dl.sweeps):
-                pts = dl.lidar(j)
-                s2w[j] = sw.sensor_to_world
-                lp[j], lv[j] = actor_poses_at(dl, sw.t_us)
-                dirs[j], rngs[j], inten[j] = lidar_ray_grid(spec, sw.sensor_to_world, pts)
-                if j in train_sweeps:
-                    keep = ~points_in_boxes(pts, lp[j], size, lv[j], margin)
-                    pts_all.append(pts[keep, :3])
-            lidar = {
-                "s2w": torch.from_numpy(s2w).float(), "lidar_pose": torch.from_numpy(lp).float(),
-                "lidar_valid": torch.from_numpy(lv), "lidar_dirs": torch.from_numpy(dirs),
-                "lidar_range": torch.from_numpy(rngs), "lidar_intensity": torch.from_numpy(inten),
-            }
+        lidar, pts_all = _lidar_arrays(dl, spec, train_sweeps, size, base.actor_margin) if spec is not None and S else ({}, [])
         if use_camera_depth:
-            for i in train_frames:
-                dep = dl.depth(i)
-                if dep is None:
-                    continue
-                f = dl.frames[i]
-                vv, uu = np.mgrid[0 : f.height : 2, 0 : f.width : 2]
-                z = dep[vv, uu]
-                ok = z > 0
-                x = (uu[ok] + 0.5 - f.cx) / f.fx * z[ok]
-                y = (vv[ok] + 0.5 - f.cy) / f.fy * z[ok]
-                pc = np.stack([x, -y, -z[ok]], 1)  # OpenGL camera axes
-                pw = pc @ f.c2w[:3, :3].T + f.c2w[:3, 3]
-                keep = ~points_in_boxes(pw, cam_pose[i], size, cam_valid[i], margin)
-                pts_all.append(pw[keep])
-        # ground under actor boxes (at each sample time), so removal shows road, not sky
-        for a, tr in enumerate(dl.tracks):
-            l_, w_, _ = tr.size
-            gx, gy = np.meshgrid(np.linspace(-l_ / 2, l_ / 2, max(int(l_ / 0.2), 2)), np.linspace(-w_ / 2, w_ / 2, max(int(w_ / 0.2), 2)))
-            for p in tr.pose[:: max(len(tr.pose) // 20, 1)]:
-                c, s = np.cos(p[3]), np.sin(p[3])
-                pts_all.append(np.stack([p[0] + c * gx.ravel() - s * gy.ravel(), p[1] + s * gx.ravel() + c * gy.ravel(), np.full(gx.size, p[2] - 0.05)], 1))
-            del a
+            pts_all += _depth_points(dl, train_frames, cam_pose, cam_valid, size, base.actor_margin)
+        pts_all += _ground_under_actors(dl)
         pts = np.concatenate(pts_all, 0) if pts_all else np.zeros((0, 3))
-        cams = c2w[train_frames, :3, 3] if train_frames else np.zeros((0, 3))
-        ext = np.concatenate([pts, cams], 0) if len(pts) else cams
-        lo = np.percentile(ext, 0.1, axis=0) - 2.0 if len(ext) else np.full(3, -10.0)
-        hi = np.percentile(ext, 99.9, axis=0) + 2.0 if len(ext) else np.full(3, 10.0)
+        lo, hi = _extent(pts, c2w[train_frames, :3, 3] if train_frames else np.zeros((0, 3)))
         cfg = scene_config_for(base, lo, hi, A)
         occ = build_occupancy(pts, lo, cfg.occ_shape, cfg.occ_voxel_m, dilate=1)
         log.info("occupancy %s voxels of %.2f m: %.2f%% occupied", cfg.occ_shape, cfg.occ_voxel_m, 100 * occ.float().mean().item())

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -67,19 +67,19 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------- LPIPS
-_REAL_LPIPS: dict[str, Any] = {}
-
-
 class OfflineLPIPS(torch.nn.Module):
-    """Drop-in for torchmetrics' LPIPS: the real metric when its AlexNet weights are already in the
-    torch hub cache, otherwise a metric that returns NaN (no download is ever attempted)."""
+    """Drop-in for torchmetrics' LPIPS: the real metric (``real_cls``, set on the subclass that
+    :func:`install_offline_lpips` installs) when its AlexNet weights are already in the torch hub
+    cache, otherwise a metric that returns NaN (no download is ever attempted)."""
+
+    real_cls: ClassVar[type[torch.nn.Module] | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
         self._impl: torch.nn.Module | None = None
         ckpt = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
-        if ckpt.is_file() and "cls" in _REAL_LPIPS:
-            self._impl = _REAL_LPIPS["cls"](*args, **kwargs)
+        if ckpt.is_file() and self.real_cls is not None:
+            self._impl = self.real_cls(*args, **kwargs)
         else:
             log.warning("LPIPS disabled (NaN): its AlexNet weights are not cached and loopdrive never downloads them")
 
@@ -91,17 +91,20 @@ class OfflineLPIPS(torch.nn.Module):
 
 def install_offline_lpips() -> None:
     """Make torchmetrics' ``LearnedPerceptualImagePatchSimilarity`` (which nerfacto and other
-    built-in nerfstudio models construct inside ``populate_modules``) the offline-safe
-    :class:`OfflineLPIPS`, before any model is built. Idempotent; affects only processes that load
-    this plugin (the ``ns-*`` commands, ``loopdrive recon``/``bench recon``)."""
+    built-in nerfstudio models construct inside ``populate_modules``) an offline-safe
+    :class:`OfflineLPIPS` bound to the real class, before any model is built. Idempotent; affects
+    only processes that load this plugin (the ``ns-*`` commands, ``loopdrive recon``/``bench
+    recon``). The real class is kept on the installed subclass, not in module state."""
     import torchmetrics.image
     import torchmetrics.image.lpip as tl
 
-    if tl.LearnedPerceptualImagePatchSimilarity is not OfflineLPIPS:
-        _REAL_LPIPS["cls"] = tl.LearnedPerceptualImagePatchSimilarity
-        tl.LearnedPerceptualImagePatchSimilarity = OfflineLPIPS  # type: ignore[misc]
-        if hasattr(torchmetrics.image, "LearnedPerceptualImagePatchSimilarity"):
-            torchmetrics.image.LearnedPerceptualImagePatchSimilarity = OfflineLPIPS  # type: ignore[attr-defined,misc]
+    current = tl.LearnedPerceptualImagePatchSimilarity
+    if isinstance(current, type) and issubclass(current, OfflineLPIPS):
+        return
+    offline = type("OfflineLPIPS", (OfflineLPIPS,), {"real_cls": current, "__module__": __name__})
+    tl.LearnedPerceptualImagePatchSimilarity = offline  # type: ignore[misc]
+    if hasattr(torchmetrics.image, "LearnedPerceptualImagePatchSimilarity"):
+        torchmetrics.image.LearnedPerceptualImagePatchSimilarity = offline  # type: ignore[attr-defined,misc]
 
 
 install_offline_lpips()

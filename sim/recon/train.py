@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sim.recon.config import ActorState
 from sim.recon.data import ReconData
-from sim.recon.scene import ActorState, SceneModel
+from sim.recon.scene import SceneModel
 
 __all__ = ["BatchSpec", "LossWeights", "compute_losses", "fit", "forward_batch", "psnr", "sample_batch", "virtual_view_targets"]
 
@@ -73,8 +74,89 @@ def _patch_rays(c2w: Tensor, K: Tensor, x: Tensor, y: Tensor, jj: Tensor, ii: Te
     return c2w[:3, 3].expand_as(d), d
 
 
+@dataclass(frozen=True)
+class _PatchGrid:
+    """Where patches can go: ``p`` x ``p`` feature pixels of ``s`` x ``s`` output pixels each, top-left
+    block at most (``wmax``, ``hmax``); ``jj``/``ii`` the (p, p) block offsets inside a patch."""
+
+    s: int
+    p: int
+    hmax: int
+    wmax: int
+    jj: Tensor
+    ii: Tensor
+
+
+def _camera_patches(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames: list[int], g: _PatchGrid) -> tuple[dict[str, Tensor], list[int]]:
+    """``spec.patches`` random patches of random training frames: their rays and ground-truth RGB
+    (P, p*s, p*s, 3), and the frame of each patch."""
+    fi = torch.randint(len(frames), (spec.patches,), generator=gen)
+    ys = torch.randint(g.hmax + 1, (spec.patches,), generator=gen)
+    xs = torch.randint(g.wmax + 1, (spec.patches,), generator=gen)
+    origins, dirs, gts, fr_list = [], [], [], []
+    for k in range(spec.patches):
+        f = frames[int(fi[k])]
+        fr_list.append(f)
+        o, d = _patch_rays(data.c2w[f], data.K[f], xs[k], ys[k], g.jj, g.ii, g.s)
+        dirs.append(d)
+        origins.append(o)
+        y0, x0 = int(ys[k]) * g.s, int(xs[k]) * g.s
+        gts.append(data.image_float(f)[y0 : y0 + g.p * g.s, x0 : x0 + g.p * g.s])
+    batch = {"cam_origins": torch.cat(origins), "cam_dirs": torch.cat(dirs), "cam_rgb": torch.stack(gts), "cam_frames": torch.tensor(fr_list)}
+    return batch, fr_list
+
+
+def _virtual_patches(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames: list[int], g: _PatchGrid) -> tuple[dict[str, Tensor], list[int]]:
+    """``spec.virtual_patches`` patches of cameras shifted sideways (level, up to
+    ``virtual_shift_m``) from random training frames, with what the loss needs to warp the
+    source frame into them; and the source frame of each."""
+    V = spec.virtual_patches
+    vf = [frames[int(i)] for i in torch.randint(len(frames), (V,), generator=gen)]
+    shift = (torch.rand(V, generator=gen) * 2 - 1) * spec.virtual_shift_m
+    vy = torch.randint(g.hmax + 1, (V,), generator=gen)
+    vx = torch.randint(g.wmax + 1, (V,), generator=gen)
+    vo, vd, vc2w = [], [], []
+    for k, f in enumerate(vf):
+        c2w = data.c2w[f].clone()
+        side = F.normalize(c2w[:3, 0] * torch.tensor([1.0, 1.0, 0.0]), dim=0)  # the camera's right, level
+        c2w[:3, 3] = c2w[:3, 3] + shift[k] * side
+        o, d = _patch_rays(c2w, data.K[f], vx[k], vy[k], g.jj, g.ii, g.s)
+        vd.append(d)
+        vo.append(o)
+        vc2w.append(c2w)
+    batch = {
+        "virt_origins": torch.cat(vo), "virt_dirs": torch.cat(vd), "virt_c2w": torch.stack(vc2w),
+        "virt_src_c2w": data.c2w[vf], "virt_K": data.K[vf], "virt_xy": torch.stack([vx, vy], -1) * g.s,
+        "virt_src_rgb": torch.stack([data.image_float(f) for f in vf]),  # (V, H, W, 3)
+        "virt_frames": torch.tensor(vf),
+    }
+    return batch, vf
+
+
+def _lidar_rays(data: ReconData, spec: BatchSpec, gen: torch.Generator, sweeps: list[int]) -> tuple[dict[str, Tensor], list[int], int]:
+    """``spec.lidar_rays`` random rays spread over up to ``spec.lidar_sweeps`` random sweeps
+    (world origins and directions, measured range (m, 0 = dropped) and intensity); the sweeps and
+    the rays per sweep."""
+    assert data.s2w is not None and data.lidar_dirs is not None and data.lidar_intensity is not None and data.lidar_range is not None
+    ns = min(spec.lidar_sweeps, len(sweeps))
+    si = [sweeps[int(i)] for i in torch.randint(len(sweeps), (ns,), generator=gen)]
+    per = spec.lidar_rays // ns
+    lo, ld, lr, li = [], [], [], []
+    for j in si:
+        ri = torch.randint(data.lidar_dirs.shape[1], (per,), generator=gen)
+        m = data.s2w[j]
+        d = data.lidar_dirs[j, ri] @ m[:3, :3].T
+        ld.append(d)
+        lo.append(m[:3, 3].expand_as(d))
+        lr.append(data.lidar_range[j, ri])
+        li.append(data.lidar_intensity[j, ri])
+    return {"lidar_origins": torch.cat(lo), "lidar_dirs": torch.cat(ld), "lidar_range": torch.cat(lr), "lidar_intensity": torch.cat(li)}, si, per
+
+
 def sample_batch(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames: list[int] | None = None, sweeps: list[int] | None = None) -> dict[str, Tensor]:
-    """Draw a training batch (defaults: the training frames and sweeps of ``data``)."""
+    """Draw a training batch (defaults: the training frames and sweeps of ``data``): camera
+    patches, virtual (laterally shifted) patches and LiDAR rays, each ray group with the actor
+    poses at its frame or sweep (``group`` indexes them)."""
     s = data.cfg.upsample
     frames = data.train_frames if frames is None else frames
     sweeps = data.train_sweeps if sweeps is None else sweeps
@@ -82,77 +164,26 @@ def sample_batch(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames:
     hmax, wmax = H // s - p, W // s - p
     if hmax < 0 or wmax < 0:
         raise ValueError(f"patch {p} x upsample {s} does not fit a {W}x{H} image")
-    fi = torch.randint(len(frames), (spec.patches,), generator=gen)
-    ys = torch.randint(hmax + 1, (spec.patches,), generator=gen)
-    xs = torch.randint(wmax + 1, (spec.patches,), generator=gen)
-    origins, dirs, gts, fr_list = [], [], [], []
     jj, ii = torch.meshgrid(torch.arange(p, dtype=torch.float32), torch.arange(p, dtype=torch.float32), indexing="xy")
-    for k in range(spec.patches):
-        f = frames[int(fi[k])]
-        fr_list.append(f)
-        o, d = _patch_rays(data.c2w[f], data.K[f], xs[k], ys[k], jj, ii, s)
-        dirs.append(d)
-        origins.append(o)
-        y0, x0 = int(ys[k]) * s, int(xs[k]) * s
-        gts.append(data.image_float(f)[y0 : y0 + p * s, x0 : x0 + p * s])
-    batch: dict[str, Tensor] = {
-        "cam_origins": torch.cat(origins), "cam_dirs": torch.cat(dirs),
-        "cam_rgb": torch.stack(gts),  # (P, p*s, p*s, 3)
-        "cam_frames": torch.tensor(fr_list),
-    }
-    pose = [data.cam_pose[fr_list]]
-    valid = [data.cam_valid[fr_list]]
+    grid = _PatchGrid(s, p, hmax, wmax, jj, ii)
+    batch, fr_list = _camera_patches(data, spec, gen, frames, grid)
+    pose, valid = [data.cam_pose[fr_list]], [data.cam_valid[fr_list]]
     group = [torch.arange(spec.patches).repeat_interleave(p * p)]
     if spec.virtual_patches > 0:
-        V = spec.virtual_patches
-        vf = [frames[int(i)] for i in torch.randint(len(frames), (V,), generator=gen)]
-        shift = (torch.rand(V, generator=gen) * 2 - 1) * spec.virtual_shift_m
-        vy = torch.randint(hmax + 1, (V,), generator=gen)
-        vx = torch.randint(wmax + 1, (V,), generator=gen)
-        vo, vd, vc2w = [], [], []
-        for k, f in enumerate(vf):
-            c2w = data.c2w[f].clone()
-            side = F.normalize(c2w[:3, 0] * torch.tensor([1.0, 1.0, 0.0]), dim=0)  # the camera's right, level
-            c2w[:3, 3] = c2w[:3, 3] + shift[k] * side
-            o, d = _patch_rays(c2w, data.K[f], vx[k], vy[k], jj, ii, s)
-            vd.append(d)
-            vo.append(o)
-            vc2w.append(c2w)
-        batch.update({
-            "virt_origins": torch.cat(vo), "virt_dirs": torch.cat(vd), "virt_c2w": torch.stack(vc2w),
-            "virt_src_c2w": data.c2w[vf], "virt_K": data.K[vf], "virt_xy": torch.stack([vx, vy], -1) * s,
-            "virt_src_rgb": torch.stack([data.image_float(f) for f in vf]),  # (V, H, W, 3)
-            "virt_frames": torch.tensor(vf),
-        })
+        virt, vf = _virtual_patches(data, spec, gen, frames, grid)
+        batch.update(virt)
         pose.append(data.cam_pose[vf])
         valid.append(data.cam_valid[vf])
-        group.append(spec.patches + torch.arange(V).repeat_interleave(p * p))
+        group.append(spec.patches + torch.arange(spec.virtual_patches).repeat_interleave(p * p))
     if spec.lidar_rays > 0 and data.lidar_range is not None and sweeps:
-        assert data.s2w is not None and data.lidar_dirs is not None and data.lidar_intensity is not None
         assert data.lidar_pose is not None and data.lidar_valid is not None
-        ns = min(spec.lidar_sweeps, len(sweeps))
-        si = [sweeps[int(i)] for i in torch.randint(len(sweeps), (ns,), generator=gen)]
-        per = spec.lidar_rays // ns
-        lo, ld, lr, li = [], [], [], []
-        for j in si:
-            ri = torch.randint(data.lidar_dirs.shape[1], (per,), generator=gen)
-            m = data.s2w[j]
-            d = data.lidar_dirs[j, ri] @ m[:3, :3].T
-            ld.append(d)
-            lo.append(m[:3, 3].expand_as(d))
-            lr.append(data.lidar_range[j, ri])
-            li.append(data.lidar_intensity[j, ri])
-        batch.update({"lidar_origins": torch.cat(lo), "lidar_dirs": torch.cat(ld), "lidar_range": torch.cat(lr), "lidar_intensity": torch.cat(li)})
+        lid, si, per = _lidar_rays(data, spec, gen, sweeps)
+        batch.update(lid)
         pose.append(data.lidar_pose[si])
         valid.append(data.lidar_valid[si])
-        group.append(spec.patches + spec.virtual_patches + torch.arange(ns).repeat_interleave(per))
-    A = data.actor_size.shape[0]
-    batch["actor_pose"] = torch.cat(pose)
-    batch["actor_valid"] = torch.cat(valid)
-    batch["actor_size"] = data.actor_size
-    batch["actor_slot"] = torch.arange(A)
-    batch["group"] = torch.cat(group)
-    batch["patch"] = torch.tensor(p)
+        group.append(spec.patches + spec.virtual_patches + torch.arange(len(si)).repeat_interleave(per))
+    batch.update({"actor_pose": torch.cat(pose), "actor_valid": torch.cat(valid), "actor_size": data.actor_size,
+                  "actor_slot": torch.arange(data.actor_size.shape[0]), "group": torch.cat(group), "patch": torch.tensor(p)})
     return batch
 
 
