@@ -330,6 +330,7 @@ def bench_sb3_ppo(
     ppo_kw = {"n_steps": n_steps, "batch_size": min(256, n_steps * num_envs), "n_epochs": 4}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks on a shared CPU
+    load0 = os.getloadavg()[0]
     try:
         slices = _sb3_slices(num_envs, ppo_kw, rounds, progress)
     finally:
@@ -349,6 +350,7 @@ def bench_sb3_ppo(
         "steps_per_round": n_steps * num_envs,
         "rounds": rounds,
         "versions": {"stable_baselines3": stable_baselines3.__version__, "torch": torch.__version__},
+        "load_avg_1min_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)],
         **{name: fig(rows) for name, rows in slices.items()},
     }
     a, d = out["loopdrive_sb3_adapter"], out["dummy_vec_env"]
