@@ -354,7 +354,7 @@ def test_lpips_is_replaced_by_an_offline_metric_before_models_are_built(tmp_path
     ckpt = tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"")
-    monkeypatch.setitem(method._REAL_LPIPS, "cls", Real)
+    monkeypatch.setattr(tl.LearnedPerceptualImagePatchSimilarity, "real_cls", Real)  # the real class bound at install
     metric = tl.LearnedPerceptualImagePatchSimilarity(normalize=True)
     assert isinstance(metric._impl, Real) and metric._impl.kwargs == {"normalize": True}
     assert float(metric(a, a)) == 0.0 and float(metric(a, a + 1.0)) == pytest.approx(1.0)
