@@ -179,22 +179,42 @@ def test_vector_env_steps_all_worlds_and_autoresets():
 
 
 def test_ppo_trains_on_state_observation():
+    """PPO learns from the env's observations and rewards: with the reward set to route progress
+    over a 2 s episode, 2048 steps teach it to accelerate (measured over PPO seeds 0-3: the greedy
+    return rises by 1.2-2.7 and the mean throttle from ~0 to 0.18-0.51; seed 0 here)."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.logger import Logger
 
+    from sim.env_core import RewardConfig
+
+    def make() -> ClosedLoopEnv:
+        return ClosedLoopEnv(ScenarioSpec(horizon_s=2.0), scene=crossroads_scene(), reward=RewardConfig(progress_weight=1.0))
+
+    def greedy(model: PPO) -> tuple[float, float]:
+        """(return, mean normalised throttle) of the deterministic policy's episode."""
+        env = make()
+        obs, _ = env.reset(seed=0)
+        ret, throttle, done = 0.0, [], False
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            throttle.append(float(action[0]))
+            obs, r, te, tr, _ = env.step(action)
+            ret, done = ret + float(r), te or tr
+        return ret, float(np.mean(throttle))
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: threading only adds overhead on a shared CPU
     try:
-        env = ClosedLoopEnv(ScenarioSpec(horizon_s=5.0), scene=crossroads_scene())
-        model = PPO("MlpPolicy", env, n_steps=512, batch_size=128, n_epochs=2, seed=0, device="cpu", verbose=0)
+        model = PPO("MlpPolicy", make(), n_steps=256, batch_size=64, n_epochs=10, learning_rate=1e-3, seed=0, device="cpu", verbose=0)
         model.set_logger(Logger(folder=None, output_formats=[]))  # no SB3-<date> folder in the temp dir
+        before = greedy(model)
         model.learn(total_timesteps=2048)
+        after = greedy(model)
     finally:
         torch.set_num_threads(threads)
-    obs, _ = env.reset(seed=0)
-    action, _ = model.predict(obs, deterministic=True)
-    assert env.action_space.contains(action)
+    assert abs(before[1]) < 0.05  # the untrained policy neither accelerates nor brakes
+    assert after[1] > 0.15 and after[0] > before[0] + 1.0, (before, after)
 
 
 def test_scripted_lane_follow_policy_completes_the_route():
