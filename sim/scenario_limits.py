@@ -355,7 +355,7 @@ def counting_composer(budget: int) -> type:
     values is refused after ``budget`` nodes instead of being parsed whole."""
     from ruamel.yaml.composer import Composer
 
-    class _Counting(Composer):  # type: ignore[misc]
+    class _Counting(Composer):
         _left = budget
 
         def compose_node(self, parent: Any, index: Any) -> Any:
