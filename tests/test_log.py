@@ -69,7 +69,7 @@ def test_writer_refuses_non_empty_target_and_leaves_nothing_on_error(toy: Path, 
     with pytest.raises(LogFormatError, match="empty or new folder"):
         LogWriter(toy, {"rig": RIG.to_meta()})
     out = tmp_path / "broken"
-    with pytest.raises(RuntimeError), LogWriter(out, {"rig": RIG.to_meta()}) as w:
+    with pytest.raises(RuntimeError, match="boom"), LogWriter(out, {"rig": RIG.to_meta()}) as w:
         w.set_map(MAP)
         raise RuntimeError("boom")
     assert not out.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
+import re
 from pathlib import Path
 
 import jsonschema
@@ -70,7 +71,7 @@ def test_invalid_corpus_gives_the_expected_lines(path: Path) -> None:
             assert g.startswith(e[:-3]), (g, e)
         else:
             assert g == e
-    with pytest.raises(ScenarioError):
+    with pytest.raises(ScenarioError, match=re.escape(str(path))):  # refused, naming the file
         load_scenario(path)
 
 
@@ -248,7 +249,7 @@ def test_deep_and_aliased_yaml_is_refused_cleanly(tmp_path: Path) -> None:
     )
     with pytest.raises(ScenarioError, match="too large"):
         load_scenario(_write(tmp_path, bomb, "bomb.yaml"))
-    with pytest.raises(ScenarioError):
+    with pytest.raises(ScenarioError, match="nested too deeply"):
         load_scenario(_write(tmp_path, "[" * 1000, "deep.yaml"))
 
 

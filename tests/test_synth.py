@@ -27,7 +27,7 @@ def test_unknown_preset_names_known_ones():
 
 @pytest.mark.parametrize("frames", [0, -3, 2.5])
 def test_bad_frames(frames):
-    with pytest.raises(ScenarioError):
+    with pytest.raises(ScenarioError, match=rf"frames: expected a positive number of frames, got {frames}"):
         make_scene("tiny", 0, frames=frames)
 
 

@@ -35,7 +35,7 @@ def test_world_from_scene_and_immutability(world, scene):
     assert set(world.ids[1:4]) == {"car_1", "car_2", "car_3"} and world.ids[4:] == ("",) * 4
     i = world.index("car_1")
     np.testing.assert_array_equal([world.x[i], world.y[i], world.z[i], world.yaw[i]], scene.tracks[0].pose[0])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="read-only"):
         world.x[0] = 1.0  # arrays are read-only
     w2 = world.set_slot(i, x=123.0)
     assert w2.x[i] == 123.0 and world.x[i] != 123.0  # a new state, the old one unchanged
