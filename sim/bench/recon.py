@@ -5,8 +5,7 @@ PSNR/SSIM, lane-shift PSNR (1/2/3 m), actor removed/moved PSNR, LiDAR median ran
 ray-drop accuracy (all by :func:`sim.recon.evaluate.evaluate_scene`), the render time of one
 camera frame and one LiDAR sweep, and nerfacto (torch implementation, CPU) trained for the same
 wall-clock on the same log through the ``loopdrive-log`` dataparser and scored by the same
-evaluator. nerfacto's LPIPS metric is replaced by the offline-safe stand-in before it is built
-(:func:`sim.recon.method.install_offline_lpips`).
+evaluator (through :mod:`sim.recon.nerfacto`: nerfstudio is imported only inside ``sim.recon``).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import torch
 
 from sim.errors import LogFormatError
 from sim.log import read_log, write_json_atomic
+from sim.recon.nerfacto import NerfactoScene, train_nerfacto
 
 __all__ = ["TARGETS", "NerfactoScene", "psnr_lead", "render_times", "run_recon_bench", "run_render_bench", "train_nerfacto"]
 
@@ -36,81 +36,6 @@ TARGETS = {"quick": {"wall_seconds_max": 600, "heldout_psnr_min": 25},
            "vs_nerfacto_heldout_db_min": 1.5, "camera_ms_max": 66, "lidar_sweep_ms_max": 100}
 
 log = logging.getLogger(__name__)
-
-
-class NerfactoScene:
-    """The evaluator's render API over a trained nerfacto pipeline (actors are baked in: edits
-    are ignored, which is exactly what a non-decomposed method can do)."""
-
-    def __init__(self, pipeline: Any, dl: Any, info: dict[str, Any]) -> None:
-        self.pipeline = pipeline
-        self.info = info
-        meta = pipeline.datamanager.train_dataparser_outputs
-        self.centre = np.asarray(meta.metadata["loopdrive"]["centre"], dtype=np.float64)
-        self.scale = float(meta.dataparser_scale)
-        self.actors = tuple(type("A", (), {"id": t.id})() for t in dl.tracks)
-
-    def actors_at(self, t_us: int, **_: Any) -> None:
-        return None
-
-    @torch.no_grad()
-    def render_camera(self, c2w: np.ndarray, K: np.ndarray, width: int, height: int, actors: Any) -> tuple[np.ndarray, np.ndarray]:
-        from nerfstudio.cameras.cameras import Cameras, CameraType
-
-        m = np.asarray(c2w, dtype=np.float64).copy()
-        m[:3, 3] = (m[:3, 3] - self.centre) * self.scale
-        cam = Cameras(camera_to_worlds=torch.from_numpy(m[None, :3, :4]).float(), fx=float(K[0, 0]), fy=float(K[1, 1]),
-                      cx=float(K[0, 2]), cy=float(K[1, 2]), width=width, height=height, camera_type=CameraType.PERSPECTIVE)
-        model = self.pipeline.model
-        model.eval()
-        out = model.get_outputs_for_camera(cam)
-        rgb = (out["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-        return rgb, out["depth"][..., 0].cpu().numpy() / self.scale
-
-
-def train_nerfacto(log_dir: Path, work: Path, seconds: float, rays: int = 1024, echo: Callable[[str], None] | None = None) -> tuple[Any, dict[str, Any]]:
-    """Train nerfacto (torch implementation, CPU, no mixed precision) on a drive log for a
-    wall-clock budget; returns the pipeline and a summary."""
-    from nerfstudio.configs.method_configs import method_configs
-    from nerfstudio.engine.callbacks import TrainingCallbackLocation
-
-    from sim.recon.method import install_offline_lpips
-    from sim.recon.ns_dataparser import LoopdriveLogDataParserConfig
-
-    install_offline_lpips()
-    cfg = method_configs["nerfacto"]
-    cfg.pipeline.datamanager.data = log_dir
-    cfg.pipeline.datamanager.dataparser = LoopdriveLogDataParserConfig(data=log_dir)
-    cfg.pipeline.datamanager.train_num_rays_per_batch = rays
-    cfg.pipeline.datamanager.eval_num_rays_per_batch = rays
-    cfg.pipeline.model.implementation = "torch"
-    cfg.pipeline.model.eval_num_rays_per_chunk = 4096
-    cfg.mixed_precision = False
-    cfg.machine.device_type = "cpu"
-    cfg.vis = "tensorboard"
-    cfg.output_dir = work
-    cfg.experiment_name = "nerfacto"
-    cfg.timestamp = "run"
-    cfg.logging.local_writer.enable = False
-    cfg.logging.profiler = "none"
-    cfg.max_num_iterations = 10**6
-    if hasattr(cfg.pipeline.datamanager, "max_thread_workers"):
-        cfg.pipeline.datamanager.max_thread_workers = 1
-    trainer = cfg.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    t0 = time.perf_counter()
-    step = 0
-    while time.perf_counter() - t0 < seconds:
-        trainer.pipeline.train()
-        for cb in trainer.callbacks:
-            cb.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-        trainer.train_iteration(step)
-        for cb in trainer.callbacks:
-            cb.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
-        step += 1
-        if echo and step % 50 == 0:
-            echo(f"nerfacto step {step}, {time.perf_counter() - t0:.0f} s")
-    return trainer.pipeline, {"iterations": step, "train_seconds": round(time.perf_counter() - t0, 1), "rays_per_batch": rays}
 
 
 def load_nerfacto_result(path: Path, dl: Any) -> dict[str, Any]:
@@ -176,14 +101,14 @@ def render_times(b: Any, dl: Any, repeats: int = 5) -> dict[str, Any]:
     """Render times (ms; min and median of ``repeats`` after one warm-up) of one camera frame at
     the log's resolution and one LiDAR sweep of the log's rig, for the ``volume`` and ``surface``
     background modes of bundle ``b`` (actors at their logged poses)."""
-    from sim.recon.evaluate import _SurfaceBundle
+    from sim.recon.evaluate import SurfaceBundle
     from sim.sensors import SensorRig
 
     rig = SensorRig.from_meta(dl.meta["rig"])
     f = dl.frames[len(dl.frames) // 2]
     sw = dl.sweeps[len(dl.sweeps) // 2] if dl.sweeps else None
     out: dict[str, Any] = {"camera": f"{f.width}x{f.height}", "lidar_rays": rig.lidar.beams * rig.lidar.azimuth_steps if rig.lidar else 0}
-    for mode, scene in (("volume", b), ("surface", _SurfaceBundle(b))):
+    for mode, scene in (("volume", b), ("surface", SurfaceBundle(b))):
         cam_t, lid_t = [], []
         for k in range(repeats + 1):
             t1 = time.perf_counter()
@@ -248,6 +173,67 @@ def _check_inputs(log_dir: Path | None, town: str, frames: int, preset: str, ner
         check_input_file(nerfacto_from, error=ResultsError, what="an earlier `loopdrive bench recon` results file")
 
 
+def _synth_log(work: Path, town: str, frames: int, say: Callable[[str], None], res: dict[str, Any]) -> Path:
+    """The benchmark's synthetic log ``work/town-<town>-s0`` (made with ``loopdrive synth`` when
+    absent; its wall-clock recorded as ``synth_seconds``)."""
+    log_dir = work / f"town-{town}-s0"
+    if not log_dir.exists():
+        say(f"synthesising {town} town ({frames} frames)")
+        t0 = time.perf_counter()
+        exe = str(Path(sys.executable).parent / "loopdrive")
+        done = subprocess.run([exe, "synth", "--town", town, "--seed", "0", "--frames", str(frames), "--out", str(log_dir)], check=False)
+        if done.returncode != 0:
+            raise LogFormatError(f"synthesising the {town} town failed (`loopdrive synth` exit code {done.returncode})", file=log_dir)
+        res["synth_seconds"] = round(time.perf_counter() - t0, 1)
+    return log_dir
+
+
+def _train_and_evaluate(log_dir: Path, dl: Any, work: Path, preset: str, threads: int, say: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+    """Train loopdrive-recon (quick: a 9-minute cap; full: the preset's own 55-minute cap) and
+    score the bundle in both background modes; returns the loaded bundle and the result entry."""
+    from sim.recon.bundle import load_bundle
+    from sim.recon.evaluate import SurfaceBundle, evaluate_scene
+    from sim.recon.run import train_bundle
+
+    bundle = work / f"bundle-{preset}"
+    say(f"training loopdrive-recon ({preset})")
+    t0 = time.perf_counter()
+    summary = train_bundle(log_dir, bundle, preset=preset, overwrite=True, max_seconds=540 if preset == "quick" else None,
+                           overrides={"num_threads": threads})
+    torch.set_num_threads(threads)
+    entry: dict[str, Any] = {"preset": preset, "wall_seconds": round(time.perf_counter() - t0, 1), **summary}
+    b = load_bundle(bundle)
+    say("evaluating")
+    entry["eval"] = evaluate_scene(b, dl, work / f"eval-{preset}")
+    say("evaluating the baked-surface render mode")
+    entry["eval_surface"] = evaluate_scene(SurfaceBundle(b), dl, work / f"eval-{preset}-surface")
+    return b, entry
+
+
+def _nerfacto_entry(log_dir: Path, dl: Any, b: Any, work: Path, budget_s: float, say: Callable[[str], None],
+                    save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Train nerfacto for ``budget_s`` wall seconds and score it; ``save`` gets the training
+    summary before the (slow) scoring. nerfacto renders slowly on the CPU (minutes a frame):
+    it is scored on the first 4 held-out frames (2 for novel views)."""
+    from sim.recon.evaluate import evaluate_scene
+
+    say(f"training nerfacto for {budget_s:.0f} s")
+    pipe, entry = train_nerfacto(log_dir, work / "nerfacto", budget_s, echo=say)
+    save(entry)
+    entry["eval"] = evaluate_scene(NerfactoScene(pipe, dl, b.info), dl, work / "eval-nerfacto", max_frames=4)
+    return entry
+
+
+def _versus_nerfacto(res: dict[str, Any], b: Any, dl: Any, work: Path, preset: str) -> None:
+    """Score loopdrive on the frames nerfacto was scored on and record the PSNR lead."""
+    from sim.recon.evaluate import evaluate_scene
+
+    n = len(res["nerfacto"]["eval"]["heldout"]["frames"])
+    same = evaluate_scene(b, dl, work / f"eval-{preset}-{n}", max_frames=n, max_sweeps=1)
+    res["loopdrive_recon"][f"eval_first_{n}_heldout_frames"] = {k: same[k] for k in ("heldout", "lane_shift", "actor_removed", "actor_moved")}
+    res["vs_nerfacto"] = psnr_lead(same, res["nerfacto"]["eval"])
+
+
 def run_recon_bench(
     *,
     log: Path | None,
@@ -270,66 +256,32 @@ def run_recon_bench(
     ``threads``: torch CPU threads for training and rendering. One is the default: on the shared
     2-core machine two threads wait on each other whenever other jobs run (measured 0.14 s/iter with
     one thread vs 1.57 s/iter with two at load ~10)."""
-    from sim.recon.bundle import load_bundle
-    from sim.recon.evaluate import evaluate_scene
-    from sim.recon.run import train_bundle
-
-    say = echo or (lambda m: log.info(m))
+    say = echo or logging.getLogger(__name__).info  # (the parameter `log` shadows the module logger)
     _check_inputs(log, town, frames, preset, nerfacto_from)
     torch.set_num_threads(threads)
     work.mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": threads,
                                        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                                        "platform": platform.platform(), "torch": torch.__version__}}
-    if log is None:
-        log = work / f"town-{town}-s0"
-        if not log.exists():
-            say(f"synthesising {town} town ({frames} frames)")
-            t0 = time.perf_counter()
-            exe = str(Path(sys.executable).parent / "loopdrive")
-            done = subprocess.run([exe, "synth", "--town", town, "--seed", "0", "--frames", str(frames), "--out", str(log)], check=False)
-            if done.returncode != 0:
-                raise LogFormatError(f"synthesising the {town} town failed (`loopdrive synth` exit code {done.returncode})", file=log)
-            res["synth_seconds"] = round(time.perf_counter() - t0, 1)
-    dl = read_log(log)
+    log_dir = log if log is not None else _synth_log(work, town, frames, say, res)
+    dl = read_log(log_dir)
     reused = load_nerfacto_result(nerfacto_from, dl) if nerfacto_from is not None else None  # refuse a bad file before training
-    res["log"] = {"path": str(log), "frames": len(dl.frames), "sweeps": len(dl.sweeps), "tracks": len(dl.tracks),
+    res["log"] = {"path": str(log_dir), "frames": len(dl.frames), "sweeps": len(dl.sweeps), "tracks": len(dl.tracks),
                   "resolution": [dl.frames[0].width, dl.frames[0].height]}
-    bundle = work / f"bundle-{preset}"
-    say(f"training loopdrive-recon ({preset})")
-    t0 = time.perf_counter()
-    # quick: a 9-minute cap; full: the preset's own 55-minute cap (max_train_seconds)
-    summary = train_bundle(log, bundle, preset=preset, overwrite=True, max_seconds=540 if preset == "quick" else None,
-                           overrides={"num_threads": threads})
-    torch.set_num_threads(threads)
-    wall = time.perf_counter() - t0
-    res["loopdrive_recon"] = {"preset": preset, "wall_seconds": round(wall, 1), **summary}
-    b = load_bundle(bundle)
-    say("evaluating")
-    res["loopdrive_recon"]["eval"] = evaluate_scene(b, dl, work / f"eval-{preset}")
-    from sim.recon.evaluate import _SurfaceBundle
-
-    say("evaluating the baked-surface render mode")
-    res["loopdrive_recon"]["eval_surface"] = evaluate_scene(_SurfaceBundle(b), dl, work / f"eval-{preset}-surface")
+    b, res["loopdrive_recon"] = _train_and_evaluate(log_dir, dl, work, preset, threads, say)
     res["targets"] = TARGETS
     write_json_atomic(out, res)  # partial results survive an interrupted nerfacto stage
     res["render"] = render_times(b, dl)
     if reused is not None:
         res["nerfacto"] = {**reused, "reused_from": str(nerfacto_from)}
     elif nerfacto:
-        budget = float(summary["train_seconds"])
-        say(f"training nerfacto for {budget:.0f} s")
-        pipe, nsum = train_nerfacto(log, work / "nerfacto", budget, echo=say)
-        res["nerfacto"] = nsum
-        write_json_atomic(out, res)
-        # nerfacto renders slowly on the CPU (minutes a frame): score both on the first 4 held-out
-        # frames (2 for novel views) and compare those
-        res["nerfacto"]["eval"] = evaluate_scene(NerfactoScene(pipe, dl, b.info), dl, work / "eval-nerfacto", max_frames=4)
+        def save(entry: dict[str, Any]) -> None:
+            res["nerfacto"] = entry
+            write_json_atomic(out, res)
+
+        res["nerfacto"] = _nerfacto_entry(log_dir, dl, b, work, float(res["loopdrive_recon"]["train_seconds"]), say, save)
     if "nerfacto" in res:
-        n = len(res["nerfacto"]["eval"]["heldout"]["frames"])
-        same = evaluate_scene(b, dl, work / f"eval-{preset}-{n}", max_frames=n, max_sweeps=1)
-        res["loopdrive_recon"][f"eval_first_{n}_heldout_frames"] = {k: same[k] for k in ("heldout", "lane_shift", "actor_removed", "actor_moved")}
-        res["vs_nerfacto"] = psnr_lead(same, res["nerfacto"]["eval"])
+        _versus_nerfacto(res, b, dl, work, preset)
     res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     write_json_atomic(out, res)
     return res

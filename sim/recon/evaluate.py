@@ -36,7 +36,7 @@ from sim.recon.bundle import Bundle, load_bundle
 from sim.recon.data import lidar_ray_grid
 from sim.sensors import SensorRig
 
-__all__ = ["evaluate_bundle", "evaluate_scene", "psnr_u8", "ssim_u8"]
+__all__ = ["SurfaceBundle", "evaluate_bundle", "evaluate_scene", "psnr_u8", "ssim_u8"]
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def evaluate_bundle(
     out = Path(out) if out is not None else Path(bundle_dir) / "eval"
     if mode not in ("volume", "surface"):
         raise BundleError(f"expected mode volume or surface, got {mode!r}", field="mode")
-    scene: Any = _SurfaceBundle(b) if mode == "surface" else b
+    scene: Any = SurfaceBundle(b) if mode == "surface" else b
     res = evaluate_scene(scene, dl, out, max_frames=max_frames, max_sweeps=max_sweeps, shifts_m=shifts_m, progress=progress)
     res["bundle"] = str(bundle_dir)
     res["mode"] = mode
@@ -113,7 +113,7 @@ def evaluate_bundle(
     return res
 
 
-class _SurfaceBundle:
+class SurfaceBundle:
     """A bundle whose renders draw the background from its baked surface."""
 
     def __init__(self, b: Bundle) -> None:
