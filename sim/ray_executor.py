@@ -17,8 +17,12 @@ on a small, busy machine:
   :data:`START_ATTEMPTS` times; the final error quotes the raylet's own reason from its log and
   keeps that attempt's logs.
 
-If the process is killed, Ray's processes die with it (Ray starts them with the kernel's
-parent-death signal on Linux and its reaper elsewhere).
+If the process is killed, Ray's processes die with it: Ray starts its own with the kernel's
+parent-death signal on Linux (its reaper elsewhere), and the workers die with the raylet. Ray's
+two agents (children of the raylet) would outlive it by about a minute, reporting the raylet's
+death to a GCS that is gone too; a small watchdog process started with the instance
+(:data:`_WATCHDOG`, Linux) stops every process of the instance as soon as the pipe from this
+process reaches end of file.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -77,54 +83,143 @@ def _environ(defaults: Mapping[str, str]) -> Iterator[None]:
             os.environ.pop(k, None)
 
 
-def _child_pids() -> set[int]:
-    """Process ids of this process's children (Linux ``/proc``; psutil elsewhere when installed)."""
-    me = os.getpid()
-    if os.path.isdir("/proc/self"):
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, start time in clock ticks) of every process (Linux ``/proc``; empty
+    elsewhere)."""
+    table: dict[int, tuple[int, int]] = {}
+    if not os.path.isdir("/proc/self"):
+        return table
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        if len(fields) > 19 and fields[0] != b"Z":  # state, ppid, ..., starttime (field 22)
+            table[int(d)] = (int(fields[1]), int(fields[19]))
+    return table
+
+
+def _descendants(root: int | None = None) -> dict[int, int]:
+    """Live descendants of ``root`` (default this process): pid -> start time (clock ticks), so
+    that a pid reused later by another process is not mistaken for one of them. On systems
+    without ``/proc`` only the children psutil reports (when installed), start time 0."""
+    root = os.getpid() if root is None else root
+    table = _proc_table()
+    if not table:  # pragma: no cover - non-Linux
+        try:
+            import psutil
+
+            return {p.pid: 0 for p in psutil.Process(root).children(recursive=True)}
+        except Exception:
+            return {}
+    kids: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        kids.setdefault(ppid, []).append(pid)
+    out: dict[int, int] = {}
+    todo = list(kids.get(root, []))
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out[pid] = table[pid][1]
+            todo.extend(kids.get(pid, []))
+    return out
+
+
+def _alive(procs: Mapping[int, int]) -> set[int]:
+    """The processes of ``procs`` (pid -> start time) still running (children reaped on the way)."""
+    for pid in procs:
+        with contextlib.suppress(OSError):
+            os.waitpid(pid, os.WNOHANG)  # a child of ours that exited: reap it
+    table = _proc_table()
+    if not table:  # pragma: no cover - non-Linux: signal 0 tells whether the pid exists
         out = set()
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open(f"/proc/{d}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(b")") + 2 :].split()
-            if len(fields) > 1 and int(fields[1]) == me:
-                out.add(int(d))
+        for pid in procs:
+            with contextlib.suppress(OSError):
+                os.kill(pid, 0)
+                out.add(pid)
         return out
-    try:  # pragma: no cover - non-Linux
-        import psutil
-
-        return {p.pid for p in psutil.Process(me).children()}
-    except Exception:  # pragma: no cover
-        return set()
+    return {pid for pid, t0 in procs.items() if pid in table and (not t0 or table[pid][1] == t0)}
 
 
-def _stop(pids: Iterable[int], grace_s: float = 5.0) -> None:
-    """SIGTERM the given processes (children this process started), SIGKILL what is left after
-    ``grace_s`` seconds, and reap them."""
-    pids = list(pids)
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    alive = set(pids)
-    while alive and time.monotonic() < deadline:
-        for pid in list(alive):
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done:
-                alive.discard(pid)
+def _stop(procs: Mapping[int, int], grace_s: float = 5.0) -> None:
+    """SIGTERM the given processes (pid -> start time: ones this process started, directly or
+    not), SIGKILL those left after ``grace_s`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _alive(procs):
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace_s
+        while _alive(procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+#: the watchdog (``python -c``) that stops a local Ray instance when the process that started it
+#: dies: it gets the instance's temporary folder and its processes as ``pid:starttime`` arguments
+#: and waits on a pipe from the parent; end of file without ``done`` (the parent died, however) ->
+#: SIGTERM, then SIGKILL after 3 s, to those of them still running (same pid *and* start time),
+#: then the folder is removed
+_WATCHDOG = """\
+import os, shutil, signal, sys, time
+temp = sys.argv[1]
+procs = dict(tuple(map(int, a.split(":"))) for a in sys.argv[2:])
+if sys.stdin.buffer.read().startswith(b"done"):
+    sys.exit(0)
+def alive():
+    out = []
+    for pid, t0 in procs.items():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(b")") + 2:].split()
+        if fields[0] != b"Z" and int(fields[19]) == t0:
+            out.append(pid)
+    return out
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    for pid in alive():
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    end = time.monotonic() + 3
+    while alive() and time.monotonic() < end:
         time.sleep(0.1)
-    for pid in alive:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            os.waitpid(pid, 0)
+if temp:
+    shutil.rmtree(temp, ignore_errors=True)
+"""
+
+
+def _start_watchdog(procs: Mapping[int, int], temp: Path | None = None) -> subprocess.Popen[bytes] | None:
+    """Start the :data:`_WATCHDOG` over ``procs`` and the folder ``temp`` (Linux; None elsewhere
+    or when it cannot start). Its stdin is the pipe: write ``done`` and close it once the instance
+    is shut down."""
+    if not procs or not os.path.isdir("/proc/self"):
+        return None
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(temp or ""), *(f"{p}:{t}" for p, t in procs.items())],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    except OSError as exc:  # pragma: no cover
+        log.warning("no watchdog for the Ray instance (%s): if this process is killed, Ray's agents may "
+                    "outlive it by a minute", exc)
+        return None
+
+
+def _end_watchdog(dog: subprocess.Popen[bytes] | None) -> None:
+    if dog is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        assert dog.stdin is not None
+        dog.stdin.write(b"done")
+        dog.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        dog.wait(timeout=10)
 
 
 def _temp_dir() -> Path:
@@ -155,13 +250,13 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
-def _start_local(ray: Any, workers: int) -> Path:
+def _start_local(ray: Any, workers: int) -> tuple[Path, subprocess.Popen[bytes] | None]:
     """Start a local Ray instance for ``workers`` CPUs (retrying, see the module doc); returns its
-    temporary folder."""
+    temporary folder and the watchdog that stops its processes if this process dies."""
     reason = ""
     for attempt in range(1, START_ATTEMPTS + 1):
         temp = _temp_dir()
-        before = _child_pids()
+        before = _descendants()
         t0 = time.monotonic()
         try:
             with _environ(RAY_ENV_DEFAULTS):
@@ -175,11 +270,12 @@ def _start_local(ray: Any, workers: int) -> Path:
                     _temp_dir=str(temp),
                 )
             log.info("local Ray instance started in %.1f s (attempt %d)", time.monotonic() - t0, attempt)
-            return temp
+            now = _descendants()
+            return temp, _start_watchdog({p: t for p, t in now.items() if before.get(p) != t}, temp)
         except Exception as exc:  # ray raises bare Exceptions on a failed start
             with contextlib.suppress(Exception):
                 ray.shutdown()
-            _stop(_child_pids() - before)
+            _stop({p: t for p, t in _descendants().items() if before.get(p) != t})
             why = _raylet_reason(temp)
             reason = f"{_one_line(exc)}{f' ({why})' if why else ''}"
             if attempt == START_ATTEMPTS:
@@ -210,6 +306,7 @@ def ray_session(workers: int, address: str | None = None) -> Iterator[Any]:
         yield ray
         return
     temp: Path | None = None
+    dog: subprocess.Popen[bytes] | None = None
     if address:
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -218,12 +315,13 @@ def ray_session(workers: int, address: str | None = None) -> Iterator[Any]:
                 ray.shutdown()
             raise RayStartError(f"could not join the Ray cluster at {address}: {_one_line(exc)}", field="executor") from None
     else:
-        temp = _start_local(ray, workers)
+        temp, dog = _start_local(ray, workers)
     try:
         yield ray
     finally:
         with contextlib.suppress(Exception):
             ray.shutdown()
+        _end_watchdog(dog)
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
 

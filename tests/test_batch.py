@@ -502,3 +502,31 @@ def test_sigkill_of_a_run_leaves_no_worker_alive(tmp_path: Path) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux /proc")
+def test_ray_watchdog_stops_the_instance_when_its_starter_dies(tmp_path: Path) -> None:
+    """The watchdog started with a local Ray instance stops the processes it was given (pid and
+    start time) and removes the instance's folder when its pipe ends without ``done``, and leaves
+    both alone after ``done``."""
+    from sim.ray_executor import _alive, _descendants, _end_watchdog, _start_watchdog
+
+    kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]) for _ in range(2)]
+    try:
+        procs = {p: t for p, t in _descendants().items() if p in {k.pid for k in kids}}
+        assert len(procs) == 2
+        temp = tmp_path / "ray-instance"
+        (temp / "logs").mkdir(parents=True)
+        dog = _start_watchdog(procs, temp)
+        _end_watchdog(dog)  # a normal shutdown: the processes are left alone
+        assert dog.returncode == 0 and _alive(procs) == set(procs) and temp.is_dir()
+        dog = _start_watchdog(procs, temp)
+        assert dog is not None and dog.stdin is not None
+        dog.stdin.close()  # what the kernel does when the starter dies
+        dog.wait(timeout=30)
+        assert [k.wait(timeout=10) for k in kids] == [-signal.SIGTERM] * 2
+        assert not temp.exists()
+    finally:
+        for k in kids:
+            k.kill()
+            k.wait()
