@@ -200,6 +200,55 @@ def _load() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
+def _not_on_bundle_town(path: Path, spec: Any, syn: dict[str, Any], log_dir: Path) -> dict[str, str] | None:
+    """Why scenario file ``path`` cannot be driven on the bundle of ``log_dir`` (another synthetic
+    town, ``syn`` = the log's synth preset/seed, or another log), or None when it can."""
+    sc = spec.scene
+    if sc.log is None and (sc.town, sc.seed) != (syn.get("preset"), syn.get("seed")):
+        return {"scenario": str(path), "reason": f"town {sc.town}/{sc.seed} is not the bundle's {syn.get('preset')}/{syn.get('seed')}"}
+    if sc.log is not None and Path(sc.log).resolve() != log_dir.resolve():
+        return {"scenario": str(path), "reason": f"log {sc.log} is not the bundle's {log_dir}"}
+    return None
+
+
+def _gap_row(spec: Any, planner: str, seed: int, compiled: Any, renderers: tuple[tuple[str, Any], ...], rig: Any) -> dict[str, Any]:
+    """One scenario and seed driven with each of ``renderers`` ((name, renderer) pairs: mesh and
+    neural): score, how it ended, steps, wall seconds and load per renderer, the score ``gap``
+    (mesh - neural) and the largest |accel, steer| difference of the applied actions."""
+    from sim.batch import drive_episode
+    from sim.metrics import compute_metrics
+
+    row: dict[str, Any] = {"scenario": spec.name, "seed": seed, "horizon_s": spec.horizon_s}
+    acts = {}
+    for name, r in renderers:
+        t0 = time.perf_counter()
+        res = drive_episode(spec, planner, seed, compiled=compiled, renderer=r, rig=rig, observation=("ego", "lidar"))
+        wall = time.perf_counter() - t0
+        acts[name] = res.actions
+        score = float(compute_metrics(res.record)[1]) if res.record is not None and res.status == "ok" else 0.0
+        row.update({f"score_{name}": score, f"end_{name}": res.termination if res.status == "ok" else res.error,
+                    f"steps_{name}": res.steps, f"wall_s_{name}": round(wall, 2), f"load_1m_{name}": _load()})
+    row["gap"] = row["score_mesh"] - row["score_neural"]
+    n = min(len(acts["mesh"]), len(acts["neural"]))
+    # did the sensor model change the planner's behaviour at all? (max |accel, steer| difference)
+    row["max_action_diff"] = [float(v) for v in np.abs(acts["mesh"][:n] - acts["neural"][:n]).max(0)] if n else None
+    return row
+
+
+def _gap_summary(planner: str, lidar: tuple[int, int], horizon_s: float, seeds: tuple[int, ...], rows: list[dict[str, Any]],
+                 skipped: list[dict[str, str]]) -> dict[str, Any]:
+    """The planner-gap result: every row, the skipped scenarios, mean scores and gap, and the
+    neural renderer's wall seconds per step."""
+    gap = [r["gap"] for r in rows]
+    steps = sum(r["steps_neural"] for r in rows)
+    return {"planner": planner, "lidar": f"{lidar[0]}x{lidar[1]}", "horizon_s": horizon_s, "seeds": list(seeds),
+            "scenarios": rows, "skipped": skipped,
+            "mean_score_mesh": float(np.mean([r["score_mesh"] for r in rows])) if rows else None,
+            "mean_score_neural": float(np.mean([r["score_neural"] for r in rows])) if rows else None,
+            "mean_gap": float(np.mean(gap)) if gap else None,
+            "neural_s_per_step": (sum(r["wall_s_neural"] for r in rows) / steps) if steps else None}
+
+
 def planner_gap(
     bundle: str | os.PathLike[str],
     log_dir: str | os.PathLike[str],
@@ -226,8 +275,7 @@ def planner_gap(
     [accel m/s², steer rad] between the two runs (0 = the sensor model did not change the drive)."""
     from sim import engine
     from sim.actor_library import ActorLibrary
-    from sim.batch import drive_episode, episode_scene
-    from sim.metrics import compute_metrics
+    from sim.batch import episode_scene
     from sim.recon.bundle import load_bundle
     from sim.render.mesh import MeshRenderer
     from sim.render.neural import NeuralRenderer
@@ -239,7 +287,8 @@ def planner_gap(
         scenarios = [SCENARIO_LIBRARY / f"{n}.yaml" for n in DEFAULT_GAP_SCENARIOS]
     syn = read_log(log_dir).meta.get("synth") or {}
     rig = SensorRig((), dataclasses.replace(LidarSpec(), beams=int(lidar[0]), azimuth_steps=int(lidar[1])))
-    rows, skipped = [], []
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
     b = load_bundle(bundle)
     with tempfile.TemporaryDirectory(prefix="loopdrive-lib-") as tmp:
         own_lib = ActorLibrary(Path(tmp) / "lib")
@@ -248,19 +297,15 @@ def planner_gap(
             if max_scenarios is not None and len(rows) >= max_scenarios * len(seeds):
                 break
             spec = load_scenario(path)
+            why = _not_on_bundle_town(path, spec, syn, log_dir)
+            if why is not None:
+                skipped.append(why)
+                continue
             sc = spec.scene
-            if sc.log is None and (sc.town, sc.seed) != (syn.get("preset"), syn.get("seed")):
-                skipped.append({"scenario": str(path), "reason": f"town {sc.town}/{sc.seed} is not the bundle's {syn.get('preset')}/{syn.get('seed')}"})
-                continue
-            if sc.log is not None and Path(sc.log).resolve() != log_dir.resolve():
-                skipped.append({"scenario": str(path), "reason": f"log {sc.log} is not the bundle's {log_dir}"})
-                continue
-            spec = dataclasses.replace(spec, horizon_s=min(spec.horizon_s, horizon_s),
-                                       scene=dataclasses.replace(sc, bundle=bundle, renderer="neural"))
+            spec = dataclasses.replace(spec, horizon_s=min(spec.horizon_s, horizon_s), scene=dataclasses.replace(sc, bundle=bundle, renderer="neural"))
             c = engine.compile_scenario(spec, episode_scene(spec))
             mesh = MeshRenderer(c.scene) if sc.log is None else MeshRenderer.from_log(sc.log)
-            lib = {} if sc.actor_library is not None else {"library": own_lib}
-            neural = NeuralRenderer.from_scenario(spec, c.scene, bundle=b, **lib)
+            neural = NeuralRenderer.from_scenario(spec, c.scene, bundle=b, **({} if sc.actor_library is not None else {"library": own_lib}))
             try:
                 neural.plan(engine.reset(c, np.random.default_rng(0)).world(0))
             except LoopdriveError as exc:  # an inserted actor without any reconstruction of its class
@@ -269,36 +314,14 @@ def planner_gap(
                 continue
             try:
                 for seed in seeds:
-                    row: dict[str, Any] = {"scenario": spec.name, "seed": seed, "horizon_s": spec.horizon_s}
-                    acts = {}
-                    for name, r in (("mesh", mesh), ("neural", neural)):
-                        t0 = time.perf_counter()
-                        res = drive_episode(spec, planner, seed, compiled=c, renderer=r, rig=rig, observation=("ego", "lidar"))
-                        wall = time.perf_counter() - t0
-                        acts[name] = res.actions
-                        score = 0.0
-                        if res.record is not None and res.status == "ok":
-                            score = float(compute_metrics(res.record)[1])
-                        row.update({f"score_{name}": score, f"end_{name}": res.termination if res.status == "ok" else res.error,
-                                    f"steps_{name}": res.steps, f"wall_s_{name}": round(wall, 2), f"load_1m_{name}": _load()})
-                    row["gap"] = row["score_mesh"] - row["score_neural"]
-                    n = min(len(acts["mesh"]), len(acts["neural"]))
-                    # did the sensor model change the planner's behaviour at all? (max |accel, steer| difference)
-                    row["max_action_diff"] = [float(v) for v in np.abs(acts["mesh"][:n] - acts["neural"][:n]).max(0)] if n else None
+                    row = _gap_row(spec, planner, seed, c, (("mesh", mesh), ("neural", neural)), rig)
                     rows.append(row)
                     if progress is not None:
                         progress(f"planner gap {spec.name} seed {seed}: mesh {row['score_mesh']:.3f}, neural {row['score_neural']:.3f} "
                                  f"({row['steps_neural']} steps, neural {row['wall_s_neural']:.0f} s)")
             finally:
                 mesh.close()
-    gap = [r["gap"] for r in rows]
-    steps = sum(r["steps_neural"] for r in rows)
-    return {"planner": planner, "lidar": f"{lidar[0]}x{lidar[1]}", "horizon_s": horizon_s, "seeds": list(seeds),
-            "scenarios": rows, "skipped": skipped,
-            "mean_score_mesh": float(np.mean([r["score_mesh"] for r in rows])) if rows else None,
-            "mean_score_neural": float(np.mean([r["score_neural"] for r in rows])) if rows else None,
-            "mean_gap": float(np.mean(gap)) if gap else None,
-            "neural_s_per_step": (sum(r["wall_s_neural"] for r in rows) / steps) if steps else None}
+    return _gap_summary(planner, lidar, horizon_s, seeds, rows, skipped)
 
 
 def run_planner_gap_bench(

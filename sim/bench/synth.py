@@ -34,6 +34,63 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def _time_camera(scene: Any, worlds: list[Any], cam: Any, supersample: int, frames: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """Camera rates of a fresh renderer: the first frame (GL context, texture upload) timed
+    apart, then ``frames`` frames of successive worlds."""
+    from sim.render.mesh import MeshRenderer
+
+    say(f"camera (supersample {supersample}): warming up (GL context, texture upload)")
+    r = MeshRenderer(scene, lidar_engine="auto", supersample=supersample)
+    t0 = time.perf_counter()
+    r.render_camera(worlds[0], cam)
+    t_first = time.perf_counter() - t0
+    say(f"camera (supersample {supersample}): {frames} frames at {cam.width}x{cam.height}")
+    t0 = time.perf_counter()
+    for w in worlds[1:frames + 1]:
+        r.render_camera(w, cam)
+    dt = time.perf_counter() - t0
+    r.close()
+    return {
+        "width": cam.width,
+        "height": cam.height,
+        "supersample": supersample,
+        "frames": frames,
+        "frames_per_s": round(frames / dt, 2),
+        "ms_per_frame": round(1000 * dt / frames, 2),
+        "first_frame_s": round(t_first, 3),
+    }
+
+
+def _time_lidar(scene: Any, worlds: list[Any], engine: str, spec: Any, sweeps: int, full_rays: int, say: Callable[[str], None],
+                extrapolated: bool = False) -> dict[str, Any]:
+    """LiDAR rates of ``engine`` on ``sweeps`` sweeps of ``spec`` (after a timed first sweep),
+    scaled to a full sweep of ``full_rays`` rays (``extrapolated``: ``spec`` casts a fraction of
+    its columns)."""
+    from sim.render.mesh import MeshRenderer
+
+    say(f"LiDAR ({engine}): {sweeps} sweeps of {spec.beams}x{spec.azimuth_steps}")
+    rl = MeshRenderer(scene, lidar_engine=engine)
+    t0 = time.perf_counter()
+    rl.render_lidar(worlds[0], spec)
+    t_setup = time.perf_counter() - t0
+    npts = []
+    t0 = time.perf_counter()
+    for w in worlds[1:sweeps + 1]:
+        npts.append(len(rl.render_lidar(w, spec).points))
+    dt = time.perf_counter() - t0
+    rays = spec.beams * spec.azimuth_steps
+    return {
+        "sweeps": sweeps,
+        "timed_rays_per_sweep": rays,
+        "rays_per_s": round(sweeps * rays / dt),
+        "sweeps_per_s": round(sweeps * rays / dt / full_rays, 4),
+        "ms_per_sweep": round(1000 * dt / sweeps * full_rays / rays, 1),
+        "first_sweep_s": round(t_setup, 3),
+        "mean_points": int(np.mean(npts) * full_rays / rays),
+        "extrapolated": extrapolated,
+    }
+
+
 def run_synth_bench(
     *,
     town: str = "small",
@@ -66,7 +123,6 @@ def run_synth_bench(
     """
     import trimesh
 
-    from sim.render.mesh import MeshRenderer
     from sim.sensors import CameraSpec, LidarSpec
     from sim.synth import make_scene
 
@@ -79,9 +135,7 @@ def run_synth_bench(
     town_meshes = scene.static_town()
     t_static = time.perf_counter() - t0
     cam = CameraSpec.named("front", width, height)
-    lidar = LidarSpec(beams=beams, azimuth_steps=azimuth)
     worlds = [scene.world_at(int(t)) for t in scene.t_us]
-
     result: dict[str, Any] = {
         "benchmark": "synth",
         "machine": _machine(),
@@ -92,58 +146,15 @@ def run_synth_bench(
         "static_town_build_s": round(t_static, 4),
         "embree_available": bool(trimesh.ray.has_embree),
     }
-
     for ss, key in ((1, "camera"), (3, "camera_supersample3")):
-        say(f"camera (supersample {ss}): warming up (GL context, texture upload)")
-        r = MeshRenderer(scene, lidar_engine="auto", supersample=ss)
-        t0 = time.perf_counter()
-        r.render_camera(worlds[0], cam)
-        t_first = time.perf_counter() - t0
-        say(f"camera (supersample {ss}): {camera_frames} frames at {width}x{height}")
-        t0 = time.perf_counter()
-        for w in worlds[1:camera_frames + 1]:
-            r.render_camera(w, cam)
-        dt = time.perf_counter() - t0
-        result[key] = {
-            "width": width,
-            "height": height,
-            "supersample": ss,
-            "frames": camera_frames,
-            "frames_per_s": round(camera_frames / dt, 2),
-            "ms_per_frame": round(1000 * dt / camera_frames, 2),
-            "first_frame_s": round(t_first, 3),
-        }
-        r.close()
-
+        result[key] = _time_camera(scene, worlds, cam, ss, camera_frames, say)
     lid: dict[str, Any] = {"beams": beams, "azimuth_steps": azimuth}
-    engines = [("embree", lidar_sweeps, 1)] if trimesh.ray.has_embree else []
+    if trimesh.ray.has_embree:
+        lid["embree"] = _time_lidar(scene, worlds, "embree", LidarSpec(beams=beams, azimuth_steps=azimuth), lidar_sweeps, beams * azimuth, say)
     # the pure-numpy intersector is two to three orders of magnitude slower: time it on every
     # ``slow_fraction``-th azimuth column and scale to a full sweep (rays are independent)
-    engines.append(("triangle", slow_sweeps, slow_fraction))
-    for engine, n, frac in engines:
-        spec = lidar if frac == 1 else LidarSpec(beams=beams, azimuth_steps=max(1, azimuth // frac))
-        say(f"LiDAR ({engine}): {n} sweeps of {spec.beams}x{spec.azimuth_steps}")
-        rl = MeshRenderer(scene, lidar_engine=engine)
-        t0 = time.perf_counter()
-        rl.render_lidar(worlds[0], spec)
-        t_setup = time.perf_counter() - t0
-        npts = []
-        t0 = time.perf_counter()
-        for w in worlds[1:n + 1]:
-            npts.append(len(rl.render_lidar(w, spec).points))
-        dt = time.perf_counter() - t0
-        rays = spec.beams * spec.azimuth_steps
-        full = beams * azimuth
-        lid[engine] = {
-            "sweeps": n,
-            "timed_rays_per_sweep": rays,
-            "rays_per_s": round(n * rays / dt),
-            "sweeps_per_s": round(n * rays / dt / full, 4),
-            "ms_per_sweep": round(1000 * dt / n * full / rays, 1),
-            "first_sweep_s": round(t_setup, 3),
-            "mean_points": int(np.mean(npts) * full / rays),
-            "extrapolated": frac != 1,
-        }
+    slow = LidarSpec(beams=beams, azimuth_steps=max(1, azimuth // slow_fraction)) if slow_fraction != 1 else LidarSpec(beams=beams, azimuth_steps=azimuth)
+    lid["triangle"] = _time_lidar(scene, worlds, "triangle", slow, slow_sweeps, beams * azimuth, say, extrapolated=slow_fraction != 1)
     if "embree" in lid and "triangle" in lid:
         lid["embree_speedup"] = round(lid["embree"]["sweeps_per_s"] / lid["triangle"]["sweeps_per_s"], 1)
     result["lidar"] = lid
