@@ -325,15 +325,26 @@ def _img_png(a: NDArray[np.uint8]) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def write_report(run: str | os.PathLike[str], *, worst: int = 6) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``summary.md`` into the run folder; returns both paths."""
-    import matplotlib
+@dataclass(frozen=True)
+class _RunFacts:
+    """What the report says about a run: its results table, the finished episodes, the
+    per-scenario summary and the headline figures."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    run: Path
+    df: Any
+    ok: Any
+    summ: Any
+    meta: dict[str, Any]
+    n: int
+    n_err: int
+    mean_score: float
+    planners: str
+
+
+def _run_facts(run: Path) -> _RunFacts:
+    """Read the run's results (refused when no episode finished) and ``run.json`` when present."""
     import polars as pl
 
-    run = Path(run)
     df = _load(run)
     if df.height == 0:
         raise ResultsError("the run holds no finished episode; nothing to report", file=run / "results.parquet")
@@ -342,74 +353,83 @@ def write_report(run: str | os.PathLike[str], *, worst: int = 6) -> tuple[Path, 
         from sim.run_definition import read_run_json
 
         meta = read_run_json(run / "run.json")
-    summ = summary_table(df)
     ok = df.filter(pl.col("status") == "ok")
-    n, n_err = df.height, df.height - ok.height
     mean_score = float(ok["score"].mean()) if ok.height else float("nan")
     planners = ", ".join(sorted(set(df["planner"].to_list()))) if df.height else "–"
+    return _RunFacts(run, df, ok, summary_table(df), meta, df.height, df.height - ok.height, mean_score, planners)
 
+
+def _errored_rows(df: Any) -> list[tuple[Any, Any]]:
+    """(episode id, error) of every errored episode."""
+    import polars as pl
+
+    return list(df.filter(pl.col("status") != "ok").select("episode_id", "error").iter_rows())
+
+
+def _summary_markdown(f: _RunFacts) -> str:
+    """``summary.md``: headline, per-scenario table, scenario descriptions, errored episodes."""
     md = [
-        f"# loopdrive run: {run.name}",
+        f"# loopdrive run: {f.run.name}",
         "",
-        f"- planner: {planners}",
-        f"- episodes: {errored_line(n, n_err)}",
-        f"- mean score: {_fmt(mean_score)}",
+        f"- planner: {f.planners}",
+        f"- episodes: {errored_line(f.n, f.n_err)}",
+        f"- mean score: {_fmt(f.mean_score)}",
         "",
         "## Per scenario",
         "",
-        _markdown(summ),
+        _markdown(f.summ),
         "",
     ]
-    descriptions = _descriptions(run, df)
+    descriptions = _descriptions(f.run, f.df)
     if descriptions:
         md += ["## Scenarios", ""]
         md += [f"- `{name}`: {text}" for name, text in descriptions.items()]
         md.append("")
-    if n_err:
+    if f.n_err:
         md += ["## Errored episodes", ""]
-        for r in df.filter(pl.col("status") != "ok").select("episode_id", "error").iter_rows():
+        for r in _errored_rows(f.df):
             md.append(f"- `{r[0]}`: {r[1]}")
         md.append("")
-    md_path = run / "summary.md"
-    _atomic_text(md_path, "\n".join(md))
+    return "\n".join(md)
 
-    figs: list[tuple[str, str]] = []
-    if ok.height:
-        fig, ax = plt.subplots(figsize=(6, 3))
-        ax.hist(ok["score"].to_numpy(), bins=np.linspace(0, 1, 21), color="#4a7bd0", edgecolor="white")
-        ax.set_xlabel("episode score")
-        ax.set_ylabel("episodes")
-        ax.set_title("Score distribution")
-        figs.append(("Score distribution", _png(fig)))
 
-        score_cols = [
-            f"{m}_score"
-            for m in METRICS.names()
-            if METRICS.get(m).kind != "info" and f"{m}_score" in ok.columns
-        ]
-        per = (
-            ok.group_by("scenario", maintain_order=True)
-            .agg([pl.col(c).mean() for c in [*score_cols, "score"]])
-            .sort("scenario")
-        )
-        mat = per.select([*score_cols, "score"]).to_numpy().astype(float)
-        fig, ax = plt.subplots(figsize=(1.0 + 0.8 * mat.shape[1], 0.8 + 0.35 * max(1, mat.shape[0])))
-        im = ax.imshow(mat, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
-        ax.set_xticks(
-            range(mat.shape[1]),
-            [c.removesuffix("_score") for c in [*score_cols, "score"]],
-            rotation=45,
-            ha="right",
-        )
-        ax.set_yticks(range(mat.shape[0]), per["scenario"].to_list())
-        for i in range(mat.shape[0]):
-            for j in range(mat.shape[1]):
-                if np.isfinite(mat[i, j]):
-                    ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7)
-        fig.colorbar(im, ax=ax, fraction=0.03)
-        ax.set_title("Mean metric score per scenario")
-        figs.append(("Metric breakdown per scenario", _png(fig)))
+def _score_histogram(ok: Any) -> str:
+    """Base64 PNG of the finished episodes' score distribution."""
+    import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist(ok["score"].to_numpy(), bins=np.linspace(0, 1, 21), color="#4a7bd0", edgecolor="white")
+    ax.set_xlabel("episode score")
+    ax.set_ylabel("episodes")
+    ax.set_title("Score distribution")
+    return _png(fig)
+
+
+def _metric_heatmap(ok: Any) -> str:
+    """Base64 PNG of the mean score of every scored metric (and the total) per scenario."""
+    import matplotlib.pyplot as plt
+    import polars as pl
+
+    score_cols = [f"{m}_score" for m in METRICS.names() if METRICS.get(m).kind != "info" and f"{m}_score" in ok.columns]
+    cols = [*score_cols, "score"]
+    per = ok.group_by("scenario", maintain_order=True).agg([pl.col(c).mean() for c in cols]).sort("scenario")
+    mat = per.select(cols).to_numpy().astype(float)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * mat.shape[1], 0.8 + 0.35 * max(1, mat.shape[0])))
+    im = ax.imshow(mat, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    ax.set_xticks(range(mat.shape[1]), [c.removesuffix("_score") for c in cols], rotation=45, ha="right")
+    ax.set_yticks(range(mat.shape[0]), per["scenario"].to_list())
+    for i in range(mat.shape[0]):
+        for j in range(mat.shape[1]):
+            if np.isfinite(mat[i, j]):
+                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    ax.set_title("Mean metric score per scenario")
+    return _png(fig)
+
+
+def _worst_cards(run: Path, ok: Any, worst: int) -> list[str]:
+    """HTML cards (BEV thumbnail, score, key metrics) of the ``worst`` lowest-scoring finished
+    episodes; a thumbnail that cannot be drawn is left out, not fatal."""
     worst_rows = ok.sort(["score", "episode_id"]).head(worst) if ok.height else ok
     cards = []
     for r in worst_rows.iter_rows(named=True):
@@ -423,35 +443,34 @@ def write_report(run: str | os.PathLike[str], *, worst: int = 6) -> tuple[Path, 
             if thumb is not None
             else "<div>(no trajectory)</div>"
         )
-        facts = " · ".join(
-            f"{m} {_fmt(r.get(m))}" for m in ("collision", "ttc", "progress", "offroad") if m in r
-        )
+        facts = " · ".join(f"{m} {_fmt(r.get(m))}" for m in ("collision", "ttc", "progress", "offroad") if m in r)
         cards.append(
             f'<div class="card">{img}<div><b>{html.escape(r["episode_id"])}</b><br>score {_fmt(r["score"])}<br>'
             f"<small>{html.escape(facts)}</small></div></div>"
         )
+    return cards
 
-    table_html = _html_table(summ)
+
+def _report_page(f: _RunFacts, figs: list[tuple[str, str]], cards: list[str]) -> str:
+    """The self-contained ``report.html``."""
     errors_html = ""
-    if n_err:
-        items = "".join(
-            f"<li><code>{html.escape(a)}</code>: {html.escape(str(b))}</li>"
-            for a, b in df.filter(pl.col("status") != "ok").select("episode_id", "error").iter_rows()
-        )
+    if f.n_err:
+        items = "".join(f"<li><code>{html.escape(a)}</code>: {html.escape(str(b))}</li>" for a, b in _errored_rows(f.df))
         errors_html = f"<h2>Errored episodes</h2><ul>{items}</ul>"
     body = "\n".join(f'<h2>{html.escape(t)}</h2><img src="data:image/png;base64,{b}">' for t, b in figs)
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>loopdrive report: {html.escape(run.name)}</title>
+    executor = (" · executor " + html.escape(str(f.meta.get("executor")))) if f.meta.get("executor") else ""
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>loopdrive report: {html.escape(f.run.name)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; color: #222; }}
 table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
 th {{ background: #f0f0f0; }} td:first-child {{ text-align: left; }}
 .cards {{ display: flex; flex-wrap: wrap; gap: 14px; }} .card {{ width: 230px; font-size: 13px; }}
 </style></head><body>
-<h1>loopdrive run: {html.escape(run.name)}</h1>
-<p>planner <b>{html.escape(planners)}</b> · {html.escape(errored_line(n, n_err))} · mean score <b>{_fmt(mean_score)}</b>
-{(" · executor " + html.escape(str(meta.get("executor")))) if meta.get("executor") else ""}</p>
-<h2>Per scenario</h2>{table_html}
+<h1>loopdrive run: {html.escape(f.run.name)}</h1>
+<p>planner <b>{html.escape(f.planners)}</b> · {html.escape(errored_line(f.n, f.n_err))} · mean score <b>{_fmt(f.mean_score)}</b>
+{executor}</p>
+<h2>Per scenario</h2>{_html_table(f.summ)}
 {body}
 <h2>Worst episodes</h2><div class="cards">{"".join(cards) or "<p>none</p>"}</div>
 {errors_html}
@@ -459,8 +478,22 @@ th {{ background: #f0f0f0; }} td:first-child {{ text-align: left; }}
 progress (5), ttc (5), speed_limit (4), comfort (2) — nuPlan CLS structure; see docs/metrics.md.</small></p>
 </body></html>
 """
-    html_path = run / "report.html"
-    _atomic_text(html_path, page)
+
+
+def write_report(run: str | os.PathLike[str], *, worst: int = 6) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``summary.md`` into the run folder; returns both paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    facts = _run_facts(Path(run))
+    md_path = facts.run / "summary.md"
+    _atomic_text(md_path, _summary_markdown(facts))
+    figs: list[tuple[str, str]] = []
+    if facts.ok.height:
+        figs.append(("Score distribution", _score_histogram(facts.ok)))
+        figs.append(("Metric breakdown per scenario", _metric_heatmap(facts.ok)))
+    html_path = facts.run / "report.html"
+    _atomic_text(html_path, _report_page(facts, figs, _worst_cards(facts.run, facts.ok, worst)))
     return html_path, md_path
 
 
