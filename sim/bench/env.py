@@ -149,25 +149,9 @@ def _highway_env() -> tuple[Any, Callable[[], float], str]:
     return env, step, str(getattr(highway_env, "__version__", "unknown"))
 
 
-def run_bench(
-    out: str | os.PathLike[str] = "benchmarks/results/env.json",
-    *,
-    seconds: float = 5.0,
-    batch_sizes: tuple[int, ...] = (1, 16, 64, 256),
-    rounds: int = 5,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Measure every system in one run and write the JSON (atomically) to ``out``; returns it.
-
-    The machine may be shared, so the systems are measured **interleaved**: ``rounds`` rounds, each
-    giving every system a slice of ``seconds / rounds`` wall seconds in turn; the figure of a
-    system is the median of its slices (the best slice is reported too). Ratios use medians.
-    """
-
-    def say(msg: str) -> None:
-        if progress is not None:
-            progress(msg)
-
+def _setup_runners(batch_sizes: tuple[int, ...], say: Callable[[str], None]) -> tuple[list[_Runner], list[Any], dict[str, Any]]:
+    """The systems to measure (highway-env when installed, loopdrive single, loopdrive batched at
+    each B), what to close afterwards, and highway-env's description (or why it is unavailable)."""
     runners: list[_Runner] = []
     closers: list[Any] = []
     hw: dict[str, Any]
@@ -187,7 +171,13 @@ def run_bench(
         venv, st = _loopdrive_vector(b)
         runners.append(_Runner(f"loopdrive_B{b}", st))
         closers.append(venv)
-    for r in runners:  # warm-up
+    return runners, closers, hw
+
+
+def _measure_interleaved(runners: list[_Runner], seconds: float, rounds: int, say: Callable[[str], None]) -> None:
+    """A 0.2 s warm-up of every system (not recorded), then ``rounds`` rounds giving each system
+    a slice of ``seconds / rounds`` wall seconds in turn (recorded in ``_Runner.rates``)."""
+    for r in runners:
         r.run(0.2)
         r.rates.clear()
     slice_s = seconds / max(1, rounds)
@@ -195,20 +185,54 @@ def run_bench(
         for r in runners:
             say(f"round {k + 1}/{rounds}: {r.name}")
             r.run(slice_s)
+
+
+def _figure(r: _Runner, per_step: float) -> dict[str, Any]:
+    """Median and best simulated seconds per wall second of a system's slices, and steps per
+    second (``per_step`` simulated seconds a step)."""
+    med = float(np.median(r.rates))
+    return {"sim_s_per_wall_s": med, "sim_s_per_wall_s_best": float(max(r.rates)), "steps_per_s": med / per_step, "slices": [round(x, 3) for x in r.rates]}
+
+
+def _ratios(single: dict[str, Any], batched: list[dict[str, Any]], ref: float) -> dict[str, float]:
+    """loopdrive's rates relative to highway-env's (``ref`` simulated s per wall s)."""
+    return {
+        "single_vs_highway_env": single["sim_s_per_wall_s"] / ref,
+        "batched_best_vs_highway_env": max(b["sim_s_per_wall_s"] for b in batched) / ref,
+        **{f"batched_B{b['num_envs']}_vs_highway_env": b["sim_s_per_wall_s"] / ref for b in batched},
+    }
+
+
+def run_bench(
+    out: str | os.PathLike[str] = "benchmarks/results/env.json",
+    *,
+    seconds: float = 5.0,
+    batch_sizes: tuple[int, ...] = (1, 16, 64, 256),
+    rounds: int = 5,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure every system in one run and write the JSON (atomically) to ``out``; returns it.
+
+    The machine may be shared, so the systems are measured **interleaved**: ``rounds`` rounds, each
+    giving every system a slice of ``seconds / rounds`` wall seconds in turn; the figure of a
+    system is the median of its slices (the best slice is reported too). Ratios use medians.
+    """
+
+    def say(msg: str) -> None:
+        if progress is not None:
+            progress(msg)
+
+    runners, closers, hw = _setup_runners(batch_sizes, say)
+    _measure_interleaved(runners, seconds, rounds, say)
     for c in closers:
         c.close()
-
-    def fig(r: _Runner, per_step: float) -> dict[str, Any]:
-        med = float(np.median(r.rates))
-        return {"sim_s_per_wall_s": med, "sim_s_per_wall_s_best": float(max(r.rates)), "steps_per_s": med / per_step, "slices": [round(x, 3) for x in r.rates]}
-
     by = {r.name: r for r in runners}
     if hw["available"]:
-        hw.update(fig(by["highway_env"], DT_S))
-    single = fig(by["loopdrive_single"], DT_S)
+        hw.update(_figure(by["highway_env"], DT_S))
+    single = _figure(by["loopdrive_single"], DT_S)
     batched = []
     for b in batch_sizes:
-        f = fig(by[f"loopdrive_B{b}"], DT_S)
+        f = _figure(by[f"loopdrive_B{b}"], DT_S)
         f["world_steps_per_s"] = f.pop("steps_per_s")
         batched.append({"num_envs": b, **f})
     res: dict[str, Any] = {
@@ -224,12 +248,7 @@ def run_bench(
         "loopdrive_batched": batched,
     }
     if hw["available"]:
-        ref = hw["sim_s_per_wall_s"]
-        res["ratios"] = {
-            "single_vs_highway_env": single["sim_s_per_wall_s"] / ref,
-            "batched_best_vs_highway_env": max(b["sim_s_per_wall_s"] for b in batched) / ref,
-            **{f"batched_B{b['num_envs']}_vs_highway_env": b["sim_s_per_wall_s"] / ref for b in batched},
-        }
+        res["ratios"] = _ratios(single, batched, hw["sim_s_per_wall_s"])
         res["targets"] = {"single_x": 20.0, "batched_x": 100.0}
     res["sb3_ppo"] = bench_sb3_ppo(quick=seconds < 5.0, progress=progress)
     outp = Path(out)
