@@ -24,19 +24,13 @@ declare (:func:`check_options`). See ``docs/extending.md``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sim.errors import RegistryError
-from sim.registry import Registry
+from sim.importers.registry import IMPORTERS, Importer
 
 __all__ = ["IMPORTERS", "Importer", "check_options", "get_importer", "import_log"]
-
-Importer = Callable[..., Path]
-
-#: name -> importer function; entry-point group ``loopdrive.importers``.
-IMPORTERS: Registry[Importer] = Registry("importer", "loopdrive.importers")
 
 
 def get_importer(fmt: str) -> Importer:

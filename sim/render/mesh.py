@@ -177,7 +177,7 @@ class MeshRenderer(RenderBackend):
 
     def __init__(self, scene: Any, *, lidar_engine: str = "auto", znear: float = 0.1, zfar: float = 1500.0,
                  supersample: int = 1) -> None:
-        from sim.synth import SynthScene
+        from sim.synth.scene import SynthScene
 
         if not (isinstance(supersample, int) and supersample >= 1 and supersample % 2 == 1):
             raise ValueError(f"supersample must be an odd positive integer, got {supersample!r}")
@@ -209,7 +209,7 @@ class MeshRenderer(RenderBackend):
     @staticmethod
     def _scene_from_log(log_or_path: Any) -> Any:
         from sim.log import DriveLog, read_log
-        from sim.synth import make_scene
+        from sim.synth.scene import make_scene
 
         dl = log_or_path if isinstance(log_or_path, DriveLog) else read_log(Path(log_or_path))
         meta = dl.meta

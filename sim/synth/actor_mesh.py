@@ -17,7 +17,7 @@ import numpy as np
 import trimesh
 from numpy.typing import NDArray
 
-from sim.synth import textures as tex
+import sim.synth.textures as tex
 from sim.synth.parts import (
     Part,
     box_part,

@@ -106,7 +106,7 @@ class SynthScene:
         if "static" not in self._cache:
             from sim.synth.town_mesh import build_static_town
 
-            self._cache["static"] = build_static_town(self)
+            self._cache["static"] = build_static_town(self.network, self.town, self.seed_stream(_S_PROPS), self.seed_stream(_S_TEXTURES))
         return self._cache["static"]
 
     def world_at(self, t_us: int) -> ArrayWorld:

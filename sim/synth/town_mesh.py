@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import shapely
@@ -22,7 +22,7 @@ import trimesh
 from numpy.typing import NDArray
 from shapely.geometry import Point, Polygon, box
 
-from sim.synth import textures as tex
+import sim.synth.textures as tex
 from sim.synth.network import KERB_H, PARKING_W, SIDEWALK_W, TownNetwork
 from sim.synth.parts import (
     SUN,
@@ -38,9 +38,7 @@ from sim.synth.parts import (
     sun_shade,
     transform_part,
 )
-
-if TYPE_CHECKING:
-    from sim.synth.scene import SynthScene
+from sim.synth.presets import TownPreset
 
 __all__ = ["StaticTown", "build_static_town"]
 
@@ -104,13 +102,10 @@ def _ground_uv(x0: float, y0: float, w: float, h: float) -> Any:
     return uv_of
 
 
-def build_static_town(scene: SynthScene) -> StaticTown:
-    """Build every static mesh and texture of ``scene``'s town (depends only on preset and seed)."""
-    from sim.synth.scene import _S_PROPS, _S_TEXTURES
-
-    net: TownNetwork = scene.network
-    rng = scene.seed_stream(_S_PROPS)
-    trng = scene.seed_stream(_S_TEXTURES)
+def build_static_town(net: TownNetwork, town: TownPreset, rng: np.random.Generator, trng: np.random.Generator) -> StaticTown:
+    """Build every static mesh and texture of the town on road network ``net`` of preset ``town``,
+    props (buildings, furniture, trees) drawn from ``rng`` and textures from ``trng`` (the scene's
+    props and textures streams: see :meth:`sim.synth.scene.SynthScene.static_town`)."""
     xmin, ymin, xmax, ymax = net.town_area.bounds
     x0, y0 = xmin - 20.0, ymin - 20.0
     gw, gh = (xmax - xmin) + 40.0, (ymax - ymin) + 40.0
@@ -140,7 +135,7 @@ def build_static_town(scene: SynthScene) -> StaticTown:
     parts.extend(_markings(net, uv_of))
     lots = net.town_area.difference(outer.buffer(1.0))
     occupied: list[Polygon] = []
-    parts.extend(_buildings(scene, net, rng, trng, textures, occupied))
+    parts.extend(_buildings(town, net, rng, trng, textures, occupied))
     parts.extend(_street_furniture(net, rng, occupied))
     parts.extend(_trees(net, rng, lots, occupied))
     parts.append(_tree_line(rng, (cx, cy)))
@@ -305,9 +300,10 @@ def _pack_atlas(images: list[NDArray[np.uint8]]) -> tuple[NDArray[np.uint8], lis
     return atlas, rects
 
 
-def _buildings(scene: SynthScene, net: TownNetwork, rng: np.random.Generator, trng: np.random.Generator,
+def _buildings(town: TownPreset, net: TownNetwork, rng: np.random.Generator, trng: np.random.Generator,
                textures: dict[str, NDArray[np.uint8]], occupied: list[Polygon]) -> list[Part]:
-    town = scene.town
+    """Buildings along both sides of every road (``town.building_density``), clear of the road,
+    the sidewalk and each other, with their facades packed into the ``facades`` texture atlas."""
     keep_out = net.road_area.buffer(SIDEWALK_W + 1.2)
     area = net.town_area.buffer(-2.0)
     specs: list[tuple[F64, list[int], int]] = []

@@ -44,10 +44,10 @@ the field, before the output folder is made.
 
 from __future__ import annotations
 
-from sim.importers import IMPORTERS
 from sim.importers.nuscenes.importer import EGO_SIZE, import_nuscenes, parse_cameras
 from sim.importers.nuscenes.tables import FIELDS, MAX_TABLE_BYTES
 from sim.importers.nuscenes.tracks import CLASS_MAP, MAX_GAP_S
+from sim.importers.registry import IMPORTERS
 
 __all__ = ["CLASS_MAP", "EGO_SIZE", "FIELDS", "MAX_GAP_S", "MAX_TABLE_BYTES", "import_nuscenes", "parse_cameras"]
 
