@@ -39,8 +39,11 @@ __all__ = ["LIDAR_ENGINES", "MeshRenderer", "make_intersector"]
 log = logging.getLogger(__name__)
 
 SKY_HORIZON = np.array([0.80, 0.85, 0.90], dtype=np.float32)
+SKY_HORIZON.flags.writeable = False
 SKY_ZENITH = np.array([0.30, 0.50, 0.82], dtype=np.float32)
+SKY_ZENITH.flags.writeable = False
 CLOUD = np.array([0.96, 0.96, 0.97], dtype=np.float32)
+CLOUD.flags.writeable = False
 
 
 def _pyrender() -> Any:

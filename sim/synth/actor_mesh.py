@@ -31,15 +31,23 @@ from sim.synth.parts import (
 
 __all__ = ["actor_parts", "export_assets", "id_colour"]
 
-_CAR_COLOURS = np.array([
+
+def _readonly(rows: list[list[float]]) -> NDArray[np.float64]:
+    """A constant palette (N, 3) of RGB in [0, 1] that cannot be modified in place."""
+    a = np.array(rows)
+    a.flags.writeable = False
+    return a
+
+
+_CAR_COLOURS = _readonly([
     [0.92, 0.92, 0.92], [0.08, 0.08, 0.09], [0.62, 0.64, 0.66], [0.35, 0.36, 0.38], [0.65, 0.08, 0.08],
     [0.10, 0.22, 0.52], [0.12, 0.30, 0.18], [0.78, 0.72, 0.58], [0.85, 0.55, 0.10], [0.30, 0.48, 0.70],
 ])
-_CLOTH = np.array([
+_CLOTH = _readonly([
     [0.15, 0.18, 0.35], [0.55, 0.12, 0.12], [0.85, 0.80, 0.20], [0.20, 0.45, 0.25], [0.90, 0.90, 0.88],
     [0.12, 0.12, 0.12], [0.45, 0.30, 0.55], [0.95, 0.50, 0.15],
 ])
-_SKIN = np.array([[0.96, 0.80, 0.69], [0.80, 0.60, 0.45], [0.55, 0.38, 0.26], [0.36, 0.24, 0.16]])
+_SKIN = _readonly([[0.96, 0.80, 0.69], [0.80, 0.60, 0.45], [0.55, 0.38, 0.26], [0.36, 0.24, 0.16]])
 
 
 def id_colour(actor_id: str, palette: NDArray[np.float64], salt: str = "") -> NDArray[np.float64]:
