@@ -1,35 +1,94 @@
-"""Vehicle dynamics: a kinematic bicycle with forward and inverse models.
+"""Vehicle dynamics: the :class:`DynamicsModel` protocol, its registry, and the kinematic bicycle.
 
-State (:class:`BicycleState`, arrays of any common shape, e.g. ``(B, N)``): position ``x, y`` of the
+A dynamics model maps a :class:`VehicleState` and an action to the next state (``forward``) and two
+states back to the action between them (``inverse``), vectorised over any leading shape (the
+engine passes its B worlds' egos, a planner its P proposals). The engine moves the ego only
+through this protocol (``clip_action`` says which action ``forward`` really applies, so the engine
+can report ``action_clipped``); models are looked up by name in :data:`DYNAMICS` (third parties add
+more through the ``loopdrive.dynamics`` entry-point group) with a factory taking the ego's length.
+
+State (:class:`VehicleState`, arrays of any common shape, e.g. ``(B,)``): position ``x, y`` of the
 box centre (world, m), heading ``yaw`` (rad), speed ``v`` (m/s, >= 0), and the *applied*
 acceleration ``accel`` (m/s^2) and front-wheel ``steer`` angle (rad) of the previous step (needed for
-the jerk and steer-rate limits). Actions are ``(..., 2)`` arrays ``[accel m/s^2, steer rad]``.
+the jerk and steer-rate limits; a model without steering keeps ``steer`` 0).
 
-The model is the kinematic bicycle with the box centre moving along the box heading (the
-convention of drive logs, whose yaw is the direction of travel; Waymax's invertible bicycle does
-the same): ``yaw' = v * tan(steer) / wheelbase``, position along the mean heading of the step,
-integrated with the mean speed of the step. ``inverse`` solves the same discretisation for the
-action, so ``forward(s, inverse(s, s', dt), dt)`` reproduces the speed and heading of ``s'``
-exactly (position to the chord-versus-arc error) whenever that action lies within the limits.
+The kinematic bicycle's actions are ``(..., 2)`` arrays ``[accel m/s^2, steer rad]``. The box
+centre moves along the box heading (the convention of drive logs, whose yaw is the direction of
+travel; Waymax's invertible bicycle does the same): ``yaw' = v * tan(steer) / wheelbase``, position
+along the mean heading of the step, integrated with the mean speed of the step. ``inverse``
+solves the same discretisation for the action, so ``forward(s, inverse(s, s', dt), dt)`` reproduces
+the speed and heading of ``s'`` exactly (position to the chord-versus-arc error) whenever that
+action lies within the limits.
+
+Two backends evaluate that one model: ``"numpy"`` (ufuncs, any shape; the planners' forecasts) and
+``"numba"`` (the compiled kernel :data:`sim.kernels.bicycle_forward_nb`, the engine's fast path).
+They run the same arithmetic in the same order but take ``tan`` from different libraries (numpy's
+SIMD routine vs libm), which may differ in the last bit; ``tests/test_dynamics.py`` compares them on
+random inputs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sim.geometry import wrap_angle
+from sim.geometry import fclip, wrap_angle
+from sim.kernels import bicycle_clip_nb, bicycle_forward_nb
+from sim.registry import Registry
 
-__all__ = ["BicycleLimits", "BicycleState", "KinematicBicycle"]
+__all__ = ["DYNAMICS", "BicycleLimits", "BicycleState", "DynamicsModel", "KinematicBicycle", "VehicleState"]
 
 F64 = NDArray[np.float64]
 
 
-def fclip(a, lo, hi):  # type: ignore[no-untyped-def]
-    """``np.clip`` without its dispatch overhead (same values for finite inputs)."""
-    return np.minimum(np.maximum(a, lo), hi)
+@dataclass(frozen=True)
+class VehicleState:
+    """Vehicle state arrays (all the same shape); see the module docstring for units."""
+
+    x: F64
+    y: F64
+    yaw: F64
+    v: F64
+    accel: F64
+    steer: F64
+
+    @classmethod
+    def from_arrays(cls, x: ArrayLike, y: ArrayLike, yaw: ArrayLike, v: ArrayLike, accel: ArrayLike | None = None, steer: ArrayLike | None = None) -> VehicleState:
+        xs = np.asarray(x, dtype=np.float64)
+        z = np.zeros_like(xs)
+        return cls(
+            xs,
+            np.asarray(y, dtype=np.float64),
+            np.asarray(yaw, dtype=np.float64),
+            np.asarray(v, dtype=np.float64),
+            z if accel is None else np.asarray(accel, dtype=np.float64),
+            z if steer is None else np.asarray(steer, dtype=np.float64),
+        )
+
+
+#: the name the state had when the bicycle was the only model
+BicycleState = VehicleState
+
+
+@runtime_checkable
+class DynamicsModel(Protocol):
+    """A vehicle model the engine moves the ego with (vectorised over any leading shape)."""
+
+    def clip_action(self, state: VehicleState, action: ArrayLike, dt: float) -> F64:
+        """The action ``forward`` really applies from ``state`` (within the model's limits)."""
+        ...
+
+    def forward(self, state: VehicleState, action: ArrayLike, dt: float) -> VehicleState:
+        """The state ``dt`` seconds later under ``action`` (clipped as :meth:`clip_action` says)."""
+        ...
+
+    def inverse(self, state: VehicleState, next_state: VehicleState, dt: float) -> F64:
+        """The (unclipped) action taking ``state`` to ``next_state`` in ``dt`` seconds."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -54,51 +113,41 @@ class BicycleLimits:
 
 
 @dataclass(frozen=True)
-class BicycleState:
-    """Bicycle state arrays (all the same shape); see the module docstring for units."""
-
-    x: F64
-    y: F64
-    yaw: F64
-    v: F64
-    accel: F64
-    steer: F64
-
-    @classmethod
-    def from_arrays(cls, x: ArrayLike, y: ArrayLike, yaw: ArrayLike, v: ArrayLike, accel: ArrayLike | None = None, steer: ArrayLike | None = None) -> BicycleState:
-        xs = np.asarray(x, dtype=np.float64)
-        z = np.zeros_like(xs)
-        return cls(
-            xs,
-            np.asarray(y, dtype=np.float64),
-            np.asarray(yaw, dtype=np.float64),
-            np.asarray(v, dtype=np.float64),
-            z if accel is None else np.asarray(accel, dtype=np.float64),
-            z if steer is None else np.asarray(steer, dtype=np.float64),
-        )
-
-
-@dataclass(frozen=True)
 class KinematicBicycle:
-    """Kinematic bicycle with ``wheelbase`` (m) and actuation ``limits``."""
+    """Kinematic bicycle with ``wheelbase`` (m) and actuation ``limits``, evaluated by ``backend``
+    (``"numpy"`` or ``"numba"``; see the module docstring)."""
 
     wheelbase: float = 2.8
     limits: BicycleLimits = BicycleLimits()
+    backend: Literal["numpy", "numba"] = "numpy"
 
-    def clip_action(self, state: BicycleState, action: ArrayLike, dt: float) -> F64:
+    @classmethod
+    def for_vehicle(cls, length_m: float) -> KinematicBicycle:
+        """The engine's ego model for a box ``length_m`` long: wheelbase 0.6 x length (at least
+        1.5 m), default limits, compiled backend."""
+        return cls(wheelbase=max(1.5, 0.6 * float(length_m)), backend="numba")
+
+    def clip_action(self, state: VehicleState, action: ArrayLike, dt: float) -> F64:
         """The action actually applied: within the accel/steer bounds and reachable from the
         previous accel/steer under the jerk and steer-rate limits. Shape (..., 2)."""
         a = np.asarray(action, dtype=np.float64)
         lim = self.limits
+        if self.backend == "numba":
+            shp = np.shape(state.accel)
+            acc0, st0 = np.ravel(state.accel), np.ravel(state.steer)
+            u = bicycle_clip_nb(acc0, st0, np.broadcast_to(a, (*shp, 2)).reshape(-1, 2), dt, lim.decel_max, lim.accel_max, lim.jerk_max, lim.steer_max, lim.steer_rate_max)
+            return np.asarray(u).reshape((*shp, 2))
         acc = fclip(a[..., 0], -lim.decel_max, lim.accel_max)
         acc = fclip(acc, state.accel - lim.jerk_max * dt, state.accel + lim.jerk_max * dt)
         st = fclip(a[..., 1], -lim.steer_max, lim.steer_max)
         st = fclip(st, state.steer - lim.steer_rate_max * dt, state.steer + lim.steer_rate_max * dt)
         return np.stack([acc, st], axis=-1)
 
-    def forward(self, state: BicycleState, action: ArrayLike, dt: float, *, clip: bool = True) -> BicycleState:
+    def forward(self, state: VehicleState, action: ArrayLike, dt: float, *, clip: bool = True) -> VehicleState:
         """Advance by ``dt`` seconds under ``action`` (..., 2) = [accel m/s^2, steer rad] (clipped to the
         limits unless ``clip`` is False). Speed stays in [0, speed_max]; a stop ends the step at rest."""
+        if self.backend == "numba":
+            return self._forward_compiled(state, action, dt, clip)
         u = self.clip_action(state, action, dt) if clip else np.asarray(action, dtype=np.float64)
         acc, st = u[..., 0], u[..., 1]
         v1 = fclip(state.v + acc * dt, 0.0, self.limits.speed_max)
@@ -107,9 +156,20 @@ class KinematicBicycle:
         hmid = 0.5 * (state.yaw + yaw1)
         x1 = state.x + vm * np.cos(hmid) * dt
         y1 = state.y + vm * np.sin(hmid) * dt
-        return BicycleState(x1, y1, wrap_angle(yaw1), v1, acc, st)
+        return VehicleState(x1, y1, wrap_angle(yaw1), v1, acc, st)
 
-    def inverse(self, state: BicycleState, next_state: BicycleState, dt: float) -> F64:
+    def _forward_compiled(self, state: VehicleState, action: ArrayLike, dt: float, clip: bool) -> VehicleState:
+        """:meth:`forward` through the compiled kernel (unclipped = infinite action limits)."""
+        lim = self.limits
+        inf = np.inf
+        bounds = (lim.decel_max, lim.accel_max, lim.jerk_max, lim.steer_max, lim.steer_rate_max) if clip else (inf, inf, inf, inf, inf)
+        shp = np.shape(state.x)
+        a = np.broadcast_to(np.asarray(action, dtype=np.float64), (*shp, 2)).reshape(-1, 2)
+        flat = [np.ravel(np.broadcast_to(f, shp)) for f in (state.x, state.y, state.yaw, state.v, state.accel, state.steer)]
+        o = bicycle_forward_nb(*flat, a, dt, *bounds, lim.speed_max, self.wheelbase)
+        return VehicleState(*(o[i].reshape(shp) for i in range(6)))
+
+    def inverse(self, state: VehicleState, next_state: VehicleState, dt: float) -> F64:
         """The action (..., 2) [accel, steer] taking ``state`` to ``next_state`` in ``dt`` (unclipped).
 
         Acceleration from the speed change; steer from the heading change over the distance
@@ -121,10 +181,15 @@ class KinematicBicycle:
         st = np.where(vm > 1e-6, np.arctan(dyaw * self.wheelbase / np.maximum(vm * dt, 1e-12)), 0.0)
         return np.stack([acc, st], axis=-1)
 
-    def states_from_poses(self, x: ArrayLike, y: ArrayLike, yaw: ArrayLike, dt: float) -> BicycleState:
+    def states_from_poses(self, x: ArrayLike, y: ArrayLike, yaw: ArrayLike, dt: float) -> VehicleState:
         """States (T, ...) along a sampled trajectory: speeds from the distance between consecutive
         poses (averages of the neighbouring steps' mean speeds)."""
         x, y, yaw = (np.asarray(a, dtype=np.float64) for a in (x, y, yaw))
         d = np.hypot(np.diff(x, axis=0), np.diff(y, axis=0)) / dt  # mean speed of each step (T-1)
         v = np.concatenate([d[:1], 0.5 * (d[1:] + d[:-1]), d[-1:]], axis=0)
-        return BicycleState.from_arrays(x, y, yaw, v)
+        return VehicleState.from_arrays(x, y, yaw, v)
+
+
+#: name -> factory ``(ego_length_m) -> DynamicsModel``; plug-ins through ``loopdrive.dynamics``
+DYNAMICS: Registry[Callable[[float], DynamicsModel]] = Registry("dynamics model", "loopdrive.dynamics")
+DYNAMICS.register("kinematic_bicycle", KinematicBicycle.for_vehicle)

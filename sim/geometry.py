@@ -16,6 +16,8 @@ between the two camera conventions goes through :data:`OPENCV_FROM_OPENGL`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial.transform import Rotation
@@ -23,6 +25,7 @@ from scipy.spatial.transform import Rotation
 __all__ = [
     "OPENCV_FROM_OPENGL",
     "VEHICLE_FROM_OPENCV",
+    "fclip",
     "intrinsics_matrix",
     "invert_se3",
     "opencv_to_opengl_c2w",
@@ -54,6 +57,12 @@ def wrap_angle(a: ArrayLike) -> NDArray[np.float64]:
     """Wrap angles (radians) to [-pi, pi)."""
     a = np.asarray(a, dtype=np.float64)
     return (a + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def fclip(a: ArrayLike, lo: ArrayLike, hi: ArrayLike) -> Any:
+    """``np.clip`` without its dispatch overhead: ``min(max(a, lo), hi)`` elementwise (the same
+    values for finite inputs; a NaN stays NaN)."""
+    return np.minimum(np.maximum(a, lo), hi)
 
 
 # ----------------------------------------------------------------------------------------- SE(2)

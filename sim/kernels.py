@@ -1,51 +1,47 @@
-"""Compiled (numba) kernels of the engine's three interaction hot spots, with numpy fallbacks.
+"""Compiled (numba) kernels of the engine's hot spots: the one implementation of each.
 
-At B = 1 the engine's cost is the fixed overhead of many small numpy calls, and three functions
-dominate it: the car-following neighbour search (:func:`sim.behavior.path_neighbours`), the
-intersection yielding (:func:`sim.behavior.conflict_stops`) and the ego time-to-contact
-(:func:`sim.engine._time_to_contact`). Each is compiled here as one loop over (world, query, actor)
-with the same arithmetic as the numpy version (in the same order; the neighbour search examines
-every actor, where the numpy version preselects the ``k_nearest`` when a batch is large).
+At B = 1 the engine's cost is the fixed overhead of many small numpy calls; these functions are one
+compiled loop over (world, query, actor) each: the car-following neighbour search
+(:func:`sim.paths.path_neighbours`), the intersection yielding (:func:`sim.paths.conflict_stops`),
+the projection onto lane paths (:func:`sim.paths.project_on_paths`), the path followers' motion
+(:class:`sim.motion.PathMotion`), the contact interval of two boxes moving at constant velocity
+(:func:`sim.safety.contact_interval`), the ego's off-road / wrong-way flags, the compiled backend
+of the kinematic bicycle (:class:`sim.dynamics.KinematicBicycle`) and the ``state`` observation.
 
-numba is optional: without it (or with the environment variable ``LOOPDRIVE_NO_NUMBA=1``) the
-callers use their numpy code. Kernels are compiled on first use and cached on disk
-(``cache=True``). Both paths are deterministic; they may differ in the last bits of a sine or
-cosine (numba calls libm, numpy its own SIMD routines).
+numba is a hard dependency, and each kernel has one source: the Python function below. There is
+no hand-maintained numpy twin; ``kernel.py_func`` runs the same source un-jitted (the tests compare
+the two on random inputs, which checks that the compiled semantics are Python's). Kernels are
+compiled on first use and cached on disk (``cache=True``); they call libm, so a sine or a tangent
+may differ in the last bit from numpy's SIMD routines (see :mod:`sim.dynamics`).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 from typing import Any
 
+import numba
 import numpy as np
 
-__all__ = ["HAVE_NUMBA", "conflict_stops_nb", "ego_bicycle_nb", "ego_flags_nb", "path_motion_nb", "path_neighbours_nb", "project_nb", "state_obs_nb", "time_to_contact_nb"]
-
-log = logging.getLogger(__name__)
-
-try:  # pragma: no branch - which branch runs depends on the install
-    if os.environ.get("LOOPDRIVE_NO_NUMBA", "") not in ("", "0"):
-        raise ImportError("disabled by LOOPDRIVE_NO_NUMBA")
-    import numba
-
-    HAVE_NUMBA = True
-except ImportError as _exc:  # numba missing or disabled: numpy fallbacks
-    log.debug("numba kernels unavailable: %s", _exc)
-    numba = None
-    HAVE_NUMBA = False
+__all__ = [
+    "bicycle_clip_nb",
+    "bicycle_forward_nb",
+    "conflict_stops_nb",
+    "contact_interval_nb",
+    "ego_flags_nb",
+    "path_motion_nb",
+    "path_neighbours_nb",
+    "project_nb",
+    "state_obs_nb",
+]
 
 
 def _jit(fn: Any) -> Any:
-    if numba is None:
-        return None
     return numba.njit(cache=True, nogil=True)(fn)
 
 
 def _path_neighbours(xy, heading, ds, path_id, s, width_q, props, allowed, window, stride, backward, offset):  # type: ignore[no-untyped-def]
-    """Loop form of :func:`sim.behavior.path_neighbours` (arrays (B, M), props (B, N, 6),
+    """Kernel of :func:`sim.paths.path_neighbours` (arrays (B, M), props (B, N, 6),
     allowed (B, M, N), width_q and offset broadcast to (B, M)). Returns gap (m), speed (m/s), slot."""
     B, M = s.shape
     N = props.shape[1]
@@ -124,7 +120,7 @@ def _path_neighbours(xy, heading, ds, path_id, s, width_q, props, allowed, windo
 
 
 def _conflict_stops(conf_s, conf_id, conf_lane, path_id, s, v, length, active, can_yield, lookahead, stop_margin, n_next, decel_commit, cluster_m, n_conf):  # type: ignore[no-untyped-def]
-    """Loop form of :func:`sim.behavior.conflict_stops` (arrays (B, N); length, can_yield
+    """Kernel of :func:`sim.paths.conflict_stops` (arrays (B, N); length, can_yield
     broadcast to (B, N)). Returns the stop distance (m, ``inf`` = right of way)."""
     B, N = s.shape
     C = conf_s.shape[1]
@@ -225,11 +221,17 @@ def _conflict_stops(conf_s, conf_id, conf_lane, path_id, s, v, length, active, c
     return out
 
 
-def _time_to_contact(ex, ey, eyaw, ev, el, ew, x, y, yaw, v, ln, wd, others):  # type: ignore[no-untyped-def]
-    """Loop form of :func:`sim.engine._time_to_contact` restricted to ``others`` (B, N) (``inf``
-    elsewhere). Returns t (B, N), s."""
+def _contact_interval(ex, ey, eyaw, ev, el, ew, x, y, yaw, v, ln, wd, others):  # type: ignore[no-untyped-def]
+    """The time interval (s) during which the ego box (B,) and each actor box (B, N) overlap when
+    both keep their velocity along their headings, for the pairs ``others`` (B, N): ``first``
+    (earliest t >= 0; 0 when they overlap now) and ``last``; ``inf`` / ``-inf`` when they never meet.
+
+    Exact for constant velocities: on each of the four separating axes (ego forward/left, actor
+    forward/left) the projected distance is linear in t, so the boxes overlap on the intersection
+    of four time intervals. Ego size ``el``, ``ew`` (m), actor sizes ``ln``, ``wd`` (N,)."""
     B, N = x.shape
-    out = np.full((B, N), np.inf)
+    first = np.full((B, N), np.inf)
+    last = np.full((B, N), -np.inf)
     p0 = np.empty(4)
     pv = np.empty(4)
     r = np.empty(4)
@@ -279,12 +281,13 @@ def _time_to_contact(ex, ey, eyaw, ev, el, ew, x, y, yaw, v, ln, wd, others):  #
                 tlo = max(tlo, lo)
                 thi = min(thi, hi)
             if tlo <= thi and thi >= 0.0:
-                out[b, n] = max(tlo, 0.0)
-    return out
+                first[b, n] = max(tlo, 0.0)
+                last[b, n] = thi
+    return first, last
 
 
 def _project(xy, heading, ds, path_id, s_guess, x, y, back, ahead):  # type: ignore[no-untyped-def]
-    """Loop form of :func:`sim.behavior.project_on_paths` over 1-D arrays: (arc length m,
+    """Kernel of :func:`sim.paths.project_on_paths` over 1-D arrays: (arc length m,
     lateral offset m, left positive)."""
     n_pts = s_guess.shape[0]
     P = xy.shape[1]
@@ -316,7 +319,7 @@ def _project(xy, heading, ds, path_id, s_guess, x, y, back, ahead):  # type: ign
 
 
 def _state_obs(xy, heading, speed_limit, ds, route_length, horizon_steps, dt_s, route_ds, x, y, yaw, v, accel, steer, ego_lat, step_index, es, valid, length, width, n_actors, n_feat, ego_feat, bound):  # type: ignore[no-untyped-def]
-    """Loop form of :meth:`sim.observations.StateObservation.compute` (route path 0); float32 (B, size)."""
+    """Kernel of :meth:`sim.observations.StateObservation.compute` (route path 0); float32 (B, size)."""
     B, N = x.shape
     K = route_ds.shape[0]
     P = xy.shape[0]
@@ -391,7 +394,7 @@ def _state_obs(xy, heading, speed_limit, ds, route_length, horizon_steps, dt_s, 
 
 
 def _path_motion(xy, heading, ds, end_s, path_id, m, a, dt, lc_rate, lc_creep, x, y, yaw, v, acc, s, d, lc_hold, alive):  # type: ignore[no-untyped-def]
-    """Loop form of the engine's path-follower motion (rows ``m`` (B, N)): speed, arc length and
+    """The path followers' motion (:class:`sim.motion.PathMotion`) (rows ``m`` (B, N)): speed, arc length and
     decaying lateral offset after acceleration ``a`` (m/s^2) for ``dt`` s; updates x, y, yaw, v,
     acc, s, d and alive (cleared past the path's end) in place."""
     B, N = s.shape
@@ -431,8 +434,8 @@ def _path_motion(xy, heading, ds, end_s, path_id, m, a, dt, lc_rate, lc_creep, x
 
 
 def _ego_flags(mask, mx0, my0, mres, bits, bx0, by0, bres, ok_mask, n_sectors, ex, ey, eyaw, corner_lon, corner_lat):  # type: ignore[no-untyped-def]
-    """Loop form of the engine's off-road test (a footprint corner off the drivable raster) and of
-    :meth:`sim.engine.LaneDirectionRaster.against` at the ego centre. Returns two (B,) bool arrays."""
+    """Kernel of the engine's off-road test (a footprint corner off the drivable raster) and of
+    :meth:`sim.rasters.LaneDirectionRaster.against` at the ego centre. Returns two (B,) bool arrays."""
     B = ex.shape[0]
     h, w = mask.shape
     hb, wb = bits.shape
@@ -458,20 +461,36 @@ def _ego_flags(mask, mx0, my0, mres, bits, bx0, by0, bres, ok_mask, n_sectors, e
     return off, against
 
 
-def _ego_bicycle(x, y, yaw, v, accel, steer, a, dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max, speed_max, wheelbase):  # type: ignore[no-untyped-def]
-    """Loop form of :meth:`sim.dynamics.KinematicBicycle.clip_action` + ``forward`` for the ego
-    (arrays (B,), action (B, 2)). Returns x, y, yaw, v, accel, steer after ``dt`` s and whether
-    the action was clipped."""
-    B = x.shape[0]
-    out = np.empty((6, B))
-    clipped = np.zeros(B, dtype=np.bool_)
+def _bicycle_clip_one(a0, a1, accel, steer, dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max):  # type: ignore[no-untyped-def]
+    """One action [accel, steer] clipped to the bicycle's bounds and to what the jerk and steer-rate
+    limits reach from the previous ``accel``, ``steer`` in ``dt`` s."""
+    acc = min(max(a0, -decel_max), accel_max)
+    acc = min(max(acc, accel - jerk_max * dt), accel + jerk_max * dt)
+    st = min(max(a1, -steer_max), steer_max)
+    st = min(max(st, steer - steer_rate_max * dt), steer + steer_rate_max * dt)
+    return acc, st
+
+
+_clip_one_nb = _jit(_bicycle_clip_one)
+
+
+def _bicycle_clip(accel, steer, a, dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max):  # type: ignore[no-untyped-def]
+    """:meth:`sim.dynamics.KinematicBicycle.clip_action` over 1-D state arrays, actions (n, 2)."""
+    n = accel.shape[0]
+    out = np.empty((n, 2))
+    for b in range(n):
+        out[b, 0], out[b, 1] = _clip_one_nb(a[b, 0], a[b, 1], accel[b], steer[b], dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max)
+    return out
+
+
+def _bicycle_forward(x, y, yaw, v, accel, steer, a, dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max, speed_max, wheelbase):  # type: ignore[no-untyped-def]
+    """:meth:`sim.dynamics.KinematicBicycle.forward` over 1-D state arrays (n,), actions (n, 2):
+    the action clipped, then integrated for ``dt`` s. Returns x, y, yaw, v, accel, steer (6, n)."""
+    n = x.shape[0]
+    out = np.empty((6, n))
     two_pi = 2.0 * np.pi
-    for b in range(B):
-        acc = min(max(a[b, 0], -decel_max), accel_max)
-        acc = min(max(acc, accel[b] - jerk_max * dt), accel[b] + jerk_max * dt)
-        st = min(max(a[b, 1], -steer_max), steer_max)
-        st = min(max(st, steer[b] - steer_rate_max * dt), steer[b] + steer_rate_max * dt)
-        clipped[b] = abs(acc - a[b, 0]) > 1e-9 or abs(st - a[b, 1]) > 1e-9
+    for b in range(n):
+        acc, st = _clip_one_nb(a[b, 0], a[b, 1], accel[b], steer[b], dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max)
         v1 = min(max(v[b] + acc * dt, 0.0), speed_max)
         vm = 0.5 * (v[b] + v1)
         yaw1 = yaw[b] + vm * math.tan(st) / wheelbase * dt
@@ -482,14 +501,15 @@ def _ego_bicycle(x, y, yaw, v, accel, steer, a, dt, decel_max, accel_max, jerk_m
         out[3, b] = v1
         out[4, b] = acc
         out[5, b] = st
-    return out, clipped
+    return out
 
 
 path_neighbours_nb = _jit(_path_neighbours)
 conflict_stops_nb = _jit(_conflict_stops)
-time_to_contact_nb = _jit(_time_to_contact)
+contact_interval_nb = _jit(_contact_interval)
 project_nb = _jit(_project)
 state_obs_nb = _jit(_state_obs)
 path_motion_nb = _jit(_path_motion)
 ego_flags_nb = _jit(_ego_flags)
-ego_bicycle_nb = _jit(_ego_bicycle)
+bicycle_clip_nb = _jit(_bicycle_clip)
+bicycle_forward_nb = _jit(_bicycle_forward)

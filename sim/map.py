@@ -230,6 +230,11 @@ class LaneMap:
     def _tree(self) -> STRtree:
         return STRtree([self.lanes[i].polygon for i in self.lane_ids])
 
+    @property
+    def lane_tree(self) -> STRtree:
+        """STRtree of the lane polygons, in :attr:`lane_ids` order (built once per map)."""
+        return self._tree
+
     def lanes_at(self, x: float, y: float) -> list[str]:
         """Ids of lanes whose area contains the point."""
         idx = self._tree.query(shapely.Point(x, y), predicate="intersects")

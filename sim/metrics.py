@@ -24,9 +24,7 @@ metrics through the ``loopdrive.metrics`` entry-point group (an object with the
 
 from __future__ import annotations
 
-import contextlib
 import math
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -37,6 +35,7 @@ import shapely
 from numpy.typing import NDArray
 
 from sim.registry import Registry
+from sim.safety import contact_interval, first_on_grid, in_contact
 from sim.world import box_corners, boxes_overlap
 
 __all__ = [
@@ -73,10 +72,12 @@ COMFORT_LIMITS: Mapping[str, tuple[float, float]] = {
 DRIVABLE_TOLERANCE_M = 0.3
 #: nuPlan ``driving_direction_compliance``: wrong-way progress within any 1 s window, metres.
 WRONG_WAY_OK_M, WRONG_WAY_HALF_M, WRONG_WAY_WINDOW_S = 2.0, 6.0, 1.0
-#: nuPlan ``time_to_collision_within_bound``: least acceptable TTC (s), projection horizon (s).
-TTC_MIN_S, TTC_HORIZON_S, TTC_STEP_S = 0.95, 1.0, 0.1
-#: Extra horizon for the reported ``ttc`` value (the score uses :data:`TTC_MIN_S`).
-TTC_REPORT_HORIZON_S = 3.0
+#: nuPlan ``time_to_collision_within_bound``: least acceptable TTC (s) and projection step (s).
+TTC_MIN_S, TTC_STEP_S = 0.95, 0.1
+#: s: the ``ttc`` metric projects this far ahead (nuPlan projects 1 s; the value is searched further
+#: so it says how close a call was, and the score -- a TTC below :data:`TTC_MIN_S` -- is the same).
+#: Not the engine's per-step signal horizon (:data:`sim.safety.TTC_SIGNAL_HORIZON_S`).
+TTC_METRIC_HORIZON_S = 3.0
 #: nuPlan ``speed_limit_compliance``: overspeed (m/s) that, held for the whole episode, scores 0.
 MAX_OVERSPEED_MS = 2.23
 #: nuPlan ``ego_is_making_progress``: least ratio of ego progress to the reference.
@@ -314,24 +315,20 @@ def metric(
 
 
 # -------------------------------------------------------------------------------- collisions
+def _ego_and_actors(rec: EpisodeRecord) -> tuple[tuple[FloatArray, ...], tuple[FloatArray, ...], tuple[FloatArray, FloatArray]]:
+    """The record as :func:`sim.safety.contact_interval` arguments: ego (T,) and actors (T, N)."""
+    ego = (rec.ego_xy[:, 0], rec.ego_xy[:, 1], rec.ego_yaw, rec.ego_speed)
+    actors = (rec.actor_xy[..., 0], rec.actor_xy[..., 1], rec.actor_yaw, rec.actor_speed)
+    return ego, actors, (rec.actor_size[:, 0], rec.actor_size[:, 1])
+
+
 def _collision_events(rec: EpisodeRecord) -> list[dict[str, Any]]:
     """First contact with each actor: step, actor, class, and whether the ego is at fault."""
     if not rec.actor_ids:
         return []
     el, ew = rec.ego_size
-    hit = (
-        boxes_overlap(
-            (rec.ego_xy[:, 0:1], rec.ego_xy[:, 1:2], rec.ego_yaw[:, None], el, ew),
-            (
-                rec.actor_xy[..., 0],
-                rec.actor_xy[..., 1],
-                rec.actor_yaw,
-                rec.actor_size[None, :, 0],
-                rec.actor_size[None, :, 1],
-            ),
-        )
-        & rec.actor_valid
-    )
+    ego, actors, size = _ego_and_actors(rec)
+    hit = in_contact(contact_interval(ego, (el, ew), actors, size, rec.actor_valid)[0])
     events = []
     for j in np.flatnonzero(hit.any(axis=0)):
         t = int(np.argmax(hit[:, j]))
@@ -391,18 +388,10 @@ def _any_collision(rec: EpisodeRecord) -> MetricValue:
 
 
 # ---------------------------------------------------------------------------- drivable area
-_AREA_CACHE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-
 def _drivable(lane_map: Any) -> Any:
-    try:
-        return _AREA_CACHE[lane_map]
-    except (KeyError, TypeError):
-        pass
+    """The map's drivable area (built once per map), prepared for fast distance queries."""
     area = lane_map.drivable_area
-    shapely.prepare(area)
-    with contextlib.suppress(TypeError):
-        _AREA_CACHE[lane_map] = area
+    shapely.prepare(area)  # in place, once: a prepared geometry stays prepared
     return area
 
 
@@ -420,29 +409,13 @@ def _offroad(rec: EpisodeRecord) -> MetricValue:
 
 
 # ------------------------------------------------------------------------- driving direction
-_TREE_CACHE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-
-def _lane_tree(lane_map: Any) -> tuple[Any, list[str]]:
-    try:
-        return _TREE_CACHE[lane_map]
-    except (KeyError, TypeError):
-        pass
-    ids = list(lane_map.lane_ids)
-    tree = shapely.STRtree([lane_map.lanes[i].polygon for i in ids])
-    out = (tree, ids)
-    with contextlib.suppress(TypeError):
-        _TREE_CACHE[lane_map] = out
-    return out
-
-
 def _wrong_way_step(rec: EpisodeRecord) -> FloatArray:
     """Per step, the distance (m) the ego moved against the direction of every lane it is on
     (0 when some lane agrees with its motion, or when it is on no lane)."""
     T = rec.n_steps
     step_vec = np.diff(rec.ego_xy, axis=0)
     step_len = np.linalg.norm(step_vec, axis=1)
-    tree, ids = _lane_tree(rec.lane_map)
+    tree, ids = rec.lane_map.lane_tree, rec.lane_map.lane_ids
     mid = 0.5 * (rec.ego_xy[1:] + rec.ego_xy[:-1])
     pairs = tree.query(shapely.points(mid), predicate="intersects")
     agree = np.zeros(T - 1, bool)
@@ -510,52 +483,24 @@ def _making_progress(rec: EpisodeRecord) -> MetricValue:
 # ------------------------------------------------------------------------------------- TTC
 def _min_ttc(rec: EpisodeRecord, horizon_s: float) -> tuple[float, int, str | None]:
     """Smallest time-to-collision (s) over the episode, projecting the ego and every actor ahead of
-    it at constant velocity (nuPlan's method); inf when nothing is hit within ``horizon_s``. Steps
-    where the ego is stopped and actors already in contact or behind the ego are skipped."""
+    it at constant velocity on nuPlan's 0.1 s grid (:func:`sim.safety.first_on_grid`); inf when
+    nothing is hit within ``horizon_s``. Steps where the ego is stopped, and actors already in
+    contact or behind the ego, are skipped. Returns (TTC, step, actor id)."""
     n = len(rec.actor_ids)
     if n == 0:
         return math.inf, -1, None
     el, ew = rec.ego_size
-    taus = np.arange(0.0, horizon_s + 1e-9, TTC_STEP_S)  # (K,)
-    ex, ey, eyaw, ev = rec.ego_xy[:, 0], rec.ego_xy[:, 1], rec.ego_yaw, rec.ego_speed
-    ax, ay, ayaw, av = rec.actor_xy[..., 0], rec.actor_xy[..., 1], rec.actor_yaw, rec.actor_speed
-    c, s = np.cos(eyaw)[:, None], np.sin(eyaw)[:, None]
-    x_rel = c * (ax - ex[:, None]) + s * (ay - ey[:, None])  # (T, N)
-    dist = np.hypot(ax - ex[:, None], ay - ey[:, None])
-    reach = (
-        (np.abs(ev)[:, None] + np.abs(av)) * horizon_s
-        + 0.5 * (el + rec.actor_size[None, :, 0])
-        + ew
-        + rec.actor_size[None, :, 1]
-    )
-    now = boxes_overlap(
-        (ex[:, None], ey[:, None], eyaw[:, None], el, ew),
-        (ax, ay, ayaw, rec.actor_size[None, :, 0], rec.actor_size[None, :, 1]),
-    )
-    cand = (
-        rec.actor_valid
-        & (dist <= reach)
-        & (x_rel >= -el / 2.0)
-        & ~now
-        & (np.abs(ev) >= STOPPED_SPEED_MS)[:, None]
-    )
-    ti, ni = np.nonzero(cand)
-    if len(ti) == 0:
+    ego, actors, size = _ego_and_actors(rec)
+    ex, ey, eyaw, ev = ego
+    x_rel = np.cos(eyaw)[:, None] * (actors[0] - ex[:, None]) + np.sin(eyaw)[:, None] * (actors[1] - ey[:, None])
+    cand = rec.actor_valid & (x_rel >= -el / 2.0) & (np.abs(ev) >= STOPPED_SPEED_MS)[:, None]
+    first, last = contact_interval(ego, (el, ew), actors, size, cand)
+    cand &= ~in_contact(first)
+    ttc = np.where(cand, first_on_grid(first, last, horizon_s, TTC_STEP_S), np.inf)
+    k = int(np.argmin(ttc))
+    if not np.isfinite(ttc.flat[k]):
         return math.inf, -1, None
-    K = taus[None, :]
-    pex = ex[ti, None] + ev[ti, None] * np.cos(eyaw[ti, None]) * K
-    pey = ey[ti, None] + ev[ti, None] * np.sin(eyaw[ti, None]) * K
-    pax = ax[ti, ni, None] + av[ti, ni, None] * np.cos(ayaw[ti, ni, None]) * K
-    pay = ay[ti, ni, None] + av[ti, ni, None] * np.sin(ayaw[ti, ni, None]) * K
-    hit = boxes_overlap(
-        (pex, pey, eyaw[ti, None], el, ew),
-        (pax, pay, ayaw[ti, ni, None], rec.actor_size[ni, 0, None], rec.actor_size[ni, 1, None]),
-    )
-    first = np.where(hit.any(axis=1), taus[np.argmax(hit, axis=1)], np.inf)
-    k = int(np.argmin(first))
-    if not np.isfinite(first[k]):
-        return math.inf, -1, None
-    return float(first[k]), int(ti[k]), rec.actor_ids[ni[k]]
+    return float(ttc.flat[k]), k // n, rec.actor_ids[k % n]
 
 
 @metric("ttc", "s", "weighted", weight=5.0)
@@ -563,7 +508,7 @@ def _ttc(rec: EpisodeRecord) -> MetricValue:
     """Minimum time-to-collision (nuPlan ``time_to_collision_within_bound``): value = the smallest
     constant-velocity TTC (s) over the episode, searched up to 3 s (inf when none); score 1 when
     no TTC below 0.95 s occurs within nuPlan's 1 s projection horizon, else 0."""
-    ttc, step, actor = _min_ttc(rec, TTC_REPORT_HORIZON_S)
+    ttc, step, actor = _min_ttc(rec, TTC_METRIC_HORIZON_S)
     return MetricValue(ttc, 1.0 if ttc >= TTC_MIN_S else 0.0, {"step": step, "actor": actor})
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
 from sim import engine
-from sim.behavior import BEHAVIORS, idm_accel
+from sim.behavior import BEHAVIORS
 from sim.errors import RegistryError
+from sim.idm import IdmArrays, idm_accel
 from sim.spec import BehaviorSpec, InsertOp, RemoveOp, ScenarioSpec, SpawnSpec
 from sim.world import boxes_overlap, crossroads_scene
 
@@ -52,12 +56,16 @@ def test_registry_lists_builtins_and_rejects_unknown():
 
 
 def test_idm_free_road_and_standstill():
-    p = {k: np.array(v) for k, v in BEHAVIORS.get("idm").defaults.items()}
+    d = BEHAVIORS.get("idm").defaults
+    p = IdmArrays(*(np.array(d[k]) for k in ("a_max", "b_comf", "s0", "T", "delta", "decel_max")))
     # free road below v0 accelerates, at v0 does not
-    assert idm_accel(np.array(5.0), np.array(0.0), np.array(np.inf), p, np.array(10.0)) > 1.5
-    assert abs(idm_accel(np.array(10.0), np.array(10.0), np.array(np.inf), p, np.array(10.0))) < 1e-9
+    assert idm_accel(np.array(5.0), np.array(0.0), np.array(np.inf), np.array(10.0), p) > 1.5
+    assert abs(idm_accel(np.array(10.0), np.array(10.0), np.array(np.inf), np.array(10.0), p)) < 1e-9
     # close behind a stopped car: brakes at the physical limit
-    assert idm_accel(np.array(12.0), np.array(0.0), np.array(5.0), p, np.array(14.0)) == -p["decel_max"]
+    assert idm_accel(np.array(12.0), np.array(0.0), np.array(5.0), np.array(14.0), p) == -p.decel_max
+    # a desired speed of zero: "hold" never creeps forward, "brake" brakes at a_max
+    assert idm_accel(np.array(0.005), np.array(0.0), np.array(np.inf), np.array(0.0), p) <= 0.0
+    assert idm_accel(np.array(3.0), np.array(0.0), np.array(np.inf), np.array(0.0), p, zero_v0="brake") == -d["a_max"]
 
 
 def test_idm_follower_stops_behind_stopped_car_without_collision():
@@ -203,3 +211,50 @@ def test_mobil_change_close_behind_a_stopped_car_never_overlaps_and_completes(s0
     assert not _overlapping_pairs(c, hist)
     i, j = c.ids.index("m"), c.ids.index("stopped")
     assert hist[-1].x[0, i] > hist[-1].x[0, j] + 5.0  # got past it in the other lane
+
+
+def test_a_plug_in_behaviour_brings_its_own_motion():
+    """The behaviour/motion seam: a behaviour registered in-test with its own vectorised motion
+    (circling at a fixed yaw rate) is dispatched by the engine for its rows only."""
+    from sim.behavior import Behavior
+    from sim.motion import Motion
+
+    class Circle(Motion):
+        kind = "circle"
+
+        @staticmethod
+        def advance(ctx, rows):
+            x, y, yaw, v = ctx.pre
+            m = rows & ctx.spawned
+            yaw1 = yaw + ctx.c.params["yaw_rate"][None, :] * ctx.dt
+            ctx.yaw = np.where(m, yaw1, ctx.yaw)
+            ctx.x = np.where(m, x + v * np.cos(yaw1) * ctx.dt, ctx.x)
+            ctx.y = np.where(m, y + v * np.sin(yaw1) * ctx.dt, ctx.y)
+
+    class Circling(Behavior):
+        name = "circling"
+        motion = Circle
+        defaults: ClassVar[Mapping[str, float]] = {"yaw_rate": 0.5}
+
+    assert Circling.kind == "circle"
+    BEHAVIORS.register("circling", Circling)
+    try:
+        _drive_circling()
+    finally:
+        BEHAVIORS._items.pop("circling", None)  # the registry as it was (tests never leak entries)
+
+
+def _drive_circling():
+    spec = ScenarioSpec(
+        horizon_s=2.0,
+        actors=(InsertOp("c1", "car", CAR, SpawnSpec(lane="N_in_0", s=20.0, speed=5.0), behavior=BehaviorSpec("circling", {"yaw_rate": 0.3})),),
+    )
+    c = engine.compile_scenario(spec, crossroads_scene())
+    st = engine.reset(c, np.random.default_rng(0))
+    i = c.ids.index("c1")
+    j = c.ids.index("car_1")
+    yaw0, car0 = float(st.yaw[0, i]), float(st.x[0, j])
+    for _ in range(10):
+        st = engine.step(st, np.zeros(2))
+    assert float(st.yaw[0, i]) == pytest.approx(yaw0 + 10 * 0.3 * 0.1)
+    assert float(st.x[0, j]) != car0  # the replayed car still moves by its own behaviour

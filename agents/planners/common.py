@@ -26,9 +26,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sim.controller import pure_pursuit_steer, pursuit_offset
 from sim.dynamics import BicycleState, KinematicBicycle
 from sim.geometry import wrap_angle
+from sim.idm import idm_accel
 from sim.map import LaneMap, Polyline
+from sim.paths import route_points, straight_continuation
 
 __all__ = [
     "CLASS_CODES",
@@ -46,6 +49,9 @@ __all__ = [
 ]
 
 F64 = NDArray[np.float64]
+
+#: m over which the planners' reference line blends a lane change (the engine's paths: 25 m)
+REF_BLEND_M = 20.0
 
 #: class name -> integer code used in the ``objects`` observation (0 = free slot)
 CLASS_CODES: dict[str, int] = {
@@ -187,41 +193,6 @@ def actors_from_obs(obs: Mapping[str, Any]) -> ActorsView:
 
 
 # ------------------------------------------------------------------------------- route path
-def _route_points(lane_map: LaneMap, route: Sequence[str], blend: float = 20.0) -> tuple[F64, F64]:
-    """Centreline points of a lane route (lane changes blended over ``blend`` metres) and the speed
-    limit (m/s) of each point."""
-    pts: list[F64] = []
-    lim: list[F64] = []
-    i = 0
-    r = list(route)
-    while i < len(r):
-        ln = lane_map.lanes[r[i]]
-        c = np.asarray(ln.centerline, np.float64)
-        if i + 1 < len(r) and r[i + 1] in (ln.left, ln.right) and r[i + 1] not in ln.successors:
-            nb = lane_map.lanes[r[i + 1]]
-            pa, pb = ln.polyline, nb.polyline
-            s0 = float(pa.project(pts[-1][-1])[0]) if pts else 0.0
-            L = min(blend, max(1.0, 0.8 * (pa.length - s0)))
-            ss = s0 + np.linspace(0.0, L, 12)
-            xa, _ = pa.interpolate(ss)
-            xb, _ = pb.interpolate(pb.project(xa)[0])
-            w = 0.5 - 0.5 * np.cos(np.pi * (ss - s0) / L)
-            c = (1 - w[:, None]) * xa + w[:, None] * xb
-            sb_end = float(pb.project(xb[-1])[0])
-            rest = nb.centerline[1:][pb.s[1:] > sb_end + 1e-6]
-            c = np.concatenate([c, rest], axis=0)
-            ln = nb
-            i += 2
-        else:
-            i += 1
-        if pts and len(c) and np.linalg.norm(pts[-1][-1] - c[0]) < 1e-6:
-            c = c[1:]
-        if len(c):
-            pts.append(c)
-            lim.append(np.full(len(c), ln.speed_limit))
-    return np.concatenate(pts, axis=0), np.concatenate(lim)
-
-
 class RouteRef:
     """The route as one reference polyline (extended straight on by successors so the planner never
     runs off its end), with speed limits and curvature along it.
@@ -231,12 +202,11 @@ class RouteRef:
     """
 
     def __init__(self, lane_map: LaneMap, route: Sequence[str], extend_m: float = 60.0) -> None:
-        from sim.behavior import straight_continuation
-
         self.route = tuple(route)
         route_len = sum(lane_map.lanes[r].length for r in route)
         ext = straight_continuation(lane_map, list(route), route_len + extend_m)
-        pts, lim = _route_points(lane_map, ext)
+        rp = route_points(lane_map, ext, blend=REF_BLEND_M)
+        pts, lim = rp.xy, rp.speed_limit
         tail = pts[-1] + (pts[-1] - pts[-2]) / max(np.linalg.norm(pts[-1] - pts[-2]), 1e-9) * extend_m
         pts = np.concatenate([pts, tail[None]])
         lim = np.concatenate([lim, lim[-1:]])
@@ -244,7 +214,7 @@ class RouteRef:
         keep = np.concatenate([[True], np.linalg.norm(np.diff(pts, axis=0), axis=1) > 1e-9])
         self.limit_at_vertex = lim[keep]
         #: arc length where the requested route ends (the extension is only a run-out), m
-        self.route_end_s = float(self.polyline.project(_route_points(lane_map, list(route))[0][-1])[0])
+        self.route_end_s = float(self.polyline.project(route_points(lane_map, list(route), blend=REF_BLEND_M).xy[-1])[0])
         # curvature per vertex (1/m) from heading change over the neighbouring segments
         yaw = self.polyline.seg_yaw
         dyaw = np.abs(wrap_angle(np.diff(yaw)))
@@ -307,18 +277,6 @@ class IdmParams:
     stop_at_route_end: bool = False
     jerk_max: float = 3.5
     emergency_decel: float = 4.0
-
-
-def idm_accel(v: F64, v0: F64, gap: F64, v_lead: F64, p: IdmParams) -> F64:
-    """IDM acceleration (m/s²) for speed ``v``, desired speed ``v0``, bumper gap ``gap`` (m, inf =
-    free road) and leader speed ``v_lead``, clipped to [-decel_max, a_max]."""
-    v = np.maximum(v, 0.0)
-    dv = v - v_lead
-    s_star = p.s0 + np.maximum(0.0, v * p.T + v * dv / (2.0 * math.sqrt(p.a_max * p.b_comf)))
-    free = 1.0 - (v / np.maximum(v0, 0.1)) ** p.delta
-    inter = (s_star / np.maximum(gap, 0.1)) ** 2
-    acc = p.a_max * np.where(v0 <= 0.05, -1.0, free) - p.a_max * inter
-    return np.clip(acc, -p.decel_max, p.a_max)
 
 
 # --------------------------------------------------------------------------------- forecast
@@ -408,9 +366,7 @@ def forecast(
         s_la = s_r + ld
         tgt, _ = route.point(s_la, d_ref(s_la))
         dxy = tgt - rear
-        alpha = wrap_angle(np.arctan2(dxy[:, 1], dxy[:, 0]) - state.yaw)
-        dist = np.maximum(np.hypot(dxy[:, 0], dxy[:, 1]), 1.0)
-        steer = np.arctan(2.0 * L * np.sin(alpha) / dist)
+        steer = pure_pursuit_steer(dxy[:, 0], dxy[:, 1], state.yaw, L)
         # --- speed: IDM behind the nearest actor in the corridor
         lim = route.limit(s_e)
         kap = route.max_curvature(s_e, s_e + np.maximum(2.5 * v, 10.0) + 5.0)
@@ -431,7 +387,7 @@ def forecast(
             closer = gmin < gap
             gap = np.where(closer, gmin, gap)
             v_lead = np.where(closer, np.maximum(v_along[k][j], 0.0), v_lead)
-        acc = idm_accel(v, v0, gap, v_lead, params)
+        acc = idm_accel(v, v_lead, gap, v0, params, zero_v0="brake")
         a_prev = state.accel
         lo = np.where(acc < -params.emergency_decel, -np.inf, a_prev - params.jerk_max * dt_s)
         acc = np.clip(acc, lo, a_prev + params.jerk_max * dt_s)
@@ -440,14 +396,6 @@ def forecast(
         U[:, k] = np.stack([state.accel, state.steer], axis=-1)
         X[:, k + 1], Y[:, k + 1], YAW[:, k + 1], V[:, k + 1], A[:, k + 1] = state.x, state.y, state.yaw, state.v, state.accel
     return ForecastResult(t, X, Y, YAW, V, A, U, axy)
-
-
-def pursuit_offset(bicycle: KinematicBicycle) -> float:
-    """Distance (m) from the model's reference point (the box centre) back to the point whose
-    heading follows ``yaw' = v tan(steer) / L`` -- where pure pursuit is exact: ``lr`` for a
-    centre-of-gravity bicycle, 0 for the engine's model, which turns about its reference point."""
-    lr = getattr(bicycle, "lr", 0.0)
-    return float(bicycle.wheelbase / 2.0 if lr is None else lr)
 
 
 def _smooth(u: F64) -> F64:

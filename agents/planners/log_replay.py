@@ -23,10 +23,10 @@ from agents.base import (
     PlannerInit,
     PlannerParams,
 )
-from agents.planners.common import ego_from_obs, pursuit_offset
+from agents.planners.common import ego_from_obs
+from sim.controller import SCALAR_MATH, pure_pursuit_steer, pursuit_offset
 from sim.dynamics import KinematicBicycle
 from sim.errors import ScenarioError
-from sim.geometry import wrap_angle
 from sim.map import Polyline
 
 __all__ = ["LogReplayParams", "LogReplayPlanner"]
@@ -93,8 +93,7 @@ class LogReplayPlanner(Planner):
         ld = max(4.0, self.lookahead_s * max(ego.speed, v_ref))
         tgt, _ = self._poly.interpolate(float(s_r) + ld)
         d = tgt - rear
-        alpha = float(wrap_angle(math.atan2(d[1], d[0]) - ego.yaw))
-        steer = math.atan(2.0 * self.wheelbase * math.sin(alpha) / max(float(np.hypot(*d)), 1.0))
+        steer = pure_pursuit_steer(d[0], d[1], ego.yaw, self.wheelbase, fn=SCALAR_MATH)
         if v_ref < 0.05 and ego.speed < 0.3:
             accel = min(accel, -1.0)
         if accel > -4.0:  # comfort: bounded jerk unless braking hard

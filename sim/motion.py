@@ -1,0 +1,243 @@
+"""The vectorised motion of the actors: what a behaviour (:mod:`sim.behavior`) does each step.
+
+Every :class:`~sim.behavior.Behavior` names the :class:`Motion` that moves its actors. The engine
+groups the slots by motion and, each step, calls each motion once with the mask of its slots
+(``rows``, (1, N)) and a :class:`StepContext`: the arrays of the B batched worlds (B, N) after the
+ego has moved. A motion reads the world before any actor moved (``ctx.pre``) and writes only its
+own rows of the output arrays, so motions do not depend on their order. At a reset, ``start``
+places its rows (:class:`ResetContext`).
+
+Built-in motions (units SI: m, s, m/s, m/s^2):
+
+* :class:`PathMotion` (``idm``, ``mobil``): along a lane path (:mod:`sim.paths`) with the IDM
+  acceleration (:mod:`sim.idm`) behind the leader on the path or a yield line at a junction,
+  the scripted brake, MOBIL lane changes for the rows that change lanes, and the compiled
+  integration (:data:`sim.kernels.path_motion_nb`): speed, arc length and a lateral offset that
+  decays over ``lane_change_time``;
+* :class:`ConstantVelocityMotion`: straight along the heading towards ``speed``;
+* :class:`ReplayMotion`: the logged poses, absent outside the track's time span;
+* :class:`StaticMotion`: does not move.
+
+A plug-in behaviour may bring its own :class:`Motion` subclass (a ``kind`` other than the four
+above gets no lane path or replay table from the compiler; it moves from the poses alone).
+What a scenario compiles per kind (lane paths for ``path``, replay tables for ``replay``) stays in
+:mod:`sim.engine_compile`: those tables are shared by all rows and built once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sim.geometry import fclip
+from sim.idm import idm_accel
+from sim.kernels import path_motion_nb
+from sim.mobil import mobil_changes
+from sim.paths import conflict_stops, path_neighbours
+
+if TYPE_CHECKING:
+    from sim.engine_compile import Compiled
+    from sim.engine_state import SimState
+
+__all__ = ["ConstantVelocityMotion", "Motion", "PathMotion", "ReplayMotion", "ResetContext", "StaticMotion", "StepContext"]
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+B_ = NDArray[np.bool_]
+
+#: fraction of the lane-change lateral rate kept at standstill (the rate scales with speed / 5 m/s
+#: above it): a lane change blocked by a stopped car in its old lane still completes
+LC_CREEP = 0.2
+
+
+@dataclass(eq=False)
+class StepContext:
+    """One engine step of B worlds with N slots. ``pre`` = (x, y, yaw, v) (B, N) after the ego moved
+    and before any actor did (read-only); the other arrays are the step's outputs (motions replace
+    or update their own rows); ``hidden`` marks rows a motion makes absent this step."""
+
+    c: Compiled
+    state: SimState  # the state the step starts from
+    k: I64  # (B,) index of the step being made
+    dt: float  # s
+    spawned: B_  # (B, N) rows that exist this step
+    pre: tuple[F64, F64, F64, F64]
+    x: F64
+    y: F64
+    yaw: F64
+    v: F64
+    acc: F64
+    path_id: I64
+    s: F64
+    d: F64
+    lc_timer: F64
+    lc_hold: F64
+    alive: B_
+    hidden: B_
+
+    @property
+    def braking(self) -> B_:
+        """(B, N) rows whose scripted brake (``brake_at_s`` after the start) is on."""
+        return (self.k * self.dt)[:, None] >= self.c.row["p_brake_at_s"]
+
+
+@dataclass(eq=False)
+class ResetContext:
+    """The (B, N) arrays of B worlds being reset (writable); ``c`` the compiled scenario."""
+
+    c: Compiled
+    x: F64
+    y: F64
+    yaw: F64
+    v: F64
+    valid: B_
+    d: F64
+    lc_hold: F64
+
+
+class Motion:
+    """How the rows of some behaviours move; subclasses override :meth:`start` and :meth:`advance`."""
+
+    kind: ClassVar[str] = "custom"
+
+    @staticmethod
+    def start(ctx: ResetContext, rows: B_) -> None:
+        """Place ``rows`` (N,) at a reset (default: where the world puts them)."""
+
+    @staticmethod
+    def advance(ctx: StepContext, rows: B_) -> None:
+        """Move ``rows`` (1, N) by one step (default: stay)."""
+
+
+class StaticMotion(Motion):
+    """Stays where it is, at rest."""
+
+    kind = "static"
+
+    @staticmethod
+    def start(ctx: ResetContext, rows: B_) -> None:
+        ctx.v[:, rows] = 0.0
+
+
+class ConstantVelocityMotion(Motion):
+    """Straight along the heading; the speed goes to ``speed`` (NaN = keep the current one) within
+    [-brake_decel, a_max] m/s^2, or down to ``brake_to_speed`` while the scripted brake is on."""
+
+    kind = "constant_velocity"
+
+    @staticmethod
+    def advance(ctx: StepContext, rows: B_) -> None:
+        R, dt = ctx.c.row, ctx.dt
+        m = rows & ctx.spawned
+        if not m.any():
+            return
+        x, y, yaw, v = ctx.pre
+        braking = ctx.braking
+        vt = np.where(R["speed_nan"], v, R["p_speed"])
+        vt = np.where(braking, np.minimum(vt, R["p_brake_to_speed"]), vt)
+        a_cv = fclip((vt - v) / dt, -R["p_brake_decel"], R["p_a_max"])
+        v1 = np.maximum(v + a_cv * dt, 0.0)
+        vm = 0.5 * (v + v1)
+        ctx.x = np.where(m, x + vm * np.cos(yaw) * dt, ctx.x)
+        ctx.y = np.where(m, y + vm * np.sin(yaw) * dt, ctx.y)
+        ctx.acc = np.where(m, a_cv, ctx.acc)
+        ctx.v = np.where(m, v1, ctx.v)
+
+
+class ReplayMotion(Motion):
+    """The logged pose at each step (``Compiled.replay_*``), present only within the track's span."""
+
+    kind = "replay"
+
+    @staticmethod
+    def start(ctx: ResetContext, rows: B_) -> None:
+        c = ctx.c
+        ctx.x[:, rows] = c.replay_pose[0, rows, 0]
+        ctx.y[:, rows] = c.replay_pose[0, rows, 1]
+        ctx.yaw[:, rows] = c.replay_pose[0, rows, 3]
+        ctx.v[:, rows] = c.replay_speed[0, rows]
+        ctx.valid[:, rows] &= c.replay_valid[0, rows]
+
+    @staticmethod
+    def advance(ctx: StepContext, rows: B_) -> None:
+        c, dt = ctx.c, ctx.dt
+        kk = np.minimum(ctx.k, c.horizon_steps)
+        rp = c.replay_pose[kk]  # (B, N, 4)
+        ctx.x = np.where(rows, rp[..., 0], ctx.x)
+        ctx.y = np.where(rows, rp[..., 1], ctx.y)
+        ctx.yaw = np.where(rows, rp[..., 3], ctx.yaw)
+        v_new = c.replay_speed[kk]
+        ctx.acc = np.where(rows, (v_new - ctx.pre[3]) / dt, ctx.acc)
+        ctx.v = np.where(rows, v_new, ctx.v)
+        ctx.hidden |= rows & ~c.replay_valid[kk]
+
+
+class PathMotion(Motion):
+    """Along a lane path with IDM, junction yielding, the scripted brake and (for the rows of
+    lane-changing behaviours) MOBIL; see the module docstring."""
+
+    kind = "path"
+
+    @staticmethod
+    def start(ctx: ResetContext, rows: B_) -> None:
+        c = ctx.c
+        px, py, h = c.paths.sample(c.path0, c.s0)
+        # path followers start exactly on their path (plus the lateral offset of a pending lane change)
+        d = np.where(np.abs(c.d0) > 0.75, c.d0, 0.0)
+        ctx.x[:, rows] = (px - d * np.sin(h))[rows]
+        ctx.y[:, rows] = (py + d * np.cos(h))[rows]
+        ctx.yaw[:, rows] = h[rows]
+        ctx.d[:, rows] = d[rows]
+        ctx.lc_hold[:, rows] = np.where(np.abs(d) > 0, c.params["lane_change_after_s"], 0.0)[rows]
+
+    @staticmethod
+    def advance(ctx: StepContext, rows: B_) -> None:
+        c, dt = ctx.c, ctx.dt
+        ctx.lc_timer = np.maximum(ctx.lc_timer - dt, 0.0)
+        ctx.lc_hold = np.maximum(ctx.lc_hold - dt, 0.0)
+        m = rows & ctx.spawned
+        if not m.any():
+            return
+        a, props, allowed, gap, v_lead = _path_accel(ctx)
+        if c.changes_lanes.any():
+            mobil_changes(ctx, props, allowed, gap, v_lead, a, m)
+        R, paths = c.row, c.paths
+        path_motion_nb(
+            paths.xy, paths.heading, paths.ds, paths.end_s, ctx.path_id, m, a, dt, R["lc_rate"][0], LC_CREEP,
+            ctx.x, ctx.y, ctx.yaw, ctx.v, ctx.acc, ctx.s, ctx.d, ctx.lc_hold, ctx.alive,
+        )  # fmt: skip
+
+
+def _path_accel(ctx: StepContext) -> tuple[F64, F64, NDArray[np.bool_], F64, F64]:
+    """IDM acceleration (B, N) of every row towards its leader on its path or its stop line,
+    capped by the scripted brake; also the actor table (B, N, 6), who sees whom (B, N, N), and the
+    leader gap (m, own half length taken off) and speed used (MOBIL reuses them)."""
+    c, state, dt = ctx.c, ctx.state, ctx.dt
+    R, paths = c.row, c.paths
+    B, N = ctx.s.shape
+    x, y, yaw, v = ctx.pre
+    present = state.valid.copy()
+    present[:, 0] = True
+    props = np.empty((B, N, 6))
+    props[..., 0], props[..., 1], props[..., 2], props[..., 3], props[..., 4], props[..., 5] = x, y, yaw, v, c.length, c.width
+    allowed = present[:, None, :] & c.not_self[None]
+    # a lane change in progress (d != 0) watches the corridor from its lane path to where it is
+    gap, v_lead, _ = path_neighbours(paths, ctx.path_id, ctx.s, R["width"], props, allowed, offset=ctx.d)
+    gap = gap - 0.5 * R["length"]
+    stop = conflict_stops(paths, ctx.path_id, ctx.s, v, R["length"], active=present & R["path_or_ego"], can_yield=R["is_path"])
+    use_stop = stop < gap
+    g = np.where(use_stop, stop, gap)
+    vl = np.where(use_stop, 0.0, v_lead)
+    lim = paths.speed_limit[ctx.path_id, paths.vertex(ctx.path_id, ctx.s)]
+    v0 = np.where(R["v0_nan"], lim, R["p_v0"]) * state.v0_scale
+    a = idm_accel(v, vl, g, v0, R["idm"])
+    braking = ctx.braking
+    if braking.any():  # scripted brake: brake_decel down to brake_to_speed, then hold it
+        a_brake = np.where(v > R["p_brake_to_speed"] + 1e-6, -R["p_brake_decel"], 0.0)
+        a_brake = np.maximum(a_brake, (R["p_brake_to_speed"] - v) / dt)
+        a = np.where(braking, np.minimum(a, a_brake), a)
+    return a, props, allowed, gap, v_lead
+
