@@ -83,6 +83,25 @@ def _environ(defaults: Mapping[str, str]) -> Iterator[None]:
             os.environ.pop(k, None)
 
 
+#: Ray loggers whose start-up notices are not for loopdrive's users (token authentication being
+#: on for a new local instance is what we want; it is said on every start)
+_RAY_NOTICES = ("ray._private.authentication.authentication_token_setup",)
+
+
+@contextlib.contextmanager
+def _quiet(names: Iterable[str]) -> Iterator[None]:
+    """Raise the given loggers to ERROR for the block."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, levels, strict=True):
+            lg.setLevel(lv)
+
+
 def _proc_table() -> dict[int, tuple[int, int]]:
     """pid -> (parent pid, start time in clock ticks) of every process (Linux ``/proc``; empty
     elsewhere)."""
@@ -259,7 +278,7 @@ def _start_local(ray: Any, workers: int) -> tuple[Path, subprocess.Popen[bytes] 
         before = _descendants()
         t0 = time.monotonic()
         try:
-            with _environ(RAY_ENV_DEFAULTS):
+            with _environ(RAY_ENV_DEFAULTS), _quiet(_RAY_NOTICES):
                 ray.init(
                     address="local",
                     num_cpus=max(1, workers),
