@@ -1,25 +1,8 @@
-"""loopdrive planners: the :class:`~agents.base.Planner` interface and reference planners."""
+"""loopdrive's reference planners (:mod:`agents.planners`), learned policies (:mod:`agents.bc`,
+:mod:`agents.sb3_planner`) and their training.
 
-from agents.base import (
-    PLANNERS,
-    Control,
-    ObservationSpec,
-    Planner,
-    PlannerInit,
-    PlannerOutput,
-    Trajectory,
-    check_observation_spec,
-    make_planner,
-)
-
-__all__ = [
-    "PLANNERS",
-    "Control",
-    "ObservationSpec",
-    "Planner",
-    "PlannerInit",
-    "PlannerOutput",
-    "Trajectory",
-    "check_observation_spec",
-    "make_planner",
-]
+The planner interface they implement lives in the simulator, :mod:`sim.planning`; each planner and
+trainer here registers through the ``loopdrive.planners`` / ``loopdrive.trainers`` entry-point
+groups (``pyproject.toml``) exactly like a third-party plug-in, so ``sim`` never imports this
+package.
+"""

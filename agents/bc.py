@@ -1,8 +1,9 @@
 """Behaviour cloning: a small torch policy from the ``bev`` raster (plus the ego's speed, acceleration
 and steering) to the expert's control, trained on expert (``pdm_closed``) rollouts.
 
-**Shard format** (one ``.npz`` per episode, written atomically by :func:`collect_episodes`; other
-producers -- the data loop's exporter -- may write the same keys):
+**Shard format** (one ``.npz`` per episode, the planning interface's
+:mod:`sim.planning.training`; written by ``sim.collect`` -- expert and DAgger collections -- and
+by the data loop's exporter ``sim.export``):
 
 * ``bev``: (T, H, W, C) uint8, the ``bev`` observation (``sim.observations.BevObservation``:
   channels drivable area, route, actors, ego; ego heading up);
@@ -33,20 +34,20 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from agents.base import PLANNERS, Control, Observation, ObservationSpec, Planner, PlannerInit, PlannerParams
-from sim.dynamics import BicycleState, KinematicBicycle
 from sim.errors import BundleError, ScenarioError
 from sim.fsutil import atomic_path, atomic_write_text
+from sim.planning import Control, Observation, ObservationSpec, Planner, PlannerInit, PlannerParams
+from sim.planning.observe import ego_features
+from sim.planning.training import ImitationTrainer, TrainResult, TrainSettings
 
 __all__ = [
     "SHIPPED_WEIGHTS",
     "BCConfig",
     "BCDataset",
     "BCPolicyPlanner",
+    "BCTrainer",
     "TrainResult",
     "build_network",
-    "collect_dagger",
-    "collect_episodes",
     "ego_features",
     "load_policy",
     "load_shards",
@@ -111,12 +112,6 @@ def build_network(cfg: BCConfig) -> Any:
             return self.head(torch.cat([self.conv(bev), feat], dim=1))
 
     return BCNet()
-
-
-def ego_features(ego_obs: Any) -> NDArray[np.float32]:
-    """(3,) speed, accel, steer from an ``ego`` observation vector ``[x, y, yaw, speed, accel, steer]``."""
-    e = np.asarray(ego_obs, np.float64).reshape(-1)
-    return np.array([e[3], e[4], e[5]], np.float32)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -191,130 +186,7 @@ def load_shards(paths: Iterable[str | os.PathLike[str]]) -> BCDataset:
     return BCDataset(np.concatenate(bevs), np.concatenate(egos), np.concatenate(acts), np.concatenate(epi), np.concatenate(wts), [f.name for f in files])
 
 
-def _save_npz_atomic(path: Path, **arrays: NDArray[Any]) -> None:
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
-
-
-def _episodes(paths: Sequence[str | os.PathLike[str]], seeds: Sequence[int] | None) -> list[Any]:
-    """The episodes of the scenario files under ``paths``; with ``seeds``, each one once per seed
-    (episode id suffixed ``__x<seed>``) instead of with the files' own seeds."""
-    from dataclasses import replace
-
-    from sim.scenario import expand_paths
-
-    eps = expand_paths(list(paths))
-    if seeds is None:
-        return eps
-    return [replace(e, seed=int(s), episode_id=f"{e.episode_id}__x{s}") for e in eps for s in seeds]
-
-
-def collect_episodes(
-    paths: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    *,
-    expert: str = "pdm_closed",
-    seeds: Sequence[int] | None = None,
-    max_steps: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[Path]:
-    """Drive every episode of the scenario files under ``paths`` with ``expert`` and write one
-    shard per episode into ``out`` (``<episode_id>.npz``; existing shards are kept, so an interrupted
-    collection resumes). ``seeds`` overrides the scenarios' seeds. Failed episodes are skipped."""
-    from agents.rollout import run_planner_episode
-    eps = _episodes(paths, seeds)
-    outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for i, ep in enumerate(eps):
-        dst = outp / f"{ep.episode_id}.npz"
-        if not dst.exists():
-            res = run_planner_episode(
-                ep.spec, expert, ep.seed, params=ep.planner_params if ep.planner == expert else None,
-                observation=(*ep.observation, "bev"), record_observations=True, max_steps=max_steps,
-                extra_kinds=("bev",),
-            )  # fmt: skip
-            if res.status != "ok" or not res.observations:
-                log.warning("expert episode %s failed (%s); skipped", ep.episode_id, res.error)
-            else:
-                bev = np.stack([o["bev"] for o in res.observations]).astype(np.uint8)
-                ego = np.stack([ego_features(o["ego"]) for o in res.observations])
-                _save_npz_atomic(dst, bev=bev, ego=ego, action=res.actions[: len(bev)].astype(np.float32))
-        if dst.exists():
-            written.append(dst)
-        if progress is not None:
-            progress(i + 1, len(eps))
-    return written
-
-
-def collect_dagger(
-    paths: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    weights: str | os.PathLike[str],
-    *,
-    expert: str = "pdm_closed",
-    seeds: Sequence[int] | None = None,
-    tag: str = "dagger",
-    max_steps: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[Path]:
-    """One DAgger round (Ross et al., 2011): drive every episode under ``paths`` with the cloned
-    policy ``weights`` while ``expert`` is asked, on the very states the policy visits, what it
-    would do; write one shard per episode (``<tag>_<episode_id>.npz``, existing ones kept) whose
-    ``action`` is the **expert's** control. Episodes that end in a collision are kept (they are
-    where the labels matter most); episodes that fail to run are skipped.
-
-    The label is the expert's command passed through the ego's actuation limits from the visited
-    state (:meth:`sim.dynamics.KinematicBicycle.clip_action`: jerk and steer-rate bounds), i.e. the
-    control the engine would have *applied* -- the same kind of label :func:`collect_episodes`
-    records, so expert and DAgger shards agree."""
-    from agents.base import make_planner
-    from agents.rollout import run_planner_episode
-    eps = _episodes(paths, seeds)
-    outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
-    net, cfg = load_policy(weights)
-    written: list[Path] = []
-    for i, ep in enumerate(eps):
-        dst = outp / f"{tag}_{ep.episode_id}.npz"
-        if not dst.exists():
-            res = run_planner_episode(
-                ep.spec, BCPolicyPlanner(network=net, config=cfg), ep.seed, observation=(*ep.observation, "bev"),
-                record_observations=True, expert=make_planner(expert), max_steps=max_steps,
-            )  # fmt: skip
-            obs = [o for o in res.observations if "expert_action" in o]
-            if res.status != "ok" or not obs:
-                log.warning("DAgger episode %s failed (%s); skipped", ep.episode_id, res.error)
-            else:
-                ego = np.stack([ego_features(o["ego"]) for o in obs])
-                bike = KinematicBicycle()  # the engine's ego limits (only its wheelbase differs)
-                now = BicycleState.from_arrays(np.zeros(len(ego)), np.zeros(len(ego)), np.zeros(len(ego)), ego[:, 0], ego[:, 1], ego[:, 2])
-                cmd = np.stack([np.asarray(o["expert_action"], np.float64) for o in obs])
-                _save_npz_atomic(
-                    dst, bev=np.stack([o["bev"] for o in obs]).astype(np.uint8), ego=ego,
-                    action=bike.clip_action(now, cmd, ep.spec.dt_s).astype(np.float32),
-                )  # fmt: skip
-        if dst.exists():
-            written.append(dst)
-        if progress is not None:
-            progress(i + 1, len(eps))
-    return written
-
-
 # ----------------------------------------------------------------------------------- training
-@dataclass(frozen=True)
-class TrainResult:
-    """Training outcome: per-epoch mean train / validation losses (MSE on scaled actions), the
-    validation loss of the untrained network, and the files written."""
-
-    train_loss: list[float]
-    val_loss: list[float]
-    initial_val_loss: float
-    weights: Path
-    config: Path
-    plot: Path | None
-
-
 def _loss(net: Any, ds: BCDataset, idx: NDArray[np.int64], bs: int = 256) -> float:
     import torch
 
@@ -514,4 +386,31 @@ class BCPolicyPlanner(Planner):
         return Control(float(a[0]), float(a[1]))
 
 
-PLANNERS.register(BCPolicyPlanner.name, BCPolicyPlanner)
+# ------------------------------------------------------------------------------------ trainer
+class BCTrainer(ImitationTrainer):
+    """``bc``: the :class:`~sim.planning.training.ImitationTrainer` of ``bc_policy`` (registered
+    through the ``loopdrive.trainers`` entry-point group): :func:`load_shards`, :func:`train_bc`
+    and :func:`load_policy` behind the planning interface."""
+
+    name = "bc"
+    planner = BCPolicyPlanner.name
+    shipped_weights = SHIPPED_WEIGHTS
+
+    def check_weights(self, path: str | os.PathLike[str]) -> None:
+        load_policy(path)
+
+    def load_dataset(self, paths: Iterable[str | os.PathLike[str]]) -> BCDataset:
+        return load_shards(list(paths))
+
+    def train(
+        self,
+        dataset: Any,
+        out: str | os.PathLike[str],
+        settings: TrainSettings = TrainSettings(),
+        *,
+        init_weights: str | os.PathLike[str] | None = None,
+        plot: bool = True,
+        progress: Callable[[int, int, float, float], None] | None = None,
+    ) -> TrainResult:
+        cfg = BCConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed)
+        return train_bc(dataset, out, cfg, progress=progress, plot=plot, init_weights=init_weights)

@@ -1,4 +1,4 @@
-"""``sb3``: a stable-baselines3 policy as a :class:`~agents.base.Planner`, PPO training on the
+"""``sb3``: a stable-baselines3 policy as a :class:`~sim.planning.Planner`, PPO training on the
 Gymnasium env (``loopdrive train ppo``) and the conversion of foreign SB3 zips
 (``loopdrive convert-sb3``).
 
@@ -22,26 +22,27 @@ import hashlib
 import logging
 import os
 import platform
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
 
-from agents.base import PLANNERS, Control, Observation, ObservationSpec, Planner, PlannerInit
 from sim.dynamics import BicycleLimits
 from sim.errors import BundleError, ScenarioError
 from sim.fsutil import check_input_file
+from sim.planning import Control, Observation, ObservationSpec, Planner, PlannerInit
+from sim.planning.training import ENV_ID, RLTrainer
 
 __all__ = [
     "TRUST_PICKLE",
+    "PPOTrainer",
     "PickleOptIn",
     "SB3Params",
     "SB3Planner",
     "convert_sb3_zip",
     "load_sb3",
-    "pickle_opt_in",
     "train_ppo",
 ]
 
@@ -172,6 +173,14 @@ class SB3Planner(Planner):
         self.kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
         self.units = units or "normalized"
 
+    @classmethod
+    def with_opt_ins(cls, params: Mapping[str, Any], *, trust_pickle: bool = False) -> dict[str, Any]:
+        """``params`` with the command line's ``--trust-pickle`` added, checked now: no path, a
+        bad description or a zip without the opt-in raises here, before any output is written."""
+        prm = _with_opt_in(params, trust_pickle)
+        _preflight(prm)
+        return prm
+
     def _recorded(self, kinds: Any, units: str | None) -> tuple[Any, str]:
         """Kinds and units from the policy's description (given params must agree with them)."""
         from agents.sb3_format import _read_description, policy_files
@@ -213,9 +222,6 @@ class SB3Planner(Planner):
         return Control(float(a[0]), float(a[1]))
 
 
-PLANNERS.register(SB3Planner.name, SB3Planner)
-
-
 # ------------------------------------------------------------------------------------ the CLI opt-in
 def _with_opt_in(params: Mapping[str, Any], trust_pickle: bool) -> dict[str, Any]:
     out = dict(params)
@@ -234,36 +240,6 @@ def _preflight(params: Mapping[str, Any]) -> None:
         from agents.sb3_format import load_policy
 
         load_policy(pl.path)
-
-
-def pickle_opt_in(planner: str, params: Mapping[str, Any] | None, *, trust_pickle: bool) -> dict[str, Any]:
-    """``params`` of ``planner`` with the command line's ``--trust-pickle`` added (``sb3`` only),
-    checked now: an ``sb3`` planner without a path, with a bad description, or naming a zip without
-    the opt-in raises here, before any output is written."""
-    prm = dict(params or {})
-    if planner != SB3Planner.name:
-        return prm
-    prm = _with_opt_in(prm, trust_pickle)
-    _preflight(prm)
-    return prm
-
-
-def pickle_opt_in_episodes(episodes: Iterable[Any], *, planner: str | None = None, trust_pickle: bool) -> list[Any]:
-    """The episodes of a batch with :func:`pickle_opt_in` applied to those the ``sb3`` planner
-    drives (``planner`` overrides each episode's own, as in :func:`sim.batch.run_batch`)."""
-    out = []
-    checked: set[str] = set()
-    for ep in episodes:
-        name = planner or ep.planner
-        if name == SB3Planner.name:
-            params = _with_opt_in(ep.planner_params if name == ep.planner else {}, trust_pickle)
-            key = repr(sorted((k, repr(v)) for k, v in params.items()))
-            if key not in checked:
-                _preflight(params)
-                checked.add(key)
-            ep = ep.with_planner(name, params)
-        out.append(ep)
-    return out
 
 
 # ------------------------------------------------------------------------------------ training
@@ -304,17 +280,19 @@ def train_ppo(
     ``loopdrive/ClosedLoop-v0`` for ``steps`` environment steps and save the policy to ``out``
     (``.safetensors``, its ``.json`` description beside it; see :mod:`agents.sb3_format`).
     ``progress(done, total)`` is called as steps complete. Returns ``out``."""
+    import gymnasium
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.logger import Logger
 
     from agents.sb3_format import save_policy
-    from sim.env import ClosedLoopEnv
 
     if steps < 1:
         raise ScenarioError(f"expected a positive number of steps, got {steps}", field="steps")
     outp = _check_out(out)
-    env = ClosedLoopEnv(scenario=scenario, observation=list(observation), action_mode="control")
+    # the env through Gymnasium's registry (registered at ``import sim``), as any RL code reaches it
+    env = gymnasium.make(ENV_ID, disable_env_checker=True, scenario=scenario, observation=list(observation),
+                         action_mode="control").unwrapped  # fmt: skip
 
     class _Cb(BaseCallback):
         def _on_step(self) -> bool:
@@ -363,3 +341,38 @@ def convert_sb3_zip(
     except ValueError as exc:
         raise BundleError(f"cannot describe this policy in loopdrive's format ({exc})", file=zip_path) from None
     return outp
+
+
+class PPOTrainer(RLTrainer):
+    """``ppo``: the :class:`~sim.planning.training.RLTrainer` of the ``sb3`` planner (registered
+    through the ``loopdrive.trainers`` entry-point group): :func:`train_ppo` and
+    :func:`convert_sb3_zip` behind the planning interface; weights checked with
+    :func:`agents.sb3_format.load_policy`."""
+
+    name = "ppo"
+    planner = SB3Planner.name
+
+    def check_weights(self, path: str | os.PathLike[str]) -> None:
+        from agents.sb3_format import load_policy
+
+        load_policy(path)
+
+    def planner_params(self, weights: str | os.PathLike[str]) -> dict[str, Any]:
+        return {"path": str(weights)}
+
+    def train(
+        self,
+        scenario: Any,
+        steps: int,
+        out: str | os.PathLike[str],
+        *,
+        observation: Sequence[str] = ("state",),
+        seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Path:
+        return train_ppo(scenario, steps, out, observation=observation, seed=seed, progress=progress)
+
+    def import_policy(self, path: str | os.PathLike[str], out: str | os.PathLike[str], *, trust_pickle: bool, **options: Any) -> Path:
+        """``options``: ``algo`` (PPO | A2C), ``observation`` (kinds), ``action_units``
+        (normalized | si); see :func:`convert_sb3_zip`."""
+        return convert_sb3_zip(path, out, trust_pickle=trust_pickle, **options)

@@ -86,7 +86,7 @@ def rollout(
     """Run one episode closed-loop and return what the metrics need.
 
     The world is stepped by ``sim.engine`` (``reset(spec, rng)``, ``step(state, action, rng)``);
-    the ego is driven by the planner from ``agents.PLANNERS`` (``planner`` overrides the
+    the ego is driven by the planner from ``sim.planning.PLANNERS`` (``planner`` overrides the
     scenario's), one ``np.random.Generator`` seeded with ``ep.seed`` is passed down.
     """
     try:
@@ -189,10 +189,10 @@ def _needs_render(kind: str) -> bool:
 
 
 def _pure_pursuit(traj: Any, state: Any, wheelbase: float) -> NDArray[np.float64]:
-    """[accel m/s², steer rad] tracking a planner's ego-frame :class:`~agents.base.Trajectory`
+    """[accel m/s², steer rad] tracking a planner's ego-frame :class:`~sim.planning.Trajectory`
     with the engine's :class:`sim.controller.TrajectoryController` (pure pursuit + speed control),
     after resampling the plan to uniform steps. Stateless (no integral term carried between
-    steps), so ``agents.rollout`` and the batch runner execute a plan identically."""
+    steps), so ``sim.rollout`` and the batch runner execute a plan identically."""
     from sim.controller import TrajectoryController
 
     t = np.asarray(traj.t_s, np.float64)
@@ -308,10 +308,10 @@ ALWAYS_AVAILABLE = ("ego", "objects")
 class SensorObserver:
     """Builds the observation kinds of one episode for world 0 of an engine state (caches the
     ``sim.observations`` kinds); the one observer of batch runs, :func:`drive_episode` and
-    ``agents.rollout``. ``ego``/``objects`` come from ``agents.planners.common``; every other kind
+    ``sim.rollout``. ``ego``/``objects`` come from ``sim.planning.observe``; every other kind
     from the ``sim.observations`` registry (same arrays as the env; ``state``/``bev`` need no
     renderer); ``camera``/``lidar`` use ``renderer`` (a ``RenderBackend``) with ``rig``; without
-    one, ``lidar`` falls back to the analytic box LiDAR of :func:`agents.perception.simulate_lidar`
+    one, ``lidar`` falls back to the analytic box LiDAR of :func:`sim.render.box_lidar.simulate_lidar`
     (actor boxes over a flat ground, no static scenery) and ``camera`` is an
     :class:`~sim.errors.EpisodeStateError` (field ``observation``)."""
 
@@ -340,7 +340,7 @@ class SensorObserver:
         return frame
 
     def __call__(self, kinds: Sequence[str], state: Any) -> dict[str, Any]:
-        from agents.planners.common import ego_observation, objects_observation
+        from sim.planning.observe import ego_observation, objects_observation
 
         world = state.world(0)
         obs: dict[str, Any] = {}
@@ -376,7 +376,7 @@ class SensorObserver:
                 frames = [self._render(state, world, [k for k in self._kinds_now if _needs_render(k)] or [kind])]
             return kobj.compute(state, frames)[0]
         if kind == "lidar":
-            from agents.perception import simulate_lidar
+            from sim.render.box_lidar import simulate_lidar
 
             if self.rig.lidar is None:
                 raise EpisodeStateError("the lidar observation needs a rig with a LiDAR", field="observation")
@@ -387,8 +387,8 @@ class SensorObserver:
 
 
 def planner_init(compiled: Any, spec: ScenarioSpec, planner: Any, rig: SensorRig | None = None) -> Any:
-    """The ``agents.base.PlannerInit`` of an episode (expert and scenario only for oracle planners)."""
-    from agents.base import PlannerInit
+    """The ``sim.planning.PlannerInit`` of an episode (expert and scenario only for oracle planners)."""
+    from sim.planning import PlannerInit
 
     expert, _ = _expert(compiled, Episode(episode_id="x", scenario=spec.name, seed=0, spec=spec))
     return PlannerInit(
@@ -404,7 +404,7 @@ def planner_init(compiled: Any, spec: ScenarioSpec, planner: Any, rig: SensorRig
 
 
 def _to_action(out: Any, state: Any, wheelbase: float, name: str) -> NDArray[np.float64]:
-    from agents.base import Control, Trajectory
+    from sim.planning import Control, Trajectory
 
     if isinstance(out, Control):
         if not out.is_finite():
@@ -433,9 +433,9 @@ def drive_episode(
     max_steps: int | None = None,
     raise_errors: bool = False,
 ) -> EpisodeResult:
-    """Drive ``spec`` closed loop with ``planner`` (an ``agents.base.Planner`` instance, or a
+    """Drive ``spec`` closed loop with ``planner`` (a ``sim.planning.Planner`` instance, or a
     registry name + ``params``) from one ``np.random.Generator`` seeded with ``seed``; the public
-    episode API behind ``agents.rollout.run_planner_episode`` and the batch runner's sensor path.
+    episode API behind ``sim.rollout.run_planner_episode`` and the batch runner's sensor path.
 
     Args:
         renderer: the sensor backend for the ``camera``/``lidar`` kinds: a ``RenderBackend``
@@ -456,8 +456,8 @@ def drive_episode(
         max_steps: stop earlier than the horizon.
         raise_errors: re-raise planner failures instead of returning an ``error`` episode.
     """
-    from agents.base import check_observation_spec, make_planner
     from sim import engine
+    from sim.planning import check_observation_spec, make_planner
 
     pl = make_planner(planner, **dict(params or {})) if isinstance(planner, str) else planner
     name = getattr(pl, "name", type(pl).__name__)

@@ -172,8 +172,7 @@ def run_demo(
 def _check_args(town: str, seed: int, frames: int | None, planners: tuple[str, ...], scenarios: tuple[str, ...]) -> list[Path]:
     """The demo's scenario files once every argument is known to be usable (ScenarioError /
     RegistryError otherwise), before anything is written."""
-    import agents.planners  # noqa: F401  (registers the built-ins)
-    from agents.base import PLANNERS
+    from sim.planning import PLANNERS
     from sim.synth import get_preset
 
     get_preset(town)
@@ -192,7 +191,7 @@ def _check_args(town: str, seed: int, frames: int | None, planners: tuple[str, .
 
 def _run_stages(outp: Path, town: str, seed: int, frames: int | None, recon: bool, planners: tuple[str, ...], paths: list[Path],
                 say: Progress) -> DemoResult:
-    from agents.leaderboard import run_leaderboard
+    from sim.leaderboard import run_leaderboard
     from sim.report import write_report
     from sim.synth import write_synth_log
 

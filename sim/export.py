@@ -33,9 +33,9 @@ key                shape, dtype                content
                                                anonymised region count
 =================  ==========================  =================================================
 
-``bev``, ``ego``, ``action`` and ``weight`` are exactly the keys of ``agents.bc``'s shards, so
-``agents.bc.load_shards`` (and ``loopdrive train bc --episodes OUT``) trains on an export directly;
-:func:`load_training_set` does the same from several export folders. ``OUT/manifest.json`` lists
+``bev``, ``ego``, ``action`` and ``weight`` are exactly the keys of the behaviour-cloning shards of
+:mod:`sim.planning.training`, so an imitation trainer (``loopdrive train bc --episodes OUT``) trains
+on an export directly; :func:`load_training_set` loads several export folders. ``OUT/manifest.json`` lists
 the shards. Camera images go through the anonymiser *before* anything is written: licence plates
 and pedestrians' faces, located from the actors' boxes, are pixelated and blurred.
 """
@@ -181,11 +181,11 @@ def export_episodes(
         expert: planner that relabels every step (``expert_params`` its parameters).
         rig: sensor rig for camera/LiDAR (default ``sim.sensors.default_rig()``).
     """
-    from agents.base import make_planner
-    from agents.rollout import run_planner_episode
     from sim import engine
     from sim.anonymize import anonymize, project_boxes, sensitive_boxes
     from sim.batch import _load_scene
+    from sim.planning import PLANNERS, make_planner
+    from sim.rollout import run_planner_episode
     from sim.sensors import default_rig
 
     bad = [k for k in kinds if k not in KINDS]
@@ -193,8 +193,6 @@ def export_episodes(
         raise ScenarioError(f"expected export kinds among {list(KINDS)}, got {bad}", field="kinds")
     if max_steps is not None and max_steps < 1:
         raise ScenarioError(f"expected a positive number of steps, got {max_steps}", field="max_steps")
-    from agents.base import PLANNERS
-
     for name in dict.fromkeys([expert, *(it.planner for it in items)]):
         PLANNERS.get(name)  # an unknown name fails before the output folder is made
     rig = rig or default_rig()
@@ -232,7 +230,7 @@ def export_episodes(
 
 def _write_shard(dst: Path, it: ExportItem, res: Any, compiled: Any, kinds: Sequence[str], rig: Any, expert: str,
                  renderers: dict[Any, Any], anonymize: Any, project_boxes: Any, sensitive_boxes: Any) -> None:  # fmt: skip
-    from agents.bc import ego_features
+    from sim.planning.observe import ego_features
 
     obs = res.observations
     T = len(obs)
@@ -324,9 +322,10 @@ def load_shard(path: str | os.PathLike[str], *, arrays: bool = True) -> dict[str
     return out
 
 
-def load_training_set(paths: Iterable[str | os.PathLike[str]]) -> Any:
-    """The behaviour-cloning dataset (``agents.bc.BCDataset``) of shard files or folders (exports
-    and ``agents.bc`` expert collections can be mixed: they share ``bev``/``ego``/``action``/``weight``)."""
-    from agents.bc import load_shards
+def load_training_set(paths: Iterable[str | os.PathLike[str]], *, trainer: str = "bc") -> Any:
+    """The training set of the imitation ``trainer`` (:data:`sim.planning.training.TRAINERS`;
+    ``bc``: ``agents.bc.BCDataset``) of shard files or folders (exports and ``sim.collect`` expert
+    collections can be mixed: they share ``bev``/``ego``/``action``/``weight``)."""
+    from sim.planning.training import ImitationTrainer, get_trainer
 
-    return load_shards(list(paths))
+    return get_trainer(trainer, ImitationTrainer).load_dataset(list(paths))

@@ -47,10 +47,14 @@ import numpy as np
 
 from sim.errors import LoopdriveError, ResultsError, ScenarioError
 from sim.fsutil import atomic_write_text
+from sim.planning.training import ImitationTrainer, TrainSettings, get_trainer
 
 __all__ = ["LoopConfig", "LoopInterrupted", "all_errored", "check_config", "evaluate_policy", "loop_rollout", "run_loop"]
 
 log = logging.getLogger(__name__)
+
+#: the imitation trainer that retrains the policy (``sim.planning.training.TRAINERS``)
+TRAINER = "bc"
 
 
 class LoopInterrupted(LoopdriveError):
@@ -74,7 +78,7 @@ class LoopConfig:
         horizon_s: episode length for every evaluation and generated case (None = the files').
         expert, expert_params: relabelling expert; oracle, oracle_params: solvability oracle.
         init_weights: start from these weights instead of collecting + training round 0 (e.g.
-            the shipped ``bc_policy`` weights, ``agents.bc.SHIPPED_WEIGHTS``).
+            the shipped ``bc_policy`` weights, the ``bc`` trainer's ``shipped_weights``).
         init_shards: BC shard folders/files the ``init_weights`` were trained on; every retraining
             aggregates them with every round's exported shards (DAgger), so the policy does not
             forget the nominal driving while it learns the failures. Without them a retraining with
@@ -84,7 +88,7 @@ class LoopConfig:
             broad distribution the adversary explores), added to the round-0 collection; with
             ``init_weights`` the draws are written but not collected (validation set only).
         retrain: ``scratch`` (a random initialisation, ``epochs`` at ``lr``), ``finetune`` (the
-            previous round's policy trained further on the aggregated set, ``train_bc(init_weights=
+            previous round's policy trained further on the aggregated set, ``train(init_weights=
             ...)``, ``finetune_epochs`` at ``finetune_lr``; None = ``epochs`` / ``lr``) or ``both``
             (candidates alternate finetune, scratch, ...; needs ``candidates`` >= 2, the validation
             set decides).
@@ -132,10 +136,15 @@ class LoopConfig:
     candidates: int = 1
 
 
+def _trainer() -> ImitationTrainer:
+    """The loop's imitation trainer (:data:`TRAINER`)."""
+    return get_trainer(TRAINER, ImitationTrainer)
+
+
 def loop_rollout(ep: Any, planner: str, params: Mapping[str, Any]) -> Any:
     """A ``sim.batch`` rollout function that offers the planner every kind it asks for (the
     learned planner needs ``bev``, which scenario files rarely list)."""
-    from agents.rollout import run_planner_episode
+    from sim.rollout import run_planner_episode
 
     res = run_planner_episode(ep.spec, planner, ep.seed, params=params, raise_errors=True)
     if res.record is None:  # pragma: no cover
@@ -226,8 +235,8 @@ def _default_bases(cfg: LoopConfig) -> list[str]:
 def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable[[str], None] | None = None, stop_after: str | None = None) -> dict[str, Any]:
     """Run (or resume) the data loop in ``out``; returns the report (also written as
     ``report.json`` / ``report.md``). ``progress(stage)`` is called as each stage starts."""
-    from agents.bc import BCConfig, collect_episodes, train_bc
     from sim.adversary import AttackConfig, attack, sample_cases
+    from sim.collect import collect_episodes
     from sim.export import export_episodes, items_from_files, items_from_mined, load_training_set
     from sim.mining import mine, read_mined
 
@@ -241,7 +250,8 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
     st = _State(outp, cfg)
     dt = 0.1
     max_steps = round(cfg.horizon_s / dt) if cfg.horizon_s else None
-    bc_cfg = BCConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+    trainer = _trainer()
+    bc_cfg = TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
 
     def stage(name: str) -> bool:
         if st.done(name):
@@ -285,7 +295,7 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
             for i, b in enumerate(bases if cfg.init_random else []):
                 init_files += sample_cases(b, cfg.init_random, outp / "init" / "scenarios", seed=cfg.seed + 10_000 + i, planner=cfg.expert, horizon_s=cfg.horizon_s)
             collect_episodes(init_files, outp / "init" / "shards", expert=cfg.expert, seeds=list(cfg.init_seeds), max_steps=max_steps)
-            train_bc(load_training_set([outp / "init" / "shards"]), w0, bc_cfg, plot=False)
+            trainer.train(load_training_set([outp / "init" / "shards"], trainer=TRAINER), w0, bc_cfg, plot=False)
             finished("init")
     # ---- held-out set
     if stage("heldout"):
@@ -322,11 +332,11 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
             if cfg.init_weights and not dirs:
                 new_w = weights
             else:
-                data = load_training_set(dirs)
+                data = load_training_set(dirs, trainer=TRAINER)
                 _write_json(rd / "training_set.json", _training_set_summary(data, dirs, weights if cfg.retrain != "scratch" else None))
                 if cfg.candidates <= 1:
                     c_cfg, init = _candidate(cfg, bc_cfg, 0, weights)
-                    train_bc(data, new_w, c_cfg, plot=False, init_weights=init)
+                    trainer.train(data, new_w, c_cfg, plot=False, init_weights=init)
                 else:
                     new_w = _train_and_select(cfg, bc_cfg, data, rd, new_w, _validation_files(outp, st, r), params, weights)
             finished(f"{key}.train", new_w)
@@ -346,9 +356,8 @@ def check_config(cfg: LoopConfig) -> tuple[list[str], list[str]]:
     search, retraining and planner names, the numbers, every nominal and base scenario file and the
     ``init_shards``. Returns (nominal files, attack bases); raises :class:`ScenarioError` /
     :class:`~sim.errors.RegistryError` naming the setting."""
-    import agents.planners  # noqa: F401  (registers the built-ins)
-    from agents.base import PLANNERS
     from sim.adversary.search import METHODS
+    from sim.planning import PLANNERS
     from sim.scenario import expand_paths, scenario_files
 
     if cfg.retrain not in ("scratch", "finetune", "both"):
@@ -418,7 +427,7 @@ def _check_init_shards(cfg: LoopConfig) -> list[str]:
 
 def _training_set_summary(data: Any, dirs: Sequence[str], init: str | None) -> dict[str, Any]:
     """Shards, samples and summed sample weight per shard folder of a retraining set
-    (``training_set.json``); the files are listed in :func:`agents.bc.load_shards`' order."""
+    (``training_set.json``); the files are listed in the trainer's ``load_dataset`` order."""
     owners: list[str] = []
     for d in dirs:
         p = Path(d)
@@ -453,15 +462,14 @@ def _train_and_select(cfg: LoopConfig, bc_cfg: Any, data: Any, rd: Path, dst: st
     the best (lowest failure rate, then highest score) to ``dst``."""
     import shutil
 
-    from agents.bc import train_bc
-
+    trainer = _trainer()
     best: tuple[tuple[float, float], Path] | None = None
     summary = []
     for j in range(cfg.candidates):
         w = rd / f"cand_{j}" / "bc.safetensors"
         c_cfg, init = _candidate(cfg, bc_cfg, j, prev)
         if not w.is_file():
-            train_bc(data, w, c_cfg, plot=False, init_weights=init)
+            trainer.train(data, w, c_cfg, plot=False, init_weights=init)
         val = evaluate_policy(val_files, rd / f"cand_{j}" / "eval_val", cfg.planner, params(str(w)), cfg.horizon_s, cfg.workers)
         k = (float(val["failure_rate"]) if math.isfinite(val["failure_rate"]) else 1.0, -float(val["score"]) if math.isfinite(val["score"]) else 0.0)
         summary.append({"candidate": j, "weights": str(w), "finetune_from": init, "epochs": c_cfg.epochs, "lr": c_cfg.lr, **val})

@@ -172,8 +172,8 @@ def action_disagreement(planner_actions: np.ndarray, expert_actions: np.ndarray)
 
 
 def _disagreement(eps: Sequence[EpisodeData], threshold: float = 0.5, expert: str = "pdm_closed", quantile: float = 0.9) -> list[dict[str, Any] | None]:
-    from agents.base import make_planner
-    from agents.rollout import run_planner_episode
+    from sim.planning import make_planner
+    from sim.rollout import run_planner_episode
     from sim.scenario import expand
 
     out: list[dict[str, Any] | None] = []

@@ -24,6 +24,11 @@ compiled scenario and computes **batched** arrays (leading axis B = worlds) from
 ``lidar`` (float32, beams x azimuth_steps x 2): a range image from the render backend, channel 0
     range in metres (0 = no return), channel 1 intensity in [0, 1]; row 0 is the highest beam,
     column 0 looks forward, azimuth counter-clockwise.
+
+``ego`` (float64, 6): the ego's own odometry, ``[x, y, yaw, speed, accel, steer]`` (world frame).
+
+``objects`` (float64, slots x 8): the other actors' ground-truth boxes, rows ``[valid, x, y, yaw,
+    speed, length, width, class code]`` (world frame; privileged).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from numpy.typing import NDArray
 
 from sim.behavior import fclip
 from sim.kernels import state_obs_nb
+from sim.planning.observe import CLASS_CODES
 from sim.registry import Registry
 from sim.sensors import CameraSpec, LidarSpec, SensorRig
 
@@ -50,7 +56,9 @@ __all__ = [
     "OBSERVATIONS",
     "BevObservation",
     "CameraObservation",
+    "EgoObservation",
     "LidarObservation",
+    "ObjectsObservation",
     "ObservationConfig",
     "ObservationKind",
     "StateObservation",
@@ -306,7 +314,49 @@ class LidarObservation(ObservationKind):
         return out.reshape(len(frames), li.beams, li.azimuth_steps, 2)
 
 
-#: name -> observation kind class
+_BOUND = 1.0e6
+
+
+class EgoObservation(ObservationKind):
+    """``ego``: float64 (6,) ``[x, y, yaw, speed, accel, steer]``, the ego's own odometry and
+    localisation in the world frame (m, rad, m/s, m/s², rad; accel and steer are the last applied
+    controls); not privileged. The episode driver's builder is
+    :func:`sim.planning.observe.ego_observation`."""
+
+    name = "ego"
+
+    def space(self) -> spaces.Box:
+        return spaces.Box(-_BOUND, _BOUND, (6,), np.float64)
+
+    def compute(self, state: SimState, frames: list[SensorFrame] | None = None) -> NDArray[np.float64]:
+        return np.stack([state.x[:, 0], state.y[:, 0], state.yaw[:, 0], state.v[:, 0], state.accel[:, 0], state.steer], axis=-1)
+
+
+class ObjectsObservation(ObservationKind):
+    """``objects``: float64 (M, 8) rows ``[valid, x, y, yaw, speed, length, width, class code]``
+    of the other actors (world frame, SI; class codes :data:`sim.planning.observe.CLASS_CODES`),
+    M = the scenario's actor slots; privileged ground truth (the array form of
+    :func:`sim.planning.observe.objects_observation`)."""
+
+    name = "objects"
+
+    def space(self) -> spaces.Box:
+        return spaces.Box(-_BOUND, _BOUND, (self.compiled.num_slots - 1, 8), np.float64)
+
+    def compute(self, state: SimState, frames: list[SensorFrame] | None = None) -> NDArray[np.float64]:
+        c = self.compiled
+        B, N = state.x.shape
+        codes = np.array([CLASS_CODES.get(k, CLASS_CODES["other"]) for k in c.cls[1:]], np.float64)
+        valid = state.valid[:, 1:].astype(np.float64)
+        cols = [
+            valid, state.x[:, 1:], state.y[:, 1:], state.yaw[:, 1:], state.v[:, 1:],
+            np.broadcast_to(c.length[1:], (B, N - 1)), np.broadcast_to(c.width[1:], (B, N - 1)),
+            np.broadcast_to(codes, (B, N - 1)),
+        ]  # fmt: skip
+        return np.stack(cols, axis=-1) * valid[..., None]
+
+
+#: name -> observation kind class (plug-ins: the ``loopdrive.observations`` entry-point group)
 OBSERVATIONS: Registry[type[ObservationKind]] = Registry("observation", "loopdrive.observations")
-for _k in (StateObservation, BevObservation, CameraObservation, LidarObservation):
+for _k in (StateObservation, BevObservation, CameraObservation, LidarObservation, EgoObservation, ObjectsObservation):
     OBSERVATIONS.register(_k.name, _k)

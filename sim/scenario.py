@@ -910,10 +910,8 @@ def _registry_names(kind: str) -> list[str] | None:
     """Known names of a registry, or None when the registry is not available in this build."""
     try:
         if kind == "planner":
-            from agents.base import PLANNERS
+            from sim.planning import PLANNERS
 
-            with contextlib.suppress(ImportError):
-                import agents.planners  # noqa: F401  (registers the reference planners)
             return PLANNERS.names()
         if kind == "metric":
             from sim.metrics import METRICS
@@ -926,9 +924,7 @@ def _registry_names(kind: str) -> list[str] | None:
         if kind == "observation":
             from sim.observations import OBSERVATIONS  # type: ignore[attr-defined]
 
-            # ``ego`` (own odometry) and ``objects`` (privileged boxes) are the planners' own kinds
-            # (agents.planners.common), offered by every batch episode
-            return sorted({*OBSERVATIONS.names(), "ego", "objects"})
+            return OBSERVATIONS.names()
     except ImportError:
         return None
     return None
@@ -937,7 +933,7 @@ def _registry_names(kind: str) -> list[str] | None:
 def _planner_param_problems(name: str, params: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
     """``planner.params`` against the planner's declared parameter schema (``Planner.Params``)."""
     try:
-        from agents.base import PLANNERS
+        from sim.planning import PLANNERS
 
         cls = PLANNERS.get(name)
     except (ImportError, LoopdriveError):

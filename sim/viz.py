@@ -359,7 +359,7 @@ def write_episode_video(observations: list[dict[str, Any]], out_mp4: str | os.Pa
                         speeds: NDArray[np.floating] | None = None, title: str = "") -> Path:
     """Write an episode video (camera + LiDAR + BEV panels with a metrics overlay: time, speed) as
     H.264 mp4, atomically. ``observations`` are per-step observation dicts (as recorded by
-    ``agents.rollout.run_planner_episode(..., record_observations=True)``)."""
+    ``sim.rollout.run_planner_episode(..., record_observations=True)``)."""
     import imageio.v2 as imageio
 
     out = Path(out_mp4)

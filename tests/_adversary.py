@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 
-from agents.base import PLANNERS, Control, Float, ObservationSpec, Planner, PlannerInit, PlannerParams
+from sim.planning import PLANNERS, Control, Float, ObservationSpec, Planner, PlannerInit, PlannerParams
 from tests._registry import registered
 
 BASE = """\

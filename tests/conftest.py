@@ -2,9 +2,60 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from sim.registry import Registry
+
+#: modules holding the global registries (imported once, so every test starts from their contents)
+REGISTRY_MODULES = (
+    "sim.planning.registry", "sim.planning.training", "sim.observations", "sim.metrics", "sim.behavior",
+    "sim.render.base", "sim.importers", "sim.mining", "sim.adversary.space",
+)  # fmt: skip
+
+
+def _registries() -> list[Registry]:
+    """Every :class:`sim.registry.Registry` held by a loaded module of sim, agents or tests."""
+    found: dict[int, Registry] = {}
+    for name, mod in list(sys.modules.items()):
+        if mod is None or name.split(".")[0] not in ("sim", "agents", "tests"):
+            continue
+        for v in list(vars(mod).values()):
+            if isinstance(v, Registry):
+                found[id(v)] = v
+    return list(found.values())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _registry_baseline() -> None:
+    """Import the registry modules and scan their entry-point groups once (names only: no plug-in
+    is imported), so the per-test snapshots start from the same, complete state."""
+    for m in REGISTRY_MODULES:
+        importlib.import_module(m)
+    for r in _registries():
+        r.names()
+
+
+@pytest.fixture(autouse=True)
+def _restore_registries(_registry_baseline: None) -> Iterator[None]:
+    """Every registry (planners, trainers, observations, metrics, behaviours, renderers, importers,
+    triggers, templates, ...) is put back after each test: what a test registers never leaks into
+    the next one. Entries that a module imported during the test registered (a built-in backend
+    loaded on first use, say) stay: that module will not run again to register them."""
+    modules = set(sys.modules)
+    saved = [(r, r.snapshot()) for r in _registries()]
+    yield
+    imported = set(sys.modules) - modules
+    for r, state in saved:
+        now = r.snapshot().items
+        keep = {n: o for n, o in now.items() if n not in state.items and getattr(o, "__module__", None) in imported}
+        r.restore(state)
+        for name, obj in keep.items():
+            r.register(name, obj)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Batch episodes render camera/LiDAR with the scenario's backend (``scene.renderer`` or the
 ``renderer`` override), and the public episode API (``sim.batch.drive_episode``) is what
-``agents.rollout.run_planner_episode`` runs."""
+``sim.rollout.run_planner_episode`` runs."""
 
 from __future__ import annotations
 
@@ -120,10 +120,10 @@ def test_batch_uses_the_scenarios_neural_backend(tmp_path: Path, tmp_path_factor
 
 
 def test_rollout_api_is_the_public_episode_api(tmp_path: Path) -> None:
-    from agents.rollout import run_planner_episode
     from sim import engine
     from sim.batch import drive_episode, episode_scene
     from sim.render.mesh import MeshRenderer
+    from sim.rollout import run_planner_episode
     from sim.scenario import load_scenario
 
     spec = dataclasses.replace(load_scenario(_lidar_scenario(tmp_path, "{town: small, seed: 0}")), horizon_s=0.2)

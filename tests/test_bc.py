@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.base import Control, ObservationSpec, Planner, PlannerInit
 from agents.bc import (
     BCConfig,
     BCPolicyPlanner,
@@ -17,10 +16,11 @@ from agents.bc import (
     load_shards,
     train_bc,
 )
-from agents.rollout import run_planner_episode
 from sim import engine
 from sim.errors import BundleError
 from sim.metrics import compute_metrics
+from sim.planning import Control, ObservationSpec, Planner, PlannerInit
+from sim.rollout import run_planner_episode
 from sim.spec import EgoSpec, ScenarioSpec
 from sim.world import crossroads_scene
 
@@ -107,7 +107,7 @@ def test_load_shards_rejects_a_malformed_shard(tmp_path: Path) -> None:
 
 
 def test_dagger_labels_the_policys_own_states_with_the_expert(scene: Any, tmp_path: Path) -> None:
-    from agents.bc import collect_dagger
+    from sim.collect import collect_dagger
     from sim.scenario import expand_paths
 
     shards = tmp_path / "shards"
@@ -140,8 +140,8 @@ def test_dagger_labels_the_policys_own_states_with_the_expert(scene: Any, tmp_pa
 def test_the_shipped_policy_loads_by_default_and_drives_a_library_scenario() -> None:
     import json
 
-    from agents.base import make_planner
     from agents.bc import SHIPPED_WEIGHTS
+    from sim.planning import make_planner
     from sim.scenario import expand_paths
 
     meta = json.loads(SHIPPED_WEIGHTS.with_suffix(".json").read_text(encoding="utf-8"))

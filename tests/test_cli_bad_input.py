@@ -525,7 +525,7 @@ def test_atomic_writer_never_replaces_a_device() -> None:
 def raising_planner(monkeypatch: pytest.MonkeyPatch) -> str:
     """A planner registered for one test (the registry is restored after it) whose every
     ``plan`` call raises."""
-    from agents.base import PLANNERS, ObservationSpec, Planner
+    from sim.planning import PLANNERS, ObservationSpec, Planner
 
     class Raiser(Planner):
         name = "test_raiser"

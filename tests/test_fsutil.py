@@ -140,7 +140,7 @@ def test_real_writers_give_group_and_other_readable_files(tmp_path: Path) -> Non
     umask 022 are 0644 (mkstemp made them 0600)."""
     code = """
         from pathlib import Path
-        from agents.leaderboard import _write_atomic
+        from sim.leaderboard import _write_atomic
         from sim.adversary.search import _write_text_atomic
         from sim.batch import write_results
         from sim.log import write_json_atomic

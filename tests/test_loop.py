@@ -129,7 +129,8 @@ def test_candidate_selection_keeps_the_best_policy_on_validation(tmp_path: Path)
 def _init_policy(scen: Path, tmp_path: Path) -> tuple[Path, Path, int]:
     """Expert shards of the tiny scenario (two seeds) and weights trained on them: a stand-in for
     the shipped policy and the shards it was trained on."""
-    from agents.bc import BCConfig, collect_episodes, load_shards, train_bc
+    from agents.bc import BCConfig, load_shards, train_bc
+    from sim.collect import collect_episodes
 
     shards = tmp_path / "expert"
     collect_episodes([scen], shards, expert="idm", seeds=[5, 6], max_steps=10)

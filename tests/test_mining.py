@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.base import PLANNERS, Control
 from sim.batch import run_batch
 from sim.errors import RegistryError, ResultsError, ScenarioError
 from sim.mining import TRIGGERS, mine, parse_trigger, read_mined
+from sim.planning import PLANNERS, Control
 from tests._adversary import BlindThrottle
 
 SCEN = """\

@@ -250,7 +250,7 @@ def test_resume_skips_finished_work_and_refuses_another_run(ncap_run: Path, tiny
 
 def test_a_run_where_every_permutation_errored_exits_1(tmp_path: Path, tiny_log: Path, stand_in_bundle: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    from agents.base import PLANNERS, ObservationSpec, Planner
+    from sim.planning import PLANNERS, ObservationSpec, Planner
 
     class Raiser(Planner):
         name = "test_ncap_raiser"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.perception import LidarPerception, cluster_obstacles, lidar_points, remove_ground, simulate_lidar
+from agents.perception import LidarPerception, cluster_obstacles, lidar_points, remove_ground
+from sim.render.box_lidar import simulate_lidar
 from sim.sensors import LidarSpec
 from sim.spec import BehaviorSpec
 from sim.world import WorldState

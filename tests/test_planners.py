@@ -8,7 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.base import (
+from agents.planners.lidar_stack import LidarStackPlanner
+from sim import engine
+from sim.errors import ScenarioError
+from sim.metrics import compute_metrics
+from sim.planning import (
     PLANNERS,
     Control,
     ObservationSpec,
@@ -17,11 +21,7 @@ from agents.base import (
     PlannerParams,
     check_observation_spec,
 )
-from agents.planners.lidar_stack import LidarStackPlanner
-from agents.rollout import run_planner_episode
-from sim import engine
-from sim.errors import ScenarioError
-from sim.metrics import compute_metrics
+from sim.rollout import run_planner_episode
 from sim.spec import BehaviorSpec, EgoSpec, InsertOp, ScenarioSpec, SpawnSpec
 from sim.world import crossroads_scene
 

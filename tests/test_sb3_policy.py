@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.rollout import run_planner_episode
 from sim import engine
 from sim.errors import BundleError, ScenarioError
+from sim.rollout import run_planner_episode
 from sim.spec import EgoSpec, ScenarioSpec
 from sim.world import crossroads_scene
 
@@ -65,8 +65,8 @@ def _observations(env: Any, n: int = 8) -> list[np.ndarray]:
 
 
 def test_saved_policy_loads_through_the_planner_with_the_same_deterministic_actions(trained: tuple[Any, Path, Path], env: Any) -> None:
-    from agents.base import PlannerInit
     from agents.sb3_planner import SB3Planner
+    from sim.planning import PlannerInit
 
     model, weights, _ = trained
     pl = SB3Planner(path=str(weights))
@@ -117,8 +117,8 @@ def test_planner_needs_a_path_and_reads_nothing_from_the_working_directory(tmp_p
 
 
 def test_zip_is_refused_without_the_command_line_opt_in(trained: tuple[Any, Path, Path], env: Any) -> None:
-    from agents.base import PlannerInit
-    from agents.sb3_planner import TRUST_PICKLE, SB3Planner, pickle_opt_in
+    from agents.sb3_planner import TRUST_PICKLE, SB3Planner
+    from sim.planning import PlannerInit, with_opt_ins
 
     model, _, zip_path = trained
     with pytest.raises(BundleError) as ei:
@@ -129,10 +129,10 @@ def test_zip_is_refused_without_the_command_line_opt_in(trained: tuple[Any, Path
         with pytest.raises(ScenarioError, match=r"planner\.params\.trust_pickle: cannot be set in a file"):
             SB3Planner(path=str(zip_path), trust_pickle=forged)
     with pytest.raises(BundleError, match="pickle-based"):
-        pickle_opt_in("sb3", {"path": str(zip_path)}, trust_pickle=False)
-    prm = pickle_opt_in("sb3", {"path": str(zip_path)}, trust_pickle=True)
+        with_opt_ins("sb3", {"path": str(zip_path)}, trust_pickle=False)
+    prm = with_opt_ins("sb3", {"path": str(zip_path)}, trust_pickle=True)
     assert prm["trust_pickle"] is TRUST_PICKLE
-    assert pickle_opt_in("idm", {"v0": 3.0}, trust_pickle=True) == {"v0": 3.0}  # other planners untouched
+    assert with_opt_ins("idm", {"v0": 3.0}, trust_pickle=True) == {"v0": 3.0}  # other planners untouched
     pl = SB3Planner(**prm)
     pl.reset(PlannerInit(lane_map=None, route=ROUTE, dt_s=0.1, horizon_s=5.0))
     obs = _observations(env, 4)

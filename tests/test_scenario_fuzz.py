@@ -118,7 +118,7 @@ def assert_compiles(p: Path, run: bool = False) -> None:
     assert eps and all(0 <= ep.seed <= LIMITS.max_int for ep in eps)
     assert all(len(ep.episode_id) < 200 for ep in eps)
     if run:
-        from agents.rollout import run_planner_episode
+        from sim.rollout import run_planner_episode
 
         ep = eps[0]
         res = run_planner_episode(ep.spec, ep.planner, ep.seed, params=dict(ep.planner_params), max_steps=2, raise_errors=True)
@@ -472,7 +472,7 @@ IDM_KEYS = ["a_max", "b_comf", "s0", "T", "speed_frac", "stop_at_route_end", "je
 @settings(**FAST)
 @given(params=st.dictionaries(st.sampled_from(IDM_KEYS), ANY_NUMBER, max_size=3))
 def test_fuzz_planner_params(tmp_path: Path, params: dict[str, Any]) -> None:
-    from agents.base import make_planner
+    from sim.planning import make_planner
 
     p = _mutated(tmp_path, SV, {"planner.params": params}, "pp.yaml")
     errs = validate_file(p)

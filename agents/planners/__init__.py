@@ -1,4 +1,5 @@
-"""The reference planners, registered in :data:`agents.base.PLANNERS` on import:
+"""The reference planners, registered through the ``loopdrive.planners`` entry-point group
+(``pyproject.toml``; :data:`sim.planning.PLANNERS` finds them by name):
 
 * ``log_replay`` -- oracle: drives the logged ego trajectory;
 * ``idm`` -- route following + IDM on privileged state;
@@ -16,12 +17,3 @@ from agents.planners.log_replay import LogReplayPlanner
 from agents.planners.pdm_closed import PdmClosedPlanner
 
 __all__ = ["IdmPlanner", "LidarStackPlanner", "LogReplayPlanner", "PdmClosedPlanner"]
-
-# the ``ego`` and ``objects`` observation kinds for the env (sim.observations registry)
-import agents.planners.observations  # noqa: F401
-
-try:  # the learned planners import torch / stable-baselines3 lazily inside
-    from agents.bc import BCPolicyPlanner  # noqa: F401
-    from agents.sb3_planner import SB3Planner  # noqa: F401
-except ImportError:  # pragma: no cover - both are shipped with the package
-    pass

@@ -8,12 +8,8 @@ desired speed as a fraction of the speed limit); :func:`forecast` rolls P propos
 once (numpy over the proposal axis) against actors predicted at constant velocity, exactly as the
 engine would execute the same controls (same :class:`sim.dynamics.KinematicBicycle`, same clipping).
 
-Observation kinds this package defines (see :func:`ego_observation`, :func:`objects_observation`):
-
-* ``ego`` -- the ego's own odometry and localisation, *not* privileged: float64 vector
-  ``[x, y, yaw, speed, accel, steer]`` (world frame; accel/steer are the last applied controls).
-* ``objects`` -- privileged ground truth of the other actors: a dict of fixed-shape arrays with a
-  ``valid`` mask (see :func:`objects_observation`).
+The planners read the observation kinds ``ego`` and ``objects`` of the planning interface
+(:mod:`sim.planning.observe`) through :func:`ego_from_obs` and :func:`actors_from_obs`.
 """
 
 from __future__ import annotations
@@ -32,9 +28,9 @@ from sim.geometry import wrap_angle
 from sim.idm import idm_accel
 from sim.map import LaneMap, Polyline
 from sim.paths import route_points, straight_continuation
+from sim.planning.observe import CODE_CLASSES
 
 __all__ = [
-    "CLASS_CODES",
     "ActorsView",
     "EgoView",
     "ForecastResult",
@@ -42,9 +38,7 @@ __all__ = [
     "RouteRef",
     "actors_from_obs",
     "ego_from_obs",
-    "ego_observation",
     "forecast",
-    "objects_observation",
     "pursuit_offset",
 ]
 
@@ -53,11 +47,6 @@ F64 = NDArray[np.float64]
 #: m over which the planners' reference line blends a lane change (the engine's paths: 25 m)
 REF_BLEND_M = 20.0
 
-#: class name -> integer code used in the ``objects`` observation (0 = free slot)
-CLASS_CODES: dict[str, int] = {
-    "": 0, "car": 1, "truck": 2, "bus": 3, "cyclist": 4, "pedestrian": 5, "motorcycle": 6, "other": 7,
-}  # fmt: skip
-CODE_CLASSES = {v: k for k, v in CLASS_CODES.items()}
 
 
 # ----------------------------------------------------------------------------------- views
@@ -125,38 +114,6 @@ class ActorsView:
         return self.xy[None] + t[:, None, None] * self.vel()[None]
 
 
-def ego_observation(x: float, y: float, yaw: float, speed: float, accel: float = 0.0, steer: float = 0.0) -> F64:
-    """The ``ego`` observation vector ``[x, y, yaw, speed, accel, steer]`` (world frame, SI)."""
-    return np.array([x, y, yaw, speed, accel, steer], dtype=np.float64)
-
-
-def objects_observation(world: Any, max_actors: int | None = None) -> dict[str, Any]:
-    """The privileged ``objects`` observation of a ``sim.world.WorldState``-like world (row 0 is
-    the ego and is left out): fixed-shape arrays over ``max_actors`` slots (default: the world's
-    capacity - 1) -- ``xy`` (M, 2), ``yaw``, ``speed``, ``length``, ``width`` (M,) float64,
-    ``cls`` (M,) int64 class codes (:data:`CLASS_CODES`), ``valid`` (M,) bool, and ``ids`` (a tuple
-    of M strings, "" for free slots). World frame, SI units."""
-    n = len(world.ids) - 1
-    m = n if max_actors is None else max_actors
-    k = min(n, m)
-    out: dict[str, Any] = {
-        "xy": np.zeros((m, 2)), "yaw": np.zeros(m), "speed": np.zeros(m), "length": np.zeros(m),
-        "width": np.zeros(m), "cls": np.zeros(m, np.int64), "valid": np.zeros(m, bool),
-    }  # fmt: skip
-    sl = slice(1, 1 + k)
-    out["xy"][:k, 0] = np.asarray(world.x)[sl]
-    out["xy"][:k, 1] = np.asarray(world.y)[sl]
-    out["yaw"][:k] = np.asarray(world.yaw)[sl]
-    out["speed"][:k] = np.asarray(world.speed)[sl]
-    out["length"][:k] = np.asarray(world.length)[sl]
-    out["width"][:k] = np.asarray(world.width)[sl]
-    out["valid"][:k] = np.asarray(world.valid)[sl]
-    out["cls"][:k] = [CLASS_CODES.get(c, CLASS_CODES["other"]) for c in world.cls[1 : 1 + k]]
-    ids = list(world.ids[1 : 1 + k]) + [""] * (m - k)
-    out["ids"] = tuple(i if v else "" for i, v in zip(ids, list(out["valid"]), strict=True))
-    return out
-
-
 def ego_from_obs(obs: Mapping[str, Any]) -> EgoView:
     """The ego view from an observation's ``ego`` entry (vector or mapping)."""
     e = obs["ego"]
@@ -171,7 +128,7 @@ def ego_from_obs(obs: Mapping[str, Any]) -> EgoView:
 def actors_from_obs(obs: Mapping[str, Any]) -> ActorsView:
     """The actor view from an ``objects`` observation (only valid slots kept)."""
     o = obs["objects"]
-    if not isinstance(o, Mapping):  # the registered (M, 8) array form (agents.planners.observations)
+    if not isinstance(o, Mapping):  # the registered (M, 8) array form (sim.observations.ObjectsObservation)
         a = np.asarray(o, np.float64).reshape(-1, 8)
         a = a[a[:, 0] > 0.5]
         return ActorsView(

@@ -15,17 +15,6 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from agents.base import (
-    PLANNERS,
-    Bool,
-    Control,
-    Float,
-    Observation,
-    ObservationSpec,
-    Planner,
-    PlannerInit,
-    PlannerParams,
-)
 from agents.planners.common import (
     ActorsView,
     EgoView,
@@ -36,6 +25,16 @@ from agents.planners.common import (
     forecast,
 )
 from sim.dynamics import KinematicBicycle
+from sim.planning import (
+    Bool,
+    Control,
+    Float,
+    Observation,
+    ObservationSpec,
+    Planner,
+    PlannerInit,
+    PlannerParams,
+)
 
 __all__ = ["IdmFields", "IdmPlanner", "IdmPlannerParams", "idm_params"]
 
@@ -114,5 +113,3 @@ class IdmPlanner(Planner):
         a, st = f.controls[0, 0]
         return Control(float(a), float(st))
 
-
-PLANNERS.register(IdmPlanner.name, IdmPlanner)

@@ -1,5 +1,5 @@
 """``lidar_stack``: a sensor-only stack. It reads only the LiDAR sweep (``lidar``) and its own
-odometry (``ego``) plus the map and route from :class:`~agents.base.PlannerInit` -- never the other
+odometry (``ego``) plus the map and route from :class:`~sim.planning.PlannerInit` -- never the other
 actors' ground truth. Perception (:class:`agents.perception.LidarPerception`: ground removal,
 DBSCAN clustering, oriented boxes, alpha-beta tracking with constant-velocity prediction) feeds the
 same planning as the privileged planners: ``mode="idm"`` (default, lane following + IDM) or
@@ -12,10 +12,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from agents.base import PLANNERS, Control, Float, Int, Observation, ObservationSpec, Planner, PlannerInit
 from agents.planners.common import ActorsView, EgoView
 from agents.planners.idm import IdmPlanner, IdmPlannerParams
 from agents.planners.pdm_closed import PdmClosedParams, PdmClosedPlanner
+from sim.planning import Control, Float, Int, Observation, ObservationSpec, Planner, PlannerInit
 from sim.sensors import default_rig
 
 __all__ = ["LidarStackParams", "LidarStackPlanner"]
@@ -77,5 +77,3 @@ class LidarStackPlanner(Planner):
     def plan(self, obs: Observation) -> Control:
         return self.inner.plan(obs)
 
-
-PLANNERS.register(LidarStackPlanner.name, LidarStackPlanner)

@@ -13,8 +13,12 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from agents.base import (
-    PLANNERS,
+from agents.planners.common import ego_from_obs
+from sim.controller import SCALAR_MATH, pure_pursuit_steer, pursuit_offset
+from sim.dynamics import KinematicBicycle
+from sim.errors import ScenarioError
+from sim.map import Polyline
+from sim.planning import (
     Control,
     Float,
     Observation,
@@ -23,11 +27,6 @@ from agents.base import (
     PlannerInit,
     PlannerParams,
 )
-from agents.planners.common import ego_from_obs
-from sim.controller import SCALAR_MATH, pure_pursuit_steer, pursuit_offset
-from sim.dynamics import KinematicBicycle
-from sim.errors import ScenarioError
-from sim.map import Polyline
 
 __all__ = ["LogReplayParams", "LogReplayPlanner"]
 
@@ -100,5 +99,3 @@ class LogReplayPlanner(Planner):
             accel = float(np.clip(accel, ego.accel - self.jerk_max * self._dt, ego.accel + self.jerk_max * self._dt))
         return Control(float(accel), float(steer))
 
-
-PLANNERS.register(LogReplayPlanner.name, LogReplayPlanner)

@@ -22,7 +22,6 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from agents.base import PLANNERS, Control, Float, Int, Observation, ObservationSpec, Planner, PlannerInit
 from agents.planners.common import (
     ActorsView,
     EgoView,
@@ -35,6 +34,7 @@ from agents.planners.common import (
 from agents.planners.idm import IdmFields
 from sim.dynamics import KinematicBicycle
 from sim.metrics import METRICS, EpisodeRecord, aggregate_score
+from sim.planning import Control, Float, Int, Observation, ObservationSpec, Planner, PlannerInit
 
 __all__ = ["PdmClosedParams", "PdmClosedPlanner", "score_proposals"]
 
@@ -272,5 +272,3 @@ class PdmClosedPlanner(Planner):
         a, st = g.controls[0, 0]
         return Control(float(a), float(st))
 
-
-PLANNERS.register(PdmClosedPlanner.name, PdmClosedPlanner)

@@ -286,7 +286,7 @@ def _episode_of(data: Mapping[str, Any], where: Path) -> Any:
 
 
 def _run(ep: Any, planner: str | None = None, params: Mapping[str, Any] | None = None) -> Any:
-    from agents.rollout import run_planner_episode
+    from sim.rollout import run_planner_episode
 
     name = planner or ep.planner
     prm = dict(params if params is not None else ep.planner_params)
@@ -294,7 +294,7 @@ def _run(ep: Any, planner: str | None = None, params: Mapping[str, Any] | None =
 
 
 def _outcome(res: Any) -> tuple[float, str, float, float]:
-    """(objective, failure, min TTC s, score) of an :class:`agents.rollout.EpisodeResult`."""
+    """(objective, failure, min TTC s, score) of an :class:`sim.batch.EpisodeResult`."""
     if res.status != "ok" or res.record is None:
         return 2.0, "", math.nan, math.nan
     ttc = float(res.record.meta.get("engine_min_ttc_s", math.inf))
@@ -402,7 +402,7 @@ def attack(
     gen_dir = Path(generated_dir)
     _, base_name, info, tname, template = _prepare(base_p, gen_dir, cfg.template)
     ep_seed = int(cfg.seed)
-    from agents.base import make_planner
+    from sim.planning import make_planner
 
     kinds = [k for k in make_planner(cfg.planner, **dict(cfg.planner_params)).observation_spec().kinds if k not in ("ego", "objects")]
     rng = np.random.default_rng(cfg.seed)

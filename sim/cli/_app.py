@@ -77,14 +77,15 @@ def bc_weights_option(value: str | None, *, scratch: bool = False, option: str =
     any work starts."""
     if value is None or (scratch and value == "scratch"):
         return None
-    from agents.bc import SHIPPED_WEIGHTS, load_policy
+    from sim.planning.training import ImitationTrainer, get_trainer
 
-    path = str(SHIPPED_WEIGHTS) if value == "shipped" else value
+    trainer = get_trainer("bc", ImitationTrainer)
+    path = str(trainer.shipped_weights) if value == "shipped" else value
     if not os.path.isfile(path):
         choices = "a path, `shipped` or `scratch`" if scratch else "a .safetensors path or `shipped`"
         raise typer.BadParameter(f"no weights file {path} ({choices})", param_hint=option)
     try:
-        load_policy(path)
+        trainer.check_weights(path)
     except LoopdriveError as exc:
         raise typer.BadParameter(exc.one_line(), param_hint=option) from None
     return path

@@ -183,8 +183,7 @@ def check_planner(name: str | None, option: str = "--planner") -> str | None:
     :class:`typer.BadParameter` listing the known ones; None passes."""
     if name is None:
         return None
-    import agents.planners  # noqa: F401  (registers the built-ins)
-    from agents.base import PLANNERS
+    from sim.planning import PLANNERS
 
     if name not in PLANNERS:
         raise typer.BadParameter(

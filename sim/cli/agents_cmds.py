@@ -1,5 +1,6 @@
-"""``loopdrive planners``, ``loopdrive leaderboard``, ``loopdrive train bc`` and ``loopdrive train ppo``:
-thin wrappers over :mod:`agents.leaderboard`, :mod:`agents.bc` and :mod:`agents.sb3_planner`."""
+"""``loopdrive planners``, ``loopdrive leaderboard``, ``loopdrive train bc``, ``loopdrive train ppo``
+and ``loopdrive convert-sb3``: thin wrappers over :mod:`sim.leaderboard`, :mod:`sim.collect` and the
+trainers of :data:`sim.planning.training.TRAINERS` (``bc``, ``ppo``), found by name like planners."""
 
 from __future__ import annotations
 
@@ -62,8 +63,7 @@ def _progress(label: str) -> Progress:
 @app.command("planners")
 def planners_cmd() -> None:
     """List the registered planners with the observation kinds each needs."""
-    import agents.planners  # noqa: F401
-    from agents.base import PLANNERS
+    from sim.planning import PLANNERS
 
     t = Table("planner", "observation kinds", "oracle", "description")
     for name in PLANNERS.names():
@@ -93,8 +93,8 @@ def leaderboard_cmd(
     """Run every planner over the scenarios and write leaderboard.md / leaderboard.html.
 
     Exit code 1 when every episode of every planner errored."""
-    from agents.leaderboard import run_leaderboard
-    from agents.sb3_planner import pickle_opt_in
+    from sim.leaderboard import run_leaderboard
+    from sim.planning import with_opt_ins
     from sim.scenario import expand_paths
 
     names = split_names(planners, "--planners")
@@ -103,7 +103,7 @@ def leaderboard_cmd(
     prm = _json_object(planner_params, "--planner-params")
     with user_errors():  # scenario and policy files checked before anything runs
         expand_paths(paths)
-        prm = {p: pickle_opt_in(p, prm.get(p), trust_pickle=trust_pickle) for p in names}
+        prm = {p: with_opt_ins(p, prm.get(p), trust_pickle=trust_pickle) for p in names}
     with user_errors(), _progress("leaderboard") as prog:
         tasks = {p: prog.add_task(p, total=None, info="") for p in names}
 
@@ -135,8 +135,10 @@ def train_bc_cmd(
                                             "for agents/weights/bc_policy) instead of training from scratch; every DAgger round starts from them too."),
 ) -> None:
     """Behaviour cloning from the bev observation; saves weights, config and a loss-curve PNG."""
-    from agents.bc import BCConfig, collect_dagger, collect_episodes, load_shards, train_bc
+    from sim.collect import collect_dagger, collect_episodes
+    from sim.planning.training import ImitationTrainer, TrainSettings, get_trainer
 
+    trainer = get_trainer("bc", ImitationTrainer)
     seed_list = parse_int_list(seeds, "--seeds", minimum=0)
     d_seeds = parse_int_list(dagger_seeds, "--dagger-seeds", minimum=0) or seed_list
     if dagger_rounds and not scenarios:
@@ -151,21 +153,21 @@ def train_bc_cmd(
 
             expand_paths(scenarios)  # every file valid before the shard folder is made
         else:
-            load_shards([episodes])  # shards readable before anything is written
+            trainer.load_dataset([episodes])  # shards readable before anything is written
         if scenarios:
             with _progress("collect") as prog:
                 t = prog.add_task(expert, total=None, info="")
                 collect_episodes(scenarios, episodes, expert=expert, seeds=seed_list, progress=lambda d, n: prog.update(t, completed=d, total=n))
-        cfg = BCConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+        cfg = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
         for rnd in range(dagger_rounds + 1):
             if rnd > 0:
                 with _progress(f"dagger {rnd}") as prog:
                     t = prog.add_task(f"{expert} labels", total=None, info="")
                     collect_dagger(scenarios, episodes, out, expert=expert, seeds=d_seeds, tag=f"dagger{rnd}", progress=lambda d, n, t=t, prog=prog: prog.update(t, completed=d, total=n))
-            ds = load_shards([episodes])
+            ds = trainer.load_dataset([episodes])
             with _progress("train bc" + (f" (round {rnd})" if dagger_rounds else "")) as prog:
                 t = prog.add_task(f"{len(ds)} samples", total=epochs, info="")
-                res = train_bc(ds, out, cfg, init_weights=init,
+                res = trainer.train(ds, out, cfg, init_weights=init,
                                progress=lambda e, n, a, b, t=t, prog=prog: prog.update(t, completed=e, info=f"train {a:.4f}  val {b:.4f}"))
     console.print(
         f"validation loss {res.initial_val_loss:.4f} (untrained) -> {min(res.val_loss):.4f} (best); "
@@ -183,16 +185,16 @@ def train_ppo_cmd(
 ) -> None:
     """Train PPO (stable-baselines3) on the Gymnasium env with the state observation; use the result
     with the ``sb3`` planner (``params: {path: models/ppo.safetensors}``). No pickle is written."""
-    from agents.sb3_planner import train_ppo
     from sim.errors import ScenarioError
     from sim.fsutil import check_input_file
+    from sim.planning.training import RLTrainer, get_trainer
     from sim.scenario import expand_paths
 
     with user_errors():  # the scenario is a valid file before anything starts
         expand_paths([check_input_file(scenario, error=ScenarioError, what="a scenario YAML file")])
     with user_errors(), _progress("train ppo") as prog:
         t = prog.add_task(str(scenario), total=steps, info="")
-        path = train_ppo(scenario, steps, out, seed=seed, progress=lambda d, n: prog.update(t, completed=d))
+        path = get_trainer("ppo", RLTrainer).train(scenario, steps, out, seed=seed, progress=lambda d, n: prog.update(t, completed=d))
     console.print(f"wrote {path}", highlight=False)
 
 
@@ -206,9 +208,9 @@ def convert_sb3_cmd(
     action_units: str = typer.Option("normalized", "--action-units", help="normalized ([-1, 1]) or si (m/s^2, rad)."),
 ) -> None:
     """Re-export a stable-baselines3 zip as loopdrive's pickle-free policy format (.safetensors + .json)."""
-    from agents.sb3_planner import convert_sb3_zip
+    from sim.planning.training import RLTrainer, get_trainer
 
     kinds = [k.strip() for k in observation.split(",") if k.strip()]
     with user_errors():
-        path = convert_sb3_zip(zip_path, out, trust_pickle=trust_pickle, algo=algo, observation=kinds, action_units=action_units)
+        path = get_trainer("ppo", RLTrainer).import_policy(zip_path, out, trust_pickle=trust_pickle, algo=algo, observation=kinds, action_units=action_units)
     console.print(f"wrote {path} and {path.with_suffix('.json')}", highlight=False)

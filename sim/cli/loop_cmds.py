@@ -172,9 +172,9 @@ def export_cmd(
             items += items_from_files(scenario_files(scenarios), planner=planner, planner_params=params)
         import dataclasses
 
-        from agents.sb3_planner import pickle_opt_in
+        from sim.planning import with_opt_ins
 
-        items = [dataclasses.replace(it, planner_params=pickle_opt_in(it.planner, it.planner_params, trust_pickle=trust_pickle)) for it in items]
+        items = [dataclasses.replace(it, planner_params=with_opt_ins(it.planner, it.planner_params, trust_pickle=trust_pickle)) for it in items]
         with LazyProgress(lambda: _progress("export"), f"{len(items)} episodes", total=len(items), info="") as prog:
             shards = export_episodes(items, out, kinds=kind_list, expert=expert,
                                      max_steps=max_steps, progress=lambda d, n: prog.update(completed=d))  # fmt: skip

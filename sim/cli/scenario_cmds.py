@@ -130,9 +130,9 @@ def run_cmd(
 
     with user_errors():
         episodes = expand_paths(paths)  # invalid files fail here, before the progress bar
-        from agents.sb3_planner import pickle_opt_in_episodes
+        from sim.planning import with_opt_ins_episodes
 
-        episodes = pickle_opt_in_episodes(episodes, planner=planner, trust_pickle=trust_pickle)  # policy files checked now
+        episodes = with_opt_ins_episodes(episodes, planner=planner, trust_pickle=trust_pickle)  # policy files checked now
     with user_errors(), contextlib.ExitStack() as stack:
         bar: list[Any] = []  # the progress bar appears at the first report: after run_batch's checks
 

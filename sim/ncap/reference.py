@@ -32,7 +32,7 @@ PLAN_POINTS = 20
 
 class NoActionEgo:
     """An ego that takes no action: constant start speed along the route centreline. It has the
-    :class:`agents.base.Planner` methods the episode driver calls (``observation_spec``,
+    :class:`sim.planning.Planner` methods the episode driver calls (``observation_spec``,
     ``reset``, ``plan``) without being a registered planner."""
 
     name = NO_ACTION
@@ -43,7 +43,7 @@ class NoActionEgo:
         self._v0: float | None = None
 
     def observation_spec(self) -> Any:
-        from agents.base import ObservationSpec
+        from sim.planning import ObservationSpec
 
         return ObservationSpec(kinds=("ego",))
 
@@ -58,7 +58,7 @@ class NoActionEgo:
         self._v0 = None
 
     def plan(self, obs: Mapping[str, Any]) -> Any:
-        from agents.base import Control
+        from sim.planning import Control
 
         if self._path is None:
             raise EpisodeStateError("NoActionEgo.plan before reset")

@@ -88,8 +88,7 @@ class NcapConfig:
 
 def _planner_kinds(name: str) -> tuple[str, ...]:
     try:
-        import agents.planners  # noqa: F401  (registers the reference planners)
-        from agents.base import make_planner
+        from sim.planning import make_planner
 
         return tuple(make_planner(name).observation_spec().kinds)
     except LoopdriveError as exc:

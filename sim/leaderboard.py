@@ -11,7 +11,7 @@ episode errored") instead of being ranked on zeros alone.
 Sensors: each episode offers the kinds its scenario configures plus what the default rig can sense
 (``lidar``; ``bev`` from the engine) -- the rig carries a LiDAR, so a sensor-only planner can run
 on every scenario. ``lidar`` uses the analytic box LiDAR unless a render backend is wired (see
-:mod:`agents.rollout`).
+:mod:`sim.rollout`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def sensor_rollout(ep: Any, planner: str, params: Mapping[str, Any]) -> Any:
     """``sim.batch`` rollout function offering the scenario's kinds plus :data:`RIG_KINDS`; rendered
     kinds (``lidar``, ``camera``) come from the scenario's ``scene.renderer`` (``mesh``: the exact
     ray-cast town, buildings, trees and parked cars included)."""
-    from agents.rollout import run_planner_episode
+    from sim.rollout import run_planner_episode
 
     res = run_planner_episode(
         ep.spec, planner, ep.seed, params=params, observation=(*ep.observation, *RIG_KINDS), raise_errors=True,
@@ -182,9 +182,8 @@ def run_leaderboard(
         horizon_s: cut every episode to this many seconds (smoke runs).
         progress: called as ``progress(planner, done, failed, total)``.
     """
-    import agents.planners  # noqa: F401  (registers the built-ins)
-    from agents.base import PLANNERS
     from sim.batch import run_batch
+    from sim.planning import PLANNERS
     from sim.scenario import expand_paths
 
     if not planners:

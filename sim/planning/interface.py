@@ -8,36 +8,28 @@ ego frame (tracked by the controller) or a :class:`Control` (acceleration, steer
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from sim.errors import ScenarioError
-from sim.registry import Registry
+from sim.planning.params import NoParams, ParamProblem, PlannerParams, file_params, param_errors
 from sim.sensors import SensorRig
 
 __all__ = [
-    "PLANNERS",
-    "Bool",
     "Control",
-    "Float",
-    "Int",
-    "NoParams",
     "Observation",
     "ObservationSpec",
     "Planner",
     "PlannerInit",
     "PlannerOutput",
-    "PlannerParams",
     "Trajectory",
     "check_observation_spec",
-    "make_planner",
 ]
 
 #: An observation: observation kind name -> value (see ``sim.observations``).
@@ -132,33 +124,9 @@ class Control:
 PlannerOutput = Trajectory | Control
 
 
-def _plain_number(v: Any) -> Any:
-    """numpy scalars as Python numbers; ``True`` is not a number (strict fields refuse it)."""
-    return v.item() if isinstance(v, np.generic) else v
-
-
-#: a finite float parameter (ints accepted; bools and strings refused)
-Float = Annotated[float, BeforeValidator(_plain_number), Field(strict=True, allow_inf_nan=False)]
-#: an integer parameter (bools, floats and strings refused)
-Int = Annotated[int, BeforeValidator(_plain_number), Field(strict=True)]
-#: a boolean parameter (``1`` or ``"yes"`` refused)
-Bool = Annotated[bool, BeforeValidator(_plain_number), Field(strict=True)]
-
-
-class PlannerParams(BaseModel):
-    """Base of a planner's declared parameters (``Planner.Params``): unknown keys are errors,
-    numbers are finite, nothing is coerced from another type (``true`` is not 1). Fields carry
-    their defaults and units; :meth:`Planner.param_problems` reports against this schema."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
-
-
-class NoParams(PlannerParams):
-    """The parameters of a planner that takes none."""
-
-
 class Planner(ABC):
-    """A planning stack under test. Subclasses set ``name`` and register in :data:`PLANNERS`.
+    """A planning stack under test. Subclasses set ``name`` and register through the
+    ``loopdrive.planners`` entry-point group (:data:`sim.planning.PLANNERS`).
 
     Parameters: a subclass declares them as ``Params`` (a :class:`PlannerParams` model; default
     :class:`NoParams`). The constructor validates its keyword arguments against it and keeps the
@@ -182,27 +150,20 @@ class Planner(ABC):
         self.config = type(self).parse_params(params)
 
     @classmethod
-    def param_problems(
-        cls, params: Mapping[str, Any], *, from_file: bool = True
-    ) -> list[tuple[tuple[str | int, ...], str]]:
+    def param_problems(cls, params: Mapping[str, Any], *, from_file: bool = True) -> list[ParamProblem]:
         """Problems of ``params`` against :attr:`Params` as (path under ``planner.params``,
         message) pairs, empty when valid. ``from_file``: the params come from a scenario file, so
         :attr:`code_params` are refused too."""
         if not isinstance(params, Mapping):
             return [((), f"expected a mapping of parameter names to values, got {type(params).__name__}")]
-        out: list[tuple[tuple[str | int, ...], str]] = []
+        out: list[ParamProblem] = []
         for k in params:
             if k in cls.code_params and from_file:
-                out.append(
-                    (
-                        (str(k),),
-                        f"planner {cls.name!r} takes {k!r} only from code or the command line, not from a file",
-                    )
-                )
+                out.append(((str(k),), f"planner {cls.name!r} takes {k!r} only from code or the command line, not from a file"))
         try:
-            cls.Params.model_validate(_file_params(cls, params))
+            cls.Params.model_validate(file_params(params, cls.code_params))
         except ValidationError as exc:
-            out.extend(_param_errors(cls, exc))
+            out.extend(param_errors(cls.name, cls.Params, exc))
         return out
 
     @classmethod
@@ -213,7 +174,14 @@ class Planner(ABC):
         if problems:
             loc, msg = problems[0]
             raise ScenarioError(msg, field=".".join(["planner.params", *map(str, loc)]))
-        return cls.Params.model_validate(_file_params(cls, params))
+        return cls.Params.model_validate(file_params(params, cls.code_params))
+
+    @classmethod
+    def with_opt_ins(cls, params: Mapping[str, Any], *, trust_pickle: bool = False) -> dict[str, Any] | None:
+        """``params`` with the command line's opt-ins added (``--trust-pickle``), checked now, so
+        a run refuses unusable parameters or files before it writes anything; None (the default)
+        when this planner takes no opt-in and its parameters pass through unchanged."""
+        return None
 
     @abstractmethod
     def observation_spec(self) -> ObservationSpec:
@@ -226,50 +194,6 @@ class Planner(ABC):
     @abstractmethod
     def plan(self, obs: Observation) -> PlannerOutput:
         """One planning step: the observation dict (only the kinds asked for) -> a trajectory or a control."""
-
-
-def _file_params(cls: type[Planner], params: Mapping[str, Any]) -> dict[str, Any]:
-    """The params :attr:`Planner.Params` describes (code-only ones dropped, paths as str)."""
-    return {
-        k: os.fspath(v) if isinstance(v, os.PathLike) else v
-        for k, v in params.items()
-        if k not in cls.code_params
-    }
-
-
-def _param_errors(cls: type[Planner], exc: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
-    out: list[tuple[tuple[str | int, ...], str]] = []
-    for e in exc.errors(include_url=False):
-        loc = tuple(e["loc"])
-        got = repr(e.get("input"))
-        got = got if len(got) <= 60 else got[:57] + "..."
-        if e["type"] == "extra_forbidden":
-            known = sorted(cls.Params.model_fields)
-            msg = f"unknown parameter of planner {cls.name!r}; " + (
-                f"known: {', '.join(known)}" if known else "it takes no parameters"
-            )
-        elif e["type"] == "missing":
-            msg = "required parameter is missing"
-        elif str(e["msg"]).startswith(("Input should be ", "Value error, ")):
-            text = str(e["msg"]).removeprefix("Value error, ").removeprefix("Input should be ")
-            msg = f"expected {text}, got {got}"
-        else:
-            text = str(e["msg"])
-            msg = f"{text[:1].lower() + text[1:]} (got {got})"
-        out.append((loc, msg))
-    return out
-
-
-#: name -> Planner subclass; third parties add planners through the ``loopdrive.planners``
-#: entry-point group.
-PLANNERS: Registry[type[Planner]] = Registry("planner", "loopdrive.planners")
-
-
-def make_planner(name: str, **params: Any) -> Planner:
-    """Construct a registered planner by name (``RegistryError`` lists the known ones)."""
-    import agents.planners  # noqa: F401  (registers the reference planners)
-
-    return PLANNERS.get(name)(**params)
 
 
 def check_observation_spec(

@@ -4,20 +4,21 @@
 :func:`sim.batch.drive_episode` (the batch runner's own sensor path): same engine calls, same
 ``PlannerInit``, same :class:`EpisodeRecord`, plus what training and tests need:
 
-* it accepts a :class:`~agents.base.Planner` *instance* (a spy, a learned policy) or a name;
-* it checks the planner's :class:`~agents.base.ObservationSpec` against the configured observation
-  kinds and rig (:func:`agents.base.check_observation_spec`) and passes the planner **only** the
+* it accepts a :class:`~sim.planning.Planner` *instance* (a spy, a learned policy) or a registry
+  name (:data:`sim.planning.PLANNERS`);
+* it checks the planner's :class:`~sim.planning.ObservationSpec` against the configured observation
+  kinds and rig (:func:`sim.planning.check_observation_spec`) and passes the planner **only** the
   kinds it declared (:func:`observe`);
 * it can record each step's observation and the applied control (behaviour-cloning data);
 * a planner that raises, returns NaN or returns something else ends the episode with
   ``status = "error"`` (never an exception out of here unless ``raise_errors``).
 
-Observation kinds: ``ego`` and ``objects`` (see :mod:`agents.planners.common`) are always
+Observation kinds: ``ego`` and ``objects`` (see :mod:`sim.planning.observe`) are always
 available; every other kind comes from the ``sim.observations`` registry (same arrays as the env).
 Kinds that need rendered sensors (``camera``, ``lidar``) use the ``renderer`` passed in (a
 ``sim.render.base.RenderBackend``, a backend name, or ``"scenario"`` for the scenario's
 ``scene.renderer``); without one, ``lidar`` falls back to the analytic box LiDAR of
-:func:`agents.perception.simulate_lidar` (actor boxes over a flat ground, same range-image layout,
+:func:`sim.render.box_lidar.simulate_lidar` (actor boxes over a flat ground, same range-image layout,
 no static scenery) and ``camera`` is an error.
 """
 
@@ -27,10 +28,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agents.base import Planner
 from sim.batch import ALWAYS_AVAILABLE, EpisodeResult, SensorObserver, drive_episode, planner_init
 from sim.errors import EpisodeStateError
 from sim.metrics import EpisodeRecord
+from sim.planning import Planner
 from sim.sensors import SensorRig, default_rig
 from sim.spec import ScenarioSpec
 

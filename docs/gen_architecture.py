@@ -1,0 +1,139 @@
+"""The architecture page (``docs/architecture.md``), generated from the import-linter contracts in
+``pyproject.toml`` (``[tool.importlinter]``), so the picture cannot drift from what ``make test``
+enforces.
+
+* ``mkdocs build``: mkdocs-gen-files runs this file and writes the page into the site;
+* ``python docs/gen_architecture.py``: rewrites ``docs/architecture.md`` in the repository
+  (``tests/test_architecture.py`` checks that the committed page is the generated one).
+"""
+
+from __future__ import annotations
+
+import textwrap
+import tomllib
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = "architecture.md"
+WIDTH = 96
+
+#: layer name and what lives there, keyed by a module that identifies the layer
+LAYER_NAMES: dict[str, tuple[str, str]] = {
+    "sim.cli": ("shells", "the Gymnasium env and its vector env, the render server, the CLI (parse, call one library "
+                "function, print); the benchmarks, which measure them"),
+    "sim.batch": ("runner", "episodes, batches, leaderboard, NeuroNCAP, mining, adversary, export, loop, reports; "
+                  "planners only through the registry"),
+    "agents": ("agents", "the reference planners, learned policies and their training (a plug-in of sim)"),
+    "sim.planning": ("planning interface", "Planner ABC, Observation / Control / Trajectory, observation kinds and "
+                     "builders, the planner and trainer registries, the scenario-file boundary"),
+    "sim.render": ("sensors", "render backends, the reconstructor (the only importer of nerfstudio), data-set "
+                   "importers, the synthetic town, the analytic box LiDAR"),
+    "sim.errors": ("core", "errors, registry, geometry, files, specs, map, drive log, sensors, dynamics, "
+                   "behaviours, world, edits, engine, metrics -- numpy / numba / scipy / shapely"),
+}
+
+
+#: ignore_imports entries that are a contract's scope, not a temporary exception (by contract id)
+BY_DESIGN: dict[str, set[str]] = {"nerfstudio-only-in-recon": {"sim.recon.** -> nerfstudio"}}
+
+
+def contracts(pyproject: Path = ROOT / "pyproject.toml") -> list[dict[str, Any]]:
+    """The ``[[tool.importlinter.contracts]]`` tables."""
+    with pyproject.open("rb") as f:
+        return list(tomllib.load(f)["tool"]["importlinter"]["contracts"])
+
+
+def layers(pyproject: Path = ROOT / "pyproject.toml") -> list[list[str]]:
+    """The layers of the ``layers`` contract, top to bottom, each a list of module names (the
+    parentheses of optional modules removed)."""
+    (c,) = [c for c in contracts(pyproject) if c["type"] == "layers"]
+    sep = "|" if any("|" in layer for layer in c["layers"]) else ":"
+    return [[m.strip().strip("()") for m in layer.split(sep)] for layer in c["layers"]]
+
+
+def _name(mods: list[str], k: int) -> tuple[str, str]:
+    for key, named in LAYER_NAMES.items():
+        if key in mods:
+            return named
+    return (f"layer {k}", "")
+
+
+def diagram(pyproject: Path = ROOT / "pyproject.toml") -> str:
+    """The layers as boxes, top to bottom, each importing only the boxes below it."""
+    ls = layers(pyproject)
+    inner = WIDTH - 4
+    out: list[str] = []
+    for i, mods in enumerate(ls):
+        k = len(ls) - i
+        name, what = _name(mods, k)
+        out.append("┌" + "─" * (inner + 2) + "┐")
+        out.append(f"│ {f'{k} {name}'.upper().ljust(inner)} │")
+        for line in textwrap.wrap(what, inner):
+            out.append(f"│ {line.ljust(inner)} │")
+        out.append(f"│ {''.ljust(inner)} │")
+        for line in textwrap.wrap("  ".join(mods), inner, break_on_hyphens=False):
+            out.append(f"│ {line.ljust(inner)} │")
+        out.append("└" + "─" * (inner + 2) + "┘")
+        if i + 1 < len(ls):
+            out.append(" " * (WIDTH // 2 - 6) + "│ imports ▼")
+    return "\n".join(out)
+
+
+def _contract_lines(pyproject: Path) -> list[str]:
+    lines = ["| contract | kind | what it forbids | ignored for now |", "|---|---|---|---|"]
+    for c in contracts(pyproject):
+        if c["type"] == "layers":
+            forbids = "a module importing a layer above its own"
+        else:
+            how = "directly" if c.get("allow_indirect_imports") else "directly or through other modules"
+            forbids = f"{', '.join(c['source_modules'])} importing {', '.join(c['forbidden_modules'])} ({how})"
+        design = [i for i in c.get("ignore_imports", []) if i in BY_DESIGN.get(c["id"], set())]
+        if design:
+            forbids += "; allowed: " + ", ".join(f"`{i}`" for i in design)
+        temporary = [i for i in c.get("ignore_imports", []) if i not in design]
+        ignored = "<br>".join(f"`{i}`" for i in temporary) or "--"
+        lines.append(f"| {c['name']} (`{c['id']}`) | {c['type']} | {forbids} | {ignored} |")
+    return lines
+
+
+def page(pyproject: Path = ROOT / "pyproject.toml") -> str:
+    """The whole ``docs/architecture.md``."""
+    head = [
+        "# Architecture",
+        "",
+        "<!-- generated by docs/gen_architecture.py from [tool.importlinter] in pyproject.toml: edit those -->",
+        "",
+        "loopdrive is two packages, `sim` (the simulator) and `agents` (the reference planners), arranged in",
+        "six layers. **Each layer imports only the layers below it**; `make test` checks it with",
+        "[import-linter](https://import-linter.readthedocs.io) (`lint-imports`, the contracts in `pyproject.toml`),",
+        "counting imports placed inside functions too.",
+        "",
+        "**`sim` never imports `agents`; plug-ins register through entry points.** The runner and the",
+        "shells reach planners by name through `sim.planning.PLANNERS` (entry-point group",
+        "`loopdrive.planners`) and trainers through `sim.planning.training.TRAINERS` (`loopdrive.trainers`).",
+        "loopdrive's own planners register there exactly like a third party's (see [Extending](extending.md)),",
+        "so what a caller imported first never decides which planners exist.",
+        "",
+        "```text",
+        diagram(pyproject),
+        "```",
+        "",
+        "## Contracts",
+        "",
+        *_contract_lines(pyproject),
+        "",
+        "An ignored import is a known exception another piece of work removes; its comment in",
+        "`pyproject.toml` names that work.",
+        "",
+    ]
+    return "\n".join(head)
+
+
+if __name__ == "__main__":  # python docs/gen_architecture.py
+    (ROOT / "docs" / PAGE).write_text(page(), encoding="utf-8")
+elif __name__ == "<run_path>":  # mkdocs-gen-files (runpy.run_path)
+    import mkdocs_gen_files
+
+    with mkdocs_gen_files.open(PAGE, "w") as f:
+        f.write(page())

@@ -1,0 +1,166 @@
+"""Training of learned planners as an interface: the runner (the data loop) and the CLI train
+and check policies through it without importing the package that implements them. Trainers
+register in :data:`TRAINERS` through the ``loopdrive.trainers`` entry-point group (loopdrive's own:
+``bc`` and ``ppo`` in ``agents``).
+
+* :class:`ImitationTrainer` learns from **behaviour-cloning shards**: one ``.npz`` per episode
+  (written atomically; readable with ``np.load(..., allow_pickle=False)``) holding
+
+  - ``bev``: (T, H, W, C) uint8, the ``bev`` observation (``sim.observations.BevObservation``:
+    drivable area, route, actors, ego; ego heading up);
+  - ``ego``: (T, 3) float32, speed (m/s), acceleration (m/s²), steering angle (rad)
+    (:func:`sim.planning.observe.ego_features`);
+  - ``action``: (T, 2) float32, the expert's control: acceleration (m/s²), steering angle (rad);
+  - optional ``weight``: (T,) float32 per-sample weights; anything else is ignored.
+
+  Producers: ``sim.collect`` (expert and DAgger collections) and ``sim.export`` (the data loop's
+  exports, which add more keys).
+* :class:`RLTrainer` learns in the Gymnasium env :data:`ENV_ID` and re-exports policies trained
+  elsewhere in its own safe format.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sim.errors import RegistryError
+from sim.registry import Registry
+
+__all__ = [
+    "ENV_ID",
+    "TRAINERS",
+    "ImitationTrainer",
+    "RLTrainer",
+    "TrainResult",
+    "TrainSettings",
+    "Trainer",
+    "TrainingSet",
+    "get_trainer",
+]
+
+#: the Gymnasium id of the closed-loop env (registered at ``import sim``)
+ENV_ID = "loopdrive/ClosedLoop-v0"
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What every imitation run is told: ``epochs``, ``batch_size`` (samples), ``lr`` (Adam
+    learning rate) and ``seed`` (initial weights, validation split, sample order)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Training outcome: per-epoch mean train / validation losses, the validation loss of the
+    untrained network, and the files written (weights, their config, the loss-curve PNG)."""
+
+    train_loss: list[float]
+    val_loss: list[float]
+    initial_val_loss: float
+    weights: Path
+    config: Path
+    plot: Path | None
+
+
+class TrainingSet(Protocol):
+    """A loaded set of shards: ``len`` samples, each with its shard index (``episode``) and
+    weight; ``names`` the shard file names in load order."""
+
+    episode: NDArray[np.int64]
+    weight: NDArray[np.float32]
+    names: tuple[str, ...]
+
+    def __len__(self) -> int: ...
+
+
+class Trainer(ABC):
+    """How one learned planner is trained. ``planner`` is the registry name of the planner that
+    runs the weights it writes; ``shipped_weights`` the weights that come with the package."""
+
+    name: ClassVar[str]
+    planner: ClassVar[str]
+    shipped_weights: ClassVar[Path | None] = None
+
+    @abstractmethod
+    def check_weights(self, path: PathLike) -> None:
+        """Raise a :class:`~sim.errors.LoopdriveError` naming the file when ``path`` is not a
+        policy this trainer's planner loads (nothing from it is executed)."""
+
+    def planner_params(self, weights: PathLike) -> dict[str, Any]:
+        """The planner parameters that run ``weights``."""
+        return {"weights": str(weights)}
+
+
+class ImitationTrainer(Trainer):
+    """Learns a policy from behaviour-cloning shards (format in the module docstring)."""
+
+    @abstractmethod
+    def load_dataset(self, paths: Iterable[PathLike]) -> TrainingSet:
+        """Shard files or folders of them (sorted by name) as one training set;
+        :class:`~sim.errors.ScenarioError` when there is none or one is malformed."""
+
+    @abstractmethod
+    def train(
+        self,
+        dataset: Any,
+        out: PathLike,
+        settings: TrainSettings = TrainSettings(),
+        *,
+        init_weights: PathLike | None = None,
+        plot: bool = True,
+        progress: Callable[[int, int, float, float], None] | None = None,
+    ) -> TrainResult:
+        """Fit on ``dataset`` and write the weights to ``out``; ``init_weights`` fine-tunes from
+        them instead of a seeded initialisation; ``progress(epoch, epochs, train_loss, val_loss)``."""
+
+
+class RLTrainer(Trainer):
+    """Learns a policy by reinforcement in the Gymnasium env :data:`ENV_ID`."""
+
+    @abstractmethod
+    def train(
+        self,
+        scenario: Any,
+        steps: int,
+        out: PathLike,
+        *,
+        observation: Sequence[str] = ("state",),
+        seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Path:
+        """Train for ``steps`` environment steps on ``scenario`` (a file or spec) and write the
+        policy to ``out``; ``progress(done, total)``. Returns the weights path."""
+
+    @abstractmethod
+    def import_policy(self, path: PathLike, out: PathLike, *, trust_pickle: bool, **options: Any) -> Path:
+        """Re-export a policy saved by the learning library at ``path`` in this trainer's safe
+        format at ``out`` (reading it may need ``trust_pickle``). Returns ``out``."""
+
+
+#: name -> Trainer subclass (entry-point group ``loopdrive.trainers``)
+TRAINERS: Registry[type[Trainer]] = Registry("trainer", "loopdrive.trainers")
+
+_T = TypeVar("_T", bound=Trainer)
+
+
+def get_trainer(name: str, kind: type[_T]) -> _T:
+    """An instance of the trainer registered as ``name``, which must be a ``kind``
+    (:class:`ImitationTrainer` or :class:`RLTrainer`); :class:`RegistryError` otherwise."""
+    cls = TRAINERS.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, kind)):
+        raise RegistryError(f"trainer {name!r} is not an {kind.__name__}")
+    return cls()
