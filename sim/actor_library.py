@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from sim.errors import BundleError
-from sim.fsutil import atomic_write_bytes
+from sim.fsutil import atomic_write_bytes, sha256_file
 
 __all__ = [
     "DEFAULT_LIBRARY",
@@ -93,19 +93,6 @@ def check_size(actor: LibraryActor, size: Sequence[float], tolerance: float = SI
             f"(rescaling is allowed within x{1 - tolerance:.2f}..x{1 + tolerance:.2f})",
             field=where,
         )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
 
 
 class ActorLibrary:
@@ -197,7 +184,7 @@ class ActorLibrary:
         path = self.root / "sources" / f"{source}.safetensors"
         if not path.is_file():
             raise BundleError("expected this file to exist", file=path)
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if digest != info.get("sha256"):
             raise BundleError(f"expected sha256 {info.get('sha256')} (recorded in index.json), got {digest}", file=path)
         try:
@@ -240,7 +227,7 @@ class ActorLibrary:
         sd = {k: v.detach().cpu().contiguous() for k, v in b.scene.state_dict().items() if k.startswith(_HARVEST)}
         payload = save(sd)
         path = self.root / "sources" / f"{name}.safetensors"
-        _write_atomic(path, payload)
+        atomic_write_bytes(path, payload, parents=True)
         self._sources[name] = {"scene_config": b.scene.cfg.to_json(), "bundle": str(b.root.resolve()),
                                "sha256": hashlib.sha256(payload).hexdigest()}
         self._models.pop(name, None)
@@ -262,7 +249,7 @@ class ActorLibrary:
             "actors": [{"key": a.key, "source": a.source, "id": a.id, "class": a.cls, "size": list(a.size), "slot": a.slot, "static": a.static}
                        for a in self.actors],
         }
-        _write_atomic(self.root / "index.json", (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(self.root / "index.json", (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(), parents=True)
 
 
 def open_library(root: str | os.PathLike[str] | None = None) -> ActorLibrary:

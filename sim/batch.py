@@ -35,7 +35,6 @@ import os
 import shutil
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.errors import EpisodeStateError, LoopdriveError, ScenarioError
-from sim.fsutil import atomic_path, atomic_write_text
+from sim.fsutil import atomic_path, atomic_write_text, make_temp_dir, replace_dir
 from sim.metrics import METRICS, EpisodeRecord, compute_metrics, progress_route
 from sim.run_definition import open_run_folder, run_definition
 from sim.scenario import Episode, expand_paths, scene_context, scene_for, to_builtin
@@ -703,8 +702,7 @@ def persist(out: Path, outcome: EpisodeOutcome) -> Path:
     eid = outcome.row["episode_id"]
     root = _episodes_dir(out)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{eid}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = make_temp_dir(root, prefix=f".tmp-{eid}-")
     try:
         if outcome.trajectory is not None:
             (tmp / "trajectory.parquet").write_bytes(outcome.trajectory)
@@ -720,11 +718,7 @@ def persist(out: Path, outcome: EpisodeOutcome) -> Path:
             )
             f.flush()
             os.fsync(f.fileno())
-        final = root / eid
-        if final.exists():  # re-running an episode replaces it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        return final
+        return replace_dir(tmp, root / eid)  # re-running an episode replaces it
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -70,10 +70,6 @@ class DemoResult:
     recon: dict[str, Any] = field(default_factory=dict)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
-
-
 def write_log_overview(log_dir: Path, out: Path, progress: Callable[[int, int], None] | None = None) -> tuple[Path, Path]:
     """``bev.png`` (lanes, actors mid-log, ego path) and ``preview.mp4`` (camera with LiDAR beside a
     BEV panel) of a drive log."""
@@ -214,7 +210,7 @@ def _run_stages(outp: Path, town: str, seed: int, frames: int | None, recon: boo
     say("3/4 one episode with camera + LiDAR + BEV rendered every step (pdm_closed)")
     mp4, png, summary = sensor_episode_video(ROOT / "scenarios" / f"{VIDEO_SCENARIO}.yaml", outp / "episode.mp4")
     res.files["episode"], res.files["episode_png"] = mp4, png
-    _write_text_atomic(outp / "episode.json", json.dumps(summary, indent=1))
+    atomic_write_text(outp / "episode.json", json.dumps(summary, indent=1))
 
     if recon:
         say("4/4 training the neural scene (preset quick) and driving the episode on neural sensors")
@@ -278,5 +274,5 @@ Result: {html.escape(json.dumps({k: ep.get(k) for k in ("termination", "score", 
 <pre>{html.escape(json.dumps(res.recon, indent=1, default=str)) if res.recon else "skipped (loopdrive demo --recon)"}</pre>
 </body></html>
 """
-    _write_text_atomic(out / "index.html", page)
+    atomic_write_text(out / "index.html", page)
     res.files["index"] = out / "index.html"

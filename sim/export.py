@@ -55,7 +55,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.errors import ScenarioError
-from sim.fsutil import atomic_path, atomic_write_text
+from sim.fsutil import atomic_savez, atomic_write_text
 from sim.render.base import ArrayWorld
 
 __all__ = [
@@ -125,11 +125,6 @@ def items_from_files(files: Iterable[str | os.PathLike[str]], *, planner: str | 
 
 def _safe(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
-
-
-def _save_npz_atomic(path: Path, arrays: Mapping[str, NDArray[Any]]) -> None:
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
 
 
 def _worlds(rec: Any, compiled: Any) -> list[ArrayWorld]:
@@ -291,7 +286,7 @@ def _write_shard(dst: Path, it: ExportItem, res: Any, compiled: Any, kinds: Sequ
         "anonymised_regions": n_regions, "kinds": sorted(set(kinds) | {"bev", "state"}),
     }  # fmt: skip
     arrays["meta"] = np.array(json.dumps(meta))
-    _save_npz_atomic(dst, arrays)
+    atomic_savez(dst, arrays)
 
 
 def _write_manifest(outp: Path) -> None:

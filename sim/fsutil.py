@@ -8,9 +8,13 @@ saved policies) goes through one of:
   name (``np.savez``, ``safetensors``, ``imageio``, PIL, ``tarfile``, ``fig.savefig``...). The file
   is renamed onto the target when the block ends normally and removed when it raises.
 
-Folders written whole and renamed into place (drive logs, scene bundles) should start from
-:func:`make_temp_dir`, which is ``tempfile.mkdtemp`` with the mode of a plain ``os.mkdir``
-(``0o777 & ~umask``) instead of ``0o700``.
+Folders written whole and renamed into place (drive logs, scene bundles, exports, episode
+folders) start from :func:`make_temp_dir`, which is ``tempfile.mkdtemp`` with the mode of a plain
+``os.mkdir`` (``0o777 & ~umask``) instead of ``0o700``, and end with :func:`replace_dir`.
+``parents=True`` makes the target's folder first (every writer that did ``mkdir`` + write).
+
+:func:`sha256_file` is the one streamed file hash (bundle provenance, actor library, run
+definitions).
 
 Readers never see a half-written file: the target is either the old file or the complete new one
 (``os.replace`` is atomic on POSIX within one file system, hence the temporary file lives next to
@@ -36,22 +40,28 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sim.errors import LoopdriveError
 
 __all__ = [
     "MAX_INPUT_BYTES",
     "atomic_path",
+    "atomic_savez",
     "atomic_write_bytes",
     "atomic_write_text",
     "check_input_file",
     "make_temp_dir",
     "read_input_bytes",
+    "replace_dir",
+    "sha256_file",
 ]
 
 #: Default cap on one small input file read whole (scenario YAML, JSON of a drive log or bundle):
@@ -114,16 +124,19 @@ def _commit(tmp: Path, path: Path, mode: int, fsync: bool) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp", fsync: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp", fsync: bool = False, parents: bool = False) -> Iterator[Path]:
     """Yield a temporary file path next to ``path``; on normal exit rename it onto ``path``.
 
     The temporary file exists (empty) when the block starts; the writer may overwrite or replace
     it. ``suffix`` is the temporary file's ending: give the one the writer needs to pick its format
     or not to append its own (``".npz"`` for ``np.savez``, ``".mp4"`` for imageio, ``".png"`` for
-    ``savefig``). The folder of ``path`` must exist (``FileNotFoundError`` otherwise). If the block
-    raises, the temporary file is removed and the exception propagates; ``path`` is untouched.
+    ``savefig``). The folder of ``path`` must exist (``FileNotFoundError`` otherwise) unless
+    ``parents`` makes it. If the block raises, the temporary file is removed and the exception
+    propagates; ``path`` is untouched.
     """
     path = Path(path)
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path, suffix)
     try:
         mode = stat.S_IMODE(os.fstat(fd).st_mode)
@@ -138,9 +151,12 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp", fsync: bo
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = False) -> Path:
-    """Write ``data`` to ``path`` atomically (see the module doc); returns ``path`` as a Path."""
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = False, parents: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (see the module doc); returns ``path`` as a Path.
+    ``parents``: make the folder of ``path`` first."""
     path = Path(path)
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path, ".tmp")
     try:
         try:
@@ -159,11 +175,22 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool
 
 
 def atomic_write_text(
-    path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8", fsync: bool = False
+    path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8", fsync: bool = False, parents: bool = False
 ) -> Path:
     """Write ``text`` (encoded with ``encoding``, no newline translation) to ``path`` atomically;
-    returns ``path`` as a Path."""
-    return atomic_write_bytes(path, text.encode(encoding), fsync=fsync)
+    returns ``path`` as a Path. ``parents``: make the folder of ``path`` first."""
+    return atomic_write_bytes(path, text.encode(encoding), fsync=fsync, parents=parents)
+
+
+def atomic_savez(path: str | os.PathLike[str], arrays: Any, *, compressed: bool = True) -> Path:
+    """Write the mapping name -> array ``arrays`` as one ``.npz`` at ``path`` atomically
+    (``np.savez_compressed``, or ``np.savez`` with ``compressed=False``; never pickled)."""
+    import numpy as np
+
+    save = np.savez_compressed if compressed else np.savez
+    with atomic_path(path, suffix=".npz") as tmp:
+        save(tmp, **arrays)
+    return Path(path)
 
 
 def make_temp_dir(parent: str | os.PathLike[str], prefix: str = ".tmp-") -> Path:
@@ -180,6 +207,33 @@ def make_temp_dir(parent: str | os.PathLike[str], prefix: str = ".tmp-") -> Path
             continue
         return p
     raise FileExistsError(errno.EEXIST, "no free temporary folder name", str(parent))  # pragma: no cover
+
+
+def replace_dir(tmp: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Move the finished folder ``tmp`` (from :func:`make_temp_dir` next to ``out``) onto ``out``.
+
+    A rename when ``out`` does not exist. Otherwise the old folder is first renamed aside (into a
+    temporary folder beside it) and removed once the new one is in place: a reader sees the old
+    folder or the complete new one, never a mix (POSIX cannot swap two folders in one rename, so
+    for an instant there is none). Returns ``out`` as a Path."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        trash = make_temp_dir(Path(os.path.abspath(out)).parent, prefix=f".{out.name}.old-")
+        os.replace(out, trash / "old")
+        os.replace(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    return out
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in ``chunk``-byte pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def check_input_file(

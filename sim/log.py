@@ -38,7 +38,6 @@ import logging
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -50,7 +49,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from sim.errors import LogFormatError
-from sim.fsutil import atomic_write_text, make_temp_dir
+from sim.fsutil import atomic_write_text, make_temp_dir, replace_dir
 
 __all__ = [
     "FORMAT_VERSION",
@@ -256,9 +255,7 @@ def dumps_json(obj: Any) -> str:
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     """Write JSON to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, dumps_json(obj))
+    atomic_write_text(path, dumps_json(obj), parents=True)
 
 
 def _round_floats(a: NDArray[np.floating], decimals: int = 6) -> list[Any]:
@@ -447,13 +444,7 @@ class LogWriter:
         (tmp / "map.json").write_text(dumps_json(self._map))
         (tmp / "meta.json").write_text(dumps_json(self.meta))
         validate_log(tmp)
-        if self.out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.resolve().parent))
-            os.replace(self.out, trash / "old")
-            os.replace(tmp, self.out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, self.out)
+        replace_dir(tmp, self.out)
         self._tmp = None
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:

@@ -443,8 +443,7 @@ def _training_set_summary(data: Any, dirs: Sequence[str], init: str | None) -> d
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=1))
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=1), parents=True)
 
 
 def _candidate(cfg: LoopConfig, bc_cfg: Any, j: int, prev: str) -> tuple[Any, str | None]:

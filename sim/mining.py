@@ -327,7 +327,7 @@ def _write_selection(run: Path, outp: Path, selected: Sequence[MinedEpisode], do
     """Write ``mined.json`` and copies of the selected episode folders into a temporary folder
     next to ``outp``, then put it in place of ``outp`` (which must be new, empty, or an earlier
     selection: a folder holding ``mined.json``)."""
-    from sim.fsutil import make_temp_dir
+    from sim.fsutil import make_temp_dir, replace_dir
 
     if outp.exists() and not outp.is_dir():
         raise ScenarioError("expected a folder for the mined selection, got a file", file=outp)
@@ -342,13 +342,7 @@ def _write_selection(run: Path, outp: Path, selected: Sequence[MinedEpisode], do
             if src.is_dir():
                 shutil.copytree(src, tmp / "episodes" / m.episode_id)
         atomic_write_text(tmp / "mined.json", json.dumps(doc, indent=1, allow_nan=False))
-        old = None
-        if outp.exists():
-            old = outp.parent / f".{outp.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
-            os.replace(outp, old)
-        os.replace(tmp, outp)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, outp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

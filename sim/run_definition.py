@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import ResultsError
-from sim.fsutil import read_input_bytes
+from sim.fsutil import read_input_bytes, sha256_file
 
 __all__ = [
     "ENGINE_VERSION",
@@ -119,14 +119,10 @@ def _file_digest(path: Path) -> str | None:
         return None
     if st.st_size > MAX_HASHED_BYTES:
         return f"size:{st.st_size},mtime_ns:{st.st_mtime_ns}"
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        return sha256_file(path)
     except OSError:
         return None
-    return h.hexdigest()
 
 
 def _param_files(params: Any, out: dict[str, str]) -> None:

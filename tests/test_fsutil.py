@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.fsutil import atomic_path, atomic_write_bytes, atomic_write_text, make_temp_dir
+from sim.fsutil import (
+    atomic_path,
+    atomic_savez,
+    atomic_write_bytes,
+    atomic_write_text,
+    make_temp_dir,
+    replace_dir,
+    sha256_file,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,7 +149,7 @@ def test_real_writers_give_group_and_other_readable_files(tmp_path: Path) -> Non
     code = """
         from pathlib import Path
         from sim.leaderboard import _write_atomic
-        from sim.adversary.search import _write_text_atomic
+        from sim.fsutil import atomic_write_text  # the generated-scenario writer (sim.adversary.search)
         from sim.batch import write_results
         from sim.log import write_json_atomic
         d = Path.cwd()
@@ -150,7 +158,7 @@ def test_real_writers_give_group_and_other_readable_files(tmp_path: Path) -> Non
         modes["json"] = d / "meta.json"
         _write_atomic(d / "leaderboard.md", "| a |\\n")
         modes["md"] = d / "leaderboard.md"
-        _write_text_atomic(d / "generated" / "cut_in-abc.yaml", "version: 1\\n")
+        atomic_write_text(d / "generated" / "cut_in-abc.yaml", "version: 1\\n", parents=True)
         modes["yaml"] = d / "generated" / "cut_in-abc.yaml"
     """
     modes = _in_subprocess(code, 0o022, tmp_path)
@@ -165,3 +173,32 @@ def test_make_temp_dir_gives_distinct_empty_folders(tmp_path: Path) -> None:
     assert a.is_dir() and not any(a.iterdir())
     with pytest.raises(FileNotFoundError):
         make_temp_dir(tmp_path / "missing")
+
+
+def test_replace_dir_swaps_a_finished_folder_into_place(tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    first = make_temp_dir(tmp_path, prefix=".bundle.tmp-")
+    (first / "a.txt").write_text("1")
+    assert replace_dir(first, out) == out and (out / "a.txt").read_text() == "1" and not first.exists()
+    second = make_temp_dir(tmp_path, prefix=".bundle.tmp-")
+    (second / "b.txt").write_text("2")
+    replace_dir(second, out)  # an existing folder is replaced whole, nothing of it is left
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no temporary or old folder left behind
+
+
+def test_sha256_file_and_atomic_savez(tmp_path: Path) -> None:
+    import hashlib
+
+    data = os.urandom(3 << 20)  # more than one read chunk
+    (tmp_path / "w.bin").write_bytes(data)
+    assert sha256_file(tmp_path / "w.bin") == hashlib.sha256(data).hexdigest()
+    assert sha256_file(tmp_path / "w.bin", chunk=7) == hashlib.sha256(data).hexdigest()
+    atomic_savez(tmp_path / "s.npz", {"a": np.arange(5), "b": np.ones((2, 2))})
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as z:
+        assert sorted(z.files) == ["a", "b"] and z["a"].tolist() == [0, 1, 2, 3, 4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz", "w.bin"]
+    atomic_write_text(tmp_path / "x" / "y" / "z.txt", "ok", parents=True)
+    assert (tmp_path / "x" / "y" / "z.txt").read_text() == "ok"
+    with pytest.raises(FileNotFoundError):
+        atomic_write_text(tmp_path / "missing" / "z.txt", "no")

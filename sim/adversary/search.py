@@ -266,11 +266,6 @@ def _dump(data: Mapping[str, Any], header: str = "") -> str:
     return header + body
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
-
-
 def _episode_of(data: Mapping[str, Any], where: Path) -> Any:
     """Validate scenario ``data`` as a file in folder ``where`` and return its first episode."""
     from sim.scenario import expand
@@ -464,8 +459,8 @@ def attack(
     if out is not None:
         outp = Path(out)
         outp.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(outp / "summary.json", json.dumps(_jsonable({**res.summary(), "config": asdict(cfg)}), indent=1))
-        _write_text_atomic(outp / "candidates.jsonl", "".join(json.dumps(_jsonable(asdict(c))) + "\n" for c in cands))
+        atomic_write_text(outp / "summary.json", json.dumps(_jsonable({**res.summary(), "config": asdict(cfg)}), indent=1), parents=True)
+        atomic_write_text(outp / "candidates.jsonl", "".join(json.dumps(_jsonable(asdict(c))) + "\n" for c in cands), parents=True)
     return res
 
 
@@ -520,7 +515,7 @@ def sample_cases(
         except LoopdriveError:
             continue
         path = gen_dir / f"{scen['name']}.yaml"
-        _write_text_atomic(path, _dump(scen, _modeline(gen_dir) + f"# Uniform draw of the {tname} search space around {base_name} (seed {seed}).\n"))
+        atomic_write_text(path, _dump(scen, _modeline(gen_dir) + f"# Uniform draw of the {tname} search space around {base_name} (seed {seed}).\n"), parents=True)
         files.append(str(path))
     return files
 
@@ -596,5 +591,5 @@ def _write_generated(scen: dict[str, Any], gen_dir: Path, base_name: str, cfg: A
         f"# Re-run: loopdrive run {gen_dir}/{base_name}-{h}.yaml --out out/rerun-{h}\n"
     )
     path = gen_dir / f"{base_name}-{h}.yaml"
-    _write_text_atomic(path, _dump(out, header))
+    atomic_write_text(path, _dump(out, header), parents=True)
     return str(path)

@@ -45,7 +45,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,7 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from sim.errors import LogFormatError
-from sim.fsutil import make_temp_dir
+from sim.fsutil import make_temp_dir, replace_dir
 from sim.geometry import OPENCV_FROM_OPENGL, invert_se3
 from sim.importers import nuscenes_truth as truth
 from sim.log import DriveLog, read_log
@@ -234,13 +233,7 @@ def export_nuscenes(
         raise LogFormatError(f"expected a writable location ({exc.strerror})", file=out) from None
     try:
         _write_root(dl, tmp, version, scene_name or dl.name, origin, epoch_us, keyframe_hz, image_format)
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
-            os.replace(out, trash / "old")
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -30,11 +30,9 @@ records (``loopdrive ns-config BUNDLE`` prints the checked path for ``ns-eval --
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -46,7 +44,14 @@ import torch
 from numpy.typing import NDArray
 
 from sim.errors import BundleError
-from sim.fsutil import atomic_path, atomic_write_text, check_input_file, make_temp_dir
+from sim.fsutil import (
+    atomic_path,
+    atomic_write_text,
+    check_input_file,
+    make_temp_dir,
+    replace_dir,
+    sha256_file,
+)
 from sim.log import DriveLog, Track, dumps_json, track_to_json
 from sim.log_validate import load_json
 from sim.recon.occupancy import pack_occupancy, unpack_occupancy
@@ -153,21 +158,13 @@ class Bundle:
         return {k: v.numpy().astype(np.float32) for k, v in r.items()}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _verified_file(path: Path, sha256: str, what: str) -> Path:
     """``path`` if it is a regular file (capped size) whose sha256 is the one ``bundle.json``
     records for ``what``; else :class:`BundleError` naming the file."""
     from sim.recon.bundle_schema import MAX_WEIGHTS_BYTES
 
     check_input_file(path, error=BundleError, max_bytes=MAX_WEIGHTS_BYTES, what=f"a regular file (recorded in bundle.json {what})")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != sha256:
         raise BundleError(f"expected sha256 {sha256} (recorded in bundle.json {what}), got {digest}: the file was modified or corrupted", file=path)
     return path
@@ -216,7 +213,7 @@ def save_bundle(
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_VERSION,
             "scene_config": scene.cfg.to_json(),
-            "weights": {"file": WEIGHTS, "sha256": _sha256(tmp / WEIGHTS)},
+            "weights": {"file": WEIGHTS, "sha256": sha256_file(tmp / WEIGHTS)},
             "actors": actors,
             "log": {"name": dl.name, "path": str(dl.root.resolve()), "camera": camera},
             "info": info or {},
@@ -228,13 +225,7 @@ def save_bundle(
         (tmp / "bundle.json").write_text(dumps_json(doc))
         (tmp / "tracks.json").write_text(dumps_json({"ego": track_to_json(dl.ego), "tracks": [track_to_json(t) for t in dl.tracks]}))
         (tmp / "map.json").write_text(dumps_json(dl.map))
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -248,7 +239,7 @@ def _write_surface_file(folder: Path, proxy: SurfaceProxy) -> dict[str, Any]:
         arrays["lidar"] = proxy.vertex_lidar
     with atomic_path(folder / SURFACE, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
-    return {"file": SURFACE, "sha256": _sha256(folder / SURFACE), "config": dataclasses.asdict(proxy.cfg), "level": proxy.level,
+    return {"file": SURFACE, "sha256": sha256_file(folder / SURFACE), "config": dataclasses.asdict(proxy.cfg), "level": proxy.level,
             "bake_version": BAKE_VERSION,
             "calibration": {"median_depth_diff_m": _finite(proxy.calib_err_m), "median_rel_depth_diff": _finite(proxy.calib_rel_err)}}
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import BundleError
-from sim.fsutil import atomic_write_text
+from sim.fsutil import atomic_write_text, replace_dir
 from sim.log import DriveLog, validate_log
 
 __all__ = ["train_bundle"]
@@ -181,7 +181,7 @@ def _train_bundle(
     ns_sha = hashlib.sha256(ns_text.encode("utf-8")).hexdigest()
     save_bundle(out, model.scene, dl, data.actor_ids, camera=camera, info=info, overwrite=overwrite, nerfstudio=(ns_rel, ns_sha))
     # keep nerfstudio's own output (config + checkpoint) inside the bundle folder for ns-eval/ns-render
-    os.replace(work, out / "nerfstudio")
+    replace_dir(work, out / "nerfstudio")
     log.info("trained %d iterations in %.1f s -> %s", steps[0], seconds, out)
     return {**info, "bundle": str(out)}
 
