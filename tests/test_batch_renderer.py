@@ -51,10 +51,11 @@ class _SpyMesh:
 @pytest.fixture()
 def spy_backend():
     from sim.render.base import RENDERERS
+    from tests._registry import registered
 
-    RENDERERS.register("test_spy_mesh", _SpyMesh, replace=True)  # type: ignore[arg-type]
     _SpyMesh.renders = _SpyMesh.closed = 0
-    yield _SpyMesh
+    with registered(RENDERERS, ("test_spy_mesh", _SpyMesh)):  # removed again after the test
+        yield _SpyMesh
 
 
 def test_batch_renders_lidar_with_the_renderer_override(tmp_path: Path, spy_backend) -> None:
@@ -130,6 +131,7 @@ def test_rollout_api_is_the_public_episode_api(tmp_path: Path) -> None:
     a = run_planner_episode(spec, "lidar_stack", 2, observation=("ego", "lidar"), record_observations=True)
     b = drive_episode(spec, "lidar_stack", 2, observation=("ego", "lidar"), record_observations=True)
     assert a.status == b.status == "ok" and np.array_equal(a.actions, b.actions)
+    assert len(a.observations) == a.steps > 0
     assert all(np.array_equal(x["lidar"], y["lidar"]) for x, y in zip(a.observations, b.observations, strict=True))
     # renderer None = analytic box LiDAR (no static scenery); "scenario" / "mesh" = the mesh backend
     c = engine.compile_scenario(spec, episode_scene(spec))

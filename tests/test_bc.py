@@ -94,7 +94,7 @@ def test_bc_lowers_validation_loss_and_beats_a_random_policy(scene: Any, tmp_pat
 
     # load never executes code: a tampered weights file is refused with BundleError
     out.write_bytes(out.read_bytes()[:100])
-    with pytest.raises(BundleError):
+    with pytest.raises(BundleError, match="weights do not match the config"):
         load_policy(out)
 
 

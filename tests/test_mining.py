@@ -3,7 +3,9 @@ and not on the others; the selection is written and reads back."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from sim.errors import RegistryError, ResultsError, ScenarioError
 from sim.mining import TRIGGERS, mine, parse_trigger, read_mined
 from sim.planning import PLANNERS, Control
 from tests._adversary import BlindThrottle
+from tests._registry import registered
 
 SCEN = """\
 version: 1
@@ -37,8 +40,15 @@ class HardBrake(BlindThrottle):
         return Control(-5.0, 0.0)
 
 
-if HardBrake.name not in PLANNERS:
-    PLANNERS.register(HardBrake.name, HardBrake)
+def _test_planners() -> contextlib.AbstractContextManager[None]:
+    return registered(PLANNERS, (BlindThrottle.name, BlindThrottle), (HardBrake.name, HardBrake))
+
+
+@pytest.fixture(autouse=True)
+def _planners() -> Iterator[None]:
+    """The test planners are registered for each test here (the disagreement trigger runs one)."""
+    with _test_planners():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +59,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (scen / "crash.yaml").write_text(SCEN.format(name="crash", tag="a", cls="car", lead_s=16.0, planner=BlindThrottle.name), encoding="utf-8")
     (scen / "calm.yaml").write_text(SCEN.format(name="calm", tag="a", cls="car", lead_s=28.0, planner="idm"), encoding="utf-8")
     (scen / "brake.yaml").write_text(SCEN.format(name="brake", tag="b", cls="truck", lead_s=28.0, planner=HardBrake.name), encoding="utf-8")
-    run_batch([scen], root / "run")
+    with _test_planners():
+        run_batch([scen], root / "run")
     return root / "run"
 
 
@@ -85,6 +96,7 @@ def test_rarity_weights_rare_episodes(run_dir: Path) -> None:
     assert [m.scenario for m in sel] == ["brake"]
     assert sel[0].weight == pytest.approx(2.0)
     allw = mine(run_dir, None, ["rarity:top_fraction=1.0"])
+    assert sorted(m.scenario for m in allw) == ["brake", "calm", "crash"]
     assert all(1.0 <= m.weight <= 2.0 for m in allw)
 
 

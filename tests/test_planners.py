@@ -24,6 +24,7 @@ from sim.planning import (
 from sim.rollout import run_planner_episode
 from sim.spec import BehaviorSpec, EgoSpec, InsertOp, ScenarioSpec, SpawnSpec
 from sim.world import crossroads_scene
+from tests._registry import registered
 
 ROUTE = ("E_in_1", "E_1_straight", "E_out_1")
 STOP_X = -40.0  # world x of the stopped car's centre (E_in_1 starts at x = -80)
@@ -156,12 +157,12 @@ def test_failing_planner_is_an_error_episode(mode: str, free_road: tuple[Scenari
     from sim.batch import run_episode
     from sim.scenario import Episode
 
-    PLANNERS.register("test_bad", _Bad, replace=True)
-
     def rollout(ep: Episode, name: str, params: Any) -> Any:
         return run_planner_episode(ep.spec, name, ep.seed, params=params, compiled=c, raise_errors=True).record
 
-    bad = run_episode(Episode("bad", "t", 0, spec, planner="test_bad", planner_params={"mode": mode}), rollout_fn=rollout)
+    with registered(PLANNERS, ("test_bad", _Bad)):  # removed again after the block
+        bad = run_episode(Episode("bad", "t", 0, spec, planner="test_bad", planner_params={"mode": mode}), rollout_fn=rollout)
+    assert "test_bad" not in PLANNERS
     good = run_episode(Episode("good", "t", 0, spec, planner="idm"), rollout_fn=rollout)
     assert bad.row["status"] == "error" and bad.row["error"]
     assert good.row["status"] == "ok" and good.row["score"] > 0.5

@@ -484,7 +484,7 @@ def test_fuzz_planner_params(tmp_path: Path, params: dict[str, Any]) -> None:
         (ep,) = expand(p)
         make_planner(ep.planner, **dict(ep.planner_params))  # the planner takes what validated
     else:
-        with pytest.raises(ScenarioError):
+        with pytest.raises(ScenarioError, match=r"^planner\.params\."):
             make_planner("idm", **params)
 
 
