@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from abc import ABC
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from sim.errors import ScenarioError
@@ -59,16 +60,16 @@ __all__ = [
 ]
 
 #: motion of the built-in kinds (a behaviour that sets only ``kind`` moves with it; unknown: path)
-MOTION_OF_KIND: Mapping[str, type[Motion]] = {
+MOTION_OF_KIND: Mapping[str, type[Motion]] = MappingProxyType({
     m.kind: m for m in (PathMotion, ConstantVelocityMotion, ReplayMotion, StaticMotion)
-}
+})
 
 #: shared scripted-brake parameters (every behaviour accepts them)
-BRAKE_DEFAULTS: Mapping[str, float] = {
+BRAKE_DEFAULTS: Mapping[str, float] = MappingProxyType({
     "brake_at_s": math.inf,  # s after episode start at which the actor starts braking
     "brake_decel": 6.0,  # m/s^2 deceleration of the scripted brake
     "brake_to_speed": 0.0,  # m/s speed held after the brake
-}
+})
 
 
 # =============================================================================== behaviour classes
@@ -83,7 +84,7 @@ class Behavior(ABC):
     motion: ClassVar[type[Motion]] = PathMotion
     kind: ClassVar[str] = "path"
     changes_lanes: ClassVar[bool] = False
-    defaults: ClassVar[Mapping[str, float]] = {}
+    defaults: ClassVar[Mapping[str, float]] = MappingProxyType({})
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -109,7 +110,7 @@ class Behavior(ABC):
         return out
 
 
-IDM_DEFAULTS: Mapping[str, float] = {
+IDM_DEFAULTS: Mapping[str, float] = MappingProxyType({
     "a_max": 2.0,  # m/s^2 maximum (comfortable) acceleration a
     "b_comf": 3.0,  # m/s^2 comfortable deceleration b
     "s0": 2.0,  # m minimum bumper-to-bumper gap
@@ -121,7 +122,7 @@ IDM_DEFAULTS: Mapping[str, float] = {
     "lane_change_time": 3.0,  # s to move one lane width sideways (route lane changes, MOBIL)
     "lane_change_after_s": 0.0,  # s to wait before a route's first lane change starts
     **BRAKE_DEFAULTS,
-}
+})
 
 
 class IDM(Behavior):
@@ -141,7 +142,9 @@ class Mobil(Behavior):
 
     name = "mobil"
     changes_lanes = True
-    defaults: ClassVar[Mapping[str, float]] = {**IDM_DEFAULTS, "politeness": 0.3, "threshold": 0.2, "b_safe": 4.0, "lc_cooldown": 3.0, "lc_check_s": 0.5}
+    defaults: ClassVar[Mapping[str, float]] = MappingProxyType(
+        {**IDM_DEFAULTS, "politeness": 0.3, "threshold": 0.2, "b_safe": 4.0, "lc_cooldown": 3.0, "lc_check_s": 0.5}
+    )
 
 
 class ConstantVelocity(Behavior):
@@ -149,7 +152,7 @@ class ConstantVelocity(Behavior):
 
     name = "constant_velocity"
     motion = ConstantVelocityMotion
-    defaults: ClassVar[Mapping[str, float]] = {"speed": math.nan, **BRAKE_DEFAULTS}
+    defaults: ClassVar[Mapping[str, float]] = MappingProxyType({"speed": math.nan, **BRAKE_DEFAULTS})
 
 
 class LogReplay(Behavior):
@@ -157,7 +160,7 @@ class LogReplay(Behavior):
 
     name = "log_replay"
     motion = ReplayMotion
-    defaults: ClassVar[Mapping[str, float]] = {}
+    defaults: ClassVar[Mapping[str, float]] = MappingProxyType({})
 
 
 class Static(Behavior):
@@ -165,7 +168,7 @@ class Static(Behavior):
 
     name = "static"
     motion = StaticMotion
-    defaults: ClassVar[Mapping[str, float]] = {}
+    defaults: ClassVar[Mapping[str, float]] = MappingProxyType({})
 
 
 #: name -> behaviour class; third parties use the ``loopdrive.behaviors`` entry-point group

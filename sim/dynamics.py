@@ -134,8 +134,8 @@ class KinematicBicycle:
         lim = self.limits
         if self.backend == "numba":
             shp = np.shape(state.accel)
-            acc0, st0 = np.ravel(state.accel), np.ravel(state.steer)
-            u = bicycle_clip_nb(acc0, st0, np.broadcast_to(a, (*shp, 2)).reshape(-1, 2), dt, lim.decel_max, lim.accel_max, lim.jerk_max, lim.steer_max, lim.steer_rate_max)
+            u = bicycle_clip_nb(_flat(state.accel, shp), _flat(state.steer, shp), _flat(a, (*shp, 2)).reshape(-1, 2), dt,
+                                lim.decel_max, lim.accel_max, lim.jerk_max, lim.steer_max, lim.steer_rate_max)  # fmt: skip
             return np.asarray(u).reshape((*shp, 2))
         acc = fclip(a[..., 0], -lim.decel_max, lim.accel_max)
         acc = fclip(acc, state.accel - lim.jerk_max * dt, state.accel + lim.jerk_max * dt)
@@ -164,8 +164,8 @@ class KinematicBicycle:
         inf = np.inf
         bounds = (lim.decel_max, lim.accel_max, lim.jerk_max, lim.steer_max, lim.steer_rate_max) if clip else (inf, inf, inf, inf, inf)
         shp = np.shape(state.x)
-        a = np.broadcast_to(np.asarray(action, dtype=np.float64), (*shp, 2)).reshape(-1, 2)
-        flat = [np.ravel(np.broadcast_to(f, shp)) for f in (state.x, state.y, state.yaw, state.v, state.accel, state.steer)]
+        a = _flat(action, (*shp, 2)).reshape(-1, 2)
+        flat = [_flat(f, shp) for f in (state.x, state.y, state.yaw, state.v, state.accel, state.steer)]
         o = bicycle_forward_nb(*flat, a, dt, *bounds, lim.speed_max, self.wheelbase)
         return VehicleState(*(o[i].reshape(shp) for i in range(6)))
 
@@ -188,6 +188,12 @@ class KinematicBicycle:
         d = np.hypot(np.diff(x, axis=0), np.diff(y, axis=0)) / dt  # mean speed of each step (T-1)
         v = np.concatenate([d[:1], 0.5 * (d[1:] + d[:-1]), d[-1:]], axis=0)
         return VehicleState.from_arrays(x, y, yaw, v)
+
+
+def _flat(a: ArrayLike, shape: tuple[int, ...]) -> F64:
+    """``a`` as float64 broadcast to ``shape`` and flattened (a view when it already has it)."""
+    arr = np.asarray(a, dtype=np.float64)
+    return arr.reshape(-1) if arr.shape == shape else np.broadcast_to(arr, shape).reshape(-1)
 
 
 #: name -> factory ``(ego_length_m) -> DynamicsModel``; plug-ins through ``loopdrive.dynamics``

@@ -37,11 +37,11 @@ from sim.engine_compile import Compiled, compile_scenario, load_scene
 from sim.engine_state import _ROW_FIELDS, OFF_ROUTE_M, SimState, merge_rows  # noqa: F401  (_ROW_FIELDS: env and tests slice rows by it)
 from sim.errors import EpisodeStateError
 from sim.map import Polyline
-from sim.motion import ResetContext, StepContext
 from sim.paths import project_on_paths
 from sim.rasters import LANE_SECTORS, DrivableRaster, LaneDirectionRaster, ego_flags
 from sim.safety import TTC_SIGNAL_HORIZON_S, contact_interval, in_contact, signal_ttc
 from sim.spec import ScenarioSpec
+from sim.step_context import ResetContext, StepContext
 from sim.world import SceneLike
 
 __all__ = [

@@ -64,11 +64,7 @@ class SimState:
     def __post_init__(self) -> None:
         # immutability enforced: every array of a state is read-only (a step builds new ones)
         for name in _ROW_FIELDS:
-            a = getattr(self, name)
-            if not isinstance(a, np.ndarray):
-                raise TypeError(f"SimState.{name} must be a numpy array, got {type(a).__name__}")
-            if a.flags.writeable:
-                a.flags.writeable = False
+            getattr(self, name).setflags(write=False)
 
     @property
     def batch_size(self) -> int:

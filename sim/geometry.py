@@ -47,10 +47,12 @@ FloatArray = NDArray[np.float64]
 #: Right-multiplying a camera-to-world matrix in one camera convention by this 4x4 gives the
 #: matrix in the other (the conversion is its own inverse): flips the y and z axes.
 OPENCV_FROM_OPENGL: FloatArray = np.diag([1.0, -1.0, -1.0, 1.0])
+OPENCV_FROM_OPENGL.setflags(write=False)
 
 #: Rotation taking OpenCV camera axes to vehicle axes for a camera looking along vehicle +x
 #: (OpenCV z -> vehicle x, OpenCV x -> vehicle -y, OpenCV y -> vehicle -z).
 VEHICLE_FROM_OPENCV: FloatArray = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+VEHICLE_FROM_OPENCV.setflags(write=False)
 
 
 def wrap_angle(a: ArrayLike) -> NDArray[np.float64]:

@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -60,14 +61,14 @@ MetricKind = Literal["multiplier", "weighted", "info"]
 DYNAMIC_CLASSES = frozenset({"car", "truck", "bus", "cyclist", "pedestrian", "motorcycle"})
 
 #: nuPlan ``ego_is_comfortable`` thresholds (nuplan-devkit ``ego_is_comfortable_statistics.yaml``).
-COMFORT_LIMITS: Mapping[str, tuple[float, float]] = {
+COMFORT_LIMITS: Mapping[str, tuple[float, float]] = MappingProxyType({
     "lon_accel": (-4.05, 2.40),  # m/s^2
     "lat_accel": (-4.89, 4.89),  # m/s^2
     "lon_jerk": (-4.13, 4.13),  # m/s^3
     "jerk_mag": (0.0, 8.37),  # m/s^3, magnitude of the 2D jerk vector
     "yaw_rate": (-0.95, 0.95),  # rad/s
     "yaw_accel": (-1.93, 1.93),  # rad/s^2
-}
+})
 #: nuPlan ``drivable_area_compliance``: a footprint corner further than this outside is a violation (m).
 DRIVABLE_TOLERANCE_M = 0.3
 #: nuPlan ``driving_direction_compliance``: wrong-way progress within any 1 s window, metres.

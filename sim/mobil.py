@@ -14,16 +14,13 @@ Vectorised over the B worlds and the actors due a decision.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sim.idm import IdmArrays, idm_accel
 from sim.paths import PathTable, path_neighbours, project_on_paths
-
-if TYPE_CHECKING:
-    from sim.motion import StepContext
+from sim.step_context import StepContext
 
 __all__ = ["mobil_changes"]
 

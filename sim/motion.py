@@ -26,8 +26,7 @@ What a scenario compiles per kind (lane paths for ``path``, replay tables for ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,10 +36,7 @@ from sim.idm import idm_accel
 from sim.kernels import path_motion_nb
 from sim.mobil import mobil_changes
 from sim.paths import conflict_stops, path_neighbours
-
-if TYPE_CHECKING:
-    from sim.engine_compile import Compiled
-    from sim.engine_state import SimState
+from sim.step_context import ResetContext, StepContext
 
 __all__ = ["ConstantVelocityMotion", "Motion", "PathMotion", "ReplayMotion", "ResetContext", "StaticMotion", "StepContext"]
 
@@ -51,51 +47,6 @@ B_ = NDArray[np.bool_]
 #: fraction of the lane-change lateral rate kept at standstill (the rate scales with speed / 5 m/s
 #: above it): a lane change blocked by a stopped car in its old lane still completes
 LC_CREEP = 0.2
-
-
-@dataclass(eq=False)
-class StepContext:
-    """One engine step of B worlds with N slots. ``pre`` = (x, y, yaw, v) (B, N) after the ego moved
-    and before any actor did (read-only); the other arrays are the step's outputs (motions replace
-    or update their own rows); ``hidden`` marks rows a motion makes absent this step."""
-
-    c: Compiled
-    state: SimState  # the state the step starts from
-    k: I64  # (B,) index of the step being made
-    dt: float  # s
-    spawned: B_  # (B, N) rows that exist this step
-    pre: tuple[F64, F64, F64, F64]
-    x: F64
-    y: F64
-    yaw: F64
-    v: F64
-    acc: F64
-    path_id: I64
-    s: F64
-    d: F64
-    lc_timer: F64
-    lc_hold: F64
-    alive: B_
-    hidden: B_
-
-    @property
-    def braking(self) -> B_:
-        """(B, N) rows whose scripted brake (``brake_at_s`` after the start) is on."""
-        return (self.k * self.dt)[:, None] >= self.c.row["p_brake_at_s"]
-
-
-@dataclass(eq=False)
-class ResetContext:
-    """The (B, N) arrays of B worlds being reset (writable); ``c`` the compiled scenario."""
-
-    c: Compiled
-    x: F64
-    y: F64
-    yaw: F64
-    v: F64
-    valid: B_
-    d: F64
-    lc_hold: F64
 
 
 class Motion:

@@ -309,13 +309,7 @@ def build_path_table(
                 if s_on <= end_s[q]:
                     confs.append((s_on, cid, lidx[name]))
         per_path_conf.append(sorted(confs))
-    C = max(1, max(len(c) for c in per_path_conf))
-    conf_s = np.full((Q, C), np.inf)
-    conf_id = np.full((Q, C), -1, dtype=np.int64)
-    conf_lane = np.full((Q, C), -1, dtype=np.int64)
-    for q, cs in enumerate(per_path_conf):
-        for k, (sc, cid, ln) in enumerate(cs):
-            conf_s[q, k], conf_id[q, k], conf_lane[q, k] = sc, cid, ln
+    conf_s, conf_id, conf_lane = _conflict_table(per_path_conf)
     n_routes = len(routes)
     lane_path = np.arange(n_routes, n_routes + len(ids), dtype=np.int64)
     left = np.array([lidx.get(lane_map.lanes[i].left or "", -1) for i in ids], dtype=np.int64)
@@ -323,23 +317,23 @@ def build_path_table(
     for a in (xy, heading, lane, lane_s, speed, end_s, conf_s, conf_id, conf_lane, lane_path, left, right):
         a.setflags(write=False)
     return PathTable(
-        ds=ds,
-        xy=xy,
-        heading=heading,
-        lane=lane,
-        lane_s=lane_s,
-        speed_limit=speed,
-        end_s=end_s,
-        conf_s=conf_s,
-        conf_id=conf_id,
-        conf_lane=conf_lane,
-        lane_path=lane_path,
-        left=left,
-        right=right,
-        lane_length=np.array([lane_map.lanes[i].length for i in ids]),
-        lane_ids=ids,
-        routes=tuple(out_routes),
-    )
+        ds=ds, xy=xy, heading=heading, lane=lane, lane_s=lane_s, speed_limit=speed, end_s=end_s,
+        conf_s=conf_s, conf_id=conf_id, conf_lane=conf_lane, lane_path=lane_path, left=left, right=right,
+        lane_length=np.array([lane_map.lanes[i].length for i in ids]), lane_ids=ids, routes=tuple(out_routes),
+    )  # fmt: skip
+
+
+def _conflict_table(per_path: list[list[tuple[float, int, int]]]) -> tuple[F64, I64, I64]:
+    """Each path's conflict points (arc length m, conflict id, lane index), sorted by arc length,
+    as (Q, C) arrays padded with ``inf`` / -1."""
+    Q, C = len(per_path), max(1, max(len(c) for c in per_path))
+    conf_s = np.full((Q, C), np.inf)
+    conf_id = np.full((Q, C), -1, dtype=np.int64)
+    conf_lane = np.full((Q, C), -1, dtype=np.int64)
+    for q, cs in enumerate(per_path):
+        for k, (sc, cid, ln) in enumerate(cs):
+            conf_s[q, k], conf_id[q, k], conf_lane[q, k] = sc, cid, ln
+    return conf_s, conf_id, conf_lane
 
 
 def project_on_paths(paths: PathTable, path_id: I64, s_guess: F64, x: F64, y: F64, back: int = 6, ahead: int = 24) -> tuple[F64, F64]:

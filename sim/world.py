@@ -303,28 +303,8 @@ def _bezier(p0: F64, p1: F64, h0: float, h1: float, n: int = 24) -> F64:
     return (1 - u) ** 2 * p0 + 2 * (1 - u) * u * c + u**2 * p1
 
 
-def crossroads_scene(
-    arm: float = 80.0,
-    lane_width: float = 3.5,
-    speed_limit: float = 13.9,
-    duration_s: float = 20.0,
-    dt_s: float = 0.1,
-    actors: Sequence[tuple[str, str, float, float]] = (("car_1", "E_in_1", 30.0, 8.0), ("car_2", "N_in_1", 20.0, 7.0), ("car_3", "W_in_0", 25.0, 9.0)),
-    ego_lane: str = "E_in_1",
-    ego_s: float = 8.0,
-    ego_speed: float = 8.0,
-) -> SceneData:
-    """A hand-made 4-way intersection with two lanes each way (right-hand traffic).
-
-    Lane ids: ``{D}_in_{k}`` approach the junction heading in direction D (E, N, W, S), ``{D}_out_{k}``
-    leave it, ``{D}_{k}_straight|left|right`` cross it; k = 0 is the inner (left) lane, 1 the outer.
-    Left turns start from the inner lane, right turns from the outer. Arms are ``arm`` metres from
-    the centre; the junction box is ``2 * lane_width`` half-size.
-
-    ``actors`` are (id, lane, s, speed) driving at constant speed along the lane's straight route
-    (a constant-speed log); the ego drives from ``ego_lane`` at ``ego_s`` straight on at
-    ``ego_speed``. Times are sampled every ``dt_s`` for ``duration_s``.
-    """
+def _crossroads_map(arm: float, lane_width: float, speed_limit: float) -> dict[str, Any]:
+    """The ``map.json`` dictionary of :func:`crossroads_scene` (lane ids and geometry there; m, m/s)."""
     heads = {"E": 0.0, "N": np.pi / 2, "W": np.pi, "S": -np.pi / 2}
     order = ["E", "N", "W", "S"]  # counter-clockwise: left of E is N
     box = 2 * lane_width
@@ -380,7 +360,32 @@ def crossroads_scene(
                 "right": nb["right"],
             }
         )
-    map_dict = {"lanes": out_lanes, "crosswalks": []}
+    return {"lanes": out_lanes, "crosswalks": []}
+
+
+def crossroads_scene(
+    arm: float = 80.0,
+    lane_width: float = 3.5,
+    speed_limit: float = 13.9,
+    duration_s: float = 20.0,
+    dt_s: float = 0.1,
+    actors: Sequence[tuple[str, str, float, float]] = (("car_1", "E_in_1", 30.0, 8.0), ("car_2", "N_in_1", 20.0, 7.0), ("car_3", "W_in_0", 25.0, 9.0)),
+    ego_lane: str = "E_in_1",
+    ego_s: float = 8.0,
+    ego_speed: float = 8.0,
+) -> SceneData:
+    """A hand-made 4-way intersection with two lanes each way (right-hand traffic).
+
+    Lane ids: ``{D}_in_{k}`` approach the junction heading in direction D (E, N, W, S), ``{D}_out_{k}``
+    leave it, ``{D}_{k}_straight|left|right`` cross it; k = 0 is the inner (left) lane, 1 the outer.
+    Left turns start from the inner lane, right turns from the outer. Arms are ``arm`` metres from
+    the centre; the junction box is ``2 * lane_width`` half-size.
+
+    ``actors`` are (id, lane, s, speed) driving at constant speed along the lane's straight route
+    (a constant-speed log); the ego drives from ``ego_lane`` at ``ego_s`` straight on at
+    ``ego_speed``. Times are sampled every ``dt_s`` for ``duration_s``.
+    """
+    map_dict = _crossroads_map(arm, lane_width, speed_limit)
     from sim.map import LaneMap  # local: keep the import graph light
 
     lm = LaneMap.from_dict(map_dict)

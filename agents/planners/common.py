@@ -286,16 +286,7 @@ def forecast(
     axy = actors.predict(t)  # (T+1, N, 2)
     n = actors.n
     if n:
-        sa, da = route.polyline.project(axy.reshape(-1, 2))
-        sa = sa.reshape(steps + 1, n)
-        da = da.reshape(steps + 1, n)
-        _, h_at = route.polyline.interpolate(np.clip(sa, 0, route.polyline.length))
-        vel = actors.vel()
-        v_along = vel[None, :, 0] * np.cos(h_at) + vel[None, :, 1] * np.sin(h_at)  # (T+1, N)
-        # half extent of each actor across / along the path
-        rel_yaw = actors.yaw[None, :] - h_at
-        half_w = 0.5 * (np.abs(np.sin(rel_yaw)) * actors.length + np.abs(np.cos(rel_yaw)) * actors.width)
-        half_l = 0.5 * (np.abs(np.cos(rel_yaw)) * actors.length + np.abs(np.sin(rel_yaw)) * actors.width)
+        sa, da, v_along, half_w, half_l = _actors_along_route(route, actors, axy)
     s_e0, d_e0 = route.polyline.project(ego.xy)
     s_e0 = float(s_e0)
     d0 = float(d_e0) if d_start is None else float(d_start)
@@ -317,18 +308,11 @@ def forecast(
         s_e, _ = route.polyline.project(xy)
         v = state.v
         # --- steering: pure pursuit from the rear axle toward the offset path
-        ld = np.maximum(params.lookahead_min, params.lookahead_gain * v)
-        rear = xy - lr * np.stack([np.cos(state.yaw), np.sin(state.yaw)], axis=-1)
-        s_r, _ = route.polyline.project(rear)
-        s_la = s_r + ld
-        tgt, _ = route.point(s_la, d_ref(s_la))
-        dxy = tgt - rear
-        steer = pure_pursuit_steer(dxy[:, 0], dxy[:, 1], state.yaw, L)
+        steer = _pursue_offset_path(route, xy, state.yaw, v, lr, L, params, d_ref)
         # --- speed: IDM behind the nearest actor in the corridor
         lim = route.limit(s_e)
         kap = route.max_curvature(s_e, s_e + np.maximum(2.5 * v, 10.0) + 5.0)
-        v_curve = np.sqrt(params.lat_accel_max / np.maximum(kap, 1e-4))
-        v0 = np.minimum(fr * lim, v_curve)
+        v0 = np.minimum(fr * lim, np.sqrt(params.lat_accel_max / np.maximum(kap, 1e-4)))
         gap = np.full(P, np.inf)
         v_lead = np.zeros(P)
         if params.stop_at_route_end:
@@ -336,14 +320,7 @@ def forecast(
         if n:
             dref_a = d0 + (offsets[:, None] - d0) * _smooth((sa[k][None, :] - s_e0) / ramp_len)  # (P, N)
             inside = np.abs(da[k][None, :] - dref_a) < (half_w[k][None, :] + ew / 2.0 + params.corridor_margin)
-            ahead = sa[k][None, :] > s_e[:, None]
-            g = sa[k][None, :] - s_e[:, None] - half_l[k][None, :] - el / 2.0
-            g = np.where(inside & ahead, np.maximum(g, 0.0), np.inf)
-            j = np.argmin(g, axis=1)
-            gmin = g[np.arange(P), j]
-            closer = gmin < gap
-            gap = np.where(closer, gmin, gap)
-            v_lead = np.where(closer, np.maximum(v_along[k][j], 0.0), v_lead)
+            gap, v_lead = _nearest_ahead(sa[k], half_l[k], v_along[k], s_e, inside, el, gap, v_lead)
         acc = idm_accel(v, v_lead, gap, v0, params, zero_v0="brake")
         a_prev = state.accel
         lo = np.where(acc < -params.emergency_decel, -np.inf, a_prev - params.jerk_max * dt_s)
@@ -353,6 +330,48 @@ def forecast(
         U[:, k] = np.stack([state.accel, state.steer], axis=-1)
         X[:, k + 1], Y[:, k + 1], YAW[:, k + 1], V[:, k + 1], A[:, k + 1] = state.x, state.y, state.yaw, state.v, state.accel
     return ForecastResult(t, X, Y, YAW, V, A, U, axy)
+
+
+def _pursue_offset_path(route: RouteRef, xy: F64, yaw: F64, v: F64, lr: float, wheelbase: float, params: IdmParams, d_ref: Any) -> F64:
+    """Steer (rad, (P,)) of pure pursuit from the pursuit point (``lr`` m behind ``xy``) toward the
+    point of the offset path ``d_ref(s)`` (m) a look-ahead ``max(lookahead_min, gain * v)`` ahead."""
+    ld = np.maximum(params.lookahead_min, params.lookahead_gain * v)
+    rear = xy - lr * np.stack([np.cos(yaw), np.sin(yaw)], axis=-1)
+    s_r, _ = route.polyline.project(rear)
+    s_la = s_r + ld
+    tgt, _ = route.point(s_la, d_ref(s_la))
+    dxy = tgt - rear
+    return pure_pursuit_steer(dxy[:, 0], dxy[:, 1], yaw, wheelbase)  # type: ignore[no-any-return]
+
+
+def _actors_along_route(route: RouteRef, actors: ActorsView, axy: F64) -> tuple[F64, F64, F64, F64, F64]:
+    """Predicted actors (T+1, N, 2) on the route: arc length and lateral offset (m), speed along
+    the route (m/s), half extent across and along the route (m); each (T+1, N)."""
+    T1, n = axy.shape[0], actors.n
+    sa, da = route.polyline.project(axy.reshape(-1, 2))
+    sa = sa.reshape(T1, n)
+    da = da.reshape(T1, n)
+    _, h_at = route.polyline.interpolate(np.clip(sa, 0, route.polyline.length))
+    vel = actors.vel()
+    v_along = vel[None, :, 0] * np.cos(h_at) + vel[None, :, 1] * np.sin(h_at)  # (T+1, N)
+    # half extent of each actor across / along the path
+    rel_yaw = actors.yaw[None, :] - h_at
+    half_w = 0.5 * (np.abs(np.sin(rel_yaw)) * actors.length + np.abs(np.cos(rel_yaw)) * actors.width)
+    half_l = 0.5 * (np.abs(np.cos(rel_yaw)) * actors.length + np.abs(np.sin(rel_yaw)) * actors.width)
+    return sa, da, v_along, half_w, half_l
+
+
+def _nearest_ahead(sa: F64, half_l: F64, v_along: F64, s_e: F64, inside: NDArray[np.bool_], el: float, gap: F64, v_lead: F64) -> tuple[F64, F64]:
+    """Per proposal (P,): the bumper gap (m) to the nearest actor ahead inside its corridor
+    (``inside`` (P, N)) and that actor's speed along the route (m/s, >= 0), where closer than the
+    given ``gap``; actors at arc lengths ``sa`` (N,), the proposals' egos at ``s_e`` (P,)."""
+    ahead = sa[None, :] > s_e[:, None]
+    g = sa[None, :] - s_e[:, None] - half_l[None, :] - el / 2.0
+    g = np.where(inside & ahead, np.maximum(g, 0.0), np.inf)
+    j = np.argmin(g, axis=1)
+    gmin = g[np.arange(len(s_e)), j]
+    closer = gmin < gap
+    return np.where(closer, gmin, gap), np.where(closer, np.maximum(v_along[j], 0.0), v_lead)
 
 
 def _smooth(u: F64) -> F64:
