@@ -232,14 +232,116 @@ def _default_bases(cfg: LoopConfig) -> list[str]:
     return out[: cfg.max_bases]
 
 
+class _LoopRun:
+    """One run of the data loop in ``outp``: its stages (each done once, recorded in state.json)
+    and what they share."""
+
+    def __init__(self, cfg: LoopConfig, outp: Path, nominal: list[str], bases: list[str], progress: Callable[[str], None] | None, stop_after: str | None) -> None:
+        self.cfg, self.outp, self.nominal, self.bases = cfg, outp, nominal, bases
+        self.progress, self.stop_after = progress, stop_after
+        self.st = _State(outp, cfg)
+        dt = 0.1
+        self.max_steps = round(cfg.horizon_s / dt) if cfg.horizon_s else None
+        self.trainer = _trainer()
+        self.bc_cfg = TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+        self.shard_dirs: list[str] = []
+
+    def stage(self, name: str) -> bool:
+        if self.st.done(name):
+            return False
+        if self.progress is not None:
+            self.progress(name)
+        return True
+
+    def finished(self, name: str, value: Any = True) -> None:
+        self.st.mark(name, value)
+        if self.stop_after == name:
+            raise LoopInterrupted(f"stopped after stage {name!r}")
+
+    def params(self, weights: str) -> dict[str, Any]:
+        return {"weights": weights} if self.cfg.planner == "bc_policy" else {}
+
+    def generate(self, weights: str, seed: int, budget: int, gen_dir: Path, tag: str, method: str) -> list[str]:
+        from sim.adversary import AttackConfig, attack
+
+        cfg = self.cfg
+        files: list[str] = []
+        per = max(1, budget // len(self.bases))
+        for i, b in enumerate(self.bases):
+            ac = AttackConfig(planner=cfg.planner, planner_params=self.params(weights), method=method, budget=per, seed=seed + i,
+                              horizon_s=cfg.horizon_s, oracle=cfg.oracle, oracle_params=dict(cfg.oracle_params))  # fmt: skip
+            res = attack(b, ac, out=self.outp / tag / f"attack_{i}", generated_dir=gen_dir)
+            files += res.files
+        return sorted(set(files))
+
+    def init_policy(self) -> str:
+        """Round 0's policy: the given weights, or one trained on the nominal (and sampled) cases."""
+        from sim.adversary import sample_cases
+        from sim.collect import collect_episodes
+        from sim.export import load_training_set
+
+        cfg, outp, bases = self.cfg, self.outp, self.bases
+        if cfg.init_weights:
+            w0 = str(cfg.init_weights)
+            self.shard_dirs += _check_init_shards(cfg)
+            if cfg.init_random and self.stage("init"):  # uniform draws: the validation set of the candidates
+                for i, b in enumerate(bases):
+                    sample_cases(b, cfg.init_random, outp / "init" / "scenarios", seed=cfg.seed + 10_000 + i, planner=cfg.expert, horizon_s=cfg.horizon_s)
+                self.finished("init")
+            return w0
+        w0 = str(outp / "init" / "bc.safetensors")
+        self.shard_dirs.append(str(outp / "init" / "shards"))
+        if self.stage("init"):
+            init_files = list(self.nominal)
+            for i, b in enumerate(bases if cfg.init_random else []):
+                init_files += sample_cases(b, cfg.init_random, outp / "init" / "scenarios", seed=cfg.seed + 10_000 + i, planner=cfg.expert, horizon_s=cfg.horizon_s)
+            collect_episodes(init_files, outp / "init" / "shards", expert=cfg.expert, seeds=list(cfg.init_seeds), max_steps=self.max_steps)
+            self.trainer.train(load_training_set([outp / "init" / "shards"], trainer=TRAINER), w0, self.bc_cfg, plot=False)
+            self.finished("init")
+        return w0
+
+    def improve(self, r: int, key: str, rd: Path, weights: str) -> str:
+        """Round ``r`` after its evaluation: mine, generate, export, train; returns the new weights."""
+        from sim.export import export_episodes, items_from_files, items_from_mined
+        from sim.mining import mine, read_mined
+
+        cfg, st = self.cfg, self.st
+        if self.stage(f"{key}.mine"):
+            mined = mine(rd / "eval_nominal", rd / "mined", list(cfg.triggers))
+            self.finished(f"{key}.mine", len(mined))
+        if self.stage(f"{key}.generate"):
+            files = self.generate(weights, cfg.seed + 100 * (r + 1), cfg.budget, rd / "generated", key, cfg.method)
+            self.finished(f"{key}.generate", files)
+        if self.stage(f"{key}.export"):
+            items = items_from_mined(read_mined(rd / "mined")) + items_from_files(st.get(f"{key}.generate"), planner=cfg.planner, planner_params=self.params(weights), weight=cfg.failure_weight)
+            items = [replace(it, episode=it.episode.with_horizon(cfg.horizon_s)) if cfg.horizon_s else it for it in items]
+            shards = export_episodes(items, rd / "shards", kinds=cfg.export_kinds, expert=cfg.expert, expert_params=dict(cfg.expert_params))
+            self.finished(f"{key}.export", len(shards))
+        self.shard_dirs.append(str(rd / "shards"))
+        if self.stage(f"{key}.train"):
+            self.finished(f"{key}.train", self.train(r, rd, weights))
+        return str(st.get(f"{key}.train"))
+
+    def train(self, r: int, rd: Path, weights: str) -> str:
+        """Round ``r``'s training on every shard so far; returns the new weights' path."""
+        from sim.export import load_training_set
+
+        cfg, new_w = self.cfg, str(rd / "bc.safetensors")
+        dirs = [d for d in self.shard_dirs if (Path(d).is_dir() and any(Path(d).glob("*.npz"))) or Path(d).is_file()]
+        if cfg.init_weights and not dirs:
+            return weights
+        data = load_training_set(dirs, trainer=TRAINER)
+        _write_json(rd / "training_set.json", _training_set_summary(data, dirs, weights if cfg.retrain != "scratch" else None))
+        if cfg.candidates <= 1:
+            c_cfg, init = _candidate(cfg, self.bc_cfg, 0, weights)
+            self.trainer.train(data, new_w, c_cfg, plot=False, init_weights=init)
+            return new_w
+        return _train_and_select(cfg, self.bc_cfg, data, rd, new_w, _validation_files(self.outp, self.st, r), self.params, weights)
+
+
 def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable[[str], None] | None = None, stop_after: str | None = None) -> dict[str, Any]:
     """Run (or resume) the data loop in ``out``; returns the report (also written as
     ``report.json`` / ``report.md``). ``progress(stage)`` is called as each stage starts."""
-    from sim.adversary import AttackConfig, attack, sample_cases
-    from sim.collect import collect_episodes
-    from sim.export import export_episodes, items_from_files, items_from_mined, load_training_set
-    from sim.mining import mine, read_mined
-
     nominal, bases = check_config(cfg)
     outp = Path(out)
     if outp.exists() and not outp.is_dir():
@@ -247,100 +349,28 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
     if outp.is_dir() and any(outp.iterdir()) and not (outp / "state.json").is_file():
         raise ScenarioError("expected an empty or new folder, or an earlier loop's (with state.json)", file=outp)
     outp.mkdir(parents=True, exist_ok=True)
-    st = _State(outp, cfg)
-    dt = 0.1
-    max_steps = round(cfg.horizon_s / dt) if cfg.horizon_s else None
-    trainer = _trainer()
-    bc_cfg = TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
-
-    def stage(name: str) -> bool:
-        if st.done(name):
-            return False
-        if progress is not None:
-            progress(name)
-        return True
-
-    def finished(name: str, value: Any = True) -> None:
-        st.mark(name, value)
-        if stop_after == name:
-            raise LoopInterrupted(f"stopped after stage {name!r}")
-
-    def params(weights: str) -> dict[str, Any]:
-        return {"weights": weights} if cfg.planner == "bc_policy" else {}
-
-    def generate(weights: str, seed: int, budget: int, gen_dir: Path, tag: str, method: str) -> list[str]:
-        files: list[str] = []
-        per = max(1, budget // len(bases))
-        for i, b in enumerate(bases):
-            ac = AttackConfig(planner=cfg.planner, planner_params=params(weights), method=method, budget=per, seed=seed + i,
-                              horizon_s=cfg.horizon_s, oracle=cfg.oracle, oracle_params=dict(cfg.oracle_params))  # fmt: skip
-            res = attack(b, ac, out=outp / tag / f"attack_{i}", generated_dir=gen_dir)
-            files += res.files
-        return sorted(set(files))
-
-    shard_dirs: list[str] = []
+    run = _LoopRun(cfg, outp, nominal, bases, progress, stop_after)
+    st = run.st
     # ---- round 0 policy
-    if cfg.init_weights:
-        w0 = str(cfg.init_weights)
-        shard_dirs += _check_init_shards(cfg)
-        if cfg.init_random and stage("init"):  # uniform draws: the validation set of the candidates
-            for i, b in enumerate(bases):
-                sample_cases(b, cfg.init_random, outp / "init" / "scenarios", seed=cfg.seed + 10_000 + i, planner=cfg.expert, horizon_s=cfg.horizon_s)
-            finished("init")
-    else:
-        w0 = str(outp / "init" / "bc.safetensors")
-        shard_dirs.append(str(outp / "init" / "shards"))
-        if stage("init"):
-            init_files = list(nominal)
-            for i, b in enumerate(bases if cfg.init_random else []):
-                init_files += sample_cases(b, cfg.init_random, outp / "init" / "scenarios", seed=cfg.seed + 10_000 + i, planner=cfg.expert, horizon_s=cfg.horizon_s)
-            collect_episodes(init_files, outp / "init" / "shards", expert=cfg.expert, seeds=list(cfg.init_seeds), max_steps=max_steps)
-            trainer.train(load_training_set([outp / "init" / "shards"], trainer=TRAINER), w0, bc_cfg, plot=False)
-            finished("init")
+    w0 = run.init_policy()
     # ---- held-out set
-    if stage("heldout"):
-        files = generate(w0, cfg.heldout_seed, cfg.heldout_budget or cfg.budget, outp / "heldout" / "generated", "heldout", cfg.heldout_method or cfg.method)
-        finished("heldout", files)
+    if run.stage("heldout"):
+        files = run.generate(w0, cfg.heldout_seed, cfg.heldout_budget or cfg.budget, outp / "heldout" / "generated", "heldout", cfg.heldout_method or cfg.method)
+        run.finished("heldout", files)
     heldout = list(st.get("heldout"))
     weights = w0
     evals: list[dict[str, Any]] = []
     for r in range(cfg.rounds + 1):
         rd = outp / ("final" if r == cfg.rounds else f"round_{r}")
         key = "final" if r == cfg.rounds else f"round_{r}"
-        if stage(f"{key}.eval"):
-            nom = evaluate_policy(nominal, rd / "eval_nominal", cfg.planner, params(weights), cfg.horizon_s, cfg.workers)
-            held = evaluate_policy(heldout, rd / "eval_heldout", cfg.planner, params(weights), cfg.horizon_s, cfg.workers)
-            finished(f"{key}.eval", {"policy": weights, "nominal": nom, "heldout": held})
+        if run.stage(f"{key}.eval"):
+            nom = evaluate_policy(nominal, rd / "eval_nominal", cfg.planner, run.params(weights), cfg.horizon_s, cfg.workers)
+            held = evaluate_policy(heldout, rd / "eval_heldout", cfg.planner, run.params(weights), cfg.horizon_s, cfg.workers)
+            run.finished(f"{key}.eval", {"policy": weights, "nominal": nom, "heldout": held})
         evals.append({"round": r, **st.get(f"{key}.eval")})
         if r == cfg.rounds:
             break
-        if stage(f"{key}.mine"):
-            mined = mine(rd / "eval_nominal", rd / "mined", list(cfg.triggers))
-            finished(f"{key}.mine", len(mined))
-        if stage(f"{key}.generate"):
-            files = generate(weights, cfg.seed + 100 * (r + 1), cfg.budget, rd / "generated", key, cfg.method)
-            finished(f"{key}.generate", files)
-        if stage(f"{key}.export"):
-            items = items_from_mined(read_mined(rd / "mined")) + items_from_files(st.get(f"{key}.generate"), planner=cfg.planner, planner_params=params(weights), weight=cfg.failure_weight)
-            items = [replace(it, episode=it.episode.with_horizon(cfg.horizon_s)) if cfg.horizon_s else it for it in items]
-            shards = export_episodes(items, rd / "shards", kinds=cfg.export_kinds, expert=cfg.expert, expert_params=dict(cfg.expert_params))
-            finished(f"{key}.export", len(shards))
-        shard_dirs.append(str(rd / "shards"))
-        new_w = str(rd / "bc.safetensors")
-        if stage(f"{key}.train"):
-            dirs = [d for d in shard_dirs if (Path(d).is_dir() and any(Path(d).glob("*.npz"))) or Path(d).is_file()]
-            if cfg.init_weights and not dirs:
-                new_w = weights
-            else:
-                data = load_training_set(dirs, trainer=TRAINER)
-                _write_json(rd / "training_set.json", _training_set_summary(data, dirs, weights if cfg.retrain != "scratch" else None))
-                if cfg.candidates <= 1:
-                    c_cfg, init = _candidate(cfg, bc_cfg, 0, weights)
-                    trainer.train(data, new_w, c_cfg, plot=False, init_weights=init)
-                else:
-                    new_w = _train_and_select(cfg, bc_cfg, data, rd, new_w, _validation_files(outp, st, r), params, weights)
-            finished(f"{key}.train", new_w)
-        weights = str(st.get(f"{key}.train"))
+        weights = run.improve(r, key, rd, weights)
     train_sets = {}
     for r in range(cfg.rounds):
         ts = outp / f"round_{r}" / "training_set.json"
