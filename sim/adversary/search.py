@@ -371,6 +371,37 @@ class _Sampler:
         self.std = np.maximum(a * self.elite_u.std(axis=0) + (1 - a) * self.std, self.cfg.min_std)
 
 
+def _valid_candidate(sampler: Any, template: Template, info: BaseInfo, cfg: AttackConfig, kinds: Sequence[str], base_name: str, ep_seed: int, gen_dir: Path) -> tuple[dict[str, Any] | None, NDArray[np.float64] | None, Any]:
+    """(scenario data, parameters, episode) of the first of 200 samples making a valid scenario (data None: none did)."""
+    scen, u, ep = None, None, None
+    for _ in range(200):
+        u = sampler.sample()
+        scen = _candidate_data(template, info, u, cfg, kinds, base_name, ep_seed)
+        if scen is not None:
+            try:
+                ep = _episode_of(scen, gen_dir)
+                break
+            except LoopdriveError as exc:
+                log.debug("candidate rejected: %s", exc)
+                scen = None
+    return scen, u, ep
+
+
+def _solvable_case(scen: dict[str, Any], ep: Any, h: str, seen: dict[str, bool], files: list[str], gen_dir: Path, base_name: str, cfg: AttackConfig, tname: str, obj: float, failure: str) -> tuple[bool, str | None]:
+    """(solvable, file written) of a failing case ``h``: the oracles are tried once (``seen``), a
+    solvable case written to ``gen_dir`` and listed in ``files``."""
+    if h in seen:
+        return seen[h], None
+    solver = _solver(ep, cfg)
+    seen[h] = solver is not None
+    if solver is None:
+        log.info("discarded unsolvable case %s (no oracle of %s avoids failure)", h, cfg.oracle)
+        return False, None
+    path = _write_generated(scen, gen_dir, base_name, cfg, tname, obj, failure, solver)
+    files.append(path)
+    return True, path
+
+
 def attack(
     base: str | os.PathLike[str],
     config: AttackConfig = AttackConfig(),
@@ -400,8 +431,7 @@ def attack(
     from sim.planning import make_planner
 
     kinds = [k for k in make_planner(cfg.planner, **dict(cfg.planner_params)).observation_spec().kinds if k not in ("ego", "objects")]
-    rng = np.random.default_rng(cfg.seed)
-    sampler = _Sampler(cfg.method, template.dim, cfg.budget, cfg, rng)
+    sampler = _Sampler(cfg.method, template.dim, cfg.budget, cfg, np.random.default_rng(cfg.seed))
     cands: list[Candidate] = []
     files: list[str] = []
     seen_solv: dict[str, bool] = {}
@@ -410,34 +440,13 @@ def attack(
     checkpoints = sorted({max(1, round(cfg.budget * f)) for f in (0.25, 0.5, 0.75, 1.0)})
     per_budget: list[dict[str, int]] = []
     while len(cands) < cfg.budget:
-        scen, u = None, None
-        for _ in range(200):
-            u = sampler.sample()
-            scen = _candidate_data(template, info, u, cfg, kinds, base_name, ep_seed)
-            if scen is not None:
-                try:
-                    ep = _episode_of(scen, gen_dir)
-                    break
-                except LoopdriveError as exc:
-                    log.debug("candidate rejected: %s", exc)
-                    scen = None
+        scen, u, ep = _valid_candidate(sampler, template, info, cfg, kinds, base_name, ep_seed, gen_dir)
         if scen is None or u is None:
             raise ScenarioError(f"template {tname!r} found no valid edit of this base in 200 tries", file=base_p)
         h = str(scen["name"]).rsplit("-", 1)[-1]
         run = _run(ep)
         obj, failure, ttc, score = _outcome(run)
-        solvable: bool | None = None
-        path: str | None = None
-        if failure and cfg.check_solvable:
-            if h not in seen_solv:
-                solver = _solver(ep, cfg)
-                seen_solv[h] = solver is not None
-                if solver is not None:
-                    path = _write_generated(scen, gen_dir, base_name, cfg, tname, obj, failure, solver)
-                    files.append(path)
-                else:
-                    log.info("discarded unsolvable case %s (no oracle of %s avoids failure)", h, cfg.oracle)
-            solvable = seen_solv[h]
+        solvable, path = _solvable_case(scen, ep, h, seen_solv, files, gen_dir, base_name, cfg, tname, obj, failure) if failure and cfg.check_solvable else (None, None)
         cands.append(Candidate(len(cands), tuple(float(x) for x in u), template.values(u), h, obj, failure, ttc, score, solvable, path,
                                errored=run.status != "ok" or run.record is None))  # fmt: skip
         batch_u.append(u)
@@ -446,13 +455,9 @@ def attack(
             sampler.update(np.array(batch_u), np.array(batch_o))
             batch_u, batch_o = [], []
         if len(cands) in checkpoints:
-            per_budget.append({
-                "episodes": len(cands),
-                "failures": sum(1 for c in cands if c.failure),
-                "solvable_failures": sum(1 for c in cands if c.failure and c.solvable),
-                "distinct_failures": distinct_failures(cands, cfg.dedupe_radius),
-                "errored": sum(1 for c in cands if c.errored),
-            })  # fmt: skip
+            per_budget.append({"episodes": len(cands), "failures": sum(1 for c in cands if c.failure),
+                               "solvable_failures": sum(1 for c in cands if c.failure and c.solvable),
+                               "distinct_failures": distinct_failures(cands, cfg.dedupe_radius), "errored": sum(1 for c in cands if c.errored)})  # fmt: skip
         if progress is not None:
             progress(len(cands), cfg.budget, sum(1 for c in cands if c.failure and (c.solvable or not cfg.check_solvable)))
     res = AttackResult(str(base_p), tname, cfg, cands, files, per_budget)

@@ -242,6 +242,42 @@ def loop_cmd(
         raise fail(f"every evaluation episode errored ({n_err} of {n}): the loop produced no result", code=1)
 
 
+def _search_row(planner: str, params: dict, b_file: str, seed: int, b: int, horizon: float, work: Path,
+                totals: dict[str, dict[str, int]]) -> dict:  # fmt: skip
+    """One row of the search comparison: random and CEM at budget ``b`` against ``planner`` from
+    base ``b_file`` with ``seed`` (wall times in s); adds the counts to ``totals``."""
+    import os
+
+    from sim.adversary import AttackConfig, attack
+
+    row: dict = {"planner": planner, "base": b_file, "seed": seed, "budget": b}
+    if planner == "bc_policy":
+        row["weights"] = params["weights"]
+    for method in ("random", "cem"):
+        t0 = time.perf_counter()
+        with console.status(f"bench loop: {planner} {Path(b_file).stem} seed {seed} {method}"):
+            res = attack(b_file, AttackConfig(planner=planner, planner_params=params, method=method, budget=b, seed=seed, horizon_s=horizon),
+                         out=work / "search" / f"{planner}-{Path(b_file).stem}-s{seed}-{method}", generated_dir=work / "search" / "generated")  # fmt: skip
+        row[method] = {"failures": res.n_failures, "solvable_failures": res.n_solvable, "distinct_failures": res.n_distinct,
+                       "unsolvable_discarded": res.n_failures - res.n_solvable, "per_budget": res.per_budget,
+                       "wall_s": time.perf_counter() - t0, "load_avg": os.getloadavg()}  # fmt: skip
+        tot = totals.setdefault(planner, {"random": 0, "cem": 0, "random_distinct": 0, "cem_distinct": 0})
+        tot[method] += res.n_solvable
+        tot[f"{method}_distinct"] += res.n_distinct
+    r, c = row["random"]["solvable_failures"], row["cem"]["solvable_failures"]
+    rd, cd = row["random"]["distinct_failures"], row["cem"]["distinct_failures"]
+    row["ratio_cem_over_random"] = (c / r) if r else (None if c == 0 else "inf")
+    row["ratio_distinct"] = (cd / rd) if rd else (None if cd == 0 else "inf")
+    return row
+
+
+def _search_totals(totals: dict[str, dict[str, int]]) -> dict[str, dict]:
+    """Per planner: the summed counts and the CEM/random ratios (None when random found none)."""
+    return {p: {**t, "ratio": (t["cem"] / t["random"]) if t["random"] else None,
+                "ratio_distinct": (t["cem_distinct"] / t["random_distinct"]) if t["random_distinct"] else None}
+            for p, t in totals.items()}  # fmt: skip
+
+
 @bench_app.command("loop")
 def bench_loop_cmd(
     out: Path = typer.Option(Path("benchmarks/results/loop.json"), "--out", "-o", callback=out_file),
@@ -261,7 +297,6 @@ def bench_loop_cmd(
     import os
     import sys
 
-    from sim.adversary import AttackConfig, attack
     from sim.fsutil import atomic_write_text
     from sim.loop import LoopConfig, check_config, run_loop
 
@@ -310,28 +345,11 @@ def bench_loop_cmd(
             params = {"weights": str(w0)} if planner == "bc_policy" else {}
             for b_file in base:
                 for seed in seed_list:
-                    row: dict = {"planner": planner, "base": b_file, "seed": seed, "budget": b}
-                    if planner == "bc_policy":
-                        row["weights"] = str(w0)
-                    for method in ("random", "cem"):
-                        t0 = time.perf_counter()
-                        with console.status(f"bench loop: {planner} {Path(b_file).stem} seed {seed} {method}"):
-                            res = attack(b_file, AttackConfig(planner=planner, planner_params=params, method=method, budget=b, seed=seed, horizon_s=horizon),
-                                         out=work / "search" / f"{planner}-{Path(b_file).stem}-s{seed}-{method}", generated_dir=work / "search" / "generated")  # fmt: skip
-                        row[method] = {"failures": res.n_failures, "solvable_failures": res.n_solvable, "distinct_failures": res.n_distinct,
-                                       "unsolvable_discarded": res.n_failures - res.n_solvable, "per_budget": res.per_budget,
-                                       "wall_s": time.perf_counter() - t0, "load_avg": os.getloadavg()}  # fmt: skip
-                        tot = totals.setdefault(planner, {"random": 0, "cem": 0, "random_distinct": 0, "cem_distinct": 0})
-                        tot[method] += res.n_solvable
-                        tot[f"{method}_distinct"] += res.n_distinct
+                    row = _search_row(planner, params, b_file, seed, b, horizon, work, totals)
                     r, c = row["random"]["solvable_failures"], row["cem"]["solvable_failures"]
                     rd, cd = row["random"]["distinct_failures"], row["cem"]["distinct_failures"]
-                    row["ratio_cem_over_random"] = (c / r) if r else (None if c == 0 else "inf")
-                    row["ratio_distinct"] = (cd / rd) if rd else (None if cd == 0 else "inf")
                     result["search"].append(row)
-                    result["totals"] = {p: {**t, "ratio": (t["cem"] / t["random"]) if t["random"] else None,
-                                            "ratio_distinct": (t["cem_distinct"] / t["random_distinct"]) if t["random_distinct"] else None}
-                                        for p, t in totals.items()}  # fmt: skip
+                    result["totals"] = _search_totals(totals)
                     save()
                     console.print(f"{planner} {Path(b_file).stem} seed {seed}: random {r} ({rd} distinct), cem {c} ({cd} distinct), "
                                   f"ratio {row['ratio_cem_over_random']} (distinct {row['ratio_distinct']})", highlight=False)  # fmt: skip
