@@ -41,7 +41,7 @@ def _scenario_page() -> str:
     lines = [
         "# Scenario YAML reference",
         "",
-        "Generated from the pydantic model in `sim/scenario.py` (`loopdrive schema` prints the same JSON Schema",
+        "Generated from the pydantic model in `sim/scenario/schema.py` (`loopdrive schema` prints the same JSON Schema",
         "for editors). Unknown keys are errors (`extra=\"forbid\"`).",
         "",
     ]

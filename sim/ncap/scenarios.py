@@ -1,6 +1,6 @@
 """NeuroNCAP's three scenario types built from a drive log, and their seeded random permutations.
 
-Every permutation is an ordinary scenario file (``sim/scenario.py``): ``loopdrive run`` of that
+Every permutation is an ordinary scenario file (``sim/scenario/``): ``loopdrive run`` of that
 file replays it exactly. Geometry (world frame, metres, seconds, m/s, radians):
 
 * **The ego.** It starts at the first logged time its speed reaches :data:`MIN_EGO_SPEED`
