@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -154,7 +155,7 @@ def _move_actors(state: SimState, e1: VehicleState, ego_s: F64, k: I64) -> StepC
     return ctx
 
 
-def _ego_flags_of_step(state: SimState, e1: VehicleState, ctx: StepContext, ego_s: F64, ego_lat: F64) -> dict[str, NDArray[np.generic]]:
+def _ego_flags_of_step(state: SimState, e1: VehicleState, ctx: StepContext, ego_s: F64, ego_lat: F64) -> dict[str, NDArray[Any]]:
     """The per-step metrics of the ego (collision, partner, TTC, off-road, wrong-way, completion)."""
     c = state.compiled
     valid = ctx.spawned & ctx.alive & ~ctx.hidden

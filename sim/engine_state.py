@@ -128,7 +128,7 @@ def merge_rows(state: SimState, rows: B_, other: SimState) -> SimState:
     """A state whose worlds ``rows`` (B,) come from ``other`` (same compiled scenario and B)."""
     if other.compiled is not state.compiled:
         raise ValueError("merge_rows needs states of the same compiled scenario")
-    ch = {}
+    ch: dict[str, Any] = {}
     for name in _ROW_FIELDS:
         a, o = getattr(state, name), getattr(other, name)
         m = rows.reshape((-1,) + (1,) * (a.ndim - 1))

@@ -65,12 +65,12 @@ def idm_accel(v: F64, v_lead: F64, gap: F64, v0: F64, p: IdmConstants, *, zero_v
     a = p.a_max
     dv = v - v_lead
     s_star = p.s0 + np.maximum(0.0, v * p.T + v * dv / (2.0 * np.sqrt(a * p.b_comf)))  # type: ignore[operator]
-    free = 1.0 - (np.maximum(v, 0.0) / np.maximum(v0, 0.1)) ** p.delta  # type: ignore[operator]
+    free = 1.0 - (np.maximum(v, 0.0) / np.maximum(v0, 0.1)) ** p.delta
     stop = v0 <= 0.05
     if zero_v0 == "brake":
         free = np.where(stop, -1.0, free)
     inter = (s_star / np.maximum(gap, 0.1)) ** 2
-    acc = a * free - a * inter  # type: ignore[operator]
+    acc = a * free - a * inter
     if zero_v0 == "hold":
         acc = np.where(stop, np.minimum(acc, -p.b_comf * (v > 0.01)), acc)  # type: ignore[operator]
-    return np.minimum(np.maximum(acc, -p.decel_max), a)  # type: ignore[operator,no-any-return]
+    return np.minimum(np.maximum(acc, -p.decel_max), a)  # type: ignore[operator]

@@ -316,7 +316,10 @@ def metric(
 
 
 # -------------------------------------------------------------------------------- collisions
-def _ego_and_actors(rec: EpisodeRecord) -> tuple[tuple[FloatArray, ...], tuple[FloatArray, ...], tuple[FloatArray, FloatArray]]:
+_Motion = tuple[FloatArray, FloatArray, FloatArray, FloatArray]  # x, y, yaw, speed
+
+
+def _ego_and_actors(rec: EpisodeRecord) -> tuple[_Motion, _Motion, tuple[FloatArray, FloatArray]]:
     """The record as :func:`sim.safety.contact_interval` arguments: ego (T,) and actors (T, N)."""
     ego = (rec.ego_xy[:, 0], rec.ego_xy[:, 1], rec.ego_yaw, rec.ego_speed)
     actors = (rec.actor_xy[..., 0], rec.actor_xy[..., 1], rec.actor_yaw, rec.actor_speed)
@@ -349,7 +352,7 @@ def _collision_events(rec: EpisodeRecord) -> list[dict[str, Any]]:
             kind = "front"
         else:
             kind = "lateral"
-        static = bool(rec.actor_static[j]) or rec.actor_cls[j] not in DYNAMIC_CLASSES
+        static = bool(rec.actor_static is not None and rec.actor_static[j]) or rec.actor_cls[j] not in DYNAMIC_CLASSES
         events.append(
             {
                 "step": t,

@@ -137,7 +137,7 @@ class StateObservation(ObservationKind):
         c = self.compiled
         paths = c.paths
         # the one implementation is the compiled kernel (sim.kernels.state_obs_nb)
-        return state_obs_nb(  # type: ignore[no-any-return]
+        return state_obs_nb(
             paths.xy[0], paths.heading[0], paths.speed_limit[0], paths.ds, c.route_length, c.horizon_steps, c.dt_s, self._route_ds,
             state.x, state.y, state.yaw, state.v, state.accel, state.steer, state.ego_lat, state.step_index, state.s[:, 0], state.valid,
             c.length, c.width, self.cfg.n_actors, ACTOR_FEATURES, EGO_FEATURES, STATE_BOUND,

@@ -134,4 +134,4 @@ def ego_flags(raster: DrivableRaster, lane_dirs: LaneDirectionRaster, x: F64, y:
     ego frame -- outside ``raster``) and against the lanes (:meth:`LaneDirectionRaster.against` at
     the ego centre)."""
     ra, ld = raster, lane_dirs
-    return ego_flags_nb(ra.mask, ra.x0, ra.y0, ra.res, ld.bits, ld.x0, ld.y0, ld.res, ld.ok_mask, LANE_SECTORS, x, y, yaw, corner_lon, corner_lat)  # type: ignore[no-any-return]
+    return ego_flags_nb(ra.mask, ra.x0, ra.y0, ra.res, ld.bits, ld.x0, ld.y0, ld.res, ld.ok_mask, LANE_SECTORS, x, y, yaw, corner_lon, corner_lat)

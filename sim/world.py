@@ -190,9 +190,12 @@ def boxes_overlap(
 class SceneLike(Protocol):
     """What a world is built from: a :class:`sim.log.DriveLog` or a ``sim.synth`` scene."""
 
-    map: dict[str, Any]
-    ego: Track
-    tracks: tuple[Track, ...]
+    @property
+    def map(self) -> dict[str, Any]: ...
+    @property
+    def ego(self) -> Track: ...
+    @property
+    def tracks(self) -> tuple[Track, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -345,9 +348,9 @@ def _crossroads_map(arm: float, lane_width: float, speed_limit: float) -> dict[s
     for lid, ln in lanes.items():
         nb: dict[str, str | None] = {"left": None, "right": None}
         if "_in_" in lid or "_out_" in lid:
-            d, kind, k = lid.split("_")
-            other = f"{d}_{kind}_{1 - int(k)}"
-            nb["right" if k == "0" else "left"] = other
+            d, kind, idx = lid.split("_")
+            other = f"{d}_{kind}_{1 - int(idx)}"
+            nb["right" if idx == "0" else "left"] = other
         out_lanes.append(
             {
                 "id": lid,
