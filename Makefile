@@ -26,11 +26,13 @@ demo: setup
 test: setup
 	$(PY) -m ruff check sim agents tests
 	$(VENV)/bin/lint-imports --no-logo
+	$(PY) -m mypy
 	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check sim agents tests
 	$(VENV)/bin/lint-imports --no-logo
+	$(PY) -m mypy
 
 # the bench extra (highway-env for `loopdrive bench env`); numpy<2 and pandas<3 keep nerfstudio's stack
 bench-setup: setup
