@@ -8,8 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from sim.registry import Registry
+
+# hypothesis draws the same examples on every run (CI must not pass or fail by chance) and keeps no
+# example database in the working tree
+settings.register_profile("loopdrive", derandomize=True, database=None, print_blob=True)
+settings.load_profile("loopdrive")
 
 #: modules holding the global registries (imported once, so every test starts from their contents)
 REGISTRY_MODULES = (

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 from typer.testing import CliRunner
 
 from sim.cli import app
@@ -435,7 +436,11 @@ def test_fuzz_numbers(tmp_path: Path, target: tuple[str, float, float, bool], va
     errs = validate_file(p)
     for e in errs:
         assert isinstance(e, LoopdriveError) and "\n" not in e.one_line() and e.one_line().startswith(str(p))
-    if not _in_schema(value, lo, hi, integer):
+    if value is None:  # null is valid where the schema makes the field optional, else refused at the field
+        assert not errs or any(_related(e.field or "", _field_of(path)) for e in errs), [e.one_line() for e in errs]
+        if not errs:
+            assert expand(p)
+    elif not _in_schema(value, lo, hi, integer):
         assert any(_related(e.field or "", _field_of(path)) for e in errs), (value, [e.one_line() for e in errs])
     elif not errs:
         assert expand(p)
@@ -445,6 +450,10 @@ def test_fuzz_numbers(tmp_path: Path, target: tuple[str, float, float, bool], va
 @given(name=st.one_of(st.text(max_size=130), st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,120}", fullmatch=True)))
 def test_fuzz_names(tmp_path: Path, name: str) -> None:
     p = _mutated(tmp_path, SV, {"name": name}, "name.yaml")
+    try:  # the test's YAML writer emits some odd strings (``?0``) as YAML that no parser reads back
+        assume(_yaml().load(p.read_text(encoding="utf-8"))["name"] == name)
+    except YAMLError:
+        assume(False)
     errs = validate_file(p)
     if errs:
         assert [e.field for e in errs] == ["name"], [e.one_line() for e in errs]
