@@ -22,9 +22,12 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
+
+if TYPE_CHECKING:
+    from ruamel.yaml.composer import Composer
 
 __all__ = [
     "LIMITS",
@@ -349,7 +352,7 @@ class TooManyNodes(Exception):
     """Raised by the composer of :func:`counting_composer` past its node budget."""
 
 
-def counting_composer(budget: int) -> type:
+def counting_composer(budget: int) -> type[Composer]:
     """A ruamel.yaml ``Composer`` class that stops composing after ``budget`` nodes (aliases count
     once here; their expansion is counted when the document is converted), so a file of many small
     values is refused after ``budget`` nodes instead of being parsed whole."""

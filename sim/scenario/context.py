@@ -277,7 +277,7 @@ def _to_spec(m: ScenarioModel, name: str, file: str | None, ctx: SceneContext | 
     ego = EgoSpec(
         start_t_s=st.t_s,
         route=tuple(m.ego.route) if m.ego.route else None,
-        start_pose=pose,  # type: ignore[arg-type]
+        start_pose=pose,
         start_speed=st.speed,
     )
     ops: list[ActorOp] = []
@@ -307,7 +307,7 @@ def _to_spec(m: ScenarioModel, name: str, file: str | None, ctx: SceneContext | 
                         pose=tuple(sp.pose) if sp.pose else None,
                         speed=sp.speed,
                         lateral_offset=sp.lateral_offset,
-                    ),  # type: ignore[arg-type]
+                    ),
                     behavior=_behavior(a.behavior) or BehaviorSpec(type="idm"),
                     t_s=a.t_s,
                     asset=asset,

@@ -327,8 +327,8 @@ def expand(path: str | os.PathLike[str], *, semantic: bool = True) -> list[Episo
     specs: list[tuple[dict[str, Any], ScenarioModel]] = []
     for point in points:
         data = chk.doc.data
-        for k, v in point.items():
-            data = _set_path(data, _split_path(k), v)
+        for key, v in point.items():
+            data = _set_path(data, _split_path(key), v)
         specs.append((point, ScenarioModel.model_validate(data) if point else base))
     out: list[Episode] = []
     for seed in base.seeds:

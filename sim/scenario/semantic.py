@@ -31,11 +31,11 @@ def _registry_names(kind: str) -> list[str] | None:
 
             return METRICS.names()
         if kind == "behavior":
-            from sim.behavior import BEHAVIORS  # type: ignore[attr-defined]
+            from sim.behavior import BEHAVIORS
 
             return BEHAVIORS.names()
         if kind == "observation":
-            from sim.observations import OBSERVATIONS  # type: ignore[attr-defined]
+            from sim.observations import OBSERVATIONS
 
             return OBSERVATIONS.names()
     except ImportError:
@@ -59,7 +59,7 @@ def _check_behavior_params(doc: _Doc, path: Path_, name: str, errs: list[Scenari
     """Parameters of a behaviour (the keys besides ``type`` and ``route``) against its declared
     defaults, through the behaviour class's own ``validate``."""
     try:
-        from sim.behavior import BEHAVIORS  # type: ignore[attr-defined]
+        from sim.behavior import BEHAVIORS
 
         cls = BEHAVIORS.get(name)
     except (ImportError, LoopdriveError):
@@ -203,7 +203,7 @@ def _start_boxes(m: ScenarioModel, ctx: SceneContext, t_start_us: int) -> dict[s
     st = m.ego.start
     ego_pose: tuple[float, float, float] | None = None
     if st.pose is not None:
-        ego_pose = tuple(st.pose)  # type: ignore[assignment]
+        ego_pose = tuple(st.pose)
     elif st.lane is not None and st.lane in lm.lanes:
         ln = lm.lanes[st.lane]
         xy, yaw = ln.polyline.interpolate(min(st.s, ln.length))
@@ -253,7 +253,7 @@ def _insert_problems(
             float(yaw),
         )
     elif sp.pose is not None:
-        pose3 = tuple(sp.pose)  # type: ignore[assignment]
+        pose3 = tuple(sp.pose)
     if a.behavior.route:
         chk.check_route((*base, "behavior", "route"), a.behavior.route)
     if pose3 is not None and a.t_s == 0.0 and a_size is not None:

@@ -351,12 +351,12 @@ def _split_path(key: str) -> list[str | int]:
 def _get_path(data: Any, parts: Sequence[str | int]) -> Any:
     cur = data
     for p in parts:
-        if (isinstance(cur, dict) and isinstance(p, str) and p in cur) or (
+        found = (isinstance(cur, dict) and isinstance(p, str) and p in cur) or (
             isinstance(cur, list) and isinstance(p, int) and -len(cur) <= p < len(cur)
-        ):
-            cur = cur[p]
-        else:
+        )
+        if not found:
             return _MISSING
+        cur = cur[p]
     return cur
 
 
