@@ -133,6 +133,8 @@ class KinematicBicycle:
         a = np.asarray(action, dtype=np.float64)
         lim = self.limits
         if self.backend == "numba":
+            if a.shape == (np.size(state.accel), 2) and np.ndim(state.accel) == 1 and np.ndim(state.steer) == 1:  # (B,) rows as they are
+                return bicycle_clip_nb(state.accel, state.steer, a, dt, lim.decel_max, lim.accel_max, lim.jerk_max, lim.steer_max, lim.steer_rate_max)
             shp = np.shape(state.accel)
             u = bicycle_clip_nb(_flat(state.accel, shp), _flat(state.steer, shp), _flat(a, (*shp, 2)).reshape(-1, 2), dt,
                                 lim.decel_max, lim.accel_max, lim.jerk_max, lim.steer_max, lim.steer_rate_max)  # fmt: skip
@@ -163,10 +165,13 @@ class KinematicBicycle:
         lim = self.limits
         inf = np.inf
         bounds = (lim.decel_max, lim.accel_max, lim.jerk_max, lim.steer_max, lim.steer_rate_max) if clip else (inf, inf, inf, inf, inf)
+        fields = (state.x, state.y, state.yaw, state.v, state.accel, state.steer)
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape == (np.size(state.x), 2) and np.ndim(state.x) == 1:  # (B,) rows as they are (fields share x's shape)
+            o = bicycle_forward_nb(*fields, a, dt, *bounds, lim.speed_max, self.wheelbase)
+            return VehicleState(o[0], o[1], o[2], o[3], o[4], o[5])
         shp = np.shape(state.x)
-        a = _flat(action, (*shp, 2)).reshape(-1, 2)
-        flat = [_flat(f, shp) for f in (state.x, state.y, state.yaw, state.v, state.accel, state.steer)]
-        o = bicycle_forward_nb(*flat, a, dt, *bounds, lim.speed_max, self.wheelbase)
+        o = bicycle_forward_nb(*(_flat(f, shp) for f in fields), _flat(a, (*shp, 2)).reshape(-1, 2), dt, *bounds, lim.speed_max, self.wheelbase)
         return VehicleState(*(o[i].reshape(shp) for i in range(6)))
 
     def inverse(self, state: VehicleState, next_state: VehicleState, dt: float) -> F64:

@@ -106,9 +106,8 @@ def lane_conflicts(lane_map: LaneMap, near_m: float = 2.0) -> list[tuple[str, fl
                 c = np.asarray(g.coords)
                 pts.append((float(c[0, 0]), float(c[0, 1])))
         for px, py in pts:
-            sa, _ = a.polyline.project([px, py])
-            sb, _ = b.polyline.project([px, py])
-            sa, sb = float(sa), float(sb)
+            sa = float(a.polyline.project([px, py])[0])
+            sb = float(b.polyline.project([px, py])[0])
             if sa < 0.5 and sb < 0.5:  # diverge: same start point
                 continue
             out.append((a.id, sa, b.id, sb))
@@ -314,8 +313,8 @@ def build_path_table(
     lane_path = np.arange(n_routes, n_routes + len(ids), dtype=np.int64)
     left = np.array([lidx.get(lane_map.lanes[i].left or "", -1) for i in ids], dtype=np.int64)
     right = np.array([lidx.get(lane_map.lanes[i].right or "", -1) for i in ids], dtype=np.int64)
-    for a in (xy, heading, lane, lane_s, speed, end_s, conf_s, conf_id, conf_lane, lane_path, left, right):
-        a.setflags(write=False)
+    for arr in (xy, heading, lane, lane_s, speed, end_s, conf_s, conf_id, conf_lane, lane_path, left, right):
+        arr.setflags(write=False)
     return PathTable(
         ds=ds, xy=xy, heading=heading, lane=lane, lane_s=lane_s, speed_limit=speed, end_s=end_s,
         conf_s=conf_s, conf_id=conf_id, conf_lane=conf_lane, lane_path=lane_path, left=left, right=right,
@@ -339,9 +338,11 @@ def _conflict_table(per_path: list[list[tuple[float, int, int]]]) -> tuple[F64, 
 def project_on_paths(paths: PathTable, path_id: I64, s_guess: F64, x: F64, y: F64, back: int = 6, ahead: int = 24) -> tuple[F64, F64]:
     """Arc length and signed lateral offset (left positive) of points (x, y) on their paths (m),
     searched in a window of vertices around ``s_guess`` (arrays broadcasting to one shape)."""
-    pid, sg, xx, yy = np.broadcast_arrays(np.asarray(path_id, np.int64), np.asarray(s_guess, np.float64), np.asarray(x, np.float64), np.asarray(y, np.float64))
-    shp = sg.shape
-    so, do = project_nb(paths.xy, paths.heading, paths.ds, np.ravel(pid), np.ravel(sg), np.ravel(xx), np.ravel(yy), back, ahead)
+    shp = np.shape(s_guess)
+    if not (np.shape(path_id) == shp == np.shape(x) == np.shape(y)):
+        path_id, s_guess, x, y = np.broadcast_arrays(path_id, s_guess, x, y)
+        shp = np.shape(s_guess)
+    so, do = project_nb(paths.xy, paths.heading, paths.ds, np.ravel(path_id), np.ravel(s_guess), np.ravel(x), np.ravel(y), back, ahead)
     return so.reshape(shp), do.reshape(shp)
 
 
@@ -379,7 +380,7 @@ def path_neighbours(
     """
     wq = width_q if width_q.ndim == 2 else np.reshape(width_q, (1, -1))
     off = _NO_OFFSET if offset is None else offset
-    return path_neighbours_nb(paths.xy, paths.heading, paths.ds, path_id, s, wq, props, allowed, window, stride, backward, off)  # type: ignore[no-any-return]
+    return path_neighbours_nb(paths.xy, paths.heading, paths.ds, path_id, s, wq, props, allowed, window, stride, backward, off)
 
 
 def conflict_stops(
@@ -409,7 +410,7 @@ def conflict_stops(
     before the conflict point itself while that is still ahead."""
     ln2 = length if length.ndim == 2 else np.reshape(length, (1, -1))
     cy2 = can_yield if can_yield.ndim == 2 else np.reshape(can_yield, (1, -1))
-    return conflict_stops_nb(  # type: ignore[no-any-return]
+    return conflict_stops_nb(
         paths.conf_s, paths.conf_id, paths.conf_lane, path_id, s, v, ln2, active, cy2,
         lookahead, stop_margin, n_next, decel_commit, cluster_m, paths.n_conflicts,
     )  # fmt: skip

@@ -22,7 +22,7 @@ score's projection (whose threshold, 0.95 s, lies within it).
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from sim.kernels import contact_interval_nb
 
@@ -35,29 +35,26 @@ TTC_SIGNAL_HORIZON_S = 10.0
 
 
 def contact_interval(
-    ego: tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike],
+    ego: tuple[F64, F64, F64, F64],
     ego_size: tuple[float, float],
-    actors: tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike],
-    actor_size: tuple[ArrayLike, ArrayLike],
+    actors: tuple[F64, F64, F64, F64],
+    actor_size: tuple[F64, F64],
     mask: NDArray[np.bool_],
 ) -> tuple[F64, F64]:
     """When the ego and each actor overlap, both keeping their velocity.
 
     Args:
-        ego: (x, y, yaw, speed) arrays (B,): world m, rad, m/s along the heading.
+        ego: (x, y, yaw, speed) float64 arrays (B,): world m, rad, m/s along the heading.
         ego_size: (length, width) of the ego, m.
-        actors: (x, y, yaw, speed) arrays (B, N).
-        actor_size: (length, width) arrays (N,), m.
-        mask: (B, N) the pairs to evaluate (others get ``inf`` / ``-inf``).
+        actors: (x, y, yaw, speed) float64 arrays (B, N).
+        actor_size: (length, width) float64 arrays (N,), m.
+        mask: (B, N) bool, the pairs to evaluate (others get ``inf`` / ``-inf``).
 
     Returns:
         ``first`` (B, N): the earliest time t >= 0 (s) of overlap, 0 when they overlap now,
         ``inf`` when never; ``last`` (B, N): when the overlap ends (``-inf`` when never).
     """
-    ex, ey, eyaw, ev = (np.asarray(a, np.float64) for a in ego)
-    x, y, yaw, v = (np.asarray(a, np.float64) for a in actors)
-    ln, wd = (np.asarray(a, np.float64) for a in actor_size)
-    first, last = contact_interval_nb(ex, ey, eyaw, ev, float(ego_size[0]), float(ego_size[1]), x, y, yaw, v, ln, wd, np.asarray(mask, np.bool_))
+    first, last = contact_interval_nb(*ego, float(ego_size[0]), float(ego_size[1]), *actors, *actor_size, mask)
     return first, last
 
 
