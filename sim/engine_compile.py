@@ -27,7 +27,7 @@ from sim.geometry import wrap_angle
 from sim.idm import IdmArrays
 from sim.map import LaneMap, Polyline
 from sim.motion import Motion, PathMotion, ReplayMotion, StaticMotion
-from sim.paths import PathTable, build_path_table, route_points
+from sim.paths import PathTable, build_path_table, route_from_poses, route_points
 from sim.rasters import DrivableRaster, LaneDirectionRaster
 from sim.spec import InsertOp, RemoveOp, RerouteOp, ScenarioSpec
 from sim.world import SceneLike, WorldState, track_speed, world_from_scene
@@ -120,28 +120,7 @@ def _infer_ego_route(scene: SceneLike, lane_map: LaneMap, t0: int, t1: int) -> l
     """The lanes the logged ego drove between t0 and t1 (connected through the successor graph)."""
     tr = scene.ego
     m = (tr.t_us >= t0) & (tr.t_us <= t1)
-    poses = tr.pose[m] if m.sum() >= 2 else tr.pose
-    seq: list[str] = []
-    for p in poses[:: max(1, len(poses) // 60)]:
-        lid, _, _ = lane_map.nearest_lane(float(p[0]), float(p[1]), float(p[3]))
-        if not seq or seq[-1] != lid:
-            seq.append(lid)
-    lid, _, _ = lane_map.nearest_lane(float(poses[-1][0]), float(poses[-1][1]), float(poses[-1][3]))
-    if seq[-1] != lid:
-        seq.append(lid)
-    route = [seq[0]]
-    for lid in seq[1:]:
-        if lid == route[-1] or lid in route:
-            continue
-        prev = lane_map.lanes[route[-1]]
-        if lid in prev.successors or lid in (prev.left, prev.right):
-            route.append(lid)
-            continue
-        try:
-            route.extend(lane_map.shortest_route(route[-1], lid)[1:])
-        except ScenarioError:
-            continue
-    return route
+    return route_from_poses(lane_map, tr.pose[m] if m.sum() >= 2 else tr.pose, end_lane=True)
 
 
 def _start_world(spec: ScenarioSpec, scene: SceneLike, lane_map: LaneMap, t0: int, t_end: int) -> WorldState:

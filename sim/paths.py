@@ -36,6 +36,7 @@ import shapely.ops
 from numpy.typing import NDArray
 from shapely.geometry import LineString
 
+from sim.errors import ScenarioError
 from sim.geometry import fclip
 from sim.kernels import conflict_stops_nb, path_neighbours_nb, project_nb
 from sim.map import LaneMap, Polyline
@@ -48,6 +49,7 @@ __all__ = [
     "lane_conflicts",
     "path_neighbours",
     "project_on_paths",
+    "route_from_poses",
     "route_points",
     "straight_continuation",
 ]
@@ -78,6 +80,35 @@ def straight_continuation(lane_map: LaneMap, route: Sequence[str], min_length: f
         if len(out) > 200:
             break
     return out
+
+
+def route_from_poses(lane_map: LaneMap, poses: NDArray[np.float64], *, end_lane: bool = True) -> list[str]:
+    """The lane route a logged drive took: the nearest lane (heading-aware) of about 60 of the poses
+    (T, 4) (x, y, z, yaw), in order, joined through successors and same-direction neighbours (the
+    shortest successor route bridges a gap; a lane that cannot be reached is skipped). With
+    ``end_lane`` the last pose's lane is included too."""
+    seq: list[str] = []
+    for p in poses[:: max(1, len(poses) // 60)]:
+        lid, _, _ = lane_map.nearest_lane(float(p[0]), float(p[1]), float(p[3]))
+        if not seq or seq[-1] != lid:
+            seq.append(lid)
+    if end_lane:
+        lid, _, _ = lane_map.nearest_lane(float(poses[-1][0]), float(poses[-1][1]), float(poses[-1][3]))
+        if seq[-1] != lid:
+            seq.append(lid)
+    route = [seq[0]]
+    for lid in seq[1:]:
+        if lid in route:
+            continue
+        prev = lane_map.lanes[route[-1]]
+        if lid in prev.successors or lid in (prev.left, prev.right):
+            route.append(lid)
+            continue
+        try:
+            route.extend(lane_map.shortest_route(route[-1], lid)[1:])
+        except ScenarioError:
+            continue
+    return route
 
 
 def lane_conflicts(lane_map: LaneMap, near_m: float = 2.0) -> list[tuple[str, float, str, float]]:

@@ -44,6 +44,7 @@ import numpy as np
 
 from sim.errors import ScenarioError
 from sim.map import LaneMap, Polyline
+from sim.paths import route_from_poses
 
 __all__ = [
     "JITTER",
@@ -136,25 +137,7 @@ def _ego_speeds(track: Any) -> np.ndarray:
 def _route_from(lane_map: LaneMap, track: Any, t0_us: int) -> list[str]:
     """Lanes of the logged ego from ``t0_us`` on (nearest lane per pose, joined through the
     successor graph)."""
-    sel = track.pose[track.t_us >= t0_us]
-    seq: list[str] = []
-    for p in sel[:: max(1, len(sel) // 60)]:
-        lid, _, _ = lane_map.nearest_lane(float(p[0]), float(p[1]), float(p[3]))
-        if not seq or seq[-1] != lid:
-            seq.append(lid)
-    route = [seq[0]]
-    for lid in seq[1:]:
-        if lid in route:
-            continue
-        prev = lane_map.lanes[route[-1]]
-        if lid in prev.successors or lid in (prev.left, prev.right):
-            route.append(lid)
-            continue
-        try:
-            route.extend(lane_map.shortest_route(route[-1], lid)[1:])
-        except ScenarioError:
-            continue
-    return route
+    return route_from_poses(lane_map, track.pose[track.t_us >= t0_us], end_lane=False)
 
 
 def ego_path(ctx: Any, *, min_length_m: float = 250.0) -> EgoPath:
