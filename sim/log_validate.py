@@ -264,26 +264,24 @@ def _check_size(im: Image.Image, size: tuple[int, int] | None, path: Path) -> No
             f"expected an image of {size[0]}x{size[1]} as transforms.json says, got {im.size[0]}x{im.size[1]}", file=path)
 
 
-def check_image(path: Path, size: tuple[int, int] | None, *, deep: bool) -> None:
-    """A camera image: an 8-bit RGB(A) PNG of ``size`` (w, h); decoded fully when ``deep``."""
-    what = "an 8-bit RGB PNG image"
+def _check_png(path: Path, size: tuple[int, int] | None, *, deep: bool, what: str, modes: Any) -> None:
+    """A PNG of one of ``modes`` and ``size`` (w, h); decoded fully when ``deep``."""
     with _png(path, what) as im:
-        if im.mode not in _IMAGE_MODES:
+        if im.mode not in modes:
             raise LogFormatError(f"expected {what}, got mode {im.mode}", file=path)
         _check_size(im, size, path)
         if deep:
             _decode(im, path, what)
+
+
+def check_image(path: Path, size: tuple[int, int] | None, *, deep: bool) -> None:
+    """A camera image: an 8-bit RGB(A) PNG of ``size`` (w, h); decoded fully when ``deep``."""
+    _check_png(path, size, deep=deep, what="an 8-bit RGB PNG image", modes=_IMAGE_MODES)
 
 
 def check_depth(path: Path, size: tuple[int, int] | None, *, deep: bool) -> None:
     """A depth map: a 16-bit greyscale PNG (millimetres) of ``size``; decoded when ``deep``."""
-    what = "a 16-bit greyscale depth PNG"
-    with _png(path, what) as im:
-        if im.mode not in _DEPTH_MODES:
-            raise LogFormatError(f"expected {what}, got mode {im.mode}", file=path)
-        _check_size(im, size, path)
-        if deep:
-            _decode(im, path, what)
+    _check_png(path, size, deep=deep, what="a 16-bit greyscale depth PNG", modes=_DEPTH_MODES)
 
 
 def read_image(path: Path, size: tuple[int, int] | None = None) -> NDArray[np.uint8]:

@@ -24,3 +24,22 @@ def registered(registry: Registry[Any], *entries: tuple[str, Any]) -> Iterator[N
         for name, _ in entries:
             items.pop(name, None)
         items.update(before)
+
+
+def raising_planner(name: str) -> type[Any]:
+    """A :class:`sim.planning.Planner` class named ``name`` observing ``ego`` whose every ``plan``
+    call raises ``RuntimeError`` (episodes of it end with status ``error``)."""
+    from sim.planning import ObservationSpec, Planner
+
+    class Raiser(Planner):
+        def observation_spec(self) -> ObservationSpec:
+            return ObservationSpec(kinds=("ego",))
+
+        def reset(self, init: object, *, seed: int | None = None) -> None:
+            pass
+
+        def plan(self, obs: object) -> object:
+            raise RuntimeError("this planner always fails")
+
+    Raiser.name = name
+    return Raiser

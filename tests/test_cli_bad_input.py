@@ -527,20 +527,10 @@ def test_atomic_writer_never_replaces_a_device() -> None:
 def raising_planner(monkeypatch: pytest.MonkeyPatch) -> str:
     """A planner registered for one test (the registry is restored after it) whose every
     ``plan`` call raises."""
-    from sim.planning import PLANNERS, ObservationSpec, Planner
+    from sim.planning import PLANNERS
+    from tests._registry import raising_planner as raiser_class
 
-    class Raiser(Planner):
-        name = "test_raiser"
-
-        def observation_spec(self) -> ObservationSpec:
-            return ObservationSpec(kinds=("ego",))
-
-        def reset(self, init: object, *, seed: int | None = None) -> None:
-            pass
-
-        def plan(self, obs: object) -> object:
-            raise RuntimeError("this planner always fails")
-
+    Raiser = raiser_class("test_raiser")
     PLANNERS.names()  # load the entry points first, so restoring the dict loses nothing
     monkeypatch.setitem(PLANNERS._items, Raiser.name, Raiser)
     return Raiser.name

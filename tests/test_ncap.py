@@ -253,20 +253,10 @@ def test_resume_skips_finished_work_and_refuses_another_run(ncap_run: Path, tiny
 
 def test_a_run_where_every_permutation_errored_exits_1(tmp_path: Path, tiny_log: Path, stand_in_bundle: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    from sim.planning import PLANNERS, ObservationSpec, Planner
+    from sim.planning import PLANNERS
+    from tests._registry import raising_planner
 
-    class Raiser(Planner):
-        name = "test_ncap_raiser"
-
-        def observation_spec(self) -> ObservationSpec:
-            return ObservationSpec(kinds=("ego",))
-
-        def reset(self, init: object, *, seed: int | None = None) -> None:
-            pass
-
-        def plan(self, obs: object) -> object:
-            raise RuntimeError("this planner always fails")
-
+    Raiser = raising_planner("test_ncap_raiser")
     PLANNERS.names()  # load the entry points first, so restoring the dict loses nothing
     monkeypatch.setitem(PLANNERS._items, Raiser.name, Raiser)
     res = RUNNER.invoke(app, ["ncap", str(stand_in_bundle), "--log", str(tiny_log), "--planner", Raiser.name,
