@@ -8,6 +8,14 @@ mean score of every multiplier/weighted metric over the finished episodes; then 
 scenario and planner. A planner whose every episode errored is named under the table ("every
 episode errored") instead of being ranked on zeros alone.
 
+Every planner is scored on one fixed list of episodes, read once before the first planner runs.
+``OUT/scenarios.json`` records that list (each file with its sha256 and episode count, and one
+sha256 of the whole list), and ``leaderboard.md`` / ``.html`` name it. A folder scored on another
+list is refused before any work (``--resume`` could not continue it); scenario files that are
+added, removed or changed while the leaderboard runs (a concurrent ``loopdrive attack`` writing
+into the library, an edit) are named in a warning, in the tables and in ``scenarios.json`` --
+the scores stay those of the recorded list.
+
 Sensors: each episode offers the kinds its scenario configures plus what the default rig can sense
 (``lidar``; ``bev`` from the engine) -- the rig carries a LiDAR, so a sensor-only planner can run
 on every scenario. ``lidar`` uses the analytic box LiDAR unless a render backend is wired (see
@@ -16,7 +24,9 @@ on every scenario. ``lidar`` uses the analytic box LiDAR unless a render backend
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import logging
 import math
 import os
@@ -26,9 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import EpisodeStateError, ScenarioError
-from sim.fsutil import atomic_write_text
+from sim.fsutil import atomic_write_text, sha256_file
 
-__all__ = ["RIG_KINDS", "LeaderboardResult", "leaderboard_tables", "run_leaderboard", "sensor_rollout"]
+__all__ = [
+    "RIG_KINDS",
+    "LeaderboardResult",
+    "leaderboard_tables",
+    "list_differences",
+    "run_leaderboard",
+    "scenario_list",
+    "sensor_rollout",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +78,70 @@ class LeaderboardResult:
     html: Path
     rows: list[dict[str, Any]]
     per_scenario: dict[str, dict[str, float]]
+    #: the scored list as in ``OUT/scenarios.json`` (see :func:`scenario_list`)
+    scenarios: dict[str, Any]
+    #: one line per difference between the scored list and the files found after the run
+    warnings: list[str]
+
+
+#: name of the scenario-list record in a leaderboard folder
+LIST_FILE = "scenarios.json"
+
+
+def scenario_list(paths: Sequence[str | os.PathLike[str]], episodes: Sequence[Any] | None = None) -> dict[str, Any]:
+    """The scenario files under ``paths`` as a record: ``files`` (each ``file``, ``sha256`` of its
+    bytes and, when ``episodes`` are given, its episode count), ``n_files``, ``n_episodes`` and
+    ``sha256``, one digest of the sorted (file, sha256) pairs, equal for equal lists."""
+    from sim.scenario import scenario_files
+
+    counts: dict[str, int] = {}
+    for ep in episodes or ():
+        counts[str(ep.file)] = counts.get(str(ep.file), 0) + 1
+    files = []
+    for f in scenario_files(paths):
+        try:
+            digest = sha256_file(f)
+        except OSError:  # vanished or unreadable since the list was read: named by its missing hash
+            digest = "unreadable"
+        files.append({"file": str(f), "sha256": digest, **({"episodes": counts.get(str(f), 0)} if episodes is not None else {})})
+    files.sort(key=lambda r: r["file"])
+    whole = hashlib.sha256("".join(f"{r['file']}\0{r['sha256']}\n" for r in files).encode("utf-8")).hexdigest()
+    return {"paths": [str(p) for p in paths], "n_files": len(files),
+            "n_episodes": len(episodes) if episodes is not None else None, "sha256": whole, "files": files}  # fmt: skip
+
+
+def list_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Lines naming the files added, removed and changed (other sha256) from ``old`` to ``new``
+    (two :func:`scenario_list` records); empty when the lists are equal."""
+    a = {r["file"]: r["sha256"] for r in old.get("files", [])}
+    b = {r["file"]: r["sha256"] for r in new.get("files", [])}
+
+    def line(what: str, names: list[str]) -> list[str]:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        return [f"{len(names)} file(s) {what}: {shown}"] if names else []
+
+    return (line("added", sorted(set(b) - set(a))) + line("removed", sorted(set(a) - set(b)))
+            + line("changed", sorted(f for f in set(a) & set(b) if a[f] != b[f])))  # fmt: skip
+
+
+def _list_line(rec: Mapping[str, Any]) -> str:
+    return (f"Scenario list: {rec['n_files']} files, {rec['n_episodes']} episodes, the same for every planner "
+            f"(list sha256 {rec['sha256'][:12]}; {LIST_FILE} names each file with its sha256).")  # fmt: skip
+
+
+def _check_folder_list(outp: Path, rec: Mapping[str, Any]) -> None:
+    """Refuse a leaderboard folder that was scored on another list (its runs could not be resumed)."""
+    prev = outp / LIST_FILE
+    if not prev.is_file():
+        return
+    try:
+        old = json.loads(prev.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ScenarioError(f"unreadable scenario-list record ({exc}); choose another --out", file=prev) from None
+    diff = list_differences(old, rec) if isinstance(old, dict) else ["not a scenario-list record"]
+    if diff:
+        raise ScenarioError(f"this leaderboard folder was scored on another scenario list ({'; '.join(diff)}); "
+                            "choose another --out", file=prev)  # fmt: skip
 
 
 def _metric_columns() -> list[str]:
@@ -101,9 +183,18 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _markdown(rows: list[dict[str, Any]], per: dict[str, dict[str, float]], planners: Sequence[str], title: str) -> str:
+def _changed_note(warnings: Sequence[str]) -> list[str]:
+    if not warnings:
+        return []
+    return [f"Warning: the scenario files changed while the leaderboard ran ({'; '.join(warnings)}); "
+            f"every planner was scored on the list read at the start ({LIST_FILE})."]  # fmt: skip
+
+
+def _markdown(rows: list[dict[str, Any]], per: dict[str, dict[str, float]], planners: Sequence[str], title: str,
+              rec: Mapping[str, Any], warnings: Sequence[str] = ()) -> str:  # fmt: skip
     cols = list(rows[0]) if rows else ["planner", "score"]
-    out = [f"# {title}", "", "Mean per planner (metric columns: mean metric score in [0, 1] over finished episodes; "
+    out = [f"# {title}", "", _list_line(rec), *(["", *_changed_note(warnings)] if warnings else []), "",
+           "Mean per planner (metric columns: mean metric score in [0, 1] over finished episodes; "
            "score: mean aggregate score, errored episodes count as 0).", ""]
     out.append("| " + " | ".join(cols) + " |")
     out.append("|" + "|".join("---" for _ in cols) + "|")
@@ -116,7 +207,8 @@ def _markdown(rows: list[dict[str, Any]], per: dict[str, dict[str, float]], plan
     return "\n".join(out) + "\n"
 
 
-def _html(rows: list[dict[str, Any]], per: dict[str, dict[str, float]], planners: Sequence[str], title: str) -> str:
+def _html(rows: list[dict[str, Any]], per: dict[str, dict[str, float]], planners: Sequence[str], title: str,
+          rec: Mapping[str, Any], warnings: Sequence[str] = ()) -> str:  # fmt: skip
     def table(head: list[str], body: list[list[Any]], best_cols: set[int]) -> str:
         best = {}
         for j in best_cols:
@@ -135,12 +227,13 @@ def _html(rows: list[dict[str, Any]], per: dict[str, dict[str, float]], planners
     cols = list(rows[0]) if rows else ["planner", "score"]
     main = table(cols, [[r[c] for c in cols] for r in rows], {j for j, c in enumerate(cols) if c not in ("planner", "episodes", "errored")})
     notes = "".join(f"<p><b>{html.escape(line)}</b></p>" for line in _errored_notes(rows))
+    notes = "".join(f"<p><b>{html.escape(line)}</b></p>" for line in _changed_note(warnings)) + notes
     scen = table(["scenario", *planners], [[sc, *(per[sc].get(p, math.nan) for p in planners)] for sc in sorted(per)], set(range(1, len(planners) + 1)))
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
              ".best{background:#d9f2d9;font-weight:bold}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head>"
-            f"<body><h1>{html.escape(title)}</h1><p>Metric columns: mean metric score in [0, 1] over finished episodes; "
+            f"<body><h1>{html.escape(title)}</h1><p>{html.escape(_list_line(rec))}</p><p>Metric columns: mean metric score in [0, 1] over finished episodes; "
             f"score: mean aggregate score (errored episodes count as 0). Best per column highlighted.</p>{main}{notes}"
             f"<h2>Score per scenario</h2>{scen}</body></html>\n")
 
@@ -190,11 +283,14 @@ def run_leaderboard(
         raise ScenarioError("expected at least one planner", field="planners")
     for p in planners:
         PLANNERS.get(p)
-    episodes = expand_paths(list(paths))  # every file valid before any folder is made
+    episodes = expand_paths(list(paths))  # every file valid before any folder is made; read once
+    rec = scenario_list(list(paths), episodes)
     outp = Path(out)
     if outp.exists() and not outp.is_dir():
         raise ScenarioError("expected a folder for the leaderboard, got a file", file=outp)
+    _check_folder_list(outp, rec)
     outp.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(outp / LIST_FILE, json.dumps(rec, indent=1) + "\n")
     runs: dict[str, Path] = {}
     for p in planners:
         run_dir = outp / p
@@ -205,11 +301,16 @@ def run_leaderboard(
             **({"horizon_s": horizon_s} if horizon_s is not None else {}),
         )  # fmt: skip
         runs[p] = run_dir
+    warnings = list_differences(rec, scenario_list(list(paths)))
+    if warnings:
+        log.warning("the scenario files changed while the leaderboard ran (%s); every planner was scored on the list read "
+                    "at the start (%s)", "; ".join(warnings), outp / LIST_FILE)  # fmt: skip
+        atomic_write_text(outp / LIST_FILE, json.dumps({**rec, "changed_during_run": warnings}, indent=1) + "\n")
     rows, per = leaderboard_tables(runs)
     rows.sort(key=lambda r: -r["score"] if not math.isnan(r["score"]) else math.inf)
     title = "loopdrive leaderboard"
     md = outp / "leaderboard.md"
     ht = outp / "leaderboard.html"
-    _write_atomic(md, _markdown(rows, per, list(planners), title))
-    _write_atomic(ht, _html(rows, per, list(planners), title))
-    return LeaderboardResult(outp, md, ht, rows, per)
+    _write_atomic(md, _markdown(rows, per, list(planners), title, rec, warnings))
+    _write_atomic(ht, _html(rows, per, list(planners), title, rec, warnings))
+    return LeaderboardResult(outp, md, ht, rows, per, rec, warnings)

@@ -407,16 +407,15 @@ def attack(
     config: AttackConfig = AttackConfig(),
     *,
     out: str | os.PathLike[str] | None = None,
-    generated_dir: str | os.PathLike[str] = "scenarios/generated",
+    generated_dir: str | os.PathLike[str] | None = None,
     progress: ProgressFn | None = None,
 ) -> AttackResult:
     """Search for failures of ``config.planner`` around the base scenario file ``base``.
 
-    Writes every solvable failure to ``generated_dir`` and, when ``out`` is given,
-    ``out/summary.json`` (:meth:`AttackResult.summary`) and ``out/candidates.jsonl`` (one line per
-    evaluated candidate). Deterministic for a given config.
-
-    Raises:
+    Writes every solvable failure to ``generated_dir`` (default ``out/generated``, so no scenario
+    library changes unless asked) and, when ``out`` is given, ``out/summary.json``
+    (:meth:`AttackResult.summary`) and ``out/candidates.jsonl`` (one line per evaluated candidate).
+    Deterministic for a given config. Raises:
         ScenarioError: unknown method/template, a base that is not lane-based, a bad budget.
     """
     cfg = config
@@ -424,8 +423,9 @@ def attack(
         raise ScenarioError(f"expected a search method in {list(METHODS)}, got {cfg.method!r}", field="method")
     if cfg.budget < 1:
         raise ScenarioError(f"expected a positive budget (episodes), got {cfg.budget}", field="budget")
-    base_p = Path(base)
-    gen_dir = Path(generated_dir)
+    if generated_dir is None and out is None:
+        raise ScenarioError("expected out or generated_dir (where the generated cases go)", field="generated_dir")
+    base_p, gen_dir = Path(base), Path(generated_dir) if generated_dir is not None else Path(str(out)) / "generated"
     _, base_name, info, tname, template = _prepare(base_p, gen_dir, cfg.template)
     ep_seed = int(cfg.seed)
     from sim.planning import make_planner

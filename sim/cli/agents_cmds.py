@@ -112,7 +112,10 @@ def leaderboard_cmd(
 
         res = run_leaderboard(paths, names, out, planner_params=prm, workers=workers, resume=resume, horizon_s=horizon, progress=cb)
     console.print(res.markdown.read_text(encoding="utf-8"), markup=False, highlight=False)
-    console.print(f"wrote {res.markdown} and {res.html}", highlight=False)
+    console.print(f"wrote {res.markdown} and {res.html}; the scored scenario list: {res.out / 'scenarios.json'}", highlight=False)
+    for w in res.warnings:
+        err_console.print(f"warning: scenario files changed during the run: {w} (scores are of the list read at the start)",
+                          markup=False, highlight=False)  # fmt: skip
     n, n_err = sum(r["episodes"] for r in res.rows), sum(r["errored"] for r in res.rows)
     if n and n_err == n:
         raise fail(f"every episode errored ({n_err} of {n}, all planners); nothing was scored", code=1)

@@ -106,7 +106,8 @@ def attack_cmd(
     horizon: float | None = typer.Option(None, "--horizon", callback=horizon_seconds, help="Episode length of the generated cases, s."),
     planner_params: str | None = typer.Option(None, "--planner-params", help='JSON, e.g. {"weights": "models/bc.safetensors"}'),
     oracle: str = typer.Option("idm,pdm_closed", "--oracle", help="Privileged planner(s) that must solve each case, tried in order."),
-    generated_dir: Path = typer.Option(Path("scenarios/generated"), "--generated-dir", callback=out_dir, help="Where failing cases are written."),
+    generated_dir: Path | None = typer.Option(
+        None, "--generated-dir", callback=out_dir, help="Where the failing cases are written as scenario files (default: OUT/generated)."),
 ) -> None:
     """Search scenario edits for solvable failures of a planner; writes each as a scenario file.
     Exit code 1 when every episode of the search errored."""
@@ -124,6 +125,7 @@ def attack_cmd(
                        template=template, horizon_s=horizon, oracle=oracle)  # fmt: skip
     with user_errors():
         _check_scenario_file(base)
+    generated_dir = generated_dir if generated_dir is not None else out / "generated"
     with user_errors(), LazyProgress(lambda: _progress("attack"), f"{planner} / {method}", total=budget, info="") as prog:
         res = attack(base, cfg, out=out, generated_dir=generated_dir,
                      progress=lambda d, n, f: prog.update(completed=d, info=f"[red]{f} failures"))  # fmt: skip
