@@ -289,8 +289,9 @@ def test_decoder_depth_is_part_of_the_bundle_config(bundle_dir: Path, tmp_path: 
 
 
 def test_eval_recon_scores_held_out_frames_and_lidar(bundle_dir: Path, toy_log: Path, tmp_path: Path) -> None:
-    """``loopdrive eval-recon`` writes eval.json (every 10th frame, never trained on, per frame and
-    in the mean; held-out LiDAR) and the truth | render | error contact sheet."""
+    """``loopdrive eval-recon`` writes eval_volume.json (every 10th frame, never trained on, per frame
+    and in the mean; held-out LiDAR) and the truth | render | error contact sheet; ``--mode surface``
+    into the same folder writes its own pair and leaves the volume-mode files as they were."""
     from PIL import Image
     from typer.testing import CliRunner
 
@@ -299,15 +300,20 @@ def test_eval_recon_scores_held_out_frames_and_lidar(bundle_dir: Path, toy_log: 
     out = tmp_path / "ev"
     res = CliRunner().invoke(app, ["eval-recon", str(bundle_dir), "--log", str(toy_log), "--out", str(out), "--max-frames", "2"])
     assert res.exit_code == 0, res.output
-    ev = json.loads((out / "eval.json").read_text())
+    ev = json.loads((out / "eval_volume.json").read_text())
     dl = read_log(toy_log)
     h = ev["heldout"]
     assert h["frames"] == [0, 10]
     per = h["psnr_per_frame"]
     assert len(per) == 2 and abs(np.mean(per) - h["psnr"]) < 1e-3 and 12.0 < h["psnr"] < 60.0
     assert 0.0 < ev["lidar"]["median_abs_range_err_m"] < 1.0 and 0.5 < ev["lidar"]["ray_drop_accuracy"] <= 1.0
-    sheet = Image.open(out / "contact_sheet.png")
+    sheet = Image.open(out / "contact_sheet_volume.png")
     assert sheet.size[0] == 3 * dl.frames[0].width and sheet.size[1] % dl.frames[0].height == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    surf = CliRunner().invoke(app, ["eval-recon", str(bundle_dir), "--log", str(toy_log), "--out", str(out), "--max-frames", "1", "--mode", "surface"])
+    assert surf.exit_code == 0, surf.output
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in before} == before  # volume files untouched
+    assert json.loads((out / "eval_surface.json").read_text())["mode"] == "surface" and (out / "contact_sheet_surface.png").is_file()
     bad = CliRunner().invoke(app, ["eval-recon", str(bundle_dir), "--log", str(toy_log), "--out", str(tmp_path / "x"), "--mode", "fast"])
     assert bad.exit_code == 2 and not (tmp_path / "x").exists()
 

@@ -5,7 +5,10 @@ nerfstudio and torch are imported inside the commands so ``loopdrive --help`` st
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -31,6 +34,27 @@ from sim.cli._app import (
     user_errors,
 )
 
+#: Third-party warnings a recon run triggers on every run, harmless and not the user's to act on:
+#: (category, module regex, message regex). Matched narrowly so any other warning still shows.
+KNOWN_THIRD_PARTY_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
+    (FutureWarning, r"nerfstudio\.", ""),  # torch.cuda.amp.GradScaler and other deprecations inside nerfstudio
+    (FutureWarning, r"torchmetrics\.", ""),  # torchmetrics' deprecated re-exports (spectral_angle_mapper, ...)
+    (UserWarning, r"nerfstudio\.utils\.writer", r"Converting a tensor with requires_grad"),  # its scalar logging
+)
+
+#: Wall-clock training cap of each preset in minutes (the presets' ``max_train_seconds``).
+PRESET_CAP_MINUTES = {"quick": 9.0, "full": 55.0}
+
+
+@contextlib.contextmanager
+def known_warnings_filtered() -> Iterator[None]:
+    """Hide :data:`KNOWN_THIRD_PARTY_WARNINGS` for the duration (the CLI's choice; the library
+    leaves the warning filters alone)."""
+    with warnings.catch_warnings():
+        for cat, module, message in KNOWN_THIRD_PARTY_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=cat, module=module)
+        yield
+
 
 @app.command("recon")
 def recon_cmd(
@@ -38,8 +62,9 @@ def recon_cmd(
     out: Path = typer.Option(..., "--out", "-o", callback=out_dir, help="Bundle folder to write (e.g. bundles/town-s0)."),
     preset: str = typer.Option("quick", "--preset", help="quick (minutes) or full (up to an hour on 2 CPU cores)."),
     iterations: int | None = typer.Option(None, "--iterations", min=1, max=10_000_000, help="Override the preset's iteration count."),
-    max_minutes: float | None = typer.Option(None, "--max-minutes", min=0.01, max=7 * 24 * 60,
-                                             help="Stop training after this wall-clock time (the learning-rate decay is fitted to it)."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", "--time-cap", min=0, max=7 * 24 * 60,
+                                             help="Stop training after this many wall-clock minutes (the learning-rate decay is fitted to it). "
+                                                  "Default: the preset's cap (quick 9, full 55); 0: no cap, train every iteration."),
     seed: int = typer.Option(0, "--seed", help="Seed of the batch sampler and the ray jitter."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads: 2 trains about 1.4x faster on an idle 2-core machine, but loses a lot when other jobs share the cores."),
     upsample: int | None = typer.Option(None, "--upsample", min=1, max=8, help="Output pixels per rendered feature pixel, per axis (quick: 4, full: 2); "
@@ -51,34 +76,40 @@ def recon_cmd(
         raise fail(f"--preset: expected quick or full, got {preset!r}")
     from sim.recon.run import train_bundle
 
+    cap = PRESET_CAP_MINUTES[preset] if max_minutes is None else max_minutes
     columns = (TextColumn("[bold]training[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with user_errors(), LazyProgress(lambda: Progress(*columns, console=console, transient=False), "train") as prog:
+    with user_errors(), known_warnings_filtered(), LazyProgress(lambda: Progress(*columns, console=console, transient=False), "train") as prog:
 
         def progress(step: int, total: int) -> None:
             prog.update(completed=step, total=total)
 
-        summary = train_bundle(log, out, preset=preset, iterations=iterations,
-                               max_seconds=max_minutes * 60 if max_minutes else None, seed=seed,
+        if cap:
+            console.print(f"training preset {preset}, wall-clock cap {cap:g} min (--max-minutes to change, 0 for none)")
+        summary = train_bundle(log, out, preset=preset, iterations=iterations, max_seconds=cap * 60, seed=seed,
                                overwrite=overwrite, progress=progress,
                                overrides={"num_threads": threads, **({"upsample": upsample} if upsample else {})})
-    console.print(f"[green]wrote[/] bundle {summary['bundle']}: {summary['iterations']} iterations in {summary['train_seconds']:.0f} s")
-    console.print(f"nerfstudio config (for ns-eval / ns-render): {summary['nerfstudio_config']}")
+    stopped = " (stopped by the wall-clock cap)" if summary["iterations"] < summary["configured_iterations"] else ""
+    console.print(f"[green]wrote[/] bundle {summary['bundle']}: {summary['iterations']} of {summary['configured_iterations']} iterations "
+                  f"in {summary['train_seconds']:.0f} s{stopped}")
+    if Path(summary["nerfstudio_config"]).is_file():
+        console.print(f"nerfstudio config (for ns-eval / ns-render): {summary['nerfstudio_config']}", soft_wrap=True)
 
 
 @app.command("eval-recon")
 def eval_recon_cmd(
     bundle: Path = typer.Argument(..., help="Scene bundle folder."),
     log: Path = typer.Option(..., "--log", help="The drive log the bundle was trained on."),
-    out: Path | None = typer.Option(None, "--out", "-o", callback=out_dir, help="Output folder (default BUNDLE/eval)."),
+    out: Path | None = typer.Option(None, "--out", "-o", callback=out_dir,
+                                    help="Output folder (default BUNDLE/eval): eval_MODE.json and contact_sheet_MODE.png, so both modes fit in one."),
     max_frames: int = typer.Option(12, "--max-frames", min=1, help="Held-out frames to score."),
     mode: str = typer.Option("volume", "--mode", help="volume (the reference) or surface (the fast renderer's baked background)."),
 ) -> None:
     """Score a bundle on held-out frames, lane-shifted and actor-edited views, and held-out LiDAR."""
-    from sim.recon.evaluate import evaluate_bundle
+    from sim.recon.evaluate import eval_paths, evaluate_bundle
 
     if mode not in ("volume", "surface"):
         raise fail(f"--mode: expected volume or surface, got {mode!r}")
-    with user_errors():
+    with user_errors(), known_warnings_filtered():
         res = evaluate_bundle(bundle, log, out, max_frames=max_frames, progress=lambda m: console.log(m), mode=mode)
     tab = Table(title=f"eval-recon {bundle}")
     tab.add_column("view")
@@ -96,7 +127,8 @@ def eval_recon_cmd(
         tab.add_row("LiDAR", "median |range err| m", f"{li['median_abs_range_err_m']:.3f}")
         tab.add_row("LiDAR", "ray-drop accuracy", f"{li['ray_drop_accuracy']:.3f}")
     console.print(tab)
-    console.print(f"wrote {Path(out) if out else Path(bundle) / 'eval'}/eval.json and contact_sheet.png")
+    written = [p for p in eval_paths(out if out else Path(bundle) / "eval", mode) if p.exists()]
+    console.print("wrote " + " and ".join(str(p) for p in written))
 
 
 @app.command("bake-surface")

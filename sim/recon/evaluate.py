@@ -11,8 +11,9 @@ Measured (all on data never trained on):
 * **LiDAR** on held-out sweeps: median absolute range error (m) over rays with a true return, and
   ray-drop accuracy (predicted drop = ``drop_prob > 0.5`` vs no true return).
 
-LPIPS is not reported: it needs downloaded weights. Writes ``eval.json`` and ``contact_sheet.png``
-(rows of truth | render | error x4) into the output folder.
+LPIPS is not reported: it needs downloaded weights. Writes ``eval_<mode>.json`` and
+``contact_sheet_<mode>.png`` (rows of truth | render | error x4; mode ``volume`` or ``surface``, so
+the two modes can share one output folder) into the output folder (:func:`eval_paths`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from sim.recon.bundle import Bundle, load_bundle
 from sim.recon.data import lidar_ray_grid
 from sim.sensors import SensorRig
 
-__all__ = ["SurfaceBundle", "evaluate_bundle", "evaluate_scene", "psnr_u8", "ssim_u8"]
+__all__ = ["SurfaceBundle", "eval_paths", "evaluate_bundle", "evaluate_scene", "psnr_u8", "ssim_u8"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,12 @@ def _with(world: Any, **changes: Any) -> Any:
     return dataclasses.replace(world, **changes)
 
 
+def eval_paths(out: str | os.PathLike[str], mode: str) -> tuple[Path, Path]:
+    """The results JSON and contact sheet :func:`evaluate_bundle` writes in ``out`` for ``mode``:
+    ``eval_<mode>.json`` and ``contact_sheet_<mode>.png``."""
+    return Path(out) / f"eval_{mode}.json", Path(out) / f"contact_sheet_{mode}.png"
+
+
 def evaluate_bundle(
     bundle_dir: str | os.PathLike[str],
     log_dir: str | os.PathLike[str],
@@ -93,8 +100,8 @@ def evaluate_bundle(
     progress: Callable[[str], None] | None = None,
     mode: str = "volume",
 ) -> dict[str, Any]:
-    """Evaluate a bundle on a log; write ``eval.json`` and ``contact_sheet.png`` to ``out``
-    (default: ``BUNDLE/eval``). Returns the eval dict. ``mode`` ``surface`` scores the fast
+    """Evaluate a bundle on a log; write ``eval_<mode>.json`` and ``contact_sheet_<mode>.png`` to
+    ``out`` (default: ``BUNDLE/eval``; :func:`eval_paths`). Returns the eval dict. ``mode`` ``surface`` scores the fast
     renderer's baked-surface background (:mod:`sim.recon.surface`) instead of volume rendering."""
     dl = validate_log(log_dir)  # the full check of the log (every payload) before the heavy work
     b: Bundle = load_bundle(bundle_dir)
@@ -102,14 +109,16 @@ def evaluate_bundle(
     if mode not in ("volume", "surface"):
         raise BundleError(f"expected mode volume or surface, got {mode!r}", field="mode")
     scene: Any = SurfaceBundle(b) if mode == "surface" else b
-    res = evaluate_scene(scene, dl, out, max_frames=max_frames, max_sweeps=max_sweeps, shifts_m=shifts_m, progress=progress)
+    res_path, sheet_path = eval_paths(out, mode)
+    res = evaluate_scene(scene, dl, out, max_frames=max_frames, max_sweeps=max_sweeps, shifts_m=shifts_m, progress=progress,
+                         sheet_name=sheet_path.name)
     res["bundle"] = str(bundle_dir)
     res["mode"] = mode
     if mode == "surface":
         pr = b.surface()
         res["surface"] = {"level": pr.level, "triangles": pr.triangles, "calibration_median_depth_diff_m": pr.calib_err_m,
                           "calibration_median_rel_depth_diff": pr.calib_rel_err}
-    write_json_atomic(out / "eval.json", res)
+    write_json_atomic(res_path, res)
     return res
 
 
@@ -139,10 +148,11 @@ def evaluate_scene(
     max_sweeps: int = 6,
     shifts_m: tuple[float, ...] = (1.0, 2.0, 3.0),
     progress: Callable[[str], None] | None = None,
+    sheet_name: str = "contact_sheet.png",
 ) -> dict[str, Any]:
     """Evaluate any scene with the :class:`~sim.recon.bundle.Bundle` render API (``info``,
     ``actors_at``, ``render_camera`` and optionally ``render_lidar``) on a log; writes
-    ``contact_sheet.png`` to ``out`` and returns the eval dict (the caller writes ``eval.json``)."""
+    the contact sheet ``sheet_name`` to ``out`` and returns the eval dict (the caller writes the JSON)."""
     out.mkdir(parents=True, exist_ok=True)
     every = int(b.info.get("eval_every", 10))
     cam_name = str(b.info.get("camera", dl.cameras[0]))
@@ -204,7 +214,7 @@ def evaluate_scene(
     if sheet:
         w = max(s.shape[1] for s in sheet)
         rows = [np.pad(s, ((0, 0), (0, w - s.shape[1]), (0, 0))) for s in sheet]
-        Image.fromarray(np.concatenate(rows, 0)).save(out / "contact_sheet.png")
+        Image.fromarray(np.concatenate(rows, 0)).save(out / sheet_name)
     return res
 
 

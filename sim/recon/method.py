@@ -490,13 +490,15 @@ class LoopdriveReconModel(Model):
 #: Both presets use the footprint-aware hash encoding (``footprint_scale`` 1): in the full
 #: preset's 15-minute trial +0.30 dB held-out and +0.28 dB at a 2 m lane shift, in the quick
 #: preset's benchmark +0.16 and +0.27 dB.
+#: The quick preset carries a 9-minute training cap (``max_train_seconds``: on the idle machine it
+#: completes its 4500 iterations in about 4 minutes, so the cap only acts on a busy one).
 #: The full preset carries its own 55-minute training cap (``max_train_seconds``) and fits its
 #: learning-rate decay to it: with 2 torch threads on the idle machine it completes about 15 600
 #: iterations (0.21 s each; one thread: about 10 500 at 0.31 s), so its 16 000 are an upper bound.
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "iterations": 4500,
-        "model": {"footprint_scale": 1.0},
+        "model": {"footprint_scale": 1.0, "max_train_seconds": 540.0},
         "datamanager": {"patches": 8, "lidar_rays": 512},
         "lr_grid": 1e-2,
         "lr_net": 3e-3,

@@ -51,6 +51,21 @@ def _own_event_writers() -> Iterator[None]:
         ns_writer.EVENT_STORAGE.clear()
 
 
+@contextlib.contextmanager
+def _quiet_nerfstudio() -> Iterator[None]:
+    """Silence nerfstudio's own console while it trains: it prints the staging folder's paths
+    ("Saving config to", "Training Finished"), which no longer exist once the output is moved into
+    the bundle; :func:`train_bundle` logs the final paths instead."""
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    was = CONSOLE.quiet
+    CONSOLE.quiet = True
+    try:
+        yield
+    finally:
+        CONSOLE.quiet = was
+
+
 def train_bundle(
     log_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -67,7 +82,8 @@ def train_bundle(
 
     Args:
         iterations: override the preset's iteration count. max_seconds: wall-clock training budget
-            (training stops early when it is spent).
+            in seconds (training stops early when it is spent); ``None`` keeps the preset's own cap
+            (quick: 540 s, full: 3300 s), ``0`` trains every iteration.
         progress: called as ``progress(step, total)`` after each iteration (``total``: the
             iteration count, or under ``max_seconds`` the step the budget is expected to reach).
         overrides: model- or datamanager-config field overrides (e.g. ``{"upsample": 2}``,
@@ -137,7 +153,7 @@ def _train_bundle(
     check_trainable(dl, parser.camera or dl.cameras[0], parser.eval_every)  # before any folder is made
     cfg.pipeline.model.seed = seed
     cfg.pipeline.datamanager.seed = seed
-    if max_seconds:
+    if max_seconds is not None:
         cfg.pipeline.model.max_train_seconds = float(max_seconds)
     for k, v in (overrides or {}).items():
         target = next((c for c in (cfg.pipeline.model, cfg.pipeline.datamanager) if hasattr(c, k)), None)
@@ -149,9 +165,10 @@ def _train_bundle(
     cfg.timestamp = "run"
     cfg.logging.local_writer.enable = False
     cfg.logging.profiler = "none"
-    cfg.save_config()
+    with _quiet_nerfstudio():
+        cfg.save_config()
     ns_text = _config_text(cfg, out / "nerfstudio")  # the final config.yml, from memory
-    with _own_event_writers():
+    with _own_event_writers(), _quiet_nerfstudio():
         trainer = cfg.setup(local_rank=0, world_size=1)
         trainer.setup()
         model = trainer.pipeline.model
