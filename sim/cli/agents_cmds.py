@@ -33,23 +33,10 @@ from sim.cli._app import (
     split_names,
     user_errors,
 )
+from sim.cli._planner_params import PARAM_HELP, parse_planner_params
 
 train_app = typer.Typer(help="Train learned planners (behaviour cloning, PPO).", no_args_is_help=True, cls=LoopdriveGroup)
 app.add_typer(train_app, name="train")
-
-
-def _json_object(text: str | None, option: str) -> dict:
-    if not text:
-        return {}
-    import json
-
-    try:
-        v = json.loads(text)
-    except ValueError as exc:
-        raise typer.BadParameter(f"expected a JSON object ({exc})", param_hint=option) from None
-    if not isinstance(v, dict) or not all(isinstance(x, dict) for x in v.values()):
-        raise typer.BadParameter("expected a JSON object of planner name -> params object", param_hint=option)
-    return v
 
 
 def _progress(label: str) -> Progress:
@@ -87,10 +74,14 @@ def leaderboard_cmd(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Episodes in parallel per planner."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs in --out."),
     horizon: float | None = typer.Option(None, "--horizon", callback=horizon_seconds, help="Cut every episode to this many seconds (smoke runs)."),
-    planner_params: str | None = typer.Option(None, "--planner-params", help='JSON: planner -> its params, e.g. {"sb3": {"path": "models/ppo.safetensors"}}'),
+    planner_param: list[str] | None = typer.Option(None, "--planner-param", help=PARAM_HELP),
+    planner_params: str | None = typer.Option(None, "--planner-params", help='JSON: planner -> its params, e.g. {"sb3": {"path": "models/ppo.safetensors"}} '
+                                              "(--planner-param values apply over it)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Let the sb3 planner unpickle a stable-baselines3 .zip (can run code: only files you trust)."),
 ) -> None:
     """Run every planner over the scenarios and write leaderboard.md / leaderboard.html.
+
+    A trained model: --planner-param bc_policy.weights=models/bc.safetensors.
 
     Exit code 1 when every episode of every planner errored."""
     from sim.leaderboard import run_leaderboard
@@ -100,7 +91,7 @@ def leaderboard_cmd(
     names = split_names(planners, "--planners")
     for name in names:
         check_planner(name, "--planners")
-    prm = _json_object(planner_params, "--planner-params")
+    prm = parse_planner_params(planner_param, names, json_text=planner_params)
     with user_errors():  # scenario and policy files checked before anything runs
         expand_paths(paths)
         prm = {p: with_opt_ins(p, prm.get(p), trust_pickle=trust_pickle) for p in names}

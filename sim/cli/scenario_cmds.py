@@ -35,6 +35,7 @@ from sim.cli._app import (
     user_errors,
 )
 from sim.cli._group import one_line
+from sim.cli._planner_params import PARAM_HELP, parse_planner_params
 
 
 @app.command("schema")
@@ -91,6 +92,21 @@ def _progress() -> Progress:
     )
 
 
+def _with_cli_params(episodes: list[Any], planner: str | None, items: list[str]) -> list[Any]:
+    """``episodes`` with the ``--planner-param`` values applied over the params of the planner that
+    drives each (``planner`` when given, else the episode's own)."""
+    names = [planner] if planner else sorted({ep.planner for ep in episodes})
+    given = parse_planner_params(items, names)
+    out = []
+    for ep in episodes:
+        name = planner or ep.planner
+        if name in given:
+            own = dict(ep.planner_params) if name == ep.planner else {}
+            ep = ep.with_planner(name, {**own, **given[name]})
+        out.append(ep)
+    return out
+
+
 @app.command("run")
 def run_cmd(
     paths: list[Path] = typer.Argument(..., help="Scenario files or folders."),
@@ -116,8 +132,12 @@ def run_cmd(
     trust_pickle: bool = typer.Option(
         False, "--trust-pickle", help="Let the sb3 planner unpickle stable-baselines3 .zip policies (can run code: only files you trust)."
     ),
+    planner_param: list[str] | None = typer.Option(None, "--planner-param", help=PARAM_HELP),
 ) -> None:
     """Run scenario files x seeds x sweep points closed-loop and write results.parquet.
+
+    A trained model: --planner bc_policy --planner-param weights=models/bc.safetensors (the
+    parameters are applied over each scenario's own planner.params).
 
     Exit code 1 when every episode errored (the planner or the rollout raised); some errored
     episodes still exit 0, and the summary counts them."""
@@ -130,6 +150,8 @@ def run_cmd(
 
     with user_errors():
         episodes = expand_paths(paths)  # invalid files fail here, before the progress bar
+        if planner_param:
+            episodes = _with_cli_params(episodes, planner, planner_param)
         from sim.planning import with_opt_ins_episodes
 
         episodes = with_opt_ins_episodes(episodes, planner=planner, trust_pickle=trust_pickle)  # policy files checked now

@@ -1,0 +1,149 @@
+"""``--planner-param [PLANNER.]KEY=VALUE`` on ``run`` and ``leaderboard`` (and ``--planner-params``
+JSON): one parser, values read as JSON else text, every set checked against the planner's schema
+as a scenario file's ``planner.params`` is, the ``--trust-pickle`` opt-in never smuggled in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.cli._planner_params import parse_planner_params, parse_value
+from sim.planning import PLANNERS, Control, ObservationSpec, Planner, PlannerParams
+from tests._registry import registered
+
+SCENARIO = """\
+version: 1
+name: {name}
+description: the ego alone on the tiny town's first lane
+scene: {{town: tiny, seed: 0}}
+ego:
+  start: {{lane: lane_1, s: 2.0, speed: 3.0}}
+  route: [lane_1, lane_22, lane_9]
+planner: {{name: {planner}, params: {params}}}
+horizon_s: 0.3
+seeds: [0]
+"""
+
+
+class ProbeParams(PlannerParams):
+    accel: float = 0.0
+    label: str | None = None
+
+
+class Probe(Planner):
+    """Drives with a constant acceleration; records the parameters each instance got."""
+
+    name = "param_probe"
+    Params = ProbeParams
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        Probe.seen.append(dict(params))
+
+    def observation_spec(self) -> ObservationSpec:
+        return ObservationSpec(kinds=("ego",))
+
+    def reset(self, init: object, *, seed: int | None = None) -> None:
+        pass
+
+    def plan(self, obs: object) -> Control:
+        return Control(accel=float(self.config.accel), steer=0.0)  # type: ignore[attr-defined]
+
+
+class Probe2(Probe):
+    name = "param_probe2"
+
+
+@pytest.fixture()
+def probes() -> Any:
+    Probe.seen.clear()
+    with registered(PLANNERS, ("param_probe", Probe), ("param_probe2", Probe2)):
+        yield Probe.seen
+
+
+def _scenario(tmp: Path, planner: str = "param_probe", params: str = "{label: from-file, accel: 0.5}") -> Path:
+    d = tmp / "scen"
+    d.mkdir(exist_ok=True)
+    (d / "probe.yaml").write_text(SCENARIO.format(name="probe", planner=planner, params=params))
+    return d
+
+
+def test_values_are_json_else_text() -> None:
+    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True and parse_value("null") is None
+    assert parse_value('"7"') == "7" and parse_value("[1, 2]") == [1, 2]
+    assert parse_value("models/bc.safetensors") == "models/bc.safetensors" and parse_value("NaN") == "NaN" and parse_value("") == ""
+
+
+def test_keys_go_to_the_one_planner_or_to_the_named_one(probes: list) -> None:
+    assert parse_planner_params(["accel=1.5", "label=a=b"], ["param_probe"]) == {"param_probe": {"accel": 1.5, "label": "a=b"}}
+    two = ["param_probe", "param_probe2"]
+    assert parse_planner_params(["param_probe2.accel=-1"], two) == {"param_probe2": {"accel": -1}}
+    # the JSON form (planner -> params, or one planner's params) with KEY=VALUE applied over it
+    got = parse_planner_params(["param_probe.accel=2"], two, json_text='{"param_probe": {"accel": 1, "label": "j"}}')
+    assert got == {"param_probe": {"accel": 2, "label": "j"}}
+    assert parse_planner_params([], ["param_probe"], json_text='{"accel": 1}') == {"param_probe": {"accel": 1}}
+    for items, planners, json_text, words in [
+        (["accel=1"], two, None, "ambiguous"),
+        (["idm.accel=1"], ["param_probe"], None, "does not run here"),
+        (["accel"], ["param_probe"], None, "KEY=VALUE"),
+        (["speed=3"], ["param_probe"], None, "speed"),  # not a parameter of the planner
+        (["accel=fast"], ["param_probe"], None, "accel"),  # not a number (nothing is coerced)
+        ([], two, '{"idm": {"a": 1}}', "do not run here"),
+        ([], two, "[1]", "JSON object"),
+    ]:
+        with pytest.raises(typer.BadParameter) as exc:
+            parse_planner_params(items, planners, json_text=json_text)
+        assert words in str(exc.value), (items, exc.value)
+
+
+def test_the_pickle_opt_in_cannot_come_from_a_parameter() -> None:
+    for items, json_text in [(["trust_pickle=true"], None), ([], '{"path": "p.zip", "trust_pickle": "--trust-pickle"}')]:
+        with pytest.raises(typer.BadParameter, match="--trust-pickle"):
+            parse_planner_params(items, ["sb3"], json_text=json_text)
+
+
+def test_run_applies_command_line_params_over_the_scenario_files(probes: list, tmp_path: Path) -> None:
+    scen = _scenario(tmp_path)
+    res = CliRunner().invoke(app, ["run", str(scen), "--out", str(tmp_path / "run"), "--planner-param", "accel=1.25"])
+    assert res.exit_code == 0, res.output
+    assert probes and all(p == {"label": "from-file", "accel": 1.25} for p in probes)
+    # --planner replaces the file's planner: only the command line's params then
+    probes.clear()
+    res = CliRunner().invoke(app, ["run", str(scen), "--out", str(tmp_path / "run2"), "--planner", "param_probe2", "--planner-param", "label=x"])
+    assert res.exit_code == 0, res.output
+    assert probes and all(p == {"label": "x"} for p in probes)
+
+
+@pytest.mark.parametrize("item", ["speed=3", "accel=fast", "accel", "idm.accel=1"])
+def test_run_refuses_a_bad_parameter_in_one_line_before_anything_is_written(probes: list, tmp_path: Path, item: str) -> None:
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["run", str(_scenario(tmp_path)), "--out", str(out), "--planner-param", item])
+    assert res.exit_code == 2, res.output
+    assert "--planner-param" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not out.exists() and not probes
+
+
+def test_run_refuses_a_smuggled_pickle_opt_in(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["run", str(_scenario(tmp_path, planner="idm", params="{}")), "--out", str(out), "--planner", "sb3",
+                                   "--planner-param", "path=p.zip", "--planner-param", "trust_pickle=true"])
+    assert res.exit_code == 2 and "--trust-pickle" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not out.exists()
+
+
+def test_leaderboard_takes_params_per_planner(probes: list, tmp_path: Path) -> None:
+    scen = _scenario(tmp_path)
+    out = tmp_path / "lb"
+    args = ["leaderboard", str(scen), "--planners", "param_probe,param_probe2", "--out", str(out)]
+    bad = CliRunner().invoke(app, [*args, "--planner-param", "accel=1"])  # which planner?
+    assert bad.exit_code == 2 and "ambiguous" in bad.stderr and not out.exists()
+    res = CliRunner().invoke(app, [*args, "--planner-param", "param_probe2.accel=0.75", "--planner-params", '{"param_probe": {"label": "lb"}}'])
+    assert res.exit_code == 0, res.output
+    assert {json.dumps(p, sort_keys=True) for p in probes} == {'{"label": "lb"}', '{"accel": 0.75}'}
