@@ -22,7 +22,7 @@ def test_summary_from_results(tmp_path: Path) -> None:
     assert rows[("batch", "episodes/min, local x1")] == 80.0
     assert rows[("batch", "episodes/min, ray x2")] == "could not start"
     assert rows[("synth", "camera frames/s (320x192, RGB + depth)")] is None  # not run: n/a, not invented
-    assert rows[("closed-loop", "lidar_stack score mesh / neural")] == "0.712 / 0.68"  # from the planner-gap file
+    assert rows[("planner-gap", "lidar_stack score mesh / neural")] == "0.712 / 0.68"  # from the planner-gap file
     md = (tmp_path / "all.md").read_text()
     assert "| env | single env vs highway-env (sim s per wall s) | 25 | >= 20x |" in md
     assert "| synth | camera frames/s (320x192, RGB + depth) | n/a |" in md

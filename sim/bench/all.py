@@ -1,9 +1,12 @@
 """``loopdrive bench all``: run every benchmark and write one JSON + a markdown table.
 
-Each benchmark runs in its own ``loopdrive bench NAME`` process (isolating GL contexts, torch
-threads and Ray), writes its own JSON under the results folder, and is summarised here into
-``all.json`` and ``all.md`` (the table the README's performance section shows). A benchmark that
-fails is recorded with its error; the others still run.
+Every ``loopdrive bench`` command except ``all`` itself runs (:data:`BENCHMARKS`, in that order),
+each in its own ``loopdrive bench NAME`` process (isolating GL contexts, torch threads and Ray),
+writing its own JSON into the run's results folder (by default ``runs/bench/<UTC time>/``); this
+module summarises them into ``all.json`` and ``all.md`` (the table the README's performance
+section shows). ``render``, ``closed-loop`` and ``planner-gap`` use the bundle and log that
+``recon`` made in the same run. A benchmark that fails is recorded with its error; the others
+still run (one that needs a failed one's bundle fails as "cannot start").
 """
 
 from __future__ import annotations
@@ -22,30 +25,50 @@ from typing import Any
 from sim.fsutil import atomic_write_text
 from sim.log import write_json_atomic
 
-__all__ = ["BENCHMARKS", "run_all", "summary_rows"]
+__all__ = ["BENCHMARKS", "result_name", "run_all", "summary_rows"]
 
 log = logging.getLogger(__name__)
 
-#: benchmark order (recon must precede closed-loop, which uses its bundle)
-BENCHMARKS = ("synth", "env", "batch", "recon", "closed-loop")
+#: every benchmark, in the order they run (recon precedes render, closed-loop and planner-gap,
+#: which use its bundle)
+BENCHMARKS = ("synth", "env", "batch", "recon", "render", "closed-loop", "planner-gap", "loop", "nuscenes-roundtrip")
+
+
+#: the benchmarks that run on the bundle and log of the run's ``recon`` benchmark
+_NEEDS_RECON = ("render", "closed-loop", "planner-gap")
+
+
+def result_name(name: str) -> str:
+    """The JSON file a benchmark writes in the results folder (``closed-loop`` -> ``closed_loop.json``)."""
+    return f"{name.replace('-', '_')}.json"
+
+
+def _recon_outputs(results: Path) -> list[str]:
+    """``--bundle B --log L`` of the bundle the run's ``recon`` benchmark trained."""
+    recon = json.loads((results / "recon.json").read_text())
+    return ["--bundle", str(recon["loopdrive_recon"]["bundle"]), "--log", str(recon["log"]["path"])]
 
 
 def _args(name: str, results: Path, work: Path, quick: bool) -> list[str]:
-    out = ["--out", str(results / f"{name.replace('-', '_')}.json")]
-    if name == "synth":
-        return out + (["--quick"] if quick else [])
-    if name == "env":
+    out = ["--out", str(results / result_name(name))]
+    if name in ("synth", "env"):
         return out + (["--quick"] if quick else [])
     if name == "batch":
         return out + (["--horizon", "2.0"] if quick else [])
     if name == "recon":
         town = ["--town", "tiny", "--frames", "20", "--no-nerfacto"] if quick else ["--town", "small", "--frames", "120"]
         return [*out, *town, "--preset", "quick", "--work", str(work / "recon")]
+    if name == "render":
+        return [*out, *_recon_outputs(results), "--repeats", "2" if quick else "5"]
     if name == "closed-loop":
-        recon = json.loads((results / "recon.json").read_text())
-        bundle = recon["loopdrive_recon"]["bundle"]
-        log_dir = recon["log"]["path"]
-        return [*out, "--bundle", str(bundle), "--log", str(log_dir), "--steps", "10" if quick else "20"]
+        return [*out, *_recon_outputs(results), "--steps", "10" if quick else "20"]
+    if name == "planner-gap":
+        sizes = ["--max-scenarios", "1", "--horizon", "1.0"] if quick else ["--max-scenarios", "4", "--seeds", "0,1", "--horizon", "6.0"]
+        return [*out, *_recon_outputs(results), *sizes]
+    if name == "loop":
+        return [*out, "--work", str(work / "loop"), *(["--quick"] if quick else [])]
+    if name == "nuscenes-roundtrip":
+        return [*out, "--work", str(work / "nuscenes-roundtrip")]
     raise KeyError(name)
 
 
@@ -89,14 +112,35 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
          f"{_get(rc, 'render', 'surface', 'lidar_sweep_ms_median')}", "<= 66 / <= 100"),
         ("recon", "nerfacto held-out PSNR dB (same wall-clock)", _get(rc, "nerfacto", "eval", "heldout", "psnr"), "loopdrive +1.5 dB"),
     ]
+    rd = results.get("render") or {}
+    rows += [
+        ("render", "camera ms (median), surface / volume mode", _pair(_get(rd, "render", "surface", "camera_ms_median"),
+                                                                      _get(rd, "render", "volume", "camera_ms_median")), "<= 66"),
+        ("render", "LiDAR sweep ms (median), surface / volume mode", _pair(_get(rd, "render", "surface", "lidar_sweep_ms_median"),
+                                                                           _get(rd, "render", "volume", "lidar_sweep_ms_median")), "<= 100"),
+    ]
     cl = results.get("closed-loop") or {}
-    # the planner gap is part of the closed-loop results or measured alone (`bench planner-gap`)
-    gap = _get(cl, "planner_gap") or _get(results.get("planner-gap") or {}, "planner_gap") or {}
     rows += [
         ("closed-loop", "env steps/s, neural camera + LiDAR", _get(cl, "speed", "neural", "steps_per_s"), ">= 10"),
         ("closed-loop", "env steps/s, neural (volume mode)", _get(cl, "speed", "neural_volume", "steps_per_s"), ""),
         ("closed-loop", "env steps/s, composite", _get(cl, "speed", "composite", "steps_per_s"), ""),
-        ("closed-loop", "lidar_stack score mesh / neural", f"{_fmt(_get(gap, 'mean_score_mesh'))} / {_fmt(_get(gap, 'mean_score_neural'))}", "small gap"),
+    ]
+    # the planner gap is measured alone (`bench planner-gap`) or within closed-loop (given --scenario)
+    gap = _get(results.get("planner-gap") or {}, "planner_gap") or _get(cl, "planner_gap") or {}
+    rows.append(("planner-gap", "lidar_stack score mesh / neural", _pair(_get(gap, "mean_score_mesh"), _get(gap, "mean_score_neural")),
+                 "small gap"))
+    lp = results.get("loop") or {}
+    for planner, t in sorted((_get(lp, "totals") or {}).items()):
+        rows.append(("loop", f"CEM vs random solvable failures at equal budget, {planner} (distinct)",
+                     _pair(t.get("ratio"), t.get("ratio_distinct")), ">= 5x"))
+    rounds = _get(lp, "loop", "report", "rounds") or []
+    rates = [_get(r, "heldout", "failure_rate") for r in rounds]
+    rows.append(("loop", "held-out failure rate per loop round", " -> ".join(_fmt(v) for v in rates) if rounds else None, "halved"))
+    nu = results.get("nuscenes-roundtrip") or {}
+    rows += [
+        ("nuscenes-roundtrip", "max camera position error m (imported vs native)", _get(nu, "max_errors", "camera_position_m"), ""),
+        ("nuscenes-roundtrip", "max LiDAR point error m", _get(nu, "max_errors", "lidar_point_m"), ""),
+        ("nuscenes-roundtrip", "max devkit vs loopdrive projection px", _get(nu, "max_errors", "devkit_vs_loopdrive_px"), ""),
     ]
     return rows
 
@@ -113,25 +157,31 @@ def _fmt(v: Any) -> str:
 
 
 def run_all(
-    results: Path = Path("benchmarks/results"),
+    results: Path,
     *,
     quick: bool = False,
     only: tuple[str, ...] = BENCHMARKS,
-    work: Path = Path("out/bench-all"),
+    work: Path | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmarks in ``only`` (subprocesses), then write ``all.json`` and ``all.md``."""
+    """Run the benchmarks in ``only`` (subprocesses) with their results in the folder ``results``,
+    then write ``all.json`` and ``all.md`` there from every result file the folder holds. Scratch
+    files (logs, bundles, loop runs) go to ``work`` (default ``results/work``)."""
     say = echo or log.info
+    work = work if work is not None else results / "work"
     results.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     exe = str(Path(sys.executable).with_name("loopdrive"))
     status: dict[str, Any] = {}
     for name in only:
         t0 = time.perf_counter()
+        if name in _NEEDS_RECON and status.get("recon", {}).get("ok") is False:
+            status[name] = {"ok": False, "error": "cannot start: the recon benchmark of this run failed (its bundle is needed)"}
+            continue
         try:
             args = _args(name, results, work, quick)
         except (OSError, KeyError, ValueError) as exc:
-            status[name] = {"ok": False, "error": f"cannot start: {exc}"}
+            status[name] = {"ok": False, "error": f"cannot start: {type(exc).__name__}: {exc}"}
             continue
         say(f"bench {name} {' '.join(args)}")
         r = subprocess.run([exe, "bench", name, *args], capture_output=True, text=True)
@@ -139,8 +189,8 @@ def run_all(
         if r.returncode != 0:
             status[name]["error"] = (r.stderr.strip().splitlines() or ["failed"])[-1][:300]
     loaded: dict[str, Any] = {}
-    for name in (*BENCHMARKS, "planner-gap"):
-        p = results / f"{name.replace('-', '_')}.json"
+    for name in BENCHMARKS:
+        p = results / result_name(name)
         if p.is_file():
             try:
                 loaded[name] = json.loads(p.read_text(encoding="utf-8"))

@@ -1,6 +1,6 @@
 """``loopdrive bench closed-loop``: the neural scene inside the loop, measured.
 
-Writes ``benchmarks/results/closed_loop.json`` with:
+Writes its results JSON (``closed_loop.json`` of the run folder, see ``loopdrive bench closed-loop --help``) with:
 
 * ``speed``: env steps/s of :class:`sim.env.ClosedLoopEnv` with ``camera`` (320x192) + ``lidar``
   (32x1024) observations on the ``neural`` backend (default ``auto`` mode: the baked background
@@ -16,7 +16,7 @@ Writes ``benchmarks/results/closed_loop.json`` with:
   LiDAR on scenario files of the bundle's town (the sim-to-real gap of the sensor model).
 
 :func:`run_planner_gap_bench` measures only the planner gap (scenario count, horizon, seeds and
-LiDAR resolution as parameters) into ``benchmarks/results/planner_gap.json``.
+LiDAR resolution as parameters) into ``planner_gap.json``.
 """
 
 from __future__ import annotations
@@ -327,7 +327,7 @@ def planner_gap(
 def run_planner_gap_bench(
     bundle: str | os.PathLike[str],
     log_dir: str | os.PathLike[str],
-    out: str | os.PathLike[str] | None = "benchmarks/results/planner_gap.json",
+    out: str | os.PathLike[str] | None = None,
     *,
     scenarios: list[Path] | None = None,
     max_scenarios: int | None = 3,
@@ -356,7 +356,7 @@ def run_planner_gap_bench(
 def run_closed_loop_bench(
     bundle: str | os.PathLike[str],
     log_dir: str | os.PathLike[str],
-    out: str | os.PathLike[str] | None = "benchmarks/results/closed_loop.json",
+    out: str | os.PathLike[str] | None = None,
     *,
     steps: int = 20,
     scenarios: list[Path] | None = None,

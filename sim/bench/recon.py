@@ -129,7 +129,7 @@ def render_times(b: Any, dl: Any, repeats: int = 5) -> dict[str, Any]:
     return out
 
 
-def run_render_bench(bundle: str | os.PathLike[str], log_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = "benchmarks/results/render.json",
+def run_render_bench(bundle: str | os.PathLike[str], log_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
                      *, threads: int = 1, repeats: int = 5) -> dict[str, Any]:
     """Render speed of an existing bundle in both background modes (:func:`render_times`), with
     the machine (CPU count, torch threads, load average before and after); written to ``out``."""
@@ -241,7 +241,7 @@ def run_recon_bench(
     frames: int = 120,
     preset: str = "quick",
     nerfacto: bool = True,
-    out: Path = Path("benchmarks/results/recon.json"),
+    out: Path,
     work: Path = Path("out/bench-recon"),
     echo: Callable[[str], None] | None = None,
     threads: int = 1,

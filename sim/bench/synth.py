@@ -103,7 +103,7 @@ def run_synth_bench(
     lidar_sweeps: int = 20,
     slow_sweeps: int = 2,
     slow_fraction: int = 32,
-    out: str | os.PathLike[str] | None = "benchmarks/results/synth.json",
+    out: str | os.PathLike[str] | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and (when ``out`` is given) write the result JSON atomically.

@@ -57,7 +57,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=LoopdriveGroup,
 )
-bench_app = typer.Typer(help="Benchmarks; each writes JSON under benchmarks/results/.", no_args_is_help=True, cls=LoopdriveGroup)
+bench_app = typer.Typer(
+    help="Benchmarks; each writes JSON into runs/bench/<UTC time>/ (or --out), and into the repository's benchmarks/results/ "
+    "only with --publish.", no_args_is_help=True, cls=LoopdriveGroup)
 app.add_typer(bench_app, name="bench")
 
 console = Console()

@@ -4,12 +4,21 @@ Every option that names something a command writes (``--out``, ``--work``, ``--r
 ``--generated-dir``, ...) passes :func:`check_out_path` -- as the option's callback, so it runs
 while the arguments are parsed, before any work and before any folder is made. An unusable path
 is a usage error (one line, exit 2).
+
+Benchmarks write through :func:`bench_output`: by default into a fresh run folder
+``runs/bench/<UTC time>/`` (relative to the working directory), or where ``--out`` says, and into
+the repository's ``benchmarks/results/`` -- the figures behind the README's tables -- only with
+``--publish``. A new ``loopdrive bench`` command takes :func:`bench_out_option` and
+:func:`publish_option` and writes to ``bench_output(...).path``, then calls ``.publish()``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,8 +27,13 @@ import typer
 from sim.fsutil import make_temp_dir
 
 __all__ = [
+    "BENCH_RUNS",
     "NAME_MAX",
     "PATH_MAX",
+    "BenchOutput",
+    "bench_out_option",
+    "bench_output",
+    "bench_run_dir",
     "check_out_path",
     "check_planner",
     "horizon_seconds",
@@ -27,6 +41,8 @@ __all__ = [
     "out_file",
     "out_problem",
     "parse_int_list",
+    "publish_option",
+    "repository_results",
     "split_names",
 ]
 
@@ -190,3 +206,89 @@ def check_planner(name: str | None, option: str = "--planner") -> str | None:
             f"unknown planner {name!r}; known: {', '.join(PLANNERS.names())}", param_hint=option
         )
     return name
+
+
+# ---------------------------------------------------------------------------------- benchmarks
+#: the folder under which each benchmark run gets its own ``<UTC time>`` folder by default
+BENCH_RUNS = Path("runs") / "bench"
+
+
+def bench_run_dir(now: float | None = None) -> Path:
+    """``runs/bench/<UTC time>`` (``YYYYmmddTHHMMSSZ``) for the time ``now`` (default: now)."""
+    return BENCH_RUNS / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def repository_results() -> Path:
+    """The ``benchmarks/results/`` folder of the loopdrive checkout this code runs from (found from
+    the package's own location, never from the working directory); a :class:`typer.BadParameter`
+    for ``--publish`` when loopdrive does not run from a checkout (an installed wheel)."""
+    import sim
+
+    root = Path(sim.__file__).resolve().parent.parent
+    results = root / "benchmarks" / "results"
+    if not ((root / "pyproject.toml").is_file() and results.is_dir()):
+        raise typer.BadParameter(
+            f"loopdrive runs from {root}, not from a repository checkout with benchmarks/results/; nothing to publish into",
+            param_hint="--publish",
+        )
+    return results
+
+
+@dataclass(frozen=True)
+class BenchOutput:
+    """Where a benchmark writes (``path``) and, with ``--publish``, the repository copy it makes
+    at the end (``published``, None without ``--publish``)."""
+
+    path: Path
+    published: Path | None = None
+
+    def publish(self) -> Path | None:
+        """Copy ``path`` onto ``published`` atomically (nothing without ``--publish``); the copy."""
+        if self.published is None:
+            return None
+        from sim.fsutil import atomic_path
+
+        with atomic_path(self.published) as tmp:
+            shutil.copyfile(self.path, tmp)
+        return self.published
+
+    def wrote(self) -> str:
+        """The closing line of a benchmark: what it wrote and, once published, where to."""
+        if self.published is None:
+            return f"wrote {self.path} (add --publish to copy it into the repository's benchmarks/results/)"
+        return f"wrote {self.path}; published to {self.published}"
+
+
+def bench_output(name: str, out: Path | None, publish: bool, *, run_dir: Path | None = None) -> BenchOutput:
+    """The output of a benchmark whose result file is ``name`` (``"env.json"``): ``out`` when
+    given, else ``run_dir / name`` (default :func:`bench_run_dir`); with ``publish`` also
+    ``benchmarks/results/<name>`` of the checkout (:func:`repository_results`). Checked before
+    any work: an unusable path is a :class:`typer.BadParameter`."""
+    path = out if out is not None else (run_dir or bench_run_dir()) / name
+    if out is None:
+        check_out_path(path, "file")
+    published = None
+    if publish:
+        published = repository_results() / name
+        problem = out_problem(published, "file")
+        if problem is not None:
+            raise typer.BadParameter(f"{published}: {problem}", param_hint="--publish")
+        if Path(os.path.abspath(path)) == Path(os.path.abspath(published)):
+            published = None  # --out is already the published file
+    return BenchOutput(path, published)
+
+
+def bench_out_option(name: str, *flags: str) -> Any:
+    """The ``--out`` option of a benchmark writing ``name`` (extra ``flags`` such as ``-o``)."""
+    return typer.Option(
+        None, "--out", *flags, callback=out_file,
+        help=f"Result JSON (default: runs/bench/<UTC time>/{name}; the repository's benchmarks/results/ only with --publish).",
+    )
+
+
+def publish_option() -> Any:
+    """The ``--publish`` flag of a benchmark: also copy its result into ``benchmarks/results/``."""
+    return typer.Option(
+        False, "--publish",
+        help="Also copy the result into the repository's benchmarks/results/ (the figures behind the README tables).",
+    )

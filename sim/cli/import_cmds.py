@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from sim.cli._app import app, bench_app, console, fail, out_dir, out_file, user_errors
+from sim.cli._app import app, bench_app, console, fail, out_dir, user_errors
+from sim.cli._outputs import bench_out_option, bench_output, publish_option
 
 
 @app.command("import")
@@ -43,7 +44,8 @@ def bench_nuscenes_roundtrip_cmd(
     image_scale: float = typer.Option(0.1, "--image-scale", help="Images at this scale of 1600x900, in (0, 4]."),
     azimuth: int = typer.Option(1024, "--azimuth", min=8, max=65536, help="LiDAR azimuth steps."),
     sweeps: bool = typer.Option(True, "--sweeps/--key-frames-only", help="Import every capture, or the key frames only."),
-    out: Path = typer.Option(Path("benchmarks/results/nuscenes_roundtrip.json"), "--out", callback=out_file, help="Result JSON."),
+    out: Path | None = bench_out_option("nuscenes_roundtrip.json"),
+    publish: bool = publish_option(),
     work: Path = typer.Option(Path("out/bench-nuscenes-roundtrip"), "--work", callback=out_dir, help="Working folder (log, root, import)."),
 ) -> None:
     """Round trip against exact truth: a nuScenes-rig synth log exported as a nuScenes root, imported
@@ -55,6 +57,7 @@ def bench_nuscenes_roundtrip_cmd(
 
     if not (math.isfinite(image_scale) and 0 < image_scale <= 4):
         raise fail(f"--image-scale: expected a number in (0, 4], got {image_scale!r}")
+    dest = bench_output("nuscenes_roundtrip.json", out, publish)
     with user_errors():
         from sim.synth import get_preset
 
@@ -62,9 +65,9 @@ def bench_nuscenes_roundtrip_cmd(
     from sim.bench.nuscenes_roundtrip import run_nuscenes_roundtrip
 
     cmd = (f"loopdrive bench nuscenes-roundtrip --town {town} --frames {frames} --image-scale {image_scale} --azimuth {azimuth} "
-           f"{'--sweeps' if sweeps else '--key-frames-only'} --out {out}")
+           f"{'--sweeps' if sweeps else '--key-frames-only'} --out {dest.path}")
     with user_errors():
-        res = run_nuscenes_roundtrip(work=work, out=out, town=town, frames=frames, image_scale=image_scale, azimuth=azimuth, sweeps=sweeps,
+        res = run_nuscenes_roundtrip(work=work, out=dest.path, town=town, frames=frames, image_scale=image_scale, azimuth=azimuth, sweeps=sweeps,
                                      command=cmd, echo=lambda m: console.log(m))
     tab = Table(title=f"nuScenes round trip ({town} town, {frames} steps; devkit {res['devkit']})")
     tab.add_column("quantity")
@@ -73,4 +76,5 @@ def bench_nuscenes_roundtrip_cmd(
         for k, v in res[part].items():
             tab.add_row(k, f"{v:.3g}" if isinstance(v, float) else escape(str(v)))
     console.print(tab)
-    console.print(f"wrote {out}")
+    dest.publish()
+    console.print(dest.wrote(), markup=False, highlight=False)

@@ -30,11 +30,11 @@ from sim.cli._app import (
     fail,
     horizon_seconds,
     out_dir,
-    out_file,
     parse_int_list,
     split_names,
     user_errors,
 )
+from sim.cli._outputs import bench_out_option, bench_output, publish_option
 
 
 def _progress(label: str) -> Progress:
@@ -282,7 +282,8 @@ def _search_totals(totals: dict[str, dict[str, int]]) -> dict[str, dict]:
 
 @bench_app.command("loop")
 def bench_loop_cmd(
-    out: Path = typer.Option(Path("benchmarks/results/loop.json"), "--out", "-o", callback=out_file),
+    out: Path | None = bench_out_option("loop.json", "-o"),
+    publish: bool = publish_option(),
     quick: bool = typer.Option(False, "--quick", help="Small budgets and one loop round."),
     work: Path = typer.Option(Path("out/bench-loop"), "--work", callback=out_dir, help="Scratch folder for runs."),
     budget: int | None = typer.Option(None, "--budget", min=1, help="Attack budget per method, planner, base and seed."),
@@ -310,6 +311,8 @@ def bench_loop_cmd(
         check_planner(name, "--planners")
     if bc_weights is not None:
         bc_weights_option(str(bc_weights), option="--bc-weights")
+    dest = bench_output("loop.json", out, publish)
+    out = dest.path
     with user_errors():
         for b_file in base:
             _check_scenario_file(Path(b_file))
@@ -356,4 +359,5 @@ def bench_loop_cmd(
                     console.print(f"{planner} {Path(b_file).stem} seed {seed}: random {r} ({rd} distinct), cem {c} ({cd} distinct), "
                                   f"ratio {row['ratio_cem_over_random']} (distinct {row['ratio_distinct']})", highlight=False)  # fmt: skip
     save()
-    console.print(f"wrote {out}", highlight=False)
+    dest.publish()
+    console.print(dest.wrote(), markup=False, highlight=False)

@@ -30,9 +30,9 @@ from sim.cli._app import (
     console,
     fail,
     out_dir,
-    out_file,
     user_errors,
 )
+from sim.cli._outputs import bench_out_option, bench_output, publish_option
 
 #: Third-party warnings a recon run triggers on every run, harmless and not the user's to act on:
 #: (category, module regex, message regex). Matched narrowly so any other warning still shows.
@@ -155,7 +155,8 @@ def bench_recon_cmd(
     frames: int = typer.Option(120, "--frames", min=10, help="Frames to synthesise when --log is not given."),
     preset: str = typer.Option("quick", "--preset", help="quick or full."),
     nerfacto: bool = typer.Option(True, "--nerfacto/--no-nerfacto", help="Also train nerfacto for the same wall-clock."),
-    out: Path = typer.Option(Path("benchmarks/results/recon.json"), "--out", callback=out_file, help="Result JSON."),
+    out: Path | None = bench_out_option("recon.json"),
+    publish: bool = publish_option(),
     work: Path = typer.Option(Path("out/bench-recon"), "--work", callback=out_dir, help="Working folder (logs, bundles)."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads for both methods."),
     nerfacto_from: Path | None = typer.Option(
@@ -164,6 +165,7 @@ def bench_recon_cmd(
     """Reconstruction benchmark: train time, held-out / lane-shift PSNR, LiDAR error, render speed, vs nerfacto."""
     if preset not in ("quick", "full"):
         raise fail(f"--preset: expected quick or full, got {preset!r}")
+    dest = bench_output("recon.json", out, publish)
     with user_errors():  # before torch and nerfstudio are imported
         check_bundle_and_log(None, log)
         if log is None:
@@ -173,26 +175,29 @@ def bench_recon_cmd(
     from sim.bench.recon import run_recon_bench
 
     with user_errors():
-        res = run_recon_bench(log=log, town=town, frames=frames, preset=preset, nerfacto=nerfacto, out=out, work=work, threads=threads,
+        res = run_recon_bench(log=log, town=town, frames=frames, preset=preset, nerfacto=nerfacto, out=dest.path, work=work, threads=threads,
                               echo=lambda m: console.log(m), nerfacto_from=nerfacto_from)
     console.print_json(json.dumps(res))
-    console.print(f"wrote {out}")
+    dest.publish()
+    console.print(dest.wrote(), markup=False, highlight=False)
 
 
 @bench_app.command("render")
 def bench_render_cmd(
     bundle: Path = typer.Option(..., "--bundle", help="Scene bundle folder."),
     log: Path = typer.Option(..., "--log", help="The drive log the bundle was trained on (poses, rig)."),
-    out: Path = typer.Option(Path("benchmarks/results/render.json"), "--out", callback=out_file, help="Result JSON."),
+    out: Path | None = bench_out_option("render.json"),
+    publish: bool = publish_option(),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed renders per sensor and mode."),
 ) -> None:
     """Render speed of a bundle (one camera frame, one LiDAR sweep) with the volume and baked-surface backgrounds."""
     from sim.bench.recon import run_render_bench
 
+    dest = bench_output("render.json", out, publish)
     with user_errors():
         check_bundle_and_log(bundle, log)
-        res = run_render_bench(bundle, log, out, threads=threads, repeats=repeats)
+        res = run_render_bench(bundle, log, dest.path, threads=threads, repeats=repeats)
     tab = Table(title=f"render ({res['machine']['cpu_count']} CPUs, {threads} torch thread(s), load {res['machine']['load_average_at_start'][0]})")
     for c in ("mode", "camera ms (min / median)", "LiDAR sweep ms (min / median)"):
         tab.add_column(c)
@@ -201,7 +206,8 @@ def bench_render_cmd(
         m = r[mode]
         tab.add_row(mode, f"{m['camera_ms_min']} / {m['camera_ms_median']}", f"{m['lidar_sweep_ms_min']} / {m['lidar_sweep_ms_median']}")
     console.print(tab)
-    console.print(f"wrote {out}")
+    dest.publish()
+    console.print(dest.wrote(), markup=False, highlight=False)
 
 
 @app.command("ns-config")

@@ -17,10 +17,10 @@ from sim.cli._app import (
     console,
     horizon_seconds,
     out_dir,
-    out_file,
     parse_int_list,
     user_errors,
 )
+from sim.cli._outputs import bench_out_option, bench_output, publish_option
 
 actors_app = typer.Typer(help="The actor library: reconstructed actors harvested from scene bundles.", no_args_is_help=True, cls=LoopdriveGroup)
 app.add_typer(actors_app, name="actors")
@@ -99,7 +99,8 @@ def actors_add_cmd(
 def bench_closed_loop_cmd(
     bundle: Path = typer.Option(..., "--bundle", help="Scene bundle of the town (trained on --log)."),
     log: Path = typer.Option(..., "--log", help="The synth drive log the bundle was trained on (mesh truth)."),
-    out: Path = typer.Option(Path("benchmarks/results/closed_loop.json"), "--out", callback=out_file, help="Results JSON."),
+    out: Path | None = bench_out_option("closed_loop.json"),
+    publish: bool = publish_option(),
     steps: int = typer.Option(20, "--steps", min=2, help="Env steps per speed measurement."),
     scenarios: list[Path] = typer.Option([], "--scenario", help="Scenario files for the sensor-only planner gap (repeatable)."),
     horizon_s: float = typer.Option(6.0, "--horizon", min=0.5, callback=horizon_seconds, help="Episode horizon for the planner gap, s."),
@@ -112,9 +113,10 @@ def bench_closed_loop_cmd(
     truth, and the sensor-only planner's score on neural vs mesh sensors."""
     from sim.bench.closed_loop import run_closed_loop_bench
 
+    dest = bench_output("closed_loop.json", out, publish)
     with user_errors():
         check_bundle_and_log(bundle, log)
-        res = run_closed_loop_bench(bundle, log, out, steps=steps, scenarios=list(scenarios), horizon_s=horizon_s, threads=threads,
+        res = run_closed_loop_bench(bundle, log, dest.path, steps=steps, scenarios=list(scenarios), horizon_s=horizon_s, threads=threads,
                                     deviation_steps=deviation_steps, max_offset_m=max_offset_m, edit_frames=edit_frames,
                                     progress=lambda m: console.log(m))
     tab = Table(title=f"closed loop ({res['machine']['cpu_count']} CPUs)")
@@ -132,14 +134,16 @@ def bench_closed_loop_cmd(
     for row in res.get("planner_gap", {}).get("scenarios", []):
         tab.add_row(f"lidar_stack {row['scenario']} mesh / neural", f"{row['score_mesh']:.3f} / {row['score_neural']:.3f}")
     console.print(tab)
-    console.print(f"[green]wrote[/] {out}")
+    dest.publish()
+    console.print(dest.wrote(), markup=False, highlight=False)
 
 
 @bench_app.command("planner-gap")
 def bench_planner_gap_cmd(
     bundle: Path = typer.Option(..., "--bundle", help="Scene bundle of the town (trained on --log)."),
     log: Path = typer.Option(..., "--log", help="The synth drive log the bundle was trained on (mesh truth)."),
-    out: Path = typer.Option(Path("benchmarks/results/planner_gap.json"), "--out", callback=out_file, help="Results JSON."),
+    out: Path | None = bench_out_option("planner_gap.json"),
+    publish: bool = publish_option(),
     scenarios: list[Path] = typer.Option([], "--scenario", help="Scenario files (repeatable; default: the library files on the bundle's town)."),
     max_scenarios: int | None = typer.Option(3, "--max-scenarios", min=1, help="At most this many scenarios."),
     horizon_s: float = typer.Option(3.0, "--horizon", min=0.5, callback=horizon_seconds, help="Episode horizon, s."),
@@ -157,9 +161,10 @@ def bench_planner_gap_cmd(
     if not (1 <= beams <= 256 and 8 <= az <= 8192):
         raise typer.BadParameter(f"expected 1-256 beams and 8-8192 azimuth steps, got {lidar!r}", param_hint="--lidar")
     seed_list = tuple(parse_int_list(seeds, "--seeds", minimum=0) or (0,))
+    dest = bench_output("planner_gap.json", out, publish)
     with user_errors():
         check_bundle_and_log(bundle, log)
-        res = run_planner_gap_bench(bundle, log, out, scenarios=list(scenarios) or None, max_scenarios=max_scenarios, horizon_s=horizon_s,
+        res = run_planner_gap_bench(bundle, log, dest.path, scenarios=list(scenarios) or None, max_scenarios=max_scenarios, horizon_s=horizon_s,
                                     seeds=seed_list, lidar=(beams, az), threads=threads, progress=lambda m: console.log(m))
     tab = Table(title=f"lidar_stack, mesh vs neural LiDAR ({res['machine']['cpu_count']} CPUs)")
     for c in ("scenario", "mesh", "neural", "gap"):
@@ -167,4 +172,5 @@ def bench_planner_gap_cmd(
     for row in res["planner_gap"].get("scenarios", []):
         tab.add_row(str(row["scenario"]), f"{row['score_mesh']:.3f}", f"{row['score_neural']:.3f}", f"{row['score_mesh'] - row['score_neural']:+.3f}")
     console.print(tab)
-    console.print(f"[green]wrote[/] {out}")
+    dest.publish()
+    console.print(dest.wrote(), markup=False, highlight=False)

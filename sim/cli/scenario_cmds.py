@@ -35,6 +35,7 @@ from sim.cli._app import (
     user_errors,
 )
 from sim.cli._group import one_line
+from sim.cli._outputs import bench_out_option, bench_output, publish_option
 from sim.cli._planner_params import PARAM_HELP, parse_planner_params
 
 
@@ -233,7 +234,8 @@ def compare_cmd(
 @bench_app.command("batch")
 def bench_batch_cmd(
     scenarios: Path = typer.Option(Path("scenarios"), "--scenarios", help="Scenario library folder."),
-    out: Path = typer.Option(Path("benchmarks/results/batch.json"), "--out", "-o", callback=out_file, help="JSON result file."),
+    out: Path | None = bench_out_option("batch.json", "-o"),
+    publish: bool = publish_option(),
     horizon_s: float | None = typer.Option(
         None, "--horizon", callback=horizon_seconds, help="Cut episodes to this length, s (default: the files')."
     ),
@@ -243,9 +245,10 @@ def bench_batch_cmd(
     from sim.bench.batch import run_bench
 
     check_planner(planner)
+    dest = bench_output("batch.json", out, publish)
     with user_errors():
         res = run_bench(
-            scenarios, out, horizon_s=horizon_s, planner=planner, log=lambda s: err_console.print(s)
+            scenarios, dest.path, horizon_s=horizon_s, planner=planner, log=lambda s: err_console.print(s)
         )
     tab = Table(
         title=f"batch throughput ({res['episodes']} episodes, horizon {res['horizon_s'] or 'per file'} s)"
@@ -264,7 +267,9 @@ def bench_batch_cmd(
                 str(r["failed"]),
             )
     console.print(tab)
-    console.print(f"wrote {out}")
     runs = res["runs"]
     if runs and all("error" in r or r.get("failed") == r.get("episodes") for r in runs):
-        raise fail("no configuration ran an episode to the end (every run failed or every episode errored)", code=1)
+        console.print(f"wrote {dest.path}", markup=False, highlight=False)
+        raise fail("no configuration ran an episode to the end (every run failed or every episode errored); not published", code=1)
+    dest.publish()
+    console.print(dest.wrote(), markup=False, highlight=False)

@@ -17,7 +17,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sim.cli._app import app, bench_app, console, fail, out_dir, out_file, user_errors
+from sim.cli._app import app, bench_app, console, fail, out_dir, user_errors
+from sim.cli._outputs import bench_out_option, bench_output, publish_option
 
 _CAMERAS = ("front", "left", "right", "rear")
 
@@ -184,10 +185,13 @@ def bench_synth_cmd(
     lidar_sweeps: int = typer.Option(20, "--lidar-sweeps", min=1, max=100_000, help="Timed LiDAR sweeps (Embree)."),
     slow_sweeps: int = typer.Option(2, "--slow-sweeps", min=1, max=100_000, help="Timed LiDAR sweeps without Embree."),
     quick: bool = typer.Option(False, "--quick", help="Fewer timed renders."),
-    out: Path = typer.Option(Path("benchmarks/results/synth.json"), "--out", callback=out_file, help="Result JSON."),
+    out: Path | None = bench_out_option("synth.json"),
+    publish: bool = publish_option(),
 ) -> None:
     """Ground-truth renderer speed: camera frames/s and LiDAR sweeps/s with and without Embree."""
     from sim.bench.synth import run_synth_bench
+
+    dest = bench_output("synth.json", out, publish)
 
     if quick:
         camera_frames, lidar_sweeps, slow_sweeps = min(camera_frames, 10), min(lidar_sweeps, 5), 1
@@ -196,7 +200,7 @@ def bench_synth_cmd(
 
         get_preset(town)
         res = run_synth_bench(town=town, width=width, height=height, beams=beams, azimuth=azimuth, camera_frames=camera_frames,
-                              lidar_sweeps=lidar_sweeps, slow_sweeps=slow_sweeps, out=out, echo=lambda m: console.log(m))
+                              lidar_sweeps=lidar_sweeps, slow_sweeps=slow_sweeps, out=dest.path, echo=lambda m: console.log(m))
     tab = Table(title=f"synth renderer on the {town} town ({res['static_faces']} static triangles, {res['machine']['cpu_count']} CPUs)")
     tab.add_column("sensor")
     tab.add_column("setting")
@@ -214,4 +218,5 @@ def bench_synth_cmd(
                         f"{li['ms_per_sweep']}")
     console.print(tab)
     console.print(json.dumps({k: res[k] for k in ("scene_build_s", "static_town_build_s")}))
-    console.print(f"wrote {out}")
+    dest.publish()
+    console.print(dest.wrote(), markup=False, highlight=False)

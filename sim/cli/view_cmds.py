@@ -5,8 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from sim.cli._app import app, bench_app, console, fail, out_dir, out_file, split_names, user_errors
+from sim.cli._app import (
+    app,
+    bench_app,
+    check_out_path,
+    console,
+    fail,
+    out_dir,
+    out_file,
+    split_names,
+    user_errors,
+)
+from sim.cli._outputs import BenchOutput, bench_run_dir, repository_results
 
 
 @app.command("view")
@@ -25,22 +37,32 @@ def view_cmd(
 
 @bench_app.command("all")
 def bench_all_cmd(
-    quick: bool = typer.Option(False, "--quick", help="Small settings for every benchmark (tiny town for recon, no nerfacto)."),
-    only: str = typer.Option(",".join(("synth", "env", "batch", "recon", "closed-loop")), "--only", help="Comma-separated subset."),
-    results: Path = typer.Option(Path("benchmarks/results"), "--results", callback=out_dir, help="Results folder."),
-    work: Path = typer.Option(Path("out/bench-all"), "--work", callback=out_dir, help="Scratch folder."),
+    quick: bool = typer.Option(False, "--quick", help="Small settings for every benchmark (tiny town for recon, no nerfacto, one loop round)."),
+    only: str | None = typer.Option(
+        None, "--only", help="Comma-separated subset (default: every benchmark: synth, env, batch, recon, render, closed-loop, "
+        "planner-gap, loop, nuscenes-roundtrip)."),
+    out: Path | None = typer.Option(
+        None, "--out", "--results", callback=out_dir,
+        help="Results folder (default: runs/bench/<UTC time>/); the repository's benchmarks/results/ only with --publish."),
+    work: Path | None = typer.Option(None, "--work", callback=out_dir, help="Scratch folder for logs, bundles and loop runs (default: OUT/work)."),
+    publish: bool = typer.Option(
+        False, "--publish", help="When every benchmark succeeded, also copy each result JSON, all.json and all.md into the "
+        "repository's benchmarks/results/ (the figures behind the README tables)."),
 ) -> None:
-    """Run every benchmark (each in its own process) and write all.json + all.md (the README table)."""
+    """Run every benchmark (each in its own process; render, closed-loop and planner-gap on the
+    bundle recon trains) and write all.json + all.md (the README table) beside their results."""
     from rich.table import Table
     from rich.text import Text
 
-    from sim.bench.all import BENCHMARKS, run_all
+    from sim.bench.all import BENCHMARKS, result_name, run_all
 
-    names = tuple(split_names(only, "--only"))
+    names = tuple(split_names(only, "--only")) if only is not None else BENCHMARKS
     bad = [n for n in names if n not in BENCHMARKS]
     if bad:
         raise fail(f"--only: unknown benchmark(s) {bad}; known: {list(BENCHMARKS)}")
-    doc = run_all(results, quick=quick, only=names, work=work, echo=lambda s: console.print(f"[bold]{s}[/]"))
+    results = out if out is not None else check_out_path(bench_run_dir())
+    published = repository_results() if publish else None
+    doc = run_all(results, quick=quick, only=names, work=work, echo=lambda s: console.print(f"[bold]{escape(s)}[/]"))
     tab = Table(title="loopdrive benchmarks")
     for c in ("benchmark", "figure", "value", "target"):
         tab.add_column(c)
@@ -51,5 +73,11 @@ def bench_all_cmd(
     failed = [name for name, st in doc["status"].items() if not st.get("ok")]
     for name in failed:
         console.print(Text.assemble((f"{name} failed: ", "red"), str(doc["status"][name].get("error"))), highlight=False)
+    console.print(f"wrote {results / 'all.json'} and {results / 'all.md'}", markup=False, highlight=False)
     if failed:
-        raise fail(f"{len(failed)} of {len(doc['status'])} benchmarks failed: {', '.join(failed)}", code=1)
+        raise fail(f"{len(failed)} of {len(doc['status'])} benchmarks failed: {', '.join(failed)}"
+                   f"{'; nothing published' if published else ''}", code=1)
+    if published is not None:
+        for f in [result_name(n) for n in names] + ["all.json", "all.md"]:
+            BenchOutput(results / f, published / f).publish()
+        console.print(f"published {len(names) + 2} files to {published}", markup=False, highlight=False)
