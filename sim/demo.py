@@ -13,9 +13,10 @@ report folder:
    observations rendered every step from where the ego really is -> ``episode.mp4`` and
    ``episode.png``;
 4. optionally (``recon=True``) **neural scene**: train the reconstructor on the log (preset
-   ``quick``), evaluate it against mesh truth, and drive the same episode on neural sensors ->
-   ``bundle/``, ``eval/``, ``episode_neural.mp4``;
-5. ``index.html`` tying it together.
+   ``quick``, its 9-minute cap), evaluate it against mesh truth, and drive the logged route on
+   neural sensors -> ``bundle/``, ``eval/`` (``eval_volume.json``, ``contact_sheet_volume.png``),
+   ``episode_neural.mp4``;
+5. ``index.html`` tying it together (the neural results as a table, the video and the contact sheet).
 
 Everything here calls the same library functions as the CLI; nothing is demo-only logic except
 the choice of inputs. The arguments (town preset, seed, frames, planners, scenario files) are
@@ -40,7 +41,7 @@ import numpy as np
 from sim.errors import ScenarioError
 from sim.fsutil import atomic_write_text
 
-__all__ = ["DEMO_PLANNERS", "DEMO_SCENARIOS", "DemoResult", "run_demo"]
+__all__ = ["DEMO_PLANNERS", "DEMO_SCENARIOS", "DemoResult", "recon_rows", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ DEMO_PLANNERS = ("idm", "pdm_closed")
 VIDEO_SCENARIO = "cut_in_left"
 
 Progress = Callable[[str], None]
+#: ``(step, total)`` after each training iteration of the neural scene
+TrainProgress = Callable[[int, int], None]
 
 
 @dataclass
@@ -148,8 +151,10 @@ def run_demo(
     planners: tuple[str, ...] = DEMO_PLANNERS,
     scenarios: tuple[str, ...] = DEMO_SCENARIOS,
     progress: Progress | None = None,
+    train_progress: TrainProgress | None = None,
 ) -> DemoResult:
-    """Run the demo into ``out`` (see the module docstring). ``progress`` receives one line per stage."""
+    """Run the demo into ``out`` (see the module docstring). ``progress`` receives one line per
+    stage; ``train_progress`` ``(step, total)`` after each training iteration of the neural scene."""
     say = progress or (lambda s: log.info(s))
     paths = _check_args(town, seed, frames, planners, scenarios)
     outp = Path(out)
@@ -158,7 +163,7 @@ def run_demo(
     created = not outp.exists()
     outp.mkdir(parents=True, exist_ok=True)
     try:
-        return _run_stages(outp, town, seed, frames, recon, planners, paths, say)
+        return _run_stages(outp, town, seed, frames, recon, planners, paths, say, train_progress)
     except BaseException:
         if created:  # nothing half-written stays behind
             shutil.rmtree(outp, ignore_errors=True)
@@ -186,7 +191,7 @@ def _check_args(town: str, seed: int, frames: int | None, planners: tuple[str, .
 
 
 def _run_stages(outp: Path, town: str, seed: int, frames: int | None, recon: bool, planners: tuple[str, ...], paths: list[Path],
-                say: Progress) -> DemoResult:
+                say: Progress, train_progress: TrainProgress | None = None) -> DemoResult:
     from sim.leaderboard import run_leaderboard
     from sim.report import write_report
     from sim.synth import write_synth_log
@@ -214,7 +219,11 @@ def _run_stages(outp: Path, town: str, seed: int, frames: int | None, recon: boo
 
     if recon:
         say("4/4 training the neural scene (preset quick) and driving the episode on neural sensors")
-        res.recon = _recon_stage(Path(log_dir), outp, say)
+        res.recon = _recon_stage(Path(log_dir), outp, say, train_progress)
+        for k, name in (("bundle", "bundle"), ("eval", "eval/eval_volume.json"), ("contact_sheet", "eval/contact_sheet_volume.png"),
+                        ("episode_neural", "episode_neural.mp4")):
+            if (outp / name).exists():
+                res.files[k] = outp / name
     else:
         say("4/4 neural scene skipped (pass --recon to train it; about 10 minutes)")
 
@@ -223,7 +232,7 @@ def _run_stages(outp: Path, town: str, seed: int, frames: int | None, recon: boo
     return res
 
 
-def _recon_stage(log_dir: Path, outp: Path, say: Progress) -> dict[str, Any]:
+def _recon_stage(log_dir: Path, outp: Path, say: Progress, train_progress: TrainProgress | None = None) -> dict[str, Any]:
     """Train the neural scene on the demo log, evaluate it against mesh truth, and drive the logged
     route closed loop on neural sensors. Imports the reconstructor lazily."""
     from sim.recon.evaluate import evaluate_bundle
@@ -231,10 +240,10 @@ def _recon_stage(log_dir: Path, outp: Path, say: Progress) -> dict[str, Any]:
     from sim.render.neural import NeuralRenderer
 
     bundle = outp / "bundle"
-    info: dict[str, Any] = {"train": train_bundle(log_dir, bundle, preset="quick", overwrite=True)}
+    info: dict[str, Any] = {"train": train_bundle(log_dir, bundle, preset="quick", overwrite=True, progress=train_progress)}
     say("   evaluating the bundle against mesh truth (held-out, lane-shifted, actor edits, LiDAR)")
     ev = evaluate_bundle(bundle, log_dir, outp / "eval")
-    info["eval"] = {k: ev[k] for k in ("heldout", "lane_shift", "lidar") if k in ev}
+    info["eval"] = {k: ev[k] for k in ("heldout", "lane_shift", "actor_removed", "actor_moved", "lidar") if k in ev}
     # the bundle's baked background surface (auto mode) renders camera + LiDAR at about 10 steps/s
     say("   driving the logged route for 6 s on the neural camera and LiDAR")
     renderer = NeuralRenderer(bundle=bundle, library=False)
@@ -249,6 +258,54 @@ def _recon_stage(log_dir: Path, outp: Path, say: Progress) -> dict[str, Any]:
     return info
 
 
+def _num(v: Any, fmt: str, unit: str = "") -> str:
+    """``v`` formatted with ``fmt`` (and ``unit``), ``-`` when missing or not a number."""
+    return f"{v:{fmt}}{unit}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+
+
+def recon_rows(recon: dict[str, Any]) -> list[tuple[str, str]]:
+    """The neural-scene results of a demo (:attr:`DemoResult.recon`) as (what, value) rows:
+    training, held-out and novel-view PSNR (dB) / SSIM, LiDAR range error (m) and ray-drop
+    accuracy, and the closed-loop episode on neural sensors."""
+    tr, ev, ep = recon.get("train") or {}, recon.get("eval") or {}, recon.get("episode_neural") or {}
+    rows = [("training (preset quick)", f"{tr.get('iterations', '-')} of {tr.get('configured_iterations', '-')} iterations in "
+                                        f"{_num(tr.get('train_seconds'), '.0f', ' s')}")]
+    h = ev.get("heldout") or {}
+    rows.append(("held-out frames: PSNR / SSIM", f"{_num(h.get('psnr'), '.2f', ' dB')} / {_num(h.get('ssim'), '.3f')}"))
+    for k, v in ((ev.get("lane_shift") or {}).get("psnr") or {}).items():
+        rows.append((f"ego shifted {k} sideways: PSNR", _num(v, ".2f", " dB")))
+    for k in ("actor_removed", "actor_moved"):
+        e = ev.get(k) or {}
+        rows.append((f"{k.replace('_', ' ')}: PSNR", _num(e.get("psnr"), ".2f", " dB") if "skipped" not in e else f"skipped ({e['skipped']})"))
+    li = ev.get("lidar") or {}
+    if li:
+        rows.append(("LiDAR: median |range error| / ray-drop accuracy",
+                     f"{_num(li.get('median_abs_range_err_m'), '.3f', ' m')} / {_num(li.get('ray_drop_accuracy'), '.3f')}"))
+    if ep:
+        rows.append((f"closed loop on neural sensors ({recon.get('neural_mode', '?')} mode)",
+                     f"{ep.get('termination', '-')} after {ep.get('steps', '-')} steps, score {_num(ep.get('score'), '.3f')}"))
+    return rows
+
+
+def _recon_html(recon: dict[str, Any], rel: dict[str, str]) -> str:
+    """Section 4 of index.html: the results table, the neural episode video and the contact sheet."""
+    e = html.escape
+    table = "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in recon_rows(recon))
+    parts = [f"<table>{table}</table>"]
+    if "episode_neural" in rel:
+        parts.append(f'<p>The logged route driven by pdm_closed on the neural camera and LiDAR '
+                     f'(<a href="{e(rel["episode_neural"])}">episode_neural.mp4</a>):</p>'
+                     f'<video src="{e(rel["episode_neural"])}" controls loop></video>')
+    if "contact_sheet" in rel:
+        parts.append(f'<p>Contact sheet (<a href="{e(rel["contact_sheet"])}">full size</a>): truth | neural render | error x4, '
+                     f"held-out frames, then the ego shifted 2 m sideways against mesh truth.</p>"
+                     f'<img src="{e(rel["contact_sheet"])}" alt="contact sheet: truth, neural render, error">')
+    links = [f'<a href="{e(rel[k])}">{e(label)}</a>' for k, label in (("eval", "all scores (JSON)"), ("bundle", "the scene bundle")) if k in rel]
+    if links:
+        parts.append(f"<p>{' · '.join(links)}</p>")
+    return "\n".join(parts)
+
+
 def _write_index(res: DemoResult, planners: tuple[str, ...]) -> None:
     out = res.out
     lb = (out / "leaderboard" / "leaderboard.md").read_text() if (out / "leaderboard" / "leaderboard.md").exists() else ""
@@ -256,7 +313,7 @@ def _write_index(res: DemoResult, planners: tuple[str, ...]) -> None:
     rel = {k: os.path.relpath(v, out) for k, v in res.files.items()}
     reports = "".join(f'<li><a href="{html.escape(rel[f"report_{p}"])}">batch report: {html.escape(p)}</a></li>' for p in planners if f"report_{p}" in rel)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>loopdrive demo</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} img,video{{max-width:100%}} pre{{background:#f4f4f4;padding:1em;overflow:auto}}</style>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} img,video{{max-width:100%}} pre{{background:#f4f4f4;padding:1em;overflow:auto}} table{{border-collapse:collapse}} td{{border:1px solid #ccc;padding:.3em .6em}}</style>
 </head><body>
 <h1>loopdrive demo</h1>
 <h2>1. Ground truth: the synthetic town</h2>
@@ -271,7 +328,7 @@ def _write_index(res: DemoResult, planners: tuple[str, ...]) -> None:
 Result: {html.escape(json.dumps({k: ep.get(k) for k in ("termination", "score", "steps")}))}</p>
 <video src="{html.escape(rel.get("episode", ""))}" controls loop></video>
 <h2>4. Neural scene</h2>
-<pre>{html.escape(json.dumps(res.recon, indent=1, default=str)) if res.recon else "skipped (loopdrive demo --recon)"}</pre>
+{_recon_html(res.recon, rel) if res.recon else "<p>skipped (<code>loopdrive demo --recon</code>)</p>"}
 </body></html>
 """
     atomic_write_text(out / "index.html", page)

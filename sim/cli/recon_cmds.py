@@ -56,6 +56,28 @@ def known_warnings_filtered() -> Iterator[None]:
         yield
 
 
+class TrainingBar:
+    """The training progress bar of ``recon`` and ``demo --recon``: a ``(step, total)`` callback for
+    :func:`sim.recon.run.train_bundle`; the bar appears at the first iteration and :meth:`close`
+    (or leaving the ``with`` block) ends it."""
+
+    def __init__(self) -> None:
+        columns = (TextColumn("[bold]training[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        self._bar = LazyProgress(lambda: Progress(*columns, console=console, transient=False), "train")
+
+    def __call__(self, step: int, total: int) -> None:
+        self._bar.update(completed=step, total=total)
+
+    def close(self) -> None:
+        self._bar.__exit__(None, None, None)
+
+    def __enter__(self) -> TrainingBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @app.command("recon")
 def recon_cmd(
     log: Path = typer.Argument(..., help="Drive-log folder to reconstruct."),
@@ -77,14 +99,9 @@ def recon_cmd(
     from sim.recon.run import train_bundle
 
     cap = PRESET_CAP_MINUTES[preset] if max_minutes is None else max_minutes
-    columns = (TextColumn("[bold]training[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with user_errors(), known_warnings_filtered(), LazyProgress(lambda: Progress(*columns, console=console, transient=False), "train") as prog:
-
-        def progress(step: int, total: int) -> None:
-            prog.update(completed=step, total=total)
-
+    with user_errors(), known_warnings_filtered(), TrainingBar() as progress:
         if cap:
-            console.print(f"training preset {preset}, wall-clock cap {cap:g} min (--max-minutes to change, 0 for none)")
+            console.print(f"training preset {preset}, wall-clock cap {cap:g} min (--max-minutes to change, 0 for none)", soft_wrap=True)
         summary = train_bundle(log, out, preset=preset, iterations=iterations, max_seconds=cap * 60, seed=seed,
                                overwrite=overwrite, progress=progress,
                                overrides={"num_threads": threads, **({"upsample": upsample} if upsample else {})})

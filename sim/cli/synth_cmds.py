@@ -166,10 +166,16 @@ def demo_cmd(
     """Run loopdrive end to end on the built-in small town and write OUT/index.html: the synthetic drive
     log (bev.png, preview.mp4), closed-loop runs of library scenarios for two planners (leaderboard,
     batch reports), and an episode with camera + LiDAR + BEV rendered every step (episode.mp4)."""
+    from sim.cli.recon_cmds import TrainingBar, known_warnings_filtered
     from sim.demo import run_demo
 
-    with user_errors():
-        res = run_demo(out, town=town, seed=seed, frames=frames, recon=recon, progress=lambda s: console.print(f"[bold]{s}[/]"))
+    with user_errors(), known_warnings_filtered(), TrainingBar() as bar:
+
+        def say(line: str) -> None:
+            bar.close()  # a new stage: the training bar (if any) is done
+            console.print(f"[bold]{line}[/]", soft_wrap=True)
+
+        res = run_demo(out, town=town, seed=seed, frames=frames, recon=recon, progress=say, train_progress=bar)
     for k, v in res.files.items():
         console.print(f"  {k:>18}: {v}")
 
