@@ -25,6 +25,7 @@ from sim.edits import insert, remove, reroute
 from sim.errors import ScenarioError
 from sim.geometry import wrap_angle
 from sim.idm import IdmArrays
+from sim.kernels_path import path_step_args
 from sim.map import LaneMap, Polyline
 from sim.motion import Motion, PathMotion, ReplayMotion, StaticMotion
 from sim.paths import PathTable, build_path_table, route_from_poses, route_points
@@ -306,6 +307,8 @@ def compile_scenario(spec: ScenarioSpec, scene: SceneLike | None = None, *, dyna
     for a in (rp, rv, rs, on_path, changes, path0, s0, d0, spawn_step, corner_lon, corner_lat, not_self, *params.values(), *lens.values()):
         a.setflags(write=False)
     model = dynamics if dynamics is not None and not isinstance(dynamics, str) else DYNAMICS.get(dynamics or "kinematic_bicycle")(el)
+    row = _row_constants(params, on_path, changes, lens, dt_us * 1e-6)
+    row["path_step"] = path_step_args(paths, params, lens["length"], lens["width"], row)
     return Compiled(
         spec=spec, scene=scene, lane_map=lane_map, world0=world, paths=paths,
         raster=DrivableRaster.from_map(lane_map), lane_dirs=LaneDirectionRaster.from_map(lane_map), dynamics=model,
@@ -314,5 +317,5 @@ def compile_scenario(spec: ScenarioSpec, scene: SceneLike | None = None, *, dyna
         spawn_step=spawn_step, path0=path0, s0=s0, d0=d0, replay_pose=rp, replay_valid=rv, replay_speed=rs,
         t0_us=t0, dt_s=dt_us * 1e-6, dt_us=dt_us, horizon_steps=H, ego_route=tuple(ego_route), route_length=route_length,
         speed_limit_default=float(np.median(paths.speed_limit)), corner_lon=corner_lon, corner_lat=corner_lat,
-        not_self=not_self, row=_row_constants(params, on_path, changes, lens, dt_us * 1e-6),
+        not_self=not_self, row=row,
     )  # fmt: skip

@@ -40,12 +40,96 @@ def _jit(fn: Any) -> Any:
     return numba.njit(cache=True, nogil=True)(fn)
 
 
+def _neighbour_one(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, pyaw, pv, plen, pwid, allow, window, stride, backward, idx, wx, wy):  # type: ignore[no-untyped-def]
+    """One query of :func:`_path_neighbours`: the nearest allowed actor ahead of (behind, with
+    ``backward``) arc length ``sq`` on path ``q`` (width ``wq``, own lateral offset ``off``). The
+    actors are the columns ``px .. pwid`` (N,) and ``allow`` (N,); ``cos_h`` / ``sin_h`` (Q, P) the
+    cosine and sine of ``heading`` (empty: computed here). ``idx``, ``wx``, ``wy`` are scratch
+    (window + 1,). Returns gap (m, ``inf`` = none), speed along the path (m/s), slot (-1 = none).
+
+    The cheap tests run first and are exact: ``cl * |sin| + cw * |cos| <= cl + cw`` and rounding is
+    monotonic (and the sums keep their order), so an actor rejected by the bounds with ``cl + cw``
+    fails the full test too."""
+    N = px.shape[0]
+    P = xy.shape[1]
+    W = window + 1
+    tab = cos_h.shape[0] > 0
+    k0 = np.int64(sq / ds)
+    for w in range(W):
+        o = (w - window if backward else w) * stride
+        k = k0 + o
+        k = min(max(k, 0), P - 1)
+        idx[w] = k
+        wx[w] = np.float32(xy[q, k, 0])
+        wy[w] = np.float32(xy[q, k, 1])
+    best = np.inf
+    best_n = -1
+    best_v = 0.0
+    hoff = 0.5 * off
+    base = wq + abs(off)
+    for n in range(N):
+        if not allow[n]:
+            continue
+        gx = px[n]
+        gy = py[n]
+        fx = np.float32(gx)
+        fy = np.float32(gy)
+        jm = 0
+        dm = np.float32(np.inf)
+        for w in range(W):
+            ex = fx - wx[w]
+            ey = fy - wy[w]
+            e = ex * ex + ey * ey
+            if e < dm:
+                dm = e
+                jm = w
+        kv = idx[jm]
+        h = heading[q, kv]
+        if tab:
+            ch = cos_h[q, kv]
+            sh = sin_h[q, kv]
+        else:
+            ch = math.cos(h)
+            sh = math.sin(h)
+        rx = gx - xy[q, kv, 0]
+        ry = gy - xy[q, kv, 1]
+        s_proj = kv * ds + ch * rx + sh * ry
+        if backward:
+            if not s_proj < sq:
+                continue
+            ahead = sq - s_proj
+        else:
+            if not s_proj > sq:
+                continue
+            ahead = s_proj - sq
+        lat = ch * ry - sh * rx
+        cl = plen[n]
+        cw = pwid[n]
+        if not (abs(lat - hoff) < 0.5 * (base + cl + cw) + 0.3):
+            continue
+        if ahead - 0.5 * (cl + cw) >= best:
+            continue
+        rel = pyaw[n] - h
+        crel = math.cos(rel)
+        cr = abs(crel)
+        sr = abs(math.sin(rel))
+        gap = ahead - 0.5 * (cl * cr + cw * sr)
+        if not (abs(lat - hoff) < 0.5 * (base + cl * sr + cw * cr) + 0.3):
+            continue
+        if gap < best:
+            best = gap
+            best_n = n
+            best_v = pv[n] * crel
+    return best, best_v, best_n
+
+
+_neighbour_one_nb = _jit(_neighbour_one)
+
+
 def _path_neighbours(xy, heading, ds, path_id, s, width_q, props, allowed, window, stride, backward, offset):  # type: ignore[no-untyped-def]
     """Kernel of :func:`sim.paths.path_neighbours` (arrays (B, M), props (B, N, 6),
     allowed (B, M, N), width_q and offset broadcast to (B, M)). Returns gap (m), speed (m/s), slot."""
     B, M = s.shape
-    N = props.shape[1]
-    P = xy.shape[1]
     W = window + 1
     g_out = np.full((B, M), np.inf)
     v_out = np.zeros((B, M))
@@ -53,69 +137,20 @@ def _path_neighbours(xy, heading, ds, path_id, s, width_q, props, allowed, windo
     idx = np.empty(W, dtype=np.int64)
     wx = np.empty(W, dtype=np.float32)
     wy = np.empty(W, dtype=np.float32)
+    no_tab = np.zeros((0, 0))
     for b in range(B):
+        pb = props[b]
         for m in range(M):
-            q = path_id[b, m]
-            sq = s[b, m]
-            k0 = np.int64(sq / ds)
-            for w in range(W):
-                o = (w - window if backward else w) * stride
-                k = k0 + o
-                k = min(max(k, 0), P - 1)
-                idx[w] = k
-                wx[w] = np.float32(xy[q, k, 0])
-                wy[w] = np.float32(xy[q, k, 1])
-            best = np.inf
-            best_n = -1
-            best_v = 0.0
-            for n in range(N):
-                if not allowed[b, m, n]:
-                    continue
-                gx = props[b, n, 0]
-                gy = props[b, n, 1]
-                fx = np.float32(gx)
-                fy = np.float32(gy)
-                jm = 0
-                dm = np.float32(np.inf)
-                for w in range(W):
-                    ex = fx - wx[w]
-                    ey = fy - wy[w]
-                    e = ex * ex + ey * ey
-                    if e < dm:
-                        dm = e
-                        jm = w
-                kv = idx[jm]
-                h = heading[q, kv]
-                ch = math.cos(h)
-                sh = math.sin(h)
-                rx = gx - xy[q, kv, 0]
-                ry = gy - xy[q, kv, 1]
-                s_proj = kv * ds + ch * rx + sh * ry
-                lat = ch * ry - sh * rx
-                rel = props[b, n, 2] - h
-                crel = math.cos(rel)
-                cr = abs(crel)
-                sr = abs(math.sin(rel))
-                cl = props[b, n, 4]
-                cw = props[b, n, 5]
-                if backward:
-                    gap = sq - s_proj - 0.5 * (cl * cr + cw * sr)
-                    ok = s_proj < sq
-                else:
-                    gap = s_proj - sq - 0.5 * (cl * cr + cw * sr)
-                    ok = s_proj > sq
-                wq = width_q[b if width_q.shape[0] > 1 else 0, m if width_q.shape[1] > 1 else 0]
-                off = offset[b if offset.shape[0] > 1 else 0, m if offset.shape[1] > 1 else 0]
-                if not ok or not (abs(lat - 0.5 * off) < 0.5 * (wq + abs(off) + cl * sr + cw * cr) + 0.3):
-                    continue
-                if gap < best:
-                    best = gap
-                    best_n = n
-                    best_v = props[b, n, 3] * crel
-            if best < np.inf:
-                g_out[b, m] = best
-                v_out[b, m] = best_v
-                w_out[b, m] = best_n
+            wq = width_q[b if width_q.shape[0] > 1 else 0, m if width_q.shape[1] > 1 else 0]
+            off = offset[b if offset.shape[0] > 1 else 0, m if offset.shape[1] > 1 else 0]
+            g, v, n = _neighbour_one_nb(
+                xy, heading, no_tab, no_tab, ds, path_id[b, m], s[b, m], wq, off, pb[:, 0], pb[:, 1], pb[:, 2], pb[:, 3], pb[:, 4], pb[:, 5],
+                allowed[b, m], window, stride, backward, idx, wx, wy,
+            )  # fmt: skip
+            if n >= 0:
+                g_out[b, m] = g
+                v_out[b, m] = v
+                w_out[b, m] = n
     return g_out, v_out, w_out
 
 
@@ -286,35 +321,42 @@ def _contact_interval(ex, ey, eyaw, ev, el, ew, x, y, yaw, v, ln, wd, others):  
     return first, last
 
 
+def _project_one(xy, heading, ds, q, s_guess, x, y, back, ahead):  # type: ignore[no-untyped-def]
+    """One point (x, y) projected on path ``q`` near ``s_guess``: (arc length m, lateral offset m,
+    left positive); the vertices ``back`` before to ``ahead`` after are searched."""
+    P = xy.shape[1]
+    k0 = min(max(np.int64(s_guess / ds), 0), P - 1)
+    best = np.inf
+    kb = 0
+    bx = 0.0
+    by = 0.0
+    for o in range(-back, ahead + 1):
+        k = min(max(k0 + o, 0), P - 2)
+        dx = x - xy[q, k, 0]
+        dy = y - xy[q, k, 1]
+        e = dx * dx + dy * dy
+        if e < best:
+            best = e
+            kb = k
+            bx = dx
+            by = dy
+    h = heading[q, kb]
+    c = math.cos(h)
+    sn = math.sin(h)
+    return kb * ds + c * bx + sn * by, -sn * bx + c * by
+
+
+_project_one_nb = _jit(_project_one)
+
+
 def _project(xy, heading, ds, path_id, s_guess, x, y, back, ahead):  # type: ignore[no-untyped-def]
     """Kernel of :func:`sim.paths.project_on_paths` over 1-D arrays: (arc length m,
     lateral offset m, left positive)."""
     n_pts = s_guess.shape[0]
-    P = xy.shape[1]
     s_out = np.empty(n_pts)
     d_out = np.empty(n_pts)
     for i in range(n_pts):
-        q = path_id[i]
-        k0 = min(max(np.int64(s_guess[i] / ds), 0), P - 1)
-        best = np.inf
-        kb = 0
-        bx = 0.0
-        by = 0.0
-        for o in range(-back, ahead + 1):
-            k = min(max(k0 + o, 0), P - 2)
-            dx = x[i] - xy[q, k, 0]
-            dy = y[i] - xy[q, k, 1]
-            e = dx * dx + dy * dy
-            if e < best:
-                best = e
-                kb = k
-                bx = dx
-                by = dy
-        h = heading[q, kb]
-        c = math.cos(h)
-        sn = math.sin(h)
-        s_out[i] = kb * ds + c * bx + sn * by
-        d_out[i] = -sn * bx + c * by
+        s_out[i], d_out[i] = _project_one_nb(xy, heading, ds, path_id[i], s_guess[i], x[i], y[i], back, ahead)
     return s_out, d_out
 
 

@@ -5,146 +5,101 @@ behaviours: change to a neighbour lane's path when
         > threshold
 
 and neither the actor nor its new follower would brake harder than ``b_safe`` (m/s^2), with both
-new gaps above 0.5 m. All accelerations are IDM's (:mod:`sim.idm`) with the actor's parameters.
-Decisions are taken every ``lc_check_s`` seconds (all MOBIL actors on the same steps), at most
-one change per ``lc_cooldown`` s, never during a lane change or within 15 m of the lane's end.
-Vectorised over the B worlds and the actors due a decision.
+new gaps above 0.5 m. All accelerations are IDM's (:func:`sim.idm.idm_one`) with the deciding
+actor's parameters. Decisions are taken every ``lc_check_s`` seconds (all MOBIL actors on the same
+steps), at most one change per ``lc_cooldown`` s, never during a lane change or within 15 m of the
+lane's end.
+
+:func:`mobil_decide` is one actor's decision, a numba function called by the engine's compiled
+path step (:data:`sim.kernels_path.path_step_nb`) for every actor due a decision; its neighbour
+searches are :func:`sim.paths.path_neighbours`' (one query each). Units: m, s, m/s, m/s^2.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from typing import Any
 
+import numba
 import numpy as np
-from numpy.typing import NDArray
 
-from sim.idm import IdmArrays, idm_accel
-from sim.paths import PathTable, path_neighbours, project_on_paths
-from sim.step_context import StepContext
+from sim.idm import idm_one
+from sim.kernels import _neighbour_one_nb
 
-__all__ = ["mobil_changes"]
+__all__ = ["mobil_decide"]
 
-F64 = NDArray[np.float64]
-I64 = NDArray[np.int64]
-B_ = NDArray[np.bool_]
-
-_PARAMS = ("a_max", "b_comf", "s0", "T", "delta", "decel_max", "v0", "b_safe", "politeness", "threshold", "lc_cooldown")
+#: m: no lane change starts this close to the end of the lane
+END_CLEARANCE_M = 15.0
 
 
-@dataclass(frozen=True, eq=False)
-class _Deciders:
-    """The actors due a decision, as columns ``cols`` of the (B, N) arrays: their path, arc length,
-    speed, size, parameters (1, m), desired-speed scale, what they see, and their current leader
-    gap / speed / acceleration and old follower's accelerations without and with them."""
-
-    cols: I64
-    due: B_
-    pid: I64
-    s: F64
-    v: F64
-    L: F64
-    W: F64
-    P: dict[str, F64]
-    idm: IdmArrays
-    scale: F64
-    allowed: B_
-    gap: F64
-    a_cur: F64
-    a_old: F64
-    a_old_new: F64
+def _jit(fn: Any, **kw: Any) -> Any:
+    return numba.njit(cache=True, **kw)(fn)
 
 
-def mobil_changes(ctx: StepContext, props: F64, allowed: B_, gap: F64, v_lead: F64, a_cur: F64, is_path: B_) -> None:
-    """Apply MOBIL's lane changes to ``ctx`` (path, arc length, lateral offset, cool-down timer of
-    the actors that change). ``props`` (B, N, 6) and ``allowed`` (B, N, N) as for
-    :func:`sim.paths.path_neighbours`; ``gap``, ``v_lead``, ``a_cur`` (B, N) each actor's leader gap
-    (m), leader speed (m/s) and IDM acceleration (m/s^2) on its current path; ``is_path`` the rows
-    that move along paths this step."""
-    c = ctx.c
-    due = ((ctx.k[:, None] % c.row["lc_check_every"]) == 0) & c.row["mobil"]  # all MOBIL actors decide on the same steps
-    if not due.any():
-        return
-    due &= is_path & (ctx.lc_timer <= 0) & (np.abs(ctx.d) < 0.05)
-    if not due.any():
-        return
-    q = _deciders(ctx, due, props, allowed, gap, v_lead, a_cur)
-    best_gain, best_q, best_s = _best_change(c.paths, q, props)
-    changed = np.isfinite(best_gain)
-    if not changed.any():
-        return
-    cols = q.cols
-    # lateral offset of the current position from the new path
-    _, d_new = project_on_paths(c.paths, best_q, best_s, ctx.pre[0][:, cols], ctx.pre[1][:, cols])
-    ctx.path_id[:, cols] = np.where(changed, best_q, q.pid)
-    ctx.s[:, cols] = np.where(changed, best_s, q.s)
-    ctx.d[:, cols] = np.where(changed, d_new, ctx.d[:, cols])
-    ctx.lc_timer[:, cols] = np.where(changed, q.P["lc_cooldown"], ctx.lc_timer[:, cols])
+def _vertex(s: float, ds: float, P: int) -> int:
+    """:meth:`sim.paths.PathTable.vertex`: the vertex at or before ``s`` (clipped)."""
+    return min(max(int(s / ds), 0), P - 1)
 
 
-def _deciders(ctx: StepContext, due: B_, props: F64, allowed: B_, gap: F64, v_lead: F64, a_cur: F64) -> _Deciders:
-    """The columns (slots) due a decision in some world, with what the decision reads."""
-    c, paths = ctx.c, ctx.c.paths
-    B = ctx.s.shape[0]
-    cols = np.flatnonzero(due.any(axis=0))
-    pid, sc, vc = ctx.path_id[:, cols], ctx.s[:, cols], ctx.pre[3][:, cols]
-    alw = allowed[:, cols]
-    gap_c, vl_c = gap[:, cols], v_lead[:, cols]
-    L = np.repeat(c.length[cols][None], B, axis=0)
-    W = np.repeat(c.width[cols][None], B, axis=0)
-    Pc = {n: c.params[n][cols][None, :] for n in _PARAMS}
-    idm = IdmArrays(Pc["a_max"], Pc["b_comf"], Pc["s0"], Pc["T"], Pc["delta"], Pc["decel_max"])
-    scale = ctx.state.v0_scale[:, cols]
-    lim_now = paths.speed_limit[pid, paths.vertex(pid, sc)]
-    v0 = np.where(np.isnan(Pc["v0"]), lim_now, Pc["v0"]) * scale
+vertex_nb = _jit(_vertex, inline="always")
+
+
+def _follower(xy, heading, cos_h, sin_h, ds, q, sq, W, L, px, py, pyaw, pv, plen, pwid, allow, idx, wx, wy):  # type: ignore[no-untyped-def]
+    """The follower behind arc length ``sq`` on path ``q``: (gap minus ``L``/2 m, speed m/s, found)."""
+    g, v, n = _neighbour_one_nb(xy, heading, cos_h, sin_h, ds, q, sq, W, 0.0, px, py, pyaw, pv, plen, pwid, allow, 12, 4, True, idx, wx, wy)
+    return g - 0.5 * L, v, n >= 0
+
+
+follower_nb = _jit(_follower)
+
+
+def _mobil_decide(  # type: ignore[no-untyped-def]
+    xy, heading, cos_h, sin_h, ds, speed_limit, lane, lane_s, lane_path, left, right, lane_length,
+    px, py, pyaw, pv, plen, pwid, allow, pid, sc, vc, gap_c, vl_c, a_cur, scale, L, W,
+    a_max, b_comf, s0, T, delta, decel_max, v0p, b_safe, politeness, threshold, idx, wx, wy,
+):  # fmt: skip
+    """One actor's decision: on path ``pid`` at arc length ``sc`` with speed ``vc``, its leader gap
+    ``gap_c`` (own half length taken off) and speed ``vl_c``, its current acceleration ``a_cur``,
+    desired-speed scale ``scale``, size ``L`` x ``W``, its IDM and MOBIL parameters (``v0p`` NaN =
+    the speed limit). The actors it sees: columns ``px .. pwid`` and ``allow`` (N,). Returns the
+    best incentive over the left and right neighbour paths (``-inf`` when no change qualifies),
+    that path and the arc length on it."""
+    P = xy.shape[1]
+    lim_now = speed_limit[pid, vertex_nb(sc, ds, P)]
+    v0 = (lim_now if math.isnan(v0p) else v0p) * scale
     # old follower: behind me on my path
-    g_of, v_of, who_of = path_neighbours(paths, pid, sc, W, props, alw, backward=True)
-    g_of = g_of - 0.5 * L
-    has_of = who_of >= 0
-    v_o = np.where(has_of, v_of, 0.0)
-    a_o = np.where(has_of, idm_accel(v_o, vc, g_of, v0, idm), 0.0)
-    a_o_new = np.where(has_of, idm_accel(v_o, vl_c, g_of + L + gap_c, v0, idm), 0.0)
-    return _Deciders(cols, due[:, cols], pid, sc, vc, L, W, Pc, idm, scale, alw, gap_c, a_cur[:, cols], a_o, a_o_new)
-
-
-def _best_change(paths: PathTable, q: _Deciders, props: F64) -> tuple[F64, I64, F64]:
-    """Per decider (B, m): the best incentive over the left and right neighbour paths (``-inf`` when
-    no change qualifies), that path and the arc length on it."""
-    kv = paths.vertex(q.pid, q.s)
-    lane = paths.lane[q.pid, kv]
-    lane_s = paths.lane_s[q.pid, kv]
-    best_gain = np.full(q.s.shape, -np.inf)
-    best_q = q.pid.copy()
-    best_s = q.s.copy()
-    for side in (paths.left, paths.right):
-        tgt = side[lane]
-        ok = q.due & (tgt >= 0) & (lane_s < paths.lane_length[lane] - 15.0)
-        if not ok.any():
+    g_of, v_of, has_of = follower_nb(xy, heading, cos_h, sin_h, ds, pid, sc, W, L, px, py, pyaw, pv, plen, pwid, allow, idx, wx, wy)
+    v_o = v_of if has_of else 0.0
+    a_o = idm_one(v_o, vc, g_of, v0, a_max, b_comf, s0, T, delta, decel_max) if has_of else 0.0
+    a_o_new = idm_one(v_o, vl_c, g_of + L + gap_c, v0, a_max, b_comf, s0, T, delta, decel_max) if has_of else 0.0
+    kv = vertex_nb(sc, ds, P)
+    ln = lane[pid, kv]
+    ls = lane_s[pid, kv]
+    best_gain = -np.inf
+    best_q = pid
+    best_s = sc
+    for side in range(2):
+        tgt = left[ln] if side == 0 else right[ln]
+        if not (tgt >= 0 and ls < lane_length[ln] - END_CLEARANCE_M):
             continue
-        tl = np.maximum(tgt, 0)
-        path = paths.lane_path[tl]
-        s_t = lane_s * (paths.lane_length[tl] / np.maximum(paths.lane_length[lane], 1e-6))
-        gain, safe = _incentive(paths, q, props, path, s_t)
-        take = ok & safe & (gain > q.P["threshold"]) & (gain > best_gain)
-        best_gain = np.where(take, gain, best_gain)
-        best_q = np.where(take, path, best_q)
-        best_s = np.where(take, s_t, best_s)
+        path = lane_path[tgt]
+        s_t = ls * (lane_length[tgt] / max(lane_length[ln], 1e-6))
+        g_nl, v_nl, _ = _neighbour_one_nb(xy, heading, cos_h, sin_h, ds, path, s_t, W, 0.0, px, py, pyaw, pv, plen, pwid, allow, 12, 4, False, idx, wx, wy)
+        g_nl = g_nl - 0.5 * L
+        g_nf, v_nf, has_nf = follower_nb(xy, heading, cos_h, sin_h, ds, path, s_t, W, L, px, py, pyaw, pv, plen, pwid, allow, idx, wx, wy)
+        lim_t = speed_limit[path, vertex_nb(s_t, ds, P)]
+        v0_t = (lim_t if math.isnan(v0p) else v0p) * scale
+        a_c_new = idm_one(vc, v_nl, g_nl, v0_t, a_max, b_comf, s0, T, delta, decel_max)
+        v_n = v_nf if has_nf else 0.0
+        a_n = idm_one(v_n, v_nl, g_nf + L + g_nl, v0_t, a_max, b_comf, s0, T, delta, decel_max) if has_nf else 0.0
+        a_n_new = idm_one(v_n, vc, g_nf, v0_t, a_max, b_comf, s0, T, delta, decel_max) if has_nf else 0.0
+        safe = a_n_new >= -b_safe and a_c_new >= -b_safe and g_nf > 0.5 and g_nl > 0.5
+        gain = a_c_new - a_cur + politeness * ((a_n_new - a_n) + (a_o_new - a_o))
+        if safe and gain > threshold and gain > best_gain:
+            best_gain = gain
+            best_q = path
+            best_s = s_t
     return best_gain, best_q, best_s
 
 
-def _incentive(paths: PathTable, q: _Deciders, props: F64, path: I64, s_t: F64) -> tuple[F64, B_]:
-    """MOBIL's incentive (m/s^2) of moving to ``path`` at arc length ``s_t`` and whether it is safe."""
-    P, L = q.P, q.L
-    g_nl, v_nl, _ = path_neighbours(paths, path, s_t, q.W, props, q.allowed)
-    g_nl = g_nl - 0.5 * L
-    g_nf, v_nf, who_nf = path_neighbours(paths, path, s_t, q.W, props, q.allowed, backward=True)
-    g_nf = g_nf - 0.5 * L
-    lim_t = paths.speed_limit[path, paths.vertex(path, s_t)]
-    v0_t = np.where(np.isnan(P["v0"]), lim_t, P["v0"]) * q.scale
-    a_c_new = idm_accel(q.v, v_nl, g_nl, v0_t, q.idm)
-    has_nf = who_nf >= 0
-    v_n = np.where(has_nf, v_nf, 0.0)
-    a_n = np.where(has_nf, idm_accel(v_n, v_nl, g_nf + L + g_nl, v0_t, q.idm), 0.0)
-    a_n_new = np.where(has_nf, idm_accel(v_n, q.v, g_nf, v0_t, q.idm), 0.0)
-    safe = (a_n_new >= -P["b_safe"]) & (a_c_new >= -P["b_safe"]) & (g_nf > 0.5) & (g_nl > 0.5)
-    gain = a_c_new - q.a_cur + P["politeness"] * ((a_n_new - a_n) + (q.a_old_new - q.a_old))
-    return gain, safe
+mobil_decide = _jit(_mobil_decide)

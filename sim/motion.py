@@ -11,9 +11,9 @@ Built-in motions (units SI: m, s, m/s, m/s^2):
 
 * :class:`PathMotion` (``idm``, ``mobil``): along a lane path (:mod:`sim.paths`) with the IDM
   acceleration (:mod:`sim.idm`) behind the leader on the path or a yield line at a junction,
-  the scripted brake, MOBIL lane changes for the rows that change lanes, and the compiled
-  integration (:data:`sim.kernels.path_motion_nb`): speed, arc length and a lateral offset that
-  decays over ``lane_change_time``;
+  the scripted brake, MOBIL lane changes (:mod:`sim.mobil`) for the rows that change lanes, and
+  the integration of speed, arc length and a lateral offset that decays over
+  ``lane_change_time``: all in one compiled call per step (:data:`sim.kernels_path.path_step_nb`);
 * :class:`ConstantVelocityMotion`: straight along the heading towards ``speed``;
 * :class:`ReplayMotion`: the logged poses, absent outside the track's time span;
 * :class:`StaticMotion`: does not move.
@@ -32,22 +32,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.geometry import fclip
-from sim.idm import idm_accel
-from sim.kernels import path_motion_nb
-from sim.mobil import mobil_changes
-from sim.paths import conflict_stops, path_neighbours
+from sim.kernels_path import LC_CREEP, path_step_nb
 from sim.step_context import ResetContext, StepContext
 
-__all__ = ["ConstantVelocityMotion", "Motion", "PathMotion", "ReplayMotion", "ResetContext", "StaticMotion", "StepContext"]
+__all__ = ["LC_CREEP", "ConstantVelocityMotion", "Motion", "PathMotion", "ReplayMotion", "ResetContext", "StaticMotion", "StepContext"]
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 B_ = NDArray[np.bool_]
-
-#: fraction of the lane-change lateral rate kept at standstill (the rate scales with speed / 5 m/s
-#: above it): a lane change blocked by a stopped car in its old lane still completes
-LC_CREEP = 0.2
-
 
 class Motion:
     """How the rows of some behaviours move; subclasses override :meth:`start` and :meth:`advance`."""
@@ -146,49 +138,9 @@ class PathMotion(Motion):
 
     @staticmethod
     def advance(ctx: StepContext, rows: B_) -> None:
-        c, dt = ctx.c, ctx.dt
-        ctx.lc_timer = np.maximum(ctx.lc_timer - dt, 0.0)
-        ctx.lc_hold = np.maximum(ctx.lc_hold - dt, 0.0)
-        m = rows & ctx.spawned
-        if not m.any():
-            return
-        a, props, allowed, gap, v_lead = _path_accel(ctx)
-        if c.changes_lanes.any():
-            mobil_changes(ctx, props, allowed, gap, v_lead, a, m)
-        R, paths = c.row, c.paths
-        path_motion_nb(
-            paths.xy, paths.heading, paths.ds, paths.end_s, ctx.path_id, m, a, dt, R["lc_rate"][0], LC_CREEP,
-            ctx.x, ctx.y, ctx.yaw, ctx.v, ctx.acc, ctx.s, ctx.d, ctx.lc_hold, ctx.alive,
+        ctx.lc_timer = ctx.lc_timer.copy()
+        ctx.lc_hold = ctx.lc_hold.copy()
+        path_step_nb(
+            *ctx.c.row["path_step"], rows[0], ctx.k, ctx.dt, ctx.spawned, *ctx.pre, ctx.state.valid, ctx.state.v0_scale,
+            ctx.x, ctx.y, ctx.yaw, ctx.v, ctx.acc, ctx.path_id, ctx.s, ctx.d, ctx.lc_timer, ctx.lc_hold, ctx.alive,
         )  # fmt: skip
-
-
-def _path_accel(ctx: StepContext) -> tuple[F64, F64, NDArray[np.bool_], F64, F64]:
-    """IDM acceleration (B, N) of every row towards its leader on its path or its stop line,
-    capped by the scripted brake; also the actor table (B, N, 6), who sees whom (B, N, N), and the
-    leader gap (m, own half length taken off) and speed used (MOBIL reuses them)."""
-    c, state, dt = ctx.c, ctx.state, ctx.dt
-    R, paths = c.row, c.paths
-    B, N = ctx.s.shape
-    x, y, yaw, v = ctx.pre
-    present = state.valid.copy()
-    present[:, 0] = True
-    props = np.empty((B, N, 6))
-    props[..., 0], props[..., 1], props[..., 2], props[..., 3], props[..., 4], props[..., 5] = x, y, yaw, v, c.length, c.width
-    allowed = present[:, None, :] & c.not_self[None]
-    # a lane change in progress (d != 0) watches the corridor from its lane path to where it is
-    gap, v_lead, _ = path_neighbours(paths, ctx.path_id, ctx.s, R["width"], props, allowed, offset=ctx.d)
-    gap = gap - 0.5 * R["length"]
-    stop = conflict_stops(paths, ctx.path_id, ctx.s, v, R["length"], active=present & R["path_or_ego"], can_yield=R["is_path"])
-    use_stop = stop < gap
-    g = np.where(use_stop, stop, gap)
-    vl = np.where(use_stop, 0.0, v_lead)
-    lim = paths.speed_limit[ctx.path_id, paths.vertex(ctx.path_id, ctx.s)]
-    v0 = np.where(R["v0_nan"], lim, R["p_v0"]) * state.v0_scale
-    a = idm_accel(v, vl, g, v0, R["idm"])
-    braking = ctx.braking
-    if braking.any():  # scripted brake: brake_decel down to brake_to_speed, then hold it
-        a_brake = np.where(v > R["p_brake_to_speed"] + 1e-6, -R["p_brake_decel"], 0.0)
-        a_brake = np.maximum(a_brake, (R["p_brake_to_speed"] - v) / dt)
-        a = np.where(braking, np.minimum(a, a_brake), a)
-    return a, props, allowed, gap, v_lead
-
