@@ -451,7 +451,9 @@ def _check_init_shards(cfg: LoopConfig) -> list[str]:
     if trained_on and not cfg.init_shards:
         log.warning("%s was trained on %d shards but no init_shards are given: retraining sees the exported failures only", cfg.init_weights, len(trained_on))
     elif trained_on - files:
-        log.warning("%d of the %d shards %s was trained on are not in init_shards", len(trained_on - files), len(trained_on), cfg.init_weights)
+        log.warning("%d of the %d shards %s was trained on are not in init_shards: retraining forgets what they taught (pass the "
+                    "folders it was trained on; for the shipped weights scripts/reproduce_loop_rows.sh regenerates them)",
+                    len(trained_on - files), len(trained_on), cfg.init_weights)
     return [str(d) for d in cfg.init_shards]
 
 
