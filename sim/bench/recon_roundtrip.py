@@ -1,0 +1,384 @@
+"""``loopdrive bench recon-roundtrip``: the reconstructor on a real-format log, scored against exact truth.
+
+The chain, per realism level (``clean``, ``real_like``; :mod:`sim.synth.realism`):
+
+1. synthesise the town with the nuScenes rig (six cameras at 12 Hz, spinning ``LIDAR_TOP`` at
+   20 Hz) into a clean native log -- the truth; for a realism level, a copy of it with the
+   imperfections applied to the logged sensors and labels (:func:`~sim.synth.realism.apply_realism`);
+2. ``export-nuscenes`` that log, then ``import nuscenes`` it with every camera and every sweep;
+3. ``recon`` on the imported log, once per variant (a variant = a realism level + a dict of
+   reconstructor config overrides, e.g. an ablation switching off appearance embeddings or pose
+   refinement; a variant whose switch the reconstructor does not have is recorded as skipped);
+4. ``eval-recon`` per camera against the *clean native* log and the mesh town: held-out frames
+   (the frames the reconstructor held out: ``index % eval_every == 0``; the imported log keeps the
+   native frame order, checked), lane shifts 1/2/3 m, actor removed / moved (mesh truth), and
+   held-out LiDAR sweeps (once, not per camera).
+
+The bundle lives in the imported log's frame (world = global - ``origin.global_offset_m``, time
+= absolute - ``origin.t0_us``; actor ids = per-segment nuScenes ids). Scoring happens in the
+native frame through :class:`AlignedScene`, which moves every camera / LiDAR pose and actor pose
+by the exporter's map offset and the importer's origin, shifts times by the two time origins and
+maps native actor ids to the imported segments of the same nuScenes instance. The alignment is
+checked on every frame pose and recorded (``alignment``).
+
+Held-out appearance: held-out frames are rendered with whatever the bundle does when asked for a
+camera pose and time (the reconstructor's documented protocol); truth is the clean image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sim.errors import BundleError, LoopdriveError, ScenarioError
+from sim.log import DriveLog, read_log, write_json_atomic
+
+__all__ = ["BENCH_PRESETS", "TARGETS", "VARIANTS", "AlignedScene", "BenchPreset", "Variant", "run_recon_roundtrip"]
+
+log = logging.getLogger(__name__)
+
+#: the issue's figures to reach (dB, metres, seconds)
+TARGETS = {"quick": {"roundtrip_seconds_max": 1200, "mean_heldout_psnr_min": 24.0, "front_vs_native_single_camera_db_max": 1.0,
+                     "lane_shift_2m_psnr_min": 23.0, "lidar_median_range_err_max_m": 0.10},
+           "full": {"roundtrip_seconds_max": 5400, "mean_heldout_psnr_min": 28.0, "lane_shift_2m_psnr_min": 26.0},
+           "realism_loss_heldout_db_max": 1.0}
+
+#: the native single-camera quick figure on the same town (small, seed 0, front camera 320x192),
+#: from ``benchmarks/results/recon.json`` (read at run time when present)
+NATIVE_RESULT = Path("benchmarks/results/recon.json")
+
+
+@dataclass(frozen=True)
+class BenchPreset:
+    """Sizes of one benchmark budget: the town, how many 50 ms steps, the image scale of
+    1600x900, LiDAR columns, the reconstructor preset and iteration / wall-clock caps (s), and how
+    many held-out frames (per camera) and sweeps are scored."""
+
+    town: str
+    steps: int
+    image_scale: float
+    azimuth: int
+    recon_preset: str
+    iterations: int | None
+    max_train_seconds: float | None
+    eval_frames: int
+    eval_sweeps: int
+    cameras: tuple[str, ...] | None = None
+    seed: int = 0
+
+
+BENCH_PRESETS: dict[str, BenchPreset] = {
+    # a plumbing check (tests): a few frames, a few iterations, two cameras
+    "smoke": BenchPreset("tiny", 12, 0.1, 128, "quick", 4, None, 1, 1, ("CAM_FRONT", "CAM_BACK")),
+    # the issue's quick figure: the small town (12 s) at 320x180, the quick preset under a 9-minute cap
+    "quick": BenchPreset("small", 240, 0.2, 1024, "quick", None, 540.0, 12, 6),
+    "full": BenchPreset("small", 240, 0.2, 1024, "full", None, None, 12, 6),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A realism level and reconstructor config overrides (model / datamanager fields)."""
+
+    realism: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+#: the variants run by default, in order (the switch names are the reconstructor's config fields)
+VARIANTS: dict[str, Variant] = {
+    "clean": Variant("clean"),
+    "real_like": Variant("real_like"),
+    "real_like_no_appearance": Variant("real_like", {"appearance": False}),
+    "real_like_no_pose_refinement": Variant("real_like", {"refine_actors": False, "refine_ego": False}),
+}
+
+
+class AlignedScene:
+    """A bundle trained on the imported log, seen from the native log's frame (see the module
+    docstring): ``shift_m`` = native world - imported world, ``dt_us`` = native time - imported
+    time; ``ids`` native actor id -> imported ids (segments of its nuScenes instance)."""
+
+    def __init__(self, b: Any, shift_m: NDArray[np.float64], dt_us: int, ids: dict[str, tuple[str, ...]], camera: str,
+                 eval_every: int) -> None:
+        self._b = b
+        self._d = np.asarray(shift_m, dtype=np.float64)
+        self._dt = int(dt_us)
+        have = {a.id for a in b.actors}
+        self._ids = {n: tuple(i for i in v if i in have) for n, v in ids.items()}
+        self._tracks = {t.id: t for t in getattr(b, "tracks", ())}
+        self.info = {**b.info, "camera": camera, "cameras": [camera], "eval_every": eval_every}
+        self.actors = [SimpleNamespace(id=n) for n, v in self._ids.items() if v]
+
+    def __getattr__(self, name: str) -> Any:  # anything else (no pose in it) from the bundle
+        return getattr(self._b, name)
+
+    def _pose(self, m: NDArray[np.floating]) -> NDArray[np.float64]:
+        out = np.array(m, dtype=np.float64)
+        out[:3, 3] -= self._d
+        return out
+
+    def actors_at(self, t_us: int, *, remove: tuple[str, ...] = (), moves: dict[str, tuple[float, float, float, float]] | None = None) -> Any:
+        t = int(t_us) - self._dt
+        rm = tuple(i for n in remove for i in self._ids.get(n, ()))
+        mv: dict[str, tuple[float, float, float, float]] = {}
+        for n, p in (moves or {}).items():
+            for i in self._ids.get(n, ()):
+                tr = self._tracks.get(i)
+                if tr is None or tr.pose_at(t) is not None:  # only the segment alive then
+                    mv[i] = (p[0] - self._d[0], p[1] - self._d[1], p[2] - self._d[2], p[3])
+        return self._b.actors_at(t, remove=rm, moves=mv)
+
+    def render_camera(self, c2w: NDArray[np.floating], *args: Any, **kw: Any) -> Any:
+        return self._b.render_camera(self._pose(c2w), *args, **kw)
+
+    def render_lidar(self, s2w: NDArray[np.floating], *args: Any, **kw: Any) -> Any:
+        return self._b.render_lidar(self._pose(s2w), *args, **kw)
+
+
+def alignment(native: DriveLog, imported: DriveLog, epoch_us: int) -> tuple[NDArray[np.float64], int, dict[str, Any]]:
+    """(native - imported world shift (m), native - imported time shift (us), the check): the
+    exporter's map offset and the importer's origin; checked on every camera frame (same camera,
+    time and pose in the same order)."""
+    from sim.importers.nuscenes_export import DEFAULT_ORIGIN, _map_offset
+
+    shift = np.asarray(imported.meta["origin"]["global_offset_m"], dtype=np.float64) - _map_offset(native, DEFAULT_ORIGIN)
+    dt = int(imported.meta["origin"]["t0_us"]) - int(epoch_us)
+    same = len(native.frames) == len(imported.frames) and all(
+        a.camera == b.camera and a.t_us == b.t_us + dt for a, b in zip(native.frames, imported.frames, strict=False))
+    pos = max((float(np.abs(a.c2w[:3, 3] - b.c2w[:3, 3] - shift).max()) for a, b in zip(native.frames, imported.frames, strict=False)),
+              default=0.0)
+    return shift, dt, {"frame_order_same": bool(same), "frames": [len(native.frames), len(imported.frames)], "camera_position_max_m": pos,
+                       "shift_m": [round(float(v), 6) for v in shift], "dt_us": dt}
+
+
+def actor_id_map(native: DriveLog, imported: DriveLog) -> dict[str, tuple[str, ...]]:
+    """Native actor id -> ids of the imported tracks (segments) of its nuScenes instance."""
+    from sim.importers.nuscenes_export import instance_token
+
+    scene = imported.meta["nuscenes"]["scene"]
+    by_inst: dict[str, list[str]] = {}
+    for r in imported.meta["nuscenes"]["tracks"]:
+        by_inst.setdefault(r["instance_token"], []).append(r["id"])
+    return {t.id: tuple(by_inst.get(instance_token(scene, t.id), ())) for t in native.tracks}
+
+
+def _machine() -> dict[str, Any]:
+    def git(*a: str) -> str | None:
+        try:
+            return subprocess.run(["git", *a], capture_output=True, text=True, check=True, timeout=10).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "git_head": git("rev-parse", "HEAD"),
+            "git_dirty_recon": bool(git("status", "--porcelain", "--", "sim/recon")),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _native_front() -> float | None:
+    try:
+        import json
+
+        return float(json.loads(NATIVE_RESULT.read_text())["loopdrive_recon"]["eval"]["heldout"]["psnr"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _summary(per_cam: dict[str, Any], lidar: dict[str, Any] | None) -> dict[str, Any]:
+    def mean(vals: list[float | None]) -> float | None:
+        v = [x for x in vals if x is not None]
+        return round(float(np.mean(v)), 3) if v else None
+
+    cams = list(per_cam)
+    lane = {k: mean([per_cam[c].get("lane_shift", {}).get("psnr", {}).get(k) for c in cams]) for k in ("1m", "2m", "3m")}
+    front = per_cam.get("CAM_FRONT", {})
+    return {"mean_heldout_psnr": mean([per_cam[c]["heldout"]["psnr"] for c in cams]),
+            "mean_heldout_ssim": mean([per_cam[c]["heldout"]["ssim"] for c in cams]),
+            "front_heldout_psnr": front.get("heldout", {}).get("psnr"),
+            "front_lane_shift_psnr": front.get("lane_shift", {}).get("psnr"),
+            "mean_lane_shift_psnr": lane,
+            "mean_actor_removed_psnr": mean([per_cam[c].get("actor_removed", {}).get("psnr") for c in cams]),
+            "mean_actor_moved_psnr": mean([per_cam[c].get("actor_moved", {}).get("psnr") for c in cams]),
+            "lidar_median_range_err_m": (lidar or {}).get("median_abs_range_err_m"),
+            "lidar_ray_drop_accuracy": (lidar or {}).get("ray_drop_accuracy")}
+
+
+def evaluate_per_camera(b: Any, truth: DriveLog, imported: DriveLog, work: Path, p: BenchPreset, epoch_us: int,
+                        say: Callable[[str], None]) -> dict[str, Any]:
+    """Score bundle ``b`` (trained on ``imported``) on every camera of ``truth`` (see the module docstring)."""
+    from sim.recon.evaluate import evaluate_scene
+
+    shift, dt, check = alignment(truth, imported, epoch_us)
+    if not check["frame_order_same"]:
+        raise LoopdriveError(f"the imported log's frames are not the native frames in order ({check['frames']}): held-out frames would not match")
+    ids = actor_id_map(truth, imported)
+    every = int(b.info.get("eval_every", 10))
+    per_cam: dict[str, Any] = {}
+    lidar = None
+    for k, cam in enumerate(truth.cameras):
+        say(f"  eval {cam}")
+        scene = AlignedScene(b, shift, dt, ids, cam, every)
+        r = evaluate_scene(scene, truth, work / cam, max_frames=p.eval_frames, max_sweeps=p.eval_sweeps if k == 0 else 0)
+        if k == 0:
+            lidar = r.get("lidar")
+        per_cam[cam] = {key: r.get(key) for key in ("heldout", "lane_shift", "actor_removed", "actor_moved")}
+    return {"alignment": check, "per_camera": per_cam, "lidar": lidar, "summary": _summary(per_cam, lidar)}
+
+
+def _native_log(work: Path, p: BenchPreset, say: Callable[[str], None]) -> Path:
+    from sim.synth import make_scene, write_synth_log
+    from sim.synth.rigs import nuscenes_rig, nuscenes_schedule
+
+    out = work / "native"
+    if (out / "meta.json").exists():
+        return out
+    say(f"synth: {p.town} town, {p.steps} steps of 50 ms, nuScenes rig at scale {p.image_scale}")
+    scene = make_scene(p.town, p.seed, frames=p.steps, dt_s=0.05)
+    rig = nuscenes_rig(p.image_scale, cameras=p.cameras, azimuth_steps=p.azimuth)
+    return write_synth_log(scene, out=out, rig=rig, schedule=nuscenes_schedule(int(scene.t_us[-1]), rig), rig_name="nuscenes",
+                           supersample=1, overwrite=True, name="native")
+
+
+def _imported(work: Path, native: Path, realism: str, seed: int, say: Callable[[str], None], timings: dict[str, float]) -> tuple[Path, Path]:
+    """(the logged native log of a realism level, its nuScenes import), made once per level."""
+    from sim.importers import import_log
+    from sim.importers.nuscenes_export import export_nuscenes
+    from sim.synth.realism import apply_realism, get_realism
+
+    logged = native
+    if realism != "clean":
+        logged = work / f"native-{realism}"
+        if not (logged / "meta.json").exists():
+            say(f"realism {realism}")
+            t = time.perf_counter()
+            apply_realism(native, logged, get_realism(realism, seed), overwrite=True, name="native")
+            timings["realism_s"] = round(time.perf_counter() - t, 1)
+    imp = work / f"imported-{realism}"
+    if not (imp / "meta.json").exists():
+        say(f"export-nuscenes + import nuscenes ({realism})")
+        t = time.perf_counter()
+        root = export_nuscenes(logged, work / f"root-{realism}", image_format="png", overwrite=True)
+        import_log("nuscenes", root, imp, cameras="all", sweeps=True, overwrite=True)
+        timings["export_import_s"] = round(time.perf_counter() - t, 1)
+    return logged, imp
+
+
+def _run_variant(name: str, v: Variant, work: Path, native: Path, p: BenchPreset, threads: int, say: Callable[[str], None]) -> dict[str, Any]:
+    from sim.importers.nuscenes_export import DEFAULT_EPOCH_US
+    from sim.recon.bundle import load_bundle
+    from sim.recon.run import train_bundle
+
+    timings: dict[str, float] = {}
+    entry: dict[str, Any] = {"realism": v.realism, "overrides": v.overrides, "timings_s": timings}
+    _, imp = _imported(work, native, v.realism, p.seed, say, timings)
+    say(f"recon {name} ({p.recon_preset}{', ' + str(v.overrides) if v.overrides else ''})")
+    t = time.perf_counter()
+    # every camera, where the reconstructor takes a camera selection (else its default: the first)
+    cams = {"camera": "all"} if "camera" in inspect.signature(train_bundle).parameters else {}
+    try:
+        summary = train_bundle(imp, work / f"bundle-{name}", preset=p.recon_preset, iterations=p.iterations,
+                               max_seconds=p.max_train_seconds, overwrite=True, overrides={"num_threads": threads, **v.overrides}, **cams)
+    except BundleError as exc:
+        if "overrides" not in str(exc):
+            raise
+        entry.update(status="skipped", reason=f"the reconstructor has no such switch: {exc}")
+        return entry
+    timings["recon_s"] = round(time.perf_counter() - t, 1)
+    entry["recon"] = summary
+    say(f"eval-recon per camera ({name})")
+    t = time.perf_counter()
+    entry.update(evaluate_per_camera(load_bundle(work / f"bundle-{name}"), read_log(native), read_log(imp), work / f"eval-{name}", p,
+                                     DEFAULT_EPOCH_US, say))
+    timings["eval_s"] = round(time.perf_counter() - t, 1)
+    entry["status"] = "ok"
+    return entry
+
+
+def _compare(res: dict[str, Any]) -> dict[str, Any]:
+    v = res["variants"]
+
+    def s(name: str, key: str) -> float | None:
+        e = v.get(name, {})
+        return e.get("summary", {}).get(key) if e.get("status") == "ok" else None
+
+    def d(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(a - b, 3)
+
+    out: dict[str, Any] = {"realism_loss_heldout_db": d(s("clean", "mean_heldout_psnr"), s("real_like", "mean_heldout_psnr"))}
+    for abl in ("real_like_no_appearance", "real_like_no_pose_refinement"):
+        out[f"{abl}_vs_real_like_heldout_db"] = d(s(abl, "mean_heldout_psnr"), s("real_like", "mean_heldout_psnr"))
+    nat = res.get("native_single_camera_front_heldout_psnr")
+    out["front_vs_native_single_camera_db"] = d(s("clean", "front_heldout_psnr"), nat)
+    return out
+
+
+def run_recon_roundtrip(
+    *,
+    work: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None,
+    budget: str = "quick",
+    variants: tuple[str, ...] = tuple(VARIANTS),
+    threads: int = 1,
+    merge: bool = True,
+    command: str | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring) for ``variants`` under ``budget`` (a
+    :data:`BENCH_PRESETS` name); write the JSON to ``out`` after each variant. With ``merge``, the
+    variants of an existing ``out`` of the same settings are kept (so levels can run one at a time).
+
+    Raises:
+        ScenarioError: an unknown budget or variant.
+    """
+    if budget not in BENCH_PRESETS:
+        raise ScenarioError(f"unknown budget {budget!r}; known: {', '.join(BENCH_PRESETS)}", field="budget")
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad or not variants:
+        raise ScenarioError(f"expected variants from {', '.join(VARIANTS)}, got {', '.join(variants) or 'none'}", field="variants")
+    p = BENCH_PRESETS[budget]
+    say = echo or log.info
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    settings = {"budget": budget, **dataclasses.asdict(p), "step_s": 0.05, "image_format": "png"}
+    res: dict[str, Any] = {"benchmark": "recon_roundtrip", "command": command, "settings": settings, "variants": {}}
+    if merge and out is not None and Path(out).is_file():
+        import json
+
+        try:
+            old = json.loads(Path(out).read_text())
+            if isinstance(old, dict) and old.get("settings") == settings and isinstance(old.get("variants"), dict):
+                res["variants"] = old["variants"]
+                res["machine_earlier"] = old.get("machine")
+        except (OSError, ValueError):
+            pass
+    res["machine"] = _machine()
+    res["native_single_camera_front_heldout_psnr"] = _native_front()
+    res["targets"] = TARGETS
+    t = time.perf_counter()
+    native = _native_log(work, p, say)
+    res["synth_s"] = round(time.perf_counter() - t, 1)
+    for name in variants:
+        t = time.perf_counter()
+        entry = _run_variant(name, VARIANTS[name], work, native, p, threads, say)
+        entry["wall_s"] = round(time.perf_counter() - t, 1)
+        entry["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        res["variants"][name] = entry
+        res["comparisons"] = _compare(res)
+        if out is not None:
+            write_json_atomic(Path(out), res)
+    res["comparisons"] = _compare(res)
+    if out is not None:
+        write_json_atomic(Path(out), res)
+    return res
