@@ -34,9 +34,17 @@ lint: setup
 	$(VENV)/bin/lint-imports --no-logo
 	$(PY) -m mypy
 
-# the bench extra (highway-env for `loopdrive bench env`); numpy<2 and pandas<3 keep nerfstudio's stack
+# the baselines of `loopdrive bench env`: highway-env in the main venv (the bench extra; numpy<2 and
+# pandas<3 keep nerfstudio's stack) and MetaDrive in its own venv $(MD_VENV) with the main venv's
+# gymnasium (MetaDrive's opencv-python and pygame would overwrite the main venv's
+# opencv-python-headless and highway-env's pygame-ce). `bench env` runs every simulator in its own
+# process and uses $(MD_VENV)/bin/python for MetaDrive when it exists (offline: sim/bench/env_worker.py)
+MD_VENV := .venv-metadrive
 bench-setup: setup
 	$(PY) -m pip install -q --no-cache-dir -e '.[bench]' 'numpy<2' 'pandas<3'
+	test -x $(MD_VENV)/bin/python || $(PYTHON) -m venv $(MD_VENV)
+	$(MD_VENV)/bin/python -m pip install -q --no-cache-dir 'metadrive-simulator==0.4.3' 'numpy<2' \
+	    "gymnasium==$$($(PY) -c 'import gymnasium; print(gymnasium.__version__)')"
 
 bench: bench-setup
 	$(VENV)/bin/loopdrive bench all --quick

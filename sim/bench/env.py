@@ -1,24 +1,33 @@
-"""``loopdrive bench env``: closed-loop env throughput against highway-env, measured in one run.
+"""``loopdrive bench env``: closed-loop env throughput against highway-env and MetaDrive, one run.
 
-Both simulators step 20 vehicles besides the ego at a 0.1 s simulation step with a constant
-"keep going" action and rendering off, resetting whenever an episode ends (the reset cost is part
-of the figure, as in an RL loop). Figures:
+Every simulator steps about 20 vehicles besides the ego at 0.1 simulated seconds per env step,
+rendering off, with **random actions** -- seeded, drawn up front per world (never in the timed
+loop) -- and resets whenever an episode ends, as an RL loop does: the reset cost is inside the
+figure and the resets are counted. Systems:
 
-* loopdrive single env (``gymnasium.make``, ``state`` observation): env steps per wall second and
-  simulated seconds per wall second (the figures are medians of interleaved slices, see
-  :func:`run_bench`: the machine may be shared);
-* loopdrive batched (``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``) at
-  B = 1, 16, 64, 256: world steps per wall second (B x vector steps) and simulated seconds per wall
-  second;
-* highway-env ``highway-v0`` (``Kinematics`` observation, ``simulation_frequency=10``,
-  ``policy_frequency=10``, ``vehicles_count=20``, no rendering), when ``highway-env`` is
-  installed (the ``bench`` extra); otherwise reported as unavailable;
-* SB3 PPO environment steps per wall second (``sb3_ppo``, :func:`bench_sb3_ppo`): the batched env
-  through the SB3 adapter (:mod:`sim.vec_sb3`) against SB3's ``DummyVecEnv`` of single envs, B = 16.
+* loopdrive single env (``gymnasium.make``, ``state`` observation) and vector env
+  (``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``) at B = 16, 64, 256
+  (per-world steps per wall second = B x vector steps / s);
+* the same with one **fixed action** in every world (a labelled second row only: all worlds then
+  stay in lock-step, which flatters the batched env; kept to compare with earlier figures);
+* highway-env ``highway-v0`` (the ``bench`` extra), :data:`sim.bench.env_worker.HIGHWAY_ENV_CONFIG`;
+* MetaDrive 0.4.3 headless with respawn traffic (:data:`sim.bench.env_worker.METADRIVE_CONFIG`),
+  run offline from a stub asset folder made in a temporary folder for the run (see
+  :func:`sim.bench.env_worker.metadrive_stub`; MetaDrive's package folder is not touched);
+* SB3 PPO environment steps per wall second (``sb3_ppo``, :mod:`sim.bench.env_sb3`).
 
-The world is the built-in crossroads (:func:`sim.world.crossroads_scene`): 20 IDM + MOBIL cars on
-the approach lanes driving through a 4-way intersection (yielding at its conflict points), the ego
-driving its lane straight on.
+A simulator that is not installed (or fails to start) is reported unavailable with the reason.
+
+**Method.** One warm process per simulator (:mod:`sim.bench.env_worker`, each with its own
+Python: ``--highway-env-python`` / ``--metadrive-python``); after an untimed warm-up, ``rounds``
+rounds give every system a slice of ``seconds / rounds`` wall seconds in turn while the other
+processes wait idle; a figure is the median over a system's slices (the best slice is reported
+too). Reset time is timed separately after the rounds (median of single resets; for the vector
+env, ``reset()`` of all B worlds). The machine's load average before and after is in the JSON.
+
+The loopdrive world is the built-in crossroads (:func:`sim.world.crossroads_scene`): 20 IDM +
+MOBIL cars on the approach lanes driving through a 4-way intersection (yielding at its conflict
+points), the ego starting on its lane straight on.
 """
 
 from __future__ import annotations
@@ -27,27 +36,36 @@ import json
 import logging
 import os
 import platform
-import time
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sim.bench.env_report import FIXED_LABEL, env_table_markdown
+from sim.bench.env_sb3 import bench_sb3_ppo
 from sim.fsutil import atomic_write_text
 from sim.spec import BehaviorSpec, InsertOp, ScenarioSpec, SpawnSpec
 
-__all__ = ["bench_sb3_ppo", "bench_scenario", "run_bench"]
+__all__ = ["FIXED_LABEL", "bench_sb3_ppo", "bench_scenario", "env_table_markdown", "run_bench"]
 
 log = logging.getLogger(__name__)
 
 DT_S = 0.1
 N_VEHICLES = 20
+SCHEMA_VERSION = 2
+#: every simulator the bench knows (``simulators`` picks some; loopdrive is always measured)
+SIMULATORS = ("highway_env", "metadrive", "loopdrive")
+_WORKER = Path(__file__).with_name("env_worker.py")
 
 
 def bench_scenario(n_vehicles: int = N_VEHICLES, horizon_s: float = 40.0) -> tuple[ScenarioSpec, Any]:
     """The benchmark scenario: the crossroads with ``n_vehicles`` IDM/MOBIL cars (every fourth
-    one MOBIL) spread over the eight approach lanes, and the scene."""
+    one MOBIL) spread over the eight approach lanes, and the scene; ``horizon_s`` seconds."""
     from sim.map import LaneMap
     from sim.world import crossroads_scene
 
@@ -68,313 +86,226 @@ def bench_scenario(n_vehicles: int = N_VEHICLES, horizon_s: float = 40.0) -> tup
     return spec, scene
 
 
-class _Runner:
-    """One system under test: ``run(seconds)`` steps it for about that long and returns
-    (simulated seconds, wall seconds)."""
+class _Worker:
+    """A warm simulator process speaking :mod:`sim.bench.env_worker`'s line protocol."""
 
-    def __init__(self, name: str, step: Callable[[], float]) -> None:
-        self.name = name
-        self._step = step
-        self.rates: list[float] = []  # simulated s per wall s of each slice
+    def __init__(self, simulator: str, python: str, config: dict[str, Any]) -> None:
+        self.simulator = simulator
+        self.python = python
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the worker's stderr, closed by close()
+        stderr = self._stderr
+        arg = json.dumps({"simulator": simulator, "config": config})
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen([python, str(_WORKER), arg], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
 
-    def run(self, seconds: float) -> None:
-        sim_s = 0.0
-        t0 = time.perf_counter()
-        while True:
-            for _ in range(5):
-                sim_s += self._step()
-            wall = time.perf_counter() - t0
-            if wall >= seconds:
-                break
-        self.rates.append(sim_s / wall)
+    def reply(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            raise RuntimeError(f"{self.simulator} worker exited with code {self.proc.returncode}: {self._stderr_tail()}")
+        out: dict[str, Any] = json.loads(line)
+        return out
 
+    def ask(self, **msg: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        return self.reply()
 
-def _loopdrive_single() -> tuple[Any, Callable[[], float]]:
-    import gymnasium as gym
+    def _stderr_tail(self) -> str:
+        self._stderr.flush()
+        self._stderr.seek(0)
+        lines = [ln.strip() for ln in self._stderr.read().decode(errors="replace").splitlines() if ln.strip()]
+        return lines[-1][:300] if lines else "no message"
 
-    import sim  # noqa: F401 - registers the env
-
-    spec, scene = bench_scenario()
-    env = gym.make("loopdrive/ClosedLoop-v0", scenario=spec, scene=scene)
-    env.reset(seed=0)
-    a = np.zeros(2, dtype=np.float32)
-
-    def step() -> float:
-        _, _, te, tr, _ = env.step(a)
-        if te or tr:
-            env.reset()
-        return DT_S
-
-    return env, step
-
-
-def _loopdrive_vector(num_envs: int) -> tuple[Any, Callable[[], float]]:
-    import gymnasium as gym
-
-    import sim  # noqa: F401
-
-    spec, scene = bench_scenario()
-    venv = gym.make_vec("loopdrive/ClosedLoop-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", scenario=spec, scene=scene)
-    venv.reset(seed=0)
-    a = np.zeros((num_envs, 2), dtype=np.float32)
-
-    def step() -> float:
-        venv.step(a)  # finished worlds reset themselves on the next step
-        return DT_S * num_envs
-
-    return venv, step
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
 
 
-def _highway_env() -> tuple[Any, Callable[[], float], str]:
-    import gymnasium as gym
-    import highway_env
-
-    cfg = {
-        "observation": {"type": "Kinematics"},
-        "simulation_frequency": 10,
-        "policy_frequency": 10,
-        "vehicles_count": N_VEHICLES,
-        "duration": 40,
-        "offscreen_rendering": True,
-    }
-    env = gym.make("highway-v0", config=cfg)
-    env.reset(seed=0)
-
-    def step() -> float:
-        _, _, te, tr, _ = env.step(1)  # DiscreteMetaAction IDLE
-        if te or tr:
-            env.reset()
-        return DT_S
-
-    return env, step, str(getattr(highway_env, "__version__", "unknown"))
+def _start(pythons: dict[str, str], config: dict[str, Any], say: Callable[[str], None]) -> tuple[dict[str, _Worker], dict[str, dict[str, Any]]]:
+    """Start every simulator's process (in parallel: set-up is not timed) and collect what each
+    says: its systems and info, or why it is unavailable."""
+    workers: dict[str, _Worker] = {}
+    status: dict[str, dict[str, Any]] = {}
+    for name, py in pythons.items():
+        say(f"starting {name}")
+        workers[name] = _Worker(name, py, config)
+    for name, w in list(workers.items()):
+        try:
+            ready = w.reply()
+        except (RuntimeError, json.JSONDecodeError) as exc:
+            ready = {"ok": False, "reason": str(exc)}
+        if not ready.get("ok"):
+            status[name] = {"available": False, "reason": ready.get("reason", "unknown"), "executable": w.python}
+            w.close()
+            del workers[name]
+        else:
+            status[name] = {"available": True, **ready["info"], "systems": ready["systems"]}
+    return workers, status
 
 
-def _setup_runners(batch_sizes: tuple[int, ...], say: Callable[[str], None]) -> tuple[list[_Runner], list[Any], dict[str, Any]]:
-    """The systems to measure (highway-env when installed, loopdrive single, loopdrive batched at
-    each B), what to close afterwards, and highway-env's description (or why it is unavailable)."""
-    runners: list[_Runner] = []
-    closers: list[Any] = []
-    hw: dict[str, Any]
-    say("setting up highway-env")
-    try:
-        env, st, ver = _highway_env()
-        runners.append(_Runner("highway_env", st))
-        closers.append(env)
-        hw = {"available": True, "version": ver, "env": "highway-v0", "observation": "Kinematics", "simulation_frequency": 10, "policy_frequency": 10, "vehicles_count": N_VEHICLES}
-    except Exception as exc:  # not installed (optional ``bench`` extra) or broken
-        hw = {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
-    say("setting up loopdrive")
-    env, st = _loopdrive_single()
-    runners.append(_Runner("loopdrive_single", st))
-    closers.append(env)
-    for b in batch_sizes:
-        venv, st = _loopdrive_vector(b)
-        runners.append(_Runner(f"loopdrive_B{b}", st))
-        closers.append(venv)
-    return runners, closers, hw
-
-
-def _measure_interleaved(runners: list[_Runner], seconds: float, rounds: int, say: Callable[[str], None]) -> None:
-    """A 0.2 s warm-up of every system (not recorded), then ``rounds`` rounds giving each system
-    a slice of ``seconds / rounds`` wall seconds in turn (recorded in ``_Runner.rates``)."""
-    for r in runners:
-        r.run(0.2)
-        r.rates.clear()
+def _measure(workers: dict[str, _Worker], status: dict[str, dict[str, Any]], seconds: float, rounds: int, reset_n: int, say: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Warm-up, interleaved rounds and reset timing of every system: raw slices per system."""
+    order = [(sim_name, sys_name) for sim_name in workers for sys_name in status[sim_name]["systems"]]
     slice_s = seconds / max(1, rounds)
+    raw: dict[str, dict[str, Any]] = {n: {"simulator": s, "slices": []} for s, n in order}
+    for s, n in order:
+        say(f"warm-up: {n}")
+        workers[s].ask(cmd="run", system=n, seconds=min(1.0, max(0.2, slice_s / 2)))
     for k in range(rounds):
-        for r in runners:
-            say(f"round {k + 1}/{rounds}: {r.name}")
-            r.run(slice_s)
+        for s, n in order:
+            say(f"round {k + 1}/{rounds}: {n}")
+            raw[n]["slices"].append(workers[s].ask(cmd="run", system=n, seconds=slice_s))
+    for s, n in order:
+        say(f"reset timing: {n}")
+        b = status[s]["systems"][n]["num_envs"]
+        raw[n]["reset_ms"] = workers[s].ask(cmd="resets", system=n, n=reset_n if b == 1 else max(2, reset_n // 4))["reset_ms"]
+    return raw
 
 
-def _figure(r: _Runner, per_step: float) -> dict[str, Any]:
-    """Median and best simulated seconds per wall second of a system's slices, and steps per
-    second (``per_step`` simulated seconds a step)."""
-    med = float(np.median(r.rates))
-    return {"sim_s_per_wall_s": med, "sim_s_per_wall_s_best": float(max(r.rates)), "steps_per_s": med / per_step, "slices": [round(x, 3) for x in r.rates]}
-
-
-def _ratios(single: dict[str, Any], batched: list[dict[str, Any]], ref: float) -> dict[str, float]:
-    """loopdrive's rates relative to highway-env's (``ref`` simulated s per wall s)."""
+def _figure(name: str, raw: dict[str, Any], desc: dict[str, Any]) -> dict[str, Any]:
+    """Median / best per-world steps per wall second of a system's slices, resets counted."""
+    sl = raw["slices"]
+    rates = [x["world_steps"] / x["wall_s"] for x in sl]
+    steps = sum(x["steps"] for x in sl)
+    world_steps = sum(x["world_steps"] for x in sl)
+    resets = sum(x["resets"] for x in sl)
+    med = float(np.median(rates))
+    b = int(desc["num_envs"])
+    fixed = desc["actions"] == "fixed"
     return {
-        "single_vs_highway_env": single["sim_s_per_wall_s"] / ref,
-        "batched_best_vs_highway_env": max(b["sim_s_per_wall_s"] for b in batched) / ref,
-        **{f"batched_B{b['num_envs']}_vs_highway_env": b["sim_s_per_wall_s"] / ref for b in batched},
+        "name": name,
+        "num_envs": b,
+        "actions": desc["actions"],
+        "label": FIXED_LABEL if fixed else "random per-world actions (seeded, drawn up front), resets counted",
+        "worlds_distinct_actions": desc["worlds_distinct_actions"],
+        "steps_per_s": med,
+        "steps_per_s_best": float(max(rates)),
+        "sim_s_per_wall_s": med * DT_S,
+        "env_steps": steps,
+        "world_steps": world_steps,
+        "resets": resets,
+        "resets_per_1000_world_steps": 1000.0 * resets / max(1, world_steps),
+        "reset_ms": float(np.median(raw["reset_ms"])),
+        "reset_ms_per_world": float(np.median(raw["reset_ms"])) / b,
+        "slices_steps_per_s": [round(r, 1) for r in rates],
     }
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _assemble(status: dict[str, dict[str, Any]], figs: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    """The JSON: simulators' status and configuration, one row per system, and the ratios."""
+    random_rows = [f for f in figs.values() if f["actions"] == "random"]
+    single = figs.get("loopdrive_single")
+    batched = sorted((f for f in random_rows if f["name"].startswith("loopdrive_B")), key=lambda f: f["num_envs"])
+    fixed = [f for f in figs.values() if f["actions"] == "fixed"]
+    res: dict[str, Any] = {"benchmark": "env", "schema_version": SCHEMA_VERSION, **meta}
+    for sim_name in ("highway_env", "metadrive", "loopdrive"):
+        st = dict(status.get(sim_name, {"available": False, "reason": "not requested"}))
+        st.pop("systems", None)
+        if sim_name in figs:
+            st.update(figs[sim_name])
+        res[sim_name] = st
+    res["loopdrive_single"] = single
+    res["loopdrive_batched"] = batched
+    res["fixed_action"] = {"label": FIXED_LABEL, "rows": fixed}
+    ratios: dict[str, float] = {}
+    for ref in ("highway_env", "metadrive"):
+        if ref in figs and single is not None:
+            r = figs[ref]["steps_per_s"]
+            ratios[f"single_vs_{ref}"] = single["steps_per_s"] / r
+            if batched:
+                ratios[f"batched_best_vs_{ref}"] = max(b["steps_per_s"] for b in batched) / r
+            for b in batched:
+                ratios[f"batched_B{b['num_envs']}_vs_{ref}"] = b["steps_per_s"] / r
+    res["ratios"] = ratios
+    res["random_vs_fixed"] = {f["name"]: figs[f["name"].removesuffix("_fixed")]["steps_per_s"] / f["steps_per_s"] for f in fixed if f["name"].removesuffix("_fixed") in figs}
+    return res
 
 
 def run_bench(
     out: str | os.PathLike[str] = "benchmarks/results/env.json",
     *,
-    seconds: float = 5.0,
-    batch_sizes: tuple[int, ...] = (1, 16, 64, 256),
+    seconds: float = 10.0,
+    batch_sizes: tuple[int, ...] = (16, 64, 256),
     rounds: int = 5,
+    fixed: bool = True,
+    seed: int = 0,
+    reset_n: int = 20,
+    sb3: bool = True,
+    simulators: tuple[str, ...] = SIMULATORS,
+    pythons: dict[str, str | None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Measure every system in one run and write the JSON (atomically) to ``out``; returns it.
+    """Measure every system in one run, write the JSON (atomically) to ``out`` and the markdown
+    table beside it (``.md``); returns the JSON.
 
-    The machine may be shared, so the systems are measured **interleaved**: ``rounds`` rounds, each
-    giving every system a slice of ``seconds / rounds`` wall seconds in turn; the figure of a
-    system is the median of its slices (the best slice is reported too). Ratios use medians.
+    ``seconds``: wall seconds per system, split into ``rounds`` interleaved slices. ``pythons``:
+    the interpreter of each simulator's process (``loopdrive``, ``highway_env``, ``metadrive``;
+    None or missing = the default of :func:`default_pythons`). ``sb3``: also the SB3 PPO row.
+    ``simulators``: which of :data:`SIMULATORS` to measure (loopdrive always; one not asked for
+    is reported unavailable, "not requested").
     """
 
     def say(msg: str) -> None:
         if progress is not None:
             progress(msg)
 
-    runners, closers, hw = _setup_runners(batch_sizes, say)
-    _measure_interleaved(runners, seconds, rounds, say)
-    for c in closers:
-        c.close()
-    by = {r.name: r for r in runners}
-    if hw["available"]:
-        hw.update(_figure(by["highway_env"], DT_S))
-    single = _figure(by["loopdrive_single"], DT_S)
-    batched = []
-    for b in batch_sizes:
-        f = _figure(by[f"loopdrive_B{b}"], DT_S)
-        f["world_steps_per_s"] = f.pop("steps_per_s")
-        batched.append({"num_envs": b, **f})
-    res: dict[str, Any] = {
-        "benchmark": "env",
+    chosen = default_pythons()
+    chosen.update({k: v for k, v in (pythons or {}).items() if v})
+    chosen = {k: v for k, v in chosen.items() if k in simulators or k == "loopdrive"}
+    load0 = os.getloadavg()[0]
+    stub = Path(tempfile.mkdtemp(prefix="loopdrive-metadrive-assets-"))
+    config = {"seed": seed, "pool_steps": 4096, "batch_sizes": list(batch_sizes), "fixed": fixed, "vehicles": N_VEHICLES, "metadrive_stub": str(stub / "assets")}
+    workers: dict[str, _Worker] = {}
+    try:
+        workers, status = _start(chosen, config, say)
+        raw = _measure(workers, status, seconds, rounds, reset_n, say)
+    finally:
+        for w in workers.values():
+            w.close()
+        shutil.rmtree(stub, ignore_errors=True)
+    figs = {n: _figure(n, r, status[r["simulator"]]["systems"][n]) for n, r in raw.items()}
+    spec, _ = bench_scenario()
+    meta = {
         "dt_s": DT_S,
         "vehicles": N_VEHICLES,
-        "scenario": "built-in crossroads, 20 IDM/MOBIL cars (sim.bench.env.bench_scenario), state observation",
+        "scenario": f"built-in crossroads, {N_VEHICLES} IDM/MOBIL cars (sim.bench.env.bench_scenario), state observation, {spec.horizon_s:g} s episodes",
+        "actions": {"kind": "random", "seed": seed, "pool_steps": config["pool_steps"], "drawn": "up front, uniform over each action space, independently per step and world; the timed loop walks the pool"},
+        "method": {"wall_s_per_system": seconds, "rounds": rounds, "slice_s": seconds / max(1, rounds), "figure": "median over slices of per-world steps per wall second, resets included", "processes": "one warm process per simulator, interleaved slices, others idle"},
         "wall_s_per_system": seconds,
         "rounds": rounds,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__, "load_avg_1min": round(os.getloadavg()[0], 2)},
-        "highway_env": hw,
-        "loopdrive_single": single,
-        "loopdrive_batched": batched,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
+                    "load_avg_1min_before": round(load0, 2), "load_avg_1min_after": round(os.getloadavg()[0], 2), "uptime_after": _uptime()},
     }
-    if hw["available"]:
-        res["ratios"] = _ratios(single, batched, hw["sim_s_per_wall_s"])
-        res["targets"] = {"single_x": 20.0, "batched_x": 100.0}
-    res["sb3_ppo"] = bench_sb3_ppo(quick=seconds < 5.0, progress=progress)
+    res = _assemble(status, figs, meta)
+    res["sb3_ppo"] = bench_sb3_ppo(quick=seconds < 5.0, progress=progress) if sb3 else {"available": False, "reason": "not requested (--no-sb3)"}
     outp = Path(out)
-    outp.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(outp, json.dumps(res, indent=2))
+    atomic_write_text(outp, json.dumps(res, indent=2), parents=True)
+    atomic_write_text(outp.with_suffix(".md"), env_table_markdown(res), parents=True)
     return res
 
 
-# ============================================================================ SB3 PPO throughput
-def _sb3_systems(num_envs: int) -> dict[str, Any]:
-    """The two SB3 VecEnvs of the PPO row: the adapter over the batched engine and DummyVecEnv of
-    single envs, same scenario and B."""
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from sim.env import ClosedLoopEnv
-    from sim.vec_sb3 import make_sb3_vec_env
-
-    spec, scene = bench_scenario()
-    return {
-        "loopdrive_sb3_adapter": make_sb3_vec_env(num_envs, scenario=spec, scene=scene),
-        "dummy_vec_env": DummyVecEnv([lambda: ClosedLoopEnv(spec, scene=scene) for _ in range(num_envs)]),
-    }
-
-
-def _rollout_clock() -> Any:
-    """An SB3 callback summing the wall seconds spent in ``collect_rollouts`` (``.seconds``)."""
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    class Clock(BaseCallback):
-        seconds = 0.0
-        _t0 = 0.0
-
-        def _on_rollout_start(self) -> None:
-            self._t0 = time.perf_counter()
-
-        def _on_rollout_end(self) -> None:
-            self.seconds += time.perf_counter() - self._t0
-
-        def _on_step(self) -> bool:
-            return True
-
-    return Clock()
-
-
-def _sb3_slices(num_envs: int, ppo_kw: dict[str, int], rounds: int, progress: Callable[[str], None] | None) -> dict[str, list[tuple[float, float]]]:
-    """(train, rollout) steps per wall second of every round and system, systems interleaved."""
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.logger import Logger
-
-    systems = _sb3_systems(num_envs)
-    models = {}
-    for name, venv in systems.items():
-        venv.reset()
-        for _ in range(3):  # warm-up (numba kernels, first allocations)
-            venv.step(np.zeros((num_envs, *venv.action_space.shape), np.float32))
-        models[name] = PPO("MlpPolicy", venv, seed=0, device="cpu", verbose=0, **ppo_kw)
-        models[name].set_logger(Logger(folder=None, output_formats=[]))
-    per_round = ppo_kw["n_steps"] * num_envs
-    slices: dict[str, list[tuple[float, float]]] = {n: [] for n in systems}
-    for k in range(rounds):
-        for name, model in models.items():
-            if progress is not None:
-                progress(f"SB3 PPO round {k + 1}/{rounds}: {name}")
-            clock = _rollout_clock()
-            t0 = time.perf_counter()
-            model.learn(total_timesteps=per_round, reset_num_timesteps=False, callback=clock)
-            wall = time.perf_counter() - t0
-            slices[name].append((per_round / wall, per_round / clock.seconds))
-    for venv in systems.values():
-        venv.close()
-    return slices
-
-
-def bench_sb3_ppo(
-    num_envs: int = 16,
-    *,
-    quick: bool = False,
-    rounds: int = 3,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """SB3 PPO environment steps per wall second on the native batched env (through
-    :mod:`sim.vec_sb3`) and on SB3's ``DummyVecEnv`` of ``num_envs`` single envs, same scenario
-    (:func:`bench_scenario`) and B.
-
-    ``PPO("MlpPolicy", n_steps=128, batch_size=256, n_epochs=4)`` on the CPU with one torch thread
-    (``n_steps=32``, one round when ``quick``); each round trains every system for one rollout of
-    ``n_steps * num_envs`` steps, interleaved. Figures are medians over the rounds:
-    ``train_steps_per_s`` (``learn()`` wall time, gradient updates included) and
-    ``rollout_steps_per_s`` (``collect_rollouts`` only: env steps and policy inference). Returns
-    ``{"available": False, "reason": ...}`` without stable-baselines3 (the ``dev`` extra).
-    """
-    try:
-        import stable_baselines3
-        import torch
-    except ImportError as exc:
-        return {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
-    n_steps, rounds = (32, 1) if quick else (128, rounds)
-    ppo_kw = {"n_steps": n_steps, "batch_size": min(256, n_steps * num_envs), "n_epochs": 4}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks on a shared CPU
-    load0 = os.getloadavg()[0]
-    try:
-        slices = _sb3_slices(num_envs, ppo_kw, rounds, progress)
-    finally:
-        torch.set_num_threads(threads)
-
-    def fig(rows: list[tuple[float, float]]) -> dict[str, Any]:
-        return {
-            "train_steps_per_s": float(np.median([r[0] for r in rows])),
-            "rollout_steps_per_s": float(np.median([r[1] for r in rows])),
-            "slices": [[round(a, 1), round(b, 1)] for a, b in rows],
-        }
-
-    out: dict[str, Any] = {
-        "available": True,
-        "num_envs": num_envs,
-        "ppo": {"policy": "MlpPolicy", **ppo_kw, "device": "cpu", "torch_threads": 1},
-        "steps_per_round": n_steps * num_envs,
-        "rounds": rounds,
-        "versions": {"stable_baselines3": stable_baselines3.__version__, "torch": torch.__version__},
-        "load_avg_1min_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)],
-        **{name: fig(rows) for name, rows in slices.items()},
-    }
-    a, d = out["loopdrive_sb3_adapter"], out["dummy_vec_env"]
-    out["adapter_vs_dummy"] = {
-        "train": a["train_steps_per_s"] / d["train_steps_per_s"],
-        "rollout": a["rollout_steps_per_s"] / d["rollout_steps_per_s"],
-    }
-    return out
+def default_pythons() -> dict[str, str]:
+    """Each simulator's interpreter by default: this one, and for MetaDrive the separate venv
+    ``make bench-setup`` makes beside this one (``.venv-metadrive`` next to ``.venv``) when it
+    exists: MetaDrive's opencv-python and pygame would overwrite the main venv's
+    opencv-python-headless and highway-env's pygame-ce files."""
+    md = Path(sys.prefix).parent / ".venv-metadrive" / "bin" / "python"
+    return {"highway_env": sys.executable, "metadrive": str(md.absolute()) if md.exists() else sys.executable, "loopdrive": sys.executable}

@@ -1,52 +1,96 @@
-"""``loopdrive bench env``: closed-loop env throughput against highway-env."""
+"""``loopdrive bench env``: closed-loop env throughput against highway-env and MetaDrive."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from sim.cli._app import bench_app, console, out_file, user_errors
+from sim.cli._app import bench_app, console, parse_int_list, split_names, user_errors
+from sim.cli._outputs import BenchOutput, bench_out_option, bench_output, publish_option
+
+
+def _python_option(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """An interpreter to run a simulator's bench process: an existing executable file."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    if not value.is_file() or not os.access(value, os.X_OK):
+        raise typer.BadParameter(f"{value}: expected an executable Python interpreter (a file)")
+    return value
+
+
+def _table(res: dict[str, Any]) -> Table:
+    """The rich table of the run: random-action rows, then the labelled fixed-action rows."""
+    tab = Table(title=f"env throughput ({res['vehicles']} vehicles, dt {res['dt_s']} s, {res['machine']['cpus']} CPUs, load {res['machine']['load_avg_1min_after']}; "
+                      f"medians of {res['rounds']} interleaved slices, random actions, resets counted)")
+    for col in ("system", "actions", "steps/s per world", "x highway-env", "x MetaDrive", "resets/1000", "reset ms"):
+        tab.add_column(col, justify="left" if col in ("system", "actions") else "right")
+    refs = {k: res[k].get("steps_per_s") if res[k].get("available") else None for k in ("highway_env", "metadrive")}
+
+    def ratio(v: float, k: str) -> str:
+        return f"{v / refs[k]:.1f}" if refs[k] else "n/a"
+
+    for k, title in (("highway_env", "highway-env"), ("metadrive", "MetaDrive")):
+        st = res[k]
+        if st.get("available"):
+            tab.add_row(f"{title} {st.get('version', '')}", "random", f"{st['steps_per_s']:.0f}", ratio(st["steps_per_s"], "highway_env"),
+                        ratio(st["steps_per_s"], "metadrive"), f"{st['resets_per_1000_world_steps']:.1f}", f"{st['reset_ms']:.2f}")
+        else:
+            tab.add_row(f"{title} (unavailable)", "-", "-", "-", "-", "-", "-")
+    rows = [res["loopdrive_single"], *res["loopdrive_batched"], *res["fixed_action"]["rows"]]
+    for f in rows:
+        name = "loopdrive single" if f["num_envs"] == 1 else f"loopdrive vector B={f['num_envs']}"
+        tab.add_row(name, f["actions"], f"{f['steps_per_s']:.0f}", ratio(f["steps_per_s"], "highway_env"), ratio(f["steps_per_s"], "metadrive"),
+                    f"{f['resets_per_1000_world_steps']:.1f}", f"{f['reset_ms']:.2f}")
+    return tab
 
 
 @bench_app.command("env")
 def bench_env_cmd(
-    out: Path = typer.Option(Path("benchmarks/results/env.json"), "--out", "-o", callback=out_file, help="Where to write the JSON result."),
-    seconds: float = typer.Option(10.0, "--seconds", min=0.5, max=3600.0, help="Wall seconds per system (split into interleaved slices)."),
+    out: Path | None = bench_out_option("env.json", "-o"),
+    publish: bool = publish_option(),
+    seconds: float = typer.Option(10.0, "--seconds", min=0.1, max=3600.0, help="Wall seconds per system (split into interleaved slices)."),
     rounds: int = typer.Option(5, "--rounds", min=1, max=1000, help="Interleaved rounds; figures are medians over them."),
+    batch_sizes: str = typer.Option("16,64,256", "--batch-sizes", help="B of the vector env rows, comma-separated."),
+    fixed: bool = typer.Option(True, "--fixed/--no-fixed", help="Also the labelled fixed-action rows (the same action in every world)."),
+    sb3: bool = typer.Option(True, "--sb3/--no-sb3", help="Also the SB3 PPO row (dev extra)."),
+    simulators: str = typer.Option("highway_env,metadrive,loopdrive", "--simulators", help="Which to measure (loopdrive always): highway_env, metadrive, loopdrive."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**31 - 1, help="Seed of the random action pools."),
+    highway_env_python: Path | None = typer.Option(None, "--highway-env-python", callback=_python_option, help="Python that runs highway-env (default: this one)."),
+    metadrive_python: Path | None = typer.Option(None, "--metadrive-python", callback=_python_option, help="Python that runs MetaDrive (default: .venv-metadrive from make bench-setup, else this one)."),
     quick: bool = typer.Option(False, "--quick", help="2 s per system and B up to 64."),
 ) -> None:
-    """Env steps/s and simulated s per wall s: loopdrive single and batched (B = 1, 16, 64, 256)
-    against highway-env highway-v0, 20 vehicles, dt 0.1 s, measured in the same run."""
-    from sim.bench.env import run_bench
+    """Per-world env steps/s with random per-world actions, resets counted: loopdrive single and
+    vector env (B = 16, 64, 256) against highway-env highway-v0 and MetaDrive (when installed),
+    about 20 vehicles, 0.1 s per step, measured in the same interleaved run."""
+    from sim.bench.env import SIMULATORS, run_bench
 
-    sizes = (1, 16, 64) if quick else (1, 16, 64, 256)
+    sims = tuple(split_names(simulators, "--simulators"))
+    if set(sims) - set(SIMULATORS):
+        raise typer.BadParameter(f"expected names among {', '.join(SIMULATORS)}, got {simulators!r}", param_hint="--simulators")
+    sizes = tuple(parse_int_list(batch_sizes, "--batch-sizes", minimum=1) or ())
+    if not sizes or max(sizes) > 4096:
+        raise typer.BadParameter(f"expected 1 to 4096 worlds per size, got {batch_sizes!r}", param_hint="--batch-sizes")
+    if quick:
+        sizes, seconds = tuple(b for b in sizes if b <= 64) or (16,), 2.0
+    dest = bench_output("env.json", out, publish)
+    pythons = {"highway_env": str(highway_env_python) if highway_env_python else None, "metadrive": str(metadrive_python) if metadrive_python else None}
     with user_errors(), console.status("benchmarking ...") as status:
-        res = run_bench(out, seconds=2.0 if quick else seconds, rounds=rounds, batch_sizes=sizes, progress=lambda m: status.update(f"benchmarking {m} ..."))
-    tab = Table(title=f"env throughput ({res['vehicles']} vehicles, dt {res['dt_s']} s, {res['machine']['cpus']} CPUs; medians of {res['rounds']} interleaved slices)")
-    for col in ("simulator", "steps/s", "sim s / wall s", "x highway-env"):
-        tab.add_column(col, justify="right" if col != "simulator" else "left")
-    hw = res["highway_env"]
-    ref = hw.get("sim_s_per_wall_s") if hw.get("available") else None
-
-    def ratio(v: float) -> str:
-        return f"{v / ref:.1f}" if ref else "n/a"
-
-    if hw.get("available"):
-        tab.add_row(f"highway-env {hw.get('version', '')} highway-v0", f"{hw['steps_per_s']:.0f}", f"{hw['sim_s_per_wall_s']:.1f}", "1.0")
-    else:
-        tab.add_row("highway-env (unavailable)", "-", "-", "-")
-    s = res["loopdrive_single"]
-    tab.add_row("loopdrive single env", f"{s['steps_per_s']:.0f}", f"{s['sim_s_per_wall_s']:.1f}", ratio(s["sim_s_per_wall_s"]))
-    for b in res["loopdrive_batched"]:
-        tab.add_row(f"loopdrive batched B={b['num_envs']}", f"{b['world_steps_per_s']:.0f}", f"{b['sim_s_per_wall_s']:.1f}", ratio(b["sim_s_per_wall_s"]))
-    console.print(tab)
+        res = run_bench(dest.path, seconds=seconds, rounds=rounds, batch_sizes=sizes, fixed=fixed, seed=seed, sb3=sb3, simulators=sims, pythons=pythons,
+                        progress=lambda m: status.update(f"benchmarking {m} ..."))
+    console.print(_table(res))
     sb = res.get("sb3_ppo") or {}
     if sb.get("available"):
         a, d = sb["loopdrive_sb3_adapter"], sb["dummy_vec_env"]
         console.print(f"SB3 PPO env steps/s, B={sb['num_envs']}: batched adapter {a['train_steps_per_s']:.0f} vs DummyVecEnv {d['train_steps_per_s']:.0f} "
                       f"(rollouts only: {a['rollout_steps_per_s']:.0f} vs {d['rollout_steps_per_s']:.0f})", markup=False)
-    if not hw.get("available"):
-        console.print(f"highway-env unavailable ({hw.get('reason')}); install the bench extra: make bench-setup", markup=False)
-    console.print(f"wrote {out}")
+    for k in ("highway_env", "metadrive"):
+        if not res[k].get("available") and res[k].get("reason") != "not requested":
+            console.print(f"{k} unavailable ({res[k].get('reason')}); make bench-setup installs it", markup=False)
+    dest.publish()
+    md = BenchOutput(dest.path.with_suffix(".md"), dest.published.with_suffix(".md") if dest.published else None)
+    md.publish()
+    console.print(dest.wrote() + f" (markdown table: {md.published or md.path})", markup=False, highlight=False)
