@@ -196,6 +196,11 @@ DEFAULT_GAP_SCENARIOS = ("stopped_vehicle", "lead_brake_hard", "cyclist_in_lane"
 SCENARIO_LIBRARY = Path(__file__).resolve().parents[2] / "scenarios"
 
 
+def _num(v: Any, spec: str = ".2f") -> str:
+    """A figure for a progress line: ``v`` formatted with ``spec``, ``n/a`` when it is missing."""
+    return format(v, spec) if isinstance(v, int | float) and not isinstance(v, bool) else "n/a"
+
+
 def _load() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
@@ -399,12 +404,13 @@ def run_closed_loop_bench(
         res["realism"]["lane_deviation_per_step"] = dev["per_step"]
         note(f"deviation episode: {[(round(b['lateral_m'], 1), round(b['psnr'], 2)) for b in dev['binned']]}")
         res["realism"].update(_edits(bundle, log_dir, NeuralRenderer, mesh, frames=edit_frames))
-        note(f"edits: removed {res['realism']['actor_removed']}, inserted {res['realism']['actor_inserted']}")
+        note("edits: PSNR with an actor removed {}, inserted {} dB".format(
+            *(_num((res["realism"].get(k) or {}).get("psnr")) for k in ("actor_removed", "actor_inserted"))))
     finally:
         mesh.close()
     if scenarios:
         res["planner_gap"] = planner_gap(bundle, log_dir, [Path(s) for s in scenarios], horizon_s=horizon_s, progress=progress)
-        note(f"planner gap: {res['planner_gap']['mean_gap']}")
+        note(f"planner gap (mean score mesh - neural): {_num(res['planner_gap']['mean_gap'], '+.3f')}")
     if out is not None:
         write_json_atomic(Path(out), res)
     return res

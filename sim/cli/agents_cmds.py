@@ -4,6 +4,7 @@ trainers of :data:`sim.planning.training.TRAINERS` (``bc``, ``ppo``), found by n
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from sim.cli._app import (
     LoopdriveGroup,
@@ -57,13 +59,29 @@ def planners_cmd() -> None:
         cls = PLANNERS.get(name)
         try:
             kinds = ", ".join(cls().observation_spec().kinds)
-        except Exception as exc:
-            kinds = f"(needs params: {type(exc).__name__})"
+        except Exception:
+            kinds = "(depends on its params)"
         mod = sys.modules.get(cls.__module__)
         text = (mod.__doc__ if mod is not None and mod.__doc__ else cls.__doc__) or ""
-        doc = " ".join(text.strip().split("\n\n")[0].split())
-        t.add_row(name, kinds, "yes" if getattr(cls, "requires_scenario", False) else "", doc)
+        doc = plain_doc(" ".join(text.strip().split("\n\n")[0].split()), name)
+        t.add_row(name, kinds, "yes" if getattr(cls, "requires_scenario", False) else "", Text(doc))
     console.print(t)
+
+
+_ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")
+
+
+def plain_doc(text: str, name: str | None = None) -> str:
+    """A docstring paragraph as plain text: Sphinx roles as their target (``:class:`~a.B``` -> B),
+    ````code```` and ``*emphasis*`` without their marks, and a leading ``name:`` (the planner
+    column already says it) dropped."""
+    text = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    text = re.sub(r"(?<![\w*])\*{1,2}([^*\s][^*]*?)\*{1,2}(?![\w*])", r"\1", text)
+    if name and text.startswith(f"{name}:"):
+        text = text[len(name) + 1 :].strip()
+        text = text[:1].upper() + text[1:]
+    return text
 
 
 @app.command("leaderboard")
@@ -119,10 +137,10 @@ def train_bc_cmd(
     scenarios: list[Path] = typer.Option([], "--scenarios", help="Collect expert episodes from these scenario files/folders first."),
     expert: str = typer.Option("pdm_closed", "--expert", help="Planner whose rollouts are cloned."),
     seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds for the collection (default: the scenarios')."),
-    epochs: int = typer.Option(10, "--epochs", min=1),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
-    lr: float = typer.Option(1e-3, "--lr"),
-    seed: int = typer.Option(0, "--seed"),
+    epochs: int = typer.Option(10, "--epochs", min=1, help="Passes over the shards per fit."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Samples per gradient step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the network's initialisation and the batch order."),
     dagger_rounds: int = typer.Option(0, "--dagger-rounds", min=0, help="DAgger rounds after the first fit: drive the policy on --scenarios, label its states with --expert, refit on everything."),
     dagger_seeds: str | None = typer.Option(None, "--dagger-seeds", help="Comma-separated seeds of the DAgger roll-outs (default: --seeds)."),
     init_weights: str | None = typer.Option(None, "--init-weights", help="Fine-tune from these weights (a .safetensors file, or `shipped` "
@@ -175,7 +193,7 @@ def train_ppo_cmd(
     scenario: Path = typer.Option(..., "--scenario", help="Scenario YAML to train on."),
     steps: int = typer.Option(20_000, "--steps", min=1, max=100_000_000, help="Environment steps."),
     out: Path = typer.Option(Path("models/ppo.safetensors"), "--out", "-o", callback=out_file, help="Policy weights (.safetensors); the description goes to .json beside it."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the policy, the env resets and PPO's sampling."),
 ) -> None:
     """Train PPO (stable-baselines3) on the Gymnasium env with the state observation; use the result
     with the ``sb3`` planner (``params: {path: models/ppo.safetensors}``). No pickle is written."""

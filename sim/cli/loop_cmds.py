@@ -101,7 +101,7 @@ def attack_cmd(
     method: str = typer.Option("cem", "--method", "-m", help="random | cem"),
     budget: int = typer.Option(200, "--budget", min=1, help="Episodes of the planner under test."),
     out: Path = typer.Option(..., "--out", "-o", callback=out_dir, help="Folder for summary.json and candidates.jsonl."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the search (the same seed gives the same candidates)."),
     template: str | None = typer.Option(None, "--template", help="lead_brake | cut_in | crossing | perturb (default: from the base)."),
     horizon: float | None = typer.Option(None, "--horizon", callback=horizon_seconds, help="Episode length of the generated cases, s."),
     planner_params: str | None = typer.Option(None, "--planner-params", help='JSON, e.g. {"weights": "models/bc.safetensors"}'),
@@ -185,12 +185,12 @@ def export_cmd(
 
 @app.command("loop")
 def loop_cmd(
-    planner: str = typer.Option("bc_policy", "--planner", "-p"),
+    planner: str = typer.Option("bc_policy", "--planner", "-p", help="The learned planner the loop retrains (its trainer is found by name)."),
     scenarios: list[Path] = typer.Option([Path("scenarios")], "--scenarios", help="Nominal scenario files/folders."),
-    rounds: int = typer.Option(3, "--rounds", min=1),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="Loop rounds; each mines failures, generates corner cases, exports them and retrains."),
     budget: int = typer.Option(60, "--budget", min=1, help="Attack episodes per round."),
-    out: Path = typer.Option(Path("out/loop"), "--out", "-o", callback=out_dir),
-    method: str = typer.Option("cem", "--method"),
+    out: Path = typer.Option(Path("out/loop"), "--out", "-o", callback=out_dir, help="Loop folder (state.json, each round's runs, policies and report; resumable)."),
+    method: str = typer.Option("cem", "--method", help="Search method of the corner-case generation: random | cem."),
     base: list[Path] = typer.Option([], "--base", help="Attack bases (default: up to 3 lane-start nominal files)."),
     horizon: float | None = typer.Option(6.0, "--horizon", callback=horizon_seconds, help="Episode length, s."),
     init_weights: str | None = typer.Option(None, "--init-weights", help="Round-0 policy: a bc weights file, `shipped` (agents/weights/bc_policy), or "
@@ -201,12 +201,12 @@ def loop_cmd(
     lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Adam learning rate of a from-scratch retraining."),
     finetune_lr: float | None = typer.Option(None, "--finetune-lr", min=0.0, help="Learning rate of a fine-tuning (default --lr)."),
     finetune_epochs: int | None = typer.Option(None, "--finetune-epochs", min=1, help="Epochs of a fine-tuning (default --epochs)."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Samples per gradient step of a retraining."),
     heldout_method: str | None = typer.Option(None, "--heldout-method", help="Search method of the held-out set (default --method)."),
     heldout_seed: int = typer.Option(1000, "--heldout-seed", help="Search seed of the held-out set (the training side uses --seed)."),
-    expert: str = typer.Option("pdm_closed", "--expert"),
-    epochs: int = typer.Option(15, "--epochs", min=1),
-    seed: int = typer.Option(0, "--seed"),
+    expert: str = typer.Option("pdm_closed", "--expert", help="Planner that labels every exported step (the one cloned)."),
+    epochs: int = typer.Option(15, "--epochs", min=1, help="Passes over the shards per from-scratch retraining."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the training-side search and the retraining."),
     heldout_budget: int | None = typer.Option(None, "--heldout-budget", min=1, help="Attack episodes for the held-out set (default --budget)."),
     init_random: int = typer.Option(0, "--init-random", min=0, help="Round-0 expert episodes per base on uniform draws of its search space."),
     failure_weight: float = typer.Option(1.0, "--failure-weight", min=0.0, help="Training weight of exported generated-failure steps."),
@@ -271,6 +271,11 @@ def _search_row(planner: str, params: dict, b_file: str, seed: int, b: int, hori
     row["ratio_cem_over_random"] = (c / r) if r else (None if c == 0 else "inf")
     row["ratio_distinct"] = (cd / rd) if rd else (None if cd == 0 else "inf")
     return row
+
+
+def _ratio(v: float | str | None) -> str:
+    """A CEM/random ratio for a progress line: ``5.29x``, ``inf`` (random found none) or ``n/a``."""
+    return f"{v:.2f}x" if isinstance(v, float | int) else ("n/a" if v is None else str(v))
 
 
 def _search_totals(totals: dict[str, dict[str, int]]) -> dict[str, dict]:
@@ -357,7 +362,7 @@ def bench_loop_cmd(
                     result["totals"] = _search_totals(totals)
                     save()
                     console.print(f"{planner} {Path(b_file).stem} seed {seed}: random {r} ({rd} distinct), cem {c} ({cd} distinct), "
-                                  f"ratio {row['ratio_cem_over_random']} (distinct {row['ratio_distinct']})", highlight=False)  # fmt: skip
+                                  f"ratio {_ratio(row['ratio_cem_over_random'])} (distinct {_ratio(row['ratio_distinct'])})", highlight=False)  # fmt: skip
     save()
     dest.publish()
     console.print(dest.wrote(), markup=False, highlight=False)

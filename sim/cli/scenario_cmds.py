@@ -205,7 +205,8 @@ def compare_cmd(
     run_a: Path = typer.Argument(..., help="Run folder A."),
     run_b: Path = typer.Argument(..., help="Run folder B."),
 ) -> None:
-    """Per-scenario mean score of two runs and the difference B - A."""
+    """Per-scenario mean score of two runs and the difference B - A, then an overall row: the mean
+    of the per-scenario scores over the scenarios both runs scored (each scenario counts once)."""
     from sim.report import compare_runs
 
     with user_errors():
@@ -228,6 +229,15 @@ def compare_cmd(
             f(d.score_b),
             f"[{colour}]{f(dv)}[/]" if colour else f(dv),
         )
+    both = [d for d in diffs if not (math.isnan(d.score_a) or math.isnan(d.score_b))]
+    if both:
+        ma, mb = sum(d.score_a for d in both) / len(both), sum(d.score_b for d in both) / len(both)
+        tab.add_section()
+        tab.add_row(f"overall ({len(both)} of {len(diffs)} scenarios in both)", str(sum(d.episodes_a for d in both)),
+                    str(sum(d.episodes_b for d in both)), f(ma), f(mb), f"{mb - ma:+.3f}")
+    else:
+        tab.add_section()
+        tab.add_row("overall", "", "", "–", "–", "– (no scenario scored in both runs)")
     console.print(tab)
 
 
