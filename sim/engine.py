@@ -37,10 +37,11 @@ from sim.dynamics import VehicleState
 from sim.engine_compile import Compiled, compile_scenario, load_scene
 from sim.engine_state import _ROW_FIELDS, OFF_ROUTE_M, SimState, merge_rows  # noqa: F401  (_ROW_FIELDS: env and tests slice rows by it)
 from sim.errors import EpisodeStateError
+from sim.kernels_ego import ego_metrics_nb, ego_move_nb
 from sim.map import Polyline
 from sim.paths import project_on_paths
-from sim.rasters import LANE_SECTORS, DrivableRaster, LaneDirectionRaster, ego_flags
-from sim.safety import TTC_SIGNAL_HORIZON_S, contact_interval, in_contact, signal_ttc
+from sim.rasters import LANE_SECTORS, DrivableRaster, LaneDirectionRaster
+from sim.safety import TTC_SIGNAL_HORIZON_S
 from sim.spec import ScenarioSpec
 from sim.step_context import ResetContext, StepContext
 from sim.world import SceneLike
@@ -156,26 +157,15 @@ def _move_actors(state: SimState, e1: VehicleState, ego_s: F64, k: I64) -> StepC
 
 
 def _ego_flags_of_step(state: SimState, e1: VehicleState, ctx: StepContext, ego_s: F64, ego_lat: F64) -> dict[str, NDArray[Any]]:
-    """The per-step metrics of the ego (collision, partner, TTC, off-road, wrong-way, completion)."""
+    """The per-step metrics of the ego (collision, partner, TTC, off-road, wrong-way, completion),
+    one compiled call (:data:`sim.kernels_ego.ego_metrics_nb`)."""
     c = state.compiled
-    valid = ctx.spawned & ctx.alive & ~ctx.hidden
-    valid[:, 0] = True
-    others = valid.copy()
-    others[:, 0] = False
-    el = c.length[0]
-    first, _ = contact_interval((e1.x, e1.y, e1.yaw, e1.v), (el, c.width[0]), (ctx.x, ctx.y, ctx.yaw, ctx.v), (c.length, c.width), others)
-    hit = in_contact(first)
-    collision = hit.any(axis=1)
-    offroad, against = ego_flags(c.raster, c.lane_dirs, e1.x, e1.y, e1.yaw, c.corner_lon, c.corner_lat)
-    _, _, hr = c.paths.sample(np.zeros(state.batch_size, dtype=np.int64), ego_s)
-    # against the route (while near it) or against every lane under the ego's centre
-    wrong = (np.cos(e1.yaw - hr) < 0.0) & (np.abs(ego_lat) <= OFF_ROUTE_M)
-    wrong |= against
-    wrong &= e1.v > 0.5
+    valid, partner, ttc, flags = ego_metrics_nb(
+        ctx.x, ctx.y, ctx.yaw, ctx.v, c.length, c.width, ctx.spawned, ctx.alive, ctx.hidden, TTC_SIGNAL_HORIZON_S, *c.row["ego_metrics"], ego_s, ego_lat
+    )  # fmt: skip
     return {
-        "valid": valid, "collision": collision, "collision_partner": np.where(collision, np.argmax(hit, axis=1), -1),
-        "min_ttc": signal_ttc(first), "offroad": offroad, "wrong_way": wrong,
-        "route_complete": ego_s >= c.route_length - 0.5 * el - 1.0,  # the front bumper reached the end
+        "valid": valid, "collision": flags[0], "collision_partner": partner, "min_ttc": ttc, "offroad": flags[1], "wrong_way": flags[2],
+        "route_complete": flags[3],  # the front bumper reached the end
     }  # fmt: skip
 
 
@@ -195,8 +185,13 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
     c = state.compiled
     a = _checked_action(state, ego_action)
     k = state.step_index + 1
-    e1, clipped = _move_ego(state, a)
-    ego_s, ego_lat = project_on_paths(c.paths, np.zeros(state.batch_size, dtype=np.int64), state.s[:, 0], e1.x, e1.y)
+    bicycle = c.row["ego_move"]
+    if bicycle is not None:  # the compiled kinematic bicycle and route projection, one call
+        o = ego_move_nb(state.x, state.y, state.yaw, state.v, state.accel, state.steer, a, c.dt_s, *bicycle, c.paths.xy, c.paths.heading, c.paths.ds, state.s)
+        e1, clipped, ego_s, ego_lat = VehicleState(o[0], o[1], o[2], o[3], o[4], o[5]), o[6] > 0.0, o[7], o[8]
+    else:
+        e1, clipped = _move_ego(state, a)
+        ego_s, ego_lat = project_on_paths(c.paths, np.zeros(state.batch_size, dtype=np.int64), state.s[:, 0], e1.x, e1.y)
     ctx = _move_actors(state, e1, ego_s, k)
     m = _ego_flags_of_step(state, e1, ctx, ego_s, ego_lat)
     terminated = m["collision"] | m["offroad"] | m["route_complete"]

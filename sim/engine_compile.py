@@ -20,8 +20,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.behavior import BEHAVIORS, IDM_DEFAULTS, Mobil
-from sim.dynamics import DYNAMICS, DynamicsModel
+from sim.dynamics import DYNAMICS, DynamicsModel, KinematicBicycle
 from sim.edits import insert, remove, reroute
+from sim.engine_state import OFF_ROUTE_M
 from sim.errors import ScenarioError
 from sim.geometry import wrap_angle
 from sim.idm import IdmArrays
@@ -29,7 +30,7 @@ from sim.kernels_path import path_step_args
 from sim.map import LaneMap, Polyline
 from sim.motion import Motion, PathMotion, ReplayMotion, StaticMotion
 from sim.paths import PathTable, build_path_table, route_from_poses, route_points
-from sim.rasters import DrivableRaster, LaneDirectionRaster
+from sim.rasters import LANE_SECTORS, DrivableRaster, LaneDirectionRaster
 from sim.spec import InsertOp, RemoveOp, RerouteOp, ScenarioSpec
 from sim.world import SceneLike, WorldState, track_speed, world_from_scene
 
@@ -260,6 +261,15 @@ def _row_constants(params: dict[str, F64], on_path: B_, changes: B_, lens: dict[
     }
 
 
+def _ego_move_args(model: DynamicsModel) -> tuple[float, ...] | None:
+    """The limits and wheelbase :data:`sim.kernels_ego.ego_move_nb` takes when the ego's model is the
+    compiled kinematic bicycle (None for any other model: the engine then calls the model)."""
+    if type(model) is not KinematicBicycle or model.backend != "numba":
+        return None
+    lim = model.limits
+    return (lim.decel_max, lim.accel_max, lim.jerk_max, lim.steer_max, lim.steer_rate_max, lim.speed_max, model.wheelbase)
+
+
 def compile_scenario(spec: ScenarioSpec, scene: SceneLike | None = None, *, dynamics: DynamicsModel | str | None = None) -> Compiled:
     """Build everything static about an episode: load the scene (or use ``scene``), build the world
     at the start time, apply the actor edits, resolve routes into paths, precompute log replay.
@@ -309,9 +319,15 @@ def compile_scenario(spec: ScenarioSpec, scene: SceneLike | None = None, *, dyna
     model = dynamics if dynamics is not None and not isinstance(dynamics, str) else DYNAMICS.get(dynamics or "kinematic_bicycle")(el)
     row = _row_constants(params, on_path, changes, lens, dt_us * 1e-6)
     row["path_step"] = path_step_args(paths, params, lens["length"], lens["width"], row)
+    raster, lane_dirs = DrivableRaster.from_map(lane_map), LaneDirectionRaster.from_map(lane_map)
+    row["ego_move"] = _ego_move_args(model)
+    row["ego_metrics"] = (
+        raster.mask, raster.x0, raster.y0, raster.res, lane_dirs.bits, lane_dirs.x0, lane_dirs.y0, lane_dirs.res, lane_dirs.ok_mask, LANE_SECTORS,
+        corner_lon, corner_lat, np.ascontiguousarray(paths.heading[0]), paths.ds, OFF_ROUTE_M, route_length - 0.5 * lens["length"][0] - 1.0,
+    )  # fmt: skip
     return Compiled(
         spec=spec, scene=scene, lane_map=lane_map, world0=world, paths=paths,
-        raster=DrivableRaster.from_map(lane_map), lane_dirs=LaneDirectionRaster.from_map(lane_map), dynamics=model,
+        raster=raster, lane_dirs=lane_dirs, dynamics=model,
         ids=world.ids, cls=world.cls, motions=_motion_groups(motion), behavior_names=world.behavior_names,
         changes_lanes=changes, params=params, length=lens["length"], width=lens["width"], height=lens["height"], z=lens["z"],
         spawn_step=spawn_step, path0=path0, s0=s0, d0=d0, replay_pose=rp, replay_valid=rv, replay_speed=rs,

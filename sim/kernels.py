@@ -525,24 +525,30 @@ def _bicycle_clip(accel, steer, a, dt, decel_max, accel_max, jerk_max, steer_max
     return out
 
 
+def _bicycle_one(x, y, yaw, v, accel, steer, a0, a1, dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max, speed_max, wheelbase):  # type: ignore[no-untyped-def]
+    """One vehicle of :func:`_bicycle_forward`: the action (a0, a1) clipped, then integrated for
+    ``dt`` s. Returns x, y, yaw, v, accel, steer."""
+    acc, st = _clip_one_nb(a0, a1, accel, steer, dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max)
+    v1 = min(max(v + acc * dt, 0.0), speed_max)
+    vm = 0.5 * (v + v1)
+    yaw1 = yaw + vm * math.tan(st) / wheelbase * dt
+    hmid = 0.5 * (yaw + yaw1)
+    two_pi = 2.0 * np.pi
+    return x + vm * math.cos(hmid) * dt, y + vm * math.sin(hmid) * dt, (yaw1 + np.pi) % two_pi - np.pi, v1, acc, st
+
+
+bicycle_one_nb = _jit(_bicycle_one)
+
+
 def _bicycle_forward(x, y, yaw, v, accel, steer, a, dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max, speed_max, wheelbase):  # type: ignore[no-untyped-def]
     """:meth:`sim.dynamics.KinematicBicycle.forward` over 1-D state arrays (n,), actions (n, 2):
     the action clipped, then integrated for ``dt`` s. Returns x, y, yaw, v, accel, steer (6, n)."""
     n = x.shape[0]
     out = np.empty((6, n))
-    two_pi = 2.0 * np.pi
     for b in range(n):
-        acc, st = _clip_one_nb(a[b, 0], a[b, 1], accel[b], steer[b], dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max)
-        v1 = min(max(v[b] + acc * dt, 0.0), speed_max)
-        vm = 0.5 * (v[b] + v1)
-        yaw1 = yaw[b] + vm * math.tan(st) / wheelbase * dt
-        hmid = 0.5 * (yaw[b] + yaw1)
-        out[0, b] = x[b] + vm * math.cos(hmid) * dt
-        out[1, b] = y[b] + vm * math.sin(hmid) * dt
-        out[2, b] = (yaw1 + np.pi) % two_pi - np.pi
-        out[3, b] = v1
-        out[4, b] = acc
-        out[5, b] = st
+        out[0, b], out[1, b], out[2, b], out[3, b], out[4, b], out[5, b] = bicycle_one_nb(
+            x[b], y[b], yaw[b], v[b], accel[b], steer[b], a[b, 0], a[b, 1], dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max, speed_max, wheelbase,
+        )  # fmt: skip
     return out
 
 
