@@ -138,6 +138,37 @@ def test_run_refuses_a_smuggled_pickle_opt_in(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_a_pickled_policy_given_as_a_parameter_still_needs_the_flag(tmp_path: Path) -> None:
+    """``--planner-param path=policy.zip`` goes through the same opt-in check as a scenario file's
+    ``path``: refused (one line, exit 2) without ``--trust-pickle``, and nothing is unpickled."""
+    import base64
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "MARKER"
+    payload = pickle.dumps(_Opener(str(marker)))
+    zpath = tmp_path / "policy.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        z.writestr("data", json.dumps({"policy_class": {":type:": "<class 'abc.ABCMeta'>", ":serialized:": base64.b64encode(payload).decode()}}))
+        z.writestr("_stable_baselines3_version", "2.9.2")
+    pickle.loads(payload)  # control: the payload is live
+    assert marker.exists()
+    marker.unlink()
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["run", str(_scenario(tmp_path, planner="idm", params="{}")), "--out", str(out), "--planner", "sb3",
+                                   "--planner-param", f"path={zpath}"])
+    assert res.exit_code == 2 and "--trust-pickle" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not out.exists() and not marker.exists()
+
+
+class _Opener:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
 def test_leaderboard_takes_params_per_planner(probes: list, tmp_path: Path) -> None:
     scen = _scenario(tmp_path)
     out = tmp_path / "lb"
