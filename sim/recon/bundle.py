@@ -140,21 +140,26 @@ class Bundle:
         return ActorState(torch.arange(A), torch.as_tensor(pose, dtype=torch.float32)[None], torch.as_tensor(sz, dtype=torch.float32), torch.as_tensor(valid)[None])
 
     def render_camera(self, c2w: NDArray[np.floating], K: NDArray[np.floating], width: int, height: int, actors: ActorState,
-                      surface: SurfaceProxy | None = None) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+                      surface: SurfaceProxy | None = None, appearance: tuple[int, int] | None = None) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
         """RGB (H, W, 3) uint8 and z-depth (H, W) float32 m (inf = sky) of a pinhole camera
         (``c2w`` 4x4 camera-to-world, OpenGL axes; ``K`` 3x3); the background from ``surface``
-        (:meth:`surface`) when given, else volume-rendered."""
+        (:meth:`surface`) when given, else volume-rendered. ``appearance``: (frame row, camera
+        row) of the scene's appearance embeddings (None: canonical colour; see
+        :mod:`sim.recon.split` for which rows a held-out frame uses)."""
         r = self.scene.render_camera(torch.as_tensor(c2w, dtype=torch.float32), torch.as_tensor(K, dtype=torch.float32), width, height, actors,
-                                     surface=surface)
+                                     surface=surface, appearance=appearance)
         rgb = (r["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
         return rgb, r["depth"].numpy().astype(np.float32)
 
     def render_lidar(self, sensor_to_world: NDArray[np.floating], dirs_sensor: NDArray[np.floating], actors: ActorState,
-                     surface: SurfaceProxy | None = None) -> dict[str, NDArray[np.float32]]:
+                     surface: SurfaceProxy | None = None, origin_offset: NDArray[np.floating] | None = None) -> dict[str, NDArray[np.float32]]:
         """LiDAR along (N, 3) sensor-frame unit directions: ``range`` m, ``intensity``, ``drop_prob``,
-        ``acc_actor`` (opacity from actor fields), each (N,); the background from ``surface`` when given."""
+        ``acc_actor`` (opacity from actor fields), each (N,); the background from ``surface`` when
+        given. ``origin_offset`` (N, 3): world offsets (m) of each ray's origin from the sensor's
+        (a spinning LiDAR's firing-time positions; :mod:`sim.recon.lidar_motion`)."""
+        off = None if origin_offset is None else torch.as_tensor(np.asarray(origin_offset, dtype=np.float32))
         r = self.scene.render_lidar(torch.as_tensor(sensor_to_world, dtype=torch.float32), torch.as_tensor(dirs_sensor, dtype=torch.float32), actors,
-                                    surface=surface)
+                                    surface=surface, origin_offset=off)
         return {k: v.numpy().astype(np.float32) for k, v in r.items()}
 
 

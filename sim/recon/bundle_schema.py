@@ -54,6 +54,10 @@ def check_doc(doc: Any, bj: Path, *, fmt: str, version: int, weights: str) -> di
         v.integer(info["eval_every"], "info.eval_every", 1, 1_000_000)
     if "camera" in info:
         v.string(info["camera"], "info.camera")
+    if "cameras" in info:
+        v.lst(info["cameras"], "info.cameras")
+        for i, c in enumerate(info["cameras"]):
+            v.string(c, f"info.cameras[{i}]")
     return doc
 
 

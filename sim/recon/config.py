@@ -63,6 +63,10 @@ class SceneConfig:
     upsample: int = 4
     cnn_hidden: int = 32
     cnn_layers: int = 2  # hidden 3x3 convolutions of the decoder
+    #: appearance embeddings (:mod:`sim.recon.appearance`; 0 and 0 = none): rows of per-frame
+    #: transforms (one per frame index of the log) and of per-camera transforms
+    n_frames: int = 0
+    n_cameras: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

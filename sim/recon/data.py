@@ -1,13 +1,18 @@
 """A drive log turned into training tensors for :class:`sim.recon.scene.SceneModel` (no nerfstudio).
 
-Held-out data: camera frames whose index (in ``transforms.json`` order) satisfies
-``index % eval_every == 0`` and LiDAR sweeps with ``index % eval_every == 0`` are never trained on
-(nerfstudio's ``interval`` convention). Everything is in the log's world frame (metres).
+Cameras: every camera selected (``camera``: one name, a comma-separated list or ``all``), each
+frame with its own intrinsics, image size, pose and time stamp; actors are placed at each frame's
+and each LiDAR ray's own time. Held-out data (never trained on): frame ``k`` of each camera with
+``k % eval_every == 0`` and LiDAR sweeps with ``index % eval_every == 0`` (:mod:`sim.recon.split`).
+Everything is in the log's world frame (metres).
 
 LiDAR rays: the log stores only returns; the full ray grid of each sweep is rebuilt from the rig
 (``meta.json`` ``rig.lidar``: beams, azimuth steps, vertical FOV, the same ordering as
 :meth:`sim.sensors.LidarSpec.ray_directions`). Each return is assigned to its (beam, column) cell;
-cells without a return are dropped rays (range 0).
+cells without a return are dropped rays (range 0). With per-point firing times
+(``lidar/<i>.extra.npy``) each return's ray starts where the sensor was when it fired
+(:mod:`sim.recon.lidar_motion`; ``motion_compensation``), for the rays and the static points of
+the occupancy grid alike.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from numpy.typing import NDArray
 from sim.errors import LogFormatError
 from sim.log import DriveLog
 from sim.recon.config import ActorState, SceneConfig
+from sim.recon.lidar_motion import bin_times_us, compensated_ray_grid, sensor_poses_at, time_bin
+from sim.recon.split import select_cameras, split_frames
 from sim.sensors import LidarSpec, SensorRig
 
 __all__ = ["ReconData", "actor_poses_at", "build_occupancy", "check_trainable", "lidar_ray_grid", "scene_config_for"]
@@ -30,14 +37,18 @@ __all__ = ["ReconData", "actor_poses_at", "build_occupancy", "check_trainable", 
 log = logging.getLogger(__name__)
 
 
-def check_trainable(dl: DriveLog, camera: str, eval_every: int) -> None:
-    """Refuse a log the reconstructor cannot train on with ``camera``: no training frame of it
-    (every frame held out: ``index % eval_every == 0``), or a camera not in the rig."""
-    if camera not in dl.cameras:
-        raise LogFormatError(f"expected one of the rig's cameras {dl.cameras}, got {camera!r}", file=dl.root / "meta.json", field="rig.cameras")
-    if not any(f.camera == camera and f.index % max(eval_every, 1) != 0 for f in dl.frames):
-        raise LogFormatError(f"expected at least one training frame of camera {camera!r} (frames whose index % {eval_every} != 0; "
-                             f"the others are held out)", file=dl.root / "transforms.json", field="frames")
+def check_trainable(dl: DriveLog, camera: str | None, eval_every: int) -> None:
+    """Refuse a log the reconstructor cannot train on with ``camera`` (a name, a comma-separated
+    list, ``all`` or None for the first; :func:`sim.recon.split.select_cameras`): a camera not in
+    the rig, or a selected camera without a training frame (every frame held out: see
+    :mod:`sim.recon.split`)."""
+    cams = select_cameras(dl, camera)
+    train, _ = split_frames(dl, cams, eval_every)
+    have = {dl.frames[i].camera for i in train}
+    for c in cams:
+        if c not in have:
+            raise LogFormatError(f"expected at least one training frame of camera {c!r} (frames k of a camera with k % {eval_every} != 0; "
+                                 f"the others are held out)", file=dl.root / "transforms.json", field="frames")
 
 
 def actor_poses_at(dl: DriveLog, t_us: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
@@ -67,35 +78,14 @@ def points_in_boxes(pts: NDArray[np.floating], pose: NDArray[np.float64], size: 
 
 
 def lidar_ray_grid(spec: LidarSpec, sensor_to_world: NDArray[np.float64], pts_world: NDArray[np.floating]) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
-    """Rebuild the full ray grid of one sweep.
+    """Rebuild the full ray grid of one sweep, every ray from the stamped pose (no motion
+    compensation; :func:`sim.recon.lidar_motion.compensated_ray_grid` is the general form).
 
     Returns:
         dirs (B*Az, 3) unit directions in the sensor frame (the exact return direction where there
         is a return), range (B*Az,) metres (0 = dropped), intensity (B*Az,).
     """
-    B, Az = spec.beams, spec.azimuth_steps
-    dirs = spec.ray_directions().reshape(-1, 3).astype(np.float32)
-    rng = np.zeros(B * Az, np.float32)
-    inten = np.zeros(B * Az, np.float32)
-    if len(pts_world):
-        inv = np.linalg.inv(sensor_to_world)
-        p = pts_world[:, :3].astype(np.float64) @ inv[:3, :3].T + inv[:3, 3]
-        r = np.linalg.norm(p, axis=1)
-        ok = r > 1e-3
-        p, r, it = p[ok], r[ok], pts_world[ok, 3]
-        el = np.degrees(np.arcsin(np.clip(p[:, 2] / r, -1, 1)))
-        lo, hi = spec.vertical_fov_deg
-        row = np.rint((hi - el) / (hi - lo) * (B - 1)).astype(np.int64) if B > 1 else np.zeros(len(r), np.int64)
-        az = np.arctan2(p[:, 1], p[:, 0]) % (2 * np.pi)
-        col = np.rint(az / (2 * np.pi / Az)).astype(np.int64) % Az
-        keep = (row >= 0) & (row < B)
-        k = row[keep] * Az + col[keep]
-        # several returns in one cell: keep the nearest (stable: sort by range descending, last wins)
-        order = np.argsort(-r[keep], kind="stable")
-        k, rr, ii, pp = k[order], r[keep][order], it[keep][order], p[keep][order]
-        rng[k] = rr
-        inten[k] = ii
-        dirs[k] = (pp / rr[:, None]).astype(np.float32)
+    dirs, rng, inten, _, _ = compensated_ray_grid(spec, sensor_to_world, pts_world)
     return dirs, rng, inten
 
 
@@ -132,7 +122,7 @@ def scene_config_for(base: SceneConfig, aabb_min: NDArray[np.float64], aabb_max:
 def _camera_arrays(dl: DriveLog, frames: list[Any]) -> tuple[NDArray[np.float64], ...]:
     """Per frame index of the log (identity / zeros for frames of other cameras): camera-to-world
     (N, 4, 4), intrinsics (N, 3, 3), and the actors' poses (N, A, 4) and validity (N, A) at each
-    of ``frames``' times."""
+    of ``frames``' own times."""
     n, A = len(dl.frames), len(dl.tracks)
     c2w = np.tile(np.eye(4), (n, 1, 1))
     Ks = np.tile(np.eye(3), (n, 1, 1))
@@ -144,31 +134,64 @@ def _camera_arrays(dl: DriveLog, frames: list[Any]) -> tuple[NDArray[np.float64]
     return c2w, Ks, cam_pose, cam_valid
 
 
-def _lidar_arrays(dl: DriveLog, spec: LidarSpec, train_sweeps: list[int], size: NDArray[np.float64], margin: float
-                  ) -> tuple[dict[str, torch.Tensor], list[NDArray[np.floating]]]:
-    """Every sweep's full ray grid (:func:`lidar_ray_grid`), sensor pose and actor poses as the
-    :class:`ReconData` LiDAR fields, and the static points of the training sweeps (returns inside
-    actor boxes scaled by ``margin`` dropped)."""
+def _sweep_rays(dl: DriveLog, spec: LidarSpec, j: int, compensate: bool) -> tuple[NDArray[np.float32], ...]:
+    """Points (N, 4) of sweep ``j`` and its compensated ray grid (:func:`compensated_ray_grid`:
+    dirs, range, intensity, origin offset, dt_us) plus each point's firing offset dt_us (N,)."""
+    sw = dl.sweeps[j]
+    pts = dl.lidar(j)
+    extra = dl.lidar_extra(j) if compensate else None
+    if extra is None or spec.firing == "instant" or not len(pts):
+        grid = compensated_ray_grid(spec, sw.sensor_to_world, pts)
+        return (pts, *grid, np.zeros(len(pts), np.float32))
+    dt = extra[:, 0].astype(np.float64)
+    poses = sensor_poses_at(dl.ego, sw.sensor_to_world, sw.t_us, sw.t_us + dt)
+    grid = compensated_ray_grid(spec, sw.sensor_to_world, pts, poses, dt)
+    return (pts, *grid, dt.astype(np.float32))
+
+
+def _lidar_arrays(dl: DriveLog, spec: LidarSpec, train_sweeps: list[int], size: NDArray[np.float64], margin: float, compensate: bool = True
+                  ) -> tuple[dict[str, Any], list[NDArray[np.floating]]]:
+    """Every sweep's full ray grid (motion-compensated when the log has per-point times), sensor
+    pose, the actor poses at its stamp and at each of its time slices as the :class:`ReconData`
+    LiDAR fields, and the static points of the training sweeps (returns inside actor boxes scaled
+    by ``margin`` at their slice's time dropped)."""
     S, A, B = len(dl.sweeps), len(dl.tracks), spec.beams * spec.azimuth_steps
+    nb = len(bin_times_us(0, spec))
     dirs = np.zeros((S, B, 3), np.float32)
     rngs = np.zeros((S, B), np.float32)
     inten = np.zeros((S, B), np.float32)
+    offs = np.zeros((S, B, 3), np.float16)
+    bins = np.zeros((S, B), np.uint8)
     lp = np.zeros((S, A, 4))
     lv = np.zeros((S, A), dtype=bool)
+    bp = np.zeros((S, nb, A, 4))
+    bv = np.zeros((S, nb, A), dtype=bool)
+    bt = np.zeros((S, nb), np.int64)
     s2w = np.zeros((S, 4, 4))
     static: list[NDArray[np.floating]] = []
     for j, sw in enumerate(dl.sweeps):
-        pts = dl.lidar(j)
+        pts, dirs[j], rngs[j], inten[j], off, dt_grid, dt_pts = _sweep_rays(dl, spec, j, compensate)
+        offs[j] = off.astype(np.float16)
+        bins[j] = time_bin(dt_grid, spec)
         s2w[j] = sw.sensor_to_world
         lp[j], lv[j] = actor_poses_at(dl, sw.t_us)
-        dirs[j], rngs[j], inten[j] = lidar_ray_grid(spec, sw.sensor_to_world, pts)
+        bt[j] = bin_times_us(sw.t_us, spec)
+        for b in range(nb):
+            bp[j, b], bv[j, b] = actor_poses_at(dl, int(bt[j, b]))
         if j in train_sweeps:
-            keep = ~points_in_boxes(pts, lp[j], size, lv[j], margin)
+            pb = time_bin(dt_pts, spec)
+            keep = np.ones(len(pts), dtype=bool)
+            for b in range(nb):
+                m = pb == b
+                keep[m] = ~points_in_boxes(pts[m], bp[j, b], size, bv[j, b], margin)
             static.append(pts[keep, :3])
     lidar = {
         "s2w": torch.from_numpy(s2w).float(), "lidar_pose": torch.from_numpy(lp).float(),
         "lidar_valid": torch.from_numpy(lv), "lidar_dirs": torch.from_numpy(dirs),
         "lidar_range": torch.from_numpy(rngs), "lidar_intensity": torch.from_numpy(inten),
+        "lidar_origin_off": torch.from_numpy(offs) if np.any(offs) else None,
+        "lidar_bin": torch.from_numpy(bins), "lidar_pose_bins": torch.from_numpy(bp).float(),
+        "lidar_valid_bins": torch.from_numpy(bv), "lidar_bin_t_us": torch.from_numpy(bt),
     }
     return lidar, static
 
@@ -250,6 +273,19 @@ class ReconData:
     lidar_intensity: torch.Tensor | None = None
     train_sweeps: list[int] = field(default_factory=list)
     eval_sweeps: list[int] = field(default_factory=list)
+    #: (S, B*Az, 3) float16 world offset (m) of each ray's firing-time origin from ``s2w`` (None: none)
+    lidar_origin_off: torch.Tensor | None = None
+    lidar_bin: torch.Tensor | None = None  # (S, B*Az) uint8 time slice of each ray
+    lidar_pose_bins: torch.Tensor | None = None  # (S, nb, A, 4) actor poses at each slice's time
+    lidar_valid_bins: torch.Tensor | None = None  # (S, nb, A)
+    lidar_bin_t_us: torch.Tensor | None = None  # (S, nb) int64 slice times
+    # multi-camera
+    cameras: list[str] = field(default_factory=list)
+    #: (N,) long: position in ``cameras`` of each frame's camera (-1: a camera not trained on)
+    frame_camera: torch.Tensor | None = None
+    frame_t_us: torch.Tensor | None = None  # (N,) int64 capture times
+    widths: torch.Tensor | None = None  # (N,) long image sizes per frame
+    heights: torch.Tensor | None = None
 
     @classmethod
     def from_log(
@@ -261,24 +297,27 @@ class ReconData:
         load_images: bool = True,
         use_camera_depth: bool = True,
         camera: str | None = None,
+        motion_compensation: bool = True,
     ) -> ReconData:
         """Read a log: actors, the static occupancy grid (from training LiDAR sweeps, and from the
         training frames' depth maps when ``use_camera_depth``; points inside actor boxes are
-        excluded; the ground under each actor box is marked so a removed actor leaves road), camera
-        frames of ``camera`` (default: the first camera of the rig) and the LiDAR ray grids."""
-        cam = camera or dl.cameras[0]
-        check_trainable(dl, cam, eval_every)
-        frames = [f for f in dl.frames if f.camera == cam]
+        excluded; the ground under each actor box is marked so a removed actor leaves road), the
+        frames of ``camera`` (a name, a comma-separated list or ``all``; default the rig's first)
+        and the LiDAR ray grids (motion-compensated when ``motion_compensation`` and the log has
+        per-point firing times)."""
+        cams = select_cameras(dl, camera)
+        check_trainable(dl, ",".join(cams), eval_every)
+        frames = [f for f in dl.frames if f.camera in set(cams)]
         A = len(dl.tracks)
         size = np.array([t.size for t in dl.tracks], dtype=np.float64).reshape(A, 3)
-        train_frames = [f.index for f in frames if f.index % eval_every != 0]
-        eval_frames = [f.index for f in frames if f.index % eval_every == 0]
+        train_frames, eval_frames = split_frames(dl, cams, eval_every)
         c2w, Ks, cam_pose, cam_valid = _camera_arrays(dl, frames)
         spec = SensorRig.from_meta(dl.meta["rig"]).lidar
         S = len(dl.sweeps)
         train_sweeps = [j for j in range(S) if j % eval_every != 0]
         eval_sweeps = [j for j in range(S) if j % eval_every == 0]
-        lidar, pts_all = _lidar_arrays(dl, spec, train_sweeps, size, base.actor_margin) if spec is not None and S else ({}, [])
+        lidar, pts_all = (_lidar_arrays(dl, spec, train_sweeps, size, base.actor_margin, motion_compensation)
+                          if spec is not None and S else ({}, []))
         if use_camera_depth:
             pts_all += _depth_points(dl, train_frames, cam_pose, cam_valid, size, base.actor_margin)
         pts_all += _ground_under_actors(dl)
@@ -287,6 +326,8 @@ class ReconData:
         cfg = scene_config_for(base, lo, hi, A)
         occ = build_occupancy(pts, lo, cfg.occ_shape, cfg.occ_voxel_m, dilate=1)
         log.info("occupancy %s voxels of %.2f m: %.2f%% occupied", cfg.occ_shape, cfg.occ_voxel_m, 100 * occ.float().mean().item())
+        pos = {c: k for k, c in enumerate(cams)}
+        n = len(dl.frames)
         data = cls(
             log=dl, cfg=cfg, occupancy=occ,
             actor_ids=[t.id for t in dl.tracks], actor_cls=[t.cls for t in dl.tracks],
@@ -296,6 +337,10 @@ class ReconData:
             cam_pose=torch.from_numpy(cam_pose).float(), cam_valid=torch.from_numpy(cam_valid),
             train_frames=train_frames, eval_frames=eval_frames,
             lidar_spec=spec, train_sweeps=train_sweeps, eval_sweeps=eval_sweeps, **lidar,
+            cameras=cams, frame_camera=torch.tensor([pos.get(f.camera, -1) for f in dl.frames], dtype=torch.long).reshape(n),
+            frame_t_us=torch.tensor([int(f.t_us) for f in dl.frames], dtype=torch.int64).reshape(n),
+            widths=torch.tensor([f.width for f in dl.frames], dtype=torch.long).reshape(n),
+            heights=torch.tensor([f.height for f in dl.frames], dtype=torch.long).reshape(n),
         )
         if load_images:
             data.load_images(train_frames)

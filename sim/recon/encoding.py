@@ -89,9 +89,11 @@ class HashGrid(nn.Module):
             hy = i0[nd:, 1] * _PRIMES_I32[1]
             hz = i0[nd:, 2] * _PRIMES_I32[2]
             hxs, hys, hzs = (hx, hx + _PRIMES_I32[0]), (hy, hy + _PRIMES_I32[1]), (hz, hz + _PRIMES_I32[2])
+        pos_grad = torch.is_grad_enabled() and x.requires_grad  # positions optimised (pose refinement)
         for c in range(8):
             cx, cy, cz = (c >> 2) & 1, (c >> 1) & 1, c & 1
-            torch.mul(wxy[cx][cy], wz[cz], out=w[:, :, c])
+            if not pos_grad:
+                torch.mul(wxy[cx][cy], wz[cz], out=w[:, :, c])
             if nd > 0:
                 torch.add(base, cx + cy * rx + cz * rxy, out=idx[:nd, :, c])
             if nd < L:
@@ -99,33 +101,39 @@ class HashGrid(nn.Module):
                 h ^= hzs[cz]
                 h &= self.size - 1
                 torch.add(h, off[nd:], out=idx[nd:, :, c])
+        if pos_grad:
+            w = torch.stack([wxy[(c >> 2) & 1][(c >> 1) & 1] * wz[c & 1] for c in range(8)], -1)
         if std is not None:
             lam = torch.erf(self.cell[:, None] / (math.sqrt(8.0) * std.to(x.dtype).clamp(min=1e-6))[None])  # (L, N)
-            w.mul_(lam[:, :, None])
-        out = _HashLookup.apply(self.table, idx.view(L * n, 8), w.view(L * n, 8).detach())
+            w = w * lam[:, :, None] if pos_grad else w.mul_(lam[:, :, None])
+        out = _HashLookup.apply(self.table, idx.view(L * n, 8), w.reshape(L * n, 8) if pos_grad else w.view(L * n, 8).detach())
         return out.reshape(L, n, self.features).transpose(0, 1).reshape(n, L * self.features)
 
 
 class _HashLookup(torch.autograd.Function):
     """Weighted gather ``out[i] = sum_k w[i, k] * table[idx[i, k]]`` whose backward is one weighted
     ``bincount`` per feature (a serial, deterministic scatter-add; much faster on the CPU than the
-    sort-based embedding backward or ``index_add_``). No gradient flows to the weights (positions
-    are not optimised)."""
+    sort-based embedding backward or ``index_add_``). The weights get a gradient only when they
+    require one (sample positions optimised by pose refinement: ``grad_w[i, k] = grad[i] .
+    table[idx[i, k]]``)."""
 
     @staticmethod
     def forward(ctx: Any, table: Tensor, idx: Tensor, w: Tensor) -> Tensor:
-        ctx.save_for_backward(idx, w)
+        ctx.save_for_backward(idx, w, table)
         ctx.rows = table.shape[0]
-        return F.embedding_bag(idx, table, per_sample_weights=w, mode="sum")
+        return F.embedding_bag(idx, table, per_sample_weights=w.detach(), mode="sum")
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        idx, w = ctx.saved_tensors
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, Tensor | None]:
+        idx, w, table = ctx.saved_tensors
         flat = idx.reshape(-1)
         out = torch.empty(ctx.rows, grad.shape[-1], dtype=grad.dtype)
         for k in range(grad.shape[-1]):
             out[:, k] = torch.bincount(flat, weights=(w * grad[:, k : k + 1]).reshape(-1), minlength=ctx.rows)
-        return out, None, None
+        gw = None
+        if ctx.needs_input_grad[2]:
+            gw = torch.einsum("nkf,nf->nk", table.detach()[idx.long()], grad)
+        return out, None, gw
 
 
 def trunc_exp(x: Tensor) -> Tensor:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,8 @@ from PIL import Image
 from sim.errors import BundleError
 from sim.log import DriveLog, validate_log, write_json_atomic
 from sim.recon.bundle import Bundle, load_bundle
-from sim.recon.data import lidar_ray_grid
+from sim.recon.eval_sensors import score_heldout, score_lidar
+from sim.recon.split import split_frames
 from sim.sensors import SensorRig
 
 __all__ = ["SurfaceBundle", "eval_paths", "evaluate_bundle", "evaluate_scene", "psnr_u8", "ssim_u8"]
@@ -155,52 +155,28 @@ def evaluate_scene(
     the contact sheet ``sheet_name`` to ``out`` and returns the eval dict (the caller writes the JSON)."""
     out.mkdir(parents=True, exist_ok=True)
     every = int(b.info.get("eval_every", 10))
-    cam_name = str(b.info.get("camera", dl.cameras[0]))
+    cams = [str(c) for c in (b.info.get("cameras") or [b.info.get("camera", dl.cameras[0])]) if str(c) in dl.cameras] or [dl.cameras[0]]
+    cam_name = cams[0]
     rig = SensorRig.from_meta(dl.meta["rig"])
-    cam = rig.camera(cam_name)
-    frames = [f for f in dl.frames if f.camera == cam_name and f.index % every == 0][:max_frames]
-    res: dict[str, Any] = {"log": str(dl.root), "eval_every": every, "camera": cam_name}
+    train_frames, _ = split_frames(dl, cams, every)
+    held = {c: split_frames(dl, [c], every)[1][:max_frames] for c in cams}
+    res: dict[str, Any] = {"log": str(dl.root), "eval_every": every, "camera": cam_name, "cameras": cams}
     sheet: list[NDArray[np.uint8]] = []
 
     def note(msg: str) -> None:
         if progress is not None:
             progress(msg)
 
-    # ---- held-out frames
-    ps, ss, times = [], [], []
-    for f in frames:
-        t0 = time.perf_counter()
-        rgb, _ = b.render_camera(f.c2w, f.K, f.width, f.height, b.actors_at(f.t_us))
-        times.append(time.perf_counter() - t0)
-        gt = dl.image(f.index)
-        ps.append(psnr_u8(rgb, gt))
-        ss.append(ssim_u8(rgb, gt))
-        if len(sheet) < 4:
-            sheet.append(np.concatenate([gt, rgb, _error_image(gt, rgb)], 1))
-    res["heldout"] = {"frames": [f.index for f in frames], "psnr": float(np.mean(ps)) if ps else None,
-                      "ssim": float(np.mean(ss)) if ss else None, "render_ms_mean": 1000 * float(np.mean(times)) if times else None,
-                      "psnr_per_frame": [round(float(p), 3) for p in ps]}
-    note(f"held-out PSNR {res['heldout']['psnr']}")
+    # ---- held-out frames, per camera (the first camera's also at the top level)
+    per_cam: dict[str, dict[str, Any]] = {}
+    for c in cams:
+        per_cam[c] = {"heldout": score_heldout(b, dl, held[c], cams, train_frames, sheet, sheet_rows=4 if c == cam_name else len(sheet) + 1)}
+        note(f"{c}: held-out PSNR {per_cam[c]['heldout']['psnr']}")
+    res["heldout"] = per_cam[cam_name]["heldout"]
     # ---- LiDAR
     if rig.lidar is not None and dl.sweeps and hasattr(b, "render_lidar"):
         sweeps = [j for j in range(len(dl.sweeps)) if j % every == 0][:max_sweeps]
-        errs, accs, ltimes = [], [], []
-        for j in sweeps:
-            sw = dl.sweeps[j]
-            dirs, rng, _ = lidar_ray_grid(rig.lidar, sw.sensor_to_world, dl.lidar(j))
-            grid = rig.lidar.ray_directions().reshape(-1, 3)  # rays as the sensor fires them
-            t0 = time.perf_counter()
-            r = b.render_lidar(sw.sensor_to_world, grid, b.actors_at(sw.t_us))
-            ltimes.append(time.perf_counter() - t0)
-            hit = rng > 0
-            errs.append(np.abs(r["range"][hit] - rng[hit]))
-            accs.append(float(np.mean((r["drop_prob"] > 0.5) == ~hit)))
-            del dirs
-        e = np.concatenate(errs) if errs else np.zeros(0)
-        res["lidar"] = {"sweeps": sweeps, "median_abs_range_err_m": float(np.median(e)) if len(e) else None,
-                        "mean_abs_range_err_m": float(np.mean(e)) if len(e) else None,
-                        "ray_drop_accuracy": float(np.mean(accs)) if accs else None,
-                        "render_ms_mean": 1000 * float(np.mean(ltimes)) if ltimes else None}
+        res["lidar"] = score_lidar(b, dl, rig.lidar, sweeps)
         note(f"LiDAR median range error {res['lidar']['median_abs_range_err_m']}")
     # ---- novel views against mesh truth
     mesh, why = _mesh_renderer(dl)
@@ -208,14 +184,36 @@ def evaluate_scene(
         res["lane_shift"] = res["actor_removed"] = res["actor_moved"] = {"skipped": why}
     else:
         try:
-            _novel_views(b, dl, mesh, cam, frames[: max(1, max_frames // 2)], shifts_m, res, sheet)
+            for c in cams:
+                part: dict[str, Any] = res if c == cam_name else per_cam[c]
+                frames = [dl.frames[i] for i in held[c]]
+                _novel_views(b, dl, mesh, rig.camera(c), frames[: max(1, max_frames // 2)], shifts_m, part, sheet)
+                if c == cam_name:
+                    per_cam[c].update({k: res[k] for k in ("lane_shift", "actor_removed", "actor_moved")})
         finally:
             mesh.close()
+    res["per_camera"] = per_cam
+    res["mean_over_cameras"] = _camera_means(per_cam)
     if sheet:
         w = max(s.shape[1] for s in sheet)
         rows = [np.pad(s, ((0, 0), (0, w - s.shape[1]), (0, 0))) for s in sheet]
         Image.fromarray(np.concatenate(rows, 0)).save(out / sheet_name)
     return res
+
+
+def _camera_means(per_cam: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Means over cameras of the held-out PSNR / SSIM and of each lane-shift PSNR (cameras
+    without a figure left out)."""
+
+    def mean(vals: list[Any]) -> float | None:
+        v = [float(x) for x in vals if x is not None]
+        return float(np.mean(v)) if v else None
+
+    out: dict[str, Any] = {"heldout_psnr": mean([p["heldout"]["psnr"] for p in per_cam.values()]),
+                           "heldout_ssim": mean([p["heldout"]["ssim"] for p in per_cam.values()])}
+    shifts = {k for p in per_cam.values() for k in (p.get("lane_shift", {}).get("psnr") or {})}
+    out["lane_shift_psnr"] = {k: mean([(p.get("lane_shift", {}).get("psnr") or {}).get(k) for p in per_cam.values()]) for k in sorted(shifts)}
+    return out
 
 
 def _novel_views(b: Bundle, dl: DriveLog, mesh: Any, cam: Any, frames: list[Any], shifts: tuple[float, ...], res: dict[str, Any], sheet: list[NDArray[np.uint8]]) -> None:

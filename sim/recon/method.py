@@ -49,6 +49,7 @@ from torch import Tensor
 from sim.log import read_log
 from sim.recon.data import ReconData, actor_poses_at
 from sim.recon.ns_dataparser import LoopdriveLogDataParserConfig
+from sim.recon.pose_refine import PoseRefiner
 from sim.recon.scene import ActorState, SceneConfig, SceneModel
 from sim.recon.train import BatchSpec, LossWeights, compute_losses, forward_batch, psnr, sample_batch
 
@@ -196,6 +197,9 @@ class LoopdriveDataManagerConfig(VanillaDataManagerConfig):
     """Largest sideways move (m, either side) of a virtual camera."""
     use_camera_depth: bool = True
     """Add the training frames' depth maps to the occupancy grid (synthetic logs have them)."""
+    lidar_motion_compensation: bool = True
+    """Cast each LiDAR return's ray from the sensor's position at its firing time (logs with
+    per-point times, ``lidar/<i>.extra.npy``; :mod:`sim.recon.lidar_motion`)."""
     seed: int = 0
     """Seed of the batch sampler."""
 
@@ -246,6 +250,7 @@ class LoopdriveDataManager(DataManager):
             self.recon = ReconData.from_log(
                 dl, base, eval_every=self.config.dataparser.eval_every, load_images=self.test_mode == "val",
                 use_camera_depth=self.config.use_camera_depth, camera=self.config.dataparser.camera or None,
+                motion_compensation=self.config.lidar_motion_compensation,
             )
         return self.recon
 
@@ -341,6 +346,21 @@ class LoopdriveReconModelConfig(ModelConfig):
     learning-rate decay is fitted to the clock: every 10 steps its end moves to the step the budget
     is expected to reach (never later than the configured one), so a run the budget cuts short
     still ends annealed. Training under a budget is not bit-for-bit repeatable."""
+    appearance: bool = True
+    """Per-camera and per-frame appearance embeddings (exposure, white balance, vignetting;
+    :mod:`sim.recon.appearance`); held-out frames use the nearest training frame of their camera."""
+    w_appearance: float = 1e-3
+    """Weight of the embeddings' prior (squared deviation from the identity)."""
+    refine_actors: bool = True
+    """Learn per-sample corrections (dx, dy, dyaw) of the actor boxes (:mod:`sim.recon.pose_refine`);
+    the bundle stores the refined tracks."""
+    refine_ego: bool = False
+    """Learn per-sample corrections (dx, dy, dz, dyaw) of the ego pose, moving every sensor with it
+    (for logs with ego-pose noise); the bundle stores the refined ego track."""
+    w_actor_prior: float = 1e-3
+    """Weight of the actor corrections' prior (sum of squares, m^2 and rad^2)."""
+    w_ego_prior: float = 1e-3
+    """Weight of the ego corrections' prior (sum of squares, m^2 and rad^2)."""
     seed: int = 0
 
     def scene_config(self) -> SceneConfig:
@@ -371,9 +391,14 @@ class LoopdriveReconModel(Model):
         if self.config.footprint_scale > 0:
             fx = float(self.data.K[self.data.train_frames[0], 0, 0])
             cfg = dataclasses.replace(cfg, footprint_rad=self.config.footprint_scale * 0.5 * cfg.upsample / fx)
+        if self.config.appearance:
+            cfg = dataclasses.replace(cfg, n_frames=len(self.data.log.frames), n_cameras=len(self.data.cameras))
         self.scene = SceneModel(cfg, self.data.occupancy)
+        self.refiner: PoseRefiner | None = None
+        if self.config.refine_actors or self.config.refine_ego:
+            self.refiner = PoseRefiner(self.data.log.ego, self.data.log.tracks, actors=self.config.refine_actors, ego_poses=self.config.refine_ego)
         self.weights = LossWeights(self.config.w_rgb_aux, self.config.w_depth, self.config.w_line_of_sight, self.config.w_intensity, self.config.w_drop,
-                                  self.config.w_virtual)
+                                  self.config.w_virtual, self.config.w_appearance, self.config.w_actor_prior, self.config.w_ego_prior)
         self._gen = torch.Generator().manual_seed(self.config.seed)
         self._t_start: float | None = None
         self._step0 = 0
@@ -382,7 +407,10 @@ class LoopdriveReconModel(Model):
         self.progress_hook: Callable[[int], None] | None = None
 
     def get_param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        return self.scene.param_groups()
+        groups = self.scene.param_groups()
+        if self.refiner is not None and self.refiner.enabled:
+            groups["pose"] = list(self.refiner.parameters())
+        return groups
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> list[TrainingCallback]:
         trainer = training_callback_attributes.trainer
@@ -408,7 +436,7 @@ class LoopdriveReconModel(Model):
     # -------------------------------------------------------------------------------- outputs
     def get_outputs(self, ray_bundle: Any) -> dict[str, Tensor]:
         if isinstance(ray_bundle, dict):
-            return forward_batch(self.scene, ray_bundle, self._gen if self.training else None)
+            return forward_batch(self.scene, ray_bundle, self._gen if self.training else None, self.refiner)
         assert isinstance(ray_bundle, RayBundle)
         return self._outputs_for_rays(ray_bundle)
 
@@ -457,7 +485,7 @@ class LoopdriveReconModel(Model):
         return m
 
     def get_loss_dict(self, outputs: dict[str, Tensor], batch: dict[str, Tensor], metrics_dict: dict[str, Any] | None = None) -> dict[str, Tensor]:
-        return compute_losses(self.scene, outputs, batch, self.weights)
+        return compute_losses(self.scene, outputs, batch, self.weights, self.refiner)
 
     def get_image_metrics_and_images(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[dict[str, float], dict[str, Tensor]]:
         from torchmetrics.functional import structural_similarity_index_measure
@@ -538,7 +566,7 @@ def make_trainer_config(preset: str = "quick", *, data: Path | None = None, iter
             datamanager=LoopdriveDataManagerConfig(data=data, **p["datamanager"]),
             model=LoopdriveReconModelConfig(**p["model"]),
         ),
-        optimizers={"grids": opt(p["lr_grid"]), "networks": opt(p["lr_net"])},
+        optimizers={"grids": opt(p["lr_grid"]), "networks": opt(p["lr_net"]), "pose": opt(p.get("lr_pose", 2e-3))},
         vis="tensorboard",
         machine=MachineConfig(device_type="cpu", num_devices=1),
     )

@@ -8,8 +8,10 @@ module is still importing.
 Frames: nerfstudio world = log world translated by ``-centre`` and scaled by ``scale`` (no
 rotation: the log is already z-up). ``dataparser_transform`` / ``dataparser_scale`` record it, and
 the ``loopdrive`` metadata entry carries them for :mod:`sim.recon.method`, which works in the
-metric log frame. Split: frames with ``index % eval_every == 0`` are ``val``/``test``, the rest
-``train`` (of the chosen camera, default the rig's first). Camera ``times`` are ``t_us * 1e-6`` s.
+metric log frame. Cameras: ``camera`` is one name (default the rig's first), a comma-separated
+list or ``all``, each frame with its own intrinsics and size. Split (:mod:`sim.recon.split`):
+frame ``k`` of each camera with ``k % eval_every == 0`` is ``val``/``test``, the rest ``train``.
+Camera ``times`` are ``t_us * 1e-6`` s.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
 from sim.log import read_log
+from sim.recon.split import select_cameras, split_frames
 
 __all__ = ["LoopdriveLogDataParser", "LoopdriveLogDataParserConfig", "loopdrive_log_dataparser"]
 
@@ -38,9 +41,9 @@ class LoopdriveLogDataParserConfig(DataParserConfig):
     data: Path = Path()
     """Drive-log folder."""
     camera: str = ""
-    """Camera of the rig to use (empty: the first)."""
+    """Cameras of the rig to use: one name (empty: the first), a comma-separated list, or ``all``."""
     eval_every: int = 10
-    """Every ``eval_every``-th frame (index % eval_every == 0) is held out."""
+    """Every ``eval_every``-th frame of each camera (its k-th frame with k % eval_every == 0) is held out."""
     center_poses: bool = True
     """Translate so the mean camera position is the origin."""
     auto_scale_poses: bool = True
@@ -57,10 +60,12 @@ class LoopdriveLogDataParser(DataParser):
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs: Any) -> DataparserOutputs:
         dl = read_log(self.config.data)
-        cam = self.config.camera or dl.cameras[0]
-        frames = [f for f in dl.frames if f.camera == cam]
+        cams = select_cameras(dl, self.config.camera or None)
+        cam = cams[0]
+        frames = [f for f in dl.frames if f.camera in set(cams)]
         every = max(int(self.config.eval_every), 1)
-        sel = [f for f in frames if (f.index % every != 0) == (split == "train")]
+        train, held = split_frames(dl, cams, every)
+        sel = [dl.frames[i] for i in (train if split == "train" else held)]
         if not sel:
             sel = frames
         pos = np.stack([f.c2w[:3, 3] for f in frames])
@@ -89,6 +94,7 @@ class LoopdriveLogDataParser(DataParser):
             "loopdrive": {
                 "log": str(Path(self.config.data).resolve()),
                 "camera": cam,
+                "cameras": cams,
                 "eval_every": every,
                 "frame_indices": [f.index for f in sel],
                 "centre": centre.tolist(),

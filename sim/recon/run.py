@@ -15,6 +15,7 @@ holds by then, and its sha256 is recorded in ``bundle.json`` (``nerfstudio_confi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -77,6 +78,7 @@ def train_bundle(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     overrides: dict[str, Any] | None = None,
+    camera: str | None = None,
 ) -> dict[str, Any]:
     """Train ``preset`` (``quick``/``full``) on a drive log and write the bundle to ``out``.
 
@@ -87,7 +89,9 @@ def train_bundle(
         progress: called as ``progress(step, total)`` after each iteration (``total``: the
             iteration count, or under ``max_seconds`` the step the budget is expected to reach).
         overrides: model- or datamanager-config field overrides (e.g. ``{"upsample": 2}``,
-            ``{"virtual_patches": 2}``).
+            ``{"virtual_patches": 2}``, ``{"appearance": False}``, ``{"refine_ego": True}``).
+        camera: the cameras to train on: one name, a comma-separated list or ``all`` (None: the
+            rig's first; :mod:`sim.recon.split`).
 
     Returns:
         A summary: iterations run, training seconds, bundle path, nerfstudio config path.
@@ -105,7 +109,7 @@ def train_bundle(
     fresh = not os.path.lexists(work)
     try:
         return _train_bundle(dl, out, work, preset=preset, iterations=iterations, max_seconds=max_seconds, seed=seed,
-                             overwrite=overwrite, progress=progress, overrides=overrides)
+                             overwrite=overwrite, progress=progress, overrides=overrides, camera=camera)
     except BaseException:
         if fresh and os.path.lexists(work):
             shutil.rmtree(work, ignore_errors=True)
@@ -137,6 +141,7 @@ def _train_bundle(
     overwrite: bool,
     progress: Callable[[int, int], None] | None,
     overrides: dict[str, Any] | None,
+    camera: str | None = None,
 ) -> dict[str, Any]:
     """:func:`train_bundle` on a validated log, staging nerfstudio's output in ``work``."""
     from sim.recon.bundle import save_bundle
@@ -150,6 +155,8 @@ def _train_bundle(
         raise BundleError("expected an empty or new folder (pass --overwrite to replace it)", file=out)
     cfg = make_trainer_config(preset, data=Path(log_dir), iterations=iterations)
     parser = cfg.pipeline.datamanager.dataparser
+    if camera:
+        parser.camera = camera
     check_trainable(dl, parser.camera or dl.cameras[0], parser.eval_every)  # before any folder is made
     cfg.pipeline.model.seed = seed
     cfg.pipeline.datamanager.seed = seed
@@ -188,9 +195,15 @@ def _train_bundle(
             "configured_iterations": total, "lr_decay_steps": model.fitted_decay_steps or total,
             "nerfstudio_config": str(out / "nerfstudio" / "scene" / cfg.method_name / "run" / "config.yml")}
     data = model.data
-    camera = dl.frames[data.train_frames[0]].camera
-    info.update({"camera": camera, "eval_every": int(cfg.pipeline.datamanager.dataparser.eval_every),
-                 "train_frames": len(data.train_frames), "train_sweeps": len(data.train_sweeps)})
+    camera = data.cameras[0] if data.cameras else dl.frames[data.train_frames[0]].camera
+    info.update({"camera": camera, "cameras": list(data.cameras or [camera]), "eval_every": int(cfg.pipeline.datamanager.dataparser.eval_every),
+                 "train_frames": len(data.train_frames), "train_sweeps": len(data.train_sweeps),
+                 "appearance": model.scene.appearance is not None,
+                 "refine_actors": bool(model.config.refine_actors), "refine_ego": bool(model.config.refine_ego),
+                 "lidar_motion_compensation": bool(cfg.pipeline.datamanager.lidar_motion_compensation)})
+    refiner = model.refiner
+    if refiner is not None:  # the bundle's tracks are the refined ones (renders place actors there)
+        dl = dataclasses.replace(dl, ego=refiner.refined_ego(dl.ego), tracks=tuple(refiner.refined_tracks(dl.tracks)))
     # the config nerfstudio will load (ns-eval / ns-render): written over the staged one (whatever
     # is there by now), never read back; its sha256 goes into bundle.json
     atomic_write_text(cfg.get_base_dir() / "config.yml", ns_text)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sim.recon import sensor_render, volume
+from sim.recon.appearance import Appearance
 from sim.recon.config import ActorState, SceneConfig
 from sim.recon.encoding import HashGrid, dir_encoding, trunc_exp
 from sim.recon.occupancy import (
@@ -112,6 +113,8 @@ class SceneModel(nn.Module):
             self.actor_mlp[-1].bias[0] = 0.0
             self.decoder[-1].weight.mul_(0.1)
             self.decoder[-1].bias.zero_()
+        #: per-frame / per-camera colour transforms (None: no embeddings; all renders canonical)
+        self.appearance = Appearance(cfg.n_frames, cfg.n_cameras) if cfg.n_frames > 0 or cfg.n_cameras > 0 else None
 
     # ------------------------------------------------------------------------------ parameters
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -227,19 +230,37 @@ class SceneModel(nn.Module):
 
     def render_camera(
         self, c2w: Tensor, K: Tensor, width: int, height: int, actors: ActorState, chunk: int | None = None,
-        surface: SurfaceProxy | None = None,
+        surface: SurfaceProxy | None = None, appearance: tuple[int, int] | None = None,
     ) -> dict[str, Tensor]:
         """Render a camera (see :meth:`camera_rays`): ``rgb`` (H, W, 3) float in [0, 1], ``depth``
         (H, W) z-depth along the optical axis (m, nearest-upsampled from the feature image),
         ``acc`` (H, W) opacity and ``acc_actor`` (H, W) actor opacity. With a ``surface`` proxy
-        the background is its baked surface (:mod:`sim.recon.surface`)."""
-        return sensor_render.render_camera(self, c2w, K, width, height, actors, chunk, surface)
+        the background is its baked surface (:mod:`sim.recon.surface`). ``appearance``: (frame
+        row, camera row) of the embeddings to apply (-1: that term off; None: canonical colour)."""
+        r = sensor_render.render_camera(self, c2w, K, width, height, actors, chunk, surface)
+        if appearance is not None and self.appearance is not None:
+            r["rgb"] = self.apply_appearance(r["rgb"], K, appearance)
+        return r
+
+    @torch.no_grad()
+    def apply_appearance(self, rgb: Tensor, K: Tensor, appearance: tuple[int, int]) -> Tensor:
+        """A full image (H, W, 3) in [0, 1] through the embeddings (frame row, camera row)."""
+        if self.appearance is None:
+            return rgb
+        from sim.recon.appearance import radius2
+
+        H, W = rgb.shape[:2]
+        v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32) + 0.5, torch.arange(W, dtype=torch.float32) + 0.5, indexing="ij")
+        fr, cam = (torch.tensor([int(x)]) for x in appearance)
+        out = self.appearance(rgb[None], fr, cam, radius2(u, v, K.float())[None])[0]
+        return out.clamp(0, 1)
 
     def render_lidar(
         self, sensor_to_world: Tensor, dirs_sensor: Tensor, actors: ActorState, chunk: int | None = None,
-        surface: SurfaceProxy | None = None,
+        surface: SurfaceProxy | None = None, origin_offset: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Render LiDAR rays from a sensor pose (4x4) along (N, 3) unit directions in the sensor
         frame: ``range`` (N,) m, ``intensity`` (N,), ``drop_prob`` (N,), ``acc_actor`` (N,). With a
-        ``surface`` proxy the background is its baked surface (:mod:`sim.recon.surface`)."""
-        return sensor_render.render_lidar(self, sensor_to_world, dirs_sensor, actors, chunk, surface)
+        ``surface`` proxy the background is its baked surface (:mod:`sim.recon.surface`).
+        ``origin_offset`` (N, 3): world offsets (m) of each ray's origin from the sensor's."""
+        return sensor_render.render_lidar(self, sensor_to_world, dirs_sensor, actors, chunk, surface, origin_offset)

@@ -115,6 +115,10 @@ def _lidar_from_surface(model: RenderableScene, o: Tensor, d: Tensor, actors: Ac
            "drop_prob": torch.from_numpy(_sigmoid(logits[:, 1]).astype(np.float32)), "acc_actor": torch.zeros(R)}
     if actors.slot.shape[0] > 0:
         near, entry = cone_candidates(cfg, o[0], d, actors)
+        spread = float((o - o[:1]).norm(dim=-1).max())
+        if spread > 0:  # firing-time origins of a spinning LiDAR: the cone test from the first one, widened
+            grown = ActorState(actors.slot, actors.pose, actors.size + 2.0 * spread / cfg.actor_margin, actors.valid)
+            near, entry = cone_candidates(cfg, o[0], d, grown)
         # rays near an actor whose background hit is not in front of that actor's sphere
         th = torch.from_numpy(np.where(hit, t, np.inf).astype(np.float32))
         rows = (near & (entry[None] < th[:, None])).any(1).nonzero().squeeze(1)
@@ -129,11 +133,15 @@ def _lidar_from_surface(model: RenderableScene, o: Tensor, d: Tensor, actors: Ac
 
 @torch.no_grad()
 def render_lidar(model: RenderableScene, sensor_to_world: Tensor, dirs_sensor: Tensor, actors: ActorState, chunk: int | None = None,
-                 surface: SurfaceProxy | None = None) -> dict[str, Tensor]:
+                 surface: SurfaceProxy | None = None, origin_offset: Tensor | None = None) -> dict[str, Tensor]:
     """Render LiDAR rays from a sensor pose (4x4) along (N, 3) unit directions in the sensor
-    frame: ``range`` (N,) m, ``intensity`` (N,), ``drop_prob`` (N,), ``acc_actor`` (N,)."""
+    frame: ``range`` (N,) m, ``intensity`` (N,), ``drop_prob`` (N,), ``acc_actor`` (N,).
+    ``origin_offset`` (N, 3): world offsets (m) of each ray's origin from the sensor's (a spinning
+    LiDAR's firing-time positions)."""
     d = dirs_sensor.to(torch.float32) @ sensor_to_world[:3, :3].T.to(torch.float32)
     o = sensor_to_world[:3, 3].to(torch.float32).expand_as(d).contiguous()
+    if origin_offset is not None:
+        o = (o + origin_offset.to(torch.float32)).contiguous()
     if surface is not None and surface.vertex_lidar is not None:
         return _lidar_from_surface(model, o, d, actors, surface)
     ks = surface.cfg.lidar_samples if surface is not None else 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,7 +19,7 @@ from sim.geometry import vehicle_pose_se3
 from sim.log import LogWriter, Track
 from sim.sensors import CameraSpec, LidarSpec, SensorRig
 
-__all__ = ["ToyBox", "render_toy", "toy_boxes_at", "write_toy_scene"]
+__all__ = ["POLE", "ToyBox", "render_toy", "toy_boxes_at", "write_toy_scene"]
 
 _MAP = {
     "lanes": [
@@ -148,41 +149,119 @@ def toy_boxes_at(t_s: float) -> list[ToyBox]:
     ]
 
 
-def write_toy_scene(out: str | Path, frames: int = 20, width: int = 96, height: int = 64, beams: int = 16, azimuth: int = 256, overwrite: bool = False) -> Path:
-    """Write the toy drive log to ``out`` (10 Hz camera and LiDAR, ego at 8 m/s along +x)."""
-    cam = CameraSpec(width=width, height=height, hfov_deg=90.0)
-    lid = LidarSpec(beams=beams, azimuth_steps=azimuth, max_range_m=60.0)
-    rig = SensorRig((cam,), lid)
-    t = np.arange(frames, dtype=np.int64) * 100_000
+#: the optional static pole of :func:`write_toy_scene` (``pole=True``): a 0.3 m square post, 4 m tall
+POLE = ToyBox(10.0, 4.0, 0.0, 0.0, (0.3, 0.3, 4.0), (0.9, 0.85, 0.2), "facade", 0.9)
+
+
+def _toy_rig(width: int, height: int, beams: int, azimuth: int, cameras: int, spin: bool) -> SensorRig:
+    """The front camera (and with ``cameras`` = 2 a left camera of other intrinsics and size) and
+    the LiDAR (instant, or spinning clockwise at 10 Hz with ``spin``)."""
+    cams = [CameraSpec(width=width, height=height, hfov_deg=90.0)]
+    if cameras >= 2:
+        w2, h2 = width - width // 6, height
+        cams.append(CameraSpec("left", w2, h2, 80.0, (1.0, 0.8, 1.5), np.pi / 2, 0.0, 0.0,
+                               (w2 / 2 / np.tan(np.radians(40.0)) * 1.05, w2 / 2 / np.tan(np.radians(40.0)), w2 / 2 + 1.5, h2 / 2 - 1.0)))
+    lid = LidarSpec(beams=beams, azimuth_steps=azimuth, max_range_m=60.0, firing="spin_cw" if spin else "instant", rate_hz=10.0)
+    return SensorRig(tuple(cams), lid)
+
+
+def _ego_se3(ego_pose: NDArray[np.float64], t_us: NDArray[np.int64], tq: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(N, 4, 4) world-from-vehicle of the toy's straight ego drive at times ``tq`` (us)."""
+    x = np.interp(tq, t_us.astype(np.float64), ego_pose[:, 0])
+    out = np.tile(np.eye(4), (len(tq), 1, 1))
+    out[:, 0, 3], out[:, 1, 3] = x, ego_pose[0, 1]
+    return out
+
+
+def _toy_sweep(lid: LidarSpec, ego_pose: NDArray[np.float64], t: NDArray[np.int64], i: int, boxes_at: Any) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float32] | None]:
+    """Sweep ``i``: the stamped sensor pose, world points (N, 4) and, for a spinning LiDAR, the
+    per-point (dt_us, ring) -- every column fired from the sensor (and the boxes) at its own time."""
+    s2w = vehicle_pose_se3(ego_pose[i, 0], ego_pose[i, 1], ego_pose[i, 3]) @ lid.vehicle_from_lidar
+    ds = lid.ray_directions()  # (B, Az, 3)
+    if lid.firing == "instant":
+        dw = ds.reshape(-1, 3) @ s2w[:3, :3].T
+        _, dist, inten = render_toy(np.broadcast_to(s2w[:3, 3], dw.shape), dw, boxes_at(float(t[i]) / 1e6))
+        ok = dist < lid.max_range_m
+        return s2w, np.concatenate([s2w[:3, 3] + dw[ok] * dist[ok, None], inten[ok, None]], 1), None
+    col_dt = lid.column_time_offsets_us()
+    B, Az = lid.beams, lid.azimuth_steps
+    sc = _ego_se3(ego_pose, t, (t[i] + col_dt).astype(np.float64)) @ lid.vehicle_from_lidar  # (Az, 4, 4) per column
+    dw = np.einsum("bcj,cij->bci", ds, sc[:, :3, :3]).reshape(-1, 3)
+    o = np.broadcast_to(sc[None, :, :3, 3], (B, Az, 3)).reshape(-1, 3)
+    dt = np.broadcast_to(col_dt[None].astype(np.float64), (B, Az)).reshape(-1)
+    rings = np.broadcast_to(lid.rings()[:, None], (B, Az)).reshape(-1)
+    dist = np.full(len(dw), np.inf)
+    inten = np.zeros(len(dw))
+    chunk = max(Az // 32, 1)  # columns sharing one time for the (moving) boxes: at most 3 ms apart
+    for c0 in range(0, Az, chunk):
+        m = ((np.arange(B * Az) % Az) >= c0) & ((np.arange(B * Az) % Az) < c0 + chunk)
+        tc = float(t[i] + col_dt[c0 : c0 + chunk].mean())
+        _, dist[m], inten[m] = render_toy(o[m], dw[m], boxes_at(tc / 1e6))
+    ok = dist < lid.max_range_m
+    pts = np.concatenate([o[ok] + dw[ok] * dist[ok, None], inten[ok, None]], 1)
+    return s2w, pts, np.stack([dt[ok], rings[ok]], 1).astype(np.float32)
+
+
+def write_toy_scene(out: str | Path, frames: int = 20, width: int = 96, height: int = 64, beams: int = 16, azimuth: int = 256, overwrite: bool = False,
+                    *, cameras: int = 1, gains: NDArray[np.floating] | None = None, spin_lidar: bool = False, pole: bool = False,
+                    car_track_error: NDArray[np.floating] | None = None) -> Path:
+    """Write the toy drive log to ``out`` (10 Hz camera and LiDAR, ego at 8 m/s along +x).
+
+    Options (all off by default: the plain one-camera toy):
+        cameras: 2 adds a ``left`` camera (other intrinsics and image size, 30 ms after the front).
+        gains: (frames, 3) RGB gain of each time step's images (exposure / white-balance drift;
+            depth maps and LiDAR stay exact).
+        spin_lidar: a spinning LiDAR (each column fired at its own time while the ego moves;
+            per-point ``dt_us`` and ring in ``lidar/<i>.extra.npy``).
+        pole: add the static :data:`POLE` beside the road.
+        car_track_error: (frames, 3) dx, dy (m), dyaw (rad) added to the moving car's **logged**
+            track (label noise; images and LiDAR show the true car).
+    """
+    rig = _toy_rig(width, height, beams, azimuth, cameras, spin_lidar)
+    lid = rig.lidar
+    assert lid is not None
+    # with sensors firing after a step's time stamp (a second camera, a spinning sweep stamped at
+    # its end) the tracks run one step longer, so every capture lies inside them
+    n = frames + 1 if cameras >= 2 or spin_lidar else frames
+    t = np.arange(n, dtype=np.int64) * 100_000
     ts = t / 1e6
-    ego_pose = np.stack([8.0 * ts, np.full(frames, -1.75), np.zeros(frames), np.zeros(frames)], 1)
+    ego_pose = np.stack([8.0 * ts, np.full(n, -1.75), np.zeros(n), np.zeros(n)], 1)
     car_pose = np.stack([_car_pose(x)[:4] for x in ts])
-    park_pose = np.tile(np.array([_PARKED[:4]]), (frames, 1))
-    car = Track("car1", "car", _CAR_SIZE, t, car_pose)
+    logged_car = car_pose.copy()
+    if car_track_error is not None:
+        err = np.asarray(car_track_error, dtype=np.float64).reshape(frames, 3)
+        logged_car[:frames, 0] += err[:, 0]
+        logged_car[:frames, 1] += err[:, 1]
+        logged_car[:frames, 3] += err[:, 2]
+    park_pose = np.tile(np.array([_PARKED[:4]]), (n, 1))
+    car = Track("car1", "car", _CAR_SIZE, t, logged_car)
     parked = Track("park1", "car", _PARKED_SIZE, t, park_pose, static=True)
     ego = Track("ego", "car", (4.6, 1.9, 1.6), t, ego_pose)
     meta = {"name": "toy-recon", "source": "sim.recon.toyscene", "rates": {"camera_hz": 10.0, "lidar_hz": 10.0},
             "rig": rig.to_meta(), "ego": {"size": [4.6, 1.9, 1.6]}}
+
+    def boxes_at(t_s: float) -> list[ToyBox]:
+        return [*toy_boxes_at(t_s), POLE] if pole else toy_boxes_at(t_s)
+
     with LogWriter(out, meta, overwrite=overwrite) as w:
         for i in range(frames):
-            veh = vehicle_pose_se3(ego_pose[i, 0], ego_pose[i, 1], ego_pose[i, 3])
-            boxes = toy_boxes_at(float(ts[i]))
-            c2w = veh @ cam.vehicle_from_camera
-            K = cam.K
-            vv, uu = np.mgrid[0:height, 0:width]
-            dc = np.stack([(uu + 0.5 - K[0, 2]) / K[0, 0], -(vv + 0.5 - K[1, 2]) / K[1, 1], -np.ones_like(uu, float)], -1).reshape(-1, 3)
-            zfac = 1.0 / np.linalg.norm(dc, axis=1)
-            dw = (dc * zfac[:, None]) @ c2w[:3, :3].T
-            rgb, dist, _ = render_toy(np.broadcast_to(c2w[:3, 3], dw.shape), dw, boxes)
-            depth = np.where(np.isfinite(dist), dist * zfac, 0.0).reshape(height, width)
-            w.add_frame(cam.name, int(t[i]), c2w, K, (rgb.reshape(height, width, 3) * 255).round().astype(np.uint8), depth)
-            s2w = veh @ lid.vehicle_from_lidar
-            ds = lid.ray_directions().reshape(-1, 3)
-            dw = ds @ s2w[:3, :3].T
-            _, dist, inten = render_toy(np.broadcast_to(s2w[:3, 3], dw.shape), dw, boxes)
-            ok = dist < lid.max_range_m
-            pts = np.concatenate([s2w[:3, 3] + dw[ok] * dist[ok, None], inten[ok, None]], 1)
-            w.add_sweep(int(t[i]), s2w, pts)
+            for k, cam in enumerate(rig.cameras):
+                tc = int(t[i]) + 30_000 * k
+                veh = _ego_se3(ego_pose, t, np.array([float(tc)]))[0]
+                c2w = veh @ cam.vehicle_from_camera
+                K = cam.K
+                vv, uu = np.mgrid[0 : cam.height, 0 : cam.width]
+                dc = np.stack([(uu + 0.5 - K[0, 2]) / K[0, 0], -(vv + 0.5 - K[1, 2]) / K[1, 1], -np.ones_like(uu, float)], -1).reshape(-1, 3)
+                zfac = 1.0 / np.linalg.norm(dc, axis=1)
+                dw = (dc * zfac[:, None]) @ c2w[:3, :3].T
+                rgb, dist, _ = render_toy(np.broadcast_to(c2w[:3, 3], dw.shape), dw, boxes_at(tc / 1e6))
+                if gains is not None:
+                    rgb = np.clip(rgb * np.asarray(gains, dtype=np.float64).reshape(frames, 3)[i], 0, 1)
+                depth = np.where(np.isfinite(dist), dist * zfac, 0.0).reshape(cam.height, cam.width)
+                w.add_frame(cam.name, tc, c2w, K, (rgb.reshape(cam.height, cam.width, 3) * 255).round().astype(np.uint8), depth)
+            j = i + 1 if spin_lidar else i  # a spinning sweep covers [t_i, t_i + 100 ms], stamped at its end
+            s2w, pts, extra = _toy_sweep(lid, ego_pose, t, j, boxes_at)
+            w.add_sweep(int(t[j]), s2w, pts, extra)
         w.set_tracks(ego, [car, parked])
         w.set_map(_MAP)
     return Path(out)

@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sim.recon.appearance import radius2
 from sim.recon.config import ActorState
 from sim.recon.data import ReconData
+from sim.recon.pose_refine import PoseRefiner
 from sim.recon.scene import SceneModel
 
 __all__ = ["BatchSpec", "LossWeights", "compute_losses", "fit", "forward_batch", "psnr", "sample_batch", "virtual_view_targets"]
@@ -52,6 +54,11 @@ class LossWeights:
     intensity: float = 0.05
     drop: float = 0.01
     virtual: float = 0.5
+    #: prior of the appearance embeddings (sum of squared deviations from the identity)
+    appearance: float = 1e-3
+    #: priors of the pose refinement (sums of squared corrections: m^2, rad^2)
+    actor_prior: float = 1e-3
+    ego_prior: float = 1e-3
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -87,22 +94,40 @@ class _PatchGrid:
     ii: Tensor
 
 
+def _patch_origin(data: ReconData, frames: list[int], g: _PatchGrid, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Random top-left blocks (ys, xs) of patches in ``frames``: inside each frame's own image
+    (the same draws as for one image size when all frames share ``data``'s)."""
+    n = len(frames)
+    if data.heights is None or data.widths is None or all(
+            int(data.heights[f]) == data.height and int(data.widths[f]) == data.width for f in frames):
+        return torch.randint(g.hmax + 1, (n,), generator=gen), torch.randint(g.wmax + 1, (n,), generator=gen)
+    hm = torch.tensor([int(data.heights[f]) // g.s - g.p for f in frames])
+    wm = torch.tensor([int(data.widths[f]) // g.s - g.p for f in frames])
+    if (hm < 0).any() or (wm < 0).any():
+        raise ValueError(f"patch {g.p} x upsample {g.s} does not fit every training image")
+    u, v = torch.rand(n, generator=gen), torch.rand(n, generator=gen)
+    return (u * (hm + 1)).long().clamp(max=hm), (v * (wm + 1)).long().clamp(max=wm)
+
+
 def _camera_patches(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames: list[int], g: _PatchGrid) -> tuple[dict[str, Tensor], list[int]]:
     """``spec.patches`` random patches of random training frames: their rays and ground-truth RGB
-    (P, p*s, p*s, 3), and the frame of each patch."""
+    (P, p*s, p*s, 3), and the frame of each patch (with its camera, intrinsics and the patch's
+    full-resolution top-left pixel, for the appearance transform)."""
     fi = torch.randint(len(frames), (spec.patches,), generator=gen)
-    ys = torch.randint(g.hmax + 1, (spec.patches,), generator=gen)
-    xs = torch.randint(g.wmax + 1, (spec.patches,), generator=gen)
-    origins, dirs, gts, fr_list = [], [], [], []
-    for k in range(spec.patches):
-        f = frames[int(fi[k])]
-        fr_list.append(f)
+    fr_list = [frames[int(i)] for i in fi]
+    ys, xs = _patch_origin(data, fr_list, g, gen)
+    origins, dirs, gts = [], [], []
+    for k, f in enumerate(fr_list):
         o, d = _patch_rays(data.c2w[f], data.K[f], xs[k], ys[k], g.jj, g.ii, g.s)
         dirs.append(d)
         origins.append(o)
         y0, x0 = int(ys[k]) * g.s, int(xs[k]) * g.s
         gts.append(data.image_float(f)[y0 : y0 + g.p * g.s, x0 : x0 + g.p * g.s])
-    batch = {"cam_origins": torch.cat(origins), "cam_dirs": torch.cat(dirs), "cam_rgb": torch.stack(gts), "cam_frames": torch.tensor(fr_list)}
+    fr = torch.tensor(fr_list)
+    batch = {"cam_origins": torch.cat(origins), "cam_dirs": torch.cat(dirs), "cam_rgb": torch.stack(gts), "cam_frames": fr,
+             "cam_K": data.K[fr], "cam_xy": torch.stack([xs, ys], -1) * g.s}
+    if data.frame_camera is not None:
+        batch["cam_cams"] = data.frame_camera[fr]
     return batch, fr_list
 
 
@@ -113,8 +138,7 @@ def _virtual_patches(data: ReconData, spec: BatchSpec, gen: torch.Generator, fra
     V = spec.virtual_patches
     vf = [frames[int(i)] for i in torch.randint(len(frames), (V,), generator=gen)]
     shift = (torch.rand(V, generator=gen) * 2 - 1) * spec.virtual_shift_m
-    vy = torch.randint(g.hmax + 1, (V,), generator=gen)
-    vx = torch.randint(g.wmax + 1, (V,), generator=gen)
+    vy, vx = _patch_origin(data, vf, g, gen)
     vo, vd, vc2w = [], [], []
     for k, f in enumerate(vf):
         c2w = data.c2w[f].clone()
@@ -130,27 +154,34 @@ def _virtual_patches(data: ReconData, spec: BatchSpec, gen: torch.Generator, fra
         "virt_src_rgb": torch.stack([data.image_float(f) for f in vf]),  # (V, H, W, 3)
         "virt_frames": torch.tensor(vf),
     }
+    if data.frame_camera is not None:
+        batch["virt_cams"] = data.frame_camera[vf]
     return batch, vf
 
 
-def _lidar_rays(data: ReconData, spec: BatchSpec, gen: torch.Generator, sweeps: list[int]) -> tuple[dict[str, Tensor], list[int], int]:
+def _lidar_rays(data: ReconData, spec: BatchSpec, gen: torch.Generator, sweeps: list[int]) -> tuple[dict[str, Tensor], list[int], int, Tensor]:
     """``spec.lidar_rays`` random rays spread over up to ``spec.lidar_sweeps`` random sweeps
-    (world origins and directions, measured range (m, 0 = dropped) and intensity); the sweeps and
-    the rays per sweep."""
+    (world origins -- each ray's firing-time origin -- and directions, measured range (m, 0 =
+    dropped) and intensity); the sweeps, the rays per sweep and each ray's time slice (R,)."""
     assert data.s2w is not None and data.lidar_dirs is not None and data.lidar_intensity is not None and data.lidar_range is not None
     ns = min(spec.lidar_sweeps, len(sweeps))
     si = [sweeps[int(i)] for i in torch.randint(len(sweeps), (ns,), generator=gen)]
     per = spec.lidar_rays // ns
-    lo, ld, lr, li = [], [], [], []
+    lo, ld, lr, li, lb = [], [], [], [], []
     for j in si:
         ri = torch.randint(data.lidar_dirs.shape[1], (per,), generator=gen)
         m = data.s2w[j]
         d = data.lidar_dirs[j, ri] @ m[:3, :3].T
         ld.append(d)
-        lo.append(m[:3, 3].expand_as(d))
+        o = m[:3, 3].expand_as(d)
+        if data.lidar_origin_off is not None:
+            o = o + data.lidar_origin_off[j, ri].float()
+        lo.append(o)
         lr.append(data.lidar_range[j, ri])
         li.append(data.lidar_intensity[j, ri])
-    return {"lidar_origins": torch.cat(lo), "lidar_dirs": torch.cat(ld), "lidar_range": torch.cat(lr), "lidar_intensity": torch.cat(li)}, si, per
+        lb.append(data.lidar_bin[j, ri].long() if data.lidar_bin is not None else torch.zeros(per, dtype=torch.long))
+    batch = {"lidar_origins": torch.cat(lo), "lidar_dirs": torch.cat(ld), "lidar_range": torch.cat(lr), "lidar_intensity": torch.cat(li)}
+    return batch, si, per, torch.cat(lb)
 
 
 def sample_batch(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames: list[int] | None = None, sweeps: list[int] | None = None) -> dict[str, Tensor]:
@@ -169,26 +200,60 @@ def sample_batch(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames:
     batch, fr_list = _camera_patches(data, spec, gen, frames, grid)
     pose, valid = [data.cam_pose[fr_list]], [data.cam_valid[fr_list]]
     group = [torch.arange(spec.patches).repeat_interleave(p * p)]
+    times = [_frame_times(data, fr_list)]
     if spec.virtual_patches > 0:
         virt, vf = _virtual_patches(data, spec, gen, frames, grid)
         batch.update(virt)
         pose.append(data.cam_pose[vf])
         valid.append(data.cam_valid[vf])
         group.append(spec.patches + torch.arange(spec.virtual_patches).repeat_interleave(p * p))
+        times.append(_frame_times(data, vf))
     if spec.lidar_rays > 0 and data.lidar_range is not None and sweeps:
-        assert data.lidar_pose is not None and data.lidar_valid is not None
-        lid, si, per = _lidar_rays(data, spec, gen, sweeps)
+        assert data.lidar_pose_bins is not None and data.lidar_valid_bins is not None and data.lidar_bin_t_us is not None
+        lid, si, per, bins = _lidar_rays(data, spec, gen, sweeps)
         batch.update(lid)
-        pose.append(data.lidar_pose[si])
-        valid.append(data.lidar_valid[si])
-        group.append(spec.patches + spec.virtual_patches + torch.arange(len(si)).repeat_interleave(per))
+        nb = data.lidar_pose_bins.shape[1]
+        A = data.lidar_pose_bins.shape[2]
+        pose.append(data.lidar_pose_bins[si].reshape(len(si) * nb, A, 4))
+        valid.append(data.lidar_valid_bins[si].reshape(len(si) * nb, A))
+        group.append(spec.patches + spec.virtual_patches + torch.arange(len(si)).repeat_interleave(per) * nb + bins)
+        times.append(data.lidar_bin_t_us[si].reshape(-1))
     batch.update({"actor_pose": torch.cat(pose), "actor_valid": torch.cat(valid), "actor_size": data.actor_size,
-                  "actor_slot": torch.arange(data.actor_size.shape[0]), "group": torch.cat(group), "patch": torch.tensor(p)})
+                  "actor_slot": torch.arange(data.actor_size.shape[0]), "group": torch.cat(group), "patch": torch.tensor(p),
+                  "group_t_us": torch.cat(times)})
     return batch
 
 
-def forward_batch(scene: SceneModel, batch: dict[str, Tensor], gen: torch.Generator | None) -> dict[str, Tensor]:
-    """Render a batch: camera patches through the CNN decoder, LiDAR rays through the LiDAR head."""
+def _frame_times(data: ReconData, frames: list[int]) -> Tensor:
+    """(n,) int64 capture times of frame indices (zeros when unknown)."""
+    if data.frame_t_us is None:
+        return torch.zeros(len(frames), dtype=torch.int64)
+    return data.frame_t_us[frames]
+
+
+def _appearance(scene: SceneModel, batch: dict[str, Tensor], rgb: Tensor, aux: Tensor, prefix: str, frames: Tensor) -> tuple[Tensor, Tensor]:
+    """Patches' RGB (P, S, S, 3) and low-resolution RGB (P, p, p, 3) through the scene's appearance
+    transform of their frames (unchanged when the scene has none)."""
+    app = scene.appearance
+    if app is None:
+        return rgb, aux
+    s = scene.cfg.upsample
+    K, xy = batch[f"{prefix}_K"], batch[f"{prefix}_xy"].float()
+    cams = batch.get(f"{prefix}_cams")
+    S, p = rgb.shape[1], aux.shape[1]
+    jj, ii = torch.meshgrid(torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32), indexing="xy")
+    u = xy[:, 0, None, None] + jj[None] + 0.5
+    v = xy[:, 1, None, None] + ii[None] + 0.5
+    Kb = K[:, None, None]
+    r2 = radius2(u, v, Kb)
+    r2_lo = radius2(u[:, s // 2 :: s, s // 2 :: s][:, :p, :p], v[:, s // 2 :: s, s // 2 :: s][:, :p, :p], Kb)
+    return app(rgb, frames, cams, r2), app(aux, frames, cams, r2_lo)
+
+
+def forward_batch(scene: SceneModel, batch: dict[str, Tensor], gen: torch.Generator | None, refiner: PoseRefiner | None = None) -> dict[str, Tensor]:
+    """Render a batch: camera patches through the CNN decoder (and the scene's appearance
+    transform of each patch's frame), LiDAR rays through the LiDAR head. With a ``refiner`` the
+    actor boxes and the real cameras' and LiDAR's rays get their learned pose corrections."""
     o = [batch["cam_origins"]]
     d = [batch["cam_dirs"]]
     nreal = batch["cam_origins"].shape[0]
@@ -199,16 +264,30 @@ def forward_batch(scene: SceneModel, batch: dict[str, Tensor], gen: torch.Genera
     if "lidar_origins" in batch:
         o.append(batch["lidar_origins"])
         d.append(batch["lidar_dirs"])
-    actors = ActorState(batch["actor_slot"], batch["actor_pose"], batch["actor_size"], batch["actor_valid"])
-    r = scene.render_rays(torch.cat(o), torch.cat(d), actors, batch["group"], generator=gen)
+    pose = batch["actor_pose"]
+    origins, dirs = torch.cat(o), torch.cat(d)
+    if refiner is not None and "group_t_us" in batch:
+        pose = refiner.refine_actors(pose, batch["group_t_us"])
+        real = torch.ones(origins.shape[0], dtype=torch.bool)
+        real[nreal:nc] = False  # virtual cameras are built from (uncorrected) training poses
+        ro, rd = refiner.refine_rays(origins, dirs, batch["group"], batch["group_t_us"])
+        origins, dirs = torch.where(real[:, None], ro, origins), torch.where(real[:, None], rd, dirs)
+    actors = ActorState(batch["actor_slot"], pose, batch["actor_size"], batch["actor_valid"])
+    r = scene.render_rays(origins, dirs, actors, batch["group"], generator=gen)
     p = int(batch["patch"])
     P = nreal // (p * p)
     feat = r["feat"][:nc].reshape(nc // (p * p), p, p, -1).permute(0, 3, 1, 2)
     rgb, aux = scene.decode(feat)
     rgb, aux = rgb.permute(0, 2, 3, 1), aux.permute(0, 2, 3, 1)
-    out = {"rgb": rgb[:P], "rgb_aux": aux[:P], "acc_cam": r["acc"][:nreal]}
+    rgb_c, aux_c = rgb[:P], aux[:P]
+    if "cam_K" in batch:
+        rgb_c, aux_c = _appearance(scene, batch, rgb_c, aux_c, "cam", batch["cam_frames"])
+    out = {"rgb": rgb_c, "rgb_aux": aux_c, "acc_cam": r["acc"][:nreal]}
     if nc > nreal:  # virtual-camera patches: their colours and (detached) depths for the warp
-        out["virt_rgb"] = rgb[P:]
+        vrgb = rgb[P:]
+        if scene.appearance is not None:  # their target is the source frame's image: its appearance
+            vrgb, _ = _appearance(scene, batch, vrgb, aux[P:], "virt", batch["virt_frames"])
+        out["virt_rgb"] = vrgb
         out["virt_depth"] = r["depth"][nreal:nc].detach().reshape(-1, p, p)
         out["virt_acc"] = r["acc"][nreal:nc].detach().reshape(-1, p, p)
     if "lidar_origins" in batch:
@@ -218,10 +297,12 @@ def forward_batch(scene: SceneModel, batch: dict[str, Tensor], gen: torch.Genera
     return out
 
 
-def compute_losses(scene: SceneModel, out: dict[str, Tensor], batch: dict[str, Tensor], w: LossWeights) -> dict[str, Tensor]:
+def compute_losses(scene: SceneModel, out: dict[str, Tensor], batch: dict[str, Tensor], w: LossWeights,
+                   refiner: PoseRefiner | None = None) -> dict[str, Tensor]:
     """Loss terms (each already weighted): ``rgb`` (MSE), ``rgb_aux`` (low-res MSE), ``depth`` (L1 m
     on LiDAR returns), ``line_of_sight`` (weight in front of the return), ``intensity`` (MSE),
-    ``drop`` (BCE of the ray-drop logit)."""
+    ``drop`` (BCE of the ray-drop logit), and the priors ``appearance`` (when the scene has
+    embeddings) and ``pose_prior`` (with a ``refiner``)."""
     s = scene.cfg.upsample
     gt = batch["cam_rgb"]
     losses = {"rgb": F.mse_loss(out["rgb"], gt)}
@@ -242,6 +323,10 @@ def compute_losses(scene: SceneModel, out: dict[str, Tensor], batch: dict[str, T
         n = mask.sum()
         err = ((out["virt_rgb"] - target) ** 2).sum(-1) / 3.0
         losses["virtual"] = w.virtual * (err * mask).sum() / n.clamp(min=1)
+    if scene.appearance is not None and w.appearance > 0:
+        losses["appearance"] = w.appearance * scene.appearance.prior()
+    if refiner is not None and refiner.enabled:
+        losses["pose_prior"] = refiner.prior(w.actor_prior, w.ego_prior)
     return losses
 
 
@@ -321,24 +406,29 @@ def virtual_view_targets(scene: SceneModel, out: dict[str, Tensor], batch: dict[
     return target, keep & inside
 
 
-def make_optimizer(scene: SceneModel, lr_grid: float = 1e-2, lr_net: float = 3e-3) -> torch.optim.Optimizer:
+def make_optimizer(scene: SceneModel, lr_grid: float = 1e-2, lr_net: float = 3e-3, refiner: PoseRefiner | None = None,
+                   lr_pose: float = 2e-3) -> torch.optim.Optimizer:
     g = scene.param_groups()
-    return torch.optim.Adam([{"params": g["grids"], "lr": lr_grid}, {"params": g["networks"], "lr": lr_net}], eps=1e-15, fused=True)
+    groups = [{"params": g["grids"], "lr": lr_grid}, {"params": g["networks"], "lr": lr_net}]
+    if refiner is not None and refiner.enabled:
+        groups.append({"params": list(refiner.parameters()), "lr": lr_pose})
+    return torch.optim.Adam(groups, eps=1e-15, fused=True)
 
 
-def fit(scene: SceneModel, data: ReconData, iters: int, spec: BatchSpec | None = None, weights: LossWeights | None = None, seed: int = 0) -> list[dict[str, float]]:
-    """Train ``scene`` on ``data`` for ``iters`` steps (plain loop, deterministic for a seed).
-    Returns per-step loss values."""
+def fit(scene: SceneModel, data: ReconData, iters: int, spec: BatchSpec | None = None, weights: LossWeights | None = None, seed: int = 0,
+        refiner: PoseRefiner | None = None) -> list[dict[str, float]]:
+    """Train ``scene`` (and the pose corrections of ``refiner``) on ``data`` for ``iters`` steps
+    (plain loop, deterministic for a seed). Returns per-step loss values."""
     spec = spec or BatchSpec()
     weights = weights or LossWeights()
     gen = torch.Generator().manual_seed(seed)
-    opt = make_optimizer(scene)
+    opt = make_optimizer(scene, refiner=refiner)
     hist = []
     scene.train()
     for _ in range(iters):
         batch = sample_batch(data, spec, gen)
-        out = forward_batch(scene, batch, gen)
-        losses = compute_losses(scene, out, batch, weights)
+        out = forward_batch(scene, batch, gen, refiner)
+        losses = compute_losses(scene, out, batch, weights, refiner)
         loss = sum(losses.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[union-attr]

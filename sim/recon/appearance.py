@@ -1,0 +1,70 @@
+"""Per-camera and per-frame appearance: exposure, white balance and vignetting as a colour transform.
+
+Real cameras differ from one another (white balance, vignetting) and from frame to frame (auto
+exposure). If the scene had to explain those changes it would bend its geometry or its actors to
+do it; instead the decoded colour of a frame passes through a small learned transform before it is
+compared with the image, and the scene keeps one canonical appearance:
+
+``rgb_out = (1 + v1 r^2 + v2 r^4)_cam * ((I + M_cam) (I + M_frame) rgb + b_cam + b_frame)``
+
+with ``M`` a 3x3 matrix and ``b`` an offset per camera and per frame (exposure is the diagonal of
+``M``, white balance its unequal diagonal, cross terms a colour cast), and a radial vignetting
+polynomial per camera in ``r^2 = ((u - cx) / fx)^2 + ((v - cy) / fy)^2`` (the squared tangent of
+the pixel's angle to the optical axis). Every term starts at the identity; :meth:`Appearance.prior`
+pulls them back towards it (weight ``w_appearance``), so the mean colour of the log stays in the
+scene and only the deviations go into the embeddings.
+
+Which embedding a render uses (the protocol of :mod:`sim.recon.split`): a training frame its own;
+a held-out frame the nearest training frame of its camera; a view scored against clean truth (a
+lane shift, an edit) none (canonical colour). Renders without an embedding are unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Appearance", "radius2"]
+
+
+def radius2(u: Tensor, v: Tensor, K: Tensor) -> Tensor:
+    """Squared normalised radius ``((u - cx) / fx)^2 + ((v - cy) / fy)^2`` of pixel coordinates
+    ``u``, ``v`` (...) for intrinsics ``K`` (3, 3, or batched to broadcast with them)."""
+    return ((u - K[..., 0, 2]) / K[..., 0, 0]) ** 2 + ((v - K[..., 1, 2]) / K[..., 1, 1]) ** 2
+
+
+class Appearance(nn.Module):
+    """Per-frame (``n_frames``, one row per frame index of the log) and per-camera (``n_cameras``)
+    colour transforms, all starting at the identity (see the module docstring)."""
+
+    def __init__(self, n_frames: int, n_cameras: int) -> None:
+        super().__init__()
+        self.frame_affine = nn.Parameter(torch.zeros(n_frames, 3, 4))
+        self.camera_affine = nn.Parameter(torch.zeros(n_cameras, 3, 4))
+        self.camera_vignette = nn.Parameter(torch.zeros(n_cameras, 2))
+
+    def forward(self, rgb: Tensor, frame: Tensor | None, camera: Tensor | None, r2: Tensor | None) -> Tensor:
+        """Apply to ``rgb`` (B, H, W, 3) in [0, 1] the transforms of ``frame`` (B,) and ``camera``
+        (B,) (None or -1: that term off), with vignetting at squared radii ``r2`` (B, H, W) (None:
+        off). Returns (B, H, W, 3) (not clamped: the loss sees what the model predicts)."""
+        B = rgb.shape[0]
+        eye = torch.eye(3, 4, dtype=rgb.dtype)
+
+        def pick(table: Tensor, idx: Tensor | None) -> Tensor:
+            if idx is None or table.shape[0] == 0:
+                return torch.zeros(B, *table.shape[1:], dtype=rgb.dtype)
+            ok = (idx >= 0) & (idx < table.shape[0])
+            return table[idx.clamp(0, table.shape[0] - 1)] * ok.reshape(-1, *([1] * (table.dim() - 1))).to(rgb.dtype)
+
+        mf = eye + pick(self.frame_affine, frame)  # (B, 3, 4)
+        mc = eye + pick(self.camera_affine, camera)
+        lin = torch.einsum("bij,bhwj->bhwi", mc[:, :, :3] @ mf[:, :, :3], rgb) + (mf[:, :, 3] + mc[:, :, 3])[:, None, None, :]
+        if r2 is not None:
+            v = pick(self.camera_vignette, camera)  # (B, 2)
+            lin = lin * (1.0 + v[:, 0, None, None] * r2 + v[:, 1, None, None] * r2 * r2)[..., None]
+        return lin
+
+    def prior(self) -> Tensor:
+        """Sum of squares of every term's deviation from the identity, averaged per row."""
+        terms = [t.pow(2).sum() / max(t.shape[0], 1) for t in (self.frame_affine, self.camera_affine, self.camera_vignette)]
+        return torch.stack(terms).sum()

@@ -1,0 +1,144 @@
+"""Learnable corrections of noisy actor boxes and ego poses (UniSim / NeuRAD-style pose refinement).
+
+Tracked boxes and ego poses carry label noise; a scene fitted to them blurs the actors and smears
+the background. Two optional sets of corrections, trained with the scene and pulled back towards
+zero by a quadratic prior (weights ``w_actor_prior``, ``w_ego_prior``), fix them:
+
+* **actor boxes**: per actor and per sample of its track, ``(dx, dy, dyaw)`` (m, m, rad) added to
+  the logged pose; a box at any time gets the linear interpolation of its two neighbouring samples'
+  corrections (as :meth:`sim.log.Track.pose_at` interpolates the poses).
+* **ego / sensor poses**: per sample of the ego track, ``(dx, dy, dz, dyaw)``: every sensor ray
+  at time ``t`` is moved rigidly with the ego, rotated by ``dyaw`` about the ego's position at ``t``
+  and shifted by ``(dx, dy, dz)``, i.e. the corrected ego pose is ``(x + dx, y + dy, z + dz, yaw +
+  dyaw)`` and every sensor keeps its mount. Cameras and the LiDAR of one instant move together.
+
+The refined tracks (:meth:`PoseRefiner.refined_tracks`, :meth:`PoseRefiner.refined_ego`) are what
+the bundle stores, so renders and evaluations place actors where training found them. Both sets
+are switches (``refine_actors``, ``refine_ego``) for ablations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sim.log import Track
+
+__all__ = ["PoseRefiner"]
+
+
+def _interp_weights(knots: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """For sorted knot times ``knots`` (K,) (padded with +inf) and query times ``t`` (G,): the
+    left / right knot indices (G,) and the right weight (G,) (clamped at the ends)."""
+    n = int(torch.isfinite(knots).sum())
+    k = knots[:n]
+    i1 = torch.searchsorted(k, t.to(k.dtype)).clamp(0, max(n - 1, 0))
+    i0 = (i1 - 1).clamp(min=0)
+    span = (k[i1] - k[i0]).clamp(min=1.0)
+    a = ((t.to(k.dtype) - k[i0]) / span).clamp(0.0, 1.0)
+    a = torch.where(i1 == i0, torch.zeros_like(a), a)
+    return i0, i1, a.float()
+
+
+class PoseRefiner(nn.Module):
+    """Corrections of ``tracks`` (actor slots in order) and of the ``ego`` track (see the module
+    docstring); ``actors`` / ``ego_poses`` switch each set on."""
+
+    def __init__(self, ego: Track, tracks: Sequence[Track], *, actors: bool = True, ego_poses: bool = True) -> None:
+        super().__init__()
+        A = len(tracks)
+        kmax = max([len(t.t_us) for t in tracks] + [1])
+        kt = torch.full((max(A, 1), kmax), float("inf"), dtype=torch.float64)
+        for a, tr in enumerate(tracks):
+            kt[a, : len(tr.t_us)] = torch.from_numpy(np.asarray(tr.t_us, dtype=np.float64))
+        self.register_buffer("actor_t", kt, persistent=False)
+        self.register_buffer("ego_t", torch.from_numpy(np.asarray(ego.t_us, dtype=np.float64)), persistent=False)
+        self.register_buffer("ego_xyz", torch.from_numpy(np.asarray(ego.pose[:, :3], dtype=np.float32)), persistent=False)
+        self.actor_delta = nn.Parameter(torch.zeros(max(A, 1), kmax, 3)) if actors and A else None
+        self.ego_delta = nn.Parameter(torch.zeros(len(ego.t_us), 4)) if ego_poses else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.actor_delta is not None or self.ego_delta is not None
+
+    # -------------------------------------------------------------------------- actors
+    def actor_offsets(self, t_us: Tensor) -> Tensor:
+        """(G, A, 3) corrections (dx, dy, dyaw) of every actor at times ``t_us`` (G,)."""
+        assert self.actor_delta is not None
+        out = []
+        for a in range(self.actor_delta.shape[0]):
+            i0, i1, w = _interp_weights(self.actor_t[a], t_us)
+            d = self.actor_delta[a]
+            out.append(d[i0] * (1 - w)[:, None] + d[i1] * w[:, None])
+        return torch.stack(out, 1)
+
+    def refine_actors(self, pose: Tensor, t_us: Tensor) -> Tensor:
+        """Actor poses (G, A, 4) at times ``t_us`` (G,) with their corrections added."""
+        if self.actor_delta is None or pose.shape[1] == 0:
+            return pose
+        off = self.actor_offsets(t_us)[:, : pose.shape[1]]
+        return pose + torch.stack([off[..., 0], off[..., 1], torch.zeros_like(off[..., 0]), off[..., 2]], -1)
+
+    # -------------------------------------------------------------------------- ego
+    def ego_offsets(self, t_us: Tensor) -> tuple[Tensor, Tensor]:
+        """(G, 4) corrections (dx, dy, dz, dyaw) of the ego at times ``t_us`` (G,) and the ego's
+        logged position there (G, 3)."""
+        assert self.ego_delta is not None
+        i0, i1, w = _interp_weights(self.ego_t, t_us)
+        d = self.ego_delta[i0] * (1 - w)[:, None] + self.ego_delta[i1] * w[:, None]
+        c = self.ego_xyz[i0] * (1 - w)[:, None] + self.ego_xyz[i1] * w[:, None]
+        return d, c
+
+    def refine_rays(self, o: Tensor, d: Tensor, group: Tensor, t_us: Tensor) -> tuple[Tensor, Tensor]:
+        """World rays (R, 3) whose group (R,) was captured at ``t_us`` (G,), moved with the ego's
+        correction at their time (rotation about the ego position, then the shift)."""
+        if self.ego_delta is None:
+            return o, d
+        off, c = self.ego_offsets(t_us)
+        off, c = off[group], c[group]
+        cy, sy = torch.cos(off[:, 3]), torch.sin(off[:, 3])
+
+        def rot(v: Tensor) -> Tensor:
+            return torch.stack([cy * v[:, 0] - sy * v[:, 1], sy * v[:, 0] + cy * v[:, 1], v[:, 2]], -1)
+
+        return rot(o - c) + c + off[:, :3], rot(d)
+
+    # -------------------------------------------------------------------------- prior, export
+    def prior(self, w_actor: float, w_ego: float) -> Tensor:
+        """Quadratic prior: ``w_actor`` x mean of dx^2 + dy^2 + dyaw^2 over actor samples plus
+        ``w_ego`` x the mean of dx^2 + dy^2 + dz^2 + dyaw^2 over ego samples."""
+        out = torch.zeros(())
+        if self.actor_delta is not None:
+            ok = torch.isfinite(self.actor_t[: self.actor_delta.shape[0]])
+            out = out + w_actor * (self.actor_delta.pow(2).sum(-1) * ok).sum() / ok.sum().clamp(min=1)
+        if self.ego_delta is not None:
+            out = out + w_ego * self.ego_delta.pow(2).sum(-1).mean()
+        return out
+
+    @torch.no_grad()
+    def refined_tracks(self, tracks: Sequence[Track]) -> list[Track]:
+        """``tracks`` with their corrections applied at every sample."""
+        if self.actor_delta is None:
+            return list(tracks)
+        out = []
+        for a, tr in enumerate(tracks):
+            d = self.actor_delta[a, : len(tr.t_us)].double().numpy()
+            p = np.asarray(tr.pose, dtype=np.float64).copy()
+            p[:, 0] += d[:, 0]
+            p[:, 1] += d[:, 1]
+            p[:, 3] += d[:, 2]
+            out.append(dataclasses.replace(tr, pose=p))
+        return out
+
+    @torch.no_grad()
+    def refined_ego(self, ego: Track) -> Track:
+        """The ego track with its corrections applied at every sample."""
+        if self.ego_delta is None:
+            return ego
+        p = np.asarray(ego.pose, dtype=np.float64).copy()
+        p += self.ego_delta.double().numpy()
+        return dataclasses.replace(ego, pose=p)
