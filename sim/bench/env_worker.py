@@ -170,7 +170,9 @@ def loopdrive_systems(cfg: dict[str, Any]) -> tuple[list[System], dict[str, Any]
             venv.reset(seed=seed)
             pool = action_pool(kind, space.low, space.high, int(b), steps, seed + 1 + k)
             out.append(_vector_system(f"loopdrive_B{b}{suffix}", venv, pool, kind))
-    info = {"version": getattr(sim, "__version__", "dev"), "scenario": spec.name, "horizon_s": spec.horizon_s, "vehicles": len(spec.actors)}
+    info = {"version": getattr(sim, "__version__", "dev"), "scenario": spec.name, "horizon_s": spec.horizon_s, "vehicles": len(spec.actors),
+            "observation": "state", "action": "control, normalized [accel, steer] in [-1, 1]^2",
+            "vector_autoreset": "next_step (gymnasium's default: a finished world resets on its next step, which counts as a world step)"}
     return out, info
 
 
