@@ -161,7 +161,7 @@ def demo_cmd(
     town: str = typer.Option("small", "--town", help="Town preset."),
     seed: int = typer.Option(0, "--seed", min=0, help="Town seed."),
     frames: int | None = typer.Option(None, "--frames", min=2, max=100_000, help="Log frames (default: the preset's)."),
-    recon: bool = typer.Option(False, "--recon/--no-recon", help="Also train the neural scene (quick preset, ~10 min) and drive on it."),
+    recon: bool = typer.Option(False, "--recon/--no-recon", help="Also train the neural scene (quick preset: about 5 minutes on a quiet 2-core machine, more when it is busy) and drive on it."),
 ) -> None:
     """Run loopdrive end to end on the built-in small town and write OUT/index.html: the synthetic drive
     log (bev.png, preview.mp4), closed-loop runs of library scenarios for two planners (leaderboard,
