@@ -123,3 +123,18 @@ def test_a_python_that_is_not_executable_is_refused(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["bench", "env", "--simulators", "carla", "--out", str(tmp_path / "e.json")])
     assert r.exit_code == 2 and "expected names among" in r.output
     assert not (tmp_path / "e.json").exists()
+
+
+def test_a_worker_that_hangs_is_killed_with_a_reason(tmp_path: Path) -> None:
+    import pytest
+
+    from sim.bench.env import _Worker
+
+    p = tmp_path / "hangs"
+    p.write_text("#!/bin/sh\necho 'downloading assets.zip' >&2\nexec sleep 60\n")
+    p.chmod(0o755)
+    w = _Worker("metadrive", str(p), {})
+    with pytest.raises(RuntimeError, match=r"did not answer within 3 s: downloading assets.zip"):
+        w.reply(timeout_s=3.0)
+    assert w.proc.poll() is not None  # killed, not left running
+    w.close()

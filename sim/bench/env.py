@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import platform
+import select
 import shutil
 import subprocess
 import sys
@@ -98,8 +99,15 @@ class _Worker:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen([python, str(_WORKER), arg], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
 
-    def reply(self) -> dict[str, Any]:
+    def reply(self, timeout_s: float = 600.0) -> dict[str, Any]:
+        """The worker's next answer; a RuntimeError when it exits or says nothing for
+        ``timeout_s`` seconds (it is then killed)."""
         assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        if not ready:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"{self.simulator} worker did not answer within {timeout_s:g} s: {self._stderr_tail()}")
         line = self.proc.stdout.readline()
         if not line:
             self.proc.wait()
@@ -111,7 +119,7 @@ class _Worker:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(msg) + "\n")
         self.proc.stdin.flush()
-        return self.reply()
+        return self.reply(timeout_s=600.0 + 10.0 * float(msg.get("seconds", 0.0)))
 
     def _stderr_tail(self) -> str:
         self._stderr.flush()
