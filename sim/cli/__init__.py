@@ -7,6 +7,7 @@ import sim.cli.export_cmds
 import sim.cli.import_cmds
 import sim.cli.loop_cmds
 import sim.cli.ncap_cmds
+import sim.cli.realism_cmds
 import sim.cli.recon_cmds
 import sim.cli.render_cmds
 import sim.cli.scenario_cmds

@@ -63,8 +63,10 @@ def _nuscenes_setup(cameras: str | None, width: int | None, height: int | None, 
 
 def synth_log(town: str, seed: int, frames: int | None, out: Path, overwrite: bool, cameras: str | None, width: int | None,
               height: int | None, beams: int, azimuth: int, rate_hz: float | None = None, rig_name: str = "default",
-              image_scale: float = 0.2) -> Path:
-    """Validate the arguments, render the town with a progress bar and print a summary."""
+              image_scale: float = 0.2, realism: str = "clean", realism_seed: int = 0, truth_out: Path | None = None) -> Path:
+    """Validate the arguments, render the town with a progress bar and print a summary. With a
+    ``realism`` level other than ``clean`` the clean render (the truth) goes to ``truth_out``
+    (default ``<out>-truth``) and ``out`` gets the copy with the imperfections applied."""
     from sim.sensors import default_rig
     from sim.synth import make_scene, write_synth_log
     from sim.synth.rigs import RIGS, nuscenes_schedule
@@ -94,17 +96,28 @@ def synth_log(town: str, seed: int, frames: int | None, out: Path, overwrite: bo
     if rig_name == "default":
         names = _parse_cameras(cameras or "front")
         rig = default_rig(names, width, height, beams, azimuth)
+    from sim.synth.realism import REALISM_PRESETS, apply_realism, get_realism
+
+    if realism not in REALISM_PRESETS:
+        raise fail(f"--realism: expected one of {', '.join(REALISM_PRESETS)}, got {realism!r}")
+    clean_out = out if realism == "clean" else (truth_out or out.with_name(out.name + "-truth"))
+    if clean_out.resolve() == out.resolve() and realism != "clean":
+        raise fail(f"--truth-out: expected a folder other than --out, got {clean_out}")
     with user_errors():
         scene = make_scene(town, seed, frames, dt_s=1.0 / rate_hz)
         check_out_dir(out, overwrite)
+        check_out_dir(clean_out, overwrite)
     if rig_name == "nuscenes":
         schedule = nuscenes_schedule(int(scene.t_us[-1]), rig)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     with user_errors(), _progress() as prog:
         total = len(schedule.events()) if schedule is not None else scene.frames
         task = prog.add_task(f"rendering {town} town (seed {seed})", total=total)
-        write_synth_log(scene, out=out, rig=rig, overwrite=overwrite, progress=lambda d, n: prog.update(task, completed=d),  # type: ignore[arg-type]
+        write_synth_log(scene, out=clean_out, rig=rig, overwrite=overwrite, progress=lambda d, n: prog.update(task, completed=d),  # type: ignore[arg-type]
                         schedule=schedule, rig_name=None if rig_name == "default" else rig_name)
+    if realism != "clean":
+        with user_errors(), console.status(f"applying realism {realism} (truth: {clean_out})"):
+            apply_realism(clean_out, out, get_realism(realism, realism_seed), overwrite=overwrite)
     dt = time.perf_counter() - t0
     classes: dict[str, int] = {}
     for t in scene.tracks:
@@ -149,10 +162,15 @@ def synth_cmd(
     rig: str = typer.Option("default", "--rig", help="Sensor rig: default (the named cameras, one capture per sensor per frame) | "
                             "nuscenes (six cameras at 12 Hz with nuScenes calibration, spinning 32-beam LIDAR_TOP at 20 Hz)."),
     image_scale: float = typer.Option(0.2, "--image-scale", help="With --rig nuscenes: image size as a fraction of 1600x900 (0.2 = 320x180)."),
+    realism: str = typer.Option("clean", "--realism", help="Sensor and label imperfections of the logged data: clean | real_like "
+                                "(docs/concepts/realism.md); the clean truth goes to --truth-out."),
+    realism_seed: int = typer.Option(0, "--realism-seed", min=0, help="Seed of the realism draws."),
+    truth_out: Path | None = typer.Option(None, "--truth-out", callback=out_dir, help="With --realism: where the clean log (the truth) "
+                                          "is written (default: OUT-truth)."),
 ) -> None:
     """Generate a procedural town, drive the ego through it and write a drive log (camera RGB + depth,
     LiDAR, exact tracks and lane map)."""
-    synth_log(town, seed, frames, out, overwrite, cameras, width, height, beams, azimuth, rate, rig, image_scale)
+    synth_log(town, seed, frames, out, overwrite, cameras, width, height, beams, azimuth, rate, rig, image_scale, realism, realism_seed, truth_out)
 
 
 @app.command("demo")
