@@ -86,3 +86,11 @@ def test_publish_outside_a_checkout_is_a_usage_error(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(sim, "__file__", str(fake / "__init__.py"))
     with pytest.raises(typer.BadParameter, match="not from a repository checkout"):
         repository_results()
+
+
+def test_bench_all_knows_every_bench_command() -> None:
+    from sim.bench.all import BENCHMARKS
+    from sim.cli.view_cmds import bench_app_commands
+
+    missing = sorted(set(bench_app_commands()) - set(BENCHMARKS))
+    assert not missing, f"bench all does not run {missing}: add them to sim.bench.all.BENCHMARKS and _args"

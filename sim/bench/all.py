@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 #: every benchmark, in the order they run (recon precedes render, closed-loop and planner-gap,
 #: which use its bundle)
-BENCHMARKS = ("synth", "env", "batch", "recon", "render", "closed-loop", "planner-gap", "loop", "nuscenes-roundtrip")
+BENCHMARKS = ("synth", "env", "batch", "recon", "render", "closed-loop", "planner-gap", "loop", "nuscenes-roundtrip",
+              "recon-roundtrip")
 
 
 #: the benchmarks that run on the bundle and log of the run's ``recon`` benchmark
@@ -69,6 +70,8 @@ def _args(name: str, results: Path, work: Path, quick: bool) -> list[str]:
         return [*out, "--work", str(work / "loop"), *(["--quick"] if quick else [])]
     if name == "nuscenes-roundtrip":
         return [*out, "--work", str(work / "nuscenes-roundtrip")]
+    if name == "recon-roundtrip":
+        return [*out, "--work", str(work / "recon-roundtrip"), "--budget", "smoke" if quick else "quick"]
     raise KeyError(name)
 
 

@@ -35,12 +35,17 @@ def view_cmd(
     console.print(f"[green]wrote[/] {path}  (open with: rerun {path})")
 
 
+def bench_app_commands() -> list[str]:
+    """The names of the registered ``loopdrive bench`` commands (``all`` itself excluded)."""
+    return [c.name for c in bench_app.registered_commands if c.name and c.name != "all"]
+
+
 @bench_app.command("all")
 def bench_all_cmd(
     quick: bool = typer.Option(False, "--quick", help="Small settings for every benchmark (tiny town for recon, no nerfacto, one loop round)."),
     only: str | None = typer.Option(
         None, "--only", help="Comma-separated subset (default: every benchmark: synth, env, batch, recon, render, closed-loop, "
-        "planner-gap, loop, nuscenes-roundtrip)."),
+        "planner-gap, loop, nuscenes-roundtrip, recon-roundtrip)."),
     out: Path | None = typer.Option(
         None, "--out", "--results", callback=out_dir,
         help="Results folder (default: runs/bench/<UTC time>/); the repository's benchmarks/results/ only with --publish."),
@@ -56,10 +61,11 @@ def bench_all_cmd(
 
     from sim.bench.all import BENCHMARKS, result_name, run_all
 
-    names = tuple(split_names(only, "--only")) if only is not None else BENCHMARKS
-    bad = [n for n in names if n not in BENCHMARKS]
+    known = [n for n in BENCHMARKS if n in bench_app_commands()]
+    names = tuple(split_names(only, "--only")) if only is not None else tuple(known)
+    bad = [n for n in names if n not in known]
     if bad:
-        raise fail(f"--only: unknown benchmark(s) {bad}; known: {list(BENCHMARKS)}")
+        raise fail(f"--only: unknown benchmark(s) {bad}; known: {known}")
     results = out if out is not None else check_out_path(bench_run_dir())
     published = repository_results() if publish else None
     doc = run_all(results, quick=quick, only=names, work=work, echo=lambda s: console.print(f"[bold]{escape(s)}[/]"))
