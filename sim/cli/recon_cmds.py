@@ -107,7 +107,7 @@ def recon_cmd(
                                overrides={"num_threads": threads, **({"upsample": upsample} if upsample else {})})
     stopped = " (stopped by the wall-clock cap)" if summary["iterations"] < summary["configured_iterations"] else ""
     console.print(f"[green]wrote[/] bundle {summary['bundle']}: {summary['iterations']} of {summary['configured_iterations']} iterations "
-                  f"in {summary['train_seconds']:.0f} s{stopped}")
+                  f"in {summary['train_seconds']:.0f} s{stopped}", soft_wrap=True)
     if Path(summary["nerfstudio_config"]).is_file():
         console.print(f"nerfstudio config (for ns-eval / ns-render): {summary['nerfstudio_config']}", soft_wrap=True)
 
