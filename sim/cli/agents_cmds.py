@@ -92,7 +92,7 @@ def leaderboard_cmd(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Episodes in parallel per planner."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs in --out."),
     horizon: float | None = typer.Option(None, "--horizon", callback=horizon_seconds, help="Cut every episode to this many seconds (smoke runs)."),
-    planner_param: list[str] | None = typer.Option(None, "--planner-param", help=PARAM_HELP),
+    planner_param: list[str] | None = typer.Option(None, "--planner-param", metavar="[PLANNER.]KEY=VALUE", help=PARAM_HELP),
     planner_params: str | None = typer.Option(None, "--planner-params", help='JSON: planner -> its params, e.g. {"sb3": {"path": "models/ppo.safetensors"}} '
                                               "(--planner-param values apply over it)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Let the sb3 planner unpickle a stable-baselines3 .zip (can run code: only files you trust)."),

@@ -133,7 +133,7 @@ def run_cmd(
     trust_pickle: bool = typer.Option(
         False, "--trust-pickle", help="Let the sb3 planner unpickle stable-baselines3 .zip policies (can run code: only files you trust)."
     ),
-    planner_param: list[str] | None = typer.Option(None, "--planner-param", help=PARAM_HELP),
+    planner_param: list[str] | None = typer.Option(None, "--planner-param", metavar="[PLANNER.]KEY=VALUE", help=PARAM_HELP),
 ) -> None:
     """Run scenario files x seeds x sweep points closed-loop and write results.parquet.
 
