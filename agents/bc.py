@@ -49,9 +49,11 @@ __all__ = [
     "TrainResult",
     "build_network",
     "ego_features",
+    "fit",
     "load_policy",
     "load_shards",
     "save_policy",
+    "split_samples",
     "train_bc",
 ]
 
@@ -187,7 +189,7 @@ def load_shards(paths: Iterable[str | os.PathLike[str]]) -> BCDataset:
 
 
 # ----------------------------------------------------------------------------------- training
-def _loss(net: Any, ds: BCDataset, idx: NDArray[np.int64], bs: int = 256) -> float:
+def _loss(net: Any, ds: Any, idx: NDArray[np.int64], bs: int = 256) -> float:
     import torch
 
     if len(idx) == 0:
@@ -202,15 +204,16 @@ def _loss(net: Any, ds: BCDataset, idx: NDArray[np.int64], bs: int = 256) -> flo
     return tot / max(n, 1e-9)
 
 
-def save_policy(net: Any, cfg: BCConfig, out: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> tuple[Path, Path]:
-    """Write ``out`` (safetensors weights) and ``out`` with suffix ``.json`` (config) atomically."""
+def save_policy(net: Any, cfg: Any, out: str | os.PathLike[str], extra: dict[str, Any] | None = None, *, fmt: str = "loopdrive-bc", version: int = CONFIG_VERSION) -> tuple[Path, Path]:
+    """Write ``out`` (safetensors weights, metadata ``format`` = ``fmt``) and ``out`` with suffix
+    ``.json`` (``cfg``, a dataclass, under ``config``; plus ``extra``) atomically."""
     from safetensors.torch import save_file
 
     outp = Path(out)
     outp.parent.mkdir(parents=True, exist_ok=True)
     cfg_path = outp.with_suffix(".json")
     with atomic_path(outp) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata={"format": "loopdrive-bc", "version": str(CONFIG_VERSION)})
+        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata={"format": fmt, "version": str(version)})
     atomic_write_text(cfg_path, json.dumps({"config": asdict(cfg), **(extra or {})}, indent=1))
     return outp, cfg_path
 
@@ -269,6 +272,68 @@ def _plot(train: list[float], val: list[float], out: Path) -> Path:
     return out
 
 
+def split_samples(dataset: Any, val_fraction: float, rng: np.random.Generator) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Train / validation indices of ``dataset`` (a :class:`BCDataset`-like set) split by episode
+    (:meth:`BCDataset.split`); a single episode holds out its last 20 % instead.
+    :class:`ScenarioError` when nothing is left to train on."""
+    tr_idx, va_idx = dataset.split(val_fraction, rng)
+    if len(tr_idx) == 0:
+        raise ScenarioError("no training samples after the validation split", field="episodes")
+    if len(va_idx) == 0:  # a single episode: hold out its last 20 % instead
+        cut = int(0.8 * len(tr_idx))
+        tr_idx, va_idx = tr_idx[:cut], tr_idx[cut:]
+    return tr_idx, va_idx
+
+
+def fit(
+    net: Any,
+    dataset: Any,
+    tr_idx: NDArray[np.int64],
+    va_idx: NDArray[np.int64],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    rng: np.random.Generator,
+    progress: Callable[[int, int, float, float], None] | None = None,
+) -> tuple[list[float], list[float], float]:
+    """The imitation loop shared by the learned planners: Adam on the per-sample-weighted MSE
+    between ``net(*inputs)`` and the scaled targets of ``dataset.tensors(idx)`` (inputs..., target,
+    weight), keeping (loading into ``net``) the weights of the epoch with the lowest validation
+    loss. Returns per-epoch train and validation losses and the untrained validation loss."""
+    import torch
+
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    net.eval()
+    init_val = _loss(net, dataset, va_idx)
+    best = (math.inf, None)
+    tl, vl = [], []
+    for epoch in range(epochs):
+        net.train()
+        perm = rng.permutation(tr_idx)
+        tot, n = 0.0, 0.0
+        for i in range(0, len(perm), batch_size):
+            b, f, a, w = dataset.tensors(perm[i : i + batch_size])
+            loss_each = ((net(b, f) - a) ** 2).mean(dim=1)
+            loss = (loss_each * w).sum() / w.sum().clamp_min(1e-9)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach()) * float(w.sum())
+            n += float(w.sum())
+        net.eval()
+        tl.append(tot / max(n, 1e-9))
+        vl.append(_loss(net, dataset, va_idx))
+        if vl[-1] < best[0]:
+            best = (vl[-1], {k: v.clone() for k, v in net.state_dict().items()})
+        if progress is not None:
+            progress(epoch + 1, epochs, tl[-1], vl[-1])
+    if best[1] is not None:
+        net.load_state_dict(best[1])
+    return tl, vl, init_val
+
+
 def train_bc(
     dataset: BCDataset,
     out: str | os.PathLike[str],
@@ -290,12 +355,7 @@ def train_bc(
     import torch
 
     rng = np.random.default_rng(cfg.seed)
-    tr_idx, va_idx = dataset.split(cfg.val_fraction, rng)
-    if len(tr_idx) == 0:
-        raise ScenarioError("no training samples after the validation split", field="episodes")
-    if len(va_idx) == 0:  # a single episode: hold out its last 20 % instead
-        cut = int(0.8 * len(tr_idx))
-        tr_idx, va_idx = tr_idx[:cut], tr_idx[cut:]
+    tr_idx, va_idx = split_samples(dataset, cfg.val_fraction, rng)
     sz = dataset.bev_u8.shape
     cfg = BCConfig(**{**asdict(cfg), "bev_size": int(sz[1]), "bev_channels": int(sz[3])})
     if init_weights is not None:
@@ -308,33 +368,8 @@ def train_bc(
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, global torch RNG untouched
             torch.manual_seed(cfg.seed)
             net = build_network(cfg)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    net.eval()
-    init_val = _loss(net, dataset, va_idx)
-    best = (math.inf, None)
-    tl, vl = [], []
-    for epoch in range(cfg.epochs):
-        net.train()
-        perm = rng.permutation(tr_idx)
-        tot, n = 0.0, 0.0
-        for i in range(0, len(perm), cfg.batch_size):
-            b, f, a, w = dataset.tensors(perm[i : i + cfg.batch_size])
-            loss_each = ((net(b, f) - a) ** 2).mean(dim=1)
-            loss = (loss_each * w).sum() / w.sum().clamp_min(1e-9)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            tot += float(loss.detach()) * float(w.sum())
-            n += float(w.sum())
-        net.eval()
-        tl.append(tot / max(n, 1e-9))
-        vl.append(_loss(net, dataset, va_idx))
-        if vl[-1] < best[0]:
-            best = (vl[-1], {k: v.clone() for k, v in net.state_dict().items()})
-        if progress is not None:
-            progress(epoch + 1, cfg.epochs, tl[-1], vl[-1])
-    if best[1] is not None:
-        net.load_state_dict(best[1])
+    tl, vl, init_val = fit(net, dataset, tr_idx, va_idx, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                           weight_decay=cfg.weight_decay, rng=rng, progress=progress)  # fmt: skip
     extra: dict[str, Any] = {"train_loss": tl, "val_loss": vl, "initial_val_loss": init_val, "samples": len(dataset), "shards": list(dataset.names)}
     if init_weights is not None:
         extra["init_weights"] = str(init_weights)

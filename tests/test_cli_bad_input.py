@@ -82,6 +82,8 @@ OUTPUTS: list[tuple[str, str, str, list[str]]] = [
     ("train bc", "--out", "file", ["--episodes", "adir"]),
     ("train bc", "--episodes", "dir", []),
     ("train ppo", "--out", "file", ["--scenario", "good.yaml"]),
+    ("train sensor-policy", "--out", "file", ["--scenarios", "good.yaml"]),
+    ("train sensor-policy", "--episodes", "dir", ["--scenarios", "good.yaml"]),
     ("view", "--out", "file", ["adir"]),
 ]
 
@@ -327,6 +329,14 @@ VALUE_CASES: list[tuple[str, list[str]]] = [
     ("train bc", ["--episodes", "ep", "--scenarios", "nothere.yaml"]),
     ("train bc", ["--episodes", "adir", "--epochs", "0"]),
     ("train bc", ["--episodes", "adir", "--lr", "nan"]),
+    # train sensor-policy
+    ("train sensor-policy", ["--scenarios", "nothere.yaml", "--episodes", "ep"]),
+    ("train sensor-policy", ["--scenarios", "bad.yaml", "--episodes", "ep"]),
+    ("train sensor-policy", ["--scenarios", "good.yaml", "--episodes", "ep", "--sensors", "bogus"]),
+    ("train sensor-policy", ["--scenarios", "good.yaml", "--episodes", "ep", "--seeds", "a,b"]),
+    ("train sensor-policy", ["--scenarios", "good.yaml", "--episodes", "ep", "--dagger-seeds", "x"]),
+    ("train sensor-policy", ["--scenarios", "good.yaml", "--episodes", "ep", "--epochs", "0"]),
+    ("train sensor-policy", ["--scenarios", "good.yaml", "--episodes", "ep", "--lr", "nan"]),
     # train ppo
     ("train ppo", ["--scenario", "nothere.yaml"]),
     ("train ppo", ["--scenario", "fifo"]),

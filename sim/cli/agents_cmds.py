@@ -5,6 +5,7 @@ trainers of :data:`sim.planning.training.TRAINERS` (``bc``, ``ppo``), found by n
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -181,6 +182,64 @@ def train_bc_cmd(
                 t = prog.add_task(f"{len(ds)} samples", total=epochs, info="")
                 res = trainer.train(ds, out, cfg, init_weights=init,
                                progress=lambda e, n, a, b, t=t, prog=prog: prog.update(t, completed=e, info=f"train {a:.4f}  val {b:.4f}"))
+    console.print(
+        f"validation loss {res.initial_val_loss:.4f} (untrained) -> {min(res.val_loss):.4f} (best); "
+        f"wrote {res.weights}, {res.config}" + (f", {res.plot}" if res.plot else ""),
+        highlight=False,
+    )
+
+
+@train_app.command("sensor-policy")
+def train_sensor_policy_cmd(
+    scenarios: list[Path] = typer.Option(..., "--scenarios", help="Scenario files/folders to collect roll-outs on (and drive DAgger rounds on)."),
+    episodes: Path = typer.Option(Path("out/sensor-policy-episodes"), "--episodes", callback=out_dir, help="Shard folder (kept: an interrupted run resumes)."),
+    out: Path = typer.Option(Path("models/sensor_policy.safetensors"), "--out", "-o", callback=out_file, help="Weights (.safetensors); config + provenance go to .json beside it."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds of the expert roll-outs (default: the scenarios')."),
+    sensors: str = typer.Option("scenario", "--sensors", help="LiDAR source: scenario (each file's scene.renderer), mesh, neural, or box (analytic, no scenery)."),
+    dagger_rounds: int = typer.Option(0, "--dagger-rounds", min=0, help="DAgger rounds: the policy drives, pdm_closed labels, refit on everything."),
+    dagger_seeds: str | None = typer.Option(None, "--dagger-seeds", help="Comma-separated seeds of the DAgger roll-outs (default: --seeds)."),
+    epochs: int = typer.Option(12, "--epochs", min=1, help="Passes over the shards per fit."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Samples per gradient step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the network's initialisation and the batch order."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop every roll-out after this many steps."),
+) -> None:
+    """Train sensor_policy (LiDAR raster + route + ego speed -> waypoints) by imitation of pdm_closed on
+    roll-outs with rendered sensors, then DAgger; the trainer is found by name (``sensor-policy``)."""
+    from sim.planning.training import ImitationTrainer, TrainSettings, get_trainer
+
+    if sensors not in ("scenario", "mesh", "neural", "composite", "box"):
+        raise typer.BadParameter(f"expected scenario, mesh, neural, composite or box, got {sensors!r}", param_hint="--sensors")
+    if not lr > 0:
+        raise typer.BadParameter(f"expected a positive learning rate, got {lr:g}", param_hint="--lr")
+    seed_list = parse_int_list(seeds, "--seeds", minimum=0)
+    d_seeds = parse_int_list(dagger_seeds, "--dagger-seeds", minimum=0) or seed_list
+    # the one command that reproduces the weights (recorded in their JSON), every option spelled out
+    command = shlex.join([
+        "loopdrive", "train", "sensor-policy", *[a for s in scenarios for a in ("--scenarios", str(s))],
+        *(["--seeds", seeds] if seeds else []), "--sensors", sensors, "--dagger-rounds", str(dagger_rounds),
+        *(["--dagger-seeds", dagger_seeds] if dagger_seeds else []), "--epochs", str(epochs), "--batch-size", str(batch_size),
+        "--lr", f"{lr:g}", "--seed", str(seed), *(["--max-steps", str(max_steps)] if max_steps else []),
+        "--episodes", str(episodes), "--out", str(out),
+    ])  # fmt: skip
+    with user_errors():
+        trainer = get_trainer("sensor-policy", ImitationTrainer)
+        from sim.scenario import expand_paths
+
+        expand_paths(scenarios)  # every file valid before the shard folder is made
+        with _progress("sensor-policy") as prog:
+            tasks: dict[str, object] = {}
+
+            def cb(stage: str, done: int, total: int, info: str) -> None:
+                if stage not in tasks:
+                    tasks[stage] = prog.add_task(stage, total=total, info="")
+                prog.update(tasks[stage], completed=done, total=total, info=info)  # type: ignore[arg-type]
+
+            res = trainer.train_closed_loop(  # type: ignore[attr-defined]
+                scenarios, out, episodes, seeds=seed_list, dagger_rounds=dagger_rounds, dagger_seeds=d_seeds, sensors=sensors,
+                settings=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), max_steps=max_steps, progress=cb,
+                command=command,
+            )  # fmt: skip
     console.print(
         f"validation loss {res.initial_val_loss:.4f} (untrained) -> {min(res.val_loss):.4f} (best); "
         f"wrote {res.weights}, {res.config}" + (f", {res.plot}" if res.plot else ""),

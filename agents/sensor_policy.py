@@ -1,0 +1,287 @@
+"""``sensor_policy``: a learned planner that drives from its sensors -- the LiDAR sweep as a
+bird's-eye raster (occupancy / height / intensity / ground around the ego, plus the map's route)
+and the ego's own speed, acceleration and steering -- to K future waypoints in the ego frame,
+tracked by the engine's trajectory controller. It never reads other actors' state.
+
+The network (:func:`build_network`) is a compact CNN: four strided 3x3/5x5 conv layers
+(5 -> w -> 2w -> 4w -> 4w channels, 64 -> 4 pixels), the ego features concatenated, a two-layer
+MLP to 2K numbers that are **added to a constant-speed prior** (x_k = v t_k, y_k = 0), then scaled
+(x / 20 m, y / 4 m). Trained by imitation of ``pdm_closed``'s plans on closed-loop roll-outs with
+rendered LiDAR, then DAgger rounds (:mod:`agents.sensor_policy_train`). Runtimes: torch, ONNX
+fp32 or ONNX int8 through onnxruntime on the CPU (:mod:`agents.sensor_policy_onnx`).
+
+Data, raster and labels: :mod:`agents.sensor_policy_data`. Weights: safetensors + a JSON config
+with the training record (``agents/weights/sensor_policy.*``), loaded without executing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field
+
+from agents.bc import FEAT_SCALE, BCDataset, save_policy
+from agents.planners.common import ego_from_obs
+from agents.sensor_policy_data import (
+    RASTER_CHANNELS,
+    WAYPOINT_DT_S,
+    RasterGeometry,
+    SensorRaster,
+    load_sensor_shards,
+)
+from sim.errors import BundleError
+from sim.planning import Observation, ObservationSpec, Planner, PlannerInit, PlannerParams, Trajectory
+from sim.planning.observe import ego_features
+
+__all__ = [
+    "SHIPPED_ONNX",
+    "SHIPPED_ONNX_INT8",
+    "SHIPPED_WEIGHTS",
+    "SensorDataset",
+    "SensorPolicyConfig",
+    "SensorPolicyPlanner",
+    "build_network",
+    "load_sensor_policy",
+    "onnx_paths",
+    "save_sensor_policy",
+]
+
+log = logging.getLogger(__name__)
+
+CONFIG_VERSION = 1
+FORMAT = "loopdrive-sensor-policy"
+WAYPOINT_SCALE = (20.0, 4.0)  # m: x (forward), y (left)
+_WEIGHTS = Path(__file__).resolve().parent / "weights"
+#: the shipped weights (safetensors + .json config with provenance) and their ONNX forms
+SHIPPED_WEIGHTS = _WEIGHTS / "sensor_policy.safetensors"
+SHIPPED_ONNX = _WEIGHTS / "sensor_policy.onnx"
+SHIPPED_ONNX_INT8 = _WEIGHTS / "sensor_policy.int8.onnx"
+
+
+@dataclass(frozen=True)
+class SensorPolicyConfig:
+    """Network, raster and training settings (saved as JSON next to the weights).
+
+    Attributes:
+        raster_size (pixels), raster_res_m (m / pixel), raster_behind_m (m): the sensor raster.
+        channels: raster channels.  k: waypoints, ``waypoint_dt_s`` apart (s).
+        width: channels of the first conv layer.  hidden: MLP width.
+        epochs, batch_size, lr (Adam), weight_decay, val_fraction (episodes held out), seed.
+    """
+
+    raster_size: int = 64
+    raster_res_m: float = 0.75
+    raster_behind_m: float = 7.5
+    channels: int = len(RASTER_CHANNELS)
+    k: int = 6
+    waypoint_dt_s: float = WAYPOINT_DT_S
+    width: int = 16
+    hidden: int = 128
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    val_fraction: float = 0.2
+    seed: int = 0
+    version: int = CONFIG_VERSION
+    feat_scale: tuple[float, ...] = field(default_factory=lambda: tuple(float(v) for v in FEAT_SCALE))
+    waypoint_scale: tuple[float, float] = WAYPOINT_SCALE
+
+    @property
+    def geometry(self) -> RasterGeometry:
+        return RasterGeometry(self.raster_size, self.raster_res_m, self.raster_behind_m)
+
+
+def build_network(cfg: SensorPolicyConfig) -> Any:
+    """The policy network (module docstring): ``net(raster (B, C, H, W) in [0, 1], feat (B, 3)
+    scaled) -> (B, 2K)`` scaled waypoints ``[x1, y1, x2, y2, ...]``."""
+    import torch
+    from torch import nn
+
+    t_k = torch.arange(1, cfg.k + 1, dtype=torch.float32) * cfg.waypoint_dt_s
+    prior = torch.zeros(2 * cfg.k)
+    prior[0::2] = t_k * float(cfg.feat_scale[0]) / float(cfg.waypoint_scale[0])  # x = v t, v = feat0 * scale
+
+    class SensorNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            w = cfg.width
+            self.conv = nn.Sequential(
+                nn.Conv2d(cfg.channels, w, 5, stride=2, padding=2), nn.ReLU(),
+                nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            )  # fmt: skip
+            self.head = nn.Sequential(nn.Linear(4 * w * 16 + 3, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(),
+                                      nn.Linear(cfg.hidden, 2 * cfg.k))  # fmt: skip
+            self.register_buffer("prior", prior)
+
+        def forward(self, raster: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+            base = feat[:, 0:1] * self.prior[None, :]
+            return base + self.head(torch.cat([self.conv(raster), feat], dim=1))
+
+    return SensorNet()
+
+
+# ------------------------------------------------------------------------------------ data
+class SensorDataset(BCDataset):
+    """Sensor shards in memory (:func:`agents.sensor_policy_data.load_sensor_shards`): the
+    :class:`agents.bc.BCDataset` of rasters (``bev_u8``), scaled ego features and scaled,
+    flattened waypoints (``action``, (N, 2K)); its split and tensors are bc's."""
+
+    def __init__(self, raster: NDArray[np.uint8], ego: NDArray[np.float32], waypoints: NDArray[np.float32], episode: NDArray[np.int64],
+                 weight: NDArray[np.float32] | None = None, names: tuple[str, ...] | list[str] = ()) -> None:  # fmt: skip
+        self.bev_u8 = raster
+        self.feat = (ego / FEAT_SCALE).astype(np.float32)
+        self.waypoints = waypoints
+        self.action = (waypoints / np.asarray(WAYPOINT_SCALE, np.float32)).reshape(len(waypoints), -1).astype(np.float32)
+        self.episode = episode
+        self.weight = np.ones(len(raster), np.float32) if weight is None else weight.astype(np.float32)
+        self.names = tuple(names)
+
+    @classmethod
+    def load(cls, paths: Iterable[str | os.PathLike[str]]) -> SensorDataset:
+        r, e, w, ep, wt, names = load_sensor_shards(paths)
+        return cls(r, e, w, ep, wt, names)
+
+
+# ---------------------------------------------------------------------------------- weights
+def save_sensor_policy(net: Any, cfg: SensorPolicyConfig, out: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write ``out`` (safetensors) and its ``.json`` config atomically (:func:`agents.bc.save_policy`)."""
+    return save_policy(net, cfg, out, extra, fmt=FORMAT, version=CONFIG_VERSION)
+
+
+def read_config(path: str | os.PathLike[str]) -> tuple[SensorPolicyConfig, dict[str, Any]]:
+    """The config (and the whole JSON) beside the weights ``path``; :class:`BundleError` names the
+    file and field when it is missing or malformed."""
+    from sim.fsutil import check_input_file
+
+    cj = Path(path).with_suffix(".json")
+    check_input_file(cj, error=BundleError, max_bytes=16 << 20, what="a sensor_policy config (.json beside the weights)", field="config")
+    try:
+        doc = json.loads(cj.read_text(encoding="utf-8"))
+        raw = dict(doc["config"])
+        if int(raw.get("version", -1)) != CONFIG_VERSION:
+            raise BundleError(f"expected config version {CONFIG_VERSION}, got {raw.get('version')}", file=cj, field="config.version")
+        raw["feat_scale"] = tuple(raw["feat_scale"])
+        raw["waypoint_scale"] = tuple(raw["waypoint_scale"])
+        cfg = SensorPolicyConfig(**raw)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"expected a sensor_policy config JSON ({exc})", file=cj, field="config") from None
+    return cfg, doc
+
+
+def load_sensor_policy(path: str | os.PathLike[str]) -> tuple[Any, SensorPolicyConfig]:
+    """The torch network and config from ``path`` (safetensors) and its ``.json``; nothing in the
+    files is executed. :class:`BundleError` for a missing, corrupt or mismatched pair."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from sim.fsutil import check_input_file
+
+    p = Path(path)
+    check_input_file(p, error=BundleError, max_bytes=256 << 20, what="sensor_policy weights (.safetensors; train with `loopdrive train sensor-policy`)", field="weights")
+    cfg, _ = read_config(p)
+    net = build_network(cfg)
+    try:
+        net.load_state_dict(load_file(str(p)), strict=True)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise BundleError(f"weights do not match the config ({str(exc).splitlines()[0]})", file=p, field="weights") from None
+    net.eval()
+    return net, cfg
+
+
+def onnx_paths(weights: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """The fp32 and int8 ONNX forms that belong beside ``weights`` (``x.safetensors`` ->
+    ``x.onnx``, ``x.int8.onnx``; :mod:`agents.sensor_policy_onnx` writes them)."""
+    w = Path(weights)
+    return w.with_suffix(".onnx"), w.with_name(w.stem + ".int8.onnx")
+
+
+# ------------------------------------------------------------------------------------ planner
+class SensorPolicyParams(PlannerParams):
+    """Parameters of ``sensor_policy`` a file may give."""
+
+    weights: str | None = Field(None, min_length=1, description="safetensors weights (default: the shipped policy)")
+    runtime: Literal["torch", "onnx", "onnx_int8"] = Field("torch", description="torch, or onnxruntime on the CPU with the fp32 / int8 ONNX form")
+    onnx: str | None = Field(None, min_length=1, description="the ONNX file for an onnx runtime (default: beside the shipped weights)")
+
+
+class SensorPolicyPlanner(Planner):
+    """``sensor_policy``: LiDAR raster + route + ego odometry -> K waypoints (ego frame). Params
+    (:class:`SensorPolicyParams`): ``weights``, ``runtime`` (``torch`` | ``onnx`` | ``onnx_int8``),
+    ``onnx``; code may pass ``network`` + ``config`` (tests, training)."""
+
+    name = "sensor_policy"
+    Params = SensorPolicyParams
+    code_params = frozenset({"network", "config"})
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p: SensorPolicyParams = self.config  # type: ignore[assignment]
+        self.net: Any = params.get("network")
+        self.cfg: SensorPolicyConfig | None = params.get("config")
+        self.weights = Path(p.weights) if p.weights else SHIPPED_WEIGHTS
+        self.runtime = p.runtime
+        self.onnx_path = Path(p.onnx) if p.onnx else onnx_paths(self.weights)[0 if p.runtime == "onnx" else 1]
+        self.session: Any = None
+        self.raster: SensorRaster | None = None
+        #: the last plan's raster (for inspection)
+        self.last_raster: NDArray[np.uint8] | None = None
+
+    def observation_spec(self) -> ObservationSpec:
+        return ObservationSpec(kinds=("ego", "lidar"))
+
+    def reset(self, init: PlannerInit, *, seed: int | None = None) -> None:
+        if self.runtime == "torch":
+            if self.net is None:
+                self.net, self.cfg = load_sensor_policy(self.weights)
+        elif self.session is None:
+            from agents.sensor_policy_onnx import open_session
+
+            self.session = open_session(self.onnx_path)
+            if self.cfg is None:
+                self.cfg, _ = read_config(self.weights)
+        if self.cfg is None:
+            self.cfg = SensorPolicyConfig()
+        if self.raster is None or self.raster.geom != self.cfg.geometry:
+            self.raster = SensorRaster(self.cfg.geometry, init.rig.lidar if init.rig is not None else None)
+        self.raster.reset(init)
+
+    def infer(self, raster: NDArray[np.uint8], ego_feat: NDArray[np.float32]) -> NDArray[np.float32]:
+        """(K, 2) ego-frame waypoints (m) from one raster (H, W, C) uint8 and the (3,) ego features
+        (speed m/s, accel m/s², steer rad), by the configured runtime."""
+        assert self.cfg is not None
+        x = (raster.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+        f = (np.asarray(ego_feat, np.float32) / np.asarray(self.cfg.feat_scale, np.float32))[None].astype(np.float32)
+        if self.session is not None:
+            y = self.session.run(None, {"raster": np.ascontiguousarray(x), "feat": f})[0][0]
+        else:
+            import torch
+
+            with torch.no_grad():
+                y = self.net(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(f))[0].numpy()
+        return (np.asarray(y, np.float32).reshape(-1, 2) * np.asarray(self.cfg.waypoint_scale, np.float32)).astype(np.float32)
+
+    def plan_raster(self, raster: NDArray[np.uint8], ego_obs: Any) -> Trajectory:
+        """The plan for an already built raster and the ``ego`` observation."""
+        assert self.cfg is not None, "reset() first"
+        self.last_raster = raster
+        wp = self.infer(raster, ego_features(ego_obs)).astype(np.float64)
+        wp[:, 0] = np.maximum.accumulate(np.maximum(wp[:, 0], 0.0))  # never backwards
+        t = np.arange(1, len(wp) + 1) * self.cfg.waypoint_dt_s
+        return Trajectory(t_s=t, xy=wp)
+
+    def plan(self, obs: Observation) -> Trajectory:
+        assert self.raster is not None, "reset() first"
+        ras = self.raster(obs["lidar"], ego_from_obs(obs))
+        return self.plan_raster(ras, obs["ego"])

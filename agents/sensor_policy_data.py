@@ -1,0 +1,325 @@
+"""What ``sensor_policy`` sees and learns from: the LiDAR bird's-eye raster, the expert's waypoint
+labels, and the shards written from closed-loop roll-outs (expert and DAgger).
+
+**Sensor raster** (:class:`SensorRaster`, (H, W, C) uint8, ego heading up, x forward / y left in
+the vehicle frame; ``res_m`` metres per pixel; the ego sits ``behind_m`` metres above the bottom
+edge, so the raster sees ``size * res_m - behind_m`` metres ahead and ``size * res_m / 2`` to each
+side). Channels, all from the ``lidar`` range image (:mod:`sim.observations`) except the last:
+
+0. obstacle occupancy: returns 0.3-3.0 m above the ground per cell (255 = 4 or more);
+1. obstacle height: highest such return in the cell / 3 m;
+2. intensity: mean return intensity of every return in the cell;
+3. ground: returns below 0.3 m (255 = 2 or more) -- free space the sensor saw;
+4. route: the ego's route from the map (:class:`~sim.planning.PlannerInit`, lane-wide band), not
+   privileged.
+
+**Labels**: the expert's (``pdm_closed``) plan at the visited state -- its chosen proposal
+(lateral offset, desired speed) rolled forward with its own forecast
+(:func:`agents.planners.common.forecast`) -- sampled at ``t_k = k * WAYPOINT_DT_S`` (k = 1..K) in the
+ego frame. ``WAYPOINT_DT_S = 2/3 s`` makes the engine's trajectory controller
+(:class:`sim.controller.TrajectoryController`, speed target = mean speed over the first two
+points, gain 1.5 /s) command the plan's own acceleration.
+
+**Shards** (one ``.npz`` per episode, written atomically, read with ``allow_pickle=False``):
+``raster`` (T, H, W, C) uint8, ``ego`` (T, 3) float32 speed m/s / accel m/s² / steer rad
+(:func:`sim.planning.observe.ego_features`), ``waypoints`` (T, K, 2) float32 ego-frame metres,
+``action`` (T, 2) float32 the expert's control (accel m/s², steer rad), optional ``weight`` (T,).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agents.planners.common import EgoView, RouteRef, ego_from_obs, forecast
+from sim.errors import ScenarioError
+from sim.planning import Control, Observation, ObservationSpec, Planner, PlannerInit, PlannerOutput
+from sim.planning.observe import ego_features
+from sim.sensors import LidarSpec, default_rig
+
+__all__ = [
+    "RASTER_CHANNELS",
+    "WAYPOINT_DT_S",
+    "LabellingDriver",
+    "RasterGeometry",
+    "SensorRaster",
+    "collect_sensor_episodes",
+    "expert_waypoints",
+    "load_sensor_shards",
+]
+
+log = logging.getLogger(__name__)
+
+#: seconds between waypoints (see the module docstring)
+WAYPOINT_DT_S = 2.0 / 3.0
+RASTER_CHANNELS = ("occupancy", "height", "intensity", "ground", "route")
+_OBST_Z = (0.3, 3.0)  # m above the ground: obstacle returns
+_ROUTE_RES = 0.5  # m per pixel of the world-frame route raster
+
+
+@dataclass(frozen=True)
+class RasterGeometry:
+    """Raster size (pixels per side), resolution (m per pixel) and metres behind the ego."""
+
+    size: int = 64
+    res_m: float = 0.75
+    behind_m: float = 7.5
+
+    @property
+    def origin_row(self) -> float:
+        """Row coordinate (continuous) of the ego's position."""
+        return self.size - self.behind_m / self.res_m
+
+    def pixel_centres(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Ego-frame (x forward, y left) metres of every pixel centre, each (size*size,)."""
+        n = self.size
+        rows, cols = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        fwd = (self.origin_row - rows - 0.5) * self.res_m
+        left = (n / 2 - cols - 0.5) * self.res_m
+        return fwd.ravel(), left.ravel()
+
+    def cell_of(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+        """Flat cell index of ego-frame points (m) and whether they fall inside the raster."""
+        n = self.size
+        r = np.floor(self.origin_row - x / self.res_m).astype(np.int64)
+        c = np.floor(n / 2 - y / self.res_m).astype(np.int64)
+        inside = (r >= 0) & (r < n) & (c >= 0) & (c < n)
+        return np.where(inside, r * n + c, 0), inside
+
+
+class SensorRaster:
+    """Builds the sensor raster (module docstring) from a ``lidar`` range image and the ego pose.
+    :meth:`reset` once per episode with the map and route (the route channel)."""
+
+    def __init__(self, geometry: RasterGeometry = RasterGeometry(), lidar: LidarSpec | None = None) -> None:
+        self.geom = geometry
+        self.lidar = lidar or default_rig().lidar
+        assert self.lidar is not None
+        self._dirs_v = self._vehicle_rays(self.lidar)
+        self._fwd, self._left = geometry.pixel_centres()
+        self._route: NDArray[np.bool_] | None = None
+        self._rx0 = self._ry0 = 0.0
+
+    @staticmethod
+    def _vehicle_rays(spec: LidarSpec) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        m = spec.vehicle_from_lidar
+        d = spec.ray_directions().reshape(-1, 3) @ m[:3, :3].T
+        return d, m[:3, 3].copy()
+
+    def reset(self, init: PlannerInit | None) -> None:
+        """Rasterise the route of ``init`` (None: no route channel) and adopt its rig's LiDAR."""
+        if init is not None and init.rig is not None and init.rig.lidar is not None and init.rig.lidar != self.lidar:
+            self.lidar = init.rig.lidar
+            self._dirs_v = self._vehicle_rays(self.lidar)
+        self._route = None
+        if init is None or not init.route:
+            return
+        from PIL import Image, ImageDraw
+
+        ref = RouteRef(init.lane_map, init.route)
+        pts = np.asarray(ref.polyline.points, np.float64)
+        lo = pts.min(axis=0) - 20.0
+        hi = pts.max(axis=0) + 20.0
+        w, h = (np.ceil((hi - lo) / _ROUTE_RES).astype(int) + 1).tolist()
+        img = Image.new("L", (w, h), 0)
+        widths = [float(init.lane_map.lanes[r].width) for r in init.route]
+        dr = ImageDraw.Draw(img)
+        dr.line([((px - lo[0]) / _ROUTE_RES, (py - lo[1]) / _ROUTE_RES) for px, py in pts], fill=255,
+                width=max(1, round(float(np.median(widths)) / _ROUTE_RES)))  # fmt: skip
+        self._route = np.asarray(img) > 0
+        self._rx0, self._ry0 = float(lo[0]), float(lo[1])
+
+    def __call__(self, lidar_obs: Any, ego: EgoView) -> NDArray[np.uint8]:
+        """(size, size, 5) uint8 raster of one sweep (``lidar_obs``: (beams, azimuth, 2) range
+        image, metres / intensity) seen from ``ego`` (world pose for the route channel)."""
+        g = self.geom
+        n2 = g.size * g.size
+        out = np.zeros((n2, len(RASTER_CHANNELS)), np.float32)
+        a = np.asarray(lidar_obs, np.float32)
+        spec = self.lidar
+        assert spec is not None
+        if a.shape != (spec.beams, spec.azimuth_steps, 2):
+            raise ValueError(f"expected a ({spec.beams}, {spec.azimuth_steps}, 2) LiDAR range image, got {a.shape}")
+        r = a[..., 0].reshape(-1).astype(np.float64)
+        hit = r > 0
+        dirs, mount = self._dirs_v
+        p = dirs[hit] * r[hit, None] + mount
+        inten = a[..., 1].reshape(-1)[hit]
+        cell, inside = g.cell_of(p[:, 0], p[:, 1])
+        z = p[:, 2]
+        obst = inside & (z >= _OBST_Z[0]) & (z <= _OBST_Z[1])
+        ground = inside & (z < _OBST_Z[0])
+        out[:, 0] = np.minimum(np.bincount(cell[obst], minlength=n2) / 4.0, 1.0)
+        zmax = np.zeros(n2)
+        np.maximum.at(zmax, cell[obst], z[obst] / _OBST_Z[1])
+        out[:, 1] = np.clip(zmax, 0.0, 1.0)
+        cnt = np.bincount(cell[inside], minlength=n2)
+        out[:, 2] = np.bincount(cell[inside], weights=inten[inside], minlength=n2) / np.maximum(cnt, 1)
+        out[:, 3] = np.minimum(np.bincount(cell[ground], minlength=n2) / 2.0, 1.0)
+        if self._route is not None:
+            c, s = math.cos(ego.yaw), math.sin(ego.yaw)
+            wx = ego.x + c * self._fwd - s * self._left
+            wy = ego.y + s * self._fwd + c * self._left
+            cc = np.floor((wx - self._rx0) / _ROUTE_RES).astype(np.int64)
+            rr = np.floor((wy - self._ry0) / _ROUTE_RES).astype(np.int64)
+            h, w = self._route.shape
+            ok = (cc >= 0) & (cc < w) & (rr >= 0) & (rr < h)
+            out[:, 4] = ok & self._route[np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1)]
+        return np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8).reshape(g.size, g.size, -1)
+
+
+def expert_waypoints(expert: Any, obs: Observation, k: int) -> NDArray[np.float32]:
+    """(k, 2) ego-frame waypoints (m) of ``expert``'s (a ``pdm_closed`` planner that just planned on
+    ``obs``) chosen proposal at ``t = WAYPOINT_DT_S * (1..k)``: its own forecast, sub-stepped at a
+    third of the waypoint spacing."""
+    ego = ego_from_obs(obs)
+    actors = expert.actors(obs, ego)
+    _, d_cur = expert.route.polyline.project(ego.xy)
+    sub = 2
+    f = forecast(
+        ego, expert.route, actors, np.array([expert.target_d]), np.array([expert.target_frac]), steps=k * sub,
+        dt_s=WAYPOINT_DT_S / sub, bicycle=expert.bicycle, params=expert.idm, ego_size=expert.ego_size,
+        d_start=float(d_cur),
+    )  # fmt: skip
+    f = expert._freeze_at_route_end(f)
+    xy = np.stack([f.x[0, sub::sub], f.y[0, sub::sub]], axis=-1)
+    return ego.to_ego_frame(xy).astype(np.float32)
+
+
+class LabellingDriver(Planner):
+    """A wrapper planner for data collection: on every step the expert (``pdm_closed``) plans on
+    the privileged observation and its plan is recorded as the label beside the sensor raster;
+    the ``driver`` (None: the expert itself; else e.g. a ``sensor_policy`` for DAgger) is what the
+    engine executes. Records in :attr:`rows`."""
+
+    name = "sensor_policy_labeller"
+
+    def __init__(self, expert: Any, driver: Any = None, *, k: int, geometry: RasterGeometry) -> None:
+        super().__init__()
+        self.expert = expert
+        self.driver = driver
+        self.k = k
+        self.raster = SensorRaster(geometry)
+        self.rows: dict[str, list[Any]] = {"raster": [], "ego": [], "waypoints": [], "action": []}
+
+    def observation_spec(self) -> ObservationSpec:
+        return ObservationSpec(kinds=("ego", "lidar", "objects"))
+
+    def reset(self, init: PlannerInit, *, seed: int | None = None) -> None:
+        self.expert.reset(init, seed=seed)
+        self.raster.reset(init)
+        if self.driver is not None:
+            self.driver.reset(init, seed=seed)
+
+    def plan(self, obs: Observation) -> PlannerOutput:
+        ex = self.expert.plan({k: obs[k] for k in self.expert.observation_spec().kinds})
+        ego = ego_from_obs(obs)
+        ras = self.raster(obs["lidar"], ego)
+        self.rows["raster"].append(ras)
+        self.rows["ego"].append(ego_features(obs["ego"]))
+        self.rows["waypoints"].append(expert_waypoints(self.expert, obs, self.k))
+        self.rows["action"].append(np.array([ex.accel, ex.steer], np.float32) if isinstance(ex, Control) else np.zeros(2, np.float32))
+        if self.driver is None:
+            return ex
+        if hasattr(self.driver, "plan_raster"):
+            return self.driver.plan_raster(ras, obs["ego"])
+        return self.driver.plan({k: obs[k] for k in self.driver.observation_spec().kinds})
+
+
+def _episodes(paths: Sequence[str | os.PathLike[str]], seeds: Sequence[int] | None) -> list[Any]:
+    from sim.collect import _episodes as episodes  # one implementation of "scenario files x seeds"
+
+    return episodes(paths, seeds)
+
+
+def collect_sensor_episodes(
+    paths: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    k: int,
+    geometry: RasterGeometry = RasterGeometry(),
+    seeds: Sequence[int] | None = None,
+    driver: Callable[[], Any] | None = None,
+    tag: str = "expert",
+    sensors: str = "scenario",
+    max_steps: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Path]:
+    """Drive every episode under ``paths`` (with ``seeds`` instead of the files' own) with the
+    expert (``driver`` None) or with ``driver()`` (DAgger: the learned policy drives, the expert
+    labels), LiDAR rendered by ``sensors`` (``scenario``: each file's ``scene.renderer``, mesh for
+    the library; ``mesh``, ``neural``; ``box``: the analytic box LiDAR, no scenery); write one shard
+    per episode ``<tag>_<episode_id>.npz`` into ``out`` (existing shards are kept: an interrupted
+    collection resumes). Episodes that fail to run are skipped with a warning; collisions are kept."""
+    from sim.collect import write_shard
+    from sim.planning import make_planner
+    from sim.rollout import run_planner_episode
+
+    eps = _episodes(paths, seeds)
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for i, ep in enumerate(eps):
+        dst = outp / f"{tag}_{ep.episode_id}.npz"
+        if not dst.exists():
+            lab = LabellingDriver(make_planner("pdm_closed"), None if driver is None else driver(), k=k, geometry=geometry)
+            res = run_planner_episode(
+                ep.spec, lab, ep.seed, observation=("ego", "lidar", "objects"), max_steps=max_steps,
+                renderer=None if sensors == "box" else sensors,
+            )  # fmt: skip
+            n = len(lab.rows["raster"])
+            if res.status != "ok" or n == 0:
+                log.warning("episode %s failed (%s); skipped", ep.episode_id, res.error)
+            else:
+                write_shard(dst, **{key: np.stack(v) for key, v in lab.rows.items()})
+        if dst.exists():
+            written.append(dst)
+        if progress is not None:
+            progress(i + 1, len(eps))
+    return written
+
+
+def load_sensor_shards(paths: Iterable[str | os.PathLike[str]]) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32], NDArray[np.int64], NDArray[np.float32], list[str]]:
+    """Arrays of sensor shards (files or folders of ``*.npz``, sorted by name): raster, ego,
+    waypoints, episode index, weight, shard names. :class:`ScenarioError` names the file for a
+    missing key or inconsistent shapes, or when there is no sample at all."""
+    from sim.fsutil import check_input_file
+
+    files: list[Path] = []
+    for p in paths:
+        pp = Path(p)
+        files += sorted(pp.glob("*.npz")) if pp.is_dir() else [pp]
+    if not files:
+        raise ScenarioError("expected sensor_policy shards (*.npz)", file=", ".join(str(p) for p in paths), field="episodes")
+    cols: dict[str, list[Any]] = {"raster": [], "ego": [], "waypoints": [], "weight": [], "episode": []}
+    for e, f in enumerate(files):
+        check_input_file(f, error=ScenarioError, max_bytes=2 << 30, what="a sensor_policy shard (.npz)", field="episodes")
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                r, g, w = z["raster"], z["ego"], z["waypoints"]
+                wt = z["weight"] if "weight" in z.files else np.ones(len(r), np.float32)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ScenarioError(f"expected a sensor_policy shard with raster, ego and waypoints arrays ({exc})", file=f) from None
+        if not (r.ndim == 4 and r.dtype == np.uint8 and g.shape == (len(r), 3) and w.ndim == 3 and w.shape[0] == len(r) and w.shape[2] == 2 and wt.shape == (len(r),)):
+            raise ScenarioError(f"inconsistent shapes raster {r.shape} {r.dtype}, ego {g.shape}, waypoints {w.shape}", file=f, field="waypoints")
+        if len(r) == 0:
+            continue
+        for key, v in (("raster", r), ("ego", g.astype(np.float32)), ("waypoints", w.astype(np.float32)), ("weight", wt.astype(np.float32))):
+            cols[key].append(v)
+        cols["episode"].append(np.full(len(r), e, np.int64))
+    if not cols["raster"]:
+        raise ScenarioError("every sensor_policy shard is empty", field="episodes")
+    shapes = {a.shape[1:] for a in cols["raster"]}
+    kshapes = {a.shape[1:] for a in cols["waypoints"]}
+    if len(shapes) > 1 or len(kshapes) > 1:
+        raise ScenarioError(f"shards disagree on raster / waypoint shapes ({sorted(shapes)}, {sorted(kshapes)})", field="episodes")
+    cat = {k: np.concatenate(v) for k, v in cols.items()}
+    return cat["raster"], cat["ego"], cat["waypoints"], cat["episode"], cat["weight"], [f.name for f in files]

@@ -1,0 +1,239 @@
+"""``sensor_policy`` for the car: ONNX export, int8 quantisation and onnxruntime on the CPU.
+
+* :func:`export_onnx` writes the torch network as ONNX (inputs ``raster`` (B, C, H, W) float32 in
+  [0, 1] and ``feat`` (B, 3) scaled ego features; output ``waypoints`` (B, 2K) scaled);
+* :func:`quantize_int8` writes its int8 form: static quantisation (QDQ, per-channel int8 weights,
+  uint8 activations calibrated on rasters of the training shards when given, else on synthetic
+  ones) through ``onnxruntime.quantization``;
+* :func:`open_session` opens one in onnxruntime (CPU provider, one intra-op thread by default);
+  an ONNX file is a graph of operators, loading it runs no user code;
+* :func:`bench_latency` times a plan of each form (network alone and the whole plan with the
+  raster) on the same inputs.
+
+``python -m agents.sensor_policy_onnx export WEIGHTS [--shards DIR]`` writes ``<weights>.onnx``
+and ``<weights>.int8.onnx`` beside the weights; ``... bench WEIGHTS --out JSON`` measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agents.sensor_policy import onnx_paths
+from sim.errors import BundleError
+from sim.fsutil import atomic_path, atomic_write_text, check_input_file
+
+__all__ = ["bench_latency", "export_onnx", "onnx_paths", "open_session", "quantize_int8"]
+
+log = logging.getLogger(__name__)
+OPSET = 17
+MAX_ONNX_BYTES = 256 << 20
+
+
+def _dummy_inputs(cfg: Any, batch: int = 1) -> tuple[Any, Any]:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return (torch.rand(batch, cfg.channels, cfg.raster_size, cfg.raster_size, generator=g),
+            torch.rand(batch, 3, generator=g))  # fmt: skip
+
+
+def export_onnx(weights: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
+    """Export the policy ``weights`` (safetensors + .json) to ONNX at ``out`` (default beside the
+    weights), atomically; batch size is dynamic."""
+    import torch
+
+    from agents.sensor_policy import load_sensor_policy
+
+    net, cfg = load_sensor_policy(weights)
+    dst = Path(out) if out is not None else onnx_paths(weights)[0]
+    with atomic_path(dst, suffix=".onnx") as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter, chosen on purpose
+        torch.onnx.export(
+            net, _dummy_inputs(cfg), str(tmp), input_names=["raster", "feat"], output_names=["waypoints"],
+            dynamic_axes={"raster": {0: "batch"}, "feat": {0: "batch"}, "waypoints": {0: "batch"}}, opset_version=OPSET,
+            dynamo=False,
+        )  # fmt: skip
+    return dst
+
+
+class _Calibration:
+    """onnxruntime's calibration reader over (raster, feat) float32 batches of one sample."""
+
+    def __init__(self, rasters: NDArray[np.float32], feats: NDArray[np.float32]) -> None:
+        self.items = iter([{"raster": rasters[i : i + 1], "feat": feats[i : i + 1]} for i in range(len(rasters))])
+
+    def get_next(self) -> dict[str, NDArray[np.float32]] | None:
+        return next(self.items, None)
+
+
+def calibration_data(cfg: Any, shards: list[str | os.PathLike[str]] | None, n: int = 200, seed: int = 0) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """``n`` network inputs to calibrate the int8 activations: samples of ``shards`` (sensor
+    shards, picked at random with ``seed``) or, without shards, sparse random rasters."""
+    rng = np.random.default_rng(seed)
+    if shards:
+        from agents.sensor_policy import SensorDataset
+
+        ds = SensorDataset.load(shards)
+        idx = np.sort(rng.choice(len(ds), size=min(n, len(ds)), replace=False))
+        r = (ds.bev_u8[idx].astype(np.float32) / 255.0).transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(r), ds.feat[idx].astype(np.float32)
+    r = (rng.random((n, cfg.channels, cfg.raster_size, cfg.raster_size)) < 0.05).astype(np.float32)
+    return r, rng.uniform(0.0, 1.5, (n, 3)).astype(np.float32)
+
+
+def quantize_int8(weights: str | os.PathLike[str], shards: list[str | os.PathLike[str]] | None = None,
+                  fp32: str | os.PathLike[str] | None = None, out: str | os.PathLike[str] | None = None) -> Path:  # fmt: skip
+    """Write the int8 ONNX form of ``weights`` (from its fp32 ONNX ``fp32``, default beside the
+    weights, exported first when missing) at ``out`` (default beside the weights): static QDQ
+    quantisation, per-channel int8 weights, activations calibrated on ``shards``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from agents.sensor_policy import read_config
+
+    cfg, _ = read_config(weights)
+    src = Path(fp32) if fp32 is not None else onnx_paths(weights)[0]
+    if not src.is_file():
+        export_onnx(weights, src)
+    dst = Path(out) if out is not None else onnx_paths(weights)[1]
+    r, f = calibration_data(cfg, shards)
+    with atomic_path(dst, suffix=".onnx") as tmp, tempfile.TemporaryDirectory(prefix="sp-quant-") as work:
+        pre = Path(work) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre), str(tmp), _Calibration(r, f), quant_format=QuantFormat.QDQ, per_channel=True,
+            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
+        )  # fmt: skip
+    return dst
+
+
+def open_session(path: str | os.PathLike[str], threads: int = 1) -> Any:
+    """An onnxruntime CPU session of the ONNX file ``path`` (``threads`` intra-op threads);
+    :class:`BundleError` naming the file when it is missing, not a regular file, too large or not
+    a loadable ONNX model with inputs ``raster`` and ``feat``."""
+    import onnxruntime as ort
+
+    p = Path(path)
+    check_input_file(p, error=BundleError, max_bytes=MAX_ONNX_BYTES, what="a sensor_policy ONNX model (python -m agents.sensor_policy_onnx export)", field="onnx")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / ... types
+        raise BundleError(f"expected an ONNX model onnxruntime can load ({str(exc).splitlines()[0][:200]})", file=p, field="onnx") from None
+    names = sorted(i.name for i in sess.get_inputs())
+    if names != ["feat", "raster"]:
+        raise BundleError(f"expected ONNX inputs raster and feat, got {names}", file=p, field="onnx.inputs")
+    return sess
+
+
+def _net(pl: Any, x: NDArray[np.float32], f: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The raw (scaled) network output of planner ``pl``'s runtime for a batch."""
+    if pl.session is not None:
+        return np.asarray(pl.session.run(None, {"raster": x, "feat": f})[0])
+    import torch
+
+    with torch.no_grad():
+        return pl.net(torch.from_numpy(x), torch.from_numpy(f)).numpy()
+
+
+def _median_ms(fn: Any, n: int) -> tuple[float, float]:
+    for _ in range(max(3, n // 10)):
+        fn()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(ts)), float(np.percentile(ts, 90))
+
+
+def bench_latency(weights: str | os.PathLike[str], n: int = 300, shards: list[str | os.PathLike[str]] | None = None) -> dict[str, Any]:
+    """Per-plan latency (median and p90 ms, one thread) of the torch, ONNX fp32 and ONNX int8
+    forms of ``weights`` on the same inputs: the network alone (``net_ms``) and the whole plan
+    (``plan_ms``: raster from a LiDAR sweep, network, trajectory), plus the largest waypoint
+    difference to torch (m) on the calibration inputs."""
+    import torch
+
+    from agents.sensor_policy import SensorPolicyPlanner, read_config
+    from sim.planning import PlannerInit
+    from sim.render.box_lidar import simulate_lidar
+    from sim.sensors import default_rig
+
+    torch.set_num_threads(1)
+    cfg, _ = read_config(weights)
+    fp32, int8 = onnx_paths(weights)
+    r, f = calibration_data(cfg, shards, n=64, seed=1)
+    lidar = _demo_sweep(simulate_lidar, default_rig().lidar)
+    ego = np.array([0.0, 0.0, 0.0, 8.0, 0.0, 0.0])
+    out: dict[str, Any] = {}
+    ref = None
+    for rt in ("torch", "onnx", "onnx_int8"):
+        pl = SensorPolicyPlanner(weights=str(weights), runtime=rt, onnx=str(fp32 if rt == "onnx" else int8))
+        pl.reset(PlannerInit(lane_map=None, route=(), dt_s=0.1, horizon_s=10.0))
+        med, p90 = _median_ms(lambda pl=pl: _net(pl, r[:1], f[:1]), n)
+        pmed, pp90 = _median_ms(lambda pl=pl: pl.plan({"lidar": lidar, "ego": ego}), max(50, n // 3))
+        y = _net(pl, r, f).reshape(len(r), -1, 2) * np.asarray(cfg.waypoint_scale)
+        ref = y if ref is None else ref
+        out[rt] = {"net_ms": round(med, 4), "net_ms_p90": round(p90, 4), "plan_ms": round(pmed, 3), "plan_ms_p90": round(pp90, 3),
+                   "max_waypoint_diff_m_vs_torch": round(float(np.abs(y - ref).max()), 4),
+                   "file_bytes": (Path(weights) if rt == "torch" else fp32 if rt == "onnx" else int8).stat().st_size}  # fmt: skip
+    out["net_speedup_int8_vs_torch"] = round(out["torch"]["net_ms"] / out["onnx_int8"]["net_ms"], 2)
+    out["net_speedup_fp32_vs_torch"] = round(out["torch"]["net_ms"] / out["onnx"]["net_ms"], 2)
+    out["plan_speedup_int8_vs_torch"] = round(out["torch"]["plan_ms"] / out["onnx_int8"]["plan_ms"], 2)
+    out["machine"] = {"cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "platform": platform.platform(),
+                      "torch_threads": torch.get_num_threads(), "ort_threads": 1}  # fmt: skip
+    return out
+
+
+def _demo_sweep(simulate: Any, spec: Any) -> NDArray[np.float32]:
+    """A sweep of the analytic box LiDAR: a car 20 m ahead in the ego's lane, one beside."""
+    from types import SimpleNamespace
+
+    w = SimpleNamespace(
+        x=np.array([0.0, 20.0, 5.0]), y=np.array([0.0, 0.0, 3.5]), yaw=np.zeros(3), z=np.zeros(3),
+        length=np.array([4.6, 4.6, 4.6]), width=np.array([1.9, 1.9, 1.9]), height=np.array([1.6, 1.6, 1.6]),
+        valid=np.array([True, True, True]),
+    )  # fmt: skip
+    return np.asarray(simulate(w, spec), np.float32)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m agents.sensor_policy_onnx", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ex = sub.add_parser("export", help="write <weights>.onnx and <weights>.int8.onnx")
+    ex.add_argument("weights")
+    ex.add_argument("--shards", nargs="*", default=None, help="sensor shards to calibrate the int8 activations on")
+    be = sub.add_parser("bench", help="latency per plan of the three forms, as JSON")
+    be.add_argument("weights")
+    be.add_argument("--n", type=int, default=300)
+    be.add_argument("--shards", nargs="*", default=None)
+    be.add_argument("--out", default=None, help="JSON file (default: print)")
+    a = ap.parse_args(argv)
+    if a.cmd == "export":
+        print(export_onnx(a.weights), quantize_int8(a.weights, a.shards))
+        return 0
+    res = bench_latency(a.weights, n=a.n, shards=a.shards)
+    text = json.dumps(res, indent=1)
+    if a.out:
+        atomic_write_text(Path(a.out), text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
