@@ -416,13 +416,13 @@ def make_optimizer(scene: SceneModel, lr_grid: float = 1e-2, lr_net: float = 3e-
 
 
 def fit(scene: SceneModel, data: ReconData, iters: int, spec: BatchSpec | None = None, weights: LossWeights | None = None, seed: int = 0,
-        refiner: PoseRefiner | None = None) -> list[dict[str, float]]:
-    """Train ``scene`` (and the pose corrections of ``refiner``) on ``data`` for ``iters`` steps
-    (plain loop, deterministic for a seed). Returns per-step loss values."""
+        refiner: PoseRefiner | None = None, lr_pose: float = 2e-3) -> list[dict[str, float]]:
+    """Train ``scene`` (and the pose corrections of ``refiner``, learning rate ``lr_pose``) on
+    ``data`` for ``iters`` steps (plain loop, deterministic for a seed). Returns per-step loss values."""
     spec = spec or BatchSpec()
     weights = weights or LossWeights()
     gen = torch.Generator().manual_seed(seed)
-    opt = make_optimizer(scene, refiner=refiner)
+    opt = make_optimizer(scene, refiner=refiner, lr_pose=lr_pose)
     hist = []
     scene.train()
     for _ in range(iters):
