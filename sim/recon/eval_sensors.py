@@ -30,8 +30,12 @@ __all__ = ["appearance_rows", "ego_correction", "score_heldout", "score_lidar"]
 
 def ego_correction(b: Any, dl: DriveLog, t_us: int) -> NDArray[np.float64] | None:
     """The world-frame correction ``E_bundle(t) E_log(t)^-1`` (4x4) of a bundle that refined the
-    ego poses, or None."""
-    if not b.info.get("refine_ego") or getattr(b, "ego", None) is None:
+    ego poses, or None (no refinement, or the bundle's ego track is not this log's: other sample
+    times, or more than 2 m away -- a bundle seen through another frame)."""
+    ego = getattr(b, "ego", None)
+    if not b.info.get("refine_ego") or ego is None or not np.array_equal(np.asarray(ego.t_us), np.asarray(dl.ego.t_us)):
+        return None
+    if np.abs(np.asarray(ego.pose)[:, :3] - np.asarray(dl.ego.pose)[:, :3]).max() > 2.0:
         return None
     e_b = ego_se3_at(b.ego, np.array([t_us]))[0]
     e_l = ego_se3_at(dl.ego, np.array([t_us]))[0]
@@ -40,15 +44,18 @@ def ego_correction(b: Any, dl: DriveLog, t_us: int) -> NDArray[np.float64] | Non
 
 def appearance_rows(b: Any, dl: DriveLog, index: int, cameras: list[str], train_frames: list[int]) -> tuple[int, int] | None:
     """(frame row, camera row) of the embeddings a held-out frame ``index`` is rendered with: the
-    nearest training frame of its camera and its camera (None: the scene has no embeddings for
-    this log, or the camera was not trained on)."""
+    nearest training frame of its camera and its camera's row (the order of the bundle's
+    ``info.appearance_cameras``, else ``cameras``) (None: the scene has no embeddings for this
+    log, or the camera was not trained on)."""
     scene = getattr(b, "scene", None)
     app = getattr(scene, "appearance", None)
     cam = dl.frames[index].camera
-    if app is None or cam not in cameras or app.frame_affine.shape[0] != len(dl.frames):
+    rows = [str(c) for c in (b.info.get("appearance_cameras") or cameras)]
+    if app is None or cam not in rows or app.frame_affine.shape[0] != len(dl.frames):
         return None
     near = nearest_training_frame(dl, index, train_frames)
-    return (-1 if near is None else near, cameras.index(cam) if cameras.index(cam) < app.camera_affine.shape[0] else -1)
+    k = rows.index(cam)
+    return (-1 if near is None else near, k if k < app.camera_affine.shape[0] else -1)
 
 
 def score_heldout(b: Any, dl: DriveLog, frames: list[int], cameras: list[str], train_frames: list[int],

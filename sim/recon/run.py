@@ -198,7 +198,7 @@ def _train_bundle(
     camera = data.cameras[0] if data.cameras else dl.frames[data.train_frames[0]].camera
     info.update({"camera": camera, "cameras": list(data.cameras or [camera]), "eval_every": int(cfg.pipeline.datamanager.dataparser.eval_every),
                  "train_frames": len(data.train_frames), "train_sweeps": len(data.train_sweeps),
-                 "appearance": model.scene.appearance is not None,
+                 "appearance": model.scene.appearance is not None, "appearance_cameras": list(data.cameras),
                  "refine_actors": bool(model.config.refine_actors), "refine_ego": bool(model.config.refine_ego),
                  "lidar_motion_compensation": bool(cfg.pipeline.datamanager.lidar_motion_compensation)})
     refiner = model.refiner
