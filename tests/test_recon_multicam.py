@@ -180,3 +180,33 @@ def test_motion_compensation_puts_a_static_pole_return_on_the_pole(tmp_path: Pat
         assert np.max(off_pole(end[on])) < 0.05
         checked += int(on.sum())
     assert checked > 30
+
+
+def test_ego_and_actor_corrections_move_sensors_and_boxes_consistently() -> None:
+    from sim.log import Track
+    from sim.recon.lidar_motion import ego_se3_at
+
+    t = np.array([0, 100_000, 200_000], dtype=np.int64)
+    ego = Track("ego", "car", (4.6, 1.9, 1.6), t, np.array([[0.0, 0.0, 0.0, 0.1], [1.0, 0.1, 0.0, 0.15], [2.0, 0.3, 0.0, 0.2]]))
+    car = Track("c", "car", (4.0, 1.8, 1.5), t, np.array([[10.0, 2.0, 0.0, 0.0], [11.0, 2.0, 0.0, 0.0], [12.0, 2.0, 0.0, 0.0]]))
+    ref = PoseRefiner(ego, [car])
+    assert ref.ego_delta is not None and ref.actor_delta is not None
+    with torch.no_grad():
+        ref.ego_delta[:] = torch.tensor([0.3, -0.2, 0.1, 0.05])
+        ref.actor_delta[0, 1] = torch.tensor([0.4, -0.6, 0.1])
+    # a sensor mounted on the ego: its corrected rays are the refined ego's sensor rays
+    mount = np.eye(4)
+    mount[:3, 3] = (1.5, 0.3, 1.6)
+    tq = 150_000
+    s = ego_se3_at(ego, np.array([tq]))[0] @ mount
+    s_ref = ego_se3_at(ref.refined_ego(ego), np.array([tq]))[0] @ mount
+    d = torch.tensor([[0.6, 0.8, 0.0]], dtype=torch.float32)
+    o2, d2 = ref.refine_rays(torch.tensor(s[:3, 3][None], dtype=torch.float32), d @ torch.tensor(s[:3, :3].T, dtype=torch.float32),
+                             torch.zeros(1, dtype=torch.long), torch.tensor([tq]))
+    assert np.allclose(o2[0].detach().numpy(), s_ref[:3, 3], atol=1e-4)
+    assert np.allclose(d2[0].detach().numpy(), (d.numpy() @ s_ref[:3, :3].T)[0], atol=1e-5)
+    # an actor correction is interpolated in time like the poses
+    pose = torch.tensor([[[11.5, 2.0, 0.0, 0.0]]])
+    out = ref.refine_actors(pose, torch.tensor([150_000]))
+    assert torch.allclose(out[0, 0], torch.tensor([11.7, 1.7, 0.0, 0.05]), atol=1e-5)
+    assert float(ref.prior(1.0, 0.0)) == pytest.approx((0.4**2 + 0.6**2 + 0.1**2) / 3)

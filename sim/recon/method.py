@@ -358,9 +358,9 @@ class LoopdriveReconModelConfig(ModelConfig):
     """Learn per-sample corrections (dx, dy, dz, dyaw) of the ego pose, moving every sensor with it
     (for logs with ego-pose noise); the bundle stores the refined ego track."""
     w_actor_prior: float = 1e-3
-    """Weight of the actor corrections' prior (sum of squares, m^2 and rad^2)."""
+    """Weight of the actor corrections' prior (mean over track samples of dx^2 + dy^2 + dyaw^2, m^2 and rad^2)."""
     w_ego_prior: float = 1e-3
-    """Weight of the ego corrections' prior (sum of squares, m^2 and rad^2)."""
+    """Weight of the ego corrections' prior (mean over ego samples of dx^2 + dy^2 + dz^2 + dyaw^2)."""
     seed: int = 0
 
     def scene_config(self) -> SceneConfig:

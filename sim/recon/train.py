@@ -54,9 +54,9 @@ class LossWeights:
     intensity: float = 0.05
     drop: float = 0.01
     virtual: float = 0.5
-    #: prior of the appearance embeddings (sum of squared deviations from the identity)
+    #: prior of the appearance embeddings (squared deviations from the identity, mean per row; Appearance.prior)
     appearance: float = 1e-3
-    #: priors of the pose refinement (sums of squared corrections: m^2, rad^2)
+    #: priors of the pose refinement (means over track samples of the squared corrections: m^2, rad^2; PoseRefiner.prior)
     actor_prior: float = 1e-3
     ego_prior: float = 1e-3
 
