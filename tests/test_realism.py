@@ -205,7 +205,7 @@ def test_imported_log_aligns_with_the_truth(clean: Path, tmp_path: Path) -> None
         def render_camera(self, c2w: np.ndarray, *a: object) -> np.ndarray:
             return c2w
 
-    s = AlignedScene(Stub(), shift, dt, ids, "CAM_BACK", 5)
+    s = AlignedScene(Stub(), shift, dt, ids, ["CAM_BACK"], 5)
     f, g = nat.frames[3], imp.frames[3]
     assert np.allclose(s.render_camera(f.c2w), g.c2w, atol=1e-6) and s.info["camera"] == "CAM_BACK"
     nid = next(t.id for t in nat.tracks if ids[t.id])

@@ -10,8 +10,8 @@ The chain, per realism level (``clean``, ``real_like``; :mod:`sim.synth.realism`
    reconstructor config overrides, e.g. an ablation switching off appearance embeddings or pose
    refinement; a variant whose switch the reconstructor does not have is recorded as skipped);
 4. ``eval-recon`` per camera against the *clean native* log and the mesh town: held-out frames
-   (the frames the reconstructor held out: ``index % eval_every == 0``; the imported log keeps the
-   native frame order, checked), lane shifts 1/2/3 m, actor removed / moved (mesh truth), and
+   (the frames the reconstructor held out: frame ``k`` of each camera with ``k % eval_every == 0``; the imported log keeps
+   the native frame order, checked), lane shifts 1/2/3 m, actor removed / moved (mesh truth), and
    held-out LiDAR sweeps (once, not per camera).
 
 The bundle lives in the imported log's frame (world = global - ``origin.global_offset_m``, time
@@ -111,7 +111,7 @@ class AlignedScene:
     docstring): ``shift_m`` = native world - imported world, ``dt_us`` = native time - imported
     time; ``ids`` native actor id -> imported ids (segments of its nuScenes instance)."""
 
-    def __init__(self, b: Any, shift_m: NDArray[np.float64], dt_us: int, ids: dict[str, tuple[str, ...]], camera: str,
+    def __init__(self, b: Any, shift_m: NDArray[np.float64], dt_us: int, ids: dict[str, tuple[str, ...]], cameras: list[str],
                  eval_every: int) -> None:
         self._b = b
         self._d = np.asarray(shift_m, dtype=np.float64)
@@ -119,8 +119,10 @@ class AlignedScene:
         have = {a.id for a in b.actors}
         self._ids = {n: tuple(i for i in v if i in have) for n, v in ids.items()}
         self._tracks = {t.id: t for t in getattr(b, "tracks", ())}
-        self.info = {**b.info, "camera": camera, "cameras": [camera], "eval_every": eval_every}
+        self.info = {**b.info, "camera": cameras[0], "cameras": list(cameras), "eval_every": eval_every}
         self.actors = [SimpleNamespace(id=n) for n, v in self._ids.items() if v]
+        ego = getattr(b, "ego", None)  # a refined ego track, moved into the native frame
+        self.ego = None if ego is None else dataclasses.replace(ego, t_us=ego.t_us + self._dt, pose=ego.pose + np.r_[self._d, 0.0])
 
     def __getattr__(self, name: str) -> Any:  # anything else (no pose in it) from the bundle
         return getattr(self._b, name)
@@ -217,7 +219,9 @@ def _summary(per_cam: dict[str, Any], lidar: dict[str, Any] | None) -> dict[str,
 
 def evaluate_per_camera(b: Any, truth: DriveLog, imported: DriveLog, work: Path, p: BenchPreset, epoch_us: int,
                         say: Callable[[str], None]) -> dict[str, Any]:
-    """Score bundle ``b`` (trained on ``imported``) on every camera of ``truth`` (see the module docstring)."""
+    """Score bundle ``b`` (trained on ``imported``) on every camera of ``truth`` and its held-out
+    sweeps (see the module docstring): one :func:`~sim.recon.evaluate.evaluate_scene` call over the
+    bundle's cameras in its own order (appearance rows follow it), then any truth camera it lacks."""
     from sim.recon.evaluate import evaluate_scene
 
     shift, dt, check = alignment(truth, imported, epoch_us)
@@ -225,16 +229,30 @@ def evaluate_per_camera(b: Any, truth: DriveLog, imported: DriveLog, work: Path,
         raise LoopdriveError(f"the imported log's frames are not the native frames in order ({check['frames']}): held-out frames would not match")
     ids = actor_id_map(truth, imported)
     every = int(b.info.get("eval_every", 10))
-    per_cam: dict[str, Any] = {}
-    lidar = None
-    for k, cam in enumerate(truth.cameras):
-        say(f"  eval {cam}")
-        scene = AlignedScene(b, shift, dt, ids, cam, every)
-        r = evaluate_scene(scene, truth, work / cam, max_frames=p.eval_frames, max_sweeps=p.eval_sweeps if k == 0 else 0)
-        if k == 0:
-            lidar = r.get("lidar")
-        per_cam[cam] = {key: r.get(key) for key in ("heldout", "lane_shift", "actor_removed", "actor_moved")}
-    return {"alignment": check, "per_camera": per_cam, "lidar": lidar, "summary": _summary(per_cam, lidar)}
+    trained = [str(c) for c in (b.info.get("cameras") or [b.info.get("camera")]) if c]
+    cams = [*trained, *(c for c in truth.cameras if c not in trained)]
+    say(f"  eval {', '.join(cams)}")
+    r = evaluate_scene(AlignedScene(b, shift, dt, ids, cams, every), truth, work, max_frames=p.eval_frames, max_sweeps=p.eval_sweeps)
+    per_cam = {c: {k: v for k, v in r["per_camera"][c].items()} for c in cams if c in r.get("per_camera", {})}
+    lidar = r.get("lidar")
+    return {"alignment": check, "cameras_trained": trained, "per_camera": per_cam, "lidar": lidar,
+            "mean_over_cameras": r.get("mean_over_cameras"), "summary": _summary(per_cam, lidar)}
+
+
+def _step_times(work: Path, update: dict[str, float] | None = None) -> dict[str, float]:
+    """Wall-clock seconds of the data steps made in ``work`` (``timings.json``; kept so a run that
+    reuses them still reports them), updated with ``update``."""
+    import json
+
+    f = work / "timings.json"
+    try:
+        t = json.loads(f.read_text()) if f.is_file() else {}
+    except (OSError, ValueError):
+        t = {}
+    if update:
+        t.update(update)
+        write_json_atomic(f, t)
+    return t
 
 
 def _native_log(work: Path, p: BenchPreset, say: Callable[[str], None]) -> Path:
@@ -245,10 +263,13 @@ def _native_log(work: Path, p: BenchPreset, say: Callable[[str], None]) -> Path:
     if (out / "meta.json").exists():
         return out
     say(f"synth: {p.town} town, {p.steps} steps of 50 ms, nuScenes rig at scale {p.image_scale}")
+    t = time.perf_counter()
     scene = make_scene(p.town, p.seed, frames=p.steps, dt_s=0.05)
     rig = nuscenes_rig(p.image_scale, cameras=p.cameras, azimuth_steps=p.azimuth)
-    return write_synth_log(scene, out=out, rig=rig, schedule=nuscenes_schedule(int(scene.t_us[-1]), rig), rig_name="nuscenes",
-                           supersample=1, overwrite=True, name="native")
+    write_synth_log(scene, out=out, rig=rig, schedule=nuscenes_schedule(int(scene.t_us[-1]), rig), rig_name="nuscenes",
+                    supersample=1, overwrite=True, name="native")
+    _step_times(work, {"synth_s": round(time.perf_counter() - t, 1)})
+    return out
 
 
 def _imported(work: Path, native: Path, realism: str, seed: int, say: Callable[[str], None], timings: dict[str, float]) -> tuple[Path, Path]:
@@ -264,14 +285,16 @@ def _imported(work: Path, native: Path, realism: str, seed: int, say: Callable[[
             say(f"realism {realism}")
             t = time.perf_counter()
             apply_realism(native, logged, get_realism(realism, seed), overwrite=True, name="native")
-            timings["realism_s"] = round(time.perf_counter() - t, 1)
+            _step_times(work, {f"realism_{realism}_s": round(time.perf_counter() - t, 1)})
     imp = work / f"imported-{realism}"
     if not (imp / "meta.json").exists():
         say(f"export-nuscenes + import nuscenes ({realism})")
         t = time.perf_counter()
         root = export_nuscenes(logged, work / f"root-{realism}", image_format="png", overwrite=True)
         import_log("nuscenes", root, imp, cameras="all", sweeps=True, overwrite=True)
-        timings["export_import_s"] = round(time.perf_counter() - t, 1)
+        _step_times(work, {f"export_import_{realism}_s": round(time.perf_counter() - t, 1)})
+    done = _step_times(work)
+    timings.update({k: v for k, v in done.items() if k in (f"realism_{realism}_s", f"export_import_{realism}_s")})
     return logged, imp
 
 
@@ -319,7 +342,8 @@ def _compare(res: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"realism_loss_heldout_db": d(s("clean", "mean_heldout_psnr"), s("real_like", "mean_heldout_psnr"))}
     for abl in ("real_like_no_appearance", "real_like_no_pose_refinement"):
         out[f"{abl}_vs_real_like_heldout_db"] = d(s(abl, "mean_heldout_psnr"), s("real_like", "mean_heldout_psnr"))
-    nat = res.get("native_single_camera_front_heldout_psnr")
+    same_town = res["settings"]["town"] == "small" and res["settings"]["seed"] == 0  # the town of the native figure
+    nat = res.get("native_single_camera_front_heldout_psnr") if same_town else None
     out["front_vs_native_single_camera_db"] = d(s("clean", "front_heldout_psnr"), nat)
     return out
 
@@ -366,13 +390,14 @@ def run_recon_roundtrip(
     res["machine"] = _machine()
     res["native_single_camera_front_heldout_psnr"] = _native_front()
     res["targets"] = TARGETS
-    t = time.perf_counter()
     native = _native_log(work, p, say)
-    res["synth_s"] = round(time.perf_counter() - t, 1)
+    res["synth_s"] = _step_times(work).get("synth_s")
     for name in variants:
         t = time.perf_counter()
         entry = _run_variant(name, VARIANTS[name], work, native, p, threads, say)
         entry["wall_s"] = round(time.perf_counter() - t, 1)
+        # the whole chain for this variant (data steps included even when reused from the work folder)
+        entry["roundtrip_s"] = round((res["synth_s"] or 0.0) + sum(entry["timings_s"].values()), 1)
         entry["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         res["variants"][name] = entry
         res["comparisons"] = _compare(res)
