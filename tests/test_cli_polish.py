@@ -60,3 +60,10 @@ def test_compare_ends_with_an_overall_row(tmp_path: Path) -> None:
     cells = [c.strip() for c in row.strip("│ ").split("│")]
     score_a, score_b, diff = float(cells[3]), float(cells[4]), float(cells[5])
     assert abs((score_b - score_a) - diff) < 2e-3
+
+
+def test_ncap_types_are_checked_before_any_work(tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["ncap", str(tmp_path), "--log", str(tmp_path), "--planner", "idm", "--out", str(tmp_path / "o"),
+                                 "--types", "stationary,sideways"])
+    assert r.exit_code == 2 and "sideways" in r.output
+    assert not (tmp_path / "o").exists()

@@ -10,7 +10,17 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from sim.cli._app import LazyProgress, app, check_planner, console, err_console, fail, out_dir, user_errors
+from sim.cli._app import (
+    LazyProgress,
+    app,
+    check_planner,
+    console,
+    err_console,
+    fail,
+    out_dir,
+    split_names,
+    user_errors,
+)
 from sim.cli._group import one_line
 
 
@@ -46,6 +56,7 @@ def ncap_cmd(
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed of the permutations."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, max=256, help="Episodes in parallel."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (same bundle, log, planner, runs, sensors, seed)."),
+    types: str = typer.Option("stationary,frontal,side", "--types", help="Comma-separated scenario types to run (a subset for a quick look)."),
 ) -> None:
     """Run NeuroNCAP's protocol: stationary, frontal and side collision scenarios built from LOG, RUNS random
     permutations of each (scenario files under OUT/scenarios, each replayable with `loopdrive run`), driven by the
@@ -58,7 +69,13 @@ def ncap_cmd(
     if sensors not in SENSORS:
         raise typer.BadParameter(f"expected {' or '.join(SENSORS)}, got {sensors!r}", param_hint="--sensors")
     check_planner(planner)
-    cfg = NcapConfig(bundle=bundle, log=log, planner=planner, runs=runs, sensors=sensors, seed=seed, workers=workers)
+    from sim.ncap.scenarios import NCAP_TYPES
+
+    type_list = tuple(split_names(types, "--types"))
+    if any(t not in NCAP_TYPES for t in type_list) or len(set(type_list)) != len(type_list):
+        raise typer.BadParameter(f"expected distinct types of {', '.join(NCAP_TYPES)}, got {types!r}", param_hint="--types")
+    cfg = NcapConfig(bundle=bundle, log=log, planner=planner, runs=runs, sensors=sensors, seed=seed, workers=workers,
+                     types=tuple(t for t in NCAP_TYPES if t in type_list))
     with user_errors(), LazyProgress(_progress, "ncap", failed=0, phase="") as bar:
 
         def cb(phase: str, done: int, failed: int, total: int) -> None:
