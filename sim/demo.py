@@ -273,7 +273,7 @@ def recon_rows(recon: dict[str, Any]) -> list[tuple[str, str]]:
     h = ev.get("heldout") or {}
     rows.append(("held-out frames: PSNR / SSIM", f"{_num(h.get('psnr'), '.2f', ' dB')} / {_num(h.get('ssim'), '.3f')}"))
     for k, v in ((ev.get("lane_shift") or {}).get("psnr") or {}).items():
-        rows.append((f"ego shifted {k} sideways: PSNR", _num(v, ".2f", " dB")))
+        rows.append((f"ego shifted {k.removesuffix('m')} m sideways: PSNR", _num(v, ".2f", " dB")))
     for k in ("actor_removed", "actor_moved"):
         e = ev.get(k) or {}
         rows.append((f"{k.replace('_', ' ')}: PSNR", _num(e.get("psnr"), ".2f", " dB") if "skipped" not in e else f"skipped ({e['skipped']})"))

@@ -27,7 +27,7 @@ def test_recon_rows_format_every_number() -> None:
     rows = dict(recon_rows(RECON))
     assert rows["training (preset quick)"] == "4500 of 4500 iterations in 213 s"
     assert rows["held-out frames: PSNR / SSIM"] == "25.20 dB / 0.771"
-    assert rows["ego shifted 2m sideways: PSNR"] == "23.60 dB" and rows["ego shifted 3m sideways: PSNR"] == "-"
+    assert rows["ego shifted 2 m sideways: PSNR"] == "23.60 dB" and rows["ego shifted 3 m sideways: PSNR"] == "-"
     assert rows["actor moved: PSNR"] == "skipped (no GL)"
     assert rows["LiDAR: median |range error| / ray-drop accuracy"] == "0.060 m / 0.993"
     assert rows["closed loop on neural sensors (surface mode)"] == "horizon after 60 steps, score 0.912"
@@ -65,6 +65,7 @@ def test_demo_command_draws_the_training_bar(monkeypatch: Any, tmp_path: Path) -
         for step in range(1, 8):
             train_progress(step, 7)
         progress("   evaluating")
+        progress("   driving")
         return DemoResult(Path(out))
 
     monkeypatch.setattr(sim.demo, "run_demo", fake_run_demo)
@@ -73,3 +74,4 @@ def test_demo_command_draws_the_training_bar(monkeypatch: Any, tmp_path: Path) -
     assert seen["recon"] is True
     out = res.output
     assert "training" in out and "7/7" in out and out.index("7/7") < out.index("evaluating")
+    assert "\n\n" not in out  # the bar is closed once (a stopped bar stopped again prints blank lines)

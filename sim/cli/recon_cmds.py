@@ -64,12 +64,18 @@ class TrainingBar:
     def __init__(self) -> None:
         columns = (TextColumn("[bold]training[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
         self._bar = LazyProgress(lambda: Progress(*columns, console=console, transient=False), "train")
+        self._state = "new"  # -> "running" at the first step -> "closed"
 
     def __call__(self, step: int, total: int) -> None:
-        self._bar.update(completed=step, total=total)
+        if self._state != "closed":
+            self._state = "running"
+            self._bar.update(completed=step, total=total)
 
     def close(self) -> None:
-        self._bar.__exit__(None, None, None)
+        """End the bar if it started (once: a stopped rich display stopped again prints a blank line)."""
+        if self._state == "running":
+            self._state = "closed"
+            self._bar.__exit__(None, None, None)
 
     def __enter__(self) -> TrainingBar:
         return self
