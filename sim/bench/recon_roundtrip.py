@@ -112,8 +112,9 @@ class AlignedScene:
     time; ``ids`` native actor id -> imported ids (segments of its nuScenes instance)."""
 
     def __init__(self, b: Any, shift_m: NDArray[np.float64], dt_us: int, ids: dict[str, tuple[str, ...]], cameras: list[str],
-                 eval_every: int) -> None:
+                 eval_every: int, canonical: bool = False) -> None:
         self._b = b
+        self._canonical = canonical
         self._d = np.asarray(shift_m, dtype=np.float64)
         self._dt = int(dt_us)
         have = {a.id for a in b.actors}
@@ -144,19 +145,22 @@ class AlignedScene:
         return self._b.actors_at(t, remove=rm, moves=mv)
 
     def render_camera(self, c2w: NDArray[np.floating], *args: Any, **kw: Any) -> Any:
+        if self._canonical:  # no appearance embedding: the scene's canonical colours
+            kw.pop("appearance", None)
         return self._b.render_camera(self._pose(c2w), *args, **kw)
 
     def render_lidar(self, s2w: NDArray[np.floating], *args: Any, **kw: Any) -> Any:
         return self._b.render_lidar(self._pose(s2w), *args, **kw)
 
 
-def alignment(native: DriveLog, imported: DriveLog, epoch_us: int) -> tuple[NDArray[np.float64], int, dict[str, Any]]:
+def alignment(native: DriveLog, imported: DriveLog, epoch_us: int, exported: DriveLog | None = None) -> tuple[NDArray[np.float64], int, dict[str, Any]]:
     """(native - imported world shift (m), native - imported time shift (us), the check): the
-    exporter's map offset and the importer's origin; checked on every camera frame (same camera,
-    time and pose in the same order)."""
+    exporter's map offset (of ``exported``, the log it exported: default ``native``) and the
+    importer's origin; checked on every camera frame (same camera, time and pose in the same
+    order; with realism the pose difference includes the logged ego-pose error)."""
     from sim.importers.nuscenes_export import DEFAULT_ORIGIN, _map_offset
 
-    shift = np.asarray(imported.meta["origin"]["global_offset_m"], dtype=np.float64) - _map_offset(native, DEFAULT_ORIGIN)
+    shift = np.asarray(imported.meta["origin"]["global_offset_m"], dtype=np.float64) - _map_offset(exported or native, DEFAULT_ORIGIN)
     dt = int(imported.meta["origin"]["t0_us"]) - int(epoch_us)
     same = len(native.frames) == len(imported.frames) and all(
         a.camera == b.camera and a.t_us == b.t_us + dt for a, b in zip(native.frames, imported.frames, strict=False))
@@ -218,13 +222,13 @@ def _summary(per_cam: dict[str, Any], lidar: dict[str, Any] | None) -> dict[str,
 
 
 def evaluate_per_camera(b: Any, truth: DriveLog, imported: DriveLog, work: Path, p: BenchPreset, epoch_us: int,
-                        say: Callable[[str], None]) -> dict[str, Any]:
+                        say: Callable[[str], None], logged: DriveLog | None = None) -> dict[str, Any]:
     """Score bundle ``b`` (trained on ``imported``) on every camera of ``truth`` and its held-out
     sweeps (see the module docstring): one :func:`~sim.recon.evaluate.evaluate_scene` call over the
     bundle's cameras in its own order (appearance rows follow it), then any truth camera it lacks."""
     from sim.recon.evaluate import evaluate_scene
 
-    shift, dt, check = alignment(truth, imported, epoch_us)
+    shift, dt, check = alignment(truth, imported, epoch_us, logged)
     if not check["frame_order_same"]:
         raise LoopdriveError(f"the imported log's frames are not the native frames in order ({check['frames']}): held-out frames would not match")
     ids = actor_id_map(truth, imported)
@@ -236,7 +240,28 @@ def evaluate_per_camera(b: Any, truth: DriveLog, imported: DriveLog, work: Path,
     per_cam = {c: {k: v for k, v in r["per_camera"][c].items()} for c in cams if c in r.get("per_camera", {})}
     lidar = r.get("lidar")
     return {"alignment": check, "cameras_trained": trained, "per_camera": per_cam, "lidar": lidar,
-            "mean_over_cameras": r.get("mean_over_cameras"), "summary": _summary(per_cam, lidar)}
+            "mean_over_cameras": r.get("mean_over_cameras"), "summary": _summary(per_cam, lidar),
+            "heldout_protocols": _heldout_protocols(b, truth, logged, shift, dt, ids, cams, every, p)}
+
+
+def _heldout_protocols(b: Any, truth: DriveLog, logged: DriveLog | None, shift: NDArray[np.float64], dt: int, ids: dict[str, tuple[str, ...]],
+                       cams: list[str], every: int, p: BenchPreset) -> dict[str, Any]:
+    """Mean held-out PSNR over cameras under the other protocols: ``canonical_vs_clean`` (no
+    appearance embedding, clean truth) and, for a realism level, ``nearest_embedding_vs_logged``
+    (the reconstructor's protocol scored against the logged, imperfect images, as on real data).
+    ``nearest_embedding_vs_clean`` is the main figure (``summary.mean_heldout_psnr``)."""
+    from sim.recon.eval_sensors import score_heldout
+    from sim.recon.split import split_frames
+
+    out: dict[str, Any] = {}
+    runs = [("canonical_vs_clean", truth, True)] + ([("nearest_embedding_vs_logged", logged, False)] if logged is not None else [])
+    for name, dl, canonical in runs:
+        scene = AlignedScene(b, shift, dt, ids, cams, every, canonical=canonical)
+        train, _ = split_frames(dl, cams, every)
+        per = {c: score_heldout(scene, dl, split_frames(dl, [c], every)[1][: p.eval_frames], cams, train, [], 0)["psnr"] for c in cams}
+        vals = [v for v in per.values() if v is not None]
+        out[name] = {"mean_heldout_psnr": round(float(np.mean(vals)), 3) if vals else None, "per_camera": per}
+    return out
 
 
 def _step_times(work: Path, update: dict[str, float] | None = None) -> dict[str, float]:
@@ -298,14 +323,16 @@ def _imported(work: Path, native: Path, realism: str, seed: int, say: Callable[[
     return logged, imp
 
 
-def _run_variant(name: str, v: Variant, work: Path, native: Path, p: BenchPreset, threads: int, say: Callable[[str], None]) -> dict[str, Any]:
-    from sim.importers.nuscenes_export import DEFAULT_EPOCH_US
-    from sim.recon.bundle import load_bundle
+def _run_variant(name: str, v: Variant, work: Path, native: Path, p: BenchPreset, threads: int, say: Callable[[str], None],
+                 reuse_bundle: bool = False) -> dict[str, Any]:
     from sim.recon.run import train_bundle
 
     timings: dict[str, float] = {}
     entry: dict[str, Any] = {"realism": v.realism, "overrides": v.overrides, "timings_s": timings}
-    _, imp = _imported(work, native, v.realism, p.seed, say, timings)
+    logged, imp = _imported(work, native, v.realism, p.seed, say, timings)
+    if reuse_bundle and (work / f"bundle-{name}" / "bundle.json").is_file():
+        say(f"re-scoring the existing bundle-{name}")
+        return _score(name, entry, work, native, logged, imp, p, say)
     say(f"recon {name} ({p.recon_preset}{', ' + str(v.overrides) if v.overrides else ''})")
     t = time.perf_counter()
     # every camera, where the reconstructor takes a camera selection (else its default: the first)
@@ -320,10 +347,22 @@ def _run_variant(name: str, v: Variant, work: Path, native: Path, p: BenchPreset
         return entry
     timings["recon_s"] = round(time.perf_counter() - t, 1)
     entry["recon"] = summary
+    return _score(name, entry, work, native, logged, imp, p, say)
+
+
+def _score(name: str, entry: dict[str, Any], work: Path, native: Path, logged: Path, imp: Path, p: BenchPreset,
+           say: Callable[[str], None]) -> dict[str, Any]:
+    from sim.importers.nuscenes_export import DEFAULT_EPOCH_US
+    from sim.recon.bundle import load_bundle
+
+    timings = entry["timings_s"]
+    if "recon" not in entry:  # a reused bundle: its own record of the training
+        entry["recon"] = {**load_bundle(work / f"bundle-{name}").info, "reused": True}
+        entry["timings_s"]["recon_s"] = entry["recon"].get("train_seconds")
     say(f"eval-recon per camera ({name})")
     t = time.perf_counter()
     entry.update(evaluate_per_camera(load_bundle(work / f"bundle-{name}"), read_log(native), read_log(imp), work / f"eval-{name}", p,
-                                     DEFAULT_EPOCH_US, say))
+                                     DEFAULT_EPOCH_US, say, logged=read_log(logged) if logged != native else None))
     timings["eval_s"] = round(time.perf_counter() - t, 1)
     entry["status"] = "ok"
     return entry
@@ -356,12 +395,14 @@ def run_recon_roundtrip(
     variants: tuple[str, ...] = tuple(VARIANTS),
     threads: int = 1,
     merge: bool = True,
+    reuse_bundles: bool = False,
     command: str | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark (see the module docstring) for ``variants`` under ``budget`` (a
     :data:`BENCH_PRESETS` name); write the JSON to ``out`` after each variant. With ``merge``, the
-    variants of an existing ``out`` of the same settings are kept (so levels can run one at a time).
+    variants of an existing ``out`` of the same settings are kept (so levels can run one at a time);
+    with ``reuse_bundles`` a variant whose bundle is already in ``work`` is scored again, not retrained.
 
     Raises:
         ScenarioError: an unknown budget or variant.
@@ -394,7 +435,7 @@ def run_recon_roundtrip(
     res["synth_s"] = _step_times(work).get("synth_s")
     for name in variants:
         t = time.perf_counter()
-        entry = _run_variant(name, VARIANTS[name], work, native, p, threads, say)
+        entry = _run_variant(name, VARIANTS[name], work, native, p, threads, say, reuse_bundles)
         entry["wall_s"] = round(time.perf_counter() - t, 1)
         # the whole chain for this variant (data steps included even when reused from the work folder)
         entry["roundtrip_s"] = round((res["synth_s"] or 0.0) + sum(entry["timings_s"].values()), 1)

@@ -54,6 +54,7 @@ def bench_recon_roundtrip_cmd(
     publish: bool = publish_option(),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads."),
     merge: bool = typer.Option(True, "--merge/--no-merge", help="Keep the variants of an existing --out of the same settings."),
+    reuse_bundles: bool = typer.Option(False, "--reuse-bundles", help="Score a variant's bundle already in --work again instead of retraining it."),
 ) -> None:
     """Six cameras + LiDAR, real format: synth (nuScenes rig) -> export-nuscenes -> import nuscenes ->
     recon -> eval-recon per camera against mesh truth, clean and with real-like imperfections, plus ablations."""
@@ -69,7 +70,7 @@ def bench_recon_roundtrip_cmd(
     from sim.bench.recon_roundtrip import run_recon_roundtrip
 
     with user_errors():
-        res = run_recon_roundtrip(work=work, out=dest.path, budget=budget, variants=names, threads=threads, merge=merge,
+        res = run_recon_roundtrip(work=work, out=dest.path, budget=budget, variants=names, threads=threads, merge=merge, reuse_bundles=reuse_bundles,
                                   command=shlex.join(["loopdrive", *sys.argv[1:]]), echo=lambda m: console.log(m))
     tab = Table(title=f"recon round trip ({budget}; load {res['machine']['load_average'][0]})")
     for c in ("variant", "status", "held-out dB (mean / front)", "lane 2 m dB", "LiDAR median m", "wall s"):
