@@ -178,3 +178,12 @@ def test_leaderboard_takes_params_per_planner(probes: list, tmp_path: Path) -> N
     res = CliRunner().invoke(app, [*args, "--planner-param", "param_probe2.accel=0.75", "--planner-params", '{"param_probe": {"label": "lb"}}'])
     assert res.exit_code == 0, res.output
     assert {json.dumps(p, sort_keys=True) for p in probes} == {'{"label": "lb"}', '{"accel": 0.75}'}
+
+
+def test_attack_and_export_check_their_json_params_the_same_way(probes: list, tmp_path: Path) -> None:
+    base = _scenario(tmp_path) / "probe.yaml"
+    for cmd in (["attack", "--planner", "param_probe", "--base", str(base), "--out", str(tmp_path / "a")],
+                ["export", "--scenarios", str(base), "--planner", "param_probe", "--out", str(tmp_path / "a")]):
+        res = CliRunner().invoke(app, [*cmd, "--planner-params", '{"speed": 3}'])
+        assert res.exit_code == 2 and "--planner-params" in res.stderr and "speed" in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "a").exists()

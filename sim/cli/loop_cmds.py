@@ -45,16 +45,12 @@ def _progress(label: str) -> Progress:
     )  # fmt: skip
 
 
-def _params(text: str | None, option: str = "--planner-params") -> dict:
-    if not text:
-        return {}
-    try:
-        v = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise typer.BadParameter(f"expected a JSON object, got {text!r} ({exc})", param_hint=option) from None
-    if not isinstance(v, dict):
-        raise typer.BadParameter(f"expected a JSON object, got {type(v).__name__}", param_hint=option)
-    return v
+def _params(text: str | None, planner: str, option: str = "--planner-params") -> dict:
+    """``--planner-params`` of the command's one planner, parsed and checked against its schema as
+    ``run`` and ``leaderboard`` do (:mod:`sim.cli._planner_params`)."""
+    from sim.cli._planner_params import parse_planner_params
+
+    return parse_planner_params(None, [planner], json_text=text, json_option=option).get(planner, {})
 
 
 def _check_scenario_file(path: Path) -> None:
@@ -121,7 +117,7 @@ def attack_cmd(
         raise typer.BadParameter(f"expected one of {', '.join(METHODS)}, got {method!r}", param_hint="--method")
     if template is not None and template not in TEMPLATES:
         raise typer.BadParameter(f"expected one of {', '.join(TEMPLATES.names())}, got {template!r}", param_hint="--template")
-    cfg = AttackConfig(planner=planner, planner_params=_params(planner_params), method=method, budget=budget, seed=seed,
+    cfg = AttackConfig(planner=planner, planner_params=_params(planner_params, planner), method=method, budget=budget, seed=seed,
                        template=template, horizon_s=horizon, oracle=oracle)  # fmt: skip
     with user_errors():
         _check_scenario_file(base)
@@ -166,7 +162,7 @@ def export_cmd(
         raise typer.BadParameter(f"expected kinds among {', '.join(KINDS)}, got {', '.join(bad)}", param_hint="--kinds")
     check_planner(planner)
     check_planner(expert, "--expert")
-    params = _params(planner_params) if planner else None
+    params = _params(planner_params, planner) if planner else None
     with user_errors():
         items = [it for m in mined for it in items_from_mined(read_mined(m))]
         if scenarios:
