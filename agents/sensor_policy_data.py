@@ -86,7 +86,7 @@ class RasterGeometry:
         left = (n / 2 - cols - 0.5) * self.res_m
         return fwd.ravel(), left.ravel()
 
-    def cell_of(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+    def cell_of(self, x: NDArray[np.floating[Any]], y: NDArray[np.floating[Any]]) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
         """Flat cell index of ego-frame points (m) and whether they fall inside the raster."""
         n = self.size
         r = np.floor(self.origin_row - x / self.res_m).astype(np.int64)
@@ -109,10 +109,10 @@ class SensorRaster:
         self._rx0 = self._ry0 = 0.0
 
     @staticmethod
-    def _vehicle_rays(spec: LidarSpec) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def _vehicle_rays(spec: LidarSpec) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         m = spec.vehicle_from_lidar
         d = spec.ray_directions().reshape(-1, 3) @ m[:3, :3].T
-        return d, m[:3, 3].copy()
+        return d.astype(np.float32), m[:3, 3].astype(np.float32)  # float32: centimetre-exact at 80 m, twice as fast
 
     def reset(self, init: PlannerInit | None) -> None:
         """Rasterise the route of ``init`` (None: no route channel) and adopt its rig's LiDAR."""
@@ -148,7 +148,7 @@ class SensorRaster:
         assert spec is not None
         if a.shape != (spec.beams, spec.azimuth_steps, 2):
             raise ValueError(f"expected a ({spec.beams}, {spec.azimuth_steps}, 2) LiDAR range image, got {a.shape}")
-        r = a[..., 0].reshape(-1).astype(np.float64)
+        r = a[..., 0].reshape(-1)
         hit = r > 0
         dirs, mount = self._dirs_v
         p = dirs[hit] * r[hit, None] + mount
@@ -158,9 +158,9 @@ class SensorRaster:
         obst = inside & (z >= _OBST_Z[0]) & (z <= _OBST_Z[1])
         ground = inside & (z < _OBST_Z[0])
         out[:, 0] = np.minimum(np.bincount(cell[obst], minlength=n2) / 4.0, 1.0)
-        zmax = np.zeros(n2)
+        zmax = np.zeros(n2, np.float32)
         np.maximum.at(zmax, cell[obst], z[obst] / _OBST_Z[1])
-        out[:, 1] = np.clip(zmax, 0.0, 1.0)
+        out[:, 1] = zmax
         cnt = np.bincount(cell[inside], minlength=n2)
         out[:, 2] = np.bincount(cell[inside], weights=inten[inside], minlength=n2) / np.maximum(cnt, 1)
         out[:, 3] = np.minimum(np.bincount(cell[ground], minlength=n2) / 2.0, 1.0)
