@@ -67,14 +67,21 @@ class PoseRefiner(nn.Module):
 
     # -------------------------------------------------------------------------- actors
     def actor_offsets(self, t_us: Tensor) -> Tensor:
-        """(G, A, 3) corrections (dx, dy, dyaw) of every actor at times ``t_us`` (G,)."""
+        """(G, A, 3) corrections (dx, dy, dyaw) of every actor at times ``t_us`` (G,) (one batched
+        search over all tracks' sample times; clamped at each track's ends)."""
         assert self.actor_delta is not None
-        out = []
-        for a in range(self.actor_delta.shape[0]):
-            i0, i1, w = _interp_weights(self.actor_t[a], t_us)
-            d = self.actor_delta[a]
-            out.append(d[i0] * (1 - w)[:, None] + d[i1] * w[:, None])
-        return torch.stack(out, 1)
+        A = self.actor_delta.shape[0]
+        kt = self.actor_t[:A]  # (A, K), +inf padded
+        n = torch.isfinite(kt).sum(1).clamp(min=1)  # samples per track
+        tq = t_us.to(kt.dtype)[None].expand(A, -1).contiguous()  # (A, G)
+        i1 = torch.minimum(torch.searchsorted(kt, tq), (n - 1)[:, None])
+        i0 = (i1 - 1).clamp(min=0)
+        k0, k1 = kt.gather(1, i0), kt.gather(1, i1)
+        w = ((tq - k0) / (k1 - k0).clamp(min=1.0)).clamp(0.0, 1.0)
+        w = torch.where(i1 == i0, torch.zeros_like(w), w).float()  # (A, G)
+        rows = torch.arange(A)[:, None]
+        d = self.actor_delta[rows, i0] * (1 - w)[..., None] + self.actor_delta[rows, i1] * w[..., None]  # (A, G, 3)
+        return d.transpose(0, 1)
 
     def refine_actors(self, pose: Tensor, t_us: Tensor) -> Tensor:
         """Actor poses (G, A, 4) at times ``t_us`` (G,) with their corrections added."""
