@@ -272,6 +272,8 @@ def recon_rows(recon: dict[str, Any]) -> list[tuple[str, str]]:
                                         f"{_num(tr.get('train_seconds'), '.0f', ' s')}")]
     h = ev.get("heldout") or {}
     rows.append(("held-out frames: PSNR / SSIM", f"{_num(h.get('psnr'), '.2f', ' dB')} / {_num(h.get('ssim'), '.3f')}"))
+    if "skipped" in (ev.get("lane_shift") or {}):
+        rows.append(("ego shifted sideways: PSNR", f"skipped ({ev['lane_shift']['skipped']})"))
     for k, v in ((ev.get("lane_shift") or {}).get("psnr") or {}).items():
         rows.append((f"ego shifted {k.removesuffix('m')} m sideways: PSNR", _num(v, ".2f", " dB")))
     for k in ("actor_removed", "actor_moved"):

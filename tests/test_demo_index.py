@@ -31,6 +31,9 @@ def test_recon_rows_format_every_number() -> None:
     assert rows["actor moved: PSNR"] == "skipped (no GL)"
     assert rows["LiDAR: median |range error| / ray-drop accuracy"] == "0.060 m / 0.993"
     assert rows["closed loop on neural sensors (surface mode)"] == "horizon after 60 steps, score 0.912"
+    # a log without mesh truth (not synthetic): the novel views say why they were skipped
+    skipped = dict(recon_rows({**RECON, "eval": {**RECON["eval"], "lane_shift": {"skipped": "not a synth log"}}}))
+    assert skipped["ego shifted sideways: PSNR"] == "skipped (not a synth log)" and "ego shifted 2 m sideways: PSNR" not in skipped
 
 
 def test_index_links_the_neural_video_and_contact_sheet(tmp_path: Path) -> None:
