@@ -40,12 +40,13 @@ def _jit(fn: Any) -> Any:
     return numba.njit(cache=True, nogil=True)(fn)
 
 
-def _neighbour_one(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, pyaw, pv, plen, pwid, allow, window, stride, backward, idx, wx, wy):  # type: ignore[no-untyped-def]
+def _neighbour_one(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, fx, fy, pyaw, pv, plen, pwid, allow, window, stride, backward, idx, wx, wy):  # type: ignore[no-untyped-def]
     """One query of :func:`_path_neighbours`: the nearest allowed actor ahead of (behind, with
     ``backward``) arc length ``sq`` on path ``q`` (width ``wq``, own lateral offset ``off``). The
-    actors are the columns ``px .. pwid`` (N,) and ``allow`` (N,); ``cos_h`` / ``sin_h`` (Q, P) the
-    cosine and sine of ``heading`` (empty: computed here). ``idx``, ``wx``, ``wy`` are scratch
-    (window + 1,). Returns gap (m, ``inf`` = none), speed along the path (m/s), slot (-1 = none).
+    actors are the columns ``px .. pwid`` (N,) (``fx``, ``fy``: ``px``, ``py`` as float32) and
+    ``allow`` (N,); ``cos_h`` / ``sin_h`` (Q, P) the cosine and sine of ``heading`` (empty: computed
+    here). ``idx``, ``wx``, ``wy`` are scratch (window + 1,). Returns gap (m, ``inf`` = none), speed
+    along the path (m/s), slot (-1 = none).
 
     The cheap tests run first and are exact: ``cl * |sin| + cw * |cos| <= cl + cw`` and rounding is
     monotonic (and the sums keep their order), so an actor rejected by the bounds with ``cl + cw``
@@ -70,19 +71,19 @@ def _neighbour_one(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, pyaw, 
     for n in range(N):
         if not allow[n]:
             continue
-        gx = px[n]
-        gy = py[n]
-        fx = np.float32(gx)
-        fy = np.float32(gy)
+        fxn = fx[n]
+        fyn = fy[n]
         jm = 0
         dm = np.float32(np.inf)
         for w in range(W):
-            ex = fx - wx[w]
-            ey = fy - wy[w]
+            ex = fxn - wx[w]
+            ey = fyn - wy[w]
             e = ex * ex + ey * ey
             if e < dm:
                 dm = e
                 jm = w
+        gx = px[n]
+        gy = py[n]
         kv = idx[jm]
         h = heading[q, kv]
         if tab:
@@ -140,11 +141,13 @@ def _path_neighbours(xy, heading, ds, path_id, s, width_q, props, allowed, windo
     no_tab = np.zeros((0, 0))
     for b in range(B):
         pb = props[b]
+        fx = pb[:, 0].astype(np.float32)
+        fy = pb[:, 1].astype(np.float32)
         for m in range(M):
             wq = width_q[b if width_q.shape[0] > 1 else 0, m if width_q.shape[1] > 1 else 0]
             off = offset[b if offset.shape[0] > 1 else 0, m if offset.shape[1] > 1 else 0]
             g, v, n = _neighbour_one_nb(
-                xy, heading, no_tab, no_tab, ds, path_id[b, m], s[b, m], wq, off, pb[:, 0], pb[:, 1], pb[:, 2], pb[:, 3], pb[:, 4], pb[:, 5],
+                xy, heading, no_tab, no_tab, ds, path_id[b, m], s[b, m], wq, off, pb[:, 0], pb[:, 1], fx, fy, pb[:, 2], pb[:, 3], pb[:, 4], pb[:, 5],
                 allowed[b, m], window, stride, backward, idx, wx, wy,
             )  # fmt: skip
             if n >= 0:

@@ -72,13 +72,13 @@ def path_constants(params: dict[str, NDArray[np.float64]], length: NDArray[np.fl
     return {"prm": prm, "cos_h": cos_h, "sin_h": sin_h}
 
 
-def _leader_accel(xy, heading, cos_h, sin_h, ds, speed_limit, prm, b, n, pid, sn, dn, stop, px, py, pyaw, pv, allow, t_s, scale, dt, idx, wx, wy):  # type: ignore[no-untyped-def]
+def _leader_accel(xy, heading, cos_h, sin_h, ds, speed_limit, prm, b, n, pid, sn, dn, stop, px, py, fx, fy, pyaw, pv, allow, t_s, scale, dt, idx, wx, wy):  # type: ignore[no-untyped-def]
     """Row ``n`` of world ``b``: (IDM acceleration capped by the scripted brake, leader gap minus
     the own half length (m), leader speed (m/s)). ``stop`` the stop-line distance (m)."""
     plen = prm[LENGTH]
     pwid = prm[WIDTH]
     # a lane change in progress (d != 0) watches the corridor from its lane path to where it is
-    gap, v_lead, _ = _neighbour_one_nb(xy, heading, cos_h, sin_h, ds, pid, sn, pwid[n], dn, px, py, pyaw, pv, plen, pwid, allow, 12, 4, False, idx, wx, wy)
+    gap, v_lead, _ = _neighbour_one_nb(xy, heading, cos_h, sin_h, ds, pid, sn, pwid[n], dn, px, py, fx, fy, pyaw, pv, plen, pwid, allow, 12, 4, False, idx, wx, wy)
     gap = gap - 0.5 * plen[n]
     use_stop = stop < gap
     g = stop if use_stop else gap
@@ -115,6 +115,8 @@ def _path_step(  # type: ignore[no-untyped-def]
     wx = np.empty(W, dtype=np.float32)
     wy = np.empty(W, dtype=np.float32)
     allow = np.empty(N, dtype=np.bool_)
+    fx = np.empty(N, dtype=np.float32)
+    fy = np.empty(N, dtype=np.float32)
     m = np.zeros((B, N), dtype=np.bool_)
     a = np.zeros((B, N))
     active = np.empty((B, N), dtype=np.bool_)
@@ -137,6 +139,8 @@ def _path_step(  # type: ignore[no-untyped-def]
     for b in range(B):
         for n in range(N):
             allow[n] = valid_prev[b, n] or n == 0
+            fx[n] = np.float32(px[b, n])
+            fy[n] = np.float32(py[b, n])
         t_s = k[b] * dt
         for n in range(N):
             if not m[b, n]:
@@ -144,14 +148,14 @@ def _path_step(  # type: ignore[no-untyped-def]
             allow[n] = False
             a_n, gap, v_lead = leader_accel_nb(
                 xy, heading, cos_h, sin_h, ds, speed_limit, prm, b, n, path_id[b, n], s[b, n], d[b, n], stops[b, n],
-                px[b], py[b], pyaw[b], pv[b], allow, t_s, v0_scale[b, n], dt, idx, wx, wy,
+                px[b], py[b], fx, fy, pyaw[b], pv[b], allow, t_s, v0_scale[b, n], dt, idx, wx, wy,
             )  # fmt: skip
             a[b, n] = a_n
             # MOBIL: all its actors decide on the same steps, not during a change or its cool-down
             if any_mobil and mobil[n] and k[b] % lc_every[n] == 0 and lc_timer[b, n] <= 0 and abs(d[b, n]) < 0.05:
                 gain, q_new, s_new = mobil_decide(
                     xy, heading, cos_h, sin_h, ds, speed_limit, lane, lane_s, lane_path, left, right, lane_length,
-                    px[b], py[b], pyaw[b], pv[b], plen, pwid, allow, path_id[b, n], s[b, n], pv[b, n], gap, v_lead, a_n, v0_scale[b, n],
+                    px[b], py[b], fx, fy, pyaw[b], pv[b], plen, pwid, allow, path_id[b, n], s[b, n], pv[b, n], gap, v_lead, a_n, v0_scale[b, n],
                     plen[n], pwid[n], prm[A_MAX, n], prm[B_COMF, n], prm[S0, n], prm[T_, n], prm[DELTA, n], prm[DECEL_MAX, n],
                     prm[V0, n], prm[B_SAFE, n], prm[POLITE, n], prm[THRESH, n], idx, wx, wy,
                 )  # fmt: skip

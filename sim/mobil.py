@@ -44,9 +44,9 @@ def _vertex(s: float, ds: float, P: int) -> int:
 vertex_nb = _jit(_vertex, inline="always")
 
 
-def _follower(xy, heading, cos_h, sin_h, ds, q, sq, W, L, px, py, pyaw, pv, plen, pwid, allow, idx, wx, wy):  # type: ignore[no-untyped-def]
+def _follower(xy, heading, cos_h, sin_h, ds, q, sq, W, L, px, py, fx, fy, pyaw, pv, plen, pwid, allow, idx, wx, wy):  # type: ignore[no-untyped-def]
     """The follower behind arc length ``sq`` on path ``q``: (gap minus ``L``/2 m, speed m/s, found)."""
-    g, v, n = _neighbour_one_nb(xy, heading, cos_h, sin_h, ds, q, sq, W, 0.0, px, py, pyaw, pv, plen, pwid, allow, 12, 4, True, idx, wx, wy)
+    g, v, n = _neighbour_one_nb(xy, heading, cos_h, sin_h, ds, q, sq, W, 0.0, px, py, fx, fy, pyaw, pv, plen, pwid, allow, 12, 4, True, idx, wx, wy)
     return g - 0.5 * L, v, n >= 0
 
 
@@ -55,7 +55,7 @@ follower_nb = _jit(_follower)
 
 def _mobil_decide(  # type: ignore[no-untyped-def]
     xy, heading, cos_h, sin_h, ds, speed_limit, lane, lane_s, lane_path, left, right, lane_length,
-    px, py, pyaw, pv, plen, pwid, allow, pid, sc, vc, gap_c, vl_c, a_cur, scale, L, W,
+    px, py, fx, fy, pyaw, pv, plen, pwid, allow, pid, sc, vc, gap_c, vl_c, a_cur, scale, L, W,
     a_max, b_comf, s0, T, delta, decel_max, v0p, b_safe, politeness, threshold, idx, wx, wy,
 ):  # fmt: skip
     """One actor's decision: on path ``pid`` at arc length ``sc`` with speed ``vc``, its leader gap
@@ -68,7 +68,7 @@ def _mobil_decide(  # type: ignore[no-untyped-def]
     lim_now = speed_limit[pid, vertex_nb(sc, ds, P)]
     v0 = (lim_now if math.isnan(v0p) else v0p) * scale
     # old follower: behind me on my path
-    g_of, v_of, has_of = follower_nb(xy, heading, cos_h, sin_h, ds, pid, sc, W, L, px, py, pyaw, pv, plen, pwid, allow, idx, wx, wy)
+    g_of, v_of, has_of = follower_nb(xy, heading, cos_h, sin_h, ds, pid, sc, W, L, px, py, fx, fy, pyaw, pv, plen, pwid, allow, idx, wx, wy)
     v_o = v_of if has_of else 0.0
     a_o = idm_one(v_o, vc, g_of, v0, a_max, b_comf, s0, T, delta, decel_max) if has_of else 0.0
     a_o_new = idm_one(v_o, vl_c, g_of + L + gap_c, v0, a_max, b_comf, s0, T, delta, decel_max) if has_of else 0.0
@@ -84,9 +84,9 @@ def _mobil_decide(  # type: ignore[no-untyped-def]
             continue
         path = lane_path[tgt]
         s_t = ls * (lane_length[tgt] / max(lane_length[ln], 1e-6))
-        g_nl, v_nl, _ = _neighbour_one_nb(xy, heading, cos_h, sin_h, ds, path, s_t, W, 0.0, px, py, pyaw, pv, plen, pwid, allow, 12, 4, False, idx, wx, wy)
+        g_nl, v_nl, _ = _neighbour_one_nb(xy, heading, cos_h, sin_h, ds, path, s_t, W, 0.0, px, py, fx, fy, pyaw, pv, plen, pwid, allow, 12, 4, False, idx, wx, wy)
         g_nl = g_nl - 0.5 * L
-        g_nf, v_nf, has_nf = follower_nb(xy, heading, cos_h, sin_h, ds, path, s_t, W, L, px, py, pyaw, pv, plen, pwid, allow, idx, wx, wy)
+        g_nf, v_nf, has_nf = follower_nb(xy, heading, cos_h, sin_h, ds, path, s_t, W, L, px, py, fx, fy, pyaw, pv, plen, pwid, allow, idx, wx, wy)
         lim_t = speed_limit[path, vertex_nb(s_t, ds, P)]
         v0_t = (lim_t if math.isnan(v0p) else v0p) * scale
         a_c_new = idm_one(vc, v_nl, g_nl, v0_t, a_max, b_comf, s0, T, delta, decel_max)
