@@ -58,15 +58,19 @@ def known_warnings_filtered() -> Iterator[None]:
 
 class TrainingBar:
     """The training progress bar of ``recon`` and ``demo --recon``: a ``(step, total)`` callback for
-    :func:`sim.recon.run.train_bundle`; the bar appears at the first iteration and :meth:`close`
+    :func:`sim.recon.run.train_bundle`; the bar (after ``heading``, if given) appears at the first
+    iteration, so a run refused by the library's checks prints only its error line; :meth:`close`
     (or leaving the ``with`` block) ends it."""
 
-    def __init__(self) -> None:
+    def __init__(self, heading: str | None = None) -> None:
+        self._heading = heading
         columns = (TextColumn("[bold]training[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
         self._bar = LazyProgress(lambda: Progress(*columns, console=console, transient=False), "train")
         self._state = "new"  # -> "running" at the first step -> "closed"
 
     def __call__(self, step: int, total: int) -> None:
+        if self._state == "new" and self._heading:
+            console.print(self._heading, soft_wrap=True)
         if self._state != "closed":
             self._state = "running"
             self._bar.update(completed=step, total=total)
@@ -105,9 +109,8 @@ def recon_cmd(
     from sim.recon.run import train_bundle
 
     cap = PRESET_CAP_MINUTES[preset] if max_minutes is None else max_minutes
-    with user_errors(), known_warnings_filtered(), TrainingBar() as progress:
-        if cap:
-            console.print(f"training preset {preset}, wall-clock cap {cap:g} min (--max-minutes to change, 0 for none)", soft_wrap=True)
+    heading = f"training preset {preset}, wall-clock cap {cap:g} min (--max-minutes to change, 0 for none)" if cap else None
+    with user_errors(), known_warnings_filtered(), TrainingBar(heading) as progress:
         summary = train_bundle(log, out, preset=preset, iterations=iterations, max_seconds=cap * 60, seed=seed,
                                overwrite=overwrite, progress=progress,
                                overrides={"num_threads": threads, **({"upsample": upsample} if upsample else {})})
