@@ -425,9 +425,10 @@ class LoopdriveReconModel(Model):
                 elapsed = time.perf_counter() - self._t_start
                 if elapsed > budget:
                     trainer.stop_training = True
-                elif step > self._step0 and step % 10 == 0:
+                elif step > self._step0 and (step % 10 == 0 or step - self._step0 <= 10):
                     # end the learning-rate decay where the budget will stop training (a loaded
-                    # machine completes fewer steps than the preset's count)
+                    # machine completes fewer steps than the preset's count); every step of the
+                    # first ten, so a budget that ends after a few steps still fits it
                     self.fitted_decay_steps = fit_decay_to_budget(
                         trainer.optimizers.schedulers, step, elapsed / (step - self._step0), budget - elapsed)
 
