@@ -198,6 +198,11 @@ def bench_recon_cmd(
             from sim.synth import get_preset
 
             get_preset(town)
+        if nerfacto_from is not None:
+            from sim.errors import ResultsError
+            from sim.fsutil import check_input_file
+
+            check_input_file(nerfacto_from, error=ResultsError, what="an earlier `loopdrive bench recon` results file")
     from sim.bench.recon import run_recon_bench
 
     with user_errors():
