@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -37,7 +36,7 @@ from sim.dynamics import VehicleState
 from sim.engine_compile import Compiled, compile_scenario, load_scene
 from sim.engine_state import _ROW_FIELDS, OFF_ROUTE_M, SimState, merge_rows  # noqa: F401  (_ROW_FIELDS: env and tests slice rows by it)
 from sim.errors import EpisodeStateError
-from sim.kernels_ego import ego_metrics_nb, ego_move_nb
+from sim.kernels_ego import ego_metrics_nb, ego_move_nb, step_arrays_nb
 from sim.map import Polyline
 from sim.paths import project_on_paths
 from sim.rasters import LANE_SECTORS, DrivableRaster, LaneDirectionRaster
@@ -133,40 +132,21 @@ def _move_ego(state: SimState, a: F64) -> tuple[VehicleState, B_]:
     return model.forward(now, applied, dt), clipped
 
 
-def _move_actors(state: SimState, e1: VehicleState, ego_s: F64, k: I64) -> StepContext:
-    """Every actor moved by its motion (one call per motion over its rows)."""
+def _move_actors(state: SimState, o: F64, k: I64) -> StepContext:
+    """Every actor moved by its motion (one call per motion over its rows); ``o`` the moved ego
+    (the rows of :data:`sim.kernels_ego.ego_move_nb`)."""
     c = state.compiled
-    pre = []
-    for arr, col in ((state.x, e1.x), (state.y, e1.y), (state.yaw, e1.yaw), (state.v, e1.v)):
-        a = arr.copy()
-        a[:, 0] = col
+    f, m = step_arrays_nb(state.x, state.y, state.yaw, state.v, state.accel, state.s, state.d, state.lc_timer, state.lc_hold, state.alive, c.spawn_step, k, o)
+    pre = (f[0], f[1], f[2], f[3])
+    for a in pre:
         a.flags.writeable = False
-        pre.append(a)
-    acc = state.accel.copy()
-    acc[:, 0] = e1.accel
-    s = state.s.copy()
-    s[:, 0] = ego_s
     ctx = StepContext(
-        c=c, state=state, k=k, dt=c.dt_s, spawned=(c.spawn_step[None, :] <= k[:, None]) & state.alive, pre=(pre[0], pre[1], pre[2], pre[3]),
-        x=pre[0].copy(), y=pre[1].copy(), yaw=pre[2].copy(), v=pre[3].copy(), acc=acc, path_id=state.path_id.copy(), s=s,
-        d=state.d.copy(), lc_timer=state.lc_timer, lc_hold=state.lc_hold, alive=state.alive.copy(), hidden=np.zeros_like(state.valid),
+        c=c, state=state, k=k, dt=c.dt_s, spawned=m[0], pre=pre, x=f[4], y=f[5], yaw=f[6], v=f[7], acc=f[8], path_id=state.path_id.copy(),
+        s=f[9], d=f[10], lc_timer=f[11], lc_hold=f[12], alive=m[1], hidden=m[2],
     )  # fmt: skip
     for motion, rows in c.motions:
         motion.advance(ctx, rows)
     return ctx
-
-
-def _ego_flags_of_step(state: SimState, e1: VehicleState, ctx: StepContext, ego_s: F64, ego_lat: F64) -> dict[str, NDArray[Any]]:
-    """The per-step metrics of the ego (collision, partner, TTC, off-road, wrong-way, completion),
-    one compiled call (:data:`sim.kernels_ego.ego_metrics_nb`)."""
-    c = state.compiled
-    valid, partner, ttc, flags = ego_metrics_nb(
-        ctx.x, ctx.y, ctx.yaw, ctx.v, c.length, c.width, ctx.spawned, ctx.alive, ctx.hidden, TTC_SIGNAL_HORIZON_S, *c.row["ego_metrics"], ego_s, ego_lat
-    )  # fmt: skip
-    return {
-        "valid": valid, "collision": flags[0], "collision_partner": partner, "min_ttc": ttc, "offroad": flags[1], "wrong_way": flags[2],
-        "route_complete": flags[3],  # the front bumper reached the end
-    }  # fmt: skip
 
 
 def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None = None) -> SimState:
@@ -188,18 +168,19 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
     bicycle = c.row["ego_move"]
     if bicycle is not None:  # the compiled kinematic bicycle and route projection, one call
         o = ego_move_nb(state.x, state.y, state.yaw, state.v, state.accel, state.steer, a, c.dt_s, *bicycle, c.paths.xy, c.paths.heading, c.paths.ds, state.s)
-        e1, clipped, ego_s, ego_lat = VehicleState(o[0], o[1], o[2], o[3], o[4], o[5]), o[6] > 0.0, o[7], o[8]
     else:
         e1, clipped = _move_ego(state, a)
         ego_s, ego_lat = project_on_paths(c.paths, np.zeros(state.batch_size, dtype=np.int64), state.s[:, 0], e1.x, e1.y)
-    ctx = _move_actors(state, e1, ego_s, k)
-    m = _ego_flags_of_step(state, e1, ctx, ego_s, ego_lat)
-    terminated = m["collision"] | m["offroad"] | m["route_complete"]
+        o = np.stack([e1.x, e1.y, e1.yaw, e1.v, e1.accel, e1.steer, clipped, ego_s, ego_lat]).astype(np.float64)
+    ctx = _move_actors(state, o, k)
+    valid, partner, fl, flags, t_us = ego_metrics_nb(
+        ctx.x, ctx.y, ctx.yaw, ctx.v, c.length, c.width, ctx.spawned, ctx.alive, ctx.hidden, TTC_SIGNAL_HORIZON_S, *c.row["ego_metrics"],
+        o, state.s, state.accel, k, c.horizon_steps, c.dt_s, c.t0_us, c.dt_us,
+    )  # fmt: skip
     return SimState(
-        compiled=c, step_index=k, t_us=c.t0_us + k * c.dt_us, x=ctx.x, y=ctx.y, yaw=ctx.yaw, v=ctx.v, accel=ctx.acc,
-        valid=m["valid"], alive=ctx.alive, path_id=ctx.path_id, s=ctx.s, d=ctx.d, lc_timer=ctx.lc_timer, lc_hold=ctx.lc_hold,
-        v0_scale=state.v0_scale, steer=e1.steer, ego_lat=ego_lat, terminated=terminated,
-        truncated=(k >= c.horizon_steps) & ~terminated, collision=m["collision"], collision_partner=m["collision_partner"],
-        offroad=m["offroad"], wrong_way=m["wrong_way"], route_complete=m["route_complete"], progress=ego_s - state.s[:, 0],
-        min_ttc=m["min_ttc"], jerk=(e1.accel - state.accel[:, 0]) / c.dt_s, action_clipped=clipped,
+        compiled=c, step_index=k, t_us=t_us, x=ctx.x, y=ctx.y, yaw=ctx.yaw, v=ctx.v, accel=ctx.acc,
+        valid=valid, alive=ctx.alive, path_id=ctx.path_id, s=ctx.s, d=ctx.d, lc_timer=ctx.lc_timer, lc_hold=ctx.lc_hold,
+        v0_scale=state.v0_scale, steer=o[5], ego_lat=o[8], terminated=flags[4], truncated=flags[5], collision=flags[0],
+        collision_partner=partner, offroad=flags[1], wrong_way=flags[2], route_complete=flags[3], progress=fl[1],
+        min_ttc=fl[0], jerk=fl[2], action_clipped=o[6] > 0.0,
     )  # fmt: skip

@@ -8,7 +8,8 @@ metrics, one numba call each over the B batched worlds.
 * :data:`ego_metrics_nb`: who is present this step, the contact interval with every other present
   actor (:func:`sim.safety.contact_interval`) giving the collision, its partner and the TTC signal,
   off-road and against-the-lanes (:func:`sim.rasters.ego_flags`), wrong-way against the route and
-  route completion (see :mod:`sim.engine` for the definitions).
+  route completion (see :mod:`sim.engine` for the definitions), progress, jerk, termination;
+* :data:`step_arrays_nb`: the (B, N) arrays a step starts from, with the moved ego in slot 0.
 
 Each calls the one kernel of each piece in :mod:`sim.kernels`; the tests compare the engine's
 states with and without these (bit for bit). Units SI.
@@ -24,7 +25,7 @@ import numpy as np
 
 from sim.kernels import _clip_one_nb, _project_one_nb, bicycle_one_nb, contact_interval_nb, ego_flags_nb
 
-__all__ = ["ego_metrics_nb", "ego_move_nb"]
+__all__ = ["ego_metrics_nb", "ego_move_nb", "step_arrays_nb"]
 
 
 def _jit(fn: Any) -> Any:
@@ -54,14 +55,49 @@ def _ego_move(x, y, yaw, v, accel, steer, a, dt, decel_max, accel_max, jerk_max,
     return out
 
 
+def _step_arrays(x, y, yaw, v, accel, s, d, lc_timer, lc_hold, alive, spawn_step, k, o):  # type: ignore[no-untyped-def]
+    """The arrays a step starts from (B, N), with the moved ego ``o`` (:func:`_ego_move`'s rows) in
+    slot 0: floats (13, B, N) = x, y, yaw, v before the actors move, the same as the step's
+    outputs, acceleration, arc length, lateral offset, lane-change timer and hold; bools (3, B, N) =
+    spawned (step ``k`` reached the slot's ``spawn_step`` and alive), alive, hidden (False)."""
+    B, N = x.shape
+    f = np.empty((13, B, N))
+    m = np.empty((3, B, N), dtype=np.bool_)
+    for b in range(B):
+        for n in range(N):
+            if n == 0:
+                px, py, pyaw, pv, pa, ps = o[0, b], o[1, b], o[2, b], o[3, b], o[4, b], o[7, b]
+            else:
+                px, py, pyaw, pv, pa, ps = x[b, n], y[b, n], yaw[b, n], v[b, n], accel[b, n], s[b, n]
+            f[0, b, n] = px
+            f[1, b, n] = py
+            f[2, b, n] = pyaw
+            f[3, b, n] = pv
+            f[4, b, n] = px
+            f[5, b, n] = py
+            f[6, b, n] = pyaw
+            f[7, b, n] = pv
+            f[8, b, n] = pa
+            f[9, b, n] = ps
+            f[10, b, n] = d[b, n]
+            f[11, b, n] = lc_timer[b, n]
+            f[12, b, n] = lc_hold[b, n]
+            m[0, b, n] = spawn_step[n] <= k[b] and alive[b, n]
+            m[1, b, n] = alive[b, n]
+            m[2, b, n] = False
+    return f, m
+
+
 def _ego_metrics(  # type: ignore[no-untyped-def]
     x, y, yaw, v, length, width, spawned, alive, hidden, ttc_horizon,
     mask, mx0, my0, mres, bits, bx0, by0, bres, ok_mask, n_sectors, corner_lon, corner_lat,
-    heading0, ds, off_route_m, route_end, ego_s, ego_lat,
+    heading0, ds, off_route_m, route_end, o, s_prev, accel_prev, k, horizon_steps, dt, t0_us, dt_us,
 ):  # fmt: skip
-    """The step's ego metrics from the moved worlds (B, N) (ego in slot 0). Returns ``valid``
-    (B, N), the partner slot (B,) (-1 = no collision), the TTC signal (B,) s, and the flags (4, B)
-    collision, off-road, wrong-way, route complete."""
+    """The step's ego metrics from the moved worlds (B, N) (ego in slot 0; ``o`` the rows of
+    :func:`_ego_move`, ``s_prev`` / ``accel_prev`` the state the step started from). Returns
+    ``valid`` (B, N), the partner slot (B,) (-1 = no collision), floats (3, B) = the TTC signal (s),
+    progress along the route (m) and jerk (m/s^3), flags (6, B) = collision, off-road, wrong-way,
+    route complete, terminated, truncated, and the time (B,) in microseconds."""
     B, N = x.shape
     valid = np.empty((B, N), dtype=np.bool_)
     others = np.empty((B, N), dtype=np.bool_)
@@ -76,8 +112,9 @@ def _ego_metrics(  # type: ignore[no-untyped-def]
     first, _ = contact_interval_nb(ex, ey, eyaw, ev, length[0], width[0], x, y, yaw, v, length, width, others)
     offroad, against = ego_flags_nb(mask, mx0, my0, mres, bits, bx0, by0, bres, ok_mask, n_sectors, ex, ey, eyaw, corner_lon, corner_lat)
     partner = np.full(B, -1, dtype=np.int64)
-    ttc = np.empty(B)
-    flags = np.zeros((4, B), dtype=np.bool_)
+    fl = np.empty((3, B))
+    flags = np.zeros((6, B), dtype=np.bool_)
+    t_us = np.empty(B, dtype=np.int64)
     P = heading0.shape[0]
     for b in range(B):
         t = np.inf
@@ -87,19 +124,26 @@ def _ego_metrics(  # type: ignore[no-untyped-def]
                 partner[b] = n
             if f < t:
                 t = f
-        ttc[b] = t if t <= ttc_horizon else np.inf
-        u = min(max(ego_s[b] / ds, 0.0), P - 1.000001)
-        k = np.int64(u)
-        fr = u - k
-        hr = heading0[k] + fr * (heading0[k + 1] - heading0[k])
+        ego_s = o[7, b]
+        u = min(max(ego_s / ds, 0.0), P - 1.000001)
+        kk = np.int64(u)
+        fr = u - kk
+        hr = heading0[kk] + fr * (heading0[kk + 1] - heading0[kk])
         # against the route (while near it) or against every lane under the ego's centre
-        wrong = math.cos(eyaw[b] - hr) < 0.0 and abs(ego_lat[b]) <= off_route_m
+        wrong = math.cos(eyaw[b] - hr) < 0.0 and abs(o[8, b]) <= off_route_m
+        fl[0, b] = t if t <= ttc_horizon else np.inf
+        fl[1, b] = ego_s - s_prev[b, 0]
+        fl[2, b] = (o[4, b] - accel_prev[b, 0]) / dt
         flags[0, b] = partner[b] >= 0
         flags[1, b] = offroad[b]
         flags[2, b] = (wrong or against[b]) and ev[b] > 0.5
-        flags[3, b] = ego_s[b] >= route_end
-    return valid, partner, ttc, flags
+        flags[3, b] = ego_s >= route_end  # the front bumper reached the end
+        flags[4, b] = flags[0, b] or flags[1, b] or flags[3, b]
+        flags[5, b] = k[b] >= horizon_steps and not flags[4, b]
+        t_us[b] = t0_us + k[b] * dt_us
+    return valid, partner, fl, flags, t_us
 
 
 ego_move_nb = _jit(_ego_move)
 ego_metrics_nb = _jit(_ego_metrics)
+step_arrays_nb = _jit(_step_arrays)

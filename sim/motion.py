@@ -138,8 +138,6 @@ class PathMotion(Motion):
 
     @staticmethod
     def advance(ctx: StepContext, rows: B_) -> None:
-        ctx.lc_timer = ctx.lc_timer.copy()
-        ctx.lc_hold = ctx.lc_hold.copy()
         path_step_nb(
             *ctx.c.row["path_step"], rows[0], ctx.k, ctx.dt, ctx.spawned, *ctx.pre, ctx.state.valid, ctx.state.v0_scale,
             ctx.x, ctx.y, ctx.yaw, ctx.v, ctx.acc, ctx.path_id, ctx.s, ctx.d, ctx.lc_timer, ctx.lc_hold, ctx.alive,

@@ -13,7 +13,7 @@ import pytest
 
 from sim import engine, kernels
 from sim.bench.env import bench_scenario
-from sim.dynamics import KinematicBicycle, VehicleState
+from sim.dynamics import KinematicBicycle
 from sim.engine import _move_actors
 from sim.idm import USE_SVML, IdmArrays, idm_accel, idm_one, idm_pow
 from sim.kernels_ego import ego_metrics_nb, ego_move_nb
@@ -156,7 +156,7 @@ def _step_inputs(c, st, k):
     the path step starts from (the ego's new route progress in column 0)."""
     a = np.tile([[0.5, 0.01]], (st.batch_size, 1))
     o = ego_move_nb(st.x, st.y, st.yaw, st.v, st.accel, st.steer, a, c.dt_s, *c.row["ego_move"], c.paths.xy, c.paths.heading, c.paths.ds, st.s)
-    ctx = _move_actors(st, VehicleState(o[0], o[1], o[2], o[3], o[4], o[5]), o[7], k)
+    ctx = _move_actors(st, o, k)
     s0 = st.s.copy()
     s0[:, 0] = o[7]
     return ctx, s0
@@ -189,7 +189,10 @@ def test_ego_kernels_equal_their_python_source(compiled):
     o = ego_move_nb(*args)
     np.testing.assert_array_equal(o, ego_move_nb.py_func(*args))
     assert (o[6] == 1.0).any()
-    margs = (st.x, st.y, st.yaw, st.v, c.length, c.width, np.ones_like(st.valid), st.alive, ~st.valid, TTC_SIGNAL_HORIZON_S, *c.row["ego_metrics"], st.s[:, 0], st.ego_lat)
+    margs = (
+        st.x, st.y, st.yaw, st.v, c.length, c.width, np.ones_like(st.valid), st.alive, ~st.valid, TTC_SIGNAL_HORIZON_S, *c.row["ego_metrics"],
+        o, st.s, st.accel, st.step_index + 1, c.horizon_steps, c.dt_s, c.t0_us, c.dt_us,
+    )  # fmt: skip
     for u, w in zip(ego_metrics_nb(*margs), ego_metrics_nb.py_func(*margs), strict=True):
         np.testing.assert_array_equal(u, w)
 
