@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 from gymnasium import spaces
 from numpy.typing import NDArray
@@ -127,11 +129,7 @@ class EnvCore:
         lim = self.compiled.bicycle.limits
         if self.action_mode == "control":
             if self.units == "normalized":
-                u = action[:, 0]
-                out = np.empty((action.shape[0], 2))
-                out[:, 0] = np.where(u >= 0, u * lim.accel_max, u * lim.decel_max)
-                out[:, 1] = action[:, 1] * lim.steer_max
-                return out, integral
+                return _normalized_control(action, lim.accel_max, lim.decel_max, lim.steer_max), integral
             return action.astype(np.float64), integral
         traj = action * (self.traj_extent if self.units == "normalized" else 1.0)
         return self.controller(traj, state.v[:, 0], integral, self.compiled.dt_s)
@@ -150,17 +148,15 @@ class EnvCore:
                 a = a.reshape(want)
             except ValueError:
                 raise EpisodeStateError(f"expected an action of shape {want}, got {a.shape}", field="action") from None
-        if not np.isfinite(a).all():
-            raise EpisodeStateError("the action must be finite (got NaN or inf)", field="action")
         if self._bounds is None:
             assert isinstance(self.action_space, spaces.Box)
-            self._bounds = (self.action_space.low.astype(np.float64), self.action_space.high.astype(np.float64))
+            self._bounds = (self.action_space.low.astype(np.float64).ravel(), self.action_space.high.astype(np.float64).ravel())
         lo, hi = self._bounds
-        c = np.minimum(np.maximum(a, lo), hi)
-        flag = (c != a).reshape(c.shape[0] if B is not None else 1, -1).any(axis=1)
-        if B is None:
-            c = c[None]
-        return c, flag
+        rows = a.shape[0] if B is not None else 1
+        c, flag, finite = _clip_rows(np.ascontiguousarray(a).reshape(rows, -1), lo, hi)
+        if not finite:
+            raise EpisodeStateError("the action must be finite (got NaN or inf)", field="action")
+        return c.reshape((rows, *shape)), flag
 
     # ---------------------------------------------------------------------------- observations
     def renderer(self) -> Any:
@@ -184,10 +180,10 @@ class EnvCore:
     def reward(self, state: engine.SimState) -> NDArray[np.float64]:
         """The reward (B,) of the step that produced ``state``."""
         w = self.reward_cfg
-        r = w.progress_weight * state.progress
-        r = r - w.collision_penalty * state.collision - w.offroad_penalty * state.offroad
-        r = r - w.wrong_way_penalty * state.wrong_way - w.comfort_weight * np.square(state.jerk / 10.0)
-        return r + w.complete_bonus * state.route_complete
+        return _reward(
+            state.progress, state.collision, state.offroad, state.wrong_way, state.jerk, state.route_complete,
+            w.progress_weight, w.collision_penalty, w.offroad_penalty, w.wrong_way_penalty, w.comfort_weight, w.complete_bonus,
+        )  # fmt: skip
 
     def frame(self, state: engine.SimState, b: int = 0, size: int = 256, res: float = 0.25) -> NDArray[np.uint8]:
         """An RGB bird's-eye frame (size x size pixels, ``res`` m per pixel) of world ``b``."""
@@ -200,6 +196,55 @@ class EnvCore:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+
+
+# ===================================================================== compiled per-step helpers
+def _jit(fn: Any) -> Any:
+    return numba.njit(cache=True)(fn)
+
+
+@_jit
+def _clip_rows(a, lo, hi):  # type: ignore[no-untyped-def]
+    """Actions (B, k) clipped to [lo, hi] (k,), whether each row was changed, whether all are finite."""
+    B, K = a.shape
+    out = np.empty((B, K))
+    flag = np.zeros(B, dtype=np.bool_)
+    finite = True
+    for b in range(B):
+        for i in range(K):
+            x = a[b, i]
+            finite = finite and math.isfinite(x)
+            c = min(max(x, lo[i]), hi[i])
+            out[b, i] = c
+            flag[b] = flag[b] or c != x
+    return out, flag, finite
+
+
+@_jit
+def _normalized_control(action, accel_max, decel_max, steer_max):  # type: ignore[no-untyped-def]
+    """Normalized actions (B, 2) in [-1, 1] -> [accel m/s^2, steer rad]: u0 * accel_max when u0 >= 0,
+    u0 * decel_max below; u1 * steer_max."""
+    B = action.shape[0]
+    out = np.empty((B, 2))
+    for b in range(B):
+        u = action[b, 0]
+        out[b, 0] = u * accel_max if u >= 0 else u * decel_max
+        out[b, 1] = action[b, 1] * steer_max
+    return out
+
+
+@_jit
+def _reward(progress, collision, offroad, wrong_way, jerk, complete, w_progress, w_collision, w_offroad, w_wrong, w_comfort, w_complete):  # type: ignore[no-untyped-def]
+    """The reward (B,) of :meth:`EnvCore.reward`, term by term in its order."""
+    B = progress.shape[0]
+    r = np.empty(B)
+    for b in range(B):
+        j = jerk[b] / 10.0
+        x = w_progress * progress[b]
+        x = x - w_collision * collision[b] - w_offroad * offroad[b]
+        x = x - w_wrong * wrong_way[b] - w_comfort * (j * j)
+        r[b] = x + w_complete * complete[b]
+    return r
 
 
 # ========================================================================= state rows, obs rows
