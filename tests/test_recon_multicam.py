@@ -95,6 +95,13 @@ def test_recon_trains_all_cameras_and_eval_scores_each(two_cam_log: Path, tmp_pa
     assert res["heldout"] == res["per_camera"]["front"]["heldout"]
     ps = [res["per_camera"][c]["heldout"]["psnr"] for c in ("front", "left")]
     assert res["mean_over_cameras"]["heldout_psnr"] == pytest.approx(float(np.mean(ps)))
+    # the embeddings are part of the bundle: one row per frame of the log, one per camera
+    from sim.recon.bundle import load_bundle
+
+    b = load_bundle(tmp_path / "b")
+    assert b.scene.appearance is not None and b.info["appearance_cameras"] == ["front", "left"]
+    assert tuple(b.scene.appearance.frame_affine.shape) == (len(read_log(two_cam_log).frames), 3, 4)
+    assert tuple(b.scene.appearance.camera_affine.shape) == (2, 3, 4)
 
 
 # ------------------------------------------------------------------------------------ appearance

@@ -28,7 +28,8 @@ __all__ = ["MAX_WEIGHTS_BYTES", "check_doc", "check_large_tensors", "parse_actor
 #: cap on the weights file (bytes) and any other file a bundle records a sha256 for.
 MAX_WEIGHTS_BYTES = 8 * 1024**3
 #: upper bounds of the scene config's integers (per field; others: :data:`_INT_CAP`).
-_INT_CAPS = {"hash_log2_size": 26, "n_actors": 100_000, "occ_shape": 1 << 16, "hash_levels": 64, "upsample": 16, "cnn_layers": 64}
+_INT_CAPS = {"hash_log2_size": 26, "n_actors": 100_000, "occ_shape": 1 << 16, "hash_levels": 64, "upsample": 16, "cnn_layers": 64,
+             "n_frames": 1_000_000, "n_cameras": 1024}
 _INT_CAP = 4096
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -96,11 +97,14 @@ def _implied_shapes(cfg: SceneConfig) -> dict[str, tuple[int, ...]]:
     """Shapes of the model's large tensors as :class:`~sim.recon.scene.SceneModel` builds them."""
     a = max(cfg.n_actors, 1)
     gz, gy, gx = cfg.actor_grid
-    return {
+    out = {
         "bg_grid.table": (cfg.hash_levels * 2**cfg.hash_log2_size, cfg.hash_features),
         "actor_grid": (1, cfg.actor_channels, a * (gz + 2), gy, gx),
         "actor_latent": (a, cfg.actor_latent),
     }
+    if cfg.n_frames > 0 or cfg.n_cameras > 0:  # appearance embeddings (sim.recon.appearance)
+        out["appearance.frame_affine"] = (cfg.n_frames, 3, 4)
+    return out
 
 
 def check_large_tensors(sd: dict[str, torch.Tensor], cfg: SceneConfig, wp: Path) -> None:
