@@ -14,7 +14,8 @@ folders) start from :func:`make_temp_dir`, which is ``tempfile.mkdtemp`` with th
 ``parents=True`` makes the target's folder first (every writer that did ``mkdir`` + write).
 
 :func:`sha256_file` is the one streamed file hash (bundle provenance, actor library, run
-definitions).
+definitions). :func:`json_safe` is the one walker that turns results (numpy scalars and arrays,
+paths, dataclasses, non-finite floats) into values ``json.dumps`` writes as strict JSON.
 
 Readers never see a half-written file: the target is either the old file or the complete new one
 (``os.replace`` is atomic on POSIX within one file system, hence the temporary file lives next to
@@ -39,15 +40,19 @@ survive a power loss.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
+import math
 import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from sim.errors import LoopdriveError
 
@@ -58,6 +63,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "check_input_file",
+    "json_safe",
     "make_temp_dir",
     "read_input_bytes",
     "replace_dir",
@@ -225,6 +231,36 @@ def replace_dir(tmp: str | os.PathLike[str], out: str | os.PathLike[str]) -> Pat
     else:
         os.replace(tmp, out)
     return out
+
+
+def json_safe(obj: Any, *, inf_as_str: bool = False, nan_as_str: bool = False) -> Any:
+    """``obj`` as plain JSON values, recursively: mappings as dicts with ``str`` keys, lists and
+    tuples as lists, numpy scalars and arrays as Python numbers and lists, paths as ``str``,
+    dataclass instances as dicts. Non-finite floats become ``None`` (JSON ``null``) so the output
+    stays strict JSON (``allow_nan=False``); ``inf_as_str`` writes +-inf as ``"inf"`` /
+    ``"-inf"`` and ``nan_as_str`` NaN as ``"nan"`` instead (files read back with their infinities,
+    e.g. episode ``metrics.json``). Anything else is returned unchanged."""
+
+    def walk(o: Any) -> Any:
+        if isinstance(o, float):  # np.float64 too
+            if math.isfinite(o):
+                return float(o)
+            if math.isnan(o):
+                return "nan" if nan_as_str else None
+            return ("inf" if o > 0 else "-inf") if inf_as_str else None
+        if isinstance(o, Mapping):
+            return {str(k): walk(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [walk(v) for v in o]
+        if isinstance(o, np.generic | np.ndarray):
+            return walk(o.tolist())
+        if isinstance(o, os.PathLike):
+            return os.fspath(o)
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            return walk(dataclasses.asdict(o))
+        return o
+
+    return walk(obj)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

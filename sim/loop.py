@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from sim.errors import LoopdriveError, ResultsError, ScenarioError
-from sim.fsutil import atomic_write_text
+from sim.fsutil import atomic_write_text, json_safe
 from sim.planning.training import ImitationTrainer, TrainSettings, get_trainer
 
 __all__ = ["LoopConfig", "LoopInterrupted", "all_errored", "check_config", "evaluate_policy", "loop_rollout", "run_loop"]
@@ -184,7 +184,7 @@ def evaluate_policy(files: Sequence[str | os.PathLike[str]], out: Path, planner:
 class _State:
     def __init__(self, out: Path, cfg: LoopConfig) -> None:
         self.path = out / "state.json"
-        self.data: dict[str, Any] = {"config": _jsonable(asdict(cfg)), "done": {}}
+        self.data: dict[str, Any] = {"config": json_safe(asdict(cfg)), "done": {}}
         if self.path.is_file():
             try:
                 prev = json.loads(self.path.read_text(encoding="utf-8"))
@@ -202,20 +202,8 @@ class _State:
         return self.data["done"][stage]
 
     def mark(self, stage: str, value: Any = True) -> None:
-        self.data["done"][stage] = _jsonable(value)
+        self.data["done"][stage] = json_safe(value)
         atomic_write_text(self.path, json.dumps(self.data, indent=1))
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, Mapping):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, np.generic):
-        return o.item()
-    return o
 
 
 def _default_bases(cfg: LoopConfig) -> list[str]:
@@ -376,7 +364,7 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
         ts = outp / f"round_{r}" / "training_set.json"
         if ts.is_file():
             train_sets[f"round_{r}"] = json.loads(ts.read_text(encoding="utf-8"))
-    report = {"config": _jsonable(asdict(cfg)), "bases": bases, "heldout_cases": len(heldout), "rounds": _jsonable(evals), "training_sets": train_sets}
+    report = {"config": json_safe(asdict(cfg)), "bases": bases, "heldout_cases": len(heldout), "rounds": json_safe(evals), "training_sets": train_sets}
     _write_report(outp, report)
     return report
 
@@ -475,7 +463,7 @@ def _training_set_summary(data: Any, dirs: Sequence[str], init: str | None) -> d
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=1), parents=True)
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=1), parents=True)
 
 
 def _candidate(cfg: LoopConfig, bc_cfg: Any, j: int, prev: str) -> tuple[Any, str | None]:
@@ -509,7 +497,7 @@ def _train_and_select(cfg: LoopConfig, bc_cfg: Any, data: Any, rd: Path, dst: st
     assert best is not None
     for suffix in (".safetensors", ".json"):
         shutil.copyfile(best[1].with_suffix(suffix), Path(dst).with_suffix(suffix))
-    atomic_write_text(rd / "selection.json", json.dumps(_jsonable({"validation_files": len(val_files), "candidates": summary, "chosen": str(best[1])}), indent=1))
+    atomic_write_text(rd / "selection.json", json.dumps(json_safe({"validation_files": len(val_files), "candidates": summary, "chosen": str(best[1])}), indent=1))
     log.info("kept candidate %s (validation failure rate %.3f)", best[1], best[0][0])
     return dst
 

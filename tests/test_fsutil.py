@@ -202,3 +202,36 @@ def test_sha256_file_and_atomic_savez(tmp_path: Path) -> None:
     assert (tmp_path / "x" / "y" / "z.txt").read_text() == "ok"
     with pytest.raises(FileNotFoundError):
         atomic_write_text(tmp_path / "missing" / "z.txt", "no")
+
+
+def test_json_safe_one_walker_for_every_results_file() -> None:
+    """The one JSON-safe walker (loop, adversary, ncap and batch results): numpy scalars and
+    arrays, paths, dataclasses, tuples and non-numeric keys become plain JSON; non-finite floats
+    are null by default, or strings where the reader turns them back into floats."""
+    from dataclasses import dataclass
+
+    from sim.fsutil import json_safe
+
+    @dataclass
+    class Cfg:
+        out: Path
+        rate: float
+
+    obj = {
+        1: (np.float32(0.5), np.int64(3), np.bool_(True)),
+        "a": np.array([[1.0, np.nan], [np.inf, -np.inf]]),
+        "p": Path("runs") / "x",
+        "c": Cfg(Path("o"), float("nan")),
+        "f": [np.float64(np.inf), float("-inf"), np.float32(np.nan)],
+    }
+    strict = json.dumps(json_safe(obj), sort_keys=True, allow_nan=False)
+    assert json.loads(strict) == {
+        "1": [0.5, 3, True],
+        "a": [[1.0, None], [None, None]],
+        "p": "runs/x",
+        "c": {"out": "o", "rate": None},
+        "f": [None, None, None],
+    }
+    assert json_safe([np.inf, -np.inf, np.nan], inf_as_str=True) == ["inf", "-inf", None]  # adversary files
+    assert json_safe([np.inf, -np.inf, np.nan], inf_as_str=True, nan_as_str=True) == ["inf", "-inf", "nan"]  # metrics.json
+    assert type(json_safe(np.float64(2.5))) is float and json_safe("nan") == "nan"

@@ -53,7 +53,7 @@ from numpy.typing import NDArray
 
 from sim.adversary.space import TEMPLATES, BaseInfo, Template, base_info, choose_template
 from sim.errors import LoopdriveError, ScenarioError
-from sim.fsutil import atomic_write_text
+from sim.fsutil import atomic_write_text, json_safe
 
 __all__ = [
     "FAILURES",
@@ -464,8 +464,8 @@ def attack(
     if out is not None:
         outp = Path(out)
         outp.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(outp / "summary.json", json.dumps(_jsonable({**res.summary(), "config": asdict(cfg)}), indent=1), parents=True)
-        atomic_write_text(outp / "candidates.jsonl", "".join(json.dumps(_jsonable(asdict(c))) + "\n" for c in cands), parents=True)
+        atomic_write_text(outp / "summary.json", json.dumps(json_safe({**res.summary(), "config": asdict(cfg)}, inf_as_str=True), indent=1), parents=True)
+        atomic_write_text(outp / "candidates.jsonl", "".join(json.dumps(json_safe(asdict(c), inf_as_str=True)) + "\n" for c in cands), parents=True)
     return res
 
 
@@ -539,16 +539,6 @@ def _solver(ep: Any, cfg: AttackConfig) -> str | None:
 def _abs_log(scene: Mapping[str, Any], gen_dir: Path) -> str:
     p = Path(str(scene["log"]))
     return str(p if p.is_absolute() else (gen_dir / p))
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, float) and not math.isfinite(o):
-        return None if math.isnan(o) else ("inf" if o > 0 else "-inf")
-    if isinstance(o, Mapping):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_jsonable(v) for v in o]
-    return o
 
 
 def _candidate_data(template: Template, info: BaseInfo, u: NDArray[np.float64], cfg: AttackConfig, kinds: Sequence[str], base_name: str, seed: int) -> dict[str, Any] | None:

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from sim.batch.episode import EpisodeOutcome
 from sim.errors import ScenarioError
-from sim.fsutil import atomic_path, atomic_write_text, make_temp_dir, replace_dir
+from sim.fsutil import atomic_path, atomic_write_text, json_safe, make_temp_dir, replace_dir
 from sim.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -24,16 +21,9 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- persistence
 def _json_safe(obj: Any) -> Any:
-    """Non-finite floats as strings ("inf", "-inf", "nan") so metrics.json stays strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
+    """Non-finite floats as strings ("inf", "-inf", "nan") so metrics.json stays strict JSON
+    (:func:`sim.fsutil.json_safe`; :func:`_json_unsafe` reads them back)."""
+    return json_safe(obj, inf_as_str=True, nan_as_str=True)
 
 
 def _json_unsafe(obj: Any) -> Any:

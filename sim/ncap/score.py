@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from sim.errors import ResultsError
+from sim.fsutil import json_safe
 
 __all__ = [
     "Impact",
@@ -183,19 +184,6 @@ def summarize(rows: Iterable[Mapping[str, Any]], types: Sequence[str]) -> dict[s
     return {"types": per, "overall": overall}
 
 
-def json_safe(obj: Any) -> Any:
-    """``obj`` with non-finite floats as None (strict JSON)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return json_safe(obj.item())
-    return obj
-
-
 def dumps(obj: Any) -> str:
-    """Indented strict JSON of ``obj`` (:func:`json_safe`)."""
+    """Indented strict JSON of ``obj`` (:func:`sim.fsutil.json_safe`: non-finite floats as null)."""
     return json.dumps(json_safe(obj), indent=1, sort_keys=True, allow_nan=False)
