@@ -37,7 +37,6 @@ from sim.engine_compile import Compiled, compile_scenario, load_scene
 from sim.engine_state import _ROW_FIELDS, OFF_ROUTE_M, SimState, merge_rows  # noqa: F401  (_ROW_FIELDS: env and tests slice rows by it)
 from sim.errors import EpisodeStateError
 from sim.kernels_ego import ego_metrics_nb, ego_move_nb, step_arrays_nb
-from sim.map import Polyline
 from sim.paths import project_on_paths
 from sim.rasters import LANE_SECTORS, DrivableRaster, LaneDirectionRaster
 from sim.safety import TTC_SIGNAL_HORIZON_S
@@ -83,7 +82,7 @@ def reset_batch(compiled: Compiled, rngs: Sequence[np.random.Generator]) -> SimS
     for motion, rows in c.motions:
         motion.start(rc, rows[0])
     s = np.tile(c.s0, (B, 1))
-    ego_s, ego_lat = Polyline(c.paths.xy[0]).project(np.stack([rc.x[:, 0], rc.y[:, 0]], axis=-1))
+    ego_s, ego_lat = c.row["route_polyline"].project(np.stack([rc.x[:, 0], rc.y[:, 0]], axis=-1))
     s[:, 0] = ego_s
     zb = np.zeros(B)
     f = np.zeros(B, dtype=bool)

@@ -321,6 +321,7 @@ def compile_scenario(spec: ScenarioSpec, scene: SceneLike | None = None, *, dyna
     row["path_step"] = path_step_args(paths, params, lens["length"], lens["width"], row)
     raster, lane_dirs = DrivableRaster.from_map(lane_map), LaneDirectionRaster.from_map(lane_map)
     row["ego_move"] = _ego_move_args(model)
+    row["route_polyline"] = Polyline(paths.xy[0])  # the route (path 0), for placing the ego at a reset
     row["ego_metrics"] = (
         raster.mask, raster.x0, raster.y0, raster.res, lane_dirs.bits, lane_dirs.x0, lane_dirs.y0, lane_dirs.res, lane_dirs.ok_mask, LANE_SECTORS,
         corner_lon, corner_lat, np.ascontiguousarray(paths.heading[0]), paths.ds, OFF_ROUTE_M, route_length - 0.5 * lens["length"][0] - 1.0,

@@ -124,7 +124,7 @@ def _neighbour_one(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, fx, fy
     return best, best_v, best_n
 
 
-_neighbour_one_nb = _jit(_neighbour_one)
+_neighbour_one_nb = numba.njit(cache=True, nogil=True, inline="always")(_neighbour_one)
 
 
 def _path_neighbours(xy, heading, ds, path_id, s, width_q, props, allowed, window, stride, backward, offset):  # type: ignore[no-untyped-def]

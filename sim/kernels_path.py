@@ -96,7 +96,7 @@ def _leader_accel(xy, heading, cos_h, sin_h, ds, speed_limit, prm, b, n, pid, sn
     return a, gap, v_lead
 
 
-leader_accel_nb = _jit(_leader_accel)
+leader_accel_nb = numba.njit(cache=True, inline="always")(_leader_accel)
 
 
 def _path_step(  # type: ignore[no-untyped-def]

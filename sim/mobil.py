@@ -50,7 +50,7 @@ def _follower(xy, heading, cos_h, sin_h, ds, q, sq, W, L, px, py, fx, fy, pyaw, 
     return g - 0.5 * L, v, n >= 0
 
 
-follower_nb = _jit(_follower)
+follower_nb = _jit(_follower, inline="always")
 
 
 def _mobil_decide(  # type: ignore[no-untyped-def]
