@@ -393,6 +393,7 @@ class BCPolicyPlanner(Planner):
     name = "bc_policy"
     Params = BCPolicyParams
     code_params = frozenset({"network", "config"})
+    input_files = frozenset({"weights"})  # checked before a run starts
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

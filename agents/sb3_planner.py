@@ -143,6 +143,7 @@ class SB3Planner(Planner):
     #: code / command-line only: a scenario file that sets them is refused
     Params = SB3Params  # type: ignore[assignment]
     code_params = _CODE_PARAMS
+    input_files = frozenset({"path"})  # checked before a run starts
 
     def __init__(self, **params: Any) -> None:
         p, model, trust_pickle = _params(params)

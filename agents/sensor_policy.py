@@ -224,6 +224,7 @@ class SensorPolicyPlanner(Planner):
     name = "sensor_policy"
     Params = SensorPolicyParams
     code_params = frozenset({"network", "config"})
+    input_files = frozenset({"weights"})  # checked before a run starts
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

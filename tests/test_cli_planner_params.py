@@ -187,3 +187,49 @@ def test_attack_and_export_check_their_json_params_the_same_way(probes: list, tm
         res = CliRunner().invoke(app, [*cmd, "--planner-params", '{"speed": 3}'])
         assert res.exit_code == 2 and "--planner-params" in res.stderr and "speed" in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("where", ["option", "scenario", "leaderboard"])
+def test_a_missing_weights_file_is_one_line_and_exit_2_before_any_episode(tmp_path: Path, where: str) -> None:
+    """``bc_policy``'s ``weights`` (one of the planner's declared :attr:`Planner.input_files`) is
+    checked before the run starts, whether it comes from ``--planner-param`` or from a scenario
+    file's ``planner.params``: one line naming the file and the field, exit 2, no episode run."""
+    missing = tmp_path / "missing.safetensors"
+    out = tmp_path / "run"
+    if where == "option":
+        args = ["run", str(_scenario(tmp_path, planner="idm", params="{}")), "--out", str(out), "--planner", "bc_policy",
+                "--planner-param", f"weights={missing}"]
+    elif where == "scenario":
+        args = ["run", str(_scenario(tmp_path, planner="bc_policy", params=f"{{weights: {missing}}}")), "--out", str(out)]
+    else:
+        args = ["leaderboard", str(_scenario(tmp_path, planner="idm", params="{}")), "--planners", "idm,bc_policy", "--out", str(out),
+                "--planner-param", f"bc_policy.weights={missing}"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(missing) in lines[0] and "planner.params.weights" in lines[0] and "does not exist" in lines[0], res.stderr
+    assert not (out / "episodes").exists() and not (out / "results.parquet").exists()
+
+
+class FileProbe(Probe):
+    """A probe that declares its ``label`` parameter an input file."""
+
+    name = "file_probe"
+    input_files = frozenset({"label"})
+
+
+def test_declared_input_files_are_checked_generically(tmp_path: Path) -> None:
+    """Any planner's :attr:`Planner.input_files`: a folder (or device) is refused up front, a
+    regular file lets the run go ahead, an absent optional parameter is not checked."""
+    Probe.seen.clear()
+    scen = _scenario(tmp_path, planner="file_probe", params="{}")
+    good = tmp_path / "model.bin"
+    good.write_bytes(b"x")
+    with registered(PLANNERS, ("file_probe", FileProbe)):
+        bad = CliRunner().invoke(app, ["run", str(scen), "--out", str(tmp_path / "r1"), "--planner-param", f"label={tmp_path}"])
+        assert bad.exit_code == 2 and "got a folder" in bad.stderr and "planner.params.label" in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and not Probe.seen
+        for i, extra in enumerate([["--planner-param", f"label={good}"], []]):
+            res = CliRunner().invoke(app, ["run", str(scen), "--out", str(tmp_path / f"ok{i}"), *extra])
+            assert res.exit_code == 0, res.output
+    assert Probe.seen

@@ -8,6 +8,7 @@ ego frame (tracked by the controller) or a :class:`Control` (acceleration, steer
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
-from sim.errors import ScenarioError
+from sim.errors import BundleError, ScenarioError
+from sim.fsutil import check_input_file
 from sim.planning.params import NoParams, ParamProblem, PlannerParams, file_params, param_errors
 from sim.sensors import SensorRig
 
@@ -144,6 +146,9 @@ class Planner(ABC):
     Params: ClassVar[type[PlannerParams]] = NoParams
     #: Keyword arguments only code may pass (never read from a scenario file).
     code_params: ClassVar[frozenset[str]] = frozenset()
+    #: Parameters that name a file the planner reads (a model's weights): a run checks each one
+    #: given with :meth:`check_input_files` before any episode starts.
+    input_files: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **params: Any) -> None:
         self.params = dict(params)
@@ -175,6 +180,17 @@ class Planner(ABC):
             loc, msg = problems[0]
             raise ScenarioError(msg, field=".".join(["planner.params", *map(str, loc)]))
         return cls.Params.model_validate(file_params(params, cls.code_params))
+
+    @classmethod
+    def check_input_files(cls, params: Mapping[str, Any]) -> None:
+        """Each of :attr:`input_files` given in ``params`` (a path, relative to the working
+        folder as the planner reads it) is an existing regular file -- not a folder, device or
+        FIFO -- or :class:`BundleError` names it and ``planner.params.<key>``. Nothing is read."""
+        for key in sorted(cls.input_files):
+            value = params.get(key)
+            if isinstance(value, str | os.PathLike) and os.fspath(value):
+                check_input_file(value, error=BundleError, max_bytes=None, what=f"an input file of planner {cls.name!r}",
+                                 field=f"planner.params.{key}")
 
     @classmethod
     def with_opt_ins(cls, params: Mapping[str, Any], *, trust_pickle: bool = False) -> dict[str, Any] | None:

@@ -36,17 +36,25 @@ def make_planner(name: str, **params: Any) -> Planner:
 
 def with_opt_ins(planner: str, params: Mapping[str, Any] | None, *, trust_pickle: bool) -> dict[str, Any]:
     """``params`` of ``planner`` with the command line's opt-ins (``--trust-pickle``) added where
-    the planner takes them (:meth:`Planner.with_opt_ins`), checked now: an unusable policy file
-    raises here, before any output is written. Other planners' params come back unchanged."""
+    the planner takes them (:meth:`Planner.with_opt_ins`), checked now: a missing input file
+    (:meth:`Planner.check_input_files`) or an unusable policy file raises here, before any output
+    is written. Other planners' params come back unchanged."""
     prm = dict(params or {})
-    out = PLANNERS.get(planner).with_opt_ins(prm, trust_pickle=trust_pickle) if planner in PLANNERS else None
+    out = _checked(planner, prm, trust_pickle) if planner in PLANNERS else None
     return prm if out is None else out
+
+
+def _checked(planner: str, params: dict[str, Any], trust_pickle: bool) -> dict[str, Any] | None:
+    """:meth:`Planner.check_input_files`, then :meth:`Planner.with_opt_ins`."""
+    cls = PLANNERS.get(planner)
+    cls.check_input_files(params)
+    return cls.with_opt_ins(params, trust_pickle=trust_pickle)
 
 
 def with_opt_ins_episodes(episodes: Iterable[Any], *, planner: str | None = None, trust_pickle: bool) -> list[Any]:
     """The episodes of a batch (``sim.scenario.Episode``) with :func:`with_opt_ins` applied to
     those driven by a planner that takes opt-ins (``planner`` overrides each episode's own, as in
-    ``sim.batch.run_batch``); each distinct parameter set is checked once."""
+    ``sim.batch.run_batch``); each distinct parameter set is checked once (its input files too)."""
     out = []
     checked: dict[str, dict[str, Any] | None] = {}
     for ep in episodes:
@@ -55,7 +63,7 @@ def with_opt_ins_episodes(episodes: Iterable[Any], *, planner: str | None = None
             params = dict(ep.planner_params if name == ep.planner else {})
             key = repr((name, sorted((k, repr(v)) for k, v in params.items())))
             if key not in checked:
-                checked[key] = PLANNERS.get(name).with_opt_ins(params, trust_pickle=trust_pickle)
+                checked[key] = _checked(name, params, trust_pickle)
             done = checked[key]
             if done is not None:
                 ep = ep.with_planner(name, dict(done))
