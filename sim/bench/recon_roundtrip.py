@@ -378,7 +378,12 @@ def _compare(res: dict[str, Any]) -> dict[str, Any]:
     def d(a: float | None, b: float | None) -> float | None:
         return None if a is None or b is None else round(a - b, 3)
 
-    out: dict[str, Any] = {"realism_loss_heldout_db": d(s("clean", "mean_heldout_psnr"), s("real_like", "mean_heldout_psnr"))}
+    def canon(name: str) -> float | None:
+        e = v.get(name, {})
+        return (e.get("heldout_protocols", {}).get("canonical_vs_clean") or {}).get("mean_heldout_psnr") if e.get("status") == "ok" else None
+
+    out: dict[str, Any] = {"realism_loss_heldout_db": d(s("clean", "mean_heldout_psnr"), s("real_like", "mean_heldout_psnr")),
+                           "realism_loss_heldout_db_canonical": d(canon("clean"), canon("real_like"))}
     for abl in ("real_like_no_appearance", "real_like_no_pose_refinement"):
         out[f"{abl}_vs_real_like_heldout_db"] = d(s(abl, "mean_heldout_psnr"), s("real_like", "mean_heldout_psnr"))
     same_town = res["settings"]["town"] == "small" and res["settings"]["seed"] == 0  # the town of the native figure
@@ -425,7 +430,8 @@ def run_recon_roundtrip(
             old = json.loads(Path(out).read_text())
             if isinstance(old, dict) and old.get("settings") == settings and isinstance(old.get("variants"), dict):
                 res["variants"] = old["variants"]
-                res["machine_earlier"] = old.get("machine")
+                res["machine_earlier"] = [*old.get("machine_earlier", []), old.get("machine")] if isinstance(old.get("machine_earlier"), list) \
+                    else [m for m in (old.get("machine_earlier"), old.get("machine")) if m]
         except (OSError, ValueError):
             pass
     res["machine"] = _machine()
@@ -435,10 +441,13 @@ def run_recon_roundtrip(
     res["synth_s"] = _step_times(work).get("synth_s")
     for name in variants:
         t = time.perf_counter()
+        start = _machine()  # per variant: runs merged into one file may come from different heads and loads
         entry = _run_variant(name, VARIANTS[name], work, native, p, threads, say, reuse_bundles)
         entry["wall_s"] = round(time.perf_counter() - t, 1)
         # the whole chain for this variant (data steps included even when reused from the work folder)
         entry["roundtrip_s"] = round((res["synth_s"] or 0.0) + sum(entry["timings_s"].values()), 1)
+        entry["git_head"], entry["git_dirty_recon"] = start["git_head"], start["git_dirty_recon"]
+        entry["load_average_at_start"] = start["load_average"]
         entry["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         res["variants"][name] = entry
         res["comparisons"] = _compare(res)
