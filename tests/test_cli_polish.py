@@ -67,3 +67,14 @@ def test_ncap_types_are_checked_before_any_work(tmp_path: Path) -> None:
                                  "--types", "stationary,sideways"])
     assert r.exit_code == 2 and "sideways" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_run_with_another_planner_offers_what_it_needs(tmp_path: Path) -> None:
+    """``run --planner bc_policy`` on a scenario written for idm (state observation): bc_policy gets its
+    bev raster (the README tour's command), instead of every episode erroring."""
+    from sim.batch import run_batch
+
+    f = tmp_path / "a.yaml"
+    f.write_text(BASE.replace("horizon_s: 3.0", "horizon_s: 0.5"))
+    s = run_batch([f], tmp_path / "run", planner="bc_policy")
+    assert s.total == 1 and s.failed == 0

@@ -81,12 +81,15 @@ def _pure_pursuit(traj: Any, state: Any, wheelbase: float) -> NDArray[np.float64
 
 def _closed_loop(engine: Any, ep: Episode, planner: str, params: dict[str, Any]) -> EpisodeRecord:
     """Drive ``ep`` with ``planner`` through the engine (:func:`drive_episode`, one Generator seeded
-    with ``ep.seed``), offering the scenario's observation kinds plus :data:`ALWAYS_AVAILABLE`;
-    rendered kinds (camera, lidar) come from the scenario's backend (``scene.renderer``), built
-    only when the planner asks for one. Planner failures raise."""
+    with ``ep.seed``), offering the scenario's observation kinds plus :data:`ALWAYS_AVAILABLE` --
+    or, when ``planner`` replaces the scenario's own (``run --planner``), the kinds it asks for
+    (the scenario's list was written for its own planner); rendered kinds (camera, lidar) come from
+    the scenario's backend (``scene.renderer``), built only when the planner asks for one. Planner
+    failures raise."""
     compiled = engine.compile_scenario(ep.spec, _load_scene(engine, ep))
+    observation = ep.observation if planner == ep.planner else None
     res = drive_episode(
-        ep.spec, planner, ep.seed, params=params, observation=ep.observation, compiled=compiled,
+        ep.spec, planner, ep.seed, params=params, observation=observation, compiled=compiled,
         raise_errors=True, renderer=RENDERER_FROM_SCENARIO,
     )  # fmt: skip
     if res.record is None:  # pragma: no cover - a reset world is never done
