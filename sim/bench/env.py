@@ -248,7 +248,7 @@ def _assemble(status: dict[str, dict[str, Any]], figs: dict[str, dict[str, Any]]
 
 
 def run_bench(
-    out: str | os.PathLike[str] = "benchmarks/results/env.json",
+    out: str | os.PathLike[str],
     *,
     seconds: float = 10.0,
     batch_sizes: tuple[int, ...] = (16, 64, 256),
