@@ -105,18 +105,29 @@ def reset(spec: ScenarioSpec | Compiled, rng: np.random.Generator, *, scene: Sce
 
 
 # ==================================================================================== step
-def _checked_action(state: SimState, ego_action: ArrayLike) -> F64:
-    """The ego action as (B, 2); bad shapes, non-finite values and finished episodes raise."""
+def _action_rows(state: SimState, ego_action: ArrayLike) -> F64:
+    """The ego action as (B, 2); a bad shape raises."""
     B = state.batch_size
     a = np.asarray(ego_action, dtype=np.float64)
     if a.shape == (2,):
         a = np.broadcast_to(a, (B, 2))
     if a.shape != (B, 2):
         raise EpisodeStateError(f"expected an ego action of shape (2,) or ({B}, 2), got {a.shape}", field="action")
-    if not np.all(np.isfinite(a)):
+    return a
+
+
+def _refuse(status: int, a: F64) -> None:
+    """Raise for a refused step: ``status`` 1 = a non-finite action, 2 = a world already done."""
+    if status == 1:
         raise EpisodeStateError(f"the ego action must be finite, got {a.tolist() if a.size <= 8 else 'non-finite values'}", field="action")
-    if state.done.any():
+    if status == 2:
         raise EpisodeStateError("the episode is over (terminated or truncated); reset before stepping again")
+
+
+def _checked_action(state: SimState, ego_action: ArrayLike) -> F64:
+    """The ego action as (B, 2); bad shapes, non-finite values and finished episodes raise."""
+    a = _action_rows(state, ego_action)
+    _refuse(1 if not np.all(np.isfinite(a)) else 2 if state.done.any() else 0, a)
     return a
 
 
@@ -162,12 +173,17 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
         EpisodeStateError: a non-finite action, or a world that is already done.
     """
     c = state.compiled
-    a = _checked_action(state, ego_action)
     k = state.step_index + 1
     bicycle = c.row["ego_move"]
-    if bicycle is not None:  # the compiled kinematic bicycle and route projection, one call
-        o = ego_move_nb(state.x, state.y, state.yaw, state.v, state.accel, state.steer, a, c.dt_s, *bicycle, c.paths.xy, c.paths.heading, c.paths.ds, state.s)
+    if bicycle is not None:  # the checks, the compiled kinematic bicycle and the route projection, one call
+        a = _action_rows(state, ego_action)
+        o, status = ego_move_nb(
+            state.x, state.y, state.yaw, state.v, state.accel, state.steer, a, c.dt_s, *bicycle, c.paths.xy, c.paths.heading, c.paths.ds, state.s,
+            state.terminated, state.truncated,
+        )  # fmt: skip
+        _refuse(status, a)
     else:
+        a = _checked_action(state, ego_action)
         e1, clipped = _move_ego(state, a)
         ego_s, ego_lat = project_on_paths(c.paths, np.zeros(state.batch_size, dtype=np.int64), state.s[:, 0], e1.x, e1.y)
         o = np.stack([e1.x, e1.y, e1.yaw, e1.v, e1.accel, e1.steer, clipped, ego_s, ego_lat]).astype(np.float64)

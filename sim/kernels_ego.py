@@ -32,12 +32,20 @@ def _jit(fn: Any) -> Any:
     return numba.njit(cache=True)(fn)
 
 
-def _ego_move(x, y, yaw, v, accel, steer, a, dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max, speed_max, wheelbase, xy, heading, ds, s_prev):  # type: ignore[no-untyped-def]
+def _ego_move(x, y, yaw, v, accel, steer, a, dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max, speed_max, wheelbase, xy, heading, ds, s_prev, terminated, truncated):  # type: ignore[no-untyped-def]
     """Slot 0 of the (B, N) ``x .. accel`` and ``steer`` (B,) moved by actions ``a`` (B, 2) for
     ``dt`` s. Returns (9, B): x, y, yaw, v, accel, steer, clipped (1.0 / 0.0), route arc length
-    and lateral offset (from ``s_prev`` (B, N) column 0 as the guess)."""
+    and lateral offset (from ``s_prev`` (B, N) column 0 as the guess); and a status: 0, or 1 when
+    an action is not finite, 2 when a world is already done (``terminated`` / ``truncated`` (B,)),
+    checked in that order before anything moves."""
     B = a.shape[0]
     out = np.empty((9, B))
+    for b in range(B):
+        if not (math.isfinite(a[b, 0]) and math.isfinite(a[b, 1])):
+            return out, 1
+    for b in range(B):
+        if terminated[b] or truncated[b]:
+            return out, 2
     for b in range(B):
         acc, st = _clip_one_nb(a[b, 0], a[b, 1], accel[b, 0], steer[b], dt, decel_max, accel_max, jerk_max, steer_max, steer_rate_max)
         out[6, b] = 1.0 if (abs(acc - a[b, 0]) > 1e-9 or abs(st - a[b, 1]) > 1e-9) else 0.0
@@ -52,7 +60,7 @@ def _ego_move(x, y, yaw, v, accel, steer, a, dt, decel_max, accel_max, jerk_max,
         out[4, b] = acc1
         out[5, b] = st1
         out[7, b], out[8, b] = _project_one_nb(xy, heading, ds, 0, s_prev[b, 0], x1, y1, 6, 24)
-    return out
+    return out, 0
 
 
 def _step_arrays(x, y, yaw, v, accel, s, d, lc_timer, lc_hold, alive, spawn_step, k, o):  # type: ignore[no-untyped-def]

@@ -155,7 +155,8 @@ def _step_inputs(c, st, k):
     """The engine's step context for ``st`` (its ``pre`` poses and ``spawned``) and the arc lengths
     the path step starts from (the ego's new route progress in column 0)."""
     a = np.tile([[0.5, 0.01]], (st.batch_size, 1))
-    o = ego_move_nb(st.x, st.y, st.yaw, st.v, st.accel, st.steer, a, c.dt_s, *c.row["ego_move"], c.paths.xy, c.paths.heading, c.paths.ds, st.s)
+    o, status = ego_move_nb(st.x, st.y, st.yaw, st.v, st.accel, st.steer, a, c.dt_s, *c.row["ego_move"], c.paths.xy, c.paths.heading, c.paths.ds, st.s, st.terminated, st.truncated)
+    assert status == 0
     ctx = _move_actors(st, o, k)
     s0 = st.s.copy()
     s0[:, 0] = o[7]
@@ -185,10 +186,15 @@ def test_ego_kernels_equal_their_python_source(compiled):
     c = compiled
     st = _run(c, 3, 20)[-1]
     a = np.random.default_rng(4).uniform([-9, -1], [4, 1], (3, 2))  # some actions beyond the limits
-    args = (st.x, st.y, st.yaw, st.v, st.accel, st.steer, a, c.dt_s, *c.row["ego_move"], c.paths.xy, c.paths.heading, c.paths.ds, st.s)
-    o = ego_move_nb(*args)
-    np.testing.assert_array_equal(o, ego_move_nb.py_func(*args))
-    assert (o[6] == 1.0).any()
+    args = (st.x, st.y, st.yaw, st.v, st.accel, st.steer, a, c.dt_s, *c.row["ego_move"], c.paths.xy, c.paths.heading, c.paths.ds, st.s, st.terminated, st.truncated)
+    o, status = ego_move_nb(*args)
+    o_py, status_py = ego_move_nb.py_func(*args)
+    np.testing.assert_array_equal(o, o_py)
+    assert status == status_py == 0 and (o[6] == 1.0).any()
+    bad = a.copy()
+    bad[1, 0] = np.nan
+    assert ego_move_nb(*args[:6], bad, *args[7:])[1] == 1
+    assert ego_move_nb(*args[:-2], st.terminated, np.array([False, True, False]))[1] == 2
     margs = (
         st.x, st.y, st.yaw, st.v, c.length, c.width, np.ones_like(st.valid), st.alive, ~st.valid, TTC_SIGNAL_HORIZON_S, *c.row["ego_metrics"],
         o, st.s, st.accel, st.step_index + 1, c.horizon_steps, c.dt_s, c.t0_us, c.dt_us,
