@@ -3,8 +3,11 @@
 The env, the batch runner and notebooks all drive episodes through these functions. A
 :class:`SimState` is immutable (its arrays are read-only) and always **batched**: every per-world
 array has a leading axis of B independent worlds (B = 1 from :func:`reset`; :func:`reset_batch`
-makes more), so :func:`step` moves B worlds with one set of numpy operations and no Python loop
-over actors or worlds.
+makes more), so :func:`step` moves B worlds at once. For the common case (the compiled kinematic
+bicycle and the built-in motions) a step is a handful of compiled calls over the batched arrays
+-- the ego's move (:mod:`sim.kernels_ego`), the path followers' step (:mod:`sim.kernels_path`),
+the metrics -- with Python only at the boundary; other dynamics models and plug-in motions run
+their own (numpy) code between the same calls.
 
 What does not change during an episode (lane map, paths, log-replay poses, per-actor behaviour
 parameters, the drivable-area raster, the ego's dynamics model) lives in a shared
