@@ -195,10 +195,10 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
         ctx.x, ctx.y, ctx.yaw, ctx.v, c.length, c.width, ctx.spawned, ctx.alive, ctx.hidden, TTC_SIGNAL_HORIZON_S, *c.row["ego_metrics"],
         o, state.s, state.accel, k, c.horizon_steps, c.dt_s, c.t0_us, c.dt_us,
     )  # fmt: skip
-    return SimState(
-        compiled=c, step_index=k, t_us=t_us, x=ctx.x, y=ctx.y, yaw=ctx.yaw, v=ctx.v, accel=ctx.acc,
-        valid=valid, alive=ctx.alive, path_id=ctx.path_id, s=ctx.s, d=ctx.d, lc_timer=ctx.lc_timer, lc_hold=ctx.lc_hold,
-        v0_scale=state.v0_scale, steer=o[5], ego_lat=o[8], terminated=flags[4], truncated=flags[5], collision=flags[0],
-        collision_partner=partner, offroad=flags[1], wrong_way=flags[2], route_complete=flags[3], progress=fl[1],
-        min_ttc=fl[0], jerk=fl[2], action_clipped=o[6] > 0.0,
-    )  # fmt: skip
+    return SimState._of(c, {
+        "step_index": k, "t_us": t_us, "x": ctx.x, "y": ctx.y, "yaw": ctx.yaw, "v": ctx.v, "accel": ctx.acc,
+        "valid": valid, "alive": ctx.alive, "path_id": ctx.path_id, "s": ctx.s, "d": ctx.d, "lc_timer": ctx.lc_timer, "lc_hold": ctx.lc_hold,
+        "v0_scale": state.v0_scale, "steer": o[5], "ego_lat": o[8], "terminated": flags[4], "truncated": flags[5], "collision": flags[0],
+        "collision_partner": partner, "offroad": flags[1], "wrong_way": flags[2], "route_complete": flags[3], "progress": fl[1],
+        "min_ttc": fl[0], "jerk": fl[2], "action_clipped": o[6] > 0.0,
+    })  # fmt: skip

@@ -66,6 +66,19 @@ class SimState:
         for name in _ROW_FIELDS:
             getattr(self, name).setflags(write=False)
 
+    @classmethod
+    def _of(cls, compiled: Compiled, fields: dict[str, Any]) -> SimState:
+        """The state with these fields (all of :data:`_ROW_FIELDS`, fresh arrays) made read-only,
+        without the dataclass constructor's per-field ``object.__setattr__`` (the engine's step)."""
+        obj = object.__new__(cls)
+        d = obj.__dict__
+        d["compiled"] = compiled
+        for name in _ROW_FIELDS:
+            a = fields[name]
+            a.setflags(write=False)
+            d[name] = a
+        return obj
+
     @property
     def batch_size(self) -> int:
         return int(self.step_index.shape[0])
