@@ -78,3 +78,9 @@ def test_run_with_another_planner_offers_what_it_needs(tmp_path: Path) -> None:
     f.write_text(BASE.replace("horizon_s: 3.0", "horizon_s: 0.5"))
     s = run_batch([f], tmp_path / "run", planner="bc_policy")
     assert s.total == 1 and s.failed == 0
+    # the README's way: the planner and its parameters replaced on the episodes (run --planner-param)
+    from sim.scenario import expand_paths
+
+    eps = [ep.with_planner("bc_policy", {}) for ep in expand_paths([f])]
+    s = run_batch(None, tmp_path / "run2", episodes=eps, planner="bc_policy")
+    assert s.total == 1 and s.failed == 0

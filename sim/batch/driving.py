@@ -81,13 +81,13 @@ def _pure_pursuit(traj: Any, state: Any, wheelbase: float) -> NDArray[np.float64
 
 def _closed_loop(engine: Any, ep: Episode, planner: str, params: dict[str, Any]) -> EpisodeRecord:
     """Drive ``ep`` with ``planner`` through the engine (:func:`drive_episode`, one Generator seeded
-    with ``ep.seed``), offering the scenario's observation kinds plus :data:`ALWAYS_AVAILABLE` --
-    or, when ``planner`` replaces the scenario's own (``run --planner``), the kinds it asks for
-    (the scenario's list was written for its own planner); rendered kinds (camera, lidar) come from
-    the scenario's backend (``scene.renderer``), built only when the planner asks for one. Planner
-    failures raise."""
+    with ``ep.seed``), offering the scenario's observation kinds plus :data:`ALWAYS_AVAILABLE` and
+    :data:`RIG_KINDS` (what the engine and the default rig can always make, as the leaderboard
+    offers: a planner given with ``run --planner`` gets them although the scenario's list was
+    written for its own planner); rendered kinds (camera, lidar) come from the scenario's backend
+    (``scene.renderer``), built only when the planner asks for one. Planner failures raise."""
     compiled = engine.compile_scenario(ep.spec, _load_scene(engine, ep))
-    observation = ep.observation if planner == ep.planner else None
+    observation = tuple(dict.fromkeys([*ep.observation, *RIG_KINDS]))
     res = drive_episode(
         ep.spec, planner, ep.seed, params=params, observation=observation, compiled=compiled,
         raise_errors=True, renderer=RENDERER_FROM_SCENARIO,
@@ -179,6 +179,9 @@ class EpisodeResult:
 #: kinds every episode can offer whatever the configuration (own odometry; privileged boxes for
 #: the reference planners)
 ALWAYS_AVAILABLE = ("ego", "objects")
+#: kinds a batch episode also offers: the default rig's LiDAR (rendered by the scenario's backend
+#: when asked for), the engine's BEV raster and state vector (``sim.leaderboard.RIG_KINDS``)
+RIG_KINDS = ("lidar", "bev", "state")
 
 
 class SensorObserver:
