@@ -76,7 +76,7 @@ EXCLUDED: dict[str, str] = {
 }
 
 #: per-command time limit, s (a hung command fails instead of eating CI's budget)
-TIMEOUT_S = 300
+TIMEOUT_S = 600
 
 
 def tour_commands(text: str) -> list[str]:
