@@ -57,6 +57,11 @@ def ssim_u8(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
     return float(structural_similarity_index_measure(ta, tb, data_range=1.0))  # type: ignore[arg-type]
 
 
+def _fig(v: Any, spec: str) -> str:
+    """A figure for a progress line: ``v`` formatted with ``spec``, ``n/a`` when it is not a number."""
+    return format(v, spec) if isinstance(v, int | float) and not isinstance(v, bool) else "n/a"
+
+
 def _error_image(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> NDArray[np.uint8]:
     e = np.abs(a.astype(np.float32) - b.astype(np.float32)).mean(-1) * 4
     return np.repeat(np.clip(e, 0, 255).astype(np.uint8)[..., None], 3, -1)
@@ -171,13 +176,13 @@ def evaluate_scene(
     per_cam: dict[str, dict[str, Any]] = {}
     for c in cams:
         per_cam[c] = {"heldout": score_heldout(b, dl, held[c], cams, train_frames, sheet, sheet_rows=4 if c == cam_name else len(sheet) + 1)}
-        note(f"{c}: held-out PSNR {per_cam[c]['heldout']['psnr']}")
+        note(f"{c}: held-out PSNR {_fig(per_cam[c]['heldout']['psnr'], '.2f')} dB")
     res["heldout"] = per_cam[cam_name]["heldout"]
     # ---- LiDAR
     if rig.lidar is not None and dl.sweeps and hasattr(b, "render_lidar"):
         sweeps = [j for j in range(len(dl.sweeps)) if j % every == 0][:max_sweeps]
         res["lidar"] = score_lidar(b, dl, rig.lidar, sweeps)
-        note(f"LiDAR median range error {res['lidar']['median_abs_range_err_m']}")
+        note(f"LiDAR median range error {_fig(res['lidar']['median_abs_range_err_m'], '.3f')} m")
     # ---- novel views against mesh truth
     mesh, why = _mesh_renderer(dl)
     if mesh is None:
