@@ -57,11 +57,17 @@ def leaderboard_row(folder: str | os.PathLike[str], planner: str = "sensor_polic
     return row
 
 
-def summary(leaderboards: dict[str, str], latency: str | None, gap: str | None, reference: dict[str, float]) -> dict[str, Any]:
-    """The published figure set (see the module docstring)."""
-    out: dict[str, Any] = {"benchmark": "sensor_policy", "load_avg_1m": _load(), "reference_scores_readme": reference}
+def summary(leaderboards: dict[str, str], latency: str | None, gap: str | None, reference: dict[str, float],
+            others: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The published figure set (see the module docstring); ``others``: planner -> leaderboard
+    folder of reference planners run beside it (e.g. ``pdm_closed``), whose scores replace the
+    README's in ``reference``."""
+    out: dict[str, Any] = {"benchmark": "sensor_policy", "load_avg_1m": _load(), "reference_scores_readme": dict(reference)}
     lb = {form: leaderboard_row(d) for form, d in leaderboards.items()}
     out["leaderboard_mesh"] = lb
+    if others:
+        out["reference_runs"] = {p: leaderboard_row(d, p) for p, d in others.items()}
+        reference = {**reference, **{p: r["score"] for p, r in out["reference_runs"].items()}}
     if "torch" in lb and "pdm_closed" in reference:
         out["ratio_to_pdm_closed"] = round(lb["torch"]["score"] / reference["pdm_closed"], 3)
     if "torch" in lb:
@@ -88,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--leaderboard", action="append", default=[], help="FORM=DIR")
     s.add_argument("--latency")
     s.add_argument("--gap")
+    s.add_argument("--run", action="append", default=[], help="PLANNER=DIR: a reference planner's leaderboard folder")
     s.add_argument("--reference", default='{"pdm_closed": 0.907, "lidar_stack": 0.670, "bc_policy": 0.762}')
     s.add_argument("--out", required=True)
     a = ap.parse_args(argv)
@@ -95,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         res = run_gap(a.bundle, a.log, planners=tuple(a.planners.split(",")), horizon_s=a.horizon,
                       seeds=tuple(int(x) for x in a.seeds.split(",")), max_scenarios=a.max_scenarios)  # fmt: skip
     else:
-        res = summary(dict(x.split("=", 1) for x in a.leaderboard), a.latency, a.gap, json.loads(a.reference))
+        res = summary(dict(x.split("=", 1) for x in a.leaderboard), a.latency, a.gap, json.loads(a.reference),
+                      dict(x.split("=", 1) for x in a.run))  # fmt: skip
     atomic_write_text(Path(a.out), json.dumps(res, indent=1, default=str))
     print(json.dumps(res, indent=1, default=str)[:4000])
     return 0
