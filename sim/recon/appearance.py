@@ -15,8 +15,9 @@ pulls them back towards it (weight ``w_appearance``), so the mean colour of the 
 scene and only the deviations go into the embeddings.
 
 Which embedding a render uses (the protocol of :mod:`sim.recon.split`): a training frame its own;
-a held-out frame the nearest training frame of its camera; a view scored against clean truth (a
-lane shift, an edit) none (canonical colour). Renders without an embedding are unchanged.
+a held-out frame -- and every view scored at its time -- the nearest training frame of its camera
+and the camera's own. Renders without an embedding (``appearance=None``: the simulator's sensors)
+show the canonical colour, which may carry part of the log's mean colour cast.
 """
 
 from __future__ import annotations

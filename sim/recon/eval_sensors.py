@@ -3,7 +3,8 @@
 Protocol (fixed; :mod:`sim.recon.split`): a camera's held-out frames are its frames ``k`` with
 ``k % eval_every == 0``; each is rendered at its own pose, intrinsics and time (actors at that
 time) and, when the scene has appearance embeddings for this log, with the embedding of the
-nearest training frame of the same camera plus that camera's own embedding. When the bundle
+nearest training frame of the same camera plus that camera's own embedding (also used for the
+lane-shifted and edited views at its time). When the bundle
 refined the ego poses (``info.refine_ego``), a held-out frame's and sweep's pose is corrected by
 the bundle's ego correction at its time (``E_bundle(t) E_log(t)^-1``, interpolated like every ego
 pose). LiDAR: held-out sweeps (``j % eval_every == 0``); a log with per-point firing times is

@@ -2,7 +2,12 @@
 
 Measured (all on data never trained on):
 
-* **held-out frames** (``index % eval_every == 0`` of the bundle's camera): PSNR (dB) and SSIM.
+* **held-out frames** (frame ``k`` of each of the bundle's cameras with ``k % eval_every == 0``,
+  :mod:`sim.recon.split`): PSNR (dB) and SSIM, per camera (``per_camera``), their mean over
+  cameras (``mean_over_cameras``) and the first camera's at the top level.
+* **appearance**: every view at a held-out frame's time (the frame itself, its lane shifts and
+  actor edits) is rendered with the appearance embedding of the nearest training frame of the same
+  camera and that camera's embedding (:mod:`sim.recon.split`).
 * **lane-shifted views**: the ego moved 1, 2 and 3 m to its left at the first half of the held-out
   frames' times (``lane_shift.frames``); truth rendered exactly by the mesh renderer
   (:class:`sim.render.mesh.MeshRenderer`, synth logs only).
@@ -33,7 +38,7 @@ from PIL import Image
 from sim.errors import BundleError
 from sim.log import DriveLog, validate_log, write_json_atomic
 from sim.recon.bundle import Bundle, load_bundle
-from sim.recon.eval_sensors import score_heldout, score_lidar
+from sim.recon.eval_sensors import appearance_rows, score_heldout, score_lidar
 from sim.recon.split import split_frames
 from sim.sensors import SensorRig
 
@@ -192,7 +197,8 @@ def evaluate_scene(
             for c in cams:
                 part: dict[str, Any] = res if c == cam_name else per_cam[c]
                 frames = [dl.frames[i] for i in held[c]]
-                _novel_views(b, dl, mesh, rig.camera(c), frames[: max(1, max_frames // 2)], shifts_m, part, sheet)
+                _novel_views(b, dl, mesh, rig.camera(c), frames[: max(1, max_frames // 2)], shifts_m, part, sheet,
+                             rows=lambda i: appearance_rows(b, dl, i, cams, train_frames))
                 if c == cam_name:
                     per_cam[c].update({k: res[k] for k in ("lane_shift", "actor_removed", "actor_moved")})
         finally:
@@ -221,10 +227,15 @@ def _camera_means(per_cam: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _novel_views(b: Bundle, dl: DriveLog, mesh: Any, cam: Any, frames: list[Any], shifts: tuple[float, ...], res: dict[str, Any], sheet: list[NDArray[np.uint8]]) -> None:
+def _novel_views(b: Bundle, dl: DriveLog, mesh: Any, cam: Any, frames: list[Any], shifts: tuple[float, ...], res: dict[str, Any], sheet: list[NDArray[np.uint8]],
+                 rows: Callable[[int], tuple[int, int] | None] | None = None) -> None:
+    """Lane-shifted and actor-edited views at the times of ``frames`` against mesh truth; each view
+    with the appearance embeddings ``rows(frame index)`` gives (the held-out protocol) or none."""
     lane: dict[str, list[float]] = {f"{s:g}m": [] for s in shifts}
     removed, moved = [], []
     for f in frames:
+        r = rows(f.index) if rows is not None else None
+        kw: dict[str, Any] = {"appearance": r} if r is not None else {}
         w0 = _world(dl, f.t_us)
         yaw = float(w0.yaw[0])
         left = np.array([-math.sin(yaw), math.cos(yaw)])
@@ -235,7 +246,7 @@ def _novel_views(b: Bundle, dl: DriveLog, mesh: Any, cam: Any, frames: list[Any]
             wy[0] += s * left[1]
             truth = mesh.render_camera(_with(w0, x=wx, y=wy), cam)
             c2w = truth.c2w
-            pred, _ = b.render_camera(c2w, cam.K, cam.width, cam.height, b.actors_at(f.t_us))
+            pred, _ = b.render_camera(c2w, cam.K, cam.width, cam.height, b.actors_at(f.t_us), **kw)
             lane[f"{s:g}m"].append(psnr_u8(pred, truth.rgb))
             if s == 2.0 and len(sheet) < 6:
                 sheet.append(np.concatenate([truth.rgb, pred, _error_image(truth.rgb, pred)], 1))
@@ -253,7 +264,7 @@ def _novel_views(b: Bundle, dl: DriveLog, mesh: Any, cam: Any, frames: list[Any]
         valid = w0.valid.copy()
         valid[i] = False
         truth = mesh.render_camera(_with(w0, valid=valid), cam)
-        pred, _ = b.render_camera(truth.c2w, cam.K, cam.width, cam.height, b.actors_at(f.t_us, remove=(aid,)))
+        pred, _ = b.render_camera(truth.c2w, cam.K, cam.width, cam.height, b.actors_at(f.t_us, remove=(aid,)), **kw)
         removed.append(psnr_u8(pred, truth.rgb))
         ay = float(w0.yaw[i])
         mx, my = w0.x.copy(), w0.y.copy()
@@ -261,7 +272,7 @@ def _novel_views(b: Bundle, dl: DriveLog, mesh: Any, cam: Any, frames: list[Any]
         my[i] += 2.0 * math.cos(ay)
         truth = mesh.render_camera(_with(w0, x=mx, y=my), cam)
         pose = (float(mx[i]), float(my[i]), float(w0.z[i]), ay)
-        pred, _ = b.render_camera(truth.c2w, cam.K, cam.width, cam.height, b.actors_at(f.t_us, moves={aid: pose}))
+        pred, _ = b.render_camera(truth.c2w, cam.K, cam.width, cam.height, b.actors_at(f.t_us, moves={aid: pose}), **kw)
         moved.append(psnr_u8(pred, truth.rgb))
     res["lane_shift"] = {"frames": [f.index for f in frames], "psnr": {k: (float(np.mean(v)) if v else None) for k, v in lane.items()}}
     res["actor_removed"] = {"psnr": float(np.mean(removed)) if removed else None, "views": len(removed)}
