@@ -324,7 +324,7 @@ def _imported(work: Path, native: Path, realism: str, seed: int, say: Callable[[
 
 
 def _run_variant(name: str, v: Variant, work: Path, native: Path, p: BenchPreset, threads: int, say: Callable[[str], None],
-                 reuse_bundle: bool = False) -> dict[str, Any]:
+                 reuse_bundle: bool = False, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     from sim.recon.run import train_bundle
 
     timings: dict[str, float] = {}
@@ -332,6 +332,10 @@ def _run_variant(name: str, v: Variant, work: Path, native: Path, p: BenchPreset
     logged, imp = _imported(work, native, v.realism, p.seed, say, timings)
     if reuse_bundle and (work / f"bundle-{name}" / "bundle.json").is_file():
         say(f"re-scoring the existing bundle-{name}")
+        if previous and previous.get("status") == "ok" and "recon" in previous:  # keep the training run's own record
+            entry.update(recon=previous["recon"], rescored=True)
+            timings.update({k: x for k, x in previous.get("timings_s", {}).items() if k != "eval_s"})
+            entry["trained_at_git_head"] = previous.get("git_head")
         return _score(name, entry, work, native, logged, imp, p, say)
     say(f"recon {name} ({p.recon_preset}{', ' + str(v.overrides) if v.overrides else ''})")
     t = time.perf_counter()
@@ -442,7 +446,7 @@ def run_recon_roundtrip(
     for name in variants:
         t = time.perf_counter()
         start = _machine()  # per variant: runs merged into one file may come from different heads and loads
-        entry = _run_variant(name, VARIANTS[name], work, native, p, threads, say, reuse_bundles)
+        entry = _run_variant(name, VARIANTS[name], work, native, p, threads, say, reuse_bundles, res["variants"].get(name))
         entry["wall_s"] = round(time.perf_counter() - t, 1)
         # the whole chain for this variant (data steps included even when reused from the work folder)
         entry["roundtrip_s"] = round((res["synth_s"] or 0.0) + sum(entry["timings_s"].values()), 1)
