@@ -16,8 +16,9 @@ scene and only the deviations go into the embeddings.
 
 Which embedding a render uses (the protocol of :mod:`sim.recon.split`): a training frame its own;
 a held-out frame -- and every view scored at its time -- the nearest training frame of its camera
-and the camera's own. Renders without an embedding (``appearance=None``: the simulator's sensors)
-show the canonical colour, which may carry part of the log's mean colour cast.
+and the camera's own. Renders that name no frame (``appearance=None``: the simulator's sensors)
+get the log's mean transform (:meth:`Appearance.apply_mean`): the priors leave the split of the
+mean colour between scene and embeddings free, so the bare scene colour can carry a cast.
 """
 
 from __future__ import annotations
@@ -64,6 +65,18 @@ class Appearance(nn.Module):
             v = pick(self.camera_vignette, camera)  # (B, 2)
             lin = lin * (1.0 + v[:, 0, None, None] * r2 + v[:, 1, None, None] * r2 * r2)[..., None]
         return lin
+
+    @torch.no_grad()
+    def apply_mean(self, rgb: Tensor) -> Tensor:
+        """``rgb`` (..., 3) through the *mean* transform: the mean of the trained frames' rows (rows
+        that moved from the identity) and of the cameras' (no vignetting) -- the log's average
+        appearance, for renders that name no frame (the simulator's cameras)."""
+        eye = torch.eye(3, 4, dtype=rgb.dtype)
+        fr = self.frame_affine.detach()
+        moved = fr.flatten(1).abs().sum(1) > 0
+        mf = eye + (fr[moved].mean(0) if bool(moved.any()) else torch.zeros(3, 4, dtype=rgb.dtype))
+        mc = eye + (self.camera_affine.detach().mean(0) if self.camera_affine.shape[0] else torch.zeros(3, 4, dtype=rgb.dtype))
+        return torch.einsum("ij,...j->...i", mc[:, :3] @ mf[:, :3], rgb) + mf[:, 3] + mc[:, 3]
 
     def prior(self) -> Tensor:
         """Sum of squares of every term's deviation from the identity, averaged per row."""

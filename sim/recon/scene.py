@@ -236,10 +236,13 @@ class SceneModel(nn.Module):
         (H, W) z-depth along the optical axis (m, nearest-upsampled from the feature image),
         ``acc`` (H, W) opacity and ``acc_actor`` (H, W) actor opacity. With a ``surface`` proxy
         the background is its baked surface (:mod:`sim.recon.surface`). ``appearance``: (frame
-        row, camera row) of the embeddings to apply (-1: that term off; None: canonical colour)."""
+        row, camera row) of the embeddings to apply (-1: that term off; None: the log's mean
+        appearance, :meth:`sim.recon.appearance.Appearance.apply_mean`)."""
         r = sensor_render.render_camera(self, c2w, K, width, height, actors, chunk, surface)
         if appearance is not None and self.appearance is not None:
             r["rgb"] = self.apply_appearance(r["rgb"], K, appearance)
+        elif self.appearance is not None:  # no frame named: the log's mean appearance
+            r["rgb"] = self.appearance.apply_mean(r["rgb"]).clamp(0, 1)
         return r
 
     @torch.no_grad()
