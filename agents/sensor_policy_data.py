@@ -41,8 +41,10 @@ from numpy.typing import NDArray
 
 from agents.planners.common import EgoView, RouteRef, ego_from_obs, forecast
 from sim.errors import ScenarioError
+from sim.fsutil import atomic_savez
 from sim.planning import Control, Observation, ObservationSpec, Planner, PlannerInit, PlannerOutput
 from sim.planning.observe import ego_features
+from sim.planning.training import EpisodeRunner
 from sim.sensors import LidarSpec, default_rig
 
 __all__ = [
@@ -234,16 +236,11 @@ class LabellingDriver(Planner):
         return self.driver.plan({k: obs[k] for k in self.driver.observation_spec().kinds})
 
 
-def _episodes(paths: Sequence[str | os.PathLike[str]], seeds: Sequence[int] | None) -> list[Any]:
-    from sim.collect import _episodes as episodes  # one implementation of "scenario files x seeds"
-
-    return episodes(paths, seeds)
-
-
 def collect_sensor_episodes(
     paths: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     *,
+    run_episode: EpisodeRunner,
     k: int,
     geometry: RasterGeometry = RasterGeometry(),
     seeds: Sequence[int] | None = None,
@@ -258,12 +255,12 @@ def collect_sensor_episodes(
     labels), LiDAR rendered by ``sensors`` (``scenario``: each file's ``scene.renderer``, mesh for
     the library; ``mesh``, ``neural``; ``box``: the analytic box LiDAR, no scenery); write one shard
     per episode ``<tag>_<episode_id>.npz`` into ``out`` (existing shards are kept: an interrupted
-    collection resumes). Episodes that fail to run are skipped with a warning; collisions are kept."""
-    from sim.collect import write_shard
+    collection resumes). Episodes that fail to run are skipped with a warning; collisions are kept.
+    ``run_episode`` drives one episode (:class:`sim.planning.training.EpisodeRunner`)."""
     from sim.planning import make_planner
-    from sim.rollout import run_planner_episode
+    from sim.scenario import expand_with_seeds
 
-    eps = _episodes(paths, seeds)
+    eps = expand_with_seeds(paths, seeds)
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -271,7 +268,7 @@ def collect_sensor_episodes(
         dst = outp / f"{tag}_{ep.episode_id}.npz"
         if not dst.exists():
             lab = LabellingDriver(make_planner("pdm_closed"), None if driver is None else driver(), k=k, geometry=geometry)
-            res = run_planner_episode(
+            res = run_episode(
                 ep.spec, lab, ep.seed, observation=("ego", "lidar", "objects"), max_steps=max_steps,
                 renderer=None if sensors == "box" else sensors,
             )  # fmt: skip
@@ -279,7 +276,7 @@ def collect_sensor_episodes(
             if res.status != "ok" or n == 0:
                 log.warning("episode %s failed (%s); skipped", ep.episode_id, res.error)
             else:
-                write_shard(dst, **{key: np.stack(v) for key, v in lab.rows.items()})
+                atomic_savez(dst, {key: np.stack(v) for key, v in lab.rows.items()})
         if dst.exists():
             written.append(dst)
         if progress is not None:

@@ -37,7 +37,7 @@ from agents.sensor_policy import (
 from agents.sensor_policy_data import collect_sensor_episodes
 from sim.errors import BundleError
 from sim.fsutil import atomic_write_text
-from sim.planning.training import ImitationTrainer, TrainResult, TrainSettings
+from sim.planning.training import ClosedLoopTrainer, EpisodeRunner, TrainResult, TrainSettings
 
 __all__ = ["SensorPolicyTrainer", "train_closed_loop", "train_sensor_policy"]
 
@@ -92,6 +92,7 @@ def train_closed_loop(
     out: str | os.PathLike[str],
     episodes: str | os.PathLike[str],
     *,
+    run_episode: EpisodeRunner,
     seeds: Sequence[int] | None = None,
     dagger_rounds: int = 0,
     dagger_seeds: Sequence[int] | None = None,
@@ -107,7 +108,8 @@ def train_closed_loop(
     into ``episodes``; fit; then ``dagger_rounds`` times: the policy drives ``scenarios`` x
     ``dagger_seeds`` while ``pdm_closed`` labels, refit from scratch on everything. The JSON beside
     the weights records ``command`` (default: this process's command line), the wall time and the
-    per-round losses. ``progress(stage, done, total, info)``."""
+    per-round losses. ``progress(stage, done, total, info)``; ``run_episode`` drives each episode
+    (:class:`sim.planning.training.EpisodeRunner`)."""
     t0 = time.time()
     cfg = replace(cfg, epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed)
     ep_dir = Path(episodes)
@@ -115,7 +117,7 @@ def train_closed_loop(
     def cb(stage: str) -> Callable[[int, int], None]:
         return lambda d, n: progress(stage, d, n, "") if progress else None
 
-    collect_sensor_episodes(scenarios, ep_dir, k=cfg.k, geometry=cfg.geometry, seeds=seeds, sensors=sensors, max_steps=max_steps, progress=cb("collect"))
+    collect_sensor_episodes(scenarios, ep_dir, run_episode=run_episode, k=cfg.k, geometry=cfg.geometry, seeds=seeds, sensors=sensors, max_steps=max_steps, progress=cb("collect"))
     rounds: list[dict[str, Any]] = []
     res: TrainResult | None = None
     for rnd in range(dagger_rounds + 1):
@@ -123,7 +125,7 @@ def train_closed_loop(
             assert res is not None
             w = res.weights
             collect_sensor_episodes(
-                scenarios, ep_dir, k=cfg.k, geometry=cfg.geometry, seeds=dagger_seeds or seeds, sensors=sensors,
+                scenarios, ep_dir, run_episode=run_episode, k=cfg.k, geometry=cfg.geometry, seeds=dagger_seeds or seeds, sensors=sensors,
                 driver=lambda w=w: SensorPolicyPlanner(weights=str(w)), tag=f"dagger{rnd}", max_steps=max_steps,
                 progress=cb(f"dagger {rnd}"),
             )  # fmt: skip
@@ -148,7 +150,7 @@ def train_closed_loop(
     return res
 
 
-class SensorPolicyTrainer(ImitationTrainer):
+class SensorPolicyTrainer(ClosedLoopTrainer):
     """``sensor-policy``: the imitation trainer of ``sensor_policy`` (sensor shards, waypoint
     targets); :meth:`train_closed_loop` is the whole collect / fit / DAgger recipe."""
 
@@ -175,6 +177,7 @@ class SensorPolicyTrainer(ImitationTrainer):
         cfg = SensorPolicyConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed)
         return train_sensor_policy(dataset, out, cfg, progress=progress, plot=plot, init_weights=init_weights)
 
-    def train_closed_loop(self, *args: Any, **kwargs: Any) -> TrainResult:
+    def train_closed_loop(self, scenarios: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+                          episodes: str | os.PathLike[str], **kwargs: Any) -> TrainResult:  # fmt: skip
         """:func:`train_closed_loop` (the CLI's ``loopdrive train sensor-policy``)."""
-        return train_closed_loop(*args, **kwargs)
+        return train_closed_loop(scenarios, out, episodes, **kwargs)

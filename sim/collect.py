@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.dynamics import BicycleState, KinematicBicycle
-from sim.fsutil import atomic_path
+from sim.fsutil import atomic_savez
 from sim.planning import make_planner
 from sim.planning.observe import ego_features
 from sim.planning.training import ImitationTrainer, get_trainer
@@ -31,21 +31,14 @@ log = logging.getLogger(__name__)
 
 def write_shard(path: Path, **arrays: NDArray[Any]) -> None:
     """Write ``arrays`` as one compressed ``.npz`` shard at ``path``, atomically."""
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
+    atomic_savez(path, arrays)
 
 
 def _episodes(paths: Sequence[str | os.PathLike[str]], seeds: Sequence[int] | None) -> list[Any]:
-    """The episodes of the scenario files under ``paths``; with ``seeds``, each one once per seed
-    (episode id suffixed ``__x<seed>``) instead of with the files' own seeds."""
-    from dataclasses import replace
+    """:func:`sim.scenario.expand_with_seeds`."""
+    from sim.scenario import expand_with_seeds
 
-    from sim.scenario import expand_paths
-
-    eps = expand_paths(list(paths))
-    if seeds is None:
-        return eps
-    return [replace(e, seed=int(s), episode_id=f"{e.episode_id}__x{s}") for e in eps for s in seeds]
+    return expand_with_seeds(paths, seeds)
 
 
 def collect_episodes(

@@ -206,7 +206,8 @@ def train_sensor_policy_cmd(
 ) -> None:
     """Train sensor_policy (LiDAR raster + route + ego speed -> waypoints) by imitation of pdm_closed on
     roll-outs with rendered sensors, then DAgger; the trainer is found by name (``sensor-policy``)."""
-    from sim.planning.training import ImitationTrainer, TrainSettings, get_trainer
+    from sim.planning.training import ClosedLoopTrainer, TrainSettings, get_trainer
+    from sim.rollout import run_planner_episode
 
     if sensors not in ("scenario", "mesh", "neural", "composite", "box"):
         raise typer.BadParameter(f"expected scenario, mesh, neural, composite or box, got {sensors!r}", param_hint="--sensors")
@@ -223,7 +224,7 @@ def train_sensor_policy_cmd(
         "--episodes", str(episodes), "--out", str(out),
     ])  # fmt: skip
     with user_errors():
-        trainer = get_trainer("sensor-policy", ImitationTrainer)
+        trainer = get_trainer("sensor-policy", ClosedLoopTrainer)
         from sim.scenario import expand_paths
 
         expand_paths(scenarios)  # every file valid before the shard folder is made
@@ -235,8 +236,8 @@ def train_sensor_policy_cmd(
                     tasks[stage] = prog.add_task(stage, total=total, info="")
                 prog.update(tasks[stage], completed=done, total=total, info=info)  # type: ignore[arg-type]
 
-            res = trainer.train_closed_loop(  # type: ignore[attr-defined]
-                scenarios, out, episodes, seeds=seed_list, dagger_rounds=dagger_rounds, dagger_seeds=d_seeds, sensors=sensors,
+            res = trainer.train_closed_loop(
+                scenarios, out, episodes, run_episode=run_planner_episode, seeds=seed_list, dagger_rounds=dagger_rounds, dagger_seeds=d_seeds, sensors=sensors,
                 settings=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), max_steps=max_steps, progress=cb,
                 command=command,
             )  # fmt: skip

@@ -37,6 +37,8 @@ from sim.registry import Registry
 __all__ = [
     "ENV_ID",
     "TRAINERS",
+    "ClosedLoopTrainer",
+    "EpisodeRunner",
     "ImitationTrainer",
     "RLTrainer",
     "TrainResult",
@@ -126,6 +128,45 @@ class ImitationTrainer(Trainer):
     ) -> TrainResult:
         """Fit on ``dataset`` and write the weights to ``out``; ``init_weights`` fine-tunes from
         them instead of a seeded initialisation; ``progress(epoch, epochs, train_loss, val_loss)``."""
+
+
+class EpisodeRunner(Protocol):
+    """Drives one closed-loop episode: the runner's ``sim.rollout.run_planner_episode``, handed to
+    a :class:`ClosedLoopTrainer` by whoever calls it (the CLI), so that a trainer never imports the
+    runner. ``spec`` a compiled scenario's spec, ``planner`` a Planner instance, ``seed`` the
+    episode's seed, ``observation`` the kinds recorded, ``max_steps`` a cap (None: the scenario's
+    duration), ``renderer`` the sensors (``mesh``, ``neural``, ``scenario``; None: analytic LiDAR).
+    Returns an object with ``status`` (``"ok"`` on success) and ``error``."""
+
+    def __call__(self, spec: Any, planner: Any, seed: int, *, observation: Sequence[str],
+                 max_steps: int | None, renderer: str | None) -> Any: ...  # fmt: skip
+
+
+class ClosedLoopTrainer(ImitationTrainer):
+    """An imitation trainer that collects its own data in closed loop: expert roll-outs of
+    ``scenarios`` (x ``seeds``), a fit, then ``dagger_rounds`` rounds in which its own policy drives
+    (``dagger_seeds``) while the expert labels. Episodes are driven by ``run_episode``."""
+
+    @abstractmethod
+    def train_closed_loop(
+        self,
+        scenarios: Sequence[PathLike],
+        out: PathLike,
+        episodes: PathLike,
+        *,
+        run_episode: EpisodeRunner,
+        seeds: Sequence[int] | None = None,
+        dagger_rounds: int = 0,
+        dagger_seeds: Sequence[int] | None = None,
+        sensors: str = "scenario",
+        settings: TrainSettings = TrainSettings(),
+        max_steps: int | None = None,
+        progress: Callable[[str, int, int, str], None] | None = None,
+        command: str | None = None,
+    ) -> TrainResult:
+        """Collect into the shard folder ``episodes`` (kept: an interrupted run resumes), train,
+        and write the weights to ``out``; ``progress(stage, done, total, info)``; ``command`` is
+        recorded beside the weights as the one that reproduces them."""
 
 
 class RLTrainer(Trainer):

@@ -377,6 +377,18 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]], *, semantic: bool = Tr
     return out
 
 
+def expand_with_seeds(paths: Iterable[str | os.PathLike[str]], seeds: Iterable[int] | None) -> list[Episode]:
+    """The episodes of the scenario files under ``paths``; with ``seeds``, each one once per seed
+    (episode id suffixed ``__x<seed>``) instead of with the files' own seeds."""
+    from dataclasses import replace
+
+    eps = expand_paths(list(paths))
+    if seeds is None:
+        return eps
+    seeds = [int(s) for s in seeds]
+    return [replace(e, seed=s, episode_id=f"{e.episode_id}__x{s}") for e in eps for s in seeds]
+
+
 def to_builtin(obj: Any) -> Any:
     """JSON-friendly copy of spec/episode values (tuples -> lists, paths -> str, numpy -> python)."""
     if isinstance(obj, Mapping):

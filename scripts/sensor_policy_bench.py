@@ -9,8 +9,8 @@
   latency JSON (``python -m agents.sensor_policy_onnx bench``) and the gap JSON, with the machine
   load.
 
-``python -m agents.sensor_policy_bench gap --bundle B --log L --out J`` /
-``python -m agents.sensor_policy_bench summary --leaderboard torch=DIR ... --latency J --gap J --out J``.
+``python scripts/sensor_policy_bench.py gap --bundle B --log L --out J`` /
+``python scripts/sensor_policy_bench.py summary --leaderboard torch=DIR ... --latency J --gap J --out J``.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def summary(leaderboards: dict[str, str], latency: str | None, gap: str | None, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m agents.sensor_policy_bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python scripts/sensor_policy_bench.py", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("gap")
     g.add_argument("--bundle", required=True)
