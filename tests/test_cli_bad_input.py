@@ -51,6 +51,7 @@ OUTPUTS: list[tuple[str, str, str, list[str]]] = [
     ("actors add", "--library", "dir", ["adir"]),
     ("attack", "--out", "dir", ["--planner", "idm", "--base", "good.yaml"]),
     ("attack", "--generated-dir", "dir", ["--planner", "idm", "--base", "good.yaml", "--out", "o"]),
+    ("bench all", "--out", "dir", []),
     ("bench all", "--results", "dir", []),
     ("bench all", "--work", "dir", []),
     ("bench batch", "--out", "file", []),
