@@ -102,6 +102,10 @@ def recon_cmd(
     upsample: int | None = typer.Option(None, "--upsample", min=1, max=8, help="Output pixels per rendered feature pixel, per axis (quick: 4, full: 2); "
                                         "2 renders sharper images about 2.5x slower than 4."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --out."),
+    cameras: str | None = typer.Option(None, "--cameras", help="Cameras to train on: one name, a comma-separated list or all (default: the rig's first)."),
+    appearance: bool = typer.Option(True, "--appearance/--no-appearance", help="Per-camera and per-frame appearance embeddings (exposure, white balance, vignetting)."),
+    refine_actors: bool = typer.Option(True, "--refine-actors/--no-refine-actors", help="Learn per-sample corrections of the actor boxes (with a prior)."),
+    refine_ego: bool = typer.Option(False, "--refine-ego/--no-refine-ego", help="Learn per-sample corrections of the ego/sensor poses (with a prior); for noisy poses."),
 ) -> None:
     """Train the decomposed neural scene (nerfstudio method loopdrive-recon) on LOG and write a bundle."""
     if preset not in ("quick", "full"):
@@ -112,8 +116,9 @@ def recon_cmd(
     heading = f"training preset {preset}, wall-clock cap {cap:g} min (--max-minutes to change, 0 for none)" if cap else None
     with user_errors(), known_warnings_filtered(), TrainingBar(heading) as progress:
         summary = train_bundle(log, out, preset=preset, iterations=iterations, max_seconds=cap * 60, seed=seed,
-                               overwrite=overwrite, progress=progress,
-                               overrides={"num_threads": threads, **({"upsample": upsample} if upsample else {})})
+                               overwrite=overwrite, progress=progress, camera=cameras,
+                               overrides={"num_threads": threads, "appearance": appearance, "refine_actors": refine_actors,
+                                          "refine_ego": refine_ego, **({"upsample": upsample} if upsample else {})})
     stopped = " (stopped by the wall-clock cap)" if summary["iterations"] < summary["configured_iterations"] else ""
     console.print(f"[green]wrote[/] bundle {summary['bundle']}: {summary['iterations']} of {summary['configured_iterations']} iterations "
                   f"in {summary['train_seconds']:.0f} s{stopped}", soft_wrap=True)
