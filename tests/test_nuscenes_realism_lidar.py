@@ -1,11 +1,14 @@
 """The nuScenes importer measures the rig's LiDAR on real-like logs (issue 23): a realism knob that
 moves the LiDAR poses or stamps (camera--LiDAR time offset, ego position / yaw noise) -> export
 nuScenes -> import every camera and sweep gives back the rig's azimuth steps, and the
-reconstructor's ray grid of every imported sweep is as full as the native log's.
+reconstructor's ray grid of every imported sweep is as full as the native log's, and the cut azimuth
+is the rig's (measured from the sweeps' geometry; the cameras' timing gives it only up to the
+camera--LiDAR time offset).
 
 Before the fix the importer merged the key-frame sweeps before measuring the azimuth spacing; a
 few centimetres or milliseconds of pose error made their columns interleave and it measured 3 000
--- 26 000 steps for this 256-column rig, leaving the ray grid ~1-8 % full."""
+-- 26 000 steps for this 256-column rig, leaving the ray grid ~1-8 % full, and a 4 ms offset turned
+the cut by 28.8 degrees."""
 
 from __future__ import annotations
 
@@ -56,5 +59,12 @@ def test_imported_lidar_rig_and_ray_grid_survive_the_realism_knobs(native: tuple
     li = dl.meta["rig"]["lidar"]
     assert li["azimuth_steps"] == AZIMUTH and li["beams"] == read_log(native_log).meta["rig"]["lidar"]["beams"]
     assert li["firing"] == "spin_cw"
+    # the cut from the sweeps' geometry, not from the cameras' timing (which a 4 ms offset turns by 28.8 degrees); the
+    # real_like preset's 0.5 ms per-sweep jitter moves each sweep's cut by ~3.6 degrees
+    native_cut = read_log(native_log).meta["rig"]["lidar"]["cut_azimuth_deg"]
+    assert abs((li["cut_azimuth_deg"] - native_cut + 180.0) % 360.0 - 180.0) < (6.0 if name == "real_like" else 2.0), li["cut_azimuth_deg"]
+    cam_cut = dl.meta["nuscenes"]["lidar_firing"]["camera_cut_deg"]
+    if name == "time_offset":
+        assert cam_cut is not None and abs(cam_cut - (native_cut - 28.8)) < 0.1
     occ = _occupancy(dl)
     assert native_occ > 0.3 and occ > 0.9 * native_occ, (occ, native_occ)

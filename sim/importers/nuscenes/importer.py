@@ -18,10 +18,12 @@ from sim.geometry import opencv_to_opengl_c2w
 from sim.importers.nuscenes.lidar import (
     EgoPath,
     Firing,
+    azimuth_steps,
     estimate_firing,
     firing_frame,
     lidar_rig,
     read_pcd_bin,
+    refine_cut,
 )
 from sim.importers.nuscenes.tables import Tables, load_tables, pose_matrix
 from sim.importers.nuscenes.tracks import MAX_GAP_S, actor_tracks, ego_path_lane, ego_track
@@ -225,6 +227,15 @@ def _lidar_ctx(sel: _Selection) -> _LidarCtx:
     return _LidarCtx(t0, offset, ego_path, mount, _firing(tb, sel.by_ch, sel.lidar, mount))
 
 
+def _cut_sweeps(key_raw: list[tuple[NDArray[np.float32], int]], lid: _LidarCtx, n_sweeps: int = 5, n_points: int = 2000
+                ) -> list[tuple[NDArray[np.float64], int]]:
+    """Up to ``n_sweeps`` key-frame sweeps (evenly spread) lying wholly inside the ego path, each
+    thinned to about ``n_points`` returns: the sample :func:`refine_cut` scans."""
+    ok = [(p5, t) for p5, t in key_raw if len(p5) and t - lid.firing.period_us >= lid.ego_path.t[0] and t <= lid.ego_path.t[-1]]
+    pick = [ok[i] for i in sorted({round(x) for x in np.linspace(0, len(ok) - 1, min(n_sweeps, len(ok)))})] if ok else []
+    return [(p5[:: max(1, len(p5) // n_points), :3].astype(np.float64), t) for p5, t in pick]
+
+
 def import_nuscenes(
     source: Path,
     out: Path,
@@ -264,11 +275,12 @@ def import_nuscenes(
     sc = sel.scene
     log_rec = tb.get("log", sc["log_token"], f"{sc['token']}.log_token")
     lid = _lidar_ctx(sel)
-    key_pts = []
-    for sd in sel.chosen[lidar]:
-        if sd["is_key_frame"]:
-            pts5 = read_pcd_bin(sd["_path"])
-            key_pts.append((firing_frame(pts5[:, :3].astype(np.float64), sd["timestamp"], lid.firing, lid.ego_path, lid.mount)[1], pts5[:, 4]))
+    key_raw = [(read_pcd_bin(sd["_path"]), int(sd["timestamp"])) for sd in sel.chosen[lidar] if sd["is_key_frame"]]
+    key_pts = [(firing_frame(p5[:, :3].astype(np.float64), t, lid.firing, lid.ego_path, lid.mount)[1], p5[:, 4]) for p5, t in key_raw]
+    lid.firing = refine_cut(lid.firing, _cut_sweeps(key_raw, lid), lid.ego_path, lid.mount, azimuth_steps(key_pts))
+    if lid.firing.camera_cut_deg is not None:
+        key_pts = [(firing_frame(p5[:, :3].astype(np.float64), t, lid.firing, lid.ego_path, lid.mount)[1], p5[:, 4]) for p5, t in key_raw]
+    del key_raw
     rig_cams, rig_K = _rig_cameras(sel)
     sample_t = {s["token"]: int(s["timestamp"]) - lid.t0 for s in sel.samples}
     tracks, records = actor_tracks(tb, sample_t, lid.offset, round(max_gap_s * 1e6))
@@ -283,7 +295,8 @@ def import_nuscenes(
         "origin": {"global_offset_m": offset, "t0_us": lid.t0},
         "nuscenes": {"version": version, "scene": sc["name"], "scene_token": sc["token"], "location": log_rec["location"],
                      "date_captured": log_rec["date_captured"], "origin": offset, "cameras": sel.cams, "sweeps": bool(sweeps),
-                     "max_gap_s": float(max_gap_s), "lidar_firing": {"model": lid.firing.model, "fit_deg": lid.firing.fit_deg},
+                     "max_gap_s": float(max_gap_s), "lidar_firing": {"model": lid.firing.model, "fit_deg": lid.firing.fit_deg,
+                                                                "camera_cut_deg": lid.firing.camera_cut_deg},
                      "tracks": records},
         "rates": {"camera_hz": _rate_hz(sel.chosen[sel.cams[0]]), "lidar_hz": _rate_hz(sel.chosen[lidar])},
         "rig": {"cameras": rig_cams, "lidar": lidar_rig(key_pts, lid.mount, lid.firing)},

@@ -12,6 +12,10 @@ period (the median spacing of the scene's ``LIDAR_TOP`` time stamps) and, as in 
 camera is exposed when the head crosses the centre of its field of view, so the key-frame offsets
 of the cameras from the LiDAR time stamp give the direction of rotation and the azimuth where a
 sweep starts (the head is at the cut azimuth at the start of a sweep and again at its time stamp).
+The cameras give the cut only up to a camera--LiDAR time offset, so :func:`refine_cut` then moves it
+to where the key-frame sweeps' geometry puts it (the cut at which the returns of a moving sensor,
+moved back to their firing poses, land on the sweep's column grid); the cameras' cut is kept when
+the geometry does not tell (a static sensor, an exact fit).
 When the cameras do not fit one rotation (within :data:`FIRING_FIT_TOL_DEG`), the firing model is
 ``instant`` and every point gets the sweep's time stamp. A point's time then follows from the
 azimuth at which it was fired: the compensated point is moved back into the LiDAR frame at its
@@ -22,14 +26,16 @@ The rig's LiDAR (``meta.rig.lidar``) is measured from the key-frame sweeps in th
 ``beams`` = the highest ring + 1; ``elevation_deg``, the median elevation of each ring's returns
 (ring 0 first; a ring without returns is filled from a straight-line fit); ``vertical_fov_deg``,
 the ends of that fit (the reconstructor spaces beams evenly between them, as an HDL-32E's are);
-``azimuth_steps`` from the median azimuth spacing of neighbouring returns of one ring;
+``azimuth_steps`` from the median azimuth spacing of neighbouring returns of one ring of one sweep
+(:func:`azimuth_steps`; sweeps are never merged, their columns interleave under pose noise);
 ``max_range_m`` the farthest return rounded up; the mount from ``calibrated_sensor``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +46,10 @@ from scipy.spatial.transform import Rotation, Slerp
 from sim.errors import LogFormatError
 from sim.log_validate import MAX_LIDAR_RAYS
 
-__all__ = ["FIRING_FIT_TOL_DEG", "MAX_RINGS", "EgoPath", "Firing", "azimuth_steps", "estimate_firing", "firing_frame", "lidar_rig", "read_pcd_bin"]
+log = logging.getLogger(__name__)
+
+__all__ = ["FIRING_FIT_TOL_DEG", "MAX_RINGS", "EgoPath", "Firing", "azimuth_steps", "estimate_firing", "firing_frame", "lidar_rig", "read_pcd_bin",
+           "refine_cut"]
 
 #: largest ring index + 1 accepted in a ``.pcd.bin`` (nuScenes' HDL-32E has 32)
 MAX_RINGS = 256
@@ -48,6 +57,10 @@ MAX_RINGS = 256
 FIRING_FIT_TOL_DEG = 20.0
 #: a return this close (degrees) short of the cut azimuth was fired at the sweep's start
 _SEAM_DEG = 1e-6
+#: a return farther than this (columns) from its sweep's column grid is off the grid
+_OFF_GRID_STEP = 0.1
+#: how far (degrees) from the cameras' cut :func:`refine_cut` looks for the sweeps' cut
+_CUT_SCAN_DEG = 60.0
 
 
 def read_pcd_bin(path: Path) -> NDArray[np.float32]:
@@ -98,6 +111,8 @@ class Firing:
     cut_azimuth_deg: float = 180.0
     #: largest distance (degrees of rotation) of a camera's exposure from the model
     fit_deg: float | None = None
+    #: the cut azimuth the cameras gave when :func:`refine_cut` moved it (None: not moved)
+    camera_cut_deg: float | None = None
 
     def dt_us(self, azimuth_deg: NDArray[np.float64]) -> NDArray[np.float64]:
         """Firing time (us, in [-period, 0]) relative to the sweep's time stamp of a return at
@@ -138,6 +153,61 @@ def estimate_firing(period_us: int | None, camera_offsets: dict[str, tuple[NDArr
             best = Firing(model, int(period_us), round(cut, 6), dev)
     assert best is not None
     return best if (best.fit_deg or 0.0) <= FIRING_FIT_TOL_DEG else Firing("instant", period_us)
+
+
+def _off_grid_share(sweeps: list[tuple[NDArray[np.float64], int]], firing: Firing, ego: EgoPath, mount: NDArray[np.float64],
+                    step_deg: float) -> float:
+    """Share of the returns whose firing-frame azimuth sits more than :data:`_OFF_GRID_STEP` of a
+    column from the sweep's column grid (its phase: the circular mean of the returns')."""
+    bad = total = 0
+    for p_s, t in sweeps:
+        az = _azimuth_deg(firing_frame(p_s, t, firing, ego, mount)[1]) / step_deg
+        phase = np.angle(np.mean(np.exp(2j * np.pi * az))) / (2 * np.pi)
+        r = az - phase
+        bad += int(np.count_nonzero(np.abs(r - np.round(r)) > _OFF_GRID_STEP))
+        total += len(az)
+    return bad / max(total, 1)
+
+
+def refine_cut(firing: Firing, sweeps: list[tuple[NDArray[np.float64], int]], ego: EgoPath, mount: NDArray[np.float64],
+               azimuth_steps: int) -> Firing:
+    """The cut azimuth of a spinning ``firing`` moved to where the sweeps' geometry puts it.
+
+    The cameras give the cut only up to the camera--LiDAR time offset (each millisecond turns the
+    fitted cut by 360 degrees x 1 ms / period: 28.8 degrees for 4 ms at 20 Hz). The geometry does
+    not depend on it: with the right cut every return of a moving sensor, moved back to its firing
+    pose, lands on the sweep's column grid, while the returns between the right and a wrong cut get
+    a firing time one period off and leave it. Each of ``sweeps`` (pairs of (compensated
+    sensor-frame points (N, 3), time stamp us)) scans the cut within :data:`_CUT_SCAN_DEG` of the
+    cameras' in 3-degree then 0.5-degree steps and votes for the middle of its best plateau when
+    that puts at least half its off-grid returns at the cameras' cut (and 2 % of all) back on the
+    grid; the median vote of a majority of the sweeps is kept, so a static sensor or an exact camera
+    fit keeps the cameras' cut."""
+    if firing.model == "instant" or not sweeps or azimuth_steps < 8:
+        return firing
+    step = 360.0 / azimuth_steps
+    votes: list[float] = []
+    base_all = lo_all = 0.0
+    for sw in sweeps:
+
+        def share(dc: float, sw: tuple[NDArray[np.float64], int] = sw) -> float:
+            return _off_grid_share([sw], replace(firing, cut_azimuth_deg=firing.cut_azimuth_deg + dc), ego, mount, step)
+
+        base = share(0.0)
+        coarse = {float(dc): share(float(dc)) for dc in np.arange(-_CUT_SCAN_DEG, _CUT_SCAN_DEG + 1e-9, 3.0)}
+        c0 = min(coarse, key=lambda k: (coarse[k], abs(k)))
+        fine = {float(dc): share(float(dc)) for dc in np.arange(c0 - 3.0, c0 + 3.0 + 1e-9, 0.5)}
+        lo = min(fine.values())
+        base_all, lo_all = base_all + base / len(sweeps), lo_all + lo / len(sweeps)
+        if lo <= 0.5 * base and base - lo >= 0.02:
+            tied = sorted(k for k, v in fine.items() if v <= lo + 1e-3)
+            votes.append(0.5 * (tied[0] + tied[-1]))
+    if 2 * len(votes) <= len(sweeps):
+        return firing
+    cut = float((firing.cut_azimuth_deg + float(np.median(votes)) + 180.0) % 360.0 - 180.0)
+    log.info("LiDAR cut azimuth %.2f deg from the sweeps' geometry (cameras: %.2f deg; off-grid returns %.3f -> %.3f)",
+             cut, firing.cut_azimuth_deg, base_all, lo_all)
+    return replace(firing, cut_azimuth_deg=round(cut, 6), camera_cut_deg=firing.cut_azimuth_deg)
 
 
 def firing_frame(p_s: NDArray[np.float64], t_stamp: int, firing: Firing, ego: EgoPath, mount: NDArray[np.float64],
