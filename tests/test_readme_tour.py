@@ -60,6 +60,7 @@ BUDGETS: list[tuple[str, list[tuple[str, str]]]] = [
     ("loopdrive ncap ", [("--runs 100", "--runs 1 --types stationary --sensors mesh")]),
     ("loopdrive train bc ", [("--seeds 100,101", "--seeds 100 --epochs 1")]),
     ("loopdrive train ppo ", [("--steps 20000", "--steps 64")]),
+    ("loopdrive train sensor-policy ", [("--seeds 100,101", "--seeds 100 --epochs 1 --max-steps 5"), ("--dagger-rounds 1", "--dagger-rounds 0")]),
     ("loopdrive attack ", [("--budget 200", "--budget 2 --horizon 1")]),
     ("loopdrive loop ", [("--rounds 2 --budget 90", "--rounds 1 --budget 2 --horizon 1 --epochs 1 --init-random 1")]),
     ("loopdrive bench env", [("bench env", "bench env --seconds 0.2 --rounds 1 --batch-sizes 16 --no-sb3 --no-fixed")]),
