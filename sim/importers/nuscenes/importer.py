@@ -18,7 +18,6 @@ from sim.geometry import opencv_to_opengl_c2w
 from sim.importers.nuscenes.lidar import (
     EgoPath,
     Firing,
-    azimuth_steps,
     estimate_firing,
     firing_frame,
     lidar_rig,
@@ -228,12 +227,16 @@ def _lidar_ctx(sel: _Selection) -> _LidarCtx:
 
 
 def _cut_sweeps(key_raw: list[tuple[NDArray[np.float32], int]], lid: _LidarCtx, n_sweeps: int = 5, n_points: int = 2000
-                ) -> list[tuple[NDArray[np.float64], int]]:
+                ) -> list[tuple[NDArray[np.float64], NDArray[np.int64], int]]:
     """Up to ``n_sweeps`` key-frame sweeps (evenly spread) lying wholly inside the ego path, each
-    thinned to about ``n_points`` returns: the sample :func:`refine_cut` scans."""
+    thinned to about ``n_points`` returns (whole rings): the sample :func:`refine_cut` scans."""
     ok = [(p5, t) for p5, t in key_raw if len(p5) and t - lid.firing.period_us >= lid.ego_path.t[0] and t <= lid.ego_path.t[-1]]
     pick = [ok[i] for i in sorted({round(x) for x in np.linspace(0, len(ok) - 1, min(n_sweeps, len(ok)))})] if ok else []
-    return [(p5[:: max(1, len(p5) // n_points), :3].astype(np.float64), t) for p5, t in pick]
+    thin = []
+    for p5, t in pick:  # whole rings (every m-th), so neighbours on a ring stay neighbours
+        m = max(1, len(p5) // n_points)
+        thin.append((p5[p5[:, 4].astype(np.int64) % m == 0] if m < int(p5[:, 4].max()) + 1 else p5, t))
+    return [(p5[:, :3].astype(np.float64), p5[:, 4].astype(np.int64), t) for p5, t in thin]
 
 
 def import_nuscenes(
@@ -277,7 +280,7 @@ def import_nuscenes(
     lid = _lidar_ctx(sel)
     key_raw = [(read_pcd_bin(sd["_path"]), int(sd["timestamp"])) for sd in sel.chosen[lidar] if sd["is_key_frame"]]
     key_pts = [(firing_frame(p5[:, :3].astype(np.float64), t, lid.firing, lid.ego_path, lid.mount)[1], p5[:, 4]) for p5, t in key_raw]
-    lid.firing = refine_cut(lid.firing, _cut_sweeps(key_raw, lid), lid.ego_path, lid.mount, azimuth_steps(key_pts))
+    lid.firing = refine_cut(lid.firing, _cut_sweeps(key_raw, lid), lid.ego_path, lid.mount)
     if lid.firing.camera_cut_deg is not None:
         key_pts = [(firing_frame(p5[:, :3].astype(np.float64), t, lid.firing, lid.ego_path, lid.mount)[1], p5[:, 4]) for p5, t in key_raw]
     del key_raw

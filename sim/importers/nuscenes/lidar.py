@@ -57,8 +57,6 @@ MAX_RINGS = 256
 FIRING_FIT_TOL_DEG = 20.0
 #: a return this close (degrees) short of the cut azimuth was fired at the sweep's start
 _SEAM_DEG = 1e-6
-#: a return farther than this (columns) from its sweep's column grid is off the grid
-_OFF_GRID_STEP = 0.1
 #: how far (degrees) from the cameras' cut :func:`refine_cut` looks for the sweeps' cut
 _CUT_SCAN_DEG = 60.0
 
@@ -155,57 +153,58 @@ def estimate_firing(period_us: int | None, camera_offsets: dict[str, tuple[NDArr
     return best if (best.fit_deg or 0.0) <= FIRING_FIT_TOL_DEG else Firing("instant", period_us)
 
 
-def _off_grid_share(sweeps: list[tuple[NDArray[np.float64], int]], firing: Firing, ego: EgoPath, mount: NDArray[np.float64],
-                    step_deg: float) -> float:
-    """Share of the returns whose firing-frame azimuth sits more than :data:`_OFF_GRID_STEP` of a
-    column from the sweep's column grid (its phase: the circular mean of the returns')."""
-    bad = total = 0
-    for p_s, t in sweeps:
-        az = _azimuth_deg(firing_frame(p_s, t, firing, ego, mount)[1]) / step_deg
-        phase = np.angle(np.mean(np.exp(2j * np.pi * az))) / (2 * np.pi)
-        r = az - phase
-        bad += int(np.count_nonzero(np.abs(r - np.round(r)) > _OFF_GRID_STEP))
-        total += len(az)
-    return bad / max(total, 1)
+def _irregularity(sweeps: list[tuple[NDArray[np.float64], NDArray[np.int64], int]], firing: Firing, ego: EgoPath,
+                  mount: NDArray[np.float64]) -> float:
+    """How far (mean, in columns) the azimuth gaps of neighbouring returns of one ring, moved back
+    to their firing frame, sit from a whole number of the sweep's median gap."""
+    out = []
+    for p_s, ring, t in sweeps:
+        az = _azimuth_deg(firing_frame(p_s, t, firing, ego, mount)[1])
+        d = np.concatenate([np.diff(np.sort(az[ring == b])) for b in np.unique(ring)])
+        d = d[(d > 1e-4) & (d < 10.0)]
+        if len(d):
+            x = d / float(np.median(d))
+            out.append(np.abs(x - np.round(x)))
+    return float(np.mean(np.concatenate(out))) if out else 0.0
 
 
-def refine_cut(firing: Firing, sweeps: list[tuple[NDArray[np.float64], int]], ego: EgoPath, mount: NDArray[np.float64],
-               azimuth_steps: int) -> Firing:
+def refine_cut(firing: Firing, sweeps: list[tuple[NDArray[np.float64], NDArray[np.int64], int]], ego: EgoPath,
+               mount: NDArray[np.float64]) -> Firing:
     """The cut azimuth of a spinning ``firing`` moved to where the sweeps' geometry puts it.
 
     The cameras give the cut only up to the camera--LiDAR time offset (each millisecond turns the
     fitted cut by 360 degrees x 1 ms / period: 28.8 degrees for 4 ms at 20 Hz). The geometry does
     not depend on it: with the right cut every return of a moving sensor, moved back to its firing
-    pose, lands on the sweep's column grid, while the returns between the right and a wrong cut get
-    a firing time one period off and leave it. Each of ``sweeps`` (pairs of (compensated
-    sensor-frame points (N, 3), time stamp us)) scans the cut within :data:`_CUT_SCAN_DEG` of the
-    cameras' in 3-degree then 0.5-degree steps and votes for the middle of its best plateau when
-    that puts at least half its off-grid returns at the cameras' cut (and 2 % of all) back on the
-    grid; the median vote of a majority of the sweeps is kept, so a static sensor or an exact camera
+    pose, is one whole number of columns from its neighbour on its ring, while a wrong cut gives
+    every return a firing time off by the offset (and those between the two cuts one period more),
+    which bends the column spacing. Each of ``sweeps`` (compensated sensor-frame points (N, 3),
+    rings (N,), time stamp us) scans the cut within :data:`_CUT_SCAN_DEG` of the cameras' in
+    3-degree then 0.5-degree steps and votes for the middle of its best plateau when that at least
+    halves the gaps' irregularity (:func:`_irregularity`) of the cameras' cut, by 0.002 columns or
+    more; the median vote of a majority of the sweeps is kept, so a static sensor or an exact camera
     fit keeps the cameras' cut."""
-    if firing.model == "instant" or not sweeps or azimuth_steps < 8:
+    if firing.model == "instant" or not sweeps:
         return firing
-    step = 360.0 / azimuth_steps
     votes: list[float] = []
     base_all = lo_all = 0.0
     for sw in sweeps:
 
-        def share(dc: float, sw: tuple[NDArray[np.float64], int] = sw) -> float:
-            return _off_grid_share([sw], replace(firing, cut_azimuth_deg=firing.cut_azimuth_deg + dc), ego, mount, step)
+        def score(dc: float, sw: tuple[NDArray[np.float64], NDArray[np.int64], int] = sw) -> float:
+            return _irregularity([sw], replace(firing, cut_azimuth_deg=firing.cut_azimuth_deg + dc), ego, mount)
 
-        base = share(0.0)
-        coarse = {float(dc): share(float(dc)) for dc in np.arange(-_CUT_SCAN_DEG, _CUT_SCAN_DEG + 1e-9, 3.0)}
+        base = score(0.0)
+        coarse = {float(dc): score(float(dc)) for dc in np.arange(-_CUT_SCAN_DEG, _CUT_SCAN_DEG + 1e-9, 3.0)}
         c0 = min(coarse, key=lambda k: (coarse[k], abs(k)))
-        fine = {float(dc): share(float(dc)) for dc in np.arange(c0 - 3.0, c0 + 3.0 + 1e-9, 0.5)}
+        fine = {float(dc): score(float(dc)) for dc in np.arange(c0 - 3.0, c0 + 3.0 + 1e-9, 0.5)}
         lo = min(fine.values())
         base_all, lo_all = base_all + base / len(sweeps), lo_all + lo / len(sweeps)
-        if lo <= 0.5 * base and base - lo >= 0.02:
-            tied = sorted(k for k, v in fine.items() if v <= lo + 1e-3)
+        if lo <= 0.5 * base and base - lo >= 0.002:
+            tied = sorted(k for k, v in fine.items() if v <= lo + 0.1 * (base - lo))
             votes.append(0.5 * (tied[0] + tied[-1]))
     if 2 * len(votes) <= len(sweeps):
         return firing
     cut = float((firing.cut_azimuth_deg + float(np.median(votes)) + 180.0) % 360.0 - 180.0)
-    log.info("LiDAR cut azimuth %.2f deg from the sweeps' geometry (cameras: %.2f deg; off-grid returns %.3f -> %.3f)",
+    log.info("LiDAR cut azimuth %.2f deg from the sweeps' geometry (cameras: %.2f deg; gap irregularity %.4f -> %.4f columns)",
              cut, firing.cut_azimuth_deg, base_all, lo_all)
     return replace(firing, cut_azimuth_deg=round(cut, 6), camera_cut_deg=firing.cut_azimuth_deg)
 
