@@ -41,10 +41,9 @@ from numpy.typing import NDArray
 
 from agents.planners.common import EgoView, RouteRef, ego_from_obs, forecast
 from sim.errors import ScenarioError
-from sim.fsutil import atomic_savez
 from sim.planning import Control, Observation, ObservationSpec, Planner, PlannerInit, PlannerOutput
 from sim.planning.observe import ego_features
-from sim.planning.training import EpisodeRunner
+from sim.planning.training import EpisodeRunner, collect_shards
 from sim.sensors import LidarSpec, default_rig
 
 __all__ = [
@@ -260,28 +259,19 @@ def collect_sensor_episodes(
     from sim.planning import make_planner
     from sim.scenario import expand_with_seeds
 
-    eps = expand_with_seeds(paths, seeds)
-    outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for i, ep in enumerate(eps):
-        dst = outp / f"{tag}_{ep.episode_id}.npz"
-        if not dst.exists():
-            lab = LabellingDriver(make_planner("pdm_closed"), None if driver is None else driver(), k=k, geometry=geometry)
-            res = run_episode(
-                ep.spec, lab, ep.seed, observation=("ego", "lidar", "objects"), max_steps=max_steps,
-                renderer=None if sensors == "box" else sensors,
-            )  # fmt: skip
-            n = len(lab.rows["raster"])
-            if res.status != "ok" or n == 0:
-                log.warning("episode %s failed (%s); skipped", ep.episode_id, res.error)
-            else:
-                atomic_savez(dst, {key: np.stack(v) for key, v in lab.rows.items()})
-        if dst.exists():
-            written.append(dst)
-        if progress is not None:
-            progress(i + 1, len(eps))
-    return written
+
+    def drive(ep: Any) -> dict[str, NDArray[Any]] | None:
+        lab = LabellingDriver(make_planner("pdm_closed"), None if driver is None else driver(), k=k, geometry=geometry)
+        res = run_episode(
+            ep.spec, lab, ep.seed, observation=("ego", "lidar", "objects"), max_steps=max_steps,
+            renderer=None if sensors == "box" else sensors,
+        )  # fmt: skip
+        if res.status != "ok" or len(lab.rows["raster"]) == 0:
+            log.warning("episode %s failed (%s); skipped", ep.episode_id, res.error)
+            return None
+        return {key: np.stack(v) for key, v in lab.rows.items()}
+
+    return collect_shards(expand_with_seeds(paths, seeds), out, drive, tag=tag, progress=progress)
 
 
 def load_sensor_shards(paths: Iterable[str | os.PathLike[str]]) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32], NDArray[np.int64], NDArray[np.float32], list[str]]:

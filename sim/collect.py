@@ -18,20 +18,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.dynamics import BicycleState, KinematicBicycle
-from sim.fsutil import atomic_savez
 from sim.planning import make_planner
 from sim.planning.observe import ego_features
-from sim.planning.training import ImitationTrainer, get_trainer
+from sim.planning.training import ImitationTrainer, collect_shards, get_trainer
 from sim.rollout import run_planner_episode
 
-__all__ = ["collect_dagger", "collect_episodes", "write_shard"]
+__all__ = ["collect_dagger", "collect_episodes"]
 
 log = logging.getLogger(__name__)
-
-
-def write_shard(path: Path, **arrays: NDArray[Any]) -> None:
-    """Write ``arrays`` as one compressed ``.npz`` shard at ``path``, atomically."""
-    atomic_savez(path, arrays)
 
 
 def _episodes(paths: Sequence[str | os.PathLike[str]], seeds: Sequence[int] | None) -> list[Any]:
@@ -53,29 +47,21 @@ def collect_episodes(
     """Drive every episode of the scenario files under ``paths`` with ``expert`` and write one
     shard per episode into ``out`` (``<episode_id>.npz``; existing shards are kept, so an interrupted
     collection resumes). ``seeds`` overrides the scenarios' seeds. Failed episodes are skipped."""
-    eps = _episodes(paths, seeds)
-    outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for i, ep in enumerate(eps):
-        dst = outp / f"{ep.episode_id}.npz"
-        if not dst.exists():
-            res = run_planner_episode(
-                ep.spec, expert, ep.seed, params=ep.planner_params if ep.planner == expert else None,
-                observation=(*ep.observation, "bev"), record_observations=True, max_steps=max_steps,
-                extra_kinds=("bev",),
-            )  # fmt: skip
-            if res.status != "ok" or not res.observations:
-                log.warning("expert episode %s failed (%s); skipped", ep.episode_id, res.error)
-            else:
-                bev = np.stack([o["bev"] for o in res.observations]).astype(np.uint8)
-                ego = np.stack([ego_features(o["ego"]) for o in res.observations])
-                write_shard(dst, bev=bev, ego=ego, action=res.actions[: len(bev)].astype(np.float32))
-        if dst.exists():
-            written.append(dst)
-        if progress is not None:
-            progress(i + 1, len(eps))
-    return written
+
+    def drive(ep: Any) -> dict[str, NDArray[Any]] | None:
+        res = run_planner_episode(
+            ep.spec, expert, ep.seed, params=ep.planner_params if ep.planner == expert else None,
+            observation=(*ep.observation, "bev"), record_observations=True, max_steps=max_steps,
+            extra_kinds=("bev",),
+        )  # fmt: skip
+        if res.status != "ok" or not res.observations:
+            log.warning("expert episode %s failed (%s); skipped", ep.episode_id, res.error)
+            return None
+        bev = np.stack([o["bev"] for o in res.observations]).astype(np.uint8)
+        ego = np.stack([ego_features(o["ego"]) for o in res.observations])
+        return {"bev": bev, "ego": ego, "action": res.actions[: len(bev)].astype(np.float32)}
+
+    return collect_shards(_episodes(paths, seeds), out, drive, progress=progress)
 
 
 def collect_dagger(
@@ -103,32 +89,22 @@ def collect_dagger(
     records, so expert and DAgger shards agree."""
     tr = get_trainer(trainer, ImitationTrainer)
     tr.check_weights(weights)  # a bad weights file fails before anything is written
-    eps = _episodes(paths, seeds)
-    outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for i, ep in enumerate(eps):
-        dst = outp / f"{tag}_{ep.episode_id}.npz"
-        if not dst.exists():
-            res = run_planner_episode(
-                ep.spec, make_planner(tr.planner, **tr.planner_params(weights)), ep.seed,
-                observation=(*ep.observation, "bev"), record_observations=True, expert=make_planner(expert),
-                max_steps=max_steps,
-            )  # fmt: skip
-            obs = [o for o in res.observations if "expert_action" in o]
-            if res.status != "ok" or not obs:
-                log.warning("DAgger episode %s failed (%s); skipped", ep.episode_id, res.error)
-            else:
-                ego = np.stack([ego_features(o["ego"]) for o in obs])
-                bike = KinematicBicycle()  # the engine's ego limits (only its wheelbase differs)
-                now = BicycleState.from_arrays(np.zeros(len(ego)), np.zeros(len(ego)), np.zeros(len(ego)), ego[:, 0], ego[:, 1], ego[:, 2])
-                cmd = np.stack([np.asarray(o["expert_action"], np.float64) for o in obs])
-                write_shard(
-                    dst, bev=np.stack([o["bev"] for o in obs]).astype(np.uint8), ego=ego,
-                    action=bike.clip_action(now, cmd, ep.spec.dt_s).astype(np.float32),
-                )  # fmt: skip
-        if dst.exists():
-            written.append(dst)
-        if progress is not None:
-            progress(i + 1, len(eps))
-    return written
+
+    def drive(ep: Any) -> dict[str, NDArray[Any]] | None:
+        res = run_planner_episode(
+            ep.spec, make_planner(tr.planner, **tr.planner_params(weights)), ep.seed,
+            observation=(*ep.observation, "bev"), record_observations=True, expert=make_planner(expert),
+            max_steps=max_steps,
+        )  # fmt: skip
+        obs = [o for o in res.observations if "expert_action" in o]
+        if res.status != "ok" or not obs:
+            log.warning("DAgger episode %s failed (%s); skipped", ep.episode_id, res.error)
+            return None
+        ego = np.stack([ego_features(o["ego"]) for o in obs])
+        bike = KinematicBicycle()  # the engine's ego limits (only its wheelbase differs)
+        now = BicycleState.from_arrays(np.zeros(len(ego)), np.zeros(len(ego)), np.zeros(len(ego)), ego[:, 0], ego[:, 1], ego[:, 2])
+        cmd = np.stack([np.asarray(o["expert_action"], np.float64) for o in obs])
+        return {"bev": np.stack([o["bev"] for o in obs]).astype(np.uint8), "ego": ego,
+                "action": bike.clip_action(now, cmd, ep.spec.dt_s).astype(np.float32)}  # fmt: skip
+
+    return collect_shards(_episodes(paths, seeds), out, drive, tag=tag, progress=progress)

@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.errors import RegistryError
+from sim.fsutil import atomic_savez
 from sim.registry import Registry
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "TrainSettings",
     "Trainer",
     "TrainingSet",
+    "collect_shards",
     "get_trainer",
 ]
 
@@ -128,6 +130,36 @@ class ImitationTrainer(Trainer):
     ) -> TrainResult:
         """Fit on ``dataset`` and write the weights to ``out``; ``init_weights`` fine-tunes from
         them instead of a seeded initialisation; ``progress(epoch, epochs, train_loss, val_loss)``."""
+
+
+def collect_shards(
+    episodes: Sequence[Any],
+    out: PathLike,
+    drive: Callable[[Any], dict[str, NDArray[Any]] | None],
+    *,
+    tag: str = "",
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Path]:
+    """Resumable shard collection, one ``.npz`` per episode in ``out``: ``<tag>_<episode_id>.npz``
+    (``<episode_id>.npz`` without ``tag``). A shard that exists is kept (an interrupted collection
+    resumes); otherwise ``drive(episode)`` returns its arrays, written atomically and never pickled,
+    or None when the episode failed (no shard; ``drive`` says why). Returns the shards that exist,
+    in episode order; ``progress(done, total)`` after each episode. ``episodes``: objects with an
+    ``episode_id`` (:class:`sim.scenario.Episode`)."""
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for i, ep in enumerate(episodes):
+        dst = outp / (f"{tag}_{ep.episode_id}.npz" if tag else f"{ep.episode_id}.npz")
+        if not dst.exists():
+            arrays = drive(ep)
+            if arrays is not None:
+                atomic_savez(dst, arrays)
+        if dst.exists():
+            written.append(dst)
+        if progress is not None:
+            progress(i + 1, len(episodes))
+    return written
 
 
 class EpisodeRunner(Protocol):
