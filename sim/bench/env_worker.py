@@ -176,8 +176,10 @@ def loopdrive_systems(cfg: dict[str, Any]) -> tuple[list[System], dict[str, Any]
     return out, info
 
 
-def _single_system(name: str, env: Any, pool: np.ndarray, kind: str) -> System:
-    acts = pool[:, 0]
+def _single_system(name: str, env: Any, pool: np.ndarray, kind: str, acts: Any = None) -> System:
+    """One Gymnasium env stepped with ``acts`` (default: the pool's single world), reset and
+    counted when an episode ends."""
+    acts = pool[:, 0] if acts is None else acts
     n = len(acts)
 
     def step(i: int) -> int:
@@ -212,18 +214,8 @@ def highway_env_systems(cfg: dict[str, Any]) -> tuple[list[System], dict[str, An
     env.reset(seed=seed)
     n_act = int(env.action_space.n)
     pool = np.random.default_rng(seed).integers(0, n_act, (int(cfg.get("pool_steps", 4096)), 1))
-    acts = [int(a) for a in pool[:, 0]]
-    n = len(acts)
-
-    def step(i: int) -> int:
-        _, _, te, tr, _ = env.step(acts[i % n])
-        if te or tr:
-            env.reset()
-            return 1
-        return 0
-
     info = {"version": str(getattr(highway_env, "__version__", "unknown")), "env": "highway-v0", "config": HIGHWAY_ENV_CONFIG, "actions": f"uniform over the {n_act} DiscreteMetaAction actions"}
-    return [System("highway_env", 1, step, lambda: env.reset(), env.close, pool, "random")], info
+    return [_single_system("highway_env", env, pool, "random", acts=[int(a) for a in pool[:, 0]])], info
 
 
 # ------------------------------------------------------------------------------ MetaDrive
@@ -273,14 +265,6 @@ def metadrive_systems(cfg: dict[str, Any]) -> tuple[list[System], dict[str, Any]
     pool = action_pool("random", space.low, space.high, 1, int(cfg.get("pool_steps", 4096)), seed)
     acts = pool[:, 0]
     n = len(acts)
-
-    def step(i: int) -> int:
-        _, _, te, tr, _ = env.step(acts[i % n])
-        if te or tr:
-            env.reset()
-            return 1
-        return 0
-
     counts, moving, speeds = [], [], []
     for i in range(100):  # untimed: how many traffic vehicles there are and how many drive
         env.step(acts[i % n])
@@ -302,7 +286,7 @@ def metadrive_systems(cfg: dict[str, Any]) -> tuple[list[System], dict[str, Any]
         "seconds_per_step": METADRIVE_CONFIG["physics_world_step_size"] * METADRIVE_CONFIG["decision_repeat"],
         "actions": "uniform [steering, throttle] in [-1, 1]^2",
     }
-    return [System("metadrive", 1, step, lambda: env.reset(), env.close, pool, "random")], info
+    return [_single_system("metadrive", env, pool, "random")], info
 
 
 BUILDERS: dict[str, Callable[[dict[str, Any]], tuple[list[System], dict[str, Any]]]] = {
