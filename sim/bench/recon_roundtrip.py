@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 from sim.errors import BundleError, LoopdriveError, ScenarioError
 from sim.log import DriveLog, read_log, write_json_atomic
 
-__all__ = ["BENCH_PRESETS", "TARGETS", "VARIANTS", "AlignedScene", "BenchPreset", "Variant", "run_recon_roundtrip"]
+__all__ = ["BENCH_PRESETS", "RUN_KEYS", "TARGETS", "VARIANTS", "AlignedScene", "BenchPreset", "Variant", "run_recon_roundtrip"]
 
 log = logging.getLogger(__name__)
 
@@ -351,6 +351,7 @@ def _run_variant(name: str, v: Variant, work: Path, native: Path, p: BenchPreset
         return entry
     timings["recon_s"] = round(time.perf_counter() - t, 1)
     entry["recon"] = summary
+    entry["iterations_run"] = summary.get("iterations")
     return _score(name, entry, work, native, logged, imp, p, say)
 
 
@@ -363,6 +364,7 @@ def _score(name: str, entry: dict[str, Any], work: Path, native: Path, logged: P
     if "recon" not in entry:  # a reused bundle: its own record of the training
         entry["recon"] = {**load_bundle(work / f"bundle-{name}").info, "reused": True}
         entry["timings_s"]["recon_s"] = entry["recon"].get("train_seconds")
+    entry["iterations_run"] = entry["recon"].get("iterations")
     say(f"eval-recon per camera ({name})")
     t = time.perf_counter()
     entry.update(evaluate_per_camera(load_bundle(work / f"bundle-{name}"), read_log(native), read_log(imp), work / f"eval-{name}", p,
@@ -393,7 +395,79 @@ def _compare(res: dict[str, Any]) -> dict[str, Any]:
     same_town = res["settings"]["town"] == "small" and res["settings"]["seed"] == 0  # the town of the native figure
     nat = res.get("native_single_camera_front_heldout_psnr") if same_town else None
     out["front_vs_native_single_camera_db"] = d(s("clean", "front_heldout_psnr"), nat)
+    out.update(_gains(v))
     return out
+
+
+def _gains(v: dict[str, Any]) -> dict[str, Any]:
+    """The realism loss (clean - real_like) and what each mechanism buys (real_like - its
+    ablation) on three figures: mean held-out PSNR over cameras (dB), mean 2 m lane-shift PSNR
+    (dB) and LiDAR median range error (m, ablation - real_like: positive = the mechanism helps);
+    ``iterations_run`` per variant and whether they all match (the differences mean something only
+    then)."""
+
+    def fig(name: str) -> dict[str, float | None] | None:
+        e = v.get(name, {})
+        if e.get("status") != "ok":
+            return None
+        s = e.get("summary", {})
+        return {"heldout_db": s.get("mean_heldout_psnr"), "lane_shift_2m_db": (s.get("mean_lane_shift_psnr") or {}).get("2m"),
+                "lidar_median_m": s.get("lidar_median_range_err_m")}
+
+    def diff(a: dict[str, float | None] | None, b: dict[str, float | None] | None) -> dict[str, float | None] | None:
+        if a is None or b is None:
+            return None
+        return {k: None if a[k] is None or b[k] is None else round(float(a[k]) - float(b[k]), 3) * (-1 if k == "lidar_median_m" else 1)
+                for k in a}
+
+    its = {n: e.get("iterations_run") for n, e in v.items() if e.get("status") == "ok"}
+    return {"realism_loss": diff(fig("clean"), fig("real_like")),
+            "mechanism_gain": {"appearance": diff(fig("real_like"), fig("real_like_no_appearance")),
+                               "pose_refinement": diff(fig("real_like"), fig("real_like_no_pose_refinement"))},
+            "iterations_run": its, "iterations_matched": len(set(its.values())) == 1 and None not in its.values()}
+
+
+#: the top-level keys a run writes; any other key of an existing ``--out`` is a named section
+#: (a run with ``section=``, e.g. an iteration-matched ablation) and every run keeps it
+RUN_KEYS = frozenset({"benchmark", "command", "settings", "variants", "machine", "machine_earlier", "native_single_camera_front_heldout_psnr",
+                      "targets", "synth_s", "comparisons"})
+
+
+def _read_doc(path: Path | None) -> dict[str, Any]:
+    """The JSON object in ``path`` ({} when missing or not a JSON object: it is rewritten)."""
+    import json
+
+    if path is None or not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _write(out: Path, res: dict[str, Any], section: str | None, keep_from: tuple[Path, ...], mine: frozenset[str] | None = None) -> None:
+    """Write ``res`` to ``out``: as section ``section`` of the file on disk (read again now, the
+    rest left as it is), or as the whole file keeping every named section of ``out`` (else of the
+    first of ``keep_from`` that has it: the published file a ``--publish`` run will replace).
+    With ``mine`` (a merging run: the variants it ran), the variants of the same settings another
+    run wrote to ``out`` meanwhile are kept too, so runs of different variants can share one file."""
+    disk = _read_doc(out)
+    if mine is not None:
+        now = disk.get(section, {}) if section is not None else disk
+        if isinstance(now, dict) and now.get("settings") == res["settings"] and isinstance(now.get("variants"), dict):
+            res["variants"] = {**res["variants"], **{n: e for n, e in now["variants"].items() if n not in mine}}
+            res["comparisons"] = _compare(res)
+    if section is not None:
+        doc = disk
+        doc[section] = res
+    else:
+        doc = dict(res)
+        for f in (out, *keep_from):
+            for k, x in _read_doc(f).items():
+                if k not in RUN_KEYS and k not in doc:
+                    doc[k] = x
+    write_json_atomic(out, doc)
 
 
 def run_recon_roundtrip(
@@ -405,6 +479,9 @@ def run_recon_roundtrip(
     threads: int = 1,
     merge: bool = True,
     reuse_bundles: bool = False,
+    iterations: int | None = None,
+    section: str | None = None,
+    keep_sections_from: tuple[str | os.PathLike[str], ...] = (),
     command: str | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -413,31 +490,45 @@ def run_recon_roundtrip(
     variants of an existing ``out`` of the same settings are kept (so levels can run one at a time);
     with ``reuse_bundles`` a variant whose bundle is already in ``work`` is scored again, not retrained.
 
+    ``iterations`` (iteration-matched runs): every variant trains exactly that many iterations, with
+    no wall-clock cap (``settings.iterations`` = N, ``settings.max_train_seconds`` = 0 = no cap,
+    ``settings.iterations_matched`` = true); each variant records ``iterations_run``.
+    ``section``: the result goes under that top-level key of ``out`` (merged with what is there by
+    the same rules) and the rest of the file is left alone. Any top-level key a run does not write
+    itself (:data:`RUN_KEYS`) is such a section and is kept by every run, with or without ``merge``
+    (also taken from ``keep_sections_from``, e.g. the published file a copy will replace).
+
     Raises:
-        ScenarioError: an unknown budget or variant.
+        ScenarioError: an unknown budget or variant, an iteration count < 1, a bad section name.
     """
     if budget not in BENCH_PRESETS:
         raise ScenarioError(f"unknown budget {budget!r}; known: {', '.join(BENCH_PRESETS)}", field="budget")
     bad = [v for v in variants if v not in VARIANTS]
     if bad or not variants:
         raise ScenarioError(f"expected variants from {', '.join(VARIANTS)}, got {', '.join(variants) or 'none'}", field="variants")
+    if iterations is not None and iterations < 1:
+        raise ScenarioError(f"expected an iteration count >= 1, got {iterations}", field="iterations")
+    if section is not None and (section in RUN_KEYS or not section.replace("_", "").isalnum() or not section.isascii()):
+        raise ScenarioError(f"expected a section name of letters, digits and '_' other than {', '.join(sorted(RUN_KEYS))}, got {section!r}",
+                            field="section")
     p = BENCH_PRESETS[budget]
+    if iterations is not None:  # iteration-matched: N iterations, no wall-clock cap (train_bundle: 0 = none)
+        p = dataclasses.replace(p, iterations=int(iterations), max_train_seconds=0.0)
     say = echo or log.info
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     settings = {"budget": budget, **dataclasses.asdict(p), "step_s": 0.05, "image_format": "png"}
+    if iterations is not None:  # only then: the settings of a capped run stay what they were (--merge compares them)
+        settings["iterations_matched"] = True
     res: dict[str, Any] = {"benchmark": "recon_roundtrip", "command": command, "settings": settings, "variants": {}}
-    if merge and out is not None and Path(out).is_file():
-        import json
-
-        try:
-            old = json.loads(Path(out).read_text())
-            if isinstance(old, dict) and old.get("settings") == settings and isinstance(old.get("variants"), dict):
-                res["variants"] = old["variants"]
-                res["machine_earlier"] = [*old.get("machine_earlier", []), old.get("machine")] if isinstance(old.get("machine_earlier"), list) \
-                    else [m for m in (old.get("machine_earlier"), old.get("machine")) if m]
-        except (OSError, ValueError):
-            pass
+    keep = tuple(Path(f) for f in keep_sections_from)
+    if merge and out is not None:
+        old = _read_doc(Path(out))
+        old = old.get(section, {}) if section is not None else old
+        if isinstance(old, dict) and old.get("settings") == settings and isinstance(old.get("variants"), dict):
+            res["variants"] = old["variants"]
+            res["machine_earlier"] = [*old.get("machine_earlier", []), old.get("machine")] if isinstance(old.get("machine_earlier"), list) \
+                else [m for m in (old.get("machine_earlier"), old.get("machine")) if m]
     res["machine"] = _machine()
     res["native_single_camera_front_heldout_psnr"] = _native_front()
     res["targets"] = TARGETS
@@ -456,8 +547,8 @@ def run_recon_roundtrip(
         res["variants"][name] = entry
         res["comparisons"] = _compare(res)
         if out is not None:
-            write_json_atomic(Path(out), res)
+            _write(Path(out), res, section, keep, frozenset(variants[: variants.index(name) + 1]) if merge else None)
     res["comparisons"] = _compare(res)
     if out is not None:
-        write_json_atomic(Path(out), res)
+        _write(Path(out), res, section, keep, frozenset(variants) if merge else None)
     return res

@@ -55,6 +55,10 @@ def bench_recon_roundtrip_cmd(
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads."),
     merge: bool = typer.Option(True, "--merge/--no-merge", help="Keep the variants of an existing --out of the same settings."),
     reuse_bundles: bool = typer.Option(False, "--reuse-bundles", help="Score a variant's bundle already in --work again instead of retraining it."),
+    iterations: int | None = typer.Option(None, "--iterations", min=1,
+                                          help="Train every variant exactly N iterations with no wall-clock cap (iteration-matched; recorded in settings)."),
+    section: str | None = typer.Option(None, "--section",
+                                       help="Write the result under this top-level key of --out (e.g. ablation_iteration_matched), leaving the rest."),
 ) -> None:
     """Six cameras + LiDAR, real format: synth (nuScenes rig) -> export-nuscenes -> import nuscenes ->
     recon -> eval-recon per camera against mesh truth, clean and with real-like imperfections, plus ablations."""
@@ -71,9 +75,10 @@ def bench_recon_roundtrip_cmd(
 
     with user_errors():
         res = run_recon_roundtrip(work=work, out=dest.path, budget=budget, variants=names, threads=threads, merge=merge, reuse_bundles=reuse_bundles,
+                                  iterations=iterations, section=section, keep_sections_from=tuple(f for f in (dest.published,) if f),
                                   command=shlex.join(["loopdrive", *sys.argv[1:]]), echo=lambda m: console.log(m))
     tab = Table(title=f"recon round trip ({budget}; load {res['machine']['load_average'][0]})")
-    for c in ("variant", "status", "held-out dB (mean / front)", "lane 2 m dB", "LiDAR median m", "wall s"):
+    for c in ("variant", "status", "iterations", "held-out dB (mean / front)", "lane 2 m dB", "LiDAR median m", "wall s"):
         tab.add_column(c)
     for name, v in res["variants"].items():
         s = v.get("summary", {})
@@ -81,7 +86,7 @@ def bench_recon_roundtrip_cmd(
         def f(x: object) -> str:
             return f"{x:.2f}" if isinstance(x, float) else "-"
 
-        tab.add_row(name, v.get("status", "-"), f"{f(s.get('mean_heldout_psnr'))} / {f(s.get('front_heldout_psnr'))}",
+        tab.add_row(name, v.get("status", "-"), str(v.get("iterations_run", "-")), f"{f(s.get('mean_heldout_psnr'))} / {f(s.get('front_heldout_psnr'))}",
                     f(s.get("mean_lane_shift_psnr", {}).get("2m")), f"{s['lidar_median_range_err_m']:.3f}" if s.get("lidar_median_range_err_m") is not None else "-",
                     f(v.get("wall_s")))
     console.print(tab)
