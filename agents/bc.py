@@ -37,6 +37,7 @@ from pydantic import Field
 from sim.errors import BundleError, ScenarioError
 from sim.fsutil import atomic_path, atomic_write_text
 from sim.planning import Control, Observation, ObservationSpec, Planner, PlannerInit, PlannerParams
+from sim.planning.loop_training import LoopTraining
 from sim.planning.observe import ego_features
 from sim.planning.training import ImitationTrainer, TrainResult, TrainSettings
 
@@ -434,6 +435,11 @@ class BCTrainer(ImitationTrainer):
 
     def check_weights(self, path: str | os.PathLike[str]) -> None:
         load_policy(path)
+
+    def loop_training(self) -> LoopTraining:
+        """The data loop retrains ``bc_policy`` on the runner's behaviour-cloning exports
+        (privileged ``bev``, no rendered sensor): ``bc.safetensors`` per round, 15 epochs."""
+        return LoopTraining(weights_name="bc.safetensors", settings=TrainSettings(epochs=15, batch_size=64, lr=1e-3))
 
     def load_dataset(self, paths: Iterable[str | os.PathLike[str]]) -> BCDataset:
         return load_shards(list(paths))

@@ -17,8 +17,8 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,13 @@ from agents.sensor_policy import (
     load_sensor_policy,
     save_sensor_policy,
 )
-from agents.sensor_policy_data import collect_sensor_episodes
-from sim.errors import BundleError
+from agents.sensor_policy_data import LabellingDriver, collect_sensor_episodes
+from sim.errors import BundleError, ScenarioError
 from sim.fsutil import atomic_write_text
-from sim.planning.training import ClosedLoopTrainer, EpisodeRunner, TrainResult, TrainSettings
+from sim.planning.loop_training import LoopTraining
+from sim.planning.training import ClosedLoopTrainer, EpisodeRunner, TrainResult, TrainSettings, collect_shards
 
-__all__ = ["SensorPolicyTrainer", "train_closed_loop", "train_sensor_policy"]
+__all__ = ["SensorPolicyTrainer", "export_sensor_episodes", "train_closed_loop", "train_sensor_policy"]
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,81 @@ def train_closed_loop(
     return res
 
 
+@dataclass(frozen=True)
+class _Job:
+    episode_id: str
+    item: Any
+
+
+def export_sensor_episodes(
+    items: Sequence[Any],
+    out: str | os.PathLike[str],
+    *,
+    run_episode: EpisodeRunner,
+    expert: str = "pdm_closed",
+    expert_params: Mapping[str, Any] | None = None,
+    sensors: str = "scenario",
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Path]:
+    """The data loop's export for ``sensor_policy`` (:class:`sim.planning.loop_training.ShardExporter`):
+    each item's episode is driven again, with its LiDAR rendered by ``sensors``, by the item's
+    planner (a ``sensor_policy`` with its weights: what it saw when it failed) or, when the item's
+    planner is ``expert``, by the expert itself; ``pdm_closed`` labels every visited state with its
+    waypoints (DAgger). One sensor shard per item, ``<source>_<episode_id>.npz`` in ``out``
+    (:mod:`agents.sensor_policy_data` format: the rendered ``raster`` the policy saw, ``ego``,
+    ``waypoints``, ``action``; plus ``weight`` = the item's weight on every step and ``meta``, a
+    JSON string: episode, scenario file, seed, source, trigger, planner, expert, sensors, steps,
+    termination). No camera is kept (the policy sees LiDAR only), so there is nothing to
+    anonymise. The raster geometry and waypoint count are those of the driving weights (the
+    shipped ones for an expert-driven item). Existing shards are kept (a resumed export)."""
+    from sim.planning import make_planner
+
+    if expert != "pdm_closed":
+        raise ScenarioError(f"sensor_policy learns pdm_closed's waypoints: expected the expert pdm_closed, got {expert!r}", field="expert")
+    from agents.sensor_policy import read_config
+
+    def drive(job: _Job) -> dict[str, Any] | None:
+        it = job.item
+        ep = it.episode
+        policy = it.planner != expert
+        weights = dict(it.planner_params).get("weights") if policy else None
+        cfg = read_config(weights or SHIPPED_WEIGHTS)[0]
+        lab = LabellingDriver(make_planner(expert, **dict(expert_params or {})), make_planner(it.planner, **dict(it.planner_params)) if policy else None,
+                              k=cfg.k, geometry=cfg.geometry)  # fmt: skip
+        res = run_episode(ep.spec, lab, ep.seed, observation=("ego", "lidar", "objects"), max_steps=None, renderer=None if sensors == "box" else sensors)
+        if res.status != "ok" or not lab.rows["raster"]:
+            log.warning("episode %s could not be re-driven (%s); skipped", ep.episode_id, res.error)
+            return None
+        arrays: dict[str, Any] = {key: np.stack(v) for key, v in lab.rows.items()}
+        n = len(arrays["raster"])
+        arrays["weight"] = np.full(n, float(it.weight), np.float32)
+        meta = {"episode_id": ep.episode_id, "scenario": ep.scenario, "file": ep.file, "seed": int(ep.seed), "source": it.source,
+                "trigger": it.trigger, "planner": it.planner, "planner_params": {k: str(v) for k, v in dict(it.planner_params).items()},
+                "expert": expert, "sensors": sensors, "weight": float(it.weight), "steps": n, "termination": getattr(res, "termination", None)}  # fmt: skip
+        arrays["meta"] = np.array(json.dumps(meta))
+        return arrays
+
+    written: list[Path] = []
+    sources = list(dict.fromkeys(str(it.source) for it in items))
+    done = 0
+    for src in sources:
+        jobs = [_Job(_safe(it.episode.episode_id), it) for it in items if str(it.source) == src]
+        base = done
+
+        def cb(d: int, n: int, base: int = base) -> None:
+            if progress is not None:
+                progress(base + d, len(items))
+
+        written += collect_shards(jobs, out, drive, tag=_safe(src), progress=cb)
+        done += len(jobs)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return written
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+
+
 class SensorPolicyTrainer(ClosedLoopTrainer):
     """``sensor-policy``: the imitation trainer of ``sensor_policy`` (sensor shards, waypoint
     targets); :meth:`train_closed_loop` is the whole collect / fit / DAgger recipe."""
@@ -160,6 +236,16 @@ class SensorPolicyTrainer(ClosedLoopTrainer):
 
     def check_weights(self, path: str | os.PathLike[str]) -> None:
         load_sensor_policy(path)
+
+    def loop_training(self) -> LoopTraining:
+        """The data loop retrains ``sensor_policy`` on shards of its own sensor rasters
+        (:func:`export_sensor_episodes`): ``sensor_policy.safetensors`` per round, the shipped
+        weights' settings (12 epochs, batch 64, lr 1e-3), LiDAR from each file's renderer unless
+        told (``mesh``, ``neural``, ``box``), labels by ``pdm_closed``."""
+        return LoopTraining(
+            weights_name="sensor_policy.safetensors", settings=TrainSettings(epochs=12, batch_size=64, lr=1e-3), sensors="scenario",
+            sensor_choices=("scenario", "mesh", "neural", "composite", "box"), experts=("pdm_closed",), export=export_sensor_episodes,
+        )  # fmt: skip
 
     def load_dataset(self, paths: Iterable[str | os.PathLike[str]]) -> SensorDataset:
         return SensorDataset.load(list(paths))

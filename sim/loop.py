@@ -1,11 +1,19 @@
 """The data loop: evaluate -> mine -> generate -> export -> retrain -> re-evaluate, per round.
 
-``run_loop(LoopConfig(...), out)`` drives a learned planner (``bc_policy``) through rounds::
+``run_loop(LoopConfig(...), out)`` drives a learned planner through rounds. The planner's trainer
+is found through the ``loopdrive.trainers`` registry (:mod:`sim.loop_learner`; ``bc_policy``'s is
+``bc``, ``sensor_policy``'s ``sensor-policy``), and its ``loop_training()``
+(:class:`sim.planning.loop_training.LoopTraining`) says what differs: the weights file ``W`` below
+(``bc.safetensors``, ``sensor_policy.safetensors``), the planner parameter that takes it, the
+training settings, the sensors its episodes are rendered with (``sensors``: every evaluation,
+search and export of a ``sensor_policy`` loop renders mesh / neural LiDAR) and how the selected
+episodes become shards (``bc``: :mod:`sim.export`'s privileged ``bev`` shards; ``sensor-policy``:
+the LiDAR rasters the policy saw, re-rendered, labelled by ``pdm_closed``)::
 
     OUT/state.json                     finished stages (the loop resumes from here)
     OUT/init/scenarios                 uniform draws of each base's search space (``init_random``;
                                        with ``init_weights`` only the validation set of ``candidates``)
-    OUT/init/shards, init/bc.safetensors   expert (pdm_closed) collection on the nominal files and
+    OUT/init/shards, init/W            expert (pdm_closed) collection on the nominal files and
                                        those draws + the round-0 policy (skipped with ``init_weights``,
                                        whose own training shards come in as ``init_shards``)
     OUT/heldout/generated/*.yaml       held-out corner cases: generated against the round-0 policy
@@ -15,7 +23,7 @@
     OUT/round_<k>/mined                mined episodes of eval_nominal (sim.mining)
     OUT/round_<k>/generated            corner cases found against policy k (sim.adversary)
     OUT/round_<k>/shards               mined + generated episodes, relabelled by the expert
-    OUT/round_<k>/bc.safetensors       policy k+1, trained on the aggregate (DAgger): init shards
+    OUT/round_<k>/W                    policy k+1, trained on the aggregate (DAgger): init shards
                                        (or ``init_shards``) + every round's shards; from scratch or
                                        fine-tuned from policy k (``retrain``)
     OUT/round_<k>/training_set.json    that training set: shard folders, samples per folder
@@ -47,14 +55,16 @@ import numpy as np
 
 from sim.errors import LoopdriveError, ResultsError, ScenarioError
 from sim.fsutil import atomic_write_text, json_safe
-from sim.planning.training import ImitationTrainer, TrainSettings, get_trainer
+from sim.loop_learner import Learner, _rates, attack_renderer, evaluate_policy, find_learner, loop_rollout
+from sim.loop_report import all_errored
+from sim.loop_report import rate_cell as _rate_cell
+from sim.loop_report import write_report as _write_report
+from sim.planning.training import TrainSettings
 
 __all__ = ["LoopConfig", "LoopInterrupted", "all_errored", "check_config", "evaluate_policy", "loop_rollout", "run_loop"]
+__all__ += ["_rate_cell", "_rates", "_write_report"]  # the report's cells, for tests
 
 log = logging.getLogger(__name__)
-
-#: the imitation trainer that retrains the policy (``sim.planning.training.TRAINERS``)
-TRAINER = "bc"
 
 
 class LoopInterrupted(LoopdriveError):
@@ -66,7 +76,11 @@ class LoopConfig:
     """Settings of the data loop.
 
     Attributes:
-        planner: the learned planner (``bc_policy``; its ``weights`` parameter is set per round).
+        planner: the learned planner (``bc_policy``, ``sensor_policy``: a planner whose trainer
+            offers ``loop_training()``; its weights parameter is set per round).
+        sensors: sensors of every episode of the planner (evaluation, search, export): ``mesh``,
+            ``neural``, ``scenario`` (each file's ``scene.renderer``), ``box`` (analytic LiDAR);
+            None = the trainer's default (``sensor_policy``: ``scenario``; ``bc_policy``: none).
         scenarios: nominal scenario files/folders (evaluation and mining).
         bases: base scenarios the adversary attacks (default: the nominal files whose ego starts
             on a lane, at most ``max_bases``).
@@ -95,7 +109,8 @@ class LoopConfig:
         failure_weight: per-sample training weight of the exported episodes of generated failures
             (their steps are relabelled by the expert, DAgger-style); mined episodes keep the
             miner's priority, expert collections weight 1.
-        epochs, batch_size, lr: BC training.  triggers: mining triggers.  export_kinds: stored kinds.
+        epochs, batch_size, lr: training settings of a retraining (the CLI defaults them to the
+            trainer's ``LoopTraining.settings``).  triggers: mining triggers.  export_kinds: stored kinds.
         workers: batch-run workers.
         candidates: policies trained per round (training seeds ``seed + j``); the one with the
             lowest failure rate (then highest score) on a **validation** set is kept: the round-0
@@ -134,51 +149,11 @@ class LoopConfig:
     export_kinds: tuple[str, ...] = ("bev", "state")
     workers: int = 1
     candidates: int = 1
+    sensors: str | None = None
 
 
-def _trainer() -> ImitationTrainer:
-    """The loop's imitation trainer (:data:`TRAINER`)."""
-    return get_trainer(TRAINER, ImitationTrainer)
-
-
-def loop_rollout(ep: Any, planner: str, params: Mapping[str, Any]) -> Any:
-    """A ``sim.batch`` rollout function that offers the planner every kind it asks for (the
-    learned planner needs ``bev``, which scenario files rarely list)."""
-    from sim.rollout import run_planner_episode
-
-    res = run_planner_episode(ep.spec, planner, ep.seed, params=params, raise_errors=True)
-    if res.record is None:  # pragma: no cover
-        raise ScenarioError("the episode ended before its second step")
-    return res.record
-
-
-def _rates(run_dir: Path) -> dict[str, float]:
-    from sim.adversary import FAILURES
-    from sim.mining import load_run
-
-    eps = load_run(run_dir)
-    ok = [e for e in eps if e.ok]
-    if not eps:
-        return {"episodes": 0, "failures": 0, "failure_rate": math.nan, "score": math.nan, "errored": 0}
-    fails = sum(1 for e in ok if e.details.get("termination") in FAILURES)
-    return {
-        "episodes": len(eps),
-        "errored": len(eps) - len(ok),
-        "failures": fails,
-        "failure_rate": fails / len(ok) if ok else math.nan,  # over the finished episodes only
-        "score": float(np.mean([float(e.row["score"]) for e in ok])) if ok else math.nan,
-    }
-
-
-def evaluate_policy(files: Sequence[str | os.PathLike[str]], out: Path, planner: str, params: Mapping[str, Any], horizon_s: float | None, workers: int = 1) -> dict[str, float]:
-    """Batch-run ``files`` with the planner (resumable) and return episodes, failures,
-    failure_rate and mean score."""
-    from sim.batch import run_batch
-
-    if not files:
-        return {"episodes": 0, "failures": 0, "failure_rate": math.nan, "score": math.nan, "errored": 0}
-    run_batch(list(files), out, planner=planner, planner_params=dict(params), resume=True, horizon_s=horizon_s, rollout_fn=loop_rollout, workers=workers)
-    return _rates(out)
+#: the config of a loop made before a field existed holds the field's default (state.json)
+_DEFAULTS = json_safe(asdict(LoopConfig()))
 
 
 class _State:
@@ -191,7 +166,10 @@ class _State:
                 prev["done"].keys()
             except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
                 raise ResultsError("expected the state.json of an earlier loop, got an unreadable file", file=self.path) from None
-            if prev.get("config") != self.data["config"]:
+            old = prev.get("config")
+            if isinstance(old, dict):  # fields added since: their defaults
+                old = {**{k: _DEFAULTS[k] for k in self.data["config"] if k not in old and k in _DEFAULTS}, **old}
+            if old != self.data["config"]:
                 raise ScenarioError("holds a loop with another configuration; use another --out", file=out)
             self.data = prev
 
@@ -224,13 +202,13 @@ class _LoopRun:
     """One run of the data loop in ``outp``: its stages (each done once, recorded in state.json)
     and what they share."""
 
-    def __init__(self, cfg: LoopConfig, outp: Path, nominal: list[str], bases: list[str], progress: Callable[[str], None] | None, stop_after: str | None) -> None:
-        self.cfg, self.outp, self.nominal, self.bases = cfg, outp, nominal, bases
+    def __init__(self, cfg: LoopConfig, outp: Path, nominal: list[str], bases: list[str], progress: Callable[[str], None] | None, stop_after: str | None,
+                 learner: Learner) -> None:  # fmt: skip
+        self.cfg, self.outp, self.nominal, self.bases, self.learner = cfg, outp, nominal, bases, learner
         self.progress, self.stop_after = progress, stop_after
         self.st = _State(outp, cfg)
         dt = 0.1
         self.max_steps = round(cfg.horizon_s / dt) if cfg.horizon_s else None
-        self.trainer = _trainer()
         self.bc_cfg = TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
         self.shard_dirs: list[str] = []
 
@@ -247,7 +225,10 @@ class _LoopRun:
             raise LoopInterrupted(f"stopped after stage {name!r}")
 
     def params(self, weights: str) -> dict[str, Any]:
-        return {"weights": weights} if self.cfg.planner == "bc_policy" else {}
+        return self.learner.params(weights)
+
+    def evaluate(self, files: Sequence[str], out: Path, weights: str) -> dict[str, float]:
+        return evaluate_policy(files, out, self.cfg.planner, self.params(weights), self.cfg.horizon_s, self.cfg.workers, self.learner.sensors)
 
     def generate(self, weights: str, seed: int, budget: int, gen_dir: Path, tag: str, method: str) -> list[str]:
         from sim.adversary import AttackConfig, attack
@@ -257,7 +238,8 @@ class _LoopRun:
         per = max(1, budget // len(self.bases))
         for i, b in enumerate(self.bases):
             ac = AttackConfig(planner=cfg.planner, planner_params=self.params(weights), method=method, budget=per, seed=seed + i,
-                              horizon_s=cfg.horizon_s, oracle=cfg.oracle, oracle_params=dict(cfg.oracle_params))  # fmt: skip
+                              horizon_s=cfg.horizon_s, oracle=cfg.oracle, oracle_params=dict(cfg.oracle_params),
+                              renderer=attack_renderer(self.learner.sensors))  # fmt: skip
             res = attack(b, ac, out=self.outp / tag / f"attack_{i}", generated_dir=gen_dir)
             files += res.files
         return sorted(set(files))
@@ -265,7 +247,6 @@ class _LoopRun:
     def init_policy(self) -> str:
         """Round 0's policy: the given weights, or one trained on the nominal (and sampled) cases."""
         from sim.adversary import sample_cases
-        from sim.collect import collect_episodes
         from sim.export import load_training_set
 
         cfg, outp, bases = self.cfg, self.outp, self.bases
@@ -277,20 +258,21 @@ class _LoopRun:
                     sample_cases(b, cfg.init_random, outp / "init" / "scenarios", seed=cfg.seed + 10_000 + i, planner=cfg.expert, horizon_s=cfg.horizon_s)
                 self.finished("init")
             return w0
-        w0 = str(outp / "init" / "bc.safetensors")
+        w0 = str(outp / "init" / self.learner.spec.weights_name)
         self.shard_dirs.append(str(outp / "init" / "shards"))
         if self.stage("init"):
             init_files = list(self.nominal)
             for i, b in enumerate(bases if cfg.init_random else []):
                 init_files += sample_cases(b, cfg.init_random, outp / "init" / "scenarios", seed=cfg.seed + 10_000 + i, planner=cfg.expert, horizon_s=cfg.horizon_s)
-            collect_episodes(init_files, outp / "init" / "shards", expert=cfg.expert, seeds=list(cfg.init_seeds), max_steps=self.max_steps)
-            self.trainer.train(load_training_set([outp / "init" / "shards"], trainer=TRAINER), w0, self.bc_cfg, plot=False)
+            self.learner.collect_expert(init_files, outp / "init" / "shards", expert=cfg.expert, expert_params=cfg.expert_params, seeds=cfg.init_seeds,
+                                        horizon_s=cfg.horizon_s, max_steps=self.max_steps)  # fmt: skip
+            self.learner.impl.train(load_training_set([outp / "init" / "shards"], trainer=self.learner.trainer), w0, self.bc_cfg, plot=False)
             self.finished("init")
         return w0
 
     def improve(self, r: int, key: str, rd: Path, weights: str) -> str:
         """Round ``r`` after its evaluation: mine, generate, export, train; returns the new weights."""
-        from sim.export import export_episodes, items_from_files, items_from_mined
+        from sim.export import items_from_files, items_from_mined
         from sim.mining import mine, read_mined
 
         cfg, st = self.cfg, self.st
@@ -303,7 +285,7 @@ class _LoopRun:
         if self.stage(f"{key}.export"):
             items = items_from_mined(read_mined(rd / "mined")) + items_from_files(st.get(f"{key}.generate"), planner=cfg.planner, planner_params=self.params(weights), weight=cfg.failure_weight)
             items = [replace(it, episode=it.episode.with_horizon(cfg.horizon_s)) if cfg.horizon_s else it for it in items]
-            shards = export_episodes(items, rd / "shards", kinds=cfg.export_kinds, expert=cfg.expert, expert_params=dict(cfg.expert_params))
+            shards = self.learner.export(items, rd / "shards", expert=cfg.expert, expert_params=cfg.expert_params, kinds=cfg.export_kinds)
             self.finished(f"{key}.export", len(shards))
         self.shard_dirs.append(str(rd / "shards"))
         if self.stage(f"{key}.train"):
@@ -314,30 +296,31 @@ class _LoopRun:
         """Round ``r``'s training on every shard so far; returns the new weights' path."""
         from sim.export import load_training_set
 
-        cfg, new_w = self.cfg, str(rd / "bc.safetensors")
+        cfg, new_w = self.cfg, str(rd / self.learner.spec.weights_name)
         dirs = [d for d in self.shard_dirs if (Path(d).is_dir() and any(Path(d).glob("*.npz"))) or Path(d).is_file()]
         if cfg.init_weights and not dirs:
             return weights
-        data = load_training_set(dirs, trainer=TRAINER)
+        data = load_training_set(dirs, trainer=self.learner.trainer)
         _write_json(rd / "training_set.json", _training_set_summary(data, dirs, weights if cfg.retrain != "scratch" else None))
         if cfg.candidates <= 1:
             c_cfg, init = _candidate(cfg, self.bc_cfg, 0, weights)
-            self.trainer.train(data, new_w, c_cfg, plot=False, init_weights=init)
+            self.learner.impl.train(data, new_w, c_cfg, plot=False, init_weights=init)
             return new_w
-        return _train_and_select(cfg, self.bc_cfg, data, rd, new_w, _validation_files(self.outp, self.st, r), self.params, weights)
+        return _train_and_select(cfg, self.bc_cfg, data, rd, new_w, _validation_files(self.outp, self.st, r), self.learner, weights)
 
 
 def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable[[str], None] | None = None, stop_after: str | None = None) -> dict[str, Any]:
     """Run (or resume) the data loop in ``out``; returns the report (also written as
     ``report.json`` / ``report.md``). ``progress(stage)`` is called as each stage starts."""
     nominal, bases = check_config(cfg)
+    learner = find_learner(cfg.planner, cfg.sensors)
     outp = Path(out)
     if outp.exists() and not outp.is_dir():
         raise ScenarioError("expected a folder for the data loop, got a file", file=outp)
     if outp.is_dir() and any(outp.iterdir()) and not (outp / "state.json").is_file():
         raise ScenarioError("expected an empty or new folder, or an earlier loop's (with state.json)", file=outp)
     outp.mkdir(parents=True, exist_ok=True)
-    run = _LoopRun(cfg, outp, nominal, bases, progress, stop_after)
+    run = _LoopRun(cfg, outp, nominal, bases, progress, stop_after, learner)
     st = run.st
     # ---- round 0 policy
     w0 = run.init_policy()
@@ -352,8 +335,8 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
         rd = outp / ("final" if r == cfg.rounds else f"round_{r}")
         key = "final" if r == cfg.rounds else f"round_{r}"
         if run.stage(f"{key}.eval"):
-            nom = evaluate_policy(nominal, rd / "eval_nominal", cfg.planner, run.params(weights), cfg.horizon_s, cfg.workers)
-            held = evaluate_policy(heldout, rd / "eval_heldout", cfg.planner, run.params(weights), cfg.horizon_s, cfg.workers)
+            nom = run.evaluate(nominal, rd / "eval_nominal", weights)
+            held = run.evaluate(heldout, rd / "eval_heldout", weights)
             run.finished(f"{key}.eval", {"policy": weights, "nominal": nom, "heldout": held})
         evals.append({"round": r, **st.get(f"{key}.eval")})
         if r == cfg.rounds:
@@ -364,7 +347,7 @@ def run_loop(cfg: LoopConfig, out: str | os.PathLike[str], *, progress: Callable
         ts = outp / f"round_{r}" / "training_set.json"
         if ts.is_file():
             train_sets[f"round_{r}"] = json.loads(ts.read_text(encoding="utf-8"))
-    report = {"config": json_safe(asdict(cfg)), "bases": bases, "heldout_cases": len(heldout), "rounds": json_safe(evals), "training_sets": train_sets}
+    report = {"config": json_safe(asdict(cfg)), "trainer": learner.trainer, "sensors": learner.sensors, "bases": bases, "heldout_cases": len(heldout), "rounds": json_safe(evals), "training_sets": train_sets}
     _write_report(outp, report)
     return report
 
@@ -391,6 +374,9 @@ def check_config(cfg: LoopConfig) -> tuple[list[str], list[str]]:
     for fld, name in (("planner", cfg.planner), ("expert", cfg.expert), *(("oracle", o) for o in oracles)):
         if name not in PLANNERS:
             raise ScenarioError(f"unknown planner {name!r}; known: {', '.join(PLANNERS.names())}", field=fld)
+    spec = find_learner(cfg.planner, cfg.sensors).spec  # a planner the loop can retrain, sensors it takes
+    if spec.experts is not None and cfg.expert not in spec.experts:
+        raise ScenarioError(f"{cfg.planner} learns the labels of {', '.join(spec.experts)}, got the expert {cfg.expert!r}", field="expert")
     for fld, v in (("rounds", cfg.rounds), ("budget", cfg.budget), ("epochs", cfg.epochs), ("batch_size", cfg.batch_size), ("candidates", cfg.candidates)):
         if v < 1:
             raise ScenarioError(f"expected a positive integer, got {v}", field=fld)
@@ -399,7 +385,7 @@ def check_config(cfg: LoopConfig) -> tuple[list[str], list[str]]:
             raise ScenarioError(f"expected a positive finite number, got {x}", field=fld)
     for d in cfg.init_shards:
         if not Path(d).exists():
-            raise ScenarioError("expected a folder of BC shards (*.npz) or a shard file", file=d, field="init_shards")
+            raise ScenarioError("expected a folder of training shards (*.npz) or a shard file", file=d, field="init_shards")
     expand_paths(cfg.scenarios)  # every nominal file valid (also refuses an empty list)
     nominal = [str(f) for f in scenario_files(cfg.scenarios)]
     bases = list(cfg.bases) if cfg.bases is not None else _default_bases(cfg)
@@ -430,7 +416,7 @@ def _check_init_shards(cfg: LoopConfig) -> list[str]:
         elif p.is_file():
             files.add(p.name)
         else:
-            raise ScenarioError("expected a folder of BC shards (*.npz) or a shard file", file=p, field="init_shards")
+            raise ScenarioError("expected a folder of training shards (*.npz) or a shard file", file=p, field="init_shards")
     cj = Path(str(cfg.init_weights)).with_suffix(".json")
     try:
         trained_on = set(json.loads(cj.read_text(encoding="utf-8")).get("shards", []))
@@ -475,21 +461,20 @@ def _candidate(cfg: LoopConfig, bc_cfg: Any, j: int, prev: str) -> tuple[Any, st
     return replace(c, lr=cfg.finetune_lr if cfg.finetune_lr is not None else cfg.lr, epochs=cfg.finetune_epochs or cfg.epochs), prev
 
 
-def _train_and_select(cfg: LoopConfig, bc_cfg: Any, data: Any, rd: Path, dst: str, val_files: Sequence[str], params: Callable[[str], dict[str, Any]], prev: str) -> str:
+def _train_and_select(cfg: LoopConfig, bc_cfg: Any, data: Any, rd: Path, dst: str, val_files: Sequence[str], learner: Learner, prev: str) -> str:
     """Train ``cfg.candidates`` policies (seeds ``cfg.seed + j``; fine-tuned from ``prev`` or from
     scratch as ``cfg.retrain`` says) into ``rd/cand_<j>``, evaluate each on ``val_files`` and copy
     the best (lowest failure rate, then highest score) to ``dst``."""
     import shutil
 
-    trainer = _trainer()
     best: tuple[tuple[float, float], Path] | None = None
     summary = []
     for j in range(cfg.candidates):
-        w = rd / f"cand_{j}" / "bc.safetensors"
+        w = rd / f"cand_{j}" / learner.spec.weights_name
         c_cfg, init = _candidate(cfg, bc_cfg, j, prev)
         if not w.is_file():
-            trainer.train(data, w, c_cfg, plot=False, init_weights=init)
-        val = evaluate_policy(val_files, rd / f"cand_{j}" / "eval_val", cfg.planner, params(str(w)), cfg.horizon_s, cfg.workers)
+            learner.impl.train(data, w, c_cfg, plot=False, init_weights=init)
+        val = evaluate_policy(val_files, rd / f"cand_{j}" / "eval_val", cfg.planner, learner.params(str(w)), cfg.horizon_s, cfg.workers, learner.sensors)
         k = (float(val["failure_rate"]) if math.isfinite(val["failure_rate"]) else 1.0, -float(val["score"]) if math.isfinite(val["score"]) else 0.0)
         summary.append({"candidate": j, "weights": str(w), "finetune_from": init, "epochs": c_cfg.epochs, "lr": c_cfg.lr, **val})
         if best is None or k < best[0]:
@@ -502,60 +487,3 @@ def _train_and_select(cfg: LoopConfig, bc_cfg: Any, data: Any, rd: Path, dst: st
     return dst
 
 
-_RETRAIN = {"scratch": "from scratch", "finetune": "fine-tuned from the previous policy",
-            "both": "fine-tuned and from-scratch candidates, the better on validation kept"}  # fmt: skip
-
-
-def _rate_cell(ev: Mapping[str, Any]) -> str:
-    """A report.md failure-rate cell: ``12.5 %``, ``12.5 % (3 errored)``, ``every episode errored
-    (8)`` or ``n/a`` (no episodes)."""
-    n, n_err = int(ev.get("episodes") or 0), int(ev.get("errored") or ev.get("errors") or 0)
-    rate = ev.get("failure_rate")
-    if n and n_err == n:
-        return f"every episode errored ({n_err})"
-    if rate is None or (isinstance(rate, float) and not math.isfinite(rate)):
-        return "n/a"
-    return f"{100 * rate:.1f} %" + (f" ({n_err} errored)" if n_err else "")
-
-
-def all_errored(report: Mapping[str, Any]) -> tuple[int, int]:
-    """(episodes, errored episodes) over every evaluation of a loop report; the loop produced no
-    result when both are equal and non-zero."""
-    n = n_err = 0
-    for e in report.get("rounds", []):
-        for side in ("nominal", "heldout"):
-            ev = e.get(side) or {}
-            n += int(ev.get("episodes") or 0)
-            n_err += int(ev.get("errored") or ev.get("errors") or 0)
-    return n, n_err
-
-
-def _write_report(outp: Path, report: dict[str, Any]) -> None:
-    def f(v: Any, pct: bool = False) -> str:
-        if v is None or (isinstance(v, float) and not math.isfinite(v)):
-            return "n/a"
-        return f"{100 * v:.1f} %" if pct else f"{v:.3f}"
-
-    lines = [
-        "# Data loop report", "",
-        f"planner `{report['config']['planner']}`, {report['config']['rounds']} rounds, attack budget {report['config']['budget']} "
-        f"episodes/round ({report['config']['method']}), bases: {', '.join(Path(b).stem for b in report['bases'])}; "
-        f"held-out generated cases: {report['heldout_cases']} ({report['config'].get('heldout_method') or report['config']['method']}, "
-        f"search seed {report['config']['heldout_seed']}, never trained on).", "",
-        f"round-0 policy: `{report['config'].get('init_weights') or 'trained on init/shards'}`; retraining: "
-        f"{_RETRAIN.get(str(report['config'].get('retrain')), 'from scratch')} on "
-        f"{', '.join(report['config'].get('init_shards') or []) or 'no initial shards'} + every round's exported shards.", "",
-        "| policy | nominal failure rate | nominal score | held-out failure rate | held-out score |",
-        "| --- | --- | --- | --- | --- |",
-    ]  # fmt: skip
-    for e in report["rounds"]:
-        name = "round 0 (initial)" if e["round"] == 0 else f"after round {e['round'] - 1} retraining"
-        n, h = e["nominal"], e["heldout"]
-        lines.append(f"| {name} | {_rate_cell(n)} | {f(n.get('score'))} | {_rate_cell(h)} | {f(h.get('score'))} |")
-    total, errored = all_errored(report)
-    if total and errored == total:
-        lines += ["", f"**Every evaluation episode errored ({errored} of {total}): the loop produced no result.**"]
-    elif errored:
-        lines += ["", f"{errored} of {total} evaluation episodes errored (not counted in the failure rates)."]
-    for name, text in (("report.json", json.dumps(report, indent=1)), ("report.md", "\n".join(lines) + "\n")):
-        atomic_write_text(outp / name, text)

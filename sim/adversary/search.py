@@ -103,6 +103,8 @@ class AttackConfig:
             generations; small populations adapt sooner, which matters at a 200-episode budget).
         elite_frac, smoothing, min_std: CEM elite fraction, update smoothing, std floor (unit cube).
         dedupe_radius: L-infinity radius (unit cube) within which two failures are one case.
+        renderer: sensors of every episode (``mesh``, ``neural``, ``scenario`` for each file's
+            ``scene.renderer``; None: the analytic box LiDAR), for planners that observe them.
     """
 
     planner: str = "idm"
@@ -120,6 +122,7 @@ class AttackConfig:
     smoothing: float = 0.7
     min_std: float = 0.06
     dedupe_radius: float = 0.05
+    renderer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -280,12 +283,12 @@ def _episode_of(data: Mapping[str, Any], where: Path) -> Any:
         Path(tmp).unlink(missing_ok=True)
 
 
-def _run(ep: Any, planner: str | None = None, params: Mapping[str, Any] | None = None) -> Any:
+def _run(ep: Any, planner: str | None = None, params: Mapping[str, Any] | None = None, renderer: str | None = None) -> Any:
     from sim.rollout import run_planner_episode
 
     name = planner or ep.planner
     prm = dict(params if params is not None else ep.planner_params)
-    return run_planner_episode(ep.spec, name, ep.seed, params=prm)
+    return run_planner_episode(ep.spec, name, ep.seed, params=prm, renderer=renderer)
 
 
 def _outcome(res: Any) -> tuple[float, str, float, float]:
@@ -444,7 +447,7 @@ def attack(
         if scen is None or u is None:
             raise ScenarioError(f"template {tname!r} found no valid edit of this base in 200 tries", file=base_p)
         h = str(scen["name"]).rsplit("-", 1)[-1]
-        run = _run(ep)
+        run = _run(ep, renderer=cfg.renderer)
         obj, failure, ttc, score = _outcome(run)
         solvable, path = _solvable_case(scen, ep, h, seen_solv, files, gen_dir, base_name, cfg, tname, obj, failure) if failure and cfg.check_solvable else (None, None)
         cands.append(Candidate(len(cands), tuple(float(x) for x in u), template.values(u), h, obj, failure, ttc, score, solvable, path,
@@ -530,7 +533,7 @@ def _solver(ep: Any, cfg: AttackConfig) -> str | None:
     for name in [o.strip() for o in cfg.oracle.split(",") if o.strip()]:
         if name == cfg.planner and not cfg.oracle_params and not cfg.planner_params:
             continue  # deterministic: it fails exactly as the planner under test did
-        o_obj, o_fail, _, _ = _outcome(_run(ep, name, cfg.oracle_params))
+        o_obj, o_fail, _, _ = _outcome(_run(ep, name, cfg.oracle_params, cfg.renderer))
         if not o_fail and o_obj < 2.0:
             return name
     return None

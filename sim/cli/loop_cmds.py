@@ -7,6 +7,7 @@ import json
 import platform
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import (
@@ -35,6 +36,9 @@ from sim.cli._app import (
     user_errors,
 )
 from sim.cli._outputs import bench_out_option, bench_output, publish_option
+
+if TYPE_CHECKING:
+    from sim.loop_learner import Learner
 
 
 def _progress(label: str) -> Progress:
@@ -189,19 +193,20 @@ def loop_cmd(
     method: str = typer.Option("cem", "--method", help="Search method of the corner-case generation: random | cem."),
     base: list[Path] = typer.Option([], "--base", help="Attack bases (default: up to 3 lane-start nominal files)."),
     horizon: float | None = typer.Option(6.0, "--horizon", callback=horizon_seconds, help="Episode length, s."),
-    init_weights: str | None = typer.Option(None, "--init-weights", help="Round-0 policy: a bc weights file, `shipped` (agents/weights/bc_policy), or "
-                                            "`scratch` (collect expert data and train round 0). Default: shipped for bc_policy, scratch otherwise."),
+    init_weights: str | None = typer.Option(None, "--init-weights", help="Round-0 policy: a weights file of the planner, `shipped` (the weights its "
+                                            "trainer ships, e.g. agents/weights/bc_policy), or `scratch` (collect expert data and train round 0). "
+                                            "Default: shipped when the trainer ships weights, scratch otherwise."),
     init_shards: list[Path] = typer.Option([], "--init-shards", help="Shard folders/files the --init-weights were trained on (e.g. out/bc-expert); "
                                           "aggregated into every retraining (repeatable)."),
     retrain: str = typer.Option("scratch", "--retrain", help="scratch | finetune (from the previous policy) | both (alternating candidates; needs --candidates >= 2)."),
-    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Adam learning rate of a from-scratch retraining."),
+    lr: float | None = typer.Option(None, "--lr", min=0.0, help="Adam learning rate of a from-scratch retraining (default: the trainer's, 1e-3)."),
     finetune_lr: float | None = typer.Option(None, "--finetune-lr", min=0.0, help="Learning rate of a fine-tuning (default --lr)."),
     finetune_epochs: int | None = typer.Option(None, "--finetune-epochs", min=1, help="Epochs of a fine-tuning (default --epochs)."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Samples per gradient step of a retraining."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Samples per gradient step of a retraining (default: the trainer's, 64)."),
     heldout_method: str | None = typer.Option(None, "--heldout-method", help="Search method of the held-out set (default --method)."),
     heldout_seed: int = typer.Option(1000, "--heldout-seed", help="Search seed of the held-out set (the training side uses --seed)."),
     expert: str = typer.Option("pdm_closed", "--expert", help="Planner that labels every exported step (the one cloned)."),
-    epochs: int = typer.Option(15, "--epochs", min=1, help="Passes over the shards per from-scratch retraining."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Passes over the shards per from-scratch retraining (default: the trainer's: bc 15, sensor-policy 12)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the training-side search and the retraining."),
     heldout_budget: int | None = typer.Option(None, "--heldout-budget", min=1, help="Attack episodes for the held-out set (default --budget)."),
     init_random: int = typer.Option(0, "--init-random", min=0, help="Round-0 expert episodes per base on uniform draws of its search space."),
@@ -209,18 +214,24 @@ def loop_cmd(
     oracle: str = typer.Option("idm,pdm_closed", "--oracle", help="Solvability oracle(s), tried in order."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads (the machine is shared)."),
     candidates: int = typer.Option(1, "--candidates", min=1, help="Policies trained per round; the best on a validation set (uniform draws + generated cases) is kept."),
+    sensors: str | None = typer.Option(None, "--sensors", help="Sensors of every episode of the planner (evaluation, search, export): scenario (each file's "
+                                       "scene.renderer), mesh, neural, box (analytic LiDAR). Default: the trainer's (sensor_policy: scenario)."),
 ) -> None:
     """Run (or resume) evaluate -> mine -> generate -> export -> retrain rounds; writes report.md/json.
     Exit code 1 when every evaluation episode errored."""
     from sim.loop import LoopConfig, all_errored, check_config, run_loop
+    from sim.loop_learner import find_learner
 
     check_planner(planner)
-    if init_weights is None:
-        init_weights = "shipped" if planner == "bc_policy" else "scratch"
-    w0 = bc_weights_option(init_weights, scratch=True)
+    with user_errors():
+        learner = find_learner(planner, sensors)  # a planner the loop can retrain (one line, exit 2, otherwise)
+    w0 = _init_weights(init_weights, learner)
+    st = learner.spec.settings
     cfg = LoopConfig(planner=planner, scenarios=tuple(str(s) for s in scenarios), bases=tuple(str(b) for b in base) or None,
-                     rounds=rounds, budget=budget, method=method, horizon_s=horizon, expert=expert, epochs=epochs, seed=seed,
-                     init_weights=w0, init_shards=tuple(str(d) for d in init_shards), retrain=retrain, lr=lr, finetune_lr=finetune_lr, finetune_epochs=finetune_epochs, batch_size=batch_size,
+                     rounds=rounds, budget=budget, method=method, horizon_s=horizon, expert=expert, seed=seed, sensors=sensors,
+                     epochs=epochs if epochs is not None else st.epochs, lr=lr if lr is not None else st.lr,
+                     batch_size=batch_size if batch_size is not None else st.batch_size,
+                     init_weights=w0, init_shards=tuple(str(d) for d in init_shards), retrain=retrain, finetune_lr=finetune_lr, finetune_epochs=finetune_epochs,
                      heldout_budget=heldout_budget, heldout_method=heldout_method, heldout_seed=heldout_seed,
                      init_random=init_random, failure_weight=failure_weight, oracle=oracle, candidates=candidates)  # fmt: skip
     with user_errors():
@@ -238,6 +249,33 @@ def loop_cmd(
     n, n_err = all_errored(rep)
     if n and n_err == n:
         raise fail(f"every evaluation episode errored ({n_err} of {n}): the loop produced no result", code=1)
+
+
+def _init_weights(value: str | None, learner: Learner) -> str | None:
+    """The file ``--init-weights`` names for the loop's planner: ``shipped`` is its trainer's
+    shipped weights (the default when there are any), ``scratch`` none, anything else a path that
+    must load (:meth:`~sim.planning.training.Trainer.check_weights`, nothing executed);
+    :class:`typer.BadParameter` otherwise, before any work starts."""
+    import os
+
+    from sim.errors import LoopdriveError
+
+    impl = learner.impl
+    shipped = impl.shipped_weights
+    if value is None:
+        value = "shipped" if shipped is not None and os.path.isfile(shipped) else "scratch"
+    if value == "scratch":
+        return None
+    if value == "shipped" and shipped is None:
+        raise typer.BadParameter(f"{learner.planner} has no shipped weights (a path or `scratch`)", param_hint="--init-weights")
+    path = str(shipped) if value == "shipped" else value
+    if not os.path.isfile(path):
+        raise typer.BadParameter(f"no weights file {path} (a path, `shipped` or `scratch`)", param_hint="--init-weights")
+    try:
+        impl.check_weights(path)
+    except LoopdriveError as exc:
+        raise typer.BadParameter(exc.one_line(), param_hint="--init-weights") from None
+    return path
 
 
 def _search_row(planner: str, params: dict, b_file: str, seed: int, b: int, horizon: float, work: Path,
