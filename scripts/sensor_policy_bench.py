@@ -23,7 +23,9 @@ from typing import Any
 
 from sim.fsutil import atomic_write_text
 
-__all__ = ["leaderboard_row", "run_gap", "summary"]
+__all__ = ["leaderboard_row", "paired_episodes", "paired_scores", "run_gap", "run_paired", "summary"]
+
+FORMS = ("torch", "onnx", "onnx_int8")
 
 
 def _load() -> float:
@@ -79,6 +81,83 @@ def summary(leaderboards: dict[str, str], latency: str | None, gap: str | None, 
     return out
 
 
+# ------------------------------------------------------------------------ paired closed loop
+def paired_episodes(paths: list[str], seeds: list[int]) -> list[Any]:
+    """The library's episodes once per seed in ``seeds`` (seed-major: every episode at the first
+    seed, then at the next, so an interrupted run still pairs whole seeds), duplicates (a file
+    listing several seeds) dropped."""
+    from sim.scenario import expand_with_seeds
+
+    eps, seen = [], set()
+    for s in seeds:
+        for e in expand_with_seeds(paths, [s]):
+            key = (e.file, json.dumps(dict(e.sweep), sort_keys=True, default=str), e.seed)
+            if key not in seen:
+                seen.add(key)
+                eps.append(e)
+    return eps
+
+
+def run_paired(paths: list[str], seeds: list[int], out: str, form: str, weights: str | None = None) -> Path:
+    """Drive every episode of :func:`paired_episodes` with ``sensor_policy`` in runtime ``form``
+    (the leaderboard's roll-out: mesh LiDAR from each file's ``scene.renderer``) into
+    ``out/<form>`` (resumable: run the same command again to continue)."""
+    import torch
+
+    from sim.batch import run_batch
+    from sim.leaderboard import sensor_rollout
+
+    torch.set_num_threads(1)
+    params: dict[str, Any] = {"runtime": form, **({"weights": weights} if weights else {})}
+    run_dir = Path(out) / form
+    run_batch(None, run_dir, episodes=paired_episodes(paths, seeds), planner="sensor_policy", planner_params=params,
+              resume=run_dir.exists(), rollout_fn=sensor_rollout, progress=lambda d, f, t: print(f"{form} {d}/{t} failed {f}", flush=True))  # fmt: skip
+    return run_dir
+
+
+def _episode_scores(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """episode id -> {score, scenario, seed, status} of every finished episode of a run folder."""
+    out = {}
+    for m in sorted((run_dir / "episodes").glob("*/metrics.json")):
+        row = json.loads(m.read_text(encoding="utf-8")).get("row", {})
+        if row:
+            out[str(row["episode_id"])] = {"score": float(row["score"]) if row.get("status") == "ok" else 0.0,
+                                           "scenario": row["scenario"], "seed": int(row["seed"]), "status": row.get("status")}  # fmt: skip
+    return out
+
+
+def paired_scores(out: str, forms: tuple[str, ...] = FORMS, base: str = "torch", tol: float = 0.01) -> dict[str, Any]:
+    """Paired per-episode score differences of each form against ``base`` over the episodes every
+    form finished (same episode, same seed): the mean difference with its standard error (a
+    paired bootstrap 95 % interval too), how many episodes differ by more than ``tol`` and which,
+    and per seed the library score of every form."""
+    import numpy as np
+
+    runs = {f: _episode_scores(Path(out) / f) for f in forms if (Path(out) / f).is_dir()}
+    common = sorted(set.intersection(*(set(r) for r in runs.values()))) if runs else []
+    res: dict[str, Any] = {"episodes": len(common), "forms": list(runs), "base": base}
+    if not common or base not in runs:
+        return res
+    seeds = sorted({runs[base][e]["seed"] for e in common})
+    res["seeds"] = seeds
+    res["score"] = {f: round(float(np.mean([r[e]["score"] for e in common])), 4) for f, r in runs.items()}
+    res["score_per_seed"] = {f: {str(s): round(float(np.mean([r[e]["score"] for e in common if r[e]["seed"] == s])), 4) for s in seeds}
+                             for f, r in runs.items()}  # fmt: skip
+    rng = np.random.default_rng(0)
+    for f, r in runs.items():
+        if f == base:
+            continue
+        d = np.array([r[e]["score"] - runs[base][e]["score"] for e in common])
+        boot = d[rng.integers(0, len(d), (2000, len(d)))].mean(axis=1)
+        res[f"{f}_vs_{base}"] = {
+            "mean_diff": round(float(d.mean()), 4), "stderr": round(float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0, 4),
+            "bootstrap_95": [round(float(np.percentile(boot, 2.5)), 4), round(float(np.percentile(boot, 97.5)), 4)],
+            "equal_episodes": int((np.abs(d) <= 1e-9).sum()), f"episodes_differing_over_{tol}": int((np.abs(d) > tol).sum()),
+            "differing": {e: round(float(x), 4) for e, x in zip(common, d, strict=True) if abs(x) > tol},
+        }  # fmt: skip
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python scripts/sensor_policy_bench.py", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -90,6 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--seeds", default="0,1")
     g.add_argument("--planners", default="sensor_policy,lidar_stack")
     g.add_argument("--max-scenarios", type=int, default=None)
+    pr = sub.add_parser("paired", help="drive the library at several seeds with one runtime form (resumable)")
+    pr.add_argument("--form", required=True, choices=FORMS)
+    pr.add_argument("--scenarios", default="scenarios")
+    pr.add_argument("--seeds", default="0,1,2")
+    pr.add_argument("--weights", default=None)
+    pr.add_argument("--out", required=True, help="folder; the run goes to OUT/<form>")
+    ps = sub.add_parser("paired-scores", help="paired per-episode differences of the forms run by `paired`")
+    ps.add_argument("--runs", required=True, help="the OUT folder of `paired`")
+    ps.add_argument("--out", required=True)
     s = sub.add_parser("summary")
     s.add_argument("--leaderboard", action="append", default=[], help="FORM=DIR")
     s.add_argument("--latency")
@@ -98,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--reference", default='{"pdm_closed": 0.907, "lidar_stack": 0.670, "bc_policy": 0.762}')
     s.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    if a.cmd == "gap":
+    if a.cmd == "paired":
+        print(run_paired([a.scenarios], [int(x) for x in a.seeds.split(",")], a.out, a.form, a.weights))
+        return 0
+    if a.cmd == "paired-scores":
+        res = paired_scores(a.runs)
+    elif a.cmd == "gap":
         res = run_gap(a.bundle, a.log, planners=tuple(a.planners.split(",")), horizon_s=a.horizon,
                       seeds=tuple(int(x) for x in a.seeds.split(",")), max_scenarios=a.max_scenarios)  # fmt: skip
     else:

@@ -118,6 +118,54 @@ def test_raster_puts_an_obstacle_where_it_is() -> None:
     assert empty[..., 0].sum() == 0
 
 
+def _random_sweep(rng: np.random.Generator, beams: int, steps: int) -> np.ndarray:
+    """A range image with every case the raster meets: misses (0), negative, NaN and infinite
+    ranges, returns in and far out of the raster, on the ground, on obstacles and above 3 m, and
+    points exactly on cell edges (ranges of whole multiples of the cell size)."""
+    a = np.zeros((beams, steps, 2), np.float32)
+    a[..., 0] = rng.uniform(0.5, 90.0, (beams, steps))
+    a[..., 0] *= rng.random((beams, steps)) < 0.8
+    edges = rng.random((beams, steps)) < 0.1
+    a[..., 0][edges] = 0.75 * rng.integers(1, 60, edges.sum())
+    bad = rng.random((beams, steps))
+    a[..., 0][bad < 0.01] = -3.0
+    a[..., 0][(bad >= 0.01) & (bad < 0.015)] = np.nan
+    a[..., 0][(bad >= 0.015) & (bad < 0.02)] = np.inf
+    a[..., 1] = rng.random((beams, steps))
+    return a
+
+
+def test_compiled_raster_equals_the_numpy_reference_byte_for_byte(scene: Any) -> None:
+    """The compiled raster (what the planner runs) is the numpy definition the shipped weights
+    were trained on: equal byte for byte on every channel, the route included, at several poses,
+    on box-LiDAR sweeps and on random range images with misses, NaN and cell-edge points."""
+    from sim.map import LaneMap
+
+    init = PlannerInit(lane_map=LaneMap.from_dict(scene.map), route=ROUTE, dt_s=0.1, horizon_s=5.0)
+    rng = np.random.default_rng(7)
+    for geom in (RasterGeometry(), GEOM):
+        ras = SensorRaster(geom)
+        ras.reset(init)
+        spec = ras.lidar
+        sweeps = [_sweep((15.0, 0.0), (6.0, 3.5)), _sweep()] + [_random_sweep(rng, spec.beams, spec.azimuth_steps) for _ in range(4)]
+        poses = [EgoView(0.0, 0.0, 0.0, 5.0), EgoView(-30.0, -1.75, 0.0, 5.0), EgoView(12.3, -40.1, 1.2, 8.0), EgoView(1e4, 1e4, -2.5, 0.0)]
+        for sw in sweeps:
+            for ego in poses:
+                with np.errstate(invalid="ignore"):  # the reference casts NaN / inf cells to int (then drops them)
+                    fast, ref = ras(sw, ego), ras.reference(sw, ego)
+                assert fast.dtype == ref.dtype == np.uint8 and fast.shape == ref.shape == (geom.size, geom.size, 5)
+                np.testing.assert_array_equal(fast, ref)
+        assert ras(sweeps[0], poses[1])[..., 4].any()  # the route channel was exercised
+        assert ras(sweeps[2], poses[0])[..., 2].any() and ras(sweeps[2], poses[0])[..., 1].any()
+    ras = SensorRaster(RasterGeometry())
+    ras.reset(None)  # no route: channel 4 empty in both
+    sw = _random_sweep(rng, ras.lidar.beams, ras.lidar.azimuth_steps)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(ras(sw, poses[0]), ras.reference(sw, poses[0]))
+    with pytest.raises(ValueError, match="LiDAR range image"):
+        ras(sw[:, :10], poses[0])
+
+
 # ---------------------------------------------------------------------------------- training
 GEOM = RasterGeometry(size=32, res_m=1.5, behind_m=6.0)  # small raster: fast tests
 T_K = np.arange(1, 7) * (2.0 / 3.0)
