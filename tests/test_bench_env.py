@@ -138,3 +138,22 @@ def test_a_worker_that_hangs_is_killed_with_a_reason(tmp_path: Path) -> None:
         w.reply(timeout_s=3.0)
     assert w.proc.poll() is not None  # killed, not left running
     w.close()
+
+
+def test_bench_all_summary_has_the_metadrive_and_vector_rows() -> None:
+    """``bench all``'s summary reads MetaDrive's figure, the single env's ratio to it and the
+    vector env's B = 256 rate from ``bench env``'s JSON (n/a when MetaDrive did not run)."""
+    from sim.bench.all import summary_rows
+
+    env = {
+        "loopdrive_single": {"steps_per_s": 9000.0}, "highway_env": {"steps_per_s": 90.0}, "metadrive": {"steps_per_s": 60.0},
+        "loopdrive_batched": [{"num_envs": 16, "steps_per_s": 30000.0}, {"num_envs": 256, "steps_per_s": 55000.0}],
+        "ratios": {"single_vs_highway_env": 100.0, "single_vs_metadrive": 150.0, "batched_best_vs_metadrive": 916.7},
+    }  # fmt: skip
+    rows = {r[1]: (r[2], r[3]) for r in summary_rows({"env": env})}
+    assert rows["MetaDrive steps/s (same run)"] == (60.0, "")
+    assert rows["single env vs MetaDrive (sim s per wall s)"] == (150.0, ">= 120x")
+    assert rows["batched best vs MetaDrive"][0] == 916.7
+    assert rows["vector env B = 256 world-steps/s (random per-world actions)"] == (55000.0, ">= 60000")
+    empty = {r[1]: r[2] for r in summary_rows({"env": {"metadrive": {"available": False}}})}
+    assert empty["MetaDrive steps/s (same run)"] is None and empty["vector env B = 256 world-steps/s (random per-world actions)"] is None

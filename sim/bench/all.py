@@ -83,6 +83,15 @@ def _get(d: Any, *path: str) -> Any:
     return d
 
 
+def _batched_rate(env: dict[str, Any], b: int) -> Any:
+    """The vector env's per-world steps/s at batch size ``b`` in ``bench env``'s JSON (None when absent)."""
+    rows = env.get("loopdrive_batched")
+    for r in rows if isinstance(rows, list) else []:
+        if isinstance(r, dict) and r.get("num_envs") == b:
+            return r.get("steps_per_s")
+    return None
+
+
 def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
     """(benchmark, figure, value, target) rows from the per-benchmark JSONs."""
     rows: list[tuple[str, str, Any, str]] = []
@@ -97,6 +106,11 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
         ("env", "single env steps/s (20 vehicles, dt 0.1 s)", _get(e, "loopdrive_single", "steps_per_s"), ""),
         ("env", "single env vs highway-env (sim s per wall s)", _get(e, "ratios", "single_vs_highway_env"), ">= 20x"),
         ("env", "batched best vs highway-env", _get(e, "ratios", "batched_best_vs_highway_env"), ">= 100x"),
+        ("env", "vector env B = 256 world-steps/s (random per-world actions)", _batched_rate(e, 256), ">= 60000"),
+        ("env", "highway-env steps/s (same run)", _get(e, "highway_env", "steps_per_s"), ""),
+        ("env", "MetaDrive steps/s (same run)", _get(e, "metadrive", "steps_per_s"), ""),
+        ("env", "single env vs MetaDrive (sim s per wall s)", _get(e, "ratios", "single_vs_metadrive"), ">= 120x"),
+        ("env", "batched best vs MetaDrive", _get(e, "ratios", "batched_best_vs_metadrive"), ""),
         ("env", "SB3 PPO env steps/s, batched adapter / DummyVecEnv (same B)", _pair(_get(e, "sb3_ppo", "loopdrive_sb3_adapter", "train_steps_per_s"),
                                                                                   _get(e, "sb3_ppo", "dummy_vec_env", "train_steps_per_s")), ""),
     ]
