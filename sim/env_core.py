@@ -61,6 +61,17 @@ def _spec_of(scenario: ScenarioSpec | str | Path | None) -> ScenarioSpec:
     raise ScenarioError(f"expected a ScenarioSpec or a scenario YAML path, got {type(scenario).__name__}", field="scenario")
 
 
+def _scenario_obs_config(spec: ScenarioSpec, scene: SceneLike) -> ObservationConfig:
+    """The default observation sizes with the scenario's rig (``scene.rig: log``: the drive log's
+    rig, ``camera`` its first camera; see ``sim.batch.scenario_rig``)."""
+    if getattr(spec.scene, "rig", "default") != "log":
+        return ObservationConfig()
+    from sim.batch import scenario_rig
+
+    rig = scenario_rig(spec, scene)
+    return ObservationConfig(rig=rig, camera=rig.cameras[0].name)
+
+
 class EnvCore:
     """What the single and the vector env share: compiled scenario, observation kinds, action
     mapping, reward, renderer."""
@@ -85,7 +96,7 @@ class EnvCore:
             raise ScenarioError("expected at least one observation kind", field="observation")
         if len(set(kinds)) != len(kinds):
             raise ScenarioError(f"observation kinds repeat: {kinds}", field="observation")
-        self.obs_config = obs_config or ObservationConfig()
+        self.obs_config = obs_config or _scenario_obs_config(self.spec, self.compiled.scene)
         self.kinds: list[ObservationKind] = []
         for i, k in enumerate(kinds):
             try:

@@ -45,6 +45,9 @@ class SceneSpec:
     #: actor-library folder (``sim.actor_library``) whose reconstructed actors render inserted
     #: actors in the ``neural`` backend (None: ``$LOOPDRIVE_ACTORS`` or ``./actors``)
     actor_library: Path | None = None
+    #: sensor rig of rendered observations: ``default`` (:func:`sim.sensors.default_rig`) or ``log``
+    #: (the drive log's rig, every sensor rendered at every step; see ``sim.batch.scenario_rig``)
+    rig: str = "default"
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ from sim.batch.renderers import (  # noqa: F401
     _load_scene,
     episode_scene,
     make_renderer,
+    scenario_rig,
     with_renderer,
 )
 from sim.errors import ScenarioError
@@ -78,6 +79,7 @@ __all__ = [
     "rollout",
     "run_batch",
     "run_episode",
+    "scenario_rig",
     "trajectory_table",
     "with_renderer",
 ]

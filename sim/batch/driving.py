@@ -18,12 +18,13 @@ from sim.batch.renderers import (
     _needs_render,
     episode_scene,
     make_renderer,
+    scenario_rig,
     with_renderer,
 )
 from sim.errors import EpisodeStateError, LoopdriveError
 from sim.metrics import EpisodeRecord, progress_route
 from sim.scenario import Episode
-from sim.sensors import SensorRig, default_rig
+from sim.sensors import SensorRig
 from sim.spec import ScenarioSpec
 
 log = logging.getLogger(__name__)
@@ -192,12 +193,14 @@ class SensorObserver:
     renderer); ``camera``/``lidar`` use ``renderer`` (a ``RenderBackend``) with ``rig``; without
     one, ``lidar`` falls back to the analytic box LiDAR of :func:`sim.render.box_lidar.simulate_lidar`
     (actor boxes over a flat ground, no static scenery) and ``camera`` is an
-    :class:`~sim.errors.EpisodeStateError` (field ``observation``)."""
+    :class:`~sim.errors.EpisodeStateError` (field ``observation``). With ``full_rig`` (a scenario's
+    ``scene.rig: log``) every render renders every sensor of ``rig``, whatever the kinds read."""
 
-    def __init__(self, compiled: Any, rig: SensorRig, renderer: Any = None) -> None:
+    def __init__(self, compiled: Any, rig: SensorRig, renderer: Any = None, full_rig: bool = False) -> None:
         self.compiled = compiled
         self.rig = rig
         self.renderer = renderer
+        self.full_rig = bool(full_rig)
         self._cache: dict[str, Any] = {}
         # the last rendered frame: (state, cameras rendered, lidar rendered, frame); one render per
         # state whatever the number of kinds (and calls) that read it
@@ -207,8 +210,8 @@ class SensorObserver:
     def _render(self, state: Any, world: Any, kinds: Sequence[str]) -> Any:
         """The sensor frame of ``state`` holding what ``kinds`` read (``camera``: the rig's
         cameras, ``lidar``: its LiDAR, any other rendered kind: both), rendered once per state."""
-        cams = any(k != "lidar" for k in kinds)
-        lidar = any(k != "camera" for k in kinds) and self.rig.lidar is not None
+        cams = self.full_rig or any(k != "lidar" for k in kinds)
+        lidar = (self.full_rig or any(k != "camera" for k in kinds)) and self.rig.lidar is not None
         f = self._frame
         if f is not None and f[0] is state and (f[1] or not cams) and (f[2] or not lidar):
             return f[3]
@@ -248,7 +251,9 @@ class SensorObserver:
             if needs_render and self.renderer is None:
                 kobj = None  # fallbacks below
             else:
-                kobj = cls(ObservationConfig(rig=self.rig), self.compiled)
+                names = [c.name for c in self.rig.cameras]
+                cam = "front" if "front" in names or not names else names[0]
+                kobj = cls(ObservationConfig(rig=self.rig, camera=cam), self.compiled)
             self._cache[kind] = kobj
         if kobj is not None:
             frames = None
@@ -329,7 +334,7 @@ def drive_episode(
             :func:`make_renderer` only when the planner asks for a rendered kind and closed at the
             end; ``None`` (default): no backend (``lidar`` falls back to the analytic box LiDAR,
             see :class:`SensorObserver`).
-        rig: the sensor rig (default :func:`sim.sensors.default_rig`).
+        rig: the sensor rig (default: the scenario's ``scene.rig``, :func:`scenario_rig`).
         observation: the configured observation kinds (default: whatever the planner asks for);
             :data:`ALWAYS_AVAILABLE` kinds are added. A planner asking for more gets a
             ``ScenarioError`` naming what is missing (raised: a setup mistake).
@@ -346,12 +351,12 @@ def drive_episode(
 
     pl = make_planner(planner, **dict(params or {})) if isinstance(planner, str) else planner
     name = getattr(pl, "name", type(pl).__name__)
-    rig = rig or default_rig()
     if isinstance(renderer, str):
         spec = with_renderer(spec, None if renderer == RENDERER_FROM_SCENARIO else renderer)
     if compiled is None:
         compiled = engine.compile_scenario(spec, episode_scene(spec))
     c = compiled
+    rig = rig or scenario_rig(spec, c.scene)
     ospec = pl.observation_spec()
     offered = tuple(
         dict.fromkeys([*(observation if observation is not None else ospec.kinds), *ALWAYS_AVAILABLE])
@@ -381,7 +386,7 @@ def _drive(
     from sim import engine
 
     ospec = pl.observation_spec()
-    observer = SensorObserver(c, rig, renderer)
+    observer = SensorObserver(c, rig, renderer, full_rig=getattr(spec.scene, "rig", "default") == "log")
     rng = np.random.default_rng(seed)
     state = engine.reset(c, rng)
     _, reference = _expert(c, Episode(episode_id="x", scenario=spec.name, seed=seed, spec=spec))

@@ -80,6 +80,28 @@ def make_renderer(spec: ScenarioSpec, scene: Any = None, name: str | None = None
     return from_scenario(spec, scene, **options) if from_scenario is not None else factory(scene, **options)
 
 
+def scenario_rig(spec: ScenarioSpec, scene: Any = None) -> Any:
+    """The sensor rig of a scenario's rendered observations (``scene.rig``): ``default`` ->
+    :func:`sim.sensors.default_rig` (one front camera 320x192, a 32x1024 LiDAR); ``log`` -> the
+    drive log's own rig (:meth:`sim.sensors.SensorRig.from_meta` of its ``meta.json``: every camera
+    at its intrinsics and size, and its LiDAR). ``scene``: the loaded scene (default
+    :func:`episode_scene`). A ``log`` rig without a drive log, or whose log has no camera, raises
+    :class:`~sim.errors.ScenarioError` (field ``scene.rig``)."""
+    from sim.sensors import SensorRig, default_rig
+
+    if getattr(spec.scene, "rig", "default") != "log":
+        return default_rig()
+    if spec.scene.log is None:
+        raise ScenarioError("rig 'log' needs a drive log: set scene.log (a synthetic town has no logged rig)", field="scene.rig")
+    if scene is None:
+        scene = episode_scene(spec)
+    meta = getattr(scene, "meta", None)
+    rig = meta.get("rig") if isinstance(meta, dict) else None
+    if not isinstance(rig, dict) or not rig.get("cameras"):
+        raise ScenarioError(f"rig 'log' needs a rig with cameras in {spec.scene.log}/meta.json", field="scene.rig")
+    return SensorRig.from_meta(rig)
+
+
 def _needs_render(kind: str) -> bool:
     if kind in ("ego", "objects"):
         return False

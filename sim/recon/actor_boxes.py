@@ -18,7 +18,11 @@ from torch import Tensor
 
 from sim.recon.config import ActorState, SceneConfig
 
-__all__ = ["actor_candidates", "actor_samples", "box_frame", "cone_candidates", "slab"]
+__all__ = ["MAX_ORIGIN_RUNS", "actor_candidates", "actor_samples", "box_frame", "cone_candidates", "slab"]
+
+#: rendering: rays in at most this many runs of a common origin get the per-origin cone test
+#: (:func:`actor_candidates`)
+MAX_ORIGIN_RUNS = 16
 
 
 def box_frame(cfg: SceneConfig, o: Tensor, d: Tensor, pose: Tensor, size: Tensor) -> tuple[Tensor, Tensor]:
@@ -128,7 +132,8 @@ def actor_candidates(cfg: SceneConfig, o: Tensor, d: Tensor, group: Tensor, acto
     """Rays whose line passes through the bounding sphere of a valid actor box (scaled by the
     margin) between ``near_m`` and ``far_m`` (a superset of the rays hitting a box), as indices
     (Ra,), the actor indices (A',) hit by any of them, and for rays from one origin the
-    (Ra, A') candidate pairs (else None)."""
+    (Ra, A') candidate pairs (else None; rays in up to :data:`MAX_ORIGIN_RUNS` runs of one origin
+    each count as such)."""
     pose = actors.pose[0][None] if actors.pose.shape[0] == 1 else actors.pose[group]  # (R|1, A, 4)
     valid = actors.valid[0][None] if actors.valid.shape[0] == 1 else actors.valid[group]
     ctr = torch.stack([pose[..., 0], pose[..., 1], pose[..., 2] + actors.size[None, :, 2] * 0.5], -1)
@@ -137,6 +142,14 @@ def actor_candidates(cfg: SceneConfig, o: Tensor, d: Tensor, group: Tensor, acto
         hit, _ = cone_candidates(cfg, o[0], d, actors)
         rows, keep = hit.any(1).nonzero().squeeze(1), hit.any(0).nonzero().squeeze(1)
         return rows, keep, hit[rows][:, keep]
+    if ctr.shape[0] == 1 and o.shape[0] > 0:
+        # a few runs of rays from one origin each (the cameras of a rig rendered in one batch):
+        # the cone test per run, the same candidates as rendering each run alone
+        uo, counts = torch.unique_consecutive(o, dim=0, return_counts=True)
+        if uo.shape[0] <= MAX_ORIGIN_RUNS:
+            hit = torch.cat([cone_candidates(cfg, uo[k], dk, actors)[0] for k, dk in enumerate(torch.split(d, counts.tolist()))])
+            rows, keep = hit.any(1).nonzero().squeeze(1), hit.any(0).nonzero().squeeze(1)
+            return rows, keep, hit[rows][:, keep]
     if ctr.shape[0] == 1:  # one pose group: (R, A) products as matrix products
         c = ctr[0]
         proj = d @ c.T - (o * d).sum(-1, keepdim=True)

@@ -166,15 +166,19 @@ class NeuralRenderer(RenderBackend):
             <= ``AUTO_SURFACE_MAX_REL_ERR``), else ``volume`` -- a briefly trained, diffuse field
             has no clear surface. Actors are volume-rendered from their fields in every mode.
         surface: settings of the baked surface (:class:`sim.recon.surface.SurfaceConfig`).
-        parallel: render the LiDAR in a second thread while the cameras render (torch and
-            Embree release the GIL, so the two overlap on two cores; the outputs are the same).
+        parallel: render the sensors of a step in worker threads (torch and Embree release the
+            GIL, so they overlap on two cores; the outputs are the same).
+        workers: sensor threads of a parallel render (the LiDAR and batches of cameras are spread
+            over them; default 2, the machine kind's cores).
+        camera_batch: cameras rendered in one batched pass (:meth:`render_cameras`; 1 = one pass
+            per camera).
     """
 
     name: ClassVar[str] = "neural"
 
     def __init__(self, scene: Any = None, *, bundle: Any = None, library: Any = None, assets: Mapping[str, str] | None = None,
                  size_tolerance: float | None = None, threads: int | None = None, mode: str = "auto",
-                 surface: Any = None, parallel: bool = True) -> None:
+                 surface: Any = None, parallel: bool = True, workers: int = 2, camera_batch: int = 2) -> None:
         from sim.actor_library import SIZE_TOLERANCE, ActorLibrary, open_library
         from sim.recon.bundle import Bundle, load_bundle
 
@@ -208,6 +212,8 @@ class NeuralRenderer(RenderBackend):
         if mode == "surface":
             self.bundle.surface(surface)  # bake (or read) it now, not inside a render
         self.parallel = bool(parallel)
+        self.workers = max(int(workers), 1)
+        self.camera_batch = max(int(camera_batch), 1)
         self._pool: Any = None
         self._dirs: dict[tuple[Any, ...], NDArray[np.float32]] = {}
         self._resolved: dict[tuple[Any, ...], tuple[str, int]] = {}
@@ -327,6 +333,30 @@ class NeuralRenderer(RenderBackend):
             rgb, depth = merge_camera(rgb, depth, lrgb, ldepth, lacc)
         return CameraImage(rgb, depth, c2w, cam.K)
 
+    def render_cameras(self, world: WorldLike, cams: tuple[CameraSpec, ...], plan: ActorPlan | None = None) -> dict[str, CameraImage]:
+        """Every camera of ``cams`` on the ego of ``world`` (name -> image): the bundle's own scene
+        renders all of them in one batched pass (:func:`sim.render.multicam.render_cameras`; the
+        images of :meth:`render_camera` up to float summation order); library actors are merged
+        per camera as in :meth:`render_camera`."""
+        if len(cams) < 2:
+            return {c.name: self.render_camera(world, c, plan) for c in cams}
+        from sim.render.multicam import CameraView, render_cameras
+
+        plan = plan or self.plan(world)
+        ego = _ego_pose(world)
+        views = [CameraView(ego @ c.vehicle_from_camera, c.K, c.width, c.height) for c in cams]
+        outs = render_cameras(self.model, views, _actor_state(plan.rows, plan.slots, world), surface=self._surface(self.model))
+        images = {}
+        for c, v, r in zip(cams, views, outs, strict=True):
+            rgb = (r["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+            depth = r["depth"].numpy().astype(np.float32)
+            for src, (rows, slots) in plan.foreign.items():
+                assert self.library is not None
+                lrgb, ldepth, lacc = self._camera(self.library.source_model(src), world, rows, slots, v.c2w, c, layer=True)
+                rgb, depth = merge_camera(rgb, depth, lrgb, ldepth, lacc)
+            images[c.name] = CameraImage(rgb, depth, v.c2w, c.K)
+        return images
+
     # ------------------------------------------------------------------------------ LiDAR
     def _lidar_dirs(self, spec: LidarSpec) -> NDArray[np.float32]:
         key = (spec.beams, spec.azimuth_steps, tuple(spec.vertical_fov_deg))
@@ -373,31 +403,44 @@ class NeuralRenderer(RenderBackend):
 
     # ------------------------------------------------------------------------------ contract
     def render(self, world: WorldLike, rig: SensorRig) -> SensorFrame:
-        """Every camera of ``rig`` and its LiDAR, mounted on the ego (row 0 of ``world``)."""
+        """Every camera of ``rig`` and its LiDAR, mounted on the ego (row 0 of ``world``).
+
+        With ``parallel`` the sensors of the step are tasks of ``workers`` threads: the LiDAR
+        first (the longest), then the cameras in batches of ``camera_batch`` (one batched pass
+        each, :meth:`render_cameras`), so the threads stay busy until the step is done. Same
+        outputs as the serial path (each sensor is rendered by the same code)."""
         prev = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         try:
             plan = self.plan(world)
-            pending = None
-            if self.parallel and rig.lidar is not None and rig.cameras:
-                if self._pool is None:
-                    from concurrent.futures import ThreadPoolExecutor
-
-                    self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopdrive-lidar")
-                pending = self._pool.submit(_in_thread, torch.get_num_threads(), self.render_lidar, world, rig.lidar, plan)
-            cams = {c.name: self.render_camera(world, c, plan) for c in rig.cameras}
-            if pending is not None:
-                lidar = pending.result()
+            cams = tuple(rig.cameras)
+            batches = [cams[i : i + self.camera_batch] for i in range(0, len(cams), self.camera_batch)]
+            if self.parallel and self.workers > 1 and len(batches) + (rig.lidar is not None) > 1:
+                pool = self._executor()
+                n = torch.get_num_threads()
+                pending = pool.submit(_in_thread, n, self.render_lidar, world, rig.lidar, plan) if rig.lidar is not None else None
+                parts = [pool.submit(_in_thread, n, self.render_cameras, world, b, plan) for b in batches]
+                images = {k: v for p in parts for k, v in p.result().items()}
+                lidar = pending.result() if pending is not None else None
             else:
+                images = {k: v for b in batches for k, v in self.render_cameras(world, b, plan).items()}
                 lidar = self.render_lidar(world, rig.lidar, plan) if rig.lidar is not None else None
         finally:
             if self.threads is not None:
                 torch.set_num_threads(prev)
-        return SensorFrame(int(world.t_us), cams, lidar)
+        return SensorFrame(int(world.t_us), {c.name: images[c.name] for c in cams}, lidar)
+
+    def _executor(self) -> Any:
+        """The sensor worker threads (started at the first parallel render)."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="loopdrive-sensors")
+        return self._pool
 
     def close(self) -> None:
-        """Stop the LiDAR worker thread (if one was started)."""
+        """Stop the sensor worker threads (if any were started)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

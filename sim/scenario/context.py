@@ -263,6 +263,7 @@ def _to_spec(m: ScenarioModel, name: str, file: str | None, ctx: SceneContext | 
         renderer=sc.renderer,
         neural_mode=sc.neural_mode,
         actor_library=lib_root,
+        rig=sc.rig,
     )
     st = m.ego.start
     pose = tuple(st.pose) if st.pose is not None else None

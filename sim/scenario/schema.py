@@ -85,6 +85,12 @@ class SceneModel(_Model):
         description="actor-library folder for inserted actors' `asset` (relative to the scenario file; "
         "default $LOOPDRIVE_ACTORS or ./actors)",
     )
+    rig: Literal["default", "log"] = Field(
+        "default",
+        description="sensor rig of rendered observations: `default` (one front camera 320x192 and a 32x1024 "
+        "LiDAR) or `log` (the drive log's own rig: every camera at its intrinsics and size, and its LiDAR, all "
+        "rendered at every step whatever the planner reads; needs scene.log)",
+    )
 
 
 class StartModel(_Model):
