@@ -238,6 +238,7 @@ class SensorPolicyPlanner(Planner):
         self.raster: SensorRaster | None = None
         #: the last plan's raster (for inspection)
         self.last_raster: NDArray[np.uint8] | None = None
+        self._x: NDArray[np.float32] | None = None  # the network input buffer (:meth:`_prepare`)
 
     def observation_spec(self) -> ObservationSpec:
         return ObservationSpec(kinds=("ego", "lidar"))
@@ -257,32 +258,58 @@ class SensorPolicyPlanner(Planner):
         if self.raster is None or self.raster.geom != self.cfg.geometry:
             self.raster = SensorRaster(self.cfg.geometry, init.rig.lidar if init.rig is not None else None)
         self.raster.reset(init)
+        self._prepare()
 
-    def infer(self, raster: NDArray[np.uint8], ego_feat: NDArray[np.float32]) -> NDArray[np.float32]:
-        """(K, 2) ego-frame waypoints (m) from one raster (H, W, C) uint8 and the (3,) ego features
-        (speed m/s, accel m/s², steer rad), by the configured runtime."""
+    def _prepare(self) -> None:
+        """Per-episode constants of a plan (scales, times, the input buffer)."""
         assert self.cfg is not None
-        x = (raster.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
-        f = (np.asarray(ego_feat, np.float32) / np.asarray(self.cfg.feat_scale, np.float32))[None].astype(np.float32)
+        c = self.cfg
+        self._feat_scale = np.asarray(c.feat_scale, np.float32)
+        self._wp_scale = np.asarray(c.waypoint_scale, np.float32)
+        self._t = np.arange(1, c.k + 1) * c.waypoint_dt_s
+        self._x = np.empty((1, c.channels, c.raster_size, c.raster_size), np.float32)
+
+    def net_input(self, raster: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """The network's (1, C, H, W) float32 input of a (H, W, C) uint8 raster (/ 255)."""
+        return np.ascontiguousarray((raster.astype(np.float32) / 255.0).transpose(2, 0, 1)[None])
+
+    def run_network(self, x: NDArray[np.float32], ego_feat: NDArray[np.float32]) -> NDArray[np.float32]:
+        """(K, 2) ego-frame waypoints (m) from the network input ``x`` (1, C, H, W) and the (3,)
+        ego features (speed m/s, accel m/s², steer rad), by the configured runtime."""
+        f = (np.asarray(ego_feat, np.float32) / self._feat_scale)[None]
         if self.session is not None:
-            y = self.session.run(None, {"raster": np.ascontiguousarray(x), "feat": f})[0][0]
+            y = self.session.run(None, {"raster": x, "feat": f})[0][0]
         else:
             import torch
 
             with torch.no_grad():
-                y = self.net(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(f))[0].numpy()
-        return (np.asarray(y, np.float32).reshape(-1, 2) * np.asarray(self.cfg.waypoint_scale, np.float32)).astype(np.float32)
+                y = self.net(torch.from_numpy(x), torch.from_numpy(f))[0].numpy()
+        return np.asarray(y, np.float32).reshape(-1, 2) * self._wp_scale
+
+    def infer(self, raster: NDArray[np.uint8], ego_feat: NDArray[np.float32]) -> NDArray[np.float32]:
+        """(K, 2) ego-frame waypoints (m) from one raster (H, W, C) uint8 and the (3,) ego features
+        (speed m/s, accel m/s², steer rad), by the configured runtime."""
+        assert self.cfg is not None, "reset() first"
+        if self._x is None:
+            self._prepare()
+        return self.run_network(self.net_input(raster), ego_feat)
+
+    def trajectory(self, wp: NDArray[np.float32]) -> Trajectory:
+        """The plan of (K, 2) network waypoints (m): x made non-decreasing (never backwards)."""
+        xy = wp.astype(np.float64)
+        xy[:, 0] = np.maximum.accumulate(np.maximum(xy[:, 0], 0.0))
+        return Trajectory(t_s=self._t.copy(), xy=xy)
 
     def plan_raster(self, raster: NDArray[np.uint8], ego_obs: Any) -> Trajectory:
         """The plan for an already built raster and the ``ego`` observation."""
         assert self.cfg is not None, "reset() first"
         self.last_raster = raster
-        wp = self.infer(raster, ego_features(ego_obs)).astype(np.float64)
-        wp[:, 0] = np.maximum.accumulate(np.maximum(wp[:, 0], 0.0))  # never backwards
-        t = np.arange(1, len(wp) + 1) * self.cfg.waypoint_dt_s
-        return Trajectory(t_s=t, xy=wp)
+        return self.trajectory(self.infer(raster, ego_features(ego_obs)))
 
     def plan(self, obs: Observation) -> Trajectory:
+        """Raster and network input in one compiled pass (:class:`SensorRaster`), the network,
+        the trajectory: the same numbers as :meth:`plan_raster` on the raster."""
         assert self.raster is not None, "reset() first"
-        ras = self.raster(obs["lidar"], ego_from_obs(obs))
-        return self.plan_raster(ras, obs["ego"])
+        ras = self.raster(obs["lidar"], ego_from_obs(obs), self._x)
+        self.last_raster = ras
+        return self.trajectory(self.run_network(self._x, ego_features(obs["ego"])))

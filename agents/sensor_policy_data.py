@@ -98,6 +98,7 @@ class RasterGeometry:
 
 
 _NO_ROUTE = np.zeros((1, 1), np.bool_)
+_NO_INPUT = np.zeros((len(RASTER_CHANNELS), 0), np.float32)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -114,17 +115,19 @@ def _quantise(x):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _raster_nb(rays, dirs, mount, res, origin_row, half, route, has_route, fwd, left, ex, ey, c, s, rx0, ry0, route_res, out):  # type: ignore[no-untyped-def]
+def _raster_nb(rays, dirs, mount, res, origin_row, half, route, has_route, fwd, left, ex, ey, c, s, rx0, ry0, route_res, out, x):  # type: ignore[no-untyped-def]
     """The sensor raster (module docstring) in one pass over the rays: ``rays`` (N, 2) range (m) /
     intensity, ``dirs`` (N, 3) float32 unit rays and ``mount`` (3,) float32 metres in the vehicle
     frame; ``res`` (m / pixel), ``origin_row``, ``half`` (= size / 2) float32; ``route`` the
     world-frame route mask (``route_res`` m / pixel, lower-left corner ``rx0``, ``ry0`` m), used
     when ``has_route``; ``fwd`` / ``left`` (size*size,) pixel centres (m, ego frame); the ego pose
     ``ex``, ``ey`` (m) and ``c``, ``s`` (cos / sin of its yaw). Writes ``out`` (size*size, 5)
-    uint8. Every operation, its precision (float32 points, float64 intensity sums) and its order
+    uint8 and, when ``x`` has size*size columns, the network's input ``x`` (5, size*size) float32
+    = ``out.T / 255`` (what :meth:`agents.sensor_policy.SensorPolicyPlanner.infer` computes). Every operation, its precision (float32 points, float64 intensity sums) and its order
     are those of :meth:`SensorRaster.reference`, so the two agree byte for byte; a point more
     than a metre outside the raster is dropped before its cell is computed."""
     n2 = out.shape[0]
+    nch = out.shape[1]
     n = np.int64(np.sqrt(n2) + 0.5)
     cnt = np.zeros((n2, 3), np.int32)  # every return, obstacle, ground
     zmax = np.zeros(n2, np.float32)
@@ -203,6 +206,13 @@ def _raster_nb(rays, dirs, mount, res, origin_row, half, route, has_route, fwd, 
             rr = np.floor((wy - ry0) / route_res)
             if 0 <= cc < w and 0 <= rr < h and route[np.int64(rr), np.int64(cc)]:
                 out[k, 4] = 255
+    if x.shape[1] == n2:
+        lut = np.empty(256, np.float32)  # the 256 values u8 / 255 can take, each divided once
+        for j in range(256):
+            lut[j] = np.float32(j) / np.float32(255.0)
+        for k in range(n2):
+            for ch in range(nch):
+                x[ch, k] = lut[out[k, ch]]
 
 
 class SensorRaster:
@@ -247,11 +257,12 @@ class SensorRaster:
         self._route = np.asarray(img) > 0
         self._rx0, self._ry0 = float(lo[0]), float(lo[1])
 
-    def __call__(self, lidar_obs: Any, ego: EgoView) -> NDArray[np.uint8]:
+    def __call__(self, lidar_obs: Any, ego: EgoView, net_input: NDArray[np.float32] | None = None) -> NDArray[np.uint8]:
         """(size, size, 5) uint8 raster of one sweep (``lidar_obs``: (beams, azimuth, 2) range
         image, metres / intensity) seen from ``ego`` (world pose for the route channel): one
         compiled pass over the rays (:func:`_raster_nb`), equal byte for byte to
-        :meth:`reference`."""
+        :meth:`reference`. ``net_input`` (C-contiguous, 5 * size * size float32, e.g. (1, 5, size,
+        size)), when given, is filled with the network's input, the raster channels-first / 255."""
         g = self.geom
         a = np.ascontiguousarray(lidar_obs, dtype=np.float32)
         spec = self.lidar
@@ -261,9 +272,14 @@ class SensorRaster:
         dirs, mount = self._dirs_v
         out = np.empty((g.size * g.size, len(RASTER_CHANNELS)), np.uint8)
         route = self._route if self._route is not None else _NO_ROUTE
+        x = _NO_INPUT
+        if net_input is not None:
+            if not (net_input.dtype == np.float32 and net_input.flags.c_contiguous and net_input.size == out.size):
+                raise ValueError(f"expected a C-contiguous float32 network input of {out.size} values, got {net_input.dtype} {net_input.shape}")
+            x = net_input.reshape(len(RASTER_CHANNELS), -1)
         _raster_nb(a.reshape(-1, 2), dirs, mount, np.float32(g.res_m), np.float32(g.origin_row), np.float32(g.size / 2),
                    route, self._route is not None, self._fwd, self._left, float(ego.x), float(ego.y), math.cos(ego.yaw),
-                   math.sin(ego.yaw), self._rx0, self._ry0, _ROUTE_RES, out)  # fmt: skip
+                   math.sin(ego.yaw), self._rx0, self._ry0, _ROUTE_RES, out, x)  # fmt: skip
         return out.reshape(g.size, g.size, -1)
 
     def reference(self, lidar_obs: Any, ego: EgoView) -> NDArray[np.uint8]:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.planners.common import EgoView
+from agents.planners.common import EgoView, ego_from_obs
 from agents.sensor_policy import (
     SHIPPED_WEIGHTS,
     SensorDataset,
@@ -276,3 +276,22 @@ def test_bad_shards_and_weights_name_the_file(tmp_path: Path) -> None:
     w.with_suffix(".json").write_text("{}")
     with pytest.raises(BundleError, match=r"tiny\.json"):
         load_sensor_policy(w)
+
+
+def test_plan_fills_the_network_input_in_the_raster_pass_and_plans_as_from_the_raster(tmp_path: Path) -> None:
+    """``plan`` (raster and network input in one compiled pass) gives the same trajectory as
+    ``plan_raster`` on the reference raster (numpy, then / 255 in numpy)."""
+    pl = SensorPolicyPlanner(weights=str(_tiny_policy(tmp_path)))
+    pl.reset(PlannerInit(lane_map=None, route=(), dt_s=0.1, horizon_s=5.0))
+    ego = np.array([0.0, 0.0, 0.0, 7.0, 0.3, 0.01])
+    sweep = _random_sweep(np.random.default_rng(3), pl.raster.lidar.beams, pl.raster.lidar.azimuth_steps)
+    fast = pl.plan({"lidar": sweep, "ego": ego})
+    with np.errstate(invalid="ignore"):
+        ref_raster = pl.raster.reference(sweep, ego_from_obs({"ego": ego}))
+    np.testing.assert_array_equal(pl.last_raster, ref_raster)
+    np.testing.assert_array_equal(pl._x, pl.net_input(ref_raster))
+    slow = pl.plan_raster(ref_raster, ego)
+    np.testing.assert_array_equal(fast.xy, slow.xy)
+    np.testing.assert_array_equal(fast.t_s, slow.t_s)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        pl.raster(sweep, ego_from_obs({"ego": ego}), np.zeros((1, 5, 64, 64), np.float64))
