@@ -243,6 +243,15 @@ class SensorPolicyPlanner(Planner):
     def observation_spec(self) -> ObservationSpec:
         return ObservationSpec(kinds=("ego", "lidar"))
 
+    @classmethod
+    def export_onnx(cls, weights: str | os.PathLike[str], out: str | os.PathLike[str], *, int8: bool = True,
+                    calibration: list[str | os.PathLike[str]] | None = None, samples: int = 2000, keep_float: str = "head") -> dict[str, Path]:  # fmt: skip
+        """The ONNX export hook ``loopdrive export-onnx`` finds through the planner registry:
+        :func:`agents.sensor_policy_onnx.export_forms` (the folder for the car; returns its files)."""
+        from agents.sensor_policy_onnx import export_forms
+
+        return export_forms(weights, out, int8=int8, calibration=calibration, samples=samples, keep_float=keep_float)
+
     def reset(self, init: PlannerInit, *, seed: int | None = None) -> None:
         if self.runtime == "torch":
             if self.net is None:

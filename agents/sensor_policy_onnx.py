@@ -32,9 +32,16 @@ from numpy.typing import NDArray
 
 from agents.sensor_policy import onnx_paths
 from sim.errors import BundleError
-from sim.fsutil import atomic_path, atomic_write_text, check_input_file
+from sim.fsutil import (
+    atomic_path,
+    atomic_write_text,
+    check_input_file,
+    make_temp_dir,
+    replace_dir,
+    sha256_file,
+)
 
-__all__ = ["bench_latency", "export_onnx", "onnx_paths", "open_session", "quantize_int8"]
+__all__ = ["bench_latency", "export_forms", "export_onnx", "onnx_paths", "open_session", "quantize_int8"]
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -67,7 +74,7 @@ def export_onnx(weights: str | os.PathLike[str], out: str | os.PathLike[str] | N
             dynamic_axes={"raster": {0: "batch"}, "feat": {0: "batch"}, "waypoints": {0: "batch"}}, opset_version=OPSET,
             dynamo=False,
         )  # fmt: skip
-        _stamp(Path(tmp), {"loopdrive.weights_sha256": file_sha256(weights), "loopdrive.form": "fp32"})
+        _stamp(Path(tmp), {"loopdrive.weights_sha256": sha256_file(weights), "loopdrive.form": "fp32"})
     return dst
 
 
@@ -133,17 +140,6 @@ def _float_nodes(path: str | os.PathLike[str], keep_float: str) -> list[str]:
     return keep
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes (the weights an ONNX form was made from)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _stamp(path: Path, meta: dict[str, str]) -> None:
     """Add ``meta`` to the ONNX file's ``metadata_props`` (in place: ``path`` is a temporary)."""
     import onnx
@@ -185,10 +181,53 @@ def quantize_int8(weights: str | os.PathLike[str], shards: list[str | os.PathLik
             weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=_float_nodes(pre, keep_float),
         )  # fmt: skip
-        _stamp(Path(tmp), {"loopdrive.weights_sha256": file_sha256(weights), "loopdrive.form": "int8",
+        _stamp(Path(tmp), {"loopdrive.weights_sha256": sha256_file(weights), "loopdrive.form": "int8",
                            "loopdrive.int8_recipe": json.dumps({"calibration": "shards" if shards else "synthetic", "samples": len(r),
                                                                 "method": "minmax", "per_channel": True, "keep_float": keep_float, "seed": seed})})  # fmt: skip
     return dst
+
+
+def export_forms(weights: str | os.PathLike[str], out: str | os.PathLike[str], *, int8: bool = True,
+                 calibration: list[str | os.PathLike[str]] | None = None, samples: int = CALIBRATION_SAMPLES,
+                 keep_float: str = "head") -> dict[str, Path]:  # fmt: skip
+    """The car's folder ``out`` for ``weights``: a copy of the weights and their JSON, the fp32
+    ONNX form and (``int8``) the int8 form calibrated on ``calibration`` shards (synthetic rasters
+    without), named so that ``runtime=onnx|onnx_int8`` with ``weights=out/<name>.safetensors``
+    finds them, and ``export.json`` (SHA-256 of each file, the int8 recipe). Written in a
+    temporary folder beside ``out`` and renamed into place: ``out`` is the old folder or the
+    complete new one, never a mix. :class:`BundleError` for unusable weights (nothing written),
+    :class:`sim.errors.ScenarioError` for unusable shards."""
+    import shutil
+
+    from agents.sensor_policy import load_sensor_policy, read_config
+
+    w = Path(weights)
+    load_sensor_policy(w)  # every tensor checked against its config before anything is written
+    read_config(w)
+    if calibration:
+        from agents.sensor_policy import SensorDataset
+
+        SensorDataset.load(calibration)  # shards checked before the export starts
+    dst = Path(out)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(dst.parent, prefix=f".{dst.name}.tmp-")
+    try:
+        files = {"weights": tmp / w.name, "config": tmp / w.with_suffix(".json").name}
+        shutil.copyfile(w, files["weights"])
+        shutil.copyfile(w.with_suffix(".json"), files["config"])
+        fp32, i8 = onnx_paths(files["weights"])
+        files["onnx"] = export_onnx(files["weights"], fp32)
+        if int8:
+            files["onnx_int8"] = quantize_int8(files["weights"], calibration, fp32=fp32, out=i8, samples=samples, keep_float=keep_float)
+        manifest = {"weights_source": str(w), "files": {k: {"name": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size} for k, p in files.items()},
+                    "int8_recipe": ({"calibration": [str(c) for c in calibration] if calibration else "synthetic", "samples": samples,
+                                     "keep_float": keep_float, "method": "minmax", "per_channel": True} if int8 else None)}  # fmt: skip
+        atomic_write_text(tmp / "export.json", json.dumps(manifest, indent=1) + "\n")
+        replace_dir(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {k: dst / p.name for k, p in files.items()} | {"manifest": dst / "export.json"}
 
 
 def open_session(path: str | os.PathLike[str], threads: int = 1) -> Any:

@@ -1,8 +1,10 @@
-"""``loopdrive export-nuscenes LOG --out ROOT``: a drive log as a nuScenes data root.
+"""``loopdrive export-nuscenes LOG --out ROOT``: a drive log as a nuScenes data root;
+``loopdrive export-onnx --planner P --weights W --out DIR``: a learned planner's ONNX forms.
 
-A separate command rather than a sub-command of ``loopdrive export`` (the training-shard export,
+Separate commands rather than sub-commands of ``loopdrive export`` (the training-shard export,
 whose options and ``--out`` are its own): ``export-nuscenes`` takes the log as an argument and has
-only the options of the nuScenes writer.
+only the options of the nuScenes writer; ``export-onnx`` reaches the planner's exporter (its
+``export_onnx`` class method) through the planner registry, so ``sim`` never imports ``agents``.
 """
 
 from __future__ import annotations
@@ -41,3 +43,38 @@ def export_nuscenes_cmd(
         root = export_nuscenes(log, out, version=version, scene_name=scene, origin=(ox, oy), image_format=image_format,
                                overwrite=overwrite)
     console.print(f"[green]wrote[/] {root} (NuScenes(version={version!r}, dataroot={str(root)!r}))", highlight=False)
+
+
+@app.command("export-onnx")
+def export_onnx_cmd(
+    planner: str = typer.Option(..., "--planner", "-p", help="A registered planner with an ONNX export (e.g. sensor_policy)."),
+    weights: Path = typer.Option(..., "--weights", "-w", help="Its weights (.safetensors with the .json config beside)."),
+    out: Path = typer.Option(..., "--out", "-o", callback=out_dir, help="Folder to write: the weights, <name>.onnx and <name>.int8.onnx, export.json."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write the int8 form (static quantisation, onnxruntime)."),
+    calibration: list[Path] | None = typer.Option(None, "--calibration", help="Shard files/folders to calibrate the int8 activations on (repeatable; default: synthetic rasters)."),
+    samples: int = typer.Option(2000, "--samples", min=1, max=100_000, help="Calibration samples drawn from --calibration."),
+    keep_float: str = typer.Option("head", "--keep-float", help="Layers left in float in the int8 form: head (the MLP head) or output (the output layer only)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --out."),
+) -> None:
+    """Export a learned planner for the car: ONNX fp32 and int8 forms that onnxruntime runs on the CPU
+    (``--planner-param runtime=onnx|onnx_int8 weights=OUT/<name>.safetensors``). The exporter is the
+    planner's own, found through the planner registry; OUT is written beside itself and renamed into
+    place (never half-written)."""
+    from sim.planning import PLANNERS
+
+    if keep_float not in ("head", "output"):
+        raise fail(f"--keep-float: expected head or output, got {keep_float!r}")
+    if calibration and not int8:
+        raise fail("--calibration: only the int8 form is calibrated; drop --no-int8 or --calibration")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise fail(f"--out: {out} is not empty (give --overwrite to replace it)")
+    with user_errors():
+        cls = PLANNERS.get(planner)
+        exporter = getattr(cls, "export_onnx", None)
+        if not callable(exporter):
+            have = [n for n in PLANNERS.names() if callable(getattr(PLANNERS.get(n), "export_onnx", None))]
+            raise fail(f"--planner: {planner} has no ONNX export (planners with one: {', '.join(have) or 'none'})")
+        files = exporter(weights, out, int8=int8, calibration=list(calibration) if calibration else None, samples=samples,
+                         keep_float=keep_float)  # fmt: skip
+    for kind, path in files.items():
+        console.print(f"[green]wrote[/] {kind}: {path}", highlight=False)
