@@ -39,7 +39,8 @@ from sim.dynamics import VehicleState
 from sim.engine_compile import Compiled, compile_scenario, load_scene
 from sim.engine_state import _ROW_FIELDS, OFF_ROUTE_M, SimState, merge_rows  # noqa: F401  (_ROW_FIELDS: env and tests slice rows by it)
 from sim.errors import EpisodeStateError
-from sim.kernels_ego import ego_metrics_nb, ego_move_nb, step_arrays_nb
+from sim.kernels_ego import ego_metrics_nb, ego_move_nb, engine_step_nb, step_arrays_nb
+from sim.motion import ConstantVelocityMotion, PathMotion, ReplayMotion, StaticMotion
 from sim.paths import project_on_paths
 from sim.rasters import LANE_SECTORS, DrivableRaster, LaneDirectionRaster
 from sim.safety import TTC_SIGNAL_HORIZON_S
@@ -71,13 +72,15 @@ B_ = NDArray[np.bool_]
 
 
 # ==================================================================================== reset
-def reset_batch(compiled: Compiled, rngs: Sequence[np.random.Generator]) -> SimState:
-    """B worlds at the start of the episode, world b seeded by ``rngs[b]``."""
-    c = compiled
-    B, N = len(rngs), c.num_slots
+#: the motions whose ``start`` places rows from the compiled scenario alone (no generator, no state)
+_PURE_START = (PathMotion, ReplayMotion, StaticMotion, ConstantVelocityMotion)
+
+
+def _start_rows(c: Compiled, B: int) -> tuple[ResetContext, F64, F64]:
+    """The (B, N) poses, presence, offsets and holds of B worlds placed by their motions, the arc
+    lengths (ego: its route projection) and the ego's lateral offset from the route (B,)."""
     w = c.world0
-    jit = c.params["v0_jitter"]
-    v0s = np.stack([1.0 + jit * (2.0 * r.random(N) - 1.0) for r in rngs]) if B else np.zeros((0, N))
+    N = c.num_slots
     rc = ResetContext(
         c=c, x=np.tile(w.x, (B, 1)), y=np.tile(w.y, (B, 1)), yaw=np.tile(w.yaw, (B, 1)), v=np.tile(w.speed, (B, 1)),
         valid=np.tile(w.valid & (c.spawn_step <= 0), (B, 1)), d=np.zeros((B, N)), lc_hold=np.zeros((B, N)),
@@ -87,17 +90,45 @@ def reset_batch(compiled: Compiled, rngs: Sequence[np.random.Generator]) -> SimS
     s = np.tile(c.s0, (B, 1))
     ego_s, ego_lat = c.row["route_polyline"].project(np.stack([rc.x[:, 0], rc.y[:, 0]], axis=-1))
     s[:, 0] = ego_s
+    return rc, s, np.asarray(ego_lat, dtype=np.float64)
+
+
+def _start_template(c: Compiled) -> tuple[ResetContext, F64, F64] | None:
+    """:func:`_start_rows` of one world, computed once per compiled scenario (the same for every
+    world and every reset) when every motion's ``start`` is a built-in one; None otherwise."""
+    if not all(m in _PURE_START for m, _ in c.motions):
+        return None
+    tpl = c.row.get("reset_template")
+    if tpl is None:
+        tpl = c.row["reset_template"] = _start_rows(c, 1)
+    return tpl
+
+
+def reset_batch(compiled: Compiled, rngs: Sequence[np.random.Generator]) -> SimState:
+    """B worlds at the start of the episode, world b seeded by ``rngs[b]``."""
+    c = compiled
+    B, N = len(rngs), c.num_slots
+    jit = c.params["v0_jitter"]
+    v0s = np.stack([1.0 + jit * (2.0 * r.random(N) - 1.0) for r in rngs]) if B else np.zeros((0, N))
+    tpl = _start_template(c)
+    if tpl is None:
+        rc, s, ego_lat = _start_rows(c, B)
+    else:
+        t, s1, lat1 = tpl
+        rep = lambda a: np.repeat(a, B, axis=0)  # noqa: E731
+        rc = ResetContext(c=c, x=rep(t.x), y=rep(t.y), yaw=rep(t.yaw), v=rep(t.v), valid=rep(t.valid), d=rep(t.d), lc_hold=rep(t.lc_hold))
+        s, ego_lat = rep(s1), rep(lat1)
     zb = np.zeros(B)
     f = np.zeros(B, dtype=bool)
-    return SimState(
-        compiled=c, step_index=np.zeros(B, dtype=np.int64), t_us=np.full(B, c.t0_us, dtype=np.int64),
+    return SimState._of(c, dict(
+        step_index=np.zeros(B, dtype=np.int64), t_us=np.full(B, c.t0_us, dtype=np.int64),
         x=rc.x, y=rc.y, yaw=rc.yaw, v=rc.v, accel=np.zeros((B, N)), valid=rc.valid,
         alive=np.tile((np.asarray([bool(i) for i in c.ids])), (B, 1)), path_id=np.tile(c.path0, (B, 1)), s=s, d=rc.d,
-        lc_timer=np.zeros((B, N)), lc_hold=rc.lc_hold, v0_scale=v0s, steer=zb.copy(), ego_lat=np.asarray(ego_lat, dtype=np.float64),
+        lc_timer=np.zeros((B, N)), lc_hold=rc.lc_hold, v0_scale=v0s, steer=zb.copy(), ego_lat=ego_lat,
         terminated=f, truncated=f.copy(), collision=f.copy(), collision_partner=np.full(B, -1, dtype=np.int64),
         offroad=f.copy(), wrong_way=f.copy(), route_complete=f.copy(), progress=zb.copy(), min_ttc=np.full(B, np.inf),
         jerk=zb.copy(), action_clipped=f.copy(),
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def reset(spec: ScenarioSpec | Compiled, rng: np.random.Generator, *, scene: SceneLike | None = None) -> SimState:
@@ -162,6 +193,29 @@ def _move_actors(state: SimState, o: F64, k: I64) -> StepContext:
     return ctx
 
 
+def _fused_step(state: SimState, fused: object, a: F64) -> SimState:
+    """:func:`step` as one call of :data:`sim.kernels_ego.engine_step_nb`; the new state's arrays
+    are views of the blocks it returns, made read-only."""
+    st = state
+    status, f, m, pid, g, fl, i = engine_step_nb(
+        fused, st.x, st.y, st.yaw, st.v, st.accel, st.valid, st.alive, st.path_id, st.s, st.d, st.lc_timer, st.lc_hold, st.v0_scale, st.steer,
+        st.step_index, st.terminated, st.truncated, a,
+    )  # fmt: skip
+    if status:
+        _refuse(status, a)
+    for blk in (f, m, pid, g, fl, i):
+        blk.flags.writeable = False
+    _, _, _, _, x, y, yaw, v, acc, s, d, lc_timer, lc_hold = f
+    valid, alive = m
+    steer, ego_lat, min_ttc, progress, jerk = g
+    collision, offroad, wrong_way, complete, terminated, truncated, clipped = fl
+    k, t_us, partner = i
+    return SimState._of_readonly(state.compiled, (
+        k, t_us, x, y, yaw, v, acc, valid, alive, pid, s, d, lc_timer, lc_hold, st.v0_scale, steer, ego_lat, terminated, truncated, collision,
+        partner, offroad, wrong_way, complete, progress, min_ttc, jerk, clipped,
+    ))  # fmt: skip
+
+
 def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None = None) -> SimState:
     """Advance every world by ``dt_s``.
 
@@ -176,6 +230,9 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
         EpisodeStateError: a non-finite action, or a world that is already done.
     """
     c = state.compiled
+    fused = c.row["engine_step"]
+    if fused is not None:  # the common case: one compiled call
+        return _fused_step(state, fused, _action_rows(state, ego_action))
     k = state.step_index + 1
     bicycle = c.row["ego_move"]
     if bicycle is not None:  # the checks, the compiled kinematic bicycle and the route projection, one call

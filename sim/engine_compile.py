@@ -26,11 +26,13 @@ from sim.engine_state import OFF_ROUTE_M
 from sim.errors import ScenarioError
 from sim.geometry import wrap_angle
 from sim.idm import IdmArrays
+from sim.kernels_ego import StepConsts, step_consts
 from sim.kernels_path import path_step_args
 from sim.map import LaneMap, Polyline
 from sim.motion import Motion, PathMotion, ReplayMotion, StaticMotion
 from sim.paths import PathTable, build_path_table, route_from_poses, route_points
 from sim.rasters import LANE_SECTORS, DrivableRaster, LaneDirectionRaster
+from sim.safety import TTC_SIGNAL_HORIZON_S
 from sim.spec import InsertOp, RemoveOp, RerouteOp, ScenarioSpec
 from sim.world import SceneLike, WorldState, track_speed, world_from_scene
 
@@ -270,6 +272,20 @@ def _ego_move_args(model: DynamicsModel) -> tuple[float, ...] | None:
     return (lim.decel_max, lim.accel_max, lim.jerk_max, lim.steer_max, lim.steer_rate_max, lim.speed_max, model.wheelbase)
 
 
+def _fused_step(row: dict[str, Any], groups: tuple[tuple[type[Motion], B_], ...], rp: F64, rv: B_, rs: F64, spawn_step: I64, lens: dict[str, F64], t0: int, dt_us: int, H: int) -> StepConsts | None:
+    """The packed constants of :data:`sim.kernels_ego.engine_step_nb` when a step can be that one
+    call (the compiled kinematic bicycle, and only the path, replay and static motions), else None."""
+    motions = {m: rows[0] for m, rows in groups}
+    if row["ego_move"] is None or not set(motions) <= {PathMotion, ReplayMotion, StaticMotion}:
+        return None
+    none = np.zeros(len(spawn_step), dtype=bool)
+    path_rows, replay_rows = motions.get(PathMotion, none), motions.get(ReplayMotion, none)
+    return step_consts(
+        row["ego_move"], row["path_step"], row["ego_metrics"], (rp, rv, rs, replay_rows), (spawn_step, lens["length"], lens["width"], path_rows),
+        (dt_us * 1e-6, t0, dt_us, H, TTC_SIGNAL_HORIZON_S), (bool(path_rows.any()), bool(replay_rows.any())),
+    )  # fmt: skip
+
+
 def compile_scenario(spec: ScenarioSpec, scene: SceneLike | None = None, *, dynamics: DynamicsModel | str | None = None) -> Compiled:
     """Build everything static about an episode: load the scene (or use ``scene``), build the world
     at the start time, apply the actor edits, resolve routes into paths, precompute log replay.
@@ -326,10 +342,12 @@ def compile_scenario(spec: ScenarioSpec, scene: SceneLike | None = None, *, dyna
         raster.mask, raster.x0, raster.y0, raster.res, lane_dirs.bits, lane_dirs.x0, lane_dirs.y0, lane_dirs.res, lane_dirs.ok_mask, LANE_SECTORS,
         corner_lon, corner_lat, np.ascontiguousarray(paths.heading[0]), paths.ds, OFF_ROUTE_M, route_length - 0.5 * lens["length"][0] - 1.0,
     )  # fmt: skip
+    groups = _motion_groups(motion)
+    row["engine_step"] = _fused_step(row, groups, rp, rv, rs, spawn_step, lens, t0, dt_us, H)
     return Compiled(
         spec=spec, scene=scene, lane_map=lane_map, world0=world, paths=paths,
         raster=raster, lane_dirs=lane_dirs, dynamics=model,
-        ids=world.ids, cls=world.cls, motions=_motion_groups(motion), behavior_names=world.behavior_names,
+        ids=world.ids, cls=world.cls, motions=groups, behavior_names=world.behavior_names,
         changes_lanes=changes, params=params, length=lens["length"], width=lens["width"], height=lens["height"], z=lens["z"],
         spawn_step=spawn_step, path0=path0, s0=s0, d0=d0, replay_pose=rp, replay_valid=rv, replay_speed=rs,
         t0_us=t0, dt_s=dt_us * 1e-6, dt_us=dt_us, horizon_steps=H, ego_route=tuple(ego_route), route_length=route_length,

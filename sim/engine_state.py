@@ -79,6 +79,16 @@ class SimState:
             d[name] = a
         return obj
 
+    @classmethod
+    def _of_readonly(cls, compiled: Compiled, values: tuple[Any, ...]) -> SimState:
+        """The state whose :data:`_ROW_FIELDS` are ``values`` (in that order), arrays that are
+        already read-only (views of read-only blocks: the engine's fused step)."""
+        obj = object.__new__(cls)
+        d = obj.__dict__
+        d["compiled"] = compiled
+        d.update(zip(_ROW_FIELDS, values, strict=True))
+        return obj
+
     @property
     def batch_size(self) -> int:
         return int(self.step_index.shape[0])
@@ -115,21 +125,24 @@ class SimState:
 
     def metrics(self, b: int = 0) -> dict[str, Any]:
         """The per-step metrics of world ``b`` as plain Python values."""
+        # ``.item`` gives the Python bool / float / int of an element directly
+        lat = self.ego_lat.item(b)
+        j = self.collision_partner.item(b)
         return {
-            "t_s": float((int(self.t_us[b]) - self.compiled.t0_us) * 1e-6),
-            "collision": bool(self.collision[b]),
-            "collision_partner": self.partner_id(b),
-            "offroad": bool(self.offroad[b]),
-            "wrong_way": bool(self.wrong_way[b]),
-            "route_complete": bool(self.route_complete[b]),
-            "progress_m": float(self.progress[b]),
-            "route_progress_m": float(self.s[b, 0]),
-            "min_ttc_s": float(self.min_ttc[b]),
-            "jerk_mps3": float(self.jerk[b]),
-            "speed_mps": float(self.v[b, 0]),
-            "accel_mps2": float(self.accel[b, 0]),
-            "lateral_offset_m": float(self.ego_lat[b]),
-            "off_route": bool(abs(self.ego_lat[b]) > OFF_ROUTE_M),
+            "t_s": float((self.t_us.item(b) - self.compiled.t0_us) * 1e-6),
+            "collision": self.collision.item(b),
+            "collision_partner": self.compiled.ids[j] if j >= 0 else None,
+            "offroad": self.offroad.item(b),
+            "wrong_way": self.wrong_way.item(b),
+            "route_complete": self.route_complete.item(b),
+            "progress_m": self.progress.item(b),
+            "route_progress_m": self.s.item(b, 0),
+            "min_ttc_s": self.min_ttc.item(b),
+            "jerk_mps3": self.jerk.item(b),
+            "speed_mps": self.v.item(b, 0),
+            "accel_mps2": self.accel.item(b, 0),
+            "lateral_offset_m": lat,
+            "off_route": abs(lat) > OFF_ROUTE_M,
         }
 
 

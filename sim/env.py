@@ -131,15 +131,15 @@ class ClosedLoopEnv(gym.Env[Any, NDArray[np.float32]]):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         st = self.state
-        if st.done[0]:
+        if st.terminated.item(0) or st.truncated.item(0):
             raise EpisodeStateError("the episode is over (terminated or truncated); call reset() before stepping again")
         a, flag = self.core.check_action(action, None)
         ctrl, self._integral = self.core.to_control(a, st, self._integral)
         nxt = engine.step(st, ctrl, self.np_random)
         self._state = nxt
         obs = index_obs(self.core.observe(nxt), 0)
-        rew = float(self.core.reward(nxt)[0])
-        return obs, rew, bool(nxt.terminated[0]), bool(nxt.truncated[0]), self._info(nxt, bool(flag[0]))
+        rew = self.core.reward(nxt).item(0)
+        return obs, rew, nxt.terminated.item(0), nxt.truncated.item(0), self._info(nxt, flag.item(0))
 
     def render(self) -> NDArray[np.uint8] | None:  # type: ignore[override]
         if self.render_mode != "rgb_array":

@@ -45,12 +45,14 @@ def _neighbour_one(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, fx, fy
     ``backward``) arc length ``sq`` on path ``q`` (width ``wq``, own lateral offset ``off``). The
     actors are the columns ``px .. pwid`` (N,) (``fx``, ``fy``: ``px``, ``py`` as float32) and
     ``allow`` (N,); ``cos_h`` / ``sin_h`` (Q, P) the cosine and sine of ``heading`` (empty: computed
-    here). ``idx``, ``wx``, ``wy`` are scratch (window + 1,). Returns gap (m, ``inf`` = none), speed
-    along the path (m/s), slot (-1 = none).
+    here). ``idx``, ``wx``, ``wy`` are scratch (window + 1 + N,). Returns gap (m, ``inf`` = none),
+    speed along the path (m/s), slot (-1 = none).
 
-    The cheap tests run first and are exact: ``cl * |sin| + cw * |cos| <= cl + cw`` and rounding is
-    monotonic (and the sums keep their order), so an actor rejected by the bounds with ``cl + cw``
-    fails the full test too."""
+    Each actor's nearest window vertex (float32 squared distances, the first of equal ones) is
+    found for all actors at once, window vertex by window vertex (a loop the compiler vectorises),
+    then the actors are tested one by one. The cheap tests run first and are exact:
+    ``cl * |sin| + cw * |cos| <= cl + cw`` and rounding is monotonic (and the sums keep their
+    order), so an actor rejected by the bounds with ``cl + cw`` fails the full test too."""
     N = px.shape[0]
     P = xy.shape[1]
     W = window + 1
@@ -63,6 +65,23 @@ def _neighbour_one(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, fx, fy
         idx[w] = k
         wx[w] = np.float32(xy[q, k, 0])
         wy[w] = np.float32(xy[q, k, 1])
+    jmin = idx[W : W + N]
+    dmin = wx[W : W + N]
+    inf32 = np.float32(np.inf)
+    for n in range(N):
+        dmin[n] = inf32
+        jmin[n] = 0
+    for w in range(W):
+        ax = wx[w]
+        ay = wy[w]
+        for n in range(N):
+            ex = fx[n] - ax
+            ey = fy[n] - ay
+            e = ex * ex + ey * ey
+            d0 = dmin[n]
+            better = e < d0
+            dmin[n] = e if better else d0
+            jmin[n] = w if better else jmin[n]
     best = np.inf
     best_n = -1
     best_v = 0.0
@@ -71,20 +90,9 @@ def _neighbour_one(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, fx, fy
     for n in range(N):
         if not allow[n]:
             continue
-        fxn = fx[n]
-        fyn = fy[n]
-        jm = 0
-        dm = np.float32(np.inf)
-        for w in range(W):
-            ex = fxn - wx[w]
-            ey = fyn - wy[w]
-            e = ex * ex + ey * ey
-            if e < dm:
-                dm = e
-                jm = w
         gx = px[n]
         gy = py[n]
-        kv = idx[jm]
+        kv = idx[jmin[n]]
         h = heading[q, kv]
         if tab:
             ch = cos_h[q, kv]
@@ -131,7 +139,7 @@ def _path_neighbours(xy, heading, ds, path_id, s, width_q, props, allowed, windo
     """Kernel of :func:`sim.paths.path_neighbours` (arrays (B, M), props (B, N, 6),
     allowed (B, M, N), width_q and offset broadcast to (B, M)). Returns gap (m), speed (m/s), slot."""
     B, M = s.shape
-    W = window + 1
+    W = window + 1 + props.shape[1]
     g_out = np.full((B, M), np.inf)
     v_out = np.zeros((B, M))
     w_out = np.full((B, M), -1, dtype=np.int64)
@@ -467,9 +475,15 @@ def _path_motion(xy, heading, ds, end_s, path_id, m, a, dt, lc_rate, lc_creep, x
             px = xy[q, k, 0] + f * (xy[q, k + 1, 0] - xy[q, k, 0])
             py = xy[q, k, 1] + f * (xy[q, k + 1, 1] - xy[q, k, 1])
             h = heading[q, k] + f * (heading[q, k + 1] - heading[q, k])
-            x[b, n] = px - d1 * math.sin(h)
-            y[b, n] = py + d1 * math.cos(h)
-            yaw[b, n] = (h + math.atan2((d1 - dn) / dt, max(v1, 1.0)) + np.pi) % two_pi - np.pi
+            # without a lateral offset the sine, cosine and arctangent are skipped where their
+            # result is known exactly: px - (+-0) == px for px != 0 (h finite), and
+            # atan2(+-0, y) == +-0 for y >= 1 (v1 not NaN)
+            flat = d1 == 0.0 and math.isfinite(h)
+            x[b, n] = px if flat and px != 0.0 else px - d1 * math.sin(h)
+            y[b, n] = py if flat and py != 0.0 else py + d1 * math.cos(h)
+            r = (d1 - dn) / dt
+            turn = r if r == 0.0 and not math.isnan(v1) else math.atan2(r, max(v1, 1.0))
+            yaw[b, n] = (h + turn + np.pi) % two_pi - np.pi
             v[b, n] = v1
             acc[b, n] = an
             s[b, n] = s1

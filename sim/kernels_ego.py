@@ -9,7 +9,12 @@ metrics, one numba call each over the B batched worlds.
   actor (:func:`sim.safety.contact_interval`) giving the collision, its partner and the TTC signal,
   off-road and against-the-lanes (:func:`sim.rasters.ego_flags`), wrong-way against the route and
   route completion (see :mod:`sim.engine` for the definitions), progress, jerk, termination;
-* :data:`step_arrays_nb`: the (B, N) arrays a step starts from, with the moved ego in slot 0.
+* :data:`step_arrays_nb`: the (B, N) arrays a step starts from, with the moved ego in slot 0;
+* :data:`engine_step_nb`: the whole step of the common case (the compiled kinematic bicycle and
+  only the path, replay and static motions) in one call: the three kernels above, the path
+  followers' step (:data:`sim.kernels_path.path_step_nb`) and log replay, in the engine's order.
+  Its scenario constants come packed once per compiled scenario in one :class:`StepConsts`
+  (:func:`step_consts`), so a call checks 19 arguments instead of about 120.
 
 Each calls the one kernel of each piece in :mod:`sim.kernels`; the tests compare the engine's
 states with and without these (bit for bit). Units SI.
@@ -22,10 +27,13 @@ from typing import Any
 
 import numba
 import numpy as np
+from numba.core import types as nbt
+from numba.experimental import structref
 
 from sim.kernels import _clip_one_nb, _project_one_nb, bicycle_one_nb, contact_interval_nb, ego_flags_nb
+from sim.kernels_path import path_step_nb
 
-__all__ = ["ego_metrics_nb", "ego_move_nb", "step_arrays_nb"]
+__all__ = ["StepConsts", "ego_metrics_nb", "ego_move_nb", "engine_step_nb", "step_arrays_nb", "step_consts"]
 
 
 def _jit(fn: Any) -> Any:
@@ -155,3 +163,118 @@ def _ego_metrics(  # type: ignore[no-untyped-def]
 ego_move_nb = _jit(_ego_move)
 ego_metrics_nb = _jit(_ego_metrics)
 step_arrays_nb = _jit(_step_arrays)
+
+
+# ============================================================================ the fused step
+@structref.register
+class StepConstsType(nbt.StructRef):
+    """numba type of :class:`StepConsts`."""
+
+    def preprocess_fields(self, fields):  # type: ignore[no-untyped-def]
+        return tuple((n, nbt.unliteral(t)) for n, t in fields)
+
+
+class StepConsts(structref.StructRefProxy):
+    """The constants of a compiled scenario that :data:`engine_step_nb` reads, packed once (opaque
+    to Python): ``move`` the bicycle's limits and wheelbase, ``path`` the leading arguments of
+    :data:`sim.kernels_path.path_step_nb` and ``metrics`` the constants of :data:`ego_metrics_nb`
+    (as the engine passes them), ``replay`` the log-replay tables, ``slots`` per-slot arrays and
+    ``scalars`` the times."""
+
+
+_FIELDS = ("move", "path", "metrics", "replay", "slots", "scalars", "flags")
+structref.define_constructor(StepConsts, StepConstsType, list(_FIELDS))
+structref.define_boxing(StepConstsType, StepConsts)
+
+
+def _make_consts(move, path, metrics, replay, slots, scalars, flags):  # type: ignore[no-untyped-def]
+    return StepConsts(move, path, metrics, replay, slots, scalars, flags)
+
+
+_make_consts_nb = _jit(_make_consts)
+
+
+def _own(a: Any) -> Any:
+    """A writable C-contiguous copy of an array (so every scenario's constants have the same
+    numba types and share one compiled step); scalars unchanged."""
+    return np.array(a, order="C", copy=True) if isinstance(a, np.ndarray) else a
+
+
+def step_consts(move: tuple[float, ...], path: tuple[Any, ...], metrics: tuple[Any, ...], replay: tuple[Any, ...], slots: tuple[Any, ...], scalars: tuple[Any, ...], flags: tuple[bool, ...]) -> StepConsts:
+    """Pack a compiled scenario's constants for :data:`engine_step_nb` (see :class:`StepConsts`;
+    the engine compiler builds it: ``replay`` = (pose (H+1, N, 4), presence (H+1, N), speed (H+1, N),
+    replayed rows (N,)), ``slots`` = (spawn step (N,) int, length (N,), width (N,), path rows (N,)),
+    ``scalars`` = (dt s, t0 us, dt us, horizon steps, TTC horizon s), ``flags`` = (any path rows,
+    any replayed rows))."""
+    own = lambda t: tuple(_own(a) for a in t)  # noqa: E731
+    sc = (float(scalars[0]), int(scalars[1]), int(scalars[2]), int(scalars[3]), float(scalars[4]))
+    return _make_consts_nb(tuple(float(v) for v in move), own(path), own(metrics), own(replay), own(slots), sc, (bool(flags[0]), bool(flags[1])))
+
+
+def _engine_step(K, x, y, yaw, v, accel, valid, alive, path_id, s, d, lc_timer, lc_hold, v0_scale, steer, step_index, terminated, truncated, a):  # type: ignore[no-untyped-def]
+    """One engine step of B worlds (:func:`sim.engine.step`'s common case) from the state's arrays
+    and the actions ``a`` (B, 2). Returns a status (0, or :data:`ego_move_nb`'s refusal: nothing
+    else is then meaningful) and the new state's arrays: floats (13, B, N) (rows 4..12: x, y, yaw,
+    v, acceleration, arc length, lateral offset, lane-change timer and hold; rows 0..3 the poses
+    before the actors moved), bools (2, B, N) = valid, alive, path ids (B, N), floats (5, B) =
+    steer, lateral offset from the route, TTC signal, progress, jerk, flags (7, B) = collision,
+    off-road, wrong-way, route complete, terminated, truncated, action clipped, and ints (3, B) =
+    step index, time (us), collision partner."""
+    dt, t0_us, dt_us, horizon, ttc_horizon = K.scalars
+    has_path, has_replay = K.flags
+    spawn_step, length, width, path_rows = K.slots
+    B, N = x.shape
+    path = K.path
+    o, status = ego_move_nb(x, y, yaw, v, accel, steer, a, dt, *K.move, path[0], path[1], path[4], s, terminated, truncated)
+    m_out = np.empty((2, B, N), dtype=np.bool_)
+    pid = np.empty((B, N), dtype=np.int64)
+    g_out = np.empty((5, B))
+    fl_out = np.zeros((7, B), dtype=np.bool_)
+    i_out = np.empty((3, B), dtype=np.int64)
+    if status != 0:
+        return status, np.empty((13, B, N)), m_out, pid, g_out, fl_out, i_out
+    k = step_index + 1
+    f, m = step_arrays_nb(x, y, yaw, v, accel, s, d, lc_timer, lc_hold, alive, spawn_step, k, o)
+    pid[:, :] = path_id
+    spawned = m[0]
+    alive1 = m[1]
+    hidden = m[2]
+    if has_path:
+        path_step_nb(
+            *path, path_rows, k, dt, spawned, f[0], f[1], f[2], f[3], valid, v0_scale,
+            f[4], f[5], f[6], f[7], f[8], pid, f[9], f[10], f[11], f[12], alive1,
+        )  # fmt: skip
+    if has_replay:  # sim.motion.ReplayMotion.advance, element by element
+        rp, rv, rs, rrows = K.replay
+        for b in range(B):
+            kk = min(k[b], horizon)
+            for n in range(N):
+                if rrows[n]:
+                    f[4, b, n] = rp[kk, n, 0]
+                    f[5, b, n] = rp[kk, n, 1]
+                    f[6, b, n] = rp[kk, n, 3]
+                    vn = rs[kk, n]
+                    f[8, b, n] = (vn - f[3, b, n]) / dt
+                    f[7, b, n] = vn
+                    hidden[b, n] = hidden[b, n] or not rv[kk, n]
+    valid1, partner, fl, flags, t_us = ego_metrics_nb(
+        f[4], f[5], f[6], f[7], length, width, spawned, alive1, hidden, ttc_horizon, *K.metrics, o, s, accel, k, horizon, dt, t0_us, dt_us,
+    )  # fmt: skip
+    m_out[0] = valid1
+    m_out[1] = alive1
+    for b in range(B):
+        g_out[0, b] = o[5, b]
+        g_out[1, b] = o[8, b]
+        g_out[2, b] = fl[0, b]
+        g_out[3, b] = fl[1, b]
+        g_out[4, b] = fl[2, b]
+        for j in range(6):
+            fl_out[j, b] = flags[j, b]
+        fl_out[6, b] = o[6, b] > 0.0
+        i_out[0, b] = k[b]
+        i_out[1, b] = t_us[b]
+        i_out[2, b] = partner[b]
+    return status, f, m_out, pid, g_out, fl_out, i_out
+
+
+engine_step_nb = _jit(_engine_step)

@@ -15,6 +15,7 @@ from sim import engine, kernels
 from sim.bench.env import bench_scenario
 from sim.dynamics import KinematicBicycle
 from sim.engine import _move_actors
+from sim.errors import EpisodeStateError
 from sim.idm import USE_SVML, IdmArrays, idm_accel, idm_one, idm_pow
 from sim.kernels_ego import ego_metrics_nb, ego_move_nb
 from sim.kernels_path import path_step_nb
@@ -228,3 +229,49 @@ def test_another_ego_model_keeps_the_models_own_path():
     st = engine.reset(c, np.random.default_rng(0))
     st = engine.step(st, np.array([5.0, 0.0]))
     assert st.action_clipped[0] and st.v[0, 0] > 0 and np.isfinite(st.s[0, 0])
+
+
+def _unfused(c):
+    import dataclasses
+
+    return dataclasses.replace(c, row={**c.row, "engine_step": None})
+
+
+@pytest.mark.parametrize("kind", ["bench", "replay"])
+def test_the_fused_step_equals_the_step_through_the_motions(compiled, kind):
+    """sim.kernels_ego.engine_step_nb (one call) gives the same states, bit for bit, as the step
+    through the ego kernels and each motion (path followers with lane changes; log replay), and
+    its arrays are read-only."""
+    from sim.spec import ScenarioSpec
+
+    c = compiled if kind == "bench" else engine.compile_scenario(ScenarioSpec())
+    assert c.row["engine_step"] is not None
+    u = _unfused(c)
+    B = 3
+    rngs = lambda: [np.random.default_rng(i) for i in range(B)]  # noqa: E731
+    fast, slow = engine.reset_batch(c, rngs()), engine.reset_batch(u, rngs())
+    rng = np.random.default_rng(4)
+    changes = 0
+    for _ in range(80):
+        a = rng.uniform([-2.0, -0.02], [1.5, 0.02], (B, 2))
+        prev = fast.path_id
+        fast, slow = engine.step(fast, a), engine.step(slow, a)
+        changes += int((fast.path_id != prev).sum())
+        for f in engine._ROW_FIELDS:
+            got = getattr(fast, f)
+            assert not got.flags.writeable, f
+            np.testing.assert_array_equal(_bits(got), _bits(getattr(slow, f)), err_msg=f)
+        if fast.done.any():
+            break
+    if kind == "bench":
+        assert changes > 0, "no lane change in the run: pick a longer run"
+    with pytest.raises(EpisodeStateError):
+        engine.step(fast, np.array([np.nan, 0.0]))
+
+
+def test_the_fused_step_is_used_only_for_the_builtin_motions():
+    from sim.dynamics import KinematicBicycle
+
+    spec, scn = bench_scenario()
+    c = engine.compile_scenario(spec, scn, dynamics=KinematicBicycle(wheelbase=2.76, backend="numpy"))
+    assert c.row["engine_step"] is None
