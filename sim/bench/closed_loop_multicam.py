@@ -384,6 +384,6 @@ def run_multicam_bench(
         res["scenario_file"] = str(dest.with_name("multicam_logged_drive.yaml"))
         from sim.fsutil import atomic_write_text
 
-        atomic_write_text(dest.with_name("multicam_logged_drive.yaml"), scenario_yaml(log_dir, bundle))
+        atomic_write_text(dest.with_name("multicam_logged_drive.yaml"), scenario_yaml(log_dir, bundle), parents=True)
         write_json_atomic(dest, res)
     return res

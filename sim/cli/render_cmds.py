@@ -108,9 +108,19 @@ def bench_closed_loop_cmd(
     deviation_steps: int = typer.Option(40, "--deviation-steps", min=2, help="Steps of the deviating episode (realism vs lateral offset)."),
     max_offset_m: float = typer.Option(3.0, "--max-offset", min=0.0, max=20.0, help="Lateral offset the deviating episode steers to, m."),
     edit_frames: int = typer.Option(4, "--edit-frames", min=1, help="Logged times scored with an actor removed / inserted."),
+    multicam: bool = typer.Option(False, "--multicam", help="The loop on --log's own rig (e.g. an imported six-camera nuScenes log): "
+                                  "every camera + LiDAR in surface mode; writes closed_loop_multicam.json."),
+    truth: Path | None = typer.Option(None, "--truth", help="--multicam: the native synth log --log was imported from (mesh truth, "
+                                      "same frames; without it no planner gap and PSNR against --log's images)."),
+    worlds: int = typer.Option(8, "--worlds", min=1, help="--multicam: worlds rendered per renderer configuration."),
+    heldout_frames: int = typer.Option(4, "--heldout-frames", min=1, help="--multicam: held-out frames scored per camera."),
 ) -> None:
     """Closed-loop speed of the env with neural/composite sensors, realism under editing against mesh
-    truth, and the sensor-only planner's score on neural vs mesh sensors."""
+    truth, and the sensor-only planner's score on neural vs mesh sensors. With --multicam: env
+    steps/s with every camera of --log's rig and its LiDAR rendered from the bundle (surface mode),
+    per-sensor ms, held-out PSNR and lidar_stack's score on neural vs mesh sensors of that rig."""
+    if multicam:
+        return _bench_multicam(bundle, log, truth, out, publish, steps, worlds, heldout_frames, horizon_s, threads)
     from sim.bench.closed_loop import run_closed_loop_bench
 
     dest = bench_output("closed_loop.json", out, publish)
@@ -131,6 +141,35 @@ def bench_closed_loop_cmd(
         v = res.get("realism", {}).get(k) or {}
         if v.get("psnr") is not None:
             tab.add_row(f"PSNR {k.replace('_', ' ')}", f"{v['psnr']:.2f}")
+    for row in res.get("planner_gap", {}).get("scenarios", []):
+        tab.add_row(f"lidar_stack {row['scenario']} mesh / neural", f"{row['score_mesh']:.3f} / {row['score_neural']:.3f}")
+    console.print(tab)
+    dest.publish()
+    console.print(dest.wrote(), markup=False, highlight=False)
+
+
+def _bench_multicam(bundle: Path, log: Path, truth: Path | None, out: Path | None, publish: bool, steps: int, worlds: int,
+                    heldout_frames: int, horizon_s: float, threads: int) -> None:
+    """``bench closed-loop --multicam`` (:mod:`sim.bench.closed_loop_multicam`)."""
+    from sim.bench.closed_loop_multicam import run_multicam_bench
+
+    dest = bench_output("closed_loop_multicam.json", out, publish)
+    with user_errors():
+        check_bundle_and_log(bundle, log)
+        if truth is not None:
+            check_bundle_and_log(None, truth)
+        res = run_multicam_bench(bundle, log, dest.path, truth_log=truth, steps=steps, render_worlds=worlds, threads=threads,
+                                 heldout_frames=heldout_frames, gap_horizon_s=horizon_s, progress=lambda m: console.log(m))
+    tab = Table(title=f"closed loop, {len(res['rig']['cameras'])} cameras + LiDAR ({res['machine']['cpu_count']} CPUs, "
+                      f"load {res['machine']['load_avg_1m']:.1f})")
+    tab.add_column("measure")
+    tab.add_column("value", justify="right")
+    tab.add_row("env steps/s", f"{res['speed']['steps_per_s']:.2f}")
+    for k, v in res["render"]["configs"].items():
+        tab.add_row(f"render {k} ms/step (median)", f"{v['ms_median']}")
+    for k, v in res["render"]["per_sensor_ms"].items():
+        tab.add_row(f"{k} ms", f"{v}")
+    tab.add_row("held-out PSNR, mean over cameras", f"{res['quality']['mean_over_cameras']}")
     for row in res.get("planner_gap", {}).get("scenarios", []):
         tab.add_row(f"lidar_stack {row['scenario']} mesh / neural", f"{row['score_mesh']:.3f} / {row['score_neural']:.3f}")
     console.print(tab)
