@@ -262,6 +262,13 @@ class SensorPolicyPlanner(Planner):
             self.session = open_session(self.onnx_path)
             if self.cfg is None:
                 self.cfg, _ = read_config(self.weights)
+            made_from = self.session.get_modelmeta().custom_metadata_map.get("loopdrive.weights_sha256")
+            if made_from is not None and self.weights.is_file():
+                from sim.fsutil import sha256_file
+
+                if made_from != sha256_file(self.weights):
+                    log.warning("%s was exported from other weights than %s (re-export: loopdrive export-onnx --planner sensor_policy "
+                                "--weights %s --out DIR)", self.onnx_path, self.weights, self.weights)  # fmt: skip
         if self.cfg is None:
             self.cfg = SensorPolicyConfig()
         if self.raster is None or self.raster.geom != self.cfg.geometry:

@@ -79,3 +79,23 @@ def test_a_broken_onnx_file_is_refused_with_its_name(tmp_path: Path) -> None:
         open_session(tmp_path / "missing.onnx")
     with pytest.raises(BundleError, match=r"is a directory|not a regular file|expected"):
         open_session(tmp_path)
+
+
+def test_an_onnx_form_of_other_weights_is_flagged(policy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The ONNX forms carry the SHA-256 of the weights they were made from: a planner given
+    retrained weights beside stale ONNX files says so."""
+    import logging
+    import shutil
+
+    import torch
+
+    export_onnx(policy)
+    other = tmp_path / "other.safetensors"
+    torch.manual_seed(5)
+    save_sensor_policy(build_network(SensorPolicyConfig(width=4, hidden=16)), SensorPolicyConfig(width=4, hidden=16), other)
+    shutil.copyfile(onnx_paths(policy)[0], onnx_paths(other)[0])
+    with caplog.at_level(logging.WARNING, logger="agents.sensor_policy"):
+        _planner(policy, "onnx")
+        assert not caplog.records
+        _planner(other, "onnx")
+    assert any("exported from other weights" in r.getMessage() for r in caplog.records)
