@@ -13,6 +13,8 @@ against it in the tests. World frame, metres; poses ``(x, y, z bottom, yaw)``.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor
 
@@ -145,9 +147,10 @@ def actor_candidates(cfg: SceneConfig, o: Tensor, d: Tensor, group: Tensor, acto
     if ctr.shape[0] == 1 and o.shape[0] > 0:
         # a few runs of rays from one origin each (the cameras of a rig rendered in one batch):
         # the cone test per run, the same candidates as rendering each run alone
-        uo, counts = torch.unique_consecutive(o, dim=0, return_counts=True)
-        if uo.shape[0] <= MAX_ORIGIN_RUNS:
-            hit = torch.cat([cone_candidates(cfg, uo[k], dk, actors)[0] for k, dk in enumerate(torch.split(d, counts.tolist()))])
+        cut = ((o[1:] != o[:-1]).any(1).nonzero().squeeze(1) + 1).tolist()
+        if len(cut) < MAX_ORIGIN_RUNS:
+            bounds = [0, *cut, o.shape[0]]
+            hit = torch.cat([cone_candidates(cfg, o[a], d[a:b], actors)[0] for a, b in itertools.pairwise(bounds)])
             rows, keep = hit.any(1).nonzero().squeeze(1), hit.any(0).nonzero().squeeze(1)
             return rows, keep, hit[rows][:, keep]
     if ctr.shape[0] == 1:  # one pose group: (R, A) products as matrix products

@@ -11,7 +11,8 @@ six cameras that is six passes of small tensors, each paying the per-call overhe
   camera (the rays' origins differ, so the candidate test is the multi-origin one: the same rays
   get actor samples, the box test decides as before);
 * one decoder call per group of cameras whose feature images have the same size;
-* one mean-appearance transform per image (the same transform for every camera).
+* one mean-appearance transform per group of same-sized images (the same transform for every
+  camera).
 
 Every ray's result depends only on that ray, so the outputs equal the per-camera renders up to
 floating-point summation order (``tests/test_render_multicam.py`` bounds the difference).
@@ -84,6 +85,16 @@ def render_cameras(model: Any, views: Sequence[CameraView], actors: Any, surface
         for j, i in enumerate(idx):
             rgb[i] = dec[j].permute(1, 2, 0)[: views[i].height, : views[i].width]
     app = getattr(model, "appearance", None)
+    if app is not None:  # the log's mean appearance: one transform for all images of a size
+        for idx in groups.values():
+            same = {tuple(rgb[i].shape) for i in idx}  # type: ignore[union-attr]
+            if len(same) == 1:
+                out = app.apply_mean(torch.stack([rgb[i] for i in idx])).clamp(0, 1)  # type: ignore[misc]
+                for j, i in enumerate(idx):
+                    rgb[i] = out[j]
+            else:
+                for i in idx:
+                    rgb[i] = app.apply_mean(rgb[i]).clamp(0, 1)
     res = []
     for i, v in enumerate(views):
         (h, w), a, b = lowres[i], starts[i], starts[i + 1]
@@ -93,7 +104,5 @@ def render_cameras(model: Any, views: Sequence[CameraView], actors: Any, surface
 
         c = rgb[i]
         assert c is not None
-        if app is not None:
-            c = app.apply_mean(c).clamp(0, 1)
         res.append({"rgb": c, "depth": up(depth[a:b]), "acc": up(acc[a:b]), "acc_actor": up(acc_a[a:b])})
     return res
