@@ -41,6 +41,7 @@ from sim.fsutil import atomic_write_text, sha256_file
 __all__ = [
     "RIG_KINDS",
     "LeaderboardResult",
+    "leaderboard_episodes",
     "leaderboard_tables",
     "list_differences",
     "run_leaderboard",
@@ -254,6 +255,30 @@ def _write_atomic(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
+def leaderboard_episodes(
+    paths: Sequence[str | os.PathLike[str]], *, renderer: str | None = None, bundle: str | os.PathLike[str] | None = None
+) -> list[Any]:
+    """The episodes of the scenario files under ``paths`` on sensor backend ``renderer`` (None: each
+    file's) with ``bundle`` as their ``scene.bundle`` (None: each file's). Raises ScenarioError for
+    an invalid file, an unknown backend, or a neural/composite episode without a bundle folder."""
+    import dataclasses
+
+    from sim.batch import _check_bundles, with_renderer
+    from sim.scenario import expand_paths
+
+    episodes = expand_paths(list(paths))
+    if bundle is None and renderer is None:
+        return episodes
+
+    def scene(e: Any) -> Any:
+        spec = with_renderer(e.spec, renderer)
+        return spec if bundle is None else dataclasses.replace(spec, scene=dataclasses.replace(spec.scene, bundle=Path(bundle)))
+
+    episodes = [dataclasses.replace(e, spec=scene(e)) for e in episodes]
+    _check_bundles(episodes)
+    return episodes
+
+
 def run_leaderboard(
     paths: Sequence[str | os.PathLike[str]],
     planners: Sequence[str],
@@ -264,6 +289,8 @@ def run_leaderboard(
     resume: bool = False,
     horizon_s: float | None = None,
     progress: Callable[[str, int, int, int], None] | None = None,
+    renderer: str | None = None,
+    bundle: str | os.PathLike[str] | None = None,
 ) -> LeaderboardResult:
     """Run every planner over the scenario files under ``paths`` and write the tables.
 
@@ -274,16 +301,21 @@ def run_leaderboard(
         resume: continue existing per-planner runs in ``out``.
         horizon_s: cut every episode to this many seconds (smoke runs).
         progress: called as ``progress(planner, done, failed, total)``.
+        renderer: sensor backend of every episode (``mesh``, ``neural``, ``composite``; None: each
+            file's ``scene.renderer``), as ``loopdrive run --renderer``.
+        bundle: scene-bundle folder set as every episode's ``scene.bundle`` (a ``neural`` /
+            ``composite`` run of files without one, e.g. the scenario library on its town's
+            reconstruction; inserted actors render from ``scene.actor_library`` /
+            ``$LOOPDRIVE_ACTORS``).
     """
     from sim.batch import run_batch
     from sim.planning import PLANNERS
-    from sim.scenario import expand_paths
 
     if not planners:
         raise ScenarioError("expected at least one planner", field="planners")
     for p in planners:
         PLANNERS.get(p)
-    episodes = expand_paths(list(paths))  # every file valid before any folder is made; read once
+    episodes = leaderboard_episodes(paths, renderer=renderer, bundle=bundle)  # all valid before any folder is made; read once
     rec = scenario_list(list(paths), episodes)
     outp = Path(out)
     if outp.exists() and not outp.is_dir():
@@ -297,7 +329,7 @@ def run_leaderboard(
         cb = (lambda d, f, t, _p=p: progress(_p, d, f, t)) if progress is not None else None
         run_batch(
             None, run_dir, episodes=episodes, planner=p, planner_params=dict((planner_params or {}).get(p, {})),
-            workers=workers, resume=resume or run_dir.exists(), progress=cb, rollout_fn=sensor_rollout,
+            workers=workers, resume=resume or run_dir.exists(), progress=cb, rollout_fn=sensor_rollout, renderer=renderer,
             **({"horizon_s": horizon_s} if horizon_s is not None else {}),
         )  # fmt: skip
         runs[p] = run_dir

@@ -97,22 +97,25 @@ def leaderboard_cmd(
     planner_params: str | None = typer.Option(None, "--planner-params", help='JSON: planner -> its params, e.g. {"sb3": {"path": "models/ppo.safetensors"}} '
                                               "(--planner-param values apply over it)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Let the sb3 planner unpickle a stable-baselines3 .zip (can run code: only files you trust)."),
+    renderer: str | None = typer.Option(None, "--renderer", help="Sensor backend for camera/LiDAR planners: mesh, neural or composite (default: each scenario's scene.renderer)."),
+    bundle: Path | None = typer.Option(None, "--bundle", help="Scene bundle of the scenarios' town, set as every scenario's scene.bundle (for --renderer neural/composite; "
+                                       "inserted actors render from scene.actor_library or $LOOPDRIVE_ACTORS)."),
 ) -> None:
     """Run every planner over the scenarios and write leaderboard.md / leaderboard.html.
 
-    A trained model: --planner-param bc_policy.weights=models/bc.safetensors.
+    A trained model: --planner-param bc_policy.weights=models/bc.safetensors. On neural LiDAR:
+    --renderer neural --bundle bundles/ncap-small-s0 (LOOPDRIVE_ACTORS=out/ncap-actors).
 
     Exit code 1 when every episode of every planner errored."""
-    from sim.leaderboard import run_leaderboard
+    from sim.leaderboard import leaderboard_episodes, run_leaderboard
     from sim.planning import with_opt_ins
-    from sim.scenario import expand_paths
 
     names = split_names(planners, "--planners")
     for name in names:
         check_planner(name, "--planners")
     prm = parse_planner_params(planner_param, names, json_text=planner_params)
-    with user_errors():  # scenario and policy files checked before anything runs
-        expand_paths(paths)
+    with user_errors():  # scenario and policy files, sensor backend and bundle checked before anything runs
+        leaderboard_episodes(paths, renderer=renderer, bundle=bundle)
         prm = {p: with_opt_ins(p, prm.get(p), trust_pickle=trust_pickle) for p in names}
     with user_errors(), _progress("leaderboard") as prog:
         tasks = {p: prog.add_task(p, total=None, info="") for p in names}
@@ -120,7 +123,8 @@ def leaderboard_cmd(
         def cb(planner: str, done: int, failed: int, total: int) -> None:
             prog.update(tasks[planner], completed=done, total=total, info=f"[red]{failed} errored" if failed else "")
 
-        res = run_leaderboard(paths, names, out, planner_params=prm, workers=workers, resume=resume, horizon_s=horizon, progress=cb)
+        res = run_leaderboard(paths, names, out, planner_params=prm, workers=workers, resume=resume, horizon_s=horizon, progress=cb,
+                              renderer=renderer, bundle=bundle)  # fmt: skip
     console.print(res.markdown.read_text(encoding="utf-8"), markup=False, highlight=False)
     console.print(f"wrote {res.markdown} and {res.html}; the scored scenario list: {res.out / 'scenarios.json'}", highlight=False)
     for w in res.warnings:
