@@ -266,12 +266,13 @@ def row_state(state: engine.SimState, b: int) -> engine.SimState:
 
 def scatter_rows(state: engine.SimState, rows: NDArray[np.int64], sub: engine.SimState) -> engine.SimState:
     """A copy of ``state`` whose worlds ``rows`` are the worlds of ``sub`` (batch size len(rows))."""
-    ch = {}
+    vals = []
     for f in engine._ROW_FIELDS:
         a = getattr(state, f).copy()
         a[rows] = getattr(sub, f)
-        ch[f] = a
-    return dataclasses.replace(state, **ch)
+        a.flags.writeable = False
+        vals.append(a)
+    return engine.SimState._of_readonly(state.compiled, tuple(vals))
 
 
 def index_obs(obs: Any, b: int) -> Any:

@@ -45,14 +45,12 @@ def _neighbour_one(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, fx, fy
     ``backward``) arc length ``sq`` on path ``q`` (width ``wq``, own lateral offset ``off``). The
     actors are the columns ``px .. pwid`` (N,) (``fx``, ``fy``: ``px``, ``py`` as float32) and
     ``allow`` (N,); ``cos_h`` / ``sin_h`` (Q, P) the cosine and sine of ``heading`` (empty: computed
-    here). ``idx``, ``wx``, ``wy`` are scratch (window + 1 + N,). Returns gap (m, ``inf`` = none),
-    speed along the path (m/s), slot (-1 = none).
+    here). ``idx``, ``wx``, ``wy`` are scratch (window + 1,). Returns gap (m, ``inf`` = none), speed
+    along the path (m/s), slot (-1 = none).
 
-    Each actor's nearest window vertex (float32 squared distances, the first of equal ones) is
-    found for all actors at once, window vertex by window vertex (a loop the compiler vectorises),
-    then the actors are tested one by one. The cheap tests run first and are exact:
-    ``cl * |sin| + cw * |cos| <= cl + cw`` and rounding is monotonic (and the sums keep their
-    order), so an actor rejected by the bounds with ``cl + cw`` fails the full test too."""
+    The cheap tests run first and are exact: ``cl * |sin| + cw * |cos| <= cl + cw`` and rounding is
+    monotonic (and the sums keep their order), so an actor rejected by the bounds with ``cl + cw``
+    fails the full test too."""
     N = px.shape[0]
     P = xy.shape[1]
     W = window + 1
@@ -65,23 +63,6 @@ def _neighbour_one(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, fx, fy
         idx[w] = k
         wx[w] = np.float32(xy[q, k, 0])
         wy[w] = np.float32(xy[q, k, 1])
-    jmin = idx[W : W + N]
-    dmin = wx[W : W + N]
-    inf32 = np.float32(np.inf)
-    for n in range(N):
-        dmin[n] = inf32
-        jmin[n] = 0
-    for w in range(W):
-        ax = wx[w]
-        ay = wy[w]
-        for n in range(N):
-            ex = fx[n] - ax
-            ey = fy[n] - ay
-            e = ex * ex + ey * ey
-            d0 = dmin[n]
-            better = e < d0
-            dmin[n] = e if better else d0
-            jmin[n] = w if better else jmin[n]
     best = np.inf
     best_n = -1
     best_v = 0.0
@@ -90,9 +71,20 @@ def _neighbour_one(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, fx, fy
     for n in range(N):
         if not allow[n]:
             continue
+        fxn = fx[n]
+        fyn = fy[n]
+        jm = 0
+        dm = np.float32(np.inf)
+        for w in range(W):
+            ex = fxn - wx[w]
+            ey = fyn - wy[w]
+            e = ex * ex + ey * ey
+            if e < dm:
+                dm = e
+                jm = w
         gx = px[n]
         gy = py[n]
-        kv = idx[jmin[n]]
+        kv = idx[jm]
         h = heading[q, kv]
         if tab:
             ch = cos_h[q, kv]
@@ -139,7 +131,7 @@ def _path_neighbours(xy, heading, ds, path_id, s, width_q, props, allowed, windo
     """Kernel of :func:`sim.paths.path_neighbours` (arrays (B, M), props (B, N, 6),
     allowed (B, M, N), width_q and offset broadcast to (B, M)). Returns gap (m), speed (m/s), slot."""
     B, M = s.shape
-    W = window + 1 + props.shape[1]
+    W = window + 1
     g_out = np.full((B, M), np.inf)
     v_out = np.zeros((B, M))
     w_out = np.full((B, M), -1, dtype=np.int64)

@@ -110,7 +110,7 @@ def _path_step(  # type: ignore[no-untyped-def]
     (B, N) the step's outputs, updated in place (``path_id``, ``s``, ``d`` start as the previous
     step's, with the ego's route progress in ``s[:, 0]``)."""
     B, N = s.shape
-    W = 13 + N  # the window (12 + 1 vertices) and the neighbour search's per-actor scratch
+    W = 13
     idx = np.empty(W, dtype=np.int64)
     wx = np.empty(W, dtype=np.float32)
     wy = np.empty(W, dtype=np.float32)
