@@ -41,7 +41,7 @@ from sim.fsutil import (
     sha256_file,
 )
 
-__all__ = ["bench_latency", "export_forms", "export_onnx", "onnx_paths", "open_session", "quantize_int8"]
+__all__ = ["bench_latency", "export_forms", "export_onnx", "onnx_paths", "open_session", "plan_differences", "quantize_int8"]
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -262,52 +262,132 @@ def _net(pl: Any, x: NDArray[np.float32], f: NDArray[np.float32]) -> NDArray[np.
         return pl.net(torch.from_numpy(x), torch.from_numpy(f)).numpy()
 
 
-def _median_ms(fn: Any, n: int) -> tuple[float, float]:
-    for _ in range(max(3, n // 10)):
-        fn()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(ts)), float(np.percentile(ts, 90))
+FORMS = ("torch", "onnx", "onnx_int8")
+#: the stages of a plan (:meth:`agents.sensor_policy.SensorPolicyPlanner.plan`), timed one by one
+STAGES = ("ego_view", "raster", "features", "network", "trajectory")
 
 
-def bench_latency(weights: str | os.PathLike[str], n: int = 300, shards: list[str | os.PathLike[str]] | None = None) -> dict[str, Any]:
-    """Per-plan latency (median and p90 ms, one thread) of the torch, ONNX fp32 and ONNX int8
-    forms of ``weights`` on the same inputs: the network alone (``net_ms``) and the whole plan
-    (``plan_ms``: raster from a LiDAR sweep, network, trajectory), plus the largest waypoint
-    difference to torch (m) on the calibration inputs."""
+def _stats(ts: list[float]) -> dict[str, float]:
+    return {"mean": round(float(np.mean(ts)), 4), "median": round(float(np.median(ts)), 4), "p95": round(float(np.percentile(ts, 95)), 4)}
+
+
+def bench_latency(weights: str | os.PathLike[str], sweeps: NDArray[np.float32] | None = None, egos: NDArray[np.float64] | None = None,
+                  init: Any = None, *, rounds: int = 10, per_round: int = 30, tracker: Any = None) -> dict[str, Any]:  # fmt: skip
+    """Per-plan latency (ms, one thread) of the torch, ONNX fp32 and ONNX int8 forms of
+    ``weights`` (their ONNX forms beside them) on the same recorded ``sweeps`` (T, beams, azimuth,
+    2) and ``egos`` (T, 6) (default: one box-LiDAR sweep), with ``init`` (its route: the route
+    channel; None: no route). The forms take turns, ``per_round`` plans each for ``rounds``
+    rounds, so a loaded machine loads them alike. Per form: the whole plan (``plan``), each of
+    :data:`STAGES` timed separately on the same steps, the plan with the numpy reference raster
+    (``plan_numpy_raster``, the path before the compiled raster), ``tracker(trajectory, obs)``
+    when given (the controller tracking the plan: not part of the plan, the same for every form),
+    and the network alone on one warm input (``network_alone``); mean, median and p95 of each,
+    the machine's load before and after, and the ONNX forms' waypoint distance to torch's plan
+    on these sweeps (m; for every form the raster is the same)."""
     import torch
 
+    from agents.planners.common import ego_from_obs
     from agents.sensor_policy import SensorPolicyPlanner, read_config
     from sim.planning import PlannerInit
-    from sim.render.box_lidar import simulate_lidar
-    from sim.sensors import default_rig
+    from sim.planning.observe import ego_features
 
     torch.set_num_threads(1)
     cfg, _ = read_config(weights)
+    if sweeps is None or egos is None:
+        from sim.render.box_lidar import simulate_lidar
+        from sim.sensors import default_rig
+
+        sweeps = _demo_sweep(simulate_lidar, default_rig().lidar)[None]
+        egos = np.array([[0.0, 0.0, 0.0, 8.0, 0.0, 0.0]])
+    init = init or PlannerInit(lane_map=None, route=(), dt_s=0.1, horizon_s=10.0)
+    obs = [{"lidar": np.asarray(sw, np.float32), "ego": np.asarray(e, np.float64)} for sw, e in zip(sweeps, egos, strict=True)]
     fp32, int8 = onnx_paths(weights)
-    r, f = calibration_data(cfg, shards, n=64, seed=1)
-    lidar = _demo_sweep(simulate_lidar, default_rig().lidar)
-    ego = np.array([0.0, 0.0, 0.0, 8.0, 0.0, 0.0])
-    out: dict[str, Any] = {}
-    ref = None
-    for rt in ("torch", "onnx", "onnx_int8"):
+    pls = {}
+    for rt in FORMS:
+        pls[rt] = SensorPolicyPlanner(weights=str(weights), runtime=rt, onnx=str(fp32 if rt == "onnx" else int8))
+        pls[rt].reset(init)
+    plans = {rt: np.stack([pls[rt].plan(o).xy for o in obs]) for rt in FORMS}
+    keys = ("plan", *STAGES, "plan_numpy_raster", "tracking", "network_alone")
+    ts: dict[str, dict[str, list[float]]] = {rt: {k: [] for k in keys} for rt in FORMS}
+    load0 = os.getloadavg()
+    clock = time.perf_counter
+    x1 = np.ascontiguousarray(pls["torch"].net_input(pls["torch"].raster(obs[0]["lidar"], ego_from_obs(obs[0]))))
+    f1 = (ego_features(obs[0]["ego"]) / np.asarray(cfg.feat_scale, np.float32))[None].astype(np.float32)
+    for r in range(rounds + 1):  # round 0 warms up (compilation, caches, allocations) and is dropped
+        for rt in FORMS:
+            pl, t = pls[rt], ts[rt]
+            for i in range(per_round):
+                o = obs[(r * per_round + i) % len(obs)]
+                c0 = clock()
+                traj = pl.plan(o)
+                c1 = clock()
+                ego = ego_from_obs(o)
+                c2 = clock()
+                pl.raster(o["lidar"], ego, pl._x)
+                c3 = clock()
+                f = ego_features(o["ego"])
+                c4 = clock()
+                wp = pl.run_network(pl._x, f)
+                c5 = clock()
+                pl.trajectory(wp)
+                c6 = clock()
+                with np.errstate(invalid="ignore"):
+                    pl.plan_raster(pl.raster.reference(o["lidar"], ego_from_obs(o)), o["ego"])
+                c7 = clock()
+                if tracker is not None:
+                    tracker(traj, o)
+                c8 = clock()
+                _net(pl, x1, f1)
+                c9 = clock()
+                if r == 0:
+                    continue
+                for k, (u, v) in zip(keys, ((c0, c1), (c1, c2), (c2, c3), (c3, c4), (c4, c5), (c5, c6), (c6, c7), (c7, c8), (c8, c9)), strict=True):
+                    t[k].append((v - u) * 1e3)
+    load1 = os.getloadavg()
+    out: dict[str, Any] = {"unit": "ms", "plans_per_form": rounds * per_round, "sweeps": len(obs), "route": bool(init.route)}
+    for rt in FORMS:
+        out[rt] = {k: _stats(v) for k, v in ts[rt].items() if k != "tracking" or tracker is not None}
+        out[rt]["file_bytes"] = (Path(weights) if rt == "torch" else fp32 if rt == "onnx" else int8).stat().st_size
+    for rt in ("onnx", "onnx_int8"):
+        d = np.linalg.norm(plans[rt] - plans["torch"], axis=-1)
+        out[rt]["waypoint_diff_vs_torch_m"] = {"mean": round(float(d.mean()), 5), "max": round(float(d.max()), 5)}
+    for stat in ("median", "mean", "p95"):
+        out[f"plan_speedup_int8_vs_torch_{stat}"] = round(out["torch"]["plan"][stat] / out["onnx_int8"]["plan"][stat], 2)
+        out[f"plan_speedup_fp32_vs_torch_{stat}"] = round(out["torch"]["plan"][stat] / out["onnx"]["plan"][stat], 2)
+    out["network_speedup_int8_vs_torch_median"] = round(out["torch"]["network_alone"]["median"] / out["onnx_int8"]["network_alone"]["median"], 2)
+    out["raster_speedup_vs_numpy_median"] = round(
+        (out["torch"]["plan_numpy_raster"]["median"] - out["torch"]["features"]["median"] - out["torch"]["network"]["median"]
+         - out["torch"]["trajectory"]["median"]) / out["torch"]["raster"]["median"], 2)  # fmt: skip
+    out["machine"] = {"cpu_count": os.cpu_count(), "load_avg_1m_before": round(load0[0], 2), "load_avg_1m_after": round(load1[0], 2),
+                      "platform": platform.platform(), "torch_threads": torch.get_num_threads(), "ort_threads": 1}  # fmt: skip
+    return out
+
+
+def plan_differences(weights: str | os.PathLike[str], shards: list[str | os.PathLike[str]], batch: int = 512) -> dict[str, Any]:
+    """Plan-level differences between the forms over every recorded raster of ``shards``: the
+    waypoint distance (m, per waypoint) of ONNX fp32 vs torch and of int8 vs fp32 (mean, p99,
+    max, and the mean of the first waypoint and of the last), on the network outputs the planner
+    turns into its trajectory."""
+    from agents.sensor_policy import SensorDataset, SensorPolicyPlanner
+    from sim.planning import PlannerInit
+
+    ds = SensorDataset.load(shards)
+    fp32, int8 = onnx_paths(weights)
+    ys = {}
+    for rt in FORMS:
         pl = SensorPolicyPlanner(weights=str(weights), runtime=rt, onnx=str(fp32 if rt == "onnx" else int8))
         pl.reset(PlannerInit(lane_map=None, route=(), dt_s=0.1, horizon_s=10.0))
-        med, p90 = _median_ms(lambda pl=pl: _net(pl, r[:1], f[:1]), n)
-        pmed, pp90 = _median_ms(lambda pl=pl: pl.plan({"lidar": lidar, "ego": ego}), max(50, n // 3))
-        y = _net(pl, r, f).reshape(len(r), -1, 2) * np.asarray(cfg.waypoint_scale)
-        ref = y if ref is None else ref
-        out[rt] = {"net_ms": round(med, 4), "net_ms_p90": round(p90, 4), "plan_ms": round(pmed, 3), "plan_ms_p90": round(pp90, 3),
-                   "max_waypoint_diff_m_vs_torch": round(float(np.abs(y - ref).max()), 4),
-                   "file_bytes": (Path(weights) if rt == "torch" else fp32 if rt == "onnx" else int8).stat().st_size}  # fmt: skip
-    out["net_speedup_int8_vs_torch"] = round(out["torch"]["net_ms"] / out["onnx_int8"]["net_ms"], 2)
-    out["net_speedup_fp32_vs_torch"] = round(out["torch"]["net_ms"] / out["onnx"]["net_ms"], 2)
-    out["plan_speedup_int8_vs_torch"] = round(out["torch"]["plan_ms"] / out["onnx_int8"]["plan_ms"], 2)
-    out["machine"] = {"cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "platform": platform.platform(),
-                      "torch_threads": torch.get_num_threads(), "ort_threads": 1}  # fmt: skip
+        assert pl.cfg is not None
+        parts = []
+        for i in range(0, len(ds), batch):
+            x = np.ascontiguousarray((ds.bev_u8[i : i + batch].astype(np.float32) / 255.0).transpose(0, 3, 1, 2))
+            parts.append(_net(pl, x, ds.feat[i : i + batch]))
+        ys[rt] = np.concatenate(parts).reshape(len(ds), -1, 2) * np.asarray(pl.cfg.waypoint_scale, np.float32)
+    out: dict[str, Any] = {"rasters": len(ds), "unit": "m"}
+    for name, (a, b) in {"onnx_vs_torch": ("onnx", "torch"), "onnx_int8_vs_onnx": ("onnx_int8", "onnx"), "onnx_int8_vs_torch": ("onnx_int8", "torch")}.items():
+        d = np.linalg.norm(ys[a] - ys[b], axis=-1)
+        out[name] = {"mean": round(float(d.mean()), 5), "p99": round(float(np.percentile(d, 99)), 5), "max": round(float(d.max()), 5),
+                     "mean_first_waypoint": round(float(d[:, 0].mean()), 5), "mean_last_waypoint": round(float(d[:, -1].mean()), 5)}  # fmt: skip
     return out
 
 
@@ -329,16 +409,15 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("export", help="write <weights>.onnx and <weights>.int8.onnx")
     ex.add_argument("weights")
     ex.add_argument("--shards", nargs="*", default=None, help="sensor shards to calibrate the int8 activations on")
-    be = sub.add_parser("bench", help="latency per plan of the three forms, as JSON")
+    be = sub.add_parser("bench", help="latency per plan of the three forms on a box-LiDAR sweep, as JSON (scripts/sensor_policy_bench.py latency: on mesh sweeps)")
     be.add_argument("weights")
-    be.add_argument("--n", type=int, default=300)
-    be.add_argument("--shards", nargs="*", default=None)
+    be.add_argument("--rounds", type=int, default=10)
     be.add_argument("--out", default=None, help="JSON file (default: print)")
     a = ap.parse_args(argv)
     if a.cmd == "export":
         print(export_onnx(a.weights), quantize_int8(a.weights, a.shards))
         return 0
-    res = bench_latency(a.weights, n=a.n, shards=a.shards)
+    res = bench_latency(a.weights, rounds=a.rounds)
     text = json.dumps(res, indent=1)
     if a.out:
         atomic_write_text(Path(a.out), text)

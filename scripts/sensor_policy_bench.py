@@ -9,8 +9,21 @@
   latency JSON (``python -m agents.sensor_policy_onnx bench``) and the gap JSON, with the machine
   load.
 
+* ``latency``: the three runtime forms' per-plan latency on mesh sweeps recorded on a library
+  scenario (whole plan, each stage, the network alone; mean / median / p95 ms; the forms take
+  turns in one run, the load is recorded);
+* ``plan-diff``: the forms' waypoint differences over every recorded raster of the shards;
+* ``paired`` / ``paired-scores``: the library at several seeds per form (resumable), then the
+  paired per-episode score differences (same episode, same seed);
+* ``publish``: merge those into ``benchmarks/results/sensor_policy.json``, keeping its other keys.
+
 ``python scripts/sensor_policy_bench.py gap --bundle B --log L --out J`` /
-``python scripts/sensor_policy_bench.py summary --leaderboard torch=DIR ... --latency J --gap J --out J``.
+``python scripts/sensor_policy_bench.py summary --leaderboard torch=DIR ... --latency J --gap J --out J`` /
+``python scripts/sensor_policy_bench.py latency --out J`` /
+``python scripts/sensor_policy_bench.py plan-diff --out J`` /
+``python scripts/sensor_policy_bench.py paired --form torch|onnx|onnx_int8 --seeds 0,1,2 --out DIR`` (one per form) /
+``python scripts/sensor_policy_bench.py paired-scores --runs DIR --out J`` /
+``python scripts/sensor_policy_bench.py publish --latency J --paired J --plan-diff J``.
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ from typing import Any
 
 from sim.fsutil import atomic_write_text
 
-__all__ = ["leaderboard_row", "paired_episodes", "paired_scores", "run_gap", "run_paired", "summary"]
+__all__ = ["latency_table", "leaderboard_row", "paired_episodes", "paired_scores", "publish", "record_sweeps", "run_gap", "run_latency", "run_paired", "summary"]
 
 FORMS = ("torch", "onnx", "onnx_int8")
 
@@ -81,6 +94,69 @@ def summary(leaderboards: dict[str, str], latency: str | None, gap: str | None, 
     return out
 
 
+# ---------------------------------------------------------------------------------- latency
+def record_sweeps(scenario: str, steps: int, seed: int = 0) -> tuple[Any, Any, Any]:
+    """``steps`` LiDAR sweeps (mesh, the file's ``scene.renderer``) and ego vectors of
+    ``sensor_policy`` (torch) driving ``scenario``, and the episode's ``PlannerInit`` (its route):
+    the inputs a plan meets on the road."""
+    import numpy as np
+
+    from agents.sensor_policy import SensorPolicyPlanner
+    from sim.planning import ObservationSpec, Planner
+    from sim.rollout import run_planner_episode
+    from sim.scenario import expand_paths
+
+    class Recorder(Planner):
+        name = "sensor_policy_recorder"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner, self.init, self.rows = SensorPolicyPlanner(), None, []
+
+        def observation_spec(self) -> ObservationSpec:
+            return ObservationSpec(kinds=("ego", "lidar"))
+
+        def reset(self, init: Any, *, seed: int | None = None) -> None:
+            self.init = init
+            self.inner.reset(init, seed=seed)
+
+        def plan(self, obs: Any) -> Any:
+            self.rows.append((np.array(obs["lidar"], np.float32), np.array(obs["ego"], np.float64)))
+            return self.inner.plan(obs)
+
+    ep = expand_paths([scenario])[0]
+    rec = Recorder()
+    run_planner_episode(ep.spec, rec, seed, observation=("ego", "lidar"), renderer="scenario", max_steps=steps, raise_errors=True)
+    return np.stack([r[0] for r in rec.rows]), np.stack([r[1] for r in rec.rows]), rec.init
+
+
+def run_latency(weights: str, scenario: str = "scenarios/logged_drive.yaml", steps: int = 30, rounds: int = 20, per_round: int = 30) -> dict[str, Any]:
+    """:func:`agents.sensor_policy_onnx.bench_latency` on mesh sweeps recorded on ``scenario``
+    (with its route), the engine's trajectory controller timed as the tracking stage."""
+    from agents.sensor_policy_onnx import bench_latency
+    from sim.controller import TrajectoryController
+
+    sweeps, egos, init = record_sweeps(scenario, steps)
+    ctl = TrajectoryController(dt=2.0 / 3.0)
+
+    def track(traj: Any, obs: Any) -> None:
+        ctl(traj.xy, float(obs["ego"][3]), 0.0, 0.1)
+
+    out = bench_latency(weights, sweeps, egos, init, rounds=rounds, per_round=per_round, tracker=track)
+    out["scenario"] = scenario
+    out["uptime"] = _uptime()
+    return out
+
+
+def _uptime() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"load average {os.getloadavg()}"
+
+
 # ------------------------------------------------------------------------ paired closed loop
 def paired_episodes(paths: list[str], seeds: list[int]) -> list[Any]:
     """The library's episodes once per seed in ``seeds`` (seed-major: every episode at the first
@@ -127,10 +203,11 @@ def _episode_scores(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def paired_scores(out: str, forms: tuple[str, ...] = FORMS, base: str = "torch", tol: float = 0.01) -> dict[str, Any]:
-    """Paired per-episode score differences of each form against ``base`` over the episodes every
-    form finished (same episode, same seed): the mean difference with its standard error (a
-    paired bootstrap 95 % interval too), how many episodes differ by more than ``tol`` and which,
-    and per seed the library score of every form."""
+    """Paired per-episode score differences of each form against ``base`` (and of int8 against
+    fp32 ONNX) over the episodes every form finished (same episode, same seed): the mean
+    difference with its standard error and a paired bootstrap 95 % interval, how many episodes
+    differ by more than ``tol`` (which, and the mean difference of the others), and per seed the
+    library score of every form."""
     import numpy as np
 
     runs = {f: _episode_scores(Path(out) / f) for f in forms if (Path(out) / f).is_dir()}
@@ -144,18 +221,52 @@ def paired_scores(out: str, forms: tuple[str, ...] = FORMS, base: str = "torch",
     res["score_per_seed"] = {f: {str(s): round(float(np.mean([r[e]["score"] for e in common if r[e]["seed"] == s])), 4) for s in seeds}
                              for f, r in runs.items()}  # fmt: skip
     rng = np.random.default_rng(0)
-    for f, r in runs.items():
-        if f == base:
-            continue
-        d = np.array([r[e]["score"] - runs[base][e]["score"] for e in common])
+    pairs = [(f, base) for f in runs if f != base] + [("onnx_int8", "onnx")] * ({"onnx_int8", "onnx"} <= set(runs) and base != "onnx")
+    for f, b in pairs:
+        d = np.array([runs[f][e]["score"] - runs[b][e]["score"] for e in common])
         boot = d[rng.integers(0, len(d), (2000, len(d)))].mean(axis=1)
-        res[f"{f}_vs_{base}"] = {
+        res[f"{f}_vs_{b}"] = {
             "mean_diff": round(float(d.mean()), 4), "stderr": round(float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0, 4),
             "bootstrap_95": [round(float(np.percentile(boot, 2.5)), 4), round(float(np.percentile(boot, 97.5)), 4)],
             "equal_episodes": int((np.abs(d) <= 1e-9).sum()), f"episodes_differing_over_{tol}": int((np.abs(d) > tol).sum()),
+            "mean_diff_without_those": round(float(d[np.abs(d) <= tol].mean()), 4) if (np.abs(d) <= tol).any() else None,
             "differing": {e: round(float(x), 4) for e, x in zip(common, d, strict=True) if abs(x) > tol},
         }  # fmt: skip
     return res
+
+
+# ---------------------------------------------------------------------------------- publish
+def latency_table(lat: dict[str, Any]) -> str:
+    """The latency JSON of :func:`run_latency` as a markdown table (ms: median / mean / p95)."""
+    rows = ["| form | network alone | raster (+ input) | network in the plan | whole plan median | mean | p95 | plan with the numpy raster |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for f in FORMS:
+        r = lat[f]
+        rows.append(f"| {f} | {r['network_alone']['median']:.3f} | {r['raster']['median']:.3f} | {r['network']['median']:.3f} | "
+                    f"**{r['plan']['median']:.3f}** | {r['plan']['mean']:.3f} | {r['plan']['p95']:.3f} | {r['plan_numpy_raster']['median']:.3f} |")  # fmt: skip
+    m = lat["machine"]
+    rows.append(f"\nint8 vs torch, whole plan: {lat['plan_speedup_int8_vs_torch_median']}x (median), {lat['plan_speedup_int8_vs_torch_mean']}x "
+                f"(mean), {lat['plan_speedup_int8_vs_torch_p95']}x (p95); network alone {lat['network_speedup_int8_vs_torch_median']}x; "
+                f"load {m['load_avg_1m_before']} -> {m['load_avg_1m_after']} (1-min average, {m['cpu_count']} CPUs)")  # fmt: skip
+    return "\n".join(rows)
+
+
+def publish(into: str, latency: str | None, paired: str | None, plan_diff: str | None) -> dict[str, Any]:
+    """Merge the new figures into the published JSON ``into``, keeping its other keys:
+    ``latency`` (replaced), ``int8_parity`` (``plan_level``: :func:`plan_differences`;
+    ``closed_loop_paired``: :func:`paired_scores`)."""
+    doc = json.loads(Path(into).read_text(encoding="utf-8")) if Path(into).is_file() else {"benchmark": "sensor_policy"}
+    if latency:
+        doc["latency"] = json.loads(Path(latency).read_text(encoding="utf-8"))
+    parity = dict(doc.get("int8_parity", {}))
+    if plan_diff:
+        parity["plan_level"] = json.loads(Path(plan_diff).read_text(encoding="utf-8"))
+    if paired:
+        parity["closed_loop_paired"] = json.loads(Path(paired).read_text(encoding="utf-8"))
+    if parity:
+        doc["int8_parity"] = parity
+    doc["uptime_at_publish"] = _uptime()
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +289,21 @@ def main(argv: list[str] | None = None) -> int:
     ps = sub.add_parser("paired-scores", help="paired per-episode differences of the forms run by `paired`")
     ps.add_argument("--runs", required=True, help="the OUT folder of `paired`")
     ps.add_argument("--out", required=True)
+    la = sub.add_parser("latency", help="latency table of the three forms on recorded mesh sweeps (same run, load recorded)")
+    la.add_argument("--weights", default="agents/weights/sensor_policy.safetensors")
+    la.add_argument("--scenario", default="scenarios/logged_drive.yaml")
+    la.add_argument("--steps", type=int, default=30)
+    la.add_argument("--rounds", type=int, default=20)
+    la.add_argument("--out", required=True)
+    pd = sub.add_parser("plan-diff", help="waypoint differences between the forms over every recorded raster of shards")
+    pd.add_argument("--weights", default="agents/weights/sensor_policy.safetensors")
+    pd.add_argument("--shards", nargs="+", default=["out/sensor-policy-episodes"])
+    pd.add_argument("--out", required=True)
+    pb = sub.add_parser("publish", help="merge latency / paired / plan-diff JSONs into the published JSON (other keys kept)")
+    pb.add_argument("--into", default="benchmarks/results/sensor_policy.json")
+    pb.add_argument("--latency")
+    pb.add_argument("--paired")
+    pb.add_argument("--plan-diff")
     s = sub.add_parser("summary")
     s.add_argument("--leaderboard", action="append", default=[], help="FORM=DIR")
     s.add_argument("--latency")
@@ -189,8 +315,21 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "paired":
         print(run_paired([a.scenarios], [int(x) for x in a.seeds.split(",")], a.out, a.form, a.weights))
         return 0
+    if a.cmd == "publish":
+        res = publish(a.into, a.latency, a.paired, a.plan_diff)
+        atomic_write_text(Path(a.into), json.dumps(res, indent=1, default=str) + "\n")
+        if a.latency:
+            print(latency_table(res["latency"]))
+        return 0
     if a.cmd == "paired-scores":
         res = paired_scores(a.runs)
+    elif a.cmd == "latency":
+        res = run_latency(a.weights, a.scenario, a.steps, a.rounds)
+        print(latency_table(res))
+    elif a.cmd == "plan-diff":
+        from agents.sensor_policy_onnx import plan_differences
+
+        res = plan_differences(a.weights, a.shards)
     elif a.cmd == "gap":
         res = run_gap(a.bundle, a.log, planners=tuple(a.planners.split(",")), horizon_s=a.horizon,
                       seeds=tuple(int(x) for x in a.seeds.split(",")), max_scenarios=a.max_scenarios)  # fmt: skip

@@ -99,3 +99,26 @@ def test_an_onnx_form_of_other_weights_is_flagged(policy: Path, tmp_path: Path, 
         assert not caplog.records
         _planner(other, "onnx")
     assert any("exported from other weights" in r.getMessage() for r in caplog.records)
+
+
+def test_bench_latency_times_every_stage_of_the_three_forms_on_the_same_sweeps(policy: Path) -> None:
+    from agents.sensor_policy_onnx import STAGES, bench_latency, plan_differences
+
+    export_onnx(policy)
+    quantize_int8(policy)
+    rng = np.random.default_rng(1)
+    sweeps = np.zeros((2, 32, 1024, 2), np.float32)
+    sweeps[:, 16:, :, 0] = rng.uniform(3.0, 40.0, (2, 16, 1024))
+    egos = np.array([[0.0, 0.0, 0.0, 6.0, 0.0, 0.0], [1.0, 0.0, 0.1, 7.0, 0.2, 0.0]])
+    res = bench_latency(policy, sweeps, egos, rounds=1, per_round=3, tracker=lambda traj, obs: None)
+    assert res["plans_per_form"] == 3 and res["sweeps"] == 2
+    for form in ("torch", "onnx", "onnx_int8"):
+        for key in ("plan", *STAGES, "plan_numpy_raster", "tracking", "network_alone"):
+            assert 0 < res[form][key]["median"] <= res[form][key]["p95"] + 1e-9
+    assert res["onnx"]["waypoint_diff_vs_torch_m"]["max"] < 1e-3 and res["onnx_int8"]["waypoint_diff_vs_torch_m"]["max"] < 1.0
+    assert res["plan_speedup_int8_vs_torch_median"] > 0 and "load_avg_1m_before" in res["machine"]
+    shard = policy.parent / "shard.npz"
+    np.savez(shard, raster=(rng.random((5, 64, 64, 5)) < 0.05).astype(np.uint8) * 255, ego=rng.random((5, 3)).astype(np.float32),
+             waypoints=rng.random((5, 6, 2)).astype(np.float32))  # fmt: skip
+    diff = plan_differences(policy, [shard])
+    assert diff["rasters"] == 5 and diff["onnx_vs_torch"]["max"] < 1e-3 and diff["onnx_int8_vs_onnx"]["max"] < 1.0
