@@ -82,27 +82,44 @@ def _load() -> float:
 
 
 def _row(folder: str, planner: str) -> dict[str, Any]:
+    """The leaderboard row of ``planner`` in leaderboard ``folder``, its per-scenario means and
+    per-episode scores (an errored episode scores 0, as in the leaderboard)."""
+    from sim.batch import load_results
     from sim.leaderboard import leaderboard_tables
 
-    rows, per = leaderboard_tables({planner: Path(folder) / planner})
+    run = Path(folder) / planner
+    rows, per = leaderboard_tables({planner: run})
     row = {k: v for k, v in rows[0].items()}
+    row["folder"] = str(folder)
     row["per_scenario"] = {k: v.get(planner) for k, v in per.items()}
+    row["per_episode"] = {str(r["episode_id"]): (float(r["score"]) if r.get("status") == "ok" else 0.0) for r in load_results(run).to_dicts()}
     return row
 
 
-def summary(runs: dict[str, tuple[str, str]], notes: dict[str, Any]) -> dict[str, Any]:
+def compare(rows: dict[str, dict[str, Any]], labels: list[str]) -> dict[str, Any]:
+    """Mean score of each of ``labels`` over the episodes all of them ran (so that a subset run
+    compares with the same episodes of a whole-library run), with those episodes."""
+    common = sorted(set.intersection(*(set(rows[x]["per_episode"]) for x in labels)))
+    return {"episodes": common, "scores": {x: sum(rows[x]["per_episode"][e] for e in common) / len(common) if common else None
+                                           for x in labels}}  # fmt: skip
+
+
+def summary(runs: dict[str, tuple[str, str]], notes: dict[str, Any], comparisons: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Leaderboard rows: ``runs`` maps a label (e.g. ``sensor_policy_mixed@neural``) to (leaderboard
-    folder, planner); the gaps (``@mesh`` - ``@neural`` of one label stem) are added."""
+    folder, planner); ``comparisons`` name -> labels compared on their common episodes; the gaps
+    (``@mesh`` - ``@neural`` of one label stem, on their common episodes) are added."""
     res: dict[str, Any] = {"benchmark": "sensor_policy_neural", "load_avg_1m_at_summary": _load(), "rows": {}}
     for label, (folder, planner) in runs.items():
         res["rows"][label] = _row(folder, planner)
     gaps = {}
-    for label, row in res["rows"].items():
+    for label in res["rows"]:
         stem, _, kind = label.rpartition("@")
-        other = res["rows"].get(f"{stem}@mesh")
-        if kind == "neural" and other is not None:
-            gaps[stem] = round(other["score"] - row["score"], 4)
+        if kind == "neural" and f"{stem}@mesh" in res["rows"]:
+            c = compare(res["rows"], [f"{stem}@mesh", label])
+            gaps[stem] = {"gap": round(c["scores"][f"{stem}@mesh"] - c["scores"][label], 4), "mesh": c["scores"][f"{stem}@mesh"],
+                          "neural": c["scores"][label], "episodes": len(c["episodes"])}  # fmt: skip
     res["gap_mesh_minus_neural"] = gaps
+    res["comparisons"] = {name: compare(res["rows"], labels) for name, labels in (comparisons or {}).items()}
     res.update(notes)
     return res
 
@@ -117,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("summary")
     s.add_argument("--run", action="append", default=[], help="LABEL=DIR:PLANNER")
     s.add_argument("--notes", help="JSON file merged into the result")
+    s.add_argument("--compare", action="append", default=[], help="NAME=LABEL,LABEL,...: mean scores on their common episodes")
     s.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     if a.cmd == "variants":
@@ -131,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         folder, planner = rest.rsplit(":", 1)
         runs[label] = (folder, planner)
     notes = json.loads(Path(a.notes).read_text(encoding="utf-8")) if a.notes else {}
-    res = summary(runs, notes)
+    comparisons = {x.split("=", 1)[0]: x.split("=", 1)[1].split(",") for x in a.compare}
+    res = summary(runs, notes, comparisons)
     atomic_write_text(Path(a.out), json.dumps(res, indent=1, default=str) + "\n")
     print(json.dumps({k: res[k] for k in ("gap_mesh_minus_neural",)}, indent=1))
     return 0
