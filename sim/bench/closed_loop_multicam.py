@@ -11,7 +11,8 @@ Written to its results JSON (``closed_loop_multicam.json``):
   Target: >= 5 steps/s on a quiet 2-core machine.
 * ``render``: the same worlds rendered by :class:`~sim.render.neural.NeuralRenderer` in each
   configuration of :data:`CONFIGS` (``serial``: every sensor one after another in the calling
-  thread; ``parallel``: the default, the sensors spread over worker threads, cameras in batches),
+  thread; ``previous_default``: the LiDAR in a worker thread beside the cameras, one at a time;
+  ``parallel``: the default, the sensors spread over worker threads, cameras in batches),
   interleaved per world so that the load hits them alike, ms per step (min / median) and CPU ms;
   ``per_sensor_ms``: each camera and the LiDAR rendered alone (serial, median over the worlds);
   ``identical``: whether every configuration gave the same pixels and points as ``serial``.
@@ -23,6 +24,11 @@ Written to its results JSON (``closed_loop_multicam.json``):
   moved into the imported log's frame), on the logged drive and with a stopped car inserted ahead:
   score per renderer and the gap (mesh - neural).
 * ``scenario_file``: a scenario YAML of the loop that ``loopdrive run`` runs as it is.
+
+Lane map: the nuScenes importer writes one lane along the ego's path (the lane graph lives in
+nuScenes' map expansion, which it does not read); with ``truth_log`` the loop runs on a copy of
+the log (files hard-linked) carrying the truth's lane map moved into the log's frame
+(:func:`log_with_truth_map`, ``loop_log`` in the JSON).
 """
 
 from __future__ import annotations
@@ -47,10 +53,27 @@ __all__ = ["CONFIGS", "heldout_psnr", "multicam_scenario", "run_multicam_bench",
 log = logging.getLogger(__name__)
 
 #: renderer configurations compared on the same worlds: name -> NeuralRenderer options
+#: (``previous_default``: the render before the sensors became worker tasks -- the LiDAR in one
+#: worker thread, the cameras one at a time in the calling thread -- see :func:`_previous_render`)
 CONFIGS: dict[str, dict[str, Any]] = {
     "serial": {"parallel": False, "camera_batch": 1},
+    "previous_default": {"parallel": False, "camera_batch": 1},
     "parallel": {},
 }
+
+
+def _previous_render(r: Any, pool: Any, world: Any, rig: Any) -> Any:
+    """The neural backend's ``render`` as it was before the sensors became worker tasks: the LiDAR
+    in one worker thread while the cameras render one at a time in the calling thread."""
+    import torch
+
+    from sim.render.base import SensorFrame
+    from sim.render.neural import _in_thread
+
+    plan = r.plan(world)
+    fut = pool.submit(_in_thread, torch.get_num_threads(), r.render_lidar, world, rig.lidar, plan) if rig.lidar is not None else None
+    cams = {c.name: r.render_camera(world, c, plan) for c in rig.cameras}
+    return SensorFrame(int(world.t_us), cams, fut.result() if fut is not None else None)
 
 
 def _git(*args: str) -> str | None:
@@ -117,19 +140,22 @@ def _env_speed(spec: Any, steps: int) -> dict[str, Any]:
     try:
         env.reset(seed=0)
         r = env.core.renderer()
-        env.step(np.zeros(2, np.float32))  # warm-up: caches, worker threads
-        t0, c0, n = time.perf_counter(), time.process_time(), 0
+        _, _, term, trunc, _ = env.step(np.zeros(2, np.float32))  # warm-up: caches, worker threads
+        if term or trunc:
+            env.reset(seed=0)
+        t0, c0, n, resets = time.perf_counter(), time.process_time(), 0, 0
         for _ in range(steps - 1):
             _, _, term, trunc, _ = env.step(np.zeros(2, np.float32))
             n += 1
-            if term or trunc:
+            if term or trunc:  # a reset renders too: part of the loop's cost
                 env.reset(seed=0)
+                resets += 1
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         cfg = {"mode": getattr(r, "mode", None), "workers": getattr(r, "workers", None), "camera_batch": getattr(r, "camera_batch", None),
                "parallel": getattr(r, "parallel", None)}
     finally:
         env.close()
-    return {"steps": n, "seconds": round(dt, 3), "steps_per_s": round(n / dt, 3), "ms_per_step": round(1000 * dt / n, 1),
+    return {"steps": n, "resets": resets, "seconds": round(dt, 3), "steps_per_s": round(n / dt, 3), "ms_per_step": round(1000 * dt / n, 1),
             "cpu_ms_per_step": round(1000 * cpu / n, 1), "renderer": cfg, "load_1m_before": load0, "load_1m_after": _load()}
 
 
@@ -144,9 +170,16 @@ def _same(a: Any, b: Any) -> bool:
 def _render_configs(b: Any, worlds: list[Any], rig: Any, mode: str) -> dict[str, Any]:
     """ms per step of each of :data:`CONFIGS` on ``worlds`` (interleaved), per-sensor serial ms,
     and whether every configuration rendered what ``serial`` did."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from sim.render.neural import NeuralRenderer
 
     rs = {k: NeuralRenderer(bundle=b, library=False, mode=mode, **v) for k, v in CONFIGS.items()}
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopdrive-previous-lidar")
+
+    def render(k: str, w: Any) -> Any:
+        return _previous_render(rs[k], pool, w, rig) if k == "previous_default" else rs[k].render(w, rig)
+
     wall: dict[str, list[float]] = {k: [] for k in rs}
     cpu: dict[str, list[float]] = {k: [] for k in rs}
     sensors: dict[str, list[float]] = {c.name: [] for c in rig.cameras}
@@ -154,13 +187,13 @@ def _render_configs(b: Any, worlds: list[Any], rig: Any, mode: str) -> dict[str,
         sensors["lidar"] = []
     identical = True
     try:
-        for r in rs.values():
-            r.render(worlds[0], rig)  # warm-up
+        for k in rs:
+            render(k, worlds[0])  # warm-up
         for w in worlds[1:]:
             ref = None
-            for k, r in rs.items():
+            for k in rs:
                 t0, c0 = time.perf_counter(), time.process_time()
-                f = r.render(w, rig)
+                f = render(k, w)
                 wall[k].append(time.perf_counter() - t0)
                 cpu[k].append(time.process_time() - c0)
                 if ref is None:
@@ -178,6 +211,7 @@ def _render_configs(b: Any, worlds: list[Any], rig: Any, mode: str) -> dict[str,
                 s.render_lidar(w, rig.lidar, plan)
                 sensors["lidar"].append(time.perf_counter() - t0)
     finally:
+        pool.shutdown(wait=True)
         for r in rs.values():
             r.close()
 
@@ -251,6 +285,51 @@ class ShiftedRenderer:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _shifted(obj: Any, d: Any) -> Any:
+    """A lane-map JSON value with every point (``centerline``, ``polygon``, ``center``) moved by
+    ``d`` (2,) m."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if k in ("centerline", "polygon") and isinstance(v, list):
+                out[k] = [[round(float(p[0]) + d[0], 6), round(float(p[1]) + d[1], 6), *p[2:]] for p in v]
+            elif k == "center" and isinstance(v, list) and len(v) >= 2:
+                out[k] = [round(float(v[0]) + d[0], 6), round(float(v[1]) + d[1], 6), *v[2:]]
+            else:
+                out[k] = _shifted(v, d)
+        return out
+    if isinstance(obj, list):
+        return [_shifted(v, d) for v in obj]
+    return obj
+
+
+def log_with_truth_map(log_dir: Path, truth_log: Path, out: Path) -> Path:
+    """A copy of drive log ``log_dir`` (files hard-linked where the file system allows) whose lane map is
+    the truth log's moved into its frame (:func:`frame_shift`): the nuScenes importer writes one
+    lane along the ego's path (the lane graph lives in the map expansion, which it does not read),
+    too little for lidar_stack's routing and road margins. Rebuilt when it exists."""
+    import json
+    import shutil
+
+    from sim.fsutil import atomic_write_text
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:  # another file system
+            shutil.copy2(a, b)
+
+    src, dst = Path(log_dir).resolve(), Path(out)
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, copy_function=link, ignore=lambda d, names: ["map.json"] if Path(d) == src else [])
+    truth = read_log(truth_log)
+    d = -frame_shift(truth, read_log(src))
+    doc = json.loads((Path(truth_log) / "map.json").read_text())
+    atomic_write_text(dst / "map.json", json.dumps(_shifted(doc, d[:2])))
+    return dst
 
 
 def frame_shift(truth: Any, dl: Any) -> Any:
@@ -329,9 +408,11 @@ def run_multicam_bench(
     heldout_frames: int = 4,
     gap_horizon_s: float | None = 6.0,
     progress: Callable[[str], None] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark (see the module docstring) and write the JSON to ``out`` (when given).
-    ``gap_horizon_s`` None skips the planner gap (it needs ``truth_log``)."""
+    ``gap_horizon_s`` None skips the planner gap (it needs ``truth_log``); ``command``: the command
+    line that ran it (recorded)."""
     import torch
 
     from sim.recon.bundle import load_bundle
@@ -347,15 +428,21 @@ def run_multicam_bench(
             progress(m)
 
     t_start = time.perf_counter()
+    work = Path(out).parent if out is not None else Path(tempfile.mkdtemp(prefix="loopdrive-multicam-"))
+    imported = log_dir
+    if truth_log is not None:  # the loop needs a lane map (see log_with_truth_map)
+        log_dir = log_with_truth_map(log_dir, Path(truth_log), work / "log-with-truth-map")
     dl = read_log(log_dir)
     rig = SensorRig.from_meta(dl.meta["rig"])
     b = load_bundle(bundle)
     machine = {**_machine(), "git_head": _git("rev-parse", "HEAD"),
                "git_dirty_render": bool(_git("status", "--porcelain", "--", "sim/render", "sim/recon", "sim/bench"))}
-    res: dict[str, Any] = {"benchmark": "closed_loop_multicam", "bundle": str(bundle), "log": str(log_dir), "machine": machine,
+    res: dict[str, Any] = {"benchmark": "closed_loop_multicam", "command": command, "bundle": str(bundle), "log": str(imported),
+                           "loop_log": str(log_dir), "truth_log": None if truth_log is None else str(truth_log), "machine": machine,
                            "rig": {"cameras": [{"name": c.name, "size": [c.width, c.height], "fx_fy_cx_cy": [round(v, 3) for v in (c.fx, c.fy, c.cx, c.cy)]}
                                                for c in rig.cameras],
                                    "lidar": f"{rig.lidar.beams}x{rig.lidar.azimuth_steps}" if rig.lidar is not None else None},
+                           "lane_map": "the truth log's, moved into the log's frame (log_with_truth_map)" if truth_log is not None else "the log's",
                            "target_steps_per_s": 5.0}
     proxy = b.surface()
     res["surface"] = {"triangles": proxy.triangles, "level": proxy.level, "calibration_median_rel_depth_diff": proxy.calib_rel_err}

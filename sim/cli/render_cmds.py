@@ -4,6 +4,8 @@ scene in the loop. torch, FastAPI and uvicorn are imported inside the commands."
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import typer
@@ -159,7 +161,8 @@ def _bench_multicam(bundle: Path, log: Path, truth: Path | None, out: Path | Non
         if truth is not None:
             check_bundle_and_log(None, truth)
         res = run_multicam_bench(bundle, log, dest.path, truth_log=truth, steps=steps, render_worlds=worlds, threads=threads,
-                                 heldout_frames=heldout_frames, gap_horizon_s=horizon_s, progress=lambda m: console.log(m))
+                                 heldout_frames=heldout_frames, gap_horizon_s=horizon_s, progress=lambda m: console.log(m),
+                                 command=shlex.join(["loopdrive", *sys.argv[1:]]))
     tab = Table(title=f"closed loop, {len(res['rig']['cameras'])} cameras + LiDAR ({res['machine']['cpu_count']} CPUs, "
                       f"load {res['machine']['load_avg_1m']:.1f})")
     tab.add_column("measure")
