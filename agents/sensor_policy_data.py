@@ -124,8 +124,7 @@ def _raster_nb(rays, dirs, mount, res, origin_row, half, route, has_route, fwd, 
     ``ex``, ``ey`` (m) and ``c``, ``s`` (cos / sin of its yaw). Writes ``out`` (size*size, 5)
     uint8 and, when ``x`` has size*size columns, the network's input ``x`` (5, size*size) float32
     = ``out.T / 255`` (what :meth:`agents.sensor_policy.SensorPolicyPlanner.infer` computes). Every operation, its precision (float32 points, float64 intensity sums) and its order
-    are those of :meth:`SensorRaster.reference`, so the two agree byte for byte; a point more
-    than a metre outside the raster is dropped before its cell is computed."""
+    are those of :meth:`SensorRaster.reference`, so the two agree byte for byte."""
     n2 = out.shape[0]
     nch = out.shape[1]
     n = np.int64(np.sqrt(n2) + 0.5)
@@ -134,9 +133,7 @@ def _raster_nb(rays, dirs, mount, res, origin_row, half, route, has_route, fwd, 
     isum = np.zeros(n2, np.float64)
     z_lo = np.float32(0.3)
     z_hi = np.float32(3.0)
-    x_hi = np.float32(origin_row * res + 1.0)
-    x_lo = np.float32((origin_row - n) * res - 1.0)
-    y_hi = np.float32(half * res + 1.0)
+    nf = np.float32(n)
     # consecutive rays often land in the same cell: that cell's sums are kept in registers and
     # written back when the cell changes (the same additions in the same order)
     cur = -1
@@ -149,13 +146,12 @@ def _raster_nb(rays, dirs, mount, res, origin_row, half, route, has_route, fwd, 
             continue
         px = dirs[i, 0] * r + mount[0]
         py = dirs[i, 1] * r + mount[1]
-        if not (x_lo < px < x_hi and -y_hi < py < y_hi):  # far outside (or not finite)
+        vr = origin_row - px / res
+        vc = half - py / res
+        # floor(v) is in [0, n) exactly when v is (no floor needed, NaN and inf fail too)
+        if not (0 <= vr < nf and 0 <= vc < nf):
             continue
-        fr = np.floor(origin_row - px / res)
-        fc = np.floor(half - py / res)
-        if fr < 0 or fr >= n or fc < 0 or fc >= n:
-            continue
-        k = np.int64(fr) * n + np.int64(fc)
+        k = np.int64(vr) * n + np.int64(vc)
         if k != cur:
             if cur >= 0:
                 cnt[cur, 0] = c_all
