@@ -17,7 +17,7 @@ import torch
 
 from sim.log import read_log
 from sim.recon.data import ReconData
-from sim.recon.pose_refine import PoseRefiner
+from sim.recon.pose_refine import TIME_UNIT_S, PoseRefiner
 from sim.recon.scene import SceneConfig, SceneModel
 from sim.recon.split import nearest_training_frame, split_frames
 from sim.recon.toyscene import POLE, write_toy_scene
@@ -130,6 +130,31 @@ def test_a_per_frame_exposure_change_is_absorbed_by_the_embedding(tmp_path: Path
         assert torch.equal(own["depth"], bright["depth"])
 
 
+def test_appearance_embeddings_train_on_the_zero_mean_gauge(two_cam_log: Path) -> None:
+    data = ReconData.from_log(read_log(two_cam_log), CFG, camera="all", eval_every=5)
+    scene = _with_appearance(data)
+    app = scene.appearance
+    assert app is not None and data.frame_camera is not None
+    train = torch.as_tensor(data.train_frames)
+    with torch.no_grad():  # start off the gauge: a cast common to the training frames of each camera and to both cameras
+        app.frame_affine[train] += torch.randn(len(train), 3, 4, generator=torch.Generator().manual_seed(0)) * 0.01 + 0.05
+        app.camera_affine += 0.1
+    fit(scene, data, 30, SPEC, seed=0)
+    cam = data.frame_camera[train]
+    assert float(app.frame_affine.detach()[train].abs().max()) > 1e-3  # the embeddings are in use
+    x = torch.rand(7, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for c in range(len(data.cameras)):  # each camera's training frames: zero mean, so their mean transform is the camera's
+            rows = train[cam == c]
+            assert float(app.frame_affine[rows].mean(0).abs().max()) < 1e-6
+            img = x[None, None].expand(len(rows), 1, 7, 3)
+            mean_tf = app(img, rows, torch.full((len(rows),), c), None).mean(0)
+            assert torch.allclose(mean_tf, app(x[None, None], None, torch.tensor([c]), None)[0], atol=1e-5)
+        assert float(app.camera_affine.mean(0).abs().max()) < 1e-6
+        # so the log's mean appearance (the simulator's renders, no frame named) is the identity
+        assert torch.allclose(app.apply_mean(x), x, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------ refinement
 def test_a_box_with_a_known_pose_error_is_corrected_by_refinement(tmp_path: Path) -> None:
     frames = 12
@@ -147,6 +172,29 @@ def test_a_box_with_a_known_pose_error_is_corrected_by_refinement(tmp_path: Path
     assert after.max() < 0.33 and after.mean() < 0.6 * before.mean(), (before, after)
     # the correct samples stay near where they were
     assert np.abs(car.pose[:, 1] - truth_y)[[1, 2, 3, 4, 7, 8, 9]].max() < 0.25
+
+
+def test_an_ego_pose_with_a_known_error_is_corrected_by_refinement(tmp_path: Path) -> None:
+    frames = 12
+    err = np.zeros((frames, 4))
+    err[5:7, 1] = 0.4  # two steps localised 0.4 m to the left: their camera and LiDAR poses with them
+    err[5:7, 3] = 0.02  # and turned 1.1 deg
+    dl = read_log(write_toy_scene(tmp_path / "ego", frames=frames, ego_error=err))
+    assert np.allclose(dl.ego.pose[5:7, 1], -1.35) and np.allclose(dl.frames[5].c2w[1, 3] - dl.frames[4].c2w[1, 3], 0.4, atol=0.05)
+    data = ReconData.from_log(dl, CFG, use_camera_depth=False)
+    scene = SceneModel(data.cfg, data.occupancy)
+    refiner = PoseRefiner(dl.ego, dl.tracks, actors=False, ego_poses=True)
+    fit(scene, data, 300, dataclasses.replace(SPEC, lidar_rays=1024), seed=0, refiner=refiner, lr_pose=5e-3)
+    # the error left, up to the gauge (a rigid move of the whole log -- ego, scene -- changes no image:
+    # measured relative to the mean correction of the correctly localised training steps)
+    good = [k for k in data.train_frames if k not in (5, 6)]
+    truth = np.array([-1.75, 0.0])
+    left = refiner.refined_ego(dl.ego).pose[:, [1, 3]] - truth
+    left -= left[good].mean(0)
+    before = dl.ego.pose[5:7][:, [1, 3]] - truth
+    assert np.abs(left[5:7, 0]).max() < 0.1 and np.abs(left[5:7, 0]).mean() < 0.25 * before[:, 0].mean(), (before, left[5:7])
+    assert np.abs(left[5:7, 1]).max() < 0.6 * 0.02, left[5:7]  # the yaw error mostly removed
+    assert np.abs(left[good, 0]).max() < 0.1  # and the good steps stay together
 
 
 # ------------------------------------------------------------------------------------ LiDAR motion
@@ -217,3 +265,31 @@ def test_ego_and_actor_corrections_move_sensors_and_boxes_consistently() -> None
     out = ref.refine_actors(pose, torch.tensor([150_000]))
     assert torch.allclose(out[0, 0], torch.tensor([11.7, 1.7, 0.0, 0.05]), atol=1e-5)
     assert float(ref.prior(1.0, 0.0)) == pytest.approx((0.4**2 + 0.6**2 + 0.1**2) / 3)
+
+
+def test_a_camera_time_offset_moves_its_rays_and_boxes_with_their_velocities() -> None:
+    from sim.log import Track
+
+    t = np.array([0, 100_000, 200_000], dtype=np.int64)
+    ego = Track("ego", "car", (4.6, 1.9, 1.6), t, np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.1], [2.0, 0.0, 0.0, 0.2]]))
+    car = Track("c", "car", (4.0, 1.8, 1.5), t, np.array([[10.0, 2.0, 0.0, 0.0], [11.5, 2.0, 0.0, 0.0], [13.0, 2.0, 0.0, 0.0]]))
+    ref = PoseRefiner(ego, [car], actors=False, ego_poses=False, time_cameras=2)
+    assert ref.camera_dt is not None and ref.enabled
+    with torch.no_grad():
+        ref.camera_dt[:] = torch.tensor([0.0, 0.02]) / TIME_UNIT_S  # camera 1 really fired 20 ms after its stamp
+    dt = ref.group_dt(torch.tensor([1, 0, -1]))  # a camera-1 frame, a camera-0 frame, a LiDAR slice
+    assert torch.allclose(dt, torch.tensor([0.02, 0.0, 0.0]))
+    ego_mv, car_mv = ref.time_shift(torch.tensor([150_000] * 3), dt)
+    assert torch.allclose(ego_mv[0], torch.tensor([0.2, 0.0, 0.0, 0.02]), atol=1e-5)  # 10 m/s, 1 rad/s for 20 ms
+    assert torch.allclose(car_mv[0, 0], torch.tensor([0.3, 0.0, 0.0, 0.0]), atol=1e-5)  # 15 m/s
+    assert float(ego_mv[1:].abs().max()) == 0.0 and float(car_mv[1:].abs().max()) == 0.0
+    # the rays move as an ego correction of that size would move them
+    same = PoseRefiner(ego, [car], actors=False, ego_poses=True)
+    with torch.no_grad():
+        same.ego_delta[:] = ego_mv[0]
+    o, d = torch.tensor([[1.5, 0.3, 1.6]]), torch.tensor([[0.6, 0.8, 0.0]])
+    g, tq = torch.zeros(1, dtype=torch.long), torch.tensor([150_000])
+    a, b = ref.refine_rays(o, d, g, tq, ego_mv[:1]), same.refine_rays(o, d, g, tq)
+    assert torch.allclose(a[0], b[0], atol=1e-6) and torch.allclose(a[1], b[1], atol=1e-6)
+    assert float(ref.prior(0.0, 0.0, 1.0)) == pytest.approx((0.0 + 20.0**2) / 2, rel=1e-4)
+    assert ref.time_offsets_ms() == [0.0, 20.0]

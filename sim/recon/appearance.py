@@ -14,11 +14,21 @@ the pixel's angle to the optical axis). Every term starts at the identity; :meth
 pulls them back towards it (weight ``w_appearance``), so the mean colour of the log stays in the
 scene and only the deviations go into the embeddings.
 
+**Gauge (zero mean).** The decomposition is not unique: a common change of every frame row of a
+camera can move into that camera's row, and a common change of every camera row into the scene's
+colour. Training fixes it (:meth:`Appearance.set_gauge`, :meth:`Appearance.center_`, called after
+every optimiser step: a projection onto the constraint): the frame rows ``(M, b)`` of the *training*
+frames of each camera have zero mean, and the camera rows have zero mean over cameras. The
+transform is affine in each term, so the mean over a camera's training frames of its frames'
+transforms is exactly that camera's transform, and the mean of those over cameras is the identity:
+a render that names no frame (the simulator's cameras) shows the scene's own colour, which is the
+log's mean appearance (vignetting stays per camera; renders that name no frame leave it out).
+
 Which embedding a render uses (the protocol of :mod:`sim.recon.split`): a training frame its own;
 a held-out frame -- and every view scored at its time -- the nearest training frame of its camera
 and the camera's own. Renders that name no frame (``appearance=None``: the simulator's sensors)
-get the log's mean transform (:meth:`Appearance.apply_mean`): the priors leave the split of the
-mean colour between scene and embeddings free, so the bare scene colour can carry a cast.
+get the log's mean transform (:meth:`Appearance.apply_mean`), which is the identity for
+embeddings trained under the gauge above (bundles trained before it may carry a mean cast).
 """
 
 from __future__ import annotations
@@ -44,6 +54,32 @@ class Appearance(nn.Module):
         self.frame_affine = nn.Parameter(torch.zeros(n_frames, 3, 4))
         self.camera_affine = nn.Parameter(torch.zeros(n_cameras, 3, 4))
         self.camera_vignette = nn.Parameter(torch.zeros(n_cameras, 2))
+        # camera row of each training frame, -1 for the others (set_gauge; not saved: only training uses it)
+        self.register_buffer("gauge_group", torch.full((n_frames,), -1, dtype=torch.long), persistent=False)
+
+    def set_gauge(self, frame_camera: Tensor, train_frames: Tensor | list[int]) -> None:
+        """Fix the gauge (module docstring) over the training frames ``train_frames`` (frame
+        indices) whose camera rows are ``frame_camera`` (n_frames,), and project onto it now."""
+        g = torch.full((self.frame_affine.shape[0],), -1, dtype=torch.long)
+        idx = torch.as_tensor(train_frames, dtype=torch.long).reshape(-1)
+        g[idx] = torch.as_tensor(frame_camera, dtype=torch.long).reshape(-1)[idx]
+        self.gauge_group = g
+        self.center_()
+
+    @torch.no_grad()
+    def center_(self) -> None:
+        """Project the embeddings onto the gauge in place: the training-frame rows of each camera to
+        zero mean (rows of other frames untouched), the camera rows to zero mean over cameras."""
+        g = self.gauge_group
+        ok = g >= 0
+        if bool(ok.any()) and self.camera_affine.shape[0] > 0:
+            C = self.camera_affine.shape[0]
+            rows = self.frame_affine.data[ok]
+            sums = torch.zeros(C, 3, 4, dtype=rows.dtype).index_add_(0, g[ok], rows)
+            n = torch.zeros(C, dtype=rows.dtype).index_add_(0, g[ok], torch.ones(len(rows), dtype=rows.dtype))
+            self.frame_affine.data[ok] = rows - (sums / n.clamp(min=1)[:, None, None])[g[ok]]
+        if self.camera_affine.shape[0] > 0:
+            self.camera_affine.data -= self.camera_affine.data.mean(0, keepdim=True)
 
     def forward(self, rgb: Tensor, frame: Tensor | None, camera: Tensor | None, r2: Tensor | None) -> Tensor:
         """Apply to ``rgb`` (B, H, W, 3) in [0, 1] the transforms of ``frame`` (B,) and ``camera``

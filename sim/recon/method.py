@@ -361,6 +361,11 @@ class LoopdriveReconModelConfig(ModelConfig):
     """Weight of the actor corrections' prior (mean over track samples of dx^2 + dy^2 + dyaw^2, m^2 and rad^2)."""
     w_ego_prior: float = 1e-3
     """Weight of the ego corrections' prior (mean over ego samples of dx^2 + dy^2 + dz^2 + dyaw^2)."""
+    refine_time: bool = False
+    """Learn a constant time offset per camera (camera-LiDAR synchronisation error; first-order
+    ego and actor motion over it, :mod:`sim.recon.pose_refine`); bundle info records it."""
+    w_time_prior: float = 1e-8
+    """Weight of the time offsets' prior (mean over cameras of the squared offset in ms^2)."""
     seed: int = 0
 
     def scene_config(self) -> SceneConfig:
@@ -394,11 +399,15 @@ class LoopdriveReconModel(Model):
         if self.config.appearance:
             cfg = dataclasses.replace(cfg, n_frames=len(self.data.log.frames), n_cameras=len(self.data.cameras))
         self.scene = SceneModel(cfg, self.data.occupancy)
+        if self.scene.appearance is not None and self.data.frame_camera is not None:  # zero-mean gauge (sim.recon.appearance)
+            self.scene.appearance.set_gauge(self.data.frame_camera, self.data.train_frames)
         self.refiner: PoseRefiner | None = None
-        if self.config.refine_actors or self.config.refine_ego:
-            self.refiner = PoseRefiner(self.data.log.ego, self.data.log.tracks, actors=self.config.refine_actors, ego_poses=self.config.refine_ego)
+        if self.config.refine_actors or self.config.refine_ego or self.config.refine_time:
+            self.refiner = PoseRefiner(self.data.log.ego, self.data.log.tracks, actors=self.config.refine_actors, ego_poses=self.config.refine_ego,
+                                       time_cameras=len(self.data.cameras) if self.config.refine_time else 0)
         self.weights = LossWeights(self.config.w_rgb_aux, self.config.w_depth, self.config.w_line_of_sight, self.config.w_intensity, self.config.w_drop,
-                                  self.config.w_virtual, self.config.w_appearance, self.config.w_actor_prior, self.config.w_ego_prior)
+                                  self.config.w_virtual, self.config.w_appearance, self.config.w_actor_prior, self.config.w_ego_prior,
+                                  self.config.w_time_prior)
         self._gen = torch.Generator().manual_seed(self.config.seed)
         self._t_start: float | None = None
         self._step0 = 0
@@ -416,6 +425,8 @@ class LoopdriveReconModel(Model):
         trainer = training_callback_attributes.trainer
 
         def after(step: int) -> None:
+            if self.scene.appearance is not None:  # back onto the embeddings' zero-mean gauge after the step
+                self.scene.appearance.center_()
             if self._t_start is None:
                 self._t_start, self._step0 = time.perf_counter(), step
             if self.progress_hook is not None:

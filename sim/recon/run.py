@@ -200,6 +200,8 @@ def _train_bundle(
                  "train_frames": len(data.train_frames), "train_sweeps": len(data.train_sweeps),
                  "appearance": model.scene.appearance is not None, "appearance_cameras": list(data.cameras),
                  "refine_actors": bool(model.config.refine_actors), "refine_ego": bool(model.config.refine_ego),
+                 "refine_time": bool(model.config.refine_time),
+                 "camera_time_offsets_ms": dict(zip(data.cameras, model.refiner.time_offsets_ms(), strict=False)) if model.refiner else {},
                  "lidar_motion_compensation": bool(cfg.pipeline.datamanager.lidar_motion_compensation)})
     refiner = model.refiner
     if refiner is not None:  # the bundle's tracks are the refined ones (renders place actors there)

@@ -204,7 +204,8 @@ def _toy_sweep(lid: LidarSpec, ego_pose: NDArray[np.float64], t: NDArray[np.int6
 
 def write_toy_scene(out: str | Path, frames: int = 20, width: int = 96, height: int = 64, beams: int = 16, azimuth: int = 256, overwrite: bool = False,
                     *, cameras: int = 1, gains: NDArray[np.floating] | None = None, spin_lidar: bool = False, pole: bool = False,
-                    car_track_error: NDArray[np.floating] | None = None) -> Path:
+                    car_track_error: NDArray[np.floating] | None = None, ego_error: NDArray[np.floating] | None = None,
+                    camera_time_error_us: tuple[int, ...] | None = None) -> Path:
     """Write the toy drive log to ``out`` (10 Hz camera and LiDAR, ego at 8 m/s along +x).
 
     Options (all off by default: the plain one-camera toy):
@@ -216,6 +217,13 @@ def write_toy_scene(out: str | Path, frames: int = 20, width: int = 96, height: 
         pole: add the static :data:`POLE` beside the road.
         car_track_error: (frames, 3) dx, dy (m), dyaw (rad) added to the moving car's **logged**
             track (label noise; images and LiDAR show the true car).
+        ego_error: (frames, 4) dx, dy, dz (m), dyaw (rad) added to the **logged** ego pose of each
+            step (localisation error): the logged camera and LiDAR poses and the LiDAR's world
+            points move rigidly with it (as a log built from that pose would place them), while
+            the images and ranges are measured from the true pose. One camera, instant LiDAR.
+        camera_time_error_us: per camera, an error (us) added to its **logged** time stamps (a
+            camera-LiDAR synchronisation error): the logged pose is the ego's at the logged time,
+            the image is taken at the true time.
     """
     rig = _toy_rig(width, height, beams, azimuth, cameras, spin_lidar)
     lid = rig.lidar
@@ -236,7 +244,16 @@ def write_toy_scene(out: str | Path, frames: int = 20, width: int = 96, height: 
     park_pose = np.tile(np.array([_PARKED[:4]]), (n, 1))
     car = Track("car1", "car", _CAR_SIZE, t, logged_car)
     parked = Track("park1", "car", _PARKED_SIZE, t, park_pose, static=True)
-    ego = Track("ego", "car", (4.6, 1.9, 1.6), t, ego_pose)
+    logged_ego = ego_pose.copy()
+    if ego_error is not None:
+        if cameras != 1 or spin_lidar:
+            raise ValueError("ego_error: one camera and an instant LiDAR only (every capture at a step's time)")
+        logged_ego[:frames] += np.asarray(ego_error, dtype=np.float64).reshape(frames, 4)
+
+    def logged_from_true(i: int) -> NDArray[np.float64]:  # world transform: true capture -> where the log puts it
+        return vehicle_pose_se3(*logged_ego[i, [0, 1, 3]], z=logged_ego[i, 2]) @ np.linalg.inv(vehicle_pose_se3(*ego_pose[i, [0, 1, 3]], z=ego_pose[i, 2]))
+
+    ego = Track("ego", "car", (4.6, 1.9, 1.6), t, logged_ego)
     meta = {"name": "toy-recon", "source": "sim.recon.toyscene", "rates": {"camera_hz": 10.0, "lidar_hz": 10.0},
             "rig": rig.to_meta(), "ego": {"size": [4.6, 1.9, 1.6]}}
 
@@ -249,6 +266,8 @@ def write_toy_scene(out: str | Path, frames: int = 20, width: int = 96, height: 
                 tc = int(t[i]) + 30_000 * k
                 veh = _ego_se3(ego_pose, t, np.array([float(tc)]))[0]
                 c2w = veh @ cam.vehicle_from_camera
+                tl = tc + (int(camera_time_error_us[k]) if camera_time_error_us else 0)  # the logged stamp
+                c2w_log = _ego_se3(ego_pose, t, np.array([float(tl)]))[0] @ cam.vehicle_from_camera if tl != tc else c2w
                 K = cam.K
                 vv, uu = np.mgrid[0 : cam.height, 0 : cam.width]
                 dc = np.stack([(uu + 0.5 - K[0, 2]) / K[0, 0], -(vv + 0.5 - K[1, 2]) / K[1, 1], -np.ones_like(uu, float)], -1).reshape(-1, 3)
@@ -258,9 +277,13 @@ def write_toy_scene(out: str | Path, frames: int = 20, width: int = 96, height: 
                 if gains is not None:
                     rgb = np.clip(rgb * np.asarray(gains, dtype=np.float64).reshape(frames, 3)[i], 0, 1)
                 depth = np.where(np.isfinite(dist), dist * zfac, 0.0).reshape(cam.height, cam.width)
-                w.add_frame(cam.name, tc, c2w, K, (rgb.reshape(cam.height, cam.width, 3) * 255).round().astype(np.uint8), depth)
+                w.add_frame(cam.name, tl, logged_from_true(i) @ c2w_log if ego_error is not None else c2w_log, K,
+                            (rgb.reshape(cam.height, cam.width, 3) * 255).round().astype(np.uint8), depth)
             j = i + 1 if spin_lidar else i  # a spinning sweep covers [t_i, t_i + 100 ms], stamped at its end
             s2w, pts, extra = _toy_sweep(lid, ego_pose, t, j, boxes_at)
+            if ego_error is not None:
+                m = logged_from_true(j)
+                s2w, pts = m @ s2w, np.concatenate([pts[:, :3] @ m[:3, :3].T + m[:3, 3], pts[:, 3:]], 1)
             w.add_sweep(int(t[j]), s2w, pts, extra)
         w.set_tracks(ego, [car, parked])
         w.set_map(_MAP)

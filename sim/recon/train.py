@@ -59,6 +59,8 @@ class LossWeights:
     #: priors of the pose refinement (means over track samples of the squared corrections: m^2, rad^2; PoseRefiner.prior)
     actor_prior: float = 1e-3
     ego_prior: float = 1e-3
+    #: prior of the cameras' time offsets (mean over cameras of the squared offset, ms^2; PoseRefiner.prior)
+    time_prior: float = 1e-8
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -267,10 +269,16 @@ def forward_batch(scene: SceneModel, batch: dict[str, Tensor], gen: torch.Genera
     pose = batch["actor_pose"]
     origins, dirs = torch.cat(o), torch.cat(d)
     if refiner is not None and "group_t_us" in batch:
+        extra = None
+        if refiner.camera_dt is not None and "cam_cams" in batch:  # camera time offsets: the real patches' groups come first
+            gcam = torch.full((batch["group_t_us"].shape[0],), -1, dtype=torch.long)
+            gcam[: batch["cam_cams"].shape[0]] = batch["cam_cams"]
+            extra, moved = refiner.time_shift(batch["group_t_us"], refiner.group_dt(gcam))
+            pose = pose + moved[:, : pose.shape[1]]
         pose = refiner.refine_actors(pose, batch["group_t_us"])
         real = torch.ones(origins.shape[0], dtype=torch.bool)
         real[nreal:nc] = False  # virtual cameras are built from (uncorrected) training poses
-        ro, rd = refiner.refine_rays(origins, dirs, batch["group"], batch["group_t_us"])
+        ro, rd = refiner.refine_rays(origins, dirs, batch["group"], batch["group_t_us"], extra)
         origins, dirs = torch.where(real[:, None], ro, origins), torch.where(real[:, None], rd, dirs)
     actors = ActorState(batch["actor_slot"], pose, batch["actor_size"], batch["actor_valid"])
     r = scene.render_rays(origins, dirs, actors, batch["group"], generator=gen)
@@ -326,7 +334,7 @@ def compute_losses(scene: SceneModel, out: dict[str, Tensor], batch: dict[str, T
     if scene.appearance is not None and w.appearance > 0:
         losses["appearance"] = w.appearance * scene.appearance.prior()
     if refiner is not None and refiner.enabled:
-        losses["pose_prior"] = refiner.prior(w.actor_prior, w.ego_prior)
+        losses["pose_prior"] = refiner.prior(w.actor_prior, w.ego_prior, w.time_prior)
     return losses
 
 
@@ -424,6 +432,8 @@ def fit(scene: SceneModel, data: ReconData, iters: int, spec: BatchSpec | None =
     gen = torch.Generator().manual_seed(seed)
     opt = make_optimizer(scene, refiner=refiner, lr_pose=lr_pose)
     hist = []
+    if scene.appearance is not None and data.frame_camera is not None:  # zero-mean gauge (sim.recon.appearance)
+        scene.appearance.set_gauge(data.frame_camera, data.train_frames)
     scene.train()
     for _ in range(iters):
         batch = sample_batch(data, spec, gen)
@@ -433,6 +443,8 @@ def fit(scene: SceneModel, data: ReconData, iters: int, spec: BatchSpec | None =
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[union-attr]
         opt.step()
+        if scene.appearance is not None:
+            scene.appearance.center_()
         hist.append({k: float(v.detach()) for k, v in losses.items()})
     scene.eval()
     return hist
