@@ -58,6 +58,8 @@ def test_multicam_bench_reports_speed_sensors_quality_and_gap(tiny_bundle, tiny_
     assert q["per_camera"]["CAM_BACK"]["psnr"] is None  # no frames of that camera in the log
     gap = res["planner_gap"]
     assert {row["scenario"] for row in gap["scenarios"]} == {"logged_drive", "stopped_car_ahead"}
+    agree = gap["lidar_neural_vs_mesh_logged_drive"]
+    assert agree["worlds"] >= 1 and 0.0 < agree["rays_returned_by_both_of_either"] <= 1.0 and agree["median_abs_range_diff_m"] >= 0.0
     assert gap["shift_m"] == [0.0, 0.0, 0.0] and gap["mean_gap"] == pytest.approx(gap["mean_score_mesh"] - gap["mean_score_neural"])
     for row in gap["scenarios"]:
         assert row["steps_neural"] >= 2 and 0.0 <= row["score_neural"] <= 1.0 and 0.0 <= row["score_mesh"] <= 1.0
