@@ -96,6 +96,8 @@ def find_learner(planner: str, sensors: str | None = None) -> Learner:
     if not isinstance(spec, LoopTraining):
         raise ScenarioError(f"trainer {name!r} returned {type(spec).__name__} from loop_training(), expected a LoopTraining", field="planner")
     chosen = sensors if sensors is not None else spec.sensors
+    if sensors is not None and spec.sensors is None:
+        raise ScenarioError(f"{planner} observes no rendered sensor: expected no sensors, got {sensors!r}", field="sensors")
     if sensors is not None and spec.sensor_choices and sensors not in spec.sensor_choices:
         raise ScenarioError(f"expected sensors among {', '.join(spec.sensor_choices)} for {planner}, got {sensors!r}", field="sensors")
     return Learner(planner, name, impl, spec, chosen)

@@ -130,6 +130,8 @@ def test_a_planner_without_a_loop_trainer_or_with_bad_sensors_is_refused(tmp_pat
         check_config(replace(_cfg(scen), sensors="bogus"))
     with pytest.raises(ScenarioError, match="expert"):
         check_config(replace(_cfg(scen), expert="idm"))
+    with pytest.raises(ScenarioError, match="bc_policy observes no rendered sensor"):
+        check_config(replace(_cfg(scen), planner="bc_policy", expert="idm"))  # sensors="mesh" for a privileged policy
     with pytest.raises(ScenarioError, match="no registered trainer"):
         run_loop(replace(_cfg(scen), planner="idm"), tmp_path / "loop")
     assert not (tmp_path / "loop").exists()
