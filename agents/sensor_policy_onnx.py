@@ -282,6 +282,9 @@ def bench_latency(weights: str | os.PathLike[str], sweeps: NDArray[np.float32] |
     (``plan_numpy_raster``, the path before the compiled raster), ``tracker(trajectory, obs)``
     when given (the controller tracking the plan: not part of the plan, the same for every form),
     and the network alone on one warm input (``network_alone``); mean, median and p95 of each,
+    in wall time and (``cpu``) in the thread's CPU time, which a loaded machine does not inflate
+    with the time the process waits for a core (a plan of 1-2 ms straddles a scheduler slice
+    often enough there to move the wall-time median),
     the machine's load before and after, and the ONNX forms' waypoint distance to torch's plan
     on these sweeps (m; for every form the raster is the same)."""
     import torch
@@ -310,12 +313,15 @@ def bench_latency(weights: str | os.PathLike[str], sweeps: NDArray[np.float32] |
     keys = ("plan", *STAGES, "plan_numpy_raster", "tracking", "network_alone")
     ts: dict[str, dict[str, list[float]]] = {rt: {k: [] for k in keys} for rt in FORMS}
     load0 = os.getloadavg()
-    clock = time.perf_counter
+    def clock() -> tuple[float, float]:
+        return time.perf_counter(), time.thread_time()
+
+    tcpu: dict[str, dict[str, list[float]]] = {rt: {k: [] for k in keys} for rt in FORMS}
     x1 = np.ascontiguousarray(pls["torch"].net_input(pls["torch"].raster(obs[0]["lidar"], ego_from_obs(obs[0]))))
     f1 = (ego_features(obs[0]["ego"]) / np.asarray(cfg.feat_scale, np.float32))[None].astype(np.float32)
     for r in range(rounds + 1):  # round 0 warms up (compilation, caches, allocations) and is dropped
         for rt in FORMS:
-            pl, t = pls[rt], ts[rt]
+            pl, t, tc = pls[rt], ts[rt], tcpu[rt]
             for i in range(per_round):
                 o = obs[(r * per_round + i) % len(obs)]
                 c0 = clock()
@@ -342,11 +348,13 @@ def bench_latency(weights: str | os.PathLike[str], sweeps: NDArray[np.float32] |
                 if r == 0:
                     continue
                 for k, (u, v) in zip(keys, ((c0, c1), (c1, c2), (c2, c3), (c3, c4), (c4, c5), (c5, c6), (c6, c7), (c7, c8), (c8, c9)), strict=True):
-                    t[k].append((v - u) * 1e3)
+                    t[k].append((v[0] - u[0]) * 1e3)
+                    tc[k].append((v[1] - u[1]) * 1e3)
     load1 = os.getloadavg()
     out: dict[str, Any] = {"unit": "ms", "plans_per_form": rounds * per_round, "sweeps": len(obs), "route": bool(init.route)}
     for rt in FORMS:
         out[rt] = {k: _stats(v) for k, v in ts[rt].items() if k != "tracking" or tracker is not None}
+        out[rt]["cpu"] = {k: _stats(v) for k, v in tcpu[rt].items() if k != "tracking" or tracker is not None}
         out[rt]["file_bytes"] = (Path(weights) if rt == "torch" else fp32 if rt == "onnx" else int8).stat().st_size
     for rt in ("onnx", "onnx_int8"):
         d = np.linalg.norm(plans[rt] - plans["torch"], axis=-1)
@@ -354,6 +362,8 @@ def bench_latency(weights: str | os.PathLike[str], sweeps: NDArray[np.float32] |
     for stat in ("median", "mean", "p95"):
         out[f"plan_speedup_int8_vs_torch_{stat}"] = round(out["torch"]["plan"][stat] / out["onnx_int8"]["plan"][stat], 2)
         out[f"plan_speedup_fp32_vs_torch_{stat}"] = round(out["torch"]["plan"][stat] / out["onnx"]["plan"][stat], 2)
+        out[f"plan_cpu_speedup_int8_vs_torch_{stat}"] = round(out["torch"]["cpu"]["plan"][stat] / out["onnx_int8"]["cpu"]["plan"][stat], 2)
+        out[f"plan_cpu_speedup_fp32_vs_torch_{stat}"] = round(out["torch"]["cpu"]["plan"][stat] / out["onnx"]["cpu"]["plan"][stat], 2)
     out["network_speedup_int8_vs_torch_median"] = round(out["torch"]["network_alone"]["median"] / out["onnx_int8"]["network_alone"]["median"], 2)
     out["raster_speedup_vs_numpy_median"] = round(
         (out["torch"]["plan_numpy_raster"]["median"] - out["torch"]["features"]["median"] - out["torch"]["network"]["median"]
