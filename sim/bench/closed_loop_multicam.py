@@ -369,17 +369,19 @@ def _lidar_only(spec: Any) -> Any:
 
 
 def _gap_specs(dl: Any, log_dir: Path, bundle: Path, horizon_s: float, car: Any) -> list[Any]:
-    """The logged drive, and the same with ``car`` (a library actor) standing 30 m ahead on the
-    ego's logged path."""
+    """The logged drive, and the same with ``car`` (a library actor) standing 30 m ahead of the
+    ego's start on its route lane (centred on the lane, heading along it)."""
+    from sim import engine
+    from sim.batch import episode_scene
     from sim.spec import BehaviorSpec, InsertOp, SpawnSpec
 
     specs = [multicam_scenario(log_dir, bundle, horizon_s=horizon_s, name="logged_drive")]
     if car is not None:
-        t = dl.ego.t_us
-        xy = np.asarray(dl.ego.pose)[:, :2]
-        s = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
-        k = int(min(np.searchsorted(s, 30.0), len(t) - 1))
-        x, y, _, yaw = (float(v) for v in dl.ego.pose[k])
+        c = engine.compile_scenario(specs[0], episode_scene(specs[0]))
+        line = c.lane_map.route_polyline(list(c.ego_route))
+        s0, _ = line.project(np.array([[float(c.world0.x[0]), float(c.world0.y[0])]]))
+        p, heading = line.interpolate(np.array([float(np.ravel(s0)[0]) + 30.0]))
+        x, y, yaw = float(p[0, 0]), float(p[0, 1]), float(np.ravel(heading)[0])
         op = InsertOp(id="stopped_car", cls=car.cls, size=tuple(car.size), spawn=SpawnSpec(pose=(x, y, yaw), speed=0.0),
                       behavior=BehaviorSpec(type="static"), asset=car.key)
         specs.append(multicam_scenario(log_dir, bundle, horizon_s=horizon_s, name="stopped_car_ahead", actors=(op,)))
