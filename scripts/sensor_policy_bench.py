@@ -207,7 +207,8 @@ def paired_scores(out: str, forms: tuple[str, ...] = FORMS, base: str = "torch",
     fp32 ONNX) over the episodes every form finished (same episode, same seed): the mean
     difference with its standard error and a paired bootstrap 95 % interval, how many episodes
     differ by more than ``tol`` (which, and the mean difference of the others), and per seed the
-    library score of every form."""
+    library score of every form. An episode whose seeds score alike in every form (the seed does
+    not change it) counts once in the paired statistics."""
     import numpy as np
 
     runs = {f: _episode_scores(Path(out) / f) for f in forms if (Path(out) / f).is_dir()}
@@ -220,6 +221,19 @@ def paired_scores(out: str, forms: tuple[str, ...] = FORMS, base: str = "torch",
     res["score"] = {f: round(float(np.mean([r[e]["score"] for e in common])), 4) for f, r in runs.items()}
     res["score_per_seed"] = {f: {str(s): round(float(np.mean([r[e]["score"] for e in common if r[e]["seed"] == s])), 4) for s in seeds}
                              for f, r in runs.items()}  # fmt: skip
+    # does the seed change an episode at all? (the library's episodes are deterministic: it does not)
+    groups: dict[str, list[str]] = {}
+    for e in common:
+        groups.setdefault(e.rsplit("__x", 1)[0], []).append(e)
+    multi = {g: es for g, es in groups.items() if len(es) > 1}
+    res["distinct_episodes"] = len(groups)
+    res["episodes_whose_seeds_all_score_alike"] = {f: sum(len({round(r[e]["score"], 9) for e in es}) == 1 for es in multi.values()) for f, r in runs.items()}
+    res["episodes_run_at_several_seeds"] = len(multi)
+    # an episode whose seeds all score alike in every form is one sample, not one per seed
+    alike = {g for g, es in multi.items() if all(len({round(r[e]["score"], 9) for e in es}) == 1 for r in runs.values())}
+    common = [e for g, es in groups.items() for e in (es[:1] if g in alike else es)]
+    res["paired_samples"] = len(common)
+    res["score_paired_samples"] = {f: round(float(np.mean([r[e]["score"] for e in common])), 4) for f, r in runs.items()}
     rng = np.random.default_rng(0)
     pairs = [(f, base) for f in runs if f != base] + [("onnx_int8", "onnx")] * ({"onnx_int8", "onnx"} <= set(runs) and base != "onnx")
     for f, b in pairs:
