@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import logging
 import os
 import platform
@@ -520,6 +521,7 @@ def run_recon_roundtrip(
     settings = {"budget": budget, **dataclasses.asdict(p), "step_s": 0.05, "image_format": "png"}
     if iterations is not None:  # only then: the settings of a capped run stay what they were (--merge compares them)
         settings["iterations_matched"] = True
+    settings = json.loads(json.dumps(settings))  # as the file will hold them (tuples -> lists), so --merge can compare
     res: dict[str, Any] = {"benchmark": "recon_roundtrip", "command": command, "settings": settings, "variants": {}}
     keep = tuple(Path(f) for f in keep_sections_from)
     if merge and out is not None:
