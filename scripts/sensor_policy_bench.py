@@ -270,10 +270,12 @@ def latency_table(lat: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def publish(into: str, latency: str | None, paired: str | None, plan_diff: str | None) -> dict[str, Any]:
+def publish(into: str, latency: str | None, paired: str | None, plan_diff: str | None, perturbed: str | None = None,
+            note: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Merge the new figures into the published JSON ``into``, keeping its other keys:
     ``latency`` (replaced), ``int8_parity`` (``plan_level``: :func:`plan_differences`;
-    ``closed_loop_paired``: :func:`paired_scores`)."""
+    ``closed_loop_paired``: :func:`paired_scores` on the library; ``closed_loop_perturbed``: the
+    same on perturbed copies of episodes; ``note``)."""
     doc = json.loads(Path(into).read_text(encoding="utf-8")) if Path(into).is_file() else {"benchmark": "sensor_policy"}
     if latency:
         doc["latency"] = json.loads(Path(latency).read_text(encoding="utf-8"))
@@ -282,6 +284,10 @@ def publish(into: str, latency: str | None, paired: str | None, plan_diff: str |
         parity["plan_level"] = json.loads(Path(plan_diff).read_text(encoding="utf-8"))
     if paired:
         parity["closed_loop_paired"] = json.loads(Path(paired).read_text(encoding="utf-8"))
+    if perturbed:
+        parity["closed_loop_perturbed"] = json.loads(Path(perturbed).read_text(encoding="utf-8"))
+    if note:
+        parity["note"] = note
     if parity:
         doc["int8_parity"] = parity
     doc["uptime_at_publish"] = _uptime()
@@ -323,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     pb.add_argument("--latency")
     pb.add_argument("--paired")
     pb.add_argument("--plan-diff")
+    pb.add_argument("--perturbed", help="paired-scores JSON of perturbed copies of episodes")
+    pb.add_argument("--note")
     s = sub.add_parser("summary")
     s.add_argument("--leaderboard", action="append", default=[], help="FORM=DIR")
     s.add_argument("--latency")
@@ -335,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         print(run_paired([a.scenarios], [int(x) for x in a.seeds.split(",")], a.out, a.form, a.weights))
         return 0
     if a.cmd == "publish":
-        res = publish(a.into, a.latency, a.paired, a.plan_diff)
+        res = publish(a.into, a.latency, a.paired, a.plan_diff, a.perturbed, a.note)
         atomic_write_text(Path(a.into), json.dumps(res, indent=1, default=str) + "\n")
         if a.latency:
             print(latency_table(res["latency"]))
