@@ -74,6 +74,7 @@ OUTPUTS: list[tuple[str, str, str, list[str]]] = [
     ("eval-recon", "--out", "dir", ["adir", "--log", "adir"]),
     ("export", "--out", "dir", ["--scenarios", "good.yaml"]),
     ("export-nuscenes", "--out", "dir", ["adir"]),
+    ("export-onnx", "--out", "dir", ["--planner", "sensor_policy", "--weights", "afile"]),
     ("import", "--out", "dir", ["nuscenes", "adir"]),
     ("leaderboard", "--out", "dir", ["good.yaml"]),
     ("loop", "--out", "dir", []),
@@ -222,6 +223,12 @@ VALUE_CASES: list[tuple[str, list[str]]] = [
     ("export-nuscenes", ["nothere", "--out", "o"]),
     ("export-nuscenes", ["adir", "--out", "o", "--origin", "1,nan"]),
     ("export-nuscenes", ["adir", "--out", "o", "--image-format", "gif"]),
+    # export-onnx
+    ("export-onnx", ["--planner", "sensor_policy", "--weights", "nothere.safetensors", "--out", "o"]),
+    ("export-onnx", ["--planner", "idm", "--weights", "afile", "--out", "o"]),
+    ("export-onnx", ["--planner", "sensor_policy", "--weights", "afile", "--out", "o"]),
+    ("export-onnx", ["--planner", "sensor_policy", "--weights", "afile", "--out", "o", "--keep-float", "all"]),
+    ("export-onnx", ["--planner", "sensor_policy", "--weights", "afile", "--out", "o", "--samples", "0"]),
     # import
     ("import", ["bogusformat", "adir", "--out", "o"]),
     ("import", ["nuscenes", "nothere", "--out", "o"]),
