@@ -302,3 +302,21 @@ def test_a_second_format_is_one_file_and_an_entry_point(tmp_path: Path, keyframe
     assert res.exit_code == 2 and "takes no option --sweeps" in res.stderr and "scene, overwrite" in res.stderr
     assert not (tmp_path / "c2").exists()
     sys.modules.pop("loopdrive_copyfmt", None)
+
+
+def test_ego_path_lane_follows_a_densely_sampled_drive() -> None:
+    """Ego poses every 10 ms (a few cm apart, as nuScenes' ego_pose table) still give a lane
+    along the whole drive: points are thinned against the last kept one, not their neighbour."""
+    from sim.importers.nuscenes.tracks import ego_path_lane
+    from sim.log import Track
+
+    t = np.arange(0, 5_000_000, 10_000, dtype=np.int64)  # 5 s at 100 Hz
+    s = 10.0 * t / 1e6  # 10 m/s along a gentle arc
+    x, y = 100.0 * np.sin(s / 100.0), 100.0 * (1 - np.cos(s / 100.0))
+    pose = np.stack([x, y, np.zeros_like(x), s / 100.0], axis=1)
+    lane = ego_path_lane(Track("ego", "car", (4.5, 1.9, 1.6), t, pose))["lanes"][0]
+    c = np.asarray(lane["centerline"])
+    steps = np.linalg.norm(np.diff(c, axis=0), axis=1)
+    assert len(c) > 80  # ~50 m at one point per 0.5 m
+    assert steps.max() < 0.65  # 0.5 m plus one 0.1 m sample step
+    assert np.allclose(c[0], pose[0, :2]) and np.allclose(c[-1], pose[-1, :2], atol=1e-6)

@@ -119,8 +119,15 @@ def ego_track(t_us: NDArray[np.int64], world_from_ego: NDArray[np.float64], size
 def ego_path_lane(ego: Track) -> dict[str, Any]:
     """A lane map of one lane along the ego's driven path (points at least 0.5 m apart)."""
     path = ego.pose[:, :2]
-    keep = np.concatenate([[True], np.linalg.norm(np.diff(path, axis=0), axis=1) > 0.5])
-    pts = path[keep]
+    # each point is compared with the last one kept, not with its predecessor: ego poses come
+    # every ~10 ms (a few cm apart), so a neighbour test would keep only the first point
+    kept = [path[0]]
+    for p in path[1:]:
+        if np.hypot(*(p - kept[-1])) > 0.5:
+            kept.append(p)
+    if len(kept) > 1 and np.hypot(*(path[-1] - kept[-1])) > 1e-6:
+        kept.append(path[-1])  # the lane reaches the end of the drive
+    pts = np.asarray(kept)
     if len(pts) < 2:
         pts = np.array([path[0], path[0] + 10.0 * np.array([np.cos(ego.pose[0, 3]), np.sin(ego.pose[0, 3])])])
     return {"lanes": [{"id": "ego_path", "centerline": np.round(pts, 6).tolist(), "width": 3.5, "speed_limit": 13.9,
