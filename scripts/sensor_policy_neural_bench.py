@@ -88,11 +88,19 @@ def _row(folder: str, planner: str) -> dict[str, Any]:
     from sim.leaderboard import leaderboard_tables
 
     run = Path(folder) / planner
+    if not (run / "results.parquet").is_file():  # a run still going (or stopped): its finished episodes
+        eps = [json.loads(f.read_text(encoding="utf-8")) for f in sorted(run.glob("episodes/*/metrics.json"))]
+        per_ep = {m["row"]["episode_id"]: (float(m["row"]["score"]) if m["row"].get("status") == "ok" else 0.0) for m in eps}
+        return {"planner": planner, "folder": str(folder), "partial": True, "episodes": len(per_ep),
+                "score": sum(per_ep.values()) / len(per_ep) if per_ep else None, "per_episode": per_ep,
+                "wall_s_episodes": round(sum(float(m.get("wall_s", 0.0)) for m in eps), 1)}  # fmt: skip
     rows, per = leaderboard_tables({planner: run})
     row = {k: v for k, v in rows[0].items()}
     row["folder"] = str(folder)
     row["per_scenario"] = {k: v.get(planner) for k, v in per.items()}
     row["per_episode"] = {str(r["episode_id"]): (float(r["score"]) if r.get("status") == "ok" else 0.0) for r in load_results(run).to_dicts()}
+    walls = [json.loads(f.read_text(encoding="utf-8")).get("wall_s", 0.0) for f in run.glob("episodes/*/metrics.json")]
+    row["wall_s_episodes"] = round(sum(float(w) for w in walls), 1)
     return row
 
 
@@ -116,8 +124,8 @@ def summary(runs: dict[str, tuple[str, str]], notes: dict[str, Any], comparisons
         stem, _, kind = label.rpartition("@")
         if kind == "neural" and f"{stem}@mesh" in res["rows"]:
             c = compare(res["rows"], [f"{stem}@mesh", label])
-            gaps[stem] = {"gap": round(c["scores"][f"{stem}@mesh"] - c["scores"][label], 4), "mesh": c["scores"][f"{stem}@mesh"],
-                          "neural": c["scores"][label], "episodes": len(c["episodes"])}  # fmt: skip
+            m, n = c["scores"][f"{stem}@mesh"], c["scores"][label]
+            gaps[stem] = {"gap": None if m is None or n is None else round(m - n, 4), "mesh": m, "neural": n, "episodes": len(c["episodes"])}
     res["gap_mesh_minus_neural"] = gaps
     res["comparisons"] = {name: compare(res["rows"], labels) for name, labels in (comparisons or {}).items()}
     res.update(notes)
