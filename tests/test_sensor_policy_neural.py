@@ -31,19 +31,24 @@ def _bench() -> Any:
     return mod
 
 
-def test_neural_variants_are_the_library_on_the_bundle() -> None:
+def test_neural_variants_are_the_library_on_the_bundle(tmp_path: Path) -> None:
     import yaml
 
     bench = _bench()
-    assert bench.write_variants(check=True) == [], "run `python scripts/sensor_policy_neural_bench.py variants`"
+    out = tmp_path / "variants"
+    written = bench.write_variants(out)
     lib = sorted(p.stem for p in LIBRARY.glob("*.yaml"))
-    var = sorted(ROOT.glob("scenarios-neural/*.yaml"))
-    assert [p.stem for p in var] == [f"neural_{n}" for n in lib]
+    assert sorted(written) == sorted(f"neural_{n}.yaml" for n in lib)
+    assert bench.write_variants(out, check=True) == []  # in sync right after writing
     src = yaml.safe_load((LIBRARY / "lead_brake_hard.yaml").read_text())
-    doc = yaml.safe_load((ROOT / "scenarios-neural" / "neural_lead_brake_hard.yaml").read_text())
-    assert doc["scene"] == {**src["scene"], "bundle": "../bundles/ncap-small-s0", "renderer": "neural", "actor_library": "../out/ncap-actors"}
+    doc = yaml.safe_load((out / "neural_lead_brake_hard.yaml").read_text())
+    assert (out / doc["scene"]["bundle"]).resolve() == ROOT / "bundles" / "ncap-small-s0"
+    assert (out / doc["scene"]["actor_library"]).resolve() == ROOT / "out" / "ncap-actors"
+    assert doc["scene"] == {**src["scene"], "bundle": doc["scene"]["bundle"], "renderer": "neural", "actor_library": doc["scene"]["actor_library"]}
     assert doc["name"] == "neural_lead_brake_hard" and doc["horizon_s"] == 6.0 and doc["actors"] == src["actors"]
-    # a changed library file makes the check fail (the variants cannot drift silently)
+    # an edited variant is reported by the check (a stale folder cannot pass silently)
+    (out / "neural_lead_brake_hard.yaml").write_text("name: x\n")
+    assert bench.write_variants(out, check=True) == ["neural_lead_brake_hard.yaml"]
     assert "horizon_s: 4.0" in bench.variant_text((LIBRARY / "lead_brake_hard.yaml").read_text(), "lead_brake_hard", 4.0)
 
 
