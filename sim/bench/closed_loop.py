@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import platform
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,6 +52,16 @@ def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float
         x, y = x[mask], y[mask]
     mse = float(np.mean((x - y) ** 2)) / 255.0**2
     return 10.0 * math.log10(1.0 / max(mse, 1e-10))
+
+
+def git_output(*args: str) -> str | None:
+    """Output of ``git ARGS`` in the checkout of this package (None when git is unavailable or
+    the package is not in a checkout): what benchmarks record as the code they ran."""
+    try:
+        root = Path(__file__).resolve().parents[2]
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=10, cwd=root).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _machine() -> dict[str, Any]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.bench.closed_loop import _gap_row, _load, _machine, _psnr
+from sim.bench.closed_loop import _gap_row, _load, _machine, _psnr, git_output
 from sim.log import read_log, write_json_atomic
 
 __all__ = ["CONFIGS", "heldout_psnr", "multicam_scenario", "run_multicam_bench", "scenario_yaml"]
@@ -74,15 +73,6 @@ def _previous_render(r: Any, pool: Any, world: Any, rig: Any) -> Any:
     fut = pool.submit(_in_thread, torch.get_num_threads(), r.render_lidar, world, rig.lidar, plan) if rig.lidar is not None else None
     cams = {c.name: r.render_camera(world, c, plan) for c in rig.cameras}
     return SensorFrame(int(world.t_us), cams, fut.result() if fut is not None else None)
-
-
-def _git(*args: str) -> str | None:
-    """Output of ``git ARGS`` in the checkout of this package (None when git is unavailable)."""
-    try:
-        root = Path(__file__).resolve().parents[2]
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=10, cwd=root).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def multicam_scenario(log_dir: Path, bundle: Path, *, horizon_s: float, name: str = "multicam_logged_drive", actors: tuple[Any, ...] = (),
@@ -472,8 +462,8 @@ def run_multicam_bench(
     dl = read_log(log_dir)
     rig = SensorRig.from_meta(dl.meta["rig"])
     b = load_bundle(bundle)
-    machine = {**_machine(), "git_head": _git("rev-parse", "HEAD"),
-               "git_dirty_render": bool(_git("status", "--porcelain", "--", "sim/render", "sim/recon", "sim/bench"))}
+    machine = {**_machine(), "git_head": git_output("rev-parse", "HEAD"),
+               "git_dirty_render": bool(git_output("status", "--porcelain", "--", "sim/render", "sim/recon", "sim/bench"))}
     res: dict[str, Any] = {"benchmark": "closed_loop_multicam", "command": command, "bundle": str(bundle), "log": str(imported),
                            "loop_log": str(log_dir), "truth_log": None if truth_log is None else str(truth_log), "machine": machine,
                            "rig": {"cameras": [{"name": c.name, "size": [c.width, c.height], "fx_fy_cx_cy": [round(v, 3) for v in (c.fx, c.fy, c.cx, c.cy)]}

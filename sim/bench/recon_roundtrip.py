@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -188,11 +187,7 @@ def actor_id_map(native: DriveLog, imported: DriveLog) -> dict[str, tuple[str, .
 
 
 def _machine() -> dict[str, Any]:
-    def git(*a: str) -> str | None:
-        try:
-            return subprocess.run(["git", *a], capture_output=True, text=True, check=True, timeout=10).stdout.strip() or None
-        except (OSError, subprocess.SubprocessError):
-            return None
+    from sim.bench.closed_loop import git_output as git
 
     return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "git_head": git("rev-parse", "HEAD"),
             "git_dirty_recon": bool(git("status", "--porcelain", "--", "sim/recon")),
