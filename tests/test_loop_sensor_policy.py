@@ -15,20 +15,7 @@ import pytest
 from sim.errors import ScenarioError
 from sim.loop import LoopConfig, check_config, run_loop
 from sim.loop_learner import find_learner
-
-SCEN = """\
-version: 1
-name: tiny_lead
-scene: {town: tiny, seed: 0}
-ego:
-  start: {lane: lane_1, s: 4.0, speed: 6.0}
-  route: [lane_1, lane_21, lane_5]
-actors:
-  - {op: insert, id: lead, class: car, spawn: {lane: lane_1, s: 18.0, speed: 6.0}, behavior: {type: idm, v0: 6.0}}
-planner: {name: idm}
-horizon_s: 1.0
-seeds: [0]
-"""
+from tests.test_loop import SCEN  # the loop tests' tiny scenario (a lead car ahead on the tiny town)
 
 
 def _scen(tmp_path: Path) -> Path:
