@@ -102,15 +102,19 @@ def train_closed_loop(
     cfg: SensorPolicyConfig = SensorPolicyConfig(),
     max_steps: int | None = None,
     extra_shards: Iterable[str | os.PathLike[str]] = (),
+    extra_scenarios: Sequence[str | os.PathLike[str]] = (),
     progress: Callable[[str, int, int, str], None] | None = None,
     command: str | None = None,
 ) -> TrainResult:
     """The whole recipe: expert roll-outs of ``scenarios`` (x ``seeds``) with ``sensors`` LiDAR
     into ``episodes``; fit; then ``dagger_rounds`` times: the policy drives ``scenarios`` x
-    ``dagger_seeds`` while ``pdm_closed`` labels, refit from scratch on everything. The JSON beside
-    the weights records ``command`` (default: this process's command line), the wall time and the
-    per-round losses. ``progress(stage, done, total, info)``; ``run_episode`` drives each episode
-    (:class:`sim.planning.training.EpisodeRunner`)."""
+    ``dagger_seeds`` while ``pdm_closed`` labels, refit from scratch on everything.
+    ``extra_scenarios`` (e.g. the NCAP-style training scenarios of ``--ncap-log``,
+    :func:`sim.ncap.training.ncap_training_scenarios`) are driven too, in the expert roll-outs and
+    in every DAgger round, each once with its own file's seed (their permutations already vary).
+    The JSON beside the weights records ``command`` (default: this process's command line), the
+    wall time and the per-round losses. ``progress(stage, done, total, info)``; ``run_episode``
+    drives each episode (:class:`sim.planning.training.EpisodeRunner`)."""
     t0 = time.time()
     cfg = replace(cfg, epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed)
     ep_dir = Path(episodes)
@@ -119,6 +123,9 @@ def train_closed_loop(
         return lambda d, n: progress(stage, d, n, "") if progress else None
 
     collect_sensor_episodes(scenarios, ep_dir, run_episode=run_episode, k=cfg.k, geometry=cfg.geometry, seeds=seeds, sensors=sensors, max_steps=max_steps, progress=cb("collect"))
+    if extra_scenarios:
+        collect_sensor_episodes(extra_scenarios, ep_dir, run_episode=run_episode, k=cfg.k, geometry=cfg.geometry, seeds=None, sensors=sensors,
+                                max_steps=max_steps, progress=cb("collect (extra scenarios)"))  # fmt: skip
     rounds: list[dict[str, Any]] = []
     res: TrainResult | None = None
     for rnd in range(dagger_rounds + 1):
@@ -130,12 +137,19 @@ def train_closed_loop(
                 driver=lambda w=w: SensorPolicyPlanner(weights=str(w)), tag=f"dagger{rnd}", max_steps=max_steps,
                 progress=cb(f"dagger {rnd}"),
             )  # fmt: skip
+            if extra_scenarios:
+                collect_sensor_episodes(
+                    extra_scenarios, ep_dir, run_episode=run_episode, k=cfg.k, geometry=cfg.geometry, seeds=None, sensors=sensors,
+                    driver=lambda w=w: SensorPolicyPlanner(weights=str(w)), tag=f"dagger{rnd}", max_steps=max_steps,
+                    progress=cb(f"dagger {rnd} (extra scenarios)"),
+                )  # fmt: skip
         ds = SensorDataset.load([ep_dir, *extra_shards])
         stage = f"train (round {rnd})"
         extra = {
             "command": command or shlex.join(["loopdrive", *sys.argv[1:]]),
             "wall_s": round(time.time() - t0, 1),
             "sensors": sensors,
+            "extra_scenarios": len(extra_scenarios),
             "dagger_round": rnd,
             "rounds": rounds,
         }

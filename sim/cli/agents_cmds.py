@@ -207,6 +207,11 @@ def train_sensor_policy_cmd(
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the network's initialisation and the batch order."),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop every roll-out after this many steps."),
+    ncap_log: list[Path] = typer.Option([], "--ncap-log", help="Also train on NeuroNCAP-style scenarios (stationary, frontal, side) built from this "
+                                        "synthetic drive log (repeatable; use other towns than the evaluation's): written to EPISODES/ncap-scenarios/, "
+                                        "driven in the expert roll-outs and every DAgger round."),
+    ncap_runs: int = typer.Option(10, "--ncap-runs", min=1, max=1000, help="NCAP permutations per type and --ncap-log."),
+    ncap_seed: int = typer.Option(1000, "--ncap-seed", min=0, help="Permutation seed of the NCAP training scenarios (keep it apart from the evaluation's `loopdrive ncap --seed`, 0 by default)."),
 ) -> None:
     """Train sensor_policy (LiDAR raster + route + ego speed -> waypoints) by imitation of pdm_closed on
     roll-outs with rendered sensors, then DAgger; the trainer is found by name (``sensor-policy``)."""
@@ -225,6 +230,7 @@ def train_sensor_policy_cmd(
         *(["--seeds", seeds] if seeds else []), "--sensors", sensors, "--dagger-rounds", str(dagger_rounds),
         *(["--dagger-seeds", dagger_seeds] if dagger_seeds else []), "--epochs", str(epochs), "--batch-size", str(batch_size),
         "--lr", f"{lr:g}", "--seed", str(seed), *(["--max-steps", str(max_steps)] if max_steps else []),
+        *[a for lg in ncap_log for a in ("--ncap-log", str(lg))], *(["--ncap-runs", str(ncap_runs), "--ncap-seed", str(ncap_seed)] if ncap_log else []),
         "--episodes", str(episodes), "--out", str(out),
     ])  # fmt: skip
     with user_errors():
@@ -232,6 +238,12 @@ def train_sensor_policy_cmd(
         from sim.scenario import expand_paths
 
         expand_paths(scenarios)  # every file valid before the shard folder is made
+        extra: list[Path] = []
+        if ncap_log:
+            from sim.ncap.training import ncap_training_scenarios, parse_ncap_logs
+
+            logs = parse_ncap_logs(ncap_log)
+            extra = ncap_training_scenarios(logs, episodes / "ncap-scenarios", runs=ncap_runs, seed=ncap_seed)
         with _progress("sensor-policy") as prog:
             tasks: dict[str, object] = {}
 
@@ -243,7 +255,7 @@ def train_sensor_policy_cmd(
             res = trainer.train_closed_loop(
                 scenarios, out, episodes, run_episode=run_planner_episode, seeds=seed_list, dagger_rounds=dagger_rounds, dagger_seeds=d_seeds, sensors=sensors,
                 settings=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), max_steps=max_steps, progress=cb,
-                command=command,
+                command=command, **({"extra_scenarios": extra} if extra else {}),
             )  # fmt: skip
     console.print(
         f"validation loss {res.initial_val_loss:.4f} (untrained) -> {min(res.val_loss):.4f} (best); "
