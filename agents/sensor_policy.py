@@ -214,12 +214,15 @@ class SensorPolicyParams(PlannerParams):
     weights: str | None = Field(None, min_length=1, description="safetensors weights (default: the shipped policy)")
     runtime: Literal["torch", "onnx", "onnx_int8"] = Field("torch", description="torch, or onnxruntime on the CPU with the fp32 / int8 ONNX form")
     onnx: str | None = Field(None, min_length=1, description="the ONNX file for an onnx runtime (default: beside the shipped weights)")
+    safety_decel: float = Field(0.0, ge=0.0, le=10.0, description="geometric safety check of the plan against the LiDAR obstacle raster "
+                                "(agents.sensor_policy_safety): cap the plan's speed so that braking at this many m/s² stops short of "
+                                "an obstacle on its path; 0 = off (the default)")
 
 
 class SensorPolicyPlanner(Planner):
     """``sensor_policy``: LiDAR raster + route + ego odometry -> K waypoints (ego frame). Params
     (:class:`SensorPolicyParams`): ``weights``, ``runtime`` (``torch`` | ``onnx`` | ``onnx_int8``),
-    ``onnx``; code may pass ``network`` + ``config`` (tests, training)."""
+    ``onnx``, ``safety_decel`` (m/s², 0 = off); code may pass ``network`` + ``config`` (tests, training)."""
 
     name = "sensor_policy"
     Params = SensorPolicyParams
@@ -233,6 +236,7 @@ class SensorPolicyPlanner(Planner):
         self.cfg: SensorPolicyConfig | None = params.get("config")
         self.weights = Path(p.weights) if p.weights else SHIPPED_WEIGHTS
         self.runtime = p.runtime
+        self.safety_decel = float(p.safety_decel)
         self.onnx_path = Path(p.onnx) if p.onnx else onnx_paths(self.weights)[0 if p.runtime == "onnx" else 1]
         self.session: Any = None
         self.raster: SensorRaster | None = None
@@ -320,7 +324,17 @@ class SensorPolicyPlanner(Planner):
         """The plan for an already built raster and the ``ego`` observation."""
         assert self.cfg is not None, "reset() first"
         self.last_raster = raster
-        return self.trajectory(self.infer(raster, ego_features(ego_obs)))
+        feat = ego_features(ego_obs)
+        return self.trajectory(self._checked(self.infer(raster, feat), raster))
+
+    def _checked(self, wp: NDArray[np.float32], raster: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """The network's waypoints after the safety check (``safety_decel`` > 0; else unchanged)."""
+        if self.safety_decel <= 0:
+            return wp
+        from agents.sensor_policy_safety import slow_for_obstacles
+
+        assert self.cfg is not None
+        return slow_for_obstacles(wp, self._t, raster, self.cfg.geometry, self.safety_decel).astype(np.float32)
 
     def plan(self, obs: Observation) -> Trajectory:
         """Raster and network input in one compiled pass (:class:`SensorRaster`), the network,
@@ -328,4 +342,5 @@ class SensorPolicyPlanner(Planner):
         assert self.raster is not None, "reset() first"
         ras = self.raster(obs["lidar"], ego_from_obs(obs), self._x)
         self.last_raster = ras
-        return self.trajectory(self.run_network(self._x, ego_features(obs["ego"])))
+        feat = ego_features(obs["ego"])
+        return self.trajectory(self._checked(self.run_network(self._x, feat), ras))
