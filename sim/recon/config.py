@@ -59,6 +59,9 @@ class SceneConfig:
     step_max_m: float = 1.5
     occupied_candidates: int = 16
     samples_bg: int = 16
+    #: rays through no occupied cell get ``samples_bg`` samples spread from this distance (m) to
+    #: ``far_m`` (0 = none: such rays see only sky; :func:`sim.recon.occupancy.background_samples`)
+    fallback_from_m: float = 0.0
     # image decoder
     upsample: int = 4
     cnn_hidden: int = 32

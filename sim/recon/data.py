@@ -17,6 +17,7 @@ the occupancy grid alike.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,13 +27,13 @@ import torch
 from numpy.typing import NDArray
 
 from sim.errors import LogFormatError
-from sim.log import DriveLog
+from sim.log import DriveLog, Track
 from sim.recon.config import ActorState, SceneConfig
 from sim.recon.lidar_motion import bin_times_us, compensated_ray_grid, sensor_poses_at, time_bin
 from sim.recon.split import select_cameras, split_frames
 from sim.sensors import LidarSpec, SensorRig
 
-__all__ = ["ReconData", "actor_poses_at", "build_occupancy", "check_trainable", "lidar_ray_grid", "scene_config_for"]
+__all__ = ["ReconData", "actor_poses_at", "build_occupancy", "check_trainable", "extend_tracks_to_log", "lidar_ray_grid", "scene_config_for"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,51 @@ def actor_poses_at(dl: DriveLog, t_us: int) -> tuple[NDArray[np.float64], NDArra
         if p is not None:
             pose[a], valid[a] = p, True
     return pose, valid
+
+
+def _extrapolate(tr: Track, t_us: int, end: bool) -> Track:
+    """``tr`` with one more sample at ``t_us`` before its first (``end`` False) or after its last
+    sample: constant velocity from its two outermost samples (x, y, z and yaw; held when it has
+    one sample or is static)."""
+    i0, i1 = (-2, -1) if end else (1, 0)
+    p = tr.pose[i1].copy()
+    if len(tr.t_us) > 1 and not tr.static:
+        dt = float(tr.t_us[i1] - tr.t_us[i0])
+        dyaw = (tr.pose[i1, 3] - tr.pose[i0, 3] + np.pi) % (2 * np.pi) - np.pi
+        v = np.r_[tr.pose[i1, :3] - tr.pose[i0, :3], dyaw] / dt
+        p = p + v * float(t_us - tr.t_us[i1])
+    t = np.r_[tr.t_us, t_us] if end else np.r_[t_us, tr.t_us]
+    pose = np.vstack([tr.pose, p]) if end else np.vstack([p, tr.pose])
+    return dataclasses.replace(tr, t_us=t.astype(np.int64), pose=pose)
+
+
+def extend_tracks_to_log(dl: DriveLog, max_us: int = 1_000_000) -> DriveLog:
+    """``dl`` with the tracks annotated at its first (last) annotated time extended back (forward)
+    to its first (last) camera frame or LiDAR sweep, at constant velocity, when that gap is at most
+    ``max_us``. A real log's boxes exist only at its keyframes (nuScenes: 2 Hz, the first one at the
+    first LiDAR sweep), while its cameras start before and run past them: without this, the frames
+    outside the keyframe span show actors the scene has no box for (they are learned as background
+    or rendered missing). Tracks that start or end inside the span are left alone (the actor
+    really appears or leaves); a log whose tracks span its sensors (synthetic) is returned as is."""
+    if not dl.tracks:
+        return dl
+    ts = [int(f.t_us) for f in dl.frames] + [int(s.t_us) for s in dl.sweeps]
+    if not ts:
+        return dl
+    lo, hi = min(ts), max(ts)
+    a_lo = min(int(t.t_us[0]) for t in dl.tracks if len(t.t_us))
+    a_hi = max(int(t.t_us[-1]) for t in dl.tracks if len(t.t_us))
+    out, n = [], 0
+    for tr in dl.tracks:
+        if len(tr.t_us):
+            if lo < a_lo <= lo + max_us and int(tr.t_us[0]) == a_lo:
+                tr, n = _extrapolate(tr, lo, end=False), n + 1
+            if hi - max_us <= a_hi < hi and int(tr.t_us[-1]) == a_hi:
+                tr, n = _extrapolate(tr, hi, end=True), n + 1
+        out.append(tr)
+    if n:
+        log.info("extended %d track ends to the log's sensor span [%d, %d] us (annotated [%d, %d])", n, lo, hi, a_lo, a_hi)
+    return dataclasses.replace(dl, tracks=tuple(out)) if n else dl
 
 
 def points_in_boxes(pts: NDArray[np.floating], pose: NDArray[np.float64], size: NDArray[np.float64], valid: NDArray[np.bool_], margin: float) -> NDArray[np.bool_]:
@@ -107,8 +153,6 @@ def build_occupancy(
 
 def scene_config_for(base: SceneConfig, aabb_min: NDArray[np.float64], aabb_max: NDArray[np.float64], n_actors: int) -> SceneConfig:
     """``base`` with the extent, occupancy shape and actor count of a scene filled in."""
-    import dataclasses
-
     shape = tuple(int(x) for x in np.ceil((aabb_max - aabb_min) / base.occ_voxel_m).astype(int))
     return dataclasses.replace(
         base,
@@ -302,12 +346,14 @@ class ReconData:
         camera: str | None = None,
         motion_compensation: bool = True,
     ) -> ReconData:
-        """Read a log: actors, the static occupancy grid (from training LiDAR sweeps, and from the
+        """Read a log (its tracks extended to its sensors' time span, :func:`extend_tracks_to_log`;
+        ``log`` holds them): actors, the static occupancy grid (from training LiDAR sweeps, and from the
         training frames' depth maps when ``use_camera_depth``; points inside actor boxes are
         excluded; the ground under each actor box is marked so a removed actor leaves road), the
         frames of ``camera`` (a name, a comma-separated list or ``all``; default the rig's first)
         and the LiDAR ray grids (motion-compensated when ``motion_compensation`` and the log has
         per-point firing times)."""
+        dl = extend_tracks_to_log(dl)
         cams = select_cameras(dl, camera)
         check_trainable(dl, ",".join(cams), eval_every)
         frames = [f for f in dl.frames if f.camera in set(cams)]

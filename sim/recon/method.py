@@ -318,6 +318,10 @@ class LoopdriveReconModelConfig(ModelConfig):
     samples_bg: int = 16
     occupied_candidates: int = 16
     samples_actor: int = 8
+    fallback_from_m: float = 0.0
+    """Rays through no occupied cell of the LiDAR occupancy grid get ``samples_bg`` samples spread
+    from this distance (m) to ``far_m`` (0: none, they see only sky); see
+    :attr:`sim.recon.config.SceneConfig.fallback_from_m`."""
     far_m: float = 80.0
     upsample: int = 4
     """Output pixels per rendered feature pixel (per axis); the CNN decodes the rest."""
@@ -374,7 +378,7 @@ class LoopdriveReconModelConfig(ModelConfig):
             hash_log2_size=self.hash_log2_size, hash_finest_m=self.hash_finest_m, hidden=self.hidden,
             feat_dim=self.feat_dim, actor_grid=tuple(self.actor_grid), actor_latent=self.actor_latent,  # type: ignore[arg-type]
             samples_bg=self.samples_bg, occupied_candidates=self.occupied_candidates,
-            samples_actor=self.samples_actor, far_m=self.far_m, upsample=self.upsample, cnn_hidden=self.cnn_hidden, cnn_layers=self.cnn_layers,
+            samples_actor=self.samples_actor, fallback_from_m=self.fallback_from_m, far_m=self.far_m, upsample=self.upsample, cnn_hidden=self.cnn_hidden, cnn_layers=self.cnn_layers,
         )
 
 

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from sim.recon.config import SceneConfig
 
-__all__ = ["OccupancyIndex", "background_samples", "candidate_edges", "occupied", "pack_occupancy", "unpack_occupancy"]
+__all__ = ["OccupancyIndex", "background_samples", "candidate_edges", "fallback_candidates", "occupied", "pack_occupancy", "unpack_occupancy"]
 
 
 def candidate_edges(cfg: SceneConfig) -> Tensor:
@@ -81,12 +81,26 @@ class OccupancyIndex:
         return table.index_select(0, flat.reshape(-1)).reshape(flat.shape)  # much faster than table[flat]
 
 
+def fallback_candidates(edges: Tensor, from_m: float, k: int) -> tuple[Tensor, Tensor]:
+    """``k`` candidate intervals spread evenly (in candidate index, so about evenly in log-distance
+    up to the largest step) from the first one starting at ``from_m`` metres to the last, and how
+    many intervals each stands for (up to the next): first indices (k,) and spans (k,), long."""
+    S = edges.shape[0] - 1
+    i0 = min(int(torch.searchsorted(edges, torch.tensor(float(from_m)))), S - 1)
+    pos = torch.linspace(float(i0), float(S), k + 1)
+    idx = pos[:-1].long().clamp(max=S - 1)
+    return idx, (pos[1:].long() - idx).clamp(min=1)
+
+
 def background_samples(cfg: SceneConfig, edges: Tensor, occ: Tensor, jitter: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """Background samples of rays whose candidate intervals ``edges`` (S + 1,) are occupied where
     ``occ`` (R, S) is true: distances (R, K) m, interval lengths (R, K) m and validity (R, K).
     The first ``occupied_candidates`` occupied intervals are kept and ``samples_bg`` of them
     evaluated, each standing for ``stride`` intervals; a sample sits at fraction ``jitter``
-    (R, K) of its interval (the middle without jitter)."""
+    (R, K) of its interval (the middle without jitter). With ``cfg.fallback_from_m`` > 0, a ray
+    through no occupied interval gets ``samples_bg`` samples spread from there to ``far_m``
+    (:func:`fallback_candidates`) instead of none, so surfaces the LiDAR never hit (building tops
+    above its field of view, far ground) can still be learned from the cameras."""
     S = occ.shape[1]
     M = min(cfg.occupied_candidates, S)
     score = occ.to(torch.int32) * (S - torch.arange(S, dtype=torch.int32))[None]
@@ -95,9 +109,18 @@ def background_samples(cfg: SceneConfig, edges: Tensor, occ: Tensor, jitter: Ten
     stride = max(M // K, 1)
     idx, top = idx[:, ::stride][:, :K], top[:, ::stride][:, :K]
     valid = top > 0
-    lo, hi = edges.index_select(0, idx.reshape(-1)).reshape(idx.shape), edges.index_select(0, (idx + 1).reshape(-1)).reshape(idx.shape)
-    # an evaluated sample stands for `stride` candidate intervals
-    width = (hi - lo) * stride
+    n_int = torch.ones_like(idx)  # candidate intervals a sample is drawn in
+    rep = torch.full(idx.shape, float(stride))  # and the intervals its weight stands for, per drawn one
+    if cfg.fallback_from_m > 0:  # rays through no occupied cell: samples spread from fallback_from_m to far_m
+        fb, fb_span = fallback_candidates(edges, cfg.fallback_from_m, K)
+        miss = ~valid.any(1, keepdim=True)
+        idx = torch.where(miss, fb[None], idx)
+        n_int = torch.where(miss, fb_span[None], n_int)
+        rep = torch.where(miss, 1.0, rep)
+        valid = valid | miss
+    lo, hi = edges.index_select(0, idx.reshape(-1)).reshape(idx.shape), edges.index_select(0, (idx + n_int).reshape(-1)).reshape(idx.shape)
+    # an evaluated sample stands for `stride` candidate intervals (a fallback sample: the block it is drawn in)
+    width = (hi - lo) * rep
     u = jitter if jitter is not None else torch.full_like(lo, 0.5)
     t = lo + u * (hi - lo)
     return t, width, valid

@@ -203,6 +203,7 @@ def _train_bundle(
                  "refine_time": bool(model.config.refine_time),
                  "camera_time_offsets_ms": dict(zip(data.cameras, model.refiner.time_offsets_ms(), strict=False)) if model.refiner else {},
                  "lidar_motion_compensation": bool(cfg.pipeline.datamanager.lidar_motion_compensation)})
+    dl = dataclasses.replace(dl, tracks=data.log.tracks)  # as trained: ends extended to the sensors (sim.recon.data)
     refiner = model.refiner
     if refiner is not None:  # the bundle's tracks are the refined ones (renders place actors there)
         dl = dataclasses.replace(dl, ego=refiner.refined_ego(dl.ego), tracks=tuple(refiner.refined_tracks(dl.tracks)))
