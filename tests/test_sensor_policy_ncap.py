@@ -78,3 +78,24 @@ def test_train_drives_the_ncap_scenarios_in_expert_and_dagger_rounds(tiny_log: P
     doc = json.loads(out.with_suffix(".json").read_text())
     assert doc["extra_scenarios"] == 3 and doc["samples"] == 8 * 3
     assert f"--ncap-log {tiny_log} --ncap-runs 1 --ncap-seed 1000 --episodes {eps}" in doc["command"]
+
+
+# ----------------------------------------------- loopdrive ncap --planner-param (other weights)
+def test_ncap_planner_params_go_into_every_permutation_and_the_definition(tiny_log: Path, tmp_path: Path) -> None:
+    from sim.ncap.run import NcapConfig, build_scenarios
+
+    plain = NcapConfig(bundle=tmp_path, log=tiny_log, planner="sensor_policy", runs=1)
+    assert "params" not in plain.definition()["planner"]  # run folders of before still resume
+    cfg = NcapConfig(bundle=tmp_path, log=tiny_log, planner="sensor_policy", runs=2, planner_params={"safety_decel": 5.0})
+    assert cfg.definition()["planner"] == {"name": "sensor_policy", "params": {"safety_decel": 5.0}}
+    assert cfg.settings()["planner_params"] == {"safety_decel": 5.0}
+    built = build_scenarios(cfg, ("ego", "lidar"))
+    assert len(built.items) == 6 and all(d["planner"] == {"name": "sensor_policy", "params": {"safety_decel": 5.0}} for _, d in built.items)
+
+
+def test_ncap_refuses_a_bad_planner_param_in_one_line(tiny_log: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ncap"
+    res = CliRunner().invoke(app, ["ncap", str(tmp_path), "--log", str(tiny_log), "--planner", "sensor_policy", "--sensors", "mesh",
+                                   "--planner-param", "safety_decel=-1", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 2 and "safety_decel" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()

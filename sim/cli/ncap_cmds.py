@@ -57,6 +57,8 @@ def ncap_cmd(
     workers: int = typer.Option(1, "--workers", "-j", min=1, max=256, help="Episodes in parallel."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (same bundle, log, planner, runs, sensors, seed)."),
     types: str = typer.Option("stationary,frontal,side", "--types", help="Comma-separated scenario types to run (a subset for a quick look)."),
+    planner_param: list[str] = typer.Option([], "--planner-param", help="KEY=VALUE planner parameter written into every permutation's file "
+                                            "(repeatable; e.g. weights=models/x.safetensors), checked like a scenario file's."),
 ) -> None:
     """Run NeuroNCAP's protocol: stationary, frontal and side collision scenarios built from LOG, RUNS random
     permutations of each (scenario files under OUT/scenarios, each replayable with `loopdrive run`), driven by the
@@ -74,8 +76,11 @@ def ncap_cmd(
     type_list = tuple(split_names(types, "--types"))
     if any(t not in NCAP_TYPES for t in type_list) or len(set(type_list)) != len(type_list):
         raise typer.BadParameter(f"expected distinct types of {', '.join(NCAP_TYPES)}, got {types!r}", param_hint="--types")
+    from sim.cli._planner_params import parse_planner_params
+
+    params = parse_planner_params(planner_param, [planner]).get(planner, {})
     cfg = NcapConfig(bundle=bundle, log=log, planner=planner, runs=runs, sensors=sensors, seed=seed, workers=workers,
-                     types=tuple(t for t in NCAP_TYPES if t in type_list))
+                     types=tuple(t for t in NCAP_TYPES if t in type_list), planner_params=params)
     with user_errors(), LazyProgress(_progress, "ncap", failed=0, phase="") as bar:
 
         def cb(phase: str, done: int, failed: int, total: int) -> None:

@@ -58,7 +58,8 @@ ProgressFn = Callable[[str, int, int, int], None]
 class NcapConfig:
     """What an NCAP run runs: the scene bundle and drive log (folders), the planner (registry
     name), permutations per type, the sensor backend (``mesh`` or ``neural``), the seed of the
-    permutations and the parallel episodes."""
+    permutations and the parallel episodes; ``planner_params`` (the planner's ``params`` in every
+    permutation's file, e.g. other weights) are part of the definition when given."""
 
     bundle: Path
     log: Path
@@ -68,6 +69,7 @@ class NcapConfig:
     seed: int = 0
     workers: int = 1
     types: tuple[str, ...] = NCAP_TYPES
+    planner_params: Mapping[str, Any] = field(default_factory=dict)
 
     def definition(self) -> dict[str, Any]:
         """Everything the rows depend on (``workers`` aside), for ``ncap.json``."""
@@ -75,7 +77,7 @@ class NcapConfig:
 
         return {
             "engine": {"engine_version": ENGINE_VERSION, "ncap_format": NCAP_FORMAT},
-            "planner": {"name": self.planner},
+            "planner": {"name": self.planner, **({"params": dict(self.planner_params)} if self.planner_params else {})},
             "options": {"runs": self.runs, "sensors": self.sensors, "seed": self.seed, "types": list(self.types)},
             "files": {"bundle": str(self.bundle.resolve()), "log": str(self.log.resolve())},
         }
@@ -83,7 +85,8 @@ class NcapConfig:
     def settings(self) -> dict[str, Any]:
         """The definition's values flat, with ``workers`` (for results.json and the report)."""
         d = self.definition()
-        return {**d["engine"], "planner": self.planner, **d["options"], **d["files"], "workers": self.workers}
+        params = {"planner_params": dict(self.planner_params)} if self.planner_params else {}
+        return {**d["engine"], "planner": self.planner, **params, **d["options"], **d["files"], "workers": self.workers}
 
 
 def _planner_kinds(name: str) -> tuple[str, ...]:
@@ -185,6 +188,8 @@ def build_scenarios(cfg: NcapConfig, kinds: Sequence[str]) -> Built:
             p = permutation(d, k, cfg.seed, size)
             data = scenario_data(p, d.ego, scene=scene, planner=cfg.planner, observation=kinds, target=target,
                                  remove=interfering_actors(ctx, d.ego, p, size), seed=cfg.seed)  # fmt: skip
+            if cfg.planner_params:
+                data["planner"]["params"] = dict(cfg.planner_params)
             built.items.append((p, data))
     return built
 
