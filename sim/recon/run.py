@@ -153,7 +153,10 @@ def _train_bundle(
         raise BundleError(f"expected a preset in {sorted(PRESETS)}, got {preset!r}", field="preset")
     if os.path.lexists(out) and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise BundleError("expected an empty or new folder (pass --overwrite to replace it)", file=out)
-    cfg = make_trainer_config(preset, data=Path(log_dir), iterations=iterations)
+    from sim.recon.split import select_cameras
+
+    cams = select_cameras(dl, camera or None)  # LogFormatError for a camera not in the rig, before any folder
+    cfg = make_trainer_config(preset, data=Path(log_dir), iterations=iterations, multi_camera=len(cams) > 1)
     parser = cfg.pipeline.datamanager.dataparser
     if camera:
         parser.camera = camera
@@ -191,7 +194,7 @@ def _train_bundle(
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
-    info = {"preset": preset, "iterations": steps[0], "train_seconds": round(seconds, 2), "seed": seed,
+    info = {"preset": preset, "multi_camera": len(cams) > 1, "iterations": steps[0], "train_seconds": round(seconds, 2), "seed": seed,
             "configured_iterations": total, "lr_decay_steps": model.fitted_decay_steps or total,
             "nerfstudio_config": str(out / "nerfstudio" / "scene" / cfg.method_name / "run" / "config.yml")}
     data = model.data
