@@ -90,6 +90,9 @@ def test_recon_trains_all_cameras_and_eval_scores_each(two_cam_log: Path, tmp_pa
     info = train_bundle(two_cam_log, tmp_path / "b", preset="quick", iterations=3, camera="all",
                         overrides={"patch": 8, "upsample": 2, "hash_log2_size": 14, "hash_levels": 4, "lidar_rays": 256})
     assert info["cameras"] == ["front", "left"]
+    # several cameras: the quick preset's multi-camera settings (its iteration count and cap; the
+    # override given here wins over its decoder resolution)
+    assert info["multi_camera"] and info["configured_iterations"] == 3
     res = evaluate_bundle(tmp_path / "b", two_cam_log, tmp_path / "eval", max_frames=1, max_sweeps=1)
     assert set(res["per_camera"]) == {"front", "left"}
     assert res["heldout"] == res["per_camera"]["front"]["heldout"]

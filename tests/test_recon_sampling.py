@@ -90,3 +90,30 @@ def test_training_data_places_the_boxes_at_frames_before_the_first_keyframe(tmp_
     assert bool(data.cam_valid[0].all()) and bool(data.cam_valid[len(full.frames) - 1].all())
     for a, t in enumerate(full.tracks):
         np.testing.assert_allclose(data.cam_pose[0, a].numpy(), t.pose_at(full.frames[0].t_us), atol=1e-4)
+
+
+def test_the_quick_preset_has_its_own_settings_for_several_cameras() -> None:
+    from sim.recon.method import PRESETS, make_trainer_config, preset_settings
+
+    one, many = preset_settings("quick"), preset_settings("quick", multi_camera=True)
+    assert "multi_camera" not in one and one == {k: v for k, v in PRESETS["quick"].items() if k != "multi_camera"}
+    # merged field by field: the single-camera settings it does not name are kept
+    assert many["model"]["footprint_scale"] == one["model"]["footprint_scale"] and many["datamanager"] == one["datamanager"]
+    assert many["iterations"] > one["iterations"] and many["model"]["max_train_seconds"] > one["model"]["max_train_seconds"]
+    assert preset_settings("full", multi_camera=True) == preset_settings("full")  # the full preset has none
+    single, multi = make_trainer_config("quick"), make_trainer_config("quick", multi_camera=True)
+    assert single.pipeline.model.upsample == 4 and multi.pipeline.model.upsample == 2
+    assert multi.max_num_iterations == many["iterations"] and multi.pipeline.model.max_train_seconds == many["model"]["max_train_seconds"]
+    assert multi.optimizers["grids"]["optimizer"].lr == many["lr_grid"] and single.optimizers["grids"]["optimizer"].lr == one["lr_grid"]
+
+
+def test_train_bundle_uses_the_single_camera_settings_for_one_camera(tmp_path: Path) -> None:
+    from sim.recon.run import train_bundle
+
+    root = write_toy_scene(tmp_path / "toy", frames=6)
+    info = train_bundle(root, tmp_path / "b", preset="quick", iterations=2, camera=None,
+                        overrides={"patch": 8, "hash_log2_size": 12, "hash_levels": 4, "lidar_rays": 128})
+    assert not info["multi_camera"] and info["cameras"] == ["front"]
+    from sim.recon.bundle import load_bundle
+
+    assert load_bundle(tmp_path / "b").scene.cfg.upsample == 4  # the single-camera decoder
