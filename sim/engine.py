@@ -29,8 +29,11 @@ and is truncated at the horizon.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -56,6 +59,7 @@ __all__ = [
     "DrivableRaster",
     "LaneDirectionRaster",
     "SimState",
+    "StepThreads",
     "compile_scenario",
     "load_scene",
     "merge_rows",
@@ -193,14 +197,60 @@ def _move_actors(state: SimState, o: F64, k: I64) -> StepContext:
     return ctx
 
 
-def _fused_step(state: SimState, fused: object, a: F64) -> SimState:
-    """:func:`step` as one call of :data:`sim.kernels_ego.engine_step_nb`; the new state's arrays
-    are views of the blocks it returns, made read-only."""
+class StepThreads:
+    """Worker threads that share :func:`step`'s compiled call among them: the B worlds are cut
+    into ``threads`` contiguous slices, one compiled call each (it releases the GIL), and the
+    blocks are joined. Every world is computed alone, so the results are the same bits as one
+    call. Owned by one env (no global pool); :meth:`close` stops the threads.
+
+    Args:
+        threads: the number of slices (and of threads, the caller's included), >= 1.
+        min_worlds: no slice gets fewer worlds (below ``2 * min_worlds`` the step is one call).
+    """
+
+    def __init__(self, threads: int, min_worlds: int = 8) -> None:
+        if int(threads) < 1:
+            raise ValueError(f"expected threads >= 1, got {threads}")
+        self.threads = int(threads)
+        self.min_worlds = max(int(min_worlds), 1)
+        self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="loopdrive-step") if self.threads > 1 else None
+
+    def slices(self, batch: int) -> list[tuple[int, int]]:
+        """The [lo, hi) world slices of a step of ``batch`` worlds."""
+        n = max(1, min(self.threads, batch // self.min_worlds))
+        cuts = [batch * j // n for j in range(n + 1)]
+        return list(itertools.pairwise(cuts))
+
+    def close(self) -> None:
+        """Stop the worker threads (idempotent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def run(self, fused: object, args: tuple[NDArray[Any], ...]) -> tuple[Any, ...]:
+        """:data:`sim.kernels_ego.engine_step_nb` over ``args`` (arrays with the worlds on axis 0),
+        slice by slice; returns its (status, blocks...) as one call would."""
+        parts = self.slices(args[0].shape[0])
+        if self._pool is None or len(parts) < 2:
+            return engine_step_nb(fused, *args)
+        futures = [self._pool.submit(engine_step_nb, fused, *(x[lo:hi] for x in args)) for lo, hi in parts[1:]]
+        lo, hi = parts[0]
+        res = [engine_step_nb(fused, *(x[lo:hi] for x in args))] + [fu.result() for fu in futures]
+        codes = {int(r[0]) for r in res}
+        status = 1 if 1 in codes else 2 if 2 in codes else 0  # one call checks every action first, then done
+        f, m, pid, g, fl, i = (np.concatenate([r[j] for r in res], axis=0 if j == 3 else 1) for j in range(1, 7))
+        return status, f, m, pid, g, fl, i
+
+
+def _fused_step(state: SimState, fused: object, a: F64, threads: StepThreads | None = None) -> SimState:
+    """:func:`step` as one call of :data:`sim.kernels_ego.engine_step_nb` (or one per slice of
+    worlds with ``threads``); the new state's arrays are views of the blocks, made read-only."""
     st = state
-    status, f, m, pid, g, fl, i = engine_step_nb(
-        fused, st.x, st.y, st.yaw, st.v, st.accel, st.valid, st.alive, st.path_id, st.s, st.d, st.lc_timer, st.lc_hold, st.v0_scale, st.steer,
+    args = (
+        st.x, st.y, st.yaw, st.v, st.accel, st.valid, st.alive, st.path_id, st.s, st.d, st.lc_timer, st.lc_hold, st.v0_scale, st.steer,
         st.step_index, st.terminated, st.truncated, a,
     )  # fmt: skip
+    status, f, m, pid, g, fl, i = engine_step_nb(fused, *args) if threads is None else threads.run(fused, args)
     if status:
         _refuse(status, a)
     for blk in (f, m, pid, g, fl, i):
@@ -216,7 +266,7 @@ def _fused_step(state: SimState, fused: object, a: F64) -> SimState:
     ))  # fmt: skip
 
 
-def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None = None) -> SimState:
+def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None = None, *, threads: StepThreads | None = None) -> SimState:
     """Advance every world by ``dt_s``.
 
     Args:
@@ -225,6 +275,8 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
             (``action_clipped`` says when).
         rng: the episode generator (reserved for stochastic behaviours; the built-ins are
             deterministic given the reset).
+        threads: share the compiled step of the common case among these threads (same bits);
+            other dynamics models and plug-in motions ignore it.
 
     Raises:
         EpisodeStateError: a non-finite action, or a world that is already done.
@@ -232,7 +284,7 @@ def step(state: SimState, ego_action: ArrayLike, rng: np.random.Generator | None
     c = state.compiled
     fused = c.row["engine_step"]
     if fused is not None:  # the common case: one compiled call
-        return _fused_step(state, fused, _action_rows(state, ego_action))
+        return _fused_step(state, fused, _action_rows(state, ego_action), threads)
     k = state.step_index + 1
     bicycle = c.row["ego_move"]
     if bicycle is not None:  # the checks, the compiled kinematic bicycle and the route projection, one call

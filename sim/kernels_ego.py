@@ -277,4 +277,5 @@ def _engine_step(K, x, y, yaw, v, accel, valid, alive, path_id, s, d, lc_timer, 
     return status, f, m_out, pid, g_out, fl_out, i_out
 
 
-engine_step_nb = _jit(_engine_step)
+#: releases the GIL, so :class:`sim.engine.StepThreads` can run slices of the worlds in parallel
+engine_step_nb = numba.njit(cache=True, nogil=True)(_engine_step)

@@ -101,8 +101,9 @@ def _final_obs(obs: Any, rows: NDArray[np.int64], n: int) -> NDArray[np.object_]
 
 class ClosedLoopVectorEnv(VectorEnv[Any, Any, Any]):
     """B worlds stepped with one engine call (see the module docstring). Same arguments as
-    :class:`sim.env.ClosedLoopEnv` plus ``num_envs`` and ``autoreset_mode`` (``NEXT_STEP``
-    default, or ``SAME_STEP``)."""
+    :class:`sim.env.ClosedLoopEnv` plus ``num_envs``, ``autoreset_mode`` (``NEXT_STEP``
+    default, or ``SAME_STEP``) and ``threads``: the engine step's worlds are shared among that many
+    threads (:class:`sim.engine.StepThreads`; default 1), with the same results bit for bit."""
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["rgb_array"]}  # noqa: RUF012
 
@@ -122,9 +123,12 @@ class ClosedLoopVectorEnv(VectorEnv[Any, Any, Any]):
         reward: RewardConfig | None = None,
         controller: TrajectoryController | None = None,
         trajectory_points: int = 8,
+        threads: int = 1,
     ) -> None:
         if num_envs < 1:
             raise ScenarioError(f"expected num_envs >= 1, got {num_envs}", field="num_envs")
+        if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1:
+            raise ScenarioError(f"expected threads to be an integer >= 1, got {threads!r}", field="threads")
         self.autoreset_mode = parse_autoreset_mode(autoreset_mode)
         self.core = EnvCore(scenario, observation, action_mode, action_units, renderer, scene, obs_config, reward, controller, trajectory_points)
         self.num_envs = num_envs
@@ -140,6 +144,8 @@ class ClosedLoopVectorEnv(VectorEnv[Any, Any, Any]):
         self._integral = np.zeros(num_envs)
         self._info_keys: list[str] | None = None
         self._all = np.ones(num_envs, dtype=bool)
+        # the engine's compiled step shared among threads (same bits as one thread), this env's own
+        self._threads = engine.StepThreads(int(threads)) if threads > 1 else None
 
     @property
     def state(self) -> engine.SimState:
@@ -201,7 +207,7 @@ class ClosedLoopVectorEnv(VectorEnv[Any, Any, Any]):
             st = scatter_rows(st, rows, fresh)
             self._integral[rows] = 0.0
         ctrl, self._integral = self.core.to_control(a, st, self._integral)
-        nxt = engine.step(st, ctrl)
+        nxt = engine.step(st, ctrl, threads=self._threads)
         rew = self.core.reward(nxt)
         if fresh is not None:
             nxt = scatter_rows(nxt, rows, fresh)
@@ -215,7 +221,7 @@ class ClosedLoopVectorEnv(VectorEnv[Any, Any, Any]):
 
     def _step_same(self, st: engine.SimState, a: NDArray[np.float64], flag: NDArray[np.bool_]) -> tuple[Any, NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_], dict[str, Any]]:
         ctrl, self._integral = self.core.to_control(a, st, self._integral)
-        nxt = engine.step(st, ctrl)
+        nxt = engine.step(st, ctrl, threads=self._threads)
         rew = self.core.reward(nxt)
         term, trunc = nxt.terminated.copy(), nxt.truncated.copy()
         obs = self.core.observe(nxt)
@@ -245,3 +251,5 @@ class ClosedLoopVectorEnv(VectorEnv[Any, Any, Any]):
 
     def close_extras(self, **kwargs: Any) -> None:
         self.core.close()
+        if self._threads is not None:
+            self._threads.close()

@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 from typer.testing import CliRunner
 
-from sim.bench.env import FIXED_LABEL, bench_scenario
+from sim.bench.env import FIXED_LABEL, THREADS_LABEL, bench_scenario
 from sim.bench.env_report import env_table_markdown
 from sim.bench.env_worker import (
     METADRIVE_STUB_FILE,
@@ -57,8 +57,14 @@ def test_fast_run_writes_the_schema_with_random_and_labelled_fixed_rows(tmp_path
     assert all(f["actions"] == "fixed" and f["label"] == FIXED_LABEL for f in fixed.values())
     assert fixed["loopdrive_B3_fixed"]["worlds_distinct_actions"] is False
     assert set(res["random_vs_fixed"]) == set(fixed)
+    # the threaded row (default --threads 2) is labelled and kept out of the per-core rows
+    (thr,) = res["loopdrive_threaded"]["rows"]
+    assert res["loopdrive_threaded"]["label"] == THREADS_LABEL
+    assert thr["name"] == "loopdrive_B3_threads2" and thr["threads"] == 2 and thr["num_envs"] == 3 and thr["steps_per_s"] > 0
+    assert b3["threads"] == 1 and single["threads"] == 1
     md = out.with_suffix(".md").read_text()
     assert "| loopdrive vector env, B = 3 | random |" in md and "| loopdrive vector env, B = 3 | **fixed** (see below) |" in md
+    assert "| loopdrive vector env, B = 3, **2 threads** (see below) | random |" in md and THREADS_LABEL in md
     assert "MetaDrive: unavailable" in md and FIXED_LABEL in md
 
 

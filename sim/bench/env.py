@@ -47,12 +47,12 @@ from typing import Any
 
 import numpy as np
 
-from sim.bench.env_report import FIXED_LABEL, env_table_markdown
+from sim.bench.env_report import FIXED_LABEL, THREADS_LABEL, env_table_markdown
 from sim.bench.env_sb3 import bench_sb3_ppo
 from sim.fsutil import atomic_write_text
 from sim.spec import BehaviorSpec, InsertOp, ScenarioSpec, SpawnSpec
 
-__all__ = ["FIXED_LABEL", "bench_sb3_ppo", "bench_scenario", "env_table_markdown", "run_bench"]
+__all__ = ["FIXED_LABEL", "THREADS_LABEL", "bench_sb3_ppo", "bench_scenario", "env_table_markdown", "run_bench"]
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,7 @@ def _figure(name: str, raw: dict[str, Any], desc: dict[str, Any]) -> dict[str, A
         "actions": desc["actions"],
         "label": FIXED_LABEL if fixed else "random per-world actions (seeded, drawn up front), resets counted",
         "worlds_distinct_actions": desc["worlds_distinct_actions"],
+        "threads": int(desc.get("threads", 1)),
         "steps_per_s": med,
         "steps_per_s_best": float(max(rates)),
         "sim_s_per_wall_s": med * DT_S,
@@ -221,7 +222,8 @@ def _assemble(status: dict[str, dict[str, Any]], figs: dict[str, dict[str, Any]]
     """The JSON: simulators' status and configuration, one row per system, and the ratios."""
     random_rows = [f for f in figs.values() if f["actions"] == "random"]
     single = figs.get("loopdrive_single")
-    batched = sorted((f for f in random_rows if f["name"].startswith("loopdrive_B")), key=lambda f: f["num_envs"])
+    batched = sorted((f for f in random_rows if f["name"].startswith("loopdrive_B") and f["threads"] == 1), key=lambda f: f["num_envs"])
+    threaded = sorted((f for f in random_rows if f["name"].startswith("loopdrive_B") and f["threads"] > 1), key=lambda f: f["threads"])
     fixed = [f for f in figs.values() if f["actions"] == "fixed"]
     res: dict[str, Any] = {"benchmark": "env", "schema_version": SCHEMA_VERSION, **meta}
     for sim_name in ("highway_env", "metadrive", "loopdrive"):
@@ -232,6 +234,7 @@ def _assemble(status: dict[str, dict[str, Any]], figs: dict[str, dict[str, Any]]
         res[sim_name] = st
     res["loopdrive_single"] = single
     res["loopdrive_batched"] = batched
+    res["loopdrive_threaded"] = {"label": THREADS_LABEL, "rows": threaded}
     res["fixed_action"] = {"label": FIXED_LABEL, "rows": fixed}
     ratios: dict[str, float] = {}
     for ref in ("highway_env", "metadrive"):
@@ -252,6 +255,7 @@ def run_bench(
     *,
     seconds: float = 10.0,
     batch_sizes: tuple[int, ...] = (16, 64, 256),
+    threads: tuple[int, ...] = (2,),
     rounds: int = 5,
     fixed: bool = True,
     seed: int = 0,
@@ -264,7 +268,9 @@ def run_bench(
     """Measure every system in one run, write the JSON (atomically) to ``out`` and the markdown
     table beside it (``.md``); returns the JSON.
 
-    ``seconds``: wall seconds per system, split into ``rounds`` interleaved slices. ``pythons``:
+    ``seconds``: wall seconds per system, split into ``rounds`` interleaved slices. ``threads``:
+    the largest B again with the engine step shared among that many threads (values above 1; a
+    labelled row outside the per-core comparison). ``pythons``:
     the interpreter of each simulator's process (``loopdrive``, ``highway_env``, ``metadrive``;
     None or missing = the default of :func:`default_pythons`). ``sb3``: also the SB3 PPO row.
     ``simulators``: which of :data:`SIMULATORS` to measure (loopdrive always; one not asked for
@@ -280,7 +286,7 @@ def run_bench(
     chosen = {k: v for k, v in chosen.items() if k in simulators or k == "loopdrive"}
     load0 = os.getloadavg()[0]
     stub = Path(tempfile.mkdtemp(prefix="loopdrive-metadrive-assets-"))
-    config = {"seed": seed, "pool_steps": 4096, "batch_sizes": list(batch_sizes), "fixed": fixed, "vehicles": N_VEHICLES, "metadrive_stub": str(stub / "assets")}
+    config = {"seed": seed, "pool_steps": 4096, "batch_sizes": list(batch_sizes), "threads": [int(x) for x in threads], "fixed": fixed, "vehicles": N_VEHICLES, "metadrive_stub": str(stub / "assets")}
     workers: dict[str, _Worker] = {}
     try:
         workers, status = _start(chosen, config, say)

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FIXED_LABEL", "env_table_markdown"]
+__all__ = ["FIXED_LABEL", "THREADS_LABEL", "env_table_markdown"]
 
 #: the label of every fixed-action row (JSON ``label`` and the markdown table)
 FIXED_LABEL = "fixed action (the same action in every world and step: worlds stay in lock-step, which flatters the batched env; for comparison with earlier figures only)"
+
+
+#: the label of every threaded vector-env row (JSON ``label`` and the markdown table)
+THREADS_LABEL = "the engine step's worlds shared among worker threads (sim.engine.StepThreads, the same bits as one thread): uses that many cores, so it is not a per-core figure"
 
 
 def _num(v: float | None, digits: int = 0) -> str:
@@ -61,11 +65,14 @@ def env_table_markdown(res: dict[str, Any]) -> str:
         else:
             lines.append(_row([f"{'highway-env' if name == 'highway_env' else 'MetaDrive'}: unavailable ({st.get('reason', 'not run')})", "", "", "", "", "", ""]))
     rows = ([res["loopdrive_single"]] if res.get("loopdrive_single") else []) + list(res.get("loopdrive_batched") or [])
+    rows += list((res.get("loopdrive_threaded") or {}).get("rows") or [])
     rows += list((res.get("fixed_action") or {}).get("rows") or [])
     for f in rows:
         what = "loopdrive single env" if f["num_envs"] == 1 else f"loopdrive vector env, B = {f['num_envs']}"
+        if f.get("threads", 1) > 1:
+            what += f", **{f['threads']} threads** (see below)"
         acts = "random" if f["actions"] == "random" else "**fixed** (see below)"
         lines.append(_row([what, acts, _num(f["steps_per_s"]), _ratio(f["steps_per_s"], hw), _ratio(f["steps_per_s"], md),
                            _num(f["resets_per_1000_world_steps"], 1), f"{_num(f['reset_ms'], 2)}" + (f" ({_num(f['reset_ms_per_world'], 3)} per world)" if f["num_envs"] > 1 else "")]))
-    lines += ["", f"Rows marked fixed: {FIXED_LABEL}. Reset ms: the median of single resets; for the vector env one `reset()` of all B worlds.", ""]
+    lines += ["", f"Rows marked fixed: {FIXED_LABEL}. Rows with threads: {THREADS_LABEL}. Reset ms: the median of single resets; for the vector env one `reset()` of all B worlds.", ""]
     return "\n".join(lines)

@@ -80,9 +80,10 @@ class System:
     """One system under test. ``step(i)`` does env step ``i`` (its action is ``pool[i % len]``)
     and returns how many episodes ended (and were or will be reset); ``reset()`` resets it."""
 
-    def __init__(self, name: str, num_envs: int, step: Callable[[int], int], reset: Callable[[], None], close: Callable[[], None], pool: np.ndarray, actions: str) -> None:
+    def __init__(self, name: str, num_envs: int, step: Callable[[int], int], reset: Callable[[], None], close: Callable[[], None], pool: np.ndarray, actions: str, threads: int = 1) -> None:
         self.name = name
         self.num_envs = num_envs
+        self.threads = threads
         self.step = step
         self.reset = reset
         self.close = close
@@ -122,7 +123,7 @@ class System:
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"num_envs": self.num_envs, "actions": self.actions, "pool_shape": list(self.pool.shape), "worlds_distinct_actions": worlds_distinct(self.pool)}
+        return {"num_envs": self.num_envs, "actions": self.actions, "threads": self.threads, "pool_shape": list(self.pool.shape), "worlds_distinct_actions": worlds_distinct(self.pool)}
 
 
 def worlds_distinct(pool: np.ndarray) -> bool:
@@ -148,7 +149,8 @@ def action_pool(kind: str, low: np.ndarray, high: np.ndarray, num_envs: int, ste
 def loopdrive_systems(cfg: dict[str, Any]) -> tuple[list[System], dict[str, Any]]:
     """The loopdrive single env (``gymnasium.make``) and vector env (``make_vec``, the
     ``vector_entry_point``) at each B of ``cfg["batch_sizes"]``, with random per-world actions and,
-    when ``cfg["fixed"]``, the same again with one fixed action."""
+    when ``cfg["fixed"]``, the same again with one fixed action; for each ``cfg["threads"]`` above 1,
+    the largest B again with the engine step shared among that many threads (a labelled row)."""
     import gymnasium as gym
 
     import sim  # registers the env
@@ -170,6 +172,14 @@ def loopdrive_systems(cfg: dict[str, Any]) -> tuple[list[System], dict[str, Any]
             venv.reset(seed=seed)
             pool = action_pool(kind, space.low, space.high, int(b), steps, seed + 1 + k)
             out.append(_vector_system(f"loopdrive_B{b}{suffix}", venv, pool, kind))
+        sizes = [int(b) for b in cfg.get("batch_sizes", (16, 64, 256))]
+        for t in cfg.get("threads", ()) if kind == "random" and sizes else ():
+            if int(t) > 1:
+                b = max(sizes)
+                venv = gym.make_vec("loopdrive/ClosedLoop-v0", num_envs=b, vectorization_mode="vector_entry_point", scenario=spec, scene=scene, threads=int(t))
+                venv.reset(seed=seed)
+                pool = action_pool(kind, space.low, space.high, b, steps, seed + 1 + sizes.index(b))
+                out.append(_vector_system(f"loopdrive_B{b}_threads{int(t)}", venv, pool, kind, int(t)))
     info = {"version": getattr(sim, "__version__", "dev"), "scenario": spec.name, "horizon_s": spec.horizon_s, "vehicles": len(spec.actors),
             "observation": "state", "action": "control, normalized [accel, steer] in [-1, 1]^2",
             "vector_autoreset": "next_step (gymnasium's default: a finished world resets on its next step, which counts as a world step)"}
@@ -192,14 +202,14 @@ def _single_system(name: str, env: Any, pool: np.ndarray, kind: str, acts: Any =
     return System(name, 1, step, lambda: env.reset(), env.close, pool, kind)
 
 
-def _vector_system(name: str, venv: Any, pool: np.ndarray, kind: str) -> System:
+def _vector_system(name: str, venv: Any, pool: np.ndarray, kind: str, threads: int = 1) -> System:
     n = len(pool)
 
     def step(i: int) -> int:
         _, _, te, tr, _ = venv.step(pool[i % n])  # finished worlds reset on their next step
         return int(np.count_nonzero(te | tr))
 
-    return System(name, int(pool.shape[1]), step, lambda: venv.reset(), venv.close, pool, kind)
+    return System(name, int(pool.shape[1]), step, lambda: venv.reset(), venv.close, pool, kind, threads)
 
 
 # ------------------------------------------------------------------------------ highway-env

@@ -23,7 +23,8 @@ def _python_option(ctx: typer.Context, param: typer.CallbackParam, value: Path |
 
 
 def _table(res: dict[str, Any]) -> Table:
-    """The rich table of the run: random-action rows, then the labelled fixed-action rows."""
+    """The rich table of the run: random-action rows, the threaded rows, then the labelled
+    fixed-action rows."""
     tab = Table(title=f"env throughput ({res['vehicles']} vehicles, dt {res['dt_s']} s, {res['machine']['cpus']} CPUs, load {res['machine']['load_avg_1min_after']}; "
                       f"medians of {res['rounds']} interleaved slices, random actions, resets counted)")
     for col in ("system", "actions", "steps/s per world", "x highway-env", "x MetaDrive", "resets/1000", "reset ms"):
@@ -40,9 +41,11 @@ def _table(res: dict[str, Any]) -> Table:
                         ratio(st["steps_per_s"], "metadrive"), f"{st['resets_per_1000_world_steps']:.1f}", f"{st['reset_ms']:.2f}")
         else:
             tab.add_row(f"{title} (unavailable)", "-", "-", "-", "-", "-", "-")
-    rows = [res["loopdrive_single"], *res["loopdrive_batched"], *res["fixed_action"]["rows"]]
+    rows = [res["loopdrive_single"], *res["loopdrive_batched"], *(res.get("loopdrive_threaded") or {}).get("rows", []), *res["fixed_action"]["rows"]]
     for f in rows:
         name = "loopdrive single" if f["num_envs"] == 1 else f"loopdrive vector B={f['num_envs']}"
+        if f.get("threads", 1) > 1:
+            name += f", {f['threads']} threads"
         tab.add_row(name, f["actions"], f"{f['steps_per_s']:.0f}", ratio(f["steps_per_s"], "highway_env"), ratio(f["steps_per_s"], "metadrive"),
                     f"{f['resets_per_1000_world_steps']:.1f}", f"{f['reset_ms']:.2f}")
     return tab
@@ -55,6 +58,7 @@ def bench_env_cmd(
     seconds: float = typer.Option(10.0, "--seconds", min=0.1, max=3600.0, help="Wall seconds per system (split into interleaved slices)."),
     rounds: int = typer.Option(5, "--rounds", min=1, max=1000, help="Interleaved rounds; figures are medians over them."),
     batch_sizes: str = typer.Option("16,64,256", "--batch-sizes", help="B of the vector env rows, comma-separated."),
+    threads: str = typer.Option("2", "--threads", help="Also the largest B with the engine step shared among this many threads (comma-separated; 1 = none): a labelled row, not per core."),
     fixed: bool = typer.Option(True, "--fixed/--no-fixed", help="Also the labelled fixed-action rows (the same action in every world)."),
     sb3: bool = typer.Option(True, "--sb3/--no-sb3", help="Also the SB3 PPO row (dev extra)."),
     simulators: str = typer.Option("highway_env,metadrive,loopdrive", "--simulators", help="Which to measure (loopdrive always): highway_env, metadrive, loopdrive."),
@@ -74,12 +78,15 @@ def bench_env_cmd(
     sizes = tuple(parse_int_list(batch_sizes, "--batch-sizes", minimum=1) or ())
     if not sizes or max(sizes) > 4096:
         raise typer.BadParameter(f"expected 1 to 4096 worlds per size, got {batch_sizes!r}", param_hint="--batch-sizes")
+    thr = tuple(parse_int_list(threads, "--threads", minimum=1) or ())
+    if any(x > 64 for x in thr):
+        raise typer.BadParameter(f"expected 1 to 64 threads, got {threads!r}", param_hint="--threads")
     if quick:
         sizes, seconds = tuple(b for b in sizes if b <= 64) or (16,), 2.0
     dest = bench_output("env.json", out, publish)
     pythons = {"highway_env": str(highway_env_python) if highway_env_python else None, "metadrive": str(metadrive_python) if metadrive_python else None}
     with user_errors(), console.status("benchmarking ...") as status:
-        res = run_bench(dest.path, seconds=seconds, rounds=rounds, batch_sizes=sizes, fixed=fixed, seed=seed, sb3=sb3, simulators=sims, pythons=pythons,
+        res = run_bench(dest.path, seconds=seconds, rounds=rounds, batch_sizes=sizes, threads=thr, fixed=fixed, seed=seed, sb3=sb3, simulators=sims, pythons=pythons,
                         progress=lambda m: status.update(f"benchmarking {m} ..."))
     console.print(_table(res))
     sb = res.get("sb3_ppo") or {}
