@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from sim.cli import app
 from sim.metrics import EpisodeRecord
-from sim.ncap.score import first_impact, ncap_score, relative_speed
+from sim.ncap.score import first_impact, ncap_score, relative_speed, summarize
 
 RUNNER = CliRunner()
 
@@ -67,6 +67,22 @@ def test_impact_at_half_the_reference_speed_scores_2() -> None:
 
 def test_impact_faster_than_the_reference_scores_0() -> None:
     assert _score(_record(12.0), _record(10.0)) == 0.0
+
+
+def test_summary_counts_offroad_ends_and_a_score_that_counts_them_0() -> None:
+    def row(k: str, collided: bool, term: str, score: float) -> dict[str, object]:
+        return {"type": k, "status": "ok", "collided": collided, "termination": term, "score": score, "impact_speed_ms": 3.0 if collided else None}
+
+    rows = [row("stationary", False, "offroad", 5.0), row("stationary", False, "horizon", 5.0), row("stationary", True, "collision", 2.0),
+            row("side", False, "horizon", 5.0), row("side", False, "offroad", 5.0)]  # fmt: skip
+    s = summarize(rows, ["stationary", "side"])
+    st, sd = s["types"]["stationary"], s["types"]["side"]
+    assert st["score"] == pytest.approx(4.0) and st["score_offroad_as_0"] == pytest.approx(7.0 / 3.0)
+    assert st["offroad_ends"] == 1 and st["offroad_rate"] == pytest.approx(1 / 3)
+    assert sd["score"] == 5.0 and sd["score_offroad_as_0"] == pytest.approx(2.5) and sd["offroad_ends"] == 1
+    ov = s["overall"]
+    assert ov["offroad_ends"] == 2 and ov["score"] == pytest.approx(4.5)
+    assert ov["score_offroad_as_0"] == pytest.approx((7.0 / 3.0 + 2.5) / 2) and ov["offroad_rate"] == pytest.approx((1 / 3 + 0.5) / 2)
 
 
 def test_impact_speed_is_the_relative_velocity() -> None:

@@ -88,10 +88,11 @@ def ncap_cmd(
 
         s = run_ncap(cfg, out, resume=resume, progress=cb)
     tab = Table(title=f"NeuroNCAP: {planner} on {log.name} ({sensors} sensors, {runs} per type)")
-    for c in ("type", "permutations", "errored", "collision rate", "NCAP score"):
+    for c in ("type", "permutations", "errored", "collision rate", "NCAP score", "off-road ends", "score, off-road = 0"):
         tab.add_column(c, justify="left" if c == "type" else "right")
     for k, v in [*s.summary["types"].items(), ("average", s.summary["overall"])]:
-        tab.add_row(k, str(v["permutations"]), str(v["errored"]), _f(v["collision_rate"], pct=True), _f(v["score"]))
+        tab.add_row(k, str(v["permutations"]), str(v["errored"]), _f(v["collision_rate"], pct=True), _f(v["score"]),
+                    _f(v.get("offroad_rate"), pct=True), _f(v.get("score_offroad_as_0")))  # fmt: skip
     console.print(tab)
     console.print(f"{s.permutations} permutations ({s.ran} episodes run, {s.skipped} already done, {s.errored} errored) "
                   f"in {s.wall_s:.1f} s -> {s.files['report_html']}", soft_wrap=True, highlight=False)  # fmt: skip

@@ -30,6 +30,7 @@ def summary_rows(summary: Mapping[str, Any]) -> Any:
             "type": k, "permutations": v["permutations"], "errored": v["errored"],
             "collision_rate": v["collision_rate"], "ncap_score": v["score"],
             "mean_impact_speed_ms": v.get("mean_impact_speed_ms"),
+            "offroad_rate": v.get("offroad_rate"), "ncap_score_offroad_as_0": v.get("score_offroad_as_0"),
         })  # fmt: skip
     return pl.DataFrame(recs, infer_schema_length=None)
 
@@ -106,7 +107,8 @@ def write_ncap_report(out: Path, rows: Sequence[Mapping[str, Any]], summary: Map
     md = [f"# NeuroNCAP: {out.name}", "", head, "", "## Score and collision rate", "",
           "every permutation errored: nothing was scored" if every else _markdown(tab), "",
           "Score: 5 without a collision, else 4 · max(0, 1 − v_i / v_r), v_i the impact speed, v_r the no-action "
-          "reference's (docs/concepts/ncap.md). Average = mean of the type means.", "", anchor, "", "## Scenarios", ""]  # fmt: skip
+          "reference's (docs/concepts/ncap.md). Average = mean of the type means. NeuroNCAP scores only collisions, so a "
+          "run that leaves the road scores 5; offroad_rate and ncap_score_offroad_as_0 (each such run counted 0) show it.", "", anchor, "", "## Scenarios", ""]  # fmt: skip
     md += [f"- **{k}**: {d['source']}; designed impact {d['designed_impact_s']} s, horizon {d['horizon_s']} s, "
            f"ego route {', '.join(d['ego_route'][:4])}" for k, d in designs.items()]  # fmt: skip
     md += ["", "## Worst runs", ""]

@@ -8,6 +8,11 @@ no-action run collides with nothing (a permutation shifted the target off the eg
 is the permutation's designed closing speed, NeuroNCAP's own reference rule (the logged ego's
 velocity minus the target's at the designed meeting time). A ``v_r`` of zero scores 0 on impact.
 
+**Off-road ends** (loopdrive's addition, not NeuroNCAP's): NeuroNCAP scores only collisions, so a
+run that leaves the road and ends there scores 5. The summary counts such runs (``offroad_ends``,
+``offroad_rate``) and gives ``score_offroad_as_0``, the mean score with each of them counted 0,
+so a planner cannot buy its score by driving off the road.
+
 The first collision is the one the metric registry's ``any_collision`` metric reports (the first
 contact with any actor, target or not, as NeuroNCAP's collision checker; the engine ends the
 episode there). The **collision rate** is the share of scored permutations with a collision. Per
@@ -154,8 +159,9 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 def summarize(rows: Iterable[Mapping[str, Any]], types: Sequence[str]) -> dict[str, Any]:
     """Per type (in ``types`` order) and overall: permutations, errored, scored, collisions,
-    ``collision_rate`` and ``score`` (means over the scored; None where nothing was scored), and
-    the mean impact speed of the collisions (m/s). ``overall`` averages the per-type means over the
+    ``collision_rate`` and ``score`` (means over the scored; None where nothing was scored), the
+    mean impact speed of the collisions (m/s), and the off-road ends without a collision
+    (``offroad_ends``, ``offroad_rate``, ``score_offroad_as_0``). ``overall`` averages the per-type means over the
     types that have one (NeuroNCAP's average) and counts everything."""
     rows = list(rows)
     per: dict[str, Any] = {}
@@ -163,6 +169,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], types: Sequence[str]) -> dict[s
         rs = [r for r in rows if r["type"] == k]
         ok = [r for r in rs if r["status"] == "ok"]
         hits = [r for r in ok if r["collided"]]
+        off = [r for r in ok if not r["collided"] and r.get("termination") == "offroad"]
         per[k] = {
             "permutations": len(rs),
             "errored": len(rs) - len(ok),
@@ -171,6 +178,9 @@ def summarize(rows: Iterable[Mapping[str, Any]], types: Sequence[str]) -> dict[s
             "collision_rate": _mean([float(bool(r["collided"])) for r in ok]),
             "score": _mean([float(r["score"]) for r in ok]),
             "mean_impact_speed_ms": _mean([float(r["impact_speed_ms"]) for r in hits]),
+            "offroad_ends": len(off),
+            "offroad_rate": _mean([float(r in off) for r in ok]),
+            "score_offroad_as_0": _mean([0.0 if r in off else float(r["score"]) for r in ok]),
         }
     scored = [v for v in per.values() if v["score"] is not None]
     overall = {
@@ -180,6 +190,9 @@ def summarize(rows: Iterable[Mapping[str, Any]], types: Sequence[str]) -> dict[s
         "collisions": sum(v["collisions"] for v in per.values()),
         "collision_rate": _mean([v["collision_rate"] for v in scored]),
         "score": _mean([v["score"] for v in scored]),
+        "offroad_ends": sum(v["offroad_ends"] for v in per.values()),
+        "offroad_rate": _mean([v["offroad_rate"] for v in scored]),
+        "score_offroad_as_0": _mean([v["score_offroad_as_0"] for v in scored]),
     }
     return {"types": per, "overall": overall}
 
