@@ -93,7 +93,8 @@ def test_training_data_places_the_boxes_at_frames_before_the_first_keyframe(tmp_
 
 
 def test_the_quick_preset_has_its_own_settings_for_several_cameras() -> None:
-    from sim.recon.method import PRESETS, make_trainer_config, preset_settings
+    from sim.recon.method import make_trainer_config
+    from sim.recon.presets import PRESETS, preset_settings
 
     one, many = preset_settings("quick"), preset_settings("quick", multi_camera=True)
     assert "multi_camera" not in one and one == {k: v for k, v in PRESETS["quick"].items() if k != "multi_camera"}

@@ -158,7 +158,7 @@ def _check_inputs(log_dir: Path | None, town: str, frames: int, preset: str, ner
     from sim.errors import BundleError, ResultsError, ScenarioError
     from sim.fsutil import check_input_file
     from sim.log import validate_log
-    from sim.recon.method import PRESETS
+    from sim.recon.presets import PRESETS
     from sim.synth import get_preset
 
     if preset not in PRESETS:

@@ -146,7 +146,8 @@ def _train_bundle(
     """:func:`train_bundle` on a validated log, staging nerfstudio's output in ``work``."""
     from sim.recon.bundle import save_bundle
     from sim.recon.data import check_trainable
-    from sim.recon.method import PRESETS, make_trainer_config
+    from sim.recon.method import make_trainer_config
+    from sim.recon.presets import PRESETS
 
     log_dir = dl.root
     if preset not in PRESETS:
