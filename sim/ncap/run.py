@@ -32,7 +32,7 @@ from typing import Any
 
 from sim.errors import BundleError, LoopdriveError, ResultsError, ScenarioError
 from sim.fsutil import atomic_path, atomic_write_text
-from sim.ncap.scenarios import NCAP_TYPES, Design, EgoPath, Permutation
+from sim.ncap.scenarios import NCAP_TYPES, Design, Permutation
 
 __all__ = ["NCAP_FORMAT", "RESULT_FIELDS", "NcapConfig", "NcapSummary", "build_scenarios", "check_config", "run_ncap"]
 
@@ -170,28 +170,18 @@ class Built:
 
 def build_scenarios(cfg: NcapConfig, kinds: Sequence[str]) -> Built:
     """The designs and every permutation's scenario-file content (nothing written)."""
-    from sim.ncap.scenarios import design, ego_path, interfering_actors, permutation, scenario_data
+    from sim.ncap.scenarios import permutation_scenarios
     from sim.scenario import scene_context
     from sim.spec import SceneSpec
 
     ctx = scene_context(SceneSpec(log=cfg.log.resolve()))
-    ego: EgoPath = ego_path(ctx)
     target, size, library = _target(cfg, kinds)
     scene: dict[str, Any] = {"log": str(cfg.log.resolve()), "bundle": str(cfg.bundle.resolve()), "renderer": cfg.sensors}
     if library is not None:
         scene["actor_library"] = str(library)
-    built = Built(designs={})
-    for kind in cfg.types:
-        d = design(kind, ego, ctx.lane_map, size)
-        built.designs[kind] = d
-        for k in range(cfg.runs):
-            p = permutation(d, k, cfg.seed, size)
-            data = scenario_data(p, d.ego, scene=scene, planner=cfg.planner, observation=kinds, target=target,
-                                 remove=interfering_actors(ctx, d.ego, p, size), seed=cfg.seed)  # fmt: skip
-            if cfg.planner_params:
-                data["planner"]["params"] = dict(cfg.planner_params)
-            built.items.append((p, data))
-    return built
+    designs, items = permutation_scenarios(ctx, cfg.types, cfg.runs, cfg.seed, size, scene=scene, planner=cfg.planner, observation=kinds,
+                                           target=target, planner_params=cfg.planner_params)  # fmt: skip
+    return Built(designs=designs, items=items)
 
 
 # ------------------------------------------------------------------------------ run folder

@@ -58,6 +58,7 @@ __all__ = [
     "ego_path",
     "interfering_actors",
     "permutation",
+    "permutation_scenarios",
     "scenario_data",
 ]
 
@@ -489,6 +490,7 @@ def scenario_data(
     target: Mapping[str, Any],
     remove: Sequence[str] = (),
     seed: int = 0,
+    planner_params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The scenario-file content (a plain dict for YAML) of one permutation.
 
@@ -496,6 +498,7 @@ def scenario_data(
         scene: the file's ``scene`` mapping (log, bundle, renderer, actor_library).
         target: ``class`` and ``size`` or ``asset`` of the inserted target.
         remove: logged actor ids to remove (:func:`interfering_actors`).
+        planner_params: the planner's parameters in the file (none: ``{}``).
     """
     behavior: dict[str, Any] = {"type": "static"} if perm.kind == "stationary" else {"type": "constant_velocity", "speed": perm.speed}
     desc = (
@@ -525,9 +528,40 @@ def scenario_data(
             "route": list(ego.route),
         },
         "actors": actors,
-        "planner": {"name": planner, "params": {}},
+        "planner": {"name": planner, "params": dict(planner_params or {})},
         "observation": list(observation),
         "horizon_s": perm.horizon_s,
         "dt_s": DT_S,
         "seeds": [0],
     }
+
+
+def permutation_scenarios(
+    ctx: Any,
+    types: Sequence[str],
+    runs: int,
+    seed: int,
+    target_size: Sequence[float],
+    *,
+    scene: Mapping[str, Any],
+    planner: str,
+    observation: Sequence[str],
+    target: Mapping[str, Any],
+    planner_params: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Design], list[tuple[Permutation, dict[str, Any]]]]:
+    """The designs per type and every permutation's scenario-file content (nothing written) of the
+    drive log behind ``ctx`` (:func:`sim.scenario.scene_context`): ``runs`` permutations of each
+    of ``types``, permutation ``k`` drawn with ``seed`` (:func:`permutation`), the logged actors in
+    its way removed (:func:`interfering_actors`); the other arguments as :func:`scenario_data`'s."""
+    ego = ego_path(ctx)
+    designs: dict[str, Design] = {}
+    items: list[tuple[Permutation, dict[str, Any]]] = []
+    for kind in types:
+        d = design(kind, ego, ctx.lane_map, target_size)
+        designs[kind] = d
+        for k in range(runs):
+            p = permutation(d, k, seed, target_size)
+            data = scenario_data(p, d.ego, scene=scene, planner=planner, observation=observation, target=target,
+                                 remove=interfering_actors(ctx, d.ego, p, target_size), seed=seed, planner_params=planner_params)  # fmt: skip
+            items.append((p, data))
+    return designs, items

@@ -58,14 +58,7 @@ def ncap_training_scenarios(
 
     from sim.fsutil import atomic_write_text
     from sim.log import validate_log
-    from sim.ncap.scenarios import (
-        NCAP_TYPES,
-        design,
-        ego_path,
-        interfering_actors,
-        permutation,
-        scenario_data,
-    )
+    from sim.ncap.scenarios import NCAP_TYPES, permutation_scenarios
     from sim.scenario import DEFAULT_SIZES, scene_context
     from sim.spec import SceneSpec
 
@@ -83,23 +76,18 @@ def ncap_training_scenarios(
         lp = Path(lg)
         validate_log(lp, check_payloads=False)
         ctx = scene_context(SceneSpec(log=lp.resolve()))
-        ego = ego_path(ctx)
         scene = {"log": str(lp.resolve()), "renderer": renderer}
         root = Path(out) / _set_name(lp, seed)
-        for kind in types:
-            d = design(kind, ego, ctx.lane_map, size)
-            for k in range(runs):
-                p = permutation(d, k, seed, size)
-                data = scenario_data(p, d.ego, scene=scene, planner="pdm_closed", observation=("ego", "objects"), target=target,
-                                     remove=interfering_actors(ctx, d.ego, p, size), seed=seed)  # fmt: skip
-                data["name"] = f"{_set_name(lp, seed)}_{p.name}"
-                path = root / kind / f"{p.name}.yaml"
-                text = f"# sensor_policy NCAP training scenario: {kind} permutation {k}, seed {seed}, log {lp.resolve()}\n"
-                text += yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                if not path.is_file() or path.read_text(encoding="utf-8") != text:
-                    atomic_write_text(path, text)
-                files.append(path)
+        _, items = permutation_scenarios(ctx, types, runs, seed, size, scene=scene, planner="pdm_closed", observation=("ego", "objects"), target=target)
+        for p, data in items:
+            data["name"] = f"{_set_name(lp, seed)}_{p.name}"
+            path = root / p.kind / f"{p.name}.yaml"
+            text = f"# sensor_policy NCAP training scenario: {p.kind} permutation {p.index}, seed {seed}, log {lp.resolve()}\n"
+            text += yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                atomic_write_text(path, text)
+            files.append(path)
         log.info("NCAP training scenarios: %d files of %s (seed %d) in %s", runs * len(types), lp, seed, root)
     return sorted(files)
 
