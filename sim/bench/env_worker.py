@@ -159,6 +159,7 @@ def loopdrive_systems(cfg: dict[str, Any]) -> tuple[list[System], dict[str, Any]
     spec, scene = bench_scenario(int(cfg.get("vehicles", 20)))
     seed, steps = int(cfg.get("seed", 0)), int(cfg.get("pool_steps", 4096))
     kinds = ["random", "fixed"] if cfg.get("fixed", True) else ["random"]
+    sizes = [int(b) for b in cfg.get("batch_sizes", (16, 64, 256))]
     out: list[System] = []
     for kind in kinds:
         suffix = "" if kind == "random" else "_fixed"
@@ -167,19 +168,19 @@ def loopdrive_systems(cfg: dict[str, Any]) -> tuple[list[System], dict[str, Any]
         space = env.action_space
         pool = action_pool(kind, space.low, space.high, 1, steps, seed)
         out.append(_single_system(f"loopdrive_single{suffix}", env, pool, kind))
-        for k, b in enumerate(cfg.get("batch_sizes", (16, 64, 256))):
-            venv = gym.make_vec("loopdrive/ClosedLoop-v0", num_envs=int(b), vectorization_mode="vector_entry_point", scenario=spec, scene=scene)
+        pools = {}
+        for k, b in enumerate(sizes):
+            venv = gym.make_vec("loopdrive/ClosedLoop-v0", num_envs=b, vectorization_mode="vector_entry_point", scenario=spec, scene=scene)
             venv.reset(seed=seed)
-            pool = action_pool(kind, space.low, space.high, int(b), steps, seed + 1 + k)
+            pools[b] = pool = action_pool(kind, space.low, space.high, b, steps, seed + 1 + k)
             out.append(_vector_system(f"loopdrive_B{b}{suffix}", venv, pool, kind))
-        sizes = [int(b) for b in cfg.get("batch_sizes", (16, 64, 256))]
-        for t in cfg.get("threads", ()) if kind == "random" and sizes else ():
-            if int(t) > 1:
-                b = max(sizes)
-                venv = gym.make_vec("loopdrive/ClosedLoop-v0", num_envs=b, vectorization_mode="vector_entry_point", scenario=spec, scene=scene, threads=int(t))
-                venv.reset(seed=seed)
-                pool = action_pool(kind, space.low, space.high, b, steps, seed + 1 + sizes.index(b))
-                out.append(_vector_system(f"loopdrive_B{b}_threads{int(t)}", venv, pool, kind, int(t)))
+        if kind != "random" or not sizes:
+            continue
+        b = max(sizes)  # the threaded rows: the largest B again, with its one-thread row's actions
+        for t in (int(x) for x in cfg.get("threads", ()) if int(x) > 1):
+            venv = gym.make_vec("loopdrive/ClosedLoop-v0", num_envs=b, vectorization_mode="vector_entry_point", scenario=spec, scene=scene, threads=t)
+            venv.reset(seed=seed)
+            out.append(_vector_system(f"loopdrive_B{b}_threads{t}", venv, pools[b], kind, t))
     info = {"version": getattr(sim, "__version__", "dev"), "scenario": spec.name, "horizon_s": spec.horizon_s, "vehicles": len(spec.actors),
             "observation": "state", "action": "control, normalized [accel, steer] in [-1, 1]^2",
             "vector_autoreset": "next_step (gymnasium's default: a finished world resets on its next step, which counts as a world step)"}

@@ -157,6 +157,11 @@ def _mean(xs: Sequence[float]) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
+def _offroad_end(row: Mapping[str, Any]) -> bool:
+    """The run left the road and ended there without a collision (NeuroNCAP would score it 5)."""
+    return not row["collided"] and row.get("termination") == "offroad"
+
+
 def summarize(rows: Iterable[Mapping[str, Any]], types: Sequence[str]) -> dict[str, Any]:
     """Per type (in ``types`` order) and overall: permutations, errored, scored, collisions,
     ``collision_rate`` and ``score`` (means over the scored; None where nothing was scored), the
@@ -169,7 +174,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], types: Sequence[str]) -> dict[s
         rs = [r for r in rows if r["type"] == k]
         ok = [r for r in rs if r["status"] == "ok"]
         hits = [r for r in ok if r["collided"]]
-        off = [r for r in ok if not r["collided"] and r.get("termination") == "offroad"]
+        off = [_offroad_end(r) for r in ok]
         per[k] = {
             "permutations": len(rs),
             "errored": len(rs) - len(ok),
@@ -178,9 +183,9 @@ def summarize(rows: Iterable[Mapping[str, Any]], types: Sequence[str]) -> dict[s
             "collision_rate": _mean([float(bool(r["collided"])) for r in ok]),
             "score": _mean([float(r["score"]) for r in ok]),
             "mean_impact_speed_ms": _mean([float(r["impact_speed_ms"]) for r in hits]),
-            "offroad_ends": len(off),
-            "offroad_rate": _mean([float(r in off) for r in ok]),
-            "score_offroad_as_0": _mean([0.0 if r in off else float(r["score"]) for r in ok]),
+            "offroad_ends": sum(off),
+            "offroad_rate": _mean([float(o) for o in off]),
+            "score_offroad_as_0": _mean([0.0 if o else float(r["score"]) for r, o in zip(ok, off, strict=True)]),
         }
     scored = [v for v in per.values() if v["score"] is not None]
     overall = {
