@@ -26,12 +26,16 @@ from agents.sensor_policy_data import RasterGeometry
 __all__ = ["free_length", "slow_for_obstacles"]
 
 
-def _densify(wp: NDArray[np.float64], step_m: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Points every ``step_m`` along the polyline origin -> waypoints, and their arc lengths (m)."""
+def _arc(wp: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The polyline origin -> waypoints (K + 1, 2) and the arc length (m) at each of its points."""
     pts = np.vstack([[0.0, 0.0], wp])
     seg = np.diff(pts, axis=0)
-    ln = np.hypot(seg[:, 0], seg[:, 1])
-    cum = np.concatenate([[0.0], np.cumsum(ln)])
+    return pts, np.concatenate([[0.0], np.cumsum(np.hypot(seg[:, 0], seg[:, 1]))])
+
+
+def _densify(wp: NDArray[np.float64], step_m: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Points every ``step_m`` along the polyline origin -> waypoints, and their arc lengths (m)."""
+    pts, cum = _arc(wp)
     total = float(cum[-1])
     s = np.arange(0.0, total + 1e-9, step_m) if total > 0 else np.zeros(1)
     x = np.interp(s, cum, pts[:, 0])
@@ -76,7 +80,7 @@ def slow_for_obstacles(wp: NDArray[np.float64], t_s: NDArray[np.float64], raster
     path, s_path = _densify(wp, 0.25)
     total = float(s_path[-1])
     # the plan's own arc length at each waypoint time, and the capped profile integrated finely
-    s_plan = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(np.vstack([[0.0, 0.0], wp]), axis=0).T))])
+    s_plan = _arc(wp)[1]
     t_plan = np.concatenate([[0.0], np.asarray(t_s, np.float64)])
     dt = 0.02
     ts = np.arange(0.0, float(t_plan[-1]) + 1e-9, dt)
