@@ -42,8 +42,12 @@ KNOWN_THIRD_PARTY_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
     (UserWarning, r"nerfstudio\.utils\.writer", r"Converting a tensor with requires_grad"),  # its scalar logging
 )
 
-#: Wall-clock training cap of each preset in minutes (the presets' ``max_train_seconds``).
-PRESET_CAP_MINUTES = {"quick": 9.0, "full": 55.0}
+def preset_cap_minutes(preset: str, multi_camera: bool = False) -> float:
+    """Wall-clock training cap of a preset in minutes (its ``max_train_seconds``; with
+    ``multi_camera`` the cap it uses when several cameras train)."""
+    from sim.recon.presets import preset_settings
+
+    return float(preset_settings(preset, multi_camera)["model"]["max_train_seconds"]) / 60.0
 
 
 @contextlib.contextmanager
@@ -112,8 +116,9 @@ def recon_cmd(
         raise fail(f"--preset: expected quick or full, got {preset!r}")
     from sim.recon.run import train_bundle
 
-    cap = PRESET_CAP_MINUTES[preset] if max_minutes is None else max_minutes
-    cap_text = f"{cap:g} min" if max_minutes is not None else f"{cap:g} min, quick on several cameras 14 min" if preset == "quick" else f"{cap:g} min"
+    cap = preset_cap_minutes(preset) if max_minutes is None else max_minutes
+    multi = preset_cap_minutes(preset, multi_camera=True)
+    cap_text = f"{cap:g} min" + (f", {preset} on several cameras {multi:g} min" if max_minutes is None and multi != cap else "")
     heading = f"training preset {preset}, wall-clock cap {cap_text} (--max-minutes to change, 0 for none)" if cap else None
     with user_errors(), known_warnings_filtered(), TrainingBar(heading) as progress:
         # no --max-minutes: the preset's own cap (the quick preset's is longer on several cameras)
