@@ -49,10 +49,12 @@ from torch import Tensor
 from sim.log import read_log
 from sim.recon.data import ReconData, actor_poses_at
 from sim.recon.ns_dataparser import LoopdriveLogDataParserConfig
+from sim.recon.occupancy import prune_by_density
 from sim.recon.pose_refine import PoseRefiner
 from sim.recon.presets import preset_settings
 from sim.recon.scene import ActorState, SceneConfig, SceneModel
 from sim.recon.train import BatchSpec, LossWeights, compute_losses, forward_batch, psnr, sample_batch
+from sim.recon.train import occupancy_above_lidar as _occupancy_above_lidar
 
 __all__ = [
     "LoopdriveDataManager",
@@ -323,6 +325,14 @@ class LoopdriveReconModelConfig(ModelConfig):
     """Rays through no occupied cell of the LiDAR occupancy grid get ``samples_bg`` samples spread
     from this distance (m) to ``far_m`` (0: none, they see only sky); see
     :attr:`sim.recon.config.SceneConfig.fallback_from_m`."""
+    occ_above_lidar_m: float = 0.0
+    """Continue the occupancy grid's tall structures (facades) upward through the cells no LiDAR ray
+    crossed, up to this height (m) above their base (0: off): building tops above the LiDAR's field of
+    view are then sampled and learned from the cameras (:func:`sim.recon.train.occupancy_above_lidar`)."""
+    occ_prune_every: int = 0
+    """Every this many steps, drop the cells added above the LiDAR whose density the field has
+    learned to be below ``occ_prune_density`` (1/m) (instant-NGP's grid update; 0: never)."""
+    occ_prune_density: float = 0.05
     far_m: float = 80.0
     upsample: int = 4
     """Output pixels per rendered feature pixel (per axis); the CNN decodes the rest."""
@@ -397,13 +407,17 @@ class LoopdriveReconModel(Model):
             raise RuntimeError("loopdrive-recon needs the loopdrive datamanager (a drive log)")
         self.data = prepare(self.config.scene_config())
         self.ld_meta = dict(meta["loopdrive"])
-        cfg = self.data.cfg
+        cfg, occ = self.data.cfg, self.data.occupancy
+        self.occ_prunable: Tensor | None = None
+        """Cells added above the LiDAR's view (:attr:`LoopdriveReconModelConfig.occ_above_lidar_m`), prunable while training."""
+        if self.config.occ_above_lidar_m > 0:
+            occ, cfg, self.occ_prunable = _occupancy_above_lidar(self.data, self.config.occ_above_lidar_m)
         if self.config.footprint_scale > 0:
             fx = float(self.data.K[self.data.train_frames[0], 0, 0])
             cfg = dataclasses.replace(cfg, footprint_rad=self.config.footprint_scale * 0.5 * cfg.upsample / fx)
         if self.config.appearance:
             cfg = dataclasses.replace(cfg, n_frames=len(self.data.log.frames), n_cameras=len(self.data.cameras))
-        self.scene = SceneModel(cfg, self.data.occupancy)
+        self.scene = SceneModel(cfg, occ)
         if self.scene.appearance is not None and self.data.frame_camera is not None:  # zero-mean gauge (sim.recon.appearance)
             self.scene.appearance.set_gauge(self.data.frame_camera, self.data.train_frames)
         self.refiner: PoseRefiner | None = None
@@ -436,6 +450,12 @@ class LoopdriveReconModel(Model):
                 self._t_start, self._step0 = time.perf_counter(), step
             if self.progress_hook is not None:
                 self.progress_hook(step)
+            every = self.config.occ_prune_every
+            if self.occ_prunable is not None and every > 0 and step > 0 and step % every == 0:
+                scene, g = self.scene, torch.Generator().manual_seed(step)
+                n = prune_by_density(lambda p: scene.background(p)[0], scene.occupancy, self.occ_prunable,  # type: ignore[arg-type]
+                                     scene.aabb_min, scene.cfg.occ_voxel_m, self.config.occ_prune_density, generator=g)  # type: ignore[arg-type]
+                log.info("step %d: %d cells above the LiDAR pruned (density < %g /m)", step, n, self.config.occ_prune_density)
             budget = self.config.max_train_seconds
             if budget > 0 and trainer is not None:
                 elapsed = time.perf_counter() - self._t_start

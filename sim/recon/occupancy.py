@@ -12,6 +12,7 @@ CPU than fancy indexing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,10 @@ from torch import Tensor
 
 from sim.recon.config import SceneConfig
 
-__all__ = ["OccupancyIndex", "background_samples", "candidate_edges", "fallback_candidates", "occupied", "pack_occupancy", "unpack_occupancy"]
+__all__ = [
+    "OccupancyIndex", "background_samples", "candidate_edges", "extend_above_lidar", "fallback_candidates", "grow_top", "lidar_free_space",
+    "occupied", "pack_occupancy", "prune_by_density", "unpack_occupancy",
+]
 
 
 def candidate_edges(cfg: SceneConfig) -> Tensor:
@@ -136,3 +140,79 @@ def unpack_occupancy(packed: np.ndarray, shape: tuple[int, int, int]) -> Tensor:
     n = int(np.prod(shape))
     bits = np.unpackbits(np.asarray(packed, dtype=np.uint8))[:n]
     return torch.from_numpy(bits.astype(bool).reshape(shape))
+
+
+# ------------------------------------------------------------------------------------- the grid above the LiDAR's view
+def lidar_free_space(shape: tuple[int, int, int], aabb_min: Tensor, voxel: float, origins: Tensor, dirs: Tensor, ranges: Tensor,
+                     max_range_m: float, stop_before_m: float = 0.6, chunk: int = 65536) -> Tensor:
+    """Bool ``shape`` grid of the cells LiDAR rays are known to have crossed: each ray (world
+    ``origins`` / unit ``dirs`` (N, 3), measured ``ranges`` (N,) m, 0 = no return, taken as free up
+    to ``max_range_m``) marks the cells of points every half cell from the sensor to
+    ``stop_before_m`` short of its return (the grid's dilation around the return stays unknown)."""
+    free = torch.zeros(int(np.prod(shape)), dtype=torch.bool)
+    n = torch.tensor(shape)
+    step = 0.5 * voxel
+    t_all = torch.arange(step, max_range_m, step)
+    for a in range(0, origins.shape[0], chunk):
+        o, d, r = origins[a : a + chunk], dirs[a : a + chunk], ranges[a : a + chunk]
+        stop = torch.where(r > 0, r - stop_before_m, torch.full_like(r, max_range_m))
+        for b in range(0, t_all.shape[0], 64):  # bounded memory: 64 steps of a chunk at a time
+            t = t_all[b : b + 64]
+            keep = t[None] < stop[:, None]
+            if not keep.any():
+                break
+            i = torch.floor((o[:, None] + d[:, None] * t[None, :, None] - aabb_min) / voxel).long()[keep]
+            i = i[((i >= 0) & (i < n)).all(-1)]
+            free[(i[:, 0] * shape[1] + i[:, 1]) * shape[2] + i[:, 2]] = True
+    return free.reshape(shape)
+
+
+def extend_above_lidar(occ: Tensor, free: Tensor, voxel: float, min_run_m: float = 2.0, max_height_m: float = 24.0) -> Tensor:
+    """The cells to add above the LiDAR's view: bool grid, like ``occ`` (nx, ny, nz). A column whose
+    top occupied run (contiguous cells ending at its highest occupied one) is at least
+    ``min_run_m`` tall -- a facade, a pole, a tree -- continues upward through every cell no LiDAR
+    ray crossed (``free`` false), up to the first crossed cell or ``max_height_m`` above the run's
+    bottom. Surfaces the LiDAR's field of view never reached (building tops above its upper beam)
+    can then be sampled and learned from the cameras; where the structure ends, the camera rays
+    that see sky through those cells teach the field that they are empty (and
+    :func:`prune_by_density` drops them)."""
+    nz = occ.shape[2]
+    z = torch.arange(nz)
+    any_occ = occ.any(-1)
+    top = torch.where(occ, z, -1).amax(-1)  # (nx, ny) highest occupied cell, -1: none
+    # bottom of the top run: the highest empty cell below the top, plus one
+    below = (~occ) & (z[None, None] < top[..., None])
+    bottom = torch.where(below, z, -1).amax(-1) + 1
+    run = (top - bottom + 1).clamp(min=0)
+    tall = any_occ & (run * voxel >= min_run_m)
+    limit = (bottom + round(max_height_m / voxel)).clamp(max=nz - 1)  # (nx, ny) highest cell it may reach
+    above = (z[None, None] > top[..., None]) & (z[None, None] <= limit[..., None]) & tall[..., None]
+    # stop at the first cell a LiDAR ray crossed: cumulative "a crossed cell at or below" along z
+    blocked = torch.cumsum((free & above).to(torch.int32), -1) > 0
+    return above & ~blocked
+
+
+def grow_top(occ: Tensor, cells: int) -> Tensor:
+    """``occ`` (nx, ny, nz) with ``cells`` empty cells appended above (the grid's extent raised)."""
+    return F.pad(occ, (0, max(int(cells), 0))) if cells > 0 else occ
+
+
+@torch.no_grad()
+def prune_by_density(density: Callable[[Tensor], Tensor], occ: Tensor, candidates: Tensor, aabb_min: Tensor, voxel: float,
+                     threshold: float, samples: int = 4, generator: torch.Generator | None = None, chunk: int = 65536) -> int:
+    """Clear (in place) the cells of ``candidates`` (bool, like ``occ``; cells that may be pruned)
+    that are occupied and whose largest density (1/m) over ``samples`` random points inside them is
+    below ``threshold`` -- instant-NGP's occupancy update, restricted to cells the LiDAR did not
+    mark. ``density``: (N, 3) world points -> (N,) densities. Returns the number of cells cleared."""
+    idx = (occ & candidates).nonzero()
+    if idx.shape[0] == 0:
+        return 0
+    dens = torch.empty(idx.shape[0])
+    for a in range(0, idx.shape[0], chunk):
+        ii = idx[a : a + chunk]
+        u = torch.rand(ii.shape[0], samples, 3, generator=generator)
+        p = aabb_min + (ii[:, None].float() + u) * voxel
+        dens[a : a + chunk] = density(p.reshape(-1, 3)).reshape(-1, samples).amax(1)
+    low = idx[dens < threshold]
+    occ[low[:, 0], low[:, 1], low[:, 2]] = False
+    return int(low.shape[0])

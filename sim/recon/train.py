@@ -15,6 +15,8 @@ real pixels only.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,12 +26,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sim.recon.appearance import radius2
-from sim.recon.config import ActorState
+from sim.recon.config import ActorState, SceneConfig
 from sim.recon.data import ReconData
+from sim.recon.occupancy import extend_above_lidar, grow_top, lidar_free_space
 from sim.recon.pose_refine import PoseRefiner
 from sim.recon.scene import SceneModel
 
-__all__ = ["BatchSpec", "LossWeights", "compute_losses", "fit", "forward_batch", "psnr", "sample_batch", "virtual_view_targets"]
+__all__ = ["BatchSpec", "LossWeights", "compute_losses", "fit", "forward_batch", "occupancy_above_lidar", "psnr", "sample_batch",
+           "virtual_view_targets"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,48 @@ class LossWeights:
     ego_prior: float = 1e-3
     #: prior of the cameras' time offsets (mean over cameras of the squared offset, ms^2; PoseRefiner.prior)
     time_prior: float = 1e-8
+
+
+def occupancy_above_lidar(data: ReconData, max_height_m: float, min_run_m: float = 2.0, sweep_stride: int = 4,
+                          max_range_m: float | None = None) -> tuple[Tensor, SceneConfig, Tensor]:
+    """The static occupancy grid of ``data`` continued above the LiDAR's field of view, from what a
+    real log has (LiDAR only): every column whose top occupied run is at least ``min_run_m`` tall
+    continues upward through the cells no LiDAR ray crossed, up to ``max_height_m`` above the run's
+    bottom (:func:`sim.recon.occupancy.extend_above_lidar`; the crossed cells come from the
+    upward-looking rays of every ``sweep_stride``-th training sweep, a ray without a return taken as
+    free to ``max_range_m``, default the LiDAR's maximum range). The grid and the scene extent grow
+    upward as far as the added cells reach.
+
+    Returns the grid, the scene config with the grown extent, and the added cells (bool, like the
+    grid: the cells training may prune, :func:`sim.recon.occupancy.prune_by_density`)."""
+    cfg, occ = data.cfg, data.occupancy
+    if data.s2w is None or data.lidar_dirs is None or data.lidar_range is None or not data.train_sweeps or max_height_m <= 0:
+        return occ, cfg, torch.zeros_like(occ)
+    v = cfg.occ_voxel_m
+    amin = torch.tensor(cfg.aabb_min, dtype=torch.float32)
+    rng = float(max_range_m if max_range_m is not None else (data.lidar_spec.max_range_m if data.lidar_spec is not None else 80.0))
+    big = grow_top(occ, math.ceil(max_height_m / v))
+    o, d, r = [], [], []
+    for j in data.train_sweeps[:: max(sweep_stride, 1)]:
+        m = data.s2w[j]
+        dw = data.lidar_dirs[j] @ m[:3, :3].T
+        up = dw[:, 2] > -0.02  # rays that can pass above a structure's top
+        oj = m[:3, 3].expand(int(up.sum()), 3)
+        if data.lidar_origin_off is not None:
+            oj = oj + data.lidar_origin_off[j][up].float()
+        o.append(oj)
+        d.append(dw[up])
+        r.append(data.lidar_range[j][up])
+    free = lidar_free_space(tuple(big.shape), amin, v, torch.cat(o), torch.cat(d), torch.cat(r), rng)  # type: ignore[arg-type]
+    added = extend_above_lidar(big, free, v, min_run_m, max_height_m)
+    zs = added.any(0).any(0).nonzero()
+    nz = max(occ.shape[2], int(zs.max()) + 1 if zs.numel() else 0)
+    big, added = big[..., :nz] | added[..., :nz], added[..., :nz]
+    top = cfg.aabb_min[2] + nz * v
+    cfg = dataclasses.replace(cfg, aabb_max=(cfg.aabb_max[0], cfg.aabb_max[1], max(cfg.aabb_max[2], top)), occ_shape=tuple(big.shape))
+    log.info("occupancy above the LiDAR: %d cells added (%.1f%% more), grid top %.1f m", int(added.sum()),
+             100.0 * float(added.sum()) / max(int(occ.sum()), 1), cfg.aabb_max[2])
+    return big, cfg, added
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
