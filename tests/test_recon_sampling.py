@@ -118,3 +118,28 @@ def test_train_bundle_uses_the_single_camera_settings_for_one_camera(tmp_path: P
     from sim.recon.bundle import load_bundle
 
     assert load_bundle(tmp_path / "b").scene.cfg.upsample == 4  # the single-camera decoder
+
+
+def test_ns_train_takes_the_multi_camera_settings_when_the_data_selects_several_cameras(tmp_path: Path) -> None:
+    import tyro
+
+    from sim.recon.method import LoopdriveTrainerConfig, make_trainer_config
+    from sim.recon.presets import preset_settings
+
+    root = write_toy_scene(tmp_path / "toy2", frames=4, cameras=2)
+    many = preset_settings("quick", multi_camera=True)
+
+    def cli(*args: str) -> LoopdriveTrainerConfig:  # as ns-train builds it: tyro over the method's default config
+        return tyro.cli(LoopdriveTrainerConfig, default=make_trainer_config("quick"), args=["--data", str(root), *args])
+
+    one = cli()  # the dataparser's default: the rig's first camera only
+    assert not one.multi_camera and one.max_num_iterations == preset_settings("quick")["iterations"] and one.pipeline.model.upsample == 4
+    both = cli("--pipeline.datamanager.dataparser.camera", "all")
+    assert both.multi_camera and both.max_num_iterations == many["iterations"] and both.pipeline.model.upsample == 2
+    assert both.optimizers["grids"]["optimizer"].lr == many["lr_grid"] and both.pipeline.model.max_train_seconds == many["model"]["max_train_seconds"]
+    assert both.optimizers["grids"]["scheduler"].max_steps == many["iterations"]
+    # a flag given on the command line (to another value than the single-camera one) wins
+    mine = cli("--pipeline.datamanager.dataparser.camera", "front,left", "--max-num-iterations", "7", "--pipeline.model.upsample", "1")
+    assert mine.multi_camera and mine.max_num_iterations == 7 and mine.pipeline.model.upsample == 1
+    assert mine.pipeline.model.max_train_seconds == many["model"]["max_train_seconds"]
+    assert not cli("--data", str(tmp_path / "missing"), "--pipeline.datamanager.dataparser.camera", "all").multi_camera  # unreadable: left to training

@@ -51,7 +51,7 @@ from sim.recon.data import ReconData, actor_poses_at
 from sim.recon.ns_dataparser import LoopdriveLogDataParserConfig
 from sim.recon.occupancy import prune_by_density
 from sim.recon.pose_refine import PoseRefiner
-from sim.recon.presets import preset_settings
+from sim.recon.presets import adopt_changed, preset_settings, several_cameras
 from sim.recon.scene import ActorState, SceneConfig, SceneModel
 from sim.recon.train import BatchSpec, LossWeights, compute_losses, forward_batch, psnr, sample_batch
 from sim.recon.train import occupancy_above_lidar as _occupancy_above_lidar
@@ -352,10 +352,8 @@ class LoopdriveReconModelConfig(ModelConfig):
     finer than it are down-weighted (:attr:`sim.recon.scene.SceneConfig.footprint_rad`). Far
     samples then do not train the fine levels, which close views (lane shifts) read."""
     num_threads: int = 1
-    """torch CPU threads (0: leave torch's default). One thread is the default: on this 2-core
-    machine shared with other jobs, two threads spend most of their time waiting for each other
-    (measured 1.57 s/iter with 2 threads vs 0.14 s/iter with 1 at load ~10). On the idle machine
-    two are about 1.4x faster (full preset: 0.25 vs 0.34 s for its first iterations)."""
+    """torch CPU threads (0: torch's default). One by default: on the shared 2-core machine two wait for
+    each other (1.57 against 0.14 s/iter at load ~10); idle, two are about 1.4x faster."""
     max_train_seconds: float = 0.0
     """Stop training after this wall-clock time (0: run all iterations). With a budget the
     learning-rate decay is fitted to the clock: every 10 steps its end moves to the step the budget
@@ -539,6 +537,25 @@ class LoopdriveReconModel(Model):
 
 
 # ------------------------------------------------------------------------------------- methods
+@dataclass
+class LoopdriveTrainerConfig(TrainerConfig):
+    """A preset's trainer config. Built (``ns-train``) for data and cameras (dataparser ``camera``) that
+    select several cameras of the log, it takes the preset's multi-camera settings where it still has
+    the single-camera value (a command-line flag set to another value wins; one set to the single-camera value does not)."""
+
+    preset: str = "quick"
+    """The preset it was made from (``quick`` / ``full``)."""
+    multi_camera: bool = False
+    """The preset's multi-camera settings are in."""
+
+    def __post_init__(self) -> None:
+        data = self.data or self.pipeline.datamanager.data
+        if not self.multi_camera and data is not None and several_cameras(data, self.pipeline.datamanager.dataparser.camera):
+            changed = adopt_changed(self, make_trainer_config(self.preset), make_trainer_config(self.preset, multi_camera=True))
+            self.multi_camera = True
+            log.info("several cameras: the %s preset's multi-camera settings (%s)", self.preset, ", ".join(c for c in changed if c != "multi_camera"))
+
+
 def make_trainer_config(preset: str = "quick", *, data: Path | None = None, iterations: int | None = None,
                         multi_camera: bool = False) -> TrainerConfig:
     """The nerfstudio :class:`TrainerConfig` of a preset (``quick`` or ``full``), with its
@@ -551,8 +568,8 @@ def make_trainer_config(preset: str = "quick", *, data: Path | None = None, iter
         return {"optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-15),
                 "scheduler": LogLinearDecaySchedulerConfig(lr_final=lr * 0.1, max_steps=max(iters, 1))}
 
-    return TrainerConfig(
-        method_name=name,
+    return LoopdriveTrainerConfig(
+        preset=preset, multi_camera=multi_camera, method_name=name,
         steps_per_eval_batch=500,
         steps_per_eval_image=500,
         steps_per_eval_all_images=10**9,

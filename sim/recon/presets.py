@@ -6,9 +6,11 @@ turns a preset into a nerfstudio trainer config.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any
 
-__all__ = ["PRESETS", "preset_settings"]
+__all__ = ["PRESETS", "adopt_changed", "preset_settings", "several_cameras"]
 
 #: ``quick`` decodes a 1/4-resolution feature image (fast to render: a 320x192 frame in about
 #: 31 ms in surface mode) and fits the 10-minute budget; ``full`` decodes a 1/2-resolution one
@@ -69,3 +71,41 @@ def preset_settings(preset: str, multi_camera: bool = False) -> dict[str, Any]:
     for k, v in (extra or {}).items():
         p[k] = {**p.get(k, {}), **v} if isinstance(v, dict) else v
     return p
+
+
+def adopt_changed(target: Any, ref: Any, new: Any, path: str = "") -> list[str]:
+    """Move ``target`` (nested dataclasses and dicts, e.g. a nerfstudio trainer config) from the
+    settings of ``ref`` to those of ``new`` (two configs of the same structure): every leaf where
+    ``ref`` and ``new`` differ and ``target`` still has ``ref``'s value takes ``new``'s; a leaf
+    ``target`` changed itself (a command-line flag) is kept. Returns the dotted paths changed."""
+    if dataclasses.is_dataclass(target) and not isinstance(target, type):
+        items = [(f.name, getattr(ref, f.name, None), getattr(new, f.name, None)) for f in dataclasses.fields(target) if not f.name.startswith("_")]
+        get, put = (lambda k: getattr(target, k)), (lambda k, v: setattr(target, k, v))
+    elif isinstance(target, dict) and isinstance(ref, dict) and isinstance(new, dict):
+        items = [(k, ref.get(k), new.get(k)) for k in target]
+        get, put = target.__getitem__, target.__setitem__
+    else:
+        return []
+    changed: list[str] = []
+    for k, r, n in items:
+        cur, here = get(k), f"{path}.{k}" if path else str(k)
+        if dataclasses.is_dataclass(cur) or isinstance(cur, dict):
+            changed += adopt_changed(cur, r, n, here)
+        elif r != n and cur == r:
+            put(k, n)
+            changed.append(here)
+    return changed
+
+
+def several_cameras(data: str | os.PathLike[str], camera: str | None) -> bool:
+    """Whether ``camera`` (one name, a comma-separated list or ``all``; empty: the rig's first)
+    selects more than one camera of the drive log at ``data`` (False when it cannot be read: the
+    training that follows reports the error)."""
+    from sim.errors import LoopdriveError
+    from sim.log import read_log
+    from sim.recon.split import select_cameras
+
+    try:
+        return len(select_cameras(read_log(data), camera or None)) > 1
+    except (LoopdriveError, OSError, ValueError):
+        return False
