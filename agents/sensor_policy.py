@@ -110,6 +110,13 @@ def build_network(cfg: SensorPolicyConfig) -> Any:
     prior = torch.zeros(2 * cfg.k)
     prior[0::2] = t_k * float(cfg.feat_scale[0]) / float(cfg.waypoint_scale[0])  # x = v t, v = feat0 * scale
 
+    n = cfg.raster_size
+    for k, pad in ((5, 2), (3, 1), (3, 1), (3, 1)):
+        n = (n + 2 * pad - k) // 2 + 1
+    # the trunk of a 64-pixel raster ends at 4 x 4 already: the pool would copy its input (an
+    # AveragePool of kernel 1 in ONNX), so it is an identity there (no weights: same state dict)
+    pool = nn.Identity() if n == 4 else nn.AdaptiveAvgPool2d(4)
+
     class SensorNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -119,7 +126,7 @@ def build_network(cfg: SensorPolicyConfig) -> Any:
                 nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.ReLU(),
                 nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.ReLU(),
                 nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1), nn.ReLU(),
-                nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                pool, nn.Flatten(),
             )  # fmt: skip
             self.head = nn.Sequential(nn.Linear(4 * w * 16 + 3, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(),
                                       nn.Linear(cfg.hidden, 2 * cfg.k))  # fmt: skip
@@ -243,6 +250,8 @@ class SensorPolicyPlanner(Planner):
         #: the last plan's raster (for inspection)
         self.last_raster: NDArray[np.uint8] | None = None
         self._x: NDArray[np.float32] | None = None  # the network input buffer (:meth:`_prepare`)
+        self._input_name = "raster"
+        self._prepared = False
 
     def observation_spec(self) -> ObservationSpec:
         return ObservationSpec(kinds=("ego", "lidar"))
@@ -287,22 +296,32 @@ class SensorPolicyPlanner(Planner):
         self._feat_scale = np.asarray(c.feat_scale, np.float32)
         self._wp_scale = np.asarray(c.waypoint_scale, np.float32)
         self._t = np.arange(1, c.k + 1) * c.waypoint_dt_s
-        self._x = np.empty((1, c.channels, c.raster_size, c.raster_size), np.float32)
+        # an int8 ONNX form reads the uint8 raster as is (input raster_u8, agents.sensor_policy_onnx):
+        # then the raster pass writes no float input (None)
+        self._input_name = "raster_u8" if self.session is not None and "raster_u8" in {i.name for i in self.session.get_inputs()} else "raster"
+        self._x = None if self._input_name == "raster_u8" else np.empty((1, c.channels, c.raster_size, c.raster_size), np.float32)
+        self._prepared = True
+
+    def input_of(self, raster: NDArray[np.uint8]) -> NDArray[Any]:
+        """The network input of the raster (H, W, C) uint8 the last :meth:`plan` built: the float
+        buffer that raster pass filled, or the raster itself (1, H, W, C) for a ``raster_u8`` form."""
+        return raster[None] if self._x is None else self._x
 
     def net_input(self, raster: NDArray[np.uint8]) -> NDArray[np.float32]:
         """The network's (1, C, H, W) float32 input of a (H, W, C) uint8 raster (/ 255)."""
         return np.ascontiguousarray((raster.astype(np.float32) / 255.0).transpose(2, 0, 1)[None])
 
     def run_network(self, x: NDArray[np.float32], ego_feat: NDArray[np.float32]) -> NDArray[np.float32]:
-        """(K, 2) ego-frame waypoints (m) from the network input ``x`` (1, C, H, W) and the (3,)
-        ego features (speed m/s, accel m/s², steer rad), by the configured runtime."""
+        """(K, 2) ego-frame waypoints (m) from the network input ``x`` (:meth:`input_of`: (1, C, H, W)
+        float32, or the (1, H, W, C) uint8 raster for an int8 ONNX form that reads it as is) and
+        the (3,) ego features (speed m/s, accel m/s², steer rad), by the configured runtime."""
         f = (np.asarray(ego_feat, np.float32) / self._feat_scale)[None]
         if self.session is not None:
-            y = self.session.run(None, {"raster": x, "feat": f})[0][0]
+            y = self.session.run(None, {self._input_name: x, "feat": f})[0][0]
         else:
             import torch
 
-            with torch.no_grad():
+            with torch.inference_mode():
                 y = self.net(torch.from_numpy(x), torch.from_numpy(f))[0].numpy()
         return np.asarray(y, np.float32).reshape(-1, 2) * self._wp_scale
 
@@ -310,9 +329,9 @@ class SensorPolicyPlanner(Planner):
         """(K, 2) ego-frame waypoints (m) from one raster (H, W, C) uint8 and the (3,) ego features
         (speed m/s, accel m/s², steer rad), by the configured runtime."""
         assert self.cfg is not None, "reset() first"
-        if self._x is None:
+        if not self._prepared:
             self._prepare()
-        return self.run_network(self.net_input(raster), ego_feat)
+        return self.run_network(np.ascontiguousarray(raster)[None] if self._x is None else self.net_input(raster), ego_feat)
 
     def trajectory(self, wp: NDArray[np.float32]) -> Trajectory:
         """The plan of (K, 2) network waypoints (m): x made non-decreasing (never backwards)."""
@@ -343,4 +362,4 @@ class SensorPolicyPlanner(Planner):
         ras = self.raster(obs["lidar"], ego_from_obs(obs), self._x)
         self.last_raster = ras
         feat = ego_features(obs["ego"])
-        return self.trajectory(self._checked(self.run_network(self._x, feat), ras))
+        return self.trajectory(self._checked(self.run_network(self.input_of(ras), feat), ras))

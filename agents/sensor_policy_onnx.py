@@ -4,7 +4,9 @@
   [0, 1] and ``feat`` (B, 3) scaled ego features; output ``waypoints`` (B, 2K) scaled);
 * :func:`quantize_int8` writes its int8 form: static quantisation (QDQ, per-channel int8 weights,
   uint8 activations calibrated on rasters of the training shards when given, else on synthetic
-  ones) through ``onnxruntime.quantization``;
+  ones) through ``onnxruntime.quantization``, the MLP head left in float; its raster input is
+  the uint8 raster itself (``raster_u8`` (B, H, W, C), :func:`uint8_raster_input`: the raster is
+  8-bit by construction, so its quantisation is exact and the float input is never built);
 * :func:`open_session` opens one in onnxruntime (CPU provider, one intra-op thread by default);
   an ONNX file is a graph of operators, loading it runs no user code;
 * :func:`bench_latency` times a plan of each form (network alone and the whole plan with the
@@ -103,6 +105,10 @@ def calibration_data(cfg: Any, shards: list[str | os.PathLike[str]] | None, n: i
     return r, rng.uniform(0.0, 1.5, (n, 3)).astype(np.float32)
 
 
+#: the exact quantisation of the raster input: the raster is uint8 / 255 by construction
+RASTER_SCALE = np.float32(1.0 / 255.0)
+
+
 def _output_nodes(path: str | os.PathLike[str]) -> list[str]:
     """Names of the nodes that make the output from the last hidden layer: the output layer and
     the constant-speed prior's Mul / Add. Kept in float: an 8-bit output would round every
@@ -155,13 +161,15 @@ def _stamp(path: Path, meta: dict[str, str]) -> None:
 
 def quantize_int8(weights: str | os.PathLike[str], shards: list[str | os.PathLike[str]] | None = None,
                   fp32: str | os.PathLike[str] | None = None, out: str | os.PathLike[str] | None = None, *,
-                  samples: int = CALIBRATION_SAMPLES, keep_float: str = "head", seed: int = 0) -> Path:  # fmt: skip
+                  samples: int = CALIBRATION_SAMPLES, keep_float: str = "head", seed: int = 0, u8_input: bool = True) -> Path:  # fmt: skip
     """Write the int8 ONNX form of ``weights`` (from its fp32 ONNX ``fp32``, default beside the
     weights, exported first when missing) at ``out`` (default beside the weights): static QDQ
     quantisation of the conv trunk, per-channel int8 weights, uint8 activations calibrated
     (min / max) on ``samples`` rasters of ``shards`` (expert and DAgger roll-outs: the states
-    the policy itself reaches); ``keep_float`` (:func:`_float_nodes`) the layers left in float.
-    The recipe and the weights' SHA-256 go into the file's metadata."""
+    the policy itself reaches; the raster input exactly, scale 1/255); ``keep_float``
+    (:func:`_float_nodes`) the layers left in float; ``u8_input``: the model reads the uint8
+    raster (:func:`uint8_raster_input`). The recipe and the weights' SHA-256 go into the file's
+    metadata."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -180,11 +188,47 @@ def quantize_int8(weights: str | os.PathLike[str], shards: list[str | os.PathLik
             str(pre), str(tmp), _Calibration(r, f), quant_format=QuantFormat.QDQ, per_channel=True,
             weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=_float_nodes(pre, keep_float),
+            extra_options={"TensorQuantOverrides": {"raster": [{"scale": np.array(RASTER_SCALE, np.float32), "zero_point": np.array(0, np.uint8)}]}},
         )  # fmt: skip
+        if u8_input:
+            uint8_raster_input(Path(tmp))
         _stamp(Path(tmp), {"loopdrive.weights_sha256": sha256_file(weights), "loopdrive.form": "int8",
                            "loopdrive.int8_recipe": json.dumps({"calibration": "shards" if shards else "synthetic", "samples": len(r),
-                                                                "method": "minmax", "per_channel": True, "keep_float": keep_float, "seed": seed})})  # fmt: skip
+                                                                "method": "minmax", "per_channel": True, "keep_float": keep_float, "seed": seed,
+                                                                "input": "raster_u8" if u8_input else "raster"})})  # fmt: skip
     return dst
+
+
+def uint8_raster_input(path: str | os.PathLike[str]) -> None:
+    """Make the int8 model at ``path`` (in place: a temporary) read the uint8 raster as the
+    raster pass writes it, input ``raster_u8`` (B, H, W, C), instead of the float (B, C, H, W)
+    raster / 255: its QuantizeLinear (scale 1/255, zero point 0, so ``round(x * 255)`` gives back
+    the uint8 value exactly) becomes a Transpose of the uint8 input, which onnxruntime's NHWC
+    int8 kernels then cancel. The same numbers, without building the float input.
+    :class:`ValueError` when the input is not quantised exactly so."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(str(path))
+    g = m.graph
+    qs = [n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == "raster"]
+    users = [n for n in g.node if "raster" in n.input]
+    if len(qs) != 1 or len(users) != 1:
+        raise ValueError(f"expected the raster input to feed one QuantizeLinear, got {[n.op_type for n in users]}")
+    q = qs[0]
+    init = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    scale, zp = init.get(q.input[1]), init.get(q.input[2]) if len(q.input) > 2 else np.uint8(0)
+    if scale is None or zp is None or float(scale) != float(RASTER_SCALE) or int(zp) != 0 or zp.dtype != np.uint8:
+        raise ValueError(f"expected the raster quantised with scale 1/255 and uint8 zero point 0, got {scale} / {zp}")
+    old = next(i for i in g.input if i.name == "raster")
+    c, h, w = (d.dim_value for d in old.type.tensor_type.shape.dim[1:])
+    at = list(g.node).index(q)
+    g.node.remove(q)
+    g.node.insert(at, helper.make_node("Transpose", ["raster_u8"], [q.output[0]], name="raster_u8_nhwc_to_nchw", perm=[0, 3, 1, 2]))
+    g.input.remove(old)
+    g.input.insert(0, helper.make_tensor_value_info("raster_u8", TensorProto.UINT8, ["batch", h, w, c]))
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
 
 
 def export_forms(weights: str | os.PathLike[str], out: str | os.PathLike[str], *, int8: bool = True,
@@ -221,7 +265,7 @@ def export_forms(weights: str | os.PathLike[str], out: str | os.PathLike[str], *
             files["onnx_int8"] = quantize_int8(files["weights"], calibration, fp32=fp32, out=i8, samples=samples, keep_float=keep_float)
         manifest = {"weights_source": str(w), "files": {k: {"name": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size} for k, p in files.items()},
                     "int8_recipe": ({"calibration": [str(c) for c in calibration] if calibration else "synthetic", "samples": samples,
-                                     "keep_float": keep_float, "method": "minmax", "per_channel": True} if int8 else None)}  # fmt: skip
+                                     "keep_float": keep_float, "method": "minmax", "per_channel": True, "input": "raster_u8"} if int8 else None)}  # fmt: skip
         atomic_write_text(tmp / "export.json", json.dumps(manifest, indent=1) + "\n")
         replace_dir(tmp, dst)
     except BaseException:
@@ -241,25 +285,41 @@ def open_session(path: str | os.PathLike[str], threads: int = 1) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # the layout (NCHWc / NHWC int8) kernels
     opts.log_severity_level = 3
     try:
         sess = ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / ... types
         raise BundleError(f"expected an ONNX model onnxruntime can load ({str(exc).splitlines()[0][:200]})", file=p, field="onnx") from None
     names = sorted(i.name for i in sess.get_inputs())
-    if names != ["feat", "raster"]:
-        raise BundleError(f"expected ONNX inputs raster and feat, got {names}", file=p, field="onnx.inputs")
+    if names not in (["feat", "raster"], ["feat", "raster_u8"]):
+        raise BundleError(f"expected ONNX inputs raster (or raster_u8) and feat, got {names}", file=p, field="onnx.inputs")
     return sess
 
 
 def _net(pl: Any, x: NDArray[np.float32], f: NDArray[np.float32]) -> NDArray[np.float32]:
-    """The raw (scaled) network output of planner ``pl``'s runtime for a batch."""
+    """The raw (scaled) network output of planner ``pl``'s runtime for a batch ``x`` (B, C, H, W)
+    of float rasters in [0, 1] (k / 255) and ``f`` (B, 3) scaled ego features."""
     if pl.session is not None:
+        if "raster_u8" in {i.name for i in pl.session.get_inputs()}:
+            u8 = np.ascontiguousarray(np.round(np.asarray(x) * 255.0).astype(np.uint8).transpose(0, 2, 3, 1))
+            return np.asarray(pl.session.run(None, {"raster_u8": u8, "feat": f})[0])
         return np.asarray(pl.session.run(None, {"raster": x, "feat": f})[0])
     import torch
 
-    with torch.no_grad():
+    with torch.inference_mode():
         return pl.net(torch.from_numpy(x), torch.from_numpy(f)).numpy()
+
+
+def _native(pl: Any, x: NDArray[Any], f: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The raw network output of planner ``pl``'s runtime for its own input form ``x``
+    (:meth:`agents.sensor_policy.SensorPolicyPlanner.input_of`): what the network alone costs."""
+    if pl.session is not None:
+        return pl.session.run(None, {pl._input_name: x, "feat": f})[0]  # type: ignore[no-any-return]
+    import torch
+
+    with torch.inference_mode():
+        return pl.net(torch.from_numpy(x), torch.from_numpy(f)).numpy()  # type: ignore[no-any-return]
 
 
 FORMS = ("torch", "onnx", "onnx_int8")
@@ -268,7 +328,8 @@ STAGES = ("ego_view", "raster", "features", "network", "trajectory")
 
 
 def _stats(ts: list[float]) -> dict[str, float]:
-    return {"mean": round(float(np.mean(ts)), 4), "median": round(float(np.median(ts)), 4), "p95": round(float(np.percentile(ts, 95)), 4)}
+    return {"mean": round(float(np.mean(ts)), 4), "median": round(float(np.median(ts)), 4), "p90": round(float(np.percentile(ts, 90)), 4),
+            "p95": round(float(np.percentile(ts, 95)), 4)}
 
 
 def bench_latency(weights: str | os.PathLike[str], sweeps: NDArray[np.float32] | None = None, egos: NDArray[np.float64] | None = None,
@@ -317,8 +378,10 @@ def bench_latency(weights: str | os.PathLike[str], sweeps: NDArray[np.float32] |
         return time.perf_counter(), time.thread_time()
 
     tcpu: dict[str, dict[str, list[float]]] = {rt: {k: [] for k in keys} for rt in FORMS}
-    x1 = np.ascontiguousarray(pls["torch"].net_input(pls["torch"].raster(obs[0]["lidar"], ego_from_obs(obs[0]))))
     f1 = (ego_features(obs[0]["ego"]) / np.asarray(cfg.feat_scale, np.float32))[None].astype(np.float32)
+    x1 = {}  # each form's own network input of the first sweep (the float raster, or the uint8 raster of a raster_u8 form)
+    for rt in FORMS:
+        x1[rt] = np.array(pls[rt].input_of(pls[rt].raster(obs[0]["lidar"], ego_from_obs(obs[0]), pls[rt]._x)), copy=True)
     for r in range(rounds + 1):  # round 0 warms up (compilation, caches, allocations) and is dropped
         for rt in FORMS:
             pl, t, tc = pls[rt], ts[rt], tcpu[rt]
@@ -329,11 +392,11 @@ def bench_latency(weights: str | os.PathLike[str], sweeps: NDArray[np.float32] |
                 c1 = clock()
                 ego = ego_from_obs(o)
                 c2 = clock()
-                pl.raster(o["lidar"], ego, pl._x)
+                ras = pl.raster(o["lidar"], ego, pl._x)
                 c3 = clock()
                 f = ego_features(o["ego"])
                 c4 = clock()
-                wp = pl.run_network(pl._x, f)
+                wp = pl.run_network(pl.input_of(ras), f)
                 c5 = clock()
                 pl.trajectory(wp)
                 c6 = clock()
@@ -343,7 +406,7 @@ def bench_latency(weights: str | os.PathLike[str], sweeps: NDArray[np.float32] |
                 if tracker is not None:
                     tracker(traj, o)
                 c8 = clock()
-                _net(pl, x1, f1)
+                _native(pl, x1[rt], f1)
                 c9 = clock()
                 if r == 0:
                     continue

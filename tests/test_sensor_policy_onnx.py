@@ -122,3 +122,95 @@ def test_bench_latency_times_every_stage_of_the_three_forms_on_the_same_sweeps(p
              waypoints=rng.random((5, 6, 2)).astype(np.float32))  # fmt: skip
     diff = plan_differences(policy, [shard])
     assert diff["rasters"] == 5 and diff["onnx_vs_torch"]["max"] < 1e-3 and diff["onnx_int8_vs_onnx"]["max"] < 1.0
+
+
+def test_int8_form_reads_the_uint8_raster_exactly_as_the_float_input_form(policy: Path, tmp_path: Path) -> None:
+    """The int8 model's raster input is the uint8 raster itself (raster_u8, NHWC): its
+    quantisation (scale 1/255, zero point 0) is exact, so it gives the same numbers as the same
+    int8 model fed the float raster / 255, and the planner feeds it the raster its pass built."""
+    import onnx
+
+    from agents.sensor_policy_onnx import RASTER_SCALE, open_session
+
+    export_onnx(policy)
+    u8 = quantize_int8(policy, out=tmp_path / "u8.onnx", samples=32)
+    f32in = quantize_int8(policy, out=tmp_path / "f32in.onnx", samples=32, u8_input=False)
+    s_u8, s_f = open_session(u8), open_session(f32in)
+    assert [i.name for i in s_u8.get_inputs()] == ["raster_u8", "feat"] and s_u8.get_inputs()[0].type == "tensor(uint8)"
+    assert [i.name for i in s_f.get_inputs()] == ["raster", "feat"]
+    g = onnx.load(str(f32in)).graph
+    q = next(n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == "raster")
+    scale = next(onnx.numpy_helper.to_array(i) for i in g.initializer if i.name == q.input[1])
+    assert float(scale) == float(RASTER_SCALE)  # the override, whatever the calibration rasters hold
+    rng = np.random.default_rng(4)
+    raster = (rng.random((8, 64, 64, 5)) < 0.1).astype(np.uint8) * rng.integers(1, 256, (8, 64, 64, 5)).astype(np.uint8)
+    feat = rng.random((8, 3)).astype(np.float32)
+    x = np.ascontiguousarray((raster.astype(np.float32) / 255.0).transpose(0, 3, 1, 2))
+    a = s_u8.run(None, {"raster_u8": raster, "feat": feat})[0]
+    b = s_f.run(None, {"raster": x, "feat": feat})[0]
+    np.testing.assert_array_equal(a, b)
+    # the planner: plan() on a sweep (raster pass -> uint8 input) == plan_raster() on its raster
+    pl = _planner(policy, "onnx_int8")
+    assert pl._input_name == "raster_u8" and pl._x is None
+    lidar = np.zeros((32, 1024, 2), np.float32)
+    lidar[20:, :, 0] = rng.uniform(5.0, 30.0, (12, 1024))
+    obs = {"lidar": lidar, "ego": np.array([0.0, 0.0, 0.0, 6.0, 0.0, 0.0])}
+    t1 = pl.plan(obs)
+    assert pl.last_raster is not None
+    np.testing.assert_array_equal(t1.xy, pl.plan_raster(pl.last_raster.copy(), obs["ego"]).xy)
+
+
+def test_uint8_input_refuses_an_inexact_raster_quantisation(policy: Path, tmp_path: Path) -> None:
+    """The graph surgery checks the input quantisation it relies on instead of assuming it."""
+    import onnx
+
+    from agents.sensor_policy_onnx import uint8_raster_input
+
+    export_onnx(policy)
+    f32in = quantize_int8(policy, out=tmp_path / "f32in.onnx", samples=16, u8_input=False)
+    m = onnx.load(str(f32in))
+    q = next(n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "raster")
+    init = next(i for i in m.graph.initializer if i.name == q.input[1])
+    init.CopyFrom(onnx.numpy_helper.from_array(np.array(0.01, np.float32), init.name))
+    bad = tmp_path / "bad.onnx"
+    onnx.save(m, str(bad))
+    with pytest.raises(ValueError, match="scale 1/255"):
+        uint8_raster_input(bad)
+
+
+def test_calibration_rasters_come_from_the_shards_channels_first_in_k_over_255(tmp_path: Path) -> None:
+    """Calibration data handling: rasters drawn (seeded, without replacement, capped at the
+    shard's size) from roll-out shards, as the network sees them; synthetic ones without shards."""
+    cfg = SensorPolicyConfig(width=4, hidden=16)
+    rng = np.random.default_rng(2)
+    raster = rng.integers(0, 256, (7, 64, 64, 5)).astype(np.uint8)
+    shard = tmp_path / "s.npz"
+    np.savez(shard, raster=raster, ego=rng.random((7, 3)).astype(np.float32), waypoints=rng.random((7, 6, 2)).astype(np.float32))
+    r, f = calibration_data(cfg, [shard], n=5, seed=1)
+    assert r.shape == (5, 5, 64, 64) and r.dtype == np.float32 and f.shape == (5, 3) and r.flags.c_contiguous
+    np.testing.assert_array_equal(np.round(r * 255.0), np.round(r * 255.0).astype(np.uint8))  # exactly k / 255
+    rows = {int(np.argmin([np.abs(raster[j].transpose(2, 0, 1) / 255.0 - r[i]).max() for j in range(7)])) for i in range(5)}
+    assert len(rows) == 5  # 5 distinct shard rasters, none repeated
+    r2, _ = calibration_data(cfg, [shard], n=50, seed=1)
+    assert len(r2) == 7  # capped at the shard's size
+    np.testing.assert_array_equal(calibration_data(cfg, [shard], n=5, seed=1)[0], r)
+    rs, fs = calibration_data(cfg, None, n=4)
+    assert rs.shape == (4, 5, 64, 64) and set(np.unique(rs)) <= {0.0, 1.0} and fs.shape == (4, 3)
+
+
+def test_the_trunk_pool_is_an_identity_on_a_64_pixel_raster_and_not_exported(policy: Path) -> None:
+    """A 64-pixel raster reaches the pool at 4 x 4 already: no pool op in torch nor in ONNX (the
+    same state dict); another raster size keeps the adaptive pool."""
+    import onnx
+    import torch
+    from torch import nn
+
+    net = build_network(SensorPolicyConfig(width=4, hidden=16))
+    assert isinstance(net.conv[8], nn.Identity)
+    assert not any(n.op_type in ("AveragePool", "GlobalAveragePool") for n in onnx.load(str(export_onnx(policy))).graph.node)
+    other = build_network(SensorPolicyConfig(width=4, hidden=16, raster_size=96))
+    assert isinstance(other.conv[8], nn.AdaptiveAvgPool2d)
+    assert list(net.state_dict()) == list(other.state_dict())
+    with torch.inference_mode():
+        out = other(torch.rand(2, 5, 96, 96), torch.rand(2, 3))
+    assert out.shape == (2, 12)
