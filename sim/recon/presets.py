@@ -44,9 +44,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         # a sixth of the patches, so the quick preset spends more of its 20-minute round trip on
         # training (9000 iterations under a 14-minute cap), decodes at 1/2 resolution and trains
         # the grids at twice the learning rate (see the comment above and docs/concepts/scene-bundle.md)
+        # -- and continues the LiDAR's occupancy grid above its field of view (occ_above_lidar_m: an
+        # imported log has no camera depth; +0.39 dB mean held-out at 1200 iterations, docs/concepts/realism.md)
         "multi_camera": {
             "iterations": 9000,
-            "model": {"upsample": 2, "max_train_seconds": 840.0},
+            "model": {"upsample": 2, "max_train_seconds": 840.0, "occ_above_lidar_m": 24.0},
             "lr_grid": 2e-2,
         },
     },
