@@ -422,7 +422,7 @@ def bench_latency(weights: str | os.PathLike[str], sweeps: NDArray[np.float32] |
     for rt in ("onnx", "onnx_int8"):
         d = np.linalg.norm(plans[rt] - plans["torch"], axis=-1)
         out[rt]["waypoint_diff_vs_torch_m"] = {"mean": round(float(d.mean()), 5), "max": round(float(d.max()), 5)}
-    for stat in ("median", "mean", "p95"):
+    for stat in ("median", "mean", "p90", "p95"):
         out[f"plan_speedup_int8_vs_torch_{stat}"] = round(out["torch"]["plan"][stat] / out["onnx_int8"]["plan"][stat], 2)
         out[f"plan_speedup_fp32_vs_torch_{stat}"] = round(out["torch"]["plan"][stat] / out["onnx"]["plan"][stat], 2)
         out[f"plan_cpu_speedup_int8_vs_torch_{stat}"] = round(out["torch"]["cpu"]["plan"][stat] / out["onnx_int8"]["cpu"]["plan"][stat], 2)
