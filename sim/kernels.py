@@ -2,7 +2,7 @@
 
 At B = 1 the engine's cost is the fixed overhead of many small numpy calls; these functions are one
 compiled loop over (world, query, actor) each: the car-following neighbour search
-(:func:`sim.paths.path_neighbours`), the intersection yielding (:func:`sim.paths.conflict_stops`),
+(:func:`sim.paths.path_neighbours`, over a per-world grid: :mod:`sim.kernels_neighbours`), the intersection yielding (:func:`sim.paths.conflict_stops`),
 the projection onto lane paths (:func:`sim.paths.project_on_paths`), the path followers' motion
 (:class:`sim.motion.PathMotion`), the contact interval of two boxes moving at constant velocity
 (:func:`sim.safety.contact_interval`), the ego's off-road / wrong-way flags, the compiled backend
@@ -23,6 +23,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from sim.kernels_neighbours import path_neighbours_nb
+
 __all__ = [
     "bicycle_clip_nb",
     "bicycle_forward_nb",
@@ -38,123 +40,6 @@ __all__ = [
 
 def _jit(fn: Any) -> Any:
     return numba.njit(cache=True, nogil=True)(fn)
-
-
-def _neighbour_one(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, fx, fy, pyaw, pv, plen, pwid, allow, window, stride, backward, idx, wx, wy):  # type: ignore[no-untyped-def]
-    """One query of :func:`_path_neighbours`: the nearest allowed actor ahead of (behind, with
-    ``backward``) arc length ``sq`` on path ``q`` (width ``wq``, own lateral offset ``off``). The
-    actors are the columns ``px .. pwid`` (N,) (``fx``, ``fy``: ``px``, ``py`` as float32) and
-    ``allow`` (N,); ``cos_h`` / ``sin_h`` (Q, P) the cosine and sine of ``heading`` (empty: computed
-    here). ``idx``, ``wx``, ``wy`` are scratch (window + 1,). Returns gap (m, ``inf`` = none), speed
-    along the path (m/s), slot (-1 = none).
-
-    The cheap tests run first and are exact: ``cl * |sin| + cw * |cos| <= cl + cw`` and rounding is
-    monotonic (and the sums keep their order), so an actor rejected by the bounds with ``cl + cw``
-    fails the full test too."""
-    N = px.shape[0]
-    P = xy.shape[1]
-    W = window + 1
-    tab = cos_h.shape[0] > 0
-    k0 = np.int64(sq / ds)
-    for w in range(W):
-        o = (w - window if backward else w) * stride
-        k = k0 + o
-        k = min(max(k, 0), P - 1)
-        idx[w] = k
-        wx[w] = np.float32(xy[q, k, 0])
-        wy[w] = np.float32(xy[q, k, 1])
-    best = np.inf
-    best_n = -1
-    best_v = 0.0
-    hoff = 0.5 * off
-    base = wq + abs(off)
-    for n in range(N):
-        if not allow[n]:
-            continue
-        fxn = fx[n]
-        fyn = fy[n]
-        jm = 0
-        dm = np.float32(np.inf)
-        for w in range(W):
-            ex = fxn - wx[w]
-            ey = fyn - wy[w]
-            e = ex * ex + ey * ey
-            if e < dm:
-                dm = e
-                jm = w
-        gx = px[n]
-        gy = py[n]
-        kv = idx[jm]
-        h = heading[q, kv]
-        if tab:
-            ch = cos_h[q, kv]
-            sh = sin_h[q, kv]
-        else:
-            ch = math.cos(h)
-            sh = math.sin(h)
-        rx = gx - xy[q, kv, 0]
-        ry = gy - xy[q, kv, 1]
-        s_proj = kv * ds + ch * rx + sh * ry
-        if backward:
-            if not s_proj < sq:
-                continue
-            ahead = sq - s_proj
-        else:
-            if not s_proj > sq:
-                continue
-            ahead = s_proj - sq
-        lat = ch * ry - sh * rx
-        cl = plen[n]
-        cw = pwid[n]
-        if not (abs(lat - hoff) < 0.5 * (base + cl + cw) + 0.3):
-            continue
-        if ahead - 0.5 * (cl + cw) >= best:
-            continue
-        rel = pyaw[n] - h
-        crel = math.cos(rel)
-        cr = abs(crel)
-        sr = abs(math.sin(rel))
-        gap = ahead - 0.5 * (cl * cr + cw * sr)
-        if not (abs(lat - hoff) < 0.5 * (base + cl * sr + cw * cr) + 0.3):
-            continue
-        if gap < best:
-            best = gap
-            best_n = n
-            best_v = pv[n] * crel
-    return best, best_v, best_n
-
-
-_neighbour_one_nb = numba.njit(cache=True, nogil=True, inline="always")(_neighbour_one)
-
-
-def _path_neighbours(xy, heading, ds, path_id, s, width_q, props, allowed, window, stride, backward, offset):  # type: ignore[no-untyped-def]
-    """Kernel of :func:`sim.paths.path_neighbours` (arrays (B, M), props (B, N, 6),
-    allowed (B, M, N), width_q and offset broadcast to (B, M)). Returns gap (m), speed (m/s), slot."""
-    B, M = s.shape
-    W = window + 1
-    g_out = np.full((B, M), np.inf)
-    v_out = np.zeros((B, M))
-    w_out = np.full((B, M), -1, dtype=np.int64)
-    idx = np.empty(W, dtype=np.int64)
-    wx = np.empty(W, dtype=np.float32)
-    wy = np.empty(W, dtype=np.float32)
-    no_tab = np.zeros((0, 0))
-    for b in range(B):
-        pb = props[b]
-        fx = pb[:, 0].astype(np.float32)
-        fy = pb[:, 1].astype(np.float32)
-        for m in range(M):
-            wq = width_q[b if width_q.shape[0] > 1 else 0, m if width_q.shape[1] > 1 else 0]
-            off = offset[b if offset.shape[0] > 1 else 0, m if offset.shape[1] > 1 else 0]
-            g, v, n = _neighbour_one_nb(
-                xy, heading, no_tab, no_tab, ds, path_id[b, m], s[b, m], wq, off, pb[:, 0], pb[:, 1], fx, fy, pb[:, 2], pb[:, 3], pb[:, 4], pb[:, 5],
-                allowed[b, m], window, stride, backward, idx, wx, wy,
-            )  # fmt: skip
-            if n >= 0:
-                g_out[b, m] = g
-                v_out[b, m] = v
-                w_out[b, m] = n
-    return g_out, v_out, w_out
 
 
 def _conflict_stops(conf_s, conf_id, conf_lane, path_id, s, v, length, active, can_yield, lookahead, stop_margin, n_next, decel_commit, cluster_m, n_conf):  # type: ignore[no-untyped-def]
@@ -561,7 +446,6 @@ def _bicycle_forward(x, y, yaw, v, accel, steer, a, dt, decel_max, accel_max, je
     return out
 
 
-path_neighbours_nb = _jit(_path_neighbours)
 conflict_stops_nb = _jit(_conflict_stops)
 contact_interval_nb = _jit(_contact_interval)
 project_nb = _jit(_project)

@@ -225,7 +225,7 @@ def _engine_step(K, x, y, yaw, v, accel, valid, alive, path_id, s, d, lc_timer, 
     spawn_step, length, width, path_rows = K.slots
     B, N = x.shape
     path = K.path
-    o, status = ego_move_nb(x, y, yaw, v, accel, steer, a, dt, *K.move, path[0], path[1], path[4], s, terminated, truncated)
+    o, status = ego_move_nb(x, y, yaw, v, accel, steer, a, dt, *K.move, path[0], path[1], path[5], s, terminated, truncated)
     m_out = np.empty((2, B, N), dtype=np.bool_)
     pid = np.empty((B, N), dtype=np.int64)
     g_out = np.empty((5, B))

@@ -25,7 +25,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.idm import fmax_nb, fmin_nb, idm_one
-from sim.kernels import _neighbour_one_nb, _project_one_nb, conflict_stops_nb, path_motion_nb
+from sim.kernels import _project_one_nb, conflict_stops_nb, path_motion_nb
+from sim.kernels_neighbours import (
+    GRID_MIN_ACTORS,
+    grid_alloc_nb,
+    grid_build_nb,
+    neighbour_one_nb,
+    path_reach_nb,
+)
 from sim.mobil import mobil_decide, vertex_nb
 
 __all__ = ["LC_CREEP", "PRM", "path_constants", "path_step_args", "path_step_nb"]
@@ -61,24 +68,27 @@ def _trig(heading):  # type: ignore[no-untyped-def]
 trig_nb = _jit(_trig)
 
 
-def path_constants(params: dict[str, NDArray[np.float64]], length: NDArray[np.float64], width: NDArray[np.float64], heading: NDArray[np.float64]) -> dict[str, Any]:
-    """What :data:`path_step_nb` reads of a compiled scenario: ``prm`` (K, N) and the heading's
-    ``cos_h`` / ``sin_h`` (Q, P)."""
+def path_constants(params: dict[str, NDArray[np.float64]], length: NDArray[np.float64], width: NDArray[np.float64], paths: Any) -> dict[str, Any]:
+    """What :data:`path_step_nb` reads of a compiled scenario: ``prm`` (K, N), the heading's
+    ``cos_h`` / ``sin_h`` (Q, P) and the neighbour search's ``reach`` (Q, 2) for the path table
+    ``paths``."""
+    heading = paths.heading
     sizes = {"length": length, "width": width}
     prm = np.stack([sizes[k] if k in sizes else params.get(k, np.full(len(length), np.nan)) for k in PRM]).astype(np.float64)
     cos_h, sin_h = trig_nb(np.ascontiguousarray(heading, dtype=np.float64))
-    for a in (prm, cos_h, sin_h):
+    reach = path_reach_nb(paths.xy, paths.heading, paths.ds, 4)
+    for a in (prm, cos_h, sin_h, reach):
         a.setflags(write=False)
-    return {"prm": prm, "cos_h": cos_h, "sin_h": sin_h}
+    return {"prm": prm, "cos_h": cos_h, "sin_h": sin_h, "reach": reach}
 
 
-def _leader_accel(xy, heading, cos_h, sin_h, ds, speed_limit, prm, b, n, pid, sn, dn, stop, px, py, fx, fy, pyaw, pv, allow, t_s, scale, dt, idx, wx, wy):  # type: ignore[no-untyped-def]
+def _leader_accel(xy, heading, cos_h, sin_h, ds, speed_limit, prm, b, n, pid, sn, dn, stop, px, py, fx, fy, pyaw, pv, allow, t_s, scale, dt, idx, wx, wy, reach, gf, gi):  # type: ignore[no-untyped-def]
     """Row ``n`` of world ``b``: (IDM acceleration capped by the scripted brake, leader gap minus
     the own half length (m), leader speed (m/s)). ``stop`` the stop-line distance (m)."""
     plen = prm[LENGTH]
     pwid = prm[WIDTH]
     # a lane change in progress (d != 0) watches the corridor from its lane path to where it is
-    gap, v_lead, _ = _neighbour_one_nb(xy, heading, cos_h, sin_h, ds, pid, sn, pwid[n], dn, px, py, fx, fy, pyaw, pv, plen, pwid, allow, 12, 4, False, idx, wx, wy)
+    gap, v_lead, _ = neighbour_one_nb(xy, heading, cos_h, sin_h, ds, pid, sn, pwid[n], dn, px, py, fx, fy, pyaw, pv, plen, pwid, allow, 12, 4, False, idx, wx, wy, reach, gf, gi)
     gap = gap - 0.5 * plen[n]
     use_stop = stop < gap
     g = stop if use_stop else gap
@@ -100,20 +110,23 @@ leader_accel_nb = numba.njit(cache=True, inline="always")(_leader_accel)
 
 
 def _path_step(  # type: ignore[no-untyped-def]
-    xy, heading, cos_h, sin_h, ds, end_s, speed_limit, conf_s, conf_id, conf_lane, n_conf, lane, lane_s, lane_path, left, right, lane_length,
-    prm, lc_rate, lc_every, mobil, is_path, path_or_ego, rows,
+    xy, heading, cos_h, sin_h, reach, ds, end_s, speed_limit, conf_s, conf_id, conf_lane, n_conf, lane, lane_s, lane_path, left, right, lane_length,
+    prm, lc_rate, lc_every, mobil, is_path, path_or_ego, grid_min, rows,
     k, dt, spawned, px, py, pyaw, pv, valid_prev, v0_scale,
     x, y, yaw, v, acc, path_id, s, d, lc_timer, lc_hold, alive,
 ):  # fmt: skip
     """One step of the path followers ``rows`` (N,) of B worlds. ``px .. pv`` (B, N) the poses and
     speeds after the ego moved (read), ``valid_prev`` the previous step's presence; ``x .. alive``
     (B, N) the step's outputs, updated in place (``path_id``, ``s``, ``d`` start as the previous
-    step's, with the ego's route progress in ``s[:, 0]``)."""
+    step's, with the ego's route progress in ``s[:, 0]``). ``grid_min``: None, or the fewest
+    actors present in a world for its neighbour searches to use a grid (a compile-time choice:
+    :mod:`sim.kernels_neighbours`)."""
     B, N = s.shape
     W = 13
     idx = np.empty(W, dtype=np.int64)
     wx = np.empty(W, dtype=np.float32)
     wy = np.empty(W, dtype=np.float32)
+    gf, gi = grid_alloc_nb(N, grid_min)
     allow = np.empty(N, dtype=np.bool_)
     fx = np.empty(N, dtype=np.float32)
     fy = np.empty(N, dtype=np.float32)
@@ -141,6 +154,7 @@ def _path_step(  # type: ignore[no-untyped-def]
             allow[n] = valid_prev[b, n] or n == 0
             fx[n] = np.float32(px[b, n])
             fy[n] = np.float32(py[b, n])
+        grid_build_nb(px[b], py[b], plen, pwid, allow, gf, gi)
         t_s = k[b] * dt
         for n in range(N):
             if not m[b, n]:
@@ -148,7 +162,7 @@ def _path_step(  # type: ignore[no-untyped-def]
             allow[n] = False
             a_n, gap, v_lead = leader_accel_nb(
                 xy, heading, cos_h, sin_h, ds, speed_limit, prm, b, n, path_id[b, n], s[b, n], d[b, n], stops[b, n],
-                px[b], py[b], fx, fy, pyaw[b], pv[b], allow, t_s, v0_scale[b, n], dt, idx, wx, wy,
+                px[b], py[b], fx, fy, pyaw[b], pv[b], allow, t_s, v0_scale[b, n], dt, idx, wx, wy, reach, gf, gi,
             )  # fmt: skip
             a[b, n] = a_n
             # MOBIL: all its actors decide on the same steps, not during a change or its cool-down
@@ -157,7 +171,7 @@ def _path_step(  # type: ignore[no-untyped-def]
                     xy, heading, cos_h, sin_h, ds, speed_limit, lane, lane_s, lane_path, left, right, lane_length,
                     px[b], py[b], fx, fy, pyaw[b], pv[b], plen, pwid, allow, path_id[b, n], s[b, n], pv[b, n], gap, v_lead, a_n, v0_scale[b, n],
                     plen[n], pwid[n], prm[A_MAX, n], prm[B_COMF, n], prm[S0, n], prm[T_, n], prm[DELTA, n], prm[DECEL_MAX, n],
-                    prm[V0, n], prm[B_SAFE, n], prm[POLITE, n], prm[THRESH, n], idx, wx, wy,
+                    prm[V0, n], prm[B_SAFE, n], prm[POLITE, n], prm[THRESH, n], idx, wx, wy, reach, gf, gi,
                 )  # fmt: skip
                 if np.isfinite(gain):
                     _, d_new = _project_one_nb(xy, heading, ds, q_new, s_new, px[b, n], py[b, n], 6, 24)
@@ -175,10 +189,11 @@ path_step_nb = _jit(_path_step)
 def path_step_args(paths: Any, params: dict[str, NDArray[np.float64]], length: NDArray[np.float64], width: NDArray[np.float64], row: dict[str, Any]) -> tuple[Any, ...]:
     """The leading arguments of :data:`path_step_nb` for a compiled scenario (its path table
     ``paths``, parameters, sizes and (1, N) row constants ``row``), packed once."""
-    k = path_constants(params, length, width, paths.heading)
+    k = path_constants(params, length, width, paths)
     return (
-        paths.xy, paths.heading, k["cos_h"], k["sin_h"], paths.ds, paths.end_s, paths.speed_limit, paths.conf_s, paths.conf_id, paths.conf_lane,
+        paths.xy, paths.heading, k["cos_h"], k["sin_h"], k["reach"], paths.ds, paths.end_s, paths.speed_limit, paths.conf_s, paths.conf_id, paths.conf_lane,
         paths.n_conflicts, paths.lane, paths.lane_s, paths.lane_path, paths.left, paths.right, paths.lane_length,
         k["prm"], np.ascontiguousarray(row["lc_rate"][0]), np.ascontiguousarray(row["lc_check_every"][0]), np.ascontiguousarray(row["mobil"][0]),
         np.ascontiguousarray(row["is_path"][0]), np.ascontiguousarray(row["path_or_ego"][0]),
+        GRID_MIN_ACTORS if len(length) >= GRID_MIN_ACTORS else None,
     )  # fmt: skip

@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from sim.idm import idm_one
-from sim.kernels import _neighbour_one_nb
+from sim.kernels_neighbours import neighbour_one_nb
 
 __all__ = ["mobil_decide"]
 
@@ -44,9 +44,9 @@ def _vertex(s: float, ds: float, P: int) -> int:
 vertex_nb = _jit(_vertex, inline="always")
 
 
-def _follower(xy, heading, cos_h, sin_h, ds, q, sq, W, L, px, py, fx, fy, pyaw, pv, plen, pwid, allow, idx, wx, wy):  # type: ignore[no-untyped-def]
+def _follower(xy, heading, cos_h, sin_h, ds, q, sq, W, L, px, py, fx, fy, pyaw, pv, plen, pwid, allow, idx, wx, wy, reach, gf, gi):  # type: ignore[no-untyped-def]
     """The follower behind arc length ``sq`` on path ``q``: (gap minus ``L``/2 m, speed m/s, found)."""
-    g, v, n = _neighbour_one_nb(xy, heading, cos_h, sin_h, ds, q, sq, W, 0.0, px, py, fx, fy, pyaw, pv, plen, pwid, allow, 12, 4, True, idx, wx, wy)
+    g, v, n = neighbour_one_nb(xy, heading, cos_h, sin_h, ds, q, sq, W, 0.0, px, py, fx, fy, pyaw, pv, plen, pwid, allow, 12, 4, True, idx, wx, wy, reach, gf, gi)
     return g - 0.5 * L, v, n >= 0
 
 
@@ -56,19 +56,20 @@ follower_nb = _jit(_follower, inline="always")
 def _mobil_decide(  # type: ignore[no-untyped-def]
     xy, heading, cos_h, sin_h, ds, speed_limit, lane, lane_s, lane_path, left, right, lane_length,
     px, py, fx, fy, pyaw, pv, plen, pwid, allow, pid, sc, vc, gap_c, vl_c, a_cur, scale, L, W,
-    a_max, b_comf, s0, T, delta, decel_max, v0p, b_safe, politeness, threshold, idx, wx, wy,
+    a_max, b_comf, s0, T, delta, decel_max, v0p, b_safe, politeness, threshold, idx, wx, wy, reach, gf, gi,
 ):  # fmt: skip
     """One actor's decision: on path ``pid`` at arc length ``sc`` with speed ``vc``, its leader gap
     ``gap_c`` (own half length taken off) and speed ``vl_c``, its current acceleration ``a_cur``,
     desired-speed scale ``scale``, size ``L`` x ``W``, its IDM and MOBIL parameters (``v0p`` NaN =
     the speed limit). The actors it sees: columns ``px .. pwid`` and ``allow`` (N,). Returns the
     best incentive over the left and right neighbour paths (``-inf`` when no change qualifies),
-    that path and the arc length on it."""
+    that path and the arc length on it. ``idx .. gi``: the neighbour search's scratch and the
+    world's actor grid (:func:`sim.kernels_neighbours.grid_build_nb`)."""
     P = xy.shape[1]
     lim_now = speed_limit[pid, vertex_nb(sc, ds, P)]
     v0 = (lim_now if math.isnan(v0p) else v0p) * scale
     # old follower: behind me on my path
-    g_of, v_of, has_of = follower_nb(xy, heading, cos_h, sin_h, ds, pid, sc, W, L, px, py, fx, fy, pyaw, pv, plen, pwid, allow, idx, wx, wy)
+    g_of, v_of, has_of = follower_nb(xy, heading, cos_h, sin_h, ds, pid, sc, W, L, px, py, fx, fy, pyaw, pv, plen, pwid, allow, idx, wx, wy, reach, gf, gi)
     v_o = v_of if has_of else 0.0
     a_o = idm_one(v_o, vc, g_of, v0, a_max, b_comf, s0, T, delta, decel_max) if has_of else 0.0
     a_o_new = idm_one(v_o, vl_c, g_of + L + gap_c, v0, a_max, b_comf, s0, T, delta, decel_max) if has_of else 0.0
@@ -84,9 +85,9 @@ def _mobil_decide(  # type: ignore[no-untyped-def]
             continue
         path = lane_path[tgt]
         s_t = ls * (lane_length[tgt] / max(lane_length[ln], 1e-6))
-        g_nl, v_nl, _ = _neighbour_one_nb(xy, heading, cos_h, sin_h, ds, path, s_t, W, 0.0, px, py, fx, fy, pyaw, pv, plen, pwid, allow, 12, 4, False, idx, wx, wy)
+        g_nl, v_nl, _ = neighbour_one_nb(xy, heading, cos_h, sin_h, ds, path, s_t, W, 0.0, px, py, fx, fy, pyaw, pv, plen, pwid, allow, 12, 4, False, idx, wx, wy, reach, gf, gi)
         g_nl = g_nl - 0.5 * L
-        g_nf, v_nf, has_nf = follower_nb(xy, heading, cos_h, sin_h, ds, path, s_t, W, L, px, py, fx, fy, pyaw, pv, plen, pwid, allow, idx, wx, wy)
+        g_nf, v_nf, has_nf = follower_nb(xy, heading, cos_h, sin_h, ds, path, s_t, W, L, px, py, fx, fy, pyaw, pv, plen, pwid, allow, idx, wx, wy, reach, gf, gi)
         lim_t = speed_limit[path, vertex_nb(s_t, ds, P)]
         v0_t = (lim_t if math.isnan(v0p) else v0p) * scale
         a_c_new = idm_one(vc, v_nl, g_nl, v0_t, a_max, b_comf, s0, T, delta, decel_max)

@@ -39,6 +39,7 @@ from shapely.geometry import LineString
 from sim.errors import ScenarioError
 from sim.geometry import fclip
 from sim.kernels import conflict_stops_nb, path_neighbours_nb, project_nb
+from sim.kernels_neighbours import GRID_MIN_ACTORS
 from sim.map import LaneMap, Polyline
 
 __all__ = [
@@ -393,6 +394,7 @@ def path_neighbours(
     stride: int = 4,
     backward: bool = False,
     offset: F64 | None = None,
+    grid_min: int | None = GRID_MIN_ACTORS,
 ) -> tuple[F64, F64, I64]:
     """The nearest actor on a path ahead (or behind, with ``backward``) of each query.
 
@@ -408,10 +410,14 @@ def path_neighbours(
     Returns the gap (m) from the query point to the actor's nearest bumper along the path (``inf``
     if none; callers subtract their own half length), the actor's speed along the path (m/s) and
     its slot (-1 if none).
+
+    The search is exact whichever way it runs: each world with at least ``grid_min`` actors
+    present (None: never) bins them in a grid and tests only those near the path
+    (:mod:`sim.kernels_neighbours`); the answer is the same bits.
     """
     wq = width_q if width_q.ndim == 2 else np.reshape(width_q, (1, -1))
     off = _NO_OFFSET if offset is None else offset
-    return path_neighbours_nb(paths.xy, paths.heading, paths.ds, path_id, s, wq, props, allowed, window, stride, backward, off)
+    return path_neighbours_nb(paths.xy, paths.heading, paths.ds, path_id, s, wq, props, allowed, window, stride, backward, off, grid_min, None)
 
 
 def conflict_stops(

@@ -144,7 +144,7 @@ def test_neighbour_search_with_early_rejections_equals_the_full_search(compiled)
         off = st.d if trial < 2 else rng.normal(0, 2, (B, N))
         for backward in (False, True):
             args = (p.xy, p.heading, p.ds, pid, s, c.width[None, :], props, allowed, 12, 4, backward, off)
-            got = kernels.path_neighbours_nb(*args)
+            got = kernels.path_neighbours_nb(*args, None, None)
             want = _reference_neighbours(*args)
             for u, w in zip(got, want, strict=True):
                 np.testing.assert_array_equal(u, w)

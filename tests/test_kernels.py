@@ -45,7 +45,7 @@ def test_path_kernels_equal_their_python_source(episode):
     allowed = st.valid[:, None, :] & c.not_self[None]
     wq = c.width[None, :]
     for backward in (False, True):
-        args = (p.xy, p.heading, p.ds, st.path_id, st.s, wq, props, allowed, 12, 4, backward, st.d)
+        args = (p.xy, p.heading, p.ds, st.path_id, st.s, wq, props, allowed, 12, 4, backward, st.d, 1, None)
         out = kernels.path_neighbours_nb(*args)
         _same(out, kernels.path_neighbours_nb.py_func(*args))
         assert (out[2] >= 0).any()  # some leaders found: the comparison is not of empty results

@@ -66,11 +66,14 @@ _WORKER = Path(__file__).with_name("env_worker.py")
 
 def bench_scenario(n_vehicles: int = N_VEHICLES, horizon_s: float = 40.0) -> tuple[ScenarioSpec, Any]:
     """The benchmark scenario: the crossroads with ``n_vehicles`` IDM/MOBIL cars (every fourth
-    one MOBIL) spread over the eight approach lanes, and the scene; ``horizon_s`` seconds."""
+    one MOBIL) spread over the eight approach lanes, 16 m apart, and the scene; ``horizon_s``
+    seconds. The arms are 80 m long, longer when more than 24 cars need room."""
     from sim.map import LaneMap
     from sim.world import crossroads_scene
 
-    scene = crossroads_scene(actors=(), ego_lane="W_in_1", ego_s=10.0, ego_speed=8.0, duration_s=horizon_s + 1.0, dt_s=DT_S)
+    rows = -(-n_vehicles // 8)
+    arm = 80.0 + 16.0 * max(0, rows - 3)
+    scene = crossroads_scene(arm=arm, actors=(), ego_lane="W_in_1", ego_s=10.0, ego_speed=8.0, duration_s=horizon_s + 1.0, dt_s=DT_S)
     lm = LaneMap.from_dict(scene.map)
     lanes = [ln for ln in lm.lane_ids if "_in_" in ln]
     rng = np.random.default_rng(0)

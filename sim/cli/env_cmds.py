@@ -101,3 +101,37 @@ def bench_env_cmd(
     md = BenchOutput(dest.path.with_suffix(".md"), dest.published.with_suffix(".md") if dest.published else None)
     md.publish()
     console.print(dest.wrote() + f" (markdown table: {md.published or md.path})", markup=False, highlight=False)
+
+
+@bench_app.command("neighbours")
+def bench_neighbours_cmd(
+    out: Path | None = bench_out_option("neighbours.json", "-o"),
+    publish: bool = publish_option(),
+    sizes: str = typer.Option("20,64,160,320", "--sizes", help="Actors per world, comma-separated."),
+    worlds: int = typer.Option(16, "--worlds", min=1, max=1024, help="Worlds per size."),
+    seconds: float = typer.Option(4.0, "--seconds", min=0.1, max=3600.0, help="Process seconds per size and way."),
+    rounds: int = typer.Option(3, "--rounds", min=1, max=100, help="Interleaved rounds; figures are medians over them."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**31 - 1, help="Seed of the worlds and actions."),
+) -> None:
+    """How the car-following neighbour search scales with the actors in a world: microseconds per
+    leader query over every actor and over the per-world grid (checked to give the same bits), and
+    the vector env's world-steps/s at each size."""
+    from sim.bench.neighbours import run_neighbours_bench
+
+    ns = tuple(parse_int_list(sizes, "--sizes", minimum=2) or ())
+    if not ns or max(ns) > 4096:
+        raise typer.BadParameter(f"expected 2 to 4096 actors per size, got {sizes!r}", param_hint="--sizes")
+    dest = bench_output("neighbours.json", out, publish)
+    with user_errors(), console.status("benchmarking ...") as status:
+        res = run_neighbours_bench(dest.path, sizes=ns, worlds=worlds, seconds=seconds, rounds=rounds, seed=seed, progress=lambda m: status.update(f"benchmarking {m} ..."))
+    tab = Table(title=f"neighbour search ({res['worlds']} worlds, {res['machine']['cpus']} CPUs, load {res['machine']['load_avg_1min_after']}; process time, medians of {res['rounds']} rounds)")
+    for col in ("actors", "us/query every actor", "us/query grid", "grid speedup", "same answer", "engine grid", "vector env world-steps/s"):
+        tab.add_column(col, justify="right")
+    for r in res["rows"]:
+        tab.add_row(str(r["actors"]), f"{r['us_per_query_every_actor']:.3f}", f"{r['us_per_query_grid']:.3f}", f"{r['grid_speedup']:.2f}",
+                    "yes" if r["same_answer"] else "NO", "yes" if r["engine_uses_grid"] else "no", f"{r['vector_env_world_steps_per_s']:,}")
+    console.print(tab)
+    dest.publish()
+    console.print(dest.wrote(), markup=False, highlight=False)
+    if not all(r["same_answer"] for r in res["rows"]):
+        raise typer.Exit(1)
