@@ -16,20 +16,24 @@ exactly its answer, bit for bit, while testing only a few actors:
   is a *ray*, the half-strip along its tangent, unbounded (a leader far ahead on a straight road
   still counts). A path that turns by more than ~78 degrees between two window vertices has no
   bounded bisector strip; such a query tests every actor (the same answer, the old cost).
-* **Which actors are looked at.** With at least :data:`GRID_MIN_ACTORS` actors in a world, the
-  actors are binned once per world and step in a uniform grid (:func:`grid_build`: a counting sort,
-  cell size :data:`CELL_M` grown so there are at most ``max(256, 4 N)`` cells); a query visits the
-  cells of its box, then marches the ray's cells outwards and stops once everything further is
-  farther than the best gap found, or leaves the grid. Below that many actors, a linear pass with
-  the same cheap tests (box containment, the ray's strip) is faster than any grid.
-* **The exact test** (:func:`_consider`, the one implementation) runs on the survivors: nearest
-  vertex, projection, corridor, gap. A survivor of the cheap tests that fails it is still rejected;
-  no actor the cheap tests reject can pass it (for the ray, the cheap test is the exact test's own
-  arithmetic for the far vertex; for the box, the bisector bounds carry a 0.5 m slack, far above
-  float32 rounding).
+* **Which actors are looked at.** A scenario with at least :data:`GRID_MIN_ACTORS` actor slots
+  bins each world's actors once per step in a uniform grid (:func:`grid_build_nb`: a counting
+  sort; cell size :data:`CELL_M`, grown so there are at most ``max(256, 4 N)`` cells). A query
+  (:func:`neighbour_grid_nb`) takes the actors of the cells of its box, then marches the ray's
+  cells outwards, one cell-long stretch at a time (:func:`collect_nb`), and stops once everything
+  further is farther than the best gap found, or the strip has left the grid. An actor outside the
+  box is kept only if the far vertex's own arithmetic (ahead, in the corridor, not beyond the best
+  gap) keeps it. Below that many slots the grid code is not compiled in at all (``gi`` typed
+  None): at 20 actors a grid costs more than it saves.
+* **The exact test is one implementation**, :func:`neighbour_one_nb` without a grid: every
+  allowed actor in slot order. The grid search runs it on each stretch's candidates, copied in
+  slot order, and keeps the best of the stretches (ties to the lower slot). Nothing a cheap test
+  drops can pass the exact test: for the ray the cheap test is the exact test's own arithmetic
+  for the far vertex; the box's bisector bounds carry a 0.5 m slack, far above float32 rounding.
 
-Per query this is O(cells visited + survivors) instead of O(N) exact tests: the cost follows the
-traffic near the path, not the number of actors in the world. Units: m, m/s, rad.
+Per query this is O(cells visited + candidates) instead of O(N) exact tests: the cost follows the
+traffic near the path, not the number of actors in the world (``loopdrive bench neighbours``).
+Units: m, m/s, rad.
 """
 
 from __future__ import annotations
@@ -155,13 +159,15 @@ def _grid_build(px, py, plen, pwid, incl, gf, gi):  # type: ignore[no-untyped-de
 grid_build_nb = _jit(_grid_build)
 
 
-def _collect(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, plen, pwid, allow, backward, idx, W, reach, gf, gi, seg, best, best_n):  # type: ignore[no-untyped-def]
-    """Segment ``seg`` of a grid query's candidates, written to the candidates of ``gi``: the actors
-    of the cells meeting the box (``seg`` 0) or the ray's ``seg``-th cell-long stretch, not seen yet
-    by the query, allowed, and not rejected by the cheap tests (in the box, or on the far vertex's
-    ray ahead of the query, in the corridor and not beyond the best gap ``best``, slot ``best_n``).
-    Returns their count; -1 when the ray has left the grid or everything further is farther than
-    ``best``."""
+def _collect(px, py, plen, pwid, allow, backward, ds, sq, kf, chf, shf, xf, yf, hoff, base, L, M, bx0, by0, bx1, by1, gf, gi, seg, best, best_n):  # type: ignore[no-untyped-def]
+    """The next candidates of a grid query, written to the candidates of ``gi``: with ``seg`` 0 the
+    actors of the cells meeting the box [bx0, bx1] x [by0, by1] (m); from ``seg`` 1 on, the cells of
+    the far-end vertex ``kf``'s ray (at (xf, yf), tangent (chf, shf), half width ``L``, from ``-M``
+    along it), one cell-long stretch after another until one holds a candidate. A candidate is not
+    seen yet by the query, allowed, and not rejected by the cheap tests: in the box, or on the ray
+    ahead of the query, in the corridor and not beyond the best gap ``best`` (slot ``best_n``).
+    Returns (their count, the next ``seg``; -1 when the ray has left the grid or everything
+    further is farther than ``best``)."""
     N = px.shape[0]
     # offsets into gi (no views: nothing here is reference counted)
     oc = 5
@@ -171,96 +177,72 @@ def _collect(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, plen, pwid, 
     if seg == 0:
         gi[2] += 1
     qid = gi[2]
-    hoff = 0.5 * off
-    base = wq + abs(off)
-    L = abs(hoff) + 0.5 * (base + gf[4]) + 0.3 + _SLACK
-    # the box: the window's vertices grown by the reach of their regions (the far end's too)
-    M = reach[q, 0] + reach[q, 1] * L
-    bx0 = np.inf
-    by0 = np.inf
-    bx1 = -np.inf
-    by1 = -np.inf
-    for w in range(W):
-        bx0 = min(bx0, xy[q, idx[w], 0] - M)
-        bx1 = max(bx1, xy[q, idx[w], 0] + M)
-        by0 = min(by0, xy[q, idx[w], 1] - M)
-        by1 = max(by1, xy[q, idx[w], 1] + M)
-    # the far-end vertex (its first copy when the window is clipped at the path's end) and its ray
-    wf = 0
-    if not backward:
-        wf = W - 1
-        while wf > 0 and idx[wf - 1] == idx[wf]:
-            wf -= 1
-    kf = idx[wf]
-    if cos_h.shape[0] > 0:
-        chf = cos_h[q, kf]
-        shf = sin_h[q, kf]
-    else:
-        chf = math.cos(heading[q, kf])
-        shf = math.sin(heading[q, kf])
-    xf = xy[q, kf, 0]
-    yf = xy[q, kf, 1]
     c = gf[2]
-    sig = -1.0 if backward else 1.0
-    dxr = sig * chf
-    dyr = sig * shf
-    if seg == 0:
-        xa, ya, xb, yb = bx0, by0, bx1, by1
-    else:
-        # the ray, a cell's length at a time from inside the box, while anything further could
-        # still beat the best gap and the strip is still over the grid
-        tau = -M + (seg - 1) * c
-        if sig * (kf * ds - sq) + tau - 0.5 * gf[4] - _SLACK > best:
-            return -1
-        for a in range(2):
-            d = dxr if a == 0 else dyr
-            p0 = xf if a == 0 else yf
-            lo = (gf[0] if a == 0 else gf[1]) - L - c
-            hi = lo + (gi[0] if a == 0 else gi[1]) * c + 2.0 * (L + c)
-            end = p0 + tau * d
-            if (d >= 0.0 and end > hi) or (d <= 0.0 and end < lo):
-                return -1
-        x0 = xf + tau * dxr
-        x1 = xf + (tau + c) * dxr
-        y0 = yf + tau * dyr
-        y1 = yf + (tau + c) * dyr
-        ex = L * abs(dyr)
-        ey = L * abs(dxr)
-        xa, ya, xb, yb = min(x0, x1) - ex, min(y0, y1) - ey, max(x0, x1) + ex, max(y0, y1) + ey
     ic = gf[3]
     nx = gi[0]
     ny = gi[1]
-    ia = max(math.floor((xa - gf[0]) * ic), 0)
-    ib = min(math.floor((xb - gf[0]) * ic), nx - 1)
-    ja = max(math.floor((ya - gf[1]) * ic), 0)
-    jb = min(math.floor((yb - gf[1]) * ic), ny - 1)
+    sig = -1.0 if backward else 1.0
+    dxr = sig * chf
+    dyr = sig * shf
+    ex = L * abs(dyr)
+    ey = L * abs(dxr)
     count = 0
-    for i in range(ia, ib + 1):
-        for j in range(ja, jb + 1):
-            cc = i * ny + j
-            for it in range(gi[oc + cc], gi[oc + cc + 1]):
-                n = gi[oi + it]
-                if gi[os_ + n] == qid:
-                    continue
-                gi[os_ + n] = qid
-                if not allow[n]:
-                    continue
-                if not (bx0 <= px[n] <= bx1 and by0 <= py[n] <= by1):
-                    # outside the box only the far vertex can place it: its exact arithmetic
-                    rx = px[n] - xf
-                    ry = py[n] - yf
-                    s_proj = kf * ds + chf * rx + shf * ry
-                    ahead = sq - s_proj if backward else s_proj - sq
-                    if not ahead > 0.0:
+    nxt = seg + 1
+    while True:
+        if seg == 0:
+            xa, ya, xb, yb = bx0, by0, bx1, by1
+        else:
+            # the ray, a cell's length at a time from inside the box, while anything further could
+            # still beat the best gap and the strip is still over the grid
+            tau = -M + (seg - 1) * c
+            if sig * (kf * ds - sq) + tau - 0.5 * gf[4] - _SLACK > best:
+                return count, -1
+            for a in range(2):
+                d = dxr if a == 0 else dyr
+                p0 = xf if a == 0 else yf
+                lo = (gf[0] if a == 0 else gf[1]) - L - c
+                hi = lo + (gi[0] if a == 0 else gi[1]) * c + 2.0 * (L + c)
+                end = p0 + tau * d
+                if (d >= 0.0 and end > hi) or (d <= 0.0 and end < lo):
+                    return count, -1
+            x0 = xf + tau * dxr
+            x1 = xf + (tau + c) * dxr
+            y0 = yf + tau * dyr
+            y1 = yf + (tau + c) * dyr
+            xa, ya, xb, yb = min(x0, x1) - ex, min(y0, y1) - ey, max(x0, x1) + ex, max(y0, y1) + ey
+        ia = max(math.floor((xa - gf[0]) * ic), 0)
+        ib = min(math.floor((xb - gf[0]) * ic), nx - 1)
+        ja = max(math.floor((ya - gf[1]) * ic), 0)
+        jb = min(math.floor((yb - gf[1]) * ic), ny - 1)
+        for i in range(ia, ib + 1):
+            for j in range(ja, jb + 1):
+                cc = i * ny + j
+                for it in range(gi[oc + cc], gi[oc + cc + 1]):
+                    n = gi[oi + it]
+                    if gi[os_ + n] == qid:
                         continue
-                    if not (abs(chf * ry - shf * rx - hoff) < 0.5 * (base + plen[n] + pwid[n]) + 0.3):
+                    gi[os_ + n] = qid
+                    if not allow[n]:
                         continue
-                    lb = ahead - 0.5 * (plen[n] + pwid[n])
-                    if lb > best or (lb == best and n > best_n):
-                        continue
-                gi[oq + count] = n
-                count += 1
-    return count
+                    if not (bx0 <= px[n] <= bx1 and by0 <= py[n] <= by1):
+                        # outside the box only the far vertex can place it: its exact arithmetic
+                        rx = px[n] - xf
+                        ry = py[n] - yf
+                        s_proj = kf * ds + chf * rx + shf * ry
+                        ahead = sq - s_proj if backward else s_proj - sq
+                        if not ahead > 0.0:
+                            continue
+                        if not (abs(chf * ry - shf * rx - hoff) < 0.5 * (base + plen[n] + pwid[n]) + 0.3):
+                            continue
+                        lb = ahead - 0.5 * (plen[n] + pwid[n])
+                        if lb > best or (lb == best and n > best_n):
+                            continue
+                    gi[oq + count] = n
+                    count += 1
+        seg += 1
+        nxt = seg
+        if count > 0:
+            return count, nxt
 
 
 collect_nb = _jit(_collect)
@@ -418,15 +400,39 @@ def _neighbour_grid(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, fx, f
     cols = gf[5 : 5 + 6 * N]
     c32 = gf[5 + 6 * N : 5 + 7 * N].view(np.float32)
     ca = gi[oq + N : oq + 2 * N].view(np.bool_)
+    # the query's box: the window's vertices grown by the reach of their regions (the far end's too)
+    hoff = 0.5 * off
+    base = wq + abs(off)
+    L = abs(hoff) + 0.5 * (base + gf[4]) + 0.3 + _SLACK
+    M = reach[q, 0] + reach[q, 1] * L
+    bx0 = np.inf
+    by0 = np.inf
+    bx1 = -np.inf
+    by1 = -np.inf
+    for w in range(W):
+        bx0 = min(bx0, xy[q, idx[w], 0] - M)
+        bx1 = max(bx1, xy[q, idx[w], 0] + M)
+        by0 = min(by0, xy[q, idx[w], 1] - M)
+        by1 = max(by1, xy[q, idx[w], 1] + M)
+    # the far-end vertex (its first copy when the window is clipped at the path's end): its ray
+    wf = 0
+    if not backward:
+        wf = W - 1
+        while wf > 0 and idx[wf - 1] == idx[wf]:
+            wf -= 1
+    kf = idx[wf]
+    if cos_h.shape[0] > 0:
+        chf = cos_h[q, kf]
+        shf = sin_h[q, kf]
+    else:
+        chf = math.cos(heading[q, kf])
+        shf = math.sin(heading[q, kf])
     best = np.inf
     best_n = -1
     best_v = 0.0
     seg = 0
-    while True:
-        count = collect_nb(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, plen, pwid, allow, backward, idx, W, reach, gf, gi, seg, best, best_n)
-        if count < 0:
-            break
-        seg += 1
+    while seg >= 0:
+        count, seg = collect_nb(px, py, plen, pwid, allow, backward, ds, sq, kf, chf, shf, xy[q, kf, 0], xy[q, kf, 1], hoff, base, L, M, bx0, by0, bx1, by1, gf, gi, seg, best, best_n)
         if count == 0:
             continue
         for i in range(1, count):  # insertion sort: slot order, so ties keep going to the lower slot
