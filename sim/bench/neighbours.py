@@ -115,5 +115,6 @@ def run_neighbours_bench(out: Path, *, sizes: Sequence[int] = DEFAULT_SIZES, wor
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1min_after": round(os.getloadavg()[0], 2)},
         "rows": rows,
     }  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(res, indent=2) + "\n")
     return res
