@@ -179,3 +179,21 @@ def test_the_engine_path_step_is_the_same_bits_with_and_without_its_grid(crowded
     for u, w in zip(*outs, strict=True):
         np.testing.assert_array_equal(_bits(u), _bits(w))
     assert (outs[0][3] != ctx.pre[3]).any()  # actors moved
+
+
+def test_bench_neighbours_writes_both_ways_per_size_and_refuses_bad_sizes(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    out = tmp_path / "nb.json"
+    r = CliRunner().invoke(app, ["bench", "neighbours", "--sizes", "20,50", "--worlds", "2", "--seconds", "0.2", "--rounds", "1", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [x["actors"] for x in rows] == [21, 51]  # the ego is a slot too
+    assert all(x["same_answer"] and x["us_per_query_grid"] > 0 and x["us_per_query_every_actor"] > 0 for x in rows)
+    assert [x["engine_uses_grid"] for x in rows] == [False, True] and rows[1]["leaders_found"] > 0
+    bad = CliRunner().invoke(app, ["bench", "neighbours", "--sizes", "1", "-o", str(tmp_path / "x.json")])
+    assert bad.exit_code == 2 and not (tmp_path / "x.json").exists()

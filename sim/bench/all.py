@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 #: every benchmark, in the order they run (recon precedes render, closed-loop and planner-gap,
 #: which use its bundle)
-BENCHMARKS = ("synth", "env", "batch", "recon", "render", "closed-loop", "planner-gap", "loop", "nuscenes-roundtrip",
+BENCHMARKS = ("synth", "env", "neighbours", "batch", "recon", "render", "closed-loop", "planner-gap", "loop", "nuscenes-roundtrip",
               "recon-roundtrip")
 
 
@@ -54,6 +54,8 @@ def _args(name: str, results: Path, work: Path, quick: bool) -> list[str]:
     out = ["--out", str(results / result_name(name))]
     if name in ("synth", "env"):
         return out + (["--quick"] if quick else [])
+    if name == "neighbours":
+        return out + (["--sizes", "20,64", "--seconds", "0.5", "--rounds", "1", "--worlds", "4"] if quick else [])
     if name == "batch":
         return out + (["--horizon", "2.0"] if quick else [])
     if name == "recon":
@@ -109,6 +111,7 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
         ("env", "vector env B = 256 world-steps/s (random per-world actions)", _batched_rate(e, 256), ">= 60000"),
         ("env", "highway-env steps/s (same run)", _get(e, "highway_env", "steps_per_s"), ""),
         ("env", "MetaDrive steps/s (same run)", _get(e, "metadrive", "steps_per_s"), ""),
+        ("neighbours", "leader query us, every actor / grid, at the most actors", _neighbour_pair(results.get("neighbours") or {}), "grid flat in N"),
         ("env", "single env vs MetaDrive (sim s per wall s)", _get(e, "ratios", "single_vs_metadrive"), ">= 120x"),
         ("env", "batched best vs MetaDrive", _get(e, "ratios", "batched_best_vs_metadrive"), ""),
         ("env", "SB3 PPO env steps/s, batched adapter / DummyVecEnv (same B)", _pair(_get(e, "sb3_ppo", "loopdrive_sb3_adapter", "train_steps_per_s"),
@@ -160,6 +163,15 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
         ("nuscenes-roundtrip", "max devkit vs loopdrive projection px", _get(nu, "max_errors", "devkit_vs_loopdrive_px"), ""),
     ]
     return rows
+
+
+def _neighbour_pair(nb: dict[str, Any]) -> str | None:
+    """``bench neighbours``' largest size: "N actors: every-actor us / grid us" (None when absent)."""
+    rows = nb.get("rows") or []
+    if not rows:
+        return None
+    r = max(rows, key=lambda x: x.get("actors", 0))
+    return f"{r['actors']} actors: {r['us_per_query_every_actor']} / {r['us_per_query_grid']}"
 
 
 def _pair(a: Any, b: Any) -> str | None:
