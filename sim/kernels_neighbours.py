@@ -44,11 +44,12 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["CELL_M", "GRID_MIN_ACTORS", "grid_build_nb", "grid_scratch", "neighbour_one_nb", "path_neighbours_nb"]
+__all__ = ["CELL_M", "GRID_MIN_ACTORS", "collect_nb", "grid_alloc_nb", "grid_build_nb", "neighbour_grid_nb", "neighbour_one_nb", "path_neighbours_nb", "path_reach_nb"]
 
 #: m, the nominal grid cell (grown when a world's actors spread wider than the cell budget)
 CELL_M = 8.0
-#: a world with fewer actors than this is searched by the linear pass (same tests, no grid)
+#: a scenario with fewer actor slots than this has no grid compiled in; with one, a world with
+#: fewer actors present than this in a step is searched without it
 GRID_MIN_ACTORS = 48
 #: m, slack on the bisector bounds and the box (float32 nearest-vertex rounding is ~1e-3 m)
 _SLACK = 0.5
@@ -78,11 +79,6 @@ def _grid_alloc(n_actors, min_actors):  # type: ignore[no-untyped-def]
 
 
 grid_alloc_nb = _jit(_grid_alloc)
-
-
-def grid_scratch(n_actors: int, min_actors: int | None = None) -> tuple[Any, Any]:
-    """:func:`grid_alloc_nb` from Python (``min_actors`` None: :data:`GRID_MIN_ACTORS`)."""
-    return grid_alloc_nb(n_actors, GRID_MIN_ACTORS if min_actors is None else min_actors)
 
 
 def _cell_of(x, y, x0, y0, inv_c, nx, ny):  # type: ignore[no-untyped-def]
