@@ -57,6 +57,7 @@ OUTPUTS: list[tuple[str, str, str, list[str]]] = [
     ("bench batch", "--out", "file", []),
     ("bench closed-loop", "--out", "file", ["--bundle", "adir", "--log", "adir"]),
     ("bench env", "--out", "file", []),
+    ("bench neighbours", "--out", "file", []),
     ("bench loop", "--out", "file", []),
     ("bench loop", "--work", "dir", []),
     ("bench nuscenes-roundtrip", "--out", "file", []),
@@ -164,6 +165,12 @@ VALUE_CASES: list[tuple[str, list[str]]] = [
     ("bench env", ["--seconds", "inf"]),
     ("bench env", ["--seconds", "nan"]),
     ("bench env", ["--rounds", "0"]),
+    # bench neighbours
+    ("bench neighbours", ["--sizes", "1"]),
+    ("bench neighbours", ["--sizes", "20,a"]),
+    ("bench neighbours", ["--sizes", "5000"]),
+    ("bench neighbours", ["--worlds", "0"]),
+    ("bench neighbours", ["--seconds", "nan"]),
     # bench loop
     ("bench loop", ["--seeds", "a,b"]),
     ("bench loop", ["--planners", "bogus"]),
