@@ -10,7 +10,8 @@ blended into a drivable centreline (the engine's paths and the planners' referen
 Interaction rules (all vectorised; compiled in :mod:`sim.kernels`):
 
 * **Car following** (:func:`path_neighbours`): the leader of an actor is the nearest other actor
-  (the ego included) whose box lies on the actor's path ahead, within ``window * ds`` metres.
+  (the ego included) whose box lies on the actor's path ahead: along the path's window of
+  ``window + 1`` vertices, then straight on beyond it (:mod:`sim.kernels_neighbours`).
   IDM (:mod:`sim.idm`) then never lets a follower drive through it. During a lane change the
   watched corridor spans from the new lane's path to the actor's current lateral offset, so a car
   still partly in its old lane keeps following the car ahead there.
@@ -402,8 +403,9 @@ def path_neighbours(
     Actors: ``props`` (B, N, 6) columns x, y, yaw, v, length, width; ``allowed`` (B, M, N) which
     actors each query may see (present and not itself). An actor counts when its box reaches the
     path's swept width (centre within ``width_q/2`` + its lateral half extent + 0.3 m of the path)
-    and its centre lies ahead along the path within ``window * stride * ds`` metres (each actor is
-    placed at the nearest of the window's vertices, compared in float32). ``offset`` (B, M), m: the
+    and its centre lies ahead along the path (each actor is placed at the nearest of the window's
+    ``window + 1`` vertices, ``stride * ds`` metres apart, compared in float32, and projected on
+    that vertex's tangent: beyond the last vertex the corridor runs straight on, unbounded). ``offset`` (B, M), m: the
     query's own lateral offset from the path (a lane change in progress); the corridor then spans
     from the path to it.
 
