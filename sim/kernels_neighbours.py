@@ -81,6 +81,26 @@ def _grid_alloc(n_actors, min_actors):  # type: ignore[no-untyped-def]
 grid_alloc_nb = _jit(_grid_alloc)
 
 
+def _layout(cap, N):  # type: ignore[no-untyped-def]
+    """Offsets into ``gi`` (:func:`grid_alloc_nb`) for cell budget ``cap`` and N slots: the cell
+    starts, the actors in cell order, the query stamps and the candidates (their ``allow`` flags
+    follow, N further)."""
+    oi = 6 + cap
+    return 5, oi, oi + N, oi + 2 * N
+
+
+_layout_nb = _jit(_layout, inline="always")
+
+
+def _window_vertex(k0, w, window, stride, backward, P):  # type: ignore[no-untyped-def]
+    """Path vertex of window position ``w`` for a query at vertex ``k0`` (clipped to the path's
+    ``P`` vertices)."""
+    return min(max(k0 + (w - window if backward else w) * stride, 0), P - 1)
+
+
+_window_vertex_nb = _jit(_window_vertex, inline="always")
+
+
 def _cell_of(x, y, x0, y0, inv_c, nx, ny):  # type: ignore[no-untyped-def]
     """The grid cell (flat index, x-major) of point (x, y), m."""
     return min(np.int64((x - x0) * inv_c), nx - 1) * ny + min(np.int64((y - y0) * inv_c), ny - 1)
@@ -130,9 +150,7 @@ def _grid_build(px, py, plen, pwid, incl, gf, gi):  # type: ignore[no-untyped-de
     gi[0] = nx
     gi[1] = ny
     nc = nx * ny
-    oc = 5
-    oi = 6 + cap
-    os_ = oi + N
+    oc, oi, os_, _ = _layout_nb(cap, N)
     for i in range(nc + 1):
         gi[oc + i] = 0
     # counting sort: counts, inclusive prefix sums (cell ends), then each actor placed from its
@@ -165,11 +183,7 @@ def _collect(px, py, plen, pwid, allow, backward, ds, sq, kf, chf, shf, xf, yf, 
     Returns (their count, the next ``seg``; -1 when the ray has left the grid or everything
     further is farther than ``best``)."""
     N = px.shape[0]
-    # offsets into gi (no views: nothing here is reference counted)
-    oc = 5
-    oi = 6 + gi[3]
-    os_ = oi + N
-    oq = os_ + N
+    oc, oi, os_, oq = _layout_nb(gi[3], N)  # offsets, not views: nothing here is reference counted
     if seg == 0:
         gi[2] += 1
     qid = gi[2]
@@ -183,7 +197,6 @@ def _collect(px, py, plen, pwid, allow, backward, ds, sq, kf, chf, shf, xf, yf, 
     ex = L * abs(dyr)
     ey = L * abs(dxr)
     count = 0
-    nxt = seg + 1
     while True:
         if seg == 0:
             xa, ya, xb, yb = bx0, by0, bx1, by1
@@ -236,9 +249,8 @@ def _collect(px, py, plen, pwid, allow, backward, ds, sq, kf, chf, shf, xf, yf, 
                     gi[oq + count] = n
                     count += 1
         seg += 1
-        nxt = seg
         if count > 0:
-            return count, nxt
+            return count, seg
 
 
 collect_nb = _jit(_collect)
@@ -307,9 +319,7 @@ def _neighbour_one(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, fx, fy
     tab = cos_h.shape[0] > 0
     k0 = np.int64(sq / ds)
     for w in range(W):
-        o = (w - window if backward else w) * stride
-        k = k0 + o
-        k = min(max(k, 0), P - 1)
+        k = _window_vertex_nb(k0, w, window, stride, backward, P)
         idx[w] = k
         wx[w] = np.float32(xy[q, k, 0])
         wy[w] = np.float32(xy[q, k, 1])
@@ -391,8 +401,8 @@ def _neighbour_grid(xy, heading, cos_h, sin_h, ds, q, sq, wq, off, px, py, fx, f
     W = window + 1
     k0 = np.int64(sq / ds)
     for w in range(W):
-        idx[w] = min(max(k0 + (w - window if backward else w) * stride, 0), P - 1)
-    oq = 6 + gi[3] + 2 * N
+        idx[w] = _window_vertex_nb(k0, w, window, stride, backward, P)
+    _, _, _, oq = _layout_nb(gi[3], N)
     cols = gf[5 : 5 + 6 * N]
     c32 = gf[5 + 6 * N : 5 + 7 * N].view(np.float32)
     ca = gi[oq + N : oq + 2 * N].view(np.bool_)
