@@ -70,16 +70,18 @@ trig_nb = _jit(_trig)
 
 def path_constants(params: dict[str, NDArray[np.float64]], length: NDArray[np.float64], width: NDArray[np.float64], paths: Any) -> dict[str, Any]:
     """What :data:`path_step_nb` reads of a compiled scenario: ``prm`` (K, N), the heading's
-    ``cos_h`` / ``sin_h`` (Q, P) and the neighbour search's ``reach`` (Q, 2) for the path table
-    ``paths``."""
+    ``cos_h`` / ``sin_h`` (Q, P), ``grid_min`` (the neighbour search's grid threshold, None when
+    the scenario has fewer slots: no grid compiled in) and the grid's ``reach`` (Q, 2) for the path
+    table ``paths`` (infinite, i.e. no bounded box, when there is no grid: never computed then)."""
     heading = paths.heading
     sizes = {"length": length, "width": width}
     prm = np.stack([sizes[k] if k in sizes else params.get(k, np.full(len(length), np.nan)) for k in PRM]).astype(np.float64)
     cos_h, sin_h = trig_nb(np.ascontiguousarray(heading, dtype=np.float64))
-    reach = path_reach_nb(paths.xy, paths.heading, paths.ds, 4)
+    grid_min = GRID_MIN_ACTORS if len(length) >= GRID_MIN_ACTORS else None
+    reach = path_reach_nb(paths.xy, paths.heading, paths.ds, 4) if grid_min is not None else np.full((heading.shape[0], 2), np.inf)
     for a in (prm, cos_h, sin_h, reach):
         a.setflags(write=False)
-    return {"prm": prm, "cos_h": cos_h, "sin_h": sin_h, "reach": reach}
+    return {"prm": prm, "cos_h": cos_h, "sin_h": sin_h, "grid_min": grid_min, "reach": reach}
 
 
 def _leader_accel(xy, heading, cos_h, sin_h, ds, speed_limit, prm, b, n, pid, sn, dn, stop, px, py, fx, fy, pyaw, pv, allow, t_s, scale, dt, idx, wx, wy, reach, gf, gi):  # type: ignore[no-untyped-def]
@@ -195,5 +197,5 @@ def path_step_args(paths: Any, params: dict[str, NDArray[np.float64]], length: N
         paths.n_conflicts, paths.lane, paths.lane_s, paths.lane_path, paths.left, paths.right, paths.lane_length,
         k["prm"], np.ascontiguousarray(row["lc_rate"][0]), np.ascontiguousarray(row["lc_check_every"][0]), np.ascontiguousarray(row["mobil"][0]),
         np.ascontiguousarray(row["is_path"][0]), np.ascontiguousarray(row["path_or_ego"][0]),
-        GRID_MIN_ACTORS if len(length) >= GRID_MIN_ACTORS else None,
+        k["grid_min"],
     )  # fmt: skip
