@@ -48,7 +48,7 @@ def test_multicam_bench_reports_speed_sensors_quality_and_gap(tiny_bundle, tiny_
     res = json.loads(dest.read_text())
     assert [c["name"] for c in res["rig"]["cameras"]] == [c.name for c in rig.cameras] and res["rig"]["lidar"] == "8x128"
     assert res["loop_log"].endswith("log-with-truth-map") and res["speed"]["steps"] == 2 and res["speed"]["steps_per_s"] > 0 and res["speed"]["renderer"]["mode"] == "surface"
-    assert res["machine"]["git_head"] and "load_avg_1m" in res["machine"]
+    assert res["machine"]["git_head"] and "load_average" in res["machine"] and "torch_threads" in res["machine"]
     cfg = res["render"]["configs"]
     assert set(cfg) == {"serial", "previous_default", "parallel"} and all(v["ms_median"] > 0 for v in cfg.values())
     assert res["render"]["identical"] is True

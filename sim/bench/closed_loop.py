@@ -25,8 +25,6 @@ import dataclasses
 import logging
 import math
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,6 +35,7 @@ import numpy as np
 
 from sim.errors import LoopdriveError
 from sim.log import read_log, write_json_atomic
+from sim.machine import machine_info
 
 __all__ = ["DEFAULT_GAP_SCENARIOS", "planner_gap", "run_closed_loop_bench", "run_planner_gap_bench"]
 
@@ -52,23 +51,6 @@ def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float
         x, y = x[mask], y[mask]
     mse = float(np.mean((x - y) ** 2)) / 255.0**2
     return 10.0 * math.log10(1.0 / max(mse, 1e-10))
-
-
-def git_output(*args: str) -> str | None:
-    """Output of ``git ARGS`` in the checkout of this package (None when git is unavailable or
-    the package is not in a checkout): what benchmarks record as the code they ran."""
-    try:
-        root = Path(__file__).resolve().parents[2]
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=10, cwd=root).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _machine() -> dict[str, Any]:
-    import torch
-
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch_threads": torch.get_num_threads(), "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 def _speed(bundle: Path, log_dir: Path, renderer: str, steps: int, neural_mode: str = "auto") -> dict[str, Any]:
@@ -358,7 +340,7 @@ def run_planner_gap_bench(
     import torch
 
     torch.set_num_threads(threads)
-    machine = _machine()
+    machine = machine_info(torch_threads=torch.get_num_threads())
     t0 = time.perf_counter()
     gap = planner_gap(bundle, log_dir, scenarios, horizon_s=horizon_s, max_scenarios=max_scenarios, seeds=seeds, lidar=lidar,
                       progress=progress)
@@ -397,7 +379,7 @@ def run_closed_loop_bench(
         if progress is not None:
             progress(m)
 
-    res: dict[str, Any] = {"bundle": str(bundle), "log": str(log_dir), "machine": _machine(), "speed": {}, "realism": {}}
+    res: dict[str, Any] = {"bundle": str(bundle), "log": str(log_dir), "machine": machine_info(torch_threads=torch.get_num_threads()), "speed": {}, "realism": {}}
     for name, renderer, mode in (("neural", "neural", "auto"), ("neural_volume", "neural", "volume"), ("composite", "composite", "auto"),
                                  ("mesh", "mesh", "auto")):
         try:

@@ -44,8 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from sim.bench.closed_loop import _gap_row, _load, _machine, _psnr, git_output
+from sim.bench.closed_loop import _gap_row, _load, _psnr
 from sim.log import read_log, write_json_atomic
+from sim.machine import machine_info
 
 __all__ = ["CONFIGS", "heldout_psnr", "multicam_scenario", "run_multicam_bench", "scenario_yaml"]
 
@@ -462,8 +463,7 @@ def run_multicam_bench(
     dl = read_log(log_dir)
     rig = SensorRig.from_meta(dl.meta["rig"])
     b = load_bundle(bundle)
-    machine = {**_machine(), "git_head": git_output("rev-parse", "HEAD"),
-               "git_dirty_render": bool(git_output("status", "--porcelain", "--", "sim/render", "sim/recon", "sim/bench"))}
+    machine = machine_info(torch_threads=torch.get_num_threads(), git_paths=("sim/render", "sim/recon", "sim/bench"))
     res: dict[str, Any] = {"benchmark": "closed_loop_multicam", "command": command, "bundle": str(bundle), "log": str(imported),
                            "loop_log": str(log_dir), "truth_log": None if truth_log is None else str(truth_log), "machine": machine,
                            "rig": {"cameras": [{"name": c.name, "size": [c.width, c.height], "fx_fy_cx_cy": [round(v, 3) for v in (c.fx, c.fy, c.cx, c.cy)]}

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from sim.fsutil import atomic_write_text
+from sim.machine import machine_info
 
 __all__ = ["DEFAULT_SIZES", "run_neighbours_bench"]
 
@@ -101,8 +102,6 @@ def run_neighbours_bench(out: Path, *, sizes: Sequence[int] = DEFAULT_SIZES, wor
     """Measure every size in ``sizes`` (actors per world) and write the result JSON to ``out``
     (atomically). ``seconds`` per size and way; figures are medians of ``rounds`` rounds."""
     import json
-    import os
-    import platform
 
     rows = []
     for n in sizes:
@@ -112,7 +111,7 @@ def run_neighbours_bench(out: Path, *, sizes: Sequence[int] = DEFAULT_SIZES, wor
         log.info("neighbours bench: %s", rows[-1])
     res = {
         "benchmark": "neighbours", "sizes": list(sizes), "worlds": worlds, "seconds": seconds, "rounds": rounds, "seed": seed,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1min_after": round(os.getloadavg()[0], 2)},
+        "machine": machine_info(),
         "rows": rows,
     }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)

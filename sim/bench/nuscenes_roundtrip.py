@@ -27,7 +27,6 @@ export's first LiDAR ``ego_pose``) = the imported world + its ``origin.global_of
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,7 @@ from numpy.typing import NDArray
 from sim.errors import LoopdriveError
 from sim.geometry import project_points
 from sim.log import DriveLog, Track, read_log, write_json_atomic
+from sim.machine import machine_info
 
 __all__ = ["roundtrip_errors", "run_nuscenes_roundtrip"]
 
@@ -205,11 +205,6 @@ _COUNTS = ("camera_frames", "ego_samples", "boxes", "projected_boxes", "lidar_sw
 _PAIRS = ("lidar_beams", "lidar_azimuth_steps", "lidar_max_range_m", "lidar_firing")
 
 
-def _machine() -> dict[str, Any]:
-    return {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(), "platform": platform.platform(),
-            "python": platform.python_version(), "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
-
-
 def run_nuscenes_roundtrip(
     *,
     work: str | os.PathLike[str],
@@ -265,7 +260,7 @@ def run_nuscenes_roundtrip(
         "settings": {"town": town, "seed": seed, "frames": frames, "step_s": 0.05, "image_scale": image_scale, "azimuth_steps": azimuth,
                      "sweeps": sweeps, "image_format": image_format},
         "devkit": getattr(nuscenes, "__version__", None) or _dist_version("nuscenes-devkit"),
-        "machine": _machine(),
+        "machine": machine_info(),
         "counts": {k: errors[k] for k in _COUNTS},
         "rig_imported_vs_native": {k: errors[k] for k in _PAIRS},
         "max_errors": {k: v for k, v in errors.items() if k not in _COUNTS and k not in _PAIRS},

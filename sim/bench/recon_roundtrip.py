@@ -32,7 +32,6 @@ import inspect
 import json
 import logging
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from numpy.typing import NDArray
 
 from sim.errors import BundleError, LoopdriveError, ScenarioError
 from sim.log import DriveLog, read_log, write_json_atomic
+from sim.machine import load_average, machine_info
 
 __all__ = ["BENCH_PRESETS", "DEFAULT_VARIANTS", "RUN_KEYS", "TARGETS", "VARIANTS", "AlignedScene", "BenchPreset", "Variant", "run_recon_roundtrip"]
 
@@ -186,14 +186,6 @@ def actor_id_map(native: DriveLog, imported: DriveLog) -> dict[str, tuple[str, .
     for r in imported.meta["nuscenes"]["tracks"]:
         by_inst.setdefault(r["instance_token"], []).append(r["id"])
     return {t.id: tuple(by_inst.get(instance_token(scene, t.id), ())) for t in native.tracks}
-
-
-def _machine() -> dict[str, Any]:
-    from sim.bench.closed_loop import git_output as git
-
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "git_head": git("rev-parse", "HEAD"),
-            "git_dirty_recon": bool(git("status", "--porcelain", "--", "sim/recon")),
-            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def _native_front() -> float | None:
@@ -533,21 +525,21 @@ def run_recon_roundtrip(
             res["variants"] = old["variants"]
             res["machine_earlier"] = [*old.get("machine_earlier", []), old.get("machine")] if isinstance(old.get("machine_earlier"), list) \
                 else [m for m in (old.get("machine_earlier"), old.get("machine")) if m]
-    res["machine"] = _machine()
+    res["machine"] = machine_info(git_paths=("sim/recon",))
     res["native_single_camera_front_heldout_psnr"] = _native_front()
     res["targets"] = TARGETS
     native = _native_log(work, p, say)
     res["synth_s"] = _step_times(work).get("synth_s")
     for name in variants:
         t = time.perf_counter()
-        start = _machine()  # per variant: runs merged into one file may come from different heads and loads
+        start = machine_info(git_paths=("sim/recon",))  # per variant: runs merged into one file may come from different heads and loads
         entry = _run_variant(name, VARIANTS[name], work, native, p, threads, say, reuse_bundles, res["variants"].get(name))
         entry["wall_s"] = round(time.perf_counter() - t, 1)
         # the whole chain for this variant (data steps included even when reused from the work folder)
         entry["roundtrip_s"] = round((res["synth_s"] or 0.0) + sum(entry["timings_s"].values()), 1)
-        entry["git_head"], entry["git_dirty_recon"] = start["git_head"], start["git_dirty_recon"]
+        entry["git_head"], entry["git_dirty_recon"] = start["git_head"], start["git_dirty"]
         entry["load_average_at_start"] = start["load_average"]
-        entry["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        entry["load_average_at_end"] = load_average()
         res["variants"][name] = entry
         res["comparisons"] = _compare(res)
         if out is not None:

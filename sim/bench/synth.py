@@ -10,7 +10,6 @@ Static-scene construction is timed separately; warm-up renders are excluded.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,19 +18,9 @@ from typing import Any
 import numpy as np
 
 from sim.log import write_json_atomic
+from sim.machine import machine_info
 
 __all__ = ["run_synth_bench"]
-
-
-def _machine() -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        # other processes compete for the CPU: record how busy the machine was when measuring
-        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-    }
 
 
 def _time_camera(scene: Any, worlds: list[Any], cam: Any, supersample: int, frames: int, say: Callable[[str], None]) -> dict[str, Any]:
@@ -138,7 +127,7 @@ def run_synth_bench(
     worlds = [scene.world_at(int(t)) for t in scene.t_us]
     result: dict[str, Any] = {
         "benchmark": "synth",
-        "machine": _machine(),
+        "machine": machine_info(),
         "town": town,
         "seed": seed,
         "static_faces": int(town_meshes.n_faces),

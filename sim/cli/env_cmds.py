@@ -124,7 +124,7 @@ def bench_neighbours_cmd(
     dest = bench_output("neighbours.json", out, publish)
     with user_errors(), console.status("benchmarking ...") as status:
         res = run_neighbours_bench(dest.path, sizes=ns, worlds=worlds, seconds=seconds, rounds=rounds, seed=seed, progress=lambda m: status.update(f"benchmarking {m} ..."))
-    tab = Table(title=f"neighbour search ({res['worlds']} worlds, {res['machine']['cpus']} CPUs, load {res['machine']['load_avg_1min_after']}; process time, medians of {res['rounds']} rounds)")
+    tab = Table(title=f"neighbour search ({res['worlds']} worlds, {res['machine']['cpu_count']} CPUs, load {(res['machine']['load_average'] or ['n/a'])[0]}; process time, medians of {res['rounds']} rounds)")
     for col in ("actors", "us/query every actor", "us/query grid", "grid speedup", "same answer", "engine grid", "vector env world-steps/s"):
         tab.add_column(col, justify="right")
     for r in res["rows"]:

@@ -164,7 +164,7 @@ def _bench_multicam(bundle: Path, log: Path, truth: Path | None, out: Path | Non
                                  heldout_frames=heldout_frames, gap_horizon_s=horizon_s, progress=lambda m: console.log(m),
                                  command=shlex.join(["loopdrive", *sys.argv[1:]]))
     tab = Table(title=f"closed loop, {len(res['rig']['cameras'])} cameras + LiDAR ({res['machine']['cpu_count']} CPUs, "
-                      f"load {res['machine']['load_avg_1m']:.1f})")
+                      f"load {(res['machine']['load_average'] or ['n/a'])[0]})")
     tab.add_column("measure")
     tab.add_column("value", justify="right")
     tab.add_row("env steps/s", f"{res['speed']['steps_per_s']:.2f}")
