@@ -8,7 +8,8 @@ Keys of :func:`machine_info`:
 - ``cpu_count``, ``processor``, ``platform``, ``python``: the machine and interpreter;
 - ``load_average``: the 1-, 5- and 15-minute load averages (runnable processes) when it was
   called, None where the OS has none. Other processes compete for the CPU, so a speed figure is
-  read together with it;
+  read together with it. A benchmark that takes the record at its start adds
+  ``load_average_at_end`` (:func:`load_average`) when it ends;
 - whatever the caller adds (``**extra``, e.g. ``torch_threads``: the core does not import torch);
 - ``git_head`` and ``git_dirty`` (with ``git_paths``): the commit of this checkout and whether
   any of ``git_paths`` (relative to the repository root; empty: the whole tree) had uncommitted

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ from typing import Any
 
 from sim.fsutil import atomic_write_text
 from sim.log import write_json_atomic
+from sim.machine import machine_info
 
 __all__ = ["BENCHMARKS", "result_name", "run_all", "summary_rows"]
 
@@ -227,13 +226,12 @@ def run_all(
                 status.setdefault(name, {})
                 status[name].update({"ok": False, "error": f"unreadable {p.name}: {exc}"})
     rows = summary_rows(loaded)
-    machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-               "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
+    machine = machine_info()  # at the end
     doc = {"benchmark": "all", "quick": quick, "machine": machine, "status": status,
            "rows": [{"benchmark": b, "figure": f, "value": v, "target": t} for b, f, v, t in rows]}
     write_json_atomic(results / "all.json", doc)
     md = [f"Machine: {machine['cpu_count']} CPU cores, {machine['platform']}, Python {machine['python']}; "
-          f"load average at the end {machine['load_average_at_end']}.", "",
+          f"load average at the end {machine['load_average']}.", "",
           "| benchmark | figure | value | target |", "|---|---|---|---|"]
     md += [f"| {b} | {f} | {_fmt(v)} | {t} |" for b, f, v, t in rows]
     atomic_write_text(results / "all.md", "\n".join(md) + "\n")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 from sim.batch import run_batch
 from sim.errors import LoopdriveError, ScenarioError
 from sim.fsutil import atomic_write_text
+from sim.machine import load_average, machine_info
 from sim.scenario import Episode, expand_paths
 
 __all__ = ["bench_episodes", "run_bench"]
@@ -52,7 +52,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run the benchmark and write the JSON result to ``out`` (atomically); returns it."""
     eps = bench_episodes(scenarios, horizon_s)
-    load0 = os.getloadavg()[0]
+    machine = machine_info()  # its load_average: at the start
     if not eps:
         raise ScenarioError("expected scenario files, found none", file=str(scenarios))
     runs = []
@@ -93,13 +93,7 @@ def run_bench(
         "episodes": len(eps),
         "horizon_s": horizon_s,
         "planner": planner or "(per scenario)",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_avg_1m_at_start": round(load0, 2),
-            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-        },
+        "machine": {**machine, "load_average_at_end": load_average()},
         "runs": runs,
     }
     outp = Path(out)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import torch
 
 from sim.errors import LogFormatError
 from sim.log import read_log, write_json_atomic
+from sim.machine import load_average, machine_info
 from sim.recon.nerfacto import NerfactoScene, train_nerfacto
 
 __all__ = ["TARGETS", "NerfactoScene", "psnr_lead", "render_times", "run_recon_bench", "run_render_bench", "train_nerfacto"]
@@ -138,15 +138,13 @@ def run_render_bench(bundle: str | os.PathLike[str], log_dir: str | os.PathLike[
     torch.set_num_threads(threads)
     b = load_bundle(bundle)
     proxy = b.surface()
-    load0 = [round(x, 2) for x in os.getloadavg()]
     res: dict[str, Any] = {"benchmark": "render", "bundle": str(bundle), "log": str(log_dir),
-                           "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                                       "torch_threads": torch.get_num_threads(), "load_average_at_start": load0},
+                           "machine": machine_info(torch=torch.__version__, torch_threads=torch.get_num_threads()),
                            "surface": {"level": proxy.level, "triangles": proxy.triangles, "calibration_median_depth_diff_m": proxy.calib_err_m,
                                        "calibration_median_rel_depth_diff": proxy.calib_rel_err},
                            "render": render_times(b, read_log(log_dir), repeats), "targets": {"camera_ms_max": TARGETS["camera_ms_max"],
                                                                                               "lidar_sweep_ms_max": TARGETS["lidar_sweep_ms_max"]}}
-    res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    res["machine"]["load_average_at_end"] = load_average()
     if out is not None:
         write_json_atomic(Path(out), res)
     return res
@@ -260,9 +258,7 @@ def run_recon_bench(
     _check_inputs(log, town, frames, preset, nerfacto_from)
     torch.set_num_threads(threads)
     work.mkdir(parents=True, exist_ok=True)
-    res: dict[str, Any] = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": threads,
-                                       "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-                                       "platform": platform.platform(), "torch": torch.__version__}}
+    res: dict[str, Any] = {"machine": machine_info(torch=torch.__version__, torch_threads=threads)}
     log_dir = log if log is not None else _synth_log(work, town, frames, say, res)
     dl = read_log(log_dir)
     reused = load_nerfacto_result(nerfacto_from, dl) if nerfacto_from is not None else None  # refuse a bad file before training
@@ -282,6 +278,6 @@ def run_recon_bench(
         res["nerfacto"] = _nerfacto_entry(log_dir, dl, b, work, float(res["loopdrive_recon"]["train_seconds"]), say, save)
     if "nerfacto" in res:
         _versus_nerfacto(res, b, dl, work, preset)
-    res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    res["machine"]["load_average_at_end"] = load_average()
     write_json_atomic(out, res)
     return res

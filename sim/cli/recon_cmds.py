@@ -241,7 +241,7 @@ def bench_render_cmd(
     with user_errors():
         check_bundle_and_log(bundle, log)
         res = run_render_bench(bundle, log, dest.path, threads=threads, repeats=repeats)
-    tab = Table(title=f"render ({res['machine']['cpu_count']} CPUs, {threads} torch thread(s), load {res['machine']['load_average_at_start'][0]})")
+    tab = Table(title=f"render ({res['machine']['cpu_count']} CPUs, {threads} torch thread(s), load {(res['machine']['load_average'] or ['n/a'])[0]})")
     for c in ("mode", "camera ms (min / median)", "LiDAR sweep ms (min / median)"):
         tab.add_column(c)
     r = res["render"]
