@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -224,12 +225,15 @@ class SensorPolicyParams(PlannerParams):
     safety_decel: float = Field(0.0, ge=0.0, le=10.0, description="geometric safety check of the plan against the LiDAR obstacle raster "
                                 "(agents.sensor_policy_safety): cap the plan's speed so that braking at this many m/s² stops short of "
                                 "an obstacle on its path; 0 = off (the default)")
+    safety_predict_s: float = Field(0.0, ge=0.0, le=10.0, description="with safety_decel > 0: also track the LiDAR's obstacles "
+                                    "(agents.perception, as lidar_stack) and brake for a moving one the plan would meet within this "
+                                    "many seconds, predicted at constant velocity; 0 = off (the default)")
 
 
 class SensorPolicyPlanner(Planner):
     """``sensor_policy``: LiDAR raster + route + ego odometry -> K waypoints (ego frame). Params
     (:class:`SensorPolicyParams`): ``weights``, ``runtime`` (``torch`` | ``onnx`` | ``onnx_int8``),
-    ``onnx``, ``safety_decel`` (m/s², 0 = off); code may pass ``network`` + ``config`` (tests, training)."""
+    ``onnx``, ``safety_decel`` (m/s², 0 = off), ``safety_predict_s`` (s, 0 = off); code may pass ``network`` + ``config`` (tests, training)."""
 
     name = "sensor_policy"
     Params = SensorPolicyParams
@@ -244,6 +248,9 @@ class SensorPolicyPlanner(Planner):
         self.weights = Path(p.weights) if p.weights else SHIPPED_WEIGHTS
         self.runtime = p.runtime
         self.safety_decel = float(p.safety_decel)
+        self.safety_predict_s = float(p.safety_predict_s)
+        self.perception: Any = None  # agents.perception.LidarPerception when safety_predict_s > 0
+        self._ego_size = (4.6, 1.9)
         self.onnx_path = Path(p.onnx) if p.onnx else onnx_paths(self.weights)[0 if p.runtime == "onnx" else 1]
         self.session: Any = None
         self.raster: SensorRaster | None = None
@@ -287,6 +294,13 @@ class SensorPolicyPlanner(Planner):
         if self.raster is None or self.raster.geom != self.cfg.geometry:
             self.raster = SensorRaster(self.cfg.geometry, init.rig.lidar if init.rig is not None else None)
         self.raster.reset(init)
+        if self.safety_decel > 0 and self.safety_predict_s > 0 and self.raster.lidar is not None:
+            from agents import sensor_policy_safety as sps
+            from agents.perception import LidarPerception, MultiObjectTracker
+
+            self.perception = LidarPerception(self.raster.lidar, init.lane_map, dt_s=init.dt_s, road_margin_m=sps.PREDICT_ROAD_MARGIN_M,
+                                              max_range_m=sps.PREDICT_MAX_RANGE_M, tracker=MultiObjectTracker())  # fmt: skip
+            self._ego_size = (float(init.ego_size[0]), float(init.ego_size[1]))
         self._prepare()
 
     def _prepare(self) -> None:
@@ -346,14 +360,30 @@ class SensorPolicyPlanner(Planner):
         feat = ego_features(ego_obs)
         return self.trajectory(self._checked(self.infer(raster, feat), raster))
 
-    def _checked(self, wp: NDArray[np.float32], raster: NDArray[np.uint8]) -> NDArray[np.float32]:
-        """The network's waypoints after the safety check (``safety_decel`` > 0; else unchanged)."""
+    def _checked(self, wp: NDArray[np.float32], raster: NDArray[np.uint8], tracks: dict[str, Any] | None = None) -> NDArray[np.float32]:
+        """The network's waypoints after the safety check (``safety_decel`` > 0; else unchanged),
+        with the tracked obstacles (ego frame, :func:`agents.sensor_policy_safety.tracks_in_ego_frame`)
+        predicted over ``safety_predict_s`` when given."""
         if self.safety_decel <= 0:
             return wp
-        from agents.sensor_policy_safety import slow_for_obstacles
+        from agents.sensor_policy_safety import predicted_free_length, slow_for_obstacles
 
         assert self.cfg is not None
-        return slow_for_obstacles(wp, self._t, raster, self.cfg.geometry, self.safety_decel).astype(np.float32)
+        cap = math.inf
+        if tracks is not None and self.safety_predict_s > 0:
+            cap = predicted_free_length(wp, self._t, tracks, horizon_s=self.safety_predict_s, ego_length=self._ego_size[0],
+                                        ego_width=self._ego_size[1])  # fmt: skip
+        return slow_for_obstacles(wp, self._t, raster, self.cfg.geometry, self.safety_decel, free_cap=cap).astype(np.float32)
+
+    def _tracks(self, obs: Observation) -> dict[str, Any] | None:
+        """The moving obstacles the LiDAR perception tracks, in the ego frame (``safety_predict_s``
+        > 0), updated every plan."""
+        if self.perception is None:
+            return None
+        from agents.sensor_policy_safety import tracks_in_ego_frame
+
+        ego = ego_from_obs(obs)
+        return tracks_in_ego_frame(self.perception(obs["lidar"], ego.xy, ego.yaw), ego.xy, ego.yaw)
 
     def plan(self, obs: Observation) -> Trajectory:
         """Raster and network input in one compiled pass (:class:`SensorRaster`), the network,
@@ -362,4 +392,4 @@ class SensorPolicyPlanner(Planner):
         ras = self.raster(obs["lidar"], ego_from_obs(obs), self._x)
         self.last_raster = ras
         feat = ego_features(obs["ego"])
-        return self.trajectory(self._checked(self.run_network(self.input_of(ras), feat), ras))
+        return self.trajectory(self._checked(self.run_network(self.input_of(ras), feat), ras, self._tracks(obs)))

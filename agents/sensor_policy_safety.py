@@ -12,18 +12,45 @@ sweep has no velocities), so the check is a braking envelope, not a forecast: th
 along its path is capped at ``sqrt(2 * decel * (free - s))``, the speed from which braking at
 ``decel`` m/s² stops at the free length, and the waypoints are re-timed along the same path. A
 plan that already steers around the obstacle (its path clear of the cells) is left alone.
+
+**Prediction** (planner parameter ``safety_predict_s``, s; off by default): one sweep cannot show a
+car coming *across* the path, so :func:`predicted_free_length` also takes the obstacles the
+project's LiDAR perception tracks (:class:`agents.perception.LidarPerception`: clustering + alpha-beta
+tracking, the same as ``lidar_stack``), moves each moving one at constant velocity over the
+horizon, and drives the ego's footprint along the plan as timed (its path, heading along the
+path, extrapolated at the last waypoint's speed past the plan's end). When the ego at time t
+overlaps a track at a time within ``time_margin_s`` of t, the plan is in conflict with it: the
+free length becomes the first arc length at which the ego's footprint touches the track's
+swept region over the horizon (where it crosses the path, or its current position for a car
+ahead in the lane), less ``margin_m``, and the same braking envelope applies. A car moving away,
+or one that crosses before or after the ego (more than ``time_margin_s`` apart), is left alone.
+The overlap test is the project's one box-contact test (:mod:`sim.safety`), the ego's box grown
+by ``pad_m`` on every side.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from agents.sensor_policy_data import RasterGeometry
+from sim.safety import contact_interval, in_contact
 
-__all__ = ["free_length", "slow_for_obstacles"]
+__all__ = ["PREDICT_MAX_RANGE_M", "PREDICT_MIN_SPEED", "PREDICT_ROAD_MARGIN_M", "free_length", "predicted_free_length", "slow_for_obstacles", "tracks_in_ego_frame"]
+
+#: LiDAR points this far off the drivable area (m) still make tracks: a car coming out of a
+#: driveway or a yard is off the road until shortly before it crosses the path
+PREDICT_ROAD_MARGIN_M = 12.0
+#: LiDAR points beyond this range (m) are not tracked
+PREDICT_MAX_RANGE_M = 50.0
+#: tracks slower than this (m/s) are left to the raster check: the centroid of a parked car's visible
+#: side drifts as the ego drives past, which the tracker reads as up to about 1.5 m/s
+PREDICT_MIN_SPEED = 2.0
+#: tracks longer / wider than this (m) are not road users (a building facade, a wall)
+_MAX_TRACK_LENGTH_M, _MAX_TRACK_WIDTH_M = 8.0, 3.5
 
 
 def _arc(wp: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -67,14 +94,15 @@ def free_length(wp: NDArray[np.float64], raster: NDArray[np.uint8], geom: Raster
 
 
 def slow_for_obstacles(wp: NDArray[np.float64], t_s: NDArray[np.float64], raster: NDArray[np.uint8],
-                       geom: RasterGeometry, decel: float) -> NDArray[np.float64]:  # fmt: skip
+                       geom: RasterGeometry, decel: float, *, free_cap: float = math.inf) -> NDArray[np.float64]:  # fmt: skip
     """The plan ``wp`` ((K, 2) m at times ``t_s``) re-timed along its own path so that its speed
-    never exceeds ``sqrt(2 * decel * (free - s))`` (:func:`free_length`), never passing the free
-    length. Unchanged when nothing blocks the path or ``decel`` <= 0."""
+    never exceeds ``sqrt(2 * decel * (free - s))`` (``free``: the smaller of :func:`free_length`
+    and ``free_cap``, m, e.g. :func:`predicted_free_length`), never passing the free length.
+    Unchanged when nothing blocks the path or ``decel`` <= 0."""
     wp = np.asarray(wp, np.float64)
     if decel <= 0:
         return wp
-    free = free_length(wp, raster, geom)
+    free = min(free_length(wp, raster, geom), free_cap)
     if not math.isfinite(free):
         return wp
     path, s_path = _densify(wp, 0.25)
@@ -93,3 +121,88 @@ def slow_for_obstacles(wp: NDArray[np.float64], t_s: NDArray[np.float64], raster
         cur = max(cur, min(cur + dt * max(0.0, min(v_plan[i], v_cap)), total, free))
     s_new = np.minimum(np.interp(t_s, ts, out_s), s_plan[1:])
     return np.stack([np.interp(s_new, s_path, path[:, 0]), np.interp(s_new, s_path, path[:, 1])], axis=1)
+
+
+# ------------------------------------------------------------------------------ prediction
+def tracks_in_ego_frame(actors: Any, ego_xy: NDArray[np.float64], ego_yaw: float,
+                        min_speed: float = PREDICT_MIN_SPEED) -> dict[str, NDArray[np.float64]]:  # fmt: skip
+    """The moving tracks of an :class:`agents.planners.common.ActorsView` (world frame, as
+    :class:`agents.perception.LidarPerception` returns them) in the ego frame at plan time:
+    ``xy`` (N, 2) m, ``vel`` (N, 2) m/s, ``yaw`` (N,) rad, ``length``, ``width`` (N,) m. Tracks
+    slower than ``min_speed`` m/s or larger than a vehicle are dropped (the raster check covers
+    what stands still)."""
+    c, s = math.cos(ego_yaw), math.sin(ego_yaw)
+    rot = np.array([[c, s], [-s, c]])  # world -> ego
+    vel = actors.vel() if actors.n else np.zeros((0, 2))
+    keep = (np.hypot(vel[:, 0], vel[:, 1]) >= min_speed) & (actors.length <= _MAX_TRACK_LENGTH_M) & (actors.width <= _MAX_TRACK_WIDTH_M)
+    xy = (np.asarray(actors.xy, np.float64)[keep] - np.asarray(ego_xy, np.float64)[None]) @ rot.T
+    return {"xy": xy, "vel": vel[keep] @ rot.T, "yaw": np.asarray(actors.yaw, np.float64)[keep] - ego_yaw,
+            "length": np.asarray(actors.length, np.float64)[keep], "width": np.asarray(actors.width, np.float64)[keep]}  # fmt: skip
+
+
+def _overlap(ego_xy: NDArray[np.float64], ego_yaw: NDArray[np.float64], ego_size: tuple[float, float], trk_xy: NDArray[np.float64],
+             trk_yaw: float, trk_size: tuple[float, float]) -> NDArray[np.bool_]:  # fmt: skip
+    """Whether the ego box at each of its poses (E, 2) / (E,) overlaps the track's box at each of
+    its positions (P, 2) (heading ``trk_yaw``): (E, P) bool, by the project's one box-contact test
+    (:func:`sim.safety.contact_interval` at zero speed)."""
+    e, n = len(ego_xy), len(trk_xy)
+    zero_e, zero_a = np.zeros(e), np.zeros((e, n))
+    actors = (np.broadcast_to(trk_xy[None, :, 0], (e, n)).copy(), np.broadcast_to(trk_xy[None, :, 1], (e, n)).copy(),
+              np.full((e, n), float(trk_yaw)), zero_a)  # fmt: skip
+    first, _ = contact_interval((ego_xy[:, 0].copy(), ego_xy[:, 1].copy(), ego_yaw.astype(np.float64), zero_e), ego_size, actors,
+                                (np.full(n, float(trk_size[0])), np.full(n, float(trk_size[1]))), np.ones((e, n), bool))  # fmt: skip
+    return in_contact(first)
+
+
+def _ego_along(wp: NDArray[np.float64], t_s: NDArray[np.float64], times: NDArray[np.float64],
+               step_m: float) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
+    """The plan's path sampled every ``step_m`` (points (S, 2), headings (S,), arc lengths (S,)),
+    extended straight on past the last waypoint, and the arc length (T,) at each of ``times`` (s)
+    (the plan's timing, then its last segment's speed)."""
+    pts, cum = _arc(wp)
+    t_plan = np.concatenate([[0.0], np.asarray(t_s, np.float64)])
+    v_end = (cum[-1] - cum[-2]) / max(t_plan[-1] - t_plan[-2], 1e-6)
+    s_t = np.where(times <= t_plan[-1], np.interp(times, t_plan, cum), cum[-1] + v_end * (times - t_plan[-1]))
+    seg = pts[-1] - pts[-2]
+    d_end = seg / np.hypot(*seg) if np.hypot(*seg) > 1e-6 else np.array([1.0, 0.0])
+    total = float(max(cum[-1], s_t[-1]))
+    s = np.arange(0.0, total + step_m, step_m)
+    inside = s <= cum[-1]
+    x = np.where(inside, np.interp(s, cum, pts[:, 0]), pts[-1, 0] + (s - cum[-1]) * d_end[0])
+    y = np.where(inside, np.interp(s, cum, pts[:, 1]), pts[-1, 1] + (s - cum[-1]) * d_end[1])
+    path = np.stack([x, y], axis=1)
+    hd = np.arctan2(np.gradient(y), np.gradient(x)) if len(s) > 1 else np.zeros(1)
+    return path, hd, s, s_t
+
+
+def predicted_free_length(wp: NDArray[np.float64], t_s: NDArray[np.float64], tracks: dict[str, NDArray[np.float64]], *,
+                          horizon_s: float, ego_length: float = 4.6, ego_width: float = 1.9, pad_m: float = 0.3,
+                          margin_m: float = 0.5, time_margin_s: float = 0.5, dt_s: float = 0.1) -> float:  # fmt: skip
+    """Metres the ego can drive along the plan ``wp`` ((K, 2) ego frame, m, at times ``t_s`` s)
+    before its footprint (``ego_length`` x ``ego_width`` m, grown by ``pad_m`` on every side: a
+    perceived box is often smaller than the car, only its visible faces) enters, less ``margin_m``,
+    the swept region over ``horizon_s`` s of a track it would meet (``tracks``:
+    :func:`tracks_in_ego_frame`, constant velocity, sampled every ``dt_s`` s): a track meets the plan
+    when the ego at some time t of the horizon overlaps it at a time within ``time_margin_s`` of t.
+    ``inf`` when no track meets it. Tracks whose centre is behind the ego's front are ignored
+    (braking cannot help against them)."""
+    wp = np.asarray(wp, np.float64)
+    ahead = tracks["xy"][:, 0] > ego_length / 2.0
+    if horizon_s <= 0 or not ahead.any():
+        return math.inf
+    size = (ego_length + 2.0 * pad_m, ego_width + 2.0 * pad_m)
+    times = np.arange(0.0, horizon_s + 1e-9, dt_s)
+    path, hd, s, s_t = _ego_along(wp, t_s, times, 0.25)
+    j = np.minimum(np.searchsorted(s, s_t), len(s) - 1)
+    lag = round(time_margin_s / dt_s)
+    near = np.abs(np.arange(len(times))[:, None] - np.arange(len(times))[None, :]) <= lag  # (T ego, T track)
+    free = math.inf
+    for i in np.flatnonzero(ahead):
+        pos = tracks["xy"][i][None] + times[:, None] * tracks["vel"][i][None]  # (T, 2)
+        trk = (float(tracks["length"][i]), float(tracks["width"][i]))
+        if not np.any(_overlap(path[j], hd[j], size, pos, float(tracks["yaw"][i]), trk) & near):
+            continue
+        hit = np.flatnonzero(_overlap(path, hd, size, pos, float(tracks["yaw"][i]), trk).any(axis=1))
+        if len(hit):
+            free = min(free, max(0.0, float(s[hit[0]]) - margin_m))
+    return free

@@ -60,3 +60,72 @@ def test_off_by_default_and_refused_out_of_range() -> None:
     assert SensorPolicyPlanner(safety_decel=5).safety_decel == 5.0
     with pytest.raises(LoopdriveError, match="safety_decel"):
         SensorPolicyPlanner(safety_decel=-1)
+
+
+# ------------------------------------------------------------------ prediction (safety_predict_s)
+def _track(x: float, y: float, vx: float, vy: float) -> dict[str, np.ndarray]:
+    """One tracked car (ego frame, m and m/s) heading along its velocity."""
+    return {"xy": np.array([[x, y]]), "vel": np.array([[vx, vy]]), "yaw": np.array([math.atan2(vy, vx)]),
+            "length": np.array([4.6]), "width": np.array([1.9])}  # fmt: skip
+
+
+def test_predicted_free_length_stops_short_of_a_crossing_car_and_ignores_one_that_misses() -> None:
+    from agents.sensor_policy_safety import predicted_free_length
+
+    wp = _straight(8.0)  # 8 m/s: at x = 24 m after 3 s
+    cross = predicted_free_length(wp, T, _track(24.0, -15.0, 0.0, 5.0), horizon_s=4.0)  # there at 3 s too
+    assert 24.0 - 2.3 - 0.95 - 1.5 <= cross <= 24.0 - 2.3 - 0.95  # the ego's front short of the car's side
+    assert math.isinf(predicted_free_length(wp, T, _track(24.0, 2.0, 0.0, 5.0), horizon_s=4.0))  # already across, leaving
+    assert math.isinf(predicted_free_length(wp, T, _track(24.0, -30.0, 0.0, 5.0), horizon_s=4.0))  # crosses after the ego
+    assert math.isinf(predicted_free_length(wp, T, _track(15.0, 0.0, 12.0, 0.0), horizon_s=4.0))  # a car ahead moving away
+    assert math.isinf(predicted_free_length(wp, T, _track(40.0, 3.5, -6.0, 0.0), horizon_s=4.0))  # oncoming, next lane
+    assert predicted_free_length(wp, T, _track(40.0, 0.0, -6.0, 0.0), horizon_s=4.0) < 12.0  # oncoming in the ego's lane
+    assert math.isinf(predicted_free_length(wp, T, _track(24.0, -15.0, 0.0, 5.0), horizon_s=0.0))  # off
+
+
+def _crossing_plans(predict_s: float, y0: float) -> tuple[np.ndarray, np.ndarray]:
+    """The shipped policy with ``safety_decel=5`` (and ``safety_predict_s``) fed 10 box-LiDAR sweeps
+    (0.1 s apart) of a car crossing at x = 24 m from ``y0`` at +5 m/s; the ego holds 8 m/s at the
+    origin. Returns the first and the last plan's waypoints."""
+    from types import SimpleNamespace
+
+    from agents.sensor_policy import SensorPolicyPlanner
+    from sim.planning import PlannerInit
+    from sim.render.box_lidar import simulate_lidar
+    from sim.sensors import default_rig
+
+    rig = default_rig()
+    pl = SensorPolicyPlanner(safety_decel=5, safety_predict_s=predict_s)
+    pl.reset(PlannerInit(lane_map=None, route=(), dt_s=0.1, horizon_s=5.0, rig=rig))
+    ego = np.array([0.0, 0.0, 0.0, 8.0, 0.0, 0.0])
+    plans = []
+    for k in range(10):
+        y = y0 + 5.0 * 0.1 * k
+        w = SimpleNamespace(x=np.array([0.0, 24.0]), y=np.array([0.0, y]), yaw=np.array([0.0, math.pi / 2]), z=np.zeros(2),
+                            length=np.full(2, 4.6), width=np.full(2, 1.9), height=np.full(2, 1.6), valid=np.ones(2, bool))  # fmt: skip
+        plans.append(pl.plan({"lidar": simulate_lidar(w, rig.lidar), "ego": ego}).xy)
+    return plans[0], plans[-1]
+
+
+def test_a_crossing_car_predicted_into_the_path_makes_the_planner_brake() -> None:
+    _, plain = _crossing_plans(0.0, -14.0)  # the car is still 9.5 m to the right: the raster check sees nothing on the path
+    _, predicted = _crossing_plans(4.0, -14.0)
+    assert plain[-1, 0] > 25.0
+    assert predicted[-1, 0] < 24.0 - 2.3 - 0.95  # stops with its front short of the car's path
+    assert predicted[-1, 0] < plain[-1, 0] - 5.0
+
+
+def test_a_car_moving_away_from_the_path_does_not_make_it_brake() -> None:
+    _, plain = _crossing_plans(0.0, 3.0)  # already across and leaving to the left
+    _, predicted = _crossing_plans(4.0, 3.0)
+    np.testing.assert_allclose(predicted, plain, atol=1e-6)
+    assert predicted[-1, 0] > 25.0
+
+
+def test_predict_is_off_by_default_and_bounded() -> None:
+    from agents.sensor_policy import SensorPolicyPlanner
+    from sim.errors import LoopdriveError
+
+    assert SensorPolicyPlanner().safety_predict_s == 0.0
+    with pytest.raises(LoopdriveError, match="safety_predict_s"):
+        SensorPolicyPlanner(safety_predict_s=11)
