@@ -299,7 +299,8 @@ class SensorPolicyPlanner(Planner):
             from agents.perception import LidarPerception, MultiObjectTracker
 
             self.perception = LidarPerception(self.raster.lidar, init.lane_map, dt_s=init.dt_s, road_margin_m=sps.PREDICT_ROAD_MARGIN_M,
-                                              max_range_m=sps.PREDICT_MAX_RANGE_M, tracker=MultiObjectTracker())  # fmt: skip
+                                              max_range_m=sps.PREDICT_MAX_RANGE_M,
+                                              tracker=MultiObjectTracker(min_hits=sps.PREDICT_MIN_HITS))  # fmt: skip
             self._ego_size = (float(init.ego_size[0]), float(init.ego_size[1]))
         self._prepare()
 

@@ -23,7 +23,9 @@ overlaps a track at a time within ``time_margin_s`` of t, the plan is in conflic
 free length becomes the first arc length at which the ego's footprint touches the track's
 swept region over the horizon (where it crosses the path, or its current position for a car
 ahead in the lane), less ``margin_m``, and the same braking envelope applies. A car moving away,
-or one that crosses before or after the ego (more than ``time_margin_s`` apart), is left alone.
+or one that crosses before or after the ego (more than ``time_margin_s`` apart), is left alone, and
+so is a crossing track whose way the ego is already in (it clears it by driving on). Tracks need
+``PREDICT_MIN_HITS`` detections first.
 The overlap test is the project's one box-contact test (:mod:`sim.safety`), the ego's box grown
 by ``pad_m`` on every side.
 """
@@ -39,7 +41,7 @@ from numpy.typing import NDArray
 from agents.sensor_policy_data import RasterGeometry
 from sim.safety import contact_interval, in_contact
 
-__all__ = ["PREDICT_MAX_RANGE_M", "PREDICT_MIN_SPEED", "PREDICT_ROAD_MARGIN_M", "free_length", "predicted_free_length", "slow_for_obstacles", "tracks_in_ego_frame"]
+__all__ = ["PREDICT_MAX_RANGE_M", "PREDICT_MIN_HITS", "PREDICT_MIN_SPEED", "PREDICT_ROAD_MARGIN_M", "free_length", "predicted_free_length", "slow_for_obstacles", "tracks_in_ego_frame"]
 
 #: LiDAR points this far off the drivable area (m) still make tracks: a car coming out of a
 #: driveway or a yard is off the road until shortly before it crosses the path
@@ -49,6 +51,12 @@ PREDICT_MAX_RANGE_M = 50.0
 #: tracks slower than this (m/s) are left to the raster check: the centroid of a parked car's visible
 #: side drifts as the ego drives past, which the tracker reads as up to about 1.5 m/s
 PREDICT_MIN_SPEED = 2.0
+#: tracks confirmed by fewer detections are not predicted: a fragment of a wall or a hedge seen from
+#: a new angle makes a short-lived track with a made-up velocity
+PREDICT_MIN_HITS = 5
+#: a track whose velocity points back at the ego within this cosine is head-on (braking for it
+#: lowers the impact speed even once the ego is in its way)
+_HEAD_ON_COS = 0.7
 #: tracks longer / wider than this (m) are not road users (a building facade, a wall)
 _MAX_TRACK_LENGTH_M, _MAX_TRACK_WIDTH_M = 8.0, 3.5
 
@@ -185,7 +193,9 @@ def predicted_free_length(wp: NDArray[np.float64], t_s: NDArray[np.float64], tra
     :func:`tracks_in_ego_frame`, constant velocity, sampled every ``dt_s`` s): a track meets the plan
     when the ego at some time t of the horizon overlaps it at a time within ``time_margin_s`` of t.
     ``inf`` when no track meets it. Tracks whose centre is behind the ego's front are ignored
-    (braking cannot help against them)."""
+    (braking cannot help against them), and so is a track not coming head-on whose swept region
+    the ego's box already overlaps (the ego is in its way: it clears it by driving on, not by
+    stopping there -- a left turn across the oncoming lane)."""
     wp = np.asarray(wp, np.float64)
     ahead = tracks["xy"][:, 0] > ego_length / 2.0
     if horizon_s <= 0 or not ahead.any():
@@ -203,6 +213,9 @@ def predicted_free_length(wp: NDArray[np.float64], t_s: NDArray[np.float64], tra
         if not np.any(_overlap(path[j], hd[j], size, pos, float(tracks["yaw"][i]), trk) & near):
             continue
         hit = np.flatnonzero(_overlap(path, hd, size, pos, float(tracks["yaw"][i]), trk).any(axis=1))
+        vx, vy = tracks["vel"][i]
+        if len(hit) and hit[0] == 0 and vx > -_HEAD_ON_COS * math.hypot(vx, vy):
+            continue  # already in a crossing track's way: stopping here would not clear it, driving on does
         if len(hit):
             free = min(free, max(0.0, float(s[hit[0]]) - margin_m))
     return free

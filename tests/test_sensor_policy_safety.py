@@ -81,6 +81,10 @@ def test_predicted_free_length_stops_short_of_a_crossing_car_and_ignores_one_tha
     assert math.isinf(predicted_free_length(wp, T, _track(40.0, 3.5, -6.0, 0.0), horizon_s=4.0))  # oncoming, next lane
     assert predicted_free_length(wp, T, _track(40.0, 0.0, -6.0, 0.0), horizon_s=4.0) < 12.0  # oncoming in the ego's lane
     assert math.isinf(predicted_free_length(wp, T, _track(24.0, -15.0, 0.0, 5.0), horizon_s=0.0))  # off
+    # a car crossing right in front of the ego's bumper: the ego is already in its way and clears it
+    # by driving on; a head-on one there is still braked for
+    assert math.isinf(predicted_free_length(wp, T, _track(3.0, -5.0, 0.0, 5.0), horizon_s=4.0))
+    assert predicted_free_length(wp, T, _track(20.0, 0.0, -6.0, 0.0), horizon_s=4.0) == 0.0
 
 
 def _crossing_plans(predict_s: float, y0: float) -> tuple[np.ndarray, np.ndarray]:
