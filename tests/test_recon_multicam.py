@@ -73,6 +73,26 @@ def test_both_cameras_train_each_with_its_own_intrinsics_and_time(two_cam_log: P
         assert after[c] > 18.0, (c, after[c])
 
 
+def test_first_camera_weight_draws_more_patches_from_the_first_camera(two_cam_log: Path) -> None:
+    from sim.recon.train import _draw_frames
+
+    data = ReconData.from_log(read_log(two_cam_log), CFG, camera="all", eval_every=5)
+    frames = data.train_frames
+    first = (data.frame_camera[torch.as_tensor(frames)] == 0).float().mean().item()  # share of first-camera frames
+    many = dataclasses.replace(SPEC, patches=4000)
+
+    def share(spec: BatchSpec) -> float:
+        fi = _draw_frames(data, spec, torch.Generator().manual_seed(0), frames)
+        return (data.frame_camera[torch.as_tensor(frames)[fi]] == 0).float().mean().item()
+
+    assert abs(share(many) - first) < 0.03  # weight 1: every training frame equally likely
+    w3 = 3 * first / (3 * first + (1 - first))
+    assert abs(share(dataclasses.replace(many, first_camera_weight=3.0)) - w3) < 0.03
+    # weight 1 keeps the uniform draw's random stream (one camera, or the preset's default: unchanged batches)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(_draw_frames(data, SPEC, g1, frames), torch.randint(len(frames), (SPEC.patches,), generator=g2))
+
+
 def test_held_out_frames_use_the_nearest_training_frame_of_their_camera(two_cam_log: Path) -> None:
     dl = read_log(two_cam_log)
     train, held = split_frames(dl, ["front", "left"], 5)

@@ -198,6 +198,8 @@ class LoopdriveDataManagerConfig(VanillaDataManagerConfig):
     (:func:`sim.recon.train.virtual_view_targets`; model weight ``w_virtual``)."""
     virtual_shift_m: float = 3.0
     """Largest sideways move (m, either side) of a virtual camera."""
+    first_camera_weight: float = 1.0
+    """Draw camera patches from the first camera's frames this many times as often as from another's."""
     use_camera_depth: bool = True
     """Add the training frames' depth maps to the occupancy grid (synthetic logs have them)."""
     lidar_motion_compensation: bool = True
@@ -260,7 +262,7 @@ class LoopdriveDataManager(DataManager):
     @property
     def spec(self) -> BatchSpec:
         c = self.config
-        return BatchSpec(c.patches, c.patch, c.lidar_rays, c.lidar_sweeps, c.virtual_patches, c.virtual_shift_m)
+        return BatchSpec(c.patches, c.patch, c.lidar_rays, c.lidar_sweeps, c.virtual_patches, c.virtual_shift_m, c.first_camera_weight)
 
     def _need(self) -> ReconData:
         if self.recon is None:

@@ -48,6 +48,9 @@ class BatchSpec:
     lidar_sweeps: int = 4
     virtual_patches: int = 0
     virtual_shift_m: float = 3.0
+    #: camera patches drawn from the first camera's frames this many times as often as from another
+    #: camera's (several cameras; 1: every training frame equally likely)
+    first_camera_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -159,11 +162,21 @@ def _patch_origin(data: ReconData, frames: list[int], g: _PatchGrid, gen: torch.
     return (u * (hm + 1)).long().clamp(max=hm), (v * (wm + 1)).long().clamp(max=wm)
 
 
+def _draw_frames(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames: list[int]) -> Tensor:
+    """Positions in ``frames`` of ``spec.patches`` random frames: uniform, or with the first camera's
+    frames ``spec.first_camera_weight`` times as likely as another camera's."""
+    if spec.first_camera_weight == 1.0 or data.frame_camera is None:
+        return torch.randint(len(frames), (spec.patches,), generator=gen)
+    first = data.frame_camera[torch.as_tensor(frames, dtype=torch.long)] == 0
+    p = torch.where(first, spec.first_camera_weight, 1.0).double()
+    return torch.multinomial(p, spec.patches, replacement=True, generator=gen)
+
+
 def _camera_patches(data: ReconData, spec: BatchSpec, gen: torch.Generator, frames: list[int], g: _PatchGrid) -> tuple[dict[str, Tensor], list[int]]:
     """``spec.patches`` random patches of random training frames: their rays and ground-truth RGB
     (P, p*s, p*s, 3), and the frame of each patch (with its camera, intrinsics and the patch's
     full-resolution top-left pixel, for the appearance transform)."""
-    fi = torch.randint(len(frames), (spec.patches,), generator=gen)
+    fi = _draw_frames(data, spec, gen, frames)
     fr_list = [frames[int(i)] for i in fi]
     ys, xs = _patch_origin(data, fr_list, g, gen)
     origins, dirs, gts = [], [], []
