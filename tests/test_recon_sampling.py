@@ -99,11 +99,14 @@ def test_the_quick_preset_has_its_own_settings_for_several_cameras() -> None:
     one, many = preset_settings("quick"), preset_settings("quick", multi_camera=True)
     assert "multi_camera" not in one and one == {k: v for k, v in PRESETS["quick"].items() if k != "multi_camera"}
     # merged field by field: the single-camera settings it does not name are kept
-    assert many["model"]["footprint_scale"] == one["model"]["footprint_scale"] and many["datamanager"] == one["datamanager"]
+    assert many["model"]["footprint_scale"] == one["model"]["footprint_scale"] and many["datamanager"]["patches"] == one["datamanager"]["patches"]
+    assert "first_camera_weight" not in one["datamanager"] and many["datamanager"]["first_camera_weight"] > 1
     assert many["iterations"] > one["iterations"] and many["model"]["max_train_seconds"] > one["model"]["max_train_seconds"]
     assert preset_settings("full", multi_camera=True) == preset_settings("full")  # the full preset has none
     single, multi = make_trainer_config("quick"), make_trainer_config("quick", multi_camera=True)
     assert single.pipeline.model.upsample == 4 and multi.pipeline.model.upsample == 2
+    assert single.pipeline.datamanager.first_camera_weight == 1.0 and single.pipeline.model.w_rgb_aux == 0.5  # one camera: unchanged
+    assert multi.pipeline.datamanager.first_camera_weight == 2.0 and multi.pipeline.model.w_rgb_aux == 0.1
     assert multi.max_num_iterations == many["iterations"] and multi.pipeline.model.max_train_seconds == many["model"]["max_train_seconds"]
     assert multi.optimizers["grids"]["optimizer"].lr == many["lr_grid"] and single.optimizers["grids"]["optimizer"].lr == one["lr_grid"]
 

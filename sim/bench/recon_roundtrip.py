@@ -85,7 +85,7 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
     # a plumbing check (tests): a few frames, a few iterations, two cameras
     "smoke": BenchPreset("tiny", 12, 0.1, 128, "quick", 4, None, 1, 1, ("CAM_FRONT", "CAM_BACK")),
     # the quick figure: the small town (12 s) at 320x180, the quick preset under its own cap
-    # (on six cameras: 9000 iterations, 1/2-resolution decoder, a 14-minute cap; sim.recon.presets.PRESETS)
+    # (on six cameras: 11000 iterations, 1/2-resolution decoder, a 14-minute cap; sim.recon.presets.PRESETS)
     "quick": BenchPreset("small", 240, 0.2, 1024, "quick", None, None, 12, 6),
     "full": BenchPreset("small", 240, 0.2, 1024, "full", None, None, 12, 6),
 }
