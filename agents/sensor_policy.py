@@ -376,21 +376,22 @@ class SensorPolicyPlanner(Planner):
                                         ego_width=self._ego_size[1])  # fmt: skip
         return slow_for_obstacles(wp, self._t, raster, self.cfg.geometry, self.safety_decel, free_cap=cap).astype(np.float32)
 
-    def _tracks(self, obs: Observation) -> dict[str, Any] | None:
-        """The moving obstacles the LiDAR perception tracks, in the ego frame (``safety_predict_s``
-        > 0), updated every plan."""
+    def _tracks(self, lidar: Any, ego: Any) -> dict[str, Any] | None:
+        """The moving obstacles the LiDAR perception tracks in the sweep ``lidar`` seen from ``ego``
+        (:func:`agents.planners.common.ego_from_obs`), in the ego frame (``safety_predict_s`` > 0),
+        updated every plan."""
         if self.perception is None:
             return None
         from agents.sensor_policy_safety import tracks_in_ego_frame
 
-        ego = ego_from_obs(obs)
-        return tracks_in_ego_frame(self.perception(obs["lidar"], ego.xy, ego.yaw), ego.xy, ego.yaw)
+        return tracks_in_ego_frame(self.perception(lidar, ego.xy, ego.yaw), ego.xy, ego.yaw)
 
     def plan(self, obs: Observation) -> Trajectory:
         """Raster and network input in one compiled pass (:class:`SensorRaster`), the network,
         the trajectory: the same numbers as :meth:`plan_raster` on the raster."""
         assert self.raster is not None, "reset() first"
-        ras = self.raster(obs["lidar"], ego_from_obs(obs), self._x)
+        ego = ego_from_obs(obs)
+        ras = self.raster(obs["lidar"], ego, self._x)
         self.last_raster = ras
         feat = ego_features(obs["ego"])
-        return self.trajectory(self._checked(self.run_network(self.input_of(ras), feat), ras, self._tracks(obs)))
+        return self.trajectory(self._checked(self.run_network(self.input_of(ras), feat), ras, self._tracks(obs["lidar"], ego)))
